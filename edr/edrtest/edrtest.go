@@ -1,0 +1,261 @@
+// Package edrtest is the contract suite every edr.Driver runs against its
+// simulator (the watermill pubsub/tests pattern): the same happy path,
+// re-attach after a crash, 429 storm, 5xx burst, hung response, malformed
+// body and bad-input checks for every vendor. Vendor packages call Run from
+// their tests and add what is specific to them.
+package edrtest
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+)
+
+// Options are passed to Harness.New for one subtest.
+type Options struct {
+	// Timeout is the per-request timeout the driver must use (short in the
+	// hung-response test); 0 = the harness's usual value.
+	Timeout time.Duration
+}
+
+// Env is a driver wired to a fresh simulator.
+type Env struct {
+	Driver edr.Driver
+	Kit    *simhttp.Kit
+	// NewDriver returns another driver instance on the same simulator (a
+	// second worker taking over).
+	NewDriver func() edr.Driver
+}
+
+// Harness describes a driver and its simulator to the suite.
+type Harness struct {
+	// New returns a driver on a fresh simulator. Simulator durations should
+	// be short (tens of milliseconds).
+	New func(t *testing.T, o Options) Env
+	// Target is found by the simulator (Result.Rows > 0).
+	Target edr.Target
+	// EmptyTarget is found nowhere (Result.Rows == 0).
+	EmptyTarget edr.Target
+	// StartPath is the exact path of the request that starts an operation
+	// (POST); PollPath the path prefix Poll requests hit (faults go there).
+	StartPath, PollPath string
+	// Secrets must never appear in an error string.
+	Secrets []string
+}
+
+// Run runs the contract suite.
+func Run(t *testing.T, h Harness) {
+	t.Run("HappyPath", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		res, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		require.NoError(t, err)
+		require.Positive(t, res.Rows, "the simulator has hits for Target")
+		require.NotEmpty(t, res.Hosts)
+		require.LessOrEqual(t, len(res.Hosts), edr.MaxListed)
+		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "exactly one operation started")
+	})
+	t.Run("NothingFound", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		res, err := Drive(ctx(t), env.Driver, h.EmptyTarget, nil)
+		require.NoError(t, err)
+		require.Zero(t, res.Rows)
+	})
+	t.Run("ReattachAfterTakeover", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		ref, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target) })
+		require.NoError(t, err)
+		// The checkpoint goes through the ledger as JSON.
+		raw, err := json.Marshal(ref)
+		require.NoError(t, err)
+		other := env.NewDriver()
+		res, err := Drive(ctx(t), other, h.Target, edr.Ref(raw))
+		require.NoError(t, err)
+		require.Positive(t, res.Rows)
+		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the takeover must not start the operation again")
+	})
+	t.Run("RateLimitStorm", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		const retryAfter = time.Second
+		env.Kit.Add(simhttp.Fault{Name: "storm", Path: h.PollPath, Status: 429, RetryAfter: retryAfter, Count: 3})
+		var saw429 bool
+		res, err := driveObserve(ctx(t), env.Driver, h.Target, nil, func(err error) {
+			if edr.RetryAfter(err) >= retryAfter {
+				saw429 = true
+			}
+		})
+		require.NoError(t, err)
+		require.Positive(t, res.Rows)
+		require.True(t, saw429, "a 429 must surface as a retryable error carrying Retry-After")
+		AssertRetryAfterHonoured(t, env.Kit.Requests(), retryAfter)
+	})
+	t.Run("ServerErrors", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		env.Kit.Add(simhttp.Fault{Name: "5xx", Path: h.PollPath, Status: 503, Count: 3})
+		res, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		require.NoError(t, err)
+		require.Positive(t, res.Rows)
+	})
+	t.Run("HungResponse", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{Timeout: 300 * time.Millisecond})
+		env.Kit.Add(simhttp.Fault{Name: "hang", Path: h.PollPath, Hang: true, Count: 1})
+		var sawTimeout bool
+		res, err := driveObserve(ctx(t), env.Driver, h.Target, nil, func(err error) {
+			if edr.IsRetryable(err) && edr.RetryAfter(err) == 0 {
+				sawTimeout = true
+			}
+		})
+		require.NoError(t, err, "a hung response must time out and be retried")
+		require.Positive(t, res.Rows)
+		require.True(t, sawTimeout, "the hung request must fail with a retryable timeout")
+	})
+	t.Run("MalformedBody", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		env.Kit.Add(simhttp.Fault{Name: "garbage", Path: h.PollPath, Malformed: true})
+		_, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err), "a malformed body is permanent: %v", err)
+		require.Contains(t, strings.ToLower(err.Error()), "malformed")
+		assertNoSecrets(t, h.Secrets, err)
+	})
+	t.Run("BadHashNeverSent", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		bad := h.Target
+		bad.SHA256 = "x' OR 1=1--"
+		_, err := env.Driver.Start(ctx(t), bad)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Zero(t, countReq(env.Kit, "", "/"), "nothing may reach the vendor for a bad hash")
+	})
+}
+
+// Drive runs one operation to the end the way the job runner does: Start
+// (unless ref is given), Poll until Done, Collect, retrying retryable errors
+// after their Retry-After (or a short pause).
+func Drive(ctx context.Context, d edr.Driver, t edr.Target, ref edr.Ref) (edr.Result, error) {
+	return driveObserve(ctx, d, t, ref, func(error) {})
+}
+
+func driveObserve(ctx context.Context, d edr.Driver, t edr.Target, ref edr.Ref, seen func(error)) (edr.Result, error) {
+	var err error
+	observe := func(e error) error {
+		if e != nil {
+			seen(e)
+		}
+		return e
+	}
+	if ref == nil {
+		ref, err = retry(ctx, func() (edr.Ref, error) { r, e := d.Start(ctx, t); return r, observe(e) })
+		if err != nil {
+			return edr.Result{}, err
+		}
+	}
+	for {
+		st, err := retry(ctx, func() (edr.Status, error) { s, e := d.Poll(ctx, ref); return s, observe(e) })
+		if err != nil {
+			return edr.Result{}, err
+		}
+		if st.Ref != nil {
+			ref = st.Ref
+		}
+		if st.Done {
+			break
+		}
+		if err := pause(ctx, max(st.NextPoll, 5*time.Millisecond)); err != nil {
+			return edr.Result{}, err
+		}
+	}
+	return retry(ctx, func() (edr.Result, error) { r, e := d.Collect(ctx, ref); return r, observe(e) })
+}
+
+func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	for {
+		v, err := f()
+		if err == nil || !edr.IsRetryable(err) {
+			return v, err
+		}
+		if err := pause(ctx, max(edr.RetryAfter(err), 20*time.Millisecond)); err != nil {
+			return v, err
+		}
+	}
+}
+
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// AssertRetryAfterHonoured checks that after every 429 answered with a
+// Retry-After of at least d, no request reached the simulator before d had
+// passed (with a small tolerance for clock granularity).
+func AssertRetryAfterHonoured(t testing.TB, log []simhttp.Request, d time.Duration) {
+	t.Helper()
+	const slack = 50 * time.Millisecond
+	for i, r := range log {
+		if r.Status != 429 {
+			continue
+		}
+		for _, next := range log[i+1:] {
+			if next.Time.Sub(r.Time) < d-slack {
+				t.Fatalf("request %s %s at +%s after a 429 with Retry-After %s", next.Method, next.Path, next.Time.Sub(r.Time), d)
+			}
+		}
+	}
+}
+
+func assertNoSecrets(t testing.TB, secrets []string, errs ...error) {
+	t.Helper()
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		for _, s := range secrets {
+			if s != "" && strings.Contains(err.Error(), s) {
+				t.Fatalf("error leaks a secret: %v", err)
+			}
+		}
+	}
+}
+
+// AssertNoSecrets fails if any error's text contains any of secrets.
+func AssertNoSecrets(t testing.TB, secrets []string, errs ...error) {
+	assertNoSecrets(t, secrets, errs...)
+}
+
+func countReq(k *simhttp.Kit, method, prefix string) int { return k.Count(method, prefix) }
+
+func countExact(k *simhttp.Kit, method, path string) int {
+	n := 0
+	for _, r := range k.Requests() {
+		if r.Method == method && r.Path == path {
+			n++
+		}
+	}
+	return n
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}

@@ -1,0 +1,313 @@
+// Package simhttp is the plumbing every simulator in sim/ shares: fault
+// switches (status storms with Retry-After, latency, hung responses,
+// malformed bodies) applied in front of a simulator's handler, a log of every
+// request it served, and the small JSON helpers. Faults can be switched from
+// Go (tests, worker dev) or over HTTP at /_sim/faults (multi-process tests).
+//
+// Everything here is safe for concurrent use.
+package simhttp
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault is one injected misbehaviour. A request is affected by the first
+// active fault whose Path prefix and Method match.
+type Fault struct {
+	// Name identifies the fault for Remove; optional.
+	Name string `json:"name,omitempty"`
+	// Path is a URL path prefix; empty matches every path.
+	Path string `json:"path,omitempty"`
+	// Method matches the HTTP method; empty matches any.
+	Method string `json:"method,omitempty"`
+	// Status, when non-zero, is answered instead of calling the simulator.
+	Status int `json:"status,omitempty"`
+	// RetryAfter is sent as Retry-After (whole seconds, rounded up) with Status.
+	RetryAfter time.Duration `json:"retryAfter,omitempty"`
+	// Latency delays the request before it is served (or failed).
+	Latency time.Duration `json:"latency,omitempty"`
+	// Hang holds the request until the client gives up or the simulator closes.
+	Hang bool `json:"hang,omitempty"`
+	// Malformed answers 200 with a body that is not valid JSON.
+	Malformed bool `json:"malformed,omitempty"`
+	// AfterApply serves the request (its effects happen) and then hangs
+	// instead of answering: "timed out after it already applied".
+	AfterApply bool `json:"afterApply,omitempty"`
+	// Count limits the fault to the next Count matching requests; 0 = no limit.
+	Count int `json:"count,omitempty"`
+	// For limits the fault to a window starting when it is added; 0 = no limit.
+	For time.Duration `json:"for,omitempty"`
+	// Probability applies the fault to this share of matching requests
+	// (0 or 1 = all).
+	Probability float64 `json:"probability,omitempty"`
+
+	until time.Time
+	used  int
+}
+
+// Request is one served request, as the log keeps it.
+type Request struct {
+	Time      time.Time // when the request arrived
+	Method    string
+	Path      string
+	Query     string
+	UserAgent string
+	Status    int
+	Faulted   string // name of the fault that answered, if any
+}
+
+// Kit holds a simulator's faults and request log.
+type Kit struct {
+	mu     sync.Mutex
+	faults []*Fault
+	log    []Request
+	stop   chan struct{}
+	once   sync.Once
+	now    func() time.Time
+}
+
+// New returns an empty Kit.
+func New() *Kit { return &Kit{stop: make(chan struct{}), now: time.Now} }
+
+// Add switches a fault on. It returns a function that switches it off.
+func (k *Kit) Add(f Fault) (remove func()) {
+	fp := &f
+	k.mu.Lock()
+	if f.For > 0 {
+		fp.until = k.now().Add(f.For)
+	}
+	k.faults = append(k.faults, fp)
+	k.mu.Unlock()
+	return func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		for i, x := range k.faults {
+			if x == fp {
+				k.faults = append(k.faults[:i], k.faults[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// Remove switches off every fault with the given name.
+func (k *Kit) Remove(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := k.faults[:0]
+	for _, f := range k.faults {
+		if f.Name != name {
+			out = append(out, f)
+		}
+	}
+	k.faults = out
+}
+
+// Clear switches every fault off.
+func (k *Kit) Clear() {
+	k.mu.Lock()
+	k.faults = nil
+	k.mu.Unlock()
+}
+
+// Close releases hung requests. Call it before closing the server.
+func (k *Kit) Close() { k.once.Do(func() { close(k.stop) }) }
+
+// Requests returns a copy of the request log.
+func (k *Kit) Requests() []Request {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]Request(nil), k.log...)
+}
+
+// Count returns how many logged requests match method (empty = any) and path
+// prefix.
+func (k *Kit) Count(method, pathPrefix string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, r := range k.log {
+		if (method == "" || r.Method == method) && strings.HasPrefix(r.Path, pathPrefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func (k *Kit) pick(r *http.Request) *Fault {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	for i := 0; i < len(k.faults); i++ {
+		f := k.faults[i]
+		if !f.until.IsZero() && now.After(f.until) {
+			k.faults = append(k.faults[:i], k.faults[i+1:]...)
+			i--
+			continue
+		}
+		if f.Path != "" && !strings.HasPrefix(r.URL.Path, f.Path) {
+			continue
+		}
+		if f.Method != "" && f.Method != r.Method {
+			continue
+		}
+		if f.Probability > 0 && f.Probability < 1 && rand.Float64() >= f.Probability {
+			continue
+		}
+		f.used++
+		if f.Count > 0 && f.used >= f.Count {
+			k.faults = append(k.faults[:i], k.faults[i+1:]...)
+		}
+		cp := *f
+		return &cp
+	}
+	return nil
+}
+
+func (k *Kit) record(r *http.Request, at time.Time, status int, faulted string) {
+	k.mu.Lock()
+	k.log = append(k.log, Request{
+		Time: at, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		UserAgent: r.UserAgent(), Status: status, Faulted: faulted,
+	})
+	k.mu.Unlock()
+}
+
+// Wrap puts the fault switches and the request log in front of h, and
+// serves the control endpoint at /_sim/faults:
+//
+//	GET    /_sim/faults        the active faults
+//	POST   /_sim/faults        add one (a Fault as JSON; durations in nanoseconds)
+//	DELETE /_sim/faults        clear all (or ?name=N to remove by name)
+func (k *Kit) Wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_sim/faults" {
+			k.serveControl(w, r)
+			return
+		}
+		at := k.now()
+		f := k.pick(r)
+		if f == nil {
+			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			h.ServeHTTP(rec, r)
+			k.record(r, at, rec.status, "")
+			return
+		}
+		name := f.Name
+		if name == "" {
+			name = "fault"
+		}
+		if f.Latency > 0 {
+			select {
+			case <-time.After(f.Latency):
+			case <-r.Context().Done():
+				k.record(r, at, 0, name)
+				return
+			case <-k.stop:
+				return
+			}
+		}
+		switch {
+		case f.AfterApply:
+			h.ServeHTTP(discard{w.Header()}, r)
+			k.record(r, at, 0, name)
+			k.hang(r)
+		case f.Hang:
+			k.record(r, at, 0, name)
+			k.hang(r)
+		case f.Malformed:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"data": [ {"id": "trunc`))
+			k.record(r, at, http.StatusOK, name)
+		case f.Status != 0:
+			if f.RetryAfter > 0 {
+				secs := int((f.RetryAfter + time.Second - 1) / time.Second)
+				w.Header().Set("Retry-After", strconv.Itoa(secs))
+			}
+			WriteJSON(w, f.Status, map[string]any{"error": http.StatusText(f.Status), "message": "injected fault"})
+			k.record(r, at, f.Status, name)
+		default:
+			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			h.ServeHTTP(rec, r)
+			k.record(r, at, rec.status, name)
+		}
+	})
+}
+
+func (k *Kit) hang(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-k.stop:
+	}
+}
+
+func (k *Kit) serveControl(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		k.mu.Lock()
+		out := make([]Fault, 0, len(k.faults))
+		for _, f := range k.faults {
+			out = append(out, *f)
+		}
+		k.mu.Unlock()
+		WriteJSON(w, http.StatusOK, out)
+	case http.MethodPost:
+		var f Fault
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&f); err != nil {
+			WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		k.Add(f)
+		WriteJSON(w, http.StatusCreated, f)
+	case http.MethodDelete:
+		if name := r.URL.Query().Get("name"); name != "" {
+			k.Remove(name)
+		} else {
+			k.Clear()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}
+}
+
+// WriteJSON writes v as a JSON response with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ReadJSON decodes a request body of at most max bytes into v.
+func ReadJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
+	return json.NewDecoder(http.MaxBytesReader(w, r.Body, max)).Decode(v)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type discard struct{ h http.Header }
+
+func (d discard) Header() http.Header         { return d.h }
+func (d discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d discard) WriteHeader(int)             {}
