@@ -183,7 +183,8 @@ func Wrap(vendor, op string, err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	var te *httpc.TransportError
+	if !errors.As(err, &te) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return err // the caller's own context: not a vendor failure
 	}
 	out := &Error{Vendor: vendor, Op: op, Err: err, Retryable: httpc.IsRetryable(err), RetryAfter: httpc.RetryAfterOf(err)}

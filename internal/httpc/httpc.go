@@ -317,14 +317,17 @@ func IsRetryable(err error) bool {
 }
 
 // RetryAfterOf returns the Retry-After carried by err, or 0.
+//
+// An error that states its own delay (RetryAfterHint, as *edr.Error does)
+// wins over a *StatusError it wraps: the outer layer knows better.
 func RetryAfterOf(err error) time.Duration {
-	var se *StatusError
-	if errors.As(err, &se) {
-		return se.RetryAfter
-	}
 	var ra interface{ RetryAfterHint() time.Duration }
 	if errors.As(err, &ra) {
 		return ra.RetryAfterHint()
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.RetryAfter
 	}
 	return 0
 }
