@@ -1,0 +1,150 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// RateLimiter paces requests to one vendor credential across the whole
+// fleet: a GCRA limiter in Redis (Rate requests per second, Burst at once),
+// plus a fleet-wide cool-down that a 429 anywhere sets for its Retry-After.
+// It implements internal/httpc.Limiter. Each Wait is one Redis round trip
+// (plus one per wait it has to sleep through).
+//
+// If Redis cannot be reached the limiter fails open with local pacing at the
+// same rate, so a Redis blip slows vendor work down instead of stopping it.
+// It is safe for concurrent use.
+type RateLimiter struct {
+	s        *Store
+	name     string
+	interval time.Duration
+	tol      time.Duration
+	tat      string
+	cool     string
+	log      *zap.Logger
+	// OnWait, if set, is told how long each Wait blocked (metrics).
+	OnWait func(d time.Duration)
+
+	mu        sync.Mutex
+	localNext time.Time
+	coolUntil time.Time
+}
+
+// RateLimiter returns the fleet-wide limiter for name (a vendor credential,
+// e.g. "sophos:<client id>"). rate is requests per second (<= 0 disables the
+// GCRA part, keeping the 429 cool-down); burst is at least 1.
+func (s *Store) RateLimiter(name string, rate float64, burst int, log *zap.Logger) *RateLimiter {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	burst = max(burst, 1)
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) / rate)
+	}
+	return &RateLimiter{
+		s: s, name: name, interval: interval, tol: time.Duration(burst-1) * interval,
+		tat: s.pfx + "rl:" + name, cool: s.pfx + "cool:" + name,
+		log: log.Named("ratelimit").With(zap.String("limiter", name)),
+	}
+}
+
+// Wait blocks until the fleet may send one more request, or ctx ends.
+func (l *RateLimiter) Wait(ctx context.Context) error {
+	start := time.Now()
+	defer func() {
+		if l.OnWait != nil {
+			l.OnWait(time.Since(start))
+		}
+	}()
+	for {
+		wait, err := l.ask(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			l.log.Warn("fleet rate limiter unreachable; pacing locally", zap.Error(err))
+			return l.local(ctx)
+		}
+		if wait <= 0 {
+			return nil
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+func (l *RateLimiter) ask(ctx context.Context) (time.Duration, error) {
+	iv := l.interval
+	if iv <= 0 {
+		iv = time.Microsecond // cool-down only: GCRA effectively off
+	}
+	tol := l.tol
+	if l.interval <= 0 {
+		tol = time.Hour
+	}
+	v, err := l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds())
+	if err != nil {
+		return 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)
+	}
+	us, _ := v.(int64)
+	return time.Duration(us) * time.Microsecond, nil
+}
+
+// local paces this process alone, used only while Redis is unreachable.
+func (l *RateLimiter) local(ctx context.Context) error {
+	l.mu.Lock()
+	now := time.Now()
+	next := now
+	for _, t := range []time.Time{l.localNext, l.coolUntil} {
+		if t.After(next) {
+			next = t
+		}
+	}
+	l.localNext = next.Add(l.interval)
+	l.mu.Unlock()
+	return sleep(ctx, next.Sub(now))
+}
+
+// Throttled records a 429: nobody in the fleet sends to this credential for d.
+func (l *RateLimiter) Throttled(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	l.mu.Lock()
+	if u := time.Now().Add(d); u.After(l.coolUntil) {
+		l.coolUntil = u
+	}
+	l.mu.Unlock()
+	if err := throttleScript.Run(ctx, l.s.rdb, []string{l.cool}, d.Milliseconds()).Err(); err != nil && ctx.Err() == nil {
+		l.log.Warn("could not record fleet-wide cool-down", zap.Error(err))
+	}
+}
+
+// CoolDown returns the fleet-wide cool-down left for name, or 0.
+func (s *Store) CoolDown(ctx context.Context, name string) (time.Duration, error) {
+	d, err := s.rdb.PTTL(ctx, s.pfx+"cool:"+name).Result()
+	if err != nil || d < 0 {
+		return 0, err
+	}
+	return d, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

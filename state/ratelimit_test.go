@@ -1,0 +1,56 @@
+package state_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// The limiter must never let the fleet go faster than the rate: N requests
+// from several "workers" (limiters sharing a name) take at least (N-1)/rate.
+// This is a lower bound, so a slow machine cannot make it fail.
+func TestRateLimiterPacesTheWholeFleet(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	const rate, n = 50.0, 40
+	fleet := []*state.RateLimiter{
+		b.store.RateLimiter("sophos:client", rate, 1, nil),
+		b.store.RateLimiter("sophos:client", rate, 1, nil),
+		b.store.RateLimiter("sophos:client", rate, 1, nil),
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, fleet[i%len(fleet)].Wait(ctx(t)))
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	minimum := time.Duration(float64(n-1) / rate * float64(time.Second))
+	require.GreaterOrEqual(t, elapsed, minimum-20*time.Millisecond,
+		"%d requests at %.0f/s across three limiters must take at least %s", n, rate, minimum)
+}
+
+func TestThrottledPausesEveryLimiterSharingTheCredential(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	a := b.store.RateLimiter("cbc:org", 0, 1, nil)
+	other := b.store.RateLimiter("cbc:org", 0, 1, nil)
+	require.NoError(t, a.Wait(ctx(t)), "no rate configured: no pacing")
+	const d = 300 * time.Millisecond
+	a.Throttled(ctx(t), d)
+	left, err := b.store.CoolDown(ctx(t), "cbc:org")
+	require.NoError(t, err)
+	require.Greater(t, left, time.Duration(0))
+	start := time.Now()
+	require.NoError(t, other.Wait(ctx(t)))
+	require.GreaterOrEqual(t, time.Since(start), d-50*time.Millisecond,
+		"a 429 seen by one worker pauses the credential for the whole fleet")
+}

@@ -1,0 +1,239 @@
+package state
+
+import "github.com/redis/go-redis/v9"
+
+// Every ownership-dependent write is one of these scripts: the fencing check
+// and the write happen atomically in Redis, judged by Redis time (TIME), never
+// by a worker's clock.
+//
+// All keys of a fleet share the hash tag {namespace}, so the scripts run on
+// Redis Cluster as well: the job and tombstone keys they derive from the
+// prefix live in the same slot as the declared keys.
+//
+// Tokens and timestamps are passed and stored as decimal strings and compared
+// as strings; string.format('%d') keeps large integers exact.
+
+const luaPrelude = `
+local function nowms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fence(fk)
+  return string.format('%d', redis.call('INCR', fk))
+end
+`
+
+// admitScript admits a batch of jobs for one worker.
+// KEYS: leases, fence. ARGV: prefix, worker, ttlms, then (id, msg, source)*.
+// Per job it returns {id, outcome, token, detail[, fields]}:
+//
+//	finished  a tombstone exists (detail = terminal state)
+//	running   the lease is alive (detail = owner)
+//	takeover  the record existed with an expired lease: now ours (fields = HGETALL)
+//	admitted  a new record, ours (detail = created ms)
+var admitScript = redis.NewScript(luaPrelude + `
+local leases, fk = KEYS[1], KEYS[2]
+local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = nowms()
+local out = {}
+for i = 4, #ARGV, 3 do
+  local id, msg, src = ARGV[i], ARGV[i+1], ARGV[i+2]
+  local jk, tk = prefix .. 'job:' .. id, prefix .. 'tomb:' .. id
+  local tomb = redis.call('GET', tk)
+  if tomb then
+    out[#out+1] = {id, 'finished', '0', tomb}
+  elseif redis.call('EXISTS', jk) == 1 then
+    local dl = tonumber(redis.call('ZSCORE', leases, id) or '0')
+    if dl > now then
+      out[#out+1] = {id, 'running', '0', redis.call('HGET', jk, 'owner') or ''}
+    else
+      local tok = fence(fk)
+      redis.call('HSET', jk, 'owner', worker, 'token', tok)
+      redis.call('ZADD', leases, now + ttl, id)
+      out[#out+1] = {id, 'takeover', tok, '', redis.call('HGETALL', jk)}
+    end
+  else
+    local tok = fence(fk)
+    redis.call('HSET', jk, 'msg', msg, 'owner', worker, 'token', tok,
+      'created', string.format('%d', now), 'source', src)
+    redis.call('ZADD', leases, now + ttl, id)
+    out[#out+1] = {id, 'admitted', tok, string.format('%d', now)}
+  end
+end
+return out
+`)
+
+// claimScript takes over expired leases, oldest deadline first.
+// KEYS: leases, fence. ARGV: prefix, worker, ttlms, max.
+// Returns {id, token, fields}* for every job claimed.
+var claimScript = redis.NewScript(luaPrelude + `
+local leases, fk = KEYS[1], KEYS[2]
+local prefix, worker, ttl, max = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = nowms()
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max)
+for _, id in ipairs(ids) do
+  local jk = prefix .. 'job:' .. id
+  if redis.call('EXISTS', jk) == 0 then
+    redis.call('ZREM', leases, id)
+  else
+    local tok = fence(fk)
+    redis.call('HSET', jk, 'owner', worker, 'token', tok)
+    redis.call('ZADD', leases, now + ttl, id)
+    out[#out+1] = {id, tok, redis.call('HGETALL', jk)}
+  end
+end
+return out
+`)
+
+// renewScript extends every lease the worker still owns, in one round trip.
+// KEYS: leases, workers, epoch. ARGV: prefix, worker, ttlms, held, then (id, token)*.
+// Returns {now, epoch, {id, reason}*} where reason is finished (tombstone),
+// missing (record gone without a tombstone: Redis lost data) or stolen
+// (someone else holds it, or it was released).
+var renewScript = redis.NewScript(luaPrelude + `
+local leases, workers, epoch = KEYS[1], KEYS[2], KEYS[3]
+local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = nowms()
+local lost = {}
+for i = 5, #ARGV, 2 do
+  local id, tok = ARGV[i], ARGV[i+1]
+  local jk = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', jk, 'owner', 'token')
+  if f[1] == worker and f[2] == tok then
+    redis.call('ZADD', leases, now + ttl, id)
+  else
+    local why = 'stolen'
+    if not f[1] then
+      if redis.call('EXISTS', prefix .. 'tomb:' .. id) == 1 then why = 'finished' else why = 'missing' end
+    end
+    lost[#lost+1] = id
+    lost[#lost+1] = why
+  end
+end
+redis.call('ZADD', workers, now, worker)
+redis.call('HSET', prefix .. 'worker:' .. worker, 'seen', string.format('%d', now), 'inflight', ARGV[4])
+redis.call('PEXPIRE', prefix .. 'worker:' .. worker, ttl * 10)
+return {string.format('%d', now), redis.call('GET', epoch) or '', lost}
+`)
+
+// releaseScript hands leases over at once: the owner becomes empty and the
+// deadline 0, so any worker's next claim takes the job.
+// KEYS: leases. ARGV: prefix, worker, then (id, token)*. Returns the count.
+var releaseScript = redis.NewScript(`
+local leases = KEYS[1]
+local prefix, worker = ARGV[1], ARGV[2]
+local n = 0
+for i = 3, #ARGV, 2 do
+  local id, tok = ARGV[i], ARGV[i+1]
+  local jk = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', jk, 'owner', 'token')
+  if f[1] == worker and f[2] == tok then
+    redis.call('HSET', jk, 'owner', '')
+    redis.call('ZADD', leases, 0, id)
+    n = n + 1
+  end
+end
+return n
+`)
+
+// forceReleaseScript is the operator's release: whoever owns the job loses it
+// (their next fenced write or renewal fails) and it is claimable at once.
+// KEYS: job, leases. ARGV: id. Returns the previous owner, or false.
+var forceReleaseScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+redis.call('HSET', KEYS[1], 'owner', '')
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return owner
+`)
+
+// checkpointScript is a fenced HSET. KEYS: job. ARGV: worker, token, (field, value)*.
+var checkpointScript = redis.NewScript(`
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+return 1
+`)
+
+// decideScript records the job's terminal outcome once and puts the job in
+// the outbox. The first decision wins; later calls return it.
+// KEYS: job, outbox. ARGV: worker, token, id, outcome.
+var decideScript = redis.NewScript(luaPrelude + `
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token', 'outcome')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
+if f[3] then return f[3] end
+redis.call('HSET', KEYS[1], 'outcome', ARGV[4])
+redis.call('ZADD', KEYS[2], nowms(), ARGV[3])
+return ARGV[4]
+`)
+
+// completeScript ends a job whose terminal state SampleDB acknowledged: the
+// record, lease and outbox entry go, a tombstone keeps redeliveries out.
+// KEYS: job, leases, outbox, tomb. ARGV: worker, token, id, state, tombms.
+var completeScript = redis.NewScript(`
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+return 1
+`)
+
+// adoptScript creates a record nobody owns, claimable at once, unless the job
+// is known (record or tombstone). Used by the reconciler and to re-seed a
+// ledger that lost its data. KEYS: job, tomb, leases. ARGV: id, (field, value)*.
+var adoptScript = redis.NewScript(luaPrelude + `
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+redis.call('HSET', KEYS[1], 'owner', '', 'token', '0')
+if not redis.call('HGET', KEYS[1], 'created') then
+  redis.call('HSET', KEYS[1], 'created', string.format('%d', nowms()))
+end
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+return 1
+`)
+
+// epochScript returns the ledger's epoch, creating it when missing. A
+// changed epoch means Redis lost its data. KEYS: epoch. ARGV: candidate.
+var epochScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+`)
+
+// rateScript is a GCRA limiter with a fleet-wide cool-down.
+// KEYS: tat, cooldown. ARGV: interval µs, tolerance µs.
+// Returns 0 when the request may go now, else µs to wait.
+var rateScript = redis.NewScript(`
+local cool = redis.call('PTTL', KEYS[2])
+if cool > 0 then return cool * 1000 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tol = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow = tat - tol
+if allow > now then return allow - now end
+local ntat = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
+return 0
+`)
+
+// throttleScript extends the cool-down to at least ARGV[1] ms. KEYS: cooldown.
+var throttleScript = redis.NewScript(`
+local cur = redis.call('PTTL', KEYS[1])
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 1
+`)
+
+// unlockScript deletes a lock only if we hold it. KEYS: lock. ARGV: holder.
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+var allScripts = []*redis.Script{
+	admitScript, claimScript, renewScript, releaseScript, forceReleaseScript, checkpointScript,
+	decideScript, completeScript, adoptScript, epochScript, rateScript, throttleScript, unlockScript,
+}

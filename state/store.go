@@ -1,0 +1,599 @@
+package state
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultNamespace    = "analysisfleet"
+	DefaultLeaseTTL     = 30 * time.Second
+	DefaultTombstoneTTL = 7 * 24 * time.Hour
+)
+
+// ErrStale is returned by every fenced write when the caller no longer owns
+// the job: its token is not the current one. The caller must stop working on
+// the job at once and make no further vendor call or SampleDB write for it.
+var ErrStale = errors.New("lease lost: fencing token is stale")
+
+// Record fields with a meaning to the protocol. Other fields (the plan, task
+// checkpoints, the outcome) are the runner's, stored verbatim.
+const (
+	FieldMsg     = "msg"
+	FieldOwner   = "owner"
+	FieldToken   = "token"
+	FieldCreated = "created"
+	FieldSource  = "source"
+	FieldOutcome = "outcome"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Namespace separates fleets sharing one Redis; it is the hash tag of
+	// every key. Default DefaultNamespace.
+	Namespace string
+	// LeaseTTL is how long a lease lives without renewal. Default 30s.
+	LeaseTTL time.Duration
+	// TombstoneTTL is how long a finished job keeps redeliveries out.
+	// Default 7 days.
+	TombstoneTTL time.Duration
+}
+
+// Store is the job ledger in Redis. It is safe for concurrent use.
+type Store struct {
+	rdb   redis.UniversalClient
+	ns    string
+	pfx   string
+	ttl   time.Duration
+	tomb  time.Duration
+	kLeas string
+	kOut  string
+	kFen  string
+	kWork string
+	kEpo  string
+}
+
+// New returns a Store over rdb.
+func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
+	if rdb == nil {
+		return nil, errors.New("state: nil redis client")
+	}
+	ns := cmp.Or(cfg.Namespace, DefaultNamespace)
+	if strings.ContainsAny(ns, "{}: ") {
+		return nil, fmt.Errorf("state: namespace %q may not contain braces, colons or spaces", ns)
+	}
+	ttl := cmp.Or(cfg.LeaseTTL, DefaultLeaseTTL)
+	if ttl < 100*time.Millisecond {
+		return nil, fmt.Errorf("state: LeaseTTL %s is too short", ttl)
+	}
+	pfx := "{" + ns + "}:"
+	return &Store{
+		rdb: rdb, ns: ns, pfx: pfx, ttl: ttl,
+		tomb:  cmp.Or(cfg.TombstoneTTL, DefaultTombstoneTTL),
+		kLeas: pfx + "leases", kOut: pfx + "outbox", kFen: pfx + "fence",
+		kWork: pfx + "workers", kEpo: pfx + "epoch",
+	}, nil
+}
+
+// LeaseTTL returns the configured lease lifetime.
+func (s *Store) LeaseTTL() time.Duration { return s.ttl }
+
+// Namespace returns the fleet namespace.
+func (s *Store) Namespace() string { return s.ns }
+
+// Redis returns the underlying client.
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
+// Load loads every script into Redis's script cache, so pipelined calls
+// (which cannot fall back from NOSCRIPT) work. Calls retry on NOSCRIPT
+// anyway, so a Redis restart between Load and use is harmless.
+func (s *Store) Load(ctx context.Context) error {
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return fmt.Errorf("state: load scripts: %w", err)
+		}
+	}
+	return nil
+}
+
+// Ping checks Redis is reachable.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+func (s *Store) jobKey(id string) string  { return s.pfx + "job:" + id }
+func (s *Store) tombKey(id string) string { return s.pfx + "tomb:" + id }
+
+// Lease is a worker's claim on a job: the job ID and the fencing token it was
+// acquired with.
+type Lease struct {
+	ID    string
+	Token int64
+}
+
+// Record is a job's ledger entry.
+type Record struct {
+	ID      string
+	Owner   string
+	Token   int64
+	Msg     []byte
+	Source  string
+	Created time.Time // first admission, Redis time
+	// Fields holds everything else (plan, task checkpoints, outcome).
+	Fields map[string]string
+}
+
+// Outcome returns the decided terminal outcome, or nil.
+func (r *Record) Outcome() []byte {
+	if v, ok := r.Fields[FieldOutcome]; ok {
+		return []byte(v)
+	}
+	return nil
+}
+
+func recordFromFlat(id string, flat []any) *Record {
+	r := &Record{ID: id, Fields: map[string]string{}}
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		switch k {
+		case FieldMsg:
+			r.Msg = []byte(v)
+		case FieldOwner:
+			r.Owner = v
+		case FieldToken:
+			r.Token, _ = strconv.ParseInt(v, 10, 64)
+		case FieldSource:
+			r.Source = v
+		case FieldCreated:
+			ms, _ := strconv.ParseInt(v, 10, 64)
+			r.Created = time.UnixMilli(ms)
+		default:
+			r.Fields[k] = v
+		}
+	}
+	return r
+}
+
+// AdmitRequest is one job to admit.
+type AdmitRequest struct {
+	ID     string
+	Msg    []byte
+	Source string // where it came from, e.g. "Sample.Analysis.Job.OSL/3@1234"
+}
+
+// AdmitOutcome says what admission did.
+type AdmitOutcome int
+
+// Admission outcomes.
+const (
+	// Admitted: a new record, leased to this worker.
+	Admitted AdmitOutcome = iota + 1
+	// TakenOver: the record existed with an expired lease; now this worker's,
+	// to resume from its checkpoints.
+	TakenOver
+	// Running: another live lease holds the job; drop the duplicate.
+	Running
+	// Finished: a tombstone says the job ended; drop the duplicate.
+	Finished
+)
+
+func (o AdmitOutcome) String() string {
+	switch o {
+	case Admitted:
+		return "admitted"
+	case TakenOver:
+		return "taken over"
+	case Running:
+		return "running"
+	case Finished:
+		return "finished"
+	}
+	return "unknown"
+}
+
+// AdmitResult is the answer for one AdmitRequest.
+type AdmitResult struct {
+	ID      string
+	Outcome AdmitOutcome
+	// Lease and Record are set for Admitted and TakenOver.
+	Lease  Lease
+	Record *Record
+	// Detail is the owner (Running) or the terminal state (Finished).
+	Detail string
+}
+
+// Admit admits jobs for worker in one round trip: idempotent by job ID.
+// sent is the local time just before the request, from which the caller
+// measures its local view of the leases' validity.
+func (s *Store) Admit(ctx context.Context, worker string, reqs []AdmitRequest) (res []AdmitResult, sent time.Time, err error) {
+	if len(reqs) == 0 {
+		return nil, time.Now(), nil
+	}
+	args := make([]any, 0, 3+3*len(reqs))
+	args = append(args, s.pfx, worker, s.ttl.Milliseconds())
+	byID := make(map[string]AdmitRequest, len(reqs))
+	for _, r := range reqs {
+		args = append(args, r.ID, r.Msg, r.Source)
+		byID[r.ID] = r
+	}
+	sent = time.Now()
+	raw, err := s.run(ctx, admitScript, []string{s.kLeas, s.kFen}, args...)
+	if err != nil {
+		return nil, sent, fmt.Errorf("state: admit: %w", err)
+	}
+	rows, _ := raw.([]any)
+	for _, row := range rows {
+		f, _ := row.([]any)
+		if len(f) < 4 {
+			return nil, sent, errors.New("state: admit: malformed reply")
+		}
+		id, _ := f[0].(string)
+		kind, _ := f[1].(string)
+		tok, _ := strconv.ParseInt(str(f[2]), 10, 64)
+		r := AdmitResult{ID: id, Detail: str(f[3])}
+		switch kind {
+		case "finished":
+			r.Outcome = Finished
+		case "running":
+			r.Outcome = Running
+		case "takeover":
+			r.Outcome = TakenOver
+			r.Lease = Lease{ID: id, Token: tok}
+			flat, _ := f[4].([]any)
+			r.Record = recordFromFlat(id, flat)
+		case "admitted":
+			r.Outcome = Admitted
+			r.Lease = Lease{ID: id, Token: tok}
+			ms, _ := strconv.ParseInt(r.Detail, 10, 64)
+			req := byID[id]
+			r.Record = &Record{ID: id, Owner: worker, Token: tok, Msg: req.Msg, Source: req.Source,
+				Created: time.UnixMilli(ms), Fields: map[string]string{}}
+			r.Detail = ""
+		default:
+			return nil, sent, fmt.Errorf("state: admit: unknown outcome %q", kind)
+		}
+		res = append(res, r)
+	}
+	return res, sent, nil
+}
+
+// Claimed is a job taken over by Claim.
+type Claimed struct {
+	Lease  Lease
+	Record *Record
+}
+
+// Claim takes over up to max jobs whose leases expired, oldest deadline
+// first, and returns their records so the caller resumes each from its
+// checkpoints.
+func (s *Store) Claim(ctx context.Context, worker string, max int) (out []Claimed, sent time.Time, err error) {
+	if max <= 0 {
+		return nil, time.Now(), nil
+	}
+	sent = time.Now()
+	raw, err := s.run(ctx, claimScript, []string{s.kLeas, s.kFen}, s.pfx, worker, s.ttl.Milliseconds(), max)
+	if err != nil {
+		return nil, sent, fmt.Errorf("state: claim: %w", err)
+	}
+	rows, _ := raw.([]any)
+	for _, row := range rows {
+		f, _ := row.([]any)
+		if len(f) < 3 {
+			return nil, sent, errors.New("state: claim: malformed reply")
+		}
+		id := str(f[0])
+		tok, _ := strconv.ParseInt(str(f[1]), 10, 64)
+		flat, _ := f[2].([]any)
+		out = append(out, Claimed{Lease: Lease{ID: id, Token: tok}, Record: recordFromFlat(id, flat)})
+	}
+	return out, sent, nil
+}
+
+// LossReason says why a renewal found a lease gone.
+type LossReason string
+
+// Loss reasons.
+const (
+	// LostFinished: the job ended (tombstone) — finished by someone else.
+	LostFinished LossReason = "finished"
+	// LostMissing: the record vanished without a tombstone: Redis lost data.
+	LostMissing LossReason = "missing"
+	// LostStolen: another worker holds it, or it was released.
+	LostStolen LossReason = "stolen"
+)
+
+// Lost is one lease a renewal found gone.
+type Lost struct {
+	ID     string
+	Reason LossReason
+}
+
+// RenewResult is the answer to Renew.
+type RenewResult struct {
+	Lost  []Lost
+	Epoch string    // the ledger epoch; a change means Redis lost data
+	Now   time.Time // Redis time
+}
+
+// Renew extends every lease in held that worker still owns, in one round
+// trip, and reports the ones it lost. It also records the worker as alive
+// with its in-flight count.
+func (s *Store) Renew(ctx context.Context, worker string, held []Lease) (RenewResult, error) {
+	args := make([]any, 0, 4+2*len(held))
+	args = append(args, s.pfx, worker, s.ttl.Milliseconds(), len(held))
+	for _, l := range held {
+		args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
+	}
+	raw, err := s.run(ctx, renewScript, []string{s.kLeas, s.kWork, s.kEpo}, args...)
+	if err != nil {
+		return RenewResult{}, fmt.Errorf("state: renew: %w", err)
+	}
+	f, _ := raw.([]any)
+	if len(f) < 3 {
+		return RenewResult{}, errors.New("state: renew: malformed reply")
+	}
+	ms, _ := strconv.ParseInt(str(f[0]), 10, 64)
+	res := RenewResult{Now: time.UnixMilli(ms), Epoch: str(f[1])}
+	lost, _ := f[2].([]any)
+	for i := 0; i+1 < len(lost); i += 2 {
+		res.Lost = append(res.Lost, Lost{ID: str(lost[i]), Reason: LossReason(str(lost[i+1]))})
+	}
+	return res, nil
+}
+
+// Release hands leases over at once (graceful drain): any worker's next
+// claim takes them and resumes from their checkpoints.
+func (s *Store) Release(ctx context.Context, worker string, leases []Lease) (int, error) {
+	if len(leases) == 0 {
+		return 0, nil
+	}
+	args := make([]any, 0, 2+2*len(leases))
+	args = append(args, s.pfx, worker)
+	for _, l := range leases {
+		args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
+	}
+	n, err := s.run(ctx, releaseScript, []string{s.kLeas}, args...)
+	if err != nil {
+		return 0, fmt.Errorf("state: release: %w", err)
+	}
+	c, _ := n.(int64)
+	return int(c), nil
+}
+
+// ForceRelease takes a job away from whoever holds it (operator action for
+// a stuck worker). The holder's next fenced write fails with ErrStale. It
+// returns the previous owner and whether the job exists.
+func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok bool, err error) {
+	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kLeas}, id)
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("state: force release: %w", err)
+	}
+	return str(v), true, nil
+}
+
+// Checkpoint writes fields (name, value pairs) to the job's record if worker
+// still holds l. Otherwise it returns ErrStale and writes nothing.
+func (s *Store) Checkpoint(ctx context.Context, worker string, l Lease, kv ...string) error {
+	if len(kv)%2 != 0 {
+		return errors.New("state: checkpoint: odd field list")
+	}
+	args := make([]any, 0, 2+len(kv))
+	args = append(args, worker, strconv.FormatInt(l.Token, 10))
+	for _, x := range kv {
+		args = append(args, x)
+	}
+	_, err := s.run(ctx, checkpointScript, []string{s.jobKey(l.ID)}, args...)
+	return s.fenced("checkpoint", err)
+}
+
+// Decide records the job's terminal outcome and puts it in the outbox, if
+// worker holds l. The first decision wins: Decide returns the outcome that
+// stands, which may be an earlier one.
+func (s *Store) Decide(ctx context.Context, worker string, l Lease, outcome []byte) ([]byte, error) {
+	v, err := s.run(ctx, decideScript, []string{s.jobKey(l.ID), s.kOut},
+		worker, strconv.FormatInt(l.Token, 10), l.ID, outcome)
+	if err := s.fenced("decide", err); err != nil {
+		return nil, err
+	}
+	return []byte(str(v)), nil
+}
+
+// Complete ends the job after SampleDB acknowledged its terminal state:
+// record, lease and outbox entry are removed and a tombstone with the state
+// keeps redelivered records out for TombstoneTTL.
+func (s *Store) Complete(ctx context.Context, worker string, l Lease, terminal string) error {
+	_, err := s.run(ctx, completeScript,
+		[]string{s.jobKey(l.ID), s.kLeas, s.kOut, s.tombKey(l.ID)},
+		worker, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds())
+	return s.fenced("complete", err)
+}
+
+// Adopt creates a record for a job the ledger does not know (no record, no
+// tombstone), owned by nobody and claimable at once. fields are name, value
+// pairs (at least FieldMsg). It reports whether the job was adopted.
+func (s *Store) Adopt(ctx context.Context, id string, kv ...string) (bool, error) {
+	if len(kv)%2 != 0 {
+		return false, errors.New("state: adopt: odd field list")
+	}
+	args := make([]any, 0, 1+len(kv))
+	args = append(args, id)
+	for _, x := range kv {
+		args = append(args, x)
+	}
+	n, err := s.run(ctx, adoptScript, []string{s.jobKey(id), s.tombKey(id), s.kLeas}, args...)
+	if err != nil {
+		return false, fmt.Errorf("state: adopt: %w", err)
+	}
+	c, _ := n.(int64)
+	return c == 1, nil
+}
+
+// Known reports which of ids the ledger knows (a record or a tombstone), in
+// one round trip.
+func (s *Store) Known(ctx context.Context, ids []string) (map[string]bool, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Exists(ctx, s.jobKey(id), s.tombKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("state: known: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	for i, id := range ids {
+		out[id] = cmds[i].Val() > 0
+	}
+	return out, nil
+}
+
+// Epoch returns the ledger's epoch, creating one if Redis has none. Workers
+// remember it; a different answer later means Redis lost its data.
+func (s *Store) Epoch(ctx context.Context) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	v, err := s.run(ctx, epochScript, []string{s.kEpo}, hex.EncodeToString(b[:]))
+	if err != nil {
+		return "", fmt.Errorf("state: epoch: %w", err)
+	}
+	return str(v), nil
+}
+
+// Get returns a job's record, or nil if there is none.
+func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
+	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("state: get: %w", err)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	flat := make([]any, 0, 2*len(m))
+	for k, v := range m {
+		flat = append(flat, k, v)
+	}
+	return recordFromFlat(id, flat), nil
+}
+
+// Tombstone returns the terminal state a finished job's tombstone holds.
+func (s *Store) Tombstone(ctx context.Context, id string) (string, bool, error) {
+	v, err := s.rdb.Get(ctx, s.tombKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("state: tombstone: %w", err)
+	}
+	return v, true, nil
+}
+
+// LeaseInfo is one lease in the ledger.
+type LeaseInfo struct {
+	ID       string
+	Deadline time.Time
+}
+
+// Leases lists every lease, earliest deadline first.
+func (s *Store) Leases(ctx context.Context) ([]LeaseInfo, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.kLeas, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("state: leases: %w", err)
+	}
+	out := make([]LeaseInfo, len(zs))
+	for i, z := range zs {
+		out[i] = LeaseInfo{ID: str(z.Member), Deadline: time.UnixMilli(int64(z.Score))}
+	}
+	return out, nil
+}
+
+// OutboxDepth returns how many decided jobs wait for SampleDB's acknowledgement.
+func (s *Store) OutboxDepth(ctx context.Context) (int64, error) {
+	return s.rdb.ZCard(ctx, s.kOut).Result()
+}
+
+// WorkerInfo is what the ledger knows about a live worker.
+type WorkerInfo struct {
+	ID       string
+	Seen     time.Time // last renewal, Redis time
+	InFlight int
+}
+
+// Workers lists workers that renewed within the last ten lease TTLs.
+func (s *Store) Workers(ctx context.Context) ([]WorkerInfo, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.kWork, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("state: workers: %w", err)
+	}
+	var out []WorkerInfo
+	for _, z := range zs {
+		id := str(z.Member)
+		seen := time.UnixMilli(int64(z.Score))
+		if time.Since(seen) > 10*s.ttl {
+			continue
+		}
+		n, _ := s.rdb.HGet(ctx, s.pfx+"worker:"+id, "inflight").Int()
+		out = append(out, WorkerInfo{ID: id, Seen: seen, InFlight: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// TryLock takes the fleet-wide lock name for ttl if nobody holds it.
+func (s *Store) TryLock(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	ok, err := s.rdb.SetNX(ctx, s.pfx+"lock:"+name, holder, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("state: lock %s: %w", name, err)
+	}
+	return ok, nil
+}
+
+// Unlock releases name if holder holds it.
+func (s *Store) Unlock(ctx context.Context, name, holder string) error {
+	_, err := s.run(ctx, unlockScript, []string{s.pfx + "lock:" + name}, holder)
+	return err
+}
+
+// run runs a script, loading it again if Redis forgot it (a restart).
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	v, err := sc.EvalSha(ctx, s.rdb, keys, args...).Result()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		v, err = sc.Eval(ctx, s.rdb, keys, args...).Result()
+	}
+	return v, err
+}
+
+func (s *Store) fenced(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if strings.HasPrefix(err.Error(), "STALE") {
+		return ErrStale
+	}
+	return fmt.Errorf("state: %s: %w", op, err)
+}
+
+func str(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case []byte:
+		return string(x)
+	case nil:
+		return ""
+	}
+	return fmt.Sprint(v)
+}
