@@ -1,0 +1,598 @@
+package cbc
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"cmp"
+	"compress/gzip"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"unicode"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+)
+
+// The export summariser reads an event export as a stream and keeps only
+// counters and the set of distinct hosts. The document does not say which
+// format the download has, so it sniffs:
+//
+//	1f 8b           gzip → sniff again inside
+//	PK 03 04        zip  → every entry, sniffed again (spooled to TempDir above spoolInMemory)
+//	[               JSON array of event objects
+//	{"results":[…]} JSON object holding the events (the search API's shape)
+//	{…}\n{…}        NDJSON, one event per line
+//	anything else   CSV with a header line naming CBC event fields
+//
+// A host is device_name, else device_id, else hostname.
+
+const (
+	// maxArchiveDepth bounds archive nesting (gzip in zip is fine, deeper
+	// is refused).
+	maxArchiveDepth = 2
+	// maxZipEntries bounds the entries of a zip export.
+	maxZipEntries = 1000
+	// inflateRatio bounds decompressed bytes at inflateRatio × MaxExport.
+	inflateRatio = 4
+	// spoolInMemory is how much of a zip export is held in memory before it
+	// is spooled to a temporary file (zip needs random access).
+	spoolInMemory = 8 << 20
+	// maxHostLen bounds one host name (DNS names are at most 253 bytes).
+	maxHostLen = 255
+)
+
+// MaxDistinctHosts is how many distinct hosts a summary counts exactly; past
+// it the set stops growing, HostsTotal is a lower bound and a note says so.
+const MaxDistinctHosts = 100_000
+
+// errExportTooLarge is returned when an export exceeds MaxExport (raw) or
+// its decompressed bound. Permanent.
+var errExportTooLarge = errors.New("export exceeds the size limit")
+
+// errMalformedExport marks an export the summariser cannot parse.
+var errMalformedExport = errors.New("malformed export")
+
+type exportLimits struct {
+	maxRaw      int64  // bytes read from the download
+	maxInflated int64  // bytes produced by decompression, all layers together
+	maxHosts    int    // distinct hosts counted exactly
+	tempDir     string // where zip exports are spooled; "" = os.TempDir()
+	spoolMem    int64  // zip bytes held in memory before spooling; 0 = spoolInMemory
+}
+
+type summary struct {
+	lim      exportLimits
+	rows     int64
+	hosts    map[string]struct{}
+	capped   bool
+	inflated int64
+	// ioErr is the first failure of the input itself (network, size cap),
+	// as opposed to a parse failure; it decides retryability.
+	ioErr error
+}
+
+// summarize reads an export from r to its end. Errors are either the input's
+// own read error (network failure, errExportTooLarge) or wrap
+// errMalformedExport.
+func summarize(r io.Reader, lim exportLimits) (edr.Result, error) {
+	s := &summary{lim: lim, hosts: map[string]struct{}{}}
+	err := s.consume(&guardReader{r: r, left: lim.maxRaw, s: s}, 0)
+	if s.ioErr != nil {
+		return edr.Result{}, s.ioErr
+	}
+	if err != nil {
+		if errors.Is(err, errMalformedExport) {
+			return edr.Result{}, err
+		}
+		return edr.Result{}, fmt.Errorf("%w: %v", errMalformedExport, err)
+	}
+	return s.result(), nil
+}
+
+func (s *summary) result() edr.Result {
+	hosts := make([]string, 0, len(s.hosts))
+	for h := range s.hosts {
+		hosts = append(hosts, h)
+	}
+	slices.Sort(hosts)
+	res := edr.Result{Rows: s.rows, HostsTotal: len(hosts)}
+	if len(hosts) > 0 {
+		res.Hosts = hosts[:min(len(hosts), edr.MaxListed)]
+	}
+	if s.capped {
+		res.Notes = append(res.Notes, fmt.Sprintf("more than %d distinct hosts: the host total is a lower bound", s.lim.maxHosts))
+	}
+	return res
+}
+
+func (s *summary) add(host string) {
+	s.rows++
+	host = cleanHost(host)
+	if host == "" {
+		return
+	}
+	if _, ok := s.hosts[host]; ok {
+		return
+	}
+	if len(s.hosts) >= s.lim.maxHosts {
+		s.capped = true
+		return
+	}
+	s.hosts[host] = struct{}{}
+}
+
+func cleanHost(h string) string {
+	h = strings.TrimSpace(strings.ToValidUTF8(h, ""))
+	h = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, h)
+	if len(h) > maxHostLen {
+		h = strings.ToValidUTF8(h[:maxHostLen], "")
+	}
+	return h
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errMalformedExport, fmt.Sprintf(format, args...))
+}
+
+// consume sniffs r and summarises it.
+func (s *summary) consume(r io.Reader, depth int) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(4)
+	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
+		return err
+	}
+	isGzip := len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b
+	isZip := bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06"))
+	if (isGzip || isZip) && depth >= maxArchiveDepth {
+		return malformed("archives nested more than %d deep", maxArchiveDepth)
+	}
+	switch {
+	case isGzip:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return malformed("gzip: %v", err)
+		}
+		defer zr.Close()
+		if err := s.consume(s.inflate(zr), depth+1); err != nil {
+			return wrapLayer("gzip", err)
+		}
+		return nil
+	case isZip:
+		return s.consumeZip(br, depth+1)
+	default:
+		return s.consumeText(br)
+	}
+}
+
+func wrapLayer(layer string, err error) error {
+	if errors.Is(err, errMalformedExport) {
+		return err
+	}
+	return malformed("%s: %v", layer, err)
+}
+
+func (s *summary) consumeZip(r io.Reader, depth int) error {
+	var buf bytes.Buffer
+	n, err := io.CopyN(&buf, r, cmp.Or(s.lim.spoolMem, spoolInMemory)+1)
+	var ra io.ReaderAt
+	switch {
+	case err == io.EOF:
+		ra = bytes.NewReader(buf.Bytes())
+	case err != nil:
+		return err
+	default:
+		f, err := os.CreateTemp(s.lim.tempDir, "cbc-export-*.zip")
+		if err != nil {
+			return s.spoolFailed(err)
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		if _, err := f.Write(buf.Bytes()); err != nil {
+			return s.spoolFailed(err)
+		}
+		buf = bytes.Buffer{}
+		m, err := io.Copy(f, r)
+		if err != nil {
+			return s.spoolFailed(err)
+		}
+		n += m
+		ra = f
+	}
+	zr, err := zip.NewReader(ra, n)
+	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
+		return malformed("zip: %v", err)
+	}
+	if len(zr.File) > maxZipEntries {
+		return malformed("zip has %d entries (at most %d)", len(zr.File), maxZipEntries)
+	}
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() || strings.HasPrefix(f.Name, "__MACOSX/") {
+			continue
+		}
+		rc, err := f.Open()
+		if err != nil {
+			return malformed("zip entry %q: %v", sanitize(f.Name, 80), err)
+		}
+		err = s.consume(s.inflate(rc), depth)
+		rc.Close()
+		if err != nil {
+			return wrapLayer(fmt.Sprintf("zip entry %q", sanitize(f.Name, 80)), err)
+		}
+	}
+	return nil
+}
+
+// spoolFailed records a local failure to spool a zip (disk full, no
+// TempDir): not the export's fault, so not "malformed".
+func (s *summary) spoolFailed(err error) error {
+	if s.ioErr == nil {
+		s.ioErr = fmt.Errorf("spooling zip export to disk: %w", err)
+	}
+	return s.ioErr
+}
+
+// consumeText handles the JSON shapes and CSV.
+func (s *summary) consumeText(br *bufio.Reader) error {
+	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
+		_, _ = br.Discard(3)
+	}
+	for {
+		b, err := br.Peek(1)
+		if err == io.EOF {
+			return nil // an empty export: nothing found
+		}
+		if err != nil {
+			return err
+		}
+		if b[0] != ' ' && b[0] != '\t' && b[0] != '\r' && b[0] != '\n' {
+			break
+		}
+		_, _ = br.Discard(1)
+	}
+	b, _ := br.Peek(1)
+	switch b[0] {
+	case '[':
+		return s.consumeJSONArray(json.NewDecoder(br))
+	case '{':
+		return s.consumeJSONObject(json.NewDecoder(br))
+	default:
+		return s.consumeCSV(br)
+	}
+}
+
+// eventRow holds the fields of an event that name its host.
+type eventRow struct {
+	DeviceName json.RawMessage `json:"device_name"`
+	DeviceID   json.RawMessage `json:"device_id"`
+	Hostname   json.RawMessage `json:"hostname"`
+}
+
+func (r *eventRow) host() string {
+	for _, v := range []json.RawMessage{r.DeviceName, r.DeviceID, r.Hostname} {
+		if h := cleanHost(scalar(v)); h != "" {
+			return h
+		}
+	}
+	return ""
+}
+
+// scalar renders a JSON string or number as text; anything else is "".
+func scalar(v json.RawMessage) string {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return ""
+	}
+	switch c := v[0]; {
+	case c == '"':
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			return s
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		return string(v)
+	}
+	return ""
+}
+
+// decodeRow decodes one event object. A null element is skipped (ok false).
+func decodeRow(dec *json.Decoder) (host string, ok bool, err error) {
+	var row *eventRow
+	if err := dec.Decode(&row); err != nil {
+		return "", false, jsonMalformed("event", err)
+	}
+	if row == nil {
+		return "", false, nil
+	}
+	return row.host(), true, nil
+}
+
+func jsonMalformed(what string, err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se), errors.As(err, &te), errors.Is(err, io.ErrUnexpectedEOF):
+		return malformed("json %s: %s", what, jsonErr(err))
+	}
+	return err // the input's own error: the caller sees ioErr
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		if err == io.EOF {
+			return malformed("json: truncated")
+		}
+		return jsonMalformed("document", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return malformed("json: expected %q", want)
+	}
+	return nil
+}
+
+func expectEnd(dec *json.Decoder) error {
+	_, err := dec.Token()
+	switch {
+	case err == io.EOF:
+		return nil
+	case err == nil:
+		return malformed("json: unexpected data after the document")
+	}
+	return jsonMalformed("document", err)
+}
+
+func (s *summary) consumeArray(dec *json.Decoder) error {
+	for dec.More() {
+		h, ok, err := decodeRow(dec)
+		if err != nil {
+			return err
+		}
+		if ok {
+			s.add(h)
+		}
+	}
+	return expectDelim(dec, ']')
+}
+
+func (s *summary) consumeJSONArray(dec *json.Decoder) error {
+	if err := expectDelim(dec, '['); err != nil {
+		return err
+	}
+	if err := s.consumeArray(dec); err != nil {
+		return err
+	}
+	return expectEnd(dec)
+}
+
+// consumeJSONObject handles {"results":[...]} and NDJSON, which both start
+// with '{': the first object is walked key by key; if it holds a "results"
+// array that is the export, otherwise it was the first NDJSON event.
+func (s *summary) consumeJSONObject(dec *json.Decoder) error {
+	if err := expectDelim(dec, '{'); err != nil {
+		return err
+	}
+	var first eventRow
+	container := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonMalformed("object key", err)
+		}
+		key, _ := tok.(string)
+		switch {
+		case strings.EqualFold(key, "results") && !container:
+			tok, err := dec.Token()
+			if err != nil {
+				return jsonMalformed("results", err)
+			}
+			switch tok {
+			case json.Delim('['):
+				container = true
+				if err := s.consumeArray(dec); err != nil {
+					return err
+				}
+			case json.Delim('{'):
+				if err := skipObject(dec); err != nil {
+					return err
+				}
+			case nil:
+				container = true // "results": null, nothing found
+			}
+		case strings.EqualFold(key, "device_name"):
+			err = dec.Decode(&first.DeviceName)
+		case strings.EqualFold(key, "device_id"):
+			err = dec.Decode(&first.DeviceID)
+		case strings.EqualFold(key, "hostname"):
+			err = dec.Decode(&first.Hostname)
+		default:
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			return jsonMalformed("object", err)
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return err
+	}
+	if container {
+		return expectEnd(dec)
+	}
+	s.add(first.host())
+	for {
+		if !dec.More() {
+			return expectEnd(dec)
+		}
+		h, ok, err := decodeRow(dec)
+		if err != nil {
+			return err
+		}
+		if ok {
+			s.add(h)
+		}
+	}
+}
+
+// skipObject consumes the rest of an object whose '{' was read.
+func skipObject(dec *json.Decoder) error {
+	for depth := 1; depth > 0; {
+		tok, err := dec.Token()
+		if err != nil {
+			if err == io.EOF {
+				return malformed("json: truncated")
+			}
+			return jsonMalformed("object", err)
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+	return nil
+}
+
+// knownColumn reports whether a CSV header cell is a CBC event field, which
+// tells a real export from an error page served with 200.
+func knownColumn(c string) bool {
+	switch c {
+	case "hostname", "org_id", "alert_id", "ttp", "enriched":
+		return true
+	}
+	for _, p := range []string{"device_", "process_", "event_", "parent_", "childproc_", "backend_",
+		"netconn_", "filemod_", "regmod_", "modload_", "crossproc_", "scriptload_", "fileless_", "enriched_"} {
+		if strings.HasPrefix(c, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *summary) consumeCSV(br *bufio.Reader) error {
+	cr := csv.NewReader(br)
+	cr.FieldsPerRecord = -1
+	cr.LazyQuotes = true
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil
+	}
+	if err != nil {
+		return csvMalformed(err)
+	}
+	idx := map[string]int{}
+	known := false
+	for i, c := range header {
+		c = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(c, "\ufeff")))
+		if _, dup := idx[c]; !dup {
+			idx[c] = i
+		}
+		known = known || knownColumn(c)
+	}
+	if !known {
+		return malformed("not a CBC event export: the first line names no event fields")
+	}
+	var cols []int
+	for _, name := range []string{"device_name", "device_id", "hostname"} {
+		if i, ok := idx[name]; ok {
+			cols = append(cols, i)
+		}
+	}
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return csvMalformed(err)
+		}
+		host := ""
+		for _, i := range cols {
+			if i < len(rec) {
+				if host = cleanHost(rec[i]); host != "" {
+					break
+				}
+			}
+		}
+		s.add(host)
+	}
+}
+
+func csvMalformed(err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) && !errors.Is(err, errExportTooLarge) {
+		return malformed("csv line %d: %v", pe.Line, pe.Err)
+	}
+	return err
+}
+
+// inflate counts decompressed bytes against the limit.
+func (s *summary) inflate(r io.Reader) io.Reader {
+	return &inflateReader{r: r, s: s}
+}
+
+type inflateReader struct {
+	r io.Reader
+	s *summary
+}
+
+func (i *inflateReader) Read(p []byte) (int, error) {
+	n, err := i.r.Read(p)
+	i.s.inflated += int64(n)
+	if i.s.inflated > i.s.lim.maxInflated {
+		if i.s.ioErr == nil {
+			i.s.ioErr = fmt.Errorf("%w: more than %d bytes once decompressed", errExportTooLarge, i.s.lim.maxInflated)
+		}
+		return n, i.s.ioErr
+	}
+	return n, err
+}
+
+// guardReader caps the raw export and records the input's own failures, so
+// that a network error surfacing through a parser is not mistaken for a
+// malformed export.
+type guardReader struct {
+	r    io.Reader
+	left int64
+	s    *summary
+}
+
+func (g *guardReader) Read(p []byte) (int, error) {
+	if g.s.ioErr != nil {
+		return 0, g.s.ioErr
+	}
+	if g.left <= 0 {
+		// Probe for one more byte: exactly maxRaw bytes is fine.
+		var one [1]byte
+		n, err := g.r.Read(one[:])
+		if n > 0 {
+			g.s.ioErr = fmt.Errorf("%w: more than %d bytes", errExportTooLarge, g.s.lim.maxRaw)
+			return 0, g.s.ioErr
+		}
+		if err != nil && err != io.EOF {
+			g.s.ioErr = err
+		}
+		return 0, err
+	}
+	if int64(len(p)) > g.left {
+		p = p[:g.left]
+	}
+	n, err := g.r.Read(p)
+	g.left -= int64(n)
+	if err != nil && err != io.EOF {
+		g.s.ioErr = err
+	}
+	return n, err
+}

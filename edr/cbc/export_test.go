@@ -1,0 +1,317 @@
+package cbc
+
+import (
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
+)
+
+func testLimits() exportLimits {
+	return exportLimits{maxRaw: 16 << 20, maxInflated: 64 << 20, maxHosts: MaxDistinctHosts}
+}
+
+const sampleCSV = "event_id,device_id,device_name,process_hash,process_name,event_type,backend_timestamp\n" +
+	"e1,101,WIN-A,h,p.exe,childproc,2026-01-01T00:00:00.000Z\n" +
+	"e2,101,WIN-A,h,p.exe,filemod,2026-01-01T00:00:00.000Z\n" +
+	"e3,102,,h,p.exe,netconn,2026-01-01T00:00:00.000Z\n" + // no name: falls back to device_id
+	"e4,103,\"WIN,B\",h,\"p \"\"q\"\".exe\",childproc,2026-01-01T00:00:00.000Z\n"
+
+var sampleWant = edr.Result{Rows: 4, Hosts: []string{"102", "WIN,B", "WIN-A"}, HostsTotal: 3}
+
+const sampleNDJSON = `{"event_id":"e1","device_id":101,"device_name":"WIN-A"}
+{"event_id":"e2","device_id":101,"device_name":"WIN-A"}
+{"event_id":"e3","device_id":102,"device_name":null}
+{"event_id":"e4","device_id":103,"device_name":"WIN,B","process_hash":["h"]}
+`
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+func zipOf(entries map[string][]byte, method uint16) []byte {
+	var buf bytes.Buffer
+	w := zip.NewWriter(&buf)
+	for _, name := range []string{"dir/", "a.csv", "b.csv", "c.json", "d.ndjson", "e.csv.gz"} {
+		if name == "dir/" {
+			_, _ = w.Create(name)
+			continue
+		}
+		b, ok := entries[name]
+		if !ok {
+			continue
+		}
+		f, _ := w.CreateHeader(&zip.FileHeader{Name: name, Method: method})
+		_, _ = f.Write(b)
+	}
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+func jsonArray() []byte {
+	lines := strings.Split(strings.TrimSpace(sampleNDJSON), "\n")
+	return []byte(" \n[" + strings.Join(lines, ",\n") + "]\n")
+}
+
+func TestSummarizeShapes(t *testing.T) {
+	t.Parallel()
+	half := strings.SplitAfterN(sampleCSV, "\n", 4)
+	header := half[0]
+	cases := map[string][]byte{
+		"csv":           []byte(sampleCSV),
+		"csv crlf bom":  []byte("\ufeff" + strings.ReplaceAll(sampleCSV, "\n", "\r\n")),
+		"json array":    jsonArray(),
+		"json results":  []byte(`{"num_found":4,"results":` + string(jsonArray()) + `,"contacted":1}`),
+		"ndjson":        []byte(sampleNDJSON),
+		"ndjson no eol": []byte(strings.TrimSpace(sampleNDJSON)),
+		"csv.gz":        gz([]byte(sampleCSV)),
+		"json.gz":       gz(jsonArray()),
+		"zip deflate":   zipOf(map[string][]byte{"a.csv": []byte(half[0] + half[1] + half[2]), "b.csv": []byte(header + half[3])}, zip.Deflate),
+		"zip store":     zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Store),
+		"zip mixed":     zipOf(map[string][]byte{"c.json": jsonArray()[:0], "d.ndjson": []byte(sampleNDJSON)}, zip.Deflate),
+		"zip of gz":     zipOf(map[string][]byte{"e.csv.gz": gz([]byte(sampleCSV))}, zip.Store),
+		"gz of zip":     gz(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Deflate)),
+		"ndjson hostname": []byte(`{"hostname":"WIN-A"}` + "\n" + `{"device_name":"","device_id":"101","hostname":"x"}` + "\n" +
+			`{"device_name":" WIN-A "}` + "\n" + `{"device_id":102}` + "\n" + `{"device_name":"WIN,B"}` + "\n" + `{"device_id":101}` + "\n"),
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			want := sampleWant
+			if name == "ndjson hostname" {
+				want = edr.Result{Rows: 6, Hosts: []string{"101", "102", "WIN,B", "WIN-A"}, HostsTotal: 4}
+			}
+			res, err := summarize(bytes.NewReader(in), testLimits())
+			require.NoError(t, err)
+			require.Equal(t, want, res)
+		})
+	}
+}
+
+func TestSummarizeNothingFound(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"", "\n", "event_id,device_name\n", "[]", `{"results":[]}`, `{"results":null,"num_found":0}`,
+		string(gz(nil)), string(zipOf(nil, zip.Deflate))} {
+		res, err := summarize(strings.NewReader(in), testLimits())
+		require.NoError(t, err, "%q", in)
+		require.Equal(t, edr.Result{}, res, "%q", in)
+	}
+}
+
+func TestSummarizeMalformed(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{
+		`{"data": [ {"id": "trunc`,
+		"<html><body>Service Unavailable</body></html>",
+		"foo,bar\n1,2\n",
+		`[{"device_name":"a"},`,
+		`[1,2]`,
+		`["a"]`,
+		`{"device_name":"a"} garbage`,
+		`[{"device_name":"a"}] [1]`,
+		`{"results":[{"device_name":"a"}]} {"x":1}`,
+		`{"results":[{"device_name":"a"}`,
+		"\x1f\x8bnot gzip at all",
+		"PK\x03\x04 not a zip",
+		string(gz(gz(gz([]byte(sampleCSV))))),
+		string(gz([]byte(sampleCSV))[:20]),
+	} {
+		_, err := summarize(strings.NewReader(in), testLimits())
+		require.ErrorIs(t, err, errMalformedExport, "%q", in)
+	}
+}
+
+func TestSummarizeSizeLimits(t *testing.T) {
+	t.Parallel()
+	lim := testLimits()
+	lim.maxRaw = int64(len(sampleCSV))
+	_, err := summarize(strings.NewReader(sampleCSV), lim)
+	require.NoError(t, err, "exactly the limit is fine")
+	_, err = summarize(strings.NewReader(sampleCSV+"e5,1,x,h,p,t,ts\n"), lim)
+	require.ErrorIs(t, err, errExportTooLarge)
+
+	bomb := gz(append([]byte("event_id,device_name\n"), bytes.Repeat([]byte("e,h\n"), 1<<18)...))
+	lim = testLimits()
+	lim.maxInflated = 64 << 10
+	_, err = summarize(bytes.NewReader(bomb), lim)
+	require.ErrorIs(t, err, errExportTooLarge)
+
+	// A zip larger than the in-memory spool goes through a temporary file.
+	lim = testLimits()
+	lim.spoolMem = 256
+	lim.tempDir = t.TempDir()
+	res, err := summarize(bytes.NewReader(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Store)), lim)
+	require.NoError(t, err)
+	require.Equal(t, sampleWant, res)
+}
+
+func TestSummarizeDistinctHostCap(t *testing.T) {
+	t.Parallel()
+	const extra = 10
+	pr, pw := io.Pipe()
+	defer pr.Close() // unblocks the writer if summarize stops early
+	go func() {
+		_, _ = io.WriteString(pw, "event_id,device_name\n")
+		for i := range MaxDistinctHosts + extra {
+			_, _ = fmt.Fprintf(pw, "e%d,host-%06d\n", i, i)
+		}
+		// Known hosts after the cap still count as rows.
+		_, _ = io.WriteString(pw, "x,host-000001\n")
+		pw.Close()
+	}()
+	res, err := summarize(pr, testLimits())
+	require.NoError(t, err)
+	require.EqualValues(t, MaxDistinctHosts+extra+1, res.Rows)
+	require.Equal(t, MaxDistinctHosts, res.HostsTotal)
+	require.Len(t, res.Hosts, edr.MaxListed)
+	require.Equal(t, "host-000000", res.Hosts[0])
+	require.Len(t, res.Notes, 1)
+	require.Contains(t, res.Notes[0], "lower bound")
+}
+
+// failingReader delivers some bytes, then a network failure.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if len(f.data) == 0 {
+		return 0, f.err
+	}
+	n := copy(p, f.data)
+	f.data = f.data[n:]
+	return n, nil
+}
+
+// A connection that breaks mid-export is not a malformed export: the
+// input's own error comes back (and Collect makes it retryable).
+func TestSummarizeNetworkFailureIsNotMalformed(t *testing.T) {
+	t.Parallel()
+	netErr := &httpc.TransportError{Service: "download", Method: "GET", Path: "https://s3/x", Err: errors.New("connection reset")}
+	for _, in := range [][]byte{[]byte(sampleCSV[:50]), jsonArray()[:30], gz([]byte(sampleCSV))[:30], []byte(sampleNDJSON[:70])} {
+		_, err := summarize(&failingReader{data: in, err: netErr}, testLimits())
+		require.ErrorIs(t, err, netErr)
+		require.NotErrorIs(t, err, errMalformedExport)
+		require.True(t, httpc.IsRetryable(err))
+	}
+}
+
+func TestDecodeStart(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`{"id":4522,"type":"event_export","status":"CREATED"}`: "4522",
+		`{"id":"4522","x":{"y":[1]}}`:                          "4522",
+		`{"id":4.522e3}`:                                       "4522",
+		`{"id":" job_9-A "}`:                                   "job_9-A",
+	} {
+		id, err := decodeStart([]byte(in))
+		require.NoError(t, err, in)
+		require.Equal(t, want, id)
+	}
+	for _, in := range []string{``, `[]`, `{}`, `{"id":null}`, `{"id":""}`, `{"id":1.5}`, `{"id":"a/b"}`, `{"id":true}`, `{"id":4522`} {
+		_, err := decodeStart([]byte(in))
+		require.ErrorIs(t, err, errMalformed, in)
+	}
+}
+
+func TestDecodeProgress(t *testing.T) {
+	t.Parallel()
+	p, err := decodeProgress([]byte(`{"num_total":100000,"num_completed":100000,"message":"FINISHED"}`))
+	require.NoError(t, err)
+	require.Equal(t, progress{Total: 100000, Completed: 100000, Message: "FINISHED"}, p)
+	p, err = decodeProgress([]byte(`{"num_total":"7","message":" in_progress\n","other":1}`))
+	require.NoError(t, err)
+	require.Equal(t, progress{Total: 7, Message: "IN_PROGRESS"}, p)
+	for _, in := range []string{``, `{}`, `{"message":""}`, `{"message":3}`, `{"message":"QUEUED","num_total":"x"}`, `{"message":"QUEUED","num_total":{}}`, `[1]`} {
+		_, err := decodeProgress([]byte(in))
+		require.ErrorIs(t, err, errMalformed, in)
+	}
+}
+
+func FuzzDecodeStart(f *testing.F) {
+	for _, s := range []string{`{"id":4522,"type":"event_export","status":"CREATED"}`, `{"id":"abc"}`, `{"id":4.5e3}`, `{}`, `[`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, err := decodeStart(b)
+		if err != nil {
+			require.ErrorIs(t, err, errMalformed)
+			return
+		}
+		require.Regexp(t, jobIDRe, id)
+	})
+}
+
+func FuzzDecodeProgress(f *testing.F) {
+	for _, s := range []string{`{"num_total":100000,"num_completed":100000,"message":"FINISHED"}`,
+		`{"num_total":"5","num_completed":-1,"message":"IN_PROGRESS"}`, `{"message":"QUEUED"}`, `{"message":null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodeProgress(b)
+		if err != nil {
+			require.ErrorIs(t, err, errMalformed)
+			return
+		}
+		require.NotEmpty(t, p.Message)
+		require.LessOrEqual(t, len(p.Message), 64)
+		require.GreaterOrEqual(t, p.Total, int64(0))
+		require.GreaterOrEqual(t, p.Completed, int64(0))
+	})
+}
+
+func FuzzParseRef(f *testing.F) {
+	for _, s := range []string{`{"id":"4522"}`, `{"id":4522}`, `{"id":"../x"}`, `null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if id, err := parseRef(b); err == nil {
+			require.Regexp(t, jobIDRe, id)
+		}
+	})
+}
+
+func FuzzSummarize(f *testing.F) {
+	f.Add([]byte(sampleCSV))
+	f.Add([]byte(sampleNDJSON))
+	f.Add(jsonArray())
+	f.Add([]byte(`{"results":[{"device_name":"a"},{"device_id":1}],"num_found":2}`))
+	f.Add(gz([]byte(sampleCSV)))
+	f.Add(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV), "c.json": jsonArray()}, zip.Deflate))
+	f.Add(zipOf(map[string][]byte{"e.csv.gz": gz([]byte(sampleCSV))}, zip.Store))
+	f.Add([]byte(""))
+	dir := f.TempDir() // zips over 1 KiB are spooled here
+	f.Fuzz(func(t *testing.T, b []byte) {
+		lim := exportLimits{maxRaw: 1 << 20, maxInflated: 4 << 20, maxHosts: 50, spoolMem: 1 << 10, tempDir: dir}
+		res, err := summarize(bytes.NewReader(b), lim)
+		if err != nil {
+			if !errors.Is(err, errMalformedExport) && !errors.Is(err, errExportTooLarge) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		require.GreaterOrEqual(t, res.Rows, int64(0))
+		require.LessOrEqual(t, len(res.Hosts), edr.MaxListed)
+		require.LessOrEqual(t, res.HostsTotal, lim.maxHosts)
+		require.GreaterOrEqual(t, res.HostsTotal, len(res.Hosts))
+		require.LessOrEqual(t, int64(res.HostsTotal), res.Rows)
+		for _, h := range res.Hosts {
+			require.NotEmpty(t, h)
+			require.LessOrEqual(t, len(h), maxHostLen)
+		}
+	})
+}
