@@ -1,0 +1,721 @@
+package cblr_test
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/cblr"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
+	simcblr "github.com/analysisfleet/analysisfleet/sim/cblr"
+	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+)
+
+const (
+	testToken  = "d91b00774b2b903b49d8d9caa57ce9fcde16973a"
+	samplePath = `C:\Users\Bob\AppData\Local\Temp\dropper.exe`
+	startPath  = "/api/v1/cblr/session"
+	pollPath   = "/api/v1/cblr/session/"
+)
+
+var (
+	sample    = []byte("MZ\x90\x00 the sample the tests hunt for")
+	sampleSHA = sha(sample)
+	otherSHA  = sha([]byte("found nowhere"))
+)
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// infected is a Windows host running the sample from samplePath.
+func infected(id int64, host string) simcblr.Sensor {
+	return simcblr.Sensor{
+		ID: id, Hostname: host, OS: "Windows 10 Enterprise",
+		Processes: []simcblr.Process{
+			{PID: 4, Username: `NT AUTHORITY\SYSTEM`},
+			{PID: 276, Path: `c:\windows\system32\smss.exe`, CommandLine: `\systemroot\system32\smss.exe`},
+			{PID: 4242, Path: strings.ToLower(samplePath), CommandLine: `"` + samplePath + `" -q`},
+		},
+		Files: map[string][]byte{samplePath: sample},
+	}
+}
+
+// clean is a Windows host without the sample.
+func clean(id int64, host string) simcblr.Sensor {
+	return simcblr.Sensor{
+		ID: id, Hostname: host, OS: "Windows 10 Enterprise",
+		Processes: []simcblr.Process{
+			{PID: 4, Username: `NT AUTHORITY\SYSTEM`},
+			{PID: 276, Path: `c:\windows\system32\smss.exe`},
+		},
+		Files: map[string][]byte{`C:\Windows\notepad.exe`: []byte("MZ notepad")},
+	}
+}
+
+func target(sensors ...int64) edr.Target {
+	return edr.Target{JobID: "job-1", SHA256: sampleSHA, Platform: "win", FileName: "dropper.exe", Sensors: sensors, Path: samplePath}
+}
+
+type opts struct {
+	sim       simcblr.Config
+	timeout   time.Duration
+	maxFile   int64
+	token     string
+	transport func(http.RoundTripper) http.RoundTripper
+}
+
+type env struct {
+	srv       *httptest.Server
+	sim       *simcblr.Server
+	kit       *simhttp.Kit
+	drv       *cblr.Driver
+	newDriver func() *cblr.Driver
+}
+
+func setup(t *testing.T, o opts, sensors ...simcblr.Sensor) *env {
+	t.Helper()
+	cfg := o.sim
+	cfg.APIToken = testToken
+	cfg.CheckInAfter = cmp.Or(cfg.CheckInAfter, 20*time.Millisecond)
+	cfg.CommandTime = cmp.Or(cfg.CommandTime, 20*time.Millisecond)
+	sim := simcblr.New(cfg)
+	for _, s := range sensors {
+		sim.AddSensor(s)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	t.Cleanup(sim.Close) // runs first: releases hung requests
+	newDriver := func() *cblr.Driver {
+		tr := srv.Client().Transport
+		if o.transport != nil {
+			tr = o.transport(tr)
+		}
+		d, err := cblr.New(cblr.Config{
+			URL: srv.URL, APIToken: cmp.Or(o.token, testToken), UserAgent: "analysisfleet/test (w1)",
+			Timeout: cmp.Or(o.timeout, 5*time.Second), MaxFile: o.maxFile,
+			PollInterval: 10 * time.Millisecond, Transport: tr,
+		})
+		require.NoError(t, err)
+		return d
+	}
+	return &env{srv: srv, sim: sim, kit: sim.Kit(), drv: newDriver(), newDriver: newDriver}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// countExact counts logged requests with this method and exact path.
+func countExact(k *simhttp.Kit, method, path string) int {
+	n := 0
+	for _, r := range k.Requests() {
+		if r.Method == method && r.Path == path {
+			n++
+		}
+	}
+	return n
+}
+
+// retry repeats f while it fails with a retryable error, like the runner.
+func retry[T any](t *testing.T, f func() (T, error)) (T, error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v, err := f()
+		if err == nil || !edr.IsRetryable(err) || time.Now().After(deadline) {
+			return v, err
+		}
+		time.Sleep(max(edr.RetryAfter(err), 10*time.Millisecond)) // the runner's back-off, not a wait for a condition
+	}
+}
+
+// pollUntil polls (as the runner does, checkpointing every new Ref) until
+// cond holds for the Ref, and returns that Ref.
+func pollUntil(t *testing.T, d edr.Driver, ref edr.Ref, cond func(refView) bool) edr.Ref {
+	t.Helper()
+	ctx := testCtx(t)
+	var got edr.Ref
+	require.Eventually(t, func() bool {
+		st, err := retry(t, func() (edr.Status, error) { return d.Poll(ctx, ref) })
+		require.NoError(t, err)
+		if st.Ref != nil {
+			ref = st.Ref
+		}
+		if cond(view(t, ref)) {
+			got = ref
+			return true
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond)
+	return got
+}
+
+// refView is the part of the Ref the tests look at. The Ref is opaque to
+// the runner; tests peek to find the checkpoint they need.
+type refView struct {
+	Sensors []struct {
+		SensorID  int64  `json:"sensorId"`
+		Step      string `json:"step"`
+		CommandID any    `json:"commandId"`
+	} `json:"sensors"`
+}
+
+func view(t *testing.T, ref edr.Ref) refView {
+	t.Helper()
+	var v refView
+	require.NoError(t, json.Unmarshal(ref, &v))
+	return v
+}
+
+func requireAllClosed(t *testing.T, sim *simcblr.Server) {
+	t.Helper()
+	require.Zero(t, sim.OpenSessions(), "no session may stay open")
+	for _, s := range sim.Sessions() {
+		require.True(t, s.CloseRequested, "session %d (sensor %d, %s) was not closed by the driver", s.ID, s.SensorID, s.Status)
+	}
+}
+
+func TestContract(t *testing.T) {
+	t.Parallel()
+	edrtest.Run(t, edrtest.Harness{
+		New: func(t *testing.T, o edrtest.Options) edrtest.Env {
+			e := setup(t, opts{timeout: o.Timeout}, infected(1, "WIN-INFECTED"), clean(3, "WIN-CLEAN"))
+			return edrtest.Env{Driver: e.drv, Kit: e.kit, NewDriver: func() edr.Driver { return e.newDriver() }}
+		},
+		Target:      target(1),
+		EmptyTarget: edr.Target{SHA256: otherSHA, FileName: "nothing.exe", Sensors: []int64{3}},
+		StartPath:   startPath,
+		PollPath:    pollPath,
+		Secrets:     []string{testToken},
+	})
+}
+
+func TestProcessListMatch(t *testing.T) {
+	t.Parallel()
+	host := clean(7, "WIN-MATCH")
+	host.Processes = append(host.Processes,
+		simcblr.Process{PID: 100, Path: `C:/USERS/BOB/APPDATA/LOCAL/TEMP/DROPPER.EXE`},    // same path, other case and slashes
+		simcblr.Process{PID: 101, Path: `d:\share\copies\Dropper.exe`},                    // same file name elsewhere
+		simcblr.Process{PID: 102, Path: `c:\windows\temp\renamed.bin`, SHA256: sampleSHA}, // same hash
+		simcblr.Process{PID: 103, Path: `c:\windows\temp\dropper.exe.bak`},                // no match
+	)
+	e := setup(t, opts{}, host)
+	tg := target(7)
+	tg.Path = "" // no path: process list only
+	res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, res.Rows)
+	require.Equal(t, []string{"WIN-MATCH"}, res.Hosts)
+	require.Equal(t, 1, res.HostsTotal)
+	require.Empty(t, res.Files)
+	require.Len(t, res.Notes, 1)
+	require.Contains(t, res.Notes[0], "pid 100")
+	require.Contains(t, res.Notes[0], "pid 101")
+	require.Contains(t, res.Notes[0], "pid 102")
+	require.NotContains(t, res.Notes[0], "pid 103")
+
+	sessions := e.sim.Sessions()
+	require.Len(t, sessions, 1)
+	require.Len(t, sessions[0].Commands, 1, "without a path only process list runs")
+	require.Equal(t, "process list", sessions[0].Commands[0].Name)
+	requireAllClosed(t, e.sim)
+}
+
+func TestGetFile(t *testing.T) {
+	t.Parallel()
+	t.Run("Matches", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, opts{}, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
+		require.Equal(t, []string{"WIN-A"}, res.Hosts)
+		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "bytes come from the content route")
+		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "metadata from the file route")
+		cmds := e.sim.Sessions()[0].Commands
+		require.Len(t, cmds, 2)
+		require.Equal(t, "get file", cmds[1].Name)
+		require.Equal(t, samplePath, cmds[1].Object)
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("DifferentContent", func(t *testing.T) {
+		t.Parallel()
+		host := clean(2, "WIN-B")
+		host.Files[samplePath] = []byte("a different file at the same path")
+		e := setup(t, opts{}, host)
+		tg := target(2)
+		tg.FileName = "other-name.exe"
+		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		require.NoError(t, err)
+		require.Zero(t, res.Rows)
+		require.Empty(t, res.Hosts, "a file whose hash differs is not a sighting")
+		require.Len(t, res.Files, 1)
+		require.False(t, res.Files[0].Matches)
+		require.Equal(t, sha(host.Files[samplePath]), res.Files[0].SHA256)
+		require.EqualValues(t, len(host.Files[samplePath]), res.Files[0].Size)
+	})
+	t.Run("OverMaxFile", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, opts{maxFile: 8}, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.Empty(t, res.Files)
+		require.EqualValues(t, 1, res.Rows, "the process match still counts")
+		require.Contains(t, strings.Join(res.Notes, "\n"), "over the size limit")
+		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the size is known from the metadata: no download")
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("MissingOnHost", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, opts{}, clean(3, "WIN-C"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+		require.NoError(t, err, "a path that is not on the host is an answer, not a failure")
+		require.Zero(t, res.Rows)
+		require.Empty(t, res.Files)
+		require.Empty(t, res.Hosts)
+		notes := strings.Join(res.Notes, "\n")
+		require.Contains(t, notes, "sensor 3 (WIN-C): "+samplePath+" is not on the host")
+		require.Contains(t, notes, "0x80070002")
+		require.Equal(t, "error", e.sim.Sessions()[0].Commands[1].Status)
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("OtherErrorFails", func(t *testing.T) {
+		t.Parallel()
+		host := infected(3, "WIN-C")
+		host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: -2147024864, Type: "WinHresult", Desc: "The process cannot access the file because it is being used by another process."}}
+		e := setup(t, opts{}, host)
+		_, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Contains(t, err.Error(), "sensor 3 (WIN-C)")
+		require.Contains(t, err.Error(), "result_code -2147024864 (0x80070020)")
+		requireAllClosed(t, e.sim)
+	})
+}
+
+func TestSessionClosedOnSuccess(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{}, infected(1, "WIN-A"), clean(2, "WIN-B"))
+	res, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"WIN-A"}, res.Hosts)
+	require.Len(t, e.sim.Sessions(), 2)
+	requireAllClosed(t, e.sim)
+}
+
+func TestCommandErrorCarriesResult(t *testing.T) {
+	t.Parallel()
+	host := infected(1, "WIN-A")
+	host.CommandErrors = map[string]simcblr.ErrorInfo{
+		"process list": {Code: 2147942405, Type: "WinHresult", Desc: "Access is denied."},
+	}
+	e := setup(t, opts{}, host)
+	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	for _, want := range []string{"sensor 1 (WIN-A)", `"process list"`, "result_code 2147942405 (0x80070005)", "result_type WinHresult", `result_desc "Access is denied."`} {
+		require.Contains(t, err.Error(), want)
+	}
+	requireAllClosed(t, e.sim)
+}
+
+func TestKeepalive(t *testing.T) {
+	t.Parallel()
+	// The command runs three times longer than the session may stay idle:
+	// without keepalives the sensor gives up on the session.
+	slow := opts{sim: simcblr.Config{SensorWaitTimeout: 300 * time.Millisecond, CommandTime: 900 * time.Millisecond}}
+	tg := target(1)
+	tg.Path = ""
+
+	t.Run("KeepsSessionAlive", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, slow, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, res.Rows)
+		s := e.sim.Sessions()[0]
+		require.GreaterOrEqual(t, s.Keepalives, 2, "keepalives every half sensor_wait_timeout")
+		require.Equal(t, "close", s.Status, "closed by the driver, not timed out")
+	})
+	t.Run("WithoutKeepalivesTheSessionTimesOut", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, slow, infected(1, "WIN-A"))
+		// Keepalives are answered 200 but never reach the simulator.
+		e.kit.Add(simhttp.Fault{Name: "swallow", Path: "/api/v1/cblr/session/1/keepalive", Status: http.StatusOK})
+		_, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "timed out")
+		require.Equal(t, "timeout", e.sim.Sessions()[0].Status)
+	})
+}
+
+func TestNeverCheckIn(t *testing.T) {
+	t.Parallel()
+	host := infected(1, "WIN-OFFLINE")
+	host.NeverCheckIn = true
+	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond}}, host)
+	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	require.Contains(t, err.Error(), "sensor 1 (WIN-OFFLINE)")
+	require.Contains(t, err.Error(), "timed out before the sensor checked in")
+	requireAllClosed(t, e.sim)
+	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"))
+}
+
+func TestUnsupportedCommand(t *testing.T) {
+	t.Parallel()
+	host := infected(1, "WIN-A")
+	host.Unsupported = []string{"get file"}
+	e := setup(t, opts{}, host)
+	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	require.Contains(t, err.Error(), `does not support the Live Response command(s) "get file"`)
+	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"), "checked before any command runs")
+	requireAllClosed(t, e.sim)
+}
+
+func TestSessionRefused(t *testing.T) {
+	t.Parallel()
+	t.Run("LiveResponseDisabled", func(t *testing.T) {
+		t.Parallel()
+		host := infected(1, "WIN-A")
+		host.LiveResponseDisabled = true
+		e := setup(t, opts{}, host)
+		_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Contains(t, err.Error(), "sensor 1")
+		require.Contains(t, err.Error(), "Live Response is disabled")
+		var ee *edr.Error
+		require.ErrorAs(t, err, &ee)
+		require.Equal(t, http.StatusForbidden, ee.Status)
+		require.Equal(t, 1, countExact(e.kit, "POST", startPath), "not retried")
+	})
+	t.Run("SessionLimit", func(t *testing.T) {
+		t.Parallel()
+		host := infected(1, "WIN-A")
+		host.SessionLimit = 1
+		e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
+		first, err := e.drv.Start(testCtx(t), target(1))
+		require.NoError(t, err)
+		_, err = e.newDriver().Start(testCtx(t), target(1))
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Contains(t, err.Error(), "session limit reached")
+		var ee *edr.Error
+		require.ErrorAs(t, err, &ee)
+		require.Equal(t, http.StatusConflict, ee.Status)
+		require.NoError(t, e.drv.Cancel(testCtx(t), first))
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("UnknownSensor", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, opts{})
+		_, err := e.drv.Start(testCtx(t), target(99))
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Contains(t, err.Error(), "sensor 99")
+		require.Contains(t, err.Error(), "does not know this sensor")
+	})
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"))
+	ref, err := e.drv.Start(testCtx(t), target(1))
+	require.NoError(t, err)
+	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
+
+	require.NoError(t, e.drv.Cancel(testCtx(t), ref))
+	s := e.sim.Sessions()[0]
+	require.Len(t, s.Commands, 1)
+	require.True(t, s.Commands[0].CancelRequested)
+	require.Equal(t, "cancel", s.Commands[0].Status)
+	requireAllClosed(t, e.sim)
+
+	// Again, from another worker: everything is gone already.
+	require.NoError(t, e.newDriver().Cancel(testCtx(t), ref))
+}
+
+func TestCancelBeforeCheckIn(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, infected(1, "WIN-A"), infected(2, "WIN-B"))
+	ref, err := e.drv.Start(testCtx(t), target(1, 2))
+	require.NoError(t, err)
+	require.Equal(t, 2, e.sim.OpenSessions())
+	require.NoError(t, e.drv.Cancel(testCtx(t), ref))
+	requireAllClosed(t, e.sim)
+}
+
+func TestResumeMidCommand(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
+	ref, err := e.drv.Start(testCtx(t), target(1))
+	require.NoError(t, err)
+	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
+	require.NotNil(t, view(t, ref).Sensors[0].CommandID, "the checkpoint carries the command id")
+
+	// The first worker dies; the checkpoint goes through the ledger.
+	raw, err := json.Marshal(ref)
+	require.NoError(t, err)
+	res, err := edrtest.Drive(testCtx(t), e.newDriver(), target(1), edr.Ref(raw))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Rows)
+	require.Len(t, res.Files, 1)
+	require.True(t, res.Files[0].Matches)
+
+	require.Equal(t, 1, countExact(e.kit, "POST", startPath), "no second session")
+	require.Len(t, e.sim.Sessions(), 1)
+	cmds := e.sim.Sessions()[0].Commands
+	require.Len(t, cmds, 2, "process list once, get file once")
+	require.Equal(t, "process list", cmds[0].Name)
+	require.Equal(t, "get file", cmds[1].Name)
+	requireAllClosed(t, e.sim)
+}
+
+func TestResumeAdoptsUncheckpointedCommand(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
+	ref, err := e.drv.Start(testCtx(t), target(1))
+	require.NoError(t, err)
+	// The first worker gets process list accepted and dies before the
+	// checkpoint: the ledger still holds the Ref from Start.
+	_ = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
+
+	res, err := edrtest.Drive(testCtx(t), e.newDriver(), target(1), ref)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Rows)
+	cmds := e.sim.Sessions()[0].Commands
+	require.Len(t, cmds, 2, "the accepted process list is adopted, not issued again")
+	require.Equal(t, "process list", cmds[0].Name)
+	require.Equal(t, "get file", cmds[1].Name)
+	requireAllClosed(t, e.sim)
+}
+
+func TestMultipleSensors(t *testing.T) {
+	t.Parallel()
+	t.Run("OneRefused", func(t *testing.T) {
+		t.Parallel()
+		disabled := infected(2, "WIN-LOCKED")
+		disabled.LiveResponseDisabled = true
+		e := setup(t, opts{}, infected(1, "WIN-A"), disabled)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), nil)
+		require.NoError(t, err)
+		require.Equal(t, []string{"WIN-A"}, res.Hosts)
+		notes := strings.Join(res.Notes, "\n")
+		require.Contains(t, notes, "sensor 2 failed")
+		require.Contains(t, notes, "Live Response is disabled")
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("OneFailsMidway", func(t *testing.T) {
+		t.Parallel()
+		broken := infected(2, "WIN-BROKEN")
+		broken.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: 5, Type: "CbError", Desc: "upload failed"}}
+		e := setup(t, opts{}, infected(1, "WIN-A"), broken, clean(3, "WIN-C"))
+		tg := target(1, 2, 3)
+		tg.FileName = "" // match by path only
+		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, res.Rows, "both infected hosts ran the sample")
+		require.ElementsMatch(t, []string{"WIN-A", "WIN-BROKEN"}, res.Hosts)
+		notes := strings.Join(res.Notes, "\n")
+		require.Contains(t, notes, "sensor 2 (WIN-BROKEN) failed")
+		require.Contains(t, notes, `result_desc "upload failed"`)
+		require.NotContains(t, notes, "sensor 3 (WIN-C) failed", "the clean host is checked, not failed")
+		require.Len(t, res.Files, 1, "WIN-A's file; WIN-C has none at that path")
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("AllFail", func(t *testing.T) {
+		t.Parallel()
+		a, b := infected(1, "WIN-A"), infected(2, "WIN-B")
+		a.LiveResponseDisabled = true
+		b.Unsupported = []string{"process list"}
+		e := setup(t, opts{}, a, b)
+		_, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), nil)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Contains(t, err.Error(), "failed on every sensor")
+		require.Contains(t, err.Error(), "sensor 1")
+		require.Contains(t, err.Error(), "Live Response is disabled")
+		require.Contains(t, err.Error(), "sensor 2 (WIN-B)")
+		require.Contains(t, err.Error(), `"process list"`)
+		requireAllClosed(t, e.sim)
+	})
+}
+
+func TestStartClosesOpenedSessionsOnFailure(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int32
+	flaky := func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodPost && r.URL.Path == startPath && posts.Add(1) == 2 {
+				return nil, errors.New("connection reset by peer")
+			}
+			return next.RoundTrip(r)
+		})
+	}
+	e := setup(t, opts{transport: flaky}, infected(1, "WIN-A"), infected(2, "WIN-B"))
+	_, err := e.drv.Start(testCtx(t), target(1, 2))
+	require.Error(t, err)
+	require.True(t, edr.IsRetryable(err), "a network error is retryable: %v", err)
+	require.Len(t, e.sim.Sessions(), 1)
+	requireAllClosed(t, e.sim)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestRejectedToken(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{token: "wrong-token-value"}, infected(1, "WIN-A"))
+	_, err := e.drv.Start(testCtx(t), target(1))
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	require.Contains(t, err.Error(), "CB EDR rejected the API token (check CBLR_API_TOKEN)")
+	require.NotContains(t, err.Error(), "wrong-token-value")
+	require.NotContains(t, err.Error(), testToken)
+
+	// A token rejected mid-way (rotated) fails the task at once too.
+	good := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, infected(1, "WIN-A"))
+	ref, err := good.drv.Start(testCtx(t), target(1))
+	require.NoError(t, err)
+	good.kit.Add(simhttp.Fault{Path: pollPath, Status: http.StatusUnauthorized, Count: 1})
+	_, err = good.drv.Poll(testCtx(t), ref)
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	require.Contains(t, err.Error(), "check CBLR_API_TOKEN")
+}
+
+func TestRateLimitOnStart(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{}, infected(1, "WIN-A"))
+	e.kit.Add(simhttp.Fault{Path: startPath, Method: "POST", Status: http.StatusTooManyRequests, RetryAfter: 2 * time.Second, Count: 1})
+	_, err := e.drv.Start(testCtx(t), target(1))
+	require.Error(t, err)
+	require.True(t, edr.IsRetryable(err))
+	require.Equal(t, 2*time.Second, edr.RetryAfter(err))
+	require.Empty(t, e.sim.Sessions())
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{}, infected(1, "WIN-A"))
+	tg := target()
+	_, err := e.drv.Start(testCtx(t), tg)
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	require.Contains(t, err.Error(), "no sensors named in the submission (metaData sensorId/sensorIds)")
+
+	tg = target(-4)
+	_, err = e.drv.Start(testCtx(t), tg)
+	require.ErrorContains(t, err, "invalid sensor id")
+
+	for _, ref := range []string{`{`, `{"v":1,"sensors":[]}`, `{"v":99,"sensors":[{"sensorId":1,"sessionId":"1","step":"wait"}]}`, `{"v":1,"sensors":[{"sensorId":1,"step":"wait"}]}`} {
+		_, err = e.drv.Poll(testCtx(t), edr.Ref(ref))
+		require.Error(t, err, ref)
+		require.False(t, edr.IsRetryable(err), ref)
+	}
+	require.Zero(t, e.kit.Count("", "/"), "nothing reaches the vendor")
+}
+
+func TestNewValidatesConfig(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]cblr.Config{
+		"no URL":        {APIToken: "t"},
+		"relative URL":  {URL: "cb.example.com", APIToken: "t"},
+		"ftp URL":       {URL: "ftp://cb.example.com", APIToken: "t"},
+		"URL with user": {URL: "https://u:p@cb.example.com", APIToken: "t"},
+		"no token":      {URL: "https://cb.example.com"},
+		"bad token":     {URL: "https://cb.example.com", APIToken: "a\nb"},
+		"negative":      {URL: "https://cb.example.com", APIToken: "t", MaxFile: -1},
+	} {
+		_, err := cblr.New(cfg)
+		require.Error(t, err, name)
+	}
+	d, err := cblr.New(cblr.Config{URL: "https://cb.example.com/", APIToken: testToken})
+	require.NoError(t, err)
+	require.Equal(t, edr.KindCBLRTriage, d.Kind())
+}
+
+func TestSecretsNotPrinted(t *testing.T) {
+	t.Parallel()
+	cfg := cblr.Config{URL: "https://cb.example.com", APIToken: testToken}
+	d, err := cblr.New(cfg)
+	require.NoError(t, err)
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprint(d), fmt.Sprintf("%+v", d)} {
+		require.NotContains(t, s, testToken)
+	}
+}
+
+func TestUserAgentAndPacing(t *testing.T) {
+	t.Parallel()
+	lim := &countingLimiter{}
+	e := setup(t, opts{}, infected(1, "WIN-A"))
+	d, err := cblr.New(cblr.Config{
+		URL: e.srv.URL, APIToken: testToken, UserAgent: "analysisfleet/9 (w7)", Limiter: lim,
+		PollInterval: 10 * time.Millisecond, Transport: e.srv.Client().Transport,
+	})
+	require.NoError(t, err)
+	_, err = edrtest.Drive(testCtx(t), d, target(1), nil)
+	require.NoError(t, err)
+	reqs := e.kit.Requests()
+	require.NotEmpty(t, reqs)
+	for _, r := range reqs {
+		require.Equal(t, "analysisfleet/9 (w7)", r.UserAgent)
+	}
+	require.EqualValues(t, len(reqs), lim.waits.Load(), "every request waits on the fleet limiter")
+}
+
+type countingLimiter struct{ waits atomic.Int64 }
+
+func (l *countingLimiter) Wait(context.Context) error               { l.waits.Add(1); return nil }
+func (l *countingLimiter) Throttled(context.Context, time.Duration) {}
+
+func TestPollReturnsRightAfterCommandAccepted(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"), infected(2, "WIN-B"))
+	ref, err := e.drv.Start(testCtx(t), target(1, 2))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		s := e.sim.Sessions()
+		return s[0].Status == "active" && s[1].Status == "active"
+	}, 5*time.Second, time.Millisecond)
+	// From now on anything touching sensor 2's session fails: a Poll that
+	// went on after sensor 1's command was accepted would lose its id.
+	e.kit.Add(simhttp.Fault{Name: "down", Path: "/api/v1/cblr/session/2", Status: http.StatusServiceUnavailable})
+	before := len(e.kit.Requests())
+	st, err := e.drv.Poll(testCtx(t), ref)
+	require.NoError(t, err)
+	require.NotNil(t, st.Ref, "the new command must be checkpointed")
+	v := view(t, st.Ref)
+	require.Equal(t, "process_list", v.Sensors[0].Step)
+	require.NotNil(t, v.Sensors[0].CommandID)
+	require.Equal(t, "wait", v.Sensors[1].Step)
+	for _, r := range e.kit.Requests()[before:] {
+		require.NotContains(t, r.Path, "/session/2", "nothing else happens in the Poll that issued a command")
+	}
+	require.Len(t, e.sim.Sessions()[0].Commands, 1)
+	e.kit.Remove("down")
+	require.NoError(t, e.drv.Cancel(testCtx(t), st.Ref))
+	requireAllClosed(t, e.sim)
+}
