@@ -1,0 +1,560 @@
+package cytomic
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
+)
+
+const vendor = "cytomic"
+
+// API paths below Config.URL.
+const (
+	ClientPath = "/api/v1/osQuery/client"
+	InfoPath   = "/api/v1/osQuery/info"
+	StatePath  = "/api/v1/osQuery/state"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultTTL      = time.Hour
+	DefaultRound    = 5 * time.Second
+	DefaultMaxFile  = 64 << 20
+	DefaultMaxBatch = 500
+	// PollInterval is the NextPoll Poll suggests: Poll itself blocks until
+	// the next round, so the runner should call again at once and join
+	// every round.
+	PollInterval = 5 * time.Millisecond
+)
+
+const (
+	// urlAttempts bounds how many /state answers Collect asks for when a
+	// download URL has expired (or is not there yet) before giving up with
+	// a retryable error.
+	urlAttempts = 3
+	// unknownGrace is how long after Start an operation may be missing from
+	// Cytomic's answers (not visible yet) before it counts as lost.
+	unknownGrace = 2 * time.Minute
+)
+
+// Config configures a Driver.
+type Config struct {
+	// URL is the API base ("https://api.example.cytomic.ai"); the
+	// /api/v1/osQuery/... paths are appended. Required.
+	URL string
+	// TokenURL is the full OAuth2 token URL. Required.
+	TokenURL string
+	// User and Password are the OAuth2 password-grant credentials. Required.
+	User, Password string
+	// ClientIDs are the Cytomic clients (customer accounts) to query.
+	// Required.
+	ClientIDs []string
+	// TTL is the operation TTL sent as "ttl" (whole seconds, rounded up).
+	// Default DefaultTTL.
+	TTL time.Duration
+	// Round is the period of the batched /info and /state rounds. Default
+	// DefaultRound.
+	Round time.Duration
+	// MaxBatch caps the operation IDs of one /info or /state request; a
+	// round with more splits them. Default DefaultMaxBatch.
+	MaxBatch int
+	// UserAgent, Timeout and MaxBody configure API requests (internal/httpc).
+	UserAgent string
+	Timeout   time.Duration
+	MaxBody   int64
+	// MaxFile caps one result file. Default DefaultMaxFile.
+	MaxFile int64
+	// Limiter paces API requests fleet-wide; nil means none.
+	Limiter httpc.Limiter
+	// Downloader fetches the result files (credential-free, allow-listed).
+	// Required.
+	Downloader *httpc.Downloader
+	// Transport overrides the API HTTP transport (tests).
+	Transport http.RoundTripper
+	// Now is the clock for the operation TTL and token expiry. Default
+	// time.Now.
+	Now func() time.Time
+	// Logger is optional.
+	Logger *zap.Logger
+}
+
+// Driver runs Cytomic OSQuery operations. It implements edr.Driver and is
+// safe for concurrent use: concurrent Poll and Collect calls share batched
+// rounds. Close is optional; it stops a running round loop at once.
+type Driver struct {
+	base      string
+	clientIDs []string
+	ttl       time.Duration
+	maxFile   int64
+	now       func() time.Time
+	log       *zap.Logger
+	hc        *httpc.Client
+	dl        *httpc.Downloader
+	tokens    *tokens
+	rounds    *batcher
+}
+
+var _ edr.Driver = (*Driver)(nil)
+
+// New validates cfg and returns a Driver. It sends nothing: the first token
+// is fetched by the first call that needs one.
+func New(cfg Config) (*Driver, error) {
+	base, err := checkURL("URL", cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	tokenURL, err := checkURL("TokenURL", cfg.TokenURL)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.User == "":
+		return nil, errors.New("cytomic: Config.User is required")
+	case cfg.Password == "":
+		return nil, errors.New("cytomic: Config.Password is required")
+	case cfg.Downloader == nil:
+		return nil, errors.New("cytomic: Config.Downloader is required (result files are fetched without credentials)")
+	case cfg.TTL < 0, cfg.Round < 0, cfg.MaxBatch < 0, cfg.MaxFile < 0:
+		return nil, errors.New("cytomic: Config.TTL, Round, MaxBatch and MaxFile must not be negative")
+	}
+	var clients []string
+	for _, c := range cfg.ClientIDs {
+		if c = strings.TrimSpace(c); c != "" && !slices.Contains(clients, c) {
+			clients = append(clients, c)
+		}
+	}
+	if len(clients) == 0 {
+		return nil, errors.New("cytomic: Config.ClientIDs needs at least one client ID")
+	}
+	ttl := cmp.Or(cfg.TTL, DefaultTTL)
+	if ttl < time.Second {
+		return nil, errors.New("cytomic: Config.TTL must be at least one second")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("cytomic")
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	hc := httpc.New(httpc.Config{
+		Service:   vendor,
+		UserAgent: cfg.UserAgent,
+		Timeout:   cfg.Timeout,
+		MaxBody:   cfg.MaxBody,
+		Limiter:   cfg.Limiter,
+		Transport: cfg.Transport,
+	})
+	d := &Driver{
+		base:      base,
+		clientIDs: clients,
+		ttl:       ttl,
+		maxFile:   cmp.Or(cfg.MaxFile, DefaultMaxFile),
+		now:       now,
+		log:       log,
+		hc:        hc,
+		dl:        cfg.Downloader,
+		tokens: &tokens{
+			hc: hc, tokenURL: tokenURL, user: cfg.User, password: cfg.Password,
+			now: now, log: log, sem: make(chan struct{}, 1),
+		},
+	}
+	d.rounds = newBatcher(cmp.Or(cfg.Round, DefaultRound), cmp.Or(cfg.MaxBatch, DefaultMaxBatch), log,
+		func(ctx context.Context, ids []opID) (map[string]infoOp, error) {
+			var out map[string]infoOp
+			err := d.call(ctx, "info", InfoPath, opList(ids), func(b []byte) (err error) {
+				out, err = decodeInfo(b)
+				return err
+			})
+			return out, err
+		},
+		func(ctx context.Context, ids []opID) (map[string]stateOp, error) {
+			var out map[string]stateOp
+			err := d.call(ctx, "state", StatePath, opList(ids), func(b []byte) (err error) {
+				out, err = decodeState(b)
+				return err
+			})
+			return out, err
+		})
+	return d, nil
+}
+
+func checkURL(field, raw string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("cytomic: Config.%s must be an http(s) URL with a host", field)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("cytomic: Config.%s must not carry credentials", field)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// Kind returns edr.KindCytomicOSQuery.
+func (d *Driver) Kind() string { return edr.KindCytomicOSQuery }
+
+// Stats returns what the batched rounds have sent so far.
+func (d *Driver) Stats() Stats { return d.rounds.snapshot() }
+
+// Close fails pending Poll and Collect calls with a retryable error and
+// stops the round loop, waiting for it. Later calls fail the same way. Safe
+// to call twice.
+func (d *Driver) Close() { d.rounds.close() }
+
+// Query returns the OSQuery statement Start sends for sha256, which must
+// already be validated (edr.ValidSHA256). It finds running processes whose
+// image has the hash and files with the hash in the usual drop locations
+// (users' Downloads, Desktop and temp folders, Windows\Temp, ProgramData),
+// and names the host in every row (system_info.hostname), so the result
+// file says where each row came from whatever columns Cytomic adds.
+func Query(sha256 string) string {
+	return "SELECT si.hostname AS hostname, 'process' AS source, p.pid AS pid, p.name AS name, p.path AS path, h.sha256 AS sha256" +
+		" FROM system_info si CROSS JOIN processes p JOIN hash h ON h.path = p.path" +
+		" WHERE h.sha256 = '" + sha256 + "'" +
+		" UNION ALL" +
+		" SELECT si.hostname, 'file', NULL, f.filename, f.path, h.sha256" +
+		" FROM system_info si CROSS JOIN file f JOIN hash h ON h.path = f.path" +
+		" WHERE (f.path LIKE 'C:\\Users\\%\\Downloads\\%' OR f.path LIKE 'C:\\Users\\%\\Desktop\\%'" +
+		" OR f.path LIKE 'C:\\Users\\%\\AppData\\Local\\Temp\\%' OR f.path LIKE 'C:\\Windows\\Temp\\%'" +
+		" OR f.path LIKE 'C:\\ProgramData\\%')" +
+		" AND h.sha256 = '" + sha256 + "'"
+}
+
+// reference is the operation reference (edr.Ref):
+//
+//	{"ops":[{"pandaID","operationId","machines"}],"startedAt":<unix ms>,"ttl":<s>}
+//
+// IDs keep the JSON type Cytomic gave them. machines is how many MUIDs the
+// start answer listed for the operation.
+type reference struct {
+	Ops       []refOp `json:"ops"`
+	StartedAt int64   `json:"startedAt"`
+	TTL       int64   `json:"ttl"`
+}
+
+type refOp struct {
+	PandaID     opID `json:"pandaID"`
+	OperationID opID `json:"operationId"`
+	Machines    int  `json:"machines,omitempty"`
+}
+
+func (r reference) ids() []opID {
+	out := make([]opID, len(r.Ops))
+	for i, op := range r.Ops {
+		out[i] = op.OperationID
+	}
+	return out
+}
+
+func (r reference) deadline() time.Time {
+	return time.UnixMilli(r.StartedAt).Add(time.Duration(r.TTL) * time.Second)
+}
+
+func decodeRef(op string, raw edr.Ref) (reference, error) {
+	var r reference
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return r, edr.Permanent(vendor, op, "invalid operation reference: "+jsonProblem(err))
+	}
+	if len(r.Ops) == 0 || r.TTL <= 0 || r.StartedAt <= 0 {
+		return r, edr.Permanent(vendor, op, "invalid operation reference: needs ops, startedAt and ttl")
+	}
+	for _, o := range r.Ops {
+		if o.OperationID.text == "" {
+			return r, edr.Permanent(vendor, op, "invalid operation reference: an operation has no operationId")
+		}
+	}
+	return r, nil
+}
+
+// Start validates the hash, then runs Query on every configured client with
+// POST /api/v1/osQuery/client and returns the reference of the operations
+// (one per client). Start is not idempotent: a retry after a lost answer
+// starts new operations.
+func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
+	sha, err := edr.ValidSHA256(t.SHA256)
+	if err != nil {
+		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build a query", Err: err}
+	}
+	if hold := d.rounds.throttledFor(); hold > 0 {
+		return nil, throttled("start", hold)
+	}
+	ttlSecs := int64((d.ttl + time.Second - 1) / time.Second)
+	body := map[string]any{
+		"query":     Query(sha),
+		"clientIds": d.clientIDs,
+		"ttl":       ttlSecs,
+	}
+	var ops []startOp
+	err = d.call(ctx, "start", ClientPath, body, func(b []byte) (err error) {
+		ops, err = decodeStart(b)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(ops) == 0 {
+		return nil, edr.Permanent(vendor, "start", fmt.Sprintf(
+			"Cytomic started no operation for clients %s: check CYTOMIC_CLIENT_IDS", strings.Join(d.clientIDs, ",")))
+	}
+	ref := reference{StartedAt: d.now().UnixMilli(), TTL: ttlSecs}
+	for _, op := range ops {
+		ref.Ops = append(ref.Ops, refOp{PandaID: op.PandaID, OperationID: op.OperationID, Machines: len(op.MUIDs)})
+	}
+	raw, err := json.Marshal(ref)
+	if err != nil {
+		return nil, fmt.Errorf("cytomic start: encode reference: %w", err)
+	}
+	d.log.Debug("started", zap.String("job_id", t.JobID), zap.Int("operations", len(ops)))
+	return raw, nil
+}
+
+// Poll joins the driver's next batched /osQuery/info round with the
+// operations of ref and blocks until that round answers (or ctx ends). It is
+// Done when every machine of every operation has a final status or when the
+// operation TTL has passed. When every machine failed it returns a permanent
+// error naming the Cytomic error code(s). Poll blocks for up to Config.Round
+// plus one request, so a caller's deadline must exceed that.
+func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
+	ref, err := decodeRef("poll", raw)
+	if err != nil {
+		return edr.Status{}, err
+	}
+	res, err := d.rounds.wait(ctx, "poll", ref.ids(), wantInfo)
+	if err != nil {
+		return edr.Status{}, err
+	}
+	now := d.now()
+	tally := tallyInfo(ref, res.info)
+	if err := tally.lost(ref, now, "poll"); err != nil {
+		return edr.Status{}, err
+	}
+	if err := tally.allFailed("poll"); err != nil {
+		return edr.Status{}, err
+	}
+	ttlOver := !now.Before(ref.deadline())
+	return edr.Status{
+		Done:     tally.settled || ttlOver,
+		Progress: tally.progress(ttlOver),
+		NextPoll: PollInterval,
+	}, nil
+}
+
+// Collect joins the next batched round for /osQuery/info and
+// /osQuery/state, downloads every operation's result file with the
+// Downloader and summarises them. A download answered 403/410 (the URL
+// expired) or 404 is retried with a fresh URL from the following /state
+// round, at most a few times. Collect blocks for at least one round, so a
+// caller's deadline must exceed Config.Round.
+func (d *Driver) Collect(ctx context.Context, raw edr.Ref) (edr.Result, error) {
+	ref, err := decodeRef("collect", raw)
+	if err != nil {
+		return edr.Result{}, err
+	}
+	res, err := d.rounds.wait(ctx, "collect", ref.ids(), wantInfo|wantState)
+	if err != nil {
+		return edr.Result{}, err
+	}
+	now := d.now()
+	tally := tallyInfo(ref, res.info)
+	if err := tally.lost(ref, now, "collect"); err != nil {
+		return edr.Result{}, err
+	}
+	if err := tally.allFailed("collect"); err != nil {
+		return edr.Result{}, err
+	}
+
+	acc := newAccumulator()
+	pending := slices.Clone(ref.Ops)
+	for attempt := 1; ; attempt++ {
+		var again []refOp
+		for _, op := range pending {
+			st, ok := res.state[op.OperationID.text]
+			if !ok {
+				again = append(again, op)
+				continue
+			}
+			acc.counters[op.OperationID.text] = st.Counters
+			if st.URL == "" {
+				if st.Counters.Success+st.Counters.Partial > 0 {
+					again = append(again, op) // data reported, file not published yet
+				}
+				continue
+			}
+			sum, err := d.download(ctx, op, st.URL)
+			switch {
+			case errors.Is(err, errURLExpired):
+				again = append(again, op)
+			case err != nil:
+				return edr.Result{}, err
+			default:
+				acc.add(sum)
+			}
+		}
+		if len(again) == 0 {
+			break
+		}
+		if attempt >= urlAttempts {
+			return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Retryable: true, Msg: fmt.Sprintf(
+				"no usable download URL for %d operation(s) after %d /state answers (expired, missing or not published yet)",
+				len(again), attempt)}
+		}
+		d.log.Info("asking /state again for fresh download URLs", zap.Int("operations", len(again)), zap.Int("attempt", attempt))
+		pending = again
+		ids := make([]opID, len(again))
+		for i, op := range again {
+			ids[i] = op.OperationID
+		}
+		if res, err = d.rounds.wait(ctx, "collect", ids, wantState); err != nil {
+			return edr.Result{}, err
+		}
+	}
+	return acc.result(tally, !now.Before(ref.deadline())), nil
+}
+
+// Cancel returns edr.ErrCancelUnsupported: Cytomic has no way to cancel an
+// OSQuery operation; it ends by itself at its TTL. Cancel sends nothing; it
+// releases Poll and Collect calls still waiting for a round on ref's
+// operations.
+func (d *Driver) Cancel(_ context.Context, raw edr.Ref) error {
+	if ref, err := decodeRef("cancel", raw); err == nil {
+		d.rounds.drop(ref.ids())
+	}
+	return edr.ErrCancelUnsupported
+}
+
+// errURLExpired marks a download answered 403, 404 or 410.
+var errURLExpired = errors.New("download URL expired")
+
+// download fetches and parses one result file. The URL is never logged nor
+// put in an error (the Downloader redacts it).
+func (d *Driver) download(ctx context.Context, op refOp, rawURL string) (fileSummary, error) {
+	resp, err := d.dl.Get(ctx, rawURL)
+	if err != nil {
+		var se *httpc.StatusError
+		switch {
+		case errors.As(err, &se) && (se.Status == http.StatusForbidden || se.Status == http.StatusGone ||
+			se.Status == http.StatusNotFound):
+			// 403/410: the five minutes ran out (S3 answers 403). 404: the
+			// object is not visible (yet) behind a fresh URL. Both are
+			// answered by asking /state again, a bounded number of times.
+			return fileSummary{}, errURLExpired
+		case errors.Is(err, httpc.ErrDownloadRefused):
+			return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
+				Msg: "result file URL refused: its host must be in DOWNLOAD_HOSTS"}
+		}
+		return fileSummary{}, edr.Wrap(vendor, "collect", fmt.Errorf("download result file of operation %s: %w", op.OperationID, err))
+	}
+	defer resp.Body.Close()
+	sum, err := parseFile(&cappedReader{r: resp.Body, max: d.maxFile})
+	switch {
+	case err == nil:
+		return sum, nil
+	case errors.Is(err, errFileTooLarge), errors.Is(err, httpc.ErrTooLarge):
+		return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
+			Msg: fmt.Sprintf("result file of operation %s is larger than the %d-byte limit", op.OperationID, d.maxFile)}
+	case errors.Is(err, errLineTooLong):
+		return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
+			Msg: fmt.Sprintf("result file of operation %s is malformed", op.OperationID)}
+	}
+	return fileSummary{}, edr.Wrap(vendor, "collect", fmt.Errorf("read result file of operation %s: %w", op.OperationID, err))
+}
+
+// opList is the /info and /state request body: [{"operationId": …}, …].
+func opList(ids []opID) []map[string]opID {
+	out := make([]map[string]opID, len(ids))
+	for i, id := range ids {
+		out[i] = map[string]opID{"operationId": id}
+	}
+	return out
+}
+
+// call POSTs body as JSON to path with the bearer token and hands a 2xx
+// body to decode. A 401 gets one transparent re-authentication and retry.
+func (d *Driver) call(ctx context.Context, op, path string, body any, decode func([]byte) error) error {
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("cytomic %s: encode request: %w", op, err)
+	}
+	for attempt := 0; ; attempt++ {
+		tok, gen, err := d.tokens.get(ctx)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+path, bytes.NewReader(payload))
+		if err != nil {
+			return edr.Permanent(vendor, op, "cannot build the request: check CYTOMIC_URL")
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json")
+		resp, err := d.hc.Do(req)
+		if err != nil {
+			return edr.Wrap(vendor, op, err)
+		}
+		if resp.Status == http.StatusUnauthorized && attempt == 0 {
+			d.log.Info("access token rejected; authenticating again", zap.String("op", op))
+			d.tokens.invalidate(ctx, gen)
+			continue
+		}
+		if resp.Status < 200 || resp.Status >= 300 {
+			return statusError(op, resp, tok, d.tokens.password)
+		}
+		if err := decode(resp.Body); err != nil {
+			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
+		}
+		return nil
+	}
+}
+
+// statusError maps a non-2xx answer to an *edr.Error an operator can act on.
+// secrets are cut out of the quoted body, in case the server echoes the
+// request.
+func statusError(op string, resp *httpc.Response, secrets ...string) error {
+	err := resp.Err()
+	var se *httpc.StatusError
+	if errors.As(err, &se) {
+		cp := *se
+		for _, s := range secrets {
+			if s != "" {
+				cp.Body = strings.ReplaceAll(cp.Body, s, "[redacted]")
+			}
+		}
+		err = &cp
+	}
+	e := &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
+	switch s := resp.Status; {
+	case s >= 300 && s < 400:
+		e.Msg = "unexpected redirect, not followed with credentials: check CYTOMIC_URL"
+		e.Err = nil
+	case s == http.StatusUnauthorized:
+		e.Msg = "Cytomic rejected a freshly issued access token: check the account's API permissions"
+	case s == http.StatusForbidden:
+		e.Msg = "forbidden: the account may not run OSQuery on these clients (check CYTOMIC_CLIENT_IDS and permissions)"
+	case s == http.StatusNotFound:
+		e.Msg = "endpoint not found: check CYTOMIC_URL (and CYTOMIC_TOKEN_URL)"
+	case s == http.StatusBadRequest:
+		e.Msg = "Cytomic refused the request as invalid"
+	default:
+		e.Retryable = httpc.IsRetryable(err)
+		e.RetryAfter = httpc.RetryAfterOf(err)
+		if s == http.StatusTooManyRequests {
+			e.RetryAfter = cmp.Or(e.RetryAfter, httpc.DefaultThrottle)
+		}
+	}
+	return e
+}
