@@ -1,0 +1,171 @@
+package sophos
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+)
+
+// Bounds on the in-process memory of partly collected runs.
+const (
+	maxPartials = 64
+	partialTTL  = time.Hour
+)
+
+// partial is how far Collect got through one run's result pages.
+type partial struct {
+	key     string // pageFromKey of the next page; "" = first page
+	started bool   // the first page has been read
+	rows    int64
+	pages   int
+	empty   int // consecutive empty pages
+	hosts   map[string]struct{}
+	listed  []string
+	touched time.Time
+}
+
+// Collect pages through all results of a finished run (PageSize rows a
+// page, following pages.nextKey until it is absent or empty) and
+// summarises them: Rows is the number of rows, Hosts the distinct
+// meta_hostname values (endpoint_id when a row has no host name), capped at
+// edr.MaxListed. It stops after Config.MaxRows rows and says so in Notes.
+//
+// When a page fails with a retryable error, the progress so far is kept in
+// this Driver and the next Collect of the same run resumes from that page.
+func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
+	rf, err := parseRef("collect", r)
+	if err != nil {
+		return edr.Result{}, err
+	}
+	p := d.takePartial(rf.RunID)
+	for {
+		done, err := d.nextPage(ctx, rf, p)
+		if err != nil {
+			if edr.IsRetryable(err) || ctx.Err() != nil {
+				d.putPartial(rf.RunID, p)
+			}
+			return edr.Result{}, err
+		}
+		if done != "" {
+			res := edr.Result{Rows: p.rows, Hosts: p.listed, HostsTotal: len(p.hosts)}
+			if done != "complete" {
+				res.Notes = append(res.Notes, done)
+			}
+			return res, nil
+		}
+	}
+}
+
+// nextPage fetches and folds in one page. It returns a non-empty reason
+// when paging is over: "complete", or a note for the analyst.
+func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, error) {
+	q := url.Values{"maxSize": {strconv.Itoa(PageSize)}}
+	if p.key != "" {
+		q.Set("pageFromKey", p.key)
+	}
+	resp, err := d.call(ctx, "collect", http.MethodGet, rf.path("/results"), q, nil)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case resp.Status == http.StatusNotFound:
+		return "", d.notFound("collect", resp, rf)
+	case resp.Status == http.StatusConflict:
+		// Results asked for before the run finished (the simulator's
+		// answer; the guide is silent): worth asking again later.
+		err := d.statusError("collect", resp, "the query run has not finished yet")
+		if e, ok := err.(*edr.Error); ok {
+			setRetry(e, max(e.RetryAfter, d.pollEvery))
+		}
+		return "", err
+	case resp.Status >= 300 || resp.Status < 200:
+		return "", d.statusError("collect", resp, "")
+	}
+	page, err := decodeResults(resp.Body)
+	if err != nil {
+		return "", d.malformedError("collect", resp, err)
+	}
+	if p.started && page.NextKey != "" && page.NextKey == p.key {
+		return "", d.malformedError("collect", resp, malformed("results paging does not advance (same nextKey)"))
+	}
+	p.started = true
+	p.pages++
+	p.rows += int64(len(page.Hosts))
+	for _, h := range page.Hosts {
+		if h == "" {
+			continue
+		}
+		if _, seen := p.hosts[h]; !seen {
+			p.hosts[h] = struct{}{}
+			if len(p.listed) < edr.MaxListed {
+				p.listed = append(p.listed, h)
+			}
+		}
+	}
+	if len(page.Hosts) == 0 {
+		p.empty++
+	} else {
+		p.empty = 0
+	}
+	p.key = page.NextKey
+	switch {
+	case p.key == "":
+		return "complete", nil
+	case p.rows >= d.maxRows:
+		return fmt.Sprintf("stopped after %d rows (the limit); Sophos has more results: narrow the query to see them all", p.rows), nil
+	case p.empty >= maxEmptyPages:
+		return fmt.Sprintf("stopped after %d empty result pages in a row; the counts may be incomplete", p.empty), nil
+	}
+	return "", nil
+}
+
+// takePartial removes and returns the saved progress for runID, or a fresh
+// one. Taking it out means two concurrent Collects of one run do not share
+// state.
+func (d *Driver) takePartial(runID string) *partial {
+	d.partialMu.Lock()
+	defer d.partialMu.Unlock()
+	if p, ok := d.partials[runID]; ok {
+		delete(d.partials, runID)
+		return p
+	}
+	return &partial{hosts: map[string]struct{}{}}
+}
+
+// putPartial saves progress for a later Collect, evicting stale entries and,
+// beyond maxPartials, the least recently used one.
+func (d *Driver) putPartial(runID string, p *partial) {
+	if !p.started {
+		return
+	}
+	d.partialMu.Lock()
+	defer d.partialMu.Unlock()
+	now := d.now()
+	p.touched = now
+	for id, q := range d.partials {
+		if now.Sub(q.touched) > partialTTL {
+			delete(d.partials, id)
+		}
+	}
+	for len(d.partials) >= maxPartials {
+		oldest := ""
+		for id, q := range d.partials {
+			if oldest == "" || q.touched.Before(d.partials[oldest].touched) {
+				oldest = id
+			}
+		}
+		delete(d.partials, oldest)
+	}
+	d.partials[runID] = p
+}
+
+func (d *Driver) dropPartial(runID string) {
+	d.partialMu.Lock()
+	delete(d.partials, runID)
+	d.partialMu.Unlock()
+}

@@ -1,0 +1,125 @@
+package sophos
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+)
+
+// tokenSource caches the bearer token of the client-credentials grant and
+// refreshes it shortly before it expires. One fetch at a time: concurrent
+// callers wait for it (or for their context). Safe for concurrent use.
+type tokenSource struct {
+	d   *Driver
+	sem chan struct{} // held while fetching
+
+	mu        sync.Mutex
+	tok       string
+	refreshAt time.Time
+	previous  string // the token tok replaced (for redaction only)
+}
+
+func newTokenSource(d *Driver) *tokenSource {
+	return &tokenSource{d: d, sem: make(chan struct{}, 1)}
+}
+
+// cached returns the token if it is still good to use.
+func (ts *tokenSource) cached() string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.tok != "" && ts.d.now().Before(ts.refreshAt) {
+		return ts.tok
+	}
+	return ""
+}
+
+// get returns a usable token. fresh reports that this call fetched it, so a
+// 401 with it means the credentials themselves are refused.
+func (ts *tokenSource) get(ctx context.Context) (tok string, fresh bool, err error) {
+	if tok := ts.cached(); tok != "" {
+		return tok, false, nil
+	}
+	select {
+	case ts.sem <- struct{}{}:
+	case <-ctx.Done():
+		return "", false, ctx.Err()
+	}
+	defer func() { <-ts.sem }()
+	if tok := ts.cached(); tok != "" { // another caller refreshed it meanwhile
+		return tok, false, nil
+	}
+	t, err := ts.fetch(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	// Refresh a little before expiry: a tenth of the lifetime, at most a
+	// minute, so a token is never sent in its last seconds.
+	margin := min(t.ttl/10, time.Minute)
+	ts.mu.Lock()
+	if ts.tok != "" {
+		ts.previous = ts.tok
+	}
+	ts.tok, ts.refreshAt = t.access, ts.d.now().Add(t.ttl-margin)
+	ts.mu.Unlock()
+	return t.access, true, nil
+}
+
+// invalidate drops tok if it is still the cached token (a 401 said it is
+// no longer accepted).
+func (ts *tokenSource) invalidate(tok string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.tok == tok {
+		ts.previous, ts.tok, ts.refreshAt = tok, "", time.Time{}
+	}
+}
+
+// secrets returns the tokens errors must never contain.
+func (ts *tokenSource) secrets() []string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return []string{ts.tok, ts.previous}
+}
+
+func (ts *tokenSource) fetch(ctx context.Context) (token, error) {
+	d := ts.d
+	form := url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {d.cfg.ClientID},
+		"client_secret": {d.cfg.ClientSecret},
+		"scope":         {"token"},
+	}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.tokenURL, strings.NewReader(form))
+	if err != nil {
+		return token{}, &edr.Error{Vendor: vendor, Op: "token", Msg: "cannot build the token request"}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := d.auth.Do(req)
+	if err != nil {
+		return token{}, d.transportError("token", err)
+	}
+	switch {
+	case resp.Status == http.StatusOK:
+	case resp.Status == http.StatusBadRequest || resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
+		// The identity service answers 400 invalid_client / 401 for a wrong
+		// ID or secret: nothing a retry can fix.
+		return token{}, d.statusError("token", resp, msgBadCredentials)
+	default:
+		return token{}, d.statusError("token", resp, "")
+	}
+	t, err := decodeToken(resp.Body)
+	if err != nil {
+		return token{}, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status,
+			Msg: "malformed response from the Sophos identity service", Err: err}
+	}
+	return t, nil
+}
+
+// The credential failure message operators see.
+const msgBadCredentials = "Sophos rejected the credentials (check SOPHOS_CLIENT_ID/SOPHOS_CLIENT_SECRET/SOPHOS_TENANT_ID)"

@@ -1,0 +1,658 @@
+// Package sophos simulates the Sophos Central XDR Data Lake query API and the
+// Sophos identity endpoint that issues its bearer tokens, from the "EDR Data
+// Lake APIs" getting-started guide (specs/004).
+//
+// One handler serves both hosts' paths:
+//
+//	POST /api/v2/oauth2/token                          client-credentials grant (form)
+//	POST /xdr-query/v1/queries/runs                    start a run
+//	GET  /xdr-query/v1/queries/runs/{id}               run status
+//	GET  /xdr-query/v1/queries/runs/{id}/results       one page of rows (?maxSize=&pageFromKey=)
+//	POST /xdr-query/v1/queries/runs/{id}/cancel        cancel a run
+//	     /_sim/faults                                  fault switches (simhttp.Kit)
+//
+// A run is pending for Config.PendingFor after it is created, running for
+// Config.RunFor, and then finished with result "succeeded" (or the outcome
+// set with SetResult). State is computed from the clock on every request; no
+// goroutine runs per operation. Runs disappear (404) after expiresAt.
+//
+// Where the guide is silent the simulator decides, and says so below:
+//
+//   - the run's status is pending | running | finished and its result
+//     notAvailable | succeeded | failed | timedOut | cancelled;
+//   - a missing X-Tenant-ID is a malformed request (400); a tenant the
+//     token does not grant is an authorisation failure (403);
+//   - results of a run that has not finished yet answer 409; of a run that
+//     finished without success, 400;
+//   - cancelling a finished run answers 200 with the run unchanged;
+//   - errors use the Sophos Central error shape {"error","message",
+//     "correlationId","requestId","createdAt"}.
+//
+// A Server is safe for concurrent use.
+package sophos
+
+import (
+	"cmp"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+)
+
+// Paths the simulator serves.
+const (
+	TokenPath = "/api/v2/oauth2/token"
+	RunsPath  = "/xdr-query/v1/queries/runs"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultClientID     = "sim-sophos-client"
+	DefaultClientSecret = "sim-sophos-secret"
+	DefaultTenantID     = "11111111-2222-3333-4444-555555555555"
+	DefaultTokenTTL     = time.Hour
+	DefaultRunTTL       = 2 * time.Hour // the guide's expiresAt is createdAt + 2h
+	// MaxPageSize is the largest maxSize the results endpoint accepts.
+	MaxPageSize = 1000
+)
+
+// Run statuses and results.
+const (
+	StatusPending  = "pending"
+	StatusRunning  = "running"
+	StatusFinished = "finished"
+
+	ResultNotAvailable = "notAvailable"
+	ResultSucceeded    = "succeeded"
+	ResultFailed       = "failed"
+	ResultTimedOut     = "timedOut"
+	ResultCancelled    = "cancelled"
+)
+
+// Config configures a Server. Zero durations mean "immediately" (a run with
+// PendingFor = RunFor = 0 is finished as soon as it is created); other zero
+// fields take the defaults above.
+type Config struct {
+	// ClientID, ClientSecret: the service principal the token endpoint
+	// accepts. TenantID: the X-Tenant-ID every API call must carry.
+	ClientID, ClientSecret, TenantID string
+	// TokenTTL is the lifetime of an access token (expires_in). Default 1h.
+	TokenTTL time.Duration
+	// PendingFor and RunFor: a run is pending, then running, then finished,
+	// measured from its creation.
+	PendingFor, RunFor time.Duration
+	// MinPollInterval: a status request for one run less than this after the
+	// previous accepted call on that run (its creation or a status request)
+	// is answered 429 with Retry-After. 0 = off.
+	MinPollInterval time.Duration
+	// RateLimit is a global limit on data-region API calls per second
+	// (token bucket, burst max(1, RateLimit)); over it → 429 with
+	// Retry-After. 0 = off.
+	RateLimit float64
+	// RunTTL is how long a run and its results live (expiresAt). Default 2h.
+	RunTTL time.Duration
+	// Now is the clock run states, tokens and limits are computed from.
+	// Default time.Now.
+	Now func() time.Time
+}
+
+// Run is what the simulator knows of one query run.
+type Run struct {
+	ID        string
+	Query     string // the SQL as received
+	SHA256    string // the hash parsed from the query; empty when none
+	CreatedAt time.Time
+	Status    string
+	Result    string
+	Cancelled bool
+	Rows      int // rows the run returns
+}
+
+type hit struct {
+	rows  int
+	hosts []string
+}
+
+type run struct {
+	id        string
+	query     string
+	sha       string
+	created   time.Time
+	hosts     []string
+	rows      int
+	outcome   string    // result once finished on its own
+	cancelAt  time.Time // zero unless cancelled while live
+	lastCall  time.Time // last accepted call on this run (MinPollInterval)
+	cancelled bool
+}
+
+// Server is the simulator. It is an http.Handler.
+type Server struct {
+	cfg Config
+	kit *simhttp.Kit
+	h   http.Handler
+
+	mu       sync.Mutex
+	tokens   map[string]time.Time // access token → expiry
+	issued   int
+	runs     map[string]*run
+	order    []string
+	hits     map[string]hit
+	outcomes map[string]string
+	cancels  int
+	bucket   float64
+	bucketAt time.Time
+}
+
+// New returns a simulator for cfg.
+func New(cfg Config) *Server {
+	cfg.ClientID = cmp.Or(cfg.ClientID, DefaultClientID)
+	cfg.ClientSecret = cmp.Or(cfg.ClientSecret, DefaultClientSecret)
+	cfg.TenantID = cmp.Or(cfg.TenantID, DefaultTenantID)
+	cfg.TokenTTL = cmp.Or(cfg.TokenTTL, DefaultTokenTTL)
+	cfg.RunTTL = cmp.Or(cfg.RunTTL, DefaultRunTTL)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:      cfg,
+		kit:      simhttp.New(),
+		tokens:   map[string]time.Time{},
+		runs:     map[string]*run{},
+		hits:     map[string]hit{},
+		outcomes: map[string]string{},
+		bucket:   max(1, cfg.RateLimit),
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+TokenPath, s.token)
+	mux.HandleFunc("POST "+RunsPath, s.api(s.start))
+	mux.HandleFunc("GET "+RunsPath+"/{id}", s.api(s.status))
+	mux.HandleFunc("GET "+RunsPath+"/{id}/results", s.api(s.results))
+	mux.HandleFunc("POST "+RunsPath+"/{id}/cancel", s.api(s.cancel))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, http.StatusNotFound, "NotFound", "no such endpoint")
+	})
+	s.h = s.kit.Wrap(mux)
+	return s
+}
+
+// ServeHTTP serves the identity endpoint, the data-region API and the
+// /_sim/faults control endpoint.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHTTP(w, r) }
+
+// Kit returns the fault switches and request log.
+func (s *Server) Kit() *simhttp.Kit { return s.kit }
+
+// Close releases hung requests. Call it before closing the HTTP server.
+func (s *Server) Close() { s.kit.Close() }
+
+// SetHits makes runs created from now on whose query asks for sha256 return
+// rows rows, spread round-robin over hosts (default one host,
+// "sophos-sim-host-1"). rows <= 0 removes the hits.
+func (s *Server) SetHits(sha256 string, rows int, hosts ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sha := strings.ToLower(sha256)
+	if rows <= 0 {
+		delete(s.hits, sha)
+		return
+	}
+	if len(hosts) == 0 {
+		hosts = []string{"sophos-sim-host-1"}
+	}
+	s.hits[sha] = hit{rows: rows, hosts: append([]string(nil), hosts...)}
+}
+
+// SetResult makes runs created from now on for sha256 finish with result
+// (ResultFailed, ResultTimedOut, ...) instead of ResultSucceeded. An empty
+// result restores success.
+func (s *Server) SetResult(sha256, result string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if result == "" {
+		delete(s.outcomes, strings.ToLower(sha256))
+		return
+	}
+	s.outcomes[strings.ToLower(sha256)] = result
+}
+
+// Runs returns every run created so far, oldest first, with its state now.
+func (s *Server) Runs() []Run {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	out := make([]Run, 0, len(s.order))
+	for _, id := range s.order {
+		r := s.runs[id]
+		st, res, _ := s.state(r, now)
+		out = append(out, Run{
+			ID: r.id, Query: r.query, SHA256: r.sha, CreatedAt: r.created,
+			Status: st, Result: res, Cancelled: r.cancelled, Rows: r.rows,
+		})
+	}
+	return out
+}
+
+// Cancels returns how many live runs a cancel request stopped.
+func (s *Server) Cancels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancels
+}
+
+// TokensIssued returns how many access tokens the identity endpoint issued.
+func (s *Server) TokensIssued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.issued
+}
+
+// RevokeTokens invalidates every access token issued so far: the next API
+// call with one of them is answered 401.
+func (s *Server) RevokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
+// state computes a run's status, result and finish time at now.
+func (s *Server) state(r *run, now time.Time) (status, result string, finished time.Time) {
+	if !r.cancelAt.IsZero() {
+		return StatusFinished, ResultCancelled, r.cancelAt
+	}
+	el := now.Sub(r.created)
+	switch {
+	case el < s.cfg.PendingFor:
+		return StatusPending, ResultNotAvailable, time.Time{}
+	case el < s.cfg.PendingFor+s.cfg.RunFor:
+		return StatusRunning, ResultNotAvailable, time.Time{}
+	}
+	return StatusFinished, r.outcome, r.created.Add(s.cfg.PendingFor + s.cfg.RunFor)
+}
+
+func (s *Server) expiresAt(r *run) time.Time { return r.created.Add(s.cfg.RunTTL) }
+
+// --- identity endpoint ---
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		s.oauthFail(w, http.StatusBadRequest, "invalid_request", "the request body is not a form")
+		return
+	}
+	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
+		s.oauthFail(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be client_credentials")
+		return
+	}
+	if sc := r.PostForm.Get("scope"); sc != "" && sc != "token" {
+		s.oauthFail(w, http.StatusBadRequest, "invalid_scope", "scope must be token")
+		return
+	}
+	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if bid, bsecret, ok := r.BasicAuth(); ok && id == "" {
+		id, secret = bid, bsecret // also accept client_secret_basic
+	}
+	if id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
+		s.oauthFail(w, http.StatusUnauthorized, "oauth.invalid_client", "invalid client credentials")
+		return
+	}
+	tok := newJWT(id)
+	s.mu.Lock()
+	s.tokens[tok] = s.cfg.Now().Add(s.cfg.TokenTTL)
+	s.issued++
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"access_token":  tok,
+		"errorCode":     "success",
+		"expires_in":    int64(math.Ceil(s.cfg.TokenTTL.Seconds())),
+		"message":       "OK",
+		"refresh_token": hex.EncodeToString(randomBytes(16)),
+		"token_type":    "bearer",
+		"trackingId":    uuid.NewString(),
+	})
+}
+
+func (s *Server) oauthFail(w http.ResponseWriter, status int, code, msg string) {
+	simhttp.WriteJSON(w, status, map[string]any{"errorCode": code, "message": msg, "trackingId": uuid.NewString()})
+}
+
+func newJWT(sub string) string {
+	enc := base64.RawURLEncoding
+	head := enc.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`))
+	claims, _ := json.Marshal(map[string]string{"sub": sub, "jti": uuid.NewString()})
+	return head + "." + enc.EncodeToString(claims) + "." + enc.EncodeToString(randomBytes(32))
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// --- data-region API ---
+
+// api wraps a data-region handler with the global rate limit and the
+// bearer and tenant checks.
+func (s *Server) api(h func(http.ResponseWriter, *http.Request)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if wait, ok := s.allow(); !ok {
+			s.tooMany(w, wait, "API rate limit exceeded")
+			return
+		}
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		s.mu.Lock()
+		exp, known := s.tokens[tok]
+		valid := known && s.cfg.Now().Before(exp)
+		s.mu.Unlock()
+		if !strings.EqualFold(scheme, "Bearer") || !valid {
+			s.fail(w, http.StatusUnauthorized, "Unauthorized", "missing, invalid or expired bearer token")
+			return
+		}
+		switch tenant := r.Header.Get("X-Tenant-ID"); {
+		case tenant == "":
+			s.fail(w, http.StatusBadRequest, "BadRequest", "the X-Tenant-ID header is required")
+			return
+		case tenant != s.cfg.TenantID:
+			s.fail(w, http.StatusForbidden, "Forbidden", "the token does not grant access to this tenant")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// allow takes one token from the global bucket.
+func (s *Server) allow() (time.Duration, bool) {
+	if s.cfg.RateLimit <= 0 {
+		return 0, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	burst := max(1, s.cfg.RateLimit)
+	if !s.bucketAt.IsZero() {
+		s.bucket = min(burst, s.bucket+now.Sub(s.bucketAt).Seconds()*s.cfg.RateLimit)
+	}
+	s.bucketAt = now
+	if s.bucket >= 1 {
+		s.bucket--
+		return 0, true
+	}
+	return time.Duration((1 - s.bucket) / s.cfg.RateLimit * float64(time.Second)), false
+}
+
+var (
+	fromXDRData = regexp.MustCompile(`(?is)\bfrom\s+xdr_data\b`)
+	shaClause   = regexp.MustCompile(`(?i)\bsha256\s*=\s*'([0-9a-f]{64})'`)
+)
+
+// ParseQuery extracts the SQL from a start-run request body: the real API's
+// JSON {"adHocQuery":{"template":…}}, a top-level {"query":…}, or (as the
+// guide's curl sends it) the raw SQL text. It returns the SQL and the sample
+// hash named in a sha256 = '<64 hex>' clause (empty when none), or an error
+// a 400 should carry: no query, or a query not on xdr_data.
+func ParseQuery(body []byte) (sql, sha string, err error) {
+	trimmed := strings.TrimSpace(string(body))
+	if strings.HasPrefix(trimmed, "{") {
+		var req struct {
+			AdHocQuery *struct {
+				Name     string `json:"name"`
+				Template string `json:"template"`
+			} `json:"adHocQuery"`
+			Query string `json:"query"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			return "", "", fmt.Errorf("request body is not valid JSON: %w", err)
+		}
+		if req.AdHocQuery != nil {
+			sql = req.AdHocQuery.Template
+		}
+		sql = cmp.Or(sql, req.Query)
+	} else {
+		sql = trimmed
+	}
+	if strings.TrimSpace(sql) == "" {
+		return "", "", fmt.Errorf("no query: send adHocQuery.template")
+	}
+	if !fromXDRData.MatchString(sql) {
+		return "", "", fmt.Errorf("the query must select FROM xdr_data")
+	}
+	if m := shaClause.FindStringSubmatch(sql); m != nil {
+		sha = strings.ToLower(m[1])
+	}
+	return sql, sha, nil
+}
+
+func (s *Server) start(w http.ResponseWriter, r *http.Request) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "BadRequest", "request body too large or unreadable")
+		return
+	}
+	sql, sha, err := ParseQuery(raw)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "BadRequest", err.Error())
+		return
+	}
+	s.mu.Lock()
+	now := s.cfg.Now()
+	rn := &run{id: uuid.NewString(), query: sql, sha: sha, created: now, lastCall: now, outcome: ResultSucceeded}
+	if h, ok := s.hits[sha]; ok && sha != "" {
+		rn.rows, rn.hosts = h.rows, h.hosts
+	}
+	if o, ok := s.outcomes[sha]; ok && sha != "" {
+		rn.outcome = o
+	}
+	s.runs[rn.id] = rn
+	s.order = append(s.order, rn.id)
+	body := s.runJSON(rn, now)
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusCreated, body)
+}
+
+// lookup returns the live run named in the path, or nil when it is unknown
+// or expired. The caller holds s.mu.
+func (s *Server) lookup(r *http.Request, now time.Time) *run {
+	rn, ok := s.runs[r.PathValue("id")]
+	if !ok || !now.Before(s.expiresAt(rn)) {
+		return nil
+	}
+	return rn
+}
+
+func (s *Server) notFound(w http.ResponseWriter) {
+	s.fail(w, http.StatusNotFound, "NotFound", "query run not found or expired")
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	now := s.cfg.Now()
+	rn := s.lookup(r, now)
+	if rn == nil {
+		s.mu.Unlock()
+		s.notFound(w)
+		return
+	}
+	if s.cfg.MinPollInterval > 0 {
+		if wait := s.cfg.MinPollInterval - now.Sub(rn.lastCall); wait > 0 {
+			s.mu.Unlock()
+			s.tooMany(w, wait, "query run polled too often: leave a few seconds between API calls")
+			return
+		}
+	}
+	rn.lastCall = now
+	body := s.runJSON(rn, now)
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	now := s.cfg.Now()
+	rn := s.lookup(r, now)
+	if rn == nil {
+		s.mu.Unlock()
+		s.notFound(w)
+		return
+	}
+	if st, _, _ := s.state(rn, now); st != StatusFinished {
+		rn.cancelAt = now
+		rn.cancelled = true
+		s.cancels++
+	}
+	body := s.runJSON(rn, now)
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusOK, body)
+}
+
+// runJSON renders a run as the guide shows it. The caller holds s.mu.
+func (s *Server) runJSON(rn *run, now time.Time) map[string]any {
+	st, res, fin := s.state(rn, now)
+	out := map[string]any{
+		"id":        rn.id,
+		"createdAt": stamp(rn.created),
+		"expiresAt": stamp(s.expiresAt(rn)),
+		"result":    res,
+		"status":    st,
+	}
+	if !fin.IsZero() {
+		out["finishedAt"] = stamp(fin)
+	}
+	return out
+}
+
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+// columns are the result columns the simulator returns, in order.
+var columns = []struct{ name, typ string }{
+	{"meta_hostname", "string"}, {"meta_ip_address", "string"}, {"path", "string"},
+	{"sha256", "string"}, {"name", "string"}, {"cmdline", "string"}, {"time", "bigint"},
+	{"endpoint_id", "string"},
+}
+
+func (s *Server) results(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	size := MaxPageSize // the guide always sends maxSize; assume the maximum when absent
+	if v := q.Get("maxSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPageSize {
+			s.fail(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("maxSize must be between 1 and %d", MaxPageSize))
+			return
+		}
+		size = n
+	}
+	s.mu.Lock()
+	now := s.cfg.Now()
+	rn := s.lookup(r, now)
+	if rn == nil {
+		s.mu.Unlock()
+		s.notFound(w)
+		return
+	}
+	st, res, _ := s.state(rn, now)
+	rows, hosts, sha, created, id := rn.rows, rn.hosts, rn.sha, rn.created, rn.id
+	s.mu.Unlock()
+	switch {
+	case st != StatusFinished:
+		s.fail(w, http.StatusConflict, "Conflict", "query run has not finished")
+		return
+	case res != ResultSucceeded:
+		s.fail(w, http.StatusBadRequest, "BadRequest", "query run did not succeed: result "+res)
+		return
+	}
+	from := 0
+	if key := q.Get("pageFromKey"); key != "" {
+		n, ok := decodeKey(key, id)
+		if !ok || n > rows {
+			s.fail(w, http.StatusBadRequest, "BadRequest", "invalid pageFromKey")
+			return
+		}
+		from = n
+	}
+	to := min(rows, from+size)
+	items := make([]map[string]any, 0, to-from)
+	for i := from; i < to; i++ {
+		items = append(items, row(i, sha, hosts, created))
+	}
+	cols := make([]map[string]string, len(columns))
+	for i, c := range columns {
+		cols[i] = map[string]string{"name": c.name, "type": c.typ}
+	}
+	pages := map[string]any{"size": len(items), "maxSize": size}
+	if to < rows {
+		pages["nextKey"] = encodeKey(id, to)
+	}
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"items":    items,
+		"metadata": map[string]any{"columns": cols},
+		"pages":    pages,
+	})
+}
+
+// row generates result row i deterministically: rows are spread
+// round-robin over hosts.
+func row(i int, sha string, hosts []string, created time.Time) map[string]any {
+	hi := i % len(hosts)
+	return map[string]any{
+		"meta_hostname":   hosts[hi],
+		"meta_ip_address": fmt.Sprintf("10.%d.%d.%d", hi/65536%256, hi/256%256, hi%256),
+		"path":            fmt.Sprintf(`C:\Users\user%d\Downloads\sample.exe`, i),
+		"sha256":          sha,
+		"name":            "sample.exe",
+		"cmdline":         fmt.Sprintf(`"C:\Users\user%d\Downloads\sample.exe" /run`, i),
+		"time":            created.Unix() - int64(i),
+		"endpoint_id":     uuid.NewSHA1(uuid.NameSpaceOID, []byte(hosts[hi])).String(),
+	}
+}
+
+// Page keys are opaque base64 to the client; inside they name the run and
+// the offset of the next row.
+func encodeKey(runID string, offset int) string {
+	return base64.StdEncoding.EncodeToString([]byte(url.Values{"r": {runID}, "o": {strconv.Itoa(offset)}}.Encode()))
+}
+
+func decodeKey(key, runID string) (int, bool) {
+	raw, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		return 0, false
+	}
+	v, err := url.ParseQuery(string(raw))
+	if err != nil || v.Get("r") != runID {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v.Get("o"))
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+func (s *Server) tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+	secs := int64(math.Ceil(wait.Seconds()))
+	w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	s.fail(w, http.StatusTooManyRequests, "TooManyRequests", msg)
+}
+
+// fail answers with the Sophos Central error shape.
+func (s *Server) fail(w http.ResponseWriter, status int, code, msg string) {
+	simhttp.WriteJSON(w, status, map[string]any{
+		"error":         code,
+		"message":       msg,
+		"correlationId": uuid.NewString(),
+		"requestId":     uuid.NewString(),
+		"createdAt":     stamp(s.cfg.Now()),
+	})
+}
