@@ -1,0 +1,494 @@
+// Package consumer is the fleet's Kafka intake: one consumer group over the
+// job topics, decode and validate every record, admit jobs into the Redis
+// ledger with a lease, and commit a record's offset only after its job is
+// durably admitted (or its bad record durably dead-lettered). A job runs for
+// hours, so intake never holds a partition for it: the lease does.
+//
+//	poll (≤ free slots) ─▶ decode ─┬─ bad ──▶ DLQ topic (reason, source headers)
+//	                               └─ good ─▶ state.Admit (one round trip per batch)
+//	  per partition, in order: commit up to the first record that could not be
+//	  handled; rewind the partition to it (SetOffsets) so it is fetched again.
+//
+// When the runner is full the consumer pauses fetching and resumes when a
+// slot frees up; the lag that builds up is what operators and KEDA scale on.
+// When Redis is unreachable nothing is admitted and nothing is committed: the
+// records are fetched again after a backoff.
+package consumer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultGroup           = "sample-analysis-workers"
+	DefaultDLQTopic        = "Sample.Analysis.Job.DLQ"
+	DefaultResultTopic     = "Sample.Analysis.Result"
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultSessionTimeout  = 45 * time.Second
+	// dlqValueCap bounds the value copied into a dead letter (an oversized
+	// record is truncated to it; header dlq-truncated gives the real size).
+	dlqValueCap = 64 << 10
+)
+
+// DefaultTopics are SampleDB's two job topics.
+var DefaultTopics = []string{"Sample.Analysis.Job.OSL", "Sample.Analysis.Job.SVG"}
+
+// Runner is what intake hands admitted jobs to (*worker.Runner).
+type Runner interface {
+	TryAcquire(n int) int
+	Unacquire(n int)
+	Free() int
+	Room() <-chan struct{}
+	Launch(l state.Lease, rec *state.Record, sent time.Time)
+}
+
+// Observer is told what intake does, for metrics. Methods must not block.
+type Observer interface {
+	Admitted(outcome string, n int)
+	DeadLettered(reason string)
+	Paused(paused bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Admitted(string, int) {}
+func (nopObserver) DeadLettered(string)  {}
+func (nopObserver) Paused(bool)          {}
+
+// Config configures a Consumer.
+type Config struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string
+	// Topics are the job topics (default DefaultTopics); TopicRegex, when
+	// set, is used instead.
+	Topics     []string
+	TopicRegex string
+	// Group is the consumer group. Default DefaultGroup.
+	Group string
+	// DLQTopic receives bad records; "-" or empty with NoDLQ disables.
+	DLQTopic string
+	NoDLQ    bool
+	// ResultTopic receives job summaries (Publish); empty with NoResults disables.
+	ResultTopic string
+	NoResults   bool
+	// MaxMessageBytes: larger records are dead-lettered. Default 1 MiB.
+	MaxMessageBytes int
+	// SessionTimeout is the group session timeout. Default 45s.
+	SessionTimeout time.Duration
+	// WorkerID is the Kafka client ID and goes into dead-letter headers.
+	WorkerID string
+	// Validate, if set, runs after decoding; an error dead-letters the
+	// record with reason invalid_field.
+	Validate func(*sampledb.JobMessage) error
+
+	Store  *state.Store
+	Runner Runner
+	// Opts are extra client options (TLS, SASL, logging).
+	Opts     []kgo.Opt
+	Observer Observer
+	Logger   *zap.Logger
+}
+
+// Consumer is the intake loop plus the producer for dead letters and
+// results. Run runs the loop; Publish may be used concurrently.
+type Consumer struct {
+	cfg    Config
+	cl     *kgo.Client
+	log    *zap.Logger
+	obs    Observer
+	topics []string
+}
+
+// New returns a Consumer; it connects lazily.
+func New(cfg Config) (*Consumer, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("consumer: no brokers")
+	}
+	if cfg.Store == nil || cfg.Runner == nil {
+		return nil, errors.New("consumer: Store and Runner are required")
+	}
+	cfg.Group = cmp.Or(cfg.Group, DefaultGroup)
+	if !cfg.NoDLQ {
+		cfg.DLQTopic = cmp.Or(cfg.DLQTopic, DefaultDLQTopic)
+	}
+	if !cfg.NoResults {
+		cfg.ResultTopic = cmp.Or(cfg.ResultTopic, DefaultResultTopic)
+	}
+	cfg.MaxMessageBytes = cmp.Or(cfg.MaxMessageBytes, DefaultMaxMessageBytes)
+	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, DefaultSessionTimeout)
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	log := cmp.Or(cfg.Logger, zap.NewNop()).Named("consumer")
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID("analysisfleet-" + cfg.WorkerID),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxPartitionBytes(int32(max(cfg.MaxMessageBytes*2, 1<<20))),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			log.Info("partitions assigned", zap.Any("partitions", m))
+		}),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			log.Info("partitions revoked", zap.Any("partitions", m))
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			log.Warn("partitions lost", zap.Any("partitions", m))
+		}),
+	}
+	topics := cfg.Topics
+	if len(topics) == 0 {
+		topics = DefaultTopics
+	}
+	if cfg.TopicRegex != "" {
+		if _, err := regexp.Compile(cfg.TopicRegex); err != nil {
+			return nil, fmt.Errorf("consumer: topic regex: %w", err)
+		}
+		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(cfg.TopicRegex))
+		topics = nil
+	} else {
+		opts = append(opts, kgo.ConsumeTopics(topics...))
+	}
+	opts = append(opts, cfg.Opts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	return &Consumer{cfg: cfg, cl: cl, log: log, obs: cfg.Observer, topics: topics}, nil
+}
+
+// Client returns the underlying Kafka client.
+func (c *Consumer) Client() *kgo.Client { return c.cl }
+
+// Ping checks a broker answers.
+func (c *Consumer) Ping(ctx context.Context) error { return c.cl.Ping(ctx) }
+
+// Publish produces a job summary to the result topic (no-op when disabled).
+func (c *Consumer) Publish(ctx context.Context, key string, value []byte) error {
+	if c.cfg.ResultTopic == "" {
+		return nil
+	}
+	return c.cl.ProduceSync(ctx, &kgo.Record{Topic: c.cfg.ResultTopic, Key: []byte(key), Value: value}).FirstErr()
+}
+
+// Close closes the client (leaving the group if still in it). Call it after
+// the runner drained, so in-flight results are still published.
+func (c *Consumer) Close() { c.cl.Close() }
+
+// Run consumes until ctx ends, then leaves the group so the partitions move
+// to other workers at once. Everything admitted has been committed.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer func() {
+		lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.cl.LeaveGroupContext(lctx); err != nil {
+			c.log.Warn("leaving the group failed", zap.Error(err))
+		}
+	}()
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 200*time.Millisecond, 10*time.Second, 0
+	paused := false
+	for ctx.Err() == nil {
+		free := c.cfg.Runner.Free()
+		if free == 0 {
+			if !paused {
+				c.cl.PauseFetchTopics(c.consumedTopics()...)
+				paused = true
+				c.obs.Paused(true)
+				c.log.Info("in-flight limit reached: fetching paused")
+			}
+			select {
+			case <-ctx.Done():
+			case <-c.cfg.Runner.Room():
+			}
+			continue
+		}
+		if paused {
+			c.cl.ResumeFetchTopics(c.consumedTopics()...)
+			paused = false
+			c.obs.Paused(false)
+			c.log.Info("room again: fetching resumed")
+		}
+		fetches := c.cl.PollRecords(ctx, free)
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+			}
+		})
+		recs := fetches.Records()
+		if len(recs) == 0 {
+			c.cl.AllowRebalance()
+			continue
+		}
+		err := c.handle(ctx, recs)
+		c.cl.AllowRebalance()
+		if err != nil {
+			wait := bo.NextBackOff()
+			if ctx.Err() == nil {
+				c.log.Warn("intake failed; nothing committed for the failed records, retrying", zap.Error(err), zap.Duration("in", wait))
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			continue
+		}
+		bo.Reset()
+	}
+	return nil
+}
+
+func (c *Consumer) consumedTopics() []string {
+	if c.topics != nil {
+		return c.topics
+	}
+	return c.cl.GetConsumeTopics()
+}
+
+type tp struct {
+	topic string
+	part  int32
+}
+
+type item struct {
+	rec    *kgo.Record
+	msg    *sampledb.JobMessage
+	bad    *BadRecord
+	slot   bool  // a runner slot is reserved for it
+	failed error // admission or dead-lettering failed
+}
+
+// handle processes one poll's records. Per partition, records are handled in
+// order; the partition is committed up to the first record that could not
+// be handled and rewound to it. It returns an error when something failed
+// (the caller backs off).
+func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
+	var order []tp
+	parts := map[tp][]*item{}
+	good := 0
+	for _, r := range recs {
+		k := tp{r.Topic, r.Partition}
+		if _, ok := parts[k]; !ok {
+			order = append(order, k)
+		}
+		it := &item{rec: r}
+		msg, err := Decode(r.Value, c.cfg.MaxMessageBytes)
+		if err == nil && c.cfg.Validate != nil {
+			if verr := c.cfg.Validate(msg); verr != nil {
+				err = &BadRecord{ReasonInvalidField, verr.Error()}
+			}
+		}
+		if err != nil {
+			it.bad = err.(*BadRecord)
+		} else {
+			it.msg = msg
+			good++
+		}
+		parts[k] = append(parts[k], it)
+	}
+
+	// Reserve a slot per good record; a partition whose record gets none
+	// stops there and is fetched again later.
+	slots := c.cfg.Runner.TryAcquire(good)
+	var admit []*item
+	var dlq []*item
+	cut := map[tp]int{} // index of the first record not handled in this round
+	for _, k := range order {
+		cut[k] = len(parts[k])
+		for i, it := range parts[k] {
+			if it.bad != nil {
+				dlq = append(dlq, it)
+				continue
+			}
+			if slots == 0 {
+				cut[k] = i
+				break
+			}
+			slots--
+			it.slot = true
+			admit = append(admit, it)
+		}
+	}
+	c.cfg.Runner.Unacquire(slots) // leftovers (only if TryAcquire over-granted, which it does not)
+
+	var firstErr error
+	if len(dlq) > 0 {
+		if err := c.deadLetter(ctx, dlq); err != nil {
+			firstErr = err
+		}
+	}
+	if len(admit) > 0 {
+		if err := c.admit(ctx, admit); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+
+	// Commit per partition up to the first failure or cut; rewind there.
+	var commit []*kgo.Record
+	rewind := map[string]map[int32]kgo.EpochOffset{}
+	for _, k := range order {
+		items := parts[k]
+		stop := cut[k]
+		for i := 0; i < stop; i++ {
+			if items[i].failed != nil {
+				stop = i
+				break
+			}
+		}
+		if stop > 0 {
+			commit = append(commit, items[stop-1].rec)
+		}
+		if stop < len(items) {
+			r := items[stop].rec
+			if rewind[k.topic] == nil {
+				rewind[k.topic] = map[int32]kgo.EpochOffset{}
+			}
+			rewind[k.topic][k.part] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		}
+	}
+	if len(rewind) > 0 {
+		c.cl.SetOffsets(rewind)
+	}
+	if len(commit) > 0 {
+		if err := c.cl.CommitRecords(ctx, commit...); err != nil && ctx.Err() == nil {
+			// Not fatal: the records are admitted; a redelivery is dropped
+			// as a duplicate by the ledger.
+			c.log.Warn("offset commit failed", zap.Error(err))
+		}
+	}
+	if firstErr == nil && len(rewind) > 0 {
+		// Out of slots: not an error, the runner is full.
+		return nil
+	}
+	return firstErr
+}
+
+func (c *Consumer) admit(ctx context.Context, items []*item) error {
+	reqs := make([]state.AdmitRequest, len(items))
+	for i, it := range items {
+		reqs[i] = state.AdmitRequest{
+			ID:     it.msg.JobID,
+			Msg:    it.rec.Value,
+			Source: fmt.Sprintf("%s/%d@%d", it.rec.Topic, it.rec.Partition, it.rec.Offset),
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, sent, err := c.cfg.Store.Admit(actx, c.cfg.WorkerID, reqs)
+	if err != nil {
+		for _, it := range items {
+			it.failed = err
+		}
+		c.cfg.Runner.Unacquire(len(items))
+		return fmt.Errorf("admit %d jobs: %w", len(items), err)
+	}
+	counts := map[state.AdmitOutcome]int{}
+	for i, r := range res {
+		counts[r.Outcome]++
+		switch r.Outcome {
+		case state.Admitted, state.TakenOver:
+			c.cfg.Runner.Launch(r.Lease, r.Record, sent)
+		default:
+			c.cfg.Runner.Unacquire(1)
+			c.log.Debug("duplicate job record dropped", zap.String("job_id", r.ID),
+				zap.String("outcome", r.Outcome.String()), zap.String("detail", r.Detail),
+				zap.String("source", reqs[i].Source))
+		}
+	}
+	for o, n := range counts {
+		c.obs.Admitted(o.String(), n)
+	}
+	return nil
+}
+
+func (c *Consumer) deadLetter(ctx context.Context, items []*item) error {
+	if c.cfg.DLQTopic == "" {
+		for _, it := range items {
+			c.logBad(it, "dead-letter topic disabled: record dropped")
+			c.obs.DeadLettered(it.bad.Reason)
+		}
+		return nil
+	}
+	recs := make([]*kgo.Record, len(items))
+	for i, it := range items {
+		recs[i] = c.dlqRecord(it)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	results := c.cl.ProduceSync(pctx, recs...)
+	var firstErr error
+	for i, pr := range results {
+		it := items[i]
+		if pr.Err != nil {
+			it.failed = pr.Err
+			if firstErr == nil {
+				firstErr = fmt.Errorf("dead-letter to %s: %w", c.cfg.DLQTopic, pr.Err)
+			}
+			continue
+		}
+		c.logBad(it, "record dead-lettered")
+		c.obs.DeadLettered(it.bad.Reason)
+	}
+	return firstErr
+}
+
+func (c *Consumer) logBad(it *item, what string) {
+	c.log.Warn(what,
+		zap.String("reason", it.bad.Reason), zap.String("error", it.bad.Detail),
+		zap.String("topic", it.rec.Topic), zap.Int32("partition", it.rec.Partition), zap.Int64("offset", it.rec.Offset))
+}
+
+// Dead-letter headers.
+const (
+	HeaderReason          = "dlq-reason"
+	HeaderError           = "dlq-error"
+	HeaderSourceTopic     = "dlq-source-topic"
+	HeaderSourcePartition = "dlq-source-partition"
+	HeaderSourceOffset    = "dlq-source-offset"
+	HeaderSourceTimestamp = "dlq-source-timestamp"
+	HeaderWorker          = "dlq-worker"
+	HeaderTime            = "dlq-time"
+	HeaderTruncated       = "dlq-truncated"
+)
+
+func (c *Consumer) dlqRecord(it *item) *kgo.Record {
+	r := it.rec
+	value := r.Value
+	headers := append([]kgo.RecordHeader(nil), r.Headers...)
+	if len(value) > dlqValueCap {
+		headers = append(headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(value)))})
+		value = value[:dlqValueCap]
+	}
+	headers = append(headers,
+		kgo.RecordHeader{Key: HeaderReason, Value: []byte(it.bad.Reason)},
+		kgo.RecordHeader{Key: HeaderError, Value: []byte(it.bad.Detail)},
+		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		kgo.RecordHeader{Key: HeaderSourceTimestamp, Value: []byte(r.Timestamp.UTC().Format(time.RFC3339Nano))},
+		kgo.RecordHeader{Key: HeaderWorker, Value: []byte(c.cfg.WorkerID)},
+		kgo.RecordHeader{Key: HeaderTime, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
+	)
+	return &kgo.Record{Topic: c.cfg.DLQTopic, Key: r.Key, Value: value, Headers: headers}
+}

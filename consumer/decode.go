@@ -1,0 +1,102 @@
+package consumer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+)
+
+// Reasons a record is dead-lettered (header dlq-reason).
+const (
+	ReasonOversized    = "oversized"
+	ReasonNotJSON      = "not_json"
+	ReasonWrongType    = "wrong_field_type"
+	ReasonMissingJobID = "missing_job_id"
+	ReasonInvalidJobID = "invalid_job_id"
+	ReasonInvalidHash  = "invalid_sample_hash"
+	ReasonInvalidField = "invalid_field"
+	ReasonEmptyRecord  = "empty_record"
+)
+
+// BadRecord says why a record cannot be a job.
+type BadRecord struct {
+	Reason string // one of the Reason constants
+	Detail string // human explanation; never contains the record's bytes
+}
+
+func (b *BadRecord) Error() string { return b.Reason + ": " + b.Detail }
+
+var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// Decode decodes and validates a job-creation message exactly as SampleDB
+// posts it: a JSON object with a UUID jobID, a submission whose sample id is
+// a SHA-256 (64 hex digits; never escaped, refused), and fields of the
+// documented types. Unknown fields are ignored (forward compatibility).
+// It returns a *BadRecord for anything else.
+func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
+	if maxBytes > 0 && len(value) > maxBytes {
+		return nil, &BadRecord{ReasonOversized, fmt.Sprintf("%d bytes exceeds MAX_MESSAGE_BYTES (%d)", len(value), maxBytes)}
+	}
+	trimmed := bytes.TrimSpace(value)
+	if len(trimmed) == 0 {
+		return nil, &BadRecord{ReasonEmptyRecord, "record has no value"}
+	}
+	if !json.Valid(trimmed) {
+		return nil, &BadRecord{ReasonNotJSON, "value is not valid JSON"}
+	}
+	if trimmed[0] != '{' {
+		return nil, &BadRecord{ReasonWrongType, "value is JSON but not an object"}
+	}
+	var msg sampledb.JobMessage
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	if err := dec.Decode(&msg); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			field := te.Field
+			if field == "" {
+				field = "(top level)"
+			}
+			return nil, &BadRecord{ReasonWrongType, fmt.Sprintf("field %s: want %s, got JSON %s", field, te.Type, te.Value)}
+		}
+		return nil, &BadRecord{ReasonNotJSON, "cannot decode: " + trimError(err)}
+	}
+	if msg.JobID == "" {
+		return nil, &BadRecord{ReasonMissingJobID, "jobID is missing or empty"}
+	}
+	if !uuidRe.MatchString(msg.JobID) {
+		return nil, &BadRecord{ReasonInvalidJobID, "jobID is not a UUID"}
+	}
+	if msg.Submission.Sample.ID == "" {
+		return nil, &BadRecord{ReasonInvalidHash, "submission.sample.id is missing"}
+	}
+	sha, err := edr.ValidSHA256(msg.Submission.Sample.ID)
+	if err != nil {
+		return nil, &BadRecord{ReasonInvalidHash, "submission.sample.id is not a SHA-256 (64 hexadecimal digits)"}
+	}
+	if c := msg.Classification.Sample; c != "" {
+		csha, err := edr.ValidSHA256(c)
+		if err != nil {
+			return nil, &BadRecord{ReasonInvalidHash, "classification.sample is not a SHA-256 (64 hexadecimal digits)"}
+		}
+		if csha != sha {
+			return nil, &BadRecord{ReasonInvalidHash, "classification.sample differs from submission.sample.id"}
+		}
+	}
+	return &msg, nil
+}
+
+func trimError(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "json: ")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

@@ -1,0 +1,146 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxInflight       = 1000
+	DefaultJobTimeout        = 4 * time.Hour
+	DefaultAbortPollInterval = 5 * time.Second
+	DefaultClaimInterval     = time.Second
+	DefaultPollMin           = 2 * time.Second
+	DefaultPollMax           = time.Minute
+	DefaultRetryMin          = time.Second
+	DefaultRetryMax          = time.Minute
+	DefaultDrainTimeout      = 10 * time.Second
+	DefaultReconcileInterval = time.Minute
+	DefaultCancelTimeout     = 30 * time.Second
+	DefaultPublishTimeout    = 2 * time.Minute
+)
+
+// SampleDB is the part of the SampleDB v2 job API the runner uses
+// (*sampledb.Client implements it).
+type SampleDB interface {
+	UpdateJob(ctx context.Context, id, state string) (*sampledb.Job, error)
+	GetJob(ctx context.Context, id string) (*sampledb.Job, error)
+	ListJobs(ctx context.Context, opts sampledb.ListOptions, fn func(page []sampledb.Job) error) error
+	CreateTask(ctx context.Context, jobID, worker string) (*sampledb.Task, error)
+	UpdateTask(ctx context.Context, jobID string, taskID sampledb.ID, state string) (*sampledb.Task, error)
+}
+
+// Publisher publishes a finished job's summary (key = job ID). The consumer
+// package's Kafka client implements it.
+type Publisher interface {
+	Publish(ctx context.Context, key string, value []byte) error
+}
+
+// Config configures a Runner. Zero values mean the documented defaults.
+type Config struct {
+	// WorkerID names this worker in leases, logs and the User-Agent.
+	WorkerID string
+	// Store is the job ledger. Required.
+	Store *state.Store
+	// SampleDB receives every job and task transition. Required.
+	SampleDB SampleDB
+	// Drivers are the configured vendors, by task kind. A kind without a
+	// driver is never planned.
+	Drivers map[string]edr.Driver
+	// Results, when set, receives a summary of every finished job.
+	Results Publisher
+	// Playbook maps classifications to tasks. Default DefaultPlaybook().
+	Playbook *Playbook
+
+	MaxInflight        int           // jobs at once; default 1000
+	JobTimeout         time.Duration // from first admission; default 4h
+	AbortPollInterval  time.Duration // SampleDB abort poll; default 5s
+	ClaimInterval      time.Duration // expired-lease takeover poll; default 1s
+	PollMin, PollMax   time.Duration // adaptive vendor polling bounds; 2s, 1m
+	RetryMin, RetryMax time.Duration // backoff for retryable failures; 1s, 1m
+	DrainTimeout       time.Duration // longest wait for in-flight calls at SIGTERM; 10s
+	ReconcileInterval  time.Duration // SampleDB ↔ ledger reconciliation; 1m
+	CancelTimeout      time.Duration // vendor cancel attempts on abort/timeout; 30s
+	PublishTimeout     time.Duration // result publication attempts; 2m
+
+	// Observer receives events for metrics; optional.
+	Observer Observer
+	Logger   *zap.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.WorkerID == "" {
+		return errors.New("worker: WorkerID is required")
+	}
+	if c.Store == nil {
+		return errors.New("worker: Store is required")
+	}
+	if c.SampleDB == nil {
+		return errors.New("worker: SampleDB is required")
+	}
+	if c.MaxInflight < 0 {
+		return fmt.Errorf("worker: MaxInflight %d is negative", c.MaxInflight)
+	}
+	c.MaxInflight = cmp.Or(c.MaxInflight, DefaultMaxInflight)
+	c.JobTimeout = cmp.Or(c.JobTimeout, DefaultJobTimeout)
+	c.AbortPollInterval = cmp.Or(c.AbortPollInterval, DefaultAbortPollInterval)
+	c.ClaimInterval = cmp.Or(c.ClaimInterval, DefaultClaimInterval)
+	c.PollMin = cmp.Or(c.PollMin, DefaultPollMin)
+	c.PollMax = max(cmp.Or(c.PollMax, DefaultPollMax), c.PollMin)
+	c.RetryMin = cmp.Or(c.RetryMin, DefaultRetryMin)
+	c.RetryMax = max(cmp.Or(c.RetryMax, DefaultRetryMax), c.RetryMin)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.ReconcileInterval = cmp.Or(c.ReconcileInterval, DefaultReconcileInterval)
+	c.CancelTimeout = cmp.Or(c.CancelTimeout, DefaultCancelTimeout)
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	if c.Playbook == nil {
+		c.Playbook = DefaultPlaybook()
+	}
+	if err := c.Playbook.Validate(); err != nil {
+		return err
+	}
+	if c.Drivers == nil {
+		c.Drivers = map[string]edr.Driver{}
+	}
+	for kind, d := range c.Drivers {
+		if d == nil || d.Kind() != kind {
+			return fmt.Errorf("worker: driver for %q is missing or reports another kind", kind)
+		}
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// Observer is told what happens, for metrics. Methods must not block.
+type Observer interface {
+	JobStarted(resumed bool)
+	JobFinished(state string, d time.Duration)
+	TaskFinished(kind, state string)
+	AbortNoticed(latency time.Duration)
+	LeaseLost(reason string)
+	Claimed(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) JobStarted(bool)                   {}
+func (nopObserver) JobFinished(string, time.Duration) {}
+func (nopObserver) TaskFinished(string, string)       {}
+func (nopObserver) AbortNoticed(time.Duration)        {}
+func (nopObserver) LeaseLost(string)                  {}
+func (nopObserver) Claimed(int)                       {}

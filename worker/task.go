@@ -1,0 +1,236 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+)
+
+var errTaskTimeout = errors.New("task timeout")
+
+// runTask drives one task from its checkpoint to its end: create the
+// SampleDB task, start the vendor operation (checkpointing its reference
+// before anything else), poll with adaptive backoff, collect, report. It
+// returns early, at a safe point, when the job halts (abort, timeout, drain)
+// or stops; the job then delivers what is left.
+func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadline time.Time) {
+	cfg := &j.r.cfg
+	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", vendorOf(pt.Kind)))
+	d := cfg.Drivers[pt.Kind]
+
+	end := func(st, msg string) {
+		cp.State, cp.Error, cp.Ended = st, msg, time.Now().UnixMilli()
+		if err := j.saveTask(cp); err != nil {
+			return
+		}
+		cfg.Observer.TaskFinished(pt.Kind, st)
+		if st == sampledb.TaskFailed {
+			log.Warn("task failed", zap.String("error", msg))
+		}
+		if cp.TaskID != "" {
+			_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
+		}
+	}
+	if cp.done() {
+		if cp.TaskID != "" && !cp.Reported {
+			_ = j.reportTask(j.work, cp)
+		}
+		return
+	}
+	if d == nil {
+		end(sampledb.TaskFailed, fmt.Sprintf("vendor for %s is not configured on worker %s", pt.Kind, cfg.WorkerID))
+		return
+	}
+
+	if cp.TaskID == "" {
+		var task *sampledb.Task
+		err := j.sdb(j.work, func(ctx context.Context) error {
+			var err error
+			task, err = cfg.SampleDB.CreateTask(ctx, j.lease.ID, pt.Kind)
+			return err
+		})
+		if err != nil {
+			if !errors.Is(err, sampledb.ErrPrecondition) && !errors.Is(err, sampledb.ErrNotFound) {
+				return // halted or lost
+			}
+			log.Warn("SampleDB refused the task", zap.Error(err))
+		} else {
+			cp.TaskID = task.ID
+			if j.saveTask(cp) != nil {
+				return
+			}
+		}
+	}
+
+	deadline := jobDeadline
+	if cp.Ref == nil {
+		if pt.Timeout > 0 {
+			deadline = earliest(deadline, time.Now().Add(time.Duration(pt.Timeout)))
+		}
+		// Start runs on the job context, not the work context: an abort must
+		// not cut a start short, because the reference it returns is what
+		// lets the abort cancel the operation at the vendor.
+		ref, err := vendorCall(j, j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Start(ctx, t) })
+		if err != nil {
+			j.taskError(cp, err, end)
+			return
+		}
+		cp.Ref, cp.Started = ref, time.Now().UnixMilli()
+		if j.saveTask(cp) != nil {
+			return
+		}
+		log.Debug("vendor operation started")
+	} else if pt.Timeout > 0 && cp.Started > 0 {
+		deadline = earliest(deadline, time.UnixMilli(cp.Started).Add(time.Duration(pt.Timeout)))
+	}
+
+	taskTimeout := func() {
+		cp.Cancel = j.cancelVendor(pt.Kind, cp.Ref)
+		end(sampledb.TaskTimeout, fmt.Sprintf("task timeout (%s) reached", time.Duration(pt.Timeout)))
+	}
+	delay := cfg.PollMin
+	for {
+		wait := min(delay, time.Until(deadline))
+		if err := j.sleep(j.work, j.halt, max(wait, 0)); err != nil {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			if !deadline.Equal(jobDeadline) {
+				taskTimeout()
+				return
+			}
+			// The job deadline: the job halts every task and delivers.
+			select {
+			case <-j.halt:
+			case <-j.ctx.Done():
+			}
+			return
+		}
+		st, err := vendorCall(j, j.work, deadline, func(ctx context.Context) (edr.Status, error) { return d.Poll(ctx, cp.Ref) })
+		if errors.Is(err, errTaskTimeout) && !deadline.Equal(jobDeadline) {
+			taskTimeout()
+			return
+		}
+		if err != nil {
+			j.taskError(cp, err, end)
+			return
+		}
+		changed := false
+		if st.Ref != nil {
+			cp.Ref, changed = st.Ref, true
+		}
+		if st.Progress != "" && st.Progress != cp.Progress {
+			cp.Progress, changed = st.Progress, true
+		}
+		if changed && j.saveTask(cp) != nil {
+			return
+		}
+		if st.Done {
+			break
+		}
+		if st.NextPoll > 0 {
+			delay = max(st.NextPoll, time.Millisecond)
+		} else {
+			delay = min(delay*3/2, cfg.PollMax)
+		}
+	}
+
+	res, err := vendorCall(j, j.work, deadline, func(ctx context.Context) (edr.Result, error) { return d.Collect(ctx, cp.Ref) })
+	if err != nil {
+		j.taskError(cp, err, end)
+		return
+	}
+	cp.Result = &res
+	end(sampledb.TaskSuccess, "")
+}
+
+// taskError ends the task for a permanent vendor failure, or leaves it for
+// the job to deliver when the job halted or lost its lease.
+func (j *job) taskError(cp *taskCheckpoint, err error, end func(st, msg string)) {
+	switch {
+	case errors.Is(err, errTaskTimeout):
+		// The job deadline: the job delivers the timeout.
+	case errors.Is(err, errHalted), context.Cause(j.ctx) != nil:
+	default:
+		end(sampledb.TaskFailed, err.Error())
+	}
+}
+
+// vendorCall calls a driver behind the lease guard, retrying retryable
+// failures with backoff (honouring Retry-After) until the deadline.
+func vendorCall[T any](j *job, ctx context.Context, deadline time.Time, call func(context.Context) (T, error)) (T, error) {
+	var zero T
+	bo := j.backoff()
+	for {
+		if err := j.guard(); err != nil {
+			return zero, err
+		}
+		select {
+		case <-j.halt:
+			return zero, errHalted
+		default:
+		}
+		v, err := call(ctx)
+		if err == nil {
+			return v, nil
+		}
+		if cause := context.Cause(j.ctx); cause != nil {
+			return zero, cause
+		}
+		if ctx.Err() != nil {
+			return zero, errHalted
+		}
+		if !edr.IsRetryable(err) {
+			return zero, err
+		}
+		wait := bo.next(edr.RetryAfter(err))
+		if time.Now().Add(wait).After(deadline) {
+			return zero, errTaskTimeout
+		}
+		j.log.Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+		if err := j.sleep(ctx, j.halt, wait); err != nil {
+			return zero, err
+		}
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func vendorOf(kind string) string {
+	for i := range kind {
+		if kind[i] == '.' {
+			return kind[:i]
+		}
+	}
+	return kind
+}
+
+// backoffState is exponential backoff with jitter between min and max; a
+// server's Retry-After wins when it asks for longer.
+type backoffState struct {
+	min, max time.Duration
+	b        *backoff.ExponentialBackOff
+}
+
+func (s *backoffState) next(retryAfter time.Duration) time.Duration {
+	if s.b == nil {
+		s.b = backoff.NewExponentialBackOff()
+		s.b.InitialInterval = s.min
+		s.b.MaxInterval = s.max
+		s.b.MaxElapsedTime = 0
+		s.b.Reset()
+	}
+	return max(s.b.NextBackOff(), retryAfter)
+}
