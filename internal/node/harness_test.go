@@ -1,0 +1,310 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/cbc"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/sim/simstack"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const (
+	topicOSL   = "Sample.Analysis.Job.OSL"
+	topicSVG   = "Sample.Analysis.Job.SVG"
+	topicDLQ   = "Sample.Analysis.Job.DLQ"
+	topicRes   = "Sample.Analysis.Result"
+	groupName  = "sample-analysis-workers"
+	partitions = 4
+)
+
+// fleet is one test's world: a Kafka-protocol broker, a Redis namespace,
+// the simulators, and the workers started on them.
+type fleet struct {
+	t       *testing.T
+	kafka   *kfake.Cluster
+	brokers []string
+	prod    *kgo.Client
+	stack   *simstack.Stack
+	ns      string
+	redis   string // unix socket
+	opts    fleetOpts
+	nodes   []*node.Node
+}
+
+type fleetOpts struct {
+	timing      simstack.Timing
+	leaseTTL    time.Duration
+	jobTimeout  time.Duration
+	maxInflight int
+	vendors     []string // task kinds to configure; default CBC only
+}
+
+func newFleet(t *testing.T, o fleetOpts) *fleet {
+	t.Helper()
+	if o.timing == (simstack.Timing{}) {
+		o.timing = simstack.TestTiming
+	}
+	if o.leaseTTL == 0 {
+		o.leaseTTL = 10 * time.Second
+	}
+	if len(o.vendors) == 0 {
+		o.vendors = []string{edr.KindCBCEventExport}
+	}
+	kc, err := kfake.NewCluster(
+		kfake.SeedTopics(partitions, topicOSL, topicSVG, topicDLQ, topicRes),
+		kfake.GroupMinSessionTimeout(time.Second),
+		// Job topics accept records over MAX_MESSAGE_BYTES, as a topic with
+		// a larger max.message.bytes would, so oversized ones reach intake.
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4194304"}),
+	)
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	stack, err := simstack.Start(simstack.Config{Timing: o.timing})
+	require.NoError(t, err)
+	t.Cleanup(stack.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
+		kgo.ProducerBatchMaxBytes(4<<20))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	f := &fleet{t: t, kafka: kc, brokers: kc.ListenAddrs(), prod: prod, stack: stack,
+		ns: testenv.Namespace(t), redis: testenv.Redis(t).Socket, opts: o}
+	t.Cleanup(f.stopAll)
+	return f
+}
+
+// partitionableDialer lets a test cut a worker off Redis, as a network
+// partition would, and heal it again.
+type partitionableDialer struct {
+	cut   atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (p *partitionableDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if p.cut.Load() {
+		return nil, errors.New("partitioned from Redis")
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err == nil {
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		p.mu.Unlock()
+	}
+	return c, err
+}
+
+func (p *partitionableDialer) partition() {
+	p.cut.Store(true)
+	p.mu.Lock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+}
+
+func (p *partitionableDialer) heal() { p.cut.Store(false) }
+
+type workerHandle struct {
+	*node.Node
+	id     string
+	dialer *partitionableDialer
+}
+
+func (f *fleet) startWorker(id string) *workerHandle {
+	t := f.t
+	t.Helper()
+	pd := &partitionableDialer{}
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: f.redis, Dialer: pd.dial, PoolSize: 32,
+		MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	store, err := state.New(rdb, state.Config{Namespace: f.ns, LeaseTTL: f.opts.leaseTTL})
+	require.NoError(t, err)
+	ua := fmt.Sprintf("analysisfleet/test (%s)", id)
+	sdb, err := sampledb.New(sampledb.Config{URL: f.stack.SampleDBURL, APIKey: simstack.AnalyzerKey, UserAgent: ua,
+		InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxElapsed: 2 * time.Second})
+	require.NoError(t, err)
+	n, err := node.Start(context.Background(), node.Config{
+		WorkerID: id, Brokers: f.brokers, Group: groupName, SessionTimeout: 6 * time.Second,
+		KafkaOpts:   []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
+		Store:       store,
+		SampleDB:    sdb,
+		Drivers:     f.drivers(ua),
+		MaxInflight: f.opts.maxInflight,
+		JobTimeout:  f.opts.jobTimeout,
+		PollMin:     20 * time.Millisecond, PollMax: 200 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 300 * time.Millisecond,
+		ClaimInterval: 100 * time.Millisecond, AbortPollInterval: 200 * time.Millisecond,
+		DrainTimeout: 5 * time.Second, ReconcileInterval: time.Hour,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
+	})
+	require.NoError(t, err)
+	w := &workerHandle{Node: n, id: id, dialer: pd}
+	f.nodes = append(f.nodes, n)
+	t.Cleanup(n.Stop) // before its Redis client closes
+	return w
+}
+
+func (f *fleet) drivers(ua string) map[string]edr.Driver {
+	t := f.t
+	dl := httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{"127.0.0.1"}, Insecure: true, UserAgent: ua})
+	out := map[string]edr.Driver{}
+	for _, kind := range f.opts.vendors {
+		switch kind {
+		case edr.KindCBCEventExport:
+			d, err := cbc.New(cbc.Config{URL: f.stack.CBCURL, OrgKey: simstack.CBCOrgKey, APIID: simstack.CBCAPIID,
+				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second})
+			require.NoError(t, err)
+			out[kind] = d
+		default:
+			t.Fatalf("vendor %s not wired in the node tests", kind)
+		}
+	}
+	return out
+}
+
+func (f *fleet) stopAll() {
+	for _, n := range f.nodes {
+		n.Stop()
+	}
+}
+
+// job returns a valid job message with a fresh ID and a unique sample hash.
+func newJob(platform string) sampledb.JobMessage {
+	id := uuid.NewString()
+	sha := strings.ReplaceAll(uuid.NewString()+uuid.NewString(), "-", "")[:64]
+	return sampledb.JobMessage{
+		JobID: id,
+		Submission: sampledb.Submission{
+			ID: uuid.NewString(), Customer: "customerid", Sample: sampledb.Sample{ID: sha},
+			Name: "sample.exe", MimeType: "application/octet-stream", TLP: "white",
+			MetaData: map[string]any{"key": "value"},
+		},
+		Classification: sampledb.Classification{Sample: sha, Type: "PE", SuperType: "executable", Arch: "x86", Platform: platform},
+	}
+}
+
+// submit registers the job in SampleDB (as SampleDB does) and posts it.
+func (f *fleet) submit(topic string, msgs ...sampledb.JobMessage) {
+	f.t.Helper()
+	var recs []*kgo.Record
+	for _, m := range msgs {
+		f.stack.SampleDB.CreateJob(m)
+		b, err := json.Marshal(m)
+		require.NoError(f.t, err)
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(m.JobID), Value: b})
+	}
+	f.produce(recs...)
+}
+
+func (f *fleet) produce(recs ...*kgo.Record) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(f.t, f.prod.ProduceSync(ctx, recs...).FirstErr())
+}
+
+func (f *fleet) state(id string) string {
+	j, ok := f.stack.SampleDB.Job(id)
+	if !ok {
+		return ""
+	}
+	return j.State
+}
+
+// waitStates waits until every job is in a terminal state.
+func (f *fleet) waitTerminal(ids []string, within time.Duration) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
+		for _, id := range ids {
+			if !sampledb.IsTerminal(f.state(id)) {
+				return false
+			}
+		}
+		return true
+	}, within, 20*time.Millisecond, "jobs did not all reach a terminal state")
+}
+
+// jobTransitions returns the applied job-level transitions of id.
+func (f *fleet) jobTransitions(id string) []string {
+	var out []string
+	for _, tr := range f.stack.SampleDB.History(id) {
+		if tr.TaskID == "" && tr.Status == 200 {
+			out = append(out, tr.From+"→"+tr.To)
+		}
+	}
+	return out
+}
+
+func (f *fleet) requireExactlyOneTerminal(id, want string) {
+	f.t.Helper()
+	require.Equal(f.t, []string{"enqueued→executing", "executing→" + want}, f.jobTransitions(id), "job %s", id)
+}
+
+func (f *fleet) lag() int64 {
+	adm := kadm.NewClient(f.prod)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lags, err := adm.Lag(ctx, groupName)
+	require.NoError(f.t, err)
+	l, ok := lags[groupName]
+	require.True(f.t, ok)
+	require.NoError(f.t, l.Error())
+	var total int64
+	for _, topic := range []string{topicOSL, topicSVG} {
+		total += l.Lag.TotalByTopic()[topic].Lag
+	}
+	return total
+}
+
+// dlq reads every dead letter produced so far.
+func (f *fleet) dlq(want int) []*kgo.Record {
+	f.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topicDLQ),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(f.t, err)
+	defer cl.Close()
+	var out []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		require.NoError(f.t, ctx.Err(), "only %d of %d dead letters arrived", len(out), want)
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}

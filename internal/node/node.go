@@ -1,0 +1,250 @@
+// Package node assembles one worker process: Kafka intake (consumer), the
+// job runner (worker) over the Redis ledger (state), and the HTTP surface
+// (/healthz, /readyz, /metrics). cmd/worker builds a node from the
+// environment; worker dev and the integration tests build one directly.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+	"github.com/analysisfleet/analysisfleet/worker"
+)
+
+// Config is everything a node needs. cmd/worker fills it from the
+// environment contract; tests and worker dev fill it directly.
+type Config struct {
+	WorkerID string
+
+	// Kafka.
+	Brokers         []string
+	Topics          []string
+	TopicRegex      string
+	Group           string
+	DLQTopic        string
+	NoDLQ           bool
+	ResultTopic     string
+	NoResults       bool
+	MaxMessageBytes int
+	SessionTimeout  time.Duration
+	KafkaOpts       []kgo.Opt
+
+	// Store is the job ledger (state.New over the fleet's Redis). Required.
+	Store *state.Store
+
+	// Runner.
+	SampleDB           worker.SampleDB
+	Drivers            map[string]edr.Driver
+	Playbook           *worker.Playbook
+	MaxInflight        int
+	JobTimeout         time.Duration
+	AbortPollInterval  time.Duration
+	ClaimInterval      time.Duration
+	PollMin, PollMax   time.Duration
+	RetryMin, RetryMax time.Duration
+	DrainTimeout       time.Duration
+	ReconcileInterval  time.Duration
+
+	// HTTPAddr serves /healthz, /readyz, /metrics; empty disables.
+	HTTPAddr string
+	// Registry receives the node's metrics; nil creates one.
+	Registry *prometheus.Registry
+	Logger   *zap.Logger
+}
+
+// Node is a running worker process.
+type Node struct {
+	cfg      Config
+	log      *zap.Logger
+	Store    *state.Store
+	Runner   *worker.Runner
+	Consumer *consumer.Consumer
+	Registry *prometheus.Registry
+
+	http      *http.Server
+	httpAddr  string
+	draining  atomic.Bool
+	intake    context.CancelFunc
+	intakeErr chan error
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
+}
+
+// Start builds and starts a node: the runner's loops, then intake, then the
+// HTTP surface.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	store := cfg.Store
+	if store == nil {
+		return nil, errors.New("node: Store is required")
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	n := &Node{cfg: cfg, log: log, Store: store, Registry: reg, intakeErr: make(chan error, 1)}
+
+	var pub *consumerPublisher
+	if !cfg.NoResults {
+		pub = &consumerPublisher{}
+	}
+	wcfg := worker.Config{
+		WorkerID: cfg.WorkerID, Store: store, SampleDB: cfg.SampleDB, Drivers: cfg.Drivers,
+		Playbook: cfg.Playbook, MaxInflight: cfg.MaxInflight, JobTimeout: cfg.JobTimeout,
+		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
+		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
+		DrainTimeout: cfg.DrainTimeout, ReconcileInterval: cfg.ReconcileInterval, Logger: log,
+	}
+	if pub != nil {
+		wcfg.Results = pub
+	}
+	runner, err := worker.New(wcfg)
+	if err != nil {
+		return nil, err
+	}
+	n.Runner = runner
+	cons, err := consumer.New(consumer.Config{
+		Brokers: cfg.Brokers, Topics: cfg.Topics, TopicRegex: cfg.TopicRegex, Group: cfg.Group,
+		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
+		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, WorkerID: cfg.WorkerID,
+		Validate: validate, Store: store, Runner: runner, Opts: cfg.KafkaOpts, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.Consumer = cons
+	if pub != nil {
+		pub.c = cons
+	}
+	if err := runner.Start(ctx); err != nil {
+		cons.Close()
+		return nil, fmt.Errorf("start runner: %w", err)
+	}
+	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.intake = cancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.intakeErr <- cons.Run(ictx)
+	}()
+	if cfg.HTTPAddr != "" {
+		if err := n.serveHTTP(); err != nil {
+			n.Stop()
+			return nil, err
+		}
+	}
+	log.Info("worker started", zap.String("worker_id", cfg.WorkerID), zap.Strings("brokers", cfg.Brokers), zap.Int("drivers", len(cfg.Drivers)))
+	return n, nil
+}
+
+// validate refuses, at intake, messages the runner could not hunt with
+// (malformed sensor lists and the like), so they are dead-lettered.
+func validate(msg *sampledb.JobMessage) error {
+	_, err := worker.TargetOf(msg)
+	return err
+}
+
+// HTTPAddr returns the address the HTTP surface listens on.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+func (n *Node) serveHTTP() error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry}))
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", n.cfg.HTTPAddr, err)
+	}
+	n.httpAddr = ln.Addr().String()
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("HTTP server failed", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// Ready reports whether the node can take work: Kafka and Redis answer and
+// it is not draining.
+func (n *Node) Ready(ctx context.Context) error {
+	if n.draining.Load() {
+		return errors.New("draining")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := n.Store.Ping(ctx); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if err := n.Consumer.Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
+
+// Drain is the SIGTERM path: stop intake (commit and leave the group), let
+// jobs reach a safe point and hand their leases over, then close.
+func (n *Node) Drain(ctx context.Context) {
+	n.draining.Store(true)
+	n.log.Info("draining: intake stops, leases are handed over")
+	n.intake()
+	n.Runner.Drain(ctx)
+	n.Stop()
+}
+
+// Stop stops everything at once (leases are left to expire, as in a crash
+// of the process). Safe to call more than once.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		n.draining.Store(true)
+		n.intake()
+		n.Runner.Stop()
+		n.Consumer.Close()
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = n.http.Shutdown(ctx)
+			cancel()
+		}
+		n.wg.Wait()
+	})
+}
+
+// consumerPublisher publishes summaries through the consumer's client; it
+// exists because the runner is built before the consumer.
+type consumerPublisher struct{ c *consumer.Consumer }
+
+func (p *consumerPublisher) Publish(ctx context.Context, key string, value []byte) error {
+	return p.c.Publish(ctx, key, value)
+}

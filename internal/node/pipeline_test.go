@@ -1,0 +1,216 @@
+package node_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simstack"
+)
+
+func TestFiveHundredJobsThroughOneWorker(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{})
+	f.startWorker("w1")
+	const n = 500
+	var ids []string
+	var osl, svg []sampledb.JobMessage
+	for i := range n {
+		m := newJob([]string{"win", "linux", "osx"}[i%3])
+		ids = append(ids, m.JobID)
+		if i%2 == 0 {
+			osl = append(osl, m)
+		} else {
+			svg = append(svg, m)
+		}
+	}
+	f.submit(topicOSL, osl...)
+	f.submit(topicSVG, svg...)
+	f.waitTerminal(ids, 2*time.Minute)
+
+	for _, id := range ids {
+		f.requireExactlyOneTerminal(id, sampledb.StateSuccess)
+		j, _ := f.stack.SampleDB.Job(id)
+		require.Equal(t, 1, f.stack.CBC.Starts(j.Submission.Sample.ID), "one CBC export per job")
+		tasks := f.stack.SampleDB.Tasks(id)
+		require.Len(t, tasks, 1)
+		require.Equal(t, sampledb.TaskSuccess, tasks[0].State)
+	}
+	require.Equal(t, n, f.stack.CBC.TotalStarts())
+	require.Eventually(t, func() bool { return f.lag() == 0 }, 30*time.Second, 50*time.Millisecond,
+		"every offset committed (kadm lag 0)")
+}
+
+func TestDuplicateRecordAndJobOnBothTopicsRunOnce(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{})
+	f.startWorker("w1")
+	dup := newJob("win")
+	both := newJob("linux")
+	f.submit(topicOSL, dup, dup) // the same record delivered twice
+	f.submit(topicOSL, both)
+	f.submit(topicSVG, both) // the same job ID seen on both topics
+	ids := []string{dup.JobID, both.JobID}
+	f.waitTerminal(ids, time.Minute)
+	// A late redelivery after the job finished is dropped too (tombstone).
+	f.submit(topicSVG, dup)
+	later := newJob("win")
+	f.submit(topicSVG, later)
+	f.waitTerminal([]string{later.JobID}, time.Minute)
+	for _, m := range []sampledb.JobMessage{dup, both} {
+		f.requireExactlyOneTerminal(m.JobID, sampledb.StateSuccess)
+		require.Equal(t, 1, f.stack.CBC.Starts(m.Submission.Sample.ID), "one run for job %s", m.JobID)
+		require.Len(t, f.stack.SampleDB.Tasks(m.JobID), 1)
+	}
+	require.Eventually(t, func() bool { return f.lag() == 0 }, 30*time.Second, 50*time.Millisecond)
+}
+
+func TestBadRecordsAreDeadLetteredAndNeverReachAVendor(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{})
+	f.startWorker("w1")
+	good := newJob("win")
+	goodJSON, _ := json.Marshal(good)
+	mutate := func(fn func(m map[string]any)) []byte {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(goodJSON, &m))
+		fn(m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	cases := []struct {
+		value  []byte
+		reason string
+	}{
+		{[]byte(`{"jobID": "12345678-1234-1234-1234-123456789abc", "submission": `), consumer.ReasonNotJSON},
+		{[]byte(`not json at all`), consumer.ReasonNotJSON},
+		{mutate(func(m map[string]any) { delete(m, "jobID") }), consumer.ReasonMissingJobID},
+		{mutate(func(m map[string]any) { m["jobID"] = "job-42" }), consumer.ReasonInvalidJobID},
+		{mutate(func(m map[string]any) {
+			m["submission"].(map[string]any)["sample"] = map[string]any{"id": "x' OR 1=1--"}
+			m["classification"].(map[string]any)["sample"] = "x' OR 1=1--"
+		}), consumer.ReasonInvalidHash},
+		{append(append([]byte(`{"jobID":"`+good.JobID+`","pad":"`), []byte(strings.Repeat("A", consumer.DefaultMaxMessageBytes))...), `"}`...), consumer.ReasonOversized},
+		{mutate(func(m map[string]any) { m["jobID"] = 12345 }), consumer.ReasonWrongType},
+		{mutate(func(m map[string]any) { m["submission"].(map[string]any)["metaData"] = []any{"a"} }), consumer.ReasonWrongType},
+	}
+	var recs []*kgo.Record
+	for _, c := range cases {
+		recs = append(recs, &kgo.Record{Topic: topicOSL, Partition: 0, Value: c.value})
+	}
+	f.produce(recs...)
+	// The worker keeps going: a good job after the bad ones succeeds.
+	f.submit(topicOSL, good)
+	f.waitTerminal([]string{good.JobID}, time.Minute)
+	f.requireExactlyOneTerminal(good.JobID, sampledb.StateSuccess)
+
+	letters := f.dlq(len(cases))
+	require.Len(t, letters, len(cases))
+	got := map[string]int{}
+	for _, r := range letters {
+		got[header(r, consumer.HeaderReason)]++
+		require.Equal(t, topicOSL, header(r, consumer.HeaderSourceTopic))
+		require.NotEmpty(t, header(r, consumer.HeaderSourcePartition))
+		require.NotEmpty(t, header(r, consumer.HeaderSourceOffset))
+		require.NotEmpty(t, header(r, consumer.HeaderError))
+	}
+	want := map[string]int{}
+	for _, c := range cases {
+		want[c.reason]++
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, 1, f.stack.CBC.TotalStarts(), "only the good job reached a vendor")
+	require.Eventually(t, func() bool { return f.lag() == 0 }, 30*time.Second, 50*time.Millisecond,
+		"bad records are committed too")
+}
+
+func TestAbortWhileExecutingAndBeforeAdmission(t *testing.T) {
+	t.Parallel()
+	slow := simstack.TestTiming
+	slow.CBCRun = time.Hour // the export never finishes by itself
+	f := newFleet(t, fleetOpts{timing: slow})
+
+	// Aborted before any worker saw it: never reaches a vendor.
+	early := newJob("win")
+	f.stack.SampleDB.CreateJob(early)
+	_, ok := f.stack.SampleDB.Abort(early.JobID)
+	require.True(t, ok)
+	f.submit(topicOSL, early)
+
+	running := newJob("win")
+	f.submit(topicOSL, running)
+	f.startWorker("w1")
+	require.Eventually(t, func() bool { return f.stack.CBC.Starts(running.Submission.Sample.ID) == 1 },
+		30*time.Second, 10*time.Millisecond, "the export is in flight")
+	_, ok = f.stack.SampleDB.Abort(running.JobID)
+	require.True(t, ok)
+	f.waitTerminal([]string{early.JobID, running.JobID}, 30*time.Second)
+
+	f.requireExactlyOneTerminal(running.JobID, sampledb.StateAborted)
+	tasks := f.stack.SampleDB.Tasks(running.JobID)
+	require.Len(t, tasks, 1)
+	require.Equal(t, sampledb.TaskCancelled, tasks[0].State, "open tasks end cancelled")
+
+	f.requireExactlyOneTerminal(early.JobID, sampledb.StateAborted)
+	require.Zero(t, f.stack.CBC.Starts(early.Submission.Sample.ID), "an abort before start never reaches a vendor")
+	require.Empty(t, f.stack.SampleDB.Tasks(early.JobID))
+}
+
+func TestJobTimeoutWhileVendorStillRunning(t *testing.T) {
+	t.Parallel()
+	slow := simstack.TestTiming
+	slow.CBCRun = time.Hour
+	f := newFleet(t, fleetOpts{timing: slow, jobTimeout: 1500 * time.Millisecond})
+	f.startWorker("w1")
+	m := newJob("linux")
+	f.submit(topicSVG, m)
+	f.waitTerminal([]string{m.JobID}, 30*time.Second)
+	f.requireExactlyOneTerminal(m.JobID, sampledb.StateTimeout)
+	tasks := f.stack.SampleDB.Tasks(m.JobID)
+	require.Len(t, tasks, 1)
+	require.Equal(t, sampledb.TaskTimeout, tasks[0].State)
+	require.Equal(t, 1, f.stack.CBC.Starts(m.Submission.Sample.ID))
+}
+
+func TestSampleDBUnavailableMidRun(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{})
+	f.startWorker("w1")
+	var ids []string
+	var first, second []sampledb.JobMessage
+	for i := range 60 {
+		m := newJob("win")
+		ids = append(ids, m.JobID)
+		if i < 30 {
+			first = append(first, m)
+		} else {
+			second = append(second, m)
+		}
+	}
+	f.submit(topicOSL, first...)
+	// SampleDB answers 503 for a few seconds while jobs are in flight.
+	f.stack.SampleDB.Kit().Add(simhttp.Fault{Name: "outage", Status: 503, For: 3 * time.Second})
+	f.submit(topicSVG, second...)
+	f.waitTerminal(ids, 2*time.Minute)
+	for _, id := range ids {
+		f.requireExactlyOneTerminal(id, sampledb.StateSuccess)
+	}
+	require.Positive(t, countStatus(f.stack.SampleDB.Kit(), 503), "the outage was hit")
+}
+
+func countStatus(k *simhttp.Kit, status int) int {
+	n := 0
+	for _, r := range k.Requests() {
+		if r.Status == status {
+			n++
+		}
+	}
+	return n
+}
