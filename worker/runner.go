@@ -55,7 +55,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	r := &Runner{
 		cfg:           cfg,
-		log:           cfg.Logger.Named("runner").With(zap.String("worker_id", cfg.WorkerID)),
+		log:           cfg.Logger.Named("runner"),
 		store:         cfg.Store,
 		jobs:          map[string]*job{},
 		room:          make(chan struct{}),

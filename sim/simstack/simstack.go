@@ -7,7 +7,6 @@
 package simstack
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -207,12 +206,10 @@ func (s *Stack) Close() {
 				k.Close()
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+		// No graceful shutdown: a simulator owes nobody an answer, and
+		// Shutdown would wait out connections dialled but never used.
 		for _, srv := range s.servers {
-			if err := srv.Shutdown(ctx); err != nil {
-				_ = srv.Close()
-			}
+			_ = srv.Close()
 		}
 		s.wg.Wait()
 	})

@@ -1,0 +1,161 @@
+// Command worker is the analysisfleet daemon.
+//
+//	worker run    the production worker, configured by the environment (README)
+//	worker dev    everything in one process: in-process Kafka, Redis, simulators,
+//	              synthetic submissions, a live progress display and a summary
+//	worker sim    the simulators alone, on fixed ports (multi-process tests)
+//	worker version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: worker <command>
+
+commands:
+  run       run a worker (configured by environment variables; see README)
+  dev       run the whole fleet in one process with simulators and a live display
+  sim       serve the simulators on fixed ports (for multi-process tests)
+  version   print the version
+`
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(stderr)
+	case "dev":
+		return cmdDev(args[1:], stdout, stderr)
+	case "sim":
+		return cmdSim(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "analysisfleet worker", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "worker: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func cmdRun(stderr io.Writer) int {
+	cfg, err := loadConfig(newEnv(nil))
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
+		return 2
+	}
+	log := newLogger(cfg.logLevel).With(zap.String("worker_id", cfg.node.WorkerID))
+	defer func() { _ = log.Sync() }()
+	if cfg.insecure {
+		log.Warn("INSECURE_HTTP is set: plain http:// and loopback targets are allowed. Never use this in production.")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	rdb := redis.NewClient(cfg.redis)
+	defer rdb.Close()
+	store, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
+		return 2
+	}
+	if err := waitRedis(ctx, store, log); err != nil {
+		return 1
+	}
+	sdb, err := newSampleDB(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: configuration error: SAMPLEDB_URL: %v\n", err)
+		return 2
+	}
+	cfg.node.SampleDB = sdb
+	cfg.node.Store = store
+	cfg.node.Logger = log
+	drivers, err := buildDrivers(cfg, store, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
+		return 2
+	}
+	cfg.node.Drivers = drivers
+
+	n, err := node.Start(ctx, cfg.node)
+	if err != nil {
+		log.Error("worker failed to start", zap.Error(err))
+		return 1
+	}
+	<-ctx.Done()
+	log.Info("signal received: draining")
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.DrainTimeout+15*time.Second)
+	defer cancel()
+	n.Drain(dctx)
+	log.Info("worker stopped")
+	return 0
+}
+
+// buildDrivers makes every configured vendor's driver, each with its
+// fleet-wide rate limiter.
+func buildDrivers(cfg *config, store *state.Store, log *zap.Logger) (map[string]edr.Driver, error) {
+	dl := httpc.NewDownloader(cfg.download)
+	out := map[string]edr.Driver{}
+	for _, v := range cfg.vendors {
+		lim := store.RateLimiter(v.key, v.rate, v.burst, log)
+		d, err := v.build(lim, dl)
+		if err != nil {
+			return nil, err
+		}
+		out[v.kind] = d
+		log.Info("vendor configured", zap.String("task", v.kind), zap.Float64("rate_limit", v.rate))
+	}
+	return out, nil
+}
+
+// waitRedis waits for Redis at startup instead of crash-looping.
+func waitRedis(ctx context.Context, store *state.Store, log *zap.Logger) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.MaxInterval, bo.MaxElapsedTime = 10*time.Second, 0
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := store.Ping(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		wait := bo.NextBackOff()
+		log.Warn("Redis is not reachable yet; waiting", zap.Error(err), zap.Duration("retry_in", wait))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+func newSampleDB(cfg *config) (*sampledb.Client, error) { return sampledb.New(cfg.sampledb) }
