@@ -23,10 +23,14 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/cbc"
+	"github.com/analysisfleet/analysisfleet/edr/cblr"
+	"github.com/analysisfleet/analysisfleet/edr/cytomic"
+	"github.com/analysisfleet/analysisfleet/edr/sophos"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/sampledb"
+	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -62,6 +66,8 @@ type fleetOpts struct {
 	jobTimeout  time.Duration
 	maxInflight int
 	vendors     []string // task kinds to configure; default CBC only
+	// rate is the fleet-wide requests per second per vendor (0 = none).
+	rate float64
 }
 
 func newFleet(t *testing.T, o fleetOpts) *fleet {
@@ -154,7 +160,7 @@ func (f *fleet) startWorker(id string) *workerHandle {
 		KafkaOpts:   []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
 		Store:       store,
 		SampleDB:    sdb,
-		Drivers:     f.drivers(ua),
+		Drivers:     f.drivers(ua, store),
 		MaxInflight: f.opts.maxInflight,
 		JobTimeout:  f.opts.jobTimeout,
 		PollMin:     20 * time.Millisecond, PollMax: 200 * time.Millisecond,
@@ -170,23 +176,44 @@ func (f *fleet) startWorker(id string) *workerHandle {
 	return w
 }
 
-func (f *fleet) drivers(ua string) map[string]edr.Driver {
+func (f *fleet) drivers(ua string, store *state.Store) map[string]edr.Driver {
 	t := f.t
 	dl := httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{"127.0.0.1"}, Insecure: true, UserAgent: ua})
+	lim := func(name string) httpc.Limiter {
+		if f.opts.rate <= 0 {
+			return nil
+		}
+		return store.RateLimiter(name, f.opts.rate, 1, nil)
+	}
 	out := map[string]edr.Driver{}
 	for _, kind := range f.opts.vendors {
+		var d edr.Driver
+		var err error
 		switch kind {
 		case edr.KindCBCEventExport:
-			d, err := cbc.New(cbc.Config{URL: f.stack.CBCURL, OrgKey: simstack.CBCOrgKey, APIID: simstack.CBCAPIID,
-				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second})
-			require.NoError(t, err)
-			out[kind] = d
+			d, err = cbc.New(cbc.Config{URL: f.stack.CBCURL, OrgKey: simstack.CBCOrgKey, APIID: simstack.CBCAPIID,
+				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cbc")})
+		case edr.KindCBLRTriage:
+			d, err = cblr.New(cblr.Config{URL: f.stack.CBLRURL, APIToken: simstack.CBLRToken, UserAgent: ua,
+				Timeout: 5 * time.Second, PollInterval: 50 * time.Millisecond, Limiter: lim("cblr")})
+		case edr.KindCytomicOSQuery:
+			d, err = cytomic.New(cytomic.Config{URL: f.stack.CytomicURL, TokenURL: f.stack.CytomicURL + simcytomic.TokenPath,
+				User: simstack.CytomicUser, Password: simstack.CytomicPassword, ClientIDs: simstack.CytomicClients,
+				Round: 100 * time.Millisecond, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cytomic")})
+		case edr.KindSophosXDR:
+			d, err = sophos.New(sophos.Config{URL: f.stack.SophosURL, AuthURL: f.stack.SophosURL,
+				ClientID: simstack.SophosClientID, ClientSecret: simstack.SophosClientSecret, TenantID: simstack.SophosTenantID,
+				PollEvery: 50 * time.Millisecond, UserAgent: ua, Timeout: 5 * time.Second, Limiter: lim("sophos")})
 		default:
-			t.Fatalf("vendor %s not wired in the node tests", kind)
+			t.Fatalf("unknown vendor %s", kind)
 		}
+		require.NoError(t, err)
+		out[kind] = d
 	}
 	return out
 }
+
+var allVendors = []string{edr.KindCBCEventExport, edr.KindCBLRTriage, edr.KindCytomicOSQuery, edr.KindSophosXDR}
 
 func (f *fleet) stopAll() {
 	for _, n := range f.nodes {
@@ -280,6 +307,32 @@ func (f *fleet) lag() int64 {
 		total += l.Lag.TotalByTopic()[topic].Lag
 	}
 	return total
+}
+
+// waitGroupSpread waits until the consumer group has n members that each
+// own at least one partition, so load spreads over every worker.
+func (f *fleet) waitGroupSpread(n int) {
+	f.t.Helper()
+	adm := kadm.NewClient(f.prod)
+	require.Eventually(f.t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		groups, err := adm.DescribeGroups(ctx, groupName)
+		if err != nil {
+			return false
+		}
+		g := groups[groupName]
+		if g.State != "Stable" || len(g.Members) != n {
+			return false
+		}
+		for _, m := range g.Members {
+			ca, ok := m.Assigned.AsConsumer()
+			if !ok || len(ca.Topics) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "the group did not spread over %d workers", n)
 }
 
 // dlq reads every dead letter produced so far.
