@@ -21,6 +21,8 @@
 //	{ns}:rl:<name>    GCRA   theoretical arrival time of a vendor credential
 //	{ns}:cool:<name>  string present while a 429 cool-down is in force
 //	{ns}:lock:<name>  string fleet-wide singleton locks (the reconciler)
+//	{ns}:leaselog     stream lease history: admitted, takeover, claimed, released,
+//	                         forced, completed (job, worker, token, Redis time); ~100k kept
 //
 // # The lease protocol
 //

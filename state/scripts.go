@@ -21,10 +21,14 @@ end
 local function fence(fk)
   return string.format('%d', redis.call('INCR', fk))
 end
+local function leaselog(lk, ev, id, worker, tok, now)
+  redis.call('XADD', lk, 'MAXLEN', '~', '100000', '*',
+    'ev', ev, 'job', id, 'worker', worker, 'token', tok, 'at', string.format('%d', now))
+end
 `
 
 // admitScript admits a batch of jobs for one worker.
-// KEYS: leases, fence. ARGV: prefix, worker, ttlms, then (id, msg, source)*.
+// KEYS: leases, fence, leaselog. ARGV: prefix, worker, ttlms, then (id, msg, source)*.
 // Per job it returns {id, outcome, token, detail[, fields]}:
 //
 //	finished  a tombstone exists (detail = terminal state)
@@ -32,7 +36,7 @@ end
 //	takeover  the record existed with an expired lease: now ours (fields = HGETALL)
 //	admitted  a new record, ours (detail = created ms)
 var admitScript = redis.NewScript(luaPrelude + `
-local leases, fk = KEYS[1], KEYS[2]
+local leases, fk, lk = KEYS[1], KEYS[2], KEYS[3]
 local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = nowms()
 local out = {}
@@ -50,6 +54,7 @@ for i = 4, #ARGV, 3 do
       local tok = fence(fk)
       redis.call('HSET', jk, 'owner', worker, 'token', tok)
       redis.call('ZADD', leases, now + ttl, id)
+      leaselog(lk, 'takeover', id, worker, tok, now)
       out[#out+1] = {id, 'takeover', tok, '', redis.call('HGETALL', jk)}
     end
   else
@@ -57,6 +62,7 @@ for i = 4, #ARGV, 3 do
     redis.call('HSET', jk, 'msg', msg, 'owner', worker, 'token', tok,
       'created', string.format('%d', now), 'source', src)
     redis.call('ZADD', leases, now + ttl, id)
+    leaselog(lk, 'admitted', id, worker, tok, now)
     out[#out+1] = {id, 'admitted', tok, string.format('%d', now)}
   end
 end
@@ -64,10 +70,10 @@ return out
 `)
 
 // claimScript takes over expired leases, oldest deadline first.
-// KEYS: leases, fence. ARGV: prefix, worker, ttlms, max.
+// KEYS: leases, fence, leaselog. ARGV: prefix, worker, ttlms, max.
 // Returns {id, token, fields}* for every job claimed.
 var claimScript = redis.NewScript(luaPrelude + `
-local leases, fk = KEYS[1], KEYS[2]
+local leases, fk, lk = KEYS[1], KEYS[2], KEYS[3]
 local prefix, worker, ttl, max = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = nowms()
 local out = {}
@@ -80,6 +86,7 @@ for _, id in ipairs(ids) do
     local tok = fence(fk)
     redis.call('HSET', jk, 'owner', worker, 'token', tok)
     redis.call('ZADD', leases, now + ttl, id)
+    leaselog(lk, 'claimed', id, worker, tok, now)
     out[#out+1] = {id, tok, redis.call('HGETALL', jk)}
   end
 end
@@ -119,9 +126,10 @@ return {string.format('%d', now), redis.call('GET', epoch) or '', lost}
 
 // releaseScript hands leases over at once: the owner becomes empty and the
 // deadline 0, so any worker's next claim takes the job.
-// KEYS: leases. ARGV: prefix, worker, then (id, token)*. Returns the count.
-var releaseScript = redis.NewScript(`
-local leases = KEYS[1]
+// KEYS: leases, leaselog. ARGV: prefix, worker, then (id, token)*. Returns the count.
+var releaseScript = redis.NewScript(luaPrelude + `
+local leases, lk = KEYS[1], KEYS[2]
+local now = nowms()
 local prefix, worker = ARGV[1], ARGV[2]
 local n = 0
 for i = 3, #ARGV, 2 do
@@ -131,6 +139,7 @@ for i = 3, #ARGV, 2 do
   if f[1] == worker and f[2] == tok then
     redis.call('HSET', jk, 'owner', '')
     redis.call('ZADD', leases, 0, id)
+    leaselog(lk, 'released', id, worker, tok, now)
     n = n + 1
   end
 end
@@ -139,12 +148,14 @@ return n
 
 // forceReleaseScript is the operator's release: whoever owns the job loses it
 // (their next fenced write or renewal fails) and it is claimable at once.
-// KEYS: job, leases. ARGV: id. Returns the previous owner, or false.
-var forceReleaseScript = redis.NewScript(`
+// KEYS: job, leases, leaselog. ARGV: id. Returns the previous owner, or false.
+var forceReleaseScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+local tok = redis.call('HGET', KEYS[1], 'token') or '0'
 redis.call('HSET', KEYS[1], 'owner', '')
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
+leaselog(KEYS[3], 'forced', ARGV[1], owner, tok, nowms())
 return owner
 `)
 
@@ -170,10 +181,11 @@ return ARGV[4]
 
 // completeScript ends a job whose terminal state SampleDB acknowledged: the
 // record, lease and outbox entry go, a tombstone keeps redeliveries out.
-// KEYS: job, leases, outbox, tomb. ARGV: worker, token, id, state, tombms.
-var completeScript = redis.NewScript(`
+// KEYS: job, leases, outbox, tomb, leaselog. ARGV: worker, token, id, state, tombms.
+var completeScript = redis.NewScript(luaPrelude + `
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
+leaselog(KEYS[5], 'completed', ARGV[3], ARGV[1], ARGV[2], nowms())
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])

@@ -62,6 +62,7 @@ type Store struct {
 	kFen  string
 	kWork string
 	kEpo  string
+	kLog  string
 }
 
 // New returns a Store over rdb.
@@ -82,7 +83,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		rdb: rdb, ns: ns, pfx: pfx, ttl: ttl,
 		tomb:  cmp.Or(cfg.TombstoneTTL, DefaultTombstoneTTL),
 		kLeas: pfx + "leases", kOut: pfx + "outbox", kFen: pfx + "fence",
-		kWork: pfx + "workers", kEpo: pfx + "epoch",
+		kWork: pfx + "workers", kEpo: pfx + "epoch", kLog: pfx + "leaselog",
 	}, nil
 }
 
@@ -227,7 +228,7 @@ func (s *Store) Admit(ctx context.Context, worker string, reqs []AdmitRequest) (
 		byID[r.ID] = r
 	}
 	sent = time.Now()
-	raw, err := s.run(ctx, admitScript, []string{s.kLeas, s.kFen}, args...)
+	raw, err := s.run(ctx, admitScript, []string{s.kLeas, s.kFen, s.kLog}, args...)
 	if err != nil {
 		return nil, sent, fmt.Errorf("state: admit: %w", err)
 	}
@@ -281,7 +282,7 @@ func (s *Store) Claim(ctx context.Context, worker string, max int) (out []Claime
 		return nil, time.Now(), nil
 	}
 	sent = time.Now()
-	raw, err := s.run(ctx, claimScript, []string{s.kLeas, s.kFen}, s.pfx, worker, s.ttl.Milliseconds(), max)
+	raw, err := s.run(ctx, claimScript, []string{s.kLeas, s.kFen, s.kLog}, s.pfx, worker, s.ttl.Milliseconds(), max)
 	if err != nil {
 		return nil, sent, fmt.Errorf("state: claim: %w", err)
 	}
@@ -362,7 +363,7 @@ func (s *Store) Release(ctx context.Context, worker string, leases []Lease) (int
 	for _, l := range leases {
 		args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
 	}
-	n, err := s.run(ctx, releaseScript, []string{s.kLeas}, args...)
+	n, err := s.run(ctx, releaseScript, []string{s.kLeas, s.kLog}, args...)
 	if err != nil {
 		return 0, fmt.Errorf("state: release: %w", err)
 	}
@@ -374,7 +375,7 @@ func (s *Store) Release(ctx context.Context, worker string, leases []Lease) (int
 // a stuck worker). The holder's next fenced write fails with ErrStale. It
 // returns the previous owner and whether the job exists.
 func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok bool, err error) {
-	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kLeas}, id)
+	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kLeas, s.kLog}, id)
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
@@ -416,7 +417,7 @@ func (s *Store) Decide(ctx context.Context, worker string, l Lease, outcome []by
 // keeps redelivered records out for TombstoneTTL.
 func (s *Store) Complete(ctx context.Context, worker string, l Lease, terminal string) error {
 	_, err := s.run(ctx, completeScript,
-		[]string{s.jobKey(l.ID), s.kLeas, s.kOut, s.tombKey(l.ID)},
+		[]string{s.jobKey(l.ID), s.kLeas, s.kOut, s.tombKey(l.ID), s.kLog},
 		worker, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds())
 	return s.fenced("complete", err)
 }
@@ -516,6 +517,40 @@ func (s *Store) Leases(ctx context.Context) ([]LeaseInfo, error) {
 		out[i] = LeaseInfo{ID: str(z.Member), Deadline: time.UnixMilli(int64(z.Score))}
 	}
 	return out, nil
+}
+
+// LeaseEvent is one entry of the lease history: every acquisition
+// (admitted, takeover, claimed), hand-over (released, forced) and end
+// (completed), in Redis time order. The last 100,000 events are kept.
+type LeaseEvent struct {
+	Event  string
+	JobID  string
+	Worker string
+	Token  int64
+	At     time.Time
+}
+
+// LeaseHistory returns up to count lease events after the stream ID after
+// ("" or "-" = from the beginning), and the ID to continue from.
+func (s *Store) LeaseHistory(ctx context.Context, after string, count int64) ([]LeaseEvent, string, error) {
+	start := "-"
+	if after != "" && after != "-" {
+		start = "(" + after
+	}
+	msgs, err := s.rdb.XRangeN(ctx, s.kLog, start, "+", count).Result()
+	if err != nil {
+		return nil, after, fmt.Errorf("state: lease history: %w", err)
+	}
+	out := make([]LeaseEvent, 0, len(msgs))
+	last := after
+	for _, m := range msgs {
+		tok, _ := strconv.ParseInt(str(m.Values["token"]), 10, 64)
+		ms, _ := strconv.ParseInt(str(m.Values["at"]), 10, 64)
+		out = append(out, LeaseEvent{Event: str(m.Values["ev"]), JobID: str(m.Values["job"]),
+			Worker: str(m.Values["worker"]), Token: tok, At: time.UnixMilli(ms)})
+		last = m.ID
+	}
+	return out, last, nil
 }
 
 // OutboxDepth returns how many decided jobs wait for SampleDB's acknowledgement.

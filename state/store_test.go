@@ -348,3 +348,33 @@ func TestConcurrentClaimsNeverShareAJob(t *testing.T) {
 	wg.Wait()
 	require.Len(t, seen, 200)
 }
+
+func TestLeaseHistoryRecordsEveryHandOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	first := admitOne(t, b.store, "w1", "job-1").Lease
+	_, err := b.store.Release(ctx(t), "w1", []state.Lease{first})
+	require.NoError(t, err)
+	got, _, err := b.store.Claim(ctx(t), "w2", 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	_, _, err = b.store.ForceRelease(ctx(t), "job-1")
+	require.NoError(t, err)
+	got, _, err = b.store.Claim(ctx(t), "w3", 10)
+	require.NoError(t, err)
+	require.NoError(t, b.store.Complete(ctx(t), "w3", got[0].Lease, "success"))
+
+	evs, next, err := b.store.LeaseHistory(ctx(t), "", 100)
+	require.NoError(t, err)
+	var seq []string
+	for _, e := range evs {
+		require.Equal(t, "job-1", e.JobID)
+		require.False(t, e.At.IsZero())
+		seq = append(seq, e.Event+":"+e.Worker)
+	}
+	require.Equal(t, []string{"admitted:w1", "released:w1", "claimed:w2", "forced:w2", "claimed:w3", "completed:w3"}, seq)
+	require.Less(t, evs[0].Token, evs[2].Token)
+	more, _, err := b.store.LeaseHistory(ctx(t), next, 100)
+	require.NoError(t, err)
+	require.Empty(t, more, "reading on from the last ID returns only new events")
+}
