@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -247,16 +248,16 @@ func (d *dev) redisURL(ctx context.Context) (string, func(), error) {
 	case "auto":
 		for _, u := range []string{os.Getenv("REDIS_URL"), "redis://127.0.0.1:6379/0"} {
 			if u != "" && try(u) {
-				d.redisIs = redactURL(u) + " (namespace " + d.ns + ")"
+				d.redisIs = envconf.RedactURL(u) + " (namespace " + d.ns + ")"
 				return u, cleanup, nil
 			}
 		}
 	case "embedded":
 	default:
 		if !try(d.o.redis) {
-			return "", nil, fmt.Errorf("--redis %s is not reachable", redactURL(d.o.redis))
+			return "", nil, fmt.Errorf("--redis %s is not reachable", envconf.RedactURL(d.o.redis))
 		}
-		d.redisIs = redactURL(d.o.redis) + " (namespace " + d.ns + ")"
+		d.redisIs = envconf.RedactURL(d.o.redis) + " (namespace " + d.ns + ")"
 		return d.o.redis, cleanup, nil
 	}
 	mr, err := miniredis.Run()
@@ -296,7 +297,7 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 		env["CYTOMIC_ROUND"], env["SOPHOS_POLL_INTERVAL"], env["CBLR_POLL_INTERVAL"] = "100ms", "100ms", "50ms"
 	}
 	// The same configuration path as `worker run`.
-	cfg, err := loadConfig(newEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
+	cfg, err := loadConfig(envconf.FromMap(env))
 	if err != nil {
 		return nil, fmt.Errorf("dev configuration: %w", err)
 	}

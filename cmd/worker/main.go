@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -65,7 +66,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdRun(stderr io.Writer) int {
-	cfg, err := loadConfig(newEnv(nil))
+	cfg, err := loadConfig(envconf.New(nil))
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
 		return 2

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 )
 
@@ -45,7 +46,7 @@ func baseEnv() map[string]string {
 }
 
 func load(env map[string]string) (*config, error) {
-	return loadConfig(newEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
+	return loadConfig(envconf.FromMap(env))
 }
 
 func TestConfigDefaultsFromTheContract(t *testing.T) {

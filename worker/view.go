@@ -1,0 +1,100 @@
+package worker
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// JobView is a read-only reading of a job's ledger record, for operators
+// (fleetctl): what the runner planned, each task's checkpoint, and the
+// decided outcome.
+type JobView struct {
+	ID       string          `json:"id"`
+	Owner    string          `json:"owner"`
+	Token    int64           `json:"token"`
+	Source   string          `json:"source"`
+	Created  time.Time       `json:"created"`
+	SHA256   string          `json:"sha256,omitempty"`
+	Platform string          `json:"platform,omitempty"`
+	Plan     []PlannedTask   `json:"plan,omitempty"`
+	Tasks    []TaskView      `json:"tasks,omitempty"`
+	Outcome  *OutcomeView    `json:"outcome,omitempty"`
+	Message  json.RawMessage `json:"message,omitempty"`
+}
+
+// TaskView is one task's checkpoint.
+type TaskView struct {
+	Kind     string          `json:"kind"`
+	State    string          `json:"state,omitempty"`
+	TaskID   sampledb.ID     `json:"taskId,omitempty"`
+	Ref      json.RawMessage `json:"ref,omitempty"`
+	Started  time.Time       `json:"started,omitempty"`
+	Progress string          `json:"progress,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Cancel   string          `json:"cancel,omitempty"`
+	Reported bool            `json:"reported,omitempty"`
+}
+
+// OutcomeView is the decided terminal state.
+type OutcomeView struct {
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+}
+
+// View reads a ledger record. Unreadable parts are left empty rather than
+// failing: an operator wants to see what is there.
+func View(r *state.Record) JobView {
+	v := JobView{ID: r.ID, Owner: r.Owner, Token: r.Token, Source: r.Source, Created: r.Created}
+	if json.Valid(r.Msg) {
+		v.Message = json.RawMessage(r.Msg)
+		var msg sampledb.JobMessage
+		if json.Unmarshal(r.Msg, &msg) == nil {
+			v.SHA256 = strings.ToLower(msg.Submission.Sample.ID)
+			v.Platform = msg.Classification.Platform
+		}
+	}
+	_ = json.Unmarshal([]byte(r.Fields[fieldPlan]), &v.Plan)
+	var kinds []string
+	for k := range r.Fields {
+		if strings.HasPrefix(k, fieldTaskPrefix) {
+			kinds = append(kinds, strings.TrimPrefix(k, fieldTaskPrefix))
+		}
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		var cp taskCheckpoint
+		if json.Unmarshal([]byte(r.Fields[fieldTaskPrefix+k]), &cp) != nil {
+			v.Tasks = append(v.Tasks, TaskView{Kind: k, Error: "unreadable checkpoint"})
+			continue
+		}
+		tv := TaskView{Kind: k, State: cp.State, TaskID: cp.TaskID, Ref: cp.Ref, Progress: cp.Progress,
+			Error: cp.Error, Cancel: cp.Cancel, Reported: cp.Reported}
+		if cp.Started > 0 {
+			tv.Started = time.UnixMilli(cp.Started)
+		}
+		v.Tasks = append(v.Tasks, tv)
+	}
+	if raw := r.Outcome(); raw != nil {
+		var o outcome
+		if json.Unmarshal(raw, &o) == nil {
+			v.Outcome = &OutcomeView{State: o.State, Reason: o.Reason, By: o.By, At: time.UnixMilli(o.At)}
+		}
+	}
+	return v
+}
+
+// Vendors returns the vendors of the job's tasks (for filtering).
+func (v JobView) Vendors() []string {
+	var out []string
+	for _, t := range v.Tasks {
+		out = append(out, vendorOf(t.Kind))
+	}
+	return out
+}
