@@ -63,7 +63,10 @@ func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 			if field == "" {
 				field = "(top level)"
 			}
-			return nil, &BadRecord{ReasonWrongType, fmt.Sprintf("field %s: want %s, got JSON %s", field, te.Type, te.Value)}
+			// te.Value is "number 1.5" for numbers: keep the kind only, the
+			// digits are the record's bytes (and may be a megabyte long).
+			kind, _, _ := strings.Cut(te.Value, " ")
+			return nil, &BadRecord{ReasonWrongType, fmt.Sprintf("field %s: want %s, got JSON %s", field, te.Type, kind)}
 		}
 		return nil, &BadRecord{ReasonNotJSON, "cannot decode: " + trimError(err)}
 	}

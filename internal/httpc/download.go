@@ -38,6 +38,8 @@ type DownloadConfig struct {
 	MaxBody   int64
 	// MaxRedirects bounds redirect hops. Default DefaultMaxRedirects.
 	MaxRedirects int
+	// Wrap, if set, wraps the guarded transport (metrics).
+	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
 // Downloader fetches pre-signed URLs: with no credentials, https only, to
@@ -61,12 +63,16 @@ func NewDownloader(cfg DownloadConfig) *Downloader {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // a proxy would hide the real target from the dial check
 	tr.DialContext = dialer.DialContext
+	var rt http.RoundTripper = tr
+	if cfg.Wrap != nil {
+		rt = cfg.Wrap(tr)
+	}
 	d.c = New(Config{
 		Service:   "download",
 		UserAgent: cfg.UserAgent,
 		Timeout:   cfg.Timeout,
 		MaxBody:   cfg.MaxBody,
-		Transport: tr,
+		Transport: rt,
 	})
 	return d
 }
@@ -86,6 +92,12 @@ func (d *Downloader) Get(ctx context.Context, raw string) (*http.Response, error
 		}
 		resp, cancel, err := d.c.send(req)
 		if err != nil {
+			var te *TransportError
+			if errors.As(err, &te) && errors.Is(err, ErrDownloadRefused) {
+				// Refused at dial time by checkAddr: permanent, so not
+				// wrapped in the (retryable) TransportError.
+				return nil, fmt.Errorf("%s %s %s: %w", te.Service, te.Method, te.Path, te.Err)
+			}
 			return nil, err
 		}
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 && resp.Header.Get("Location") != "" {
@@ -104,8 +116,10 @@ func (d *Downloader) Get(ctx context.Context, raw string) (*http.Response, error
 		if resp.StatusCode >= 300 {
 			defer cancel()
 			defer resp.Body.Close()
-			body, _ := readCapped(resp.Body, 64<<10)
-			if err := d.c.finish(req, resp, body).Err(); err != nil {
+			// The body is dropped: object stores echo the signed query
+			// string in their errors (S3 SignatureDoesNotMatch).
+			_, _ = readCapped(resp.Body, 64<<10)
+			if err := d.c.finish(req, resp, nil).Err(); err != nil {
 				return nil, err
 			}
 			return nil, fmt.Errorf("download: unexpected status %d", resp.StatusCode)

@@ -71,7 +71,10 @@ type Client struct {
 	timeout   time.Duration
 	maxBody   int64
 	limiter   Limiter
-	hc        *http.Client
+	// rt is used directly, not through http.Client: redirects are never
+	// followed, and http.Client would parse a 3xx Location (and quote it,
+	// signature and all, in an error) before we could refuse it.
+	rt http.RoundTripper
 }
 
 // New returns a Client for cfg.
@@ -88,12 +91,7 @@ func New(cfg Config) *Client {
 		timeout:   cmp.Or(cfg.Timeout, DefaultTimeout),
 		maxBody:   cmp.Or(cfg.MaxBody, DefaultMaxBody),
 		limiter:   cfg.Limiter,
-		hc: &http.Client{
-			Transport: tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
+		rt:        tr,
 	}
 }
 
@@ -173,6 +171,14 @@ func (c *Client) Stream(req *http.Request, maxBytes int64) (*http.Response, erro
 	return resp, nil
 }
 
+// closeIdle closes idle keep-alive connections (tests use it so no
+// connection goroutine outlives them).
+func (c *Client) closeIdle() {
+	if ci, ok := c.rt.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
 func (c *Client) send(req *http.Request) (*http.Response, context.CancelFunc, error) {
 	parent := req.Context()
 	if c.limiter != nil {
@@ -185,7 +191,7 @@ func (c *Client) send(req *http.Request) (*http.Response, context.CancelFunc, er
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		cancel()
 		if parent.Err() != nil {
@@ -341,8 +347,11 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	var d time.Duration
 	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs <= 0 {
+		if !(secs > 0) { // also NaN
 			return 0
+		}
+		if secs >= MaxRetryAfter.Seconds() { // also Inf; converting would overflow
+			return MaxRetryAfter
 		}
 		d = time.Duration(secs * float64(time.Second))
 	} else if t, err := http.ParseTime(v); err == nil {

@@ -1,0 +1,227 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+)
+
+const tgtHash = "8f84837cf04c1694512256ef78fa67c051b92326e31af2598efad37ccd2e01d9"
+
+// metaNumber decodes metaData as consumer.Decode does (numbers are
+// json.Number); metaFloat as plain encoding/json does (numbers are float64).
+func metaNumber(t testing.TB, doc string) map[string]any {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.UseNumber()
+	var m map[string]any
+	require.NoError(t, dec.Decode(&m))
+	return m
+}
+
+func metaFloat(t testing.TB, doc string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(doc), &m))
+	return m
+}
+
+func tgtMsg(md map[string]any) *sampledb.JobMessage {
+	return &sampledb.JobMessage{
+		JobID: "12345678-1234-1234-1234-123456789abc",
+		Submission: sampledb.Submission{
+			Name:     "fielname.exe",
+			Sample:   sampledb.Sample{ID: tgtHash},
+			MetaData: md,
+		},
+		Classification: sampledb.Classification{Platform: "win", Type: "PE"},
+	}
+}
+
+func idList(n, from int) string {
+	var parts []string
+	for i := range n {
+		parts = append(parts, fmt.Sprint(from+i))
+	}
+	return strings.Join(parts, ",")
+}
+
+func TestTargetOfMetaData(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name    string
+		meta    string
+		sensors []int64
+		path    string
+		err     string // substring; "" = success
+	}{
+		{name: "no metaData", meta: `null`},
+		{name: "unrelated metaData", meta: `{"key": "value", "sensor": 5}`},
+		{name: "sensorId number", meta: `{"sensorId": 42}`, sensors: []int64{42}},
+		{name: "sensorId string", meta: `{"sensorId": "42"}`, sensors: []int64{42}},
+		{name: "sensorId padded string", meta: `{"sensorId": " 42 "}`, sensors: []int64{42}},
+		{name: "sensorId large", meta: `{"sensorId": 4294967297}`, sensors: []int64{4294967297}},
+		{name: "sensorIds numbers", meta: `{"sensorIds": [3, 1, 2]}`, sensors: []int64{3, 1, 2}},
+		{name: "sensorIds strings", meta: `{"sensorIds": ["10", "11"]}`, sensors: []int64{10, 11}},
+		{name: "sensorIds mixed", meta: `{"sensorIds": [10, "11"]}`, sensors: []int64{10, 11}},
+		{name: "sensorIds comma-separated", meta: `{"sensorIds": "1, 2,3"}`, sensors: []int64{1, 2, 3}},
+		{name: "sensorIds comma-separated with blanks", meta: `{"sensorIds": ",1,, 2 ,"}`, sensors: []int64{1, 2}},
+		{name: "sensorIds single number", meta: `{"sensorIds": 7}`, sensors: []int64{7}},
+		{name: "sensorIds empty list", meta: `{"sensorIds": []}`},
+		{name: "sensorIds empty string", meta: `{"sensorIds": ""}`},
+		{name: "nulls", meta: `{"sensorId": null, "sensorIds": null}`},
+		{name: "duplicates removed", meta: `{"sensorId": 5, "sensorIds": [5, 6, "5", "6", 6]}`, sensors: []int64{5, 6}},
+		{name: "duplicates in string", meta: `{"sensorIds": "9,9, 9"}`, sensors: []int64{9}},
+		{name: "32 sensors", meta: `{"sensorIds": "` + idList(32, 1) + `"}`, sensors: seq(32, 1)},
+		{name: "40 entries, 32 distinct", meta: `{"sensorIds": "` + idList(32, 1) + "," + idList(8, 1) + `"}`, sensors: seq(32, 1)},
+		{name: "sensorId plus 31", meta: `{"sensorId": 100, "sensorIds": "` + idList(31, 1) + `"}`, sensors: append([]int64{100}, seq(31, 1)...)},
+
+		{name: "33 sensors", meta: `{"sensorIds": "` + idList(33, 1) + `"}`, err: "33 sensors; at most 32"},
+		{name: "sensorId plus 32", meta: `{"sensorId": 100, "sensorIds": "` + idList(32, 1) + `"}`, err: "at most 32"},
+		{name: "sensorId 0", meta: `{"sensorId": 0}`, err: "metaData.sensorId"},
+		{name: "sensorId -1", meta: `{"sensorId": -1}`, err: "metaData.sensorId"},
+		{name: "sensorId 1.5", meta: `{"sensorId": 1.5}`, err: "metaData.sensorId"},
+		{name: "sensorId abc", meta: `{"sensorId": "abc"}`, err: "metaData.sensorId"},
+		{name: "sensorId empty string", meta: `{"sensorId": ""}`, err: "metaData.sensorId"},
+		{name: "sensorId object", meta: `{"sensorId": {"id": 1}}`, err: "metaData.sensorId"},
+		{name: "sensorId list", meta: `{"sensorId": [1]}`, err: "metaData.sensorId"},
+		{name: "sensorId bool", meta: `{"sensorId": true}`, err: "metaData.sensorId"},
+		{name: "sensorId overflow", meta: `{"sensorId": "9223372036854775808"}`, err: "metaData.sensorId"},
+		{name: "sensorId injection", meta: `{"sensorId": "1 OR 1=1"}`, err: "metaData.sensorId"},
+		{name: "sensorIds with 0", meta: `{"sensorIds": [1, 0]}`, err: "metaData.sensorIds"},
+		{name: "sensorIds with -1", meta: `{"sensorIds": [-1]}`, err: "metaData.sensorIds"},
+		{name: "sensorIds with 1.5", meta: `{"sensorIds": [1.5]}`, err: "metaData.sensorIds"},
+		{name: "sensorIds with abc", meta: `{"sensorIds": ["1", "abc"]}`, err: "metaData.sensorIds"},
+		{name: "sensorIds string with abc", meta: `{"sensorIds": "1,abc"}`, err: "metaData.sensorIds"},
+		{name: "sensorIds object", meta: `{"sensorIds": {"a": 1}}`, err: "metaData.sensorIds"},
+		{name: "sensorIds nested list", meta: `{"sensorIds": [[1]]}`, err: "metaData.sensorIds"},
+		{name: "sensorIds with null", meta: `{"sensorIds": [1, null]}`, err: "metaData.sensorIds"},
+		{name: "sensorIds bool", meta: `{"sensorIds": false}`, err: "metaData.sensorIds"},
+
+		{name: "path", meta: `{"path": "C:\\Temp\\x.exe"}`, path: `C:\Temp\x.exe`},
+		{name: "filePath", meta: `{"filePath": "/tmp/x"}`, path: "/tmp/x"},
+		{name: "path wins over filePath", meta: `{"filePath": "/b", "path": "/a"}`, path: "/a"},
+		{name: "blank path falls back to filePath", meta: `{"path": "  ", "filePath": "/b"}`, path: "/b"},
+		{name: "non-string path ignored", meta: `{"path": 5, "filePath": "/b"}`, path: "/b"},
+		{name: "path trimmed", meta: `{"path": "  /opt/x \n"}`, path: "/opt/x"},
+		{name: "path object ignored", meta: `{"path": {"p": "/a"}}`},
+		{name: "sensors and path", meta: `{"sensorId": "8", "filePath": "/b"}`, sensors: []int64{8}, path: "/b"},
+	} {
+		for _, mode := range []struct {
+			name   string
+			decode func(testing.TB, string) map[string]any
+		}{{"json.Number", metaNumber}, {"float64", metaFloat}} {
+			t.Run(c.name+"/"+mode.name, func(t *testing.T) {
+				t.Parallel()
+				msg := tgtMsg(mode.decode(t, c.meta))
+				got, err := TargetOf(msg)
+				if c.err != "" {
+					require.Error(t, err)
+					require.Contains(t, err.Error(), c.err)
+					require.Zero(t, got)
+					return
+				}
+				require.NoError(t, err)
+				require.Equal(t, c.sensors, got.Sensors)
+				require.Equal(t, c.path, got.Path)
+				require.Equal(t, msg.JobID, got.JobID)
+				require.Equal(t, tgtHash, got.SHA256)
+				require.Equal(t, "win", got.Platform)
+				require.Equal(t, "fielname.exe", got.FileName)
+			})
+		}
+	}
+}
+
+func seq(n, from int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = int64(from + i)
+	}
+	return out
+}
+
+// consumer.Decode keeps numbers as json.Number, so IDs above 2^53 stay exact.
+func TestTargetOfSensorIDPrecision(t *testing.T) {
+	t.Parallel()
+	got, err := TargetOf(tgtMsg(metaNumber(t, `{"sensorId": 9007199254740993, "sensorIds": [9223372036854775807]}`)))
+	require.NoError(t, err)
+	require.Equal(t, []int64{9007199254740993, 9223372036854775807}, got.Sensors)
+
+	_, err = TargetOf(tgtMsg(metaNumber(t, `{"sensorId": 9223372036854775808}`)))
+	require.ErrorContains(t, err, "metaData.sensorId")
+
+	// As float64 the same huge value is not mistaken for a valid ID.
+	_, err = TargetOf(tgtMsg(metaFloat(t, `{"sensorId": 1e300}`)))
+	require.ErrorContains(t, err, "metaData.sensorId")
+	_, err = TargetOf(tgtMsg(map[string]any{"sensorIds": []any{float64(1 << 62), 1e19}}))
+	require.ErrorContains(t, err, "metaData.sensorIds")
+}
+
+func TestTargetOfHashAndPlatform(t *testing.T) {
+	t.Parallel()
+	msg := tgtMsg(nil)
+	msg.Submission.Sample.ID = strings.ToUpper(tgtHash)
+	msg.Classification.Platform = "WIN"
+	got, err := TargetOf(msg)
+	require.NoError(t, err)
+	require.Equal(t, tgtHash, got.SHA256, "hash lower-cased")
+	require.Equal(t, "win", got.Platform, "platform lower-cased")
+	require.Nil(t, got.Sensors)
+	require.Empty(t, got.Path)
+
+	for _, bad := range []string{"", "x' OR 1=1--", tgtHash[:63], tgtHash + "0", "g" + tgtHash[1:], " " + tgtHash} {
+		msg := tgtMsg(nil)
+		msg.Submission.Sample.ID = bad
+		_, err := TargetOf(msg)
+		require.ErrorIs(t, err, edr.ErrBadHash, "%q", bad)
+		require.ErrorContains(t, err, "submission.sample.id")
+	}
+}
+
+func FuzzTargetOf(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `null`, `{"sensorId": 42}`, `{"sensorId": "42"}`, `{"sensorIds": [1, "2", 3]}`,
+		`{"sensorIds": "1, 2,,3"}`, `{"sensorIds": [1.5]}`, `{"sensorId": -1}`, `{"sensorId": {"a": 1}}`,
+		`{"sensorIds": "` + idList(33, 1) + `"}`, `{"path": " /a ", "filePath": "/b"}`,
+		`{"sensorId": 9223372036854775808}`, `{"sensorId": 1e300}`, `{"sensorIds": [[1], null]}`,
+	} {
+		f.Add([]byte(s), "Win")
+	}
+	f.Fuzz(func(t *testing.T, meta []byte, platform string) {
+		for _, useNumber := range []bool{true, false} {
+			dec := json.NewDecoder(bytes.NewReader(meta))
+			if useNumber {
+				dec.UseNumber()
+			}
+			var md map[string]any
+			if dec.Decode(&md) != nil {
+				return
+			}
+			msg := tgtMsg(md)
+			msg.Classification.Platform = platform
+			got, err := TargetOf(msg)
+			if err != nil {
+				require.Zero(t, got)
+				require.Contains(t, err.Error(), "metaData")
+				continue
+			}
+			require.Equal(t, tgtHash, got.SHA256)
+			require.Equal(t, strings.ToLower(platform), got.Platform)
+			require.LessOrEqual(t, len(got.Sensors), maxSensors)
+			for i, id := range got.Sensors {
+				require.Positive(t, id)
+				require.False(t, slices.Contains(got.Sensors[:i], id), "duplicate sensor %d", id)
+			}
+			require.Equal(t, strings.TrimSpace(got.Path), got.Path)
+		}
+	})
+}
