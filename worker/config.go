@@ -134,13 +134,20 @@ type Observer interface {
 	AbortNoticed(latency time.Duration)
 	LeaseLost(reason string)
 	Claimed(n int)
+	// LeaseRenewed reports each renewal round trip.
+	LeaseRenewed(held int, err error)
+	// VendorCall reports one driver call: vendor (cbc, …), operation
+	// (start, poll, collect, cancel), result (ok, retryable, permanent).
+	VendorCall(vendor, op, result string, d time.Duration)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) JobStarted(bool)                   {}
-func (nopObserver) JobFinished(string, time.Duration) {}
-func (nopObserver) TaskFinished(string, string)       {}
-func (nopObserver) AbortNoticed(time.Duration)        {}
-func (nopObserver) LeaseLost(string)                  {}
-func (nopObserver) Claimed(int)                       {}
+func (nopObserver) JobStarted(bool)                                  {}
+func (nopObserver) JobFinished(string, time.Duration)                {}
+func (nopObserver) TaskFinished(string, string)                      {}
+func (nopObserver) AbortNoticed(time.Duration)                       {}
+func (nopObserver) LeaseLost(string)                                 {}
+func (nopObserver) Claimed(int)                                      {}
+func (nopObserver) LeaseRenewed(int, error)                          {}
+func (nopObserver) VendorCall(string, string, string, time.Duration) {}

@@ -505,7 +505,11 @@ func (j *job) cancelVendor(kind string, ref json.RawMessage) string {
 		if err := j.guard(); err != nil {
 			return "not cancelled: " + err.Error()
 		}
+		began := time.Now()
 		err := d.Cancel(ctx, edr.Ref(ref))
+		if !errors.Is(err, edr.ErrCancelUnsupported) {
+			j.r.cfg.Observer.VendorCall(vendorOf(kind), "cancel", callResult(err), time.Since(began))
+		}
 		switch {
 		case err == nil:
 			return "cancelled at the vendor"

@@ -67,6 +67,7 @@ func New(cfg Config) (*Runner, error) {
 		Worker:  cfg.WorkerID,
 		OnLost:  r.onLeaseLost,
 		OnEpoch: r.onEpoch,
+		OnRenew: cfg.Observer.LeaseRenewed,
 		Logger:  cfg.Logger,
 	})
 	return r, nil

@@ -77,7 +77,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		// Start runs on the job context, not the work context: an abort must
 		// not cut a start short, because the reference it returns is what
 		// lets the abort cancel the operation at the vendor.
-		ref, err := vendorCall(j, j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Start(ctx, t) })
+		ref, err := vendorCall(j, pt.Kind, "start", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Start(ctx, t) })
 		if err != nil {
 			j.taskError(cp, err, end)
 			return
@@ -113,7 +113,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 			}
 			return
 		}
-		st, err := vendorCall(j, j.work, deadline, func(ctx context.Context) (edr.Status, error) { return d.Poll(ctx, cp.Ref) })
+		st, err := vendorCall(j, pt.Kind, "poll", j.work, deadline, func(ctx context.Context) (edr.Status, error) { return d.Poll(ctx, cp.Ref) })
 		if errors.Is(err, errTaskTimeout) && !deadline.Equal(jobDeadline) {
 			taskTimeout()
 			return
@@ -142,7 +142,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		}
 	}
 
-	res, err := vendorCall(j, j.work, deadline, func(ctx context.Context) (edr.Result, error) { return d.Collect(ctx, cp.Ref) })
+	res, err := vendorCall(j, pt.Kind, "collect", j.work, deadline, func(ctx context.Context) (edr.Result, error) { return d.Collect(ctx, cp.Ref) })
 	if err != nil {
 		j.taskError(cp, err, end)
 		return
@@ -165,9 +165,10 @@ func (j *job) taskError(cp *taskCheckpoint, err error, end func(st, msg string))
 
 // vendorCall calls a driver behind the lease guard, retrying retryable
 // failures with backoff (honouring Retry-After) until the deadline.
-func vendorCall[T any](j *job, ctx context.Context, deadline time.Time, call func(context.Context) (T, error)) (T, error) {
+func vendorCall[T any](j *job, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context) (T, error)) (T, error) {
 	var zero T
 	bo := j.backoff()
+	vendor := vendorOf(kind)
 	for {
 		if err := j.guard(); err != nil {
 			return zero, err
@@ -177,7 +178,9 @@ func vendorCall[T any](j *job, ctx context.Context, deadline time.Time, call fun
 			return zero, errHalted
 		default:
 		}
+		began := time.Now()
 		v, err := call(ctx)
+		j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
 		if err == nil {
 			return v, nil
 		}
@@ -199,6 +202,16 @@ func vendorCall[T any](j *job, ctx context.Context, deadline time.Time, call fun
 			return zero, err
 		}
 	}
+}
+
+func callResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case edr.IsRetryable(err):
+		return "retryable"
+	}
+	return "permanent"
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,7 +51,7 @@ type vendorConfig struct {
 	// key names the credential for the fleet-wide limiter (hashed: no
 	// credential material in Redis keys).
 	key   string
-	build func(lim httpc.Limiter, dl *httpc.Downloader) (edr.Driver, error)
+	build func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error)
 }
 
 func userAgent(workerID string) string {
@@ -158,9 +159,9 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindCBCEventExport, key: "cbc:" + digest(org+"/"+id),
 			rate: e.Float("CBC_RATE_LIMIT", 20, 0, 10000), burst: e.Int("CBC_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, dl *httpc.Downloader) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
 				return cbc.New(cbc.Config{URL: url, OrgKey: org, APIID: id, APISecret: secret,
-					UserAgent: ua, Limiter: lim, Downloader: dl})
+					UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr})
 			},
 		})
 	}
@@ -171,8 +172,8 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindCBLRTriage, key: "cblr:" + digest(url+"/"+token),
 			rate: e.Float("CBLR_RATE_LIMIT", 20, 0, 10000), burst: e.Int("CBLR_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, _ *httpc.Downloader) (edr.Driver, error) {
-				return cblr.New(cblr.Config{URL: url, APIToken: token, UserAgent: ua, Limiter: lim, PollInterval: every})
+			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
+				return cblr.New(cblr.Config{URL: url, APIToken: token, UserAgent: ua, Limiter: lim, PollInterval: every, Transport: tr})
 			},
 		})
 	}
@@ -189,9 +190,9 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindCytomicOSQuery, key: "cytomic:" + digest(url+"/"+user),
 			rate: e.Float("CYTOMIC_RATE_LIMIT", 10, 0, 10000), burst: e.Int("CYTOMIC_RATE_BURST", 3, 1, 1000),
-			build: func(lim httpc.Limiter, dl *httpc.Downloader) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
 				return cytomic.New(cytomic.Config{URL: url, TokenURL: tokenURL, User: user, Password: pass,
-					ClientIDs: clients, Round: round, TTL: ttl, UserAgent: ua, Limiter: lim, Downloader: dl})
+					ClientIDs: clients, Round: round, TTL: ttl, UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr})
 			},
 		})
 	}
@@ -203,9 +204,9 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindSophosXDR, key: "sophos:" + digest(tenant+"/"+id),
 			rate: e.Float("SOPHOS_RATE_LIMIT", 1.5, 0, 10000), burst: e.Int("SOPHOS_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, _ *httpc.Downloader) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
 				return sophos.New(sophos.Config{URL: url, AuthURL: auth, ClientID: id, ClientSecret: secret,
-					TenantID: tenant, PollEvery: every, UserAgent: ua, Limiter: lim})
+					TenantID: tenant, PollEvery: every, UserAgent: ua, Limiter: lim, Transport: tr})
 			},
 		})
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/consumer"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
+	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
@@ -307,7 +308,10 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	if err != nil {
 		return nil, err
 	}
-	sdbc, err := newSampleDB(cfg)
+	reg := node.NewRegistry()
+	m := metrics.New(reg)
+	cfg.node.Registry, cfg.node.Metrics = reg, m
+	sdbc, err := newSampleDB(cfg, m)
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +320,7 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	cfg.node.PollMin, cfg.node.PollMax = 200*time.Millisecond, 2*time.Second
 	cfg.node.RetryMin, cfg.node.RetryMax = 100*time.Millisecond, 2*time.Second
 	cfg.node.ClaimInterval = 500 * time.Millisecond
-	if cfg.node.Drivers, err = buildDrivers(cfg, store, wlog); err != nil {
+	if cfg.node.Drivers, err = buildDrivers(cfg, store, m, wlog); err != nil {
 		return nil, err
 	}
 	return node.Start(ctx, cfg.node)

@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -89,7 +92,10 @@ func cmdRun(stderr io.Writer) int {
 	if err := waitRedis(ctx, store, log); err != nil {
 		return 1
 	}
-	sdb, err := newSampleDB(cfg)
+	reg := node.NewRegistry()
+	m := metrics.New(reg)
+	cfg.node.Registry, cfg.node.Metrics = reg, m
+	sdb, err := newSampleDB(cfg, m)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration error: SAMPLEDB_URL: %v\n", err)
 		return 2
@@ -97,7 +103,7 @@ func cmdRun(stderr io.Writer) int {
 	cfg.node.SampleDB = sdb
 	cfg.node.Store = store
 	cfg.node.Logger = log
-	drivers, err := buildDrivers(cfg, store, log)
+	drivers, err := buildDrivers(cfg, store, m, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
 		return 2
@@ -120,12 +126,16 @@ func cmdRun(stderr io.Writer) int {
 
 // buildDrivers makes every configured vendor's driver, each with its
 // fleet-wide rate limiter.
-func buildDrivers(cfg *config, store *state.Store, log *zap.Logger) (map[string]edr.Driver, error) {
-	dl := httpc.NewDownloader(cfg.download)
+func buildDrivers(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.Logger) (map[string]edr.Driver, error) {
+	dcfg := cfg.download
+	dcfg.Wrap = func(rt http.RoundTripper) http.RoundTripper { return m.Transport("download", rt) }
+	dl := httpc.NewDownloader(dcfg)
 	out := map[string]edr.Driver{}
 	for _, v := range cfg.vendors {
+		vendor := v.kind[:strings.Index(v.kind, ".")]
 		lim := store.RateLimiter(v.key, v.rate, v.burst, log)
-		d, err := v.build(lim, dl)
+		lim.OnWait = m.RateLimitWait(vendor)
+		d, err := v.build(lim, dl, m.Transport(vendor, nil))
 		if err != nil {
 			return nil, err
 		}
@@ -159,4 +169,8 @@ func waitRedis(ctx context.Context, store *state.Store, log *zap.Logger) error {
 	}
 }
 
-func newSampleDB(cfg *config) (*sampledb.Client, error) { return sampledb.New(cfg.sampledb) }
+func newSampleDB(cfg *config, m *metrics.Metrics) (*sampledb.Client, error) {
+	c := cfg.sampledb
+	c.Transport = m.Transport("sampledb", nil)
+	return sampledb.New(c)
+}

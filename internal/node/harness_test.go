@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/cytomic"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -152,15 +154,19 @@ func (f *fleet) startWorker(id string) *workerHandle {
 	store, err := state.New(rdb, state.Config{Namespace: f.ns, LeaseTTL: f.opts.leaseTTL})
 	require.NoError(t, err)
 	ua := fmt.Sprintf("analysisfleet/test (%s)", id)
+	reg := node.NewRegistry()
+	m := metrics.New(reg)
 	sdb, err := sampledb.New(sampledb.Config{URL: f.stack.SampleDBURL, APIKey: simstack.AnalyzerKey, UserAgent: ua,
-		InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxElapsed: 2 * time.Second})
+		InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxElapsed: 2 * time.Second,
+		Transport: m.Transport("sampledb", nil)})
 	require.NoError(t, err)
 	n, err := node.Start(context.Background(), node.Config{
 		WorkerID: id, Brokers: f.brokers, Group: groupName, SessionTimeout: 6 * time.Second,
-		KafkaOpts:   []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
-		Store:       store,
-		SampleDB:    sdb,
-		Drivers:     f.drivers(ua, store),
+		KafkaOpts: []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
+		Store:     store,
+		SampleDB:  sdb,
+		Drivers:   f.drivers(ua, store, m),
+		Registry:  reg, Metrics: m, HTTPAddr: "127.0.0.1:0",
 		MaxInflight: f.opts.maxInflight,
 		JobTimeout:  f.opts.jobTimeout,
 		PollMin:     20 * time.Millisecond, PollMax: 200 * time.Millisecond,
@@ -176,14 +182,17 @@ func (f *fleet) startWorker(id string) *workerHandle {
 	return w
 }
 
-func (f *fleet) drivers(ua string, store *state.Store) map[string]edr.Driver {
+func (f *fleet) drivers(ua string, store *state.Store, m *metrics.Metrics) map[string]edr.Driver {
 	t := f.t
-	dl := httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{"127.0.0.1"}, Insecure: true, UserAgent: ua})
+	dl := httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{"127.0.0.1"}, Insecure: true, UserAgent: ua,
+		Wrap: func(rt http.RoundTripper) http.RoundTripper { return m.Transport("download", rt) }})
 	lim := func(name string) httpc.Limiter {
 		if f.opts.rate <= 0 {
 			return nil
 		}
-		return store.RateLimiter(name, f.opts.rate, 1, nil)
+		l := store.RateLimiter(name, f.opts.rate, 1, nil)
+		l.OnWait = m.RateLimitWait(name)
+		return l
 	}
 	out := map[string]edr.Driver{}
 	for _, kind := range f.opts.vendors {
@@ -192,18 +201,18 @@ func (f *fleet) drivers(ua string, store *state.Store) map[string]edr.Driver {
 		switch kind {
 		case edr.KindCBCEventExport:
 			d, err = cbc.New(cbc.Config{URL: f.stack.CBCURL, OrgKey: simstack.CBCOrgKey, APIID: simstack.CBCAPIID,
-				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cbc")})
+				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cbc"), Transport: m.Transport("cbc", nil)})
 		case edr.KindCBLRTriage:
 			d, err = cblr.New(cblr.Config{URL: f.stack.CBLRURL, APIToken: simstack.CBLRToken, UserAgent: ua,
-				Timeout: 5 * time.Second, PollInterval: 50 * time.Millisecond, Limiter: lim("cblr")})
+				Timeout: 5 * time.Second, PollInterval: 50 * time.Millisecond, Limiter: lim("cblr"), Transport: m.Transport("cblr", nil)})
 		case edr.KindCytomicOSQuery:
 			d, err = cytomic.New(cytomic.Config{URL: f.stack.CytomicURL, TokenURL: f.stack.CytomicURL + simcytomic.TokenPath,
 				User: simstack.CytomicUser, Password: simstack.CytomicPassword, ClientIDs: simstack.CytomicClients,
-				Round: 100 * time.Millisecond, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cytomic")})
+				Round: 100 * time.Millisecond, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cytomic"), Transport: m.Transport("cytomic", nil)})
 		case edr.KindSophosXDR:
 			d, err = sophos.New(sophos.Config{URL: f.stack.SophosURL, AuthURL: f.stack.SophosURL,
 				ClientID: simstack.SophosClientID, ClientSecret: simstack.SophosClientSecret, TenantID: simstack.SophosTenantID,
-				PollEvery: 50 * time.Millisecond, UserAgent: ua, Timeout: 5 * time.Second, Limiter: lim("sophos")})
+				PollEvery: 50 * time.Millisecond, UserAgent: ua, Timeout: 5 * time.Second, Limiter: lim("sophos"), Transport: m.Transport("sophos", nil)})
 		default:
 			t.Fatalf("unknown vendor %s", kind)
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/consumer"
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/worker"
@@ -65,7 +66,10 @@ type Config struct {
 	HTTPAddr string
 	// Registry receives the node's metrics; nil creates one.
 	Registry *prometheus.Registry
-	Logger   *zap.Logger
+	// Metrics, when the caller already created them on Registry (to wrap
+	// the drivers' transports), are used; nil creates them.
+	Metrics *metrics.Metrics
+	Logger  *zap.Logger
 }
 
 // Node is a running worker process.
@@ -99,8 +103,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	reg := cfg.Registry
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = NewRegistry()
+	}
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.New(reg)
 	}
 	n := &Node{cfg: cfg, log: log, Store: store, Registry: reg, intakeErr: make(chan error, 1)}
 
@@ -114,6 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
 		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
 		DrainTimeout: cfg.DrainTimeout, ReconcileInterval: cfg.ReconcileInterval, Logger: log,
+		Observer: m,
 	}
 	if pub != nil {
 		wcfg.Results = pub
@@ -127,12 +135,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Brokers: cfg.Brokers, Topics: cfg.Topics, TopicRegex: cfg.TopicRegex, Group: cfg.Group,
 		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
 		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, WorkerID: cfg.WorkerID,
-		Validate: validate, Store: store, Runner: runner, Opts: cfg.KafkaOpts, Logger: log,
+		Validate: validate, Store: store, Runner: runner, Logger: log, Observer: m,
+		Opts: append(append([]kgo.Opt{}, cfg.KafkaOpts...), m.KafkaHooks()),
 	})
 	if err != nil {
 		return nil, err
 	}
 	n.Consumer = cons
+	m.Gauges(runner.InFlight, runner.Keeper().Len, store.OutboxDepth)
 	if pub != nil {
 		pub.c = cons
 	}
@@ -155,6 +165,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	log.Info("worker started", zap.String("worker_id", cfg.WorkerID), zap.Strings("brokers", cfg.Brokers), zap.Int("drivers", len(cfg.Drivers)))
 	return n, nil
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // validate refuses, at intake, messages the runner could not hunt with

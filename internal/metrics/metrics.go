@@ -1,0 +1,200 @@
+// Package metrics defines the fleet's Prometheus metrics and the small
+// adapters that feed them at the boundaries: the runner's and intake's
+// observers, an HTTP transport that counts every outgoing request, the rate
+// limiter's wait hook, and franz-go's kprom plugin for the Kafka client.
+// No label carries a job ID, a URL or a secret. The names are listed in the
+// README.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+)
+
+const ns = "analysisfleet"
+
+// Metrics holds every collector. Its methods are safe for concurrent use.
+type Metrics struct {
+	reg prometheus.Registerer
+
+	admitted      *prometheus.CounterVec
+	started       *prometheus.CounterVec
+	finished      *prometheus.CounterVec
+	jobDuration   *prometheus.HistogramVec
+	tasks         *prometheus.CounterVec
+	paused        prometheus.Gauge
+	deadLetters   *prometheus.CounterVec
+	renewals      *prometheus.CounterVec
+	leasesLost    *prometheus.CounterVec
+	claimed       prometheus.Counter
+	vendorCalls   *prometheus.CounterVec
+	vendorLatency *prometheus.HistogramVec
+	httpRequests  *prometheus.CounterVec
+	httpLatency   *prometheus.HistogramVec
+	rateWait      *prometheus.CounterVec
+	abortLatency  prometheus.Histogram
+	kafka         *kprom.Metrics
+}
+
+// New registers the fleet's metrics with reg.
+func New(reg prometheus.Registerer) *Metrics {
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{reg: reg}
+	m.admitted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_admitted_total",
+		Help: "Intake admissions by outcome (running and finished are duplicate records dropped)."}, []string{"outcome"})
+	m.started = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_started_total",
+		Help: "Job runs started on this worker; resumed = taken over with checkpoints."}, []string{"resumed"})
+	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_finished_total",
+		Help: "Terminal states acknowledged by SampleDB."}, []string{"state"})
+	m.jobDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "job_duration_seconds",
+		Help:    "From first admission to the acknowledged terminal state.",
+		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800}}, []string{"state"})
+	m.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tasks_finished_total",
+		Help: "Tasks ended, by task kind and state."}, []string{"task", "state"})
+	m.paused = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "intake_paused",
+		Help: "1 while fetching is paused because MAX_INFLIGHT jobs are running."})
+	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_letters_total",
+		Help: "Bad records dead-lettered, by reason."}, []string{"reason"})
+	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_renewals_total",
+		Help: "Lease renewal round trips (one per tick for all held leases)."}, []string{"result"})
+	m.leasesLost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "leases_lost_total",
+		Help: "Leases this worker lost, by reason."}, []string{"reason"})
+	m.claimed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leases_claimed_total",
+		Help: "Expired or released leases taken over by this worker."})
+	m.vendorCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "vendor_calls_total",
+		Help: "Driver calls made by the runner, by vendor, operation and result."}, []string{"vendor", "operation", "result"})
+	m.vendorLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "vendor_call_duration_seconds",
+		Help: "Driver call latency.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}, []string{"vendor", "operation"})
+	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
+		Help: "Outgoing HTTP requests by service, method and status code (\"error\" when no response)."}, []string{"service", "method", "code"})
+	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
+		Help: "Time to response headers.", Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10)}, []string{"service", "method"})
+	m.rateWait = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_wait_seconds_total",
+		Help: "Time spent waiting for the fleet-wide rate limiter (incl. 429 cool-downs)."}, []string{"vendor"})
+	m.abortLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "abort_latency_seconds",
+		Help:    "From an abort being noticed to aborted acknowledged by SampleDB.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}})
+	for _, c := range []prometheus.Collector{m.admitted, m.started, m.finished, m.jobDuration, m.tasks, m.paused,
+		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.httpRequests,
+		m.httpLatency, m.rateWait, m.abortLatency} {
+		f(c)
+	}
+	m.kafka = kprom.NewMetrics(ns+"_kafka", kprom.Registerer(reg))
+	// Known label values start at zero, so rates and alerts see them before
+	// the first event.
+	for _, r := range []string{"ok", "error"} {
+		m.renewals.WithLabelValues(r)
+	}
+	for _, r := range []string{"stolen", "finished", "missing", "expired"} {
+		m.leasesLost.WithLabelValues(r)
+	}
+	for _, st := range []string{"success", "failed", "aborted", "timeout"} {
+		m.finished.WithLabelValues(st)
+	}
+	return m
+}
+
+// Gauges registers the gauges read at scrape time: in-flight jobs, held
+// leases, and the fleet's outbox depth (read from Redis with a short
+// timeout).
+func (m *Metrics) Gauges(inflight, held func() int, outbox func(context.Context) (int64, error)) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "jobs_inflight",
+		Help: "Jobs running on this worker."}, func() float64 { return float64(inflight()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "leases_held",
+		Help: "Leases this worker holds."}, func() float64 { return float64(held()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "outbox_depth",
+		Help: "Jobs whose terminal state is decided but not yet acknowledged by SampleDB (fleet-wide)."},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			n, err := outbox(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}))
+}
+
+// KafkaHooks returns the franz-go client hooks (kprom).
+func (m *Metrics) KafkaHooks() kgo.Opt { return kgo.WithHooks(m.kafka) }
+
+// Worker observer (worker.Observer).
+
+func (m *Metrics) JobStarted(resumed bool) {
+	m.started.WithLabelValues(strconv.FormatBool(resumed)).Inc()
+}
+func (m *Metrics) JobFinished(state string, d time.Duration) {
+	m.finished.WithLabelValues(state).Inc()
+	m.jobDuration.WithLabelValues(state).Observe(d.Seconds())
+}
+func (m *Metrics) TaskFinished(kind, state string) { m.tasks.WithLabelValues(kind, state).Inc() }
+func (m *Metrics) AbortNoticed(d time.Duration)    { m.abortLatency.Observe(d.Seconds()) }
+func (m *Metrics) LeaseLost(reason string)         { m.leasesLost.WithLabelValues(reason).Inc() }
+func (m *Metrics) Claimed(n int)                   { m.claimed.Add(float64(n)) }
+func (m *Metrics) LeaseRenewed(_ int, err error)   { m.renewals.WithLabelValues(result(err)).Inc() }
+func (m *Metrics) VendorCall(vendor, op, res string, d time.Duration) {
+	m.vendorCalls.WithLabelValues(vendor, op, res).Inc()
+	m.vendorLatency.WithLabelValues(vendor, op).Observe(d.Seconds())
+}
+
+// Intake observer (consumer.Observer).
+
+func (m *Metrics) Admitted(outcome string, n int) {
+	m.admitted.WithLabelValues(outcome).Add(float64(n))
+}
+func (m *Metrics) DeadLettered(reason string) { m.deadLetters.WithLabelValues(reason).Inc() }
+func (m *Metrics) Paused(p bool) {
+	if p {
+		m.paused.Set(1)
+	} else {
+		m.paused.Set(0)
+	}
+}
+
+// RateLimitWait returns the hook for state.RateLimiter.OnWait.
+func (m *Metrics) RateLimitWait(vendor string) func(time.Duration) {
+	c := m.rateWait.WithLabelValues(vendor)
+	return func(d time.Duration) { c.Add(d.Seconds()) }
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+// Transport wraps base (nil = a clone of http.DefaultTransport) so every
+// request through it is counted under service.
+func (m *Metrics) Transport(service string, base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 32
+		base = t
+	}
+	return &countingTransport{m: m, service: service, base: base}
+}
+
+type countingTransport struct {
+	m       *Metrics
+	service string
+	base    http.RoundTripper
+}
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.base.RoundTrip(r)
+	code := "error"
+	if err == nil {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	t.m.httpRequests.WithLabelValues(t.service, r.Method, code).Inc()
+	t.m.httpLatency.WithLabelValues(t.service, r.Method).Observe(time.Since(start).Seconds())
+	return resp, err
+}
