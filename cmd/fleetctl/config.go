@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// needs says which half of the contract a command reads: a command that
+// only reads the ledger does not require KAFKA_BROKERS, and the other way
+// round.
+type needs struct{ kafka, redis bool }
+
+// config is what fleetctl reads from the environment contract.
+type config struct {
+	// Kafka.
+	brokers    []string
+	topics     []string
+	topicRegex string
+	group      string
+	dlq        string // "" when dead-lettering is disabled
+	kafkaOpts  []kgo.Opt
+
+	// Redis.
+	redis     *redis.Options
+	redisShow string // REDIS_URL without credentials, for display
+	ns        string
+	leaseTTL  time.Duration
+}
+
+// loadConfig reads and validates the variables the command needs. The error
+// names the variable and never quotes a secret.
+func (c *cli) loadConfig(n needs) (*config, error) {
+	e := envconf.New(c.env)
+	cfg := &config{}
+	if n.kafka {
+		cfg.brokers = e.List("KAFKA_BROKERS", nil)
+		if len(cfg.brokers) == 0 {
+			e.Fail("KAFKA_BROKERS", "is required (comma-separated host:port list)")
+		}
+		cfg.topics = e.List("KAFKA_TOPICS", consumer.DefaultTopics)
+		cfg.topicRegex = e.Str("KAFKA_TOPIC_REGEX", "")
+		if cfg.topicRegex != "" {
+			if _, err := regexp.Compile(cfg.topicRegex); err != nil {
+				e.Fail("KAFKA_TOPIC_REGEX", "not a regular expression: %v", err)
+			}
+		}
+		cfg.group = e.Str("KAFKA_GROUP", consumer.DefaultGroup)
+		dlq, disabled := e.Optional("KAFKA_DLQ_TOPIC", consumer.DefaultDLQTopic)
+		if !disabled {
+			cfg.dlq = dlq
+		}
+		opts, _ := e.KafkaSecurity() // records its problem in e
+		cfg.kafkaOpts = opts
+	}
+	if n.redis {
+		cfg.ns = e.Str("REDIS_NAMESPACE", state.DefaultNamespace)
+		if strings.ContainsAny(cfg.ns, "{}: ") {
+			e.Fail("REDIS_NAMESPACE", "%q may not contain braces, colons or spaces", cfg.ns)
+		}
+		cfg.leaseTTL = e.Duration("LEASE_TTL", state.DefaultLeaseTTL, time.Second, 10*time.Minute)
+		cfg.redis = e.Redis()
+		if cfg.redis != nil {
+			// Read again (from REDIS_URL or its file) only to show it
+			// without user, password or query.
+			cfg.redisShow = envconf.RedactURL(e.Secret("REDIS_URL"))
+		}
+	}
+	if err := e.Err(); err != nil {
+		return nil, configErr(err)
+	}
+	return cfg, nil
+}
+
+// openStore connects to the ledger. The caller closes the client.
+func (cfg *config) openStore() (*state.Store, *redis.Client, error) {
+	opts := *cfg.redis
+	opts.DialTimeout = 5 * time.Second
+	opts.ReadTimeout = 10 * time.Second
+	opts.WriteTimeout = 10 * time.Second
+	opts.PoolSize = 4
+	opts.MaxRetries = 1
+	rdb := redis.NewClient(&opts)
+	st, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, configErr(fmt.Errorf("REDIS_NAMESPACE: %w", err))
+	}
+	return st, rdb, nil
+}
+
+// kafkaClient is a plain client: no consumer group, so nothing fleetctl
+// does can commit offsets of anyone's group.
+func (cfg *config) kafkaClient(extra ...kgo.Opt) (*kgo.Client, error) {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.brokers...),
+		kgo.ClientID("analysisfleet-fleetctl"),
+		kgo.DialTimeout(5 * time.Second),
+		kgo.RetryTimeout(15 * time.Second),
+	}
+	opts = append(opts, cfg.kafkaOpts...)
+	opts = append(opts, extra...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// jobTopics returns the configured job topics, resolving KAFKA_TOPIC_REGEX
+// against the cluster's topics (the DLQ topic excluded).
+func (cfg *config) jobTopics(ctx context.Context, adm *kadm.Client) ([]string, error) {
+	if cfg.topicRegex == "" {
+		return cfg.topics, nil
+	}
+	re := regexp.MustCompile(cfg.topicRegex) // validated in loadConfig
+	all, err := adm.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	var out []string
+	for _, t := range all.Names() {
+		if re.MatchString(t) && t != cfg.dlq {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

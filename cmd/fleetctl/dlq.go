@@ -1,0 +1,617 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
+)
+
+// HeaderReplayedFrom marks a record fleetctl re-produced from the DLQ:
+// "<dlq topic>/<partition>@<offset>". If the record is dead-lettered again,
+// the consumer keeps the header (it copies the original headers), so a
+// letter that keeps coming back is easy to spot.
+const HeaderReplayedFrom = "dlq-replayed-from"
+
+// deadLetter is one DLQ record as `fleetctl dlq list -o json` shows it.
+type deadLetter struct {
+	Partition       int32    `json:"partition"` // in the DLQ topic
+	Offset          int64    `json:"offset"`    // in the DLQ topic
+	Time            jsonTime `json:"time"`      // when it was dead-lettered
+	Reason          string   `json:"reason"`
+	Error           string   `json:"error"`
+	SourceTopic     string   `json:"sourceTopic"`
+	SourcePartition *int32   `json:"sourcePartition"`
+	SourceOffset    *int64   `json:"sourceOffset"`
+	Worker          string   `json:"worker,omitempty"`
+	Key             string   `json:"key"` // printable rendering
+	ValueBytes      int      `json:"valueBytes"`
+	// Truncated: the value was cut when dead-lettered (header dlq-truncated
+	// holds the original size, OriginalBytes). Not replayable.
+	Truncated     bool    `json:"truncated"`
+	OriginalBytes int     `json:"originalBytes,omitempty"`
+	ReplayedFrom  string  `json:"replayedFrom,omitempty"`
+	Replayable    bool    `json:"replayable"`
+	NotReplayable string  `json:"notReplayable,omitempty"` // why not
+	Value         *string `json:"value,omitempty"`         // only with --show-values, cut to --value-bytes
+}
+
+// letterOf reads the consumer's dead-letter headers.
+func letterOf(r *kgo.Record, dlqTopic string) deadLetter {
+	d := deadLetter{Partition: r.Partition, Offset: r.Offset, Time: jsonTime(r.Timestamp),
+		Key: printable(r.Key), ValueBytes: len(r.Value)}
+	for _, h := range r.Headers {
+		v := string(h.Value)
+		switch h.Key {
+		case consumer.HeaderReason:
+			d.Reason = v
+		case consumer.HeaderError:
+			d.Error = v
+		case consumer.HeaderSourceTopic:
+			d.SourceTopic = v
+		case consumer.HeaderSourcePartition:
+			if p, err := strconv.ParseInt(v, 10, 32); err == nil {
+				p32 := int32(p)
+				d.SourcePartition = &p32
+			}
+		case consumer.HeaderSourceOffset:
+			if o, err := strconv.ParseInt(v, 10, 64); err == nil {
+				d.SourceOffset = &o
+			}
+		case consumer.HeaderWorker:
+			d.Worker = v
+		case consumer.HeaderTime:
+			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				d.Time = jsonTime(t)
+			}
+		case consumer.HeaderTruncated:
+			d.Truncated = true
+			d.OriginalBytes, _ = strconv.Atoi(v)
+		case HeaderReplayedFrom:
+			d.ReplayedFrom = v
+		}
+	}
+	switch {
+	case d.Truncated:
+		d.NotReplayable = "truncated when dead-lettered"
+	case d.SourceTopic == "":
+		d.NotReplayable = "no " + consumer.HeaderSourceTopic + " header"
+	case d.SourceTopic == dlqTopic:
+		d.NotReplayable = "its source is the DLQ topic itself"
+	default:
+		d.Replayable = true
+	}
+	return d
+}
+
+// replayRecord is the record a dead letter is replayed as: its original
+// key, value and non-dlq headers, to its source topic, plus
+// HeaderReplayedFrom.
+func replayRecord(r *kgo.Record, d deadLetter, dlqTopic string) *kgo.Record {
+	var hs []kgo.RecordHeader
+	for _, h := range r.Headers {
+		if !strings.HasPrefix(h.Key, "dlq-") {
+			hs = append(hs, h)
+		}
+	}
+	hs = append(hs, kgo.RecordHeader{Key: HeaderReplayedFrom,
+		Value: []byte(fmt.Sprintf("%s/%d@%d", dlqTopic, r.Partition, r.Offset))})
+	return &kgo.Record{Topic: d.SourceTopic, Key: r.Key, Value: r.Value, Headers: hs}
+}
+
+// span is the part of one DLQ partition to read: [start, end).
+type span struct{ start, end int64 }
+
+// dlqSpans captures the DLQ's offsets now: every read ends at these end
+// offsets, so fleetctl never waits for letters that arrive later.
+func dlqSpans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]span, error) {
+	adm := kadm.NewClient(cl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	pe := ends[topic]
+	if _, missing := pe[-1]; missing || len(pe) == 0 {
+		return nil, fmt.Errorf("the DLQ topic %s does not exist", topic)
+	}
+	out := map[int32]span{}
+	for p, e := range pe {
+		if e.Err != nil {
+			return nil, fmt.Errorf("list offsets of %s partition %d: %w", topic, p, e.Err)
+		}
+		s := span{end: e.Offset}
+		if so, ok := starts.Lookup(topic, p); ok && so.Err == nil {
+			s.start = so.Offset
+		}
+		if s.end > s.start {
+			out[p] = s
+		}
+	}
+	return out, nil
+}
+
+// readDLQ calls fn for every record of topic within spans, partition by
+// partition in offset order (partitions interleaved). It uses a direct
+// consumer: no group, no commits. It returns when every span is read.
+func readDLQ(ctx context.Context, cfg *config, topic string, spans map[int32]span, fn func(*kgo.Record) error) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	at := map[int32]kgo.Offset{}
+	left := map[int32]int64{}
+	for p, s := range spans {
+		at[p] = kgo.NewOffset().At(s.start)
+		left[p] = s.end
+	}
+	cl, err := cfg.kafkaClient(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: at}),
+		// Control records keep the offsets contiguous, so a partition
+		// whose last record is a transaction marker still reaches its end.
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for len(left) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reading %s: %w", topic, err)
+		}
+		var ferr error
+		fetches.EachError(func(t string, p int32, err error) {
+			var loss *kgo.ErrDataLoss
+			if ferr == nil && !errors.As(err, &loss) { // data loss: retention moved the start; go on
+				ferr = fmt.Errorf("reading %s partition %d: %w", t, p, err)
+			}
+		})
+		if ferr != nil {
+			return ferr
+		}
+		for it := fetches.RecordIter(); !it.Done(); {
+			r := it.Next()
+			end, ok := left[r.Partition]
+			if !ok || r.Offset >= end {
+				continue
+			}
+			if r.Offset+1 >= end {
+				delete(left, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				continue
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// reasonFilter matches --reason (a comma-separated list; empty: all).
+func reasonFilter(s string) func(string) bool {
+	if s == "" {
+		return func(string) bool { return true }
+	}
+	want := map[string]bool{}
+	for _, r := range strings.Split(s, ",") {
+		want[strings.TrimSpace(r)] = true
+	}
+	return func(r string) bool { return want[r] }
+}
+
+func (c *cli) dlq(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageErr("dlq: want a subcommand: list or replay")
+	}
+	switch args[0] {
+	case "list", "ls":
+		return c.dlqList(ctx, args[1:])
+	case "replay":
+		return c.dlqReplay(ctx, args[1:])
+	case "-h", "--help", "help":
+		fmt.Fprint(c.stdout, usage)
+		return nil
+	}
+	return usageErr("dlq: unknown subcommand %q: want list or replay", args[0])
+}
+
+func (c *cli) dlqConfig() (*config, error) {
+	cfg, err := c.loadConfig(needs{kafka: true})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.dlq == "" {
+		return nil, configErr(errors.New("KAFKA_DLQ_TOPIC: is empty (dead-lettering disabled): set it to the DLQ topic"))
+	}
+	return cfg, nil
+}
+
+// dlqListReport is `fleetctl dlq list -o json`.
+type dlqListReport struct {
+	Topic    string        `json:"topic"`
+	Read     int           `json:"read"`    // records read (up to the end offsets captured at start)
+	Matched  int           `json:"matched"` // records --reason matched
+	ByReason []reasonCount `json:"byReason"`
+	Letters  []deadLetter  `json:"letters"` // the --limit oldest (by dead-letter time)
+}
+
+type reasonCount struct {
+	Reason     string `json:"reason"`
+	Count      int    `json:"count"`
+	Replayable int    `json:"replayable"`
+	Truncated  int    `json:"truncated"`
+}
+
+type reasonTally map[string]*reasonCount
+
+func (t reasonTally) add(d deadLetter) {
+	rc := t[d.Reason]
+	if rc == nil {
+		rc = &reasonCount{Reason: d.Reason}
+		t[d.Reason] = rc
+	}
+	rc.Count++
+	if d.Replayable {
+		rc.Replayable++
+	}
+	if d.Truncated {
+		rc.Truncated++
+	}
+}
+
+func (t reasonTally) sorted() []reasonCount {
+	out := []reasonCount{}
+	for _, rc := range t {
+		out = append(out, *rc)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
+	return out
+}
+
+func (c *cli) dlqList(ctx context.Context, args []string) error {
+	var o common
+	fs := c.newFlags("dlq list", "dlq list [--reason R[,R…]] [--limit N] [--show-values [--value-bytes N]] [-o json]",
+		&o, 2*time.Minute)
+	reason := fs.String("reason", "", "only dead letters with this reason (comma-separated list)")
+	limit := fs.Int("limit", 100, "show at most N dead letters (0: all)")
+	showValues := fs.Bool("show-values", false, "also print record values (cut to --value-bytes)")
+	valueBytes := fs.Int("value-bytes", 256, "with --show-values, print at most this many bytes of each value")
+	if _, err := parse(fs, &o, args, 0); err != nil {
+		return err
+	}
+	if *limit < 0 || *valueBytes < 1 {
+		return usageErr("--limit must not be negative and --value-bytes must be positive")
+	}
+	cfg, err := c.dlqConfig()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	admin, err := cfg.kafkaClient()
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	spans, err := dlqSpans(ctx, admin, cfg.dlq)
+	if err != nil {
+		return err
+	}
+	match := reasonFilter(*reason)
+	rep := dlqListReport{Topic: cfg.dlq, Letters: []deadLetter{}}
+	tally := reasonTally{}
+	err = readDLQ(ctx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
+		rep.Read++
+		d := letterOf(r, cfg.dlq)
+		if !match(d.Reason) {
+			return nil
+		}
+		rep.Matched++
+		tally.add(d)
+		if *showValues {
+			v := printable(r.Value[:min(len(r.Value), *valueBytes)])
+			if len(r.Value) > *valueBytes {
+				v += "…"
+			}
+			d.Value = &v
+		}
+		rep.Letters = append(rep.Letters, d)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rep.ByReason = tally.sorted()
+	sortLetters(rep.Letters)
+	if *limit > 0 && len(rep.Letters) > *limit {
+		rep.Letters = rep.Letters[:*limit]
+	}
+	if o.json() {
+		return writeJSON(c.stdout, rep)
+	}
+	printLetters(c.stdout, rep.Letters, *showValues)
+	fmt.Fprintf(c.stdout, "%d of %d dead letters in %s matched (read up to the end offsets at start)",
+		rep.Matched, rep.Read, cfg.dlq)
+	if len(rep.Letters) < rep.Matched {
+		fmt.Fprintf(c.stdout, "; showing the %d oldest (--limit 0 for all)", len(rep.Letters))
+	}
+	fmt.Fprintln(c.stdout)
+	printReasons(c.stdout, rep.ByReason)
+	return nil
+}
+
+func sortLetters(ls []deadLetter) {
+	sort.SliceStable(ls, func(i, j int) bool {
+		a, b := ls[i], ls[j]
+		if !time.Time(a.Time).Equal(time.Time(b.Time)) {
+			return time.Time(a.Time).Before(time.Time(b.Time))
+		}
+		if a.Partition != b.Partition {
+			return a.Partition < b.Partition
+		}
+		return a.Offset < b.Offset
+	})
+}
+
+func printLetters(w io.Writer, ls []deadLetter, values bool) {
+	if len(ls) == 0 {
+		return
+	}
+	header := []string{"DLQ", "TIME", "REASON", "SOURCE", "KEY", "SIZE", "ERROR"}
+	if values {
+		header = append(header, "VALUE")
+	}
+	t := newTable(w, header...)
+	for _, d := range ls {
+		src := d.SourceTopic
+		if d.SourcePartition != nil && d.SourceOffset != nil {
+			src += fmt.Sprintf("/%d@%d", *d.SourcePartition, *d.SourceOffset)
+		}
+		size := strconv.Itoa(d.ValueBytes)
+		if d.Truncated {
+			size += fmt.Sprintf(" (truncated from %d)", d.OriginalBytes)
+		}
+		row := []string{fmt.Sprintf("%d@%d", d.Partition, d.Offset), stamp(time.Time(d.Time)), d.Reason, src,
+			clip(d.Key, 40), size, clip(d.Error, 70)}
+		if values {
+			v := ""
+			if d.Value != nil {
+				v = *d.Value
+			}
+			row = append(row, v)
+		}
+		t.row(row...)
+	}
+	t.flush()
+}
+
+func printReasons(w io.Writer, rs []reasonCount) {
+	if len(rs) == 0 {
+		return
+	}
+	t := newTable(w, "REASON", "COUNT", "REPLAYABLE", "TRUNCATED")
+	for _, r := range rs {
+		t.row(r.Reason, strconv.Itoa(r.Count), strconv.Itoa(r.Replayable), strconv.Itoa(r.Truncated))
+	}
+	t.flush()
+}
+
+// replayReport is `fleetctl dlq replay -o json`.
+type replayReport struct {
+	Topic       string        `json:"topic"`
+	Read        int           `json:"read"`
+	Matched     int           `json:"matched"`
+	Replayable  int           `json:"replayable"`
+	Skipped     int           `json:"skipped"`          // matched but not replayable
+	Truncated   int           `json:"skippedTruncated"` // of which truncated when dead-lettered
+	ByReason    []reasonCount `json:"byReason"`
+	ByTopic     []topicCount  `json:"byTopic"` // replayable letters per source topic
+	DryRun      bool          `json:"dryRun"`
+	Replayed    int           `json:"replayed"`
+	WouldReplay []deadLetter  `json:"wouldReplay,omitempty"` // with --dry-run
+	Note        string        `json:"note"`
+}
+
+type topicCount struct {
+	Topic string `json:"topic"`
+	Count int    `json:"count"`
+}
+
+const idempotenceNote = "A replayed record whose job already ran is dropped by the ledger (admission is idempotent by job ID), " +
+	"so replaying twice is harmless. A record that is still invalid goes back to the DLQ."
+
+func (c *cli) dlqReplay(ctx context.Context, args []string) error {
+	var o common
+	fs := c.newFlags("dlq replay", "dlq replay [--reason R[,R…]] [--dry-run] [--yes] [-o json]", &o, 5*time.Minute)
+	reason := fs.String("reason", "", "only dead letters with this reason (comma-separated list)")
+	dry := fs.Bool("dry-run", false, "print what would be replayed; produce nothing")
+	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	if _, err := parse(fs, &o, args, 0); err != nil {
+		return err
+	}
+	if o.json() && !*yes && !*dry {
+		return usageErr("dlq replay -o json needs --yes or --dry-run (it cannot ask for confirmation)")
+	}
+	cfg, err := c.dlqConfig()
+	if err != nil {
+		return err
+	}
+	readCtx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	admin, err := cfg.kafkaClient()
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	spans, err := dlqSpans(readCtx, admin, cfg.dlq)
+	if err != nil {
+		return err
+	}
+
+	// Pass 1: count, and remember exactly which letters to replay.
+	match := reasonFilter(*reason)
+	rep := replayReport{Topic: cfg.dlq, DryRun: *dry, Note: idempotenceNote}
+	tally := reasonTally{}
+	byTopic := map[string]int{}
+	type pos struct {
+		p int32
+		o int64
+	}
+	chosen := map[pos]bool{}
+	err = readDLQ(readCtx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
+		rep.Read++
+		d := letterOf(r, cfg.dlq)
+		if !match(d.Reason) {
+			return nil
+		}
+		rep.Matched++
+		tally.add(d)
+		if !d.Replayable {
+			rep.Skipped++
+			if d.Truncated {
+				rep.Truncated++
+			}
+			return nil
+		}
+		rep.Replayable++
+		byTopic[d.SourceTopic]++
+		chosen[pos{r.Partition, r.Offset}] = true
+		if *dry {
+			rep.WouldReplay = append(rep.WouldReplay, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rep.ByReason = tally.sorted()
+	for t, n := range byTopic {
+		rep.ByTopic = append(rep.ByTopic, topicCount{Topic: t, Count: n})
+	}
+	sort.Slice(rep.ByTopic, func(i, j int) bool { return rep.ByTopic[i].Topic < rep.ByTopic[j].Topic })
+	sortLetters(rep.WouldReplay)
+
+	out := c.stdout
+	if o.json() {
+		out = io.Discard
+	}
+	fmt.Fprintf(out, "%d of %d dead letters in %s matched (read up to the end offsets at start)\n", rep.Matched, rep.Read, cfg.dlq)
+	printReasons(out, rep.ByReason)
+	if rep.Truncated > 0 {
+		fmt.Fprintf(out, "skipping %s: not replayable, the value was cut when dead-lettered and the original "+
+			"cannot be rebuilt from the DLQ\n", plural(int64(rep.Truncated), "truncated letter", "truncated letters"))
+	}
+	if n := rep.Skipped - rep.Truncated; n > 0 {
+		fmt.Fprintf(out, "skipping %s without a usable %s header\n", plural(int64(n), "letter", "letters"),
+			consumer.HeaderSourceTopic)
+	}
+	for _, tc := range rep.ByTopic {
+		fmt.Fprintf(out, "to %s: %d\n", tc.Topic, tc.Count)
+	}
+	fmt.Fprintln(out, "note:", idempotenceNote)
+
+	switch {
+	case *dry:
+		printLetters(out, rep.WouldReplay, false)
+		fmt.Fprintf(out, "dry run: %s would be replayed; nothing produced\n", plural(int64(rep.Replayable), "letter", "letters"))
+		return c.replayDone(o, rep, nil)
+	case rep.Replayable == 0:
+		fmt.Fprintln(out, "nothing to replay")
+		return c.replayDone(o, rep, nil)
+	case !*yes:
+		fmt.Fprintf(c.stdout, "Replay %s to their source topics? Type \"yes\" to continue: ",
+			plural(int64(rep.Replayable), "dead letter", "dead letters"))
+		if !c.confirm(ctx) {
+			fmt.Fprintln(c.stdout)
+			return &exitError{code: 1, msg: "not confirmed: nothing replayed"}
+		}
+	}
+
+	// Pass 2: re-read the same spans and produce the chosen letters.
+	prodCtx, cancel2 := context.WithTimeout(ctx, o.timeout)
+	defer cancel2()
+	prod, err := cfg.kafkaClient(kgo.ProducerLinger(0))
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	var batch []*kgo.Record
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		res := prod.ProduceSync(prodCtx, batch...)
+		for _, pr := range res {
+			if pr.Err == nil {
+				rep.Replayed++
+			}
+		}
+		batch = batch[:0]
+		if err := res.FirstErr(); err != nil {
+			return fmt.Errorf("produce: %w", err)
+		}
+		return nil
+	}
+	err = readDLQ(prodCtx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
+		if !chosen[pos{r.Partition, r.Offset}] {
+			return nil
+		}
+		batch = append(batch, replayRecord(r, letterOf(r, cfg.dlq), cfg.dlq))
+		if len(batch) >= 500 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return c.replayDone(o, rep, fmt.Errorf("replayed %d of %d before failing (replaying again is safe): %w",
+			rep.Replayed, rep.Replayable, err))
+	}
+	fmt.Fprintf(out, "replayed %s\n", plural(int64(rep.Replayed), "dead letter", "dead letters"))
+	return c.replayDone(o, rep, nil)
+}
+
+// confirm reads one line from stdin and reports whether it is "yes". An
+// interrupt (ctx) while waiting counts as no; the reading goroutine then
+// stays blocked on stdin, which only happens when the process is about to
+// exit.
+func (c *cli) confirm(ctx context.Context) bool {
+	answer := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(c.stdin).ReadString('\n')
+		answer <- s
+	}()
+	select {
+	case s := <-answer:
+		return strings.TrimSpace(s) == "yes"
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *cli) replayDone(o common, rep replayReport, err error) error {
+	if o.json() {
+		if jerr := writeJSON(c.stdout, rep); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
+	return err
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const (
+	topicOSL = "Sample.Analysis.Job.OSL"
+	topicSVG = "Sample.Analysis.Job.SVG"
+	topicDLQ = "Sample.Analysis.Job.DLQ"
+	group    = "sample-analysis-workers"
+)
+
+// world is one test's fleet surroundings: an in-process Kafka cluster with
+// the job and DLQ topics, a fresh Redis namespace, ledger stores to seed it
+// with, and the environment fleetctl runs with.
+type world struct {
+	t       *testing.T
+	kafka   *kfake.Cluster
+	brokers []string
+	kopts   []kgo.Opt // SASL, when the cluster wants it
+	prod    *kgo.Client
+	adm     *kadm.Client
+	rdb     *redis.Client
+	ns      string
+	// store leases for 30s; long for 10 minutes. fleetctl runs with
+	// LEASE_TTL=3m, so "expiring" means within one minute: store's
+	// leases are expiring, long's are not.
+	store *state.Store
+	long  *state.Store
+	env   map[string]string
+}
+
+type worldOpts struct {
+	sasl *plain.Auth // the cluster requires SASL/PLAIN with this superuser
+}
+
+func newWorld(t *testing.T, o worldOpts) *world {
+	t.Helper()
+	kopts := []kfake.Opt{kfake.SeedTopics(4, topicOSL, topicSVG), kfake.SeedTopics(2, topicDLQ)}
+	var clientOpts []kgo.Opt
+	if o.sasl != nil {
+		kopts = append(kopts, kfake.EnableSASL(), kfake.Superuser("PLAIN", o.sasl.User, o.sasl.Pass))
+		clientOpts = append(clientOpts, kgo.SASL(o.sasl.AsMechanism()))
+	}
+	kc, err := kfake.NewCluster(kopts...)
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	w := &world{t: t, kafka: kc, brokers: kc.ListenAddrs(), kopts: clientOpts}
+	w.prod, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ProducerLinger(0),
+		kgo.RecordPartitioner(kgo.ManualPartitioner())}, clientOpts...)...)
+	require.NoError(t, err)
+	t.Cleanup(w.prod.Close)
+	w.adm = kadm.NewClient(w.prod)
+
+	w.rdb, w.ns = testenv.RedisClient(t)
+	w.store, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 30 * time.Second})
+	require.NoError(t, err)
+	w.long, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 10 * time.Minute})
+	require.NoError(t, err)
+	require.NoError(t, w.store.Load(ctx(t)))
+	w.env = map[string]string{
+		"KAFKA_BROKERS":   strings.Join(w.brokers, ","),
+		"REDIS_URL":       testenv.Redis(t).URL(),
+		"REDIS_NAMESPACE": w.ns,
+		"LEASE_TTL":       "3m",
+	}
+	return w
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// result is one fleetctl run.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// run runs fleetctl in-process with the world's environment.
+func (w *world) run(stdin string, args ...string) result {
+	w.t.Helper()
+	return runEnv(w.env, stdin, args...)
+}
+
+func runEnv(env map[string]string, stdin string, args ...string) result {
+	var out, errb bytes.Buffer
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	code := realMain(args, lookup, strings.NewReader(stdin), &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// ok runs fleetctl and requires exit status 0.
+func (w *world) ok(args ...string) result {
+	w.t.Helper()
+	r := w.run("", args...)
+	require.Equal(w.t, 0, r.code, "%s", r)
+	return r
+}
+
+// produce writes records (with their Partition set) and waits for them.
+func (w *world) produce(recs ...*kgo.Record) {
+	w.t.Helper()
+	require.NoError(w.t, w.prod.ProduceSync(ctx(w.t), recs...).FirstErr())
+}
+
+// endOffsets sums the end offsets of a topic's partitions.
+func (w *world) endOffsets(topic string) int64 {
+	w.t.Helper()
+	ends, err := w.adm.ListEndOffsets(ctx(w.t), topic)
+	require.NoError(w.t, err)
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
+
+// readAll reads every record of topics, from the start to the end offsets.
+func (w *world) readAll(topics ...string) []*kgo.Record {
+	w.t.Helper()
+	var want int64
+	for _, t := range topics {
+		want += w.endOffsets(t)
+	}
+	if want == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}, w.kopts...)...)
+	require.NoError(w.t, err)
+	defer cl.Close()
+	var out []*kgo.Record
+	c := ctx(w.t)
+	for int64(len(out)) < want {
+		fs := cl.PollFetches(c)
+		require.NoError(w.t, c.Err(), "read %d of %d records", len(out), want)
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+// jobMsg is a job-creation message as SampleDB posts it.
+func jobMsg(id, sha, platform string) []byte {
+	return fmt.Appendf(nil, `{"jobID":%q,"submission":{"id":"sub-%s","customer":"acme","sample":{"id":%q}},`+
+		`"classification":{"sample":%q,"type":"PE","platform":%q}}`, id, id, sha, sha, platform)
+}
+
+func sha(c byte) string { return strings.Repeat(string(c), 64) }
+
+// admit admits one job for worker through s.
+func (w *world) admit(s *state.Store, worker, id, platform, source string) state.Lease {
+	w.t.Helper()
+	res, _, err := s.Admit(ctx(w.t), worker, []state.AdmitRequest{{ID: id, Msg: jobMsg(id, sha(id[len(id)-1]), platform), Source: source}})
+	require.NoError(w.t, err)
+	require.Len(w.t, res, 1)
+	require.Equal(w.t, state.Admitted, res[0].Outcome)
+	return res[0].Lease
+}
+
+// checkpoint writes worker-shaped ledger fields: "plan" and "task:<kind>"
+// as worker/checkpoint.go stores them.
+func (w *world) checkpoint(worker string, l state.Lease, kv ...string) {
+	w.t.Helper()
+	require.NoError(w.t, w.store.Checkpoint(ctx(w.t), worker, l, kv...))
+}
+
+// The ledger fixture every ledger test starts from.
+//
+//	job-a  w1  10-minute lease  plan cbc + sophos; cbc done, sophos running  → running
+//	job-b  w1  30-second lease  plan cytomic; started                         → running, expiring
+//	job-c  w2  10-minute lease  plan cbc; failed; outcome decided             → finishing
+//	job-d  w2  released                                                       → claimable
+//	job-e  w2  completed: tombstone "success"
+type fixture struct {
+	a, b, c, d, e state.Lease
+}
+
+const (
+	planAB   = `[{"kind":"cbc.event_export"},{"kind":"sophos.xdr_query","timeout":"2h0m0s"}]`
+	cbcDone  = `{"kind":"cbc.event_export","state":"success","taskId":101,"ref":{"id":"4522"},"started":1767225600000,"ended":1767225660000,"progress":"3 rows","result":{"rows":3},"reported":true}`
+	sophosOn = `{"kind":"sophos.xdr_query","taskId":"102","ref":{"runId":"run-77","expiresAt":"2026-01-02T00:00:00Z"},"started":1767225600000,"progress":"query running"}`
+	cyStart  = `{"kind":"cytomic.osquery","taskId":201}`
+	cbcFail  = `{"kind":"cbc.event_export","state":"failed","taskId":301,"ref":{"id":"99"},"error":"cbc: 403 forbidden: check CBC_API_ID","cancel":"abandoned (no cancel API)"}`
+)
+
+func (w *world) seedLedger() fixture {
+	w.t.Helper()
+	var f fixture
+	f.a = w.admit(w.long, "w1", "job-a", "win", "Sample.Analysis.Job.OSL/0@0")
+	w.checkpoint("w1", f.a, "plan", planAB, "task:cbc.event_export", cbcDone, "task:sophos.xdr_query", sophosOn)
+	f.b = w.admit(w.store, "w1", "job-b", "win", "Sample.Analysis.Job.OSL/1@0")
+	w.checkpoint("w1", f.b, "plan", `[{"kind":"cytomic.osquery"}]`, "task:cytomic.osquery", cyStart)
+	f.c = w.admit(w.long, "w2", "job-c", "linux", "Sample.Analysis.Job.SVG/0@3")
+	w.checkpoint("w2", f.c, "plan", `[{"kind":"cbc.event_export"}]`, "task:cbc.event_export", cbcFail)
+	_, err := w.store.Decide(ctx(w.t), "w2", f.c,
+		[]byte(`{"state":"failed","reason":"cbc.event_export: cbc: 403 forbidden","by":"w2","at":1767225700000}`))
+	require.NoError(w.t, err)
+	f.d = w.admit(w.long, "w2", "job-d", "mac", "Sample.Analysis.Job.SVG/1@4")
+	n, err := w.store.Release(ctx(w.t), "w2", []state.Lease{f.d})
+	require.NoError(w.t, err)
+	require.Equal(w.t, 1, n)
+	f.e = w.admit(w.long, "w2", "job-e", "win", "Sample.Analysis.Job.SVG/2@5")
+	require.NoError(w.t, w.store.Complete(ctx(w.t), "w2", f.e, "success"))
+	return f
+}
+
+// dlqLetter builds a dead letter as the consumer writes it. source "" omits
+// the source headers; truncatedFrom > 0 adds dlq-truncated.
+func dlqLetter(part int32, reason, detail, source string, srcPart int32, srcOff int64, key, value string,
+	truncatedFrom int, extra ...kgo.RecordHeader) *kgo.Record {
+	hs := append([]kgo.RecordHeader(nil), extra...)
+	if truncatedFrom > 0 {
+		hs = append(hs, kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte(strconv.Itoa(truncatedFrom))})
+	}
+	hs = append(hs,
+		kgo.RecordHeader{Key: consumer.HeaderReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: consumer.HeaderError, Value: []byte(detail)})
+	if source != "" {
+		hs = append(hs,
+			kgo.RecordHeader{Key: consumer.HeaderSourceTopic, Value: []byte(source)},
+			kgo.RecordHeader{Key: consumer.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(srcPart)))},
+			kgo.RecordHeader{Key: consumer.HeaderSourceOffset, Value: []byte(strconv.FormatInt(srcOff, 10))},
+			kgo.RecordHeader{Key: consumer.HeaderSourceTimestamp, Value: []byte("2026-01-01T00:00:00Z")})
+	}
+	hs = append(hs,
+		kgo.RecordHeader{Key: consumer.HeaderWorker, Value: []byte("w1")},
+		kgo.RecordHeader{Key: consumer.HeaderTime, Value: []byte(fmt.Sprintf("2026-01-01T00:00:%02dZ", srcOff))})
+	return &kgo.Record{Topic: topicDLQ, Partition: part, Key: []byte(key), Value: []byte(value), Headers: hs}
+}
+
+// The DLQ fixture: five letters over two partitions.
+//
+//	0@0  not_json             from OSL/0@5   key job-nj    traceparent header    replayable
+//	0@1  invalid_sample_hash  from SVG/1@7   key job-hash                        replayable
+//	1@0  oversized            from OSL/2@9   truncated                           not replayable
+//	1@1  invalid_sample_hash  from OSL/3@11  replayed once before                replayable
+//	1@2  missing_job_id       no source headers                                  not replayable
+const (
+	valueNJ    = `not json{`
+	valueHash  = `{"jobID":"job-hash","submission":{"sample":{"id":"XYZ"}}}`
+	valueHash2 = `{"jobID":"job-hash2","submission":{"sample":{"id":"nothex"}}}`
+)
+
+func (w *world) seedDLQ() {
+	w.t.Helper()
+	w.produce(
+		dlqLetter(0, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 5, "job-nj", valueNJ, 0,
+			kgo.RecordHeader{Key: "traceparent", Value: []byte("00-abc-def-01")}),
+		dlqLetter(0, consumer.ReasonInvalidHash, "sample hash is not 64 hex digits", topicSVG, 1, 7, "job-hash", valueHash, 0),
+		dlqLetter(1, consumer.ReasonOversized, "2000000 bytes exceeds MAX_MESSAGE_BYTES (1048576)", topicOSL, 2, 9, "job-big",
+			strings.Repeat("x", 100), 2000000),
+		dlqLetter(1, consumer.ReasonInvalidHash, "sample hash is not 64 hex digits", topicOSL, 3, 11, "job-hash2", valueHash2, 0,
+			kgo.RecordHeader{Key: HeaderReplayedFrom, Value: []byte(topicDLQ + "/0@42")}),
+		dlqLetter(1, consumer.ReasonMissingJobID, "no jobID", "", 0, 12, "", `{"x":1}`, 0),
+	)
+}

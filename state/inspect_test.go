@@ -1,0 +1,176 @@
+package state_test
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+func admitMany(t *testing.T, s *state.Store, worker, prefix string, n int) []state.Lease {
+	t.Helper()
+	reqs := make([]state.AdmitRequest, n)
+	for i := range reqs {
+		reqs[i] = state.AdmitRequest{ID: fmt.Sprintf("%s-%04d", prefix, i), Msg: []byte(`{}`), Source: "OSL/0@" + fmt.Sprint(i)}
+	}
+	res, _, err := s.Admit(ctx(t), worker, reqs)
+	require.NoError(t, err)
+	out := make([]state.Lease, n)
+	for i, r := range res {
+		require.Equal(t, state.Admitted, r.Outcome)
+		out[i] = r.Lease
+	}
+	return out
+}
+
+func TestListJobsReadsEveryRecordWithItsLeaseAcrossBatches(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	leases := admitMany(t, b.store, "w1", "job", 450)
+	require.NoError(t, b.store.Checkpoint(ctx(t), "w1", leases[7], "task:cbc.event_export", `{"kind":"cbc.event_export"}`))
+	_, err := b.store.Release(ctx(t), "w1", leases[8:9])
+	require.NoError(t, err)
+	require.NoError(t, b.store.Complete(ctx(t), "w1", leases[9], "success"))
+
+	// A namespace that a glob-unescaped pattern of ours would match must
+	// stay invisible: "?" matches any one character in SCAN MATCH.
+	tricky, err := state.New(b.rdb, state.Config{Namespace: b.ns + "?"})
+	require.NoError(t, err)
+	other, err := state.New(b.rdb, state.Config{Namespace: b.ns + "x"})
+	require.NoError(t, err)
+	admitMany(t, other, "w9", "other", 3)
+	admitMany(t, tricky, "w8", "tricky", 2)
+
+	got := map[string]state.JobEntry{}
+	require.NoError(t, b.store.ListJobs(ctx(t), 100, func(e state.JobEntry) error {
+		_, dup := got[e.Record.ID]
+		require.False(t, dup, "each job once")
+		got[e.Record.ID] = e
+		return nil
+	}))
+	require.Len(t, got, 449, "every record but the completed one")
+	require.NotContains(t, got, "job-0009")
+	e := got["job-0007"]
+	require.Equal(t, "w1", e.Record.Owner)
+	require.Equal(t, leases[7].Token, e.Record.Token)
+	require.Equal(t, "OSL/0@7", e.Record.Source)
+	require.Equal(t, `{"kind":"cbc.event_export"}`, e.Record.Fields["task:cbc.event_export"])
+	require.True(t, e.HasLease)
+	require.WithinDuration(t, time.Now().Add(30*time.Second), e.Deadline, 5*time.Second)
+	rel := got["job-0008"]
+	require.True(t, rel.HasLease)
+	require.Equal(t, int64(0), rel.Deadline.UnixMilli(), "a released lease has deadline 0")
+	require.Empty(t, rel.Record.Owner)
+
+	var trickyIDs []string
+	require.NoError(t, tricky.ListJobs(ctx(t), 0, func(e state.JobEntry) error {
+		trickyIDs = append(trickyIDs, e.Record.ID)
+		return nil
+	}))
+	sort.Strings(trickyIDs)
+	require.Equal(t, []string{"tricky-0000", "tricky-0001"}, trickyIDs, "the glob characters of a namespace are escaped")
+
+	stop := fmt.Errorf("stop")
+	n := 0
+	err = b.store.ListJobs(ctx(t), 50, func(state.JobEntry) error { n++; return stop })
+	require.ErrorIs(t, err, stop)
+	require.Equal(t, 1, n, "an error from fn stops the listing")
+}
+
+func TestLeaseSummaryCountsExpiredAndExpiringByRedisTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	long, err := state.New(b.rdb, state.Config{Namespace: b.ns, LeaseTTL: 10 * time.Minute})
+	require.NoError(t, err)
+	short := admitMany(t, b.store, "w1", "short", 2)
+	admitMany(t, long, "w2", "long", 1)
+	_, err = b.store.Release(ctx(t), "w1", short[:1])
+	require.NoError(t, err)
+	_, err = b.store.Decide(ctx(t), "w1", short[1], []byte(`{"state":"success"}`))
+	require.NoError(t, err)
+
+	sum, err := b.store.LeaseSummary(ctx(t), time.Minute, 10)
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now(), sum.Now, 5*time.Second)
+	require.Equal(t, int64(3), sum.Total)
+	require.Equal(t, int64(1), sum.Expired)
+	require.Equal(t, int64(1), sum.Expiring)
+	require.Len(t, sum.Due, 2, "the ten-minute lease is not due")
+	require.Equal(t, state.DueLease{ID: "short-0000", Owner: "", Token: short[0].Token, Deadline: time.UnixMilli(0),
+		Expired: true}, sum.Due[0], "released: claimable, earliest first")
+	require.Equal(t, "short-0001", sum.Due[1].ID)
+	require.Equal(t, "w1", sum.Due[1].Owner)
+	require.False(t, sum.Due[1].Expired)
+	require.True(t, sum.Due[1].Decided)
+
+	sum, err = b.store.LeaseSummary(ctx(t), time.Minute, 1)
+	require.NoError(t, err)
+	require.Len(t, sum.Due, 1, "limit bounds the list, not the counts")
+	require.Equal(t, int64(1), sum.Expiring)
+
+	dl, ok, err := b.store.LeaseDeadline(ctx(t), "long-0000")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.WithinDuration(t, time.Now().Add(10*time.Minute), dl, 5*time.Second)
+	_, ok, err = b.store.LeaseDeadline(ctx(t), "nope")
+	require.NoError(t, err)
+	require.False(t, ok)
+}
+
+func TestCoolDownsListsTheOnesInForce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	b.store.RateLimiter("sophos:abc", 1, 1, nil).Throttled(ctx(t), 2*time.Minute)
+	b.store.RateLimiter("cbc:def", 1, 1, nil).Throttled(ctx(t), 30*time.Second)
+	b.store.RateLimiter("cytomic:zzz", 1, 1, nil) // never throttled
+	other, err := state.New(b.rdb, state.Config{Namespace: b.ns + "x"})
+	require.NoError(t, err)
+	other.RateLimiter("sophos:other", 1, 1, nil).Throttled(ctx(t), time.Minute)
+
+	got, err := b.store.CoolDowns(ctx(t))
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Equal(t, "cbc:def", got[0].Name)
+	require.Equal(t, "sophos:abc", got[1].Name)
+	require.InDelta(t, 30*time.Second, got[0].Left, float64(5*time.Second))
+	require.InDelta(t, 2*time.Minute, got[1].Left, float64(5*time.Second))
+	d, err := b.store.CoolDown(ctx(t), "sophos:abc")
+	require.NoError(t, err)
+	require.InDelta(t, got[1].Left, d, float64(5*time.Second))
+}
+
+func TestJobLeaseHistoryFollowsOneJobAcrossPages(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	first := admitOne(t, b.store, "w1", "target")
+	admitMany(t, b.store, "w1", "noise", 2500) // more than one page of the log
+	_, err := b.store.Release(ctx(t), "w1", []state.Lease{first.Lease})
+	require.NoError(t, err)
+	got, _, err := b.store.Claim(ctx(t), "w2", 1)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	owner, ok, err := b.store.ForceRelease(ctx(t), "target")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "w2", owner)
+	got, _, err = b.store.Claim(ctx(t), "w3", 1)
+	require.NoError(t, err)
+	require.NoError(t, b.store.Complete(ctx(t), "w3", got[0].Lease, "success"))
+
+	evs, err := b.store.JobLeaseHistory(ctx(t), "target")
+	require.NoError(t, err)
+	var line []string
+	for _, ev := range evs {
+		require.Equal(t, "target", ev.JobID)
+		line = append(line, ev.Event+"/"+ev.Worker)
+	}
+	require.Equal(t, []string{"admitted/w1", "released/w1", "claimed/w2", "forced/w2", "claimed/w3", "completed/w3"}, line)
+	for i := 1; i < len(evs); i++ {
+		require.False(t, evs[i].At.Before(evs[i-1].At), "oldest first")
+		require.GreaterOrEqual(t, evs[i].Token, evs[i-1].Token)
+	}
+}
