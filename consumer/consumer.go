@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -39,6 +40,11 @@ const (
 	DefaultResultTopic     = "Sample.Analysis.Result"
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultSessionTimeout  = 45 * time.Second
+	// DefaultRebalanceTimeout bounds how long a rebalance waits for members
+	// to rejoin. Intake blocks a rebalance only while it admits one poll's
+	// records (milliseconds), so it rejoins at once; a short timeout keeps
+	// the group from waiting on members that died.
+	DefaultRebalanceTimeout = 20 * time.Second
 	// dlqValueCap bounds the value copied into a dead letter (an oversized
 	// record is truncated to it; header dlq-truncated gives the real size).
 	dlqValueCap = 64 << 10
@@ -89,6 +95,11 @@ type Config struct {
 	MaxMessageBytes int
 	// SessionTimeout is the group session timeout. Default 45s.
 	SessionTimeout time.Duration
+	// RebalanceTimeout bounds a rebalance. Default DefaultRebalanceTimeout.
+	RebalanceTimeout time.Duration
+	// HeartbeatInterval is how often the member heartbeats (and so how
+	// quickly it notices a rebalance). Default min(3s, SessionTimeout/10).
+	HeartbeatInterval time.Duration
 	// WorkerID is the Kafka client ID and goes into dead-letter headers.
 	WorkerID string
 	// Validate, if set, runs after decoding; an error dead-letters the
@@ -130,6 +141,8 @@ func New(cfg Config) (*Consumer, error) {
 	}
 	cfg.MaxMessageBytes = cmp.Or(cfg.MaxMessageBytes, DefaultMaxMessageBytes)
 	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, DefaultSessionTimeout)
+	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, DefaultRebalanceTimeout)
+	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, min(3*time.Second, cfg.SessionTimeout/10))
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
@@ -142,6 +155,8 @@ func New(cfg Config) (*Consumer, error) {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+		kgo.HeartbeatInterval(cfg.HeartbeatInterval),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxPartitionBytes(int32(max(cfg.MaxMessageBytes*2, 1<<20))),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -370,6 +385,7 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 	if len(rewind) > 0 {
 		c.cl.SetOffsets(rewind)
 	}
+	failpoint.Hit(failpoint.AdmittedBeforeCommit)
 	if len(commit) > 0 {
 		if err := c.cl.CommitRecords(ctx, commit...); err != nil && ctx.Err() == nil {
 			// Not fatal: the records are admitted; a redelivery is dropped

@@ -160,8 +160,10 @@ return owner
 `)
 
 // checkpointScript is a fenced HSET. KEYS: job. ARGV: worker, token, (field, value)*.
+// A missing record answers GONE (Redis lost it), a foreign owner STALE.
 var checkpointScript = redis.NewScript(`
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if not f[1] then return redis.error_reply('GONE record') end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 return 1
@@ -172,6 +174,7 @@ return 1
 // KEYS: job, outbox. ARGV: worker, token, id, outcome.
 var decideScript = redis.NewScript(luaPrelude + `
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token', 'outcome')
+if not f[1] then return redis.error_reply('GONE record') end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
 if f[3] then return f[3] end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[4])
@@ -184,6 +187,10 @@ return ARGV[4]
 // KEYS: job, leases, outbox, tomb, leaselog. ARGV: worker, token, id, state, tombms.
 var completeScript = redis.NewScript(luaPrelude + `
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if not f[1] then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return redis.error_reply('STALE lease') end
+  return redis.error_reply('GONE record')
+end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
 leaselog(KEYS[5], 'completed', ARGV[3], ARGV[1], ARGV[2], nowms())
 redis.call('DEL', KEYS[1])

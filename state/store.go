@@ -27,6 +27,13 @@ const (
 // the job at once and make no further vendor call or SampleDB write for it.
 var ErrStale = errors.New("lease lost: fencing token is stale")
 
+// ErrGone is returned by fenced writes when the job's record is not in the
+// ledger at all and no tombstone explains it: Redis lost its data. The
+// caller, which still knows the job's checkpoints, should re-seed it
+// (Adopt) rather than drop it. errors.Is(ErrGone, ErrStale) holds: the
+// caller no longer owns the job either way.
+var ErrGone = fmt.Errorf("%w: the job's record is gone from the ledger (Redis lost data)", ErrStale)
+
 // Record fields with a meaning to the protocol. Other fields (the plan, task
 // checkpoints, the outcome) are the runner's, stored verbatim.
 const (
@@ -615,6 +622,9 @@ func (s *Store) fenced(op string, err error) error {
 	}
 	if strings.HasPrefix(err.Error(), "STALE") {
 		return ErrStale
+	}
+	if strings.HasPrefix(err.Error(), "GONE") {
+		return ErrGone
 	}
 	return fmt.Errorf("state: %s: %w", op, err)
 }

@@ -378,3 +378,27 @@ func TestLeaseHistoryRecordsEveryHandOver(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, more, "reading on from the last ID returns only new events")
 }
+
+func TestFencedWritesTellLostDataFromLostLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	l := admitOne(t, b.store, "w1", "job-1").Lease
+	require.NoError(t, b.rdb.Del(ctx(t), "{"+b.ns+"}:job:job-1").Err()) // Redis lost it
+	err := b.store.Checkpoint(ctx(t), "w1", l, "x", "y")
+	require.ErrorIs(t, err, state.ErrGone)
+	require.ErrorIs(t, err, state.ErrStale, "gone is also not owned")
+	_, err = b.store.Decide(ctx(t), "w1", l, []byte(`{}`))
+	require.ErrorIs(t, err, state.ErrGone)
+	require.ErrorIs(t, b.store.Complete(ctx(t), "w1", l, "success"), state.ErrGone)
+
+	// Finished elsewhere (tombstone) is a lost lease, not lost data.
+	l2 := admitOne(t, b.store, "w1", "job-2").Lease
+	_, _, err = b.store.ForceRelease(ctx(t), "job-2")
+	require.NoError(t, err)
+	got, _, err := b.store.Claim(ctx(t), "w2", 1)
+	require.NoError(t, err)
+	require.NoError(t, b.store.Complete(ctx(t), "w2", got[0].Lease, "success"))
+	err = b.store.Complete(ctx(t), "w1", l2, "success")
+	require.ErrorIs(t, err, state.ErrStale)
+	require.NotErrorIs(t, err, state.ErrGone)
+}

@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/failpoint"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -68,7 +70,10 @@ type job struct {
 }
 
 func newJob(r *Runner, l state.Lease, rec *state.Record) *job {
-	ctx, cancel := context.WithCancelCause(context.Background())
+	// Every API request made for the job names it (httpc.HeaderJob), so a
+	// request can be traced to its job at the vendor and in SampleDB.
+	j := &job{}
+	ctx, cancel := context.WithCancelCause(httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard))
 	work, haltWork := context.WithCancel(ctx)
 	fields := map[string]string{state.FieldMsg: string(rec.Msg), state.FieldSource: rec.Source}
 	if !rec.Created.IsZero() {
@@ -77,17 +82,29 @@ func newJob(r *Runner, l state.Lease, rec *state.Record) *job {
 	for k, v := range rec.Fields {
 		fields[k] = v
 	}
-	return &job{
+	*j = job{
 		r: r, lease: l, rec: rec, start: time.Now(),
 		log: r.log.With(zap.String("job_id", l.ID), zap.Int64("token", l.Token)),
 		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
 		halt: make(chan struct{}), abort: make(chan struct{}),
 		fields: fields, done: make(chan struct{}),
 	}
+	return j
 }
 
 // lose stops the job at once: no further vendor call or SampleDB write.
 func (j *job) lose(cause error) { j.cancel(cause) }
+
+// loseFor stops the job after a fenced write failed: when the record is
+// gone (Redis lost data) the job ends re-seedable, otherwise lost.
+func (j *job) loseFor(err error) error {
+	cause := errLeaseLost
+	if errors.Is(err, state.ErrGone) {
+		cause = errLedgerLost
+	}
+	j.lose(cause)
+	return cause
+}
 
 // interrupt cuts in-flight calls short at drain timeout; the lease is still
 // handed over.
@@ -325,8 +342,7 @@ func (j *job) save(kv ...string) error {
 			return nil
 		}
 		if errors.Is(err, state.ErrStale) {
-			j.lose(errLeaseLost)
-			return errLeaseLost
+			return j.loseFor(err)
 		}
 		j.log.Warn("checkpoint failed; retrying", zap.Error(err))
 		if err := j.sleep(j.ctx, nil, bo.next(0)); err != nil {
@@ -374,11 +390,11 @@ func (j *job) finish(st, reason string) exitReason {
 			j.mu.Lock()
 			j.fields[state.FieldOutcome] = string(stood)
 			j.mu.Unlock()
+			failpoint.Hit(failpoint.DecidedBeforePut)
 			return j.deliver(decided)
 		}
 		if errors.Is(err, state.ErrStale) {
-			j.lose(errLeaseLost)
-			return exitLost
+			return j.exitFor(j.loseFor(err))
 		}
 		j.log.Warn("could not record the job outcome; retrying", zap.Error(err))
 		if err := j.sleep(j.ctx, nil, bo.next(0)); err != nil {
@@ -458,6 +474,7 @@ func (j *job) deliver(out outcome) exitReason {
 	if final != out.State {
 		log.Error("SampleDB holds another terminal state for this job; keeping SampleDB's", zap.String("sampledb_state", final))
 	}
+	failpoint.Hit(failpoint.TerminalPutBeforeComplete)
 	j.publish(out, final, plan, tasks)
 	if err := j.complete(final); err != nil {
 		return j.exitFor(err)
@@ -715,8 +732,7 @@ func (j *job) complete(final string) error {
 			return nil
 		}
 		if errors.Is(err, state.ErrStale) {
-			j.lose(errLeaseLost)
-			return errLeaseLost
+			return j.loseFor(err)
 		}
 		j.log.Warn("could not tombstone the job; retrying", zap.Error(err))
 		if err := j.sleep(j.ctx, nil, bo.next(0)); err != nil {

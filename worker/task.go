@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
@@ -83,6 +84,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 			return
 		}
 		cp.Ref, cp.Started = ref, time.Now().UnixMilli()
+		failpoint.Hit(failpoint.StartedBeforeCheckpoint)
 		if j.saveTask(cp) != nil {
 			return
 		}

@@ -37,6 +37,8 @@ type config struct {
 	leaseTTL time.Duration
 	logLevel zapcore.Level
 	insecure bool
+	// failpoints arms internal/failpoint (fault-injection tests only).
+	failpoints string
 
 	sampledb sampledb.Config
 	download httpc.DownloadConfig
@@ -90,6 +92,12 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		JobTimeout:        e.Duration("JOB_TIMEOUT", worker.DefaultJobTimeout, time.Second, 30*24*time.Hour),
 		AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL", worker.DefaultAbortPollInterval, 100*time.Millisecond, time.Hour),
 		DrainTimeout:      e.Duration("DRAIN_TIMEOUT", worker.DefaultDrainTimeout, 0, 10*time.Minute),
+		PollMin:           e.Duration("POLL_INTERVAL_MIN", worker.DefaultPollMin, time.Millisecond, time.Hour),
+		PollMax:           e.Duration("POLL_INTERVAL_MAX", worker.DefaultPollMax, time.Millisecond, 24*time.Hour),
+		ClaimInterval:     e.Duration("CLAIM_INTERVAL", worker.DefaultClaimInterval, 10*time.Millisecond, 10*time.Minute),
+		RetryMin:          e.Duration("RETRY_BACKOFF_MIN", worker.DefaultRetryMin, time.Millisecond, time.Hour),
+		RetryMax:          e.Duration("RETRY_BACKOFF_MAX", worker.DefaultRetryMax, time.Millisecond, 24*time.Hour),
+		ReconcileInterval: e.Duration("RECONCILE_INTERVAL", worker.DefaultReconcileInterval, time.Second, 24*time.Hour),
 		HTTPAddr:          e.Str("HTTP_ADDR", ":8080"),
 	}
 	if p := e.Str("PLAYBOOK_FILE", ""); p != "" {
@@ -128,6 +136,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		e.Fail("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.Str("LOG_LEVEL", ""))
 	}
 	c.logLevel = lvl
+	c.failpoints = e.Str("ANALYSISFLEET_FAILPOINTS", "")
 	if err := e.Err(); err != nil {
 		return nil, err
 	}

@@ -294,6 +294,9 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 		env[v+"_RATE_LIMIT"] = "200"
 		env[v+"_RATE_BURST"] = "20"
 	}
+	env["POLL_INTERVAL_MIN"], env["POLL_INTERVAL_MAX"] = "200ms", "2s"
+	env["RETRY_BACKOFF_MIN"], env["RETRY_BACKOFF_MAX"] = "100ms", "2s"
+	env["CLAIM_INTERVAL"] = "500ms"
 	if d.o.short {
 		env["CYTOMIC_ROUND"], env["SOPHOS_POLL_INTERVAL"], env["CBLR_POLL_INTERVAL"] = "100ms", "100ms", "50ms"
 	}
@@ -317,9 +320,6 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	}
 	wlog := log.With(zap.String("worker_id", cfg.node.WorkerID))
 	cfg.node.Store, cfg.node.SampleDB, cfg.node.Logger = store, sdbc, wlog
-	cfg.node.PollMin, cfg.node.PollMax = 200*time.Millisecond, 2*time.Second
-	cfg.node.RetryMin, cfg.node.RetryMax = 100*time.Millisecond, 2*time.Second
-	cfg.node.ClaimInterval = 500 * time.Millisecond
 	if cfg.node.Drivers, err = buildDrivers(cfg, store, m, wlog); err != nil {
 		return nil, err
 	}

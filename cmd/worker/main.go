@@ -25,6 +25,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
@@ -78,6 +79,13 @@ func cmdRun(stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 	if cfg.insecure {
 		log.Warn("INSECURE_HTTP is set: plain http:// and loopback targets are allowed. Never use this in production.")
+	}
+	if cfg.failpoints != "" {
+		if err := failpoint.Arm(cfg.failpoints); err != nil {
+			fmt.Fprintf(stderr, "worker: configuration error: ANALYSISFLEET_FAILPOINTS: %v\n", err)
+			return 2
+		}
+		log.Warn("failpoints armed: this process will kill itself at chosen points (fault-injection tests only)", zap.String("failpoints", cfg.failpoints))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

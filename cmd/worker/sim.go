@@ -21,6 +21,7 @@ func cmdSim(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg simstack.Config
 	fast := fs.Bool("fast", false, "fast simulators (tens of milliseconds per operation)")
+	vendorTime := fs.Duration("vendor-time", 0, "make every vendor operation take about this long (long-running jobs)")
 	fs.StringVar(&cfg.Host, "host", "127.0.0.1", "listen host (loopback only in this workplace)")
 	fs.IntVar(&cfg.SampleDBPort, "sampledb-port", 18080, "SampleDB simulator port (0 = any)")
 	fs.IntVar(&cfg.CBCPort, "cbc-port", 18081, "Carbon Black Cloud simulator port")
@@ -33,6 +34,10 @@ func cmdSim(args []string, stdout, stderr io.Writer) int {
 	cfg.Timing = simstack.DevTiming
 	if *fast {
 		cfg.Timing = simstack.TestTiming
+	}
+	if d := *vendorTime; d > 0 {
+		cfg.Timing.CBCRun, cfg.Timing.SophosRun, cfg.Timing.CBLRCommand = d, d, d/2
+		cfg.Timing.CytomicAnswerMin, cfg.Timing.CytomicAnswerMax = d/2, d
 	}
 	stack, err := simstack.Start(cfg)
 	if err != nil {

@@ -41,6 +41,7 @@ type waiter struct {
 	ids  []opID
 	want want
 	ch   chan roundResult // buffered: the loop never blocks on delivery
+	ctx  context.Context  // the caller's: its httpc guard is checked before each round
 }
 
 // roundResult is what one round learnt. The maps are shared between the
@@ -102,7 +103,7 @@ func newBatcher(period time.Duration, maxBatch int, log *zap.Logger,
 // wait registers ids for the next round and blocks until that round's
 // answer or until ctx ends. op names the caller in errors.
 func (b *batcher) wait(ctx context.Context, op string, ids []opID, w want) (roundResult, error) {
-	wt := &waiter{ids: ids, want: w, ch: make(chan roundResult, 1)}
+	wt := &waiter{ids: ids, want: w, ch: make(chan roundResult, 1), ctx: ctx}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -247,6 +248,14 @@ func (b *batcher) runOnce(ctx context.Context) bool {
 		return true
 	}
 
+	// A caller whose guard now refuses (its job's lease is gone) is
+	// answered with that refusal and its operations stay out of the round.
+	for wt := range batch {
+		if err := httpc.CheckGuard(wt.ctx); err != nil {
+			wt.ch <- roundResult{err: err}
+			delete(batch, wt)
+		}
+	}
 	var infoIDs, stateIDs []opID
 	seenInfo, seenState := map[string]bool{}, map[string]bool{}
 	for wt := range batch {

@@ -73,6 +73,8 @@ func NewDownloader(cfg DownloadConfig) *Downloader {
 		Timeout:   cfg.Timeout,
 		MaxBody:   cfg.MaxBody,
 		Transport: rt,
+		// The download host is a third party (S3): it learns nothing of ours.
+		NoCorrelation: true,
 	})
 	return d
 }

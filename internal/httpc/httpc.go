@@ -60,6 +60,46 @@ type Config struct {
 	Limiter Limiter
 	// Transport overrides the HTTP transport (tests, the download dialer).
 	Transport http.RoundTripper
+	// NoCorrelation leaves HeaderJob off (third-party download hosts).
+	NoCorrelation bool
+}
+
+// HeaderJob carries the ID of the job a request is made for (see WithJob):
+// a correlation ID for the vendor's support and for the fleet's own audits.
+const HeaderJob = "X-Analysisfleet-Job"
+
+type jobKey struct{}
+
+// WithJob marks ctx as belonging to job id: requests sent with it carry
+// HeaderJob.
+func WithJob(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, jobKey{}, id)
+}
+
+type guardKey struct{}
+
+// WithGuard attaches a check that runs immediately before each request made
+// with ctx goes to the transport — after rate limiting and token fetches —
+// and refuses the request if it fails. The job runner uses it to re-check
+// the job's lease at the last moment, so a worker that was paused between
+// deciding to call and calling does not send the call after losing the job.
+func WithGuard(ctx context.Context, guard func() error) context.Context {
+	return context.WithValue(ctx, guardKey{}, guard)
+}
+
+// CheckGuard runs the guard WithGuard attached to ctx, if any. Batching
+// drivers call it for each waiting caller before sending a shared request.
+func CheckGuard(ctx context.Context) error {
+	if guard, ok := ctx.Value(guardKey{}).(func() error); ok && guard != nil {
+		return guard()
+	}
+	return nil
+}
+
+// JobOf returns the job ID WithJob put in ctx, or "".
+func JobOf(ctx context.Context) string {
+	id, _ := ctx.Value(jobKey{}).(string)
+	return id
 }
 
 // Client sends bounded requests. Redirects are never followed: a 3xx is
@@ -71,6 +111,7 @@ type Client struct {
 	timeout   time.Duration
 	maxBody   int64
 	limiter   Limiter
+	correlate bool
 	// rt is used directly, not through http.Client: redirects are never
 	// followed, and http.Client would parse a 3xx Location (and quote it,
 	// signature and all, in an error) before we could refuse it.
@@ -91,6 +132,7 @@ func New(cfg Config) *Client {
 		timeout:   cmp.Or(cfg.Timeout, DefaultTimeout),
 		maxBody:   cmp.Or(cfg.MaxBody, DefaultMaxBody),
 		limiter:   cfg.Limiter,
+		correlate: !cfg.NoCorrelation,
 		rt:        tr,
 	}
 }
@@ -190,6 +232,13 @@ func (c *Client) send(req *http.Request) (*http.Response, context.CancelFunc, er
 	req = req.WithContext(ctx)
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)
+	}
+	if id := JobOf(parent); id != "" && c.correlate {
+		req.Header.Set(HeaderJob, id)
+	}
+	if err := CheckGuard(parent); err != nil {
+		cancel()
+		return nil, nil, err
 	}
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {

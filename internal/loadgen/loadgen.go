@@ -57,7 +57,9 @@ type Stats struct {
 	AbortedEarly []string // aborted before they were posted
 	AbortedLate  []string // aborted while (probably) running
 	Bad          map[string]int
-	First, Last  time.Time
+	// Sensors is how many CB EDR sensors each job names (absent = none).
+	Sensors     map[string]int
+	First, Last time.Time
 }
 
 // BadKinds are the bad-record kinds produced, by expected dead-letter reason.
@@ -70,7 +72,7 @@ func Run(ctx context.Context, cfg Config, sdb SampleDB, prod *kgo.Client, maxMes
 		return nil, fmt.Errorf("loadgen: no topics")
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
-	st := &Stats{Bad: map[string]int{}}
+	st := &Stats{Bad: map[string]int{}, Sensors: map[string]int{}}
 	total := cfg.Jobs + cfg.Bad
 	badAt := map[int]string{}
 	for i := range cfg.Bad {
@@ -136,6 +138,14 @@ func Run(ctx context.Context, cfg Config, sdb SampleDB, prod *kgo.Client, maxMes
 						sdb.Abort(id)
 					}
 				}(msg.JobID)
+			}
+			switch v := msg.Submission.MetaData["sensorIds"].(type) {
+			case []int64:
+				st.Sensors[msg.JobID] = len(v)
+			default:
+				if _, ok := msg.Submission.MetaData["sensorId"]; ok {
+					st.Sensors[msg.JobID] = 1
+				}
 			}
 			b, _ := json.Marshal(msg)
 			rec = &kgo.Record{Topic: topic, Key: []byte(msg.JobID), Value: b}

@@ -34,17 +34,19 @@ type Config struct {
 	WorkerID string
 
 	// Kafka.
-	Brokers         []string
-	Topics          []string
-	TopicRegex      string
-	Group           string
-	DLQTopic        string
-	NoDLQ           bool
-	ResultTopic     string
-	NoResults       bool
-	MaxMessageBytes int
-	SessionTimeout  time.Duration
-	KafkaOpts       []kgo.Opt
+	Brokers           []string
+	Topics            []string
+	TopicRegex        string
+	Group             string
+	DLQTopic          string
+	NoDLQ             bool
+	ResultTopic       string
+	NoResults         bool
+	MaxMessageBytes   int
+	SessionTimeout    time.Duration
+	RebalanceTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	KafkaOpts         []kgo.Opt
 
 	// Store is the job ledger (state.New over the fleet's Redis). Required.
 	Store *state.Store
@@ -134,7 +136,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cons, err := consumer.New(consumer.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, TopicRegex: cfg.TopicRegex, Group: cfg.Group,
 		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
-		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, WorkerID: cfg.WorkerID,
+		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+		WorkerID: cfg.WorkerID,
 		Validate: validate, Store: store, Runner: runner, Logger: log, Observer: m,
 		Opts: append(append([]kgo.Opt{}, cfg.KafkaOpts...), m.KafkaHooks()),
 	})

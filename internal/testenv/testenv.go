@@ -27,6 +27,10 @@ var (
 	cleanup []func()
 )
 
+// OnExit registers fn to run after the package's tests (before the leak
+// check). Call it from TestMain before Main.
+func OnExit(fn func()) { cleanup = append(cleanup, fn) }
+
 // Main runs the package's tests, stops what they started, and fails the run
 // if goroutines leaked. Use it as TestMain's body: `testenv.Main(m)`.
 func Main(m *testing.M, opts ...goleak.Option) {

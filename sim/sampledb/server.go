@@ -9,7 +9,7 @@
 //	/sampledb/v2/job/{id}              GET (viewer), PUT {"state"} (analyzer), DELETE (user)
 //	/sampledb/v2/job/{id}/task         GET list (viewer), POST {"worker","state"} (analyzer)
 //	/sampledb/v2/job/{id}/task/{tid}   GET (viewer), PUT {"state"} (analyzer)
-//	/_sim/faults                       the kit's fault switches (no key)
+//	/_sim/faults, /_sim/requests       the kit's fault switches and request log (no key)
 //	/_sim/jobs, /_sim/jobs/{id}, /_sim/jobs/{id}/history, /_sim/history
 //	                                   admin: create jobs, inspect (no key, no faults)
 //
@@ -150,7 +150,7 @@ func (s *Server) Close() { s.kit.Close() }
 // ServeHTTP serves the job API (behind the kit) and the admin endpoints
 // (not faulted, no key).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, "/_sim/") && r.URL.Path != "/_sim/faults" {
+	if strings.HasPrefix(r.URL.Path, "/_sim/") && r.URL.Path != "/_sim/faults" && r.URL.Path != "/_sim/requests" {
 		s.serveAdmin(w, r)
 		return
 	}

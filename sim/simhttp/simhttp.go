@@ -53,14 +53,19 @@ type Fault struct {
 
 // Request is one served request, as the log keeps it.
 type Request struct {
-	Time      time.Time // when the request arrived
-	Method    string
-	Path      string
-	Query     string
-	UserAgent string
-	Status    int
-	Faulted   string // name of the fault that answered, if any
+	Time      time.Time `json:"time"` // when the request arrived
+	Method    string    `json:"method"`
+	Path      string    `json:"path"`
+	Query     string    `json:"query,omitempty"`
+	UserAgent string    `json:"userAgent"`
+	// Job is the X-Analysisfleet-Job correlation header, if sent.
+	Job     string `json:"job,omitempty"`
+	Status  int    `json:"status"`
+	Faulted string `json:"faulted,omitempty"` // name of the fault that answered, if any
 }
+
+// HeaderJob is the fleet's job correlation header (internal/httpc.HeaderJob).
+const HeaderJob = "X-Analysisfleet-Job"
 
 // Kit holds a simulator's faults and request log.
 type Kit struct {
@@ -174,7 +179,7 @@ func (k *Kit) record(r *http.Request, at time.Time, status int, faulted string) 
 	k.mu.Lock()
 	k.log = append(k.log, Request{
 		Time: at, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-		UserAgent: r.UserAgent(), Status: status, Faulted: faulted,
+		UserAgent: r.UserAgent(), Job: r.Header.Get(HeaderJob), Status: status, Faulted: faulted,
 	})
 	k.mu.Unlock()
 }
@@ -185,10 +190,15 @@ func (k *Kit) record(r *http.Request, at time.Time, status int, faulted string) 
 //	GET    /_sim/faults        the active faults
 //	POST   /_sim/faults        add one (a Fault as JSON; durations in nanoseconds)
 //	DELETE /_sim/faults        clear all (or ?name=N to remove by name)
+//	GET    /_sim/requests      the request log (?from=N: from entry N on)
 func (k *Kit) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/_sim/faults" {
+		switch r.URL.Path {
+		case "/_sim/faults":
 			k.serveControl(w, r)
+			return
+		case "/_sim/requests":
+			k.serveRequests(w, r)
 			return
 		}
 		at := k.now()
@@ -246,6 +256,21 @@ func (k *Kit) hang(r *http.Request) {
 	case <-r.Context().Done():
 	case <-k.stop:
 	}
+}
+
+// serveRequests answers GET /_sim/requests[?from=N]: the request log from
+// entry N on (the multi-process checker reads it incrementally).
+func (k *Kit) serveRequests(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	from, _ := strconv.Atoi(r.URL.Query().Get("from"))
+	k.mu.Lock()
+	from = min(max(from, 0), len(k.log))
+	out := append([]Request(nil), k.log[from:]...)
+	k.mu.Unlock()
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func (k *Kit) serveControl(w http.ResponseWriter, r *http.Request) {
