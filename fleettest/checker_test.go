@@ -78,7 +78,6 @@ type report struct {
 	starts             map[string]int
 	abortLatency       []time.Duration
 	takeover           []time.Duration
-	deadLetters        int
 }
 
 func (r *report) ok() bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -37,7 +38,7 @@ import (
 type devOptions struct {
 	jobs, bad, aborts, workers, inflight int
 	rate                                 float64
-	redis                                string
+	redis, logLevel                      string
 	short, quiet, hold                   bool
 	timeout                              time.Duration
 }
@@ -56,6 +57,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.inflight, "max-inflight", 200, "MAX_INFLIGHT per worker")
 	fs.Float64Var(&o.rate, "rate", 30, "submissions per second")
 	fs.StringVar(&o.redis, "redis", "auto", `"auto" (REDIS_URL or 127.0.0.1:6379 if reachable, else embedded), "embedded", or a redis:// URL`)
+	fs.StringVar(&o.logLevel, "log-level", "info", "level of the workers' log file: debug, info, warn, error")
 	fs.BoolVar(&o.short, "short", false, "a quick run: 40 jobs, fast simulators (used by the tests)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no live display; print only the summary")
 	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C (to try things by hand)")
@@ -134,7 +136,11 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 	}
 	defer logf.Close()
 	d.logPath = logf.Name()
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logf), zap.InfoLevel))
+	lvl, err := zapcore.ParseLevel(cmp.Or(d.o.logLevel, "info"))
+	if err != nil {
+		return 2, fmt.Errorf("--log-level: %w", err)
+	}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logf), lvl))
 	defer func() { _ = log.Sync() }()
 
 	for i := range d.o.workers {

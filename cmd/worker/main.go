@@ -4,10 +4,12 @@
 //	worker dev    everything in one process: in-process Kafka, Redis, simulators,
 //	              synthetic submissions, a live progress display and a summary
 //	worker sim    the simulators alone, on fixed ports (multi-process tests)
+//	worker healthcheck  probe /readyz (container healthchecks without curl)
 //	worker version
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +45,7 @@ commands:
   run       run a worker (configured by environment variables; see README)
   dev       run the whole fleet in one process with simulators and a live display
   sim       serve the simulators on fixed ports (for multi-process tests)
+  healthcheck [addr]  exit 0 if the worker at addr (default HTTP_ADDR or :8080) is ready
   version   print the version
 `
 
@@ -58,6 +61,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdDev(args[1:], stdout, stderr)
 	case "sim":
 		return cmdSim(args[1:], stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "analysisfleet worker", version)
 		return 0
@@ -181,4 +186,30 @@ func newSampleDB(cfg *config, m *metrics.Metrics) (*sampledb.Client, error) {
 	c := cfg.sampledb
 	c.Transport = m.Transport("sampledb", nil)
 	return sampledb.New(c)
+}
+
+// cmdHealthcheck asks a worker's /readyz and exits 0 when it is ready: the
+// image has no shell or curl, so container healthchecks run this.
+func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
+	addr := cmp.Or(os.Getenv("HTTP_ADDR"), ":8080")
+	if len(args) > 0 {
+		addr = args[0]
+	}
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + addr + "/readyz")
+	if err != nil {
+		fmt.Fprintf(stderr, "worker healthcheck: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "worker healthcheck: not ready: %s\n", strings.TrimSpace(string(body)))
+		return 1
+	}
+	fmt.Fprintln(stdout, "ready")
+	return 0
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -175,4 +178,29 @@ func TestUnknownCommand(t *testing.T) {
 	require.Equal(t, 2, realMain([]string{"bogus"}, &out, &errb))
 	require.Contains(t, errb.String(), "unknown command")
 	require.Equal(t, 0, realMain([]string{"version"}, &out, &errb))
+}
+
+func TestHealthcheck(t *testing.T) {
+	t.Parallel()
+	ready := true
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path != "/readyz" || !ready {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	}))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	var out, errb bytes.Buffer
+	require.Equal(t, 0, realMain([]string{"healthcheck", addr}, &out, &errb), errb.String())
+	mu.Lock()
+	ready = false
+	mu.Unlock()
+	require.Equal(t, 1, realMain([]string{"healthcheck", addr}, &out, &errb))
+	require.Contains(t, errb.String(), "draining")
+	require.Equal(t, 1, realMain([]string{"healthcheck", "127.0.0.1:1"}, &out, &errb), "nothing listening")
 }

@@ -121,6 +121,19 @@ func (m *Metrics) Gauges(inflight, held func() int, outbox func(context.Context)
 		}))
 }
 
+// Ready registers analysisfleet_ready: 1 while ready (Kafka and Redis
+// reachable, not draining), evaluated at scrape time.
+func (m *Metrics) Ready(ready func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "ready",
+		Help: "1 while the worker is ready: Kafka and Redis answer and it is not draining."},
+		func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}))
+}
+
 // KafkaHooks returns the franz-go client hooks (kprom).
 func (m *Metrics) KafkaHooks() kgo.Opt { return kgo.WithHooks(m.kafka) }
 

@@ -70,6 +70,10 @@ type fleetOpts struct {
 	vendors     []string // task kinds to configure; default CBC only
 	// rate is the fleet-wide requests per second per vendor (0 = none).
 	rate float64
+	// requestTimeout bounds one vendor request (default 5s).
+	requestTimeout time.Duration
+	// cytomicRound is the Cytomic batch round period (default 100ms).
+	cytomicRound time.Duration
 }
 
 func newFleet(t *testing.T, o fleetOpts) *fleet {
@@ -82,6 +86,12 @@ func newFleet(t *testing.T, o fleetOpts) *fleet {
 	}
 	if len(o.vendors) == 0 {
 		o.vendors = []string{edr.KindCBCEventExport}
+	}
+	if o.cytomicRound == 0 {
+		o.cytomicRound = 100 * time.Millisecond
+	}
+	if o.requestTimeout == 0 {
+		o.requestTimeout = 5 * time.Second
 	}
 	kc, err := kfake.NewCluster(
 		kfake.SeedTopics(partitions, topicOSL, topicSVG, topicDLQ, topicRes),
@@ -172,7 +182,7 @@ func (f *fleet) startWorker(id string) *workerHandle {
 		PollMin:     20 * time.Millisecond, PollMax: 200 * time.Millisecond,
 		RetryMin: 20 * time.Millisecond, RetryMax: 300 * time.Millisecond,
 		ClaimInterval: 100 * time.Millisecond, AbortPollInterval: 200 * time.Millisecond,
-		DrainTimeout: 5 * time.Second, ReconcileInterval: time.Hour,
+		DrainTimeout: f.opts.requestTimeout, ReconcileInterval: time.Hour,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
 	})
 	require.NoError(t, err)
@@ -201,18 +211,18 @@ func (f *fleet) drivers(ua string, store *state.Store, m *metrics.Metrics) map[s
 		switch kind {
 		case edr.KindCBCEventExport:
 			d, err = cbc.New(cbc.Config{URL: f.stack.CBCURL, OrgKey: simstack.CBCOrgKey, APIID: simstack.CBCAPIID,
-				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cbc"), Transport: m.Transport("cbc", nil)})
+				APISecret: simstack.CBCAPISecret, UserAgent: ua, Downloader: dl, Timeout: f.opts.requestTimeout, Limiter: lim("cbc"), Transport: m.Transport("cbc", nil)})
 		case edr.KindCBLRTriage:
 			d, err = cblr.New(cblr.Config{URL: f.stack.CBLRURL, APIToken: simstack.CBLRToken, UserAgent: ua,
-				Timeout: 5 * time.Second, PollInterval: 50 * time.Millisecond, Limiter: lim("cblr"), Transport: m.Transport("cblr", nil)})
+				Timeout: f.opts.requestTimeout, PollInterval: 50 * time.Millisecond, Limiter: lim("cblr"), Transport: m.Transport("cblr", nil)})
 		case edr.KindCytomicOSQuery:
 			d, err = cytomic.New(cytomic.Config{URL: f.stack.CytomicURL, TokenURL: f.stack.CytomicURL + simcytomic.TokenPath,
 				User: simstack.CytomicUser, Password: simstack.CytomicPassword, ClientIDs: simstack.CytomicClients,
-				Round: 100 * time.Millisecond, UserAgent: ua, Downloader: dl, Timeout: 5 * time.Second, Limiter: lim("cytomic"), Transport: m.Transport("cytomic", nil)})
+				Round: f.opts.cytomicRound, UserAgent: ua, Downloader: dl, Timeout: f.opts.requestTimeout, Limiter: lim("cytomic"), Transport: m.Transport("cytomic", nil)})
 		case edr.KindSophosXDR:
 			d, err = sophos.New(sophos.Config{URL: f.stack.SophosURL, AuthURL: f.stack.SophosURL,
 				ClientID: simstack.SophosClientID, ClientSecret: simstack.SophosClientSecret, TenantID: simstack.SophosTenantID,
-				PollEvery: 50 * time.Millisecond, UserAgent: ua, Timeout: 5 * time.Second, Limiter: lim("sophos"), Transport: m.Transport("sophos", nil)})
+				PollEvery: 50 * time.Millisecond, UserAgent: ua, Timeout: f.opts.requestTimeout, Limiter: lim("sophos"), Transport: m.Transport("sophos", nil)})
 		default:
 			t.Fatalf("unknown vendor %s", kind)
 		}

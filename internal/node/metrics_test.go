@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/sim/simstack"
 )
 
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
@@ -108,6 +109,17 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	require.Positive(t, sumWhere(fams["analysisfleet_http_requests_total"], map[string]string{"service": "download"}), "pre-signed downloads are counted")
 	require.Positive(t, sumWhere(fams["analysisfleet_lease_renewals_total"], map[string]string{"result": "ok"})+
 		sumWhere(fams["analysisfleet_jobs_admitted_total"], map[string]string{"outcome": "admitted"}))
+
+	// No secret anywhere in the exposition.
+	resp, err := http.Get("http://" + w.HTTPAddr() + "/metrics")
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, secret := range []string{simstack.AnalyzerKey, simstack.CBCAPISecret, simstack.CBLRToken,
+		simstack.CytomicPassword, simstack.SophosClientSecret} {
+		require.NotContains(t, string(raw), secret)
+	}
+	require.Contains(t, string(raw), "analysisfleet_ready 1")
 
 	// No label carries a job ID (or anything that looks like one).
 	for name, fam := range fams {

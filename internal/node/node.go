@@ -146,6 +146,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.Consumer = cons
 	m.Gauges(runner.InFlight, runner.Keeper().Len, store.OutboxDepth)
+	m.Ready(func() bool { return n.Ready(context.Background()) == nil })
 	if pub != nil {
 		pub.c = cons
 	}

@@ -214,3 +214,30 @@ func countStatus(k *simhttp.Kit, status int) int {
 	}
 	return n
 }
+
+// A vendor that drips its answer a byte at a time cannot hold a job past its
+// deadline: the job times out at JOB_TIMEOUT, not when the (much longer)
+// request timeout would cut the read.
+func TestTricklingVendorCannotHoldAJobPastItsDeadline(t *testing.T) {
+	t.Parallel()
+	slow := simstack.TestTiming
+	slow.CBCRun = time.Hour
+	f := newFleet(t, fleetOpts{timing: slow, jobTimeout: 1500 * time.Millisecond, requestTimeout: 10 * time.Minute})
+	f.stack.CBC.Kit().Add(simhttp.Fault{Name: "drip", Path: "/jobs/v1/orgs/", Method: "GET", Trickle: time.Second})
+	f.startWorker("w1")
+	m := newJob("linux")
+	f.submit(topicOSL, m)
+	f.waitTerminal([]string{m.JobID}, time.Minute)
+	f.requireExactlyOneTerminal(m.JobID, sampledb.StateTimeout)
+	require.Positive(t, countFaulted(f.stack.CBC.Kit(), "drip"), "the progress answer was trickling")
+}
+
+func countFaulted(k *simhttp.Kit, name string) int {
+	n := 0
+	for _, r := range k.Requests() {
+		if r.Faulted == name {
+			n++
+		}
+	}
+	return n
+}

@@ -293,7 +293,9 @@ func TestCytomicBatchesAcrossJobsInOneWorker(t *testing.T) {
 	t.Parallel()
 	timing := simstack.TestTiming
 	timing.CytomicAnswerMin, timing.CytomicAnswerMax = 500*time.Millisecond, 800*time.Millisecond
-	f := newFleet(t, fleetOpts{vendors: []string{edr.KindCytomicOSQuery}, timing: timing})
+	// A one-second round (production default: 5s): every operation that is
+	// waiting joins it, however the machine's load spreads the jobs out.
+	f := newFleet(t, fleetOpts{vendors: []string{edr.KindCytomicOSQuery}, timing: timing, cytomicRound: time.Second})
 	f.startWorker("w1")
 	var msgs []sampledb.JobMessage
 	var ids []string

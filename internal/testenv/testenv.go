@@ -34,6 +34,9 @@ func OnExit(fn func()) { cleanup = append(cleanup, fn) }
 // Main runs the package's tests, stops what they started, and fails the run
 // if goroutines leaked. Use it as TestMain's body: `testenv.Main(m)`.
 func Main(m *testing.M, opts ...goleak.Option) {
+	// Tests cut Redis off on purpose; go-redis's own dial-failure lines
+	// would only bury the test output.
+	redis.SetLogger(quietLogger{})
 	code := m.Run()
 	for i := len(cleanup) - 1; i >= 0; i-- {
 		cleanup[i]()
@@ -140,3 +143,7 @@ func Namespace(t testing.TB) string {
 	_, _ = rand.Read(b[:])
 	return "t" + hex.EncodeToString(b[:])
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}

@@ -344,6 +344,18 @@ func (s *Server) TokensIssued() int {
 	return s.issued
 }
 
+// DownloadSignatures returns every download-URL signature issued so far
+// (tests check they never reach a log).
+func (s *Server) DownloadSignatures() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.grants))
+	for sig := range s.grants {
+		out = append(out, sig)
+	}
+	return out
+}
+
 // Tokens returns the access tokens that are currently valid (tests check
 // they never leak into errors).
 func (s *Server) Tokens() []string {

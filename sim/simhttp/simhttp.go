@@ -36,6 +36,9 @@ type Fault struct {
 	Hang bool `json:"hang,omitempty"`
 	// Malformed answers 200 with a body that is not valid JSON.
 	Malformed bool `json:"malformed,omitempty"`
+	// Trickle serves the real answer one byte per Trickle (a vendor that
+	// drips its response).
+	Trickle time.Duration `json:"trickle,omitempty"`
 	// AfterApply serves the request (its effects happen) and then hangs
 	// instead of answering: "timed out after it already applied".
 	AfterApply bool `json:"afterApply,omitempty"`
@@ -231,6 +234,31 @@ func (k *Kit) Wrap(h http.Handler) http.Handler {
 		case f.Hang:
 			k.record(r, at, 0, name)
 			k.hang(r)
+		case f.Trickle > 0:
+			rec := &bufferedWriter{h: http.Header{}, status: http.StatusOK}
+			h.ServeHTTP(rec, r)
+			for k, v := range rec.h {
+				w.Header()[k] = v
+			}
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.status)
+			k.record(r, at, rec.status, name)
+			fl, _ := w.(http.Flusher)
+			for _, b := range rec.body {
+				if _, err := w.Write([]byte{b}); err != nil {
+					return
+				}
+				if fl != nil {
+					fl.Flush()
+				}
+				select {
+				case <-time.After(f.Trickle):
+				case <-r.Context().Done():
+					return
+				case <-k.stop:
+					return
+				}
+			}
 		case f.Malformed:
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusOK)
@@ -330,6 +358,19 @@ func (s *statusRecorder) Flush() {
 		f.Flush()
 	}
 }
+
+type bufferedWriter struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.h }
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+func (b *bufferedWriter) WriteHeader(code int) { b.status = code }
 
 type discard struct{ h http.Header }
 

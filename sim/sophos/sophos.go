@@ -254,6 +254,18 @@ func (s *Server) Cancels() int {
 	return s.cancels
 }
 
+// Tokens returns the access tokens issued and not revoked (tests check they
+// never reach a log).
+func (s *Server) Tokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.tokens))
+	for t := range s.tokens {
+		out = append(out, t)
+	}
+	return out
+}
+
 // TokensIssued returns how many access tokens the identity endpoint issued.
 func (s *Server) TokensIssued() int {
 	s.mu.Lock()
