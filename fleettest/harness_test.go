@@ -268,7 +268,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	dir, err := os.MkdirTemp("", "fleettest-"+t.Name()+"-")
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("FLEETTEST_KEEP") != "" {
 			t.Logf("logs kept in %s", dir)
 			return
 		}

@@ -28,6 +28,7 @@ const (
 	DefaultReconcileInterval = time.Minute
 	DefaultCancelTimeout     = 30 * time.Second
 	DefaultPublishTimeout    = 2 * time.Minute
+	DefaultStartConcurrency  = 16
 )
 
 // SampleDB is the part of the SampleDB v2 job API the runner uses
@@ -72,6 +73,11 @@ type Config struct {
 	ReconcileInterval  time.Duration // SampleDB ↔ ledger reconciliation; 1m
 	CancelTimeout      time.Duration // vendor cancel attempts on abort/timeout; 30s
 	PublishTimeout     time.Duration // result publication attempts; 2m
+	// StartConcurrency bounds, per vendor, the operations this worker is
+	// starting at once: an operation the vendor accepted but whose reference
+	// is not yet checkpointed is started again after a crash, so few should
+	// be in that window at any moment. Default 16.
+	StartConcurrency int
 
 	// Observer receives events for metrics; optional.
 	Observer Observer
@@ -103,6 +109,7 @@ func (c *Config) setDefaults() error {
 	c.ReconcileInterval = cmp.Or(c.ReconcileInterval, DefaultReconcileInterval)
 	c.CancelTimeout = cmp.Or(c.CancelTimeout, DefaultCancelTimeout)
 	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	c.StartConcurrency = cmp.Or(c.StartConcurrency, DefaultStartConcurrency)
 	if c.Playbook == nil {
 		c.Playbook = DefaultPlaybook()
 	}

@@ -46,6 +46,7 @@ type Runner struct {
 	relKick chan struct{}
 
 	reconcileKick chan bool
+	starting      map[string]chan struct{} // per task kind: StartConcurrency slots
 }
 
 // New returns a Runner for cfg.
@@ -62,6 +63,10 @@ func New(cfg Config) (*Runner, error) {
 		drainCh:       make(chan struct{}),
 		relKick:       make(chan struct{}, 1),
 		reconcileKick: make(chan bool, 1),
+		starting:      map[string]chan struct{}{},
+	}
+	for kind := range cfg.Drivers {
+		r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
 	}
 	r.keeper = state.NewKeeper(cfg.Store, state.KeeperConfig{
 		Worker:  cfg.WorkerID,

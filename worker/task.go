@@ -75,17 +75,30 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		if pt.Timeout > 0 {
 			deadline = earliest(deadline, time.Now().Add(time.Duration(pt.Timeout)))
 		}
+		// A start slot is held from the request until the reference is
+		// checkpointed: the window a crash turns into a restarted operation.
+		slots := j.r.starting[pt.Kind]
+		select {
+		case slots <- struct{}{}:
+		case <-j.halt:
+			return
+		case <-j.ctx.Done():
+			return
+		}
 		// Start runs on the job context, not the work context: an abort must
 		// not cut a start short, because the reference it returns is what
 		// lets the abort cancel the operation at the vendor.
 		ref, err := vendorCall(j, pt.Kind, "start", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Start(ctx, t) })
 		if err != nil {
+			<-slots
 			j.taskError(cp, err, end)
 			return
 		}
 		cp.Ref, cp.Started = ref, time.Now().UnixMilli()
 		failpoint.Hit(failpoint.StartedBeforeCheckpoint)
-		if j.saveTask(cp) != nil {
+		err = j.saveTask(cp)
+		<-slots
+		if err != nil {
 			return
 		}
 		log.Debug("vendor operation started")

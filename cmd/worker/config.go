@@ -97,6 +97,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		ClaimInterval:     e.Duration("CLAIM_INTERVAL", worker.DefaultClaimInterval, 10*time.Millisecond, 10*time.Minute),
 		RetryMin:          e.Duration("RETRY_BACKOFF_MIN", worker.DefaultRetryMin, time.Millisecond, time.Hour),
 		RetryMax:          e.Duration("RETRY_BACKOFF_MAX", worker.DefaultRetryMax, time.Millisecond, 24*time.Hour),
+		StartConcurrency:  e.Int("START_CONCURRENCY", worker.DefaultStartConcurrency, 1, 10000),
 		ReconcileInterval: e.Duration("RECONCILE_INTERVAL", worker.DefaultReconcileInterval, time.Second, 24*time.Hour),
 		HTTPAddr:          e.Str("HTTP_ADDR", ":8080"),
 	}

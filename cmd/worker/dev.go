@@ -39,7 +39,7 @@ type devOptions struct {
 	jobs, bad, aborts, workers, inflight int
 	rate                                 float64
 	redis, logLevel                      string
-	short, quiet, hold                   bool
+	short, fast, quiet, hold             bool
 	timeout                              time.Duration
 }
 
@@ -59,6 +59,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.redis, "redis", "auto", `"auto" (REDIS_URL or 127.0.0.1:6379 if reachable, else embedded), "embedded", or a redis:// URL`)
 	fs.StringVar(&o.logLevel, "log-level", "info", "level of the workers' log file: debug, info, warn, error")
 	fs.BoolVar(&o.short, "short", false, "a quick run: 40 jobs, fast simulators (used by the tests)")
+	fs.BoolVar(&o.fast, "fast", false, "fast simulators (tens of milliseconds per vendor operation): a load generator")
 	fs.BoolVar(&o.quiet, "quiet", false, "no live display; print only the summary")
 	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C (to try things by hand)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up if the jobs are not all terminal by then")
@@ -68,6 +69,8 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	timing := simstack.DevTiming
 	if o.short {
 		o.jobs, o.bad, o.aborts, o.rate = min(o.jobs, 40), min(o.bad, 6), min(o.aborts, 4), 0
+	}
+	if o.short || o.fast {
 		timing = simstack.TestTiming
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -296,14 +299,18 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	env["SOPHOS_POLL_INTERVAL"] = "1s"
 	env["CBLR_POLL_INTERVAL"] = "500ms"
 	// The simulators have no quota to protect: let the fleet go fast.
+	limit := "200"
+	if d.o.fast {
+		limit = "5000" // measuring the fleet, not a vendor quota
+	}
 	for _, v := range []string{"CBC", "CBLR", "CYTOMIC", "SOPHOS"} {
-		env[v+"_RATE_LIMIT"] = "200"
+		env[v+"_RATE_LIMIT"] = limit
 		env[v+"_RATE_BURST"] = "20"
 	}
 	env["POLL_INTERVAL_MIN"], env["POLL_INTERVAL_MAX"] = "200ms", "2s"
 	env["RETRY_BACKOFF_MIN"], env["RETRY_BACKOFF_MAX"] = "100ms", "2s"
 	env["CLAIM_INTERVAL"] = "500ms"
-	if d.o.short {
+	if d.o.short || d.o.fast {
 		env["CYTOMIC_ROUND"], env["SOPHOS_POLL_INTERVAL"], env["CBLR_POLL_INTERVAL"] = "100ms", "100ms", "50ms"
 	}
 	// The same configuration path as `worker run`.

@@ -82,6 +82,7 @@ func cmdRun(stderr io.Writer) int {
 	}
 	log := newLogger(cfg.logLevel).With(zap.String("worker_id", cfg.node.WorkerID))
 	defer func() { _ = log.Sync() }()
+	redis.SetLogger(redisLogger{log.Named("redis")})
 	if cfg.insecure {
 		log.Warn("INSECURE_HTTP is set: plain http:// and loopback targets are allowed. Never use this in production.")
 	}
@@ -212,4 +213,12 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "ready")
 	return 0
+}
+
+// redisLogger puts go-redis's own messages (dial failures and the like) in
+// the structured log instead of bare lines on stderr.
+type redisLogger struct{ l *zap.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Warn(fmt.Sprintf(format, v...))
 }

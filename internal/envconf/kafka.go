@@ -2,11 +2,8 @@ package envconf
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"os"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -14,34 +11,25 @@ import (
 
 // KafkaSecurity reads KAFKA_TLS, KAFKA_TLS_CA_FILE, KAFKA_TLS_CERT_FILE,
 // KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME and KAFKA_SASL_MECHANISM,
-// KAFKA_SASL_USER, KAFKA_SASL_PASSWORD into client options.
+// KAFKA_SASL_USER, KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) into
+// client options.
+//
+// TLS (1.2 or later) is on with KAFKA_TLS=true; KAFKA_TLS_CA_FILE then
+// replaces the system roots with a private CA bundle, KAFKA_TLS_CERT_FILE
+// and KAFKA_TLS_KEY_FILE add a client certificate, and
+// KAFKA_TLS_SERVER_NAME overrides the name checked in the brokers'
+// certificates (default: each broker's host). Setting any KAFKA_TLS_*
+// variable without KAFKA_TLS=true is an error rather than a silent
+// plaintext connection. The SASL password is read only when
+// KAFKA_SASL_MECHANISM is set.
 func (e *Env) KafkaSecurity() ([]kgo.Opt, error) {
 	var opts []kgo.Opt
 	if e.Bool("KAFKA_TLS", false) {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: e.Str("KAFKA_TLS_SERVER_NAME", "")}
-		if ca := e.Str("KAFKA_TLS_CA_FILE", ""); ca != "" {
-			pem, err := os.ReadFile(ca)
-			if err != nil {
-				e.Fail("KAFKA_TLS_CA_FILE", "cannot read: %v", ErrNoPath(err))
-			} else {
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pem) {
-					e.Fail("KAFKA_TLS_CA_FILE", "no PEM certificates in the file")
-				}
-				tc.RootCAs = pool
-			}
-		}
-		cert, key := e.Str("KAFKA_TLS_CERT_FILE", ""), e.Str("KAFKA_TLS_KEY_FILE", "")
-		if (cert == "") != (key == "") {
-			e.Fail("KAFKA_TLS_CERT_FILE", "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together")
-		} else if cert != "" {
-			pair, err := tls.LoadX509KeyPair(cert, key)
-			if err != nil {
-				e.Fail("KAFKA_TLS_CERT_FILE", "cannot load the client certificate: %v", ErrNoPath(err))
-			}
-			tc.Certificates = []tls.Certificate{pair}
-		}
+		tc := &tls.Config{}
+		e.tlsFiles("KAFKA", tc)
 		opts = append(opts, kgo.DialTLSConfig(tc))
+	} else if v := e.tlsVarsSet("KAFKA"); v != "" {
+		e.Fail(v, "is set but KAFKA_TLS is not true (set KAFKA_TLS=true to connect with TLS)")
 	}
 	mech := strings.ToUpper(e.Str("KAFKA_SASL_MECHANISM", ""))
 	if mech != "" {
@@ -58,19 +46,4 @@ func (e *Env) KafkaSecurity() ([]kgo.Opt, error) {
 		}
 	}
 	return opts, e.Err()
-}
-
-// Redis reads REDIS_URL (or REDIS_URL_FILE: the URL carries the password):
-// redis://, rediss:// (TLS) or unix://, with ACL user and password.
-func (e *Env) Redis() *redis.Options {
-	u := e.RequiredSecret("REDIS_URL")
-	if u == "" {
-		return nil
-	}
-	opts, err := redis.ParseURL(u)
-	if err != nil {
-		e.Fail("REDIS_URL", "not a redis://, rediss:// or unix:// URL (%s)", strings.ReplaceAll(err.Error(), u, "<REDIS_URL>"))
-		return nil
-	}
-	return opts
 }

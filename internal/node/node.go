@@ -63,6 +63,7 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	DrainTimeout       time.Duration
 	ReconcileInterval  time.Duration
+	StartConcurrency   int
 
 	// HTTPAddr serves /healthz, /readyz, /metrics; empty disables.
 	HTTPAddr string
@@ -123,7 +124,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
 		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
 		DrainTimeout: cfg.DrainTimeout, ReconcileInterval: cfg.ReconcileInterval, Logger: log,
-		Observer: m,
+		StartConcurrency: cfg.StartConcurrency,
+		Observer:         m,
 	}
 	if pub != nil {
 		wcfg.Results = pub
