@@ -98,6 +98,8 @@ type dev struct {
 	redisIs string
 	logPath string
 	lines   int
+	// redisURLUsed is printed for fleetctl (development Redis: no password).
+	redisURLUsed string
 }
 
 func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
@@ -161,6 +163,7 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 		}
 	}()
 
+	d.redisURLUsed = redisURL
 	d.banner(kc.ListenAddrs()[0])
 	maxMsg := consumer.DefaultMaxMessageBytes
 	genDone := make(chan struct{})
@@ -352,7 +355,9 @@ func (d *dev) banner(broker string) {
 	}
 	fmt.Fprintf(w, "  Logs             %s\n\n", d.logPath)
 	fmt.Fprintf(w, "Abort a running job by hand (an analyst's DELETE):\n  curl -s -X DELETE -H 'Argus-API-Key: %s' %s/sampledb/v2/job/<job id>\n", simstack.UserKey, s.SampleDBURL)
-	fmt.Fprintf(w, "List the active jobs:\n  curl -s -H 'Argus-API-Key: %s' '%s/sampledb/v2/job?limit=5'\n\n", simstack.ViewerKey, s.SampleDBURL)
+	fmt.Fprintf(w, "List the active jobs:\n  curl -s -H 'Argus-API-Key: %s' '%s/sampledb/v2/job?limit=5'\n", simstack.ViewerKey, s.SampleDBURL)
+	fmt.Fprintf(w, "Look at the fleet as an operator:\n  KAFKA_BROKERS=%s REDIS_URL=%s REDIS_NAMESPACE=%s go run ./cmd/fleetctl status\n\n",
+		strings.Join(d.kafka.ListenAddrs(), ","), d.redisURLUsed, d.ns)
 	fmt.Fprintf(w, "Submitting %d jobs (%d bad records, %d aborts) at %.0f/s to %d workers…\n\n", d.o.jobs, d.o.bad, d.o.aborts, d.o.rate, len(d.nodes))
 }
 

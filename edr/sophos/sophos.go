@@ -123,6 +123,13 @@ type Driver struct {
 
 	partialMu sync.Mutex
 	partials  map[string]*partial
+
+	// touched is when this process last asked Sophos about each run: Poll
+	// does not ask again before PollEvery has passed. The API answers 429
+	// to a run polled too fast, and the fleet honours a 429 by pausing every
+	// Sophos call, so an early poll would slow every job down.
+	touchMu sync.Mutex
+	touched map[string]time.Time
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -250,6 +257,7 @@ func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
 	if err != nil {
 		return nil, d.malformedError("start", resp, err)
 	}
+	d.touch(run.ID)
 	out, err := json.Marshal(ref{RunID: run.ID, ExpiresAt: run.ExpiresAt})
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "cannot encode the operation reference", Err: err}
@@ -265,6 +273,10 @@ func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 	if err != nil {
 		return edr.Status{}, err
 	}
+	if wait := d.tooSoon(rf.RunID); wait > 0 {
+		return edr.Status{NextPoll: wait}, nil
+	}
+	d.touch(rf.RunID)
 	resp, err := d.call(ctx, "poll", http.MethodGet, rf.path(""), nil, nil)
 	if err != nil {
 		return edr.Status{}, err
@@ -280,6 +292,39 @@ func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 		return edr.Status{}, d.malformedError("poll", resp, err)
 	}
 	return d.interpret(run)
+}
+
+// touchedCap bounds the pacing memory; the oldest entries go first.
+const touchedCap = 20000
+
+func (d *Driver) touch(runID string) {
+	d.touchMu.Lock()
+	defer d.touchMu.Unlock()
+	if d.touched == nil {
+		d.touched = map[string]time.Time{}
+	}
+	if len(d.touched) >= touchedCap {
+		cutoff := d.now().Add(-2 * d.pollEvery)
+		for id, at := range d.touched {
+			if at.Before(cutoff) {
+				delete(d.touched, id)
+			}
+		}
+	}
+	if len(d.touched) < touchedCap {
+		d.touched[runID] = d.now()
+	}
+}
+
+// tooSoon returns how long to wait before the run may be asked about again.
+func (d *Driver) tooSoon(runID string) time.Duration {
+	d.touchMu.Lock()
+	defer d.touchMu.Unlock()
+	at, ok := d.touched[runID]
+	if !ok {
+		return 0
+	}
+	return d.pollEvery - d.now().Sub(at)
 }
 
 // interpret maps a run's status and result. The guide shows pending and

@@ -281,7 +281,9 @@ func TestPolledTooFastSurfacesRetryAfter(t *testing.T) {
 	ctx := testCtx(t)
 	ref, err := d.Start(ctx, target(hitSHA))
 	require.NoError(t, err)
-	_, err = d.Poll(ctx, ref) // right after the start: too fast
+	// Right after the start, from another process (this one paces itself
+	// and would not ask): too fast.
+	_, err = b.driver(t).Poll(ctx, ref)
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusTooManyRequests, e.Status)
 	require.True(t, e.Retryable)
@@ -308,9 +310,17 @@ func TestPollSuggestsPollEvery(t *testing.T) {
 	d := b.driver(t)
 	ref, err := d.Start(testCtx(t), target(hitSHA))
 	require.NoError(t, err)
+	before := len(b.kit().Requests())
 	st, err := d.Poll(testCtx(t), ref)
 	require.NoError(t, err)
 	require.False(t, st.Done)
+	require.Len(t, b.kit().Requests(), before, "no poll sooner than PollEvery after the start")
+	require.Positive(t, st.NextPoll)
+	require.LessOrEqual(t, st.NextPoll, sophos.DefaultPollEvery)
+
+	// Another process (a takeover) has no pacing memory: it asks at once.
+	st, err = b.driver(t).Poll(testCtx(t), ref)
+	require.NoError(t, err)
 	require.Equal(t, "pending", st.Progress)
 	require.Equal(t, sophos.DefaultPollEvery, st.NextPoll)
 }
@@ -323,7 +333,7 @@ func TestRateLimitWithoutRetryAfter(t *testing.T) {
 	require.NoError(t, err)
 	// The kit's 429 carries no Retry-After when RetryAfter is zero.
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: http.StatusTooManyRequests, Count: 1})
-	_, err = d.Poll(testCtx(t), ref)
+	_, err = pollPaced(d, testCtx(t), ref)
 	require.True(t, edr.IsRetryable(err))
 	require.Equal(t, 10*time.Millisecond, edr.RetryAfter(err), "PollEvery stands in for a missing Retry-After")
 }
@@ -359,7 +369,7 @@ func TestTransparentReauthOn401(t *testing.T) {
 	require.NoError(t, err)
 
 	b.sim.RevokeTokens()
-	st, err := d.Poll(ctx, ref)
+	st, err := pollPaced(d, ctx, ref)
 	require.NoError(t, err, "a rejected cached token is replaced once, transparently")
 	require.Equal(t, "pending", st.Progress)
 	require.Equal(t, 2, b.sim.TokensIssued())
@@ -386,7 +396,7 @@ func TestUnauthorizedAfterReauthIsPermanent(t *testing.T) {
 	ref, err := d.Start(testCtx(t), target(hitSHA))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Status: http.StatusUnauthorized})
-	_, err = d.Poll(testCtx(t), ref)
+	_, err = pollPaced(d, testCtx(t), ref)
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Contains(t, e.Msg, "Sophos rejected the credentials")
@@ -510,7 +520,7 @@ func TestCancel(t *testing.T) {
 	require.Equal(t, 1, b.sim.Cancels())
 	require.Equal(t, 1, b.kit().Count(http.MethodPost, sophos.RunsPath+"/"+runs[0].ID+"/cancel"))
 
-	_, err = d.Poll(ctx, ref)
+	_, err = pollPaced(d, ctx, ref)
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "cancelled", e.Code)
@@ -733,4 +743,20 @@ func TestConcurrentJobsShareOneToken(t *testing.T) {
 	}
 	require.Equal(t, 1, b.sim.TokensIssued())
 	require.Len(t, b.sim.Runs(), 8)
+}
+
+// pollPaced polls like the runner: when the driver answers "not yet" (it
+// paces its own requests per run) it waits as told and asks again.
+func pollPaced(d *sophos.Driver, ctx context.Context, ref edr.Ref) (edr.Status, error) {
+	for {
+		st, err := d.Poll(ctx, ref)
+		if err != nil || st.Done || st.Progress != "" || st.NextPoll <= 0 {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(st.NextPoll):
+		}
+	}
 }
