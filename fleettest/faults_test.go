@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -161,12 +162,12 @@ func TestBrokerRestartedAndPaused(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	done := make(chan *loadgen.Stats, 1)
 	go func() { done <- c.load(ctx(t), loadgen.Config{Jobs: 700, Rate: 100}) }()
-	time.Sleep(2 * time.Second)
+	faultSchedule(2 * time.Second)
 	c.restartBroker(syscall.SIGKILL)
-	time.Sleep(3 * time.Second)
+	faultSchedule(3 * time.Second)
 	c.fault("broker paused", "kafkabroker")
 	c.broker.signal(syscall.SIGSTOP)
-	time.Sleep(5 * time.Second)
+	faultSchedule(5 * time.Second)
 	c.broker.signal(syscall.SIGCONT)
 	st := <-done
 	c.waitTerminal(st.Valid, 3*time.Minute)
@@ -188,7 +189,7 @@ func TestConsumerGroupChurn(t *testing.T) {
 	var drains []time.Duration
 	next := 4
 	for i := range 6 {
-		time.Sleep(2 * time.Second)
+		faultSchedule(2 * time.Second)
 		if i%2 == 0 {
 			c.startWorker(fmt.Sprintf("w%d", next))
 			next++
@@ -265,13 +266,13 @@ func TestSampleDBAndVendorFaults(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	done := make(chan *loadgen.Stats, 1)
 	go func() { done <- c.load(ctx(t), loadgen.Config{Jobs: 500, Rate: 50}) }()
-	time.Sleep(2 * time.Second)
+	faultSchedule(2 * time.Second)
 	c.addFault("sampledb", map[string]any{"name": "outage-503", "status": 503, "for": int64(30 * time.Second)})
 	c.addFault("cbc", map[string]any{"name": "storm-429", "status": 429, "retryAfter": int64(time.Second), "count": 200, "probability": 0.3})
 	c.addFault("sophos", map[string]any{"name": "storm-429", "status": 429, "retryAfter": int64(2 * time.Second), "count": 100, "probability": 0.3})
 	c.addFault("cytomic", map[string]any{"name": "5xx", "status": 502, "count": 20})
 	c.addFault("cblr", map[string]any{"name": "hung", "hang": true, "count": 5})
-	time.Sleep(31 * time.Second)
+	faultSchedule(31 * time.Second)
 	c.addFault("sampledb", map[string]any{"name": "apply-then-timeout", "afterApply": true, "method": "PUT", "count": 10})
 	c.addFault("sampledb", map[string]any{"name": "throttled-429", "status": 429, "retryAfter": int64(time.Second), "count": 50, "probability": 0.2})
 	st := <-done
@@ -279,15 +280,22 @@ func TestSampleDBAndVendorFaults(t *testing.T) {
 	h := c.history()
 	r := check(h, st)
 	faulted := map[string]int{}
-	for sim, reqs := range h.requests {
-		for _, q := range reqs {
+	var share []string
+	for _, sim := range []string{"sampledb", "cbc", "cblr", "cytomic", "sophos"} {
+		n429 := 0
+		for _, q := range h.requests[sim] {
 			if q.Faulted != "" {
 				faulted[sim+" "+q.Faulted]++
 			}
+			if q.Status == 429 {
+				n429++
+			}
 		}
+		share = append(share, fmt.Sprintf("%s %d/%d", sim, n429, len(h.requests[sim])))
 	}
 	r.print(t, "SampleDB 503 for 30s, apply-then-timeout, 429s; vendor 429 storms, hangs, 5xx",
-		fmt.Sprintf("  %-34s %v", "faulted requests", faulted))
+		fmt.Sprintf("  %-34s %v", "faulted requests", faulted),
+		fmt.Sprintf("  %-34s %s", "429s / all requests", strings.Join(share, ", ")))
 	require.True(t, r.ok())
 }
 
@@ -390,3 +398,7 @@ func admissionPause(h history, st *loadgen.Stats) time.Duration {
 	}
 	return most
 }
+
+// faultSchedule waits for the next point of a scenario's timeline (when to
+// inject or lift a fault), not for a condition.
+func faultSchedule(d time.Duration) { <-time.After(d) }

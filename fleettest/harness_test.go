@@ -323,9 +323,13 @@ func (c *cluster) startRedis() {
 			return
 		}
 		require.True(c.t, time.Now().Before(deadline), "redis-server did not start: %v", err)
-		time.Sleep(20 * time.Millisecond)
+		nextCheck(20 * time.Millisecond)
 	}
 }
+
+// nextCheck paces a loop that polls a condition until its deadline (every
+// such loop in this file has one): the condition is what it waits for.
+func nextCheck(every time.Duration) { <-time.After(every) }
 
 // restartRedisEmpty kills Redis and starts it again with no data, as a
 // restart without persistence does.
@@ -443,7 +447,7 @@ func (c *cluster) tryStartWorker(id string) (*worker, error) {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("worker %s not ready after 60s", id)
 		}
-		time.Sleep(50 * time.Millisecond)
+		nextCheck(50 * time.Millisecond)
 	}
 	c.mu.Lock()
 	if old := c.workers[id]; old != nil {
@@ -575,7 +579,7 @@ func (c *cluster) waitTerminal(ids []string, within time.Duration) {
 			}
 			c.t.Fatalf("%d of %d jobs not terminal after %s: by SampleDB state %v", len(open), len(ids), within, states)
 		}
-		time.Sleep(200 * time.Millisecond)
+		nextCheck(200 * time.Millisecond)
 	}
 }
 
@@ -685,7 +689,7 @@ func (c *cluster) pause(id string, d time.Duration) {
 	w := c.worker(id)
 	c.fault("SIGSTOP", id)
 	w.proc.signal(syscall.SIGSTOP)
-	time.Sleep(d)
+	<-time.After(d) // the fault's duration
 	w.proc.signal(syscall.SIGCONT)
 	c.fault("SIGCONT", id)
 }

@@ -37,7 +37,7 @@ func TestSoak(t *testing.T) {
 		defer cancel()
 		done <- c.load(lctx, loadgen.Config{Jobs: jobs, Rate: rate, Aborts: jobs / 100})
 	}()
-	time.Sleep(5 * time.Second)
+	faultSchedule(5 * time.Second)
 	rssBefore, gorBefore := c.footprint()
 
 	kinds := []string{"kill -9", "SIGSTOP", "broker restart", "broker pause", "sampledb outage", "vendor storm", "redis restart"}
@@ -73,7 +73,7 @@ loop:
 		case "broker pause":
 			c.fault("broker paused", "kafkabroker")
 			c.broker.signal(syscall.SIGSTOP)
-			time.Sleep(3 * time.Second)
+			faultSchedule(3 * time.Second)
 			c.broker.signal(syscall.SIGCONT)
 		case "sampledb outage":
 			c.addFault("sampledb", map[string]any{"name": "outage", "status": 503, "for": int64(8 * time.Second)})
