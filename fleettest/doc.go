@@ -20,6 +20,6 @@
 //   - abort latencies and takeover times.
 //
 // Every test prints a table of figures. `go test ./fleettest/` runs the
-// suite (part of `go test -race ./...`); `go test ./fleettest/ -run Soak
-// -soak` runs the 10-minute soak by hand.
+// suite (part of `go test -race ./...`); `go test ./fleettest/ -run TestSoak
+// -timeout 40m -v -args -soak` runs the 10-minute soak by hand.
 package fleettest
