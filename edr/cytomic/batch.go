@@ -332,23 +332,58 @@ func deliver(batch map[*waiter]struct{}, r roundResult) {
 }
 
 // chunked fetches ids in requests of at most max IDs and merges the answers.
-// The first failing chunk fails the whole fetch.
+// A request carrying several IDs that is refused as a bad request (400, 404,
+// 413, 422: one unknown or expired ID, or a batch larger than the server
+// takes) is split in halves, so one bad ID cannot blind the round for every
+// other operation; a lone ID refused that way is left out of the answer (its
+// operation counts as missing and fails its own task after unknownGrace).
+// Any other failure fails the whole fetch.
 func chunked[T any](ctx context.Context, ids []opID, max int, fetch func(context.Context, []opID) (map[string]T, error)) (map[string]T, int, error) {
 	out := map[string]T{}
 	reqs := 0
+	var get func([]opID) error
+	get = func(ids []opID) error {
+		part, err := fetch(ctx, ids)
+		reqs++
+		switch {
+		case err == nil:
+			for k, v := range part {
+				out[k] = v
+			}
+			return nil
+		case !refusesIDs(err) || ctx.Err() != nil:
+			return err
+		case len(ids) == 1:
+			return nil
+		}
+		half := len(ids) / 2
+		if err := get(ids[:half]); err != nil {
+			return err
+		}
+		return get(ids[half:])
+	}
 	for len(ids) > 0 {
 		n := min(len(ids), max)
-		part, err := fetch(ctx, ids[:n])
-		reqs++
-		if err != nil {
+		if err := get(ids[:n]); err != nil {
 			return nil, reqs, err
-		}
-		for k, v := range part {
-			out[k] = v
 		}
 		ids = ids[n:]
 	}
 	return out, reqs, nil
+}
+
+// refusesIDs reports whether err is an answer that may be about the IDs a
+// request carried rather than about the request itself.
+func refusesIDs(err error) bool {
+	var e *edr.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
 }
 
 func isThrottle(err error) bool {

@@ -37,15 +37,15 @@
 //
 // /info and /state take lists of operation IDs, so Poll and Collect never
 // send their own request. They register their operation IDs and block until
-// the driver's next round; a round sends one /info request carrying every
-// ID any waiting call needs (and one /state request for the waiting
-// Collects), split only above Config.MaxBatch IDs:
+// the driver's next round; a round sends one /info request and one /state
+// request, each carrying every ID any waiting call needs, split only above
+// Config.MaxBatch IDs:
 //
 //	Poll(ref A) ──┐                          ┌──▶ A: Status
 //	Poll(ref B) ──┼─▶ wait ─▶ round (every ──┼──▶ B: Status
 //	Collect(C)  ──┘           Config.Round)  └──▶ C: info + state → download
 //	                    POST /info  [A…, B…, C…]
-//	                    POST /state [C…]
+//	                    POST /state [A…, B…, C…]
 //
 // Poll suggests a NextPoll of a few milliseconds, so every open operation
 // joins every round. The round loop goroutine starts with the first waiting
@@ -56,12 +56,21 @@
 //
 // A consequence to know: a round's failure is every waiting call's failure.
 // In particular a malformed /info or /state body is permanent (as for every
-// driver) and fails every operation that was waiting on that round.
+// driver) and fails every operation that was waiting on that round. A
+// request refused as a bad request (400, 404, 413, 422) is the exception: it
+// may be about one unknown or expired ID, so it is split in halves until the
+// refused ID is alone; that operation is then left out of the answer
+// (missing, see below) and every other one is answered.
 //
 // # Outcome
 //
-// Poll is Done when every machine of every operation has a final status or
-// when startedAt+ttl has passed. When every machine ended in Error, Poll and
+// Poll is Done when every operation's /state counters add up — the source
+// document's rule: totalOperationElements equals totalSuccess +
+// totalPartiallySucceeded + totalError once every machine has answered — or
+// when startedAt+ttl has passed. Where the counters are absent (or all
+// zero), /info's per-machine statuses decide instead; an operation that
+// names no machine anywhere counts as done one minute after Start (a client
+// without machines). When every machine ended in Error, Poll and
 // Collect return a permanent *edr.Error whose Code is the Cytomic code and
 // whose message names it ("Cytomic 202 ErrorOsNotSupported: Operating system
 // not supported"). When only some did, the task succeeds with a note counting
@@ -71,8 +80,9 @@
 //
 // Collect downloads each operation's file with the credential-free
 // Downloader (the URL is never logged nor put in an error). A download
-// answered 403 or 410 means the five-minute URL expired (404: the file is not
-// visible behind the URL yet); either way the operation joins
+// answered 403 or 410 (or 400/401, as some stores say it) means the
+// five-minute URL expired (404: the file is not visible behind the URL yet);
+// either way the operation joins
 // the next /state round for a fresh URL, at most a few times before a
 // retryable error. Rows are the data lines across files; Hosts the distinct
 // values of the host column (the first of hostname, machine, computerName,

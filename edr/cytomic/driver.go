@@ -323,10 +323,13 @@ func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
 	return raw, nil
 }
 
-// Poll joins the driver's next batched /osQuery/info round with the
+// Poll joins the driver's next batched round (/osQuery/info and
+// /osQuery/state, each one request for every waiting operation) with the
 // operations of ref and blocks until that round answers (or ctx ends). It is
-// Done when every machine of every operation has a final status or when the
-// operation TTL has passed. When every machine failed it returns a permanent
+// Done when every operation's counters add up (totalOperationElements equals
+// totalSuccess + totalPartiallySucceeded + totalError, the source document's
+// rule; /info's per-machine statuses when the counters are absent) or when
+// the operation TTL has passed. When every machine failed it returns a permanent
 // error naming the Cytomic error code(s). Poll blocks for up to Config.Round
 // plus one request, so a caller's deadline must exceed that.
 func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
@@ -334,12 +337,12 @@ func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
 	if err != nil {
 		return edr.Status{}, err
 	}
-	res, err := d.rounds.wait(ctx, "poll", ref.ids(), wantInfo)
+	res, err := d.rounds.wait(ctx, "poll", ref.ids(), wantInfo|wantState)
 	if err != nil {
 		return edr.Status{}, err
 	}
 	now := d.now()
-	tally := tallyInfo(ref, res.info)
+	tally := tallyRound(ref, res.info, res.state, now)
 	if err := tally.lost(ref, now, "poll"); err != nil {
 		return edr.Status{}, err
 	}
@@ -370,7 +373,7 @@ func (d *Driver) Collect(ctx context.Context, raw edr.Ref) (edr.Result, error) {
 		return edr.Result{}, err
 	}
 	now := d.now()
-	tally := tallyInfo(ref, res.info)
+	tally := tallyRound(ref, res.info, res.state, now)
 	if err := tally.lost(ref, now, "collect"); err != nil {
 		return edr.Result{}, err
 	}
@@ -437,7 +440,7 @@ func (d *Driver) Cancel(_ context.Context, raw edr.Ref) error {
 	return edr.ErrCancelUnsupported
 }
 
-// errURLExpired marks a download answered 403, 404 or 410.
+// errURLExpired marks a download answered 400, 401, 403, 404 or 410.
 var errURLExpired = errors.New("download URL expired")
 
 // download fetches and parses one result file. The URL is never logged nor
@@ -448,10 +451,12 @@ func (d *Driver) download(ctx context.Context, op refOp, rawURL string) (fileSum
 		var se *httpc.StatusError
 		switch {
 		case errors.As(err, &se) && (se.Status == http.StatusForbidden || se.Status == http.StatusGone ||
-			se.Status == http.StatusNotFound):
-			// 403/410: the five minutes ran out (S3 answers 403). 404: the
-			// object is not visible (yet) behind a fresh URL. Both are
-			// answered by asking /state again, a bounded number of times.
+			se.Status == http.StatusNotFound || se.Status == http.StatusBadRequest ||
+			se.Status == http.StatusUnauthorized):
+			// 403/410 (400/401 from some stores): the five minutes ran out
+			// (S3 answers 403). 404: the object is not visible (yet) behind
+			// a fresh URL. All are answered by asking /state again, a
+			// bounded number of times.
 			return fileSummary{}, errURLExpired
 		case errors.Is(err, httpc.ErrDownloadRefused):
 			return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,

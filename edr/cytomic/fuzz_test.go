@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -97,7 +98,7 @@ func FuzzDecodeInfo(f *testing.F) {
 		for id := range ops {
 			ref.Ops = append(ref.Ops, refOp{OperationID: opID{text: id}})
 		}
-		tl := tallyInfo(ref, ops)
+		tl := tallyRound(ref, ops, nil, time.UnixMilli(1))
 		if tl.answered > tl.machines {
 			t.Fatalf("answered %d > machines %d", tl.answered, tl.machines)
 		}

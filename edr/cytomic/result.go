@@ -53,47 +53,76 @@ type codeCount struct {
 	n    int
 }
 
-// tally is what one /info answer says about a reference's operations.
+// tally is what one round (/info and /state) says about a reference's
+// operations.
 type tally struct {
 	ops      int
-	machines int // machines known (info entries, or the start answer's MUIDs when more)
+	machines int // machines known: the most the start answer, /info or the counters name
 	answered int
 	success  int
 	partial  int
 	failed   int
 	codes    []*codeCount
-	missing  []refOp // operations absent from the answer
-	// settled: every operation is known and every machine has a final
-	// status.
+	missing  []refOp // operations absent from both answers
+	// settled: every operation has finished. The source document's rule is
+	// the /state counters: totalOperationElements equals totalSuccess +
+	// totalPartiallySucceeded + totalError once every machine answered.
+	// /info's per-machine statuses are the fallback when the counters are
+	// absent or zero.
 	settled bool
 }
 
-func tallyInfo(ref reference, info map[string]infoOp) tally {
+// emptyGrace is how long an operation whose counters and /info both name no
+// machine at all is given before it counts as finished (a client without
+// machines), so a slow start of the counters is not taken for an empty
+// answer.
+const emptyGrace = time.Minute
+
+// tallyRound reads one round's answers for ref. state may be nil (a round
+// that asked /info only); now decides emptyGrace.
+func tallyRound(ref reference, info map[string]infoOp, state map[string]stateOp, now time.Time) tally {
 	t := tally{ops: len(ref.Ops), settled: true}
 	for _, op := range ref.Ops {
-		entry, ok := info[op.OperationID.text]
-		if !ok {
+		entry, inInfo := info[op.OperationID.text]
+		st, inState := state[op.OperationID.text]
+		if !inInfo && !inState {
 			t.missing = append(t.missing, op)
 			t.machines += op.Machines
 			t.settled = false
 			continue
 		}
-		if len(entry.Info) < op.Machines {
-			t.settled = false // machines the start listed are not reported yet
-		}
-		t.machines += max(len(entry.Info), op.Machines)
+		var success, partial, failed, pending int
 		for _, m := range entry.Info {
 			switch parseStatus(string(m.Status)) {
 			case machineSuccess:
-				t.success++
+				success++
 			case machinePartial:
-				t.partial++
+				partial++
 			case machineError:
-				t.failed++
+				failed++
 				t.addCode(string(m.ErrorCode), string(m.ErrorDescription))
 			default:
-				t.settled = false
+				pending++
 			}
+		}
+		c := st.Counters
+		t.machines += max(len(entry.Info), op.Machines, int(c.Total))
+		t.success += max(success, int(c.Success))
+		t.partial += max(partial, int(c.Partial))
+		t.failed += max(failed, int(c.Error))
+
+		var done bool
+		switch {
+		case c.Total > 0: // the documented rule
+			done = c.answered() >= int64(c.Total)
+		case len(entry.Info) > 0:
+			done = pending == 0 && len(entry.Info) >= op.Machines
+		default: // nobody names a machine yet
+			done = inState && c.answered() == 0 && op.Machines == 0 &&
+				now.Sub(time.UnixMilli(ref.StartedAt)) >= emptyGrace
+		}
+		if !done {
+			t.settled = false
 		}
 	}
 	t.answered = t.success + t.partial + t.failed
@@ -129,6 +158,10 @@ func (t tally) lost(ref reference, now time.Time, op string) error {
 func (t tally) allFailed(op string) error {
 	if t.machines == 0 || t.failed < t.machines || len(t.missing) > 0 {
 		return nil
+	}
+	if len(t.codes) == 0 { // the counters say so; /info named no code
+		return &edr.Error{Vendor: vendor, Op: op, Msg: fmt.Sprintf(
+			"every machine failed (all %s; Cytomic reported no error code)", plural(t.machines, "machine"))}
 	}
 	sorted := slices.Clone(t.codes)
 	slices.SortStableFunc(sorted, func(a, b *codeCount) int { return b.n - a.n })
@@ -215,6 +248,9 @@ func (a *accumulator) result(t tally, ttlOver bool) edr.Result {
 		parts := make([]string, len(t.codes))
 		for i, c := range t.codes {
 			parts[i] = fmt.Sprintf("%d× %s", c.n, describeCode(c.code, c.desc))
+		}
+		if len(parts) == 0 {
+			parts = []string{"Cytomic reported no error code"}
 		}
 		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d machines failed: %s", t.failed, total, strings.Join(parts, "; ")))
 	}

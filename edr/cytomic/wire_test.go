@@ -1,8 +1,10 @@
 package cytomic
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -167,12 +169,12 @@ func TestTallyAndNotes(t *testing.T) {
 	  {"operationId": "a", "info": [{"MUID": "1", "status": "Error", "errorCode": 202}, {"MUID": "2", "status": "Error", "errorCode": 202}]},
 	  {"operationId": "b", "info": [{"MUID": "3", "status": "Pending"}]}]`))
 	require.NoError(t, err)
-	tl := tallyInfo(ref, info)
+	tl := tallyRound(ref, info, nil, time.UnixMilli(2))
 	require.False(t, tl.settled)
 	require.NoError(t, tl.allFailed("poll"), "one machine is still pending")
 
 	info["b"] = infoOp{OperationID: opID{text: "b"}, Info: []machineInfo{{Status: "Error", ErrorCode: "203"}}}
-	tl = tallyInfo(ref, info)
+	tl = tallyRound(ref, info, nil, time.UnixMilli(2))
 	require.True(t, tl.settled)
 	err = tl.allFailed("poll")
 	var ee *edr.Error
@@ -182,7 +184,7 @@ func TestTallyAndNotes(t *testing.T) {
 
 	// Fewer machines reported than the start listed: not settled.
 	short := reference{StartedAt: 1, TTL: 60, Ops: []refOp{{OperationID: opID{text: "a"}, Machines: 5}}}
-	require.False(t, tallyInfo(short, info).settled)
+	require.False(t, tallyRound(short, info, nil, time.UnixMilli(2)).settled)
 
 	acc := newAccumulator()
 	acc.counters["a"] = counters{Total: 4, Success: 1}
@@ -229,4 +231,75 @@ func TestDeadline(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := reference{StartedAt: start.UnixMilli(), TTL: 90}
 	require.True(t, r.deadline().Equal(start.Add(90*time.Second)))
+}
+
+// TestTallyFollowsCounters: the /state counters decide, as the source
+// document says; /info is only the fallback.
+func TestTallyFollowsCounters(t *testing.T) {
+	t.Parallel()
+	start := time.UnixMilli(1_000_000)
+	ref := reference{StartedAt: start.UnixMilli(), TTL: 3600, Ops: []refOp{{OperationID: opID{text: "a"}}}}
+	st := func(total, ok, partial, failed int64) map[string]stateOp {
+		return map[string]stateOp{"a": {OperationID: opID{text: "a"}, Counters: counters{
+			Total: flexInt(total), Success: flexInt(ok), Partial: flexInt(partial), Error: flexInt(failed)}}}
+	}
+	emptyInfo := map[string]infoOp{"a": {OperationID: opID{text: "a"}}}
+	// /info's entries in a shape we do not know say nothing; the counters do.
+	opaque := map[string]infoOp{"a": {OperationID: opID{text: "a"}, Info: []machineInfo{{Status: "Running"}, {Status: "Running"}}}}
+
+	tl := tallyRound(ref, emptyInfo, st(3, 1, 0, 0), start)
+	require.False(t, tl.settled, "2 of 3 machines have not answered")
+	require.Equal(t, 3, tl.machines)
+	require.Equal(t, 1, tl.answered)
+
+	tl = tallyRound(ref, opaque, st(3, 1, 1, 1), start)
+	require.True(t, tl.settled, "the counters add up, whatever /info says")
+	require.NoError(t, tl.allFailed("poll"))
+
+	tl = tallyRound(ref, nil, st(2, 0, 0, 2), start)
+	require.True(t, tl.settled)
+	err := tl.allFailed("poll")
+	require.ErrorContains(t, err, "every machine failed")
+	require.ErrorContains(t, err, "no error code")
+
+	// Nothing names a machine: not finished at once (the counters may lag
+	// the start), finished after emptyGrace (a client without machines).
+	require.False(t, tallyRound(ref, emptyInfo, st(0, 0, 0, 0), start.Add(time.Second)).settled)
+	require.True(t, tallyRound(ref, emptyInfo, st(0, 0, 0, 0), start.Add(emptyGrace)).settled)
+	require.False(t, tallyRound(ref, emptyInfo, nil, start.Add(emptyGrace)).settled,
+		"without /state, an empty /info is not an answer")
+
+	tl = tallyRound(ref, nil, nil, start)
+	require.False(t, tl.settled)
+	require.Len(t, tl.missing, 1)
+}
+
+// TestChunkedSplitsRefusedBatches: a batch refused as a bad request is
+// split so one unknown ID does not fail every other operation's round.
+func TestChunkedSplitsRefusedBatches(t *testing.T) {
+	t.Parallel()
+	ids := []opID{{text: "1"}, {text: "2"}, {text: "bad"}, {text: "4"}, {text: "5"}}
+	var calls int
+	fetch := func(_ context.Context, part []opID) (map[string]int, error) {
+		calls++
+		out := map[string]int{}
+		for _, id := range part {
+			if id.text == "bad" {
+				return nil, &edr.Error{Vendor: vendor, Op: "info", Status: http.StatusNotFound}
+			}
+			out[id.text] = 1
+		}
+		return out, nil
+	}
+	got, reqs, err := chunked(context.Background(), ids, 500, fetch)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"1": 1, "2": 1, "4": 1, "5": 1}, got)
+	require.Equal(t, calls, reqs)
+	require.LessOrEqual(t, reqs, 7, "halving costs O(log n) extra requests")
+
+	// Anything but a refusal of the IDs fails the round as before.
+	_, _, err = chunked(context.Background(), ids, 500, func(context.Context, []opID) (map[string]int, error) {
+		return nil, &edr.Error{Vendor: vendor, Op: "info", Status: http.StatusServiceUnavailable, Retryable: true}
+	})
+	require.Error(t, err)
 }
