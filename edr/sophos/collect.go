@@ -35,6 +35,12 @@ type partial struct {
 // meta_hostname values (endpoint_id when a row has no host name), capped at
 // edr.MaxListed. It stops after Config.MaxRows rows and says so in Notes.
 //
+// The guide shows pages.nextKey but not how to ask for the next page. When a
+// page after the first is answered 400, 404 or 422, or is the same page
+// again (pageFromKey ignored), Collect stops paging and returns what it has,
+// with a note that the result may be truncated. Errors on the first page
+// fail Collect as usual.
+//
 // When a page fails with a retryable error, the progress so far is kept in
 // this Driver and the next Collect of the same run resumes from that page.
 func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
@@ -73,6 +79,11 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 		return "", err
 	}
 	switch {
+	case p.started && laterPageRefused(resp.Status):
+		// The guide shows pages.nextKey but never names the request
+		// parameter: a server that does not take pageFromKey may refuse it.
+		// What the earlier pages found is still worth reporting.
+		return fmt.Sprintf("stopped paging after %d rows: Sophos answered HTTP %d to the request for the next page (pageFromKey); the result may be truncated", p.rows, resp.Status), nil
 	case resp.Status == http.StatusNotFound:
 		return "", d.notFound("collect", resp, rf)
 	case resp.Status == http.StatusConflict:
@@ -91,7 +102,9 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 		return "", d.malformedError("collect", resp, err)
 	}
 	if p.started && page.NextKey != "" && page.NextKey == p.key {
-		return "", d.malformedError("collect", resp, malformed("results paging does not advance (same nextKey)"))
+		// The server ignored pageFromKey and sent the same page again: its
+		// rows are already counted.
+		return fmt.Sprintf("stopped paging after %d rows: Sophos answered the request for the next page with the same page again (pageFromKey ignored); the result may be truncated", p.rows), nil
 	}
 	p.started = true
 	p.pages++
@@ -122,6 +135,17 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 		return fmt.Sprintf("stopped after %d empty result pages in a row; the counts may be incomplete", p.empty), nil
 	}
 	return "", nil
+}
+
+// laterPageRefused reports whether status, the answer to a request for a
+// page after the first, says the server does not page this way (rather than
+// that something is wrong with the run, the credentials or the service).
+func laterPageRefused(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
 }
 
 // takePartial removes and returns the saved progress for runID, or a fresh

@@ -9,7 +9,8 @@
 //
 // Protocol (specs/004 and the real API where the guide is loose):
 //
-//	POST <AuthURL>/api/v2/oauth2/token            client credentials → bearer JWT (cached, refreshed)
+//	POST <AuthURL>/api/v2/oauth2/token            client credentials → bearer JWT (cached, refreshed);
+//	                                              in the form body, once more with HTTP Basic after a 401
 //	POST <URL>/xdr-query/v1/queries/runs          {"adHocQuery":{"name","template":<sql>}} → run
 //	GET  <URL>/xdr-query/v1/queries/runs/{id}     run: status pending|running|finished, result …
 //	GET  <URL>/xdr-query/v1/queries/runs/{id}/results?maxSize=1000[&pageFromKey=<nextKey>]
@@ -329,31 +330,49 @@ func (d *Driver) tooSoon(runID string) time.Duration {
 
 // interpret maps a run's status and result. The guide shows pending and
 // finished/succeeded; failed, timedOut and cancelled are the real API's
-// other results and end the run. Unknown statuses are treated as still
-// in progress; an unknown result on a finished run is a failure.
+// other results and end the run. A server may instead say so in the status
+// (failed, error, aborted, timedOut, cancelled) and leave the result
+// notAvailable: those statuses end the run too. Other unknown statuses are
+// treated as still in progress; an unknown result on a finished run is a
+// failure.
 func (d *Driver) interpret(run runState) (edr.Status, error) {
 	status, result := strings.ToLower(run.Status), strings.ToLower(run.Result)
-	fail := func(msg string) error {
-		return &edr.Error{Vendor: vendor, Op: "poll", Code: truncate(run.Result, 40), Msg: msg}
+	fail := func(code, msg string) error {
+		return &edr.Error{Vendor: vendor, Op: "poll", Code: truncate(code, 40), Msg: msg}
 	}
 	switch result {
 	case "succeeded":
 		return edr.Status{Done: true, Progress: "finished: succeeded"}, nil
 	case "failed":
-		return edr.Status{}, fail("the query run failed at Sophos (result failed)")
+		return edr.Status{}, fail(run.Result, "the query run failed at Sophos (result failed)")
 	case "timedout":
-		return edr.Status{}, fail("the query run timed out at Sophos (result timedOut)")
+		return edr.Status{}, fail(run.Result, "the query run timed out at Sophos (result timedOut)")
 	case "cancelled", "canceled":
-		return edr.Status{}, fail("the run was cancelled")
+		return edr.Status{}, fail(run.Result, "the query run was cancelled at Sophos")
 	}
-	if status == "finished" {
-		return edr.Status{}, fail(fmt.Sprintf("the query run finished without results (result %q)", truncate(run.Result, 40)))
+	switch status {
+	case "finished":
+		return edr.Status{}, fail(run.Result, fmt.Sprintf("the query run finished without results (result %q)", truncate(run.Result, 40)))
+	case "failed", "error", "aborted":
+		return edr.Status{}, fail(run.Status, fmt.Sprintf("the query run failed at Sophos (status %q, result %q)",
+			truncate(run.Status, 40), truncate(run.Result, 40)))
+	case "timedout":
+		return edr.Status{}, fail(run.Status, fmt.Sprintf("the query run timed out at Sophos (status %q, result %q)",
+			truncate(run.Status, 40), truncate(run.Result, 40)))
+	case "cancelled", "canceled":
+		return edr.Status{}, fail(run.Status, "the query run was cancelled at Sophos")
 	}
 	return edr.Status{Progress: truncate(cmp.Or(run.Status, "pending"), 40), NextPoll: d.pollEvery}, nil
 }
 
-// Cancel cancels the run. A run Sophos no longer knows (404: unknown or
-// expired) or that already ended (409) is nothing to cancel: nil.
+// ErrRunNotFound is wrapped by the error Cancel returns when Sophos does
+// not know the run (404: unknown or expired).
+var ErrRunNotFound = errors.New("the query run was not found at Sophos (unknown or expired)")
+
+// Cancel cancels the run. A run that already ended (409) is nothing to
+// cancel: nil. A run Sophos no longer knows (404) was not cancelled either:
+// Cancel returns a permanent error wrapping ErrRunNotFound, so the caller
+// records that rather than a cancellation (retrying would not help).
 func (d *Driver) Cancel(ctx context.Context, r edr.Ref) error {
 	rf, err := parseRef("cancel", r)
 	if err != nil {
@@ -365,9 +384,10 @@ func (d *Driver) Cancel(ctx context.Context, r edr.Ref) error {
 		return err
 	}
 	switch {
-	case resp.Status >= 200 && resp.Status < 300,
-		resp.Status == http.StatusNotFound, resp.Status == http.StatusConflict:
+	case resp.Status >= 200 && resp.Status < 300, resp.Status == http.StatusConflict:
 		return nil
+	case resp.Status == http.StatusNotFound:
+		return &edr.Error{Vendor: vendor, Op: "cancel", Status: resp.Status, Msg: "nothing was cancelled", Err: ErrRunNotFound}
 	}
 	return d.statusError("cancel", resp, "")
 }

@@ -1,12 +1,15 @@
 package sophos_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,6 +277,86 @@ func TestCollectResumesAfterRateLimitMidway(t *testing.T) {
 	require.EqualValues(t, 2500, res.Rows)
 }
 
+// ignorePageKey drops pageFromKey from results requests: a server that
+// does not page that way and answers every request with the first page.
+func ignorePageKey(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/results") {
+			q := r.URL.Query()
+			q.Del("pageFromKey")
+			r.URL.RawQuery = q.Encode()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refusePages answers results requests with status instead of the
+// simulator: those with a pageFromKey only, or every one when first is set.
+func refusePages(status int, first bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/results") && (first || r.URL.Query().Has("pageFromKey")) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				_, _ = io.WriteString(w, `{"error":"BadRequest","message":"unknown parameter pageFromKey"}`)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func TestPageKeyIgnoredKeepsFirstPage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fast(), ignorePageKey)
+	b.sim.SetHits(hitSHA, 2500, "h1", "h2")
+	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1000, res.Rows, "the repeated page is not counted twice")
+	require.Equal(t, 2, res.HostsTotal)
+	require.Len(t, res.Notes, 1)
+	require.Contains(t, res.Notes[0], "stopped paging after 1000 rows")
+	require.Contains(t, res.Notes[0], "same page again")
+	require.Contains(t, res.Notes[0], "may be truncated")
+	require.Equal(t, 2, b.kit().Count(http.MethodGet, sophos.RunsPath+"/"+b.sim.Runs()[0].ID+"/results"))
+}
+
+func TestLaterPageRefusedKeepsEarlierPages(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusBadRequest, http.StatusNotFound, http.StatusUnprocessableEntity} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, fast(), refusePages(status, false))
+			b.sim.SetHits(hitSHA, 2500, "h1", "h2", "h3")
+			res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+			require.NoError(t, err)
+			require.EqualValues(t, 1000, res.Rows)
+			require.Equal(t, 3, res.HostsTotal)
+			require.Len(t, res.Notes, 1)
+			require.Contains(t, res.Notes[0], fmt.Sprintf("stopped paging after 1000 rows: Sophos answered HTTP %d", status))
+			require.Contains(t, res.Notes[0], "may be truncated")
+		})
+	}
+}
+
+func TestFirstPageRefusedFails(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusBadRequest, http.StatusNotFound, http.StatusUnprocessableEntity} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, simsophos.Config{}, refusePages(status, true))
+			b.sim.SetHits(hitSHA, 2500, "h1")
+			d := b.driver(t)
+			ref, err := d.Start(testCtx(t), target(hitSHA))
+			require.NoError(t, err)
+			_, err = d.Collect(testCtx(t), ref)
+			e := asEdrError(t, err)
+			require.Equal(t, status, e.Status)
+			require.False(t, e.Retryable)
+		})
+	}
+}
+
 func TestPolledTooFastSurfacesRetryAfter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{RunFor: time.Hour, MinPollInterval: time.Second}, nil)
@@ -414,6 +497,92 @@ func TestWrongClientSecret(t *testing.T) {
 	require.Equal(t, "token", e.Op)
 	require.Contains(t, err.Error(), "Sophos rejected the credentials (check SOPHOS_CLIENT_ID/SOPHOS_CLIENT_SECRET/SOPHOS_TENANT_ID)")
 	require.Zero(t, b.sim.TokensIssued())
+	require.Equal(t, 2, statuses(b.kit(), http.StatusUnauthorized), "the form-body request, then one with HTTP Basic")
+	edrtest.AssertNoSecrets(t, []string{secret, b.cfg.ClientSecret}, err)
+}
+
+// tokenStatus answers successful token requests with status instead of 200.
+func tokenStatus(status int) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != sophos.TokenPath {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			if rec.Code == http.StatusOK {
+				rec.Code = status
+			}
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(rec.Body.Bytes())
+		})
+	}
+}
+
+func TestTokenAnySuccessStatus(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusCreated, http.StatusNonAuthoritativeInfo} {
+		b := setup(t, fast(), tokenStatus(status))
+		_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+		require.NoError(t, err, "token answered %d", status)
+		require.Equal(t, 1, b.sim.TokensIssued())
+	}
+}
+
+// basicOnly is an identity service that refuses client credentials in the
+// form body (401) and wants HTTP Basic client authentication. It counts
+// the token requests of each kind.
+type basicOnly struct {
+	form, basic atomic.Int32
+}
+
+func (o *basicOnly) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != sophos.TokenPath {
+			next.ServeHTTP(w, r)
+			return
+		}
+		raw, _ := io.ReadAll(r.Body)
+		form, _ := url.ParseQuery(string(raw))
+		if form.Has("client_secret") || form.Has("client_id") {
+			o.form.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errorCode":"oauth.invalid_client","message":"use client_secret_basic"}`)
+			return
+		}
+		if _, _, ok := r.BasicAuth(); ok {
+			o.basic.Add(1)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func TestTokenFallsBackToBasicClientAuth(t *testing.T) {
+	t.Parallel()
+	var o basicOnly
+	b := setup(t, fast(), o.wrap)
+	_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, o.form.Load(), "the documented form-body request first")
+	require.EqualValues(t, 1, o.basic.Load(), "then once with HTTP Basic")
+	require.Equal(t, 1, b.sim.TokensIssued())
+
+	// Wrong credentials still fail after the one basic attempt.
+	var o2 basicOnly
+	b = setup(t, fast(), o2.wrap)
+	b.cfg.ClientSecret = "wrong-" + secret
+	_, err = b.driver(t).Start(testCtx(t), target(hitSHA))
+	e := asEdrError(t, err)
+	require.False(t, e.Retryable)
+	require.Equal(t, http.StatusUnauthorized, e.Status)
+	require.Contains(t, err.Error(), "Sophos rejected the credentials")
+	require.EqualValues(t, 1, o2.form.Load())
+	require.EqualValues(t, 1, o2.basic.Load())
+	require.Zero(t, b.sim.TokensIssued())
 	edrtest.AssertNoSecrets(t, []string{secret, b.cfg.ClientSecret}, err)
 }
 
@@ -530,11 +699,16 @@ func TestCancel(t *testing.T) {
 	require.Equal(t, 1, b.sim.Cancels())
 }
 
-func TestCancelUnknownRunIsNotAnError(t *testing.T) {
+func TestCancelUnknownRunSaysNotFound(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
-	require.NoError(t, d.Cancel(testCtx(t), edr.Ref(`{"runId":"00000000-dead-beef-0000-000000000000"}`)))
+	err := d.Cancel(testCtx(t), edr.Ref(`{"runId":"00000000-dead-beef-0000-000000000000"}`))
+	require.ErrorIs(t, err, sophos.ErrRunNotFound, "not reported as cancelled")
+	e := asEdrError(t, err)
+	require.False(t, e.Retryable, "nothing to retry: the runner records it and moves on")
+	require.Equal(t, http.StatusNotFound, e.Status)
+	require.Equal(t, "sophos cancel: HTTP 404: nothing was cancelled: the query run was not found at Sophos (unknown or expired)", err.Error())
 	require.Zero(t, b.sim.Cancels())
 	require.Equal(t, 1, statuses(b.kit(), http.StatusNotFound), "the cancel reached Sophos and got 404")
 }
@@ -568,6 +742,57 @@ func TestRunEndsBadly(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// runStatus answers status requests of every run with status and result
+// notAvailable: a server that reports the end of a run in its status only.
+func runStatus(status string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, ok := strings.CutPrefix(r.URL.Path, sophos.RunsPath+"/")
+			if !ok || r.Method != http.MethodGet || strings.Contains(id, "/") {
+				next.ServeHTTP(w, r)
+				return
+			}
+			simhttp.WriteJSON(w, http.StatusOK, map[string]string{"id": id, "status": status, "result": "notAvailable"})
+		})
+	}
+}
+
+func TestFinalStatusWithoutResult(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ status, want string }{
+		{"failed", `the query run failed at Sophos (status "failed", result "notAvailable")`},
+		{"Error", `the query run failed at Sophos (status "Error", result "notAvailable")`},
+		{"ABORTED", `the query run failed at Sophos (status "ABORTED", result "notAvailable")`},
+		{"timedOut", `the query run timed out at Sophos (status "timedOut", result "notAvailable")`},
+		{"cancelled", "the query run was cancelled at Sophos"},
+		{"Canceled", "the query run was cancelled at Sophos"},
+	} {
+		t.Run(tc.status, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, fast(), runStatus(tc.status))
+			d := b.driver(t)
+			ref, err := d.Start(testCtx(t), target(hitSHA))
+			require.NoError(t, err)
+			_, err = pollPaced(d, testCtx(t), ref)
+			e := asEdrError(t, err)
+			require.False(t, e.Retryable)
+			require.Equal(t, tc.status, e.Code)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+	t.Run("unknown status is in progress", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, fast(), runStatus("queued"))
+		d := b.driver(t)
+		ref, err := d.Start(testCtx(t), target(hitSHA))
+		require.NoError(t, err)
+		st, err := pollPaced(d, testCtx(t), ref)
+		require.NoError(t, err)
+		require.False(t, st.Done)
+		require.Equal(t, "queued", st.Progress)
+	})
 }
 
 func TestExpiredRunIsPermanent(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
 // tokenSource caches the bearer token of the client-credentials grant and
@@ -86,26 +87,21 @@ func (ts *tokenSource) secrets() []string {
 	return []string{ts.tok, ts.previous}
 }
 
+// fetch runs the client-credentials grant. The credentials go in the form
+// body, as Sophos documents; when the server answers 401 to that, it is
+// asked once more with HTTP Basic client authentication (RFC 6749 §2.3.1),
+// which some OAuth servers require.
 func (ts *tokenSource) fetch(ctx context.Context) (token, error) {
 	d := ts.d
-	form := url.Values{
-		"grant_type":    {"client_credentials"},
-		"client_id":     {d.cfg.ClientID},
-		"client_secret": {d.cfg.ClientSecret},
-		"scope":         {"token"},
-	}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.tokenURL, strings.NewReader(form))
-	if err != nil {
-		return token{}, &edr.Error{Vendor: vendor, Op: "token", Msg: "cannot build the token request"}
+	resp, err := ts.request(ctx, false)
+	if err == nil && resp.Status == http.StatusUnauthorized {
+		resp, err = ts.request(ctx, true)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	resp, err := d.auth.Do(req)
 	if err != nil {
-		return token{}, d.transportError("token", err)
+		return token{}, err
 	}
 	switch {
-	case resp.Status == http.StatusOK:
+	case resp.Status >= 200 && resp.Status < 300:
 	case resp.Status == http.StatusBadRequest || resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		// The identity service answers 400 invalid_client / 401 for a wrong
 		// ID or secret: nothing a retry can fix.
@@ -119,6 +115,32 @@ func (ts *tokenSource) fetch(ctx context.Context) (token, error) {
 			Msg: "malformed response from the Sophos identity service", Err: err}
 	}
 	return t, nil
+}
+
+// request sends one token request: the credentials in the form body, or
+// with basic in an Authorization: Basic header (each part form-encoded, as
+// RFC 6749 §2.3.1 asks) and not in the body.
+func (ts *tokenSource) request(ctx context.Context, basic bool) (*httpc.Response, error) {
+	d := ts.d
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"token"}}
+	if !basic {
+		form.Set("client_id", d.cfg.ClientID)
+		form.Set("client_secret", d.cfg.ClientSecret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, &edr.Error{Vendor: vendor, Op: "token", Msg: "cannot build the token request"}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if basic {
+		req.SetBasicAuth(url.QueryEscape(d.cfg.ClientID), url.QueryEscape(d.cfg.ClientSecret))
+	}
+	resp, err := d.auth.Do(req)
+	if err != nil {
+		return nil, d.transportError("token", err)
+	}
+	return resp, nil
 }
 
 // The credential failure message operators see.

@@ -316,7 +316,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	if bid, bsecret, ok := r.BasicAuth(); ok && id == "" {
-		id, secret = bid, bsecret // also accept client_secret_basic
+		// Also accept client_secret_basic: RFC 6749 §2.3.1 form-encodes
+		// each part before it is joined and base64-encoded.
+		id, secret = formUnescape(bid), formUnescape(bsecret)
 	}
 	if id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
 		s.oauthFail(w, http.StatusUnauthorized, "oauth.invalid_client", "invalid client credentials")
@@ -336,6 +338,15 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		"token_type":    "bearer",
 		"trackingId":    uuid.NewString(),
 	})
+}
+
+// formUnescape decodes one form-encoded part of HTTP Basic client
+// credentials; a part that does not decode is taken as it is.
+func formUnescape(v string) string {
+	if u, err := url.QueryUnescape(v); err == nil {
+		return u
+	}
+	return v
 }
 
 func (s *Server) oauthFail(w http.ResponseWriter, status int, code, msg string) {

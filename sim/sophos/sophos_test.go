@@ -156,6 +156,34 @@ func TestTokenEndpoint(t *testing.T) {
 	require.Equal(t, 2, e.sim.TokensIssued())
 }
 
+func TestTokenEndpointBasicClientAuth(t *testing.T) {
+	t.Parallel()
+	const id, secret = "client+id", "se cr%et:/"
+	sim := sophos.New(sophos.Config{ClientID: id, ClientSecret: secret})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	t.Cleanup(sim.Close)
+	for _, tc := range []struct {
+		name       string
+		id, secret string
+		want       int
+	}{
+		{"form-encoded parts (RFC 6749 2.3.1)", url.QueryEscape(id), url.QueryEscape(secret), http.StatusOK},
+		{"wrong secret", url.QueryEscape(id), "nope", http.StatusUnauthorized},
+	} {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL+sophos.TokenPath,
+			strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"token"}}.Encode()))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(tc.id, tc.secret)
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		st, m := decode(t, resp)
+		require.Equal(t, tc.want, st, "%s: %v", tc.name, m)
+	}
+	require.Equal(t, 1, sim.TokensIssued())
+}
+
 func TestAuthChecks(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sophos.Config{TokenTTL: time.Minute})
