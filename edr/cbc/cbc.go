@@ -6,7 +6,8 @@
 //	         {"query":{"query":"process_hash:<sha256>","time_range":{"start":…},"rows":N},
 //	          "api_resource":"enriched_events","version":"v2"}      → {"id":4522,...}
 //	Poll     GET  …/jobs/{job_id}/progress   → {"num_total","num_completed","message"}
-//	         message QUEUED → IN_PROGRESS → FINISHED
+//	         message QUEUED → IN_PROGRESS → FINISHED (COMPLETED, DONE… are taken
+//	         as FINISHED, FAILED, ERROR… as a failure; see Poll)
 //	Collect  GET  …/jobs/{job_id}/download   → 404 while not ready, else a redirect to a
 //	         pre-signed S3 URL, fetched with the credential-free httpc.Downloader and
 //	         summarised as a stream (rows, distinct hosts)
@@ -32,7 +33,10 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
@@ -92,6 +96,8 @@ type Config struct {
 	Transport http.RoundTripper
 	// Now is the clock for time_range.start (time.Now if nil).
 	Now func() time.Time
+	// Logger is optional.
+	Logger *zap.Logger
 }
 
 // String describes cfg without its secret.
@@ -109,6 +115,10 @@ type Driver struct {
 	org   string // path-escaped org key
 	token string // X-Auth-Token value
 	api   *httpc.Client
+	log   *zap.Logger
+
+	mu     sync.Mutex
+	warned map[string]bool // unknown progress messages already logged
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -161,6 +171,10 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
 	return &Driver{
 		cfg:   cfg,
 		base:  strings.TrimRight(cfg.URL, "/"),
@@ -174,6 +188,8 @@ func New(cfg Config) (*Driver, error) {
 			Limiter:   cfg.Limiter,
 			Transport: cfg.Transport,
 		}),
+		log:    log.Named(vendor),
+		warned: map[string]bool{},
 	}, nil
 }
 
@@ -256,9 +272,23 @@ var failedMessages = map[string]bool{
 	"ABORTED": true, "TIMED_OUT": true, "TIMEOUT": true, "EXPIRED": true,
 }
 
-// Poll reads the job's progress. FINISHED is Done; a failure message is a
-// permanent error; QUEUED, IN_PROGRESS and any unknown message mean "keep
-// polling" and are shown in Status.Progress.
+// finishedMessages are progress messages that mean the output is ready:
+// FINISHED, as documented, and the other spellings of "done".
+var finishedMessages = map[string]bool{
+	"FINISHED": true, "COMPLETED": true, "COMPLETE": true, "DONE": true,
+	"SUCCESS": true, "SUCCEEDED": true,
+}
+
+// knownMessages are the documented messages that mean "not yet".
+var knownMessages = map[string]bool{"QUEUED": true, "IN_PROGRESS": true}
+
+// maxWarned bounds how many distinct unknown progress messages are logged.
+const maxWarned = 32
+
+// Poll reads the job's progress. FINISHED (or COMPLETED, DONE, SUCCESS…) is
+// Done; a failure message (FAILED, ERROR, CANCELLED…) is a permanent error
+// naming it; QUEUED, IN_PROGRESS and any unknown message mean "keep polling"
+// and are shown in Status.Progress (an unknown message is logged once).
 func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 	id, err := d.ref("poll", r)
 	if err != nil {
@@ -289,13 +319,30 @@ func (d *Driver) progress(ctx context.Context, op, id string) (edr.Status, error
 		line = fmt.Sprintf("%s %d/%d", p.Message, p.Completed, p.Total)
 	}
 	switch {
-	case p.Message == "FINISHED":
+	case finishedMessages[p.Message]:
 		return edr.Status{Done: true, Progress: line}, nil
 	case failedMessages[p.Message]:
 		return edr.Status{}, &edr.Error{Vendor: vendor, Op: op, Code: p.Message,
 			Msg: "export job " + id + " ended without output (" + p.Message + ")"}
+	case !knownMessages[p.Message]:
+		d.warnUnknown(id, p.Message)
 	}
 	return edr.Status{Progress: line}, nil
+}
+
+// warnUnknown logs a progress message this driver does not know, once per
+// message (up to maxWarned of them).
+func (d *Driver) warnUnknown(id, msg string) {
+	d.mu.Lock()
+	first := !d.warned[msg] && len(d.warned) < maxWarned
+	if first {
+		d.warned[msg] = true
+	}
+	d.mu.Unlock()
+	if first {
+		d.log.Warn("unknown export progress message; polling on until FINISHED or a failure",
+			zap.String("message", msg), zap.String("job_id", id))
+	}
 }
 
 // Collect downloads the finished export and summarises it. While the output
@@ -328,9 +375,16 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 	case resp.Status >= 300 && resp.Status < 400:
 		res, err = d.fetch(ctx, path, resp.Header.Get("Location"))
 	case resp.Status/100 == 2:
-		// Not what the document describes, but harmless: the output came
-		// inline (bounded by MaxBody, as every API response).
-		res, err = d.summarize(bytes.NewReader(resp.Body))
+		// Not what the document describes: the output came inline (bounded
+		// by MaxBody, as every API response). It must be export data: an
+		// empty body, or a JSON document that holds no events ({"url":…},
+		// the job object), is malformed rather than "nothing found".
+		if len(bytes.TrimSpace(resp.Body)) == 0 {
+			return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Status: resp.Status,
+				Msg: fmt.Sprintf("malformed response: /download answered HTTP %d with an empty body instead of a redirect to the export", resp.Status)}
+		}
+		res, err = d.summarize(bytes.NewReader(resp.Body),
+			fmt.Sprintf("malformed response: /download answered HTTP %d without a redirect, and the body is not export data: ", resp.Status))
 	default:
 		return edr.Result{}, d.statusErr("collect", resp)
 	}
@@ -369,14 +423,16 @@ func (d *Driver) fetch(ctx context.Context, path, location string) (edr.Result, 
 		return edr.Result{}, downloadErr(ctx, err)
 	}
 	defer resp.Body.Close()
-	res, err := d.summarize(resp.Body)
+	res, err := d.summarize(resp.Body, "")
 	if err != nil && ctx.Err() != nil {
 		return edr.Result{}, fmt.Errorf("cbc collect: %w", ctx.Err())
 	}
 	return res, err
 }
 
-func (d *Driver) summarize(r io.Reader) (edr.Result, error) {
+// summarize reads an export and classifies its failure. malformedPrefix
+// introduces the message of an export that cannot be parsed.
+func (d *Driver) summarize(r io.Reader, malformedPrefix string) (edr.Result, error) {
 	res, err := summarize(r, exportLimits{
 		maxRaw:      d.cfg.MaxExport,
 		maxInflated: inflateRatio * d.cfg.MaxExport,
@@ -387,7 +443,7 @@ func (d *Driver) summarize(r io.Reader) (edr.Result, error) {
 	case err == nil:
 		return res, nil
 	case errors.Is(err, errMalformedExport):
-		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: err.Error()}
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: malformedPrefix + err.Error()}
 	case errors.Is(err, errExportTooLarge), errors.Is(err, httpc.ErrTooLarge):
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: "export too large (raise MaxExport and the download size limit)", Err: err}
 	}
@@ -413,12 +469,13 @@ func downloadErr(ctx context.Context, err error) error {
 		e := &edr.Error{Vendor: vendor, Op: "collect", Status: se.Status, Err: &clean,
 			Retryable: se.Retryable(), RetryAfter: se.RetryAfter}
 		switch se.Status {
-		case http.StatusForbidden, http.StatusNotFound:
-			// Expired or not yet visible: a new /download issues a fresh URL.
+		case http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound, http.StatusGone:
+			// Expired (S3 says 403; other stores 400 or 410) or not yet
+			// visible (404): a new /download issues a fresh URL. Like any
+			// retryable failure, the runner retries it until the job's
+			// deadline.
 			e.Retryable = true
 			e.Msg = "object store refused the pre-signed export URL (expired?); a fresh URL will be requested"
-		case http.StatusBadRequest:
-			e.Msg = "object store refused the download request"
 		default:
 			e.Msg = "downloading the export failed"
 		}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/cbc"
@@ -549,6 +551,34 @@ func TestExpiredPresignedURL(t *testing.T) {
 	require.Equal(t, []int{403, 200}, statuses)
 }
 
+// Object stores other than S3 answer an expired pre-signed URL with 400 or
+// 410: like S3's 403, the error is retryable and the next Collect asks
+// /download for a fresh URL.
+func TestPresignedURLRefusedWith400Or410(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusBadRequest, http.StatusGone} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, simcbc.Config{}, nil)
+			ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+			require.NoError(t, err)
+			b.sim.Kit().Add(simhttp.Fault{Path: "/presigned/", Status: status, Count: 1})
+
+			_, err = b.drv.Collect(ctx(t), ref)
+			e := asEdrErr(t, err)
+			require.True(t, e.Retryable, "a refused pre-signed URL is retryable: %v", err)
+			require.Equal(t, status, e.Status)
+			require.Contains(t, err.Error(), "a fresh URL will be requested")
+			assertClean(t, b.sim, err)
+
+			res, err := b.drv.Collect(ctx(t), ref)
+			require.NoError(t, err)
+			require.Equal(t, wantHit, res)
+			require.Len(t, b.sim.IssuedURLs(), 2, "the second Collect used a fresh URL")
+		})
+	}
+}
+
 // A redirect to a host outside DOWNLOAD_HOSTS is refused before dialling.
 func TestDownloadPolicyRefusal(t *testing.T) {
 	t.Parallel()
@@ -701,6 +731,90 @@ func TestUnusualAnswers(t *testing.T) {
 	st, err := d.Poll(ctx(t), edr.Ref(`{"id":"3"}`))
 	require.NoError(t, err)
 	require.Equal(t, edr.Status{Progress: "RESCHEDULED 3/10"}, st)
+}
+
+// A server written from the same document may spell "finished" and "failed"
+// differently, and may hand the export (or something else) back inline
+// with 200 instead of redirecting.
+func TestOtherServersAnswers(t *testing.T) {
+	t.Parallel()
+	progress := map[string]string{
+		"10": "COMPLETED", "11": "complete", "12": "Done", "13": "SUCCESS",
+		"20": "FAILED", "21": "error", "22": "CANCELLED", "23": "Canceled",
+		"30": "RESCHEDULED", "31": "WAITING",
+	}
+	inline := map[string]string{
+		"40": `{"events":[{"device_name":"h1","process_hash":["x"]},{"device_name":"h2"},{"device_id":7}]}`,
+		"41": `{"num_found":2,"data":[{"device_name":"h1"},{"device_name":"h1"}]}`,
+		"50": `{"url":"https://bucket.s3.amazonaws.com/4522.csv?X-Amz-Signature=abc"}`,
+		"51": `{"id":4522,"type":"event_export","status":"FINISHED"}`,
+		"52": `{"data":[]}`,
+		"53": "",
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}/progress", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"num_total":5,"num_completed":5,"message":"`+progress[r.PathValue("id")]+`"}`)
+	})
+	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}/download", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, inline[r.PathValue("id")])
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.WarnLevel)
+	d, err := cbc.New(cbc.Config{URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret,
+		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true}), Logger: zap.New(core)})
+	require.NoError(t, err)
+	poll := func(id string) (edr.Status, error) { return d.Poll(ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
+
+	for _, id := range []string{"10", "11", "12", "13"} {
+		st, err := poll(id)
+		require.NoError(t, err, progress[id])
+		require.True(t, st.Done, progress[id])
+	}
+	for _, id := range []string{"20", "21", "22", "23"} {
+		_, err := poll(id)
+		e := asEdrErr(t, err)
+		require.False(t, e.Retryable, progress[id])
+		require.Contains(t, err.Error(), "ended without output ("+strings.ToUpper(progress[id])+")")
+	}
+	// Unknown messages: keep polling, and say so in the log once per
+	// message, not once per poll.
+	for range 3 {
+		for _, id := range []string{"30", "31"} {
+			st, err := poll(id)
+			require.NoError(t, err)
+			require.Equal(t, edr.Status{Progress: progress[id] + " 5/5"}, st)
+		}
+	}
+	warned := logs.FilterMessageSnippet("unknown export progress message").AllUntimed()
+	require.Len(t, warned, 2)
+	require.Equal(t, "RESCHEDULED", warned[0].ContextMap()["message"])
+	require.Equal(t, "WAITING", warned[1].ContextMap()["message"])
+	st, err := poll("10")
+	require.NoError(t, err)
+	require.True(t, st.Done)
+	require.Equal(t, 2, logs.Len(), "known messages are not logged")
+
+	collect := func(id string) (edr.Result, error) { return d.Collect(ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
+	res, err := collect("40")
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{Rows: 3, Hosts: []string{"7", "h1", "h2"}, HostsTotal: 3}, res)
+	res, err = collect("41")
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{Rows: 2, Hosts: []string{"h1"}, HostsTotal: 1}, res)
+	res, err = collect("52")
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{}, res)
+
+	// Not export data: malformed, never "one event found" or "nothing
+	// found".
+	for _, id := range []string{"50", "51", "53"} {
+		_, err := collect(id)
+		e := asEdrErr(t, err)
+		require.False(t, e.Retryable, "%s: %v", id, err)
+		require.Contains(t, err.Error(), "malformed response: /download answered HTTP 200", id)
+		require.NotContains(t, err.Error(), "X-Amz-Signature")
+	}
 }
 
 func TestNewValidates(t *testing.T) {

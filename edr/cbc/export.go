@@ -26,8 +26,11 @@ import (
 //	1f 8b           gzip → sniff again inside
 //	PK 03 04        zip  → every entry, sniffed again (spooled to TempDir above spoolInMemory)
 //	[               JSON array of event objects
-//	{"results":[…]} JSON object holding the events (the search API's shape)
-//	{…}\n{…}        NDJSON, one event per line
+//	{"results":[…]} JSON object holding the events (the search API's shape);
+//	                another key ({"events":[…]}, {"data":[…]}) when the object
+//	                names no event field and the array holds event objects
+//	{…}\n{…}        NDJSON, one event per line; the first object must name an
+//	                event field (an error or status document is not an export)
 //	anything else   CSV with a header line naming CBC event fields
 //
 // A host is device_name, else device_id, else hostname.
@@ -113,7 +116,11 @@ func (s *summary) result() edr.Result {
 
 func (s *summary) add(host string) {
 	s.rows++
-	host = cleanHost(host)
+	s.addHost(cleanHost(host))
+}
+
+// addHost adds a cleaned host name to the distinct set.
+func (s *summary) addHost(host string) {
 	if host == "" {
 		return
 	}
@@ -375,23 +382,31 @@ func (s *summary) consumeJSONArray(dec *json.Decoder) error {
 	return expectEnd(dec)
 }
 
-// consumeJSONObject handles {"results":[...]} and NDJSON, which both start
-// with '{': the first object is walked key by key; if it holds a "results"
-// array that is the export, otherwise it was the first NDJSON event.
+// consumeJSONObject handles the shapes that start with '{': an object
+// holding the events in an array, and NDJSON. The first object is walked key
+// by key. A "results" array is the export. Otherwise an object that names an
+// event field (knownColumn) is the first NDJSON event; one that names none
+// but holds an array of event objects under another key ("events", "data")
+// is that array's container; anything else ({"url":"…"}, an error or job
+// document served with 200) is not an export.
 func (s *summary) consumeJSONObject(dec *json.Decoder) error {
 	if err := expectDelim(dec, '{'); err != nil {
 		return err
 	}
 	var first eventRow
-	container := false
+	container := false // a "results" array (or null) was read
+	eventish := false  // the object names an event field
+	var inner *summary // the first array of event objects under another key
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return jsonMalformed("object key", err)
 		}
 		key, _ := tok.(string)
+		lkey := strings.ToLower(key)
+		eventish = eventish || knownColumn(lkey)
 		switch {
-		case strings.EqualFold(key, "results") && !container:
+		case lkey == "results" && !container:
 			tok, err := dec.Token()
 			if err != nil {
 				return jsonMalformed("results", err)
@@ -409,15 +424,17 @@ func (s *summary) consumeJSONObject(dec *json.Decoder) error {
 			case nil:
 				container = true // "results": null, nothing found
 			}
-		case strings.EqualFold(key, "device_name"):
+		case lkey == "device_name":
 			err = dec.Decode(&first.DeviceName)
-		case strings.EqualFold(key, "device_id"):
+		case lkey == "device_id":
 			err = dec.Decode(&first.DeviceID)
-		case strings.EqualFold(key, "hostname"):
+		case lkey == "hostname":
 			err = dec.Decode(&first.Hostname)
-		default:
+		case knownColumn(lkey):
 			var skip json.RawMessage
 			err = dec.Decode(&skip)
+		default:
+			err = s.otherValue(dec, &inner)
 		}
 		if err != nil {
 			return jsonMalformed("object", err)
@@ -426,8 +443,14 @@ func (s *summary) consumeJSONObject(dec *json.Decoder) error {
 	if err := expectDelim(dec, '}'); err != nil {
 		return err
 	}
-	if container {
+	switch {
+	case container:
 		return expectEnd(dec)
+	case !eventish && inner != nil:
+		s.merge(inner)
+		return expectEnd(dec)
+	case !eventish:
+		return malformed("not a CBC event export: the JSON object names no event field and holds no array of events")
 	}
 	s.add(first.host())
 	for {
@@ -444,7 +467,97 @@ func (s *summary) consumeJSONObject(dec *json.Decoder) error {
 	}
 }
 
-// skipObject consumes the rest of an object whose '{' was read.
+// otherValue reads the value of a key that is neither "results" nor an
+// event field. An array of event objects there may be the container of the
+// events: *inner keeps the first non-empty one (else the first empty one).
+func (s *summary) otherValue(dec *json.Decoder, inner **summary) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return jsonMalformed("object", err)
+	}
+	switch tok {
+	case json.Delim('{'):
+		return skipObject(dec)
+	case json.Delim('['):
+		if *inner != nil && (*inner).rows > 0 {
+			return skipObject(dec) // the container is found already
+		}
+		arr, err := s.eventArray(dec)
+		if err == nil && arr != nil && (*inner == nil || arr.rows > 0) {
+			*inner = arr
+		}
+		return err
+	}
+	return nil // a scalar, read whole by Token
+}
+
+// eventArray reads an array whose '[' was read, under a key other than
+// "results", into a summary of its own. The summary is nil when the array
+// does not hold events: an element that is neither an object nor null, or a
+// first object that names no event field. An empty array holds no events
+// and is an empty summary.
+func (s *summary) eventArray(dec *json.Decoder) (*summary, error) {
+	arr := &summary{lim: s.lim, hosts: map[string]struct{}{}}
+	events, checked := true, false
+	for dec.More() {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, jsonMalformed("array", err)
+		}
+		if !events || string(raw) == "null" {
+			continue
+		}
+		if raw[0] != '{' {
+			events = false
+			continue
+		}
+		if !checked {
+			checked = true
+			if events = namesEventField(raw); !events {
+				continue
+			}
+		}
+		var row eventRow
+		if err := json.Unmarshal(raw, &row); err != nil {
+			return nil, jsonMalformed("event", err)
+		}
+		arr.add(row.host())
+	}
+	if err := expectDelim(dec, ']'); err != nil {
+		return nil, err
+	}
+	if !events {
+		return nil, nil
+	}
+	return arr, nil
+}
+
+// namesEventField reports whether a JSON object has a key that is a CBC
+// event field.
+func namesEventField(obj json.RawMessage) bool {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(obj, &fields) != nil {
+		return false
+	}
+	for k := range fields {
+		if knownColumn(strings.ToLower(k)) {
+			return true
+		}
+	}
+	return false
+}
+
+// merge adds the rows and hosts of o, read from the same export.
+func (s *summary) merge(o *summary) {
+	s.rows += o.rows
+	s.capped = s.capped || o.capped
+	for h := range o.hosts {
+		s.addHost(h)
+	}
+}
+
+// skipObject consumes the rest of an object (or array) whose '{' (or '[')
+// was read.
 func skipObject(dec *json.Decoder) error {
 	for depth := 1; depth > 0; {
 		tok, err := dec.Token()

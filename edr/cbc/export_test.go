@@ -84,6 +84,14 @@ func TestSummarizeShapes(t *testing.T) {
 		"zip mixed":     zipOf(map[string][]byte{"c.json": jsonArray()[:0], "d.ndjson": []byte(sampleNDJSON)}, zip.Deflate),
 		"zip of gz":     zipOf(map[string][]byte{"e.csv.gz": gz([]byte(sampleCSV))}, zip.Store),
 		"gz of zip":     gz(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Deflate)),
+		// Containers under another key than "results": the object names no
+		// event field, the array holds event objects.
+		"json events": []byte(`{"events":` + string(jsonArray()) + `}`),
+		"json data":   []byte(`{"errors":[],"tags":["a"],"meta":{"x":[1]},"job_id":4522,"data":` + string(jsonArray()) + `,"more":[{"device_name":"ignored"}]}`),
+		// An NDJSON event may hold arrays of objects: it names event fields,
+		// so it is an event, not a container.
+		"ndjson nested": []byte(`{"event_id":"e1","device_id":101,"device_name":"WIN-A","children":[{"device_name":"no"},{"device_name":"no"}]}` + "\n" +
+			strings.SplitN(sampleNDJSON, "\n", 2)[1]),
 		"ndjson hostname": []byte(`{"hostname":"WIN-A"}` + "\n" + `{"device_name":"","device_id":"101","hostname":"x"}` + "\n" +
 			`{"device_name":" WIN-A "}` + "\n" + `{"device_id":102}` + "\n" + `{"device_name":"WIN,B"}` + "\n" + `{"device_id":101}` + "\n"),
 	}
@@ -104,6 +112,7 @@ func TestSummarizeShapes(t *testing.T) {
 func TestSummarizeNothingFound(t *testing.T) {
 	t.Parallel()
 	for _, in := range []string{"", "\n", "event_id,device_name\n", "[]", `{"results":[]}`, `{"results":null,"num_found":0}`,
+		`{"events":[]}`, `{"num_found":0,"data":[null]}`,
 		string(gz(nil)), string(zipOf(nil, zip.Deflate))} {
 		res, err := summarize(strings.NewReader(in), testLimits())
 		require.NoError(t, err, "%q", in)
@@ -124,6 +133,17 @@ func TestSummarizeMalformed(t *testing.T) {
 		`[{"device_name":"a"}] [1]`,
 		`{"results":[{"device_name":"a"}]} {"x":1}`,
 		`{"results":[{"device_name":"a"}`,
+		// JSON documents that are not exports: no event field, no array of
+		// events.
+		`{"url":"https://bucket.s3.amazonaws.com/export.csv?X-Amz-Signature=x"}`,
+		`{"id":4522,"type":"event_export","status":"CREATED"}`,
+		`{"success":false,"message":"job output expired"}`,
+		`{"errors":[{"message":"bad request"}]}`,
+		`{"tags":["a","b"]}`,
+		`{"events":[{"device_name":"a"},1]}`,
+		`{"events":[{"device_name":"a"}]}` + "\n" + `{"device_name":"b"}`,
+		`{}`,
+		`{"url":"x"}` + "\n" + `{"device_name":"a"}`,
 		"\x1f\x8bnot gzip at all",
 		"PK\x03\x04 not a zip",
 		string(gz(gz(gz([]byte(sampleCSV))))),

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
@@ -25,6 +28,16 @@ const (
 	// defaultWaitTimeout is assumed when a session does not report its
 	// sensor_wait_timeout (the document's example says 120 s).
 	defaultWaitTimeout = 120 * time.Second
+	// minKeepalive is the shortest keepalive interval, whatever timeouts a
+	// session reports: it keeps a nonsensical timeout from turning every
+	// Poll into a keepalive.
+	minKeepalive = 100 * time.Millisecond
+	// uploadStallPolls and uploadStallTime bound the wait for a file whose
+	// size_uploaded stays below its size: after that many polls, or that
+	// long, without progress its content is read anyway (and its size and
+	// sha256 taken from what arrives).
+	uploadStallPolls = 10
+	uploadStallTime  = 2 * time.Minute
 	// maxMatched caps the matching processes remembered per sensor.
 	maxMatched = 10
 	// cleanupTimeout bounds closing sessions after the caller's context
@@ -65,6 +78,8 @@ type Config struct {
 	Transport http.RoundTripper
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Logger is optional.
+	Logger *zap.Logger
 }
 
 // String describes the configuration without the token.
@@ -84,6 +99,7 @@ type Driver struct {
 	maxFile   int64
 	pollEvery time.Duration
 	now       func() time.Time
+	log       *zap.Logger
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -111,6 +127,10 @@ func New(cfg Config) (*Driver, error) {
 	if now == nil {
 		now = time.Now
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
 	return &Driver{
 		base:  u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"),
 		token: cfg.APIToken,
@@ -121,6 +141,7 @@ func New(cfg Config) (*Driver, error) {
 		maxFile:   cmp.Or(cfg.MaxFile, DefaultMaxFile),
 		pollEvery: cmp.Or(cfg.PollInterval, DefaultPollInterval),
 		now:       now,
+		log:       log.Named(vendor),
 	}, nil
 }
 
@@ -198,6 +219,7 @@ func (d *Driver) openSession(ctx context.Context, s *sensorRef) error {
 	s.SessionID = sess.ID
 	s.Host = sess.Hostname
 	s.WaitTimeout = float64(sess.SensorWaitTimeout)
+	s.SessionTimeout = float64(sess.SessionTimeout)
 	s.LastActivity = d.now()
 	s.Step = stepWait
 	return nil
@@ -341,6 +363,14 @@ func (d *Driver) stepCommand(ctx context.Context, r *opRef, s *sensorRef) (chang
 				return true, false, nil
 			}
 			_, acted, err := d.issue(ctx, r, s, stepGetFile, cmdGetFile, r.Path)
+			if err != nil && !taskLevel(err) {
+				// The server refused "get file" (unsupported, bad path):
+				// the process list stands, the file is a note.
+				_, msg := reason(err)
+				s.Remarks = append(s.Remarks, fmt.Sprintf("could not retrieve %s: %s", r.Path, msg))
+				s.Step = stepClose
+				return true, false, nil
+			}
 			return true, acted, err
 		}
 		if c.FileID != "" {
@@ -352,11 +382,8 @@ func (d *Driver) stepCommand(ctx context.Context, r *opRef, s *sensorRef) (chang
 		}
 		return d.fetchFile(ctx, r, s)
 	case "error", "failed":
-		if s.Step == stepGetFile && fileNotFound(c) {
-			// Not a failure: the answer is "the file is not on this host".
-			s.Remarks = append(s.Remarks, fmt.Sprintf("%s is not on the host (%s)", r.Path, resultText(c)))
-			s.Step = stepClose
-			return true, false, nil
+		if s.Step == stepGetFile {
+			return true, false, d.getFileFailed(ctx, r, s, c)
 		}
 		s.fail(0, "%s", commandError(name, c))
 		return true, false, nil
@@ -370,6 +397,39 @@ func (d *Driver) stepCommand(ctx context.Context, r *opRef, s *sensorRef) (chang
 		return sent, false, err
 	}
 	return true, false, d.explainGone(ctx, s, fmt.Sprintf("the session stopped accepting keepalives while %q ran", name))
+}
+
+// getFileFailed handles a "get file" that ended in error. The process list
+// has answered by then, so an error of the command itself (file not found,
+// locked, access denied, upload failed) is a note on the sensor's result,
+// not a failure; a session that ended under the command is a failure, as
+// everywhere else.
+func (d *Driver) getFileFailed(ctx context.Context, r *opRef, s *sensorRef, c command) error {
+	if fileNotFound(c) {
+		// The answer is "the file is not on this host".
+		s.Remarks = append(s.Remarks, fmt.Sprintf("%s is not on the host (%s)", r.Path, resultText(c)))
+		s.Step = stepClose
+		return nil
+	}
+	sess, found, err := d.getSession(ctx, "poll", s.SessionID)
+	switch {
+	case err != nil && taskLevel(err):
+		return err
+	case err != nil:
+		// Unreadable session: nothing says it ended.
+	case !found:
+		s.fail(http.StatusNotFound, "%s: the Live Response session %s no longer exists", commandError(cmdGetFile, c), s.SessionID)
+		return nil
+	default:
+		switch st := norm(sess.Status); st {
+		case "timeout", "inactive", "close", "closed":
+			s.fail(0, "%s: %s", commandError(cmdGetFile, c), ended(st))
+			return nil
+		}
+	}
+	s.Remarks = append(s.Remarks, fmt.Sprintf("could not retrieve %s: %s", r.Path, commandError(cmdGetFile, c)))
+	s.Step = stepClose
+	return nil
 }
 
 // issue creates command name (with object) in s's session, or adopts an
@@ -411,8 +471,9 @@ func (d *Driver) issue(ctx context.Context, r *opRef, s *sensorRef, next step, n
 
 // findCommand looks for a command with this name and object that an earlier
 // attempt created in s's session (the vendor accepted it, but the answer or
-// the checkpoint was lost). A server that cannot list commands is not an
-// error: the command is then simply created.
+// the checkpoint was lost). A server that cannot list commands, or answers
+// with a list this driver cannot read, is not an error: the command is then
+// simply created.
 func (d *Driver) findCommand(ctx context.Context, s *sensorRef, name, object string) (command, bool, error) {
 	resp, err := d.send(ctx, "poll", http.MethodGet, sessionPath(s.SessionID)+"/command", nil)
 	if err != nil {
@@ -426,7 +487,10 @@ func (d *Driver) findCommand(ctx context.Context, s *sensorRef, name, object str
 	}
 	list, err := decodeCommandList(resp.Body)
 	if err != nil {
-		return command{}, false, malformed("poll", "GET commands in session "+string(s.SessionID), err)
+		d.log.Warn("unreadable command list; creating the command without looking for an earlier one",
+			zap.Int64("sensor_id", s.SensorID), zap.String("session_id", string(s.SessionID)),
+			zap.String("command", name), zap.Error(err))
+		return command{}, false, nil
 	}
 	for _, c := range list {
 		if c.ID == "" || !strings.EqualFold(strings.TrimSpace(c.Name), name) ||
@@ -462,14 +526,28 @@ func (d *Driver) fetchFile(ctx context.Context, r *opRef, s *sensorRef) (changed
 		return false, false, malformed("poll", what, err)
 	}
 	if st := strings.TrimSpace(string(meta.Status)); st != "" && st != "0" {
-		s.fail(0, "the sensor could not upload %s (file status %s)", r.Path, clip(st))
+		// The file request failed on the sensor: like a "get file" error,
+		// a note.
+		s.Remarks = append(s.Remarks, fmt.Sprintf("could not retrieve %s: the sensor could not upload it (file status %s)", r.Path, clip(st)))
+		s.Step = stepClose
 		return true, false, nil
 	}
 	size := int64(meta.Size)
 	if meta.SizeUploaded != nil && int64(*meta.SizeUploaded) < size {
-		// Still arriving from the sensor: poll again.
-		_, _, err := d.keepaliveIfDue(ctx, s)
-		return true, false, err
+		// Still arriving from the sensor: poll again, unless the upload
+		// made no progress for uploadStallPolls polls or uploadStallTime.
+		up, now := int64(*meta.SizeUploaded), d.now()
+		if s.UploadSince.IsZero() || up != s.Uploaded {
+			s.Uploaded, s.UploadSince, s.UploadStalls = up, now, 0
+		} else {
+			s.UploadStalls++
+		}
+		if s.UploadStalls < uploadStallPolls && now.Sub(s.UploadSince) < uploadStallTime {
+			_, _, err := d.keepaliveIfDue(ctx, s)
+			return true, false, err
+		}
+		s.Remarks = append(s.Remarks, fmt.Sprintf("the upload of %s stayed at %d of %d bytes (%d polls, %s); its content was read anyway",
+			r.Path, up, size, s.UploadStalls, now.Sub(s.UploadSince).Round(time.Millisecond)))
 	}
 	if size > d.maxFile {
 		s.File = &retrievedFile{Path: r.Path, Size: size, TooLarge: true}
@@ -567,9 +645,9 @@ func (d *Driver) explainGone(ctx context.Context, s *sensorRef, why string) erro
 	return nil
 }
 
-// keepaliveIfDue sends GET …/keepalive when half of the session's
-// sensor_wait_timeout has passed since its last activity. isGone reports
-// that the server refused it as for an ended session.
+// keepaliveIfDue sends GET …/keepalive when keepaliveEvery has passed since
+// the session's last activity. isGone reports that the server refused it as
+// for an ended session.
 func (d *Driver) keepaliveIfDue(ctx context.Context, s *sensorRef) (sent, isGone bool, err error) {
 	now := d.now()
 	if now.Sub(s.LastActivity) < keepaliveEvery(s) {
@@ -589,12 +667,27 @@ func (d *Driver) keepaliveIfDue(ctx context.Context, s *sensorRef) (sent, isGone
 	return false, false, statusError("poll", "GET keepalive of session "+string(s.SessionID), resp)
 }
 
+// keepaliveEvery is half the shorter of the session's sensor_wait_timeout
+// and session_timeout (the sensor quits when no command is issued within
+// it), each when reported, and at least minKeepalive.
 func keepaliveEvery(s *sensorRef) time.Duration {
 	wait := defaultWaitTimeout
 	if s.WaitTimeout > 0 {
-		wait = time.Duration(s.WaitTimeout * float64(time.Second))
+		wait = seconds(s.WaitTimeout)
 	}
-	return wait / 2
+	if s.SessionTimeout > 0 {
+		wait = min(wait, seconds(s.SessionTimeout))
+	}
+	return max(wait/2, minKeepalive)
+}
+
+// seconds converts a timeout reported in seconds, saturating instead of
+// overflowing.
+func seconds(v float64) time.Duration {
+	if v >= float64(math.MaxInt64/time.Second) {
+		return math.MaxInt64
+	}
+	return time.Duration(v * float64(time.Second))
 }
 
 // nextPoll suggests the next Poll: the poll interval, or sooner when a
@@ -762,12 +855,18 @@ func (s *sensorRef) absorb(sess session) (changed bool) {
 	if w := float64(sess.SensorWaitTimeout); w > 0 && w != s.WaitTimeout {
 		s.WaitTimeout, changed = w, true
 	}
+	if w := float64(sess.SessionTimeout); w > 0 && w != s.SessionTimeout {
+		s.SessionTimeout, changed = w, true
+	}
 	return changed
 }
 
 func missingCommands(sess session, needFile bool) []string {
-	if sess.SupportedCommands == nil {
-		return nil // not reported: let the commands speak for themselves
+	if sess.SupportedCommands == nil || len(*sess.SupportedCommands) == 0 {
+		// Not reported (an active session listing no command at all says
+		// nothing either: the document's pending session shows []): let the
+		// commands speak for themselves.
+		return nil
 	}
 	need := []string{cmdProcessList}
 	if needFile {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/cblr"
@@ -77,6 +80,8 @@ type opts struct {
 	maxFile   int64
 	token     string
 	transport func(http.RoundTripper) http.RoundTripper
+	logger    *zap.Logger
+	now       func() time.Time
 }
 
 type env struct {
@@ -108,7 +113,7 @@ func setup(t *testing.T, o opts, sensors ...simcblr.Sensor) *env {
 		d, err := cblr.New(cblr.Config{
 			URL: srv.URL, APIToken: cmp.Or(o.token, testToken), UserAgent: "analysisfleet/test (w1)",
 			Timeout: cmp.Or(o.timeout, 5*time.Second), MaxFile: o.maxFile,
-			PollInterval: 10 * time.Millisecond, Transport: tr,
+			PollInterval: 10 * time.Millisecond, Transport: tr, Logger: o.logger, Now: o.now,
 		})
 		require.NoError(t, err)
 		return d
@@ -296,17 +301,113 @@ func TestGetFile(t *testing.T) {
 		require.Equal(t, "error", e.sim.Sessions()[0].Commands[1].Status)
 		requireAllClosed(t, e.sim)
 	})
-	t.Run("OtherErrorFails", func(t *testing.T) {
+	t.Run("OtherErrorIsANote", func(t *testing.T) {
 		t.Parallel()
+		// Any error of "get file" on the sensor: the process list has
+		// answered, so the sensor did not fail; the note says why there is
+		// no file.
+		for _, fail := range []simcblr.ErrorInfo{
+			{Code: -2147024864, Type: "WinHresult", Desc: "The process cannot access the file because it is being used by another process."},
+			{Code: 5, Type: "CbError", Desc: "upload failed"},
+			{Code: 0x80070005, Type: "WinHresult"},
+		} {
+			host := infected(3, "WIN-C")
+			host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": fail}
+			e := setup(t, opts{}, host)
+			res, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+			require.NoError(t, err, "%+v", fail)
+			require.EqualValues(t, 1, res.Rows, "the process list's match stands")
+			require.Equal(t, []string{"WIN-C"}, res.Hosts)
+			require.Empty(t, res.Files)
+			notes := strings.Join(res.Notes, "\n")
+			require.Contains(t, notes, "sensor 3 (WIN-C): could not retrieve "+samplePath+`: the "get file" command failed on the sensor: result_code `)
+			require.Contains(t, notes, "result_type "+fail.Type)
+			require.NotContains(t, notes, "failed:")
+			requireAllClosed(t, e.sim)
+		}
 		host := infected(3, "WIN-C")
-		host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: -2147024864, Type: "WinHresult", Desc: "The process cannot access the file because it is being used by another process."}}
+		host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: -2147024864, Type: "WinHresult", Desc: "in use"}}
 		e := setup(t, opts{}, host)
-		_, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+		require.NoError(t, err)
+		require.Contains(t, strings.Join(res.Notes, "\n"), `result_code -2147024864 (0x80070020), result_type WinHresult, result_desc "in use"`)
+	})
+	t.Run("FileStatusIsANote", func(t *testing.T) {
+		t.Parallel()
+		// The file object reports the request failed (status non-zero).
+		failed := func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/file/1") {
+					return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+						Body: io.NopCloser(strings.NewReader(`{"id":1,"file_name":"x","size":0,"size_uploaded":0,"status":5}`)), Request: r}, nil
+				}
+				return next.RoundTrip(r)
+			})
+		}
+		e := setup(t, opts{transport: failed}, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, res.Rows)
+		require.Empty(t, res.Files)
+		require.Contains(t, strings.Join(res.Notes, "\n"), "sensor 1 (WIN-A): could not retrieve "+samplePath+": the sensor could not upload it (file status 5)")
+		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("SessionEndedUnderIt", func(t *testing.T) {
+		t.Parallel()
+		// A "get file" cut short because the session ended is a failure of
+		// the sensor, as any session-level failure.
+		e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Second}}, infected(1, "WIN-A"))
+		ref, err := e.drv.Start(testCtx(t), target(1))
+		require.NoError(t, err)
+		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
+		req, err := http.NewRequestWithContext(testCtx(t), http.MethodPut, e.srv.URL+"/api/v1/cblr/session/1", strings.NewReader(`{"status":"close"}`))
+		require.NoError(t, err)
+		req.Header.Set("X-Auth-Token", testToken)
+		resp, err := e.srv.Client().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+
+		_, err = edrtest.Drive(testCtx(t), e.drv, target(1), ref)
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "sensor 3 (WIN-C)")
-		require.Contains(t, err.Error(), "result_code -2147024864 (0x80070020)")
+		require.Contains(t, err.Error(), `sensor 1 (WIN-A): the "get file" command failed on the sensor`)
+		require.Contains(t, err.Error(), "the Live Response session was closed")
+		require.Equal(t, "error", e.sim.Sessions()[0].Commands[1].Status)
+	})
+	t.Run("StalledUpload", func(t *testing.T) {
+		t.Parallel()
+		// size_uploaded never reaches size: after ten polls without
+		// progress the content is read anyway, and hashed as ever.
+		host := infected(1, "WIN-A")
+		host.StalledUpload = true
+		e := setup(t, opts{}, host)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
+		require.Contains(t, strings.Join(res.Notes, "\n"),
+			fmt.Sprintf("sensor 1 (WIN-A): the upload of %s stayed at %d of %d bytes (10 polls,", samplePath, len(sample)/2, len(sample)))
+		require.Equal(t, 11, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "one look, then ten without progress")
+		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
 		requireAllClosed(t, e.sim)
+	})
+	t.Run("StalledUploadByTime", func(t *testing.T) {
+		t.Parallel()
+		// The same bound in time: on a clock that runs a minute per
+		// reading, the content is read after two minutes without progress,
+		// well before ten polls.
+		var ticks atomic.Int64
+		clk := func() time.Time { return time.Unix(1_800_000_000, 0).Add(time.Duration(ticks.Add(1)) * time.Minute) }
+		host := infected(1, "WIN-A")
+		host.StalledUpload = true
+		e := setup(t, opts{now: clk}, host)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.Len(t, res.Files, 1)
+		require.True(t, res.Files[0].Matches)
+		require.Contains(t, strings.Join(res.Notes, "\n"), "stayed at")
+		require.Less(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), 11)
 	})
 }
 
@@ -354,6 +455,20 @@ func TestKeepalive(t *testing.T) {
 		require.GreaterOrEqual(t, s.Keepalives, 2, "keepalives every half sensor_wait_timeout")
 		require.Equal(t, "close", s.Status, "closed by the driver, not timed out")
 	})
+	t.Run("SessionTimeoutShorter", func(t *testing.T) {
+		t.Parallel()
+		// sensor_wait_timeout is long, but the sensor quits after
+		// session_timeout: keepalives follow the shorter of the two.
+		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Hour, SessionTimeout: 300 * time.Millisecond,
+			EnforceSessionTimeout: true, CommandTime: 900 * time.Millisecond}}
+		e := setup(t, o, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, res.Rows)
+		s := e.sim.Sessions()[0]
+		require.GreaterOrEqual(t, s.Keepalives, 2, "keepalives every half session_timeout")
+		require.Equal(t, "close", s.Status, "closed by the driver, not timed out")
+	})
 	t.Run("WithoutKeepalivesTheSessionTimesOut", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, slow, infected(1, "WIN-A"))
@@ -390,6 +505,81 @@ func TestUnsupportedCommand(t *testing.T) {
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), `does not support the Live Response command(s) "get file"`)
 	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"), "checked before any command runs")
+	requireAllClosed(t, e.sim)
+}
+
+// An active session whose supported_commands is empty says nothing about
+// the sensor: the commands are tried, and a refusal is reported as such.
+func TestEmptySupportedCommands(t *testing.T) {
+	t.Parallel()
+	t.Run("CommandsRun", func(t *testing.T) {
+		t.Parallel()
+		host := infected(1, "WIN-A")
+		host.ListsNoCommands = true
+		e := setup(t, opts{}, host)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, res.Rows)
+		require.Len(t, res.Files, 1)
+		require.True(t, res.Files[0].Matches)
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("GetFileRefused", func(t *testing.T) {
+		t.Parallel()
+		host := infected(1, "WIN-A")
+		host.ListsNoCommands = true
+		host.Unsupported = []string{"get file"}
+		e := setup(t, opts{}, host)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err, "the process list answered")
+		require.EqualValues(t, 1, res.Rows)
+		require.Empty(t, res.Files)
+		require.Contains(t, strings.Join(res.Notes, "\n"),
+			`sensor 1 (WIN-A): could not retrieve `+samplePath+`: POST command "get file" in session 1: command "get file" is not supported by sensor 1`)
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("ProcessListRefused", func(t *testing.T) {
+		t.Parallel()
+		host := infected(1, "WIN-A")
+		host.ListsNoCommands = true
+		host.Unsupported = []string{"process list"}
+		e := setup(t, opts{}, host)
+		_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Contains(t, err.Error(), `command "process list" is not supported by sensor 1`)
+		requireAllClosed(t, e.sim)
+	})
+}
+
+// A command list the driver cannot read only means it cannot look for a
+// command an earlier attempt created: the command is created, and the
+// oddity logged.
+func TestUnreadableCommandList(t *testing.T) {
+	t.Parallel()
+	odd := func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/command") {
+				return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: io.NopCloser(strings.NewReader(`{"commands":"not a list"}`)), Request: r}, nil
+			}
+			return next.RoundTrip(r)
+		})
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	e := setup(t, opts{transport: odd, logger: zap.New(core)}, infected(1, "WIN-A"))
+	res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Rows)
+	require.Len(t, res.Files, 1)
+	cmds := e.sim.Sessions()[0].Commands
+	require.Len(t, cmds, 2)
+	require.Equal(t, "process list", cmds[0].Name)
+	require.Equal(t, "get file", cmds[1].Name)
+	entries := logs.FilterMessageSnippet("unreadable command list").AllUntimed()
+	require.Len(t, entries, 2, "once per command")
+	require.Equal(t, zap.WarnLevel, entries[0].Level)
+	require.Equal(t, "process list", entries[0].ContextMap()["command"])
 	requireAllClosed(t, e.sim)
 }
 
@@ -529,17 +719,22 @@ func TestMultipleSensors(t *testing.T) {
 	t.Run("OneFailsMidway", func(t *testing.T) {
 		t.Parallel()
 		broken := infected(2, "WIN-BROKEN")
-		broken.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: 5, Type: "CbError", Desc: "upload failed"}}
-		e := setup(t, opts{}, infected(1, "WIN-A"), broken, clean(3, "WIN-C"))
-		tg := target(1, 2, 3)
+		broken.CommandErrors = map[string]simcblr.ErrorInfo{"process list": {Code: 5, Type: "CbError", Desc: "listing failed"}}
+		noFile := infected(4, "WIN-NOFILE")
+		noFile.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: 5, Type: "CbError", Desc: "upload failed"}}
+		e := setup(t, opts{}, infected(1, "WIN-A"), broken, clean(3, "WIN-C"), noFile)
+		tg := target(1, 2, 3, 4)
 		tg.FileName = "" // match by path only
 		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
 		require.NoError(t, err)
-		require.EqualValues(t, 2, res.Rows, "both infected hosts ran the sample")
-		require.ElementsMatch(t, []string{"WIN-A", "WIN-BROKEN"}, res.Hosts)
+		require.EqualValues(t, 2, res.Rows, "the infected hosts whose process list answered ran the sample")
+		require.ElementsMatch(t, []string{"WIN-A", "WIN-NOFILE"}, res.Hosts)
 		notes := strings.Join(res.Notes, "\n")
 		require.Contains(t, notes, "sensor 2 (WIN-BROKEN) failed")
+		require.Contains(t, notes, `result_desc "listing failed"`)
+		require.Contains(t, notes, "sensor 4 (WIN-NOFILE): could not retrieve")
 		require.Contains(t, notes, `result_desc "upload failed"`)
+		require.NotContains(t, notes, "sensor 4 (WIN-NOFILE) failed", "a failed get file is a note")
 		require.NotContains(t, notes, "sensor 3 (WIN-C) failed", "the clean host is checked, not failed")
 		require.Len(t, res.Files, 1, "WIN-A's file; WIN-C has none at that path")
 		requireAllClosed(t, e.sim)

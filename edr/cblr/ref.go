@@ -49,6 +49,9 @@ type sensorRef struct {
 	// WaitTimeout is the session's sensor_wait_timeout in seconds (0 =
 	// not reported yet; defaultWaitTimeout applies).
 	WaitTimeout float64 `json:"waitTimeout,omitempty"`
+	// SessionTimeout is the session's session_timeout in seconds (0 = not
+	// reported).
+	SessionTimeout float64 `json:"sessionTimeout,omitempty"`
 	// LastActivity is when this driver last gave the session something to
 	// do (creation, command, keepalive): the keepalive clock.
 	LastActivity time.Time `json:"lastActivity"`
@@ -56,6 +59,11 @@ type sensorRef struct {
 	CommandID flexID `json:"commandId,omitempty"`
 	// FileID is "get file"'s file_id when the POST answer carried it.
 	FileID flexID `json:"fileId,omitempty"`
+	// Uploaded is the file's size_uploaded when it last changed, at
+	// UploadSince; UploadStalls counts the polls since without progress.
+	Uploaded     int64     `json:"uploaded,omitempty"`
+	UploadSince  time.Time `json:"uploadSince,omitzero"`
+	UploadStalls int       `json:"uploadStalls,omitempty"`
 	// Matches counts matching processes; Matched lists the first few.
 	Matches int            `json:"matches,omitempty"`
 	Matched []matchedProc  `json:"matched,omitempty"`

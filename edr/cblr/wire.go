@@ -30,6 +30,7 @@ type session struct {
 	SupportedCommands *[]string `json:"supported_commands"`
 	Hostname          string    `json:"hostname"`
 	SensorWaitTimeout flexNum   `json:"sensor_wait_timeout"`
+	SessionTimeout    flexNum   `json:"session_timeout"`
 }
 
 // command is the part of a command object the driver uses.

@@ -50,6 +50,12 @@ type Sensor struct {
 	// CommandErrors makes the named commands end in status "error" with
 	// these result fields.
 	CommandErrors map[string]ErrorInfo
+	// ListsNoCommands makes active sessions report supported_commands as
+	// [] (as the document's pending session does); the commands still run.
+	ListsNoCommands bool
+	// StalledUpload makes file objects report size_uploaded stuck at half
+	// the size; the content route still serves the whole file.
+	StalledUpload bool
 }
 
 // Process is one entry of a "process list" result. SHA256 and MD5 are not

@@ -25,7 +25,8 @@ type session struct {
 	created        time.Time
 	checkInAfter   time.Duration
 	checkInTimeout time.Duration
-	waitTimeout    time.Duration
+	waitTimeout    time.Duration // reported as sensor_wait_timeout
+	idleTimeout    time.Duration // enforced: waitTimeout, or session_timeout when shorter and enforced
 	cmdTimeout     time.Duration
 	closedAt       time.Time // zero until a PUT with status "close"
 	keepalives     []time.Time
@@ -61,7 +62,8 @@ type storedFile struct {
 // A session is pending until CheckInAfter has passed since its creation (or
 // forever, for a sensor that never checks in), and goes "timeout" when it is
 // still pending at check_in_timeout. Once active it times out when no
-// activity happened for longer than sensor_wait_timeout; activity is the
+// activity happened for longer than sensor_wait_timeout (or session_timeout,
+// when Config.EnforceSessionTimeout and it is shorter); activity is the
 // check-in itself, a keepalive, a command being created, and a command
 // completing (the sensor reporting back). A command merely running is not
 // activity: "reset the sensor_wait_timeout if no commands have been sent".
@@ -101,15 +103,15 @@ func (s *session) state(now time.Time) (string, time.Time) {
 		if e.After(limit) {
 			break
 		}
-		if e.Sub(last) > s.waitTimeout {
+		if e.Sub(last) > s.idleTimeout {
 			break
 		}
 		if e.After(last) {
 			last = e
 		}
 	}
-	if limit.Sub(last) > s.waitTimeout {
-		return StatusTimeout, last.Add(s.waitTimeout)
+	if limit.Sub(last) > s.idleTimeout {
+		return StatusTimeout, last.Add(s.idleTimeout)
 	}
 	if closed {
 		return StatusClose, s.closedAt

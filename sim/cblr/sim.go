@@ -82,8 +82,15 @@ type Config struct {
 	// SensorWaitTimeout is the sessions' sensor_wait_timeout: an active
 	// session idle (no command, no keepalive) for longer goes "timeout".
 	SensorWaitTimeout time.Duration
-	// SessionTimeout is reported as session_timeout (not enforced).
+	// SessionTimeout is reported as session_timeout. It is enforced only
+	// with EnforceSessionTimeout.
 	SessionTimeout time.Duration
+	// EnforceSessionTimeout makes session_timeout an idle limit too: an
+	// active session with no command or keepalive for longer than the
+	// shorter of sensor_wait_timeout and session_timeout goes "timeout".
+	// (The document: "If no command is issued over this timeout the sensor
+	// will quit"; it does not say whether a keepalive counts. Here it does.)
+	EnforceSessionTimeout bool
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -306,6 +313,10 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		cmdTimeout:     cmp.Or(seconds(req.DefaultCommandTimeout), DefaultCommandTimeout),
 		files:          map[int64]*storedFile{},
 	}
+	ss.idleTimeout = ss.waitTimeout
+	if s.cfg.EnforceSessionTimeout {
+		ss.idleTimeout = min(ss.waitTimeout, s.cfg.SessionTimeout)
+	}
 	s.sessions[ss.id] = ss
 	simhttp.WriteJSON(w, http.StatusOK, s.sessionJSON(ss, now))
 }
@@ -436,7 +447,9 @@ func (s *Server) sessionJSON(ss *session, now time.Time) sessionJSON {
 		SessionTimeout:    secs(s.cfg.SessionTimeout),
 	}
 	if ss.checkedIn(now) {
-		out.SupportedCommands = ss.sensor.supported()
+		if !ss.sensor.ListsNoCommands {
+			out.SupportedCommands = ss.sensor.supported()
+		}
 		out.Drives = []string{`C:\`, `D:\`}
 		addr := cmp.Or(ss.sensor.Address, "::ffff:192.168.206.128")
 		out.Address = &addr
@@ -724,9 +737,13 @@ func (s *Server) visibleFile(w http.ResponseWriter, r *http.Request, ss *session
 	return nil, false
 }
 
-func fileObject(f *storedFile) fileJSON {
+func fileObject(ss *session, f *storedFile) fileJSON {
 	n := int64(len(f.content))
-	return fileJSON{ID: f.id, FileName: f.name, Size: n, SizeUploaded: n, Status: 0, Delete: f.deleted}
+	up := n
+	if ss.sensor.StalledUpload {
+		up = n / 2
+	}
+	return fileJSON{ID: f.id, FileName: f.name, Size: n, SizeUploaded: up, Status: 0, Delete: f.deleted}
 }
 
 func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
@@ -744,7 +761,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if st, _, _ := ss.cmdState(f.cmd, now); st == StatusComplete {
-			out = append(out, fileObject(f))
+			out = append(out, fileObject(ss, f))
 		}
 	}
 	simhttp.WriteJSON(w, http.StatusOK, out)
@@ -758,7 +775,7 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f, ok := s.visibleFile(w, r, ss); ok {
-		simhttp.WriteJSON(w, http.StatusOK, fileObject(f))
+		simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 	}
 }
 
@@ -781,7 +798,7 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	if del, _ := body["delete"].(bool); del || body["delete"] == "true" {
 		f.deleted = true
 	}
-	simhttp.WriteJSON(w, http.StatusOK, fileObject(f))
+	simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 }
 
 func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
@@ -796,7 +813,7 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.deleted = true
-	simhttp.WriteJSON(w, http.StatusOK, fileObject(f))
+	simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 }
 
 func (s *Server) fileContent(w http.ResponseWriter, r *http.Request) {

@@ -47,12 +47,22 @@ type fixture struct {
 
 func setup(t *testing.T, sensors ...cblr.Sensor) *fixture {
 	t.Helper()
+	return setupWith(t, nil, sensors...)
+}
+
+// setupWith is setup with mod applied to the configuration.
+func setupWith(t *testing.T, mod func(*cblr.Config), sensors ...cblr.Sensor) *fixture {
+	t.Helper()
 	clk := &clock{now: time.Unix(1_700_000_000, 0)}
-	sim := cblr.New(cblr.Config{
+	cfg := cblr.Config{
 		APIToken: token, Now: clk.Now,
 		CheckInAfter: 10 * time.Second, CommandTime: 4 * time.Second,
 		CheckInTimeout: 60 * time.Second, SensorWaitTimeout: 30 * time.Second,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	sim := cblr.New(cfg)
 	for _, s := range sensors {
 		sim.AddSensor(s)
 	}
@@ -324,6 +334,61 @@ func TestCommandIdleTimeout(t *testing.T) {
 	require.Equal(t, "complete", f.status(cmd))
 	f.clk.Advance(time.Second)
 	require.Equal(t, "timeout", f.status(path))
+}
+
+// With EnforceSessionTimeout a session idle for longer than session_timeout
+// times out, even when sensor_wait_timeout is longer; keepalives count as
+// activity.
+func TestSessionTimeoutEnforced(t *testing.T) {
+	t.Parallel()
+	f := setupWith(t, func(c *cblr.Config) {
+		c.SessionTimeout = 10 * time.Second
+		c.EnforceSessionTimeout = true
+	}, host(10))
+	path := "/api/v1/cblr/session/" + f.openSession(10)
+	f.clk.Advance(10 * time.Second) // checked in
+	_, v := f.do("GET", path, nil)
+	require.EqualValues(t, 10, obj(t, v)["session_timeout"])
+	require.EqualValues(t, 30, obj(t, v)["sensor_wait_timeout"])
+	f.clk.Advance(9 * time.Second)
+	st, _ := f.do("GET", path+"/keepalive", nil)
+	require.Equal(t, http.StatusOK, st)
+	f.clk.Advance(9 * time.Second)
+	require.Equal(t, "active", f.status(path), "the keepalive reset the idle clock")
+	f.clk.Advance(2 * time.Second)
+	require.Equal(t, "timeout", f.status(path))
+
+	// Not enforced (the default): only sensor_wait_timeout counts.
+	g := setupWith(t, func(c *cblr.Config) { c.SessionTimeout = 10 * time.Second }, host(10))
+	path = "/api/v1/cblr/session/" + g.openSession(10)
+	g.clk.Advance(10*time.Second + 29*time.Second)
+	require.Equal(t, "active", g.status(path))
+}
+
+// Choices another server could make: supported_commands left empty on an
+// active session, and a file whose size_uploaded never reaches its size.
+func TestOtherServersChoices(t *testing.T) {
+	t.Parallel()
+	h := host(10)
+	h.ListsNoCommands = true
+	h.StalledUpload = true
+	f := setup(t, h)
+	path := "/api/v1/cblr/session/" + f.openSession(10)
+	f.clk.Advance(10 * time.Second)
+	_, v := f.do("GET", path, nil)
+	s := obj(t, v)
+	require.Equal(t, "active", s["status"])
+	require.Equal(t, []any{}, s["supported_commands"])
+	st, v := f.do("POST", path+"/command", map[string]any{"name": "get file", "object": `C:\Temp\evil.exe`})
+	require.Equal(t, http.StatusOK, st, "the commands run all the same: %v", v)
+	f.clk.Advance(4 * time.Second)
+	_, v = f.do("GET", path+"/file/1", nil)
+	require.Equal(t, map[string]any{"id": 1.0, "file_name": `C:\Temp\evil.exe`, "size": 7.0, "size_uploaded": 3.0, "status": 0.0, "delete": false}, v)
+	_, v = f.do("GET", path+"/file", nil)
+	require.Equal(t, 3.0, obj(t, v.([]any)[0])["size_uploaded"])
+	st, raw := f.raw("GET", path+"/file/1/content", nil, token)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, "MZ evil", string(raw), "the content is whole")
 }
 
 func TestCommandOutlivesSession(t *testing.T) {

@@ -1,0 +1,42 @@
+package cblr
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The keepalive interval is half the shorter of sensor_wait_timeout and
+// session_timeout, each when reported, and never below minKeepalive.
+func TestKeepaliveEvery(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		wait, session float64
+		want          time.Duration
+	}{
+		{0, 0, defaultWaitTimeout / 2},
+		{120, 0, 60 * time.Second},
+		{120, 300, 60 * time.Second},           // the document's example
+		{120, 30, 15 * time.Second},            // session_timeout shorter
+		{0, 30, 15 * time.Second},              // wait timeout not reported: its default
+		{0, 600, defaultWaitTimeout / 2},       // default wait timeout shorter
+		{0.3, 0, 150 * time.Millisecond},       // short, still above the floor
+		{0.01, 0, minKeepalive},                // nonsense: the floor
+		{120, 0.001, minKeepalive},             // nonsense: the floor
+		{1e300, 0, time.Duration(1<<63-1) / 2}, // saturates instead of overflowing
+	} {
+		got := keepaliveEvery(&sensorRef{WaitTimeout: c.wait, SessionTimeout: c.session})
+		require.Equal(t, c.want, got, "wait %v, session %v", c.wait, c.session)
+	}
+
+	// Both come from the session object; absorb keeps them in the Ref.
+	sess, err := decodeSession([]byte(`{"id":2,"status":"active","sensor_wait_timeout":120,"session_timeout":"30"}`))
+	require.NoError(t, err)
+	s := &sensorRef{}
+	require.True(t, s.absorb(sess))
+	require.Equal(t, 120.0, s.WaitTimeout)
+	require.Equal(t, 30.0, s.SessionTimeout)
+	require.Equal(t, 15*time.Second, keepaliveEvery(s))
+	require.False(t, s.absorb(sess), "nothing new")
+}
