@@ -62,7 +62,8 @@ func NewDownloader(cfg DownloadConfig) *Downloader {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // a proxy would hide the real target from the dial check
-	tr.DialContext = dialer.DialContext
+	tr.DialContext = GuardDial(dialer.DialContext)
+	HTTP1Only(tr)
 	var rt http.RoundTripper = tr
 	if cfg.Wrap != nil {
 		rt = cfg.Wrap(tr)

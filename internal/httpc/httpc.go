@@ -80,7 +80,8 @@ type guardKey struct{}
 
 // WithGuard attaches a check that runs immediately before each request made
 // with ctx goes to the transport — after rate limiting and token fetches —
-// and refuses the request if it fails. The job runner uses it to re-check
+// and again on a guarded connection (NewTransport, GuardDial) right before
+// the request is written, and refuses the request if it fails. The job runner uses it to re-check
 // the job's lease at the last moment, so a worker that was paused between
 // deciding to call and calling does not send the call after losing the job.
 func WithGuard(ctx context.Context, guard func() error) context.Context {
@@ -122,9 +123,7 @@ type Client struct {
 func New(cfg Config) *Client {
 	tr := cfg.Transport
 	if tr == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = defaultMaxIdlePerHost
-		tr = t
+		tr = NewTransport()
 	}
 	return &Client{
 		service:   cmp.Or(cfg.Service, "http"),
@@ -240,9 +239,15 @@ func (c *Client) send(req *http.Request) (*http.Response, context.CancelFunc, er
 		cancel()
 		return nil, nil, err
 	}
+	// The connection checks the guard again at the write (see guard.go);
+	// a request without one clears the previous request's.
+	req = req.WithContext(withConnGuard(ctx, guardOf(parent)))
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		cancel()
+		if gerr := refusedByGuard(parent, err); gerr != nil {
+			return nil, nil, gerr
+		}
 		if parent.Err() != nil {
 			return nil, nil, parent.Err()
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
+
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
 const ns = "analysisfleet"
@@ -183,13 +185,12 @@ func result(err error) string {
 	return "ok"
 }
 
-// Transport wraps base (nil = a clone of http.DefaultTransport) so every
+// Transport wraps base (nil = httpc.NewTransport: lease-guarded
+// connections) so every
 // request through it is counted under service.
 func (m *Metrics) Transport(service string, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 32
-		base = t
+		base = httpc.NewTransport()
 	}
 	return &countingTransport{m: m, service: service, base: base}
 }

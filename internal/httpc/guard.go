@@ -1,0 +1,136 @@
+package httpc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"time"
+)
+
+// The lease guard (WithGuard) is checked twice for every request: once in
+// Client.send, after rate limiting and token fetches, and once more on the
+// connection, in the Write that puts the request's first bytes on the wire.
+//
+// The second check is what keeps a paused worker quiet. Between the first
+// check and the write lie the connection pool, perhaps a dial, and the
+// transport's write goroutine; a process frozen in that gap (SIGSTOP, a long
+// GC or VM pause) and resumed after its lease passed to another worker would
+// otherwise send a request already decided on. The connection-level check
+// leaves a gap of a few instructions before the write system call, which no
+// client can close: only a server that checks fencing tokens could, and the
+// vendors and SampleDB do not.
+//
+// A connection carries the guard of the request using it (set by an
+// httptrace GotConn hook), so it must serve one request at a time: the
+// guarded transport speaks HTTP/1.1 only.
+
+// errGuardOnConn wraps a guard's refusal seen at write time.
+type errGuardOnConn struct{ err error }
+
+func (e *errGuardOnConn) Error() string { return "request refused before sending: " + e.err.Error() }
+func (e *errGuardOnConn) Unwrap() error { return e.err }
+
+// guardConn is a connection whose writes first ask the guard of the request
+// currently using it.
+type guardConn struct {
+	net.Conn
+	mu    sync.Mutex
+	guard func() error
+}
+
+func (c *guardConn) setGuard(g func() error) {
+	c.mu.Lock()
+	c.guard = g
+	c.mu.Unlock()
+}
+
+func (c *guardConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	g := c.guard
+	c.mu.Unlock()
+	if g != nil {
+		if err := g(); err != nil {
+			return 0, &errGuardOnConn{err: err}
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// GuardDial wraps dial so every connection it returns checks the guard of
+// the request using it before each write (see NewTransport).
+func GuardDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &guardConn{Conn: c}, nil
+	}
+}
+
+// NewTransport returns the transport Clients use when Config.Transport is
+// nil: http.DefaultTransport's settings, HTTP/1.1 only, with connections
+// that check the request's lease guard right before writing (GuardDial).
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = defaultMaxIdlePerHost
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	t.DialContext = GuardDial(dialer.DialContext)
+	HTTP1Only(t)
+	return t
+}
+
+// HTTP1Only turns HTTP/2 off on t: a guarded connection serves one request
+// at a time.
+func HTTP1Only(t *http.Transport) {
+	t.ForceAttemptHTTP2 = false
+	t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+}
+
+// withConnGuard makes the connection req gets carry guard (nil clears the
+// previous request's).
+func withConnGuard(ctx context.Context, guard func() error) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			if gc := findGuardConn(info.Conn); gc != nil {
+				gc.setGuard(guard)
+			}
+		},
+	})
+}
+
+// findGuardConn returns the guardConn under c (through TLS), or nil.
+func findGuardConn(c net.Conn) *guardConn {
+	for range 4 {
+		switch v := c.(type) {
+		case *guardConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// guardOf returns the guard WithGuard attached to ctx, or nil.
+func guardOf(ctx context.Context) func() error {
+	g, _ := ctx.Value(guardKey{}).(func() error)
+	return g
+}
+
+// refusedByGuard returns the guard's refusal behind a transport error, or
+// the guard's answer now: a request that failed because the job was lost
+// reports that, not a network problem.
+func refusedByGuard(ctx context.Context, err error) error {
+	var ge *errGuardOnConn
+	if errors.As(err, &ge) {
+		return ge.err
+	}
+	return CheckGuard(ctx)
+}

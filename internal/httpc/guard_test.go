@@ -1,0 +1,87 @@
+package httpc
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var errLost = errors.New("lease lost")
+
+// guardServer counts the requests that reached it.
+func guardServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var got atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		got.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &got
+}
+
+func guardedGet(t *testing.T, c *Client, ctx context.Context, url string) error {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	require.NoError(t, err)
+	_, err = c.Do(req)
+	return err
+}
+
+// TestGuardCheckedAgainAtTheWrite: a lease lost after the first check (the
+// worker paused between deciding to send and sending) stops the request on
+// the connection, before a byte of it is written.
+func TestGuardCheckedAgainAtTheWrite(t *testing.T) {
+	srv, got := guardServer(t)
+	c := New(Config{Service: "test"})
+	t.Cleanup(c.closeIdle)
+
+	// Warm a keep-alive connection, then a fresh one: both paths.
+	require.NoError(t, guardedGet(t, c, context.Background(), srv.URL))
+	for _, fresh := range []bool{false, true} {
+		if fresh {
+			c.closeIdle()
+		}
+		var calls atomic.Int64
+		guard := func() error {
+			if calls.Add(1) == 1 {
+				return nil // the check in send passes…
+			}
+			return errLost // …and the lease is gone by the write
+		}
+		before := got.Load()
+		err := guardedGet(t, c, WithGuard(context.Background(), guard), srv.URL)
+		require.ErrorIs(t, err, errLost, "fresh connection %v", fresh)
+		require.Equal(t, before, got.Load(), "nothing reached the server (fresh connection %v)", fresh)
+		require.GreaterOrEqual(t, calls.Load(), int64(2), "checked at the write")
+	}
+}
+
+// TestGuardIsPerRequest: a connection does not keep the guard of the
+// request that used it before.
+func TestGuardIsPerRequest(t *testing.T) {
+	srv, got := guardServer(t)
+	c := New(Config{Service: "test"})
+	t.Cleanup(c.closeIdle)
+
+	var lost atomic.Bool
+	guard := func() error {
+		if lost.Load() {
+			return errLost
+		}
+		return nil
+	}
+	require.NoError(t, guardedGet(t, c, WithGuard(context.Background(), guard), srv.URL))
+	lost.Store(true)
+	// The same keep-alive connection serves a request of another job, and
+	// one of no job.
+	require.NoError(t, guardedGet(t, c, WithGuard(context.Background(), func() error { return nil }), srv.URL))
+	require.NoError(t, guardedGet(t, c, context.Background(), srv.URL))
+	require.ErrorIs(t, guardedGet(t, c, WithGuard(context.Background(), guard), srv.URL), errLost)
+	require.Equal(t, int64(3), got.Load())
+}
