@@ -36,9 +36,13 @@ var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 
 // Decode decodes and validates a job-creation message exactly as SampleDB
 // posts it: a JSON object with a UUID jobID, a submission whose sample id is
-// a SHA-256 (64 hex digits; never escaped, refused), and fields of the
-// documented types. Unknown fields are ignored (forward compatibility).
-// It returns a *BadRecord for anything else.
+// a SHA-256 (64 hex digits; never escaped, refused), and the fields the
+// fleet reads (the submission's customer, sample, name and metaData, the
+// classification's sample, type and platform) of their documented types.
+// Fields the fleet never reads may come in any shape (the document shows
+// createdByUser.customer as null; a producer may send an object), and
+// unknown fields are ignored (forward compatibility): neither dead-letters
+// a message. It returns a *BadRecord for anything else.
 func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 	if maxBytes > 0 && len(value) > maxBytes {
 		return nil, &BadRecord{ReasonOversized, fmt.Sprintf("%d bytes exceeds MAX_MESSAGE_BYTES (%d)", len(value), maxBytes)}

@@ -167,16 +167,73 @@ func decodeCases(t testing.TB) []decodeCase {
 		{name: "sample string", value: mutate(t, func(m map[string]any) { sub(m)["sample"] = docHash }), reason: ReasonWrongType},
 		{name: "classification.platform number", value: mutate(t, func(m map[string]any) { cls(m)["platform"] = 7 }), reason: ReasonWrongType},
 		{name: "classification.platform array", value: mutate(t, func(m map[string]any) { cls(m)["platform"] = []any{"win"} }), reason: ReasonWrongType},
-		{name: "createdTimestamp string", value: mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = "123" }), reason: ReasonWrongType},
-		{name: "createdTimestamp fraction", value: mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = json.Number("123.5") }), reason: ReasonWrongType},
+		{name: "submission.name number", value: mutate(t, func(m map[string]any) { sub(m)["name"] = 5 }), reason: ReasonWrongType},
+		{name: "submission.customer object", value: mutate(t, func(m map[string]any) { sub(m)["customer"] = map[string]any{"id": 1} }), reason: ReasonWrongType},
+		{name: "classification.type number", value: mutate(t, func(m map[string]any) { cls(m)["type"] = 1 }), reason: ReasonWrongType},
+		{name: "classification.sample object", value: mutate(t, func(m map[string]any) { cls(m)["sample"] = map[string]any{"id": docHash} }), reason: ReasonWrongType},
+		{name: "classification string", value: mutate(t, func(m map[string]any) { m["classification"] = "PE" }), reason: ReasonWrongType},
+	}
+}
+
+// unreadCases are the document example with fields the fleet never reads
+// in shapes other than the document shows: all accepted.
+func unreadCases(t testing.TB) []decodeCase {
+	user := func(m map[string]any) map[string]any { return sub(m)["createdByUser"].(map[string]any) }
+	ua := func(m map[string]any) map[string]any { return sub(m)["userAgent"].(map[string]any) }
+	return []decodeCase{
+		{name: "createdByUser.customer object", value: mutate(t, func(m map[string]any) {
+			user(m)["customer"] = map[string]any{"id": 1, "shortName": "acme", "name": "Acme"}
+		})},
+		{name: "createdByUser.domain object", value: mutate(t, func(m map[string]any) { user(m)["domain"] = map[string]any{"id": 2, "name": "mnemonic"} })},
+		{name: "createdByUser.customer string", value: mutate(t, func(m map[string]any) { user(m)["customer"] = "acme" })},
+		{name: "createdByUser.id string", value: mutate(t, func(m map[string]any) { user(m)["id"] = "zero" })},
+		{name: "createdByUser.id fraction", value: mutate(t, func(m map[string]any) { user(m)["id"] = json.Number("1.5") })},
+		{name: "createdByUser a string", value: mutate(t, func(m map[string]any) { sub(m)["createdByUser"] = "analyst" })},
+		{name: "createdByUser null", value: mutate(t, func(m map[string]any) { sub(m)["createdByUser"] = nil })},
+		{name: "userAgent.version number", value: mutate(t, func(m map[string]any) { ua(m)["version"] = 3 })},
+		{name: "userAgent an array", value: mutate(t, func(m map[string]any) { sub(m)["userAgent"] = []any{"python-requests", "3"} })},
+		{name: "submission.id number", value: mutate(t, func(m map[string]any) { sub(m)["id"] = 17 })},
+		{name: "createdTimestamp string", value: mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = "123" })},
+		{name: "createdTimestamp fraction", value: mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = json.Number("123.5") })},
 		{name: "createdTimestamp overflow", value: mutate(t, func(m map[string]any) {
 			sub(m)["createdTimestamp"] = json.Number("123456789012345678901234567890")
-		}), reason: ReasonWrongType},
-		{name: "classification createdTimestamp bool", value: mutate(t, func(m map[string]any) { cls(m)["createdTimestamp"] = true }), reason: ReasonWrongType},
-		{name: "createdByUser.id string", value: mutate(t, func(m map[string]any) {
-			sub(m)["createdByUser"].(map[string]any)["id"] = "zero"
-		}), reason: ReasonWrongType},
+		})},
+		{name: "timestamp RFC 3339", value: mutate(t, func(m map[string]any) { sub(m)["timestamp"] = "2024-01-01T00:00:00Z" })},
+		{name: "mimeType null", value: mutate(t, func(m map[string]any) { sub(m)["mimeType"] = nil })},
+		{name: "tlp object", value: mutate(t, func(m map[string]any) { sub(m)["tlp"] = map[string]any{"name": "white"} })},
+		{name: "acl object", value: mutate(t, func(m map[string]any) { sub(m)["acl"] = map[string]any{"read": []any{1}} })},
+		{name: "classification.version number", value: mutate(t, func(m map[string]any) { cls(m)["version"] = 1 })},
+		{name: "classification.classificationID number", value: mutate(t, func(m map[string]any) { cls(m)["classificationID"] = 5 })},
+		{name: "classification createdTimestamp bool", value: mutate(t, func(m map[string]any) { cls(m)["createdTimestamp"] = true })},
+		{name: "classification.superType list", value: mutate(t, func(m map[string]any) { cls(m)["superType"] = []any{"executable"} })},
+		{name: "classification.arch number", value: mutate(t, func(m map[string]any) { cls(m)["arch"] = 64 })},
+		{name: "classification.meta array", value: mutate(t, func(m map[string]any) { cls(m)["meta"] = []any{"x"} })},
 	}
+}
+
+// A valid message is never dead-lettered over a field the fleet does not
+// read; what it reads is intact.
+func TestDecodeToleratesFieldsTheFleetDoesNotRead(t *testing.T) {
+	t.Parallel()
+	for _, c := range unreadCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			msg, err := Decode(c.value, 0)
+			require.NoError(t, err)
+			require.Equal(t, "12345678-1234-1234-1234-123456789abc", msg.JobID)
+			require.Equal(t, docHash, msg.Submission.Sample.ID)
+			require.Equal(t, "customerid", msg.Submission.Customer)
+			require.Equal(t, "fielname.exe", msg.Submission.Name)
+			require.Equal(t, map[string]any{"key": "value"}, msg.Submission.MetaData)
+			require.Equal(t, "win", msg.Classification.Platform)
+			require.Equal(t, "PE", msg.Classification.Type)
+			require.Equal(t, docHash, msg.Classification.Sample)
+		})
+	}
+	// An object where the document shows null is kept as sent.
+	msg, err := Decode(unreadCases(t)[0].value, 0)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id":1,"shortName":"acme","name":"Acme"}`, string(msg.Submission.CreatedByUser.Customer))
 }
 
 func TestDecode(t *testing.T) {
@@ -215,7 +272,7 @@ func TestDecodeDocumentExample(t *testing.T) {
 	require.Equal(t, map[string]any{"key": "value"}, msg.Submission.MetaData)
 	require.NotNil(t, msg.Submission.CreatedByUser)
 	require.Equal(t, "sn", msg.Submission.CreatedByUser.ShortName)
-	require.Nil(t, msg.Submission.CreatedByUser.Customer)
+	require.JSONEq(t, `null`, string(msg.Submission.CreatedByUser.Customer))
 	require.NotNil(t, msg.Submission.UserAgent)
 	require.Equal(t, "python-requests", msg.Submission.UserAgent.Name)
 	require.Equal(t, docHash, msg.Classification.Sample)
@@ -252,12 +309,19 @@ func TestDecodeDetailNeverEchoesRecord(t *testing.T) {
 		{"secret as bare word", []byte(secret), ReasonNotJSON},
 		{"secret top-level string", []byte(`"` + secret + `"`), ReasonWrongType},
 		{"secret where an object belongs", mutate(t, func(m map[string]any) { sub(m)["metaData"] = secret }), ReasonWrongType},
-		{"secret string where a number belongs", mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = secret }), ReasonWrongType},
+		{"secret string where an object belongs", mutate(t, func(m map[string]any) { sub(m)["sample"] = secret }), ReasonWrongType},
 		{"secret number where a string belongs", mutate(t, func(m map[string]any) { m["jobID"] = json.Number(cardLike) }), ReasonWrongType},
-		{"secret fractional number", mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = json.Number(cardLike + ".5") }), ReasonWrongType},
+		{"secret fractional number", mutate(t, func(m map[string]any) { sub(m)["name"] = json.Number(cardLike + ".5") }), ReasonWrongType},
 		{"secret overflowing number", mutate(t, func(m map[string]any) {
-			sub(m)["timestamp"] = json.Number(cardLike + cardLike)
+			cls(m)["platform"] = json.Number(cardLike + cardLike)
 		}), ReasonWrongType},
+		{"secret object where a string belongs", mutate(t, func(m map[string]any) {
+			sub(m)["customer"] = map[string]any{secret: secret}
+		}), ReasonWrongType},
+		{"secret in a field the fleet does not read, bad jobID", mutate(t, func(m map[string]any) {
+			sub(m)["createdTimestamp"] = secret
+			m["jobID"] = "nope"
+		}), ReasonInvalidJobID},
 		{"secret in unknown field with bad jobID", mutate(t, func(m map[string]any) {
 			m[secret] = secret
 			m["jobID"] = "nope"
@@ -281,12 +345,16 @@ func TestDecodeDetailNeverEchoesRecord(t *testing.T) {
 func TestDecodeDetailIsShort(t *testing.T) {
 	t.Parallel()
 	huge := strings.Repeat("9", 512<<10)
-	_, err := Decode(mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = json.Number(huge) }), 0)
+	_, err := Decode(mutate(t, func(m map[string]any) { sub(m)["name"] = json.Number(huge) }), 0)
 	var bad *BadRecord
 	require.ErrorAs(t, err, &bad)
 	require.Equal(t, ReasonWrongType, bad.Reason)
 	require.Less(t, len(bad.Detail), 256, bad.Detail)
-	require.Contains(t, bad.Detail, "createdTimestamp", "the detail names the field")
+	require.Contains(t, bad.Detail, "submission.name", "the detail names the field")
+
+	// In a field the fleet does not read it costs nothing.
+	_, err = Decode(mutate(t, func(m map[string]any) { sub(m)["createdTimestamp"] = json.Number(huge) }), 0)
+	require.NoError(t, err)
 }
 
 var (
@@ -298,7 +366,7 @@ var (
 )
 
 func FuzzDecode(f *testing.F) {
-	for _, c := range decodeCases(f) {
+	for _, c := range append(decodeCases(f), unreadCases(f)...) {
 		f.Add(c.value)
 	}
 	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"},"metaData":{"sensorIds":[1,"2"," 3 "],"path":"C:\\x.exe"}}}`))

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,23 +210,49 @@ type ListOptions struct {
 
 // ListJobs lists jobs (GET /sampledb/v2/job?limit=&offset=[&state=…]) in
 // SampleDB's default order (enqueuedTimestamp) and calls fn with each
-// non-empty page, until offset+size reaches the envelope's count or a page
-// is empty. An error from fn stops the listing and is returned as is.
+// non-empty page. An error from fn stops the listing and is returned as is.
 //
-// Pages are offsets into a live list: a job that leaves the selected
-// states while the listing runs may shift a later job onto a page already
-// read. Callers that poll (abort checks, the reconciler) see it next time.
+// More than one state is listed with one listing per state (state=a, then
+// state=b), not one query with the parameter repeated: a server that reads
+// the parameter once would otherwise return one state only. fn sees each
+// state's jobs in turn, each job once (a job that moved from one listed
+// state to another meanwhile is not repeated).
+//
+// Paging is described at pages: it reads on while pages come back full,
+// whatever count says, and skips (and logs) items that are not readable
+// jobs. Pages are offsets into a live list: a job that
+// leaves the selected states while the listing runs may shift a later job
+// onto a page already read. Callers that poll (abort checks, the
+// reconciler) see it next time.
 func (c *Client) ListJobs(ctx context.Context, opts ListOptions, fn func(page []Job) error) error {
 	size := pageSize(opts.PageSize)
-	return c.pages(ctx, size, fn, func(offset int) (Envelope, error) {
-		q := url.Values{}
-		q.Set("limit", strconv.Itoa(size))
-		q.Set("offset", strconv.Itoa(offset))
-		for _, s := range opts.States {
-			q.Add("state", s)
+	seen := map[string]bool{}
+	list := func(state string) error {
+		return c.pages(ctx, size, seen, fn, func(offset int) (Envelope, error) {
+			q := url.Values{}
+			q.Set("limit", strconv.Itoa(size))
+			q.Set("offset", strconv.Itoa(offset))
+			if state != "" {
+				q.Set("state", state)
+			}
+			return c.do(ctx, http.MethodGet, jobPath, q, nil)
+		}, http.MethodGet, jobPath)
+	}
+	var states []string
+	for _, st := range opts.States {
+		if st != "" && !slices.Contains(states, st) {
+			states = append(states, st)
 		}
-		return c.do(ctx, http.MethodGet, jobPath, q, nil)
-	}, http.MethodGet, jobPath)
+	}
+	if len(states) == 0 {
+		return list("")
+	}
+	for _, st := range states {
+		if err := list(st); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SearchCriteria is the body of POST /sampledb/v2/job/search. Zero fields
@@ -254,11 +281,12 @@ type SearchCriteria struct {
 }
 
 // SearchJobs searches jobs (POST /sampledb/v2/job/search) and calls fn with
-// each non-empty page, like ListJobs.
+// each non-empty page, like ListJobs (the states go in the body's list, in
+// one search).
 func (c *Client) SearchJobs(ctx context.Context, crit SearchCriteria, fn func(page []Job) error) error {
 	size := pageSize(crit.PageSize)
 	p := jobPath + "/search"
-	return c.pages(ctx, size, fn, func(offset int) (Envelope, error) {
+	return c.pages(ctx, size, map[string]bool{}, fn, func(offset int) (Envelope, error) {
 		body := struct {
 			SearchCriteria
 			Limit  int `json:"limit"`
@@ -274,26 +302,69 @@ func (c *Client) SearchJobs(ctx context.Context, crit SearchCriteria, fn func(pa
 	}, http.MethodPost, p)
 }
 
-func (c *Client) pages(ctx context.Context, size int, fn func([]Job) error, fetch func(offset int) (Envelope, error), method, path string) error {
+// maxPages bounds one listing, whatever the server answers.
+const maxPages = 100_000
+
+// pages runs one paged listing. The offset moves by the number of items
+// each page held, readable or not; an item that is not a readable job is
+// left out (logged with the count), so one odd job never hides a page.
+// The listing goes on while the offset is below the envelope's count or
+// the page came back full (as many items as asked for, or as the server's
+// own limit when it says it used a lower one): a server that leaves count
+// out, or counts one page only, is still read to the end. It stops at the
+// first empty page. A page that brings nothing new (the same items again,
+// or only jobs already seen: a server ignoring offset) ends it with an
+// error, as does passing maxPages. Jobs in seen are not passed to fn
+// again; seen gets every job passed.
+func (c *Client) pages(ctx context.Context, size int, seen map[string]bool, fn func([]Job) error, fetch func(offset int) (Envelope, error), method, path string) error {
 	offset := 0
-	for {
+	var prev json.RawMessage
+	mine := map[string]bool{} // jobs of this listing, for the repeat check
+	for n := 1; ; n++ {
 		env, err := fetch(offset)
 		if err != nil {
 			return err
 		}
-		page, err := decodeJobs(env.Data)
+		pg, err := decodeJobs(env.Data)
 		if err != nil {
 			return c.malformed(method, path, err)
 		}
-		if len(page) == 0 {
+		if pg.items == 0 {
 			return nil
 		}
-		if err := fn(page); err != nil {
-			return err
+		if pg.bad > 0 {
+			c.log.Warn("SampleDB listing: skipped items that are not readable jobs",
+				zap.String("method", method), zap.String("path", path), zap.Int("offset", offset),
+				zap.Int("skipped", pg.bad), zap.Int("items", pg.items), zap.String("first", c.scrub(pg.first.Error())))
 		}
-		offset += len(page)
-		if offset >= env.Count {
+		fresh := 0
+		page := make([]Job, 0, len(pg.jobs))
+		for _, j := range pg.jobs {
+			if !mine[j.ID] {
+				mine[j.ID] = true
+				fresh++
+			}
+			if !seen[j.ID] {
+				seen[j.ID] = true
+				page = append(page, j)
+			}
+		}
+		if offset > 0 && (bytes.Equal(bytes.TrimSpace(env.Data), prev) || (len(pg.jobs) > 0 && fresh == 0)) {
+			return fmt.Errorf("sampledb %s %s: the page at offset %d repeats jobs already listed (does the server ignore offset?); listing stopped", method, path, offset)
+		}
+		prev = bytes.TrimSpace(env.Data)
+		if len(page) > 0 {
+			if err := fn(page); err != nil {
+				return err
+			}
+		}
+		offset += pg.items
+		full := pg.items >= size || (env.Limit > 0 && env.Limit < size && pg.items >= env.Limit)
+		if offset >= env.Count && !full {
 			return nil
+		}
+		if n >= maxPages {
+			return fmt.Errorf("sampledb %s %s: listing stopped after %d pages (%d items)", method, path, n, offset)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -314,6 +385,16 @@ func pageSize(n int) int {
 // CreateTask creates a task for job jobID (POST /sampledb/v2/job/{id}/task
 // {"worker": worker, "state": "executing"}) and returns it with its ID.
 //
+// The document does not show the answer, so any 2xx is a created task,
+// and its ID is looked for where a SampleDB may put it (see createdTask):
+// under id, taskId or taskID, as a string or a number, in the data or in
+// a job object that holds the task; never the job's own ID. When the
+// answer names no task (an empty body, data null, only the job), the task
+// was created but cannot be addressed: CreateTask logs a warning and
+// returns the task with an empty ID and no error. The caller runs the
+// work without reporting the task; posting again would only create a
+// second task.
+//
 // A POST is not idempotent. When an attempt failed in a way that may have
 // created the task anyway (network error or timeout, 500, 502, 504), the
 // client lists the job's tasks before trying again and adopts an executing
@@ -330,7 +411,7 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 	body := map[string]string{"worker": worker, "state": TaskExecuting}
 	var adopted *Task
 	maybeApplied := false
-	env, err := c.doRetry(ctx, http.MethodPost, p, nil, body, func(ctx context.Context, last error) bool {
+	env, err := c.doRetry(ctx, http.MethodPost, p, nil, body, anyBody, func(ctx context.Context, last error) bool {
 		// Once an attempt may have applied, look before every later try.
 		if maybeApplied = maybeApplied || ambiguous(last); !maybeApplied {
 			return false
@@ -349,9 +430,11 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 	if err != nil {
 		return nil, err
 	}
-	t, err := decodeTask(env.Data)
-	if err != nil {
-		return nil, c.malformed(http.MethodPost, p, err)
+	t, ok := createdTask(env.Data, jobID, worker)
+	if !ok {
+		c.log.Warn("SampleDB created a task but its answer names no task ID (id, taskId or taskID); the task's end will not be reported",
+			zap.String("job_id", jobID), zap.String("worker", worker), zap.String("path", p))
+		return &Task{Worker: worker, State: TaskExecuting}, nil
 	}
 	return &t, nil
 }
@@ -360,7 +443,7 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 // retries (one attempt; failure means "not found").
 func (c *Client) findTask(ctx context.Context, jobID, worker string) (*Task, bool) {
 	p := jobPath + "/" + url.PathEscape(jobID) + "/task"
-	env, err := c.once(ctx, http.MethodGet, c.base+p, p, nil)
+	env, err := c.once(ctx, http.MethodGet, c.base+p, p, nil, envelopeBody)
 	if err != nil {
 		return nil, false
 	}
@@ -393,7 +476,10 @@ func ambiguous(err error) bool {
 }
 
 // UpdateTask moves task taskID of job jobID to state (PUT
-// /sampledb/v2/job/{id}/task/{taskId}) and returns the task.
+// /sampledb/v2/job/{id}/task/{taskId}). Any 2xx is success, whatever the
+// body holds (204, an empty body, data null, the job): the document does
+// not show it. The task returned is SampleDB's when the answer carries
+// this task, else taskID in the state asked for.
 func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state string) (*Task, error) {
 	if err := checkID("job id", jobID); err != nil {
 		return nil, err
@@ -405,15 +491,14 @@ func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state 
 		return nil, errors.New("sampledb: UpdateTask: empty state")
 	}
 	p := jobPath + "/" + url.PathEscape(jobID) + "/task/" + url.PathEscape(string(taskID))
-	env, err := c.do(ctx, http.MethodPut, p, nil, map[string]string{"state": state})
+	env, err := c.doRetry(ctx, http.MethodPut, p, nil, map[string]string{"state": state}, anyBody, nil)
 	if err != nil {
 		return nil, err
 	}
-	t, err := decodeTask(env.Data)
-	if err != nil {
-		return nil, c.malformed(http.MethodPut, p, err)
+	if t, err := decodeTask(env.Data); err == nil && t.ID == taskID {
+		return &t, nil
 	}
-	return &t, nil
+	return &Task{ID: taskID, State: state}, nil
 }
 
 func checkID(what, id string) error {
@@ -435,14 +520,27 @@ func (c *Client) malformed(method, path string, err error) error {
 	return fmt.Errorf("sampledb %s %s: %w: %s", method, path, ErrMalformed, c.scrub(err.Error()))
 }
 
+// bodyMode says what a 2xx answer's body must be.
+type bodyMode int
+
+const (
+	// envelopeBody: an Argus envelope, else ErrMalformed.
+	envelopeBody bodyMode = iota
+	// anyBody: anything. An envelope is decoded; other JSON, or an object
+	// without a "data" member, is taken as the data itself (a server that
+	// does not wrap); anything else (an empty body) is an empty envelope.
+	anyBody
+)
+
 // do sends one call, retrying what is retryable.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any) (Envelope, error) {
-	return c.doRetry(ctx, method, path, q, body, nil)
+	return c.doRetry(ctx, method, path, q, body, envelopeBody, nil)
 }
 
-// doRetry is do with a hook that runs before each retry; when it returns
-// true the call stops with the last error (the hook found what it needed).
-func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values, body any, before func(ctx context.Context, last error) bool) (Envelope, error) {
+// doRetry is do with a body mode and a hook that runs before each retry;
+// when the hook returns true the call stops with the last error (it found
+// what it needed).
+func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values, body any, mode bodyMode, before func(ctx context.Context, last error) bool) (Envelope, error) {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -461,7 +559,7 @@ func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values,
 	)
 	var last error // the last answer or failure that was not the context's
 	for attempt := 1; ; attempt++ {
-		env, err := c.once(ctx, method, u, path, payload)
+		env, err := c.once(ctx, method, u, path, payload, mode)
 		if err == nil {
 			return env, nil
 		}
@@ -509,9 +607,9 @@ func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values,
 	}
 }
 
-// once sends one attempt and decodes a 2xx envelope. Other statuses become
-// *Error.
-func (c *Client) once(ctx context.Context, method, u, path string, payload []byte) (Envelope, error) {
+// once sends one attempt and decodes a 2xx body as mode says. Other
+// statuses become *Error.
+func (c *Client) once(ctx context.Context, method, u, path string, payload []byte, mode bodyMode) (Envelope, error) {
 	var body io.Reader
 	if payload != nil {
 		body = bytes.NewReader(payload)
@@ -531,6 +629,18 @@ func (c *Client) once(ctx context.Context, method, u, path string, payload []byt
 	}
 	if resp.Status >= 200 && resp.Status < 300 {
 		env, err := decodeEnvelope(resp.Body)
+		if mode == anyBody {
+			t := bytes.TrimSpace(resp.Body)
+			switch {
+			case err != nil && json.Valid(t):
+				return Envelope{Data: t}, nil
+			case err != nil:
+				return Envelope{}, nil
+			case env.Data == nil:
+				env.Data = t
+			}
+			return env, nil
+		}
 		if err != nil {
 			return Envelope{}, c.malformed(method, path, err)
 		}

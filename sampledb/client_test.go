@@ -2,6 +2,7 @@ package sampledb_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -412,9 +413,10 @@ func TestListJobsPaging(t *testing.T) {
 		require.Empty(t, r.query["state"], "no state: the API's default")
 	}
 
-	// An explicit state filter, repeated in the query.
+	// An explicit state filter: one listing per state, the parameter once.
 	got = nil
-	err = c.ListJobs(ctx(t), sampledb.ListOptions{States: []string{sampledb.StateFailed, sampledb.StateSuccess}}, func(page []sampledb.Job) error {
+	before = len(b.seen())
+	err = c.ListJobs(ctx(t), sampledb.ListOptions{States: []string{sampledb.StateFailed, sampledb.StateSuccess, sampledb.StateFailed}}, func(page []sampledb.Job) error {
 		for _, j := range page {
 			got = append(got, j.ID)
 		}
@@ -422,9 +424,11 @@ func TestListJobsPaging(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, []string{"job-07", "job-15", "job-23"}, got)
-	last := b.seen()[len(b.seen())-1]
-	require.Equal(t, []string{"failed", "success"}, last.query["state"])
-	require.Equal(t, "500", last.query.Get("limit"), "default page size")
+	reqs = b.seen()[before:]
+	require.Len(t, reqs, 2, "one request per distinct state")
+	require.Equal(t, []string{"failed"}, reqs[0].query["state"])
+	require.Equal(t, []string{"success"}, reqs[1].query["state"])
+	require.Equal(t, "500", reqs[1].query.Get("limit"), "default page size")
 
 	// An error from fn stops the listing.
 	stop := errors.New("enough")
@@ -477,7 +481,7 @@ func TestSearchJobsPaging(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, got, "16 aborted jobs over 4 pages")
 	reqs := b.seen()[before:]
-	require.Len(t, reqs, 4)
+	require.Len(t, reqs, 5, "the last page was full: one more request finds the end")
 	for i, r := range reqs {
 		require.Equal(t, http.MethodPost, r.method)
 		require.Equal(t, jobRoot+"/search", r.path)
@@ -703,7 +707,7 @@ func TestForeignServer(t *testing.T) {
 	require.Zero(t, j.EndTimestamp)
 	require.Equal(t, sha, j.Submission.Sample.ID)
 	require.Equal(t, "n", j.Submission.CreatedByUser.Name, "a field of the wrong type does not lose the rest")
-	require.Equal(t, float64(7), j.Submission.MetaData["sensorId"])
+	require.Equal(t, json.Number("7"), j.Submission.MetaData["sensorId"], "metaData numbers keep every digit")
 	require.Equal(t, "win", j.Classification.Platform)
 
 	tk, err := c.CreateTask(ctx(t), "J", "cbc.event_export")
@@ -711,7 +715,8 @@ func TestForeignServer(t *testing.T) {
 	require.Equal(t, sampledb.ID("t-9"), tk.ID, "string task id")
 	tk, err = c.UpdateTask(ctx(t), "J", tk.ID, sampledb.TaskSuccess)
 	require.NoError(t, err)
-	require.Equal(t, sampledb.ID("9"), tk.ID, "number task id")
+	require.Equal(t, sampledb.ID("t-9"), tk.ID, "an answer about another task is not taken for ours")
+	require.Equal(t, sampledb.TaskSuccess, tk.State)
 
 	var ids []string
 	require.NoError(t, c.ListJobs(ctx(t), sampledb.ListOptions{}, func(p []sampledb.Job) error {

@@ -2,20 +2,22 @@ package sampledb
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // The decoders below read untrusted bytes. They are tolerant where the
-// source document is loose (IDs as number or string, unknown fields,
-// null metaData/messages, timestamps as number, numeric string or RFC 3339)
-// and strict where it is explicit: the body is a JSON object, a job has an
-// id and a state, a task has an id.
+// source document is loose or silent (IDs as number or string, unknown
+// fields, null metaData/messages, timestamps as number, numeric string or
+// RFC 3339, states in any case, the task object's shape) and strict where
+// it is explicit: the body is a JSON object, a job has an id and a state.
 
 // wireEnvelope is the Argus envelope as it arrives.
 type wireEnvelope struct {
@@ -126,12 +128,13 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 	if w.ID == "" {
 		return Job{}, errors.New("job: no id")
 	}
-	if w.State == "" {
+	state := normState(w.State)
+	if state == "" {
 		return Job{}, fmt.Errorf("job %s: no state", w.ID)
 	}
 	j := Job{
 		ID:                string(w.ID),
-		State:             w.State,
+		State:             state,
 		AbortRequested:    w.AbortRequested,
 		EnqueuedTimestamp: int64(w.EnqueuedTimestamp),
 		StartTimestamp:    int64(w.StartTimestamp),
@@ -149,33 +152,48 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 	return j, nil
 }
 
-// decodeJobs decodes a page of jobs; null is an empty page.
-func decodeJobs(raw json.RawMessage) ([]Job, error) {
+// jobPage is one decoded page of a job listing.
+type jobPage struct {
+	jobs  []Job
+	items int   // items in the page, good and bad: what the offset moves by
+	bad   int   // items left out because they are not jobs we can read
+	first error // why the first bad item was left out
+}
+
+// decodeJobs decodes a page of jobs; null is an empty page. An item that
+// is not a readable job is left out and counted, so one odd job does not
+// hide the others; data that is not a list at all is an error.
+func decodeJobs(raw json.RawMessage) (jobPage, error) {
 	items, err := decodeArray(raw)
 	if err != nil {
-		return nil, fmt.Errorf("jobs: %w", err)
+		return jobPage{}, fmt.Errorf("jobs: %w", err)
 	}
-	out := make([]Job, 0, len(items))
+	pg := jobPage{jobs: make([]Job, 0, len(items)), items: len(items)}
 	for i, it := range items {
 		j, err := decodeJob(it)
 		if err != nil {
-			return nil, fmt.Errorf("jobs[%d]: %w", i, err)
+			if pg.bad == 0 {
+				pg.first = fmt.Errorf("jobs[%d]: %w", i, err)
+			}
+			pg.bad++
+			continue
 		}
-		out = append(out, j)
+		pg.jobs = append(pg.jobs, j)
 	}
-	return out, nil
+	return pg, nil
 }
 
-// wireTask is a task object as it arrives.
+// wireTask is a task object as it arrives. Its ID is read separately
+// (taskIDIn): the document does not show the task object.
 type wireTask struct {
-	ID             ID      `json:"id"`
 	Worker         string  `json:"worker"`
 	State          string  `json:"state"`
 	StartTimestamp flexInt `json:"startTimestamp"`
 	EndTimestamp   flexInt `json:"endTimestamp"`
 }
 
-// decodeTask decodes a task object.
+// decodeTask decodes a task object. Its ID is taken from "taskId" or
+// "taskID" (any case), else from "id"; a string or a number.
 func decodeTask(raw json.RawMessage) (Task, error) {
 	if !isObject(raw) {
 		return Task{}, errors.New("task: data is not a JSON object")
@@ -184,34 +202,160 @@ func decodeTask(raw json.RawMessage) (Task, error) {
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return Task{}, fmt.Errorf("task: %w", err)
 	}
-	if w.ID == "" {
-		return Task{}, errors.New("task: no id")
+	id, err := taskIDIn(raw, "")
+	if err != nil {
+		return Task{}, fmt.Errorf("task: %w", err)
+	}
+	if id == "" {
+		return Task{}, errors.New("task: no id (id, taskId or taskID)")
 	}
 	return Task{
-		ID:             w.ID,
+		ID:             id,
 		Worker:         w.Worker,
-		State:          w.State,
+		State:          normState(w.State),
 		StartTimestamp: int64(w.StartTimestamp),
 		EndTimestamp:   int64(w.EndTimestamp),
 	}, nil
 }
 
-// decodeTasks decodes a list of tasks; null is empty.
+// taskIDIn reads a task ID from the object raw: "taskId"/"taskID" (any
+// case) first, then "id". An ID equal to jobID (case-insensitive) is the
+// job's own and is not taken. It returns "" when there is none.
+func taskIDIn(raw json.RawMessage, jobID string) (ID, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return "", err
+	}
+	pick := func(names ...string) json.RawMessage {
+		for _, n := range names {
+			if v, ok := fields[n]; ok {
+				return v
+			}
+		}
+		for k, v := range fields {
+			if strings.EqualFold(k, names[0]) {
+				return v
+			}
+		}
+		return nil
+	}
+	for _, v := range []json.RawMessage{pick("taskId", "taskID"), pick("id")} {
+		if v == nil || isNull(v) {
+			continue
+		}
+		var id ID
+		if err := json.Unmarshal(v, &id); err != nil {
+			return "", err
+		}
+		id = ID(strings.TrimSpace(string(id)))
+		if id != "" && !(jobID != "" && strings.EqualFold(string(id), jobID)) {
+			return id, nil
+		}
+	}
+	return "", nil
+}
+
+// createdTask finds, in the data of the answer to POST /job/{id}/task, the
+// task that was created. The document does not show that answer, so the
+// task may be the data itself (ID under id, taskId or taskID, string or
+// number), or the data may be the job, with the task under "task" or in
+// "tasks" (the newest one of worker). The job's own ID is never taken for
+// the task's. ok is false when no task ID can be found.
+func createdTask(raw json.RawMessage, jobID, worker string) (Task, bool) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || string(t) == "null" {
+		return Task{}, false
+	}
+	switch t[0] {
+	case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		// A bare ID.
+		var id ID
+		if json.Unmarshal(t, &id) != nil {
+			return Task{}, false
+		}
+		id = ID(strings.TrimSpace(string(id)))
+		if id == "" || strings.EqualFold(string(id), jobID) {
+			return Task{}, false
+		}
+		return Task{ID: id, Worker: worker, State: TaskExecuting}, true
+	case '[':
+		var items []json.RawMessage
+		if json.Unmarshal(t, &items) != nil {
+			return Task{}, false
+		}
+		// The newest task of worker; an executing one before a finished one.
+		var fallback *Task
+		for i := len(items) - 1; i >= 0; i-- {
+			tk, ok := createdTask(items[i], jobID, worker)
+			if !ok || (tk.Worker != "" && tk.Worker != worker) {
+				continue
+			}
+			if tk.State == TaskExecuting {
+				return tk, true
+			}
+			if fallback == nil {
+				fallback = &tk
+			}
+		}
+		if fallback != nil {
+			return *fallback, true
+		}
+		return Task{}, false
+	case '{':
+		id, err := taskIDIn(t, jobID)
+		if err != nil {
+			return Task{}, false
+		}
+		if id != "" {
+			var w wireTask
+			_ = lenient(t, &w)
+			return Task{
+				ID:             id,
+				Worker:         cmp.Or(w.Worker, worker),
+				State:          cmp.Or(normState(w.State), TaskExecuting),
+				StartTimestamp: int64(w.StartTimestamp),
+				EndTimestamp:   int64(w.EndTimestamp),
+			}, true
+		}
+		// No ID of its own, or the job's: the job with the task inside?
+		var inner struct {
+			Task  json.RawMessage `json:"task"`
+			Tasks json.RawMessage `json:"tasks"`
+		}
+		if json.Unmarshal(t, &inner) != nil {
+			return Task{}, false
+		}
+		if isObject(inner.Task) {
+			if tk, ok := createdTask(inner.Task, jobID, worker); ok {
+				return tk, true
+			}
+		}
+		if len(bytes.TrimSpace(inner.Tasks)) > 0 && bytes.TrimSpace(inner.Tasks)[0] == '[' {
+			return createdTask(inner.Tasks, jobID, worker)
+		}
+	}
+	return Task{}, false
+}
+
+// decodeTasks decodes a list of tasks; null is empty. Items that are not
+// readable tasks are left out.
 func decodeTasks(raw json.RawMessage) ([]Task, error) {
 	items, err := decodeArray(raw)
 	if err != nil {
 		return nil, fmt.Errorf("tasks: %w", err)
 	}
 	out := make([]Task, 0, len(items))
-	for i, it := range items {
-		t, err := decodeTask(it)
-		if err != nil {
-			return nil, fmt.Errorf("tasks[%d]: %w", i, err)
+	for _, it := range items {
+		if t, err := decodeTask(it); err == nil {
+			out = append(out, t)
 		}
-		out = append(out, t)
 	}
 	return out, nil
 }
+
+// normState is a job or task state as the fleet compares it: SampleDB's
+// text trimmed and lower-cased ("ABORTED" is aborted).
+func normState(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 func decodeArray(raw json.RawMessage) ([]json.RawMessage, error) {
 	t := bytes.TrimSpace(raw)
@@ -249,9 +393,55 @@ func lenient(raw json.RawMessage, v any) error {
 	return err
 }
 
-func isObject(raw json.RawMessage) bool {
+func isObject(raw []byte) bool {
 	t := bytes.TrimSpace(raw)
 	return len(t) > 0 && t[0] == '{'
+}
+
+func isNull(raw []byte) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// looseObject unmarshals the JSON object b into v, leaving fields of
+// another type than v declares zero (encoding/json goes on past them). A
+// value that is not an object leaves v zero.
+func looseObject(b []byte, v any) error {
+	if !isObject(b) {
+		return nil
+	}
+	err := json.Unmarshal(b, v)
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return nil
+	}
+	return err
+}
+
+// decodeNumbers unmarshals b into v with numbers in interfaces kept as
+// json.Number.
+func decodeNumbers(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+// typeError is the *json.UnmarshalTypeError for the JSON value b where a
+// t belongs (the kind only: never the value's text).
+func typeError(b []byte, t reflect.Type) error {
+	kind := "value"
+	if tb := bytes.TrimSpace(b); len(tb) > 0 {
+		switch tb[0] {
+		case '"':
+			kind = "string"
+		case '[':
+			kind = "array"
+		case '{':
+			kind = "object"
+		case 't', 'f':
+			kind = "bool"
+		default:
+			kind = "number"
+		}
+	}
+	return &json.UnmarshalTypeError{Value: kind, Type: t}
 }
 
 // flexInt is an integer that may arrive as a JSON number (integral or

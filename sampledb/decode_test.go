@@ -2,6 +2,7 @@ package sampledb
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -90,15 +91,168 @@ func TestDecodeTaskAndLists(t *testing.T) {
 	ts, err := decodeTasks(json.RawMessage(`[{"id":1},{"id":"2"}]`))
 	require.NoError(t, err)
 	require.Equal(t, []ID{"1", "2"}, []ID{ts[0].ID, ts[1].ID})
-	js, err := decodeJobs(json.RawMessage(`null`))
+	pg, err := decodeJobs(json.RawMessage(`null`))
 	require.NoError(t, err)
-	require.Empty(t, js)
+	require.Empty(t, pg.jobs)
+	require.Zero(t, pg.items)
 	_, err = decodeJobs(json.RawMessage(`{"id":"J","state":"x"}`))
-	require.Error(t, err)
-	_, err = decodeJobs(json.RawMessage(`[{"id":"J","state":"x"},{"id":"K"}]`))
-	require.ErrorContains(t, err, "jobs[1]")
+	require.Error(t, err, "data that is not a list")
 	_, err = decodeJobs(nil)
 	require.Error(t, err, "a list answer without data")
+
+	// One bad item does not fail the page: it is skipped and counted.
+	pg, err = decodeJobs(json.RawMessage(`[{"id":"J","state":"x"},{"id":"K"},7,{"id":"L","state":"EXECUTING"},{"id":"M","state":"x","startTimestamp":"yesterday"}]`))
+	require.NoError(t, err)
+	require.Equal(t, 5, pg.items)
+	require.Equal(t, 3, pg.bad)
+	require.ErrorContains(t, pg.first, "jobs[1]")
+	require.Len(t, pg.jobs, 2)
+	require.Equal(t, "J", pg.jobs[0].ID)
+	require.Equal(t, "L", pg.jobs[1].ID)
+	require.Equal(t, StateExecuting, pg.jobs[1].State, "states are lower-cased")
+
+	// A task list skips what is not a task.
+	ts, err = decodeTasks(json.RawMessage(`[{"id":1},{"worker":"w"},{"taskId":"3"}]`))
+	require.NoError(t, err)
+	require.Equal(t, []ID{"1", "3"}, []ID{ts[0].ID, ts[1].ID})
+}
+
+func TestDecodeStatesAnyCase(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"ABORTED": StateAborted, " Success ": StateSuccess, "executing": StateExecuting, "TimeOut": StateTimeout} {
+		j, err := decodeJob(json.RawMessage(`{"id":"J","state":"` + in + `"}`))
+		require.NoError(t, err)
+		require.Equal(t, want, j.State)
+		require.Equal(t, want != StateExecuting, IsTerminal(j.State), in)
+	}
+	_, err := decodeJob(json.RawMessage(`{"id":"J","state":"  "}`))
+	require.Error(t, err, "a blank state is no state")
+	tk, err := decodeTask(json.RawMessage(`{"id":"1","state":"CANCELLED"}`))
+	require.NoError(t, err)
+	require.Equal(t, TaskCancelled, tk.State)
+	require.True(t, IsTaskTerminal(tk.State))
+}
+
+func TestDecodeTaskIDKeys(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		data string
+		want ID
+	}{
+		{`{"id":7}`, "7"},
+		{`{"id":"t-9"}`, "t-9"},
+		{`{"taskId":12}`, "12"},
+		{`{"taskID":"0042"}`, "0042"},
+		{`{"TaskId":"x"}`, "x"},
+		{`{"taskId":5,"id":"J"}`, "5"},
+		{`{"taskId":null,"id":3}`, "3"},
+		{`{"taskId":"","id":3}`, "3"},
+		{`{"id":" 8 "}`, "8"},
+	} {
+		tk, err := decodeTask(json.RawMessage(c.data))
+		require.NoError(t, err, c.data)
+		require.Equal(t, c.want, tk.ID, c.data)
+	}
+	for _, bad := range []string{`{}`, `{"id":null}`, `{"id":""}`, `{"id":{"x":1}}`, `{"taskId":[1]}`} {
+		_, err := decodeTask(json.RawMessage(bad))
+		require.Error(t, err, bad)
+	}
+}
+
+// TestCreatedTask reads the task ID from every answer shape a SampleDB
+// written from the document may give to POST /job/{id}/task, and never
+// takes the job's own ID for the task's.
+func TestCreatedTask(t *testing.T) {
+	t.Parallel()
+	const job = "12345678-1234-1234-1234-123456789abc"
+	const w = "cbc.event_export"
+	for _, c := range []struct {
+		name string
+		data string
+		want ID // "" = no task ID found
+		st   string
+	}{
+		{"task with id", `{"id":7,"worker":"cbc.event_export","state":"executing"}`, "7", TaskExecuting},
+		{"string id", `{"id":"t-9"}`, "t-9", TaskExecuting},
+		{"taskId", `{"taskId":"11","state":"EXECUTING"}`, "11", TaskExecuting},
+		{"taskID number", `{"taskID":12}`, "12", TaskExecuting},
+		{"taskId beside the job's id", `{"id":"` + job + `","taskId":13,"state":"executing"}`, "13", TaskExecuting},
+		{"bare number", `14`, "14", TaskExecuting},
+		{"bare string", `"t-15"`, "t-15", TaskExecuting},
+		{"job with task", `{"id":"` + job + `","state":"executing","task":{"id":16,"worker":"cbc.event_export"}}`, "16", TaskExecuting},
+		{"job with tasks", `{"id":"` + job + `","state":"executing","tasks":[
+			{"id":1,"worker":"cbc.event_export","state":"failed"},
+			{"id":2,"worker":"sophos.xdr_query","state":"executing"},
+			{"id":3,"worker":"cbc.event_export","state":"executing"},
+			{"id":4,"worker":"cytomic.osquery","state":"executing"}]}`, "3", TaskExecuting},
+		{"job with only a finished task of ours", `{"id":"` + job + `","tasks":[{"id":1,"worker":"cbc.event_export","state":"failed"}]}`, "1", TaskFailed},
+		{"list of tasks", `[{"id":5,"worker":"cbc.event_export","state":"executing"},{"id":6,"worker":"sophos.xdr_query","state":"executing"}]`, "5", TaskExecuting},
+		{"upper-case job id", `{"id":"` + strings.ToUpper(job) + `","state":"executing"}`, "", ""},
+
+		{"the job only", `{"id":"` + job + `","state":"executing","abortRequested":false}`, "", ""},
+		{"the job, tasks of others", `{"id":"` + job + `","tasks":[{"id":2,"worker":"sophos.xdr_query"}]}`, "", ""},
+		{"the job's id bare", `"` + job + `"`, "", ""},
+		{"null", `null`, "", ""},
+		{"absent", ``, "", ""},
+		{"empty object", `{}`, "", ""},
+		{"id null", `{"id":null,"worker":"cbc.event_export"}`, "", ""},
+		{"id an object", `{"id":{"value":1}}`, "", ""},
+		{"bool", `true`, "", ""},
+		{"empty list", `[]`, "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			tk, ok := createdTask(json.RawMessage(c.data), job, w)
+			require.Equal(t, c.want != "", ok)
+			require.Equal(t, c.want, tk.ID)
+			if ok {
+				require.Equal(t, w, tk.Worker)
+				require.Equal(t, c.st, tk.State)
+				require.NotEqual(t, ID(job), tk.ID)
+			}
+		})
+	}
+}
+
+func TestIDJSON(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in, out string
+	}{
+		{`17`, `17`},
+		{`-3`, `-3`},
+		{`0`, `0`},
+		{`1.5`, `1.5`},
+		{`1e3`, `1e3`},
+		{`12345678901234567890123`, `12345678901234567890123`},
+		{`"t-9"`, `"t-9"`},
+		{`"0042"`, `"0042"`},
+		{`"+7"`, `"+7"`},
+		{`"-0x1F"`, `"-0x1F"`},
+		{`"1."`, `"1."`},
+		{`".5"`, `".5"`},
+		{`"1e"`, `"1e"`},
+		{`"-"`, `"-"`},
+		{`" 7"`, `" 7"`},
+		{`"NaN"`, `"NaN"`},
+		{`""`, `""`},
+	} {
+		var id ID
+		require.NoError(t, json.Unmarshal([]byte(c.in), &id), c.in)
+		b, err := json.Marshal(id)
+		require.NoError(t, err)
+		require.Equal(t, c.out, string(b), c.in)
+		require.True(t, json.Valid(b), c.in)
+		var back ID
+		require.NoError(t, json.Unmarshal(b, &back))
+		require.Equal(t, id, back, "round trip")
+	}
+	// In a struct, as the worker's checkpoints hold it.
+	b, err := json.Marshal(struct {
+		A, B, C ID
+	}{"0042", "+7", "42"})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"A":"0042","B":"+7","C":42}`, string(b))
 }
 
 // FuzzDecodeEnvelope feeds untrusted bytes through every decoder the
@@ -128,8 +282,11 @@ func FuzzDecodeEnvelope(f *testing.F) {
 				t.Fatalf("accepted a job without id or state: %q", b)
 			}
 		}
-		if js, err := decodeJobs(env.Data); err == nil {
-			for _, j := range js {
+		if pg, err := decodeJobs(env.Data); err == nil {
+			if pg.items != len(pg.jobs)+pg.bad || (pg.bad > 0) != (pg.first != nil) {
+				t.Fatalf("page counts do not add up: %q", b)
+			}
+			for _, j := range pg.jobs {
 				if j.ID == "" || j.State == "" {
 					t.Fatalf("accepted a listed job without id or state: %q", b)
 				}
@@ -137,6 +294,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		}
 		if tk, err := decodeTask(env.Data); err == nil && tk.ID == "" {
 			t.Fatalf("accepted a task without id: %q", b)
+		}
+		if tk, ok := createdTask(env.Data, "J", "w"); ok && (tk.ID == "" || tk.ID == "J" || tk.Worker == "" || tk.State == "") {
+			t.Fatalf("created task without id, or with the job's: %+v from %q", tk, b)
 		}
 		if ts, err := decodeTasks(env.Data); err == nil {
 			for _, tk := range ts {

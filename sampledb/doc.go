@@ -19,7 +19,8 @@
 //	5xx, 429, 408, network  retried inside the client (exponential backoff,
 //	                        Retry-After honoured) until MaxElapsed or ctx ends
 //	412                     *Error, ErrPrecondition (with SampleDB's messages)
-//	404                     *Error, ErrNotFound: the job (or task) is gone
+//	404                     *Error, ErrNotFound: the job is gone; on a task's
+//	                        URL the task or the job (GetJob tells which)
 //	401 / 403               *Error, ErrUnauthorized / ErrForbidden: configuration
 //	other 4xx, 3xx          *Error, permanent
 //	2xx, body not a valid   ErrMalformed, permanent

@@ -55,7 +55,7 @@ func (e *Error) Error() string {
 	case http.StatusUnauthorized:
 		b.WriteString(" (API key rejected: check SAMPLEDB_API_KEY / role)")
 	case http.StatusForbidden:
-		b.WriteString(" (role not allowed: check SAMPLEDB_API_KEY / role; the fleet needs SAMPLEDB-ANALYZER)")
+		b.WriteString(" (role not allowed: check SAMPLEDB_API_KEY / role; " + roleHint(e.Method, e.Path) + ")")
 	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
@@ -78,6 +78,17 @@ func (e *Error) Error() string {
 		b.WriteString(": " + e.body)
 	}
 	return b.String()
+}
+
+// roleHint names the SampleDB role a refused call needs.
+func roleHint(method, path string) string {
+	switch {
+	case method == http.MethodGet, method == http.MethodPost && strings.HasSuffix(path, "/search"):
+		return "fetching, listing and searching jobs needs SAMPLEDB-VIEWER or higher"
+	case method == http.MethodDelete:
+		return "aborting jobs needs SAMPLEDB-USER or higher"
+	}
+	return "updating jobs and tasks (PUT/POST) needs SAMPLEDB-ANALYZER; fetching and listing (GET) SAMPLEDB-VIEWER or higher"
 }
 
 // Is matches the sentinel for the status.

@@ -65,6 +65,10 @@ type job struct {
 	mu     sync.Mutex
 	fields map[string]string // last written ledger fields, for re-seeding
 
+	// notes say what of the job message could not be used (TargetOf); they
+	// go into the outcome's reason.
+	notes []string
+
 	exit exitReason
 	done chan struct{}
 }
@@ -183,10 +187,14 @@ func (j *job) execute() exitReason {
 	if err := json.Unmarshal(j.rec.Msg, &msg); err != nil {
 		return j.finish(sampledb.StateFailed, "the job message in the ledger is not valid JSON")
 	}
-	target, err := TargetOf(&msg)
+	target, notes, err := targetOf(&msg)
 	if err != nil {
 		return j.finish(sampledb.StateFailed, "invalid job message: "+err.Error())
 	}
+	for _, n := range notes {
+		j.log.Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
+	}
+	j.notes = notes
 	deadline := j.rec.Created.Add(cfg.JobTimeout)
 	if j.rec.Created.IsZero() {
 		deadline = j.start.Add(cfg.JobTimeout)
@@ -370,8 +378,15 @@ func (j *job) fieldsSnapshot() []string {
 }
 
 // finish decides the terminal outcome (fenced; the first decision stands)
-// and delivers it.
+// and delivers it. The job's notes are added to the reason.
 func (j *job) finish(st, reason string) exitReason {
+	if len(j.notes) > 0 {
+		parts := j.notes
+		if reason != "" {
+			parts = append([]string{reason}, j.notes...)
+		}
+		reason = strings.Join(parts, "; ")
+	}
 	out := outcome{State: st, Reason: reason, By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
 	bo := j.backoff()
@@ -420,7 +435,9 @@ func (j *job) deliver(out outcome) exitReason {
 	j.mu.Unlock()
 	tasks := j.loadTasksFromFields(plan)
 
-	gone := false
+	// gone: SampleDB says the job does not exist. jobSeen: it answered for
+	// the job during this delivery, so a task 404 is about the task only.
+	gone, jobSeen := false, false
 	for _, pt := range plan {
 		cp := tasks[pt.Kind]
 		if !cp.done() {
@@ -437,10 +454,30 @@ func (j *job) deliver(out outcome) exitReason {
 			}
 			cfg.Observer.TaskFinished(pt.Kind, cp.State)
 		}
+		if cp.TaskID == "" && cp.Ref != nil {
+			// SampleDB refused the task or did not name it (CreateTask).
+			log.Warn("task ran without a SampleDB task ID; its end is not reported to SampleDB",
+				zap.String("task", pt.Kind), zap.String("task_state", cp.State))
+		}
 		if cp.TaskID != "" && !cp.Reported && !gone {
 			err := j.reportTask(j.ctx, cp)
 			if errors.Is(err, sampledb.ErrNotFound) {
-				gone = true
+				// A 404 on /job/{id}/task/{taskId} says the task was not
+				// found; only the job's own 404 says the job is gone.
+				if !jobSeen {
+					switch _, gerr := j.getJob(); {
+					case errors.Is(gerr, sampledb.ErrNotFound):
+						gone = true
+					case gerr != nil:
+						return j.exitFor(gerr)
+					default:
+						jobSeen = true
+					}
+				}
+				if !gone {
+					log.Warn("SampleDB does not know the task; its end is not reported, the job's is",
+						zap.String("task", pt.Kind), zap.String("task_id", string(cp.TaskID)), zap.Error(err))
+				}
 			} else if err != nil {
 				return j.exitFor(err)
 			}
@@ -662,7 +699,7 @@ func (j *job) sdb(ctx context.Context, call func(context.Context) error) error {
 		}
 		wait := bo.next(0)
 		if errors.Is(err, sampledb.ErrUnauthorized) || errors.Is(err, sampledb.ErrForbidden) {
-			j.log.Error("SampleDB refused our credentials; check SAMPLEDB_API_KEY and its role (SAMPLEDB-ANALYZER); the job is held", zap.Error(err))
+			j.log.Error("SampleDB refused our credentials; check SAMPLEDB_API_KEY and its role (SAMPLEDB-ANALYZER for the PUT/POST updates, SAMPLEDB-VIEWER or higher for GET/list); the job is held", zap.Error(err))
 			wait = j.r.cfg.RetryMax
 		} else {
 			j.log.Warn("SampleDB call failed; retrying", zap.Error(err), zap.Duration("in", wait))

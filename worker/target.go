@@ -17,18 +17,51 @@ const maxSensors = 32
 // sample hash, the platform, the file name, and from the submission's
 // metaData the CB EDR sensors (sensorId, or sensorIds as a list or a
 // comma-separated string) and the on-host path (path or filePath).
+//
+// Only a sample hash that is not a SHA-256 is an error. metaData is
+// free-form: when the sensor IDs it names are not usable (an ID that is not
+// a positive integer, or more than maxSensors), the target has no sensors,
+// so Live Response is not planned while the other vendors still hunt; the
+// job's log and outcome say why.
 func TargetOf(msg *sampledb.JobMessage) (edr.Target, error) {
+	t, _, err := targetOf(msg)
+	return t, err
+}
+
+// targetOf is TargetOf with notes on what of metaData it could not use.
+func targetOf(msg *sampledb.JobMessage) (t edr.Target, notes []string, err error) {
 	sha, err := edr.ValidSHA256(msg.Submission.Sample.ID)
 	if err != nil {
-		return edr.Target{}, fmt.Errorf("submission.sample.id: %w", err)
+		return edr.Target{}, nil, fmt.Errorf("submission.sample.id: %w", err)
 	}
-	t := edr.Target{
+	t = edr.Target{
 		JobID:    msg.JobID,
 		SHA256:   sha,
 		Platform: strings.ToLower(msg.Classification.Platform),
 		FileName: msg.Submission.Name,
 	}
 	md := msg.Submission.MetaData
+	sensors, err := sensorsOf(md)
+	if err != nil {
+		notes = append(notes, err.Error()+": Live Response skipped")
+	} else {
+		t.Sensors = sensors
+	}
+	for _, k := range []string{"path", "filePath"} {
+		if s, ok := md[k].(string); ok && strings.TrimSpace(s) != "" {
+			t.Path = strings.TrimSpace(s)
+			break
+		}
+	}
+	return t, notes, nil
+}
+
+// sensorsOf reads the CB EDR sensor IDs metaData names, without
+// duplicates. It fails when one of them is not usable or there are more
+// than maxSensors: a list that is partly unusable is not what the
+// submitter meant to hunt.
+func sensorsOf(md map[string]any) ([]int64, error) {
+	var out []int64
 	seen := map[int64]bool{}
 	add := func(v any) error {
 		id, err := sensorID(v)
@@ -37,13 +70,13 @@ func TargetOf(msg *sampledb.JobMessage) (edr.Target, error) {
 		}
 		if !seen[id] {
 			seen[id] = true
-			t.Sensors = append(t.Sensors, id)
+			out = append(out, id)
 		}
 		return nil
 	}
 	if v, ok := md["sensorId"]; ok && v != nil {
 		if err := add(v); err != nil {
-			return edr.Target{}, fmt.Errorf("metaData.sensorId: %w", err)
+			return nil, fmt.Errorf("metaData.sensorId: %w", err)
 		}
 	}
 	if v, ok := md["sensorIds"]; ok && v != nil {
@@ -62,20 +95,14 @@ func TargetOf(msg *sampledb.JobMessage) (edr.Target, error) {
 		}
 		for _, it := range items {
 			if err := add(it); err != nil {
-				return edr.Target{}, fmt.Errorf("metaData.sensorIds: %w", err)
+				return nil, fmt.Errorf("metaData.sensorIds: %w", err)
 			}
 		}
 	}
-	if len(t.Sensors) > maxSensors {
-		return edr.Target{}, fmt.Errorf("metaData names %d sensors; at most %d", len(t.Sensors), maxSensors)
+	if len(out) > maxSensors {
+		return nil, fmt.Errorf("metaData names %d sensors; at most %d", len(out), maxSensors)
 	}
-	for _, k := range []string{"path", "filePath"} {
-		if s, ok := md[k].(string); ok && strings.TrimSpace(s) != "" {
-			t.Path = strings.TrimSpace(s)
-			break
-		}
-	}
-	return t, nil
+	return out, nil
 }
 
 func sensorID(v any) (int64, error) {
@@ -95,7 +122,7 @@ func sensorID(v any) (int64, error) {
 	}
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, fmt.Errorf("sensor id %q is not a positive integer", s)
+		return 0, fmt.Errorf("sensor id %.40q is not a positive integer", s)
 	}
 	return id, nil
 }

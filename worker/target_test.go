@@ -61,7 +61,7 @@ func TestTargetOfMetaData(t *testing.T) {
 		meta    string
 		sensors []int64
 		path    string
-		err     string // substring; "" = success
+		note    string // substring of the one note; "" = no note
 	}{
 		{name: "no metaData", meta: `null`},
 		{name: "unrelated metaData", meta: `{"key": "value", "sensor": 5}`},
@@ -84,27 +84,27 @@ func TestTargetOfMetaData(t *testing.T) {
 		{name: "40 entries, 32 distinct", meta: `{"sensorIds": "` + idList(32, 1) + "," + idList(8, 1) + `"}`, sensors: seq(32, 1)},
 		{name: "sensorId plus 31", meta: `{"sensorId": 100, "sensorIds": "` + idList(31, 1) + `"}`, sensors: append([]int64{100}, seq(31, 1)...)},
 
-		{name: "33 sensors", meta: `{"sensorIds": "` + idList(33, 1) + `"}`, err: "33 sensors; at most 32"},
-		{name: "sensorId plus 32", meta: `{"sensorId": 100, "sensorIds": "` + idList(32, 1) + `"}`, err: "at most 32"},
-		{name: "sensorId 0", meta: `{"sensorId": 0}`, err: "metaData.sensorId"},
-		{name: "sensorId -1", meta: `{"sensorId": -1}`, err: "metaData.sensorId"},
-		{name: "sensorId 1.5", meta: `{"sensorId": 1.5}`, err: "metaData.sensorId"},
-		{name: "sensorId abc", meta: `{"sensorId": "abc"}`, err: "metaData.sensorId"},
-		{name: "sensorId empty string", meta: `{"sensorId": ""}`, err: "metaData.sensorId"},
-		{name: "sensorId object", meta: `{"sensorId": {"id": 1}}`, err: "metaData.sensorId"},
-		{name: "sensorId list", meta: `{"sensorId": [1]}`, err: "metaData.sensorId"},
-		{name: "sensorId bool", meta: `{"sensorId": true}`, err: "metaData.sensorId"},
-		{name: "sensorId overflow", meta: `{"sensorId": "9223372036854775808"}`, err: "metaData.sensorId"},
-		{name: "sensorId injection", meta: `{"sensorId": "1 OR 1=1"}`, err: "metaData.sensorId"},
-		{name: "sensorIds with 0", meta: `{"sensorIds": [1, 0]}`, err: "metaData.sensorIds"},
-		{name: "sensorIds with -1", meta: `{"sensorIds": [-1]}`, err: "metaData.sensorIds"},
-		{name: "sensorIds with 1.5", meta: `{"sensorIds": [1.5]}`, err: "metaData.sensorIds"},
-		{name: "sensorIds with abc", meta: `{"sensorIds": ["1", "abc"]}`, err: "metaData.sensorIds"},
-		{name: "sensorIds string with abc", meta: `{"sensorIds": "1,abc"}`, err: "metaData.sensorIds"},
-		{name: "sensorIds object", meta: `{"sensorIds": {"a": 1}}`, err: "metaData.sensorIds"},
-		{name: "sensorIds nested list", meta: `{"sensorIds": [[1]]}`, err: "metaData.sensorIds"},
-		{name: "sensorIds with null", meta: `{"sensorIds": [1, null]}`, err: "metaData.sensorIds"},
-		{name: "sensorIds bool", meta: `{"sensorIds": false}`, err: "metaData.sensorIds"},
+		{name: "33 sensors", meta: `{"sensorIds": "` + idList(33, 1) + `"}`, note: "33 sensors; at most 32"},
+		{name: "sensorId plus 32", meta: `{"sensorId": 100, "sensorIds": "` + idList(32, 1) + `"}`, note: "at most 32"},
+		{name: "sensorId 0", meta: `{"sensorId": 0}`, note: "metaData.sensorId"},
+		{name: "sensorId -1", meta: `{"sensorId": -1}`, note: "metaData.sensorId"},
+		{name: "sensorId 1.5", meta: `{"sensorId": 1.5}`, note: "metaData.sensorId"},
+		{name: "sensorId abc", meta: `{"sensorId": "abc"}`, note: "metaData.sensorId"},
+		{name: "sensorId empty string", meta: `{"sensorId": ""}`, note: "metaData.sensorId"},
+		{name: "sensorId object", meta: `{"sensorId": {"id": 1}}`, note: "metaData.sensorId"},
+		{name: "sensorId list", meta: `{"sensorId": [1]}`, note: "metaData.sensorId"},
+		{name: "sensorId bool", meta: `{"sensorId": true}`, note: "metaData.sensorId"},
+		{name: "sensorId overflow", meta: `{"sensorId": "9223372036854775808"}`, note: "metaData.sensorId"},
+		{name: "sensorId injection", meta: `{"sensorId": "1 OR 1=1"}`, note: "metaData.sensorId"},
+		{name: "sensorIds with 0", meta: `{"sensorIds": [1, 0]}`, note: "metaData.sensorIds"},
+		{name: "sensorIds with -1", meta: `{"sensorIds": [-1]}`, note: "metaData.sensorIds"},
+		{name: "sensorIds with 1.5", meta: `{"sensorIds": [1.5]}`, note: "metaData.sensorIds"},
+		{name: "sensorIds with abc", meta: `{"sensorIds": ["1", "abc"]}`, note: "metaData.sensorIds"},
+		{name: "sensorIds string with abc", meta: `{"sensorIds": "1,abc"}`, note: "metaData.sensorIds"},
+		{name: "sensorIds object", meta: `{"sensorIds": {"a": 1}}`, note: "metaData.sensorIds"},
+		{name: "sensorIds nested list", meta: `{"sensorIds": [[1]]}`, note: "metaData.sensorIds"},
+		{name: "sensorIds with null", meta: `{"sensorIds": [1, null]}`, note: "metaData.sensorIds"},
+		{name: "sensorIds bool", meta: `{"sensorIds": false}`, note: "metaData.sensorIds"},
 
 		{name: "path", meta: `{"path": "C:\\Temp\\x.exe"}`, path: `C:\Temp\x.exe`},
 		{name: "filePath", meta: `{"filePath": "/tmp/x"}`, path: "/tmp/x"},
@@ -122,14 +122,20 @@ func TestTargetOfMetaData(t *testing.T) {
 			t.Run(c.name+"/"+mode.name, func(t *testing.T) {
 				t.Parallel()
 				msg := tgtMsg(mode.decode(t, c.meta))
-				got, err := TargetOf(msg)
-				if c.err != "" {
-					require.Error(t, err)
-					require.Contains(t, err.Error(), c.err)
-					require.Zero(t, got)
-					return
-				}
+				got, notes, err := targetOf(msg)
+				require.NoError(t, err, "metaData never fails the job")
+				// The intake validation (TargetOf) never dead-letters over it.
+				pub, err := TargetOf(msg)
 				require.NoError(t, err)
+				require.Equal(t, got, pub)
+				if c.note != "" {
+					require.Len(t, notes, 1)
+					require.Contains(t, notes[0], c.note)
+					require.Contains(t, notes[0], "Live Response skipped")
+					require.Nil(t, got.Sensors, "unusable sensor IDs: no Live Response")
+				} else {
+					require.Empty(t, notes)
+				}
 				require.Equal(t, c.sensors, got.Sensors)
 				require.Equal(t, c.path, got.Path)
 				require.Equal(t, msg.JobID, got.JobID)
@@ -152,18 +158,32 @@ func seq(n, from int) []int64 {
 // consumer.Decode keeps numbers as json.Number, so IDs above 2^53 stay exact.
 func TestTargetOfSensorIDPrecision(t *testing.T) {
 	t.Parallel()
-	got, err := TargetOf(tgtMsg(metaNumber(t, `{"sensorId": 9007199254740993, "sensorIds": [9223372036854775807]}`)))
+	got, notes, err := targetOf(tgtMsg(metaNumber(t, `{"sensorId": 9007199254740993, "sensorIds": [9223372036854775807]}`)))
 	require.NoError(t, err)
+	require.Empty(t, notes)
 	require.Equal(t, []int64{9007199254740993, 9223372036854775807}, got.Sensors)
 
-	_, err = TargetOf(tgtMsg(metaNumber(t, `{"sensorId": 9223372036854775808}`)))
-	require.ErrorContains(t, err, "metaData.sensorId")
-
+	unusable := func(md map[string]any, field string) {
+		t.Helper()
+		got, notes, err := targetOf(tgtMsg(md))
+		require.NoError(t, err)
+		require.Nil(t, got.Sensors)
+		require.Len(t, notes, 1)
+		require.Contains(t, notes[0], field)
+	}
+	unusable(metaNumber(t, `{"sensorId": 9223372036854775808}`), "metaData.sensorId")
 	// As float64 the same huge value is not mistaken for a valid ID.
-	_, err = TargetOf(tgtMsg(metaFloat(t, `{"sensorId": 1e300}`)))
-	require.ErrorContains(t, err, "metaData.sensorId")
-	_, err = TargetOf(tgtMsg(map[string]any{"sensorIds": []any{float64(1 << 62), 1e19}}))
-	require.ErrorContains(t, err, "metaData.sensorIds")
+	unusable(metaFloat(t, `{"sensorId": 1e300}`), "metaData.sensorId")
+	unusable(map[string]any{"sensorIds": []any{float64(1 << 62), 1e19}}, "metaData.sensorIds")
+}
+
+// A long unusable value is cut in the note: notes go to logs and outcomes.
+func TestTargetOfNoteIsShort(t *testing.T) {
+	t.Parallel()
+	_, notes, err := targetOf(tgtMsg(map[string]any{"sensorId": strings.Repeat("x", 10000)}))
+	require.NoError(t, err)
+	require.Len(t, notes, 1)
+	require.Less(t, len(notes[0]), 200, notes[0])
 }
 
 func TestTargetOfHashAndPlatform(t *testing.T) {
@@ -171,8 +191,9 @@ func TestTargetOfHashAndPlatform(t *testing.T) {
 	msg := tgtMsg(nil)
 	msg.Submission.Sample.ID = strings.ToUpper(tgtHash)
 	msg.Classification.Platform = "WIN"
-	got, err := TargetOf(msg)
+	got, notes, err := targetOf(msg)
 	require.NoError(t, err)
+	require.Empty(t, notes)
 	require.Equal(t, tgtHash, got.SHA256, "hash lower-cased")
 	require.Equal(t, "win", got.Platform, "platform lower-cased")
 	require.Nil(t, got.Sensors)
@@ -181,7 +202,9 @@ func TestTargetOfHashAndPlatform(t *testing.T) {
 	for _, bad := range []string{"", "x' OR 1=1--", tgtHash[:63], tgtHash + "0", "g" + tgtHash[1:], " " + tgtHash} {
 		msg := tgtMsg(nil)
 		msg.Submission.Sample.ID = bad
-		_, err := TargetOf(msg)
+		_, _, err := targetOf(msg)
+		require.ErrorIs(t, err, edr.ErrBadHash, "%q", bad)
+		_, err = TargetOf(msg)
 		require.ErrorIs(t, err, edr.ErrBadHash, "%q", bad)
 		require.ErrorContains(t, err, "submission.sample.id")
 	}
@@ -208,11 +231,11 @@ func FuzzTargetOf(f *testing.F) {
 			}
 			msg := tgtMsg(md)
 			msg.Classification.Platform = platform
-			got, err := TargetOf(msg)
-			if err != nil {
-				require.Zero(t, got)
-				require.Contains(t, err.Error(), "metaData")
-				continue
+			got, notes, err := targetOf(msg)
+			require.NoError(t, err, "metaData never fails the job")
+			for _, n := range notes {
+				require.Contains(t, n, "metaData")
+				require.Nil(t, got.Sensors)
 			}
 			require.Equal(t, tgtHash, got.SHA256)
 			require.Equal(t, strings.ToLower(platform), got.Platform)

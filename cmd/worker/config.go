@@ -53,7 +53,7 @@ type vendorConfig struct {
 	// key names the credential for the fleet-wide limiter (hashed: no
 	// credential material in Redis keys).
 	key   string
-	build func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error)
+	build func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper, log *zap.Logger) (edr.Driver, error)
 }
 
 func userAgent(workerID string) string {
@@ -169,9 +169,9 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindCBCEventExport, key: "cbc:" + digest(org+"/"+id),
 			rate: e.Float("CBC_RATE_LIMIT", 20, 0, 10000), burst: e.Int("CBC_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper, log *zap.Logger) (edr.Driver, error) {
 				return cbc.New(cbc.Config{URL: url, OrgKey: org, APIID: id, APISecret: secret,
-					UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr})
+					UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr, Logger: log})
 			},
 		})
 	}
@@ -182,8 +182,8 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindCBLRTriage, key: "cblr:" + digest(url+"/"+token),
 			rate: e.Float("CBLR_RATE_LIMIT", 20, 0, 10000), burst: e.Int("CBLR_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
-				return cblr.New(cblr.Config{URL: url, APIToken: token, UserAgent: ua, Limiter: lim, PollInterval: every, Transport: tr})
+			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper, log *zap.Logger) (edr.Driver, error) {
+				return cblr.New(cblr.Config{URL: url, APIToken: token, UserAgent: ua, Limiter: lim, PollInterval: every, Transport: tr, Logger: log})
 			},
 		})
 	}
@@ -200,9 +200,9 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindCytomicOSQuery, key: "cytomic:" + digest(url+"/"+user),
 			rate: e.Float("CYTOMIC_RATE_LIMIT", 10, 0, 10000), burst: e.Int("CYTOMIC_RATE_BURST", 3, 1, 1000),
-			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper, log *zap.Logger) (edr.Driver, error) {
 				return cytomic.New(cytomic.Config{URL: url, TokenURL: tokenURL, User: user, Password: pass,
-					ClientIDs: clients, Round: round, TTL: ttl, UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr})
+					ClientIDs: clients, Round: round, TTL: ttl, UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr, Logger: log})
 			},
 		})
 	}
@@ -214,7 +214,7 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		out = append(out, vendorConfig{
 			kind: edr.KindSophosXDR, key: "sophos:" + digest(tenant+"/"+id),
 			rate: e.Float("SOPHOS_RATE_LIMIT", 1.5, 0, 10000), burst: e.Int("SOPHOS_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper, _ *zap.Logger) (edr.Driver, error) {
 				return sophos.New(sophos.Config{URL: url, AuthURL: auth, ClientID: id, ClientSecret: secret,
 					TenantID: tenant, PollEvery: every, UserAgent: ua, Limiter: lim, Transport: tr})
 			},

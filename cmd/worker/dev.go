@@ -330,7 +330,7 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	reg := node.NewRegistry()
 	m := metrics.New(reg)
 	cfg.node.Registry, cfg.node.Metrics = reg, m
-	sdbc, err := newSampleDB(cfg, m)
+	sdbc, err := newSampleDB(cfg, m, log)
 	if err != nil {
 		return nil, err
 	}

@@ -109,7 +109,7 @@ func cmdRun(stderr io.Writer) int {
 	reg := node.NewRegistry()
 	m := metrics.New(reg)
 	cfg.node.Registry, cfg.node.Metrics = reg, m
-	sdb, err := newSampleDB(cfg, m)
+	sdb, err := newSampleDB(cfg, m, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration error: SAMPLEDB_URL: %v\n", err)
 		return 2
@@ -149,7 +149,7 @@ func buildDrivers(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.
 		vendor := v.kind[:strings.Index(v.kind, ".")]
 		lim := store.RateLimiter(v.key, v.rate, v.burst, log)
 		lim.OnWait = m.RateLimitWait(vendor)
-		d, err := v.build(lim, dl, m.Transport(vendor, nil))
+		d, err := v.build(lim, dl, m.Transport(vendor, nil), log)
 		if err != nil {
 			return nil, err
 		}
@@ -183,9 +183,10 @@ func waitRedis(ctx context.Context, store *state.Store, log *zap.Logger) error {
 	}
 }
 
-func newSampleDB(cfg *config, m *metrics.Metrics) (*sampledb.Client, error) {
+func newSampleDB(cfg *config, m *metrics.Metrics, log *zap.Logger) (*sampledb.Client, error) {
 	c := cfg.sampledb
 	c.Transport = m.Transport("sampledb", nil)
+	c.Logger = log.Named("sampledb")
 	return sampledb.New(c)
 }
 

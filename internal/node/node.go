@@ -180,8 +180,9 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// validate refuses, at intake, messages the runner could not hunt with
-// (malformed sensor lists and the like), so they are dead-lettered.
+// validate refuses, at intake, messages the runner could not hunt with (a
+// hash that is not a SHA-256), so they are dead-lettered. An unusable sensor
+// list is not a reason: the job runs without Live Response, with a note.
 func validate(msg *sampledb.JobMessage) error {
 	_, err := worker.TargetOf(msg)
 	return err

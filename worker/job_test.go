@@ -1,0 +1,323 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	simsdb "github.com/analysisfleet/analysisfleet/sim/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// The tests in this file run one job from admission to its tombstone on a
+// real ledger (a private redis-server) against SampleDB's simulator behind
+// a handler that can answer like a SampleDB written by someone else.
+
+const (
+	jtKey  = "analyzer/k3y-job-test"
+	jtJob  = "12345678-1234-1234-1234-123456789abc"
+	jtHash = tgtHash
+)
+
+// fakeDriver finishes its operation at once; collected is called when the
+// result is fetched.
+type fakeDriver struct {
+	kind      string
+	starts    atomic.Int32
+	collected func()
+}
+
+func (d *fakeDriver) Kind() string { return d.kind }
+func (d *fakeDriver) Start(context.Context, edr.Target) (edr.Ref, error) {
+	d.starts.Add(1)
+	return edr.Ref(`{"op":1}`), nil
+}
+func (d *fakeDriver) Poll(context.Context, edr.Ref) (edr.Status, error) {
+	return edr.Status{Done: true}, nil
+}
+func (d *fakeDriver) Collect(context.Context, edr.Ref) (edr.Result, error) {
+	if d.collected != nil {
+		d.collected()
+	}
+	return edr.Result{Rows: 1}, nil
+}
+func (d *fakeDriver) Cancel(context.Context, edr.Ref) error { return nil }
+
+// summaries keeps what the result topic would receive.
+type summaries struct {
+	mu  sync.Mutex
+	got []Summary
+}
+
+func (s *summaries) Publish(_ context.Context, _ string, value []byte) error {
+	var sum Summary
+	if err := json.Unmarshal(value, &sum); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.got = append(s.got, sum)
+	s.mu.Unlock()
+	return nil
+}
+
+// jobWorld is one job's world: the ledger, the simulator, and in front of
+// it intercept, which answers a request itself when it returns true.
+type jobWorld struct {
+	t       *testing.T
+	store   *state.Store
+	sim     *simsdb.Server
+	runner  *Runner
+	logs    *observer.ObservedLogs
+	results *summaries
+
+	mu   sync.Mutex
+	seen []string // "METHOD path" of every SampleDB request
+}
+
+func newJobWorld(t *testing.T, playbook *Playbook, drivers []*fakeDriver, intercept func(w http.ResponseWriter, r *http.Request) bool) *jobWorld {
+	t.Helper()
+	srv, err := testenv.StartRedis()
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: srv.Socket})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store, err := state.New(rdb, state.Config{Namespace: testenv.Namespace(t)})
+	require.NoError(t, err)
+	require.NoError(t, store.Load(context.Background()))
+
+	w := &jobWorld{t: t, store: store, results: &summaries{}}
+	w.sim = simsdb.New(simsdb.Config{Keys: map[string]simsdb.Role{jtKey: simsdb.RoleAnalyzer}})
+	hs := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.mu.Lock()
+		w.seen = append(w.seen, r.Method+" "+r.URL.Path)
+		w.mu.Unlock()
+		if intercept != nil && intercept(rw, r) {
+			return
+		}
+		w.sim.ServeHTTP(rw, r)
+	}))
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(func() { w.sim.Close(); hs.Close(); tr.CloseIdleConnections() })
+	client, err := sampledb.New(sampledb.Config{
+		URL: hs.URL, APIKey: jtKey, Transport: tr,
+		InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxElapsed: time.Second,
+	})
+	require.NoError(t, err)
+
+	core, logs := observer.New(zap.InfoLevel)
+	w.logs = logs
+	ds := map[string]edr.Driver{}
+	for _, d := range drivers {
+		ds[d.kind] = d
+	}
+	w.runner, err = New(Config{
+		WorkerID: "worker-1", Store: store, SampleDB: client, Drivers: ds, Playbook: playbook,
+		Results: w.results, Logger: zap.New(core),
+		PollMin: time.Millisecond, PollMax: 5 * time.Millisecond,
+		RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	return w
+}
+
+// run admits msg and runs its job to the end, in the calling goroutine.
+func (w *jobWorld) run(msg sampledb.JobMessage) *job {
+	w.t.Helper()
+	w.sim.CreateJob(msg)
+	b, err := json.Marshal(msg)
+	require.NoError(w.t, err)
+	res, sent, err := w.store.Admit(context.Background(), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: msg.JobID, Msg: b, Source: "test"}})
+	require.NoError(w.t, err)
+	require.Len(w.t, res, 1)
+	require.Equal(w.t, state.Admitted, res[0].Outcome)
+	w.runner.keeper.Add(res[0].Lease, sent)
+	j := newJob(w.runner, res[0].Lease, res[0].Record)
+	j.run()
+	return j
+}
+
+func (w *jobWorld) tombstone(id string) string {
+	w.t.Helper()
+	st, ok, err := w.store.Tombstone(context.Background(), id)
+	require.NoError(w.t, err)
+	require.True(w.t, ok, "the job is tombstoned")
+	return st
+}
+
+func (w *jobWorld) count(method, pathPart string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.seen {
+		if strings.HasPrefix(s, method+" ") && strings.Contains(s, pathPart) {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *jobWorld) countExact(method, path string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.seen {
+		if s == method+" "+path {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *jobWorld) summary() Summary {
+	w.t.Helper()
+	w.results.mu.Lock()
+	defer w.results.mu.Unlock()
+	require.Len(w.t, w.results.got, 1)
+	return w.results.got[0]
+}
+
+func jobMsg(meta map[string]any) sampledb.JobMessage {
+	return sampledb.JobMessage{
+		JobID: jtJob,
+		Submission: sampledb.Submission{
+			ID: "sub-1", Customer: "acme", Name: "x.exe", Sample: sampledb.Sample{ID: jtHash}, MetaData: meta,
+		},
+		Classification: sampledb.Classification{Sample: jtHash, Type: "PE", Platform: "win"},
+	}
+}
+
+func cbcOnly() *Playbook {
+	return &Playbook{Tasks: []PlaybookTask{{Kind: edr.KindCBCEventExport}}}
+}
+
+func notFound(w http.ResponseWriter, what string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write([]byte(`{"responseCode":404,"messages":[{"type":"ERROR","message":"` + what + ` not found"}],"data":null}`))
+}
+
+// isTaskPut matches PUT /sampledb/v2/job/{id}/task/{taskId}.
+func isTaskPut(r *http.Request) bool {
+	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/task/")
+}
+
+// TestTaskNotFoundIsNotJobGone: SampleDB answers 404 to every task update
+// but still has the job. The job's terminal state is PUT all the same.
+func TestTaskNotFoundIsNotJobGone(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+		if isTaskPut(r) {
+			notFound(rw, "task")
+			return true
+		}
+		return false
+	})
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+
+	sj, ok := w.sim.Job(jtJob)
+	require.True(t, ok)
+	require.Equal(t, sampledb.StateSuccess, sj.State, "the terminal PUT reached SampleDB")
+	require.GreaterOrEqual(t, w.count(http.MethodPut, "/task/"), 1)
+	require.Equal(t, 1, w.count(http.MethodGet, "/job/"+jtJob), "one look at the job after the task's 404")
+	require.Equal(t, sampledb.StateSuccess, w.summary().State)
+	require.Equal(t, 1, w.logs.FilterMessageSnippet("SampleDB does not know the task").Len())
+	require.Zero(t, w.logs.FilterMessageSnippet("no longer exists in SampleDB").Len())
+}
+
+// TestTaskAndJobNotFoundIsJobGone: the job disappeared from SampleDB while
+// its task ran. The task's 404 is confirmed by the job's own 404: the job
+// ends locally as failed and no terminal PUT is sent.
+func TestTaskAndJobNotFoundIsJobGone(t *testing.T) {
+	t.Parallel()
+	var vanished atomic.Bool
+	d := &fakeDriver{kind: edr.KindCBCEventExport, collected: func() { vanished.Store(true) }}
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+		if vanished.Load() && strings.Contains(r.URL.Path, jtJob) {
+			notFound(rw, "job")
+			return true
+		}
+		return false
+	})
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateFailed, w.tombstone(jtJob))
+
+	require.Equal(t, 1, w.count(http.MethodGet, "/job/"+jtJob), "the job was asked for once")
+	require.Equal(t, 1, w.countExact(http.MethodPut, "/sampledb/v2/job/"+jtJob), "only PUT executing; no terminal PUT")
+	sj, _ := w.sim.Job(jtJob)
+	require.Equal(t, sampledb.StateExecuting, sj.State)
+	require.Equal(t, sampledb.StateFailed, w.summary().State)
+	require.Equal(t, 1, w.logs.FilterMessageSnippet("no longer exists in SampleDB").Len())
+}
+
+// TestCreateTaskWithoutTaskID: SampleDB answers the task creation with
+// the job instead of the task. The task runs once without a SampleDB task
+// ID (no task update is sent) and the job reaches its terminal state.
+func TestCreateTaskWithoutTaskID(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/task") {
+			rw.Header().Set("Content-Type", "application/json")
+			_, _ = rw.Write([]byte(`{"responseCode":200,"data":{"id":"` + jtJob + `","state":"executing","abortRequested":false}}`))
+			return true
+		}
+		return false
+	})
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	sj, _ := w.sim.Job(jtJob)
+	require.Equal(t, sampledb.StateSuccess, sj.State)
+
+	require.Equal(t, 1, w.count(http.MethodPost, "/task"), "the task is created once, not retried")
+	require.Zero(t, w.count(http.MethodPut, "/task/"), "no task update without a task ID; never the job's ID")
+	require.EqualValues(t, 1, d.starts.Load())
+	sum := w.summary()
+	require.Len(t, sum.Tasks, 1)
+	require.Equal(t, sampledb.TaskSuccess, sum.Tasks[0].State)
+	require.Empty(t, sum.Tasks[0].TaskID)
+	require.Equal(t, 1, w.logs.FilterMessageSnippet("task ran without a SampleDB task ID").Len())
+}
+
+// TestUnusableSensorIDSkipsLiveResponse: a sensor ID that is not a number
+// no longer fails the job: the other vendors hunt, Live Response is not
+// planned, and the outcome says why.
+func TestUnusableSensorIDSkipsLiveResponse(t *testing.T) {
+	t.Parallel()
+	cbc := &fakeDriver{kind: edr.KindCBCEventExport}
+	cblr := &fakeDriver{kind: edr.KindCBLRTriage}
+	pb := &Playbook{Tasks: []PlaybookTask{{Kind: edr.KindCBCEventExport}, {Kind: edr.KindCBLRTriage, RequiresSensors: true}}}
+	w := newJobWorld(t, pb, []*fakeDriver{cbc, cblr}, nil)
+	j := w.run(jobMsg(map[string]any{"sensorId": "host-7"}))
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+
+	require.EqualValues(t, 1, cbc.starts.Load())
+	require.Zero(t, cblr.starts.Load(), "no Live Response without a usable sensor")
+	tasks := w.sim.Tasks(jtJob)
+	require.Len(t, tasks, 1)
+	require.Equal(t, edr.KindCBCEventExport, tasks[0].Worker)
+	sum := w.summary()
+	require.Equal(t, sampledb.StateSuccess, sum.State)
+	require.Contains(t, sum.Reason, "metaData.sensorId")
+	require.Contains(t, sum.Reason, "Live Response skipped")
+	require.Equal(t, 1, w.logs.FilterMessageSnippet("metaData not usable").Len())
+}
