@@ -201,7 +201,7 @@ func pollUntilDone(t *testing.T, d edr.Driver, ref edr.Ref) edr.Status {
 // collectCountingState starts and polls target to the end, then collects
 // it, and returns how many /state requests Collect itself sent (Poll asks
 // /state too: the counters decide when an operation is done).
-func collectCountingState(t *testing.T, e *env) (edr.Result, error, int) {
+func collectCountingState(t *testing.T, e *env) (edr.Result, int, error) {
 	t.Helper()
 	ctx := testCtx(t)
 	ref, err := e.drv.Start(ctx, target)
@@ -210,7 +210,7 @@ func collectCountingState(t *testing.T, e *env) (edr.Result, error, int) {
 	_, before := e.sim.BatchSizes()
 	res, err := e.drv.Collect(ctx, ref)
 	_, after := e.sim.BatchSizes()
-	return res, err, len(after) - len(before)
+	return res, len(after) - len(before), err
 }
 
 func countStatus(k *simhttp.Kit, path string, status int) int {
@@ -353,7 +353,7 @@ func TestExpiredDownloadURLIsRefreshed(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}})
-	res, err, stateCalls := collectCountingState(t, e)
+	res, stateCalls, err := collectCountingState(t, e)
 	require.NoError(t, err)
 	require.Equal(t, int64(2*simcytomic.RowsPerHost), res.Rows)
 
@@ -372,7 +372,7 @@ func TestDownloadGoneOrNotFoundAsksStateAgain(t *testing.T) {
 	for _, status := range []int{http.StatusGone, http.StatusNotFound, http.StatusBadRequest, http.StatusUnauthorized} {
 		e := setup(t, opts{})
 		e.sim.Kit().Add(simhttp.Fault{Path: simcytomic.FilesPath, Status: status, Count: 1})
-		res, err, stateCalls := collectCountingState(t, e)
+		res, stateCalls, err := collectCountingState(t, e)
 		require.NoError(t, err, "HTTP %d", status)
 		require.Positive(t, res.Rows)
 		require.Equal(t, 2, stateCalls, "HTTP %d: a second /state answer", status)
@@ -389,7 +389,7 @@ func TestDownloadURLAlwaysExpiredIsRetryable(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}})
-	_, err, stateCalls := collectCountingState(t, e)
+	_, stateCalls, err := collectCountingState(t, e)
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err), "%v", err)
 	require.Contains(t, err.Error(), "download URL")
