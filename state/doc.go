@@ -17,6 +17,7 @@
 //	{ns}:tomb:<id>    string terminal state, expires after TombstoneTTL (7 days)
 //	{ns}:fence        int    the fencing-token counter
 //	{ns}:epoch        string random; a different value means Redis lost data
+//	{ns}:epoch:at     string the epoch's creation time (ms, Redis clock)
 //	{ns}:workers      zset   worker → last renewal; {ns}:worker:<id> its in-flight count
 //	{ns}:rl:<name>    GCRA   theoretical arrival time of a vendor credential
 //	{ns}:cool:<name>  string present while a 429 cool-down is in force
@@ -69,7 +70,13 @@
 // ledger epoch; a changed or missing epoch tells the worker Redis restarted
 // empty. Workers re-seed the records of jobs they hold in memory (Adopt), and
 // the reconciler re-adopts every executing job SampleDB lists that the ledger
-// no longer knows, so no job is lost even when Redis comes back empty.
+// no longer knows, so no job is lost even when Redis comes back empty. The
+// reconciler waits until the new epoch is LeaseTTL old (EpochAge): until
+// then a worker that held a job before the loss may still, by its local
+// clock, hold a valid lease on it, and a job adopted earlier could be run by
+// two workers at once. A re-seeded job is safe sooner: the worker that
+// re-seeds it has already dropped it, and makes it claimable after a short
+// grace (AdoptAfter) that lets the requests it had already sent land first.
 //
 // Rate limits. RateLimiter is a GCRA limiter per vendor credential shared by
 // the fleet, plus a cool-down key that a 429 anywhere sets for its

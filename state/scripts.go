@@ -200,25 +200,35 @@ redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
 return 1
 `)
 
-// adoptScript creates a record nobody owns, claimable at once, unless the job
-// is known (record or tombstone). Used by the reconciler and to re-seed a
-// ledger that lost its data. KEYS: job, tomb, leases. ARGV: id, (field, value)*.
+// adoptScript creates a record nobody owns, claimable after a delay (0: at
+// once), unless the job is known (record or tombstone). Used by the
+// reconciler and to re-seed a ledger that lost its data. KEYS: job, tomb,
+// leases. ARGV: id, delay ms, (field, value)*.
 var adoptScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 redis.call('HSET', KEYS[1], 'owner', '', 'token', '0')
 if not redis.call('HGET', KEYS[1], 'created') then
   redis.call('HSET', KEYS[1], 'created', string.format('%d', nowms()))
 end
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
+local delay = tonumber(ARGV[2])
+local at = 0
+if delay > 0 then at = nowms() + delay end
+redis.call('ZADD', KEYS[3], at, ARGV[1])
 return 1
 `)
 
-// epochScript returns the ledger's epoch, creating it when missing. A
-// changed epoch means Redis lost its data. KEYS: epoch. ARGV: candidate.
+// epochScript returns the ledger's epoch, creating it when missing, and its
+// age in milliseconds by Redis's clock. A changed epoch means Redis lost its
+// data. KEYS: epoch, epoch creation time. ARGV: candidate.
 var epochScript = redis.NewScript(`
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('SET', KEYS[2], string.format('%d', now))
+end
+local at = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {redis.call('GET', KEYS[1]), now - at}
 `)
 
 // rateScript is a GCRA limiter with a fleet-wide cool-down.

@@ -433,11 +433,18 @@ func (s *Store) Complete(ctx context.Context, worker string, l Lease, terminal s
 // tombstone), owned by nobody and claimable at once. fields are name, value
 // pairs (at least FieldMsg). It reports whether the job was adopted.
 func (s *Store) Adopt(ctx context.Context, id string, kv ...string) (bool, error) {
+	return s.AdoptAfter(ctx, id, 0, kv...)
+}
+
+// AdoptAfter is Adopt with the job claimable only after delay: a worker
+// re-seeding a job it just dropped gives the requests it had already sent
+// for the job time to land before another worker takes the job over.
+func (s *Store) AdoptAfter(ctx context.Context, id string, delay time.Duration, kv ...string) (bool, error) {
 	if len(kv)%2 != 0 {
 		return false, errors.New("state: adopt: odd field list")
 	}
-	args := make([]any, 0, 1+len(kv))
-	args = append(args, id)
+	args := make([]any, 0, 2+len(kv))
+	args = append(args, id, max(delay, 0).Milliseconds())
 	for _, x := range kv {
 		args = append(args, x)
 	}
@@ -470,13 +477,30 @@ func (s *Store) Known(ctx context.Context, ids []string) (map[string]bool, error
 // Epoch returns the ledger's epoch, creating one if Redis has none. Workers
 // remember it; a different answer later means Redis lost its data.
 func (s *Store) Epoch(ctx context.Context) (string, error) {
+	e, _, err := s.EpochAge(ctx)
+	return e, err
+}
+
+// EpochAge returns the ledger's epoch, creating one if Redis has none, and
+// how long ago it was created (by Redis's clock). An epoch younger than
+// LeaseTTL follows a data loss recent enough that a worker may still hold,
+// by its local clock, a lease granted before the loss: nothing the lost
+// ledger knew may be handed to another worker until then (see
+// worker.Runner.Reconcile). An epoch written before its creation time was
+// recorded counts as old.
+func (s *Store) EpochAge(ctx context.Context) (string, time.Duration, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	v, err := s.run(ctx, epochScript, []string{s.kEpo}, hex.EncodeToString(b[:]))
+	v, err := s.run(ctx, epochScript, []string{s.kEpo, s.kEpo + ":at"}, hex.EncodeToString(b[:]))
 	if err != nil {
-		return "", fmt.Errorf("state: epoch: %w", err)
+		return "", 0, fmt.Errorf("state: epoch: %w", err)
 	}
-	return str(v), nil
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 2 {
+		return "", 0, fmt.Errorf("state: epoch: unexpected reply %T", v)
+	}
+	ms, _ := arr[1].(int64)
+	return str(arr[0]), time.Duration(max(ms, 0)) * time.Millisecond, nil
 }
 
 // Get returns a job's record, or nil if there is none.

@@ -283,6 +283,31 @@ func TestKeeperDetectsEpochChange(t *testing.T) {
 	}
 }
 
+// TestEpochAge: a new epoch is young (a data loss just happened); an epoch
+// keeps its creation time; one without a recorded time counts as old.
+func TestEpochAge(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	e, age, err := b.store.EpochAge(ctx(t))
+	require.NoError(t, err)
+	require.NotEmpty(t, e)
+	require.Less(t, age, 30*time.Second, "just created")
+
+	at := "{" + b.ns + "}:epoch:at"
+	ms, err := b.rdb.Get(ctx(t), at).Int64()
+	require.NoError(t, err)
+	require.NoError(t, b.rdb.Set(ctx(t), at, ms-int64(time.Hour/time.Millisecond), 0).Err())
+	e2, age, err := b.store.EpochAge(ctx(t))
+	require.NoError(t, err)
+	require.Equal(t, e, e2)
+	require.GreaterOrEqual(t, age, time.Hour)
+
+	require.NoError(t, b.rdb.Del(ctx(t), at).Err()) // an epoch from before creation times were kept
+	_, age, err = b.store.EpochAge(ctx(t))
+	require.NoError(t, err)
+	require.Greater(t, age, 30*time.Second)
+}
+
 func TestAdoptOnlyUnknownJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
@@ -303,6 +328,17 @@ func TestAdoptOnlyUnknownJobs(t *testing.T) {
 	require.Len(t, got, 1, "an adopted job is claimable at once")
 	require.Equal(t, "cp", got[0].Record.Fields["task:cbc"])
 	require.Equal(t, `{"jobID":"lost"}`, string(got[0].Record.Msg))
+
+	// Re-seeded with a grace: not claimable before it ends.
+	ok, err = b.store.AdoptAfter(ctx(t), "reseeded", time.Hour, state.FieldMsg, `{"jobID":"reseeded"}`)
+	require.NoError(t, err)
+	require.True(t, ok)
+	got, _, err = b.store.Claim(ctx(t), "w2", 10)
+	require.NoError(t, err)
+	require.Empty(t, got, "claimable only after the grace")
+	rec, err := b.store.Get(ctx(t), "reseeded")
+	require.NoError(t, err)
+	require.NotNil(t, rec)
 }
 
 func TestScriptsSurviveRedisForgettingThem(t *testing.T) {

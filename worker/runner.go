@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,7 +262,10 @@ func (r *Runner) reseed(j *job) {
 	kv := j.fieldsSnapshot()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ok, err := r.store.Adopt(ctx, j.lease.ID, kv...)
+	// Claimable only after a short grace: requests this worker sent for the
+	// job just before dropping it may still be on their way.
+	grace := min(r.store.LeaseTTL()/10, 2*time.Second)
+	ok, err := r.store.AdoptAfter(ctx, j.lease.ID, grace, kv...)
 	if err != nil {
 		r.log.Warn("could not re-seed job after ledger loss; the reconciler will adopt it", zap.String("job_id", j.lease.ID), zap.Error(err))
 		return
@@ -355,36 +359,69 @@ func (r *Runner) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(r.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
-		full := false
+		full, wait := false, time.Duration(0)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case full = <-r.reconcileKick:
 			// Let workers re-seed what they hold in memory first.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(r.store.LeaseTTL() / 2):
-			}
+			wait = r.store.LeaseTTL() / 2
 		}
-		if n, err := r.Reconcile(ctx, full); err != nil && ctx.Err() == nil {
-			r.log.Warn("reconcile failed", zap.Error(err))
-		} else if n > 0 {
-			r.log.Warn("reconciler re-adopted jobs the ledger had lost", zap.Int("jobs", n), zap.Bool("full", full))
+		for range 3 {
+			if wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			n, err := r.Reconcile(ctx, full)
+			var early *errEpochYoung
+			switch {
+			case errors.As(err, &early):
+				wait = early.wait
+				continue
+			case err != nil && ctx.Err() == nil:
+				r.log.Warn("reconcile failed", zap.Error(err))
+			case n > 0:
+				r.log.Warn("reconciler re-adopted jobs the ledger had lost", zap.Int("jobs", n), zap.Bool("full", full))
+			}
+			break
 		}
 	}
+}
+
+// errEpochYoung: the ledger lost its data less than a lease lifetime ago.
+type errEpochYoung struct{ wait time.Duration }
+
+func (e *errEpochYoung) Error() string {
+	return fmt.Sprintf("the ledger lost its data less than a lease lifetime ago: adopting in %s", e.wait)
 }
 
 // Reconcile lists SampleDB's executing jobs (and, when full, the enqueued
 // ones too — after Redis data loss their committed records are gone) and
 // adopts every one the ledger does not know. It returns how many it adopted.
+//
+// It adopts nothing while the ledger's epoch is younger than LeaseTTL: a
+// worker that held a job when Redis lost its data still believes in its
+// lease, by its local clock, for up to LeaseTTL, and keeps working on the job
+// until its next renewal tells it otherwise. Handing the job to another
+// worker before then would let both act on it. The error says how long to
+// wait.
 func (r *Runner) Reconcile(ctx context.Context, full bool) (int, error) {
 	ok, err := r.store.TryLock(ctx, "reconcile", r.cfg.WorkerID, r.cfg.ReconcileInterval/2)
 	if err != nil || !ok {
 		return 0, err
 	}
 	defer func() { _ = r.store.Unlock(context.WithoutCancel(ctx), "reconcile", r.cfg.WorkerID) }()
+	_, age, err := r.store.EpochAge(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if ttl := r.store.LeaseTTL(); age < ttl {
+		return 0, &errEpochYoung{wait: ttl - age + ttl/10}
+	}
 	states := []string{sampledb.StateExecuting}
 	if full {
 		states = append(states, sampledb.StateEnqueued)
