@@ -134,6 +134,11 @@ func cmdRun(stderr io.Writer) int {
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.DrainTimeout+15*time.Second)
 	defer cancel()
 	n.Drain(dctx)
+	for _, d := range drivers {
+		if c, ok := d.(interface{ Close() }); ok {
+			c.Close() // Cytomic's round loop
+		}
+	}
 	log.Info("worker stopped")
 	return 0
 }
