@@ -9,6 +9,17 @@
 // therefore opaque, JSON-serialisable and self-sufficient: everything a
 // driver needs to re-attach must be in it.
 //
+// Starting exactly once. A crash between the vendor accepting a Start and
+// the runner checkpointing its Ref would otherwise start the operation
+// again. So the runner first checkpoints an Intent (a unique key and the
+// instant the start was decided), then calls Start with it. The driver
+// derives everything time-dependent in the request from the Intent (the
+// query's time window) and labels the operation with its key where the API
+// carries a label. A worker that finds an Intent without a Ref calls Find,
+// which searches the vendor for that operation and re-attaches; the runner
+// starts again only when Find answers ErrNotStarted (surely absent) or
+// ErrFindUnsupported (the API cannot be searched).
+//
 // Errors returned by drivers are *Error (or wrap one): they say whether the
 // same call may succeed later and how long to wait first.
 package edr
@@ -92,13 +103,43 @@ type File struct {
 // MaxListed caps Result lists.
 const MaxListed = 100
 
+// Intent is what the runner checkpoints before it asks a vendor to start an
+// operation, so that after a crash the operation can be found again instead
+// of started twice. It is JSON-serialisable and stored verbatim.
+type Intent struct {
+	// Key is unique to this start attempt of this job's task (job ID, task
+	// kind and the lease's fencing token). Drivers put it in the
+	// operation's name where the API has one, so Find can match it exactly.
+	Key string `json:"key"`
+	// At is when the start was decided (the deciding worker's clock, unix
+	// ms). Drivers compute time windows from it, never from time.Now, so a
+	// request made again for the same intent is the same request, and Find
+	// looks only at operations created after it (less a clock-skew margin).
+	At int64 `json:"at"`
+}
+
+// Time returns At as a time.Time.
+func (in Intent) Time() time.Time { return time.UnixMilli(in.At) }
+
+// FindSkew is how much earlier than Intent.At a vendor may have recorded an
+// operation's creation (clock skew between worker and vendor) and Find still
+// consider it.
+const FindSkew = 5 * time.Minute
+
 // Driver is one vendor API. Implementations are safe for concurrent use.
 type Driver interface {
 	// Kind is the task kind this driver runs (KindCBCEventExport, ...).
 	Kind() string
-	// Start launches the vendor operation for t and returns its reference.
-	// The runner checkpoints the reference before doing anything else.
-	Start(ctx context.Context, t Target) (Ref, error)
+	// Start launches the vendor operation for t under intent in and returns
+	// its reference. The runner has checkpointed in before the call and
+	// checkpoints the reference before doing anything else.
+	Start(ctx context.Context, t Target, in Intent) (Ref, error)
+	// Find looks at the vendor for the operation a Start(t, in) may have
+	// launched (its answer lost to a crash or a timeout) and returns its
+	// reference. It returns ErrNotStarted when the vendor surely has no such
+	// operation, ErrFindUnsupported when the API cannot be searched, and
+	// another error (retryable or not) when it cannot tell now.
+	Find(ctx context.Context, t Target, in Intent) (Ref, error)
 	// Poll reports the operation's progress. It may block until the driver's
 	// next batched round (Cytomic polls all open operations in one request).
 	Poll(ctx context.Context, ref Ref) (Status, error)
@@ -109,6 +150,14 @@ type Driver interface {
 	// when the vendor has no way to cancel: the operation is abandoned.
 	Cancel(ctx context.Context, ref Ref) error
 }
+
+// ErrNotStarted is returned by Find when the vendor surely has no operation
+// started under the intent: starting it now starts it once.
+var ErrNotStarted = errors.New("no vendor operation was started under this intent")
+
+// ErrFindUnsupported is returned by Find when the vendor API offers no way
+// to look an operation up: the runner can only start it again.
+var ErrFindUnsupported = errors.New("vendor API cannot be searched for a started operation")
 
 // ErrCancelUnsupported is returned by Cancel when the vendor API has no
 // cancel: the operation is abandoned and ends on its own.

@@ -22,6 +22,11 @@ type taskCheckpoint struct {
 	State string `json:"state,omitempty"`
 	// TaskID is the SampleDB job task, once created.
 	TaskID sampledb.ID `json:"taskId,omitempty"`
+	// Intent is written before each vendor start; a later owner that finds
+	// it without a Ref looks the operation up instead of starting it again.
+	Intent *edr.Intent `json:"intent,omitempty"`
+	// Attempts counts the intents written (vendor starts tried).
+	Attempts int `json:"attempts,omitempty"`
 	// Ref is the vendor operation reference, checkpointed as soon as the
 	// vendor accepted the operation.
 	Ref      json.RawMessage `json:"ref,omitempty"`

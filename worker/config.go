@@ -146,6 +146,11 @@ type Observer interface {
 	// VendorCall reports one driver call: vendor (cbc, …), operation
 	// (start, poll, collect, cancel), result (ok, retryable, permanent).
 	VendorCall(vendor, op, result string, d time.Duration)
+	// VendorStarted reports a vendor operation begun for a task: how is
+	// "first", "reattached" (an earlier start was found at the vendor),
+	// "again" (the vendor surely had none) or "again_unverified" (the
+	// vendor could not be searched: it may now run twice).
+	VendorStarted(vendor, how string)
 }
 
 type nopObserver struct{}
@@ -158,3 +163,4 @@ func (nopObserver) LeaseLost(string)                                 {}
 func (nopObserver) Claimed(int)                                      {}
 func (nopObserver) LeaseRenewed(int, error)                          {}
 func (nopObserver) VendorCall(string, string, string, time.Duration) {}
+func (nopObserver) VendorStarted(string, string)                     {}

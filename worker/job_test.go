@@ -34,17 +34,48 @@ const (
 )
 
 // fakeDriver finishes its operation at once; collected is called when the
-// result is fetched.
+// result is fetched. It remembers the intent of every operation it started,
+// so Find can look them up; startFails makes the first Start calls fail
+// after the "vendor" accepted the operation (a lost answer).
 type fakeDriver struct {
-	kind      string
-	starts    atomic.Int32
-	collected func()
+	kind       string
+	starts     atomic.Int32
+	finds      atomic.Int32
+	collected  func()
+	startFails atomic.Int32
+	findErr    error // what Find answers when nothing matches; default edr.ErrNotStarted
+
+	mu      sync.Mutex
+	started map[string]bool // intent keys
+	intents []edr.Intent
 }
 
 func (d *fakeDriver) Kind() string { return d.kind }
-func (d *fakeDriver) Start(context.Context, edr.Target) (edr.Ref, error) {
+func (d *fakeDriver) Start(_ context.Context, _ edr.Target, in edr.Intent) (edr.Ref, error) {
 	d.starts.Add(1)
+	d.mu.Lock()
+	if d.started == nil {
+		d.started = map[string]bool{}
+	}
+	d.started[in.Key] = true
+	d.intents = append(d.intents, in)
+	d.mu.Unlock()
+	if d.startFails.Add(-1) >= 0 {
+		return nil, &edr.Error{Vendor: "fake", Op: "start", Status: 502, Retryable: true, Msg: "bad gateway"}
+	}
 	return edr.Ref(`{"op":1}`), nil
+}
+func (d *fakeDriver) Find(_ context.Context, _ edr.Target, in edr.Intent) (edr.Ref, error) {
+	d.finds.Add(1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.started[in.Key] {
+		return edr.Ref(`{"op":1}`), nil
+	}
+	if d.findErr != nil {
+		return nil, d.findErr
+	}
+	return nil, edr.ErrNotStarted
 }
 func (d *fakeDriver) Poll(context.Context, edr.Ref) (edr.Status, error) {
 	return edr.Status{Done: true}, nil
@@ -135,7 +166,9 @@ func newJobWorld(t *testing.T, playbook *Playbook, drivers []*fakeDriver, interc
 }
 
 // run admits msg and runs its job to the end, in the calling goroutine.
-func (w *jobWorld) run(msg sampledb.JobMessage) *job {
+// fields (name, value pairs) are checkpointed first, as an earlier owner
+// would have left them.
+func (w *jobWorld) run(msg sampledb.JobMessage, fields ...string) *job {
 	w.t.Helper()
 	w.sim.CreateJob(msg)
 	b, err := json.Marshal(msg)
@@ -145,6 +178,12 @@ func (w *jobWorld) run(msg sampledb.JobMessage) *job {
 	require.Len(w.t, res, 1)
 	require.Equal(w.t, state.Admitted, res[0].Outcome)
 	w.runner.keeper.Add(res[0].Lease, sent)
+	if len(fields) > 0 {
+		require.NoError(w.t, w.store.Checkpoint(context.Background(), w.runner.cfg.WorkerID, res[0].Lease, fields...))
+		for i := 0; i+1 < len(fields); i += 2 {
+			res[0].Record.Fields[fields[i]] = fields[i+1]
+		}
+	}
 	j := newJob(w.runner, res[0].Lease, res[0].Record)
 	j.run()
 	return j
@@ -320,4 +359,76 @@ func TestUnusableSensorIDSkipsLiveResponse(t *testing.T) {
 	require.Contains(t, sum.Reason, "metaData.sensorId")
 	require.Contains(t, sum.Reason, "Live Response skipped")
 	require.Equal(t, 1, w.logs.FilterMessageSnippet("metaData not usable").Len())
+}
+
+// taskField is the ledger field of a task checkpoint holding only an intent:
+// an earlier owner decided to start, and died before it saved a reference.
+func taskField(t *testing.T, kind string, in edr.Intent) []string {
+	b, err := json.Marshal(taskCheckpoint{Kind: kind, Intent: &in, Attempts: 1})
+	require.NoError(t, err)
+	return []string{fieldTaskPrefix + kind, string(b)}
+}
+
+// TestIntentFoundAtTheVendorIsReattached: the earlier owner's start reached
+// the vendor; its reference never reached the ledger. The new owner finds
+// the operation and does not start it again.
+func TestIntentFoundAtTheVendorIsReattached(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	in := edr.Intent{Key: jtJob + "/cbc.event_export/1.1", At: time.Now().UnixMilli()}
+	d.started = map[string]bool{in.Key: true}
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	require.Zero(t, d.starts.Load(), "the operation the earlier start launched is re-attached, not started again")
+	require.EqualValues(t, 1, d.finds.Load())
+	require.Equal(t, 1, w.logs.FilterMessageSnippet("re-attached").Len())
+}
+
+// TestIntentNotAtTheVendorStartsOnce: the earlier owner died before its
+// start reached the vendor. The vendor surely has nothing: start once, under
+// a new intent.
+func TestIntentNotAtTheVendorStartsOnce(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	in := edr.Intent{Key: jtJob + "/cbc.event_export/1.1", At: time.Now().Add(-time.Minute).UnixMilli()}
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
+	require.Equal(t, exitDone, j.exit)
+	require.EqualValues(t, 1, d.starts.Load())
+	require.EqualValues(t, 1, d.finds.Load())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	require.Len(t, d.intents, 1)
+	require.NotEqual(t, in.Key, d.intents[0].Key, "a new start is a new intent")
+	require.Greater(t, d.intents[0].At, in.At)
+}
+
+// TestLostStartAnswerIsLookedUp: the vendor accepted the start but the
+// answer was a 502. Before sending the start again, the runner looks the
+// operation up, finds it, and re-attaches: one operation.
+func TestLostStartAnswerIsLookedUp(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	d.startFails.Store(1)
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	require.EqualValues(t, 1, d.starts.Load(), "the start whose answer was lost is not sent again")
+	require.EqualValues(t, 1, d.finds.Load())
+}
+
+// TestUnsearchableVendorStartsAgain: a vendor whose API cannot be searched
+// is started again (and the log says it may now run twice).
+func TestUnsearchableVendorStartsAgain(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport, findErr: edr.ErrFindUnsupported}
+	in := edr.Intent{Key: jtJob + "/cbc.event_export/1.1", At: time.Now().UnixMilli()}
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
+	require.Equal(t, exitDone, j.exit)
+	require.EqualValues(t, 1, d.starts.Load())
+	require.Equal(t, 1, w.logs.FilterMessageSnippet("cannot be searched").Len())
 }

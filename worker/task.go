@@ -85,10 +85,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		case <-j.ctx.Done():
 			return
 		}
-		// Start runs on the job context, not the work context: an abort must
-		// not cut a start short, because the reference it returns is what
-		// lets the abort cancel the operation at the vendor.
-		ref, err := vendorCall(j, pt.Kind, "start", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Start(ctx, t) })
+		ref, err := j.startOnce(pt.Kind, cp, d, t, deadline, log)
 		if err != nil {
 			<-slots
 			j.taskError(cp, err, end)
@@ -164,6 +161,88 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 	}
 	cp.Result = &res
 	end(sampledb.TaskSuccess, "")
+}
+
+// startOnce starts the task's vendor operation once, across crashes and lost
+// answers. An intent (a unique key and the instant the start was decided) is
+// checkpointed before the request; a worker that finds an intent without a
+// reference asks the vendor for the operation (Driver.Find) and re-attaches
+// to it, and a start whose request may have reached the vendor (no answer,
+// or a 5xx) is looked up the same way before it is sent again. The
+// operation is started anew only when the vendor surely has none, or cannot
+// be searched.
+//
+// Start and Find run on the job context, not the work context: an abort
+// must not cut a start short, because the reference it returns is what lets
+// the abort cancel the operation at the vendor.
+func (j *job) startOnce(kind string, cp *taskCheckpoint, d edr.Driver, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
+	vendor := vendorOf(kind)
+	obs := j.r.cfg.Observer
+	how := "first"
+	if cp.Intent != nil {
+		ref, err := vendorCall(j, kind, "find", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Find(ctx, t, *cp.Intent) })
+		switch {
+		case err == nil:
+			log.Info("re-attached to the vendor operation an earlier start launched", zap.String("intent", cp.Intent.Key))
+			obs.VendorStarted(vendor, "reattached")
+			return ref, nil
+		case errors.Is(err, edr.ErrNotStarted):
+			how = "again"
+		case errors.Is(err, edr.ErrFindUnsupported):
+			how = "again_unverified"
+			log.Warn("an earlier start may have reached the vendor, whose API cannot be searched; starting again", zap.String("intent", cp.Intent.Key))
+		case errors.Is(err, errHalted), errors.Is(err, errTaskTimeout), context.Cause(j.ctx) != nil:
+			return nil, err
+		default:
+			// The vendor refuses to be searched (a key without the list
+			// permission, say): waiting cannot help, and a duplicate query
+			// costs less than a job that never runs.
+			how = "again_unverified"
+			log.Warn("could not look up the operation an earlier start may have launched; starting again", zap.String("intent", cp.Intent.Key), zap.Error(err))
+		}
+	}
+	cp.Attempts++
+	in := edr.Intent{Key: fmt.Sprintf("%s/%s/%d.%d", j.lease.ID, kind, j.lease.Token, cp.Attempts), At: time.Now().UnixMilli()}
+	cp.Intent = &in
+	if err := j.saveTask(cp); err != nil {
+		return nil, err
+	}
+	lookFirst := false
+	ref, err := vendorCall(j, kind, "start", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) {
+		if lookFirst {
+			ref, err := d.Find(ctx, t, in)
+			switch {
+			case err == nil:
+				how = "reattached"
+				return ref, nil
+			case errors.Is(err, edr.ErrNotStarted):
+			case errors.Is(err, edr.ErrFindUnsupported):
+				how = "again_unverified"
+			case edr.IsRetryable(err):
+				return nil, err
+			default:
+				how = "again_unverified"
+			}
+		}
+		ref, err := d.Start(ctx, t, in)
+		lookFirst = err != nil && mayHaveReached(err)
+		return ref, err
+	})
+	if err == nil {
+		obs.VendorStarted(vendor, how)
+	}
+	return ref, err
+}
+
+// mayHaveReached says whether a failed request may still have been carried
+// out by the vendor: no answer arrived, or a 5xx (a gateway may answer 502
+// for a request its backend completed). A 429 or another 4xx is a refusal.
+func mayHaveReached(err error) bool {
+	var e *edr.Error
+	if errors.As(err, &e) && e.Status != 0 {
+		return e.Status >= 500
+	}
+	return edr.IsRetryable(err)
 }
 
 // taskError ends the task for a permanent vendor failure, or leaves it for

@@ -229,7 +229,12 @@ type timeRange struct {
 // Start launches an event export for process_hash:<sha256> over the
 // retention window. A hash that is not 64 hex digits is refused before any
 // request is sent.
-func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
+// Find is not implemented yet: the operation is started again.
+func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+	return nil, edr.ErrFindUnsupported
+}
+
+func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	sha, err := edr.ValidSHA256(t.SHA256)
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build the query", Err: err}

@@ -212,7 +212,7 @@ func TestStartRequestAsDocumented(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	b := setup(t, fast(), func(c *cbc.Config) { c.Now = clk.Now })
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: strings.ToUpper(hitSHA)})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: strings.ToUpper(hitSHA)}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":"4522"}`, string(ref))
 
@@ -243,7 +243,7 @@ func TestLifecycle(t *testing.T) {
 	b := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, ReadyAfter: 5 * time.Second, Now: clk.Now},
 		func(c *cbc.Config) { c.Now = clk.Now })
 	c := ctx(t)
-	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
 	st, err := b.drv.Poll(c, ref)
@@ -297,7 +297,7 @@ func TestLifecycle(t *testing.T) {
 func TestPresignedRefusesCredentials(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simcbc.Config{}, nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	_, err = b.drv.Collect(ctx(t), ref)
 	require.NoError(t, err)
@@ -335,7 +335,7 @@ func TestFormatsSummariseAlike(t *testing.T) {
 func TestReattachCollectsSameResult(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	raw, err := json.Marshal(map[string]any{"task": "cbc", "ref": ref})
 	require.NoError(t, err)
@@ -353,7 +353,7 @@ func TestReattachCollectsSameResult(t *testing.T) {
 func TestRateLimitOnProgress(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.Kit().Add(simhttp.Fault{Name: "storm", Path: jobsPath() + refID(t, ref) + "/progress", Status: 429, RetryAfter: time.Second, Count: 2})
 
@@ -405,7 +405,7 @@ func countStatus(k *simhttp.Kit, status int) int {
 func TestServerErrorsAreRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	id := refID(t, ref)
 	for _, st := range []int{500, 502, 503, 504} {
@@ -433,7 +433,7 @@ func TestHungProgressTimesOut(t *testing.T) {
 	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	b := setup(t, fast(), func(c *cbc.Config) { c.Timeout = timeout })
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + refID(t, ref) + "/progress", Hang: true, Count: 1})
 	began := time.Now()
@@ -453,7 +453,7 @@ func TestHungProgressTimesOut(t *testing.T) {
 func TestCallerCancellationIsNotAVendorFailure(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath(), Hang: true})
 	c, cancel := context.WithTimeout(ctx(t), 100*time.Millisecond)
@@ -467,7 +467,7 @@ func TestCallerCancellationIsNotAVendorFailure(t *testing.T) {
 func TestMalformedResponses(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	id := refID(t, ref)
 
@@ -501,7 +501,7 @@ func TestCredentialsRejected(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), mod)
-			_, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+			_, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 			e := asEdrErr(t, err)
 			require.False(t, e.Retryable)
 			require.Contains(t, []int{401, 403}, e.Status)
@@ -529,7 +529,7 @@ func TestExpiredPresignedURL(t *testing.T) {
 		}}
 	})
 	sim = b.sim
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
 	_, err = b.drv.Collect(ctx(t), ref)
@@ -560,7 +560,7 @@ func TestPresignedURLRefusedWith400Or410(t *testing.T) {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, simcbc.Config{}, nil)
-			ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+			ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 			require.NoError(t, err)
 			b.sim.Kit().Add(simhttp.Fault{Path: "/presigned/", Status: status, Count: 1})
 
@@ -585,7 +585,7 @@ func TestDownloadPolicyRefusal(t *testing.T) {
 	b := setup(t, simcbc.Config{}, func(c *cbc.Config) {
 		c.Downloader = httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{".amazonaws.com"}})
 	})
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	_, err = b.drv.Collect(ctx(t), ref)
 	e := asEdrErr(t, err)
@@ -600,7 +600,7 @@ func TestBadHashRefusedBeforeAnyRequest(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	for _, bad := range []string{"x' OR 1=1--", hitSHA + " OR process_name:*", "", hitSHA[:63]} {
-		_, err := b.drv.Start(ctx(t), edr.Target{SHA256: bad})
+		_, err := b.drv.Start(ctx(t), edr.Target{SHA256: bad}, edrtest.NewIntent("t"))
 		require.ErrorIs(t, err, edr.ErrBadHash)
 		require.False(t, edr.IsRetryable(err))
 	}
@@ -611,7 +611,7 @@ func TestBadHashRefusedBeforeAnyRequest(t *testing.T) {
 func TestJobFailedAtVendor(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simcbc.Config{QueuedFor: time.Hour}, nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.True(t, b.sim.Fail(b.sim.Jobs()[0].ID))
 	_, err = b.drv.Poll(ctx(t), ref)
@@ -715,7 +715,7 @@ func TestUnusualAnswers(t *testing.T) {
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true})})
 	require.NoError(t, err)
 
-	ref, err := d.Start(ctx(t), edr.Target{SHA256: hitSHA})
+	ref, err := d.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":"ab-77"}`, string(ref))
 

@@ -156,7 +156,12 @@ func (d *Driver) Kind() string { return edr.KindCBLRTriage }
 // unknown sensor) is recorded as failed; Start fails only when every sensor
 // was refused, or on a task-level error (rejected token, 429, 5xx, network),
 // in which case the sessions it already opened are closed first.
-func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
+// Find is not implemented yet: the operation is started again.
+func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+	return nil, edr.ErrFindUnsupported
+}
+
+func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	sha, err := edr.ValidSHA256(t.SHA256)
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing the sample hash", Err: err}

@@ -358,7 +358,7 @@ func TestGetFile(t *testing.T) {
 		// A "get file" cut short because the session ended is a failure of
 		// the sensor, as any session-level failure.
 		e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Second}}, infected(1, "WIN-A"))
-		ref, err := e.drv.Start(testCtx(t), target(1))
+		ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
 		req, err := http.NewRequestWithContext(testCtx(t), http.MethodPut, e.srv.URL+"/api/v1/cblr/session/1", strings.NewReader(`{"status":"close"}`))
@@ -605,9 +605,9 @@ func TestSessionRefused(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.SessionLimit = 1
 		e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
-		first, err := e.drv.Start(testCtx(t), target(1))
+		first, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
-		_, err = e.newDriver().Start(testCtx(t), target(1))
+		_, err = e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
 		require.Contains(t, err.Error(), "session limit reached")
@@ -620,7 +620,7 @@ func TestSessionRefused(t *testing.T) {
 	t.Run("UnknownSensor", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, opts{})
-		_, err := e.drv.Start(testCtx(t), target(99))
+		_, err := e.drv.Start(testCtx(t), target(99), edrtest.NewIntent("t"))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
 		require.Contains(t, err.Error(), "sensor 99")
@@ -631,7 +631,7 @@ func TestSessionRefused(t *testing.T) {
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(testCtx(t), target(1))
+	ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
 
@@ -649,7 +649,7 @@ func TestCancel(t *testing.T) {
 func TestCancelBeforeCheckIn(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-	ref, err := e.drv.Start(testCtx(t), target(1, 2))
+	ref, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Equal(t, 2, e.sim.OpenSessions())
 	require.NoError(t, e.drv.Cancel(testCtx(t), ref))
@@ -659,7 +659,7 @@ func TestCancelBeforeCheckIn(t *testing.T) {
 func TestResumeMidCommand(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(testCtx(t), target(1))
+	ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
 	require.NotNil(t, view(t, ref).Sensors[0].CommandID, "the checkpoint carries the command id")
@@ -685,7 +685,7 @@ func TestResumeMidCommand(t *testing.T) {
 func TestResumeAdoptsUncheckpointedCommand(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(testCtx(t), target(1))
+	ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// The first worker gets process list accepted and dies before the
 	// checkpoint: the ledger still holds the Ref from Start.
@@ -769,7 +769,7 @@ func TestStartClosesOpenedSessionsOnFailure(t *testing.T) {
 		})
 	}
 	e := setup(t, opts{transport: flaky}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-	_, err := e.drv.Start(testCtx(t), target(1, 2))
+	_, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err), "a network error is retryable: %v", err)
 	require.Len(t, e.sim.Sessions(), 1)
@@ -783,7 +783,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func TestRejectedToken(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{token: "wrong-token-value"}, infected(1, "WIN-A"))
-	_, err := e.drv.Start(testCtx(t), target(1))
+	_, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "CB EDR rejected the API token (check CBLR_API_TOKEN)")
@@ -792,7 +792,7 @@ func TestRejectedToken(t *testing.T) {
 
 	// A token rejected mid-way (rotated) fails the task at once too.
 	good := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, infected(1, "WIN-A"))
-	ref, err := good.drv.Start(testCtx(t), target(1))
+	ref, err := good.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	good.kit.Add(simhttp.Fault{Path: pollPath, Status: http.StatusUnauthorized, Count: 1})
 	_, err = good.drv.Poll(testCtx(t), ref)
@@ -805,7 +805,7 @@ func TestRateLimitOnStart(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{}, infected(1, "WIN-A"))
 	e.kit.Add(simhttp.Fault{Path: startPath, Method: "POST", Status: http.StatusTooManyRequests, RetryAfter: 2 * time.Second, Count: 1})
-	_, err := e.drv.Start(testCtx(t), target(1))
+	_, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err))
 	require.Equal(t, 2*time.Second, edr.RetryAfter(err))
@@ -816,13 +816,13 @@ func TestBadInput(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{}, infected(1, "WIN-A"))
 	tg := target()
-	_, err := e.drv.Start(testCtx(t), tg)
+	_, err := e.drv.Start(testCtx(t), tg, edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "no sensors named in the submission (metaData sensorId/sensorIds)")
 
 	tg = target(-4)
-	_, err = e.drv.Start(testCtx(t), tg)
+	_, err = e.drv.Start(testCtx(t), tg, edrtest.NewIntent("t"))
 	require.ErrorContains(t, err, "invalid sensor id")
 
 	for _, ref := range []string{`{`, `{"v":1,"sensors":[]}`, `{"v":99,"sensors":[{"sensorId":1,"sessionId":"1","step":"wait"}]}`, `{"v":1,"sensors":[{"sensorId":1,"step":"wait"}]}`} {
@@ -889,7 +889,7 @@ func (l *countingLimiter) Throttled(context.Context, time.Duration) {}
 func TestPollReturnsRightAfterCommandAccepted(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-	ref, err := e.drv.Start(testCtx(t), target(1, 2))
+	ref, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		s := e.sim.Sessions()

@@ -285,7 +285,12 @@ func decodeRef(op string, raw edr.Ref) (reference, error) {
 // POST /api/v1/osQuery/client and returns the reference of the operations
 // (one per client). Start is not idempotent: a retry after a lost answer
 // starts new operations.
-func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
+// Find is not implemented yet: the operation is started again.
+func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+	return nil, edr.ErrFindUnsupported
+}
+
+func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	sha, err := edr.ValidSHA256(t.SHA256)
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build a query", Err: err}

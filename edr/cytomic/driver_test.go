@@ -204,7 +204,7 @@ func pollUntilDone(t *testing.T, d edr.Driver, ref edr.Ref) edr.Status {
 func collectCountingState(t *testing.T, e *env) (edr.Result, int, error) {
 	t.Helper()
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	pollUntilDone(t, e.drv, ref)
 	_, before := e.sim.BatchSizes()
@@ -405,7 +405,7 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 			{MUID: "M-A", Hostname: "WIN-A", AnswerAfter: 5 * time.Minute},
 		}}}})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Equal(t, 1, e.sim.TokensIssued())
 
@@ -428,7 +428,7 @@ func TestReauthenticatesOnceOn401(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	e.sim.RevokeTokens() // e.g. the identity provider restarted
 	pollUntilDone(t, e.drv, ref)
@@ -451,7 +451,7 @@ func TestPersistent401IsPermanent(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: cytomic.ClientPath, Status: http.StatusUnauthorized})
-	_, err := e.drv.Start(testCtx(t), target)
+	_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "rejected a freshly issued access token")
@@ -463,7 +463,7 @@ func TestPersistent401IsPermanent(t *testing.T) {
 func TestBadCredentials(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Password = "wrong-" + password }})
-	_, err := e.drv.Start(testCtx(t), target)
+	_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "CYTOMIC_PASSWORD")
@@ -476,10 +476,10 @@ func TestTokenEndpointOutageIsRetryable(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: simcytomic.TokenPath, Status: http.StatusServiceUnavailable, Count: 1})
-	_, err := e.drv.Start(testCtx(t), target)
+	_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err), "%v", err)
-	_, err = e.drv.Start(testCtx(t), target)
+	_, err = e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 }
 
@@ -561,7 +561,7 @@ func TestTTLEndsWithMachinesThatNeverAnswered(t *testing.T) {
 		{MUID: "M-Y", Hostname: "WIN-Y", AnswerAfter: 3 * time.Hour}, // after the TTL: never
 	}}}})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
 	clk.Advance(2 * time.Minute)
@@ -589,7 +589,7 @@ func TestCancelIsUnsupportedAndSendsNothing(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Round = time.Hour }})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	before := len(e.sim.Kit().Requests())
 
@@ -624,7 +624,7 @@ func TestCloseReleasesWaiters(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Round = time.Hour }})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	d := e.newDriver(t)
 	done := make(chan error, 1)
@@ -648,7 +648,7 @@ func TestRateLimitHoldsEveryOperation(t *testing.T) {
 	refs := make([]edr.Ref, 5)
 	for i := range refs {
 		var err error
-		refs[i], err = e.drv.Start(ctx, target)
+		refs[i], err = e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 		require.NoError(t, err)
 	}
 	const retryAfter = time.Second
@@ -670,7 +670,7 @@ func TestRateLimitHoldsEveryOperation(t *testing.T) {
 	_, err := e.drv.Poll(ctx, refs[0])
 	require.Greater(t, edr.RetryAfter(err), retryAfter/2)
 	starts := e.sim.Kit().Count("POST", cytomic.ClientPath)
-	_, err = e.drv.Start(ctx, target)
+	_, err = e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.True(t, edr.IsRetryable(err))
 	require.Positive(t, edr.RetryAfter(err))
 	require.Equal(t, starts, e.sim.Kit().Count("POST", cytomic.ClientPath))
@@ -680,7 +680,7 @@ func TestNumericIDs(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcytomic.Config{NumericIDs: true}})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	var r struct {
 		Ops []map[string]json.RawMessage `json:"ops"`
@@ -785,7 +785,7 @@ func TestSecretsNeverInErrors(t *testing.T) {
 		})
 	}})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	pollUntilDone(t, e.drv, ref)
 	echo.Store(true)
@@ -798,7 +798,7 @@ func TestSecretsNeverInErrors(t *testing.T) {
 	require.Error(t, malformedErr)
 
 	bad := setup(t, opts{driver: func(c *cytomic.Config) { c.Password = password + "x" }})
-	_, credErr := bad.drv.Start(ctx, target)
+	_, credErr := bad.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.Error(t, credErr)
 
 	secrets := append(e.auth.secrets(), password+"x")
@@ -811,7 +811,7 @@ func TestSecretsNeverInDownloadErrors(t *testing.T) {
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: simcytomic.FilesPath, Status: http.StatusInternalServerError})
 	ctx := testCtx(t)
-	ref, err := e.drv.Start(ctx, target)
+	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	pollUntilDone(t, e.drv, ref)
 	_, err = e.drv.Collect(ctx, ref)
@@ -852,7 +852,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestBadHashNeverReachesTheQuery(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
-	_, err := e.drv.Start(testCtx(t), edr.Target{SHA256: strings.Repeat("g", 64)})
+	_, err := e.drv.Start(testCtx(t), edr.Target{SHA256: strings.Repeat("g", 64)}, edrtest.NewIntent("t"))
 	require.ErrorIs(t, err, edr.ErrBadHash)
 	var ee *edr.Error
 	require.True(t, errors.As(err, &ee))

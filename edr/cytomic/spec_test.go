@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr/cytomic"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
@@ -104,7 +105,7 @@ func TestSpecOnlyServer(t *testing.T) {
 	t.Cleanup(d.Close)
 	ctx := testCtx(t)
 
-	ref, err := d.Start(ctx, target)
+	ref, err := d.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// An operation the server does not know (expired, or another tenant's)
 	// polled in the same rounds.

@@ -8,7 +8,9 @@ package edrtest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +50,17 @@ type Harness struct {
 	StartPath, PollPath string
 	// Secrets must never appear in an error string.
 	Secrets []string
+	// Findable says the vendor API can be searched for an operation started
+	// under an intent (Driver.Find); otherwise Find must answer
+	// edr.ErrFindUnsupported.
+	Findable bool
+}
+
+var intents atomic.Int64
+
+// NewIntent returns an intent with a fresh key, decided now.
+func NewIntent(job string) edr.Intent {
+	return edr.Intent{Key: fmt.Sprintf("%s/test/1.%d", job, intents.Add(1)), At: time.Now().UnixMilli()}
 }
 
 // Run runs the contract suite.
@@ -72,7 +85,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ReattachAfterTakeover", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		ref, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target) })
+		ref, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target, NewIntent(h.Target.JobID)) })
 		require.NoError(t, err)
 		// The checkpoint goes through the ledger as JSON.
 		raw, err := json.Marshal(ref)
@@ -82,6 +95,37 @@ func Run(t *testing.T, h Harness) {
 		require.NoError(t, err)
 		require.Positive(t, res.Rows)
 		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the takeover must not start the operation again")
+	})
+	t.Run("FindAfterLostAnswer", func(t *testing.T) {
+		t.Parallel()
+		env := h.New(t, Options{})
+		in := NewIntent(h.Target.JobID)
+		// Nothing started yet: Find must say so (or that it cannot tell).
+		_, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Find(ctx(t), h.Target, in) })
+		if !h.Findable {
+			require.ErrorIs(t, err, edr.ErrFindUnsupported)
+			return
+		}
+		require.ErrorIs(t, err, edr.ErrNotStarted, "nothing was started under the intent")
+		// The vendor accepts the start; its answer is lost with the worker.
+		_, err = retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target, in) })
+		require.NoError(t, err)
+		// Another job's intent, for the same sample a moment later, must
+		// not be matched to this operation.
+		other := NewIntent("another-job")
+		other.At += 1500
+		_, err = retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Find(ctx(t), h.Target, other) })
+		require.ErrorIs(t, err, edr.ErrNotStarted, "an operation started under another intent is not this one")
+		// The next owner finds the operation and drives it to the end.
+		next := env.NewDriver()
+		ref, err := retry(ctx(t), func() (edr.Ref, error) { return next.Find(ctx(t), h.Target, in) })
+		require.NoError(t, err)
+		raw, err := json.Marshal(ref)
+		require.NoError(t, err)
+		res, err := Drive(ctx(t), next, h.Target, edr.Ref(raw))
+		require.NoError(t, err)
+		require.Positive(t, res.Rows)
+		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the operation was started once")
 	})
 	t.Run("RateLimitStorm", func(t *testing.T) {
 		t.Parallel()
@@ -136,7 +180,7 @@ func Run(t *testing.T, h Harness) {
 		env := h.New(t, Options{})
 		bad := h.Target
 		bad.SHA256 = "x' OR 1=1--"
-		_, err := env.Driver.Start(ctx(t), bad)
+		_, err := env.Driver.Start(ctx(t), bad, NewIntent(bad.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
 		require.Zero(t, countReq(env.Kit, "", "/"), "nothing may reach the vendor for a bad hash")
@@ -159,7 +203,8 @@ func driveObserve(ctx context.Context, d edr.Driver, t edr.Target, ref edr.Ref, 
 		return e
 	}
 	if ref == nil {
-		ref, err = retry(ctx, func() (edr.Ref, error) { r, e := d.Start(ctx, t); return r, observe(e) })
+		in := NewIntent(t.JobID)
+		ref, err = retry(ctx, func() (edr.Ref, error) { r, e := d.Start(ctx, t, in); return r, observe(e) })
 		if err != nil {
 			return edr.Result{}, err
 		}

@@ -235,7 +235,12 @@ func (r ref) path(suffix string) string { return RunsPath + "/" + url.PathEscape
 
 // Start launches the query run for t.SHA256. Nothing is sent when the hash
 // is not 64 hex digits.
-func (d *Driver) Start(ctx context.Context, t edr.Target) (edr.Ref, error) {
+// Find is not implemented yet: the operation is started again.
+func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+	return nil, edr.ErrFindUnsupported
+}
+
+func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	sql, err := Query(t.SHA256)
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build the query", Err: err}

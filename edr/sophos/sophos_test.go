@@ -160,7 +160,7 @@ func TestKindAndQuery(t *testing.T) {
 func TestStartSendsTheDocumentedQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.driver(t).Start(testCtx(t), target(strings.ToUpper(hitSHA)))
+	ref, err := b.driver(t).Start(testCtx(t), target(strings.ToUpper(hitSHA)), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	runs := b.sim.Runs()
 	require.Len(t, runs, 1)
@@ -257,7 +257,7 @@ func TestCollectResumesAfterRateLimitMidway(t *testing.T) {
 	b.cfg.Transport = &failNth{next: b.cfg.Transport, suffix: "/results", n: 2}
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
 	_, err = d.Collect(ctx, ref)
@@ -347,7 +347,7 @@ func TestFirstPageRefusedFails(t *testing.T) {
 			b := setup(t, simsophos.Config{}, refusePages(status, true))
 			b.sim.SetHits(hitSHA, 2500, "h1")
 			d := b.driver(t)
-			ref, err := d.Start(testCtx(t), target(hitSHA))
+			ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 			require.NoError(t, err)
 			_, err = d.Collect(testCtx(t), ref)
 			e := asEdrError(t, err)
@@ -362,7 +362,7 @@ func TestPolledTooFastSurfacesRetryAfter(t *testing.T) {
 	b := setup(t, simsophos.Config{RunFor: time.Hour, MinPollInterval: time.Second}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// Right after the start, from another process (this one paces itself
 	// and would not ask): too fast.
@@ -391,7 +391,7 @@ func TestPollSuggestsPollEvery(t *testing.T) {
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	b.cfg.PollEvery = 0
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA))
+	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	before := len(b.kit().Requests())
 	st, err := d.Poll(testCtx(t), ref)
@@ -412,7 +412,7 @@ func TestRateLimitWithoutRetryAfter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA))
+	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// The kit's 429 carries no Retry-After when RetryAfter is zero.
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: http.StatusTooManyRequests, Count: 1})
@@ -427,7 +427,7 @@ func TestTokenReusedAndRefreshedBeforeExpiry(t *testing.T) {
 	b := setup(t, simsophos.Config{TokenTTL: 10 * time.Minute, PendingFor: time.Minute, RunFor: time.Hour, Now: clk.Now}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	for range 3 {
 		_, err = d.Poll(ctx, ref)
@@ -448,7 +448,7 @@ func TestTransparentReauthOn401(t *testing.T) {
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
 	b.sim.RevokeTokens()
@@ -463,7 +463,7 @@ func TestUnauthorizedWithFreshTokenIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Status: http.StatusUnauthorized})
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusUnauthorized, e.Status)
@@ -476,7 +476,7 @@ func TestUnauthorizedAfterReauthIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA))
+	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Status: http.StatusUnauthorized})
 	_, err = pollPaced(d, testCtx(t), ref)
@@ -491,7 +491,7 @@ func TestWrongClientSecret(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.cfg.ClientSecret = "wrong-" + secret
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "token", e.Op)
@@ -525,7 +525,7 @@ func TestTokenAnySuccessStatus(t *testing.T) {
 	t.Parallel()
 	for _, status := range []int{http.StatusCreated, http.StatusNonAuthoritativeInfo} {
 		b := setup(t, fast(), tokenStatus(status))
-		_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+		_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 		require.NoError(t, err, "token answered %d", status)
 		require.Equal(t, 1, b.sim.TokensIssued())
 	}
@@ -565,7 +565,7 @@ func TestTokenFallsBackToBasicClientAuth(t *testing.T) {
 	t.Parallel()
 	var o basicOnly
 	b := setup(t, fast(), o.wrap)
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.EqualValues(t, 1, o.form.Load(), "the documented form-body request first")
 	require.EqualValues(t, 1, o.basic.Load(), "then once with HTTP Basic")
@@ -575,7 +575,7 @@ func TestTokenFallsBackToBasicClientAuth(t *testing.T) {
 	var o2 basicOnly
 	b = setup(t, fast(), o2.wrap)
 	b.cfg.ClientSecret = "wrong-" + secret
-	_, err = b.driver(t).Start(testCtx(t), target(hitSHA))
+	_, err = b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusUnauthorized, e.Status)
@@ -603,7 +603,7 @@ func TestIdentityServiceFailures(t *testing.T) {
 			b := setup(t, fast(), nil)
 			tc.fault.Path = sophos.TokenPath
 			b.kit().Add(tc.fault)
-			_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+			_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 			require.Error(t, err)
 			require.Equal(t, tc.retryable, edr.IsRetryable(err), "%v", err)
 			require.Contains(t, err.Error(), tc.want)
@@ -616,7 +616,7 @@ func TestWrongTenantIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.cfg.TenantID = "00000000-0000-0000-0000-000000000000"
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusForbidden, e.Status)
 	require.False(t, e.Retryable)
@@ -645,7 +645,7 @@ func TestHeadersOnEveryCall(t *testing.T) {
 	b.cfg.Transport = rec
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	_, err = edrtest.Drive(ctx, d, target(hitSHA), ref)
 	require.NoError(t, err)
@@ -677,7 +677,7 @@ func TestCancel(t *testing.T) {
 	b := setup(t, simsophos.Config{PendingFor: 50 * time.Millisecond, RunFor: time.Hour}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
 	require.NoError(t, d.Cancel(ctx, ref))
@@ -717,7 +717,7 @@ func TestCancelServerErrorIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA))
+	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: 502, Count: 1})
 	err = d.Cancel(testCtx(t), ref)
@@ -773,7 +773,7 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), runStatus(tc.status))
 			d := b.driver(t)
-			ref, err := d.Start(testCtx(t), target(hitSHA))
+			ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 			require.NoError(t, err)
 			_, err = pollPaced(d, testCtx(t), ref)
 			e := asEdrError(t, err)
@@ -786,7 +786,7 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 		t.Parallel()
 		b := setup(t, fast(), runStatus("queued"))
 		d := b.driver(t)
-		ref, err := d.Start(testCtx(t), target(hitSHA))
+		ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		st, err := pollPaced(d, testCtx(t), ref)
 		require.NoError(t, err)
@@ -801,7 +801,7 @@ func TestExpiredRunIsPermanent(t *testing.T) {
 	b := setup(t, simsophos.Config{Now: clk.Now}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA))
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	clk.Add(simsophos.DefaultRunTTL + time.Second)
 	_, err = d.Poll(ctx, ref)
@@ -818,7 +818,7 @@ func TestCollectBeforeFinishedIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA))
+	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	_, err = d.Collect(testCtx(t), ref)
 	require.True(t, edr.IsRetryable(err), "%v", err)
@@ -829,7 +829,7 @@ func TestMalformedResultsArePermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA))
+	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/" + b.sim.Runs()[0].ID + "/results", Malformed: true})
 	_, err = d.Collect(testCtx(t), ref)
@@ -842,7 +842,7 @@ func TestStartMalformedIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Method: http.MethodPost, Malformed: true})
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "malformed")
@@ -892,7 +892,7 @@ func TestSecretsAndTokenNeverInErrors(t *testing.T) {
 			b := setup(t, fast(), echoSecrets(cut))
 			rec.next = b.cfg.Transport
 			b.cfg.Transport = rec
-			_, err := b.driver(t).Start(testCtx(t), target(hitSHA))
+			_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
 			e := asEdrError(t, err)
 			require.Equal(t, http.StatusBadRequest, e.Status)
 			require.False(t, e.Retryable)
