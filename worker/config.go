@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -78,6 +79,11 @@ type Config struct {
 	// is not yet checkpointed is started again after a crash, so few should
 	// be in that window at any moment. Default 16.
 	StartConcurrency int
+
+	// Redact masks credentials in every text the runner writes down (task
+	// errors, notes, progress, outcome reasons); nil masks nothing. Wrap
+	// Logger with the same set.
+	Redact *redact.Set
 
 	// Observer receives events for metrics; optional.
 	Observer Observer

@@ -360,6 +360,16 @@ func (j *job) save(kv ...string) error {
 }
 
 func (j *job) saveTask(cp *taskCheckpoint) error {
+	// Vendor text reaches the ledger, SampleDB's readers and the result
+	// topic only through here and finish: credentials a vendor echoed are
+	// masked before anything is written down.
+	red := j.r.cfg.Redact
+	cp.Error, cp.Cancel, cp.Progress = red.String(cp.Error), red.String(cp.Cancel), red.String(cp.Progress)
+	if cp.Result != nil {
+		for i, n := range cp.Result.Notes {
+			cp.Result.Notes[i] = red.String(n)
+		}
+	}
 	b, err := json.Marshal(cp)
 	if err != nil {
 		return err
@@ -387,7 +397,7 @@ func (j *job) finish(st, reason string) exitReason {
 		}
 		reason = strings.Join(parts, "; ")
 	}
-	out := outcome{State: st, Reason: reason, By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
+	out := outcome{State: st, Reason: j.r.cfg.Redact.String(reason), By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
 	bo := j.backoff()
 	for {

@@ -20,6 +20,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/worker"
@@ -43,6 +44,9 @@ type config struct {
 	sampledb sampledb.Config
 	download httpc.DownloadConfig
 	vendors  []vendorConfig
+	// secrets are every credential read, in all their wire forms: the
+	// logger and the runner mask them (internal/redact).
+	secrets *redact.Set
 }
 
 // vendorConfig builds one driver once the store (for fleet rate limits) exists.
@@ -141,6 +145,11 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	if err := e.Err(); err != nil {
 		return nil, err
 	}
+	c.secrets = redact.New(e.Secrets()...)
+	if id, secret := e.Str("SOPHOS_CLIENT_ID", ""), e.Secret("SOPHOS_CLIENT_SECRET"); secret != "" {
+		c.secrets.AddBasic(id, secret)
+	}
+	c.node.Redact = c.secrets
 	if len(c.vendors) == 0 {
 		return nil, fmt.Errorf("no EDR vendor configured: set CBC_*, CBLR_*, CYTOMIC_* or SOPHOS_* (see README)")
 	}

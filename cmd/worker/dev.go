@@ -334,7 +334,7 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	if err != nil {
 		return nil, err
 	}
-	wlog := log.With(zap.String("worker_id", cfg.node.WorkerID))
+	wlog := cfg.secrets.Logger(log).With(zap.String("worker_id", cfg.node.WorkerID))
 	cfg.node.Store, cfg.node.SampleDB, cfg.node.Logger = store, sdbc, wlog
 	if cfg.node.Drivers, err = buildDrivers(cfg, store, m, wlog); err != nil {
 		return nil, err

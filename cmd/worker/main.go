@@ -80,7 +80,7 @@ func cmdRun(stderr io.Writer) int {
 		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
 		return 2
 	}
-	log := newLogger(cfg.logLevel).With(zap.String("worker_id", cfg.node.WorkerID))
+	log := cfg.secrets.Logger(newLogger(cfg.logLevel)).With(zap.String("worker_id", cfg.node.WorkerID))
 	defer func() { _ = log.Sync() }()
 	redis.SetLogger(redisLogger{log.Named("redis")})
 	if cfg.insecure {

@@ -19,9 +19,14 @@ import (
 // Env reads variables through a lookup function (os.LookupEnv by default).
 // Each getter records the first problem; Err returns it.
 type Env struct {
-	lookup func(string) (string, bool)
-	err    error
+	lookup  func(string) (string, bool)
+	err     error
+	secrets []string
 }
+
+// Secrets returns every secret read so far (Secret, RequiredSecret, the
+// Redis URL's password), for the process's redact.Set.
+func (e *Env) Secrets() []string { return append([]string(nil), e.secrets...) }
 
 // New returns an Env over lookup (nil = os.LookupEnv).
 func New(lookup func(string) (string, bool)) *Env {
@@ -99,7 +104,11 @@ func (e *Env) Secret(name string) string {
 		if s == "" {
 			e.Fail(name+"_FILE", "the secret file is empty")
 		}
+		e.secrets = append(e.secrets, s)
 		return s
+	}
+	if v != "" {
+		e.secrets = append(e.secrets, v)
 	}
 	return v
 }

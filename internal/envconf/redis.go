@@ -68,6 +68,9 @@ func (e *Env) Redis() *redis.Options {
 		e.Fail("REDIS_URL", "skip_verify is not allowed: it turns off the server certificate check (trust a private CA with REDIS_TLS_CA_FILE)")
 		return nil
 	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		e.secrets = append(e.secrets, p)
+	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		e.Fail("REDIS_URL", "%s", redact(err.Error(), raw, u))

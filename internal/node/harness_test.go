@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/analysisfleet/analysisfleet/edr"
@@ -30,6 +31,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
@@ -74,6 +76,10 @@ type fleetOpts struct {
 	requestTimeout time.Duration
 	// cytomicRound is the Cytomic batch round period (default 100ms).
 	cytomicRound time.Duration
+	// redact masks the simulators' credentials as `worker run` masks the
+	// configured ones; logs (when set) receives every worker's log entries.
+	redact *redact.Set
+	logs   zapcore.Core
 }
 
 func newFleet(t *testing.T, o fleetOpts) *fleet {
@@ -183,13 +189,21 @@ func (f *fleet) startWorker(id string) *workerHandle {
 		RetryMin: 20 * time.Millisecond, RetryMax: 300 * time.Millisecond,
 		ClaimInterval: 100 * time.Millisecond, AbortPollInterval: 200 * time.Millisecond,
 		DrainTimeout: f.opts.requestTimeout, ReconcileInterval: time.Hour,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
+		Logger: f.logger(id), Redact: f.opts.redact,
 	})
 	require.NoError(t, err)
 	w := &workerHandle{Node: n, id: id, dialer: pd}
 	f.nodes = append(f.nodes, n)
 	t.Cleanup(n.Stop) // before its Redis client closes
 	return w
+}
+
+func (f *fleet) logger(id string) *zap.Logger {
+	l := zaptest.NewLogger(f.t, zaptest.Level(zap.WarnLevel))
+	if f.opts.logs != nil {
+		l = l.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewTee(c, f.opts.logs) }))
+	}
+	return f.opts.redact.Logger(l).Named(id)
 }
 
 func (f *fleet) drivers(ua string, store *state.Store, m *metrics.Metrics) map[string]edr.Driver {

@@ -23,6 +23,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/consumer"
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/worker"
@@ -64,6 +65,10 @@ type Config struct {
 	DrainTimeout       time.Duration
 	ReconcileInterval  time.Duration
 	StartConcurrency   int
+
+	// Redact masks credentials in what the runner writes down; the Logger
+	// should be wrapped with the same set.
+	Redact *redact.Set
 
 	// HTTPAddr serves /healthz, /readyz, /metrics; empty disables.
 	HTTPAddr string
@@ -125,6 +130,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
 		DrainTimeout: cfg.DrainTimeout, ReconcileInterval: cfg.ReconcileInterval, Logger: log,
 		StartConcurrency: cfg.StartConcurrency,
+		Redact:           cfg.Redact,
 		Observer:         m,
 	}
 	if pub != nil {

@@ -9,6 +9,8 @@ package simhttp
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -36,6 +38,10 @@ type Fault struct {
 	Hang bool `json:"hang,omitempty"`
 	// Malformed answers 200 with a body that is not valid JSON.
 	Malformed bool `json:"malformed,omitempty"`
+	// Echo, with Status, quotes the request's credentials back in the
+	// answer's message, as careless servers do ("invalid token \"…\""):
+	// the value of the header named Echo, or, for "body", the request body.
+	Echo string `json:"echo,omitempty"`
 	// Trickle serves the real answer one byte per Trickle (a vendor that
 	// drips its response).
 	Trickle time.Duration `json:"trickle,omitempty"`
@@ -269,7 +275,15 @@ func (k *Kit) Wrap(h http.Handler) http.Handler {
 				secs := int((f.RetryAfter + time.Second - 1) / time.Second)
 				w.Header().Set("Retry-After", strconv.Itoa(secs))
 			}
-			WriteJSON(w, f.Status, map[string]any{"error": http.StatusText(f.Status), "message": "injected fault"})
+			msg := "injected fault"
+			switch {
+			case strings.EqualFold(f.Echo, "body"):
+				b, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+				msg = fmt.Sprintf("invalid request %q", b)
+			case f.Echo != "":
+				msg = fmt.Sprintf("invalid token %q", r.Header.Get(f.Echo))
+			}
+			WriteJSON(w, f.Status, map[string]any{"error": http.StatusText(f.Status), "message": msg})
 			k.record(r, at, f.Status, name)
 		default:
 			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
