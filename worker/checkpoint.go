@@ -11,7 +11,18 @@ import (
 const (
 	fieldPlan       = "plan"
 	fieldTaskPrefix = "task:"
+	fieldDelivery   = "delivery"
 )
+
+// deliveryRefusal records that SampleDB keeps refusing the decided terminal
+// state (412) of a job it holds in a non-terminal state: operators see it in
+// fleetctl while the runner keeps asking.
+type deliveryRefusal struct {
+	Attempts int    `json:"attempts"`
+	State    string `json:"sampledbState"` // what SampleDB holds
+	Answer   string `json:"answer"`        // SampleDB's message
+	At       int64  `json:"at"`            // unix ms of the last refusal
+}
 
 // taskCheckpoint is one task's progress, stored in the ledger under
 // "task:<kind>". A takeover resumes the task from it: it never creates the

@@ -157,6 +157,9 @@ type Observer interface {
 	// "again" (the vendor surely had none) or "again_unverified" (the
 	// vendor could not be searched: it may now run twice).
 	VendorStarted(vendor, how string)
+	// DeliveryRefused reports a terminal state SampleDB refused (412) for a
+	// job it does not hold as terminal; the runner retries.
+	DeliveryRefused(state string)
 }
 
 type nopObserver struct{}
@@ -170,3 +173,4 @@ func (nopObserver) Claimed(int)                                      {}
 func (nopObserver) LeaseRenewed(int, error)                          {}
 func (nopObserver) VendorCall(string, string, string, time.Duration) {}
 func (nopObserver) VendorStarted(string, string)                     {}
+func (nopObserver) DeliveryRefused(string)                           {}

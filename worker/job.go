@@ -495,20 +495,44 @@ func (j *job) deliver(out outcome) exitReason {
 	}
 
 	final := out.State
-	if !gone {
+	bo := j.backoff()
+	for attempt := 1; !gone; attempt++ {
 		sj, err := j.putJob(j.ctx, out.State)
+		var refused *refusedError
 		switch {
 		case err == nil && sj != nil && sj.State != "" && sj.State != out.State && sampledb.IsTerminal(sj.State):
 			final = sj.State
 		case errors.Is(err, sampledb.ErrNotFound):
 			gone = true
 		case errors.Is(err, sampledb.ErrPrecondition):
-			st, err := j.resolveRefusedTerminal(out.State)
-			if err != nil {
-				return j.exitFor(err)
+			st, rerr := j.resolveRefusedTerminal(out.State, err)
+			if errors.As(rerr, &refused) {
+				break
+			}
+			if rerr != nil {
+				return j.exitFor(rerr)
 			}
 			final = st
 		case err != nil:
+			return j.exitFor(err)
+		}
+		if refused == nil {
+			break
+		}
+		// SampleDB refuses the decided state and does not hold another
+		// terminal one: keep the job (and its lease), say so loudly, and
+		// ask again with backoff. Giving up would leave the job active in
+		// SampleDB forever; letting the lease lapse would only hand the
+		// same refusal to another worker.
+		wait := bo.next(0)
+		cfg.Observer.DeliveryRefused(out.State)
+		log.Warn("SampleDB refuses the job's terminal state; retrying", zap.Int("attempt", attempt),
+			zap.String("sampledb_state", refused.state), zap.String("answer", refused.answer), zap.Duration("in", wait))
+		rec, _ := json.Marshal(deliveryRefusal{Attempts: attempt, State: refused.state, Answer: refused.answer, At: time.Now().UnixMilli()})
+		if err := j.save(fieldDelivery, string(rec)); err != nil {
+			return j.exitFor(err)
+		}
+		if err := j.sleep(j.ctx, nil, wait); err != nil {
 			return j.exitFor(err)
 		}
 	}
@@ -655,10 +679,21 @@ func (j *job) finishGone() exitReason {
 	return exitDone
 }
 
+// refusedError says SampleDB refuses the decided terminal state of a job it
+// holds in a non-terminal state: answer is SampleDB's message.
+type refusedError struct {
+	state, answer string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("SampleDB refuses the terminal state for a job it holds as %s: %s", e.state, e.answer)
+}
+
 // resolveRefusedTerminal handles a 412 on the terminal PUT: either SampleDB
 // already holds a terminal state (ours from an attempt whose answer was lost,
-// or another), or the job never went to executing (decided before start).
-func (j *job) resolveRefusedTerminal(want string) (string, error) {
+// or another: it stands), or the job never went to executing (decided
+// before start: PUT executing first). Anything else is a *refusedError.
+func (j *job) resolveRefusedTerminal(want string, putErr error) (string, error) {
 	sj, err := j.getJob()
 	if err != nil {
 		return "", err
@@ -666,16 +701,29 @@ func (j *job) resolveRefusedTerminal(want string) (string, error) {
 	if sampledb.IsTerminal(sj.State) {
 		return sj.State, nil
 	}
+	answer := j.r.cfg.Redact.String(putErr.Error())
 	if sj.State == sampledb.StateEnqueued {
-		if _, err := j.putJob(j.ctx, sampledb.StateExecuting); err != nil {
+		_, err := j.putJob(j.ctx, sampledb.StateExecuting)
+		if err == nil {
+			_, err = j.putJob(j.ctx, want)
+		}
+		switch {
+		case err == nil:
+			return want, nil
+		case errors.Is(err, sampledb.ErrPrecondition):
+			answer = j.r.cfg.Redact.String(err.Error())
+		default:
 			return "", err
 		}
-		if _, err := j.putJob(j.ctx, want); err != nil {
-			return "", err
-		}
-		return want, nil
 	}
-	return "", fmt.Errorf("SampleDB refused %s for a job in state %s", want, sj.State)
+	return "", &refusedError{state: sj.State, answer: truncate(answer, 500)}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func (j *job) getJob() (*sampledb.Job, error) {

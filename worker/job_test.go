@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -431,4 +433,60 @@ func TestUnsearchableVendorStartsAgain(t *testing.T) {
 	require.Equal(t, exitDone, j.exit)
 	require.EqualValues(t, 1, d.starts.Load())
 	require.Equal(t, 1, w.logs.FilterMessageSnippet("cannot be searched").Len())
+}
+
+// TestRefusedTerminalStateIsRetriedLoudly: SampleDB answers 412 to every
+// terminal PUT while it shows the job executing. The runner keeps the job
+// (no lease lapse, no re-claim loop), records the refusal in the ledger for
+// operators, warns with SampleDB's answer, and delivers once SampleDB takes
+// the state.
+func TestRefusedTerminalStateIsRetriedLoudly(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var refusals atomic.Int32
+	fourth := make(chan struct{})
+	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+		if refuse.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/job/"+jtJob) {
+			var body struct{ State string }
+			b, _ := io.ReadAll(r.Body)
+			_ = json.Unmarshal(b, &body)
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			if body.State == sampledb.StateSuccess {
+				rw.Header().Set("Content-Type", "application/json")
+				rw.WriteHeader(http.StatusPreconditionFailed)
+				_, _ = rw.Write([]byte(`{"responseCode":412,"messages":[{"type":"ERROR","message":"job is locked by a migration"}],"data":null}`))
+				if refusals.Add(1) == 4 {
+					close(fourth)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	done := make(chan *job)
+	go func() { done <- w.run(jobMsg(nil)) }()
+	// By the fourth refusal the third is on record (it is saved before the
+	// runner asks again).
+	select {
+	case <-fourth:
+	case j := <-done:
+		t.Fatalf("the job ended (%v) while SampleDB refused its state", j.exit)
+	}
+	rec, err := w.store.Get(context.Background(), jtJob)
+	require.NoError(t, err)
+	v := View(rec).Refused
+	require.NotNil(t, v, "the refusal is on record for operators")
+	require.GreaterOrEqual(t, v.Attempts, 3)
+	require.Equal(t, sampledb.StateExecuting, v.SampleDBState)
+	require.Contains(t, v.Answer, "locked by a migration")
+	refuse.Store(false)
+	j := <-done
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	sj, _ := w.sim.Job(jtJob)
+	require.Equal(t, sampledb.StateSuccess, sj.State)
+	require.GreaterOrEqual(t, w.logs.FilterMessageSnippet("SampleDB refuses the job's terminal state").Len(), 3)
+	require.Zero(t, w.logs.FilterMessageSnippet("stopped without further writes").Len())
 }

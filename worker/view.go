@@ -14,17 +14,28 @@ import (
 // (fleetctl): what the runner planned, each task's checkpoint, and the
 // decided outcome.
 type JobView struct {
-	ID       string          `json:"id"`
-	Owner    string          `json:"owner"`
-	Token    int64           `json:"token"`
-	Source   string          `json:"source"`
-	Created  time.Time       `json:"created"`
-	SHA256   string          `json:"sha256,omitempty"`
-	Platform string          `json:"platform,omitempty"`
-	Plan     []PlannedTask   `json:"plan,omitempty"`
-	Tasks    []TaskView      `json:"tasks,omitempty"`
-	Outcome  *OutcomeView    `json:"outcome,omitempty"`
-	Message  json.RawMessage `json:"message,omitempty"`
+	ID       string        `json:"id"`
+	Owner    string        `json:"owner"`
+	Token    int64         `json:"token"`
+	Source   string        `json:"source"`
+	Created  time.Time     `json:"created"`
+	SHA256   string        `json:"sha256,omitempty"`
+	Platform string        `json:"platform,omitempty"`
+	Plan     []PlannedTask `json:"plan,omitempty"`
+	Tasks    []TaskView    `json:"tasks,omitempty"`
+	Outcome  *OutcomeView  `json:"outcome,omitempty"`
+	// Refused is set while SampleDB keeps refusing the decided terminal
+	// state (412) of a job it holds in a non-terminal state.
+	Refused *RefusedView    `json:"refused,omitempty"`
+	Message json.RawMessage `json:"message,omitempty"`
+}
+
+// RefusedView says SampleDB keeps refusing a job's terminal state.
+type RefusedView struct {
+	Attempts      int       `json:"attempts"`
+	SampleDBState string    `json:"sampledbState"`
+	Answer        string    `json:"answer"`
+	Last          time.Time `json:"last"`
 }
 
 // TaskView is one task's checkpoint.
@@ -80,6 +91,12 @@ func View(r *state.Record) JobView {
 			tv.Started = time.UnixMilli(cp.Started)
 		}
 		v.Tasks = append(v.Tasks, tv)
+	}
+	if raw := r.Fields[fieldDelivery]; raw != "" {
+		var d deliveryRefusal
+		if json.Unmarshal([]byte(raw), &d) == nil {
+			v.Refused = &RefusedView{Attempts: d.Attempts, SampleDBState: d.State, Answer: d.Answer, Last: time.UnixMilli(d.At)}
+		}
 	}
 	if raw := r.Outcome(); raw != nil {
 		var o outcome

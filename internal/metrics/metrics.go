@@ -38,6 +38,7 @@ type Metrics struct {
 	vendorCalls   *prometheus.CounterVec
 	vendorLatency *prometheus.HistogramVec
 	vendorStarts  *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
 	httpRequests  *prometheus.CounterVec
 	httpLatency   *prometheus.HistogramVec
 	rateWait      *prometheus.CounterVec
@@ -76,6 +77,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help: "Driver call latency.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}, []string{"vendor", "operation"})
 	m.vendorStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "vendor_operations_started_total",
 		Help: "Vendor operations begun for tasks, by how: first, reattached (an earlier start found at the vendor), again (the vendor surely had none), again_unverified (the vendor could not be searched: it may run twice)."}, []string{"vendor", "how"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sampledb_refusals_total",
+		Help: "Terminal states SampleDB refused (412) for jobs it does not hold as terminal; the runner keeps retrying."}, []string{"state"})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
 		Help: "Outgoing HTTP requests by service, method and status code (\"error\" when no response)."}, []string{"service", "method", "code"})
 	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
@@ -86,7 +89,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "From an abort being noticed to aborted acknowledged by SampleDB.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}})
 	for _, c := range []prometheus.Collector{m.admitted, m.started, m.finished, m.jobDuration, m.tasks, m.paused,
-		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.httpRequests,
+		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.httpRequests,
 		m.httpLatency, m.rateWait, m.abortLatency} {
 		f(c)
 	}
@@ -164,6 +167,8 @@ func (m *Metrics) VendorCall(vendor, op, res string, d time.Duration) {
 func (m *Metrics) VendorStarted(vendor, how string) {
 	m.vendorStarts.WithLabelValues(vendor, how).Inc()
 }
+
+func (m *Metrics) DeliveryRefused(state string) { m.refusals.WithLabelValues(state).Inc() }
 
 // Intake observer (consumer.Observer).
 
