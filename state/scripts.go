@@ -25,11 +25,30 @@ local function leaselog(lk, ev, id, worker, tok, now)
   redis.call('XADD', lk, 'MAXLEN', '~', '100000', '*',
     'ev', ev, 'job', id, 'worker', worker, 'token', tok, 'at', string.format('%d', now))
 end
+-- quarantined moves key out of the ledger's way when it holds another type
+-- than want (a hand-edited or corrupted key would otherwise fail every batch
+-- that touches it with WRONGTYPE): it is renamed to
+-- <prefix>quarantine:<ms>:<name>, listed in <prefix>quarantine, its job's
+-- lease dropped and a 'quarantined' lease event logged. Returns the new
+-- name, or false when key is absent or of the wanted type.
+local function quarantined(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' or t == want then return false end
+  local prefix, name = string.match(key, '^({[^}]*}:)(.*)$')
+  local now = nowms()
+  local q = prefix .. 'quarantine:' .. string.format('%d', now) .. ':' .. name
+  redis.call('RENAME', key, q)
+  redis.call('ZADD', prefix .. 'quarantine', now, q)
+  local id = string.match(name, '^[a-z]+:(.*)$') or name
+  if string.sub(name, 1, 4) == 'job:' then redis.call('ZREM', prefix .. 'leases', id) end
+  leaselog(prefix .. 'leaselog', 'quarantined', id, '', '0', now)
+  return q
+end
 `
 
 // admitScript admits a batch of jobs for one worker.
 // KEYS: leases, fence, leaselog. ARGV: prefix, worker, ttlms, then (id, msg, source)*.
-// Per job it returns {id, outcome, token, detail[, fields]}:
+// It returns {rows, quarantined keys}; per job a row {id, outcome, token, detail[, fields]}:
 //
 //	finished  a tombstone exists (detail = terminal state)
 //	running   the lease is alive (detail = owner)
@@ -39,10 +58,13 @@ var admitScript = redis.NewScript(luaPrelude + `
 local leases, fk, lk = KEYS[1], KEYS[2], KEYS[3]
 local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = nowms()
-local out = {}
+local out, q = {}, {}
 for i = 4, #ARGV, 3 do
   local id, msg, src = ARGV[i], ARGV[i+1], ARGV[i+2]
   local jk, tk = prefix .. 'job:' .. id, prefix .. 'tomb:' .. id
+  for _, k in ipairs({quarantined(tk, 'string'), quarantined(jk, 'hash')}) do
+    if k then q[#q+1] = k end
+  end
   local tomb = redis.call('GET', tk)
   if tomb then
     out[#out+1] = {id, 'finished', '0', tomb}
@@ -66,21 +88,24 @@ for i = 4, #ARGV, 3 do
     out[#out+1] = {id, 'admitted', tok, string.format('%d', now)}
   end
 end
-return out
+return {out, q}
 `)
 
 // claimScript takes over expired leases, oldest deadline first.
 // KEYS: leases, fence, leaselog. ARGV: prefix, worker, ttlms, max.
-// Returns {id, token, fields}* for every job claimed.
+// Returns {{id, token, fields}* for every job claimed, quarantined keys}.
 var claimScript = redis.NewScript(luaPrelude + `
 local leases, fk, lk = KEYS[1], KEYS[2], KEYS[3]
 local prefix, worker, ttl, max = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = nowms()
-local out = {}
+local out, q = {}, {}
 local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max)
 for _, id in ipairs(ids) do
   local jk = prefix .. 'job:' .. id
-  if redis.call('EXISTS', jk) == 0 then
+  local bad = quarantined(jk, 'hash')
+  if bad then
+    q[#q+1] = bad
+  elseif redis.call('EXISTS', jk) == 0 then
     redis.call('ZREM', leases, id)
   else
     local tok = fence(fk)
@@ -90,14 +115,15 @@ for _, id in ipairs(ids) do
     out[#out+1] = {id, tok, redis.call('HGETALL', jk)}
   end
 end
-return out
+return {out, q}
 `)
 
 // renewScript extends every lease the worker still owns, in one round trip.
 // KEYS: leases, workers, epoch. ARGV: prefix, worker, ttlms, held, then (id, token)*.
 // Returns {now, epoch, {id, reason}*} where reason is finished (tombstone),
 // missing (record gone without a tombstone: Redis lost data) or stolen
-// (someone else holds it, or it was released).
+// (someone else holds it, or it was released) or corrupt (the record held
+// another type than a hash: quarantined).
 var renewScript = redis.NewScript(luaPrelude + `
 local leases, workers, epoch = KEYS[1], KEYS[2], KEYS[3]
 local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -106,6 +132,10 @@ local lost = {}
 for i = 5, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i+1]
   local jk = prefix .. 'job:' .. id
+  if quarantined(jk, 'hash') then
+    lost[#lost+1] = id
+    lost[#lost+1] = 'corrupt'
+  else
   local f = redis.call('HMGET', jk, 'owner', 'token')
   if f[1] == worker and f[2] == tok then
     redis.call('ZADD', leases, now + ttl, id)
@@ -116,6 +146,7 @@ for i = 5, #ARGV, 2 do
     end
     lost[#lost+1] = id
     lost[#lost+1] = why
+  end
   end
 end
 redis.call('ZADD', workers, now, worker)
@@ -135,7 +166,8 @@ local n = 0
 for i = 3, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i+1]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'owner', 'token')
+  local f = {}
+  if not quarantined(jk, 'hash') then f = redis.call('HMGET', jk, 'owner', 'token') end
   if f[1] == worker and f[2] == tok then
     redis.call('HSET', jk, 'owner', '')
     redis.call('ZADD', leases, 0, id)
@@ -150,6 +182,7 @@ return n
 // (their next fenced write or renewal fails) and it is claimable at once.
 // KEYS: job, leases, leaselog. ARGV: id. Returns the previous owner, or false.
 var forceReleaseScript = redis.NewScript(luaPrelude + `
+if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
 local tok = redis.call('HGET', KEYS[1], 'token') or '0'
@@ -161,7 +194,8 @@ return owner
 
 // checkpointScript is a fenced HSET. KEYS: job. ARGV: worker, token, (field, value)*.
 // A missing record answers GONE (Redis lost it), a foreign owner STALE.
-var checkpointScript = redis.NewScript(`
+var checkpointScript = redis.NewScript(luaPrelude + `
+if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if not f[1] then return redis.error_reply('GONE record') end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
@@ -173,6 +207,7 @@ return 1
 // the outbox. The first decision wins; later calls return it.
 // KEYS: job, outbox. ARGV: worker, token, id, outcome.
 var decideScript = redis.NewScript(luaPrelude + `
+if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token', 'outcome')
 if not f[1] then return redis.error_reply('GONE record') end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
@@ -186,6 +221,8 @@ return ARGV[4]
 // record, lease and outbox entry go, a tombstone keeps redeliveries out.
 // KEYS: job, leases, outbox, tomb, leaselog. ARGV: worker, token, id, state, tombms.
 var completeScript = redis.NewScript(luaPrelude + `
+if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
+quarantined(KEYS[4], 'string')
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if not f[1] then
   if redis.call('EXISTS', KEYS[4]) == 1 then return redis.error_reply('STALE lease') end
@@ -205,6 +242,8 @@ return 1
 // reconciler and to re-seed a ledger that lost its data. KEYS: job, tomb,
 // leases. ARGV: id, delay ms, (field, value)*.
 var adoptScript = redis.NewScript(luaPrelude + `
+quarantined(KEYS[1], 'hash')
+quarantined(KEYS[2], 'string')
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 redis.call('HSET', KEYS[1], 'owner', '', 'token', '0')

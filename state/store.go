@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,6 +60,8 @@ type Config struct {
 
 // Store is the job ledger in Redis. It is safe for concurrent use.
 type Store struct {
+	onQuarantine atomic.Pointer[func([]string)]
+
 	rdb   redis.UniversalClient
 	ns    string
 	pfx   string
@@ -239,7 +242,7 @@ func (s *Store) Admit(ctx context.Context, worker string, reqs []AdmitRequest) (
 	if err != nil {
 		return nil, sent, fmt.Errorf("state: admit: %w", err)
 	}
-	rows, _ := raw.([]any)
+	rows := s.quarantinedIn(raw)
 	for _, row := range rows {
 		f, _ := row.([]any)
 		if len(f) < 4 {
@@ -293,7 +296,7 @@ func (s *Store) Claim(ctx context.Context, worker string, max int) (out []Claime
 	if err != nil {
 		return nil, sent, fmt.Errorf("state: claim: %w", err)
 	}
-	rows, _ := raw.([]any)
+	rows := s.quarantinedIn(raw)
 	for _, row := range rows {
 		f, _ := row.([]any)
 		if len(f) < 3 {
@@ -318,6 +321,9 @@ const (
 	LostMissing LossReason = "missing"
 	// LostStolen: another worker holds it, or it was released.
 	LostStolen LossReason = "stolen"
+	// LostCorrupt: the record held another type than a hash (written by
+	// hand or by something else): it was quarantined (see Quarantined).
+	LostCorrupt LossReason = "corrupt"
 )
 
 // Lost is one lease a renewal found gone.
@@ -353,8 +359,16 @@ func (s *Store) Renew(ctx context.Context, worker string, held []Lease) (RenewRe
 	ms, _ := strconv.ParseInt(str(f[0]), 10, 64)
 	res := RenewResult{Now: time.UnixMilli(ms), Epoch: str(f[1])}
 	lost, _ := f[2].([]any)
+	var q []string
 	for i := 0; i+1 < len(lost); i += 2 {
-		res.Lost = append(res.Lost, Lost{ID: str(lost[i]), Reason: LossReason(str(lost[i+1]))})
+		l := Lost{ID: str(lost[i]), Reason: LossReason(str(lost[i+1]))}
+		res.Lost = append(res.Lost, l)
+		if l.Reason == LostCorrupt {
+			q = append(q, s.jobKey(l.ID))
+		}
+	}
+	if len(q) > 0 {
+		s.onQ(q)
 	}
 	return res, nil
 }
@@ -386,6 +400,10 @@ func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok b
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
+	if err != nil && strings.HasPrefix(err.Error(), "GONE") {
+		s.onQ([]string{s.jobKey(id)})
+		return "", false, nil
+	}
 	if err != nil {
 		return "", false, fmt.Errorf("state: force release: %w", err)
 	}
@@ -404,7 +422,7 @@ func (s *Store) Checkpoint(ctx context.Context, worker string, l Lease, kv ...st
 		args = append(args, x)
 	}
 	_, err := s.run(ctx, checkpointScript, []string{s.jobKey(l.ID)}, args...)
-	return s.fenced("checkpoint", err)
+	return s.fenced("checkpoint", l.ID, err)
 }
 
 // Decide records the job's terminal outcome and puts it in the outbox, if
@@ -413,7 +431,7 @@ func (s *Store) Checkpoint(ctx context.Context, worker string, l Lease, kv ...st
 func (s *Store) Decide(ctx context.Context, worker string, l Lease, outcome []byte) ([]byte, error) {
 	v, err := s.run(ctx, decideScript, []string{s.jobKey(l.ID), s.kOut},
 		worker, strconv.FormatInt(l.Token, 10), l.ID, outcome)
-	if err := s.fenced("decide", err); err != nil {
+	if err := s.fenced("decide", l.ID, err); err != nil {
 		return nil, err
 	}
 	return []byte(str(v)), nil
@@ -426,7 +444,7 @@ func (s *Store) Complete(ctx context.Context, worker string, l Lease, terminal s
 	_, err := s.run(ctx, completeScript,
 		[]string{s.jobKey(l.ID), s.kLeas, s.kOut, s.tombKey(l.ID), s.kLog},
 		worker, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds())
-	return s.fenced("complete", err)
+	return s.fenced("complete", l.ID, err)
 }
 
 // Adopt creates a record for a job the ledger does not know (no record, no
@@ -631,6 +649,61 @@ func (s *Store) Unlock(ctx context.Context, name, holder string) error {
 	return err
 }
 
+// OnQuarantine sets fn to be told the keys a script moved out of the
+// ledger's way because they held the wrong type (see Quarantined). fn must
+// not block.
+func (s *Store) OnQuarantine(fn func(keys []string)) { s.onQuarantine.Store(&fn) }
+
+func (s *Store) onQ(keys []string) {
+	if fn := s.onQuarantine.Load(); fn != nil && *fn != nil {
+		(*fn)(keys)
+	}
+}
+
+// quarantinedIn splits a batch script's reply {rows, quarantined keys},
+// reports the quarantined keys and returns the rows.
+func (s *Store) quarantinedIn(raw any) []any {
+	parts, _ := raw.([]any)
+	if len(parts) != 2 {
+		return nil
+	}
+	rows, _ := parts[0].([]any)
+	if q, _ := parts[1].([]any); len(q) > 0 {
+		keys := make([]string, len(q))
+		for i, k := range q {
+			keys[i] = str(k)
+		}
+		s.onQ(keys)
+	}
+	return rows
+}
+
+// Quarantined is a key moved out of the ledger's way because it held the
+// wrong type.
+type Quarantined struct {
+	Key string
+	At  time.Time
+}
+
+// Quarantined lists the quarantined keys, oldest first (at most limit; 0 =
+// all). They are kept for inspection; delete them by hand once understood.
+func (s *Store) Quarantined(ctx context.Context, limit int64) ([]Quarantined, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.pfx+"quarantine", 0, limit-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("state: quarantined: %w", err)
+	}
+	out := make([]Quarantined, len(zs))
+	for i, z := range zs {
+		out[i] = Quarantined{Key: str(z.Member), At: time.UnixMilli(int64(z.Score))}
+	}
+	return out, nil
+}
+
+// QuarantineDepth returns how many keys are quarantined.
+func (s *Store) QuarantineDepth(ctx context.Context) (int64, error) {
+	return s.rdb.ZCard(ctx, s.pfx+"quarantine").Result()
+}
+
 // run runs a script, loading it again if Redis forgot it (a restart).
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
 	v, err := sc.EvalSha(ctx, s.rdb, keys, args...).Result()
@@ -640,7 +713,7 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 	return v, err
 }
 
-func (s *Store) fenced(op string, err error) error {
+func (s *Store) fenced(op, id string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -648,6 +721,9 @@ func (s *Store) fenced(op string, err error) error {
 		return ErrStale
 	}
 	if strings.HasPrefix(err.Error(), "GONE") {
+		if strings.Contains(err.Error(), "quarantined") {
+			s.onQ([]string{s.jobKey(id)})
+		}
 		return ErrGone
 	}
 	return fmt.Errorf("state: %s: %w", op, err)

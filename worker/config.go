@@ -160,6 +160,8 @@ type Observer interface {
 	// DeliveryRefused reports a terminal state SampleDB refused (412) for a
 	// job it does not hold as terminal; the runner retries.
 	DeliveryRefused(state string)
+	// Quarantined reports ledger keys moved aside for holding the wrong type.
+	Quarantined(n int)
 }
 
 type nopObserver struct{}
@@ -174,3 +176,4 @@ func (nopObserver) LeaseRenewed(int, error)                          {}
 func (nopObserver) VendorCall(string, string, string, time.Duration) {}
 func (nopObserver) VendorStarted(string, string)                     {}
 func (nopObserver) DeliveryRefused(string)                           {}
+func (nopObserver) Quarantined(int)                                  {}

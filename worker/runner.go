@@ -69,6 +69,11 @@ func New(cfg Config) (*Runner, error) {
 	for kind := range cfg.Drivers {
 		r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
 	}
+	cfg.Store.OnQuarantine(func(keys []string) {
+		r.log.Error("ledger keys of the wrong type were quarantined (renamed under quarantine:, listed by fleetctl status); the fleet goes on without them",
+			zap.Strings("keys", keys))
+		cfg.Observer.Quarantined(len(keys))
+	})
 	r.keeper = state.NewKeeper(cfg.Store, state.KeeperConfig{
 		Worker:  cfg.WorkerID,
 		OnLost:  r.onLeaseLost,
@@ -225,7 +230,9 @@ func (r *Runner) snapshot() []*job {
 func (r *Runner) onLeaseLost(id string, token int64, reason state.LossReason) {
 	r.cfg.Observer.LeaseLost(string(reason))
 	if j := r.job(id); j != nil && j.lease.Token == token {
-		if reason == state.LostMissing {
+		if reason == state.LostMissing || reason == state.LostCorrupt {
+			// The record is gone (or was not a record): re-seed it from
+			// what this worker holds in memory.
 			j.lose(errLedgerLost)
 		} else {
 			j.lose(errLeaseLost)

@@ -39,6 +39,7 @@ type Metrics struct {
 	vendorLatency *prometheus.HistogramVec
 	vendorStarts  *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
+	quarantined   prometheus.Counter
 	httpRequests  *prometheus.CounterVec
 	httpLatency   *prometheus.HistogramVec
 	rateWait      *prometheus.CounterVec
@@ -79,6 +80,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help: "Vendor operations begun for tasks, by how: first, reattached (an earlier start found at the vendor), again (the vendor surely had none), again_unverified (the vendor could not be searched: it may run twice)."}, []string{"vendor", "how"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sampledb_refusals_total",
 		Help: "Terminal states SampleDB refused (412) for jobs it does not hold as terminal; the runner keeps retrying."}, []string{"state"})
+	m.quarantined = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ledger_keys_quarantined_total",
+		Help: "Ledger keys of the wrong type moved aside (quarantine) so one corrupt key cannot stop the fleet."})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
 		Help: "Outgoing HTTP requests by service, method and status code (\"error\" when no response)."}, []string{"service", "method", "code"})
 	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
@@ -89,7 +92,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "From an abort being noticed to aborted acknowledged by SampleDB.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}})
 	for _, c := range []prometheus.Collector{m.admitted, m.started, m.finished, m.jobDuration, m.tasks, m.paused,
-		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.httpRequests,
+		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.quarantined, m.httpRequests,
 		m.httpLatency, m.rateWait, m.abortLatency} {
 		f(c)
 	}
@@ -169,6 +172,8 @@ func (m *Metrics) VendorStarted(vendor, how string) {
 }
 
 func (m *Metrics) DeliveryRefused(state string) { m.refusals.WithLabelValues(state).Inc() }
+
+func (m *Metrics) Quarantined(n int) { m.quarantined.Add(float64(n)) }
 
 // Intake observer (consumer.Observer).
 
