@@ -716,14 +716,7 @@ func (j *job) resolveRefusedTerminal(want string, putErr error) (string, error) 
 			return "", err
 		}
 	}
-	return "", &refusedError{state: sj.State, answer: truncate(answer, 500)}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	return "", &refusedError{state: sj.State, answer: clip(answer, 500)}
 }
 
 func (j *job) getJob() (*sampledb.Job, error) {
@@ -791,7 +784,10 @@ func (j *job) publish(out outcome, final string, plan []PlannedTask, tasks map[s
 		cp := tasks[k]
 		s.Tasks = append(s.Tasks, TaskSummary{Kind: k, State: cp.State, TaskID: cp.TaskID, Result: cp.Result, Error: cp.Error, Cancel: cp.Cancel})
 	}
-	body, _ := json.Marshal(s)
+	body, truncated := capSummary(&s)
+	if truncated {
+		j.log.Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
+	}
 	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.PublishTimeout)
 	defer cancel()
 	bo := j.backoff()
@@ -802,6 +798,10 @@ func (j *job) publish(out outcome, final string, plan []PlannedTask, tasks map[s
 		}
 		if context.Cause(j.ctx) != nil {
 			return // stopped: the job is not tombstoned, its next owner publishes
+		}
+		if errors.Is(err, ErrNotPublishable) {
+			j.log.Error("the job summary cannot be published; SampleDB has the state, the summary is lost", zap.Error(err))
+			return
 		}
 		if ctx.Err() != nil {
 			j.log.Error("could not publish the job summary; SampleDB has the state, the summary is lost", zap.Error(err))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -121,7 +122,7 @@ type jobWorld struct {
 	seen []string // "METHOD path" of every SampleDB request
 }
 
-func newJobWorld(t *testing.T, playbook *Playbook, drivers []*fakeDriver, intercept func(w http.ResponseWriter, r *http.Request) bool) *jobWorld {
+func newJobWorld(t *testing.T, playbook *Playbook, drivers []edr.Driver, intercept func(w http.ResponseWriter, r *http.Request) bool) *jobWorld {
 	t.Helper()
 	srv, err := testenv.StartRedis()
 	require.NoError(t, err)
@@ -155,7 +156,7 @@ func newJobWorld(t *testing.T, playbook *Playbook, drivers []*fakeDriver, interc
 	w.logs = logs
 	ds := map[string]edr.Driver{}
 	for _, d := range drivers {
-		ds[d.kind] = d
+		ds[d.Kind()] = d
 	}
 	w.runner, err = New(Config{
 		WorkerID: "worker-1", Store: store, SampleDB: client, Drivers: ds, Playbook: playbook,
@@ -261,7 +262,7 @@ func isTaskPut(r *http.Request) bool {
 func TestTaskNotFoundIsNotJobGone(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
 		if isTaskPut(r) {
 			notFound(rw, "task")
 			return true
@@ -289,7 +290,7 @@ func TestTaskAndJobNotFoundIsJobGone(t *testing.T) {
 	t.Parallel()
 	var vanished atomic.Bool
 	d := &fakeDriver{kind: edr.KindCBCEventExport, collected: func() { vanished.Store(true) }}
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
 		if vanished.Load() && strings.Contains(r.URL.Path, jtJob) {
 			notFound(rw, "job")
 			return true
@@ -314,7 +315,7 @@ func TestTaskAndJobNotFoundIsJobGone(t *testing.T) {
 func TestCreateTaskWithoutTaskID(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/task") {
 			rw.Header().Set("Content-Type", "application/json")
 			_, _ = rw.Write([]byte(`{"responseCode":200,"data":{"id":"` + jtJob + `","state":"executing","abortRequested":false}}`))
@@ -346,7 +347,7 @@ func TestUnusableSensorIDSkipsLiveResponse(t *testing.T) {
 	cbc := &fakeDriver{kind: edr.KindCBCEventExport}
 	cblr := &fakeDriver{kind: edr.KindCBLRTriage}
 	pb := &Playbook{Tasks: []PlaybookTask{{Kind: edr.KindCBCEventExport}, {Kind: edr.KindCBLRTriage, RequiresSensors: true}}}
-	w := newJobWorld(t, pb, []*fakeDriver{cbc, cblr}, nil)
+	w := newJobWorld(t, pb, []edr.Driver{cbc, cblr}, nil)
 	j := w.run(jobMsg(map[string]any{"sensorId": "host-7"}))
 	require.Equal(t, exitDone, j.exit)
 	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
@@ -379,7 +380,7 @@ func TestIntentFoundAtTheVendorIsReattached(t *testing.T) {
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
 	in := edr.Intent{Key: jtJob + "/cbc.event_export/1.1", At: time.Now().UnixMilli()}
 	d.started = map[string]bool{in.Key: true}
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
 	require.Equal(t, exitDone, j.exit)
 	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
@@ -395,7 +396,7 @@ func TestIntentNotAtTheVendorStartsOnce(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
 	in := edr.Intent{Key: jtJob + "/cbc.event_export/1.1", At: time.Now().Add(-time.Minute).UnixMilli()}
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
 	require.Equal(t, exitDone, j.exit)
 	require.EqualValues(t, 1, d.starts.Load())
@@ -414,7 +415,7 @@ func TestLostStartAnswerIsLookedUp(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
 	d.startFails.Store(1)
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil))
 	require.Equal(t, exitDone, j.exit)
 	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
@@ -428,7 +429,7 @@ func TestUnsearchableVendorStartsAgain(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport, findErr: edr.ErrFindUnsupported}
 	in := edr.Intent{Key: jtJob + "/cbc.event_export/1.1", At: time.Now().UnixMilli()}
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, nil)
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
 	require.Equal(t, exitDone, j.exit)
 	require.EqualValues(t, 1, d.starts.Load())
@@ -447,7 +448,7 @@ func TestRefusedTerminalStateIsRetriedLoudly(t *testing.T) {
 	refuse.Store(true)
 	var refusals atomic.Int32
 	fourth := make(chan struct{})
-	w := newJobWorld(t, cbcOnly(), []*fakeDriver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
 		if refuse.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/job/"+jtJob) {
 			var body struct{ State string }
 			b, _ := io.ReadAll(r.Body)
@@ -489,4 +490,69 @@ func TestRefusedTerminalStateIsRetriedLoudly(t *testing.T) {
 	require.Equal(t, sampledb.StateSuccess, sj.State)
 	require.GreaterOrEqual(t, w.logs.FilterMessageSnippet("SampleDB refuses the job's terminal state").Len(), 3)
 	require.Zero(t, w.logs.FilterMessageSnippet("stopped without further writes").Len())
+}
+
+// sizedPublisher refuses, as Kafka does, records larger than max.
+type sizedPublisher struct {
+	summaries
+	max int
+}
+
+func (p *sizedPublisher) Publish(ctx context.Context, key string, value []byte) error {
+	if len(value) > p.max {
+		return fmt.Errorf("%w: MESSAGE_TOO_LARGE", ErrNotPublishable)
+	}
+	return p.summaries.Publish(ctx, key, value)
+}
+
+// hugeDriver fails its task with a vendor answer of 2 MB and notes galore.
+type hugeDriver struct{ fakeDriver }
+
+func (d *hugeDriver) Collect(context.Context, edr.Ref) (edr.Result, error) {
+	notes := make([]string, 5000)
+	for i := range notes {
+		notes[i] = strings.Repeat("n", 1000)
+	}
+	return edr.Result{Rows: 1, Notes: notes, Hosts: []string{strings.Repeat("h", 100000)}}, nil
+}
+
+// TestOversizedSummaryIsCutNotLost: a summary that would be megabytes is
+// cut to fit (and says so) instead of being refused by the broker and lost
+// after the slot was held for the whole publish timeout.
+func TestOversizedSummaryIsCutNotLost(t *testing.T) {
+	t.Parallel()
+	d := &hugeDriver{fakeDriver{kind: edr.KindCBCEventExport}}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	pub := &sizedPublisher{max: 1 << 20}
+	w.runner.cfg.Results = pub
+	w.runner.cfg.PublishTimeout = time.Minute
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	require.Len(t, pub.got, 1, "the summary was published")
+	s := pub.got[0]
+	require.Len(t, s.Tasks, 1)
+	require.LessOrEqual(t, len(s.Tasks[0].Result.Notes), maxSummaryNotes+1)
+	require.Contains(t, s.Tasks[0].Result.Notes[maxSummaryNotes], "more notes")
+	require.LessOrEqual(t, len(s.Tasks[0].Result.Hosts[0]), maxSummaryItem+len("…"))
+}
+
+func TestCapSummaryAlwaysFits(t *testing.T) {
+	t.Parallel()
+	hosts := make([]string, edr.MaxListed)
+	for i := range hosts {
+		hosts[i] = strings.Repeat("x", 4000)
+	}
+	var tasks []TaskSummary
+	for range 8 {
+		tasks = append(tasks, TaskSummary{Kind: "k", Error: strings.Repeat("e", 1<<20), Result: &edr.Result{Hosts: hosts, Notes: hosts}})
+	}
+	s := Summary{Reason: strings.Repeat("r", 1<<20), Tasks: tasks}
+	orig := tasks[0].Result
+	b, cut := capSummary(&s)
+	require.True(t, cut)
+	require.LessOrEqual(t, len(b), MaxSummaryBytes)
+	require.True(t, s.Truncated)
+	require.Len(t, orig.Hosts, edr.MaxListed, "the checkpoint's own result is left whole")
 }

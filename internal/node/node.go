@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
@@ -276,5 +277,10 @@ func (n *Node) Stop() {
 type consumerPublisher struct{ c *consumer.Consumer }
 
 func (p *consumerPublisher) Publish(ctx context.Context, key string, value []byte) error {
-	return p.c.Publish(ctx, key, value)
+	err := p.c.Publish(ctx, key, value)
+	var ke *kerr.Error
+	if errors.As(err, &ke) && !ke.Retriable {
+		return fmt.Errorf("%w: %w", worker.ErrNotPublishable, err)
+	}
+	return err
 }
