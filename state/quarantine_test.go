@@ -67,3 +67,27 @@ func TestCorruptKeyIsQuarantinedNotFleetWide(t *testing.T) {
 }
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// TestForceReleaseExcludesTheOwner: an operator releases a job away from a
+// live worker; that worker's claim loop must not take it straight back.
+// Another worker takes it; the old owner could only after the grace.
+func TestForceReleaseExcludesTheOwner(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	admitOne(t, b.store, "w1", "job-1")
+	owner, ok, err := b.store.ForceRelease(ctx(t), "job-1")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "w1", owner)
+
+	got, _, err := b.store.Claim(ctx(t), "w1", 10)
+	require.NoError(t, err)
+	require.Empty(t, got, "the released owner does not claim the job back")
+	again := admitOne(t, b.store, "w1", "job-1")
+	require.Equal(t, state.Running, again.Outcome, "nor take it over by a redelivered record")
+
+	got, _, err = b.store.Claim(ctx(t), "w2", 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, "job-1", got[0].Lease.ID)
+}

@@ -25,6 +25,12 @@ local function leaselog(lk, ev, id, worker, tok, now)
   redis.call('XADD', lk, 'MAXLEN', '~', '100000', '*',
     'ev', ev, 'job', id, 'worker', worker, 'token', tok, 'at', string.format('%d', now))
 end
+-- excluded says worker may not take job key jk now: an operator released
+-- the job away from it (fleetctl release) less than a grace period ago.
+local function excluded(jk, worker, now)
+  local f = redis.call('HMGET', jk, 'excluded', 'excludedUntil')
+  return f[1] == worker and tonumber(f[2] or '0') > now
+end
 -- quarantined moves key out of the ledger's way when it holds another type
 -- than want (a hand-edited or corrupted key would otherwise fail every batch
 -- that touches it with WRONGTYPE): it is renamed to
@@ -70,7 +76,7 @@ for i = 4, #ARGV, 3 do
     out[#out+1] = {id, 'finished', '0', tomb}
   elseif redis.call('EXISTS', jk) == 1 then
     local dl = tonumber(redis.call('ZSCORE', leases, id) or '0')
-    if dl > now then
+    if dl > now or excluded(jk, worker, now) then
       out[#out+1] = {id, 'running', '0', redis.call('HGET', jk, 'owner') or ''}
     else
       local tok = fence(fk)
@@ -107,6 +113,8 @@ for _, id in ipairs(ids) do
     q[#q+1] = bad
   elseif redis.call('EXISTS', jk) == 0 then
     redis.call('ZREM', leases, id)
+  elseif excluded(jk, worker, now) then
+    -- released away from this worker by an operator: leave it to others
   else
     local tok = fence(fk)
     redis.call('HSET', jk, 'owner', worker, 'token', tok)
@@ -179,13 +187,18 @@ return n
 `)
 
 // forceReleaseScript is the operator's release: whoever owns the job loses it
-// (their next fenced write or renewal fails) and it is claimable at once.
-// KEYS: job, leases, leaselog. ARGV: id. Returns the previous owner, or false.
+// (their next fenced write or renewal fails) and it is claimable at once by
+// any other worker; its previous owner may not take it back for ARGV[2] ms.
+// KEYS: job, leases, leaselog. ARGV: id, exclude ms. Returns the previous
+// owner, or false.
 var forceReleaseScript = redis.NewScript(luaPrelude + `
 if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
 local tok = redis.call('HGET', KEYS[1], 'token') or '0'
+if owner ~= '' then
+  redis.call('HSET', KEYS[1], 'excluded', owner, 'excludedUntil', string.format('%d', nowms() + tonumber(ARGV[2])))
+end
 redis.call('HSET', KEYS[1], 'owner', '')
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 leaselog(KEYS[3], 'forced', ARGV[1], owner, tok, nowms())

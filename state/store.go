@@ -393,10 +393,11 @@ func (s *Store) Release(ctx context.Context, worker string, leases []Lease) (int
 }
 
 // ForceRelease takes a job away from whoever holds it (operator action for
-// a stuck worker). The holder's next fenced write fails with ErrStale. It
-// returns the previous owner and whether the job exists.
+// a stuck worker). The holder's next fenced write fails with ErrStale, and
+// for two lease lifetimes it may not claim the job back: another worker
+// takes it. It returns the previous owner and whether the job exists.
 func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok bool, err error) {
-	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kLeas, s.kLog}, id)
+	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kLeas, s.kLog}, id, (2 * s.ttl).Milliseconds())
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
