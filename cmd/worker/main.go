@@ -154,7 +154,7 @@ func buildDrivers(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.
 		vendor := v.kind[:strings.Index(v.kind, ".")]
 		lim := store.RateLimiter(v.key, v.rate, v.burst, log)
 		lim.OnWait = m.RateLimitWait(vendor)
-		d, err := v.build(lim, dl, m.Transport(vendor, nil), log)
+		d, err := v.build(lim, dl, m.Transport(vendor, apiTransport(cfg.insecure)), log)
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +162,16 @@ func buildDrivers(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.
 		log.Info("vendor configured", zap.String("task", v.kind), zap.Float64("rate_limit", v.rate))
 	}
 	return out, nil
+}
+
+// apiTransport is the base transport of SampleDB and vendor API clients:
+// lease-guarded connections (httpc.NewTransport) that, unless insecure,
+// refuse loopback and link-local addresses at dial time.
+func apiTransport(insecure bool) *http.Transport {
+	if insecure {
+		return httpc.NewTransport()
+	}
+	return httpc.RefuseLocal(httpc.NewTransport())
 }
 
 // waitRedis waits for Redis at startup instead of crash-looping.
@@ -190,7 +200,7 @@ func waitRedis(ctx context.Context, store *state.Store, log *zap.Logger) error {
 
 func newSampleDB(cfg *config, m *metrics.Metrics, log *zap.Logger) (*sampledb.Client, error) {
 	c := cfg.sampledb
-	c.Transport = m.Transport("sampledb", nil)
+	c.Transport = m.Transport("sampledb", apiTransport(cfg.insecure))
 	c.Logger = log.Named("sampledb")
 	return sampledb.New(c)
 }

@@ -233,15 +233,57 @@ func (e *Env) URL(name, v string, insecure bool) string {
 	return strings.TrimRight(v, "/")
 }
 
+// isLocalHost reports whether h names a loopback, private, link-local or
+// unspecified address as a resolver would read it: with or without a
+// trailing dot, any name under .localhost (RFC 6761), and IPv4 in the
+// shorthand forms inet_aton accepts (127.1, 0x7f.0.0.1, 2130706433). It is
+// a first line: the API transports also refuse loopback and link-local
+// addresses at dial time, after resolution (httpc.RefuseLocal).
 func isLocalHost(h string) bool {
-	if strings.EqualFold(h, "localhost") {
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
 	}
 	ip, err := netip.ParseAddr(h)
 	if err != nil {
-		return false
+		var ok bool
+		if ip, ok = parseIPv4Loose(h); !ok {
+			return false
+		}
 	}
+	ip = ip.Unmap()
 	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
+}
+
+// parseIPv4Loose parses the forms inet_aton accepts: 1 to 4 parts, each
+// decimal, octal (leading 0) or hex (0x), the last part filling the
+// remaining bytes.
+func parseIPv4Loose(h string) (netip.Addr, bool) {
+	parts := strings.Split(h, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	vals := make([]uint64, len(parts))
+	for i, p := range parts {
+		v, err := strconv.ParseUint(p, 0, 32)
+		if err != nil || p == "" {
+			return netip.Addr{}, false
+		}
+		vals[i] = v
+	}
+	var n uint64
+	for i, v := range vals[:len(vals)-1] {
+		if v > 0xff {
+			return netip.Addr{}, false
+		}
+		n |= v << (24 - 8*uint(i))
+	}
+	last := vals[len(vals)-1]
+	if bits := 8 * uint(4-len(vals)+1); bits < 32 && last >= 1<<bits {
+		return netip.Addr{}, false
+	}
+	n |= last
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), true
 }
 
 // Hostname returns the host name, or "worker".

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -81,6 +84,38 @@ func NewTransport() *http.Transport {
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	t.DialContext = GuardDial(dialer.DialContext)
 	HTTP1Only(t)
+	return t
+}
+
+// ErrLocalTarget is returned when an API request would connect to a
+// loopback, unspecified or link-local address (see RefuseLocal).
+var ErrLocalTarget = errors.New("refusing to connect to a loopback, unspecified or link-local address (INSECURE_HTTP allows loopback for development)")
+
+// RefuseLocal makes t refuse, at dial time, connections to loopback,
+// unspecified, link-local (cloud metadata included) and reserved addresses:
+// the check is on the address actually dialled, after name resolution, so
+// `https://127.1/`, `https://localhost./` or a name that resolves to
+// 127.0.0.1 are refused like `https://127.0.0.1/`. Private ranges stay
+// allowed (internal services behind a name). It returns t.
+func RefuseLocal(t *http.Transport) *http.Transport {
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return ErrLocalTarget
+			}
+			ip, err := netip.ParseAddr(host)
+			if err != nil {
+				return ErrLocalTarget
+			}
+			ip = ip.Unmap()
+			if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+				ip.IsMulticast() || ip.IsInterfaceLocalMulticast() || isSharedOrReserved(ip) {
+				return fmt.Errorf("%w: %s", ErrLocalTarget, ip)
+			}
+			return nil
+		}}
+	t.DialContext = GuardDial(dialer.DialContext)
 	return t
 }
 

@@ -3,10 +3,13 @@ package httpc
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -84,4 +87,31 @@ func TestGuardIsPerRequest(t *testing.T) {
 	require.NoError(t, guardedGet(t, c, context.Background(), srv.URL))
 	require.ErrorIs(t, guardedGet(t, c, WithGuard(context.Background(), guard), srv.URL), errLost)
 	require.Equal(t, int64(3), got.Load())
+}
+
+// TestRefuseLocalJudgesTheDialledAddress: whatever spelling the URL uses,
+// the address actually dialled decides.
+func TestRefuseLocalJudgesTheDialledAddress(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer srv.Close()
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	require.NoError(t, err)
+	tr := RefuseLocal(NewTransport())
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	for _, host := range []string{"127.0.0.1", "localhost", "localhost.", "[::1]", "0.0.0.0"} {
+		resp, err := c.Get("http://" + host + ":" + port + "/")
+		if resp != nil {
+			resp.Body.Close()
+		}
+		require.Error(t, err, host)
+		if !strings.Contains(err.Error(), "no such host") {
+			require.ErrorIs(t, err, ErrLocalTarget, host)
+		}
+	}
+	// Without RefuseLocal the same server answers (the test is not vacuous).
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:" + port + "/")
+	require.NoError(t, err)
+	resp.Body.Close()
 }
