@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -50,5 +51,22 @@ func TestEchoedCredentialsAreMasked(t *testing.T) {
 	require.Contains(t, string(raw), redact.Mask, "the vendors' answers were quoted, masked: %s", raw)
 	for _, s := range []string{simstack.CBCAPISecret, url.QueryEscape(simstack.CBCAPISecret), simstack.CBLRToken} {
 		require.NotContains(t, dump.String(), s, "a credential the vendor echoed leaked")
+	}
+}
+
+// TestReadinessIsCached: however often /readyz is asked, the node checks
+// Redis and Kafka at most once a second. With Redis cut off, the answer
+// stays the one computed first (ready) until the second is over.
+func TestReadinessIsCached(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{})
+	w := f.startWorker("w1")
+	require.NoError(t, w.Ready(context.Background()))
+	w.dialer.partition()
+	t.Cleanup(w.dialer.heal)
+	start := time.Now()
+	err := w.Ready(context.Background())
+	if time.Since(start) < time.Second {
+		require.NoError(t, err, "a second call within the second is answered from the cache, without Redis")
 	}
 }

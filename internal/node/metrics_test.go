@@ -73,6 +73,21 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
 	}
+	// The HTTP surface is read-only: GET and HEAD, nothing else.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Head("http://" + w.HTTPAddr() + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "HEAD %s", path)
+		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+			req, err := http.NewRequest(method, "http://"+w.HTTPAddr()+path, strings.NewReader("x"))
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s", method, path)
+		}
+	}
 
 	var fams map[string]*dto.MetricFamily
 	require.Eventually(t, func() bool {

@@ -93,6 +93,9 @@ type Node struct {
 	http      *http.Server
 	httpAddr  string
 	draining  atomic.Bool
+	readyMu   sync.Mutex
+	readyAt   time.Time
+	readyErr  error
 	intake    context.CancelFunc
 	intakeErr chan error
 	wg        sync.WaitGroup
@@ -199,19 +202,20 @@ func validate(msg *sampledb.JobMessage) error {
 func (n *Node) HTTPAddr() string { return n.httpAddr }
 
 func (n *Node) serveHTTP() error {
+	// Read-only endpoints: GET (and HEAD) only; anything else is 405.
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.Ready(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry}))
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", n.cfg.HTTPAddr, err)
@@ -228,21 +232,32 @@ func (n *Node) serveHTTP() error {
 	return nil
 }
 
+// readyFor is how long a readiness answer is reused: probes, scrapes and
+// curl loops cost at most one Redis PING and one Kafka round trip per
+// interval, however often they ask.
+const readyFor = time.Second
+
 // Ready reports whether the node can take work: Kafka and Redis answer and
-// it is not draining.
+// it is not draining. The answer of the checks is reused for readyFor.
 func (n *Node) Ready(ctx context.Context) error {
 	if n.draining.Load() {
 		return errors.New("draining")
 	}
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	if !n.readyAt.IsZero() && time.Since(n.readyAt) < readyFor {
+		return n.readyErr
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	n.readyErr = nil
 	if err := n.Store.Ping(ctx); err != nil {
-		return fmt.Errorf("redis: %w", err)
+		n.readyErr = fmt.Errorf("redis: %w", err)
+	} else if err := n.Consumer.Ping(ctx); err != nil {
+		n.readyErr = fmt.Errorf("kafka: %w", err)
 	}
-	if err := n.Consumer.Ping(ctx); err != nil {
-		return fmt.Errorf("kafka: %w", err)
-	}
-	return nil
+	n.readyAt = time.Now()
+	return n.readyErr
 }
 
 // Drain is the SIGTERM path: stop intake (commit and leave the group), let
