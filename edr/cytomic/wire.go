@@ -245,10 +245,15 @@ func decodeState(b []byte) (map[string]stateOp, error) {
 }
 
 // decodeList decodes a JSON list of objects into out (a pointer to a slice).
-// A single object is accepted as a list of one; null as an empty list.
+// A single object is accepted as a list of one; null and an empty body (the
+// public client accepts 204 No Content from every call) as an empty list.
 func decodeList[T any](b []byte, out *[]T) error {
 	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '{' {
+	if len(b) == 0 {
+		*out = nil
+		return nil
+	}
+	if b[0] == '{' {
 		var one T
 		if err := json.Unmarshal(b, &one); err != nil {
 			return errors.New(jsonProblem(err))
@@ -256,7 +261,7 @@ func decodeList[T any](b []byte, out *[]T) error {
 		*out = []T{one}
 		return nil
 	}
-	if len(b) == 0 || b[0] != '[' {
+	if b[0] != '[' {
 		if bytes.Equal(b, []byte("null")) {
 			*out = nil
 			return nil

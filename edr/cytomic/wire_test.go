@@ -57,7 +57,6 @@ func TestDecodersAreStrictWhereTheDocumentIsExplicit(t *testing.T) {
 		"a string":        `"hello"`,
 		"no operationId":  `[{"panda": 1, "info": []}]`,
 		"id is an object": `[{"operationId": {"a": 1}}]`,
-		"empty body":      ``,
 		"html error page": `<html>502 Bad Gateway</html>`,
 	} {
 		_, err := decodeInfo([]byte(body))
@@ -74,6 +73,23 @@ func TestDecodersAreStrictWhereTheDocumentIsExplicit(t *testing.T) {
 	_, err = decodeStart([]byte(`[{"pandaID": "1001", "MUIDs": []}]`))
 	require.ErrorIs(t, err, errMalformed)
 	require.Contains(t, err.Error(), "no operationId")
+}
+
+// TestEmptyBodyIsAnEmptyList: the public client accepts 204 No Content from
+// every call; an empty body says nothing about any operation.
+func TestEmptyBodyIsAnEmptyList(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{``, " \n", `null`, `[]`} {
+		info, err := decodeInfo([]byte(body))
+		require.NoError(t, err, "%q", body)
+		require.Empty(t, info)
+		state, err := decodeState([]byte(body))
+		require.NoError(t, err, "%q", body)
+		require.Empty(t, state)
+		start, err := decodeStart([]byte(body))
+		require.NoError(t, err, "%q", body)
+		require.Empty(t, start)
+	}
 }
 
 func TestDecodeState(t *testing.T) {
