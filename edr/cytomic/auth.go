@@ -38,6 +38,7 @@ type tokens struct {
 	clientID     string
 	clientSecret string
 	scope        string
+	maxToken     int
 	now          func() time.Time
 	log          *zap.Logger
 
@@ -137,6 +138,9 @@ func (t *tokens) fetch(ctx context.Context) (string, time.Duration, error) {
 			Msg: "the token endpoint answered with a redirect, which is not followed with credentials: check CYTOMIC_TOKEN_URL"}
 	case resp.Status >= 400:
 		return "", 0, statusError("token", resp, t.password, t.clientSecret, t.basic())
+	}
+	if err := checkTokens(resp.Body, t.maxToken); err != nil {
+		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Err: err}
 	}
 	tr, err := decodeToken(resp.Body)
 	if err != nil {

@@ -77,6 +77,18 @@
 // lone object is taken as a list of one and an empty body as an empty list.
 // An unknown status counts as still running; the TTL bounds the wait.
 //
+// # Hostile answers
+//
+// Every API answer is read whole but capped (Config.MaxBody, 8 MiB by
+// default), and no JSON string or number in it may be longer than
+// Config.MaxToken (64 KiB): an operation ID is checkpointed in the
+// reference, a URL handed to the downloader, an access token sent with
+// every request. Result files are streamed: at most Config.MaxFile (64 MiB)
+// per file, Config.MaxLine (1 MiB) per line — a line is never held whole
+// beyond that — and 1024 fields in the header line; data lines are not
+// split (only the host field is cut out). Exceeding any cap fails the task
+// with a permanent error.
+//
 // # Batching
 //
 // /info and /state take lists of operation IDs, so Poll and Collect never

@@ -22,6 +22,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/cytomic"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
 )
 
 // The tests in this file hold the driver to what Cytomic's own sources say
@@ -348,6 +349,52 @@ func TestAPIPrefixAndClientsField(t *testing.T) {
 	require.NotContains(t, startBody, "pandaIDs")
 }
 
+// TestOversizedJSONTokenIsPermanent: a JSON string longer than
+// Config.MaxToken in an answer fails the task with a permanent error instead
+// of reaching the checkpointed reference (an operation ID) or the
+// downloader (a URL).
+func TestOversizedJSONTokenIsPermanent(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("7", 100<<10)
+	t.Run("operation ID in the start answer", func(t *testing.T) {
+		t.Parallel()
+		r := newReplay(t, &replay{override: map[string][]byte{
+			"/osQuery/client": []byte(`[{"pandaID":"1001","operationId":"` + huge + `","MUIDs":[]}]`),
+		}})
+		d := r.driver(t, nil)
+		_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err), "%v", err)
+		require.Contains(t, err.Error(), "longer than")
+	})
+	t.Run("download URL in /state", func(t *testing.T) {
+		t.Parallel()
+		r := newReplay(t, &replay{override: map[string][]byte{
+			"/osQuery/state": []byte(`[{"panda":"1001","operationId":"` + docOperationID + `","url":"https://h/` + huge +
+				`","counters":{"totalOperationElements":1,"totalSuccess":1}}]`),
+		}})
+		d := r.driver(t, func(c *cytomic.Config) { c.MaxToken = 4 << 10 })
+		ctx := testCtx(t)
+		ref, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
+		require.NoError(t, err)
+		_, err = d.Poll(ctx, ref)
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err), "%v", err)
+		require.Contains(t, err.Error(), "4096")
+	})
+	t.Run("access token", func(t *testing.T) {
+		t.Parallel()
+		r := newReplay(t, &replay{override: map[string][]byte{
+			"/oauth/token": []byte(`{"access_token":"` + huge + `","token_type":"bearer"}`),
+		}})
+		d := r.driver(t, nil)
+		_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err), "%v", err)
+		require.Len(t, r.requests("/osQuery/client"), 0, "the oversized token is never sent")
+	})
+}
+
 // TestClientSecretNeverInErrors: the OAuth client secret is as secret as the
 // password, also when the token endpoint echoes the request.
 func TestClientSecretNeverInErrors(t *testing.T) {
@@ -366,5 +413,45 @@ func TestClientSecretNeverInErrors(t *testing.T) {
 	basic := base64.StdEncoding.EncodeToString([]byte(docClientID + ":" + docClientSecret))
 	for _, s := range []string{docClientSecret, basic, password} {
 		require.NotContains(t, err.Error(), s)
+	}
+}
+
+// TestHostileResultFile: a result file whose header is a megabyte of ";"
+// (a million fields) or whose line never ends fails the task with a
+// permanent error; nothing of it is kept.
+func TestHostileResultFile(t *testing.T) {
+	t.Parallel()
+	for name, body := range map[string]func(w io.Writer){
+		"a million header fields": func(w io.Writer) {
+			_, _ = io.WriteString(w, "hostname"+strings.Repeat(";", 1<<20-10)+"\nWIN-A\n")
+		},
+		"a line without end": func(w io.Writer) {
+			chunk := strings.Repeat("x", 64<<10)
+			_, _ = io.WriteString(w, "hostname\n")
+			for range 64 { // 4 MiB, within MaxFile
+				_, _ = io.WriteString(w, chunk)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, opts{wrap: func(_ *simcytomic.Server, next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if strings.HasPrefix(r.URL.Path, simcytomic.FilesPath) {
+						body(w)
+						return
+					}
+					next.ServeHTTP(w, r)
+				})
+			}})
+			ctx := testCtx(t)
+			ref, err := e.drv.Start(ctx, target, edrtest.NewIntent(target.JobID))
+			require.NoError(t, err)
+			pollUntilDone(t, e.drv, ref)
+			_, err = e.drv.Collect(ctx, ref)
+			require.Error(t, err)
+			require.False(t, edr.IsRetryable(err), "%v", err)
+			require.Contains(t, err.Error(), "malformed")
+		})
 	}
 }

@@ -46,10 +46,14 @@ const (
 	DefaultClientsField = "pandaIDs"
 	// DefaultTTLUnit is the unit of "ttl": minutes, per Cytomic's page and
 	// the public client ("máximo tiempo de espera en minutos").
-	DefaultTTLUnit  = time.Minute
-	DefaultTTL      = time.Hour
-	DefaultRound    = 5 * time.Second
-	DefaultMaxFile  = 64 << 20
+	DefaultTTLUnit = time.Minute
+	DefaultTTL     = time.Hour
+	DefaultRound   = 5 * time.Second
+	DefaultMaxFile = 64 << 20
+	// DefaultMaxLine caps one line of a result file.
+	DefaultMaxLine = 1 << 20
+	// DefaultMaxToken caps one JSON string or number in an answer.
+	DefaultMaxToken = 64 << 10
 	DefaultMaxBatch = 500
 	// PollInterval is the NextPoll Poll suggests: Poll itself blocks until
 	// the next round, so the runner should call again at once and join
@@ -118,6 +122,11 @@ type Config struct {
 	MaxBody   int64
 	// MaxFile caps one result file. Default DefaultMaxFile.
 	MaxFile int64
+	// MaxLine caps one line of a result file. Default DefaultMaxLine.
+	MaxLine int
+	// MaxToken caps one JSON string or number in an API or token answer.
+	// Default DefaultMaxToken.
+	MaxToken int
 	// Limiter paces API requests fleet-wide; nil means none.
 	Limiter httpc.Limiter
 	// Downloader fetches the result files (credential-free, allow-listed).
@@ -142,6 +151,8 @@ type Driver struct {
 	ttlUnits     int64         // "ttl" as sent, in ttlUnit
 	ttl          time.Duration // ttlUnits × ttlUnit: what Cytomic applies
 	maxFile      int64
+	maxLine      int
+	maxToken     int
 	now          func() time.Time
 	log          *zap.Logger
 	hc           *httpc.Client
@@ -179,8 +190,8 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("cytomic: Config.ClientID must not contain ':' (HTTP Basic authentication)")
 	case cfg.Downloader == nil:
 		return nil, errors.New("cytomic: Config.Downloader is required (result files are fetched without credentials)")
-	case cfg.TTL < 0, cfg.Round < 0, cfg.MaxBatch < 0, cfg.MaxFile < 0:
-		return nil, errors.New("cytomic: Config.TTL, Round, MaxBatch and MaxFile must not be negative")
+	case cfg.TTL < 0, cfg.Round < 0, cfg.MaxBatch < 0, cfg.MaxFile < 0, cfg.MaxLine < 0, cfg.MaxToken < 0:
+		return nil, errors.New("cytomic: Config.TTL, Round, MaxBatch, MaxFile, MaxLine and MaxToken must not be negative")
 	case unit != time.Minute && unit != time.Second:
 		return nil, errors.New("cytomic: Config.TTLUnit must be time.Minute or time.Second")
 	}
@@ -227,6 +238,8 @@ func New(cfg Config) (*Driver, error) {
 		ttlUnits:     units,
 		ttl:          time.Duration(units) * unit,
 		maxFile:      cmp.Or(cfg.MaxFile, DefaultMaxFile),
+		maxLine:      cmp.Or(cfg.MaxLine, DefaultMaxLine),
+		maxToken:     cmp.Or(cfg.MaxToken, DefaultMaxToken),
 		now:          now,
 		log:          log,
 		hc:           hc,
@@ -235,7 +248,7 @@ func New(cfg Config) (*Driver, error) {
 	d.tokens = &tokens{
 		hc: hc, tokenURL: tokenURL, user: cfg.User, password: cfg.Password,
 		clientID: cfg.ClientID, clientSecret: cfg.ClientSecret, scope: cmp.Or(cfg.Scope, DefaultScope),
-		now: now, log: log, sem: make(chan struct{}, 1),
+		maxToken: d.maxToken, now: now, log: log, sem: make(chan struct{}, 1),
 	}
 	d.rounds = newBatcher(cmp.Or(cfg.Round, DefaultRound), cmp.Or(cfg.MaxBatch, DefaultMaxBatch), log,
 		func(ctx context.Context, ids []opID) (map[string]infoOp, error) {
@@ -539,14 +552,14 @@ func (d *Driver) download(ctx context.Context, op refOp, rawURL string) (fileSum
 		return fileSummary{}, edr.Wrap(vendor, "collect", fmt.Errorf("download result file of operation %s: %w", op.OperationID, err))
 	}
 	defer resp.Body.Close()
-	sum, err := parseFile(&cappedReader{r: resp.Body, max: d.maxFile})
+	sum, err := parseFile(&cappedReader{r: resp.Body, max: d.maxFile}, d.maxLine)
 	switch {
 	case err == nil:
 		return sum, nil
 	case errors.Is(err, errFileTooLarge), errors.Is(err, httpc.ErrTooLarge):
 		return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
 			Msg: fmt.Sprintf("result file of operation %s is larger than the %d-byte limit", op.OperationID, d.maxFile)}
-	case errors.Is(err, errLineTooLong):
+	case errors.Is(err, errLineTooLong), errors.Is(err, errTooManyFields):
 		return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
 			Msg: fmt.Sprintf("result file of operation %s is malformed", op.OperationID)}
 	}
@@ -592,6 +605,9 @@ func (d *Driver) call(ctx context.Context, op, path string, body any, decode fun
 		}
 		if resp.Status < 200 || resp.Status >= 300 {
 			return statusError(op, resp, tok, d.tokens.password, d.tokens.clientSecret, d.tokens.basic())
+		}
+		if err := checkTokens(resp.Body, d.maxToken); err != nil {
+			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
 		}
 		if err := decode(resp.Body); err != nil {
 			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}

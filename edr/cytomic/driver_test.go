@@ -871,6 +871,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		"TTLUnit":      func(c *cytomic.Config) { c.TTLUnit = time.Hour },
 		"APIPrefix":    func(c *cytomic.Config) { c.APIPrefix = "api/v1" },
 		"ClientsField": func(c *cytomic.Config) { c.ClientsField = "ttl" },
+		"MaxToken":     func(c *cytomic.Config) { c.MaxToken = -1 },
 		"User":         func(c *cytomic.Config) { c.User = "" },
 		"Password":     func(c *cytomic.Config) { c.Password = "" },
 		"ClientIDs":    func(c *cytomic.Config) { c.ClientIDs = []string{" "} },

@@ -92,6 +92,27 @@ func TestEmptyBodyIsAnEmptyList(t *testing.T) {
 	}
 }
 
+func TestCheckTokens(t *testing.T) {
+	t.Parallel()
+	for body, ok := range map[string]bool{
+		`{"url":"0123456789"}`:              true,
+		`{"url":"01234567890"}`:             false,
+		`{"0123456789a":1}`:                 false,
+		`[12345678901]`:                     false,
+		`[1234567890, 1234567890]`:          true,
+		`["\"\"\"\"\"", true, null]`:        true,
+		`"` + strings.Repeat(`\\`, 6) + `"`: false, // 12 bytes as written
+	} {
+		err := checkTokens([]byte(body), 10)
+		if ok {
+			require.NoError(t, err, body)
+		} else {
+			require.ErrorIs(t, err, errTokenTooLong, body)
+			require.ErrorContains(t, err, "longer than 10 bytes", body)
+		}
+	}
+}
+
 func TestDecodeState(t *testing.T) {
 	t.Parallel()
 	got, err := decodeState([]byte(`[{"panda": "1001", "operationId": 5, "url": " https://x.example/f?sig=1 ",
@@ -220,7 +241,7 @@ func TestHostsAreCapped(t *testing.T) {
 	for i := range edr.MaxListed + 50 {
 		b.WriteString("host-" + strings.Repeat("0", 3-len(itoa(i))) + itoa(i) + ";1\n")
 	}
-	sum, err := parseFile(strings.NewReader(b.String()))
+	sum, err := parseFile(strings.NewReader(b.String()), DefaultMaxLine)
 	require.NoError(t, err)
 	acc.add(sum)
 	res := acc.result(tally{machines: 1, answered: 1, success: 1}, false)
