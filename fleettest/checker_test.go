@@ -85,10 +85,12 @@ func (r *report) ok() bool {
 }
 
 var startPaths = map[string]func(method, path string) bool{
-	"cbc":     func(m, p string) bool { return m == "POST" && strings.HasSuffix(p, "/jobs/start/event_export") },
-	"sophos":  func(m, p string) bool { return m == "POST" && p == "/xdr-query/v1/queries/runs" },
-	"cytomic": func(m, p string) bool { return m == "POST" && p == "/api/v1/osQuery/client" },
-	"cblr":    func(m, p string) bool { return m == "POST" && p == "/api/v1/cblr/session" },
+	"cbc":    func(m, p string) bool { return m == "POST" && strings.HasSuffix(p, "/jobs/start/event_export") },
+	"sophos": func(m, p string) bool { return m == "POST" && p == "/xdr-query/v1/queries/runs" },
+	"cytomic": func(m, p string) bool {
+		return m == "POST" && (p == "/osQuery/client" || p == "/api/v1/osQuery/client")
+	},
+	"cblr": func(m, p string) bool { return m == "POST" && p == "/api/v1/cblr/session" },
 }
 
 // check verifies the history against what was produced.

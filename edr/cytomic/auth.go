@@ -2,6 +2,7 @@ package cytomic
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -22,13 +23,24 @@ const maxRefreshMargin = time.Minute
 // password grant when it is missing, about to expire, or was rejected. One
 // fetch runs at a time; concurrent callers wait for it (or for their
 // context). Safe for concurrent use.
+//
+// The request is the public client's: a form with grant_type=password,
+// username, password and scope, and the OAuth client authenticated with
+// HTTP Basic (client_id:client_secret). The refresh_token the CAS server
+// also issues is not used: a new password grant replaces an expired token,
+// so nothing but the configuration is needed to re-authenticate after a
+// restart.
 type tokens struct {
-	hc       *httpc.Client
-	tokenURL string
-	user     string
-	password string
-	now      func() time.Time
-	log      *zap.Logger
+	hc           *httpc.Client
+	tokenURL     string
+	user         string
+	password     string
+	clientID     string
+	clientSecret string
+	scope        string
+	maxToken     int
+	now          func() time.Time
+	log          *zap.Logger
 
 	sem chan struct{} // one holder: guards the fields below and the fetch
 	tok string
@@ -76,11 +88,21 @@ func (t *tokens) invalidate(ctx context.Context, gen uint64) {
 	<-t.sem
 }
 
+// basic returns the HTTP Basic credentials of the OAuth client, "" when
+// none are configured.
+func (t *tokens) basic() string {
+	if t.clientID == "" {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString([]byte(t.clientID + ":" + t.clientSecret))
+}
+
 func (t *tokens) fetch(ctx context.Context) (string, time.Duration, error) {
 	form := url.Values{
 		"grant_type": {"password"},
 		"username":   {t.user},
 		"password":   {t.password},
+		"scope":      {t.scope},
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -88,6 +110,9 @@ func (t *tokens) fetch(ctx context.Context) (string, time.Duration, error) {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
+	if b := t.basic(); b != "" {
+		req.Header.Set("Authorization", "Basic "+b)
+	}
 	resp, err := t.hc.Do(req)
 	if err != nil {
 		return "", 0, edr.Wrap(vendor, "token", err)
@@ -97,7 +122,14 @@ func (t *tokens) fetch(ctx context.Context) (string, time.Duration, error) {
 		// The body is not quoted: an identity provider may echo the
 		// request. Only the OAuth error code is kept.
 		msg := fmt.Sprintf("the token endpoint refused the credentials (HTTP %d): check CYTOMIC_USER and CYTOMIC_PASSWORD", resp.Status)
-		if tr, derr := decodeTokenError(resp.Body); derr == nil && tr != "" {
+		tr, derr := decodeTokenError(resp.Body)
+		switch {
+		case derr == nil && tr == "invalid_client":
+			msg = fmt.Sprintf("the token endpoint refused the OAuth client (HTTP %d): check CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET", resp.Status)
+		case t.clientID == "":
+			msg += " (no OAuth client credentials are configured: Cytomic's CAS server requires CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET)"
+		}
+		if derr == nil && tr != "" {
 			msg += " (OAuth error " + tr + ")"
 		}
 		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Msg: msg}
@@ -105,7 +137,10 @@ func (t *tokens) fetch(ctx context.Context) (string, time.Duration, error) {
 		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status,
 			Msg: "the token endpoint answered with a redirect, which is not followed with credentials: check CYTOMIC_TOKEN_URL"}
 	case resp.Status >= 400:
-		return "", 0, statusError("token", resp, t.password)
+		return "", 0, statusError("token", resp, t.password, t.clientSecret, t.basic())
+	}
+	if err := checkTokens(resp.Body, t.maxToken); err != nil {
+		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Err: err}
 	}
 	tr, err := decodeToken(resp.Body)
 	if err != nil {

@@ -4,34 +4,90 @@
 // follows the operations until every machine answered or the operation TTL
 // passed, and summarises the result files.
 //
+// # Sources
+//
+// The real API outranks specs/003 (a copy of Cytomic's "OSQuery Access API"
+// page that lost its field tables) and our simulator. What the driver sends
+// is taken from, in this order:
+//
+//   - the only public client, the Cortex XSOAR integration
+//     demisto/content Packs/CytomicOrion/Integrations/CytomicOrion
+//     (CytomicOrion.py and CytomicOrion.yml, commit
+//     ff3346a2807c43b11f03ea78cdd9391b59ef0b2c): token request, base URL,
+//     paths, headers, start body fields, ttl unit;
+//   - Cytomic's help pages (info.cytomicmodel.com, ORION/en and ORION/es,
+//     17_integration_soc_tools/api_access_osquery.htm, oauth_data_flow.htm,
+//     enable_access_api_external.htm): answer fields, counters, error codes,
+//     the file format, the ttl unit, the OAuth client credentials.
+//
+// No recorded answer of a real server is public (the XSOAR pack has no test
+// data); testdata/ holds bodies built from the documented field names, and
+// says so.
+//
 // # Contract
 //
-// The source document (specs/003) lost its request-field tables; this is the
-// contract the driver and sim/cytomic implement:
+//	POST <TokenURL>  Authorization: Basic base64(client_id:client_secret)
+//	                 form grant_type=password&username=…&password=…&scope=orion.api
+//	                 → {"access_token", "token_type", "expires_in", "refresh_token", …}
+//	then "Authorization: Bearer <token>", "Content-Type:
+//	application/json-patch+json" and "Accept: application/json" on every API
+//	call. The token is replaced a tenth of its lifetime (at most a minute)
+//	before expires_in runs out, and once, transparently, when a call
+//	answers 401; the refresh token is not used (a new password grant needs
+//	nothing but the configuration).
 //
-//	POST <TokenURL>  form grant_type=password&username=…&password=…
-//	                 → {"access_token","token_type","expires_in"}
-//	then "Authorization: Bearer <token>" on every API call. The token is
-//	replaced a tenth of its lifetime (at most a minute) before expires_in
-//	runs out, and once, transparently, when a call answers 401.
-//
-//	POST /api/v1/osQuery/client  {"query": "<sql>", "clientIds": ["…"], "ttl": <seconds>}
+//	POST <URL><APIPrefix>/osQuery/client  {"query": "<sql>", "ttl": <minutes>, "pandaIDs": ["…"]}
 //	     → [{"pandaID","operationId","MUIDs":[…]}]            one operation per client
-//	POST /api/v1/osQuery/info    [{"operationId": …}, …]
+//	POST <URL><APIPrefix>/osQuery/info    [{"operationId": …}, …]
 //	     → [{"panda","operationId","info":[{"MUID","status","errorCode","errorDescription"}]}]
 //	       status: Pending | Success | PartiallySucceeded | Error (errorCode 201/202/203)
-//	POST /api/v1/osQuery/state   [{"operationId": …}, …]
+//	POST <URL><APIPrefix>/osQuery/state   [{"operationId": …}, …]
 //	     → [{"panda","operationId","url","counters":{"totalOperationElements",
 //	         "totalSuccess","totalPartiallySucceeded","totalError"}}]
 //	GET  <url>  (pre-signed, no credentials, valid five minutes; 403/410 after)
 //	     → file "osquery_<operationId>": text, first line the field names
 //	       separated by ";", then one line per row.
 //
-// Decoding is tolerant where the document is loose: IDs and error codes may
+// Every 2xx is a success (the public client accepts 200, 201 and 204); an
+// empty body is an empty list.
+//
+// # Choices where the sources disagree (Config)
+//
+//   - Paths: the public client posts to /osQuery/… on https://api.cytomic.ai
+//     (DefaultURL); Cytomic's page writes /api/v1/osQuery/…. Default: the
+//     client's; Config.APIPrefix "/api/v1" gives the page's.
+//   - ttl: minutes (Config.TTLUnit, default time.Minute), as both the page
+//     and the client say ("máximo tiempo de espera en minutos … 0 para 24
+//     horas"); this driver used to send seconds. Config.TTL is rounded up
+//     and never sent as 0, which Cytomic reads as 24 hours.
+//   - The client list's field: the client names its command argument
+//     "pandaIDs" (its code then drops it: no public code ever sent a client
+//     list); the page's name for it did not survive. Default "pandaIDs"
+//     (Config.ClientsField); "clientIds" is what this driver sent before.
+//   - Token: Config.TokenURL defaults to the client's
+//     https://auth.pandasecurity.com/oauth/token; Config.ClientID and
+//     ClientSecret (Cytomic's page says the CAS server requires them and
+//     publishes the pair) are sent with HTTP Basic, as the client does; the
+//     scope is Config.Scope, default "orion.api", as the client sends.
+//
+// Decoding is tolerant where the sources are loose: IDs and error codes may
 // be JSON numbers or strings (IDs are sent back in the type they came in),
-// counts may be numeric strings, unknown fields are ignored, statuses are
-// compared case-insensitively, and a lone object is taken as a list of one.
+// counts may be numeric strings, field names match case-insensitively,
+// unknown fields are ignored, statuses are compared case-insensitively, a
+// lone object is taken as a list of one and an empty body as an empty list.
 // An unknown status counts as still running; the TTL bounds the wait.
+//
+// # Hostile answers
+//
+// Every API answer is read whole but capped (Config.MaxBody, 8 MiB by
+// default), and no JSON string or number in it may be longer than
+// Config.MaxToken (64 KiB): an operation ID is checkpointed in the
+// reference, a URL handed to the downloader, an access token sent with
+// every request. Result files are streamed: at most Config.MaxFile (64 MiB)
+// per file, Config.MaxLine (1 MiB) per line — a line is never held whole
+// beyond that — and 1024 fields in the header line; data lines are not
+// split (only the host field is cut out). Exceeding any cap fails the task
+// with a permanent error.
 //
 // # Batching
 //
@@ -92,7 +148,34 @@
 // cancel for OSQuery operations (they end at their TTL). It releases calls
 // still waiting for a round on the cancelled operations.
 //
-// # Decisions where the document is silent
+// # Find and restarts
+//
+// Find always answers edr.ErrFindUnsupported, without a request. Cytomic's
+// OSQuery API has no way to list operations, and none to look one up by
+// something the start request sets: the start body carries only the query,
+// the ttl and the clients (no name or label to put the intent key in), and
+// /info and /state answer only for operation IDs the caller already has.
+//
+// So when a worker crashes between Cytomic accepting a start and the
+// reference being checkpointed, or a start's answer is lost (timeout, 5xx),
+// the runner starts again. What that costs, and why it is harmless:
+//
+//   - One duplicate start is one request and one extra osquery operation
+//     per configured client, run once on each of its machines; Start never
+//     retries by itself, so it can be no more.
+//   - The abandoned operations cannot be cancelled; they end by themselves
+//     at their TTL (Config.TTL, an hour by default: a shorter CYTOMIC_TTL
+//     shortens what a duplicate can cost).
+//   - The new operations run the same query (it depends only on the hash)
+//     and the task reads only their results: the outcome is the one a
+//     single start would have given. Nothing about the abandoned operations
+//     is kept anywhere.
+//   - A worker that takes over a task whose reference was checkpointed never
+//     starts: the reference is self-sufficient (operation IDs in Cytomic's
+//     own JSON types, startedAt, the ttl applied) and Poll and Collect
+//     re-attach with it, no request made to re-attach.
+//
+// # Decisions where the sources are silent
 //
 //   - The query (see Query) looks at running processes and at files directly
 //     inside the usual drop folders, and selects system_info.hostname so every
@@ -105,4 +188,5 @@
 //     surrounding double quotes trimmed, blank lines and repeated header
 //     lines skipped, CRLF and a UTF-8 BOM tolerated.
 //   - expires_in absent: the token is used until it is rejected.
+//   - Client IDs are sent as JSON strings, as configured.
 package cytomic

@@ -21,24 +21,49 @@ import (
 
 const vendor = "cytomic"
 
-// API paths below Config.URL.
+// API paths, below Config.URL and Config.APIPrefix. The public client
+// (demisto/content Packs/CytomicOrion) posts to /osQuery/... on
+// https://api.cytomic.ai; Cytomic's OSQuery page writes /api/v1/osQuery/...
+// (set Config.APIPrefix to "/api/v1" for that form).
 const (
-	ClientPath = "/api/v1/osQuery/client"
-	InfoPath   = "/api/v1/osQuery/info"
-	StatePath  = "/api/v1/osQuery/state"
+	ClientPath = "/osQuery/client"
+	InfoPath   = "/osQuery/info"
+	StatePath  = "/osQuery/state"
 )
 
 // Defaults for Config fields left zero.
 const (
-	DefaultTTL      = time.Hour
-	DefaultRound    = 5 * time.Second
-	DefaultMaxFile  = 64 << 20
+	// DefaultURL is the API base the public client is configured with.
+	DefaultURL = "https://api.cytomic.ai"
+	// DefaultTokenURL is the token endpoint the public client is configured
+	// with (Panda's CAS server).
+	DefaultTokenURL = "https://auth.pandasecurity.com/oauth/token"
+	// DefaultScope is the OAuth2 scope the public client requests.
+	DefaultScope = "orion.api"
+	// DefaultClientsField names the client list in the start body: the
+	// public client's command argument for it is "pandaIDs" (the answers
+	// name a client "pandaID").
+	DefaultClientsField = "pandaIDs"
+	// DefaultTTLUnit is the unit of "ttl": minutes, per Cytomic's page and
+	// the public client ("máximo tiempo de espera en minutos").
+	DefaultTTLUnit = time.Minute
+	DefaultTTL     = time.Hour
+	DefaultRound   = 5 * time.Second
+	DefaultMaxFile = 64 << 20
+	// DefaultMaxLine caps one line of a result file.
+	DefaultMaxLine = 1 << 20
+	// DefaultMaxToken caps one JSON string or number in an answer.
+	DefaultMaxToken = 64 << 10
 	DefaultMaxBatch = 500
 	// PollInterval is the NextPoll Poll suggests: Poll itself blocks until
 	// the next round, so the runner should call again at once and join
 	// every round.
 	PollInterval = 5 * time.Millisecond
 )
+
+// contentType is the request content type Cytomic's page and the public
+// client use for every API call.
+const contentType = "application/json-patch+json"
 
 const (
 	// urlAttempts bounds how many /state answers Collect asks for when a
@@ -52,19 +77,39 @@ const (
 
 // Config configures a Driver.
 type Config struct {
-	// URL is the API base ("https://api.example.cytomic.ai"); the
-	// /api/v1/osQuery/... paths are appended. Required.
+	// URL is the API base. Default DefaultURL.
 	URL string
-	// TokenURL is the full OAuth2 token URL. Required.
+	// APIPrefix goes between URL and the /osQuery/... paths: "" (the
+	// default, as the public client) or "/api/v1" (as Cytomic's page
+	// writes the paths).
+	APIPrefix string
+	// TokenURL is the full OAuth2 token URL. Default DefaultTokenURL.
 	TokenURL string
-	// User and Password are the OAuth2 password-grant credentials. Required.
+	// User and Password are the OAuth2 password-grant credentials of the
+	// application authorised in the Orion console. Required.
 	User, Password string
+	// ClientID and ClientSecret are the OAuth2 client credentials, sent as
+	// HTTP Basic authentication with the token request. Cytomic's page
+	// says the CAS server requires them and publishes the pair to use
+	// ("Enable Access to the API from External Programs"). Set both or
+	// neither; neither sends no Authorization header (a proxy that adds
+	// it, or the simulator).
+	ClientID, ClientSecret string
+	// Scope is the OAuth2 scope requested. Default DefaultScope.
+	Scope string
 	// ClientIDs are the Cytomic clients (customer accounts) to query.
 	// Required.
 	ClientIDs []string
-	// TTL is the operation TTL sent as "ttl" (whole seconds, rounded up).
-	// Default DefaultTTL.
+	// ClientsField names the client list in the start body. Default
+	// DefaultClientsField ("pandaIDs"); "clientIds" is what this driver
+	// sent before the public client was consulted.
+	ClientsField string
+	// TTL is the operation TTL. Default DefaultTTL. It is sent as "ttl" in
+	// TTLUnit, rounded up and at least 1 (Cytomic reads 0 as 24 hours).
 	TTL time.Duration
+	// TTLUnit is the unit of "ttl": time.Minute (default DefaultTTLUnit,
+	// as documented) or time.Second.
+	TTLUnit time.Duration
 	// Round is the period of the batched /info and /state rounds. Default
 	// DefaultRound.
 	Round time.Duration
@@ -77,6 +122,11 @@ type Config struct {
 	MaxBody   int64
 	// MaxFile caps one result file. Default DefaultMaxFile.
 	MaxFile int64
+	// MaxLine caps one line of a result file. Default DefaultMaxLine.
+	MaxLine int
+	// MaxToken caps one JSON string or number in an API or token answer.
+	// Default DefaultMaxToken.
+	MaxToken int
 	// Limiter paces API requests fleet-wide; nil means none.
 	Limiter httpc.Limiter
 	// Downloader fetches the result files (credential-free, allow-listed).
@@ -95,16 +145,20 @@ type Config struct {
 // safe for concurrent use: concurrent Poll and Collect calls share batched
 // rounds. Close is optional; it stops a running round loop at once.
 type Driver struct {
-	base      string
-	clientIDs []string
-	ttl       time.Duration
-	maxFile   int64
-	now       func() time.Time
-	log       *zap.Logger
-	hc        *httpc.Client
-	dl        *httpc.Downloader
-	tokens    *tokens
-	rounds    *batcher
+	base         string // URL and APIPrefix
+	clientIDs    []string
+	clientsField string
+	ttlUnits     int64         // "ttl" as sent, in ttlUnit
+	ttl          time.Duration // ttlUnits × ttlUnit: what Cytomic applies
+	maxFile      int64
+	maxLine      int
+	maxToken     int
+	now          func() time.Time
+	log          *zap.Logger
+	hc           *httpc.Client
+	dl           *httpc.Downloader
+	tokens       *tokens
+	rounds       *batcher
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -112,23 +166,34 @@ var _ edr.Driver = (*Driver)(nil)
 // New validates cfg and returns a Driver. It sends nothing: the first token
 // is fetched by the first call that needs one.
 func New(cfg Config) (*Driver, error) {
-	base, err := checkURL("URL", cfg.URL)
+	base, err := checkURL("URL", cmp.Or(cfg.URL, DefaultURL))
 	if err != nil {
 		return nil, err
 	}
-	tokenURL, err := checkURL("TokenURL", cfg.TokenURL)
+	prefix := strings.TrimRight(strings.TrimSpace(cfg.APIPrefix), "/")
+	if prefix != "" && (!strings.HasPrefix(prefix, "/") || strings.ContainsAny(prefix, "?#")) {
+		return nil, errors.New(`cytomic: Config.APIPrefix must be empty or a path such as "/api/v1"`)
+	}
+	tokenURL, err := checkURL("TokenURL", cmp.Or(cfg.TokenURL, DefaultTokenURL))
 	if err != nil {
 		return nil, err
 	}
+	unit := cmp.Or(cfg.TTLUnit, DefaultTTLUnit)
 	switch {
 	case cfg.User == "":
 		return nil, errors.New("cytomic: Config.User is required")
 	case cfg.Password == "":
 		return nil, errors.New("cytomic: Config.Password is required")
+	case (cfg.ClientID == "") != (cfg.ClientSecret == ""):
+		return nil, errors.New("cytomic: Config.ClientID and Config.ClientSecret go together: set both or neither")
+	case strings.Contains(cfg.ClientID, ":"):
+		return nil, errors.New("cytomic: Config.ClientID must not contain ':' (HTTP Basic authentication)")
 	case cfg.Downloader == nil:
 		return nil, errors.New("cytomic: Config.Downloader is required (result files are fetched without credentials)")
-	case cfg.TTL < 0, cfg.Round < 0, cfg.MaxBatch < 0, cfg.MaxFile < 0:
-		return nil, errors.New("cytomic: Config.TTL, Round, MaxBatch and MaxFile must not be negative")
+	case cfg.TTL < 0, cfg.Round < 0, cfg.MaxBatch < 0, cfg.MaxFile < 0, cfg.MaxLine < 0, cfg.MaxToken < 0:
+		return nil, errors.New("cytomic: Config.TTL, Round, MaxBatch, MaxFile, MaxLine and MaxToken must not be negative")
+	case unit != time.Minute && unit != time.Second:
+		return nil, errors.New("cytomic: Config.TTLUnit must be time.Minute or time.Second")
 	}
 	var clients []string
 	for _, c := range cfg.ClientIDs {
@@ -139,10 +204,16 @@ func New(cfg Config) (*Driver, error) {
 	if len(clients) == 0 {
 		return nil, errors.New("cytomic: Config.ClientIDs needs at least one client ID")
 	}
+	field := strings.TrimSpace(cmp.Or(cfg.ClientsField, DefaultClientsField))
+	if field == "query" || field == "ttl" {
+		return nil, errors.New("cytomic: Config.ClientsField must not be query or ttl")
+	}
 	ttl := cmp.Or(cfg.TTL, DefaultTTL)
 	if ttl < time.Second {
 		return nil, errors.New("cytomic: Config.TTL must be at least one second")
 	}
+	// Rounded up and at least one unit: "ttl": 0 would be 24 hours.
+	units := max(int64((ttl+unit-1)/unit), 1)
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -161,18 +232,23 @@ func New(cfg Config) (*Driver, error) {
 		Transport: cfg.Transport,
 	})
 	d := &Driver{
-		base:      base,
-		clientIDs: clients,
-		ttl:       ttl,
-		maxFile:   cmp.Or(cfg.MaxFile, DefaultMaxFile),
-		now:       now,
-		log:       log,
-		hc:        hc,
-		dl:        cfg.Downloader,
-		tokens: &tokens{
-			hc: hc, tokenURL: tokenURL, user: cfg.User, password: cfg.Password,
-			now: now, log: log, sem: make(chan struct{}, 1),
-		},
+		base:         base + prefix,
+		clientIDs:    clients,
+		clientsField: field,
+		ttlUnits:     units,
+		ttl:          time.Duration(units) * unit,
+		maxFile:      cmp.Or(cfg.MaxFile, DefaultMaxFile),
+		maxLine:      cmp.Or(cfg.MaxLine, DefaultMaxLine),
+		maxToken:     cmp.Or(cfg.MaxToken, DefaultMaxToken),
+		now:          now,
+		log:          log,
+		hc:           hc,
+		dl:           cfg.Downloader,
+	}
+	d.tokens = &tokens{
+		hc: hc, tokenURL: tokenURL, user: cfg.User, password: cfg.Password,
+		clientID: cfg.ClientID, clientSecret: cfg.ClientSecret, scope: cmp.Or(cfg.Scope, DefaultScope),
+		maxToken: d.maxToken, now: now, log: log, sem: make(chan struct{}, 1),
 	}
 	d.rounds = newBatcher(cmp.Or(cfg.Round, DefaultRound), cmp.Or(cfg.MaxBatch, DefaultMaxBatch), log,
 		func(ctx context.Context, ids []opID) (map[string]infoOp, error) {
@@ -281,15 +357,20 @@ func decodeRef(op string, raw edr.Ref) (reference, error) {
 	return r, nil
 }
 
-// Start validates the hash, then runs Query on every configured client with
-// POST /api/v1/osQuery/client and returns the reference of the operations
-// (one per client). Start is not idempotent: a retry after a lost answer
-// starts new operations.
-// Find is not implemented yet: the operation is started again.
-func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+// Find returns edr.ErrFindUnsupported at once, without a request: Cytomic's
+// OSQuery API cannot list operations nor look one up by anything the start
+// request sets (it carries no name or label, and /info and /state answer
+// only for operation IDs already known). The runner then starts again; see
+// the package doc ("Restarts") for what that costs.
+func (d *Driver) Find(context.Context, edr.Target, edr.Intent) (edr.Ref, error) {
 	return nil, edr.ErrFindUnsupported
 }
 
+// Start validates the hash, then runs Query on every configured client with
+// one POST /osQuery/client and returns the reference of the operations (one
+// per client). The request depends only on the hash and the configuration,
+// never on the clock, and is sent once: Start does not retry, so each call
+// starts at most one set of operations.
 func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	sha, err := edr.ValidSHA256(t.SHA256)
 	if err != nil {
@@ -298,11 +379,12 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 	if hold := d.rounds.throttledFor(); hold > 0 {
 		return nil, throttled("start", hold)
 	}
-	ttlSecs := int64((d.ttl + time.Second - 1) / time.Second)
+	// Nothing here depends on the clock: the same intent sends the same
+	// request.
 	body := map[string]any{
-		"query":     Query(sha),
-		"clientIds": d.clientIDs,
-		"ttl":       ttlSecs,
+		"query":        Query(sha),
+		"ttl":          d.ttlUnits,
+		d.clientsField: d.clientIDs,
 	}
 	var ops []startOp
 	err = d.call(ctx, "start", ClientPath, body, func(b []byte) (err error) {
@@ -316,7 +398,7 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 		return nil, edr.Permanent(vendor, "start", fmt.Sprintf(
 			"Cytomic started no operation for clients %s: check CYTOMIC_CLIENT_IDS", strings.Join(d.clientIDs, ",")))
 	}
-	ref := reference{StartedAt: d.now().UnixMilli(), TTL: ttlSecs}
+	ref := reference{StartedAt: d.now().UnixMilli(), TTL: int64(d.ttl / time.Second)}
 	for _, op := range ops {
 		ref.Ops = append(ref.Ops, refOp{PandaID: op.PandaID, OperationID: op.OperationID, Machines: len(op.MUIDs)})
 	}
@@ -470,14 +552,14 @@ func (d *Driver) download(ctx context.Context, op refOp, rawURL string) (fileSum
 		return fileSummary{}, edr.Wrap(vendor, "collect", fmt.Errorf("download result file of operation %s: %w", op.OperationID, err))
 	}
 	defer resp.Body.Close()
-	sum, err := parseFile(&cappedReader{r: resp.Body, max: d.maxFile})
+	sum, err := parseFile(&cappedReader{r: resp.Body, max: d.maxFile}, d.maxLine)
 	switch {
 	case err == nil:
 		return sum, nil
 	case errors.Is(err, errFileTooLarge), errors.Is(err, httpc.ErrTooLarge):
 		return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
 			Msg: fmt.Sprintf("result file of operation %s is larger than the %d-byte limit", op.OperationID, d.maxFile)}
-	case errors.Is(err, errLineTooLong):
+	case errors.Is(err, errLineTooLong), errors.Is(err, errTooManyFields):
 		return fileSummary{}, &edr.Error{Vendor: vendor, Op: "collect", Err: err,
 			Msg: fmt.Sprintf("result file of operation %s is malformed", op.OperationID)}
 	}
@@ -510,7 +592,7 @@ func (d *Driver) call(ctx context.Context, op, path string, body any, decode fun
 			return edr.Permanent(vendor, op, "cannot build the request: check CYTOMIC_URL")
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Accept", "application/json")
 		resp, err := d.hc.Do(req)
 		if err != nil {
@@ -522,7 +604,10 @@ func (d *Driver) call(ctx context.Context, op, path string, body any, decode fun
 			continue
 		}
 		if resp.Status < 200 || resp.Status >= 300 {
-			return statusError(op, resp, tok, d.tokens.password)
+			return statusError(op, resp, tok, d.tokens.password, d.tokens.clientSecret, d.tokens.basic())
+		}
+		if err := checkTokens(resp.Body, d.maxToken); err != nil {
+			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
 		}
 		if err := decode(resp.Body); err != nil {
 			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}

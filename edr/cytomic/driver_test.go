@@ -88,6 +88,7 @@ func defaultClients() []simcytomic.Client {
 func setup(t *testing.T, o opts) *env {
 	t.Helper()
 	o.sim.User, o.sim.Password = user, password
+	o.sim.ClientID, o.sim.ClientSecret = docClientID, docClientSecret
 	if o.clock != nil {
 		o.sim.Now = o.clock.Now
 	}
@@ -107,14 +108,16 @@ func setup(t *testing.T, o opts) *env {
 	rec := &authRecorder{next: http.DefaultTransport.(*http.Transport).Clone()}
 	t.Cleanup(rec.next.(*http.Transport).CloseIdleConnections)
 	cfg := cytomic.Config{
-		URL:       srv.URL,
-		TokenURL:  srv.URL + simcytomic.TokenPath,
-		User:      user,
-		Password:  password,
-		ClientIDs: []string{"1001"},
-		Round:     20 * time.Millisecond,
-		Timeout:   o.timeout,
-		UserAgent: "analysisfleet/test (cytomic)",
+		URL:          srv.URL,
+		TokenURL:     srv.URL + simcytomic.TokenPath,
+		User:         user,
+		Password:     password,
+		ClientID:     docClientID,
+		ClientSecret: docClientSecret,
+		ClientIDs:    []string{"1001"},
+		Round:        20 * time.Millisecond,
+		Timeout:      o.timeout,
+		UserAgent:    "analysisfleet/test (cytomic)",
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{
 			Hosts: []string{"127.0.0.1"}, Insecure: true, Timeout: 5 * time.Second,
 			UserAgent: "analysisfleet/test (cytomic)",
@@ -169,7 +172,7 @@ func (a *authRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 func (a *authRecorder) secrets() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := []string{password}
+	out := []string{password, docClientSecret}
 	for t := range a.tokens {
 		out = append(out, t)
 	}
@@ -248,7 +251,7 @@ func TestContract(t *testing.T) {
 		EmptyTarget: emptyTarget,
 		StartPath:   cytomic.ClientPath,
 		PollPath:    cytomic.InfoPath,
-		Secrets:     []string{password},
+		Secrets:     []string{password, docClientSecret},
 	})
 }
 
@@ -421,7 +424,7 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, res.Rows)
 	require.Equal(t, 3, e.sim.TokensIssued())
-	require.Zero(t, countStatus(e.sim.Kit(), "/api/", http.StatusUnauthorized), "refreshed before any 401")
+	require.Zero(t, countStatus(e.sim.Kit(), "/osQuery/", http.StatusUnauthorized), "refreshed before any 401")
 }
 
 func TestReauthenticatesOnceOn401(t *testing.T) {
@@ -468,8 +471,33 @@ func TestBadCredentials(t *testing.T) {
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "CYTOMIC_PASSWORD")
 	require.Contains(t, err.Error(), "invalid_grant")
-	require.Zero(t, e.sim.Kit().Count("", "/api/"), "no API call without a token")
+	require.Zero(t, e.sim.Kit().Count("", "/osQuery/"), "no API call without a token")
 	edrtest.AssertNoSecrets(t, []string{password, "wrong-" + password}, err)
+}
+
+// TestClientCredentialsRefused: Cytomic's CAS server wants the OAuth client
+// credentials; without them, or with wrong ones, the error names the
+// settings to fix.
+func TestClientCredentialsRefused(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		id, secret, want string
+	}{
+		"missing": {"", "", "CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET"},
+		"wrong":   {docClientID, "wrong-" + docClientSecret, "check CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, opts{driver: func(c *cytomic.Config) { c.ClientID, c.ClientSecret = tc.id, tc.secret }})
+			_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
+			require.Error(t, err)
+			require.False(t, edr.IsRetryable(err))
+			require.Contains(t, err.Error(), tc.want)
+			require.Contains(t, err.Error(), "invalid_client")
+			require.Zero(t, e.sim.Kit().Count("", "/osQuery/"), "no API call without a token")
+			edrtest.AssertNoSecrets(t, []string{password, docClientSecret, "wrong-" + docClientSecret}, err)
+		})
+	}
 }
 
 func TestTokenEndpointOutageIsRetryable(t *testing.T) {
@@ -831,14 +859,24 @@ func TestNewValidatesConfig(t *testing.T) {
 	d, err := cytomic.New(good)
 	require.NoError(t, err)
 	d.Close()
+	// URL and TokenURL default to the public client's.
+	d, err = cytomic.New(cytomic.Config{User: "u", Password: "p", ClientIDs: []string{"1"}, Downloader: good.Downloader})
+	require.NoError(t, err)
+	d.Close()
 	for field, mod := range map[string]func(*cytomic.Config){
-		"URL":        func(c *cytomic.Config) { c.URL = "ftp://x" },
-		"TokenURL":   func(c *cytomic.Config) { c.TokenURL = "" },
-		"User":       func(c *cytomic.Config) { c.User = "" },
-		"Password":   func(c *cytomic.Config) { c.Password = "" },
-		"ClientIDs":  func(c *cytomic.Config) { c.ClientIDs = []string{" "} },
-		"Downloader": func(c *cytomic.Config) { c.Downloader = nil },
-		"TTL":        func(c *cytomic.Config) { c.TTL = time.Millisecond },
+		"URL":          func(c *cytomic.Config) { c.URL = "ftp://x" },
+		"TokenURL":     func(c *cytomic.Config) { c.TokenURL = "https://user:pw@auth.example/oauth/token" },
+		"ClientSecret": func(c *cytomic.Config) { c.ClientID = "id" },
+		"ClientID":     func(c *cytomic.Config) { c.ClientID, c.ClientSecret = "a:b", "s" },
+		"TTLUnit":      func(c *cytomic.Config) { c.TTLUnit = time.Hour },
+		"APIPrefix":    func(c *cytomic.Config) { c.APIPrefix = "api/v1" },
+		"ClientsField": func(c *cytomic.Config) { c.ClientsField = "ttl" },
+		"MaxToken":     func(c *cytomic.Config) { c.MaxToken = -1 },
+		"User":         func(c *cytomic.Config) { c.User = "" },
+		"Password":     func(c *cytomic.Config) { c.Password = "" },
+		"ClientIDs":    func(c *cytomic.Config) { c.ClientIDs = []string{" "} },
+		"Downloader":   func(c *cytomic.Config) { c.Downloader = nil },
+		"TTL":          func(c *cytomic.Config) { c.TTL = time.Millisecond },
 	} {
 		c := good
 		mod(&c)

@@ -9,16 +9,22 @@ import (
 	"strings"
 )
 
-// maxLine caps one line of a result file.
-const maxLine = 1 << 20
+// maxFields caps the fields of a result file's header line. Our query
+// selects six columns; Cytomic may add a few. Without the cap a 1 MiB
+// header of ";" would become a million strings (16 MiB of headers, kept).
+const maxFields = 1024
 
 // hostColumns name the column that identifies the machine a row came from,
 // in order of preference (compared case-insensitively). Our query selects
 // system_info.hostname AS hostname, so the first normally matches.
 var hostColumns = []string{"hostname", "machine", "computername", "computer_name", "muid"}
 
-// errLineTooLong is returned for a result file line over maxLine bytes.
-var errLineTooLong = errors.New("result file has a line longer than 1 MiB")
+// errLineTooLong is wrapped for a result file line over the line cap.
+var errLineTooLong = errors.New("result file line too long")
+
+// errTooManyFields is wrapped for a header line of more than maxFields
+// fields.
+var errTooManyFields = errors.New("result file header has too many fields")
 
 // fileSummary is what one result file holds.
 type fileSummary struct {
@@ -40,13 +46,18 @@ type fileSummary struct {
 // header line (a file concatenated from several machines) are not rows; a
 // UTF-8 byte-order mark and CRLF line ends are tolerated. A row with fewer
 // fields than the header still counts; its host is taken when present.
-func parseFile(r io.Reader) (fileSummary, error) {
+//
+// Memory stays bounded whatever the file holds: a line longer than maxLine
+// bytes fails with errLineTooLong before it is read whole, a header of more
+// than maxFields fields with errTooManyFields, and data lines are not split:
+// only the host field is cut out.
+func parseFile(r io.Reader, maxLine int) (fileSummary, error) {
 	sum := fileSummary{HostColumn: -1, Hosts: map[string]string{}}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var headerLine string
 	first := true
 	for {
-		line, err := readLine(br)
+		line, err := readLine(br, maxLine)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return sum, err
 		}
@@ -58,6 +69,9 @@ func parseFile(r io.Reader) (fileSummary, error) {
 			switch {
 			case first:
 				first = false
+				if n := strings.Count(text, ";") + 1; n > maxFields {
+					return sum, fmt.Errorf("%w: %d fields, at most %d", errTooManyFields, n, maxFields)
+				}
 				headerLine = text
 				sum.Header = splitFields(text)
 				sum.HostColumn = findHostColumn(sum.Header)
@@ -65,13 +79,10 @@ func parseFile(r io.Reader) (fileSummary, error) {
 			default:
 				sum.Rows++
 				if sum.HostColumn >= 0 {
-					fields := splitFields(text)
-					if sum.HostColumn < len(fields) {
-						if h := fields[sum.HostColumn]; h != "" {
-							k := strings.ToLower(h)
-							if _, seen := sum.Hosts[k]; !seen {
-								sum.Hosts[k] = h
-							}
+					if h, ok := field(text, sum.HostColumn); ok && h != "" {
+						k := strings.ToLower(h)
+						if _, seen := sum.Hosts[k]; !seen {
+							sum.Hosts[k] = h
 						}
 					}
 				}
@@ -84,13 +95,14 @@ func parseFile(r io.Reader) (fileSummary, error) {
 }
 
 // readLine returns the next line without its "\n"; io.EOF with the last
-// (possibly empty) line at the end.
-func readLine(br *bufio.Reader) ([]byte, error) {
+// (possibly empty) line at the end. It never holds more than maxLine+1
+// bytes of a line.
+func readLine(br *bufio.Reader, maxLine int) ([]byte, error) {
 	var buf []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(buf)+len(chunk) > maxLine+1 {
-			return nil, errLineTooLong
+			return nil, fmt.Errorf("%w: more than %d bytes", errLineTooLong, maxLine)
 		}
 		buf = append(buf, chunk...)
 		switch {
@@ -109,13 +121,30 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 func splitFields(line string) []string {
 	fields := strings.Split(line, ";")
 	for i, f := range fields {
-		f = strings.TrimSpace(f)
-		if len(f) >= 2 && f[0] == '"' && f[len(f)-1] == '"' {
-			f = f[1 : len(f)-1]
-		}
-		fields[i] = f
+		fields[i] = cleanField(f)
 	}
 	return fields
+}
+
+// field returns field i of line, cleaned, without splitting the rest.
+func field(line string, i int) (string, bool) {
+	for ; i > 0; i-- {
+		_, rest, ok := strings.Cut(line, ";")
+		if !ok {
+			return "", false
+		}
+		line = rest
+	}
+	f, _, _ := strings.Cut(line, ";")
+	return cleanField(f), true
+}
+
+func cleanField(f string) string {
+	f = strings.TrimSpace(f)
+	if len(f) >= 2 && f[0] == '"' && f[len(f)-1] == '"' {
+		f = f[1 : len(f)-1]
+	}
+	return f
 }
 
 func findHostColumn(header []string) int {

@@ -45,7 +45,7 @@ func TestParseFile(t *testing.T) {
 		"no final EOL":  {in: "hostname\nA", rows: 1, hosts: []string{"A"}, col: 0},
 		"semicolon row": {in: "hostname;cmd\nA;x;y;z\n", rows: 1, hosts: []string{"A"}, col: 0},
 	} {
-		sum, err := parseFile(strings.NewReader(tc.in))
+		sum, err := parseFile(strings.NewReader(tc.in), DefaultMaxLine)
 		require.NoError(t, err, name)
 		require.Equal(t, tc.rows, sum.Rows, name)
 		require.Equal(t, tc.col, sum.HostColumn, name)
@@ -59,9 +59,9 @@ func TestParseFile(t *testing.T) {
 
 func TestParseFileLineTooLong(t *testing.T) {
 	t.Parallel()
-	_, err := parseFile(strings.NewReader("hostname\n" + strings.Repeat("x", maxLine+10) + "\n"))
+	_, err := parseFile(strings.NewReader("hostname\n"+strings.Repeat("x", DefaultMaxLine+10)+"\n"), DefaultMaxLine)
 	require.ErrorIs(t, err, errLineTooLong)
-	sum, err := parseFile(strings.NewReader("hostname\n" + strings.Repeat("x", maxLine) + "\n"))
+	sum, err := parseFile(strings.NewReader("hostname\n"+strings.Repeat("x", DefaultMaxLine)+"\n"), DefaultMaxLine)
 	require.NoError(t, err, "exactly maxLine is fine")
 	require.Equal(t, int64(1), sum.Rows)
 }
@@ -73,4 +73,26 @@ func TestCappedReader(t *testing.T) {
 	b, err := io.ReadAll(&cappedReader{r: strings.NewReader("01234"), max: 5})
 	require.NoError(t, err)
 	require.Equal(t, "01234", string(b))
+}
+
+func TestParseFileCapsTheHeaderFields(t *testing.T) {
+	t.Parallel()
+	_, err := parseFile(strings.NewReader("hostname"+strings.Repeat(";c", maxFields)+"\nA\n"), DefaultMaxLine)
+	require.ErrorIs(t, err, errTooManyFields)
+	sum, err := parseFile(strings.NewReader("hostname"+strings.Repeat(";c", maxFields-1)+"\nA\n"), DefaultMaxLine)
+	require.NoError(t, err, "exactly maxFields is fine")
+	require.Len(t, sum.Header, maxFields)
+	// Data rows are not split: a row of many fields is one row, its host
+	// cut out.
+	sum, err = parseFile(strings.NewReader("pid;hostname\n1;H"+strings.Repeat(";x", 100000)+"\n"), DefaultMaxLine)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), sum.Rows)
+	require.Equal(t, map[string]string{"h": "H"}, sum.Hosts)
+}
+
+func TestParseFileLineCapIsConfigurable(t *testing.T) {
+	t.Parallel()
+	_, err := parseFile(strings.NewReader("hostname\n"+strings.Repeat("x", 101)+"\n"), 100)
+	require.ErrorIs(t, err, errLineTooLong)
+	require.ErrorContains(t, err, "more than 100 bytes")
 }

@@ -144,9 +144,9 @@ func FuzzParseFile(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		sum, err := parseFile(bytes.NewReader(b))
+		sum, err := parseFile(bytes.NewReader(b), 4<<10)
 		if err != nil {
-			if !errors.Is(err, errLineTooLong) {
+			if !errors.Is(err, errLineTooLong) && !errors.Is(err, errTooManyFields) {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
@@ -209,4 +209,48 @@ func checkRoundTrip(t *testing.T, id opID) {
 	if back.text != strings.TrimSpace(id.text) {
 		t.Fatalf("round trip %q → %s → %q", id.text, b, back.text)
 	}
+}
+
+// FuzzCheckTokens: whatever checkTokens lets through decodes to strings no
+// longer than three times the cap (the cap counts bytes as written; an
+// escape is never shorter than what it decodes to, but a stray invalid
+// UTF-8 byte decodes to the 3-byte U+FFFD).
+func FuzzCheckTokens(f *testing.F) {
+	for _, s := range []string{
+		`{"a":"0123456789"}`, `["\"\\\"","x"]`, `12345678901`, `{"k":-1.5e+10}`, `"unterminated`, `[true,false,null]`,
+	} {
+		f.Add([]byte(s))
+	}
+	const max = 8
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := checkTokens(b, max)
+		var v any
+		if json.Unmarshal(b, &v) != nil {
+			return
+		}
+		var long bool
+		var walk func(any)
+		walk = func(x any) {
+			switch x := x.(type) {
+			case string:
+				long = long || len(x) > 3*max
+			case map[string]any:
+				for k, e := range x {
+					long = long || len(k) > 3*max
+					walk(e)
+				}
+			case []any:
+				for _, e := range x {
+					walk(e)
+				}
+			}
+		}
+		walk(v)
+		if long && err == nil {
+			t.Fatalf("a decoded string longer than %d passed: %q", 3*max, b)
+		}
+		if err != nil && !errors.Is(err, errTokenTooLong) {
+			t.Fatalf("unexpected error %v", err)
+		}
+	})
 }

@@ -245,10 +245,15 @@ func decodeState(b []byte) (map[string]stateOp, error) {
 }
 
 // decodeList decodes a JSON list of objects into out (a pointer to a slice).
-// A single object is accepted as a list of one; null as an empty list.
+// A single object is accepted as a list of one; null and an empty body (the
+// public client accepts 204 No Content from every call) as an empty list.
 func decodeList[T any](b []byte, out *[]T) error {
 	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '{' {
+	if len(b) == 0 {
+		*out = nil
+		return nil
+	}
+	if b[0] == '{' {
 		var one T
 		if err := json.Unmarshal(b, &one); err != nil {
 			return errors.New(jsonProblem(err))
@@ -256,7 +261,7 @@ func decodeList[T any](b []byte, out *[]T) error {
 		*out = []T{one}
 		return nil
 	}
-	if len(b) == 0 || b[0] != '[' {
+	if b[0] != '[' {
 		if bytes.Equal(b, []byte("null")) {
 			*out = nil
 			return nil
@@ -265,6 +270,45 @@ func decodeList[T any](b []byte, out *[]T) error {
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return errors.New(jsonProblem(err))
+	}
+	return nil
+}
+
+// errTokenTooLong is wrapped by checkTokens' failures.
+var errTokenTooLong = errors.New("JSON token too long")
+
+// checkTokens fails when a JSON string or number in b is longer than max
+// bytes (as written, escapes included). The body is already capped
+// (httpc's MaxBody), but a single string of megabytes would otherwise be
+// kept: an operation ID goes into the checkpointed reference, a URL to the
+// downloader, an access token into every request header.
+func checkTokens(b []byte, max int) error {
+	inString, escaped := false, false
+	run := 0 // bytes of the current string or number
+	for _, c := range b {
+		switch {
+		case inString && escaped:
+			escaped = false
+			run++
+		case inString && c == '\\':
+			escaped = true
+			run++
+		case inString && c == '"':
+			inString, run = false, 0
+			continue
+		case inString:
+			run++
+		case c == '"':
+			inString, run = true, 0
+			continue
+		case c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' || (c >= '0' && c <= '9'):
+			run++
+		default:
+			run = 0
+		}
+		if run > max {
+			return fmt.Errorf("%w: the answer has a JSON string or number longer than %d bytes (Config.MaxToken)", errTokenTooLong, max)
+		}
 	}
 	return nil
 }

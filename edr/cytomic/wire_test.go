@@ -57,7 +57,6 @@ func TestDecodersAreStrictWhereTheDocumentIsExplicit(t *testing.T) {
 		"a string":        `"hello"`,
 		"no operationId":  `[{"panda": 1, "info": []}]`,
 		"id is an object": `[{"operationId": {"a": 1}}]`,
-		"empty body":      ``,
 		"html error page": `<html>502 Bad Gateway</html>`,
 	} {
 		_, err := decodeInfo([]byte(body))
@@ -74,6 +73,44 @@ func TestDecodersAreStrictWhereTheDocumentIsExplicit(t *testing.T) {
 	_, err = decodeStart([]byte(`[{"pandaID": "1001", "MUIDs": []}]`))
 	require.ErrorIs(t, err, errMalformed)
 	require.Contains(t, err.Error(), "no operationId")
+}
+
+// TestEmptyBodyIsAnEmptyList: the public client accepts 204 No Content from
+// every call; an empty body says nothing about any operation.
+func TestEmptyBodyIsAnEmptyList(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{``, " \n", `null`, `[]`} {
+		info, err := decodeInfo([]byte(body))
+		require.NoError(t, err, "%q", body)
+		require.Empty(t, info)
+		state, err := decodeState([]byte(body))
+		require.NoError(t, err, "%q", body)
+		require.Empty(t, state)
+		start, err := decodeStart([]byte(body))
+		require.NoError(t, err, "%q", body)
+		require.Empty(t, start)
+	}
+}
+
+func TestCheckTokens(t *testing.T) {
+	t.Parallel()
+	for body, ok := range map[string]bool{
+		`{"url":"0123456789"}`:              true,
+		`{"url":"01234567890"}`:             false,
+		`{"0123456789a":1}`:                 false,
+		`[12345678901]`:                     false,
+		`[1234567890, 1234567890]`:          true,
+		`["\"\"\"\"\"", true, null]`:        true,
+		`"` + strings.Repeat(`\\`, 6) + `"`: false, // 12 bytes as written
+	} {
+		err := checkTokens([]byte(body), 10)
+		if ok {
+			require.NoError(t, err, body)
+		} else {
+			require.ErrorIs(t, err, errTokenTooLong, body)
+			require.ErrorContains(t, err, "longer than 10 bytes", body)
+		}
+	}
 }
 
 func TestDecodeState(t *testing.T) {
@@ -204,7 +241,7 @@ func TestHostsAreCapped(t *testing.T) {
 	for i := range edr.MaxListed + 50 {
 		b.WriteString("host-" + strings.Repeat("0", 3-len(itoa(i))) + itoa(i) + ";1\n")
 	}
-	sum, err := parseFile(strings.NewReader(b.String()))
+	sum, err := parseFile(strings.NewReader(b.String()), DefaultMaxLine)
 	require.NoError(t, err)
 	acc.add(sum)
 	res := acc.result(tally{machines: 1, answered: 1, success: 1}, false)

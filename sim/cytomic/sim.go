@@ -1,21 +1,40 @@
-// Package cytomic simulates the Cytomic Orion OSQuery API (source document
-// specs/003): an OAuth2 password-grant token endpoint, the start endpoints
-// /api/v1/osQuery/client and /api/v1/osQuery/machine (one operation per
-// client), the batched /api/v1/osQuery/info and /api/v1/osQuery/state
-// endpoints, and the pre-signed result files with their five-minute lifetime.
+// Package cytomic simulates the Cytomic Orion OSQuery API: an OAuth2
+// password-grant token endpoint, the start endpoints /osQuery/client and
+// /osQuery/machine (one operation per client), the batched /osQuery/info and
+// /osQuery/state endpoints, and the pre-signed result files with their
+// five-minute lifetime.
 //
-// Endpoints (all JSON unless noted):
+// It speaks what Cytomic's sources say the real API speaks: the public
+// client (demisto/content Packs/CytomicOrion/Integrations/CytomicOrion,
+// commit ff3346a2807c43b11f03ea78cdd9391b59ef0b2c) and Cytomic's "OSQuery
+// Access API" page (specs/003 is a copy that lost its field tables). Where
+// they disagree or are silent it accepts every form: the API paths are
+// served both below / (the public client, on https://api.cytomic.ai) and
+// below /api/v1 (Cytomic's page), and the client list of a start request
+// may be named pandaIDs (the public client's argument), clientIds or
+// clients.
 //
-//	POST /oauth/token                 form grant_type=password&username=&password=
-//	                                  → {"access_token","token_type":"Bearer","expires_in"}
-//	POST /api/v1/osQuery/client       {"query"|"osQuery", "clientIds"|"clients", "ttl"}
-//	POST /api/v1/osQuery/machine      {"query"|"osQuery", "MUIDs", "ttl"}
+// Endpoints (JSON unless noted; "[/api/v1]" means both forms):
+//
+//	POST /oauth/token                 form grant_type=password&username=&password=[&scope=orion.api]
+//	                                  Authorization: Basic base64(client_id:client_secret) when
+//	                                  Config.ClientID is set
+//	                                  → {"access_token","token_type":"bearer","expires_in","refresh_token","scope"}
+//	POST [/api/v1]/osQuery/client     {"query", "pandaIDs"|"clientIds"|"clients", "ttl"}
+//	POST [/api/v1]/osQuery/machine    {"query", "MUIDs", "ttl"}
 //	                                  → [{"pandaID","operationId","MUIDs":[…]}]
-//	POST /api/v1/osQuery/info         [{"operationId"}, …]
+//	POST [/api/v1]/osQuery/info       [{"operationId"}, …]
 //	                                  → [{"panda","operationId","info":[{"MUID","status","errorCode","errorDescription"}]}]
-//	POST /api/v1/osQuery/state        [{"operationId"}, …]
-//	                                  → [{"panda","operationId","url","counters":{…}}]
+//	POST [/api/v1]/osQuery/state      [{"operationId"}, …]
+//	                                  → [{"panda","operationId","url","counters":{…}}]  (no url before any data)
 //	GET  /files/osquery_<operationId>?sig=…   the ";"-separated result file (text/plain)
+//
+// "ttl" is in minutes (Config.TTLUnit), as Cytomic's page and the public
+// client document it; 0 means 24 hours. API requests must carry a JSON
+// content type: application/json-patch+json (what Cytomic's page and the
+// public client send) or application/json (or any application/*+json); any
+// other is answered 415, as an ASP.NET Core API with Swagger's
+// "application/json-patch+json" (the documented header) would.
 //
 // The simulator is asynchronous like the real API: each machine of an
 // operation answers AnswerAfter after the operation was created (never when
@@ -25,11 +44,14 @@
 // osquery Error 203, and a query the simulator cannot parse (not a SELECT,
 // unbalanced quotes or parentheses) Error 201 on every machine.
 //
-// A start request without a query, without clients/MUIDs, without a positive
-// ttl, or naming an unknown client or machine is answered 400. /info and
-// /state leave unknown operation IDs out of their answer and answer 400 to
-// more than MaxBatch IDs. API calls without a valid bearer token get 401; the
-// token endpoint answers 401 {"error":"invalid_grant"} to wrong credentials.
+// A start request without a query, without clients/MUIDs, without a ttl or
+// with a negative one, or naming an unknown client or machine is answered
+// 400. /info and /state leave unknown operation IDs out of their answer and
+// answer 400 to more than MaxBatch IDs. API calls without a valid bearer
+// token get 401; the token endpoint answers 401 {"error":"invalid_grant"} to
+// wrong user credentials and 401 {"error":"invalid_client"} to wrong or
+// missing client credentials (when Config.ClientID is set). Cytomic offers
+// no way to list operations, and neither does the simulator's API.
 //
 // Operator/test surface over HTTP, beside simhttp's /_sim/faults:
 //
@@ -63,14 +85,17 @@ import (
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
 
-// Paths served by the simulator.
+// Paths served by the simulator. The API paths are also served below
+// DocPrefix.
 const (
 	TokenPath   = "/oauth/token"
-	ClientPath  = "/api/v1/osQuery/client"
-	MachinePath = "/api/v1/osQuery/machine"
-	InfoPath    = "/api/v1/osQuery/info"
-	StatePath   = "/api/v1/osQuery/state"
+	ClientPath  = "/osQuery/client"
+	MachinePath = "/osQuery/machine"
+	InfoPath    = "/osQuery/info"
+	StatePath   = "/osQuery/state"
 	FilesPath   = "/files/"
+	// DocPrefix is the prefix Cytomic's page writes before the API paths.
+	DocPrefix = "/api/v1"
 )
 
 // Defaults for Config fields left zero.
@@ -115,6 +140,12 @@ const FileHeader = "hostname;MUID;source;pid;name;path;sha256"
 type Config struct {
 	// User and Password are the only credentials the token endpoint accepts.
 	User, Password string
+	// ClientID and ClientSecret, when ClientID is set, are the only OAuth
+	// client credentials the token endpoint accepts (HTTP Basic). Unset,
+	// client credentials are not checked.
+	ClientID, ClientSecret string
+	// TTLUnit is the unit of a start request's "ttl". Default time.Minute.
+	TTLUnit time.Duration
 	// TokenTTL is an access token's lifetime. Default DefaultTokenTTL.
 	TokenTTL time.Duration
 	// URLTTL is a download URL's lifetime. Default DefaultURLTTL.
@@ -200,6 +231,7 @@ type Server struct {
 func New(cfg Config) *Server {
 	cfg.TokenTTL = cmp.Or(cfg.TokenTTL, DefaultTokenTTL)
 	cfg.URLTTL = cmp.Or(cfg.URLTTL, DefaultURLTTL)
+	cfg.TTLUnit = cmp.Or(cfg.TTLUnit, time.Minute)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -216,10 +248,12 @@ func New(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
-	mux.HandleFunc("POST "+ClientPath, s.authed(s.startClient))
-	mux.HandleFunc("POST "+MachinePath, s.authed(s.startMachine))
-	mux.HandleFunc("POST "+InfoPath, s.authed(s.info))
-	mux.HandleFunc("POST "+StatePath, s.authed(s.state))
+	for _, prefix := range []string{"", DocPrefix} {
+		mux.HandleFunc("POST "+prefix+ClientPath, s.authed(s.startClient))
+		mux.HandleFunc("POST "+prefix+MachinePath, s.authed(s.startMachine))
+		mux.HandleFunc("POST "+prefix+InfoPath, s.authed(s.info))
+		mux.HandleFunc("POST "+prefix+StatePath, s.authed(s.state))
+	}
 	mux.HandleFunc("GET "+FilesPath+"{name}", s.file)
 	mux.HandleFunc("GET /_sim/cytomic/operations", func(w http.ResponseWriter, _ *http.Request) {
 		simhttp.WriteJSON(w, http.StatusOK, s.Operations())
@@ -376,6 +410,14 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "unreadable form body")
 		return
 	}
+	if s.cfg.ClientID != "" {
+		id, secret, ok := r.BasicAuth()
+		if !ok || id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
+			w.Header().Set("WWW-Authenticate", `Basic realm="cas"`)
+			oauthError(w, http.StatusUnauthorized, "invalid_client", "Bad client credentials")
+			return
+		}
+	}
 	if gt := r.PostForm.Get("grant_type"); gt != "password" {
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only grant_type=password is supported")
 		return
@@ -393,15 +435,26 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	secs := int64((s.cfg.TokenTTL + time.Second - 1) / time.Second)
 	w.Header().Set("Cache-Control", "no-store")
 	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
-		"access_token": tok,
-		"token_type":   "bearer",
-		"expires_in":   secs,
-		"scope":        "orion",
+		"access_token":  tok,
+		"token_type":    "bearer",
+		"expires_in":    secs,
+		"refresh_token": randomHex(24), // issued, as the CAS server does; never accepted back
+		"scope":         cmp.Or(r.PostForm.Get("scope"), "orion.api"),
 	})
 }
 
 func oauthError(w http.ResponseWriter, status int, code, desc string) {
 	simhttp.WriteJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+// jsonContent says whether a request content type is one an ASP.NET Core
+// JSON input formatter reads: application/json, text/json or any
+// application/*+json (application/json-patch+json, the documented one).
+func jsonContent(ct string) bool {
+	mt, _, _ := strings.Cut(strings.ToLower(ct), ";")
+	mt = strings.TrimSpace(mt)
+	return mt == "application/json" || mt == "text/json" ||
+		(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
 func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
@@ -422,6 +475,10 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			simhttp.WriteJSON(w, http.StatusUnauthorized, apiError("invalid or expired access token"))
 			return
 		}
+		if !jsonContent(r.Header.Get("Content-Type")) {
+			simhttp.WriteJSON(w, http.StatusUnsupportedMediaType, apiError("Content-Type must be application/json-patch+json or application/json"))
+			return
+		}
 		h(w, r)
 	}
 }
@@ -430,9 +487,12 @@ func apiError(msg string) map[string]string { return map[string]string{"error": 
 
 // --- start ---
 
+// startBody is a start request. Field names match case-insensitively (Go,
+// like ASP.NET Core): "Ttl" (as Cytomic's English page writes it) is ttl.
 type startBody struct {
 	Query     string            `json:"query"`
 	OSQuery   string            `json:"osQuery"`
+	PandaIDs  []json.RawMessage `json:"pandaIDs"`
 	ClientIDs []json.RawMessage `json:"clientIds"`
 	Clients   []json.RawMessage `json:"clients"`
 	MUIDs     []json.RawMessage `json:"MUIDs"`
@@ -441,16 +501,27 @@ type startBody struct {
 
 func (b *startBody) query() string { return cmp.Or(b.Query, b.OSQuery) }
 
-func (b *startBody) ttl() (time.Duration, error) {
+// ttl reads "ttl" in unit; 0 is 24 hours ("0 para 24 horas").
+func (b *startBody) ttl(unit time.Duration) (time.Duration, error) {
 	raw := bytes.Trim(bytes.TrimSpace(b.TTL), `"`)
-	if len(raw) == 0 {
-		return 0, fmt.Errorf("ttl is required (seconds)")
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, fmt.Errorf("ttl is required (%s)", unitName(unit))
 	}
-	secs, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil || secs <= 0 || secs > 30*24*3600 {
-		return 0, fmt.Errorf("ttl must be a positive number of seconds")
+	n, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || n < 0 || n > float64(30*24*time.Hour/unit) {
+		return 0, fmt.Errorf("ttl must be a non-negative number of %s", unitName(unit))
 	}
-	return time.Duration(secs * float64(time.Second)), nil
+	if n == 0 {
+		return 24 * time.Hour, nil
+	}
+	return time.Duration(n * float64(unit)), nil
+}
+
+func unitName(unit time.Duration) string {
+	if unit == time.Minute {
+		return "minutes"
+	}
+	return unit.String() + " units"
 }
 
 func (s *Server) startClient(w http.ResponseWriter, r *http.Request) {
@@ -459,9 +530,9 @@ func (s *Server) startClient(w http.ResponseWriter, r *http.Request) {
 		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("request body is not valid JSON"))
 		return
 	}
-	ids, err := idList(b.ClientIDs, b.Clients)
+	ids, err := idList(b.PandaIDs, b.ClientIDs, b.Clients)
 	if err != nil || len(ids) == 0 {
-		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("clientIds must be a non-empty list"))
+		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("pandaIDs must be a non-empty list"))
 		return
 	}
 	s.start(w, &b, "client", func() (map[string][]Machine, []string, error) {
@@ -525,7 +596,7 @@ func (s *Server) start(w http.ResponseWriter, b *startBody, endpoint string, pic
 		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("query is required"))
 		return
 	}
-	ttl, err := b.ttl()
+	ttl, err := b.ttl(s.cfg.TTLUnit)
 	if err != nil {
 		simhttp.WriteJSON(w, http.StatusBadRequest, apiError(err.Error()))
 		return

@@ -47,6 +47,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 type bundle struct {
+	cfg   cytomic.Config
 	sim   *cytomic.Server
 	srv   *httptest.Server
 	clock *clock
@@ -75,7 +76,7 @@ func setup(t *testing.T, cfg cytomic.Config) *bundle {
 		{MUID: "M-C", Hostname: "WIN-C", AnswerAfter: time.Second},
 	}})
 	sim.SetHits(sha, "win-a", "WIN-B", "WIN-C", "LNX-1")
-	b := &bundle{sim: sim, srv: srv, clock: clk}
+	b := &bundle{cfg: cfg, sim: sim, srv: srv, clock: clk}
 	b.token = b.login(t)
 	return b
 }
@@ -98,7 +99,13 @@ func (b *bundle) login(t *testing.T) string {
 
 func (b *bundle) form(t *testing.T, v url.Values) (int, []byte) {
 	t.Helper()
-	resp, err := http.PostForm(b.srv.URL+cytomic.TokenPath, v)
+	req, err := http.NewRequest(http.MethodPost, b.srv.URL+cytomic.TokenPath, strings.NewReader(v.Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if b.cfg.ClientID != "" {
+		req.SetBasicAuth(b.cfg.ClientID, b.cfg.ClientSecret)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -119,7 +126,7 @@ func (b *bundle) post(t *testing.T, path string, body any) (int, []byte) {
 	}
 	req, err := http.NewRequest(http.MethodPost, b.srv.URL+path, bytes.NewReader(raw))
 	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", "application/json-patch+json")
 	if b.token != "" {
 		req.Header.Set("Authorization", "Bearer "+b.token)
 	}
@@ -258,7 +265,7 @@ func TestBearerTokenChecked(t *testing.T) {
 func TestOperationLifecycle(t *testing.T) {
 	t.Parallel()
 	b := setup(t, cytomic.Config{})
-	ops := b.start(t, map[string]any{"query": validQuery(), "clientIds": []string{"1001"}, "ttl": 3600})
+	ops := b.start(t, map[string]any{"query": validQuery(), "pandaIDs": []string{"1001"}, "ttl": 60})
 	require.Len(t, ops, 1)
 	require.Equal(t, "1001", ops[0].PandaID)
 	require.ElementsMatch(t, []string{"M-A", "M-B", "M-L", "M-N", "M-Z"}, ops[0].MUIDs)
@@ -302,7 +309,7 @@ func TestOperationLifecycle(t *testing.T) {
 	require.Equal(t, cytomic.StatusPending, statuses(b.info(t, id)[0])["M-Z"], "a machine that never answers stays Pending after the TTL")
 	ops2 := b.Operations(t)
 	require.Len(t, ops2, 1)
-	require.Equal(t, time.Hour, ops2[0].TTL)
+	require.Equal(t, time.Hour, ops2[0].TTL, "ttl is in minutes")
 	require.Equal(t, "client", ops2[0].Endpoint)
 }
 
@@ -313,7 +320,7 @@ func (b *bundle) Operations(t *testing.T) []cytomic.Operation {
 
 func TestAnswerAfterTTLNeverArrives(t *testing.T) {
 	t.Parallel()
-	b := setup(t, cytomic.Config{})
+	b := setup(t, cytomic.Config{TTLUnit: time.Second})
 	ops := b.start(t, map[string]any{"query": validQuery(), "clientIds": []string{"1001"}, "ttl": 15})
 	b.clock.Advance(time.Hour)
 	b.token = b.login(t)
@@ -366,6 +373,7 @@ func TestStartValidation(t *testing.T) {
 	b := setup(t, cytomic.Config{})
 	for name, body := range map[string]any{
 		"no ttl":         map[string]any{"query": validQuery(), "clientIds": []string{"1001"}},
+		"negative ttl":   map[string]any{"query": validQuery(), "pandaIDs": []string{"1001"}, "ttl": -1},
 		"no query":       map[string]any{"clientIds": []string{"1001"}, "ttl": 60},
 		"no clients":     map[string]any{"query": validQuery(), "clientIds": []string{}, "ttl": 60},
 		"unknown client": map[string]any{"query": validQuery(), "clientIds": []string{"9999"}, "ttl": 60},
@@ -490,4 +498,93 @@ func TestAdminEndpoints(t *testing.T) {
 	var batches map[string][]int
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&batches))
 	require.Equal(t, []int{1}, batches["state"])
+}
+
+// TestTTLInMinutes: "ttl" is minutes and 0 is 24 hours, as Cytomic's page and
+// the public client say; "Ttl" (the English page's spelling) is the same
+// field.
+func TestTTLInMinutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cytomic.Config{})
+	b.start(t, map[string]any{"query": validQuery(), "pandaIDs": []string{"1002"}, "ttl": 0})
+	b.start(t, map[string]any{"query": validQuery(), "pandaIDs": []string{"1002"}, "Ttl": 90})
+	ops := b.sim.Operations()
+	require.Equal(t, 24*time.Hour, ops[0].TTL)
+	require.Equal(t, 90*time.Minute, ops[1].TTL)
+}
+
+// TestBothPathForms: the public client's /osQuery/… and Cytomic's page's
+// /api/v1/osQuery/… reach the same API.
+func TestBothPathForms(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cytomic.Config{})
+	status, raw := b.post(t, cytomic.DocPrefix+cytomic.ClientPath, map[string]any{"query": validQuery(), "pandaIDs": []string{"1002"}, "ttl": 5})
+	require.Equal(t, http.StatusOK, status, "%s", raw)
+	var ops []startOp
+	require.NoError(t, json.Unmarshal(raw, &ops))
+	id := ops[0].OperationID.(string)
+	b.clock.Advance(time.Second)
+	status, raw = b.post(t, cytomic.DocPrefix+cytomic.StatePath, idBody([]string{id}))
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, string(raw), id)
+	require.Len(t, b.state(t, id), 1)
+}
+
+// TestContentType: the documented application/json-patch+json and plain
+// application/json are read; a non-JSON content type is refused.
+func TestContentType(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cytomic.Config{})
+	for ct, want := range map[string]int{
+		"application/json-patch+json":       http.StatusOK,
+		"application/json; charset=utf-8":   http.StatusOK,
+		"text/plain":                        http.StatusUnsupportedMediaType,
+		"":                                  http.StatusUnsupportedMediaType,
+		"application/x-www-form-urlencoded": http.StatusUnsupportedMediaType,
+		"application/json-patch+json; charset=utf-8": http.StatusOK,
+	} {
+		req, err := http.NewRequest(http.MethodPost, b.srv.URL+cytomic.InfoPath, strings.NewReader("[]"))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+b.token)
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode, ct)
+	}
+}
+
+// TestClientCredentials: with Config.ClientID set, the token endpoint wants
+// the OAuth client in HTTP Basic, as Cytomic's CAS server does; its answer
+// carries a refresh token and the scope.
+func TestClientCredentials(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cytomic.Config{ClientID: "cid", ClientSecret: "csecret"})
+	tokenReq := func(id, secret string) (int, map[string]any) {
+		form := url.Values{"grant_type": {"password"}, "username": {user}, "password": {password}, "scope": {"orion.api"}}
+		req, err := http.NewRequest(http.MethodPost, b.srv.URL+cytomic.TokenPath, strings.NewReader(form.Encode()))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if id != "" {
+			req.SetBasicAuth(id, secret)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return resp.StatusCode, out
+	}
+	status, out := tokenReq("cid", "csecret")
+	require.Equal(t, http.StatusOK, status)
+	require.NotEmpty(t, out["access_token"])
+	require.NotEmpty(t, out["refresh_token"])
+	require.Equal(t, "orion.api", out["scope"])
+	for _, bad := range [][2]string{{"", ""}, {"cid", "wrong"}, {"other", "csecret"}} {
+		status, out = tokenReq(bad[0], bad[1])
+		require.Equal(t, http.StatusUnauthorized, status, bad)
+		require.Equal(t, "invalid_client", out["error"], bad)
+	}
 }
