@@ -146,8 +146,10 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		return nil, err
 	}
 	c.secrets = redact.New(e.Secrets()...)
-	if id, secret := e.Str("SOPHOS_CLIENT_ID", ""), e.Secret("SOPHOS_CLIENT_SECRET"); secret != "" {
-		c.secrets.AddBasic(id, secret)
+	for _, v := range []string{"SOPHOS", "CYTOMIC"} {
+		if id, secret := e.Str(v+"_CLIENT_ID", ""), e.Secret(v+"_CLIENT_SECRET"); secret != "" {
+			c.secrets.AddBasic(id, secret)
+		}
 	}
 	c.node.Redact = c.secrets
 	if len(c.vendors) == 0 {
@@ -196,13 +198,30 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 			},
 		})
 	}
-	if group("CYTOMIC", "CYTOMIC_URL", "CYTOMIC_TOKEN_URL", "CYTOMIC_USER", "CYTOMIC_PASSWORD", "CYTOMIC_CLIENT_IDS") {
-		url := e.URL("CYTOMIC_URL", e.Required("CYTOMIC_URL"), insecure)
-		tokenURL := e.URL("CYTOMIC_TOKEN_URL", e.Required("CYTOMIC_TOKEN_URL"), insecure)
+	if group("CYTOMIC", "CYTOMIC_URL", "CYTOMIC_TOKEN_URL", "CYTOMIC_USER", "CYTOMIC_PASSWORD", "CYTOMIC_CLIENT_IDS",
+		"CYTOMIC_CLIENT_ID", "CYTOMIC_CLIENT_SECRET") {
+		url := e.URL("CYTOMIC_URL", e.Str("CYTOMIC_URL", cytomic.DefaultURL), insecure)
+		tokenURL := e.URL("CYTOMIC_TOKEN_URL", e.Str("CYTOMIC_TOKEN_URL", cytomic.DefaultTokenURL), insecure)
 		user, pass := e.Required("CYTOMIC_USER"), e.RequiredSecret("CYTOMIC_PASSWORD")
+		clientID, clientSecret := e.Str("CYTOMIC_CLIENT_ID", ""), e.Secret("CYTOMIC_CLIENT_SECRET")
+		if (clientID == "") != (clientSecret == "") {
+			e.Fail("CYTOMIC_CLIENT_ID", "set CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET together (the OAuth client's Basic credentials)")
+		}
+		scope := e.Str("CYTOMIC_SCOPE", "")
+		prefix := e.Str("CYTOMIC_API_PREFIX", "")
+		field := e.Str("CYTOMIC_CLIENTS_FIELD", "")
+		var unit time.Duration
+		switch u := e.Str("CYTOMIC_TTL_UNIT", "minutes"); u {
+		case "minutes":
+			unit = time.Minute
+		case "seconds":
+			unit = time.Second
+		default:
+			e.Fail("CYTOMIC_TTL_UNIT", "%q is not minutes or seconds", u)
+		}
 		clients := e.List("CYTOMIC_CLIENT_IDS", nil)
 		round := e.Duration("CYTOMIC_ROUND", 0, 10*time.Millisecond, 10*time.Minute)
-		ttl := e.Duration("CYTOMIC_TTL", 0, time.Second, 7*24*time.Hour)
+		ttl := e.Duration("CYTOMIC_TTL", 0, time.Minute, 7*24*time.Hour)
 		if len(clients) == 0 {
 			e.Fail("CYTOMIC_CLIENT_IDS", "is required (comma-separated client IDs)")
 		}
@@ -211,6 +230,7 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 			rate: e.Float("CYTOMIC_RATE_LIMIT", 10, 0, 10000), burst: e.Int("CYTOMIC_RATE_BURST", 3, 1, 1000),
 			build: func(lim httpc.Limiter, dl *httpc.Downloader, tr http.RoundTripper, log *zap.Logger) (edr.Driver, error) {
 				return cytomic.New(cytomic.Config{URL: url, TokenURL: tokenURL, User: user, Password: pass,
+					ClientID: clientID, ClientSecret: clientSecret, Scope: scope, APIPrefix: prefix, ClientsField: field, TTLUnit: unit,
 					ClientIDs: clients, Round: round, TTL: ttl, UserAgent: ua, Limiter: lim, Downloader: dl, Transport: tr, Logger: log})
 			},
 		})

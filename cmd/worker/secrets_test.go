@@ -35,7 +35,7 @@ func TestNoSecretInLogsOrOutput(t *testing.T) {
 	require.Contains(t, string(logs), `"level":"debug"`, "the run really logged at debug level")
 
 	secrets := []string{simstack.AnalyzerKey, simstack.UserKey, simstack.ViewerKey, simstack.CBCAPISecret,
-		simstack.CBLRToken, simstack.CytomicPassword, simstack.SophosClientSecret}
+		simstack.CBLRToken, simstack.CytomicPassword, simstack.CytomicClientSecret, simstack.SophosClientSecret}
 	var signatures []string
 	for _, u := range d.stack.CBC.IssuedURLs() {
 		pu, err := url.Parse(u)

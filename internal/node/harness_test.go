@@ -232,6 +232,7 @@ func (f *fleet) drivers(ua string, store *state.Store, m *metrics.Metrics) map[s
 		case edr.KindCytomicOSQuery:
 			d, err = cytomic.New(cytomic.Config{URL: f.stack.CytomicURL, TokenURL: f.stack.CytomicURL + simcytomic.TokenPath,
 				User: simstack.CytomicUser, Password: simstack.CytomicPassword, ClientIDs: simstack.CytomicClients,
+				ClientID: simstack.CytomicClientID, ClientSecret: simstack.CytomicClientSecret,
 				Round: f.opts.cytomicRound, UserAgent: ua, Downloader: dl, Timeout: f.opts.requestTimeout, Limiter: lim("cytomic"), Transport: m.Transport("cytomic", nil)})
 		case edr.KindSophosXDR:
 			d, err = sophos.New(sophos.Config{URL: f.stack.SophosURL, AuthURL: f.stack.SophosURL,

@@ -36,8 +36,10 @@ const (
 
 	CBLRToken = "dev-cblr-token"
 
-	CytomicUser     = "dev-analyst"
-	CytomicPassword = "dev-cytomic-password"
+	CytomicUser         = "dev-analyst"
+	CytomicPassword     = "dev-cytomic-password"
+	CytomicClientID     = "dev-cytomic-client"
+	CytomicClientSecret = "dev-cytomic-client-secret"
 
 	SophosClientID     = "dev-sophos-client"
 	SophosClientSecret = "dev-sophos-secret"
@@ -112,8 +114,9 @@ func Start(cfg Config) (*Stack, error) {
 		}}),
 		CBC: cbc.New(cbc.Config{OrgKey: CBCOrgKey, APIID: CBCAPIID, APISecret: CBCAPISecret,
 			QueuedFor: t.CBCQueued, RunFor: t.CBCRun}),
-		CBLR:    cblr.New(cblr.Config{APIToken: CBLRToken, CheckInAfter: t.CBLRCheckIn, CommandTime: t.CBLRCommand}),
-		Cytomic: cytomic.New(cytomic.Config{User: CytomicUser, Password: CytomicPassword}),
+		CBLR: cblr.New(cblr.Config{APIToken: CBLRToken, CheckInAfter: t.CBLRCheckIn, CommandTime: t.CBLRCommand}),
+		Cytomic: cytomic.New(cytomic.Config{User: CytomicUser, Password: CytomicPassword,
+			ClientID: CytomicClientID, ClientSecret: CytomicClientSecret}),
 		Sophos: sophos.New(sophos.Config{ClientID: SophosClientID, ClientSecret: SophosClientSecret,
 			TenantID: SophosTenantID, PendingFor: t.SophosPending, RunFor: t.SophosRun,
 			MinPollInterval: t.SophosMinPoll}),
@@ -189,6 +192,7 @@ func (s *Stack) Env() map[string]string {
 		"CBLR_URL": s.CBLRURL, "CBLR_API_TOKEN": CBLRToken,
 		"CYTOMIC_URL": s.CytomicURL, "CYTOMIC_TOKEN_URL": s.CytomicURL + cytomic.TokenPath,
 		"CYTOMIC_USER": CytomicUser, "CYTOMIC_PASSWORD": CytomicPassword,
+		"CYTOMIC_CLIENT_ID": CytomicClientID, "CYTOMIC_CLIENT_SECRET": CytomicClientSecret,
 		"CYTOMIC_CLIENT_IDS": strings.Join(CytomicClients, ","),
 		"SOPHOS_URL":         s.SophosURL, "SOPHOS_AUTH_URL": s.SophosURL,
 		"SOPHOS_CLIENT_ID": SophosClientID, "SOPHOS_CLIENT_SECRET": SophosClientSecret, "SOPHOS_TENANT_ID": SophosTenantID,
