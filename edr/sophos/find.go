@@ -74,7 +74,7 @@ func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref
 			return nil, err
 		}
 		for _, run := range list.Items {
-			ok, err := f.match(ctx, run)
+			run, ok, err := f.match(ctx, run)
 			if err != nil {
 				return nil, err
 			}
@@ -127,8 +127,8 @@ func (f *finder) list(ctx context.Context, page int) (runList, error) {
 }
 
 // match says whether run is the one Start sent req for, reading it when
-// the listing left its name out.
-func (f *finder) match(ctx context.Context, run runState) (bool, error) {
+// the listing left its name out (the run returned is then the one read).
+func (f *finder) match(ctx context.Context, run runState) (runState, bool, error) {
 	created, known := parseStamp(run.CreatedAt)
 	if !known {
 		f.sorted = false // cannot tell the order, so the listing is read to its end
@@ -139,24 +139,23 @@ func (f *finder) match(ctx context.Context, run runState) (bool, error) {
 		f.last = created
 		if created.Before(f.cutoff) {
 			f.seenOld = true
-			return false, nil
+			return run, false, nil
 		}
 	}
 	if !run.HasName {
 		full, err := f.read(ctx, run.ID)
-		if err != nil {
-			return false, err
+		if err != nil || full.ID == "" { // "" : gone since it was listed
+			return run, false, err
 		}
-		run.Name, run.HasName, run.Template, run.From, run.To = full.Name, full.HasName, full.Template, full.From, full.To
-		run.ExpiresAt = full.ExpiresAt
+		run = full
 	}
 	if run.HasName && run.Name != "" {
-		return run.Name == f.req.name, nil
+		return run, run.Name == f.req.name, nil
 	}
 	// Sophos kept no name for the run (it may take it elsewhere than where
 	// it was sent): the query and its window, derived from the intent to
 	// the millisecond, identify the start as well.
-	return run.Template == f.req.sql && sameStamp(run.From, f.req.from) && sameStamp(run.To, f.req.to), nil
+	return run, run.Template == f.req.sql && sameStamp(run.From, f.req.from) && sameStamp(run.To, f.req.to), nil
 }
 
 // read fetches one run, for its name.
@@ -182,6 +181,7 @@ func (f *finder) read(ctx context.Context, id string) (runState, error) {
 	if err != nil {
 		return runState{}, d.malformedError("find", resp.Status, err)
 	}
+	run.ID = id // the run asked for, whatever the answer says
 	return run, nil
 }
 

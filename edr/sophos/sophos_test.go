@@ -941,6 +941,14 @@ func TestConfigValidationAndString(t *testing.T) {
 		{"TenantID", func(c *sophos.Config) { c.TenantID = "a\r\nX-Evil: 1" }},
 		{"PollEvery", func(c *sophos.Config) { c.PollEvery = -1 }},
 		{"MaxRows", func(c *sophos.Config) { c.MaxRows = -1 }},
+		{"Window", func(c *sophos.Config) { c.Window = -time.Hour }},
+		{"Window", func(c *sophos.Config) { c.Window = sophos.MaxWindow + time.Hour }},
+		{"NameIn", func(c *sophos.Config) { c.NameIn = "body" }},
+		{"PageSize", func(c *sophos.Config) { c.PageSize = sophos.MaxPageSize + 1 }},
+		{"MaxPages", func(c *sophos.Config) { c.MaxPages = -1 }},
+		{"MaxResultBytes", func(c *sophos.Config) { c.MaxResultBytes = -1 }},
+		{"MaxRowBytes", func(c *sophos.Config) { c.MaxRowBytes = -1 }},
+		{"FindPages", func(c *sophos.Config) { c.FindPages = -1 }},
 	} {
 		c := good
 		tc.mod(&c)

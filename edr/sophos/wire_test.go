@@ -423,3 +423,88 @@ func TestTokenErrorsNeverCarryTheSecret(t *testing.T) {
 	require.Contains(t, err.Error(), "oauth.invalid_request", "what the service said is kept, without the echo")
 	require.Contains(t, err.Error(), "trackingId t-1")
 }
+
+// endlessPages serves results pages forever, each with a fresh nextKey and
+// padded to about pad bytes.
+func endlessPages(t *testing.T, r *replay, pad int) *atomic.Int64 {
+	var served atomic.Int64
+	r.handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
+		n := served.Add(1)
+		if n > 1000 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = fmt.Fprintf(w, `{"items":[{"meta_hostname":"h","cmdline":"%s"}],"pages":{"nextKey":"k%d","size":1,"maxSize":2000}}`,
+			strings.Repeat("x", pad), n)
+	})
+	return &served
+}
+
+func TestResultBytesAreCapped(t *testing.T) {
+	t.Parallel()
+	r := newReplay(t)
+	finishedRun(t, r)
+	served := endlessPages(t, r, 10<<10)
+	cfg := r.config()
+	cfg.MaxResultBytes = 50 << 10
+	d, err := sophos.New(cfg)
+	require.NoError(t, err)
+	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, served.Load(), "five pages of a little over 10 KiB reach 50 KiB")
+	require.EqualValues(t, 5, res.Rows)
+	require.Len(t, res.Notes, 1)
+	require.Contains(t, res.Notes[0], "bytes of results (the limit)")
+	require.Contains(t, res.Notes[0], "truncated")
+}
+
+func TestPageLimitsAreConfigurable(t *testing.T) {
+	t.Parallel()
+	r := newReplay(t)
+	finishedRun(t, r)
+	served := endlessPages(t, r, 10)
+	cfg := r.config()
+	cfg.MaxPages, cfg.PageSize = 3, sophos.MaxPageSize
+	tr := &capture{next: cfg.Transport}
+	cfg.Transport = tr
+	d, err := sophos.New(cfg)
+	require.NoError(t, err)
+	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, served.Load())
+	require.Contains(t, res.Notes[0], "stopped after 3 result pages (the limit)")
+	for _, p := range tr.matching(http.MethodGet, "/results") {
+		require.Equal(t, "2000", p.query.Get("pageSize"))
+	}
+}
+
+func TestHugePageKeyStopsPaging(t *testing.T) {
+	t.Parallel()
+	r := newReplay(t)
+	finishedRun(t, r)
+	r.on("GET /results", http.StatusOK, `{"items":[{"meta_hostname":"h"}],"pages":{"nextKey":"`+strings.Repeat("k", 9000)+`"}}`)
+	d, err := sophos.New(r.config())
+	require.NoError(t, err)
+	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Rows)
+	require.Contains(t, res.Notes[0], "key for the next page is longer than")
+	require.Equal(t, 1, r.hits("GET /results"), "the key was not sent")
+}
+
+// A page larger than the response limit fails clearly, and permanently.
+func TestHugePageFails(t *testing.T) {
+	t.Parallel()
+	r := newReplay(t)
+	finishedRun(t, r)
+	rows := strings.Repeat(`{"meta_hostname":"h"},`, 5000)
+	r.on("GET /results", http.StatusOK, `{"items":[`+rows+`{}]}`)
+	cfg := r.config()
+	cfg.MaxBody = 64 << 10
+	d, err := sophos.New(cfg)
+	require.NoError(t, err)
+	_, err = edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err))
+	require.Contains(t, err.Error(), "results page larger than 65536 bytes")
+}
