@@ -44,6 +44,7 @@ func (d *Driver) stream(ctx context.Context, op, path string, query url.Values, 
 	var resp *http.Response
 	var fail *failure
 	err := d.authorized(ctx, op, func(tok string) (int, error) {
+		resp, fail = nil, nil // a retry after a 401 starts afresh
 		req, err := d.newRequest(ctx, http.MethodGet, path, query, nil, tok)
 		if err != nil {
 			return 0, err

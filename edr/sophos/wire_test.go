@@ -21,6 +21,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
+	simsophos "github.com/analysisfleet/analysisfleet/sim/sophos"
 )
 
 // captured is one request as it went on the wire.
@@ -507,4 +508,22 @@ func TestHugePageFails(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "results page larger than 65536 bytes")
+}
+
+// A results page refused for an expired token is fetched again with a new
+// one, like every other call.
+func TestResultsReauthOn401(t *testing.T) {
+	t.Parallel()
+	b := setup(t, simsophos.Config{}, nil)
+	b.sim.SetHits(hitSHA, 1500, "h1")
+	d := b.driver(t)
+	ctx := testCtx(t)
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
+	require.NoError(t, err)
+	b.sim.RevokeTokens()
+	res, err := d.Collect(ctx, ref)
+	require.NoError(t, err)
+	require.EqualValues(t, 1500, res.Rows)
+	require.Equal(t, 2, b.sim.TokensIssued())
+	require.Equal(t, 1, statuses(b.kit(), http.StatusUnauthorized))
 }
