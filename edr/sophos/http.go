@@ -23,8 +23,8 @@ import (
 // the caller to map.
 func (d *Driver) call(ctx context.Context, op, method, path string, query url.Values, body []byte) (*httpc.Response, error) {
 	var resp *httpc.Response
-	err := d.authorized(ctx, op, func(tok string) (int, error) {
-		req, err := d.newRequest(ctx, method, path, query, body, tok)
+	err := d.authorized(ctx, op, func(tok string, ten tenancy) (int, error) {
+		req, err := d.newRequest(ctx, method, path, query, body, tok, ten)
 		if err != nil {
 			return 0, err
 		}
@@ -43,9 +43,9 @@ func (d *Driver) call(ctx context.Context, op, method, path string, query url.Va
 func (d *Driver) stream(ctx context.Context, op, path string, query url.Values, max int64) (*http.Response, *failure, error) {
 	var resp *http.Response
 	var fail *failure
-	err := d.authorized(ctx, op, func(tok string) (int, error) {
+	err := d.authorized(ctx, op, func(tok string, ten tenancy) (int, error) {
 		resp, fail = nil, nil // a retry after a 401 starts afresh
-		req, err := d.newRequest(ctx, http.MethodGet, path, query, nil, tok)
+		req, err := d.newRequest(ctx, http.MethodGet, path, query, nil, tok, ten)
 		if err != nil {
 			return 0, err
 		}
@@ -73,14 +73,19 @@ func (d *Driver) stream(ctx context.Context, op, path string, query url.Values, 
 	return resp, fail, nil
 }
 
-// authorized runs send with a bearer token, once more with a fresh token
-// when the cached one is refused (401). send returns the status it got.
-func (d *Driver) authorized(ctx context.Context, op string, send func(tok string) (int, error), failed func() failure) error {
+// authorized runs send with a bearer token and the tenancy, once more
+// with a fresh token when the cached one is refused (401). send returns the
+// status it got.
+func (d *Driver) authorized(ctx context.Context, op string, send func(tok string, ten tenancy) (int, error), failed func() failure) error {
 	tok, fresh, err := d.tokens.get(ctx)
 	if err != nil {
 		return err
 	}
-	status, err := send(tok)
+	ten, err := d.tenancy(ctx, tok)
+	if err != nil {
+		return err
+	}
+	status, err := send(tok, ten)
 	if err != nil || status != http.StatusUnauthorized {
 		return err
 	}
@@ -89,15 +94,15 @@ func (d *Driver) authorized(ctx context.Context, op string, send func(tok string
 		if tok, _, err = d.tokens.get(ctx); err != nil {
 			return err
 		}
-		if status, err = send(tok); err != nil || status != http.StatusUnauthorized {
+		if status, err = send(tok, ten); err != nil || status != http.StatusUnauthorized {
 			return err
 		}
 	}
 	return d.statusError(op, failed(), msgBadCredentials)
 }
 
-func (d *Driver) newRequest(ctx context.Context, method, path string, query url.Values, body []byte, tok string) (*http.Request, error) {
-	u := d.base + path
+func (d *Driver) newRequest(ctx context.Context, method, path string, query url.Values, body []byte, tok string, ten tenancy) (*http.Request, error) {
+	u := ten.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -106,7 +111,7 @@ func (d *Driver) newRequest(ctx context.Context, method, path string, query url.
 		return nil, &edr.Error{Vendor: vendor, Msg: "cannot build the request", Err: err}
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("X-Tenant-ID", d.cfg.TenantID)
+	req.Header.Set("X-Tenant-ID", ten.tenant)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	return req, nil

@@ -66,18 +66,24 @@ const (
 // maxEmptyPages bounds consecutive pages with no rows but a next key.
 const maxEmptyPages = 10
 
-// Config configures a Driver. URL, AuthURL, ClientID, ClientSecret and
-// TenantID are required; zero values of the rest mean their defaults.
+// Config configures a Driver. AuthURL, ClientID and ClientSecret are
+// required; zero values of the rest mean their defaults.
 type Config struct {
 	// URL is the tenant's data-region API base (SOPHOS_URL), e.g.
-	// https://api-eu01.central.sophos.com (whoami's apiHosts.dataRegion).
+	// https://api-eu01.central.sophos.com. Empty: whoami's
+	// apiHosts.dataRegion (a tenant credential only).
 	URL string
 	// AuthURL is the identity service base (SOPHOS_AUTH_URL), e.g.
 	// https://id.sophos.com; TokenPath is appended.
 	AuthURL string
+	// GlobalURL is Sophos Central's global API base, where whoami answers.
+	// Default DefaultGlobalURL. Used only when URL or TenantID is empty.
+	GlobalURL string
 	// ClientID and ClientSecret are the service principal's credentials.
 	ClientID, ClientSecret string
-	// TenantID is sent as X-Tenant-ID.
+	// TenantID is sent as X-Tenant-ID. Empty: whoami's id (a tenant
+	// credential only; a partner or organization credential must name
+	// the tenant).
 	TenantID string
 	// PollEvery is the NextPoll Poll suggests. Default DefaultPollEvery.
 	PollEvery time.Duration
@@ -130,13 +136,13 @@ func (c Config) GoString() string { return c.String() }
 
 // Driver runs XDR Data Lake queries. It implements edr.Driver.
 type Driver struct {
-	cfg      Config
-	base     string
-	tokenURL string
-	api      *httpc.Client
-	auth     *httpc.Client
-	tokens   *tokenSource
-	now      func() time.Time
+	cfg       Config
+	tokenURL  string
+	globalURL string
+	api       *httpc.Client
+	auth      *httpc.Client
+	tokens    *tokenSource
+	now       func() time.Time
 
 	pollEvery      time.Duration
 	window         time.Duration
@@ -148,6 +154,12 @@ type Driver struct {
 	maxRowBytes    int64
 	maxPageBytes   int64
 	findPages      int
+
+	// ten is the data region and tenant, configured or learnt from whoami
+	// (one whoami at a time: whoamiSem).
+	whoMu     sync.Mutex
+	ten       tenancy
+	whoamiSem chan struct{}
 
 	// secretForms are the client secret in every encoding a request
 	// carries it in (see redact).
@@ -168,20 +180,31 @@ var _ edr.Driver = (*Driver)(nil)
 
 // New validates cfg and returns a Driver. It makes no network call.
 func New(cfg Config) (*Driver, error) {
-	base, err := baseURL("URL", cfg.URL)
-	if err != nil {
-		return nil, err
+	var base string
+	if cfg.URL != "" {
+		b, err := baseURL("URL", cfg.URL)
+		if err != nil {
+			return nil, err
+		}
+		base = b
 	}
 	authBase, err := baseURL("AuthURL", cfg.AuthURL)
 	if err != nil {
 		return nil, err
 	}
+	globalBase, err := baseURL("GlobalURL", cmp.Or(cfg.GlobalURL, DefaultGlobalURL))
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range []struct{ name, v string }{
-		{"ClientID", cfg.ClientID}, {"ClientSecret", cfg.ClientSecret}, {"TenantID", cfg.TenantID},
+		{"ClientID", cfg.ClientID}, {"ClientSecret", cfg.ClientSecret},
 	} {
 		if strings.TrimSpace(f.v) == "" {
 			return nil, fmt.Errorf("sophos: Config.%s is required", f.name)
 		}
+	}
+	if cfg.TenantID != "" && strings.TrimSpace(cfg.TenantID) == "" {
+		return nil, errors.New("sophos: Config.TenantID must not be blank")
 	}
 	if strings.ContainsAny(cfg.TenantID, "\r\n") {
 		return nil, errors.New("sophos: Config.TenantID must be a single line")
@@ -208,9 +231,11 @@ func New(cfg Config) (*Driver, error) {
 		cfg.Now = time.Now
 	}
 	d := &Driver{
-		cfg:      cfg,
-		base:     base,
-		tokenURL: authBase + TokenPath,
+		cfg:       cfg,
+		tokenURL:  authBase + TokenPath,
+		globalURL: globalBase,
+		ten:       tenancy{base: base, tenant: cfg.TenantID},
+		whoamiSem: make(chan struct{}, 1),
 		api: httpc.New(httpc.Config{
 			Service: "sophos", UserAgent: cfg.UserAgent, Timeout: cfg.Timeout, MaxBody: cfg.MaxBody,
 			Limiter: cfg.Limiter, Transport: cfg.Transport,

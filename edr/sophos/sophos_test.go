@@ -931,13 +931,13 @@ func TestConfigValidationAndString(t *testing.T) {
 		field string
 		mod   func(*sophos.Config)
 	}{
-		{"URL", func(c *sophos.Config) { c.URL = "" }},
 		{"URL", func(c *sophos.Config) { c.URL = "ftp://x" }},
 		{"URL", func(c *sophos.Config) { c.URL = "https://user:pw@x" }},
 		{"AuthURL", func(c *sophos.Config) { c.AuthURL = "id.sophos.com" }},
 		{"ClientID", func(c *sophos.Config) { c.ClientID = "" }},
 		{"ClientSecret", func(c *sophos.Config) { c.ClientSecret = " " }},
-		{"TenantID", func(c *sophos.Config) { c.TenantID = "" }},
+		{"TenantID", func(c *sophos.Config) { c.TenantID = "  " }},
+		{"GlobalURL", func(c *sophos.Config) { c.GlobalURL = "api.central.sophos.com" }},
 		{"TenantID", func(c *sophos.Config) { c.TenantID = "a\r\nX-Evil: 1" }},
 		{"PollEvery", func(c *sophos.Config) { c.PollEvery = -1 }},
 		{"MaxRows", func(c *sophos.Config) { c.MaxRows = -1 }},

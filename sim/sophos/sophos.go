@@ -9,6 +9,7 @@
 // One handler serves both hosts' paths:
 //
 //	POST /api/v2/oauth2/token                          client-credentials grant (form)
+//	GET  /whoami/v1                                    the credential's tenant and data region (this server)
 //	POST /xdr-query/v1/queries/runs                    start a run {"adHocQuery":{"template"},"name","from","to"}
 //	GET  /xdr-query/v1/queries/runs                    list runs (?statuses=&page=&pageSize=&pageTotal=&order=)
 //	GET  /xdr-query/v1/queries/runs/{id}               run status
@@ -77,8 +78,9 @@ import (
 
 // Paths the simulator serves.
 const (
-	TokenPath = "/api/v2/oauth2/token"
-	RunsPath  = "/xdr-query/v1/queries/runs"
+	TokenPath  = "/api/v2/oauth2/token"
+	RunsPath   = "/xdr-query/v1/queries/runs"
+	WhoamiPath = "/whoami/v1"
 )
 
 // Defaults for Config fields left zero.
@@ -135,6 +137,9 @@ type Config struct {
 	RateLimit float64
 	// RunTTL is how long a run and its results live (expiresAt). Default 2h.
 	RunTTL time.Duration
+	// IDType is what whoami says the credential is: "tenant" (default),
+	// "partner" or "organization".
+	IDType string
 	// ListSummaries makes the run list carry only id, createdAt, result and
 	// status for each run, as Sophos's 2026 example does.
 	ListSummaries bool
@@ -202,6 +207,7 @@ func New(cfg Config) *Server {
 	cfg.TenantID = cmp.Or(cfg.TenantID, DefaultTenantID)
 	cfg.TokenTTL = cmp.Or(cfg.TokenTTL, DefaultTokenTTL)
 	cfg.RunTTL = cmp.Or(cfg.RunTTL, DefaultRunTTL)
+	cfg.IDType = cmp.Or(cfg.IDType, "tenant")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -216,6 +222,7 @@ func New(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
+	mux.HandleFunc("GET "+WhoamiPath, s.whoami)
 	mux.HandleFunc("POST "+RunsPath, s.api(s.start))
 	mux.HandleFunc("GET "+RunsPath, s.api(s.list))
 	mux.HandleFunc("GET "+RunsPath+"/{id}", s.api(s.status))
@@ -404,6 +411,34 @@ func randomBytes(n int) []byte {
 	return b
 }
 
+// whoami answers as Sophos's example does, naming this server as both
+// the global host and the data region.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	if !s.bearer(r) {
+		s.fail(w, http.StatusUnauthorized, "Unauthorized", "missing, invalid or expired bearer token")
+		return
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"id": s.cfg.TenantID, "idType": s.cfg.IDType,
+		"apiHosts": map[string]string{"global": base, "dataRegion": base},
+	})
+}
+
+// bearer says whether r carries a live access token.
+func (s *Server) bearer(r *http.Request) bool {
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	s.mu.Lock()
+	exp, known := s.tokens[tok]
+	valid := known && s.cfg.Now().Before(exp)
+	s.mu.Unlock()
+	return strings.EqualFold(scheme, "Bearer") && valid
+}
+
 // --- data-region API ---
 
 // api wraps a data-region handler with the global rate limit and the
@@ -414,12 +449,7 @@ func (s *Server) api(h func(http.ResponseWriter, *http.Request)) http.HandlerFun
 			s.tooMany(w, wait, "API rate limit exceeded")
 			return
 		}
-		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		s.mu.Lock()
-		exp, known := s.tokens[tok]
-		valid := known && s.cfg.Now().Before(exp)
-		s.mu.Unlock()
-		if !strings.EqualFold(scheme, "Bearer") || !valid {
+		if !s.bearer(r) {
 			s.fail(w, http.StatusUnauthorized, "Unauthorized", "missing, invalid or expired bearer token")
 			return
 		}
