@@ -36,6 +36,8 @@
 //
 //	POST <AuthURL>/api/v2/oauth2/token            client credentials → bearer JWT (cached, refreshed);
 //	                                              in the form body, once more with HTTP Basic after a 401
+//	GET  <GlobalURL>/whoami/v1                    {"id","idType","apiHosts":{"dataRegion"}}: only when the
+//	                                              tenant or the data region is not configured (tenant credentials)
 //	POST <URL>/xdr-query/v1/queries/runs          {"adHocQuery":{"template":<sql>},"name":<name>,
 //	                                               "from":<At−Window>,"to":<At>} → run (status pending|started)
 //	GET  <URL>/xdr-query/v1/queries/runs/{id}     run: status pending|started|finished, result notAvailable|
@@ -46,7 +48,10 @@
 //
 // Every data-region call carries "Authorization: Bearer <jwt>",
 // "X-Tenant-ID: <tenant>" and "Content-Type: application/json" (a partner
-// credential, too, names the customer tenant with X-Tenant-ID).
+// credential, too, names the customer tenant with X-Tenant-ID). A tenant
+// credential may leave the tenant ID and the data region unconfigured:
+// whoami names both, as it does for Sophos's scripts and SEKOIA's
+// connector; a partner or organization credential must name them.
 //
 // # Starting once
 //
