@@ -2,6 +2,7 @@ package sophos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
 // Bounds on the in-process memory of partly collected runs.
@@ -23,23 +25,26 @@ type partial struct {
 	started bool   // the first page has been read
 	rows    int64
 	pages   int
+	bytes   int64
 	empty   int // consecutive empty pages
 	hosts   map[string]struct{}
 	listed  []string
 	touched time.Time
 }
 
-// Collect pages through all results of a finished run (PageSize rows a
-// page, following pages.nextKey until it is absent or empty) and
+// Collect pages through the results of a finished run (Config.PageSize
+// rows a page, following pages.nextKey until it is absent or empty) and
 // summarises them: Rows is the number of rows, Hosts the distinct
 // meta_hostname values (endpoint_id when a row has no host name), capped at
-// edr.MaxListed. It stops after Config.MaxRows rows and says so in Notes.
+// edr.MaxListed. It stops after Config.MaxRows rows, Config.MaxPages pages
+// or Config.MaxResultBytes bytes and says in Notes that the result is
+// truncated. A row larger than Config.MaxRowBytes fails Collect
+// permanently.
 //
-// The guide shows pages.nextKey but not how to ask for the next page. When a
-// page after the first is answered 400, 404 or 422, or is the same page
-// again (pageFromKey ignored), Collect stops paging and returns what it has,
-// with a note that the result may be truncated. Errors on the first page
-// fail Collect as usual.
+// When a page after the first is answered 400, 404 or 422, or is the same
+// page again (pageFromKey ignored), Collect stops paging and returns what it
+// has, with a note that the result may be truncated. Errors on the first
+// page fail Collect as usual.
 //
 // When a page fails with a retryable error, the progress so far is kept in
 // this Driver and the next Collect of the same run resumes from that page.
@@ -70,36 +75,33 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 // nextPage fetches and folds in one page. It returns a non-empty reason
 // when paging is over: "complete", or a note for the analyst.
 func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, error) {
-	q := url.Values{"maxSize": {strconv.Itoa(PageSize)}}
+	size := strconv.Itoa(d.pageSize)
+	// pageSize is Sophos's documented parameter; maxSize is the guide's,
+	// and SEKOIA's connector sends both.
+	q := url.Values{"pageSize": {size}, "maxSize": {size}}
 	if p.key != "" {
 		q.Set("pageFromKey", p.key)
 	}
-	resp, err := d.call(ctx, "collect", http.MethodGet, rf.path("/results"), q, nil)
+	resp, fail, err := d.stream(ctx, "collect", rf.path("/results"), q, d.maxPageBytes)
 	if err != nil {
 		return "", err
 	}
+	if fail != nil {
+		return d.pageRefused(p, rf, *fail)
+	}
+	defer resp.Body.Close()
+	page, err := decodeResults(resp.Body, d.maxRowBytes)
 	switch {
-	case p.started && laterPageRefused(resp.Status):
-		// The guide shows pages.nextKey but never names the request
-		// parameter: a server that does not take pageFromKey may refuse it.
-		// What the earlier pages found is still worth reporting.
-		return fmt.Sprintf("stopped paging after %d rows: Sophos answered HTTP %d to the request for the next page (pageFromKey); the result may be truncated", p.rows, resp.Status), nil
-	case resp.Status == http.StatusNotFound:
-		return "", d.notFound("collect", resp, rf)
-	case resp.Status == http.StatusConflict:
-		// Results asked for before the run finished (the simulator's
-		// answer; the guide is silent): worth asking again later.
-		err := d.statusError("collect", resp, "the query run has not finished yet")
-		if e, ok := err.(*edr.Error); ok {
-			setRetry(e, max(e.RetryAfter, d.pollEvery))
-		}
-		return "", err
-	case resp.Status >= 300 || resp.Status < 200:
-		return "", d.statusError("collect", resp, "")
-	}
-	page, err := decodeResults(resp.Body)
-	if err != nil {
-		return "", d.malformedError("collect", resp, err)
+	case errors.Is(err, errValueTooLarge):
+		return "", &edr.Error{Vendor: vendor, Op: "collect", Status: resp.StatusCode,
+			Msg: fmt.Sprintf("Sophos sent a result row larger than %d bytes (Config.MaxRowBytes); the results cannot be read", d.maxRowBytes)}
+	case errors.Is(err, httpc.ErrTooLarge):
+		return "", &edr.Error{Vendor: vendor, Op: "collect", Status: resp.StatusCode,
+			Msg: fmt.Sprintf("Sophos sent a results page larger than %d bytes; the results cannot be read", d.maxPageBytes), Err: err}
+	case errors.Is(err, errMalformed):
+		return "", d.malformedError("collect", resp.StatusCode, err)
+	case err != nil:
+		return "", d.transportError("collect", err)
 	}
 	if p.started && page.NextKey != "" && page.NextKey == p.key {
 		// The server ignored pageFromKey and sent the same page again: its
@@ -108,6 +110,7 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 	}
 	p.started = true
 	p.pages++
+	p.bytes += page.Read
 	p.rows += int64(len(page.Hosts))
 	for _, h := range page.Hosts {
 		if h == "" {
@@ -129,12 +132,39 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 	switch {
 	case p.key == "":
 		return "complete", nil
+	case len(p.key) > maxKeyLen:
+		return fmt.Sprintf("stopped paging after %d rows: Sophos's key for the next page is longer than %d bytes; the result is truncated", p.rows, maxKeyLen), nil
 	case p.rows >= d.maxRows:
-		return fmt.Sprintf("stopped after %d rows (the limit); Sophos has more results: narrow the query to see them all", p.rows), nil
+		return fmt.Sprintf("stopped after %d rows (the limit); Sophos has more results: the result is truncated, narrow the query to see them all", p.rows), nil
+	case p.pages >= d.maxPages:
+		return fmt.Sprintf("stopped after %d result pages (the limit) and %d rows; Sophos has more pages: the result is truncated", p.pages, p.rows), nil
+	case p.bytes >= d.maxResultBytes:
+		return fmt.Sprintf("stopped after %d bytes of results (the limit) and %d rows; Sophos has more pages: the result is truncated", p.bytes, p.rows), nil
 	case p.empty >= maxEmptyPages:
-		return fmt.Sprintf("stopped after %d empty result pages in a row; the counts may be incomplete", p.empty), nil
+		return fmt.Sprintf("stopped after %d empty result pages in a row; the counts may be incomplete (truncated)", p.empty), nil
 	}
 	return "", nil
+}
+
+// pageRefused maps a refused results page.
+func (d *Driver) pageRefused(p *partial, rf ref, f failure) (string, error) {
+	switch {
+	case p.started && laterPageRefused(f.status):
+		// A server that does not take pageFromKey may refuse it. What the
+		// earlier pages found is still worth reporting.
+		return fmt.Sprintf("stopped paging after %d rows: Sophos answered HTTP %d to the request for the next page (pageFromKey); the result may be truncated", p.rows, f.status), nil
+	case f.status == http.StatusNotFound:
+		return "", d.notFound("collect", f, rf)
+	case f.status == http.StatusConflict:
+		// Results asked for before the run finished (the simulator's
+		// answer; the guide is silent): worth asking again later.
+		err := d.statusError("collect", f, "the query run has not finished yet")
+		if e, ok := err.(*edr.Error); ok {
+			setRetry(e, max(e.RetryAfter, d.pollEvery))
+		}
+		return "", err
+	}
+	return "", d.statusError("collect", f, "")
 }
 
 // laterPageRefused reports whether status, the answer to a request for a

@@ -1,7 +1,9 @@
 package sophos
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -90,27 +92,105 @@ func TestDecodeToken(t *testing.T) {
 	}
 }
 
+func results(body string) (resultsPage, error) {
+	return decodeResults(strings.NewReader(body), 1<<20)
+}
+
 func TestDecodeResults(t *testing.T) {
 	t.Parallel()
-	p, err := decodeResults([]byte(docResults))
+	p, err := results(docResults)
 	require.NoError(t, err)
 	require.Equal(t, []string{"WIN-1", "e2", "WIN-1"}, p.Hosts, "meta_hostname, else endpoint_id")
 	require.Equal(t, "AVCcdoKeugP+/Ve1kw==", p.NextKey)
+	require.EqualValues(t, len(docResults), p.Read)
 
-	p, err = decodeResults([]byte(`{"items": null, "pages": {"nextKey": null}}`))
+	p, err = results(`{"items": null, "pages": {"nextKey": null}}`)
 	require.NoError(t, err)
 	require.Empty(t, p.Hosts)
 	require.Empty(t, p.NextKey)
 
-	p, err = decodeResults([]byte(`{"items": [null, {"meta_hostname": 42}]}`))
+	p, err = results(`{"items": [null, {"meta_hostname": 42}]}`)
 	require.NoError(t, err, "no pages: the last page")
 	require.Equal(t, []string{"", "42"}, p.Hosts)
 
+	p, err = results(`{"metadata": {"columns": [{"name": "x"}]}, "pages": {"size": 5, "fromKey": "k1"}}`)
+	require.NoError(t, err, "Sophos's 2021 example has pages but no items")
+	require.Empty(t, p.Hosts)
+	require.Equal(t, "k1", p.FromKey)
+
 	for _, bad := range []string{`{}`, `{"items": {}}`, `{"items": [1]}`, `{"items": [], "pages": {"nextKey": {}}}`,
-		`{"items": [], "pages": []}`, `[]`, `{"items": [`} {
-		_, err := decodeResults([]byte(bad))
+		`{"items": [], "pages": []}`, `[]`, `{"items": [`, `{"items": []} {}`, `{"items": [], "items": []}`, ``, `{"items": [}`} {
+		_, err := results(bad)
 		require.ErrorIs(t, err, errMalformed, bad)
 	}
+}
+
+func TestDecodeResultsCapsValues(t *testing.T) {
+	t.Parallel()
+	row := `{"meta_hostname": "h", "cmdline": "` + strings.Repeat("a", 2000) + `"}`
+	body := `{"items": [` + row + `, ` + row + `], "metadata": {"x": "` + strings.Repeat("b", 500) + `"}}`
+	p, err := decodeResults(strings.NewReader(body), 2100)
+	require.NoError(t, err, "rows under the cap")
+	require.Len(t, p.Hosts, 2)
+
+	for name, body := range map[string]string{
+		"row":         `{"items": [{"cmdline": "` + strings.Repeat("a", 20000) + `"}]}`,
+		"metadata":    `{"metadata": {"columns": "` + strings.Repeat("a", 20000) + `"}, "items": []}`,
+		"nextKey":     `{"items": [], "pages": {"nextKey": "` + strings.Repeat("a", 20000) + `"}}`,
+		"key":         `{"` + strings.Repeat("a", 20000) + `": 1, "items": []}`,
+		"whitespace":  `{"items": [` + strings.Repeat(" ", 20000) + `]}`,
+		"deep object": `{"items": [` + strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat(`}`, 5000) + `]}`,
+	} {
+		_, err := decodeResults(strings.NewReader(body), 1000)
+		require.ErrorIs(t, err, errValueTooLarge, name)
+	}
+}
+
+func TestDecodeRunList(t *testing.T) {
+	t.Parallel()
+	l, err := decodeRunList([]byte(`{"items":[{"id":"a","createdAt":"2024-01-15T10:30:00.000Z","result":"notAvailable","status":"started"},` +
+		`{"id":"b","status":"finished","result":"canceled","name":"n","template":"SELECT 1","from":"f","to":"t"}],` +
+		`"pages":{"current":1,"size":50,"total":3,"items":101,"maxSize":100}}`))
+	require.NoError(t, err)
+	require.Len(t, l.Items, 2)
+	require.False(t, l.Items[0].HasName)
+	require.Equal(t, runState{ID: "b", Status: "finished", Result: "canceled", Name: "n", HasName: true,
+		Template: "SELECT 1", From: "f", To: "t"}, l.Items[1])
+	require.Equal(t, runList{Items: l.Items, Current: 1, Size: 50, Total: 3, ItemsTotal: 101}, l)
+
+	l, err = decodeRunList([]byte(`{"items":[],"pages":{"current":-31584472,"size":-6135250,"total":"x"}}`))
+	require.NoError(t, err, "Sophos's generated example: nonsense counts are unknown counts")
+	require.Equal(t, runList{}, l)
+
+	for _, bad := range []string{`{}`, `{"items":{}}`, `{"items":[null]}`, `{"items":[{"status":"x"}]}`, `{"items":[{"id":"a"}]}`, `[]`} {
+		_, err := decodeRunList([]byte(bad))
+		require.ErrorIs(t, err, errMalformed, bad)
+	}
+}
+
+func TestDecodeAPIError(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, apiError{Error: "ValidationException", Code: "400", CorrelationID: "3f2aa7bc-bbb1-4f93-8d56-acad5f6ad3dc",
+		RequestID: "3dc153c6-03a4-45c9-abb0-8d4a7e41a96f", Message: "Invalid time range 'from' field: 2023-07-18T10:52:22Z - cannot be in the future."},
+		decodeAPIError([]byte(`{"error":"ValidationException","correlationId":"3f2aa7bc-bbb1-4f93-8d56-acad5f6ad3dc",`+
+			`"requestId":"3dc153c6-03a4-45c9-abb0-8d4a7e41a96f","createdAt":"2023-07-18T09:23:25.449Z","code":400,`+
+			`"message":"Invalid time range 'from' field: 2023-07-18T10:52:22Z - cannot be in the future."}`)))
+
+	cut := decodeAPIError([]byte(`{"error":"BadRequest","correlationId":"c-1","message":"a long message that was cut sho`))
+	require.Equal(t, apiError{Error: "BadRequest", CorrelationID: "c-1"}, cut, "a snippet keeps the fields it holds whole")
+
+	odd := decodeAPIError([]byte(`{"error":"bad word\n","code":"` + strings.Repeat("x", 200) + `","message":"line1\nline2\u0000","correlationId":{"a":1}}`))
+	require.Equal(t, apiError{Message: "line1 line2"}, odd)
+
+	require.True(t, decodeAPIError([]byte(`<html>502</html>`)).empty())
+}
+
+func TestDecodeIdentityError(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, identityError{ErrorCode: "oauth.invalid_client_secret", TrackingID: "197a2922-65e4-4548-a0a1-79a13b12c8fc"},
+		decodeIdentityError([]byte(`{"errorCode":"oauth.invalid_client_secret","message":"Unauthorized","trackingId":"197a2922-65e4-4548-a0a1-79a13b12c8fc"}`)))
+	require.Equal(t, identityError{}, decodeIdentityError([]byte(`{"errorCode":"a+b/c=","trackingId":"x%2B"}`)),
+		"nothing an encoded secret is made of")
 }
 
 func TestTruncateKeepsUTF8(t *testing.T) {
@@ -174,20 +254,84 @@ func FuzzDecodeRun(f *testing.F) {
 
 func FuzzDecodeResults(f *testing.F) {
 	for _, s := range []string{docResults, `{"items": []}`, `{"items": null, "pages": {"nextKey": ""}}`,
-		`{"items": [{"meta_hostname": 1.5e3, "endpoint_id": "x"}], "pages": {"nextKey": 7}}`, `{"data": [ {"id": "trunc`} {
+		`{"items": [{"meta_hostname": 1.5e3, "endpoint_id": "x"}], "pages": {"nextKey": 7}}`, `{"data": [ {"id": "trunc`,
+		`{"pages": {"fromKey": "k"}}`, `{"items": [{"a": [[[[{}]]]]}], "metadata": {"columns": [{}]}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		p, err := decodeResults(body)
+		g := &countingReader{r: bytes.NewReader(body)}
+		p, err := decodeResults(g, 64)
+		if err != nil {
+			if !errors.Is(err, errMalformed) && !errors.Is(err, errValueTooLarge) {
+				t.Fatalf("error is neither malformed nor too large: %v", err)
+			}
+			return
+		}
+		if p.Read != g.n {
+			t.Fatalf("Read %d, consumed %d", p.Read, g.n)
+		}
+		for _, h := range p.Hosts {
+			if len(h) > 255 {
+				t.Fatalf("host name not capped: %d bytes", len(h))
+			}
+		}
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func FuzzDecodeRunList(f *testing.F) {
+	for _, s := range []string{`{"items":[{"id":"a","createdAt":"2024-01-15T10:30:00.000Z","result":"notAvailable","status":"started"}],` +
+		`"pages":{"current":50,"size":50,"total":50,"items":50,"maxSize":50}}`, `{"items":[]}`, `{"items":[{"id":1,"status":"x","name":null}]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		l, err := decodeRunList(body)
 		if err != nil {
 			if !errors.Is(err, errMalformed) {
 				t.Fatalf("error is not malformed: %v", err)
 			}
 			return
 		}
-		for _, h := range p.Hosts {
-			if len(h) > 255 {
-				t.Fatalf("host name not capped: %d bytes", len(h))
+		for _, r := range l.Items {
+			if r.ID == "" || !validID(r.ID) {
+				t.Fatalf("accepted an unusable run %+v", r)
+			}
+		}
+		if l.Current < 0 || l.Size < 0 || l.Total < 0 || l.ItemsTotal < 0 {
+			t.Fatalf("negative counts %+v", l)
+		}
+	})
+}
+
+func FuzzDecodeErrors(f *testing.F) {
+	for _, s := range []string{`{"error":"ValidationException","correlationId":"3f2aa7bc","code":400,"message":"m"}`,
+		`{"errorCode":"oauth.invalid_client_secret","message":"Unauthorized","trackingId":"197a2922"}`, `{"error":"x","message":"cut`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		a := decodeAPIError(body)
+		for _, w := range []string{a.Error, a.Code, a.CorrelationID, a.RequestID} {
+			if len(w) > maxErrWord || strings.ContainsAny(w, " \r\n\t\"") {
+				t.Fatalf("unsafe word %q", w)
+			}
+		}
+		if len(a.Message) > maxErrMessage || strings.ContainsAny(a.Message, "\r\n\x00") {
+			t.Fatalf("unsafe message %q", a.Message)
+		}
+		ie := decodeIdentityError(body)
+		for _, w := range []string{ie.ErrorCode, ie.TrackingID} {
+			if strings.ContainsAny(w, "%+/= ") {
+				t.Fatalf("identity word could carry an encoded secret: %q", w)
 			}
 		}
 	})

@@ -1,38 +1,6 @@
-// Package sophos is the edr.Driver for the Sophos Central XDR Data Lake
-// query API (task kind sophos.xdr_query): it runs
-//
-//	SELECT meta_hostname, meta_ip_address, path, sha256, name, cmdline, time, endpoint_id
-//	FROM xdr_data WHERE sha256 = '<sha256>'
-//
-// as an ad-hoc query run, follows the run until it has finished, pages
-// through all of its results and summarises them (rows, distinct hosts).
-//
-// Protocol (specs/004 and the real API where the guide is loose):
-//
-//	POST <AuthURL>/api/v2/oauth2/token            client credentials → bearer JWT (cached, refreshed);
-//	                                              in the form body, once more with HTTP Basic after a 401
-//	POST <URL>/xdr-query/v1/queries/runs          {"adHocQuery":{"name","template":<sql>}} → run
-//	GET  <URL>/xdr-query/v1/queries/runs/{id}     run: status pending|running|finished, result …
-//	GET  <URL>/xdr-query/v1/queries/runs/{id}/results?maxSize=1000[&pageFromKey=<nextKey>]
-//	POST <URL>/xdr-query/v1/queries/runs/{id}/cancel
-//
-// Every data-region call carries "Authorization: Bearer <jwt>",
-// "X-Tenant-ID: <tenant>" and "Content-Type: application/json". The guide's
-// curl posts the SQL file itself; the real API takes the JSON body above,
-// which is what the driver sends.
-//
-// The operation reference is {"runId","expiresAt"}: any worker can resume
-// polling or collecting with it. The driver never retries (the runner
-// does), except one transparent re-authentication when the API rejects a
-// cached token with 401. Collect remembers, in this process, how far it got
-// through the pages of a run, so a Collect retried after a 429 mid-way
-// resumes where it stopped instead of starting over.
-//
-// A Driver is safe for concurrent use.
 package sophos
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -55,40 +23,96 @@ const (
 	// DefaultPollEvery is the suggested pause between status requests: the
 	// guide asks for "a few seconds between API calls".
 	DefaultPollEvery = 3 * time.Second
+	// DefaultWindow is how far back a run searches: Sophos's own SHA-256
+	// hunt (API_Academy XDR/SearchSHA256.ps1) asks for 30 days, which is
+	// what the data lake keeps.
+	DefaultWindow = 30 * 24 * time.Hour
+	// MaxWindow bounds Config.Window.
+	MaxWindow = 90 * 24 * time.Hour
 	// DefaultMaxRows bounds how many result rows Collect pages through.
 	DefaultMaxRows = 100000
-	// PageSize is the maxSize Collect asks for; the API allows at most 1000.
-	PageSize = 1000
-	// QueryName names the ad-hoc query in Sophos Central.
-	QueryName = "analysisfleet sample hunt"
+	// DefaultPageSize is the results pageSize Collect asks for.
+	DefaultPageSize = 1000
+	// MaxPageSize is the largest page Sophos serves (pages.maxSize 2000 in
+	// the answers SEKOIA recorded).
+	MaxPageSize = 2000
+	// DefaultMaxPages bounds the result pages one run is paged through.
+	DefaultMaxPages = 200
+	// DefaultMaxResultBytes bounds the result bytes read for one run.
+	DefaultMaxResultBytes = 256 << 20
+	// DefaultMaxRowBytes bounds one result row (one JSON value).
+	DefaultMaxRowBytes = 1 << 20
+	// DefaultFindPages bounds the pages of runs Find lists.
+	DefaultFindPages = 20
+	// FindPageSize is the pageSize Find lists runs with (Sophos's
+	// documented default).
+	FindPageSize = 50
 	// TokenPath is appended to Config.AuthURL.
 	TokenPath = "/api/v2/oauth2/token"
 	// RunsPath is appended to Config.URL.
 	RunsPath = "/xdr-query/v1/queries/runs"
 )
 
+// Where the start request carries the run's name (Config.NameIn).
+const (
+	// NameTopLevel sends "name" beside "adHocQuery", where a run carries
+	// it (Sophos's collection, every version).
+	NameTopLevel = "run"
+	// NameInQuery sends "adHocQuery.name", as Sophos's 2021 example
+	// request did.
+	NameInQuery = "adHocQuery"
+)
+
 // maxEmptyPages bounds consecutive pages with no rows but a next key.
 const maxEmptyPages = 10
 
-// Config configures a Driver. URL, AuthURL, ClientID, ClientSecret and
-// TenantID are required; zero values of the rest mean their defaults.
+// Config configures a Driver. AuthURL, ClientID and ClientSecret are
+// required; zero values of the rest mean their defaults.
 type Config struct {
 	// URL is the tenant's data-region API base (SOPHOS_URL), e.g.
-	// https://api-eu01.central.sophos.com.
+	// https://api-eu01.central.sophos.com. Empty: whoami's
+	// apiHosts.dataRegion (a tenant credential only).
 	URL string
 	// AuthURL is the identity service base (SOPHOS_AUTH_URL), e.g.
 	// https://id.sophos.com; TokenPath is appended.
 	AuthURL string
+	// GlobalURL is Sophos Central's global API base, where whoami answers.
+	// Default DefaultGlobalURL. Used only when URL or TenantID is empty.
+	GlobalURL string
 	// ClientID and ClientSecret are the service principal's credentials.
 	ClientID, ClientSecret string
-	// TenantID is sent as X-Tenant-ID.
+	// TenantID is sent as X-Tenant-ID. Empty: whoami's id (a tenant
+	// credential only; a partner or organization credential must name
+	// the tenant).
 	TenantID string
 	// PollEvery is the NextPoll Poll suggests. Default DefaultPollEvery.
 	PollEvery time.Duration
+	// Window is how far before the intent's instant a run searches.
+	// Default DefaultWindow; at most MaxWindow.
+	Window time.Duration
+	// NameIn is where the start request puts the run's name: NameTopLevel
+	// (default) or NameInQuery.
+	NameIn string
 	// MaxRows stops paging after this many rows (a note says so). Default
 	// DefaultMaxRows.
 	MaxRows int64
-	// UserAgent, Timeout and MaxBody are passed to internal/httpc.
+	// PageSize is the results pageSize, 1..MaxPageSize. Default
+	// DefaultPageSize.
+	PageSize int
+	// MaxPages stops paging after this many pages of one run (a note says
+	// so). Default DefaultMaxPages.
+	MaxPages int
+	// MaxResultBytes stops paging once this many result bytes of one run
+	// were read (a note says so). Default DefaultMaxResultBytes.
+	MaxResultBytes int64
+	// MaxRowBytes is the largest result row (one JSON value) accepted; a
+	// larger one fails the task. Default DefaultMaxRowBytes.
+	MaxRowBytes int64
+	// FindPages bounds the pages of runs Find lists before it gives up
+	// telling. Default DefaultFindPages.
+	FindPages int
+	// UserAgent, Timeout and MaxBody are passed to internal/httpc. MaxBody
+	// also caps one results page.
 	UserAgent string
 	Timeout   time.Duration
 	MaxBody   int64
@@ -113,14 +137,33 @@ func (c Config) GoString() string { return c.String() }
 // Driver runs XDR Data Lake queries. It implements edr.Driver.
 type Driver struct {
 	cfg       Config
-	base      string
 	tokenURL  string
+	globalURL string
 	api       *httpc.Client
 	auth      *httpc.Client
 	tokens    *tokenSource
-	pollEvery time.Duration
-	maxRows   int64
 	now       func() time.Time
+
+	pollEvery      time.Duration
+	window         time.Duration
+	nameIn         string
+	maxRows        int64
+	pageSize       int
+	maxPages       int
+	maxResultBytes int64
+	maxRowBytes    int64
+	maxPageBytes   int64
+	findPages      int
+
+	// ten is the data region and tenant, configured or learnt from whoami
+	// (one whoami at a time: whoamiSem).
+	whoMu     sync.Mutex
+	ten       tenancy
+	whoamiSem chan struct{}
+
+	// secretForms are the client secret in every encoding a request
+	// carries it in (see redact).
+	secretForms []string
 
 	partialMu sync.Mutex
 	partials  map[string]*partial
@@ -137,37 +180,62 @@ var _ edr.Driver = (*Driver)(nil)
 
 // New validates cfg and returns a Driver. It makes no network call.
 func New(cfg Config) (*Driver, error) {
-	base, err := baseURL("URL", cfg.URL)
-	if err != nil {
-		return nil, err
+	var base string
+	if cfg.URL != "" {
+		b, err := baseURL("URL", cfg.URL)
+		if err != nil {
+			return nil, err
+		}
+		base = b
 	}
 	authBase, err := baseURL("AuthURL", cfg.AuthURL)
 	if err != nil {
 		return nil, err
 	}
+	globalBase, err := baseURL("GlobalURL", cmp.Or(cfg.GlobalURL, DefaultGlobalURL))
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range []struct{ name, v string }{
-		{"ClientID", cfg.ClientID}, {"ClientSecret", cfg.ClientSecret}, {"TenantID", cfg.TenantID},
+		{"ClientID", cfg.ClientID}, {"ClientSecret", cfg.ClientSecret},
 	} {
 		if strings.TrimSpace(f.v) == "" {
 			return nil, fmt.Errorf("sophos: Config.%s is required", f.name)
 		}
 	}
+	if cfg.TenantID != "" && strings.TrimSpace(cfg.TenantID) == "" {
+		return nil, errors.New("sophos: Config.TenantID must not be blank")
+	}
 	if strings.ContainsAny(cfg.TenantID, "\r\n") {
 		return nil, errors.New("sophos: Config.TenantID must be a single line")
 	}
-	if cfg.PollEvery < 0 {
-		return nil, errors.New("sophos: Config.PollEvery must not be negative")
-	}
-	if cfg.MaxRows < 0 {
-		return nil, errors.New("sophos: Config.MaxRows must not be negative")
+	for _, f := range []struct {
+		name string
+		bad  bool
+	}{
+		{"PollEvery", cfg.PollEvery < 0},
+		{"Window", cfg.Window < 0 || cfg.Window > MaxWindow},
+		{"NameIn", cfg.NameIn != "" && cfg.NameIn != NameTopLevel && cfg.NameIn != NameInQuery},
+		{"MaxRows", cfg.MaxRows < 0},
+		{"PageSize", cfg.PageSize < 0 || cfg.PageSize > MaxPageSize},
+		{"MaxPages", cfg.MaxPages < 0},
+		{"MaxResultBytes", cfg.MaxResultBytes < 0},
+		{"MaxRowBytes", cfg.MaxRowBytes < 0},
+		{"FindPages", cfg.FindPages < 0},
+	} {
+		if f.bad {
+			return nil, fmt.Errorf("sophos: Config.%s is out of range", f.name)
+		}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	d := &Driver{
-		cfg:      cfg,
-		base:     base,
-		tokenURL: authBase + TokenPath,
+		cfg:       cfg,
+		tokenURL:  authBase + TokenPath,
+		globalURL: globalBase,
+		ten:       tenancy{base: base, tenant: cfg.TenantID},
+		whoamiSem: make(chan struct{}, 1),
 		api: httpc.New(httpc.Config{
 			Service: "sophos", UserAgent: cfg.UserAgent, Timeout: cfg.Timeout, MaxBody: cfg.MaxBody,
 			Limiter: cfg.Limiter, Transport: cfg.Transport,
@@ -178,10 +246,19 @@ func New(cfg Config) (*Driver, error) {
 			Service: "sophos-identity", UserAgent: cfg.UserAgent, Timeout: cfg.Timeout,
 			MaxBody: 64 << 10, Transport: cfg.Transport,
 		}),
-		pollEvery: cmp.Or(cfg.PollEvery, DefaultPollEvery),
-		maxRows:   cmp.Or(cfg.MaxRows, DefaultMaxRows),
-		now:       cfg.Now,
-		partials:  map[string]*partial{},
+		now:            cfg.Now,
+		pollEvery:      cmp.Or(cfg.PollEvery, DefaultPollEvery),
+		window:         cmp.Or(cfg.Window, DefaultWindow),
+		nameIn:         cmp.Or(cfg.NameIn, NameTopLevel),
+		maxRows:        cmp.Or(cfg.MaxRows, DefaultMaxRows),
+		pageSize:       cmp.Or(cfg.PageSize, DefaultPageSize),
+		maxPages:       cmp.Or(cfg.MaxPages, DefaultMaxPages),
+		maxResultBytes: cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes),
+		maxRowBytes:    cmp.Or(cfg.MaxRowBytes, DefaultMaxRowBytes),
+		maxPageBytes:   cmp.Or(cfg.MaxBody, httpc.DefaultMaxBody),
+		findPages:      cmp.Or(cfg.FindPages, DefaultFindPages),
+		secretForms:    secretForms(cfg.ClientID, cfg.ClientSecret),
+		partials:       map[string]*partial{},
 	}
 	d.tokens = newTokenSource(d)
 	return d, nil
@@ -233,19 +310,58 @@ func parseRef(op string, r edr.Ref) (ref, error) {
 
 func (r ref) path(suffix string) string { return RunsPath + "/" + url.PathEscape(r.RunID) + suffix }
 
-// Start launches the query run for t.SHA256. Nothing is sent when the hash
-// is not 64 hex digits.
-// Find is not implemented yet: the operation is started again.
-func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
-	return nil, edr.ErrFindUnsupported
+func encodeRef(op string, run runState) (edr.Ref, error) {
+	out, err := json.Marshal(ref{RunID: run.ID, ExpiresAt: truncate(run.ExpiresAt, 64)})
+	if err != nil {
+		return nil, &edr.Error{Vendor: vendor, Op: op, Msg: "cannot encode the operation reference", Err: err}
+	}
+	return out, nil
 }
 
-func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+// stampLayout is how Sophos writes instants (its examples and answers).
+const stampLayout = "2006-01-02T15:04:05.000Z"
+
+// request is what Start sends for t under in: the same for the same
+// inputs, so a Start repeated for an intent is the same request and Find
+// can recognise its run.
+type request struct {
+	sql, name, from, to string
+}
+
+func (d *Driver) request(t edr.Target, in edr.Intent) (request, error) {
 	sql, err := Query(t.SHA256)
 	if err != nil {
-		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build the query", Err: err}
+		return request{}, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build the query", Err: err}
 	}
-	body, err := json.Marshal(map[string]any{"adHocQuery": map[string]string{"name": QueryName, "template": sql}})
+	if in.At <= 0 || in.Key == "" {
+		return request{}, &edr.Error{Vendor: vendor, Op: "start", Msg: "the start intent has no key or time"}
+	}
+	to := in.Time().UTC()
+	return request{
+		sql: sql, name: RunName(t, in),
+		from: to.Add(-d.window).Format(stampLayout), to: to.Format(stampLayout),
+	}, nil
+}
+
+func (r request) body(nameIn string) ([]byte, error) {
+	query := map[string]string{"template": r.sql}
+	body := map[string]any{"adHocQuery": query, "from": r.from, "to": r.to}
+	if nameIn == NameInQuery {
+		query["name"] = r.name
+	} else {
+		body["name"] = r.name
+	}
+	return json.Marshal(body)
+}
+
+// Start launches the query run for t.SHA256 under in. Nothing is sent when
+// the hash is not 64 hex digits.
+func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
+	req, err := d.request(t, in)
+	if err != nil {
+		return nil, err
+	}
+	body, err := req.body(d.nameIn)
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "cannot encode the request", Err: err}
 	}
@@ -254,25 +370,35 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 		return nil, err
 	}
 	if resp.Status >= 300 || resp.Status < 200 {
-		return nil, d.statusError("start", resp, "")
+		return nil, d.startRefused(resp)
 	}
 	run, err := decodeRun(resp.Body)
 	if err == nil && run.ID == "" {
 		err = malformed("the new run has no id")
 	}
 	if err != nil {
-		return nil, d.malformedError("start", resp, err)
+		return nil, d.malformedError("start", resp.Status, err)
 	}
 	d.touch(run.ID)
-	out, err := json.Marshal(ref{RunID: run.ID, ExpiresAt: run.ExpiresAt})
-	if err != nil {
-		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "cannot encode the operation reference", Err: err}
+	return encodeRef("start", run)
+}
+
+// startRefused maps a refused start. Sophos refuses a window whose from is
+// in its future (SEKOIA recorded it): the worker's clock is ahead, and the
+// same request succeeds once Sophos's has caught up.
+func (d *Driver) startRefused(resp *httpc.Response) error {
+	err := d.statusError("start", failureOf(resp), "")
+	var e *edr.Error
+	if resp.Status == http.StatusBadRequest && errors.As(err, &e) &&
+		strings.Contains(strings.ToLower(decodeAPIError(resp.Body).Message), "in the future") {
+		e.Msg = "Sophos says the query window starts in its future (this worker's clock is ahead); retrying: " + e.Msg
+		setRetry(e, max(e.RetryAfter, d.pollEvery, 5*time.Second))
 	}
-	return out, nil
+	return err
 }
 
 // Poll reports the run's status. Done is set once the run finished with
-// result succeeded; a run that failed, timed out or was cancelled is a
+// result succeeded; a run that failed, timed out or was canceled is a
 // permanent error. NextPoll is Config.PollEvery.
 func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 	rf, err := parseRef("poll", r)
@@ -289,13 +415,13 @@ func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 	}
 	switch {
 	case resp.Status == http.StatusNotFound:
-		return edr.Status{}, d.notFound("poll", resp, rf)
+		return edr.Status{}, d.notFound("poll", failureOf(resp), rf)
 	case resp.Status >= 300 || resp.Status < 200:
-		return edr.Status{}, d.statusError("poll", resp, "")
+		return edr.Status{}, d.statusError("poll", failureOf(resp), "")
 	}
 	run, err := decodeRun(resp.Body)
 	if err != nil {
-		return edr.Status{}, d.malformedError("poll", resp, err)
+		return edr.Status{}, d.malformedError("poll", resp.Status, err)
 	}
 	return d.interpret(run)
 }
@@ -333,13 +459,13 @@ func (d *Driver) tooSoon(runID string) time.Duration {
 	return d.pollEvery - d.now().Sub(at)
 }
 
-// interpret maps a run's status and result. The guide shows pending and
-// finished/succeeded; failed, timedOut and cancelled are the real API's
-// other results and end the run. A server may instead say so in the status
-// (failed, error, aborted, timedOut, cancelled) and leave the result
-// notAvailable: those statuses end the run too. Other unknown statuses are
-// treated as still in progress; an unknown result on a finished run is a
-// failure.
+// interpret maps a run's status and result. Sophos's statuses are
+// pending, started and finished; its results notAvailable, succeeded,
+// failed, timedOut and canceled. A server may instead say how a run ended
+// in its status (failed, error, aborted, timedOut, canceled) and leave the
+// result notAvailable: those statuses end the run too. Other unknown
+// statuses are treated as still in progress; an unknown result on a
+// finished run is a failure.
 func (d *Driver) interpret(run runState) (edr.Status, error) {
 	status, result := strings.ToLower(run.Status), strings.ToLower(run.Result)
 	fail := func(code, msg string) error {
@@ -353,7 +479,7 @@ func (d *Driver) interpret(run runState) (edr.Status, error) {
 	case "timedout":
 		return edr.Status{}, fail(run.Result, "the query run timed out at Sophos (result timedOut)")
 	case "cancelled", "canceled":
-		return edr.Status{}, fail(run.Result, "the query run was cancelled at Sophos")
+		return edr.Status{}, fail(run.Result, "the query run was canceled at Sophos")
 	}
 	switch status {
 	case "finished":
@@ -365,7 +491,7 @@ func (d *Driver) interpret(run runState) (edr.Status, error) {
 		return edr.Status{}, fail(run.Status, fmt.Sprintf("the query run timed out at Sophos (status %q, result %q)",
 			truncate(run.Status, 40), truncate(run.Result, 40)))
 	case "cancelled", "canceled":
-		return edr.Status{}, fail(run.Status, "the query run was cancelled at Sophos")
+		return edr.Status{}, fail(run.Status, "the query run was canceled at Sophos")
 	}
 	return edr.Status{Progress: truncate(cmp.Or(run.Status, "pending"), 40), NextPoll: d.pollEvery}, nil
 }
@@ -374,17 +500,19 @@ func (d *Driver) interpret(run runState) (edr.Status, error) {
 // not know the run (404: unknown or expired).
 var ErrRunNotFound = errors.New("the query run was not found at Sophos (unknown or expired)")
 
-// Cancel cancels the run. A run that already ended (409) is nothing to
-// cancel: nil. A run Sophos no longer knows (404) was not cancelled either:
-// Cancel returns a permanent error wrapping ErrRunNotFound, so the caller
-// records that rather than a cancellation (retrying would not help).
+// Cancel cancels the run: POST {} to its cancel route, as Sophos's
+// collection does; Sophos answers {"canceled":true}. A run that already
+// ended (409, or canceled false) is nothing to cancel: nil. A run Sophos no
+// longer knows (404) was not canceled either: Cancel returns a permanent
+// error wrapping ErrRunNotFound, so the caller records that rather than a
+// cancellation (retrying would not help).
 func (d *Driver) Cancel(ctx context.Context, r edr.Ref) error {
 	rf, err := parseRef("cancel", r)
 	if err != nil {
 		return err
 	}
 	d.dropPartial(rf.RunID)
-	resp, err := d.call(ctx, "cancel", http.MethodPost, rf.path("/cancel"), nil, nil)
+	resp, err := d.call(ctx, "cancel", http.MethodPost, rf.path("/cancel"), nil, []byte("{}"))
 	if err != nil {
 		return err
 	}
@@ -392,142 +520,9 @@ func (d *Driver) Cancel(ctx context.Context, r edr.Ref) error {
 	case resp.Status >= 200 && resp.Status < 300, resp.Status == http.StatusConflict:
 		return nil
 	case resp.Status == http.StatusNotFound:
-		return &edr.Error{Vendor: vendor, Op: "cancel", Status: resp.Status, Msg: "nothing was cancelled", Err: ErrRunNotFound}
+		e := d.statusError("cancel", failureOf(resp), "nothing was canceled").(*edr.Error)
+		e.Err = ErrRunNotFound
+		return e
 	}
-	return d.statusError("cancel", resp, "")
-}
-
-// call sends one data-region request with the bearer token and tenant
-// header. On 401 with a cached token it fetches a new token and sends the
-// request once more; a 401 with a token fetched for this call is a
-// credential failure. Other statuses are returned for the caller to map.
-func (d *Driver) call(ctx context.Context, op, method, path string, query url.Values, body []byte) (*httpc.Response, error) {
-	tok, fresh, err := d.tokens.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := d.send(ctx, method, path, query, body, tok)
-	if err != nil {
-		return nil, d.transportError(op, err)
-	}
-	if resp.Status != http.StatusUnauthorized {
-		return resp, nil
-	}
-	if !fresh {
-		d.tokens.invalidate(tok)
-		if tok, _, err = d.tokens.get(ctx); err != nil {
-			return nil, err
-		}
-		if resp, err = d.send(ctx, method, path, query, body, tok); err != nil {
-			return nil, d.transportError(op, err)
-		}
-		if resp.Status != http.StatusUnauthorized {
-			return resp, nil
-		}
-	}
-	return nil, d.statusError(op, resp, msgBadCredentials)
-}
-
-func (d *Driver) send(ctx context.Context, method, path string, query url.Values, body []byte, tok string) (*httpc.Response, error) {
-	u := d.base + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("X-Tenant-ID", d.cfg.TenantID)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	return d.api.Do(req)
-}
-
-// Messages operators see for configuration failures.
-const msgForbidden = "Sophos refused access to the tenant (check SOPHOS_TENANT_ID and that the credential may use the XDR Data Lake)"
-
-// statusError maps a non-2xx response to an *edr.Error: 429 retryable with
-// its Retry-After (Config.PollEvery when absent), 5xx retryable, the rest
-// permanent. msg overrides the default explanation.
-func (d *Driver) statusError(op string, resp *httpc.Response, msg string) error {
-	e := &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: msg}
-	var se *httpc.StatusError
-	if errors.As(resp.Err(), &se) {
-		cp := *se
-		cp.Body = d.redact(cp.Body)
-		e.Err = &cp
-		e.RetryAfter = cp.RetryAfter
-		e.Retryable = cp.Retryable()
-	}
-	def := ""
-	switch s := resp.Status; {
-	case s == http.StatusTooManyRequests:
-		def = "rate limited by Sophos"
-		setRetry(e, cmp.Or(e.RetryAfter, d.pollEvery))
-	case s >= 500:
-		def = "Sophos is unavailable"
-	case s == http.StatusUnauthorized:
-		def = msgBadCredentials
-	case s == http.StatusForbidden:
-		def = msgForbidden
-	case s == http.StatusBadRequest:
-		def = "Sophos refused the request"
-	case s >= 300 && s < 400:
-		def = "unexpected redirect from Sophos (not followed)"
-	default:
-		def = "unexpected response from Sophos"
-	}
-	e.Msg = cmp.Or(e.Msg, def)
-	return e
-}
-
-// setRetry makes e retryable after delay. The wrapped StatusError carries
-// the same delay: edr.RetryAfter reads it first.
-func setRetry(e *edr.Error, delay time.Duration) {
-	e.Retryable, e.RetryAfter = true, delay
-	if se, ok := e.Err.(*httpc.StatusError); ok {
-		se.RetryAfter = delay
-	}
-}
-
-// notFound explains a 404 on a run: it is unknown or has expired.
-func (d *Driver) notFound(op string, resp *httpc.Response, rf ref) error {
-	msg := "the query run is unknown to Sophos"
-	if rf.ExpiresAt != "" {
-		msg += " (it expires at " + truncate(rf.ExpiresAt, 40) + ")"
-	}
-	return d.statusError(op, resp, msg)
-}
-
-func (d *Driver) malformedError(op string, resp *httpc.Response, err error) error {
-	return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: "malformed response from Sophos", Err: err}
-}
-
-// transportError wraps a failure to get a response; the caller's context
-// ending is returned as is.
-func (d *Driver) transportError(op string, err error) error {
-	if errors.Is(err, httpc.ErrTooLarge) {
-		return &edr.Error{Vendor: vendor, Op: op, Msg: "response from Sophos too large", Err: err}
-	}
-	return edr.Wrap(vendor, op, err)
-}
-
-// redact removes the client secret and bearer tokens from s, including a
-// secret cut short at the end of s (error bodies are truncated snippets).
-func (d *Driver) redact(s string) string {
-	const minCut = 8
-	for _, secret := range append(d.tokens.secrets(), d.cfg.ClientSecret) {
-		if secret == "" {
-			continue
-		}
-		s = strings.ReplaceAll(s, secret, "[REDACTED]")
-		for k := min(len(secret)-1, len(s)); k >= minCut; k-- {
-			if strings.HasSuffix(s, secret[:k]) {
-				s = s[:len(s)-k] + "[REDACTED]"
-				break
-			}
-		}
-	}
-	return s
+	return d.statusError("cancel", failureOf(resp), "")
 }

@@ -107,6 +107,13 @@ func (c *clock) Now() time.Time {
 	return c.t
 }
 
+// intent is an intent decided now by c.
+func (c *clock) intent(job string) edr.Intent {
+	in := edrtest.NewIntent(job)
+	in.At = c.Now().UnixMilli()
+	return in
+}
+
 func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
@@ -142,6 +149,7 @@ func TestContract(t *testing.T) {
 		StartPath:   sophos.RunsPath,
 		PollPath:    sophos.RunsPath + "/",
 		Secrets:     []string{secret},
+		Findable:    true,
 	})
 }
 
@@ -193,10 +201,10 @@ func TestPaginationOverThreePages(t *testing.T) {
 		}
 	}
 	require.Len(t, pages, 3)
-	require.Equal(t, "maxSize=1000", pages[0].Query)
+	require.Equal(t, "maxSize=1000&pageSize=1000", pages[0].Query)
 	for _, p := range pages[1:] {
 		require.Contains(t, p.Query, "pageFromKey=")
-		require.Contains(t, p.Query, "maxSize=1000")
+		require.Contains(t, p.Query, "pageSize=1000")
 		require.Equal(t, http.StatusOK, p.Status, "the opaque base64 key round-trips through the query string")
 	}
 }
@@ -427,7 +435,7 @@ func TestTokenReusedAndRefreshedBeforeExpiry(t *testing.T) {
 	b := setup(t, simsophos.Config{TokenTTL: 10 * time.Minute, PendingFor: time.Minute, RunFor: time.Hour, Now: clk.Now}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(ctx, target(hitSHA), clk.intent("t"))
 	require.NoError(t, err)
 	for range 3 {
 		_, err = d.Poll(ctx, ref)
@@ -438,7 +446,7 @@ func TestTokenReusedAndRefreshedBeforeExpiry(t *testing.T) {
 	clk.Add(9*time.Minute + 30*time.Second) // inside the refresh margin, before expiry
 	st, err := d.Poll(ctx, ref)
 	require.NoError(t, err)
-	require.Equal(t, "running", st.Progress)
+	require.Equal(t, "started", st.Progress)
 	require.Equal(t, 2, b.sim.TokensIssued(), "refreshed before it expired")
 	require.Zero(t, statuses(b.kit(), http.StatusUnauthorized), "no call was made with an expired token")
 }
@@ -685,15 +693,15 @@ func TestCancel(t *testing.T) {
 	require.Len(t, runs, 1)
 	require.True(t, runs[0].Cancelled)
 	require.Equal(t, simsophos.StatusFinished, runs[0].Status)
-	require.Equal(t, simsophos.ResultCancelled, runs[0].Result)
+	require.Equal(t, simsophos.ResultCanceled, runs[0].Result)
 	require.Equal(t, 1, b.sim.Cancels())
 	require.Equal(t, 1, b.kit().Count(http.MethodPost, sophos.RunsPath+"/"+runs[0].ID+"/cancel"))
 
 	_, err = pollPaced(d, ctx, ref)
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
-	require.Equal(t, "cancelled", e.Code)
-	require.Contains(t, err.Error(), "run was cancelled")
+	require.Equal(t, "canceled", e.Code)
+	require.Contains(t, err.Error(), "run was canceled")
 
 	require.NoError(t, d.Cancel(ctx, ref), "cancelling a finished run is not an error")
 	require.Equal(t, 1, b.sim.Cancels())
@@ -704,11 +712,12 @@ func TestCancelUnknownRunSaysNotFound(t *testing.T) {
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
 	err := d.Cancel(testCtx(t), edr.Ref(`{"runId":"00000000-dead-beef-0000-000000000000"}`))
-	require.ErrorIs(t, err, sophos.ErrRunNotFound, "not reported as cancelled")
+	require.ErrorIs(t, err, sophos.ErrRunNotFound, "not reported as canceled")
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable, "nothing to retry: the runner records it and moves on")
 	require.Equal(t, http.StatusNotFound, e.Status)
-	require.Equal(t, "sophos cancel: HTTP 404: nothing was cancelled: the query run was not found at Sophos (unknown or expired)", err.Error())
+	require.Regexp(t, `^sophos cancel: HTTP 404: code NotFound: nothing was canceled: query run not found or expired `+
+		`\(correlationId [0-9a-f-]{36}, requestId [0-9a-f-]{36}\): the query run was not found at Sophos \(unknown or expired\)$`, err.Error())
 	require.Zero(t, b.sim.Cancels())
 	require.Equal(t, 1, statuses(b.kit(), http.StatusNotFound), "the cancel reached Sophos and got 404")
 }
@@ -766,8 +775,8 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 		{"Error", `the query run failed at Sophos (status "Error", result "notAvailable")`},
 		{"ABORTED", `the query run failed at Sophos (status "ABORTED", result "notAvailable")`},
 		{"timedOut", `the query run timed out at Sophos (status "timedOut", result "notAvailable")`},
-		{"cancelled", "the query run was cancelled at Sophos"},
-		{"Canceled", "the query run was cancelled at Sophos"},
+		{"cancelled", "the query run was canceled at Sophos"},
+		{"Canceled", "the query run was canceled at Sophos"},
 	} {
 		t.Run(tc.status, func(t *testing.T) {
 			t.Parallel()
@@ -801,7 +810,7 @@ func TestExpiredRunIsPermanent(t *testing.T) {
 	b := setup(t, simsophos.Config{Now: clk.Now}, nil)
 	d := b.driver(t)
 	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(ctx, target(hitSHA), clk.intent("t"))
 	require.NoError(t, err)
 	clk.Add(simsophos.DefaultRunTTL + time.Second)
 	_, err = d.Poll(ctx, ref)
@@ -922,16 +931,24 @@ func TestConfigValidationAndString(t *testing.T) {
 		field string
 		mod   func(*sophos.Config)
 	}{
-		{"URL", func(c *sophos.Config) { c.URL = "" }},
 		{"URL", func(c *sophos.Config) { c.URL = "ftp://x" }},
 		{"URL", func(c *sophos.Config) { c.URL = "https://user:pw@x" }},
 		{"AuthURL", func(c *sophos.Config) { c.AuthURL = "id.sophos.com" }},
 		{"ClientID", func(c *sophos.Config) { c.ClientID = "" }},
 		{"ClientSecret", func(c *sophos.Config) { c.ClientSecret = " " }},
-		{"TenantID", func(c *sophos.Config) { c.TenantID = "" }},
+		{"TenantID", func(c *sophos.Config) { c.TenantID = "  " }},
+		{"GlobalURL", func(c *sophos.Config) { c.GlobalURL = "api.central.sophos.com" }},
 		{"TenantID", func(c *sophos.Config) { c.TenantID = "a\r\nX-Evil: 1" }},
 		{"PollEvery", func(c *sophos.Config) { c.PollEvery = -1 }},
 		{"MaxRows", func(c *sophos.Config) { c.MaxRows = -1 }},
+		{"Window", func(c *sophos.Config) { c.Window = -time.Hour }},
+		{"Window", func(c *sophos.Config) { c.Window = sophos.MaxWindow + time.Hour }},
+		{"NameIn", func(c *sophos.Config) { c.NameIn = "body" }},
+		{"PageSize", func(c *sophos.Config) { c.PageSize = sophos.MaxPageSize + 1 }},
+		{"MaxPages", func(c *sophos.Config) { c.MaxPages = -1 }},
+		{"MaxResultBytes", func(c *sophos.Config) { c.MaxResultBytes = -1 }},
+		{"MaxRowBytes", func(c *sophos.Config) { c.MaxRowBytes = -1 }},
+		{"FindPages", func(c *sophos.Config) { c.FindPages = -1 }},
 	} {
 		c := good
 		tc.mod(&c)

@@ -2,6 +2,7 @@ package sophos
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -92,7 +93,6 @@ func (ts *tokenSource) secrets() []string {
 // asked once more with HTTP Basic client authentication (RFC 6749 §2.3.1),
 // which some OAuth servers require.
 func (ts *tokenSource) fetch(ctx context.Context) (token, error) {
-	d := ts.d
 	resp, err := ts.request(ctx, false)
 	if err == nil && resp.Status == http.StatusUnauthorized {
 		resp, err = ts.request(ctx, true)
@@ -105,9 +105,9 @@ func (ts *tokenSource) fetch(ctx context.Context) (token, error) {
 	case resp.Status == http.StatusBadRequest || resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		// The identity service answers 400 invalid_client / 401 for a wrong
 		// ID or secret: nothing a retry can fix.
-		return token{}, d.statusError("token", resp, msgBadCredentials)
+		return token{}, ts.refused(resp, msgBadCredentials)
 	default:
-		return token{}, d.statusError("token", resp, "")
+		return token{}, ts.refused(resp, "")
 	}
 	t, err := decodeToken(resp.Body)
 	if err != nil {
@@ -115,6 +115,31 @@ func (ts *tokenSource) fetch(ctx context.Context) (token, error) {
 			Msg: "malformed response from the Sophos identity service", Err: err}
 	}
 	return t, nil
+}
+
+// refused maps a refused token request. Of the identity service's answer
+// only the status, its errorCode and trackingId are kept: whatever else it
+// says may quote the request, and the request carries the client secret
+// (in the form, or base64 in the Authorization header).
+func (ts *tokenSource) refused(resp *httpc.Response, msg string) error {
+	d := ts.d
+	f := failureOf(resp)
+	if f.se != nil {
+		cp := *f.se
+		cp.Body = ""
+		f.se = &cp
+	}
+	f.body = nil
+	err := d.statusError("token", f, msg)
+	var e *edr.Error
+	if errors.As(err, &e) {
+		ie := decodeIdentityError(resp.Body)
+		e.Code = d.redact(ie.ErrorCode)
+		if ie.TrackingID != "" {
+			e.Msg += " (trackingId " + d.redact(ie.TrackingID) + ")"
+		}
+	}
+	return err
 }
 
 // request sends one token request: the credentials in the form body, or
@@ -142,6 +167,3 @@ func (ts *tokenSource) request(ctx context.Context, basic bool) (*httpc.Response
 	}
 	return resp, nil
 }
-
-// The credential failure message operators see.
-const msgBadCredentials = "Sophos rejected the credentials (check SOPHOS_CLIENT_ID/SOPHOS_CLIENT_SECRET/SOPHOS_TENANT_ID)"

@@ -1,32 +1,55 @@
 // Package sophos simulates the Sophos Central XDR Data Lake query API and the
-// Sophos identity endpoint that issues its bearer tokens, from the "EDR Data
-// Lake APIs" getting-started guide (specs/004).
+// Sophos identity endpoint that issues its bearer tokens. It speaks what
+// the real API sends and accepts as Sophos's Postman collection
+// (sophos/sophos-central-apis-postman @ ae514f49, 04345162, 37b3470b) and
+// the answers SEKOIA's connector recorded (SEKOIA-IO/automation-library,
+// Sophos/tests @ dca30aa6) show it; the getting-started guide (specs/004)
+// fills the rest.
 //
 // One handler serves both hosts' paths:
 //
 //	POST /api/v2/oauth2/token                          client-credentials grant (form)
-//	POST /xdr-query/v1/queries/runs                    start a run
+//	GET  /whoami/v1                                    the credential's tenant and data region (this server)
+//	POST /xdr-query/v1/queries/runs                    start a run {"adHocQuery":{"template"},"name","from","to"}
+//	GET  /xdr-query/v1/queries/runs                    list runs (?statuses=&page=&pageSize=&pageTotal=&order=)
 //	GET  /xdr-query/v1/queries/runs/{id}               run status
-//	GET  /xdr-query/v1/queries/runs/{id}/results       one page of rows (?maxSize=&pageFromKey=)
-//	POST /xdr-query/v1/queries/runs/{id}/cancel        cancel a run
+//	GET  /xdr-query/v1/queries/runs/{id}/results       one page of rows (?pageSize=&pageFromKey=; the guide's maxSize too)
+//	POST /xdr-query/v1/queries/runs/{id}/cancel        cancel a run ({} → {"canceled":true})
 //	     /_sim/faults                                  fault switches (simhttp.Kit)
 //
-// A run is pending for Config.PendingFor after it is created, running for
+// A run is pending for Config.PendingFor after it is created, started for
 // Config.RunFor, and then finished with result "succeeded" (or the outcome
-// set with SetResult). State is computed from the clock on every request; no
-// goroutine runs per operation. Runs disappear (404) after expiresAt.
+// set with SetResult); a canceled run is finished with result "canceled".
+// State is computed from the clock on every request; no goroutine runs per
+// operation. Runs disappear (404) after expiresAt.
 //
-// Where the guide is silent the simulator decides, and says so below:
+// What the real API is documented or recorded to do, the simulator does:
 //
-//   - the run's status is pending | running | finished and its result
-//     notAvailable | succeeded | failed | timedOut | cancelled;
-//   - a missing X-Tenant-ID is a malformed request (400); a tenant the
-//     token does not grant is an authorisation failure (403);
-//   - results of a run that has not finished yet answer 409; of a run that
-//     finished without success, 400;
-//   - cancelling a finished run answers 200 with the run unchanged;
-//   - errors use the Sophos Central error shape {"error","message",
-//     "correlationId","requestId","createdAt"}.
+//   - a run is {"id","createdAt","createdBy","expiresAt","finishedAt",
+//     "result","status","name","template","from","to"}; name and finishedAt
+//     are left out when the run has none (as in SEKOIA's recording);
+//   - a window whose from is in the future is refused with 400
+//     ValidationException and an integer code (SEKOIA's recording); a
+//     missing to is filled with the creation time (same recording);
+//   - results pages say {"fromKey","nextKey","size","maxSize":2000}, size
+//     being the page size asked for (SEKOIA's recording), total and items
+//     too with pageTotal=true;
+//   - the run list pages by page number, newest first unless order=asc,
+//     filtered by statuses; its items are whole runs (the 2025 collection),
+//     or only id/createdAt/result/status with Config.ListSummaries (the 2026
+//     collection);
+//   - errors are {"error","message","correlationId","requestId",
+//     "createdAt","code"}.
+//
+// Where the sources are silent the simulator decides, and says so here: a
+// run without from searches the 24 hours before its to; pageSize defaults
+// to 50 (the collection's example value) and may be 1..2000 (maxSize alone
+// is taken as the page size, as the guide uses it); the list's pageSize is
+// 1..100; a missing X-Tenant-ID is a malformed request (400) and a tenant
+// the token does not grant an authorisation failure (403); results of a
+// run that has not finished answer 409, of one that finished without
+// success 400; canceling a finished run answers 200 {"canceled":false}; an
+// empty cancel body is accepted like {}.
 //
 // A Server is safe for concurrent use.
 package sophos
@@ -55,8 +78,9 @@ import (
 
 // Paths the simulator serves.
 const (
-	TokenPath = "/api/v2/oauth2/token"
-	RunsPath  = "/xdr-query/v1/queries/runs"
+	TokenPath  = "/api/v2/oauth2/token"
+	RunsPath   = "/xdr-query/v1/queries/runs"
+	WhoamiPath = "/whoami/v1"
 )
 
 // Defaults for Config fields left zero.
@@ -66,21 +90,29 @@ const (
 	DefaultTenantID     = "11111111-2222-3333-4444-555555555555"
 	DefaultTokenTTL     = time.Hour
 	DefaultRunTTL       = 2 * time.Hour // the guide's expiresAt is createdAt + 2h
-	// MaxPageSize is the largest maxSize the results endpoint accepts.
-	MaxPageSize = 1000
+	// MaxPageSize is the largest results page (pages.maxSize in the answers
+	// SEKOIA recorded).
+	MaxPageSize = 2000
+	// DefaultPageSize is the results and list page size when none is asked
+	// for (the collection's example value).
+	DefaultPageSize = 50
+	// MaxListPageSize is the largest page of the run list.
+	MaxListPageSize = 100
+	// DefaultWindow is what a run without from searches.
+	DefaultWindow = 24 * time.Hour
 )
 
-// Run statuses and results.
+// Run statuses and results, as Sophos spells them.
 const (
 	StatusPending  = "pending"
-	StatusRunning  = "running"
+	StatusStarted  = "started"
 	StatusFinished = "finished"
 
 	ResultNotAvailable = "notAvailable"
 	ResultSucceeded    = "succeeded"
 	ResultFailed       = "failed"
 	ResultTimedOut     = "timedOut"
-	ResultCancelled    = "cancelled"
+	ResultCanceled     = "canceled"
 )
 
 // Config configures a Server. Zero durations mean "immediately" (a run with
@@ -105,6 +137,12 @@ type Config struct {
 	RateLimit float64
 	// RunTTL is how long a run and its results live (expiresAt). Default 2h.
 	RunTTL time.Duration
+	// IDType is what whoami says the credential is: "tenant" (default),
+	// "partner" or "organization".
+	IDType string
+	// ListSummaries makes the run list carry only id, createdAt, result and
+	// status for each run, as Sophos's 2026 example does.
+	ListSummaries bool
 	// Now is the clock run states, tokens and limits are computed from.
 	// Default time.Now.
 	Now func() time.Time
@@ -115,6 +153,8 @@ type Run struct {
 	ID        string
 	Query     string // the SQL as received
 	SHA256    string // the hash parsed from the query; empty when none
+	Name      string // the run's name; empty when the request gave none
+	From, To  time.Time
 	CreatedAt time.Time
 	Status    string
 	Result    string
@@ -131,6 +171,8 @@ type run struct {
 	id        string
 	query     string
 	sha       string
+	name      string
+	from, to  time.Time
 	created   time.Time
 	hosts     []string
 	rows      int
@@ -165,6 +207,7 @@ func New(cfg Config) *Server {
 	cfg.TenantID = cmp.Or(cfg.TenantID, DefaultTenantID)
 	cfg.TokenTTL = cmp.Or(cfg.TokenTTL, DefaultTokenTTL)
 	cfg.RunTTL = cmp.Or(cfg.RunTTL, DefaultRunTTL)
+	cfg.IDType = cmp.Or(cfg.IDType, "tenant")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -179,7 +222,9 @@ func New(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
+	mux.HandleFunc("GET "+WhoamiPath, s.whoami)
 	mux.HandleFunc("POST "+RunsPath, s.api(s.start))
+	mux.HandleFunc("GET "+RunsPath, s.api(s.list))
 	mux.HandleFunc("GET "+RunsPath+"/{id}", s.api(s.status))
 	mux.HandleFunc("GET "+RunsPath+"/{id}/results", s.api(s.results))
 	mux.HandleFunc("POST "+RunsPath+"/{id}/cancel", s.api(s.cancel))
@@ -240,7 +285,7 @@ func (s *Server) Runs() []Run {
 		r := s.runs[id]
 		st, res, _ := s.state(r, now)
 		out = append(out, Run{
-			ID: r.id, Query: r.query, SHA256: r.sha, CreatedAt: r.created,
+			ID: r.id, Query: r.query, SHA256: r.sha, Name: r.name, From: r.from, To: r.to, CreatedAt: r.created,
 			Status: st, Result: res, Cancelled: r.cancelled, Rows: r.rows,
 		})
 	}
@@ -284,14 +329,14 @@ func (s *Server) RevokeTokens() {
 // state computes a run's status, result and finish time at now.
 func (s *Server) state(r *run, now time.Time) (status, result string, finished time.Time) {
 	if !r.cancelAt.IsZero() {
-		return StatusFinished, ResultCancelled, r.cancelAt
+		return StatusFinished, ResultCanceled, r.cancelAt
 	}
 	el := now.Sub(r.created)
 	switch {
 	case el < s.cfg.PendingFor:
 		return StatusPending, ResultNotAvailable, time.Time{}
 	case el < s.cfg.PendingFor+s.cfg.RunFor:
-		return StatusRunning, ResultNotAvailable, time.Time{}
+		return StatusStarted, ResultNotAvailable, time.Time{}
 	}
 	return StatusFinished, r.outcome, r.created.Add(s.cfg.PendingFor + s.cfg.RunFor)
 }
@@ -366,6 +411,34 @@ func randomBytes(n int) []byte {
 	return b
 }
 
+// whoami answers as Sophos's example does, naming this server as both
+// the global host and the data region.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	if !s.bearer(r) {
+		s.fail(w, http.StatusUnauthorized, "Unauthorized", "missing, invalid or expired bearer token")
+		return
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"id": s.cfg.TenantID, "idType": s.cfg.IDType,
+		"apiHosts": map[string]string{"global": base, "dataRegion": base},
+	})
+}
+
+// bearer says whether r carries a live access token.
+func (s *Server) bearer(r *http.Request) bool {
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	s.mu.Lock()
+	exp, known := s.tokens[tok]
+	valid := known && s.cfg.Now().Before(exp)
+	s.mu.Unlock()
+	return strings.EqualFold(scheme, "Bearer") && valid
+}
+
 // --- data-region API ---
 
 // api wraps a data-region handler with the global rate limit and the
@@ -376,12 +449,7 @@ func (s *Server) api(h func(http.ResponseWriter, *http.Request)) http.HandlerFun
 			s.tooMany(w, wait, "API rate limit exceeded")
 			return
 		}
-		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		s.mu.Lock()
-		exp, known := s.tokens[tok]
-		valid := known && s.cfg.Now().Before(exp)
-		s.mu.Unlock()
-		if !strings.EqualFold(scheme, "Bearer") || !valid {
+		if !s.bearer(r) {
 			s.fail(w, http.StatusUnauthorized, "Unauthorized", "missing, invalid or expired bearer token")
 			return
 		}
@@ -422,12 +490,23 @@ var (
 	shaClause   = regexp.MustCompile(`(?i)\bsha256\s*=\s*'([0-9a-f]{64})'`)
 )
 
-// ParseQuery extracts the SQL from a start-run request body: the real API's
-// JSON {"adHocQuery":{"template":…}}, a top-level {"query":…}, or (as the
-// guide's curl sends it) the raw SQL text. It returns the SQL and the sample
-// hash named in a sha256 = '<64 hex>' clause (empty when none), or an error
-// a 400 should carry: no query, or a query not on xdr_data.
-func ParseQuery(body []byte) (sql, sha string, err error) {
+// StartRequest is what a start-run request asks for.
+type StartRequest struct {
+	SQL    string // the query
+	SHA256 string // the hash named in a sha256 = '<64 hex>' clause; empty when none
+	// Name is the run's name, top-level or (as Sophos's 2021 example sends
+	// it) adHocQuery.name; empty when none.
+	Name string
+	// From and To are the window as sent; empty when absent.
+	From, To string
+}
+
+// ParseStart reads a start-run request body: the real API's JSON
+// {"adHocQuery":{"template":…},"name","from","to"}, a top-level {"query":…},
+// or (as the guide's curl sends it) the raw SQL text. The error is what a
+// 400 should say: no query, or a query not on xdr_data.
+func ParseStart(body []byte) (StartRequest, error) {
+	var out StartRequest
 	trimmed := strings.TrimSpace(string(body))
 	if strings.HasPrefix(trimmed, "{") {
 		var req struct {
@@ -435,29 +514,44 @@ func ParseQuery(body []byte) (sql, sha string, err error) {
 				Name     string `json:"name"`
 				Template string `json:"template"`
 			} `json:"adHocQuery"`
-			Query string `json:"query"`
+			Query    string `json:"query"`
+			Name     string `json:"name"`
+			From, To string
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
-			return "", "", fmt.Errorf("request body is not valid JSON: %w", err)
+			return StartRequest{}, fmt.Errorf("request body is not valid JSON: %w", err)
 		}
 		if req.AdHocQuery != nil {
-			sql = req.AdHocQuery.Template
+			out.SQL = req.AdHocQuery.Template
+			out.Name = req.AdHocQuery.Name
 		}
-		sql = cmp.Or(sql, req.Query)
+		out.SQL = cmp.Or(out.SQL, req.Query)
+		out.Name = cmp.Or(req.Name, out.Name)
+		out.From, out.To = req.From, req.To
 	} else {
-		sql = trimmed
+		out.SQL = trimmed
 	}
-	if strings.TrimSpace(sql) == "" {
-		return "", "", fmt.Errorf("no query: send adHocQuery.template")
+	if strings.TrimSpace(out.SQL) == "" {
+		return StartRequest{}, fmt.Errorf("no query: send adHocQuery.template")
 	}
-	if !fromXDRData.MatchString(sql) {
-		return "", "", fmt.Errorf("the query must select FROM xdr_data")
+	if !fromXDRData.MatchString(out.SQL) {
+		return StartRequest{}, fmt.Errorf("the query must select FROM xdr_data")
 	}
-	if m := shaClause.FindStringSubmatch(sql); m != nil {
-		sha = strings.ToLower(m[1])
+	if m := shaClause.FindStringSubmatch(out.SQL); m != nil {
+		out.SHA256 = strings.ToLower(m[1])
 	}
-	return sql, sha, nil
+	return out, nil
 }
+
+// ParseQuery is ParseStart's SQL and hash.
+func ParseQuery(body []byte) (sql, sha string, err error) {
+	r, err := ParseStart(body)
+	return r.SQL, r.SHA256, err
+}
+
+// parseStamp reads an instant as Sophos's clients write it (with or
+// without fractional seconds).
+func parseStamp(s string) (time.Time, error) { return time.Parse(time.RFC3339Nano, s) }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
@@ -465,18 +559,43 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "BadRequest", "request body too large or unreadable")
 		return
 	}
-	sql, sha, err := ParseQuery(raw)
+	req, err := ParseStart(raw)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, "BadRequest", err.Error())
 		return
 	}
-	s.mu.Lock()
 	now := s.cfg.Now()
-	rn := &run{id: uuid.NewString(), query: sql, sha: sha, created: now, lastCall: now, outcome: ResultSucceeded}
-	if h, ok := s.hits[sha]; ok && sha != "" {
+	to, from := now, time.Time{}
+	if req.To != "" {
+		if to, err = parseStamp(req.To); err != nil {
+			s.invalid(w, fmt.Sprintf("Invalid time range 'to' field: %s - not a date-time.", req.To))
+			return
+		}
+	}
+	if req.From != "" {
+		if from, err = parseStamp(req.From); err != nil {
+			s.invalid(w, fmt.Sprintf("Invalid time range 'from' field: %s - not a date-time.", req.From))
+			return
+		}
+		if from.After(now) {
+			// Word for word what SEKOIA recorded.
+			s.invalid(w, fmt.Sprintf("Invalid time range 'from' field: %s - cannot be in the future.", req.From))
+			return
+		}
+	} else {
+		from = to.Add(-DefaultWindow)
+	}
+	if !from.Before(to) {
+		s.invalid(w, fmt.Sprintf("Invalid time range: 'from' %s is not before 'to' %s.", stamp(from), stamp(to)))
+		return
+	}
+	s.mu.Lock()
+	rn := &run{id: uuid.NewString(), query: req.SQL, sha: req.SHA256, name: req.Name, from: from, to: to,
+		created: now, lastCall: now, outcome: ResultSucceeded}
+	if h, ok := s.hits[req.SHA256]; ok && req.SHA256 != "" {
 		rn.rows, rn.hosts = h.rows, h.hosts
 	}
-	if o, ok := s.outcomes[sha]; ok && sha != "" {
+	if o, ok := s.outcomes[req.SHA256]; ok && req.SHA256 != "" {
 		rn.outcome = o
 	}
 	s.runs[rn.id] = rn
@@ -484,6 +603,79 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 	body := s.runJSON(rn, now)
 	s.mu.Unlock()
 	simhttp.WriteJSON(w, http.StatusCreated, body)
+}
+
+// list serves GET /queries/runs: the tenant's live runs, filtered by
+// statuses, newest first unless order=asc, paged by page number.
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	page, size := 1, DefaultPageSize
+	var err error
+	if v := q.Get("page"); v != "" {
+		if page, err = strconv.Atoi(v); err != nil || page < 1 {
+			s.fail(w, http.StatusBadRequest, "BadRequest", "page must be a number from 1")
+			return
+		}
+	}
+	if v := q.Get("pageSize"); v != "" {
+		if size, err = strconv.Atoi(v); err != nil || size < 1 || size > MaxListPageSize {
+			s.fail(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("pageSize must be between 1 and %d", MaxListPageSize))
+			return
+		}
+	}
+	desc := true
+	switch q.Get("order") {
+	case "", "desc":
+	case "asc":
+		desc = false
+	default:
+		s.fail(w, http.StatusBadRequest, "BadRequest", "order must be asc or desc")
+		return
+	}
+	statuses := map[string]bool{}
+	for _, v := range q["statuses"] {
+		for _, st := range strings.Split(v, ",") {
+			switch st = strings.TrimSpace(st); st {
+			case StatusPending, StatusStarted, StatusFinished:
+				statuses[st] = true
+			default:
+				s.fail(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("unknown status %q", st))
+				return
+			}
+		}
+	}
+	s.mu.Lock()
+	now := s.cfg.Now()
+	var all []map[string]any
+	for i := range s.order {
+		id := s.order[i]
+		if desc {
+			id = s.order[len(s.order)-1-i]
+		}
+		rn := s.runs[id]
+		if !now.Before(s.expiresAt(rn)) {
+			continue
+		}
+		if st, _, _ := s.state(rn, now); len(statuses) > 0 && !statuses[st] {
+			continue
+		}
+		m := s.runJSON(rn, now)
+		if s.cfg.ListSummaries {
+			m = map[string]any{"id": m["id"], "createdAt": m["createdAt"], "result": m["result"], "status": m["status"]}
+		}
+		all = append(all, m)
+	}
+	s.mu.Unlock()
+	items := []map[string]any{}
+	if lo := (page - 1) * size; lo < len(all) {
+		items = all[lo:min(len(all), lo+size)]
+	}
+	pages := map[string]any{"current": page, "size": size, "maxSize": MaxListPageSize}
+	if v, _ := strconv.ParseBool(q.Get("pageTotal")); v {
+		pages["total"] = max(1, (len(all)+size-1)/size)
+		pages["items"] = len(all)
+	}
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{"items": items, "pages": pages})
 }
 
 // lookup returns the live run named in the path, or nil when it is unknown
@@ -523,6 +715,12 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	var obj map[string]any
+	if err != nil || (len(strings.TrimSpace(string(raw))) > 0 && json.Unmarshal(raw, &obj) != nil) {
+		s.fail(w, http.StatusBadRequest, "BadRequest", "the cancel body must be a JSON object ({})")
+		return
+	}
 	s.mu.Lock()
 	now := s.cfg.Now()
 	rn := s.lookup(r, now)
@@ -531,25 +729,36 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		s.notFound(w)
 		return
 	}
+	canceled := false
 	if st, _, _ := s.state(rn, now); st != StatusFinished {
 		rn.cancelAt = now
 		rn.cancelled = true
 		s.cancels++
+		canceled = true
 	}
-	body := s.runJSON(rn, now)
 	s.mu.Unlock()
-	simhttp.WriteJSON(w, http.StatusOK, body)
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{"canceled": canceled})
 }
 
-// runJSON renders a run as the guide shows it. The caller holds s.mu.
+// runJSON renders a run as Sophos does. The caller holds s.mu.
 func (s *Server) runJSON(rn *run, now time.Time) map[string]any {
 	st, res, fin := s.state(rn, now)
 	out := map[string]any{
 		"id":        rn.id,
 		"createdAt": stamp(rn.created),
+		"createdBy": map[string]string{
+			"id": uuid.NewSHA1(uuid.NameSpaceOID, []byte(s.cfg.ClientID)).String(), "type": "service",
+			"accountId": s.cfg.TenantID, "accountType": "tenant",
+		},
 		"expiresAt": stamp(s.expiresAt(rn)),
 		"result":    res,
 		"status":    st,
+		"template":  rn.query,
+		"from":      stamp(rn.from),
+		"to":        stamp(rn.to),
+	}
+	if rn.name != "" {
+		out["name"] = rn.name
 	}
 	if !fin.IsZero() {
 		out["finishedAt"] = stamp(fin)
@@ -568,11 +777,15 @@ var columns = []struct{ name, typ string }{
 
 func (s *Server) results(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	size := MaxPageSize // the guide always sends maxSize; assume the maximum when absent
-	if v := q.Get("maxSize"); v != "" {
+	size := DefaultPageSize
+	for _, param := range []string{"maxSize", "pageSize"} { // pageSize wins
+		v := q.Get(param)
+		if v == "" {
+			continue
+		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > MaxPageSize {
-			s.fail(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("maxSize must be between 1 and %d", MaxPageSize))
+			s.fail(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("%s must be between 1 and %d", param, MaxPageSize))
 			return
 		}
 		size = n
@@ -597,7 +810,8 @@ func (s *Server) results(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	from := 0
-	if key := q.Get("pageFromKey"); key != "" {
+	key := q.Get("pageFromKey")
+	if key != "" {
 		n, ok := decodeKey(key, id)
 		if !ok || n > rows {
 			s.fail(w, http.StatusBadRequest, "BadRequest", "invalid pageFromKey")
@@ -614,9 +828,16 @@ func (s *Server) results(w http.ResponseWriter, r *http.Request) {
 	for i, c := range columns {
 		cols[i] = map[string]string{"name": c.name, "type": c.typ}
 	}
-	pages := map[string]any{"size": len(items), "maxSize": size}
+	pages := map[string]any{"size": size, "maxSize": MaxPageSize}
+	if key != "" {
+		pages["fromKey"] = key
+	}
 	if to < rows {
 		pages["nextKey"] = encodeKey(id, to)
+	}
+	if v, _ := strconv.ParseBool(q.Get("pageTotal")); v {
+		pages["total"] = max(1, (rows+size-1)/size)
+		pages["items"] = rows
 	}
 	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
 		"items":    items,
@@ -669,13 +890,20 @@ func (s *Server) tooMany(w http.ResponseWriter, wait time.Duration, msg string) 
 	s.fail(w, http.StatusTooManyRequests, "TooManyRequests", msg)
 }
 
-// fail answers with the Sophos Central error shape.
-func (s *Server) fail(w http.ResponseWriter, status int, code, msg string) {
+// fail answers with the Sophos Central error shape. code is the HTTP
+// status as a number, as in the answers SEKOIA recorded.
+func (s *Server) fail(w http.ResponseWriter, status int, name, msg string) {
 	simhttp.WriteJSON(w, status, map[string]any{
-		"error":         code,
+		"error":         name,
 		"message":       msg,
 		"correlationId": uuid.NewString(),
 		"requestId":     uuid.NewString(),
 		"createdAt":     stamp(s.cfg.Now()),
+		"code":          status,
 	})
+}
+
+// invalid answers 400 ValidationException, as Sophos does for a bad window.
+func (s *Server) invalid(w http.ResponseWriter, msg string) {
+	s.fail(w, http.StatusBadRequest, "ValidationException", msg)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -202,7 +203,8 @@ func TestAuthChecks(t *testing.T) {
 		st, m, _ := e.do(http.MethodPost, sophos.RunsPath, adHoc(query), tc.hdr)
 		require.Equal(t, tc.want, st, tc.name)
 		if st >= 400 {
-			require.ElementsMatch(t, []string{"error", "message", "correlationId", "requestId", "createdAt"}, keys(m), tc.name)
+			require.ElementsMatch(t, []string{"error", "message", "correlationId", "requestId", "createdAt", "code"}, keys(m), tc.name)
+			require.EqualValues(t, tc.want, m["code"], "a number, as Sophos answered SEKOIA")
 		}
 	}
 	require.Len(t, e.sim.Runs(), 1, "only the authorised request created a run")
@@ -228,8 +230,14 @@ func TestRunLifecycle(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sophos.Config{PendingFor: 2 * time.Second, RunFor: 3 * time.Second, TokenTTL: 3 * time.Hour})
 	m := e.start(adHoc(query))
-	require.ElementsMatch(t, []string{"id", "createdAt", "expiresAt", "result", "status"}, keys(m))
+	require.ElementsMatch(t, []string{"id", "createdAt", "createdBy", "expiresAt", "result", "status", "name", "template", "from", "to"}, keys(m))
 	require.Equal(t, "pending", m["status"])
+	require.Equal(t, "t", m["name"])
+	require.Equal(t, query, m["template"])
+	require.Equal(t, "2020-11-01T12:51:09.933Z", m["from"], "no from: the day before")
+	require.Equal(t, "2020-11-02T12:51:09.933Z", m["to"], "no to: the creation time, as Sophos filled it in for SEKOIA")
+	require.Equal(t, map[string]any{"id": m["createdBy"].(map[string]any)["id"], "type": "service",
+		"accountId": sophos.DefaultTenantID, "accountType": "tenant"}, m["createdBy"])
 	require.Equal(t, "notAvailable", m["result"])
 	require.Equal(t, "2020-11-02T12:51:09.933Z", m["createdAt"])
 	require.Equal(t, "2020-11-02T14:51:09.933Z", m["expiresAt"], "runs live two hours, as in the guide")
@@ -238,7 +246,7 @@ func TestRunLifecycle(t *testing.T) {
 	e.clk.Add(2 * time.Second)
 	st, m, _ := e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusOK, st)
-	require.Equal(t, "running", m["status"])
+	require.Equal(t, "started", m["status"])
 	require.NotContains(t, m, "finishedAt")
 
 	st, _, _ = e.do(http.MethodGet, path+"/results", "", nil)
@@ -253,8 +261,9 @@ func TestRunLifecycle(t *testing.T) {
 
 	runs := e.sim.Runs()
 	require.Len(t, runs, 1)
-	require.Equal(t, sophos.Run{ID: m["id"].(string), Query: query, SHA256: sha, CreatedAt: e.clk.Now().Add(-12 * time.Second),
-		Status: "finished", Result: "succeeded"}, runs[0])
+	created := e.clk.Now().Add(-12 * time.Second)
+	require.Equal(t, sophos.Run{ID: m["id"].(string), Query: query, SHA256: sha, Name: "t", From: created.Add(-24 * time.Hour), To: created,
+		CreatedAt: created, Status: "finished", Result: "succeeded"}, runs[0])
 
 	e.clk.Add(sophos.DefaultRunTTL)
 	st, _, _ = e.do(http.MethodGet, path, "", nil)
@@ -285,8 +294,9 @@ func TestResultsPaging(t *testing.T) {
 	path := sophos.RunsPath + "/" + id + "/results"
 
 	var sizes []int
+	var keysSent []string
 	hosts := map[string]int{}
-	q := url.Values{"maxSize": {"1000"}}
+	q := url.Values{"pageSize": {"1000"}}
 	for page := 0; ; page++ {
 		require.Less(t, page, 5)
 		st, m, _ := e.do(http.MethodGet, path+"?"+q.Encode(), "", nil)
@@ -302,8 +312,13 @@ func TestResultsPaging(t *testing.T) {
 		require.Equal(t, map[string]any{"name": "meta_hostname", "type": "string"}, cols[0])
 		pages := m["pages"].(map[string]any)
 		sizes = append(sizes, len(items))
-		require.EqualValues(t, len(items), pages["size"])
-		require.EqualValues(t, 1000, pages["maxSize"])
+		require.EqualValues(t, 1000, pages["size"], "the page size asked for, as in SEKOIA's recording")
+		require.EqualValues(t, 2000, pages["maxSize"])
+		if page > 0 {
+			require.Equal(t, keysSent[page-1], pages["fromKey"], "the key the page was asked from")
+		} else {
+			require.NotContains(t, pages, "fromKey")
+		}
 		key, ok := pages["nextKey"].(string)
 		if !ok {
 			break
@@ -311,17 +326,24 @@ func TestResultsPaging(t *testing.T) {
 		_, err := base64.StdEncoding.DecodeString(key)
 		require.NoError(t, err, "nextKey is base64")
 		q.Set("pageFromKey", key)
+		keysSent = append(keysSent, key)
 	}
 	require.Equal(t, []int{1000, 1000, 500}, sizes)
 	require.Equal(t, map[string]int{"h1": 834, "h2": 833, "h3": 833}, hosts, "rows spread round-robin")
 
-	for _, bad := range []string{"?maxSize=1001", "?maxSize=0", "?maxSize=x", "?maxSize=10&pageFromKey=not-base64!", "?pageFromKey=" + url.QueryEscape(base64.StdEncoding.EncodeToString([]byte("r=other&o=1")))} {
+	for _, bad := range []string{"?pageSize=2001", "?pageSize=0", "?pageSize=x", "?maxSize=2001", "?pageSize=10&pageFromKey=not-base64!",
+		"?pageFromKey=" + url.QueryEscape(base64.StdEncoding.EncodeToString([]byte("r=other&o=1")))} {
 		st, _, _ := e.do(http.MethodGet, path+bad, "", nil)
 		require.Equal(t, http.StatusBadRequest, st, bad)
 	}
-	st, m, _ := e.do(http.MethodGet, path+"?maxSize=7", "", nil)
-	require.Equal(t, http.StatusOK, st)
-	require.Len(t, m["items"], 7)
+	for query, want := range map[string]int{"": 50, "?maxSize=7": 7, "?pageSize=9&maxSize=1000": 9, "?pageSize=2000": 2000} {
+		st, m, _ := e.do(http.MethodGet, path+query, "", nil)
+		require.Equal(t, http.StatusOK, st)
+		require.Len(t, m["items"], want, query)
+	}
+	_, m, _ := e.do(http.MethodGet, path+"?pageSize=1000&pageTotal=true", "", nil)
+	require.EqualValues(t, 3, m["pages"].(map[string]any)["total"])
+	require.EqualValues(t, 2500, m["pages"].(map[string]any)["items"])
 }
 
 func TestNoHitsAndFailedRuns(t *testing.T) {
@@ -347,21 +369,130 @@ func TestCancel(t *testing.T) {
 	e := setup(t, sophos.Config{PendingFor: time.Hour})
 	id := e.start(adHoc(query))["id"].(string)
 	e.clk.Add(time.Second)
-	st, m, _ := e.do(http.MethodPost, sophos.RunsPath+"/"+id+"/cancel", "", nil)
+	st, m, _ := e.do(http.MethodPost, sophos.RunsPath+"/"+id+"/cancel", "{}", nil)
 	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, map[string]any{"canceled": true}, m, "Sophos's answer")
+	_, m, _ = e.do(http.MethodGet, sophos.RunsPath+"/"+id, "", nil)
 	require.Equal(t, "finished", m["status"])
-	require.Equal(t, "cancelled", m["result"])
+	require.Equal(t, "canceled", m["result"], "Sophos spells it with one l")
 	require.Equal(t, "2020-11-02T12:51:10.933Z", m["finishedAt"])
 	require.Equal(t, 1, e.sim.Cancels())
 	require.True(t, e.sim.Runs()[0].Cancelled)
 
-	st, _, _ = e.do(http.MethodPost, sophos.RunsPath+"/"+id+"/cancel", "", nil)
-	require.Equal(t, http.StatusOK, st, "cancelling a finished run changes nothing")
+	st, m, _ = e.do(http.MethodPost, sophos.RunsPath+"/"+id+"/cancel", "", nil)
+	require.Equal(t, http.StatusOK, st, "canceling a finished run changes nothing; an empty body is taken as {}")
+	require.Equal(t, map[string]any{"canceled": false}, m)
 	require.Equal(t, 1, e.sim.Cancels())
 
-	st, _, _ = e.do(http.MethodPost, sophos.RunsPath+"/unknown/cancel", "", nil)
+	st, _, _ = e.do(http.MethodPost, sophos.RunsPath+"/"+id+"/cancel", "not json", nil)
+	require.Equal(t, http.StatusBadRequest, st)
+	st, _, _ = e.do(http.MethodPost, sophos.RunsPath+"/unknown/cancel", "{}", nil)
 	require.Equal(t, http.StatusNotFound, st)
 	require.Equal(t, 1, e.sim.Cancels())
+}
+
+// The window: Sophos refuses a from in its future (SEKOIA recorded the
+// answer); a to in the future, or a run without a window, it takes.
+func TestStartWindow(t *testing.T) {
+	t.Parallel()
+	e := setup(t, sophos.Config{})
+	now := e.clk.Now()
+	body := func(from, to string) string {
+		b, _ := json.Marshal(map[string]any{"adHocQuery": map[string]string{"template": query}, "name": "n", "from": from, "to": to})
+		return string(b)
+	}
+	m := e.start(body("2020-10-03T12:51:09.933Z", "2020-11-02T12:51:09.933Z"))
+	require.Equal(t, "2020-10-03T12:51:09.933Z", m["from"])
+	require.Equal(t, "2020-11-02T12:51:09.933Z", m["to"])
+	e.start(body("2020-10-03T12:51:09Z", "2020-11-02T13:51:09Z")) // SEKOIA's format; a to in the future
+	e.start(`{"adHocQuery":{"template":"` + query + `","name":"in the query"},"from":"2020-11-01T00:00:00.000Z"}`)
+	require.Equal(t, "in the query", e.sim.Runs()[2].Name, "Sophos's 2021 example put the name in adHocQuery")
+	require.True(t, e.sim.Runs()[2].To.Equal(now))
+
+	future := now.Add(time.Second).Format("2006-01-02T15:04:05Z")
+	st, m, _ := e.do(http.MethodPost, sophos.RunsPath, body(future, ""), nil)
+	require.Equal(t, http.StatusBadRequest, st)
+	require.Equal(t, "ValidationException", m["error"])
+	require.EqualValues(t, 400, m["code"])
+	require.Equal(t, "Invalid time range 'from' field: "+future+" - cannot be in the future.", m["message"])
+	for _, bad := range []string{body("yesterday", ""), body("2020-11-01T00:00:00Z", "soon"), body("2020-11-01T00:00:00Z", "2020-10-01T00:00:00Z")} {
+		st, m, _ := e.do(http.MethodPost, sophos.RunsPath, bad, nil)
+		require.Equal(t, http.StatusBadRequest, st, bad)
+		require.Equal(t, "ValidationException", m["error"], bad)
+	}
+	require.Len(t, e.sim.Runs(), 3)
+}
+
+func TestListRuns(t *testing.T) {
+	t.Parallel()
+	e := setup(t, sophos.Config{PendingFor: time.Minute, RunFor: time.Minute})
+	var ids []string
+	for i := range 5 {
+		b, _ := json.Marshal(map[string]any{"adHocQuery": map[string]string{"template": query}, "name": fmt.Sprintf("run %d", i)})
+		ids = append(ids, e.start(string(b))["id"].(string))
+		e.clk.Add(30 * time.Second)
+	} // created at 0, 30, 60, 90, 120 s; now 150 s: 2 finished, 2 started, 1 pending
+
+	list := func(q string) (int, []string, map[string]any) {
+		st, m, _ := e.do(http.MethodGet, sophos.RunsPath+q, "", nil)
+		if st != http.StatusOK {
+			return st, nil, m
+		}
+		var got []string
+		for _, it := range m["items"].([]any) {
+			got = append(got, it.(map[string]any)["id"].(string))
+		}
+		return st, got, m["pages"].(map[string]any)
+	}
+	st, got, pages := list("")
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}, got, "newest first")
+	require.Equal(t, map[string]any{"current": 1.0, "size": 50.0, "maxSize": 100.0}, pages)
+
+	_, got, _ = list("?order=asc&pageSize=2&page=2")
+	require.Equal(t, []string{ids[2], ids[3]}, got)
+	_, got, pages = list("?order=desc&pageSize=2&page=3&pageTotal=true")
+	require.Equal(t, []string{ids[0]}, got)
+	require.Equal(t, map[string]any{"current": 3.0, "size": 2.0, "maxSize": 100.0, "total": 3.0, "items": 5.0}, pages)
+	_, got, _ = list("?pageSize=2&page=4")
+	require.Empty(t, got, "past the end")
+
+	_, got, _ = list("?statuses=pending&statuses=started")
+	require.Equal(t, []string{ids[4], ids[3], ids[2]}, got)
+	_, got, _ = list("?statuses=finished")
+	require.Equal(t, []string{ids[1], ids[0]}, got)
+	_, got, _ = list("?statuses=pending,finished&order=asc")
+	require.Equal(t, []string{ids[0], ids[1], ids[4]}, got)
+
+	st, m, _ := e.do(http.MethodGet, sophos.RunsPath+"?order=desc", "", nil)
+	require.Equal(t, http.StatusOK, st)
+	first := m["items"].([]any)[0].(map[string]any)
+	require.Equal(t, "run 4", first["name"], "whole runs")
+	require.Equal(t, query, first["template"])
+
+	for _, bad := range []string{"?page=0", "?page=x", "?pageSize=101", "?order=sideways", "?statuses=running"} {
+		st, _, _ := list(bad)
+		require.Equal(t, http.StatusBadRequest, st, bad)
+	}
+
+	e.clk.Add(sophos.DefaultRunTTL - 140*time.Second) // the first run has expired
+	_, tok := e.tokenReq(url.Values{"grant_type": {"client_credentials"}, "client_id": {sophos.DefaultClientID},
+		"client_secret": {sophos.DefaultClientSecret}})
+	e.tok = tok["access_token"].(string)
+	_, got, _ = list("")
+	require.Equal(t, []string{ids[4], ids[3], ids[2], ids[1]}, got)
+}
+
+func TestListRunSummaries(t *testing.T) {
+	t.Parallel()
+	e := setup(t, sophos.Config{ListSummaries: true})
+	id := e.start(adHoc(query))["id"].(string)
+	st, m, _ := e.do(http.MethodGet, sophos.RunsPath, "", nil)
+	require.Equal(t, http.StatusOK, st)
+	items := m["items"].([]any)
+	require.Len(t, items, 1)
+	require.Equal(t, map[string]any{"id": id, "createdAt": "2020-11-02T12:51:09.933Z", "result": "succeeded", "status": "finished"}, items[0],
+		"the shape of Sophos's 2026 example")
 }
 
 func TestMinPollInterval(t *testing.T) {
