@@ -236,16 +236,22 @@ func vendors(e *envconf.Env, ua string, insecure bool) []vendorConfig {
 		})
 	}
 	if group("SOPHOS", "SOPHOS_URL", "SOPHOS_AUTH_URL", "SOPHOS_CLIENT_ID", "SOPHOS_CLIENT_SECRET", "SOPHOS_TENANT_ID") {
-		url := e.URL("SOPHOS_URL", e.Required("SOPHOS_URL"), insecure)
-		auth := e.URL("SOPHOS_AUTH_URL", e.Required("SOPHOS_AUTH_URL"), insecure)
-		id, secret, tenant := e.Required("SOPHOS_CLIENT_ID"), e.RequiredSecret("SOPHOS_CLIENT_SECRET"), e.Required("SOPHOS_TENANT_ID")
+		// SOPHOS_URL and SOPHOS_TENANT_ID may be left out: a tenant
+		// credential learns both from whoami.
+		url := e.URL("SOPHOS_URL", e.Str("SOPHOS_URL", ""), insecure)
+		auth := e.URL("SOPHOS_AUTH_URL", e.Str("SOPHOS_AUTH_URL", "https://id.sophos.com"), insecure)
+		id, secret, tenant := e.Required("SOPHOS_CLIENT_ID"), e.RequiredSecret("SOPHOS_CLIENT_SECRET"), e.Str("SOPHOS_TENANT_ID", "")
 		every := e.Duration("SOPHOS_POLL_INTERVAL", 0, 10*time.Millisecond, 10*time.Minute)
+		window := e.Duration("SOPHOS_WINDOW", sophos.DefaultWindow, time.Hour, sophos.MaxWindow)
+		maxPages := e.Int("SOPHOS_MAX_PAGES", sophos.DefaultMaxPages, 1, 100000)
+		maxBytes := int64(e.Int("SOPHOS_MAX_RESULT_BYTES", sophos.DefaultMaxResultBytes, 1<<20, 1<<34))
 		out = append(out, vendorConfig{
 			kind: edr.KindSophosXDR, key: "sophos:" + digest(tenant+"/"+id),
 			rate: e.Float("SOPHOS_RATE_LIMIT", 1.5, 0, 10000), burst: e.Int("SOPHOS_RATE_BURST", 5, 1, 1000),
-			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper, _ *zap.Logger) (edr.Driver, error) {
+			build: func(lim httpc.Limiter, _ *httpc.Downloader, tr http.RoundTripper, log *zap.Logger) (edr.Driver, error) {
 				return sophos.New(sophos.Config{URL: url, AuthURL: auth, ClientID: id, ClientSecret: secret,
-					TenantID: tenant, PollEvery: every, UserAgent: ua, Limiter: lim, Transport: tr})
+					TenantID: tenant, PollEvery: every, Window: window, MaxPages: maxPages, MaxResultBytes: maxBytes,
+					UserAgent: ua, Limiter: lim, Transport: tr})
 			},
 		})
 	}

@@ -109,7 +109,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"lease ttl range", func(e map[string]string) { e["LEASE_TTL"] = "1ms" }, "LEASE_TTL"},
 		{"max inflight", func(e map[string]string) { e["MAX_INFLIGHT"] = "-3" }, "MAX_INFLIGHT"},
 		{"job timeout", func(e map[string]string) { e["JOB_TIMEOUT"] = "forever" }, "JOB_TIMEOUT"},
-		{"partial vendor", func(e map[string]string) { e["SOPHOS_URL"] = "https://api-eu01.central.sophos.com" }, "SOPHOS_AUTH_URL"},
+		{"partial vendor", func(e map[string]string) { e["SOPHOS_URL"] = "https://api-eu01.central.sophos.com" }, "SOPHOS_CLIENT_ID"},
 		{"insecure flag", func(e map[string]string) { e["INSECURE_HTTP"] = "maybe" }, "INSECURE_HTTP"},
 		{"sasl", func(e map[string]string) { e["KAFKA_SASL_MECHANISM"] = "GSSAPI" }, "KAFKA_SASL"},
 		{"no vendor", func(e map[string]string) {
