@@ -256,7 +256,14 @@ func TestDecodeProgress(t *testing.T) {
 	p, err = decodeProgress([]byte(`{"num_total":"7","message":" in_progress\n","other":1}`))
 	require.NoError(t, err)
 	require.Equal(t, progress{Total: 7, Message: "IN_PROGRESS"}, p)
-	for _, in := range []string{``, `{}`, `{"message":""}`, `{"message":3}`, `{"message":"QUEUED","num_total":"x"}`, `{"message":"QUEUED","num_total":{}}`, `[1]`} {
+	p, err = decodeProgress([]byte(`{"num_total":18,"num_completed":18}`)) // the SDK's fixture for a completed job
+	require.NoError(t, err)
+	require.Equal(t, progress{Total: 18, Completed: 18}, p)
+	require.Equal(t, "18/18", p.String())
+	p, err = decodeProgress([]byte(`{"num_total":40,"num_completed":0,"message":""}`))
+	require.NoError(t, err)
+	require.Equal(t, progress{Total: 40}, p)
+	for _, in := range []string{``, `{}`, `{"other":1}`, `{"message":3}`, `{"message":"QUEUED","num_total":"x"}`, `{"message":"QUEUED","num_total":{}}`, `[1]`} {
 		_, err := decodeProgress([]byte(in))
 		require.ErrorIs(t, err, errMalformed, in)
 	}
@@ -287,7 +294,6 @@ func FuzzDecodeProgress(f *testing.F) {
 			require.ErrorIs(t, err, errMalformed)
 			return
 		}
-		require.NotEmpty(t, p.Message)
 		require.LessOrEqual(t, len(p.Message), 64)
 		require.GreaterOrEqual(t, p.Total, int64(0))
 		require.GreaterOrEqual(t, p.Completed, int64(0))
@@ -333,5 +339,46 @@ func FuzzSummarize(f *testing.F) {
 			require.NotEmpty(t, h)
 			require.LessOrEqual(t, len(h), maxHostLen)
 		}
+	})
+}
+
+func FuzzDecodeJob(f *testing.F) {
+	for _, s := range []string{`{"id":1,"status":"FAILED","errors":"x","progress":{"num_total":1},"job_parameters":{"job_parameters":{"query":{"query":"q","time_range":{"start":"2026-01-01T00:00:00.000Z"},"rows":5}}}}`,
+		`{"id":"a","create_time":"2022-01-04T19:18:58.213Z","errors":["a",{"b":1}]}`, `{"id":1,"job_parameters":{"query":"q"}}`, `null`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		j, err := decodeJob(b)
+		if err != nil {
+			require.ErrorIs(t, err, errMalformed)
+			return
+		}
+		require.Regexp(t, jobIDRe, j.ID)
+		require.LessOrEqual(t, len(j.Status), 64)
+		require.LessOrEqual(t, len(j.Errors), 300)
+		if j.Progress != nil {
+			require.GreaterOrEqual(t, j.Progress.Total, int64(0))
+		}
+	})
+}
+
+func FuzzDecodeJobList(f *testing.F) {
+	for _, s := range []string{`{"num_found":2,"results":[{"id":1},{"id":"x/y"}]}`, `[{"id":3,"type":"event_export"}]`, `{"results":null}`, `{}`, `"x"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := decodeJobList(b)
+		if err != nil {
+			require.ErrorIs(t, err, errMalformed)
+			return
+		}
+		require.Equal(t, l.Listed, len(l.Jobs)+l.Unreadable)
+		require.GreaterOrEqual(t, l.NumFound, int64(-1))
+		for _, j := range l.Jobs {
+			require.Regexp(t, jobIDRe, j.ID)
+		}
+		code, msg := vendorMessage(b)
+		require.LessOrEqual(t, len(code), 64)
+		require.LessOrEqual(t, len(msg), 200)
 	})
 }
