@@ -27,7 +27,8 @@
 //	         failed or vanished job from "not yet"), else a redirect (any 3xx) to a
 //	         pre-signed URL, fetched with the credential-free httpc.Downloader, or the
 //	         output inline with 200 (the SDK's fixture); summarised as a stream (rows,
-//	         distinct hosts)
+//	         distinct hosts) with every line, record and JSON value capped at MaxLine and
+//	         zip spooling capped driver-wide at MaxSpool
 //	Find     GET  …/jobs (the SDK's JobQuery: no parameters, {"num_found","results"}),
 //	         paged with start/rows only when the answer says there is more; see Find
 //	Cancel   the Job Service has no cancel: edr.ErrCancelUnsupported
@@ -82,11 +83,20 @@ const (
 	// the job list.
 	DefaultFindMaxPages = 10
 	DefaultFindMaxBytes = 32 << 20
+	// DefaultMaxLine caps one line (CSV record, NDJSON event) or JSON value
+	// of the export.
+	DefaultMaxLine = 1 << 20
+	// DefaultMaxSpool caps the zip exports spooled to TempDir at once.
+	DefaultMaxSpool = 1 << 30
 )
 
 // NotReadyRetryAfter is the RetryAfter of the error Collect returns while
 // /download still answers 404 (output not available yet).
 const NotReadyRetryAfter = 2 * time.Second
+
+// SpoolRetryAfter is the RetryAfter of the error Collect returns when the
+// zip spool budget (MaxSpool) is held by other downloads.
+const SpoolRetryAfter = 30 * time.Second
 
 // credentialsMsg is the operator-facing text for 401/403.
 const credentialsMsg = "CBC credentials rejected (check CBC_API_ID/CBC_API_SECRET/CBC_ORG_KEY)"
@@ -122,6 +132,17 @@ type Config struct {
 	// TempDir is where zip exports larger than 8 MiB are spooled while they
 	// are read (zip needs random access); "" = os.TempDir().
 	TempDir string
+	// MaxSpool caps the bytes of all zip exports this driver spools to
+	// TempDir at the same time (DefaultMaxSpool if 0). The worker builds
+	// one CBC driver, so this is the process's cap. A download that finds
+	// the budget spent fails retryably (RetryAfter SpoolRetryAfter) and
+	// gives back what it held; one larger than the whole budget fails
+	// permanently.
+	MaxSpool int64
+	// MaxLine caps one CSV record, NDJSON line or JSON value of the export
+	// (DefaultMaxLine if 0): a longer one fails the task permanently
+	// instead of being read into memory.
+	MaxLine int
 	// JobCheckAfter is how long the answer of /progress may stay the same
 	// before Poll reads the job object for its status (FAILED never shows
 	// in /progress): DefaultJobCheckAfter if 0.
@@ -157,6 +178,7 @@ type Driver struct {
 	token string // X-Auth-Token value
 	api   *httpc.Client
 	list  *httpc.Client // the job list: a larger body cap
+	spool *spoolBudget
 	log   *zap.Logger
 
 	mu     sync.Mutex
@@ -214,6 +236,10 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("cbc: Window must not be negative")
 	case cfg.Rows < 0:
 		return nil, errors.New("cbc: Rows must not be negative")
+	case cfg.MaxSpool < 0:
+		return nil, errors.New("cbc: MaxSpool must not be negative")
+	case cfg.MaxLine < 0:
+		return nil, errors.New("cbc: MaxLine must not be negative")
 	case cfg.JobCheckAfter < 0:
 		return nil, errors.New("cbc: JobCheckAfter must not be negative")
 	case cfg.FindMaxPages < 0:
@@ -224,6 +250,8 @@ func New(cfg Config) (*Driver, error) {
 	cfg.MaxExport = cmp.Or(cfg.MaxExport, DefaultMaxExport)
 	cfg.Window = cmp.Or(cfg.Window, DefaultWindow)
 	cfg.Rows = cmp.Or(cfg.Rows, DefaultRows)
+	cfg.MaxSpool = cmp.Or(cfg.MaxSpool, DefaultMaxSpool)
+	cfg.MaxLine = cmp.Or(cfg.MaxLine, DefaultMaxLine)
 	cfg.JobCheckAfter = cmp.Or(cfg.JobCheckAfter, DefaultJobCheckAfter)
 	cfg.FindMaxPages = cmp.Or(cfg.FindMaxPages, DefaultFindMaxPages)
 	cfg.FindMaxBytes = cmp.Or(cfg.FindMaxBytes, DefaultFindMaxBytes)
@@ -251,6 +279,7 @@ func New(cfg Config) (*Driver, error) {
 		token:  cfg.APISecret + "/" + cfg.APIID,
 		api:    httpc.New(hc),
 		list:   httpc.New(lc),
+		spool:  newSpoolBudget(cfg.MaxSpool),
 		log:    log.Named(vendor),
 		warned: map[string]bool{},
 		watch:  map[string]watched{},
@@ -663,14 +692,23 @@ func (d *Driver) summarize(r io.Reader, malformedPrefix string) (edr.Result, err
 		maxInflated: inflateRatio * d.cfg.MaxExport,
 		maxHosts:    MaxDistinctHosts,
 		tempDir:     d.cfg.TempDir,
+		maxLine:     d.cfg.MaxLine,
+		spool:       d.spool,
 	})
 	switch {
 	case err == nil:
 		return res, nil
 	case errors.Is(err, errMalformedExport):
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: malformedPrefix + err.Error()}
+	case errors.Is(err, errLineTooLong):
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: fmt.Sprintf("export line longer than %d bytes (raise MaxLine if the export is genuine)", d.cfg.MaxLine), Err: err}
 	case errors.Is(err, errExportTooLarge), errors.Is(err, httpc.ErrTooLarge):
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: "export too large (raise MaxExport and the download size limit)", Err: err}
+	case errors.Is(err, errSpoolTooLarge):
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: "zip export larger than the spool budget (raise MaxSpool)", Err: err}
+	case errors.Is(err, errSpoolBusy):
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Retryable: true, RetryAfter: SpoolRetryAfter,
+			Msg: "other exports hold the zip spool budget; collecting again later", Err: err}
 	}
 	// The connection failed mid-export (or the local spool did): fetch
 	// again.

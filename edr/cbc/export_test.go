@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -322,10 +323,13 @@ func FuzzSummarize(f *testing.F) {
 	f.Add([]byte(""))
 	dir := f.TempDir() // zips over 1 KiB are spooled here
 	f.Fuzz(func(t *testing.T, b []byte) {
-		lim := exportLimits{maxRaw: 1 << 20, maxInflated: 4 << 20, maxHosts: 50, spoolMem: 1 << 10, tempDir: dir}
+		lim := exportLimits{maxRaw: 1 << 20, maxInflated: 4 << 20, maxHosts: 50, spoolMem: 1 << 10, tempDir: dir,
+			maxLine: 4 << 10, spool: newSpoolBudget(64 << 10)}
 		res, err := summarize(bytes.NewReader(b), lim)
+		require.Zero(t, lim.spool.inUse())
 		if err != nil {
-			if !errors.Is(err, errMalformedExport) && !errors.Is(err, errExportTooLarge) {
+			if !errors.Is(err, errMalformedExport) && !errors.Is(err, errExportTooLarge) && !errors.Is(err, errLineTooLong) &&
+				!errors.Is(err, errSpoolTooLarge) {
 				t.Fatalf("unexpected error class: %v", err)
 			}
 			return
@@ -340,6 +344,113 @@ func FuzzSummarize(f *testing.F) {
 			require.LessOrEqual(t, len(h), maxHostLen)
 		}
 	})
+}
+
+// endless serves a prefix, then fill bytes forever, counting what it
+// served.
+type endless struct {
+	prefix []byte
+	fill   byte
+	served int64
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	n := copy(p, e.prefix)
+	e.prefix = e.prefix[n:]
+	for i := n; i < len(p); i++ {
+		p[i] = e.fill
+	}
+	e.served += int64(len(p))
+	return len(p), nil
+}
+
+// A line (CSV record, NDJSON event, JSON value, run of whitespace) longer
+// than maxLine fails as errLineTooLong after reading little more than
+// maxLine: it is never read whole into memory. The export limits are far
+// larger, so only the line cap can stop these.
+func TestSummarizeLineCap(t *testing.T) {
+	t.Parallel()
+	const maxLine = 64 << 10
+	const slack = 2*guardChunk + 64<<10 // the parsers' read-ahead
+	for name, in := range map[string]*endless{
+		"csv record":           {prefix: []byte("event_id,device_name\ne1,"), fill: 'a'},
+		"csv quoted newlines":  {prefix: []byte("event_id,device_name\ne1,\""), fill: '\n'},
+		"ndjson event":         {prefix: []byte(`{"device_name":"`), fill: 'a'},
+		"json array element":   {prefix: []byte(`[{"device_name":"a"},{"device_name":"`), fill: 'a'},
+		"json results element": {prefix: []byte(`{"results":[{"device_name":"`), fill: 'a'},
+		"json key":             {prefix: []byte(`{"`), fill: 'k'},
+		"json whitespace":      {prefix: []byte(`[{"device_name":"a"},`), fill: ' '},
+		"json other array":     {prefix: []byte(`{"data":[{"device_name":"`), fill: 'a'},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			lim := exportLimits{maxRaw: 1 << 40, maxInflated: 1 << 40, maxHosts: 10, maxLine: maxLine}
+			_, err := summarize(in, lim)
+			require.ErrorIs(t, err, errLineTooLong)
+			require.Contains(t, err.Error(), "export line longer than 65536 bytes")
+			require.Less(t, in.served, int64(maxLine+slack), "read %d bytes", in.served)
+		})
+	}
+}
+
+// The incident: a small gzip holding a header and one endless line. Lines
+// up to the cap are fine.
+func TestSummarizeLineCapThroughGzip(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write([]byte("event_id,device_name\n"))
+	_, _ = zw.Write(bytes.Repeat([]byte("a"), 1<<20))
+	_ = zw.Close()
+	require.Less(t, buf.Len(), 64<<10)
+	lim := testLimits()
+	lim.maxLine = 256 << 10
+	_, err := summarize(bytes.NewReader(buf.Bytes()), lim)
+	require.ErrorIs(t, err, errLineTooLong)
+
+	long := strings.Repeat("x", 200<<10) // a long command line, under the cap
+	res, err := summarize(strings.NewReader("event_id,device_name,process_cmdline\ne1,h1,"+long+"\n"), lim)
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{Rows: 1, Hosts: []string{"h1"}, HostsTotal: 1}, res)
+	res, err = summarize(strings.NewReader(`{"results":[{"device_name":"h1","process_cmdline":"`+long+`"}]}`), lim)
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{Rows: 1, Hosts: []string{"h1"}, HostsTotal: 1}, res)
+}
+
+// Zip exports spooled at the same time share one budget: a download that
+// finds it spent fails with errSpoolBusy (retryable) and gives back what it
+// held; one larger than the whole budget fails with errSpoolTooLarge
+// (permanent).
+func TestSummarizeSpoolBudget(t *testing.T) {
+	t.Parallel()
+	big := zipOf(map[string][]byte{"a.csv": []byte(sampleCSV + strings.Repeat("e9,9,WIN-A,h,p.exe,childproc,2026-01-01T00:00:00.000Z\n", 200))}, zip.Store)
+	budget := newSpoolBudget(int64(len(big)) + 100)
+	lim := testLimits()
+	lim.spoolMem = 256
+	lim.tempDir = t.TempDir()
+	lim.spool = budget
+
+	res, err := summarize(bytes.NewReader(big), lim)
+	require.NoError(t, err)
+	require.EqualValues(t, 204, res.Rows)
+	require.Zero(t, budget.inUse(), "given back")
+
+	// Another download holds most of the budget.
+	require.True(t, budget.take(int64(len(big))))
+	_, err = summarize(bytes.NewReader(big), lim)
+	require.ErrorIs(t, err, errSpoolBusy)
+	require.NotErrorIs(t, err, errMalformedExport)
+	require.Equal(t, int64(len(big)), budget.inUse(), "the failed download gave its share back")
+	budget.give(int64(len(big)))
+
+	small := newSpoolBudget(1024)
+	lim.spool = small
+	_, err = summarize(bytes.NewReader(big), lim)
+	require.ErrorIs(t, err, errSpoolTooLarge)
+	require.Zero(t, small.inUse())
+	entries, err := os.ReadDir(lim.tempDir)
+	require.NoError(t, err)
+	require.Empty(t, entries, "spool files are removed")
 }
 
 func FuzzDecodeJob(f *testing.F) {
