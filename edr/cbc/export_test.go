@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -451,6 +452,54 @@ func TestSummarizeSpoolBudget(t *testing.T) {
 	entries, err := os.ReadDir(lim.tempDir)
 	require.NoError(t, err)
 	require.Empty(t, entries, "spool files are removed")
+}
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	require.NoError(t, err)
+	return b
+}
+
+// The job objects of the SDK's fixtures decode to what they say.
+func TestDecodeRecordedJobs(t *testing.T) {
+	t.Parallel()
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		require.NoError(t, err)
+		return v
+	}
+	for file, want := range map[string]jobInfo{
+		"sdk_job_completed.json": {ID: "12345", Type: "livequery_export", Status: "COMPLETED",
+			Created: at("2022-01-04T19:18:58.213Z"), Progress: &progress{Total: 18, Completed: 18}},
+		"sdk_job_created.json": {ID: "23456", Type: "livequery_export", Status: "CREATED",
+			Created: at("2022-01-04T19:18:58.213Z"), Progress: &progress{Total: 34, Completed: 16}},
+		"sdk_job_usbdevice_export.json": {ID: "9941708", Type: "usbdevice_export", Status: "COMPLETED",
+			Created: at("2023-07-21T18:08:46.490Z"), Progress: &progress{Total: 6, Completed: 6, Message: "FINISHED"},
+			Params: exportParams{ok: true, Query: "*", Rows: -1, APIResource: "usbdevice"}},
+		"sdk_job_download_blank.json": {ID: "120066", Progress: &progress{Total: 40}},
+		"sdk_job_workflow_completed.json": {ID: "666666", Type: "user_workflow_update", Status: "COMPLETED",
+			Created: at("2023-10-18T13:19:02.000467Z"), Progress: &progress{Message: "DISMISSAL COMPLETED"}},
+		"sdk_job_audit_export.json":   {ID: "4805565", Type: "external", Status: "COMPLETED", Created: at("2023-02-02T23:16:25.625583Z")},
+		"sdk_job_devices_export.json": {ID: "11608915", Type: "endpoints", Status: "IN_PROGRESS", Created: at("2024-01-26T18:18:39.962319Z")},
+	} {
+		got, err := decodeJob(readTestdata(t, file))
+		require.NoError(t, err, file)
+		require.Equal(t, want, got, file)
+	}
+	l, err := decodeJobList(readTestdata(t, "sdk_jobs_list.json"))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, l.NumFound)
+	require.Equal(t, 2, l.Listed)
+	require.Equal(t, []string{"12345", "23456"}, []string{l.Jobs[0].ID, l.Jobs[1].ID})
+
+	code, msg := vendorMessage(readTestdata(t, "sdk_error_invalid_enum.json"))
+	require.Equal(t, "INVALID_ENUM_VALUE", code)
+	require.Equal(t, "Malformed JSON input: terms.fields[0]", msg)
+	code, _ = vendorMessage(readTestdata(t, "sdk_error_query_malformed.json"))
+	require.Equal(t, "query_malformed_syntax", code)
+	_, msg = vendorMessage(readTestdata(t, "sdk_error_message.json"))
+	require.Equal(t, "Test Alpha Message", msg)
 }
 
 func FuzzDecodeJob(f *testing.F) {
