@@ -144,8 +144,9 @@ type Config struct {
 	// instead of being read into memory.
 	MaxLine int
 	// JobCheckAfter is how long the answer of /progress may stay the same
-	// before Poll reads the job object for its status (FAILED never shows
-	// in /progress): DefaultJobCheckAfter if 0.
+	// before Poll reads the job object for its status (the documented
+	// progress messages have no failure spelling, so a failed job may repeat
+	// its last progress): DefaultJobCheckAfter if 0.
 	JobCheckAfter time.Duration
 	// FindMaxPages caps the pages of the job list Find reads
 	// (DefaultFindMaxPages if 0); FindMaxBytes caps one page

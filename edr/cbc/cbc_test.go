@@ -857,6 +857,11 @@ func TestNewValidates(t *testing.T) {
 		func(c *cbc.Config) { c.APIID = "a/b" },
 		func(c *cbc.Config) { c.APISecret = "bad secret\n" },
 		func(c *cbc.Config) { c.Rows = -1 },
+		func(c *cbc.Config) { c.MaxLine = -1 },
+		func(c *cbc.Config) { c.MaxSpool = -1 },
+		func(c *cbc.Config) { c.JobCheckAfter = -time.Second },
+		func(c *cbc.Config) { c.FindMaxPages = -1 },
+		func(c *cbc.Config) { c.FindMaxBytes = -1 },
 	} {
 		c := good
 		mod(&c)
