@@ -1,22 +1,45 @@
 // Package cbc is the Carbon Black Cloud driver: it hunts a sample with an
 // asynchronous event export through the CB Cloud Job Service (task kind
-// cbc.event_export), as described in "Using the new Jobs Service API":
+// cbc.event_export).
+//
+// Sources. The routes come from "Using the new Jobs Service API" (2020,
+// specs/000). The shapes of the answers come from the vendor's own client,
+// carbonblack/carbon-black-cloud-sdk-python at commit
+// fc0c2643f340af86e3b4ac39b800cce2c661f664: src/cbc_sdk/platform/jobs.py
+// (Job, JobQuery), src/cbc_sdk/platform/models/job.yaml (the job object),
+// src/cbc_sdk/connection.py (headers, error bodies) and the fixtures under
+// src/tests/unit/fixtures/ (recorded in testdata/, see its README). Where
+// they say more than the document, the driver accepts every shape:
 //
 //	Start    POST {URL}/jobs/v1/orgs/{org_key}/jobs/start/event_export
-//	         {"query":{"query":"process_hash:<sha256>","time_range":{"start":…},"rows":N},
-//	          "api_resource":"enriched_events","version":"v2"}      → {"id":4522,...}
-//	Poll     GET  …/jobs/{job_id}/progress   → {"num_total","num_completed","message"}
-//	         message QUEUED → IN_PROGRESS → FINISHED (COMPLETED, DONE… are taken
-//	         as FINISHED, FAILED, ERROR… as a failure; see Poll)
-//	Collect  GET  …/jobs/{job_id}/download   → 404 while not ready, else a redirect to a
-//	         pre-signed S3 URL, fetched with the credential-free httpc.Downloader and
-//	         summarised as a stream (rows, distinct hosts)
+//	         {"query":{"query":"process_hash:<sha256>","time_range":{"start":<Intent.At − Window, ms>},"rows":N},
+//	          "api_resource":"enriched_events","version":"v2"}    → the job object, {"id":4522,...}
+//	         (the id is an int64 in the SDK's model; strings are accepted)
+//	Poll     GET  …/jobs/{job_id}/progress → {"num_total","num_completed","message"}; message
+//	         QUEUED → IN_PROGRESS → FINISHED as documented, but optional (the SDK reads it
+//	         with .get, its fixture for a completed job has none, others hold free text).
+//	         When the answer cannot tell (no message and 0/0, an unknown message) or has not
+//	         changed for JobCheckAfter, GET …/jobs/{job_id}: the job object's status
+//	         CREATED → COMPLETED or FAILED (the SDK has waited on it alone since 1.5.x;
+//	         FAILED has no spelling in /progress). FAILED fails the task with the job's
+//	         "errors" text.
+//	Collect  GET  …/jobs/{job_id}/download → 404 while not ready (the job object tells a
+//	         failed or vanished job from "not yet"), else a redirect (any 3xx) to a
+//	         pre-signed URL, fetched with the credential-free httpc.Downloader, or the
+//	         output inline with 200 (the SDK's fixture); summarised as a stream (rows,
+//	         distinct hosts) with every line, record and JSON value capped at MaxLine and
+//	         zip spooling capped driver-wide at MaxSpool
+//	Find     GET  …/jobs (the SDK's JobQuery: no parameters, {"num_found","results"}),
+//	         paged with start/rows only when the answer says there is more; see Find
 //	Cancel   the Job Service has no cancel: edr.ErrCancelUnsupported
 //
-// Every API request carries X-Auth-Token: <API secret>/<API ID>. The
-// operation reference is {"id":"<job id>"}; everything else (URL, org key,
-// credentials) comes from Config, so another worker with the same
-// configuration re-attaches from the reference alone.
+// Every API request carries X-Auth-Token: <API secret>/<API ID>. Error
+// bodies ({"error_code","message"}, {"reason":"query_malformed_syntax"})
+// give the error its Code and text; a 2xx answer carrying "errorMessage" is
+// an error, as the SDK has it. The operation reference is {"id":"<job
+// id>"}; everything else (URL, org key, credentials) comes from Config, so
+// another worker with the same configuration re-attaches from the
+// reference alone.
 //
 // A Driver is safe for concurrent use.
 package cbc
@@ -53,11 +76,27 @@ const (
 	DefaultRows = 10000
 	// DefaultMaxExport caps the downloaded export.
 	DefaultMaxExport = 512 << 20
+	// DefaultJobCheckAfter is how long /progress may repeat itself before
+	// Poll reads the job object.
+	DefaultJobCheckAfter = time.Minute
+	// DefaultFindMaxPages and DefaultFindMaxBytes cap what Find reads of
+	// the job list.
+	DefaultFindMaxPages = 10
+	DefaultFindMaxBytes = 32 << 20
+	// DefaultMaxLine caps one line (CSV record, NDJSON event) or JSON value
+	// of the export.
+	DefaultMaxLine = 1 << 20
+	// DefaultMaxSpool caps the zip exports spooled to TempDir at once.
+	DefaultMaxSpool = 1 << 30
 )
 
 // NotReadyRetryAfter is the RetryAfter of the error Collect returns while
 // /download still answers 404 (output not available yet).
 const NotReadyRetryAfter = 2 * time.Second
+
+// SpoolRetryAfter is the RetryAfter of the error Collect returns when the
+// zip spool budget (MaxSpool) is held by other downloads.
+const SpoolRetryAfter = 30 * time.Second
 
 // credentialsMsg is the operator-facing text for 401/403.
 const credentialsMsg = "CBC credentials rejected (check CBC_API_ID/CBC_API_SECRET/CBC_ORG_KEY)"
@@ -85,16 +124,40 @@ type Config struct {
 	Limiter httpc.Limiter
 	// Downloader fetches the pre-signed URL without credentials. Required.
 	Downloader *httpc.Downloader
-	// Window is how far back time_range.start reaches (DefaultWindow if 0).
+	// Window is how far back time_range.start reaches from Intent.At
+	// (DefaultWindow if 0).
 	Window time.Duration
 	// Rows is query.rows, the export's row limit (DefaultRows if 0).
 	Rows int
 	// TempDir is where zip exports larger than 8 MiB are spooled while they
 	// are read (zip needs random access); "" = os.TempDir().
 	TempDir string
+	// MaxSpool caps the bytes of all zip exports this driver spools to
+	// TempDir at the same time (DefaultMaxSpool if 0). The worker builds
+	// one CBC driver, so this is the process's cap. A download that finds
+	// the budget spent fails retryably (RetryAfter SpoolRetryAfter) and
+	// gives back what it held; one larger than the whole budget fails
+	// permanently.
+	MaxSpool int64
+	// MaxLine caps one CSV record, NDJSON line or JSON value of the export
+	// (DefaultMaxLine if 0): a longer one fails the task permanently
+	// instead of being read into memory.
+	MaxLine int
+	// JobCheckAfter is how long the answer of /progress may stay the same
+	// before Poll reads the job object for its status (the documented
+	// progress messages have no failure spelling, so a failed job may repeat
+	// its last progress): DefaultJobCheckAfter if 0.
+	JobCheckAfter time.Duration
+	// FindMaxPages caps the pages of the job list Find reads
+	// (DefaultFindMaxPages if 0); FindMaxBytes caps one page
+	// (DefaultFindMaxBytes if 0).
+	FindMaxPages int
+	FindMaxBytes int64
 	// Transport overrides the API client's transport (tests).
 	Transport http.RoundTripper
-	// Now is the clock for time_range.start (time.Now if nil).
+	// Now is the clock Poll measures JobCheckAfter with (time.Now if nil).
+	// Nothing sent to the vendor depends on it: the start request is
+	// derived from the Intent.
 	Now func() time.Time
 	// Logger is optional.
 	Logger *zap.Logger
@@ -115,10 +178,20 @@ type Driver struct {
 	org   string // path-escaped org key
 	token string // X-Auth-Token value
 	api   *httpc.Client
+	list  *httpc.Client // the job list: a larger body cap
+	spool *spoolBudget
 	log   *zap.Logger
 
 	mu     sync.Mutex
 	warned map[string]bool // unknown progress messages already logged
+	// watch remembers, per job, the last /progress answer and since when
+	// it has not changed (or when the job object was last read).
+	watch map[string]watched
+}
+
+type watched struct {
+	sig   string
+	since time.Time
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -164,10 +237,25 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("cbc: Window must not be negative")
 	case cfg.Rows < 0:
 		return nil, errors.New("cbc: Rows must not be negative")
+	case cfg.MaxSpool < 0:
+		return nil, errors.New("cbc: MaxSpool must not be negative")
+	case cfg.MaxLine < 0:
+		return nil, errors.New("cbc: MaxLine must not be negative")
+	case cfg.JobCheckAfter < 0:
+		return nil, errors.New("cbc: JobCheckAfter must not be negative")
+	case cfg.FindMaxPages < 0:
+		return nil, errors.New("cbc: FindMaxPages must not be negative")
+	case cfg.FindMaxBytes < 0:
+		return nil, errors.New("cbc: FindMaxBytes must not be negative")
 	}
 	cfg.MaxExport = cmp.Or(cfg.MaxExport, DefaultMaxExport)
 	cfg.Window = cmp.Or(cfg.Window, DefaultWindow)
 	cfg.Rows = cmp.Or(cfg.Rows, DefaultRows)
+	cfg.MaxSpool = cmp.Or(cfg.MaxSpool, DefaultMaxSpool)
+	cfg.MaxLine = cmp.Or(cfg.MaxLine, DefaultMaxLine)
+	cfg.JobCheckAfter = cmp.Or(cfg.JobCheckAfter, DefaultJobCheckAfter)
+	cfg.FindMaxPages = cmp.Or(cfg.FindMaxPages, DefaultFindMaxPages)
+	cfg.FindMaxBytes = cmp.Or(cfg.FindMaxBytes, DefaultFindMaxBytes)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -175,21 +263,27 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	hc := httpc.Config{
+		Service:   vendor,
+		UserAgent: cfg.UserAgent,
+		Timeout:   cfg.Timeout,
+		MaxBody:   cfg.MaxBody,
+		Limiter:   cfg.Limiter,
+		Transport: cfg.Transport,
+	}
+	lc := hc
+	lc.MaxBody = cfg.FindMaxBytes
 	return &Driver{
-		cfg:   cfg,
-		base:  strings.TrimRight(cfg.URL, "/"),
-		org:   url.PathEscape(cfg.OrgKey),
-		token: cfg.APISecret + "/" + cfg.APIID,
-		api: httpc.New(httpc.Config{
-			Service:   vendor,
-			UserAgent: cfg.UserAgent,
-			Timeout:   cfg.Timeout,
-			MaxBody:   cfg.MaxBody,
-			Limiter:   cfg.Limiter,
-			Transport: cfg.Transport,
-		}),
+		cfg:    cfg,
+		base:   strings.TrimRight(cfg.URL, "/"),
+		org:    url.PathEscape(cfg.OrgKey),
+		token:  cfg.APISecret + "/" + cfg.APIID,
+		api:    httpc.New(hc),
+		list:   httpc.New(lc),
+		spool:  newSpoolBudget(cfg.MaxSpool),
 		log:    log.Named(vendor),
 		warned: map[string]bool{},
+		watch:  map[string]watched{},
 	}, nil
 }
 
@@ -226,45 +320,65 @@ type timeRange struct {
 	Start string `json:"start"`
 }
 
-// Start launches an event export for process_hash:<sha256> over the
-// retention window. A hash that is not 64 hex digits is refused before any
-// request is sent.
-// Find is not implemented yet: the operation is started again.
-func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
-	return nil, edr.ErrFindUnsupported
+// timeStartLayout renders time_range.start: UTC with milliseconds, as the
+// SDK renders its time ranges ("%Y-%m-%dT%H:%M:%S.%fZ"), so two intents
+// decided in the same second still send different requests.
+const timeStartLayout = "2006-01-02T15:04:05.000Z"
+
+// request is the start request for sha under intent in: the same intent
+// always gives the same bytes (time_range.start = Intent.At − Window), so
+// Find can recognise the job by its parameters.
+func (d *Driver) request(sha string, in edr.Intent) startBody {
+	return startBody{
+		Query: startQuery{
+			Query:     "process_hash:" + sha,
+			TimeRange: timeRange{Start: d.timeStart(in).Format(timeStartLayout)},
+			Rows:      d.cfg.Rows,
+		},
+		APIResource: "enriched_events",
+		Version:     "v2",
+	}
 }
 
+func (d *Driver) timeStart(in edr.Intent) time.Time {
+	return in.Time().Add(-d.cfg.Window).UTC().Truncate(time.Millisecond)
+}
+
+// Start launches an event export for process_hash:<sha256> over the
+// retention window before the intent. A hash that is not 64 hex digits is
+// refused before any request is sent. The Job Service has no field for a
+// name or label, so the intent key is not sent: Find matches the request's
+// exact parameters instead.
 func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	sha, err := edr.ValidSHA256(t.SHA256)
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendor, Op: "start", Msg: "refusing to build the query", Err: err}
 	}
-	body, err := json.Marshal(startBody{
-		Query: startQuery{
-			Query:     "process_hash:" + sha,
-			TimeRange: timeRange{Start: d.cfg.Now().Add(-d.cfg.Window).UTC().Truncate(time.Second).Format(time.RFC3339)},
-			Rows:      d.cfg.Rows,
-		},
-		APIResource: "enriched_events",
-		Version:     "v2",
-	})
+	body, err := json.Marshal(d.request(sha, in))
 	if err != nil {
 		return nil, fmt.Errorf("cbc start: encoding request: %w", err)
 	}
-	resp, err := d.call(ctx, "start", http.MethodPost, "/jobs/start/event_export", body)
+	resp, err := d.call(ctx, d.api, "start", http.MethodPost, "/jobs/start/event_export", body)
 	if err != nil {
 		return nil, err
 	}
 	if resp.Status/100 != 2 {
 		return nil, d.statusErr("start", resp)
 	}
+	if err := answerErr("start", resp); err != nil {
+		return nil, err
+	}
 	id, err := decodeStart(resp.Body)
 	if err != nil {
 		return nil, malformedErr("start", err)
 	}
+	return refOf(id)
+}
+
+func refOf(id string) (edr.Ref, error) {
 	raw, err := json.Marshal(ref{ID: id})
 	if err != nil {
-		return nil, fmt.Errorf("cbc start: encoding reference: %w", err)
+		return nil, fmt.Errorf("cbc: encoding reference: %w", err)
 	}
 	return raw, nil
 }
@@ -290,49 +404,181 @@ var knownMessages = map[string]bool{"QUEUED": true, "IN_PROGRESS": true}
 // maxWarned bounds how many distinct unknown progress messages are logged.
 const maxWarned = 32
 
-// Poll reads the job's progress. FINISHED (or COMPLETED, DONE, SUCCESS…) is
-// Done; a failure message (FAILED, ERROR, CANCELLED…) is a permanent error
-// naming it; QUEUED, IN_PROGRESS and any unknown message mean "keep polling"
-// and are shown in Status.Progress (an unknown message is logged once).
+// Poll reads the job's progress and, when that cannot tell, the job
+// object:
+//
+//   - message FINISHED (or COMPLETED, DONE, SUCCESS…) is Done; a failure
+//     message (FAILED, ERROR, CANCELLED…) is a permanent error;
+//   - no message (the SDK's fixture for a completed job is
+//     {"num_total":18,"num_completed":18}): num_completed ≥ num_total > 0 is
+//     Done, as the SDK decided before 1.5.x; with num_total 0 the counters
+//     cannot tell a queued job from a finished empty export, so the job
+//     object decides;
+//   - an unknown message: the job object decides (and the message is
+//     logged once);
+//   - QUEUED, IN_PROGRESS, or counters still counting: not done. The
+//     documented messages have no failure spelling, so a failed job may
+//     repeat its last progress forever: when the answer has not changed
+//     for JobCheckAfter, the job object is read too.
+//
+// The job object (GET …/jobs/{id}, the SDK's Job model) says CREATED,
+// COMPLETED or FAILED; the SDK waits on it alone since 1.5.x. COMPLETED is
+// Done; FAILED is a permanent error carrying the job's "errors" text.
+// Reading it only when /progress is ambiguous or stuck costs one request
+// per JobCheckAfter of a long job, not one per poll.
 func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 	id, err := d.ref("poll", r)
 	if err != nil {
 		return edr.Status{}, err
 	}
-	return d.progress(ctx, "poll", id)
-}
-
-// progress asks for job id's progress on behalf of op.
-func (d *Driver) progress(ctx context.Context, op, id string) (edr.Status, error) {
-	resp, err := d.call(ctx, op, http.MethodGet, "/jobs/"+id+"/progress", nil)
+	p, err := d.progress(ctx, "poll", id)
 	if err != nil {
 		return edr.Status{}, err
 	}
+	line := p.String()
+	ambiguous := false
+	switch {
+	case finishedMessages[p.Message]:
+		d.forget(id)
+		return edr.Status{Done: true, Progress: line}, nil
+	case failedMessages[p.Message]:
+		d.forget(id)
+		return edr.Status{}, d.failedErr(ctx, "poll", id, p.Message)
+	case p.Message == "" && p.Total > 0 && p.Completed >= p.Total:
+		d.forget(id)
+		return edr.Status{Done: true, Progress: line}, nil
+	case p.Message == "":
+		ambiguous = p.Total == 0
+	case !knownMessages[p.Message]:
+		d.warnUnknown(id, p.Message)
+		ambiguous = true
+	}
+	if !d.jobCheckDue(id, line, ambiguous) {
+		return edr.Status{Progress: line}, nil
+	}
+	j, err := d.job(ctx, "poll", id)
+	if err != nil {
+		return edr.Status{}, err
+	}
+	switch j.Status {
+	case jobCompleted:
+		d.forget(id)
+		return edr.Status{Done: true, Progress: p.with(jobCompleted)}, nil
+	case jobFailed:
+		d.forget(id)
+		return edr.Status{}, jobFailedErr("poll", j)
+	}
+	return edr.Status{Progress: line}, nil
+}
+
+// jobCheckDue says whether Poll should read the job object now: always
+// for an ambiguous answer, else when the same answer (sig) has come back
+// for JobCheckAfter since it first did or since the last check. The clock
+// restarts either way.
+func (d *Driver) jobCheckDue(id, sig string, ambiguous bool) bool {
+	now := d.cfg.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w, seen := d.watch[id]
+	due := ambiguous || (seen && w.sig == sig && now.Sub(w.since) >= d.cfg.JobCheckAfter)
+	if due || !seen || w.sig != sig {
+		d.pruneWatchLocked(now)
+		d.watch[id] = watched{sig: sig, since: now}
+	}
+	return due
+}
+
+// maxWatched bounds the per-job progress memory; past it, entries idle for
+// a day go (their jobs were collected elsewhere or abandoned).
+const maxWatched = 10_000
+
+func (d *Driver) pruneWatchLocked(now time.Time) {
+	if len(d.watch) < maxWatched {
+		return
+	}
+	for id, w := range d.watch {
+		if now.Sub(w.since) > 24*time.Hour {
+			delete(d.watch, id)
+		}
+	}
+	if len(d.watch) >= maxWatched {
+		clear(d.watch) // only costs an early job check per job
+	}
+}
+
+func (d *Driver) forget(id string) {
+	d.mu.Lock()
+	delete(d.watch, id)
+	d.mu.Unlock()
+}
+
+// progress asks for job id's progress on behalf of op.
+func (d *Driver) progress(ctx context.Context, op, id string) (progress, error) {
+	resp, err := d.call(ctx, d.api, op, http.MethodGet, "/jobs/"+id+"/progress", nil)
+	if err != nil {
+		return progress{}, err
+	}
 	if resp.Status == http.StatusNotFound {
-		return edr.Status{}, &edr.Error{Vendor: vendor, Op: op, Status: resp.Status,
-			Msg: "export job " + id + " not found (expired, or started under another org key)"}
+		return progress{}, notFoundErr(op, id, resp)
 	}
 	if resp.Status/100 != 2 {
-		return edr.Status{}, d.statusErr(op, resp)
+		return progress{}, d.statusErr(op, resp)
+	}
+	if err := answerErr(op, resp); err != nil {
+		return progress{}, err
 	}
 	p, err := decodeProgress(resp.Body)
 	if err != nil {
-		return edr.Status{}, malformedErr(op, err)
+		return progress{}, malformedErr(op, err)
 	}
-	line := p.Message
-	if p.Total > 0 || p.Completed > 0 {
-		line = fmt.Sprintf("%s %d/%d", p.Message, p.Completed, p.Total)
+	return p, nil
+}
+
+// job reads job id's object on behalf of op.
+func (d *Driver) job(ctx context.Context, op, id string) (jobInfo, error) {
+	resp, err := d.call(ctx, d.api, op, http.MethodGet, "/jobs/"+id, nil)
+	if err != nil {
+		return jobInfo{}, err
 	}
-	switch {
-	case finishedMessages[p.Message]:
-		return edr.Status{Done: true, Progress: line}, nil
-	case failedMessages[p.Message]:
-		return edr.Status{}, &edr.Error{Vendor: vendor, Op: op, Code: p.Message,
-			Msg: "export job " + id + " ended without output (" + p.Message + ")"}
-	case !knownMessages[p.Message]:
-		d.warnUnknown(id, p.Message)
+	if resp.Status == http.StatusNotFound {
+		return jobInfo{}, notFoundErr(op, id, resp)
 	}
-	return edr.Status{Progress: line}, nil
+	if resp.Status/100 != 2 {
+		return jobInfo{}, d.statusErr(op, resp)
+	}
+	if err := answerErr(op, resp); err != nil {
+		return jobInfo{}, err
+	}
+	j, err := decodeJob(resp.Body)
+	if err != nil {
+		return jobInfo{}, malformedErr(op, err)
+	}
+	return j, nil
+}
+
+func notFoundErr(op, id string, resp *httpc.Response) error {
+	return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status,
+		Msg: "export job " + id + " not found (expired, or started under another org key or API key)"}
+}
+
+// failedErr is the error for a job whose progress message says it failed.
+// The job object's "errors" is the vendor's reason: it is read once, best
+// effort.
+func (d *Driver) failedErr(ctx context.Context, op, id, msg string) error {
+	e := &edr.Error{Vendor: vendor, Op: op, Code: msg, Msg: "export job " + id + " ended without output (" + msg + ")"}
+	if j, err := d.job(ctx, op, id); err == nil && j.Errors != "" {
+		e.Msg += ": " + j.Errors
+	}
+	return e
+}
+
+// jobFailedErr is the error for a job object that says FAILED.
+func jobFailedErr(op string, j jobInfo) error {
+	msg := "export job " + j.ID + " failed at the vendor"
+	if j.Errors != "" {
+		msg += ": " + j.Errors
+	}
+	return &edr.Error{Vendor: vendor, Op: op, Code: jobFailed, Msg: msg}
 }
 
 // warnUnknown logs a progress message this driver does not know, once per
@@ -360,7 +606,7 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 		return edr.Result{}, err
 	}
 	path := "/jobs/" + id + "/download"
-	resp, err := d.call(ctx, "collect", http.MethodGet, path, nil)
+	resp, err := d.call(ctx, d.api, "collect", http.MethodGet, path, nil)
 	if err != nil {
 		return edr.Result{}, err
 	}
@@ -370,10 +616,14 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 		// The document: "If the job output is not yet available, this route
 		// will return 404 Not Found." The same 404 would come back forever
 		// for a job that no longer exists (expired at the vendor while no
-		// worker held it), so ask for its progress once: a job that is gone
-		// or failed is a permanent error, anything else means "not yet".
-		if _, perr := d.progress(ctx, "collect", id); perr != nil && !edr.IsRetryable(perr) {
-			return edr.Result{}, perr
+		// worker held it) or that failed, so ask for the job object once:
+		// gone or FAILED is a permanent error, anything else "not yet".
+		j, jerr := d.job(ctx, "collect", id)
+		switch {
+		case jerr != nil && !edr.IsRetryable(jerr):
+			return edr.Result{}, jerr
+		case jerr == nil && j.Status == jobFailed:
+			return edr.Result{}, jobFailedErr("collect", j)
 		}
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Status: resp.Status, Retryable: true,
 			RetryAfter: NotReadyRetryAfter, Msg: "export output not available yet"}
@@ -443,14 +693,23 @@ func (d *Driver) summarize(r io.Reader, malformedPrefix string) (edr.Result, err
 		maxInflated: inflateRatio * d.cfg.MaxExport,
 		maxHosts:    MaxDistinctHosts,
 		tempDir:     d.cfg.TempDir,
+		maxLine:     d.cfg.MaxLine,
+		spool:       d.spool,
 	})
 	switch {
 	case err == nil:
 		return res, nil
 	case errors.Is(err, errMalformedExport):
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: malformedPrefix + err.Error()}
+	case errors.Is(err, errLineTooLong):
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: fmt.Sprintf("export line longer than %d bytes (raise MaxLine if the export is genuine)", d.cfg.MaxLine), Err: err}
 	case errors.Is(err, errExportTooLarge), errors.Is(err, httpc.ErrTooLarge):
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: "export too large (raise MaxExport and the download size limit)", Err: err}
+	case errors.Is(err, errSpoolTooLarge):
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Msg: "zip export larger than the spool budget (raise MaxSpool)", Err: err}
+	case errors.Is(err, errSpoolBusy):
+		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Retryable: true, RetryAfter: SpoolRetryAfter,
+			Msg: "other exports hold the zip spool budget; collecting again later", Err: err}
 	}
 	// The connection failed mid-export (or the local spool did): fetch
 	// again.
@@ -500,9 +759,10 @@ func (d *Driver) ref(op string, r edr.Ref) (string, error) {
 	return id, nil
 }
 
-// call sends one API request under /jobs/v1/orgs/{org_key}. The returned
-// error is nil for every complete response, whatever its status.
-func (d *Driver) call(ctx context.Context, op, method, path string, body []byte) (*httpc.Response, error) {
+// call sends one API request under /jobs/v1/orgs/{org_key} with client c.
+// The returned error is nil for every complete response, whatever its
+// status.
+func (d *Driver) call(ctx context.Context, c *httpc.Client, op, method, path string, body []byte) (*httpc.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -516,7 +776,7 @@ func (d *Driver) call(ctx context.Context, op, method, path string, body []byte)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := d.api.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, transportErr(ctx, op, err)
 	}
@@ -544,6 +804,13 @@ func (d *Driver) statusErr(op string, resp *httpc.Response) error {
 		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: fmt.Sprintf("unexpected HTTP status %d", resp.Status)}
 	}
 	e := &edr.Error{Vendor: vendor, Op: op, Status: se.Status, Err: se, Retryable: se.Retryable(), RetryAfter: se.RetryAfter}
+	code, vmsg := vendorMessage(resp.Body)
+	e.Code = code
+	defer func() {
+		if vmsg != "" && e.Msg != credentialsMsg {
+			e.Msg = strings.TrimPrefix(e.Msg+": "+vmsg, ": ")
+		}
+	}()
 	switch {
 	case se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden:
 		e.Msg = credentialsMsg
@@ -553,10 +820,26 @@ func (d *Driver) statusErr(op string, resp *httpc.Response) error {
 		e.RetryAfter = cmp.Or(e.RetryAfter, httpc.DefaultThrottle)
 	case se.Status >= 500:
 		e.Msg = "server error"
+	case se.Status == http.StatusBadRequest && code == "query_malformed_syntax":
+		e.Msg = "the query was refused as malformed"
 	case se.Status == http.StatusBadRequest:
 		e.Msg = "request refused as invalid"
 	}
 	return e
+}
+
+// answerErr refuses a 2xx answer that carries "errorMessage": the SDK
+// raises a ServerError on it whatever the status. It is permanent: the
+// service answered, and said no.
+func answerErr(op string, resp *httpc.Response) error {
+	var probe struct {
+		ErrorMessage json.RawMessage `json:"errorMessage"`
+	}
+	if !bytes.HasPrefix(bytes.TrimSpace(resp.Body), []byte("{")) || json.Unmarshal(resp.Body, &probe) != nil || probe.ErrorMessage == nil {
+		return nil
+	}
+	_, msg := vendorMessage(resp.Body)
+	return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: "the service answered with an error: " + cmp.Or(msg, "(no text)")}
 }
 
 func malformedErr(op string, err error) error {

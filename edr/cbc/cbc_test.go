@@ -66,6 +66,13 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// intent is a fresh intent decided now on c.
+func (c *clock) intent(job string) edr.Intent {
+	in := edrtest.NewIntent(job)
+	in.At = c.Now().UnixMilli()
+	return in
+}
+
 // recorder is a RoundTripper that keeps every API request the driver sends
 // (the pre-signed download does not go through it) and can run a hook after
 // each response.
@@ -203,6 +210,7 @@ func TestContract(t *testing.T) {
 		StartPath:   startPath(),
 		PollPath:    jobsPath(),
 		Secrets:     secrets,
+		Findable:    true,
 	})
 }
 
@@ -212,7 +220,8 @@ func TestStartRequestAsDocumented(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	b := setup(t, fast(), func(c *cbc.Config) { c.Now = clk.Now })
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: strings.ToUpper(hitSHA)}, edrtest.NewIntent("t"))
+	in := edr.Intent{Key: "job-1/cbc.event_export/7.1", At: clk.Now().UnixMilli()}
+	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: strings.ToUpper(hitSHA)}, in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":"4522"}`, string(ref))
 
@@ -224,7 +233,7 @@ func TestStartRequestAsDocumented(t *testing.T) {
 	require.Equal(t, apiSecret+"/"+apiID, r.Header.Get("X-Auth-Token"))
 	require.Equal(t, "application/json", r.Header.Get("Content-Type"))
 	require.Equal(t, "analysisfleet/test (cbc)", r.Header.Get("User-Agent"))
-	require.JSONEq(t, `{"query":{"query":"process_hash:`+hitSHA+`","time_range":{"start":"2026-01-30T12:00:00Z"},"rows":10000},
+	require.JSONEq(t, `{"query":{"query":"process_hash:`+hitSHA+`","time_range":{"start":"2026-01-30T12:00:00.000Z"},"rows":10000},
 		"api_resource":"enriched_events","version":"v2"}`, string(r.Body))
 
 	jobs := b.sim.Jobs()
@@ -240,10 +249,10 @@ func TestStartRequestAsDocumented(t *testing.T) {
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	b := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, ReadyAfter: 5 * time.Second, Now: clk.Now},
-		func(c *cbc.Config) { c.Now = clk.Now })
+	b := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, ReadyAfter: 5 * time.Second, Now: clk.Now,
+		Message: simcbc.MessageAlways}, func(c *cbc.Config) { c.Now = clk.Now })
 	c := ctx(t)
-	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, clk.intent("t"))
 	require.NoError(t, err)
 
 	st, err := b.drv.Poll(c, ref)
@@ -706,6 +715,9 @@ func TestUnusualAnswers(t *testing.T) {
 	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/3/progress", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"num_total":"10","num_completed":3,"message":"rescheduled","extra":{"a":1}}`)
 	})
+	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/3", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"id":3,"type":"event_export","status":"CREATED"}`)
+	})
 	mux.HandleFunc("POST /jobs/v1/orgs/{org}/jobs/start/event_export", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"id":"ab-77","type":"event_export","status":"CREATED","unknown":[1,2]}`)
 	})
@@ -754,6 +766,9 @@ func TestOtherServersAnswers(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}/progress", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"num_total":5,"num_completed":5,"message":"`+progress[r.PathValue("id")]+`"}`)
+	})
+	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"id":`+r.PathValue("id")+`,"type":"event_export","status":"CREATED"}`)
 	})
 	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}/download", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, inline[r.PathValue("id")])
@@ -842,6 +857,11 @@ func TestNewValidates(t *testing.T) {
 		func(c *cbc.Config) { c.APIID = "a/b" },
 		func(c *cbc.Config) { c.APISecret = "bad secret\n" },
 		func(c *cbc.Config) { c.Rows = -1 },
+		func(c *cbc.Config) { c.MaxLine = -1 },
+		func(c *cbc.Config) { c.MaxSpool = -1 },
+		func(c *cbc.Config) { c.JobCheckAfter = -time.Second },
+		func(c *cbc.Config) { c.FindMaxPages = -1 },
+		func(c *cbc.Config) { c.FindMaxBytes = -1 },
 	} {
 		c := good
 		mod(&c)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/analysisfleet/analysisfleet/edr"
@@ -61,12 +62,26 @@ var errExportTooLarge = errors.New("export exceeds the size limit")
 // errMalformedExport marks an export the summariser cannot parse.
 var errMalformedExport = errors.New("malformed export")
 
+// errLineTooLong is returned when one line, CSV record or JSON value of the
+// export exceeds MaxLine. Permanent.
+var errLineTooLong = errors.New("export line too long")
+
+// errSpoolBusy is returned when the spool budget is spent by other
+// downloads. Retryable.
+var errSpoolBusy = errors.New("the zip spool budget is in use by other exports")
+
+// errSpoolTooLarge is returned when one zip export needs more spool than
+// the whole budget. Permanent.
+var errSpoolTooLarge = errors.New("zip export larger than the spool budget")
+
 type exportLimits struct {
 	maxRaw      int64  // bytes read from the download
 	maxInflated int64  // bytes produced by decompression, all layers together
 	maxHosts    int    // distinct hosts counted exactly
 	tempDir     string // where zip exports are spooled; "" = os.TempDir()
 	spoolMem    int64  // zip bytes held in memory before spooling; 0 = spoolInMemory
+	maxLine     int    // longest line, record or JSON value; 0 = DefaultMaxLine
+	spool       *spoolBudget
 }
 
 type summary struct {
@@ -205,12 +220,17 @@ func (s *summary) consumeZip(r io.Reader, depth int) error {
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
-		if _, err := f.Write(buf.Bytes()); err != nil {
+		w := &spoolWriter{f: f, b: s.lim.spool}
+		defer w.release()
+		if _, err := w.Write(buf.Bytes()); err != nil {
 			return s.spoolFailed(err)
 		}
 		buf = bytes.Buffer{}
-		m, err := io.Copy(f, r)
+		m, err := io.Copy(w, r)
 		if err != nil {
+			if s.ioErr != nil {
+				return s.ioErr // the download's own failure
+			}
 			return s.spoolFailed(err)
 		}
 		n += m
@@ -249,6 +269,73 @@ func (s *summary) spoolFailed(err error) error {
 	return s.ioErr
 }
 
+// spoolBudget is the bytes all zip exports of a driver may spool to disk
+// at once. Safe for concurrent use.
+type spoolBudget struct {
+	mu   sync.Mutex
+	max  int64
+	used int64
+}
+
+func newSpoolBudget(max int64) *spoolBudget { return &spoolBudget{max: max} }
+
+// take reserves n bytes, all or nothing. It never waits: a download that
+// waited while holding part of the budget could wait forever on another
+// doing the same, and one that stalls its connection loses it (and its
+// pre-signed URL) anyway. The caller fails retryably and gives back what
+// it holds, and the task comes back later with a fresh URL.
+func (b *spoolBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *spoolBudget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// inUse returns the bytes reserved now (tests).
+func (b *spoolBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// spoolWriter writes a spool file against a budget (nil = no budget).
+type spoolWriter struct {
+	f    io.Writer
+	b    *spoolBudget
+	held int64
+}
+
+func (w *spoolWriter) Write(p []byte) (int, error) {
+	if w.b != nil {
+		n := int64(len(p))
+		switch {
+		case w.held+n > w.b.max:
+			return 0, fmt.Errorf("%w (%d bytes)", errSpoolTooLarge, w.b.max)
+		case !w.b.take(n):
+			return 0, errSpoolBusy
+		}
+		w.held += n
+	}
+	return w.f.Write(p)
+}
+
+// release gives the reservation back; the spool file is removed with it.
+func (w *spoolWriter) release() {
+	if w.b != nil {
+		w.b.give(w.held)
+		w.held = 0
+	}
+}
+
 // consumeText handles the JSON shapes and CSV.
 func (s *summary) consumeText(br *bufio.Reader) error {
 	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
@@ -268,14 +355,74 @@ func (s *summary) consumeText(br *bufio.Reader) error {
 		_, _ = br.Discard(1)
 	}
 	b, _ := br.Peek(1)
+	g := &lineGuard{r: br, max: int64(cmp.Or(s.lim.maxLine, DefaultMaxLine)), s: s}
 	switch b[0] {
 	case '[':
-		return s.consumeJSONArray(json.NewDecoder(br))
+		return s.consumeJSONArray(newJSONIn(g))
 	case '{':
-		return s.consumeJSONObject(json.NewDecoder(br))
+		return s.consumeJSONObject(newJSONIn(g))
 	default:
-		return s.consumeCSV(br)
+		return s.consumeCSV(g)
 	}
+}
+
+// lineGuard stops a parser from buffering one line, record or JSON value
+// longer than max bytes: encoding/csv holds a whole record and
+// encoding/json a whole value (and any run of whitespace) in memory, so an
+// export of one endless line would be read whole. The parser marks its
+// position (InputOffset) after every record or token; a Read that would go
+// more than max bytes past the mark fails with errLineTooLong instead.
+// Reads are cut to guardChunk so the parser's read-ahead stays small.
+type lineGuard struct {
+	r    io.Reader
+	n    int64 // bytes handed to the parser
+	mark int64 // the parser's input offset after its last complete item
+	max  int64
+	s    *summary
+}
+
+// guardChunk bounds one Read through a lineGuard.
+const guardChunk = 32 << 10
+
+func (g *lineGuard) Read(p []byte) (int, error) {
+	if g.n-g.mark > g.max {
+		if g.s.ioErr == nil {
+			g.s.ioErr = fmt.Errorf("%w: export line longer than %d bytes", errLineTooLong, g.max)
+		}
+		return 0, g.s.ioErr
+	}
+	if len(p) > guardChunk {
+		p = p[:guardChunk]
+	}
+	n, err := g.r.Read(p)
+	g.n += int64(n)
+	return n, err
+}
+
+// jsonIn is a json.Decoder that marks its lineGuard after every step.
+type jsonIn struct {
+	dec *json.Decoder
+	g   *lineGuard
+}
+
+func newJSONIn(g *lineGuard) *jsonIn { return &jsonIn{dec: json.NewDecoder(g), g: g} }
+
+func (j *jsonIn) Token() (json.Token, error) {
+	t, err := j.dec.Token()
+	j.g.mark = j.dec.InputOffset()
+	return t, err
+}
+
+func (j *jsonIn) Decode(v any) error {
+	err := j.dec.Decode(v)
+	j.g.mark = j.dec.InputOffset()
+	return err
+}
+
+func (j *jsonIn) More() bool {
+	more := j.dec.More()
+	j.g.mark = j.dec.InputOffset()
+	return more
 }
 
 // eventRow holds the fields of an event that name its host.
@@ -313,7 +460,7 @@ func scalar(v json.RawMessage) string {
 }
 
 // decodeRow decodes one event object. A null element is skipped (ok false).
-func decodeRow(dec *json.Decoder) (host string, ok bool, err error) {
+func decodeRow(dec *jsonIn) (host string, ok bool, err error) {
 	var row *eventRow
 	if err := dec.Decode(&row); err != nil {
 		return "", false, jsonMalformed("event", err)
@@ -334,7 +481,7 @@ func jsonMalformed(what string, err error) error {
 	return err // the input's own error: the caller sees ioErr
 }
 
-func expectDelim(dec *json.Decoder, want json.Delim) error {
+func expectDelim(dec *jsonIn, want json.Delim) error {
 	tok, err := dec.Token()
 	if err != nil {
 		if err == io.EOF {
@@ -348,7 +495,7 @@ func expectDelim(dec *json.Decoder, want json.Delim) error {
 	return nil
 }
 
-func expectEnd(dec *json.Decoder) error {
+func expectEnd(dec *jsonIn) error {
 	_, err := dec.Token()
 	switch {
 	case err == io.EOF:
@@ -359,7 +506,7 @@ func expectEnd(dec *json.Decoder) error {
 	return jsonMalformed("document", err)
 }
 
-func (s *summary) consumeArray(dec *json.Decoder) error {
+func (s *summary) consumeArray(dec *jsonIn) error {
 	for dec.More() {
 		h, ok, err := decodeRow(dec)
 		if err != nil {
@@ -372,7 +519,7 @@ func (s *summary) consumeArray(dec *json.Decoder) error {
 	return expectDelim(dec, ']')
 }
 
-func (s *summary) consumeJSONArray(dec *json.Decoder) error {
+func (s *summary) consumeJSONArray(dec *jsonIn) error {
 	if err := expectDelim(dec, '['); err != nil {
 		return err
 	}
@@ -389,7 +536,7 @@ func (s *summary) consumeJSONArray(dec *json.Decoder) error {
 // but holds an array of event objects under another key ("events", "data")
 // is that array's container; anything else ({"url":"…"}, an error or job
 // document served with 200) is not an export.
-func (s *summary) consumeJSONObject(dec *json.Decoder) error {
+func (s *summary) consumeJSONObject(dec *jsonIn) error {
 	if err := expectDelim(dec, '{'); err != nil {
 		return err
 	}
@@ -470,7 +617,7 @@ func (s *summary) consumeJSONObject(dec *json.Decoder) error {
 // otherValue reads the value of a key that is neither "results" nor an
 // event field. An array of event objects there may be the container of the
 // events: *inner keeps the first non-empty one (else the first empty one).
-func (s *summary) otherValue(dec *json.Decoder, inner **summary) error {
+func (s *summary) otherValue(dec *jsonIn, inner **summary) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return jsonMalformed("object", err)
@@ -496,7 +643,7 @@ func (s *summary) otherValue(dec *json.Decoder, inner **summary) error {
 // does not hold events: an element that is neither an object nor null, or a
 // first object that names no event field. An empty array holds no events
 // and is an empty summary.
-func (s *summary) eventArray(dec *json.Decoder) (*summary, error) {
+func (s *summary) eventArray(dec *jsonIn) (*summary, error) {
 	arr := &summary{lim: s.lim, hosts: map[string]struct{}{}}
 	events, checked := true, false
 	for dec.More() {
@@ -558,7 +705,7 @@ func (s *summary) merge(o *summary) {
 
 // skipObject consumes the rest of an object (or array) whose '{' (or '[')
 // was read.
-func skipObject(dec *json.Decoder) error {
+func skipObject(dec *jsonIn) error {
 	for depth := 1; depth > 0; {
 		tok, err := dec.Token()
 		if err != nil {
@@ -593,12 +740,13 @@ func knownColumn(c string) bool {
 	return false
 }
 
-func (s *summary) consumeCSV(br *bufio.Reader) error {
-	cr := csv.NewReader(br)
+func (s *summary) consumeCSV(g *lineGuard) error {
+	cr := csv.NewReader(g)
 	cr.FieldsPerRecord = -1
 	cr.LazyQuotes = true
 	cr.ReuseRecord = true
 	header, err := cr.Read()
+	g.mark = cr.InputOffset()
 	if err == io.EOF {
 		return nil
 	}
@@ -625,6 +773,7 @@ func (s *summary) consumeCSV(br *bufio.Reader) error {
 	}
 	for {
 		rec, err := cr.Read()
+		g.mark = cr.InputOffset()
 		if err == io.EOF {
 			return nil
 		}

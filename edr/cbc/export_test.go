@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -256,7 +258,14 @@ func TestDecodeProgress(t *testing.T) {
 	p, err = decodeProgress([]byte(`{"num_total":"7","message":" in_progress\n","other":1}`))
 	require.NoError(t, err)
 	require.Equal(t, progress{Total: 7, Message: "IN_PROGRESS"}, p)
-	for _, in := range []string{``, `{}`, `{"message":""}`, `{"message":3}`, `{"message":"QUEUED","num_total":"x"}`, `{"message":"QUEUED","num_total":{}}`, `[1]`} {
+	p, err = decodeProgress([]byte(`{"num_total":18,"num_completed":18}`)) // the SDK's fixture for a completed job
+	require.NoError(t, err)
+	require.Equal(t, progress{Total: 18, Completed: 18}, p)
+	require.Equal(t, "18/18", p.String())
+	p, err = decodeProgress([]byte(`{"num_total":40,"num_completed":0,"message":""}`))
+	require.NoError(t, err)
+	require.Equal(t, progress{Total: 40}, p)
+	for _, in := range []string{``, `{}`, `{"other":1}`, `{"message":3}`, `{"message":"QUEUED","num_total":"x"}`, `{"message":"QUEUED","num_total":{}}`, `[1]`} {
 		_, err := decodeProgress([]byte(in))
 		require.ErrorIs(t, err, errMalformed, in)
 	}
@@ -287,7 +296,6 @@ func FuzzDecodeProgress(f *testing.F) {
 			require.ErrorIs(t, err, errMalformed)
 			return
 		}
-		require.NotEmpty(t, p.Message)
 		require.LessOrEqual(t, len(p.Message), 64)
 		require.GreaterOrEqual(t, p.Total, int64(0))
 		require.GreaterOrEqual(t, p.Completed, int64(0))
@@ -316,10 +324,13 @@ func FuzzSummarize(f *testing.F) {
 	f.Add([]byte(""))
 	dir := f.TempDir() // zips over 1 KiB are spooled here
 	f.Fuzz(func(t *testing.T, b []byte) {
-		lim := exportLimits{maxRaw: 1 << 20, maxInflated: 4 << 20, maxHosts: 50, spoolMem: 1 << 10, tempDir: dir}
+		lim := exportLimits{maxRaw: 1 << 20, maxInflated: 4 << 20, maxHosts: 50, spoolMem: 1 << 10, tempDir: dir,
+			maxLine: 4 << 10, spool: newSpoolBudget(64 << 10)}
 		res, err := summarize(bytes.NewReader(b), lim)
+		require.Zero(t, lim.spool.inUse())
 		if err != nil {
-			if !errors.Is(err, errMalformedExport) && !errors.Is(err, errExportTooLarge) {
+			if !errors.Is(err, errMalformedExport) && !errors.Is(err, errExportTooLarge) && !errors.Is(err, errLineTooLong) &&
+				!errors.Is(err, errSpoolTooLarge) {
 				t.Fatalf("unexpected error class: %v", err)
 			}
 			return
@@ -333,5 +344,201 @@ func FuzzSummarize(f *testing.F) {
 			require.NotEmpty(t, h)
 			require.LessOrEqual(t, len(h), maxHostLen)
 		}
+	})
+}
+
+// endless serves a prefix, then fill bytes forever, counting what it
+// served.
+type endless struct {
+	prefix []byte
+	fill   byte
+	served int64
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	n := copy(p, e.prefix)
+	e.prefix = e.prefix[n:]
+	for i := n; i < len(p); i++ {
+		p[i] = e.fill
+	}
+	e.served += int64(len(p))
+	return len(p), nil
+}
+
+// A line (CSV record, NDJSON event, JSON value, run of whitespace) longer
+// than maxLine fails as errLineTooLong after reading little more than
+// maxLine: it is never read whole into memory. The export limits are far
+// larger, so only the line cap can stop these.
+func TestSummarizeLineCap(t *testing.T) {
+	t.Parallel()
+	const maxLine = 64 << 10
+	const slack = 2*guardChunk + 64<<10 // the parsers' read-ahead
+	for name, in := range map[string]*endless{
+		"csv record":           {prefix: []byte("event_id,device_name\ne1,"), fill: 'a'},
+		"csv quoted newlines":  {prefix: []byte("event_id,device_name\ne1,\""), fill: '\n'},
+		"ndjson event":         {prefix: []byte(`{"device_name":"`), fill: 'a'},
+		"json array element":   {prefix: []byte(`[{"device_name":"a"},{"device_name":"`), fill: 'a'},
+		"json results element": {prefix: []byte(`{"results":[{"device_name":"`), fill: 'a'},
+		"json key":             {prefix: []byte(`{"`), fill: 'k'},
+		"json whitespace":      {prefix: []byte(`[{"device_name":"a"},`), fill: ' '},
+		"json other array":     {prefix: []byte(`{"data":[{"device_name":"`), fill: 'a'},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			lim := exportLimits{maxRaw: 1 << 40, maxInflated: 1 << 40, maxHosts: 10, maxLine: maxLine}
+			_, err := summarize(in, lim)
+			require.ErrorIs(t, err, errLineTooLong)
+			require.Contains(t, err.Error(), "export line longer than 65536 bytes")
+			require.Less(t, in.served, int64(maxLine+slack), "read %d bytes", in.served)
+		})
+	}
+}
+
+// The incident: a small gzip holding a header and one endless line. Lines
+// up to the cap are fine.
+func TestSummarizeLineCapThroughGzip(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write([]byte("event_id,device_name\n"))
+	_, _ = zw.Write(bytes.Repeat([]byte("a"), 1<<20))
+	_ = zw.Close()
+	require.Less(t, buf.Len(), 64<<10)
+	lim := testLimits()
+	lim.maxLine = 256 << 10
+	_, err := summarize(bytes.NewReader(buf.Bytes()), lim)
+	require.ErrorIs(t, err, errLineTooLong)
+
+	long := strings.Repeat("x", 200<<10) // a long command line, under the cap
+	res, err := summarize(strings.NewReader("event_id,device_name,process_cmdline\ne1,h1,"+long+"\n"), lim)
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{Rows: 1, Hosts: []string{"h1"}, HostsTotal: 1}, res)
+	res, err = summarize(strings.NewReader(`{"results":[{"device_name":"h1","process_cmdline":"`+long+`"}]}`), lim)
+	require.NoError(t, err)
+	require.Equal(t, edr.Result{Rows: 1, Hosts: []string{"h1"}, HostsTotal: 1}, res)
+}
+
+// Zip exports spooled at the same time share one budget: a download that
+// finds it spent fails with errSpoolBusy (retryable) and gives back what it
+// held; one larger than the whole budget fails with errSpoolTooLarge
+// (permanent).
+func TestSummarizeSpoolBudget(t *testing.T) {
+	t.Parallel()
+	big := zipOf(map[string][]byte{"a.csv": []byte(sampleCSV + strings.Repeat("e9,9,WIN-A,h,p.exe,childproc,2026-01-01T00:00:00.000Z\n", 200))}, zip.Store)
+	budget := newSpoolBudget(int64(len(big)) + 100)
+	lim := testLimits()
+	lim.spoolMem = 256
+	lim.tempDir = t.TempDir()
+	lim.spool = budget
+
+	res, err := summarize(bytes.NewReader(big), lim)
+	require.NoError(t, err)
+	require.EqualValues(t, 204, res.Rows)
+	require.Zero(t, budget.inUse(), "given back")
+
+	// Another download holds most of the budget.
+	require.True(t, budget.take(int64(len(big))))
+	_, err = summarize(bytes.NewReader(big), lim)
+	require.ErrorIs(t, err, errSpoolBusy)
+	require.NotErrorIs(t, err, errMalformedExport)
+	require.Equal(t, int64(len(big)), budget.inUse(), "the failed download gave its share back")
+	budget.give(int64(len(big)))
+
+	small := newSpoolBudget(1024)
+	lim.spool = small
+	_, err = summarize(bytes.NewReader(big), lim)
+	require.ErrorIs(t, err, errSpoolTooLarge)
+	require.Zero(t, small.inUse())
+	entries, err := os.ReadDir(lim.tempDir)
+	require.NoError(t, err)
+	require.Empty(t, entries, "spool files are removed")
+}
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	require.NoError(t, err)
+	return b
+}
+
+// The job objects of the SDK's fixtures decode to what they say.
+func TestDecodeRecordedJobs(t *testing.T) {
+	t.Parallel()
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		require.NoError(t, err)
+		return v
+	}
+	for file, want := range map[string]jobInfo{
+		"sdk_job_completed.json": {ID: "12345", Type: "livequery_export", Status: "COMPLETED",
+			Created: at("2022-01-04T19:18:58.213Z"), Progress: &progress{Total: 18, Completed: 18}},
+		"sdk_job_created.json": {ID: "23456", Type: "livequery_export", Status: "CREATED",
+			Created: at("2022-01-04T19:18:58.213Z"), Progress: &progress{Total: 34, Completed: 16}},
+		"sdk_job_usbdevice_export.json": {ID: "9941708", Type: "usbdevice_export", Status: "COMPLETED",
+			Created: at("2023-07-21T18:08:46.490Z"), Progress: &progress{Total: 6, Completed: 6, Message: "FINISHED"},
+			Params: exportParams{ok: true, Query: "*", Rows: -1, APIResource: "usbdevice"}},
+		"sdk_job_download_blank.json": {ID: "120066", Progress: &progress{Total: 40}},
+		"sdk_job_workflow_completed.json": {ID: "666666", Type: "user_workflow_update", Status: "COMPLETED",
+			Created: at("2023-10-18T13:19:02.000467Z"), Progress: &progress{Message: "DISMISSAL COMPLETED"}},
+		"sdk_job_audit_export.json":   {ID: "4805565", Type: "external", Status: "COMPLETED", Created: at("2023-02-02T23:16:25.625583Z")},
+		"sdk_job_devices_export.json": {ID: "11608915", Type: "endpoints", Status: "IN_PROGRESS", Created: at("2024-01-26T18:18:39.962319Z")},
+	} {
+		got, err := decodeJob(readTestdata(t, file))
+		require.NoError(t, err, file)
+		require.Equal(t, want, got, file)
+	}
+	l, err := decodeJobList(readTestdata(t, "sdk_jobs_list.json"))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, l.NumFound)
+	require.Equal(t, 2, l.Listed)
+	require.Equal(t, []string{"12345", "23456"}, []string{l.Jobs[0].ID, l.Jobs[1].ID})
+
+	code, msg := vendorMessage(readTestdata(t, "sdk_error_invalid_enum.json"))
+	require.Equal(t, "INVALID_ENUM_VALUE", code)
+	require.Equal(t, "Malformed JSON input: terms.fields[0]", msg)
+	code, _ = vendorMessage(readTestdata(t, "sdk_error_query_malformed.json"))
+	require.Equal(t, "query_malformed_syntax", code)
+	_, msg = vendorMessage(readTestdata(t, "sdk_error_message.json"))
+	require.Equal(t, "Test Alpha Message", msg)
+}
+
+func FuzzDecodeJob(f *testing.F) {
+	for _, s := range []string{`{"id":1,"status":"FAILED","errors":"x","progress":{"num_total":1},"job_parameters":{"job_parameters":{"query":{"query":"q","time_range":{"start":"2026-01-01T00:00:00.000Z"},"rows":5}}}}`,
+		`{"id":"a","create_time":"2022-01-04T19:18:58.213Z","errors":["a",{"b":1}]}`, `{"id":1,"job_parameters":{"query":"q"}}`, `null`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		j, err := decodeJob(b)
+		if err != nil {
+			require.ErrorIs(t, err, errMalformed)
+			return
+		}
+		require.Regexp(t, jobIDRe, j.ID)
+		require.LessOrEqual(t, len(j.Status), 64)
+		require.LessOrEqual(t, len(j.Errors), 300)
+		if j.Progress != nil {
+			require.GreaterOrEqual(t, j.Progress.Total, int64(0))
+		}
+	})
+}
+
+func FuzzDecodeJobList(f *testing.F) {
+	for _, s := range []string{`{"num_found":2,"results":[{"id":1},{"id":"x/y"}]}`, `[{"id":3,"type":"event_export"}]`, `{"results":null}`, `{}`, `"x"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := decodeJobList(b)
+		if err != nil {
+			require.ErrorIs(t, err, errMalformed)
+			return
+		}
+		require.Equal(t, l.Listed, len(l.Jobs)+l.Unreadable)
+		require.GreaterOrEqual(t, l.NumFound, int64(-1))
+		for _, j := range l.Jobs {
+			require.Regexp(t, jobIDRe, j.ID)
+		}
+		code, msg := vendorMessage(b)
+		require.LessOrEqual(t, len(code), 64)
+		require.LessOrEqual(t, len(msg), 200)
 	})
 }

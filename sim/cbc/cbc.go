@@ -1,10 +1,32 @@
 // Package cbc simulates the Carbon Black Cloud Job Service as the fleet uses
-// it for event exports (source: "Using the new Jobs Service API", 2020):
+// it for event exports. Sources: "Using the new Jobs Service API" (2020,
+// specs/000) for the routes, and the vendor's own client,
+// carbonblack/carbon-black-cloud-sdk-python at commit
+// fc0c2643f340af86e3b4ac39b800cce2c661f664 (src/cbc_sdk/platform/jobs.py,
+// src/cbc_sdk/platform/models/job.yaml and the job fixtures under
+// src/tests/unit/fixtures/), for the shapes of the answers:
 //
-//	POST {base}/jobs/v1/orgs/{org_key}/jobs/start/event_export   start a query → {"id":4522,"type":"event_export","status":"CREATED",...}
-//	GET  {base}/jobs/v1/orgs/{org_key}/jobs/{job_id}/progress     {"num_total","num_completed","message"}: QUEUED → IN_PROGRESS → FINISHED
+//	POST {base}/jobs/v1/orgs/{org_key}/jobs/start/event_export   start a query → the job object ({"id":4522,"type":"event_export","status":"CREATED",...})
+//	GET  {base}/jobs/v1/orgs/{org_key}/jobs                       the job list: {"num_found":N,"results":[job objects]}, oldest first
+//	GET  {base}/jobs/v1/orgs/{org_key}/jobs/{job_id}              the job object: status CREATED → COMPLETED (or FAILED, with "errors")
+//	GET  {base}/jobs/v1/orgs/{org_key}/jobs/{job_id}/progress     {"num_total","num_completed","message"}: QUEUED → IN_PROGRESS → FINISHED;
+//	                                                              "message" is omitted for some jobs (Config.Message), as in the SDK's fixture
 //	GET  {base}/jobs/v1/orgs/{org_key}/jobs/{job_id}/download     404 until the output is ready, then 302 to a pre-signed URL
 //	GET  {base}/presigned/{job_id}?X-Amz-...                      the "S3" object: no credentials, signature and expiry checked
+//
+// The job object follows the SDK's model (job.yaml) and fixtures: an int64
+// id, type "event_export", job_parameters nesting the start request's query
+// object as {"job_parameters":{"query":{…}},"api_resource":…,"version":…}
+// (the shape of the SDK's usbdevice_export fixture), connector_id (the API
+// ID that started it), org_key, status, an embedded progress, create_time
+// and last_update_time with milliseconds. A failed job says FAILED in its
+// status and why in "errors"; its /progress freezes where it stopped, since
+// the documented progress messages have no failure spelling.
+//
+// The job list is unpaged, as the SDK reads it (one GET, "results"), unless
+// Config.ListPageSize is set: then an answer holds at most that many jobs
+// and num_found says how many there are, and start/rows query parameters
+// page through them.
 //
 // Every API route needs X-Auth-Token: <APISecret>/<APIID> (401 otherwise) and
 // the configured org key in the path (403 otherwise). Job state is computed
@@ -77,10 +99,35 @@ const (
 	StatusQueued     = "QUEUED"
 	StatusInProgress = "IN_PROGRESS"
 	StatusFinished   = "FINISHED"
-	// StatusFailed is not in the source document; Fail sets it so tests can
-	// check how a client handles a job that fails at the vendor.
+	// StatusFailed is what JobInfo.Status says for a job Fail was called
+	// on. It is the job object's status; /progress has no failure message.
 	StatusFailed = "FAILED"
 )
+
+// Job object statuses (the SDK's job.yaml enum).
+const (
+	JobCreated   = "CREATED"
+	JobCompleted = "COMPLETED"
+	JobFailed    = "FAILED"
+)
+
+// MessageMode says when /progress carries its "message" field.
+type MessageMode int
+
+const (
+	// MessageSometimes omits it for jobs with an even ID (the first job,
+	// 4522, among them) and sends it for the others: both shapes the real
+	// service has been seen to send appear in every run.
+	MessageSometimes MessageMode = iota
+	// MessageAlways always sends it, as the document shows.
+	MessageAlways
+	// MessageNever never sends it, as the SDK's fixture for a completed
+	// job ({"num_total":18,"num_completed":18}).
+	MessageNever
+)
+
+// DefaultFailReason is the "errors" text of a job failed with Fail.
+const DefaultFailReason = "Search request failed: the query timed out"
 
 // Config configures a Server. Durations left zero are zero (the state is
 // reached at once), except URLTTL.
@@ -99,18 +146,26 @@ type Config struct {
 	// Format is the export format: FormatCSV (default), FormatJSON,
 	// FormatNDJSON, FormatCSVGz or FormatZip. New panics on anything else.
 	Format string
+	// Message says when /progress carries "message" (MessageSometimes by
+	// default).
+	Message MessageMode
+	// ListPageSize caps the jobs in one answer of the job list; 0 = the
+	// whole list in one answer.
+	ListPageSize int
 	// Now is the simulator's clock. Default time.Now.
 	Now func() time.Time
 }
 
 // JobInfo describes one export job, for tests.
 type JobInfo struct {
-	ID      int64
-	Query   string // query.query as sent
-	SHA256  string // parsed from process_hash:<sha256>; empty when absent
-	Rows    int    // query.rows as sent
-	Created time.Time
-	Status  string // QUEUED, IN_PROGRESS, FINISHED or FAILED, now
+	ID     int64
+	Query  string // query.query as sent
+	SHA256 string // parsed from process_hash:<sha256>; empty when absent
+	Rows   int    // query.rows as sent
+	// TimeStart is query.time_range.start exactly as sent ("" when absent).
+	TimeStart string
+	Created   time.Time
+	Status    string // QUEUED, IN_PROGRESS, FINISHED or FAILED, now
 }
 
 // Server is the simulated API. Safe for concurrent use.
@@ -136,8 +191,13 @@ type job struct {
 	sha       string
 	rows      int
 	start     time.Time // time_range.start; zero = none
+	startRaw  string    // time_range.start as sent
+	params    json.RawMessage
+	version   string
 	created   time.Time
 	failed    bool
+	failedAt  time.Time
+	reason    string
 	events    []event
 	exportRaw []byte // rendered on first download
 }
@@ -188,6 +248,8 @@ func New(cfg Config) *Server {
 	_, _ = rand.Read(s.key)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /jobs/v1/orgs/{org}/jobs/start/event_export", s.handleStart)
+	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs", s.handleList)
+	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}", s.handleJob)
 	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}/progress", s.handleProgress)
 	mux.HandleFunc("GET /jobs/v1/orgs/{org}/jobs/{id}/download", s.handleDownload)
 	mux.HandleFunc("GET /presigned/{id}", s.handlePresigned)
@@ -242,20 +304,27 @@ func (s *Server) Jobs() []JobInfo {
 	out := make([]JobInfo, 0, len(s.jobs))
 	for _, j := range s.jobs {
 		st, _, _ := s.state(j, now)
-		out = append(out, JobInfo{ID: j.id, Query: j.query, SHA256: j.sha, Rows: j.rows, Created: j.created, Status: st})
+		if j.failed {
+			st = StatusFailed
+		}
+		out = append(out, JobInfo{ID: j.id, Query: j.query, SHA256: j.sha, Rows: j.rows, TimeStart: j.startRaw, Created: j.created, Status: st})
 	}
 	slices.SortFunc(out, func(a, b JobInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
-// Fail makes job id report FAILED from now on (not in the source document).
-// It reports whether the job exists.
-func (s *Server) Fail(id int64) bool {
+// Fail makes job id fail now with DefaultFailReason: its job object says
+// FAILED, its /progress stays where it was, /download answers 404. It
+// reports whether the job exists.
+func (s *Server) Fail(id int64) bool { return s.FailWith(id, DefaultFailReason) }
+
+// FailWith is Fail with the job object's "errors" text.
+func (s *Server) FailWith(id int64, reason string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j, ok := s.jobs[id]
-	if ok {
-		j.failed = true
+	if ok && !j.failed {
+		j.failed, j.failedAt, j.reason = true, s.cfg.Now(), reason
 	}
 	return ok
 }
@@ -281,11 +350,23 @@ func (s *Server) IssuedURLs() []string {
 // state returns the job's progress message and counters at now. Caller
 // holds s.mu.
 func (s *Server) state(j *job, now time.Time) (msg string, total, completed int) {
+	if j.failed {
+		// Frozen where it stopped.
+		msg, total, completed = s.progressAt(j, j.failedAt)
+		if msg == StatusFinished {
+			msg = StatusInProgress
+		}
+		return msg, total, completed
+	}
+	return s.progressAt(j, now)
+}
+
+// progressAt is the progress of a job that does not fail. Caller holds
+// s.mu.
+func (s *Server) progressAt(j *job, now time.Time) (msg string, total, completed int) {
 	el := now.Sub(j.created)
 	total = len(j.events)
 	switch {
-	case j.failed:
-		return StatusFailed, total, 0
 	case el < s.cfg.QueuedFor:
 		// The real service cannot know the total before the query runs.
 		return StatusQueued, 0, 0
@@ -333,6 +414,8 @@ type startRequest struct {
 	} `json:"query"`
 	APIResource string `json:"api_resource"`
 	Version     string `json:"version"`
+	// rawQuery is the "query" object as sent, echoed in job_parameters.
+	rawQuery json.RawMessage
 }
 
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
@@ -340,10 +423,15 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req startRequest
-	if err := simhttp.ReadJSON(w, r, 1<<20, &req); err != nil {
+	var raw struct {
+		Query json.RawMessage `json:"query"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil || json.Unmarshal(body, &req) != nil || json.Unmarshal(body, &raw) != nil {
 		writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", "request body is not valid JSON")
 		return
 	}
+	req.rawQuery = raw.Query
 	switch {
 	case req.APIResource != "enriched_events":
 		writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", `api_resource must be "enriched_events"`)
@@ -359,13 +447,14 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var start time.Time
+	var startRaw string
 	if tr := req.Query.TimeRange; tr != nil && tr.Start != "" {
 		t, err := time.Parse(time.RFC3339, tr.Start)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", "time_range.start is not an ISO 8601 timestamp")
 			return
 		}
-		start = t
+		start, startRaw = t, tr.Start
 	}
 	sha := ""
 	if m := processHashRe.FindStringSubmatch(req.Query.Query); m != nil {
@@ -374,26 +463,84 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	now := s.cfg.Now()
-	j := &job{id: s.nextID, query: req.Query.Query, sha: sha, rows: *req.Query.Rows, start: start, created: now}
+	j := &job{id: s.nextID, query: req.Query.Query, sha: sha, rows: *req.Query.Rows, start: start, startRaw: startRaw,
+		params: req.rawQuery, version: req.Version, created: now}
 	s.nextID++
 	j.events = s.events(j)
 	s.jobs[j.id] = j
 	s.starts[sha]++
 	s.total++
+	obj := s.jobObject(j, now)
 	s.mu.Unlock()
+	// The answer to the start is the job as created, whatever the timings:
+	// the document shows "status": "CREATED".
+	obj["status"] = JobCreated
+	simhttp.WriteJSON(w, http.StatusOK, obj)
+}
 
-	ts := now.UTC().Format(time.RFC3339Nano)
-	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
-		"id":               j.id,
-		"type":             "event_export",
-		"status":           "CREATED",
-		"org_key":          s.cfg.OrgKey,
-		"owner_id":         1,
+// jobObject renders j as the Job Service does (the SDK's job.yaml and
+// fixtures). Caller holds s.mu.
+func (s *Server) jobObject(j *job, now time.Time) map[string]any {
+	status := JobCreated
+	switch {
+	case j.failed:
+		status = JobFailed
+	case s.ready(j, now):
+		status = JobCompleted
+	}
+	updated := j.created
+	switch {
+	case j.failed:
+		updated = j.failedAt
+	case status == JobCompleted:
+		updated = s.finishedAt(j).Add(s.cfg.ReadyAfter)
+	case now.After(j.created.Add(s.cfg.QueuedFor)):
+		updated = now
+	}
+	msg, total, done := s.state(j, now)
+	obj := map[string]any{
+		"id":   j.id,
+		"type": "event_export",
+		"job_parameters": map[string]any{
+			"job_parameters": map[string]any{"query": j.params},
+			"api_resource":   "enriched_events",
+			"version":        cmp.Or(j.version, "v2"),
+		},
 		"connector_id":     s.cfg.APIID,
-		"create_time":      ts,
-		"last_update_time": ts,
-		"job_parameters":   map[string]any{"job_parameters": req},
-	})
+		"org_key":          s.cfg.OrgKey,
+		"status":           status,
+		"progress":         s.progressBody(j, msg, total, done),
+		"create_time":      stamp(j.created),
+		"last_update_time": stamp(updated),
+	}
+	if j.failed {
+		obj["errors"] = j.reason
+	}
+	return obj
+}
+
+// progressBody is the /progress answer, with or without "message" as
+// Config.Message says.
+func (s *Server) progressBody(j *job, msg string, total, done int) map[string]any {
+	out := map[string]any{"num_total": total, "num_completed": done}
+	switch s.cfg.Message {
+	case MessageAlways:
+		out["message"] = msg
+	case MessageSometimes:
+		if j.id%2 != 0 {
+			out["message"] = msg
+		}
+	}
+	return out
+}
+
+// stamp renders a time as the Job Service does: UTC, milliseconds.
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// ready reports whether job j's output can be downloaded at now. Caller
+// holds s.mu.
+func (s *Server) ready(j *job, now time.Time) bool {
+	return !j.failed && !now.Before(s.finishedAt(j).Add(s.cfg.ReadyAfter))
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*job, bool) {
@@ -418,8 +565,65 @@ func (s *Server) handleProgress(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	msg, total, done := s.state(j, s.cfg.Now())
+	body := s.progressBody(j, msg, total, done)
 	s.mu.Unlock()
-	simhttp.WriteJSON(w, http.StatusOK, map[string]any{"num_total": total, "num_completed": done, "message": msg})
+	simhttp.WriteJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
+	if !s.authorize(w, r) {
+		return
+	}
+	j, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	obj := s.jobObject(j, s.cfg.Now())
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusOK, obj)
+}
+
+// handleList answers the job list: every job, oldest first, as
+// {"num_found":N,"results":[…]}. With Config.ListPageSize, one answer holds
+// at most that many from query parameter start (default 0), fewer when rows
+// asks for fewer.
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	if !s.authorize(w, r) {
+		return
+	}
+	q := r.URL.Query()
+	start, rows := 0, 0
+	for name, dst := range map[string]*int{"start": &start, "rows": &rows} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", name+" must be a non-negative integer")
+				return
+			}
+			*dst = n
+		}
+	}
+	s.mu.Lock()
+	now := s.cfg.Now()
+	ids := make([]int64, 0, len(s.jobs))
+	for id := range s.jobs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	page := s.cfg.ListPageSize
+	if page <= 0 {
+		page = len(ids)
+	}
+	if rows > 0 {
+		page = min(page, rows)
+	}
+	results := []map[string]any{}
+	for i := start; i < len(ids) && len(results) < page; i++ {
+		results = append(results, s.jobObject(s.jobs[ids[i]], now))
+	}
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{"num_found": len(ids), "results": results})
 }
 
 func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
@@ -432,8 +636,7 @@ func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	now := s.cfg.Now()
-	msg, _, _ := s.state(j, now)
-	ready := msg == StatusFinished && !now.Before(s.finishedAt(j).Add(s.cfg.ReadyAfter))
+	ready := s.ready(j, now)
 	var loc string
 	if ready {
 		loc = s.issueLocked(r, j.id, now)

@@ -138,6 +138,8 @@ func TestAuth(t *testing.T) {
 		{"POST", "/jobs/v1/orgs/%s/jobs/start/event_export", startBody("process_hash:"+sha, 10)},
 		{"GET", "/jobs/v1/orgs/%s/jobs/" + job + "/progress", ""},
 		{"GET", "/jobs/v1/orgs/%s/jobs/" + job + "/download", ""},
+		{"GET", "/jobs/v1/orgs/%s/jobs/" + job, ""},
+		{"GET", "/jobs/v1/orgs/%s/jobs", ""},
 	} {
 		p := strings.Replace(route.path, "%s", org, 1)
 		for _, tok := range []string{"", secret, id + "/" + secret, secret + "/" + id + "x", "Bearer " + token} {
@@ -179,7 +181,8 @@ func TestStartValidation(t *testing.T) {
 
 func TestProgressAndDownloadTimeline(t *testing.T) {
 	t.Parallel()
-	e := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 20 * time.Second, ReadyAfter: 5 * time.Second, URLTTL: time.Minute})
+	e := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 20 * time.Second, ReadyAfter: 5 * time.Second, URLTTL: time.Minute,
+		Message: simcbc.MessageAlways})
 	e.sim.SetHits(sha, "h1", "h2")
 	job := e.start(t, "process_hash:"+sha, 100)
 	progress := func() map[string]any { return e.do(t, "GET", jobPath(job, "progress"), auth, "").json(t) }
@@ -375,14 +378,122 @@ func csvRows(t *testing.T, b []byte) int {
 	return len(recs) - 1
 }
 
+// A failed job says so in its job object, with a reason; its progress
+// freezes (the documented messages have no failure spelling) and its output
+// never becomes available.
 func TestFail(t *testing.T) {
 	t.Parallel()
-	e := setup(t, simcbc.Config{QueuedFor: time.Hour})
+	e := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, Message: simcbc.MessageAlways})
+	e.sim.SetHits(sha, "h1", "h2")
 	job := e.start(t, "process_hash:"+sha, 10)
-	require.True(t, e.sim.Fail(e.sim.Jobs()[0].ID))
+	e.clk.Advance(15 * time.Second)
+	require.True(t, e.sim.FailWith(e.sim.Jobs()[0].ID, "disk full"))
 	require.False(t, e.sim.Fail(1))
-	require.Equal(t, "FAILED", e.do(t, "GET", jobPath(job, "progress"), auth, "").json(t)["message"])
+	e.clk.Advance(time.Hour)
+	require.Equal(t, map[string]any{"num_total": 6.0, "num_completed": 3.0, "message": "IN_PROGRESS"},
+		e.do(t, "GET", jobPath(job, "progress"), auth, "").json(t))
+	obj := e.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs/"+job, auth, "").json(t)
+	require.Equal(t, "FAILED", obj["status"])
+	require.Equal(t, "disk full", obj["errors"])
+	require.Equal(t, simcbc.StatusFailed, e.sim.Jobs()[0].Status)
 	require.Equal(t, http.StatusNotFound, e.do(t, "GET", jobPath(job, "download"), auth, "").Status)
+}
+
+// The job object has the fields and types of the SDK's model and fixtures,
+// and its status follows the job: CREATED until the output is ready, then
+// COMPLETED.
+func TestJobObject(t *testing.T) {
+	t.Parallel()
+	e := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, ReadyAfter: 5 * time.Second, Message: simcbc.MessageNever})
+	e.sim.SetHits(sha, "h1")
+	body := `{"query":{"query":"process_hash:` + sha + `","time_range":{"start":"2026-04-01T00:00:00.250Z"},"rows":10},"api_resource":"enriched_events","version":"v2"}`
+	a := e.do(t, "POST", "/jobs/v1/orgs/"+org+"/jobs/start/event_export", auth, body)
+	require.Equal(t, http.StatusOK, a.Status)
+	created := a.json(t)
+	require.Equal(t, "CREATED", created["status"])
+	job := strconv.FormatInt(int64(created["id"].(float64)), 10)
+	get := func() map[string]any { return e.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs/"+job, auth, "").json(t) }
+
+	obj := get()
+	require.EqualValues(t, 4522, obj["id"])
+	require.Equal(t, "event_export", obj["type"])
+	require.Equal(t, "CREATED", obj["status"])
+	require.Equal(t, org, obj["org_key"])
+	require.Equal(t, id, obj["connector_id"])
+	require.Equal(t, "2026-05-01T00:00:00.000Z", obj["create_time"])
+	require.NotContains(t, obj, "errors")
+	params, err := json.Marshal(obj["job_parameters"])
+	require.NoError(t, err)
+	require.JSONEq(t, `{"job_parameters":{"query":{"query":"process_hash:`+sha+`","time_range":{"start":"2026-04-01T00:00:00.250Z"},"rows":10}},
+		"api_resource":"enriched_events","version":"v2"}`, string(params))
+	require.Equal(t, map[string]any{"num_total": 0.0, "num_completed": 0.0}, obj["progress"])
+	require.Equal(t, "2026-04-01T00:00:00.250Z", e.sim.Jobs()[0].TimeStart)
+
+	e.clk.Advance(20 * time.Second)
+	require.Equal(t, "CREATED", get()["status"], "finished, output not ready yet")
+	e.clk.Advance(5 * time.Second)
+	obj = get()
+	require.Equal(t, "COMPLETED", obj["status"])
+	require.Equal(t, map[string]any{"num_total": 3.0, "num_completed": 3.0}, obj["progress"])
+	require.Equal(t, "2026-05-01T00:00:25.000Z", obj["last_update_time"])
+	require.Equal(t, http.StatusNotFound, e.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs/4600", auth, "").Status)
+}
+
+// By default, the message is omitted for even job IDs only.
+func TestProgressMessageSometimes(t *testing.T) {
+	t.Parallel()
+	e := setup(t, simcbc.Config{})
+	even, odd := e.start(t, "process_hash:"+sha, 10), e.start(t, "process_hash:"+sha, 10)
+	require.NotContains(t, e.do(t, "GET", jobPath(even, "progress"), auth, "").json(t), "message")
+	require.Equal(t, "FINISHED", e.do(t, "GET", jobPath(odd, "progress"), auth, "").json(t)["message"])
+}
+
+// The job list answers as the SDK reads it: {"num_found":N,"results":[…]},
+// every job, oldest first; with ListPageSize, pages by start/rows.
+func TestJobList(t *testing.T) {
+	t.Parallel()
+	e := setup(t, simcbc.Config{ListPageSize: 2})
+	list := func(query string) (float64, []float64) {
+		a := e.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs"+query, auth, "")
+		require.Equal(t, http.StatusOK, a.Status, string(a.Body))
+		var v struct {
+			NumFound float64          `json:"num_found"`
+			Results  []map[string]any `json:"results"`
+		}
+		require.NoError(t, json.Unmarshal(a.Body, &v))
+		var ids []float64
+		for _, r := range v.Results {
+			require.Equal(t, "event_export", r["type"])
+			ids = append(ids, r["id"].(float64))
+		}
+		return v.NumFound, ids
+	}
+	n, ids := list("")
+	require.Zero(t, n)
+	require.Empty(t, ids)
+	for range 5 {
+		e.start(t, "process_hash:"+sha, 10)
+	}
+	n, ids = list("")
+	require.EqualValues(t, 5, n)
+	require.Equal(t, []float64{4522, 4523}, ids)
+	_, ids = list("?start=2&rows=2")
+	require.Equal(t, []float64{4524, 4525}, ids)
+	_, ids = list("?start=4&rows=10")
+	require.Equal(t, []float64{4526}, ids)
+	_, ids = list("?start=1&rows=1")
+	require.Equal(t, []float64{4523}, ids)
+	require.Equal(t, http.StatusBadRequest, e.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs?rows=x", auth, "").Status)
+	require.Equal(t, http.StatusUnauthorized, e.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs", nil, "").Status)
+	require.Equal(t, http.StatusForbidden, e.do(t, "GET", "/jobs/v1/orgs/OTHER/jobs", auth, "").Status)
+
+	whole := setup(t, simcbc.Config{})
+	for range 3 {
+		whole.start(t, "process_hash:"+sha, 10)
+	}
+	a := whole.do(t, "GET", "/jobs/v1/orgs/"+org+"/jobs", auth, "").json(t)
+	require.EqualValues(t, 3, a["num_found"])
+	require.Len(t, a["results"], 3)
 }
 
 func TestFaultsOverHTTP(t *testing.T) {
