@@ -139,6 +139,9 @@ type Config struct {
 	// gives back what it held; one larger than the whole budget fails
 	// permanently.
 	MaxSpool int64
+	// Spool, when set, is the budget shared with other drivers (one per
+	// process, whatever the number of accounts); MaxSpool is then ignored.
+	Spool *SpoolBudget
 	// MaxLine caps one CSV record, NDJSON line or JSON value of the export
 	// (DefaultMaxLine if 0): a longer one fails the task permanently
 	// instead of being read into memory.
@@ -179,7 +182,7 @@ type Driver struct {
 	token string // X-Auth-Token value
 	api   *httpc.Client
 	list  *httpc.Client // the job list: a larger body cap
-	spool *spoolBudget
+	spool *SpoolBudget
 	log   *zap.Logger
 
 	mu     sync.Mutex
@@ -280,7 +283,7 @@ func New(cfg Config) (*Driver, error) {
 		token:  cfg.APISecret + "/" + cfg.APIID,
 		api:    httpc.New(hc),
 		list:   httpc.New(lc),
-		spool:  newSpoolBudget(cfg.MaxSpool),
+		spool:  cmp.Or(cfg.Spool, NewSpoolBudget(cfg.MaxSpool)),
 		log:    log.Named(vendor),
 		warned: map[string]bool{},
 		watch:  map[string]watched{},

@@ -81,7 +81,7 @@ type exportLimits struct {
 	tempDir     string // where zip exports are spooled; "" = os.TempDir()
 	spoolMem    int64  // zip bytes held in memory before spooling; 0 = spoolInMemory
 	maxLine     int    // longest line, record or JSON value; 0 = DefaultMaxLine
-	spool       *spoolBudget
+	spool       *SpoolBudget
 }
 
 type summary struct {
@@ -269,22 +269,24 @@ func (s *summary) spoolFailed(err error) error {
 	return s.ioErr
 }
 
-// spoolBudget is the bytes all zip exports of a driver may spool to disk
-// at once. Safe for concurrent use.
-type spoolBudget struct {
+// SpoolBudget is the bytes all zip exports sharing it may spool to disk at
+// once: one per process (Config.Spool), whatever the number of CB Cloud
+// accounts. Safe for concurrent use.
+type SpoolBudget struct {
 	mu   sync.Mutex
 	max  int64
 	used int64
 }
 
-func newSpoolBudget(max int64) *spoolBudget { return &spoolBudget{max: max} }
+// NewSpoolBudget returns a budget of max bytes.
+func NewSpoolBudget(max int64) *SpoolBudget { return &SpoolBudget{max: max} }
 
 // take reserves n bytes, all or nothing. It never waits: a download that
 // waited while holding part of the budget could wait forever on another
 // doing the same, and one that stalls its connection loses it (and its
 // pre-signed URL) anyway. The caller fails retryably and gives back what
 // it holds, and the task comes back later with a fresh URL.
-func (b *spoolBudget) take(n int64) bool {
+func (b *SpoolBudget) take(n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.used+n > b.max {
@@ -294,14 +296,14 @@ func (b *spoolBudget) take(n int64) bool {
 	return true
 }
 
-func (b *spoolBudget) give(n int64) {
+func (b *SpoolBudget) give(n int64) {
 	b.mu.Lock()
 	b.used -= n
 	b.mu.Unlock()
 }
 
 // inUse returns the bytes reserved now (tests).
-func (b *spoolBudget) inUse() int64 {
+func (b *SpoolBudget) inUse() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.used
@@ -310,7 +312,7 @@ func (b *spoolBudget) inUse() int64 {
 // spoolWriter writes a spool file against a budget (nil = no budget).
 type spoolWriter struct {
 	f    io.Writer
-	b    *spoolBudget
+	b    *SpoolBudget
 	held int64
 }
 

@@ -325,7 +325,7 @@ func FuzzSummarize(f *testing.F) {
 	dir := f.TempDir() // zips over 1 KiB are spooled here
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lim := exportLimits{maxRaw: 1 << 20, maxInflated: 4 << 20, maxHosts: 50, spoolMem: 1 << 10, tempDir: dir,
-			maxLine: 4 << 10, spool: newSpoolBudget(64 << 10)}
+			maxLine: 4 << 10, spool: NewSpoolBudget(64 << 10)}
 		res, err := summarize(bytes.NewReader(b), lim)
 		require.Zero(t, lim.spool.inUse())
 		if err != nil {
@@ -425,7 +425,7 @@ func TestSummarizeLineCapThroughGzip(t *testing.T) {
 func TestSummarizeSpoolBudget(t *testing.T) {
 	t.Parallel()
 	big := zipOf(map[string][]byte{"a.csv": []byte(sampleCSV + strings.Repeat("e9,9,WIN-A,h,p.exe,childproc,2026-01-01T00:00:00.000Z\n", 200))}, zip.Store)
-	budget := newSpoolBudget(int64(len(big)) + 100)
+	budget := NewSpoolBudget(int64(len(big)) + 100)
 	lim := testLimits()
 	lim.spoolMem = 256
 	lim.tempDir = t.TempDir()
@@ -444,7 +444,7 @@ func TestSummarizeSpoolBudget(t *testing.T) {
 	require.Equal(t, int64(len(big)), budget.inUse(), "the failed download gave its share back")
 	budget.give(int64(len(big)))
 
-	small := newSpoolBudget(1024)
+	small := NewSpoolBudget(1024)
 	lim.spool = small
 	_, err = summarize(bytes.NewReader(big), lim)
 	require.ErrorIs(t, err, errSpoolTooLarge)
