@@ -42,6 +42,20 @@ type SampleDB interface {
 	UpdateTask(ctx context.Context, jobID string, taskID sampledb.ID, state string) (*sampledb.Task, error)
 }
 
+// Accounts resolves customers to their vendor drivers.
+type Accounts interface {
+	// Drivers returns customer's drivers by task kind, or an error saying
+	// why the customer has none. The map is read-only; callers resolve
+	// again for every call (a reload replaces drivers).
+	Drivers(customer string) (map[string]edr.Driver, error)
+}
+
+// StaticAccounts serves the same drivers to every customer.
+type StaticAccounts map[string]edr.Driver
+
+// Drivers returns the drivers, whatever the customer.
+func (s StaticAccounts) Drivers(string) (map[string]edr.Driver, error) { return s, nil }
+
 // Publisher publishes a finished job's summary (key = job ID). The consumer
 // package's Kafka client implements it.
 type Publisher interface {
@@ -56,8 +70,13 @@ type Config struct {
 	Store *state.Store
 	// SampleDB receives every job and task transition. Required.
 	SampleDB SampleDB
-	// Drivers are the configured vendors, by task kind. A kind without a
-	// driver is never planned.
+	// Accounts resolves a job's customer to the drivers of that customer's
+	// own vendor accounts (internal/tenant.Registry). A job whose customer
+	// has none fails with the reason; a kind without a driver for the
+	// customer is never planned. Nil serves Drivers to every customer.
+	Accounts Accounts
+	// Drivers are the vendors of a single-customer deployment, by task
+	// kind, used when Accounts is nil.
 	Drivers map[string]edr.Driver
 	// Results, when set, receives a summary of every finished job.
 	Results Publisher
@@ -129,6 +148,9 @@ func (c *Config) setDefaults() error {
 		if d == nil || d.Kind() != kind {
 			return fmt.Errorf("worker: driver for %q is missing or reports another kind", kind)
 		}
+	}
+	if c.Accounts == nil {
+		c.Accounts = StaticAccounts(c.Drivers)
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}

@@ -69,6 +69,9 @@ type job struct {
 	// go into the outcome's reason.
 	notes []string
 
+	custOnce sync.Once
+	cust     string
+
 	exit exitReason
 	done chan struct{}
 }
@@ -94,6 +97,34 @@ func newJob(r *Runner, l state.Lease, rec *state.Record) *job {
 		fields: fields, done: make(chan struct{}),
 	}
 	return j
+}
+
+// customer is the submitting customer, whose accounts alone the job may use.
+func (j *job) customer() string {
+	j.custOnce.Do(func() {
+		var m struct {
+			Submission struct {
+				Customer string `json:"customer"`
+			} `json:"submission"`
+		}
+		_ = json.Unmarshal(j.rec.Msg, &m)
+		j.cust = m.Submission.Customer
+	})
+	return j.cust
+}
+
+// driver resolves the driver of the customer's account for kind, afresh for
+// every call: a reload of the tenants file may have replaced it.
+func (j *job) driver(kind string) (edr.Driver, error) {
+	ds, err := j.r.cfg.Accounts.Drivers(j.customer())
+	if err != nil {
+		return nil, &edr.Error{Vendor: vendorOf(kind), Op: "account", Msg: err.Error(), Err: err}
+	}
+	d := ds[kind]
+	if d == nil {
+		return nil, edr.Permanent(vendorOf(kind), "account", fmt.Sprintf("no %s account is configured for customer %q on worker %s", kind, j.customer(), j.r.cfg.WorkerID))
+	}
+	return d, nil
 }
 
 // lose stops the job at once: no further vendor call or SampleDB write.
@@ -195,6 +226,7 @@ func (j *job) execute() exitReason {
 		j.log.Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
 	}
 	j.notes = notes
+	drivers, derr := cfg.Accounts.Drivers(j.customer())
 	deadline := j.rec.Created.Add(cfg.JobTimeout)
 	if j.rec.Created.IsZero() {
 		deadline = j.start.Add(cfg.JobTimeout)
@@ -211,8 +243,12 @@ func (j *job) execute() exitReason {
 	if time.Now().After(deadline) {
 		return j.finish(sampledb.StateTimeout, "job timeout passed before work began")
 	}
+	if derr != nil {
+		j.log.Warn("the job's customer has no vendor accounts; failing it", zap.String("customer", j.customer()), zap.Error(derr))
+		return j.finish(sampledb.StateFailed, derr.Error())
+	}
 
-	plan, err := j.plan(&msg, target)
+	plan, err := j.plan(&msg, target, drivers)
 	if err != nil {
 		return j.exitFor(err)
 	}
@@ -296,7 +332,7 @@ func verdict(tasks map[string]*taskCheckpoint, plan []PlannedTask) (string, stri
 	return sampledb.StateSuccess, ""
 }
 
-func (j *job) plan(msg *sampledb.JobMessage, t edr.Target) ([]PlannedTask, error) {
+func (j *job) plan(msg *sampledb.JobMessage, t edr.Target, drivers map[string]edr.Driver) ([]PlannedTask, error) {
 	if raw := j.rec.Fields[fieldPlan]; raw != "" {
 		var plan []PlannedTask
 		if err := json.Unmarshal([]byte(raw), &plan); err == nil {
@@ -304,7 +340,7 @@ func (j *job) plan(msg *sampledb.JobMessage, t edr.Target) ([]PlannedTask, error
 		}
 		j.log.Warn("unreadable plan in the ledger; planning again")
 	}
-	plan := j.r.cfg.Playbook.Plan(msg, t, func(kind string) bool { return j.r.cfg.Drivers[kind] != nil })
+	plan := j.r.cfg.Playbook.Plan(msg, t, func(kind string) bool { return drivers[kind] != nil })
 	if plan == nil {
 		plan = []PlannedTask{}
 	}
@@ -582,9 +618,9 @@ func unfinishedTaskState(jobState string) string {
 // cancelVendor stops a vendor operation where the API allows it. It never
 // fails the delivery: what happened is recorded on the task.
 func (j *job) cancelVendor(kind string, ref json.RawMessage) string {
-	d := j.r.cfg.Drivers[kind]
-	if d == nil {
-		return "vendor not configured on this worker; operation abandoned"
+	d, err := j.driver(kind)
+	if err != nil {
+		return "operation abandoned: " + err.Error()
 	}
 	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.CancelTimeout)
 	defer cancel()

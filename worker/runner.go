@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -66,8 +67,13 @@ func New(cfg Config) (*Runner, error) {
 		reconcileKick: make(chan bool, 1),
 		starting:      map[string]chan struct{}{},
 	}
-	for kind := range cfg.Drivers {
+	for _, kind := range []string{edr.KindCBCEventExport, edr.KindCBLRTriage, edr.KindCytomicOSQuery, edr.KindSophosXDR} {
 		r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
+	}
+	for kind := range cfg.Drivers {
+		if r.starting[kind] == nil {
+			r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
+		}
 	}
 	cfg.Store.OnQuarantine(func(keys []string) {
 		r.log.Error("ledger keys of the wrong type were quarantined (renamed under quarantine:, listed by fleetctl status); the fleet goes on without them",

@@ -24,7 +24,6 @@ var errTaskTimeout = errors.New("task timeout")
 func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadline time.Time) {
 	cfg := &j.r.cfg
 	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", vendorOf(pt.Kind)))
-	d := cfg.Drivers[pt.Kind]
 
 	end := func(st, msg string) {
 		cp.State, cp.Error, cp.Ended = st, msg, time.Now().UnixMilli()
@@ -45,8 +44,8 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		}
 		return
 	}
-	if d == nil {
-		end(sampledb.TaskFailed, fmt.Sprintf("vendor for %s is not configured on worker %s", pt.Kind, cfg.WorkerID))
+	if _, err := j.driver(pt.Kind); err != nil {
+		end(sampledb.TaskFailed, err.Error())
 		return
 	}
 
@@ -85,7 +84,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		case <-j.ctx.Done():
 			return
 		}
-		ref, err := j.startOnce(pt.Kind, cp, d, t, deadline, log)
+		ref, err := j.startOnce(pt.Kind, cp, t, deadline, log)
 		if err != nil {
 			<-slots
 			j.taskError(cp, err, end)
@@ -125,7 +124,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 			}
 			return
 		}
-		st, err := vendorCall(j, pt.Kind, "poll", j.work, deadline, func(ctx context.Context) (edr.Status, error) { return d.Poll(ctx, cp.Ref) })
+		st, err := vendorCall(j, pt.Kind, "poll", j.work, deadline, func(ctx context.Context, d edr.Driver) (edr.Status, error) { return d.Poll(ctx, cp.Ref) })
 		if errors.Is(err, errTaskTimeout) && !deadline.Equal(jobDeadline) {
 			taskTimeout()
 			return
@@ -154,7 +153,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 		}
 	}
 
-	res, err := vendorCall(j, pt.Kind, "collect", j.work, deadline, func(ctx context.Context) (edr.Result, error) { return d.Collect(ctx, cp.Ref) })
+	res, err := vendorCall(j, pt.Kind, "collect", j.work, deadline, func(ctx context.Context, d edr.Driver) (edr.Result, error) { return d.Collect(ctx, cp.Ref) })
 	if err != nil {
 		j.taskError(cp, err, end)
 		return
@@ -175,12 +174,12 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 // Start and Find run on the job context, not the work context: an abort
 // must not cut a start short, because the reference it returns is what lets
 // the abort cancel the operation at the vendor.
-func (j *job) startOnce(kind string, cp *taskCheckpoint, d edr.Driver, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
+func (j *job) startOnce(kind string, cp *taskCheckpoint, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
 	vendor := vendorOf(kind)
 	obs := j.r.cfg.Observer
 	how := "first"
 	if cp.Intent != nil {
-		ref, err := vendorCall(j, kind, "find", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) { return d.Find(ctx, t, *cp.Intent) })
+		ref, err := vendorCall(j, kind, "find", j.ctx, deadline, func(ctx context.Context, d edr.Driver) (edr.Ref, error) { return d.Find(ctx, t, *cp.Intent) })
 		switch {
 		case err == nil:
 			log.Info("re-attached to the vendor operation an earlier start launched", zap.String("intent", cp.Intent.Key))
@@ -208,7 +207,7 @@ func (j *job) startOnce(kind string, cp *taskCheckpoint, d edr.Driver, t edr.Tar
 		return nil, err
 	}
 	lookFirst := false
-	ref, err := vendorCall(j, kind, "start", j.ctx, deadline, func(ctx context.Context) (edr.Ref, error) {
+	ref, err := vendorCall(j, kind, "start", j.ctx, deadline, func(ctx context.Context, d edr.Driver) (edr.Ref, error) {
 		if lookFirst {
 			ref, err := d.Find(ctx, t, in)
 			switch {
@@ -257,9 +256,10 @@ func (j *job) taskError(cp *taskCheckpoint, err error, end func(st, msg string))
 	}
 }
 
-// vendorCall calls a driver behind the lease guard, retrying retryable
-// failures with backoff (honouring Retry-After) until the deadline.
-func vendorCall[T any](j *job, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context) (T, error)) (T, error) {
+// vendorCall calls the customer's driver for kind behind the lease guard,
+// retrying retryable failures with backoff (honouring Retry-After) until the
+// deadline. The driver is resolved for every attempt.
+func vendorCall[T any](j *job, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
 	var zero T
 	bo := j.backoff()
 	vendor := vendorOf(kind)
@@ -273,8 +273,12 @@ func vendorCall[T any](j *job, kind, op string, ctx context.Context, deadline ti
 		default:
 		}
 		began := time.Now()
-		v, err := call(ctx)
-		j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
+		d, err := j.driver(kind)
+		var v T
+		if err == nil {
+			v, err = call(ctx, d)
+			j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
+		}
 		if err == nil {
 			return v, nil
 		}
