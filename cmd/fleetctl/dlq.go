@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,14 +37,21 @@ type deadLetter struct {
 	Worker          string   `json:"worker,omitempty"`
 	Key             string   `json:"key"` // printable rendering
 	ValueBytes      int      `json:"valueBytes"`
-	// Truncated: the value was cut when dead-lettered (header dlq-truncated
-	// holds the original size, OriginalBytes). Not replayable.
-	Truncated     bool    `json:"truncated"`
-	OriginalBytes int     `json:"originalBytes,omitempty"`
-	ReplayedFrom  string  `json:"replayedFrom,omitempty"`
-	Replayable    bool    `json:"replayable"`
-	NotReplayable string  `json:"notReplayable,omitempty"` // why not
-	Value         *string `json:"value,omitempty"`         // only with --show-values, cut to --value-bytes
+	// Truncated: part of the record was cut when dead-lettered to make the
+	// letter fit (header dlq-truncated): TruncatedParts says which ("key",
+	// "value", "headers"), the Original fields how large the record was
+	// (header dlq-original-sizes; a letter from before that header names
+	// the value's size only). Not replayable.
+	Truncated           bool     `json:"truncated"`
+	TruncatedParts      []string `json:"truncatedParts,omitempty"`
+	OriginalBytes       int      `json:"originalBytes,omitempty"` // the value's
+	OriginalKeyBytes    int      `json:"originalKeyBytes,omitempty"`
+	OriginalHeaders     int      `json:"originalHeaders,omitempty"`
+	OriginalHeaderBytes int      `json:"originalHeaderBytes,omitempty"`
+	ReplayedFrom        string   `json:"replayedFrom,omitempty"`
+	Replayable          bool     `json:"replayable"`
+	NotReplayable       string   `json:"notReplayable,omitempty"` // why not
+	Value               *string  `json:"value,omitempty"`         // only with --show-values, cut to --value-bytes
 }
 
 // letterOf reads the consumer's dead-letter headers.
@@ -76,12 +84,42 @@ func letterOf(r *kgo.Record, dlqTopic string) deadLetter {
 			}
 		case consumer.HeaderTruncated:
 			d.Truncated = true
-			d.OriginalBytes, _ = strconv.Atoi(v)
+			if n, err := strconv.Atoi(v); err == nil {
+				// Written before dlq-original-sizes: the value's size.
+				d.TruncatedParts, d.OriginalBytes = []string{"value"}, n
+				continue
+			}
+			d.TruncatedParts = nil
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && len(d.TruncatedParts) < 3 {
+					d.TruncatedParts = append(d.TruncatedParts, clip(printable([]byte(p)), 20))
+				}
+			}
+		case consumer.HeaderOriginalSizes:
+			for _, kv := range strings.Split(v, ",") {
+				k, val, _ := strings.Cut(kv, "=")
+				n, err := strconv.Atoi(val)
+				if err != nil || n < 0 {
+					continue
+				}
+				switch k {
+				case "key":
+					d.OriginalKeyBytes = n
+				case "value":
+					d.OriginalBytes = n
+				case "headers":
+					d.OriginalHeaders = n
+				case "header-bytes":
+					d.OriginalHeaderBytes = n
+				}
+			}
 		case HeaderReplayedFrom:
 			d.ReplayedFrom = v
 		}
 	}
 	switch {
+	case d.Truncated && len(d.TruncatedParts) > 0 && !slices.Equal(d.TruncatedParts, []string{"value"}):
+		d.NotReplayable = "truncated when dead-lettered (" + strings.Join(d.TruncatedParts, ", ") + " cut)"
 	case d.Truncated:
 		d.NotReplayable = "truncated when dead-lettered"
 	case d.SourceTopic == "":
@@ -383,10 +421,7 @@ func printLetters(w io.Writer, ls []deadLetter, values bool) {
 		if d.SourcePartition != nil && d.SourceOffset != nil {
 			src += fmt.Sprintf("/%d@%d", *d.SourcePartition, *d.SourceOffset)
 		}
-		size := strconv.Itoa(d.ValueBytes)
-		if d.Truncated {
-			size += fmt.Sprintf(" (truncated from %d)", d.OriginalBytes)
-		}
+		size := strconv.Itoa(d.ValueBytes) + truncationNote(d)
 		row := []string{fmt.Sprintf("%d@%d", d.Partition, d.Offset), stamp(time.Time(d.Time)), d.Reason, src,
 			clip(d.Key, 40), size, clip(d.Error, 70)}
 		if values {
@@ -399,6 +434,31 @@ func printLetters(w io.Writer, ls []deadLetter, values bool) {
 		t.row(row...)
 	}
 	t.flush()
+}
+
+// truncationNote says what of a letter's record was cut, for the SIZE
+// column: " (truncated from 2000000)", " (key, headers cut)".
+func truncationNote(d deadLetter) string {
+	if !d.Truncated {
+		return ""
+	}
+	var notes, others []string
+	for _, p := range d.TruncatedParts {
+		if p != "value" {
+			others = append(others, p)
+		} else if d.OriginalBytes > 0 {
+			notes = append(notes, fmt.Sprintf("truncated from %d", d.OriginalBytes))
+		} else {
+			others = append(others, p)
+		}
+	}
+	if len(others) > 0 {
+		notes = append(notes, strings.Join(others, ", ")+" cut")
+	}
+	if len(notes) == 0 {
+		notes = append(notes, "truncated")
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
 }
 
 func printReasons(w io.Writer, rs []reasonCount) {
@@ -514,7 +574,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	fmt.Fprintf(out, "%d of %d dead letters in %s matched (read up to the end offsets at start)\n", rep.Matched, rep.Read, cfg.dlq)
 	printReasons(out, rep.ByReason)
 	if rep.Truncated > 0 {
-		fmt.Fprintf(out, "skipping %s: not replayable, the value was cut when dead-lettered and the original "+
+		fmt.Fprintf(out, "skipping %s: not replayable, the record was cut when dead-lettered and the original "+
 			"cannot be rebuilt from the DLQ\n", plural(int64(rep.Truncated), "truncated letter", "truncated letters"))
 	}
 	if n := rep.Skipped - rep.Truncated; n > 0 {

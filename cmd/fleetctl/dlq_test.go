@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
 )
 
 // letterRows returns the DLQ positions of a `dlq list` table, in order.
@@ -217,4 +219,45 @@ func TestDLQReplayReadsOnlyUpToTheOffsetsAtStart(t *testing.T) {
 	}))
 	sort.Strings(seen)
 	require.Equal(t, []string{"job-hash2", "job-nj"}, seen, "nothing past the captured end offsets, nothing before the start")
+}
+
+// TestDLQListSaysWhatWasCut: the consumer cuts a record's key, value or
+// headers to make its dead letter fit and says so in dlq-truncated (the
+// parts) and dlq-original-sizes; fleetctl shows it and does not replay the
+// letter.
+func TestDLQListSaysWhatWasCut(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	w.produce(
+		dlqLetter(0, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 1, "kkkk", "not json", 0,
+			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("key,headers")},
+			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1200000,value=8,headers=3,header-bytes=1200036")}),
+		dlqLetter(0, consumer.ReasonOversized, "too big", topicOSL, 0, 2, "k", "vvvv", 0,
+			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("value")},
+			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1,value=2000000,headers=0,header-bytes=0")}),
+	)
+	out := w.ok("dlq", "list").stdout
+	t.Logf("fleetctl dlq list:\n%s", out)
+	require.Regexp(t, `0@0\s+.*not_json\s+.*kkkk\s+8 \(key, headers cut\)\s+value is not valid JSON\n`, out)
+	require.Regexp(t, `0@1\s+.*oversized\s+.*\s+4 \(truncated from 2000000\)\s+too big\n`, out)
+
+	var rep dlqListReport
+	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "list", "-o", "json").stdout), &rep))
+	require.Len(t, rep.Letters, 2)
+	d := rep.Letters[0]
+	require.True(t, d.Truncated)
+	require.Equal(t, []string{"key", "headers"}, d.TruncatedParts)
+	require.Equal(t, 1200000, d.OriginalKeyBytes)
+	require.Equal(t, 8, d.OriginalBytes)
+	require.Equal(t, 3, d.OriginalHeaders)
+	require.Equal(t, 1200036, d.OriginalHeaderBytes)
+	require.False(t, d.Replayable)
+	require.Equal(t, "truncated when dead-lettered (key, headers cut)", d.NotReplayable)
+	require.Equal(t, 2000000, rep.Letters[1].OriginalBytes)
+	require.Equal(t, "truncated when dead-lettered", rep.Letters[1].NotReplayable)
+
+	r := w.ok("dlq", "replay", "--yes")
+	require.Contains(t, r.stdout, "skipping 2 truncated letters: not replayable")
+	require.Contains(t, r.stdout, "nothing to replay")
+	require.Zero(t, w.endOffsets(topicOSL))
 }
