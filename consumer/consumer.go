@@ -292,6 +292,7 @@ type tp struct {
 type item struct {
 	rec    *kgo.Record
 	msg    *sampledb.JobMessage
+	value  []byte // the message as the ledger keeps it (canonical jobID)
 	bad    *BadRecord
 	slot   bool  // a runner slot is reserved for it
 	failed error // admission or dead-lettering failed
@@ -311,7 +312,7 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 			order = append(order, k)
 		}
 		it := &item{rec: r}
-		msg, err := Decode(r.Value, c.cfg.MaxMessageBytes)
+		msg, value, err := decode(r.Value, c.cfg.MaxMessageBytes)
 		if err == nil && c.cfg.Validate != nil {
 			if verr := c.cfg.Validate(msg); verr != nil {
 				err = &BadRecord{ReasonInvalidField, verr.Error()}
@@ -320,7 +321,7 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 		if err != nil {
 			it.bad = err.(*BadRecord)
 		} else {
-			it.msg = msg
+			it.msg, it.value = msg, value
 			good++
 		}
 		parts[k] = append(parts[k], it)
@@ -408,7 +409,7 @@ func (c *Consumer) admit(ctx context.Context, items []*item) error {
 	for i, it := range items {
 		reqs[i] = state.AdmitRequest{
 			ID:     it.msg.JobID,
-			Msg:    it.rec.Value,
+			Msg:    it.value,
 			Source: fmt.Sprintf("%s/%d@%d", it.rec.Topic, it.rec.Partition, it.rec.Offset),
 		}
 	}

@@ -43,7 +43,29 @@ var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // createdByUser.customer as null; a producer may send an object), and
 // unknown fields are ignored (forward compatibility): neither dead-letters
 // a message. It returns a *BadRecord for anything else.
+//
+// The message's JobID is canonical: a UUID names one job whatever its case,
+// so it is lower-cased (sampledb.CanonicalJobID), and the ledger, SampleDB
+// and the vendors all see the one form.
 func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
+	msg, _, err := decode(value, maxBytes)
+	return msg, err
+}
+
+// decode is Decode that also returns the value as the ledger keeps it: the
+// record's value without surrounding white space, with the jobID written
+// in its canonical form; every other byte as it came.
+func decode(value []byte, maxBytes int) (*sampledb.JobMessage, []byte, error) {
+	msg, err := decodeValue(value, maxBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	trimmed := bytes.TrimSpace(value)
+	msg.JobID = sampledb.CanonicalJobID(msg.JobID)
+	return msg, withJobID(trimmed, msg.JobID), nil
+}
+
+func decodeValue(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 	if maxBytes > 0 && len(value) > maxBytes {
 		return nil, &BadRecord{ReasonOversized, fmt.Sprintf("%d bytes exceeds MAX_MESSAGE_BYTES (%d)", len(value), maxBytes)}
 	}
@@ -97,6 +119,28 @@ func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 		}
 	}
 	return &msg, nil
+}
+
+// withJobID returns the JSON object b with the value of its jobID member
+// (the one encoding/json reads: the last key that matches "jobID" the way
+// it matches keys) replaced by the JSON string id, or b itself when that
+// value already is exactly that string.
+func withJobID(b []byte, id string) []byte {
+	start, end := -1, -1
+	_ = members(b, func(key string, s, e int) error {
+		if sameField(key, "jobID") {
+			start, end = s, e
+		}
+		return nil
+	})
+	want := `"` + id + `"` // a canonical UUID needs no escaping
+	if start < 0 || string(b[start:end]) == want {
+		return b
+	}
+	out := make([]byte, 0, len(b)-(end-start)+len(want))
+	out = append(out, b[:start]...)
+	out = append(out, want...)
+	return append(out, b[end:]...)
 }
 
 func trimError(err error) string {

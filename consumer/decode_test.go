@@ -388,6 +388,13 @@ func FuzzDecode(f *testing.F) {
 		require.NotNil(t, msg)
 		require.LessOrEqual(t, len(value), limit)
 		require.Regexp(t, fuzzUUID, msg.JobID)
+		require.Equal(t, strings.ToLower(msg.JobID), msg.JobID, "the job ID is canonical")
+		// The value the ledger keeps decodes to the same message.
+		_, stored, err := decode(value, limit)
+		require.NoError(t, err)
+		again, err := Decode(stored, 0)
+		require.NoError(t, err)
+		require.Equal(t, msg, again)
 		sha, herr := edr.ValidSHA256(msg.Submission.Sample.ID)
 		require.NoError(t, herr)
 		if msg.Classification.Sample != "" {

@@ -163,11 +163,12 @@ func (c *Client) UpdateJob(ctx context.Context, id, state string) (*Job, error) 
 	if state == "" {
 		return nil, errors.New("sampledb: UpdateJob: empty state")
 	}
-	env, err := c.do(ctx, http.MethodPut, jobPath+"/"+url.PathEscape(id), nil, map[string]string{"state": state})
+	p := jobURLPath(id)
+	env, err := c.do(ctx, http.MethodPut, p, nil, map[string]string{"state": state})
 	if err != nil {
 		return nil, err
 	}
-	return c.job(http.MethodPut, jobPath+"/"+url.PathEscape(id), env)
+	return c.job(http.MethodPut, p, env)
 }
 
 // GetJob fetches job id (GET /sampledb/v2/job/{id}).
@@ -175,7 +176,7 @@ func (c *Client) GetJob(ctx context.Context, id string) (*Job, error) {
 	if err := checkID("job id", id); err != nil {
 		return nil, err
 	}
-	p := jobPath + "/" + url.PathEscape(id)
+	p := jobURLPath(id)
 	env, err := c.do(ctx, http.MethodGet, p, nil, nil)
 	if err != nil {
 		return nil, err
@@ -190,7 +191,7 @@ func (c *Client) AbortJob(ctx context.Context, id string) (*Job, error) {
 	if err := checkID("job id", id); err != nil {
 		return nil, err
 	}
-	p := jobPath + "/" + url.PathEscape(id)
+	p := jobURLPath(id)
 	env, err := c.do(ctx, http.MethodDelete, p, nil, nil)
 	if err != nil {
 		return nil, err
@@ -407,7 +408,7 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 	if worker == "" {
 		return nil, errors.New("sampledb: CreateTask: empty worker")
 	}
-	p := jobPath + "/" + url.PathEscape(jobID) + "/task"
+	p := jobURLPath(jobID) + "/task"
 	body := map[string]string{"worker": worker, "state": TaskExecuting}
 	var adopted *Task
 	maybeApplied := false
@@ -442,7 +443,7 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 // findTask looks for an executing task of worker on job jobID, without
 // retries (one attempt; failure means "not found").
 func (c *Client) findTask(ctx context.Context, jobID, worker string) (*Task, bool) {
-	p := jobPath + "/" + url.PathEscape(jobID) + "/task"
+	p := jobURLPath(jobID) + "/task"
 	env, err := c.once(ctx, http.MethodGet, c.base+p, p, nil, envelopeBody)
 	if err != nil {
 		return nil, false
@@ -490,7 +491,7 @@ func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state 
 	if state == "" {
 		return nil, errors.New("sampledb: UpdateTask: empty state")
 	}
-	p := jobPath + "/" + url.PathEscape(jobID) + "/task/" + url.PathEscape(string(taskID))
+	p := jobURLPath(jobID) + "/task/" + url.PathEscape(string(taskID))
 	env, err := c.doRetry(ctx, http.MethodPut, p, nil, map[string]string{"state": state}, anyBody, nil)
 	if err != nil {
 		return nil, err
@@ -500,6 +501,9 @@ func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state 
 	}
 	return &Task{ID: taskID, State: state}, nil
 }
+
+// jobURLPath is the API path of job id, in its canonical form.
+func jobURLPath(id string) string { return jobPath + "/" + url.PathEscape(CanonicalJobID(id)) }
 
 func checkID(what, id string) error {
 	if id == "" || id == "." || id == ".." {

@@ -133,7 +133,7 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 		return Job{}, fmt.Errorf("job %s: no state", w.ID)
 	}
 	j := Job{
-		ID:                string(w.ID),
+		ID:                CanonicalJobID(string(w.ID)),
 		State:             state,
 		AbortRequested:    w.AbortRequested,
 		EnqueuedTimestamp: int64(w.EnqueuedTimestamp),

@@ -14,6 +14,10 @@
 // DELETE only sets abortRequested on the job; the fleet notices it in list
 // pages and PUT responses, and PUTs aborted itself.
 //
+// Job IDs are UUIDs, one job whatever their case: the client addresses a
+// job by its canonical (lower-case) ID and reads every job ID SampleDB
+// sends back in that form (CanonicalJobID).
+//
 // Errors, branch with errors.Is / errors.As:
 //
 //	5xx, 429, 408, network  retried inside the client (exponential backoff,
