@@ -29,6 +29,8 @@
 //	other 4xx, 3xx          *Error, permanent
 //	2xx, body not a valid   ErrMalformed, permanent
 //	envelope
+//	2xx about another job   *BadAnswerError, ErrBadAnswer: retried inside the
+//	                        client like a 5xx, then returned (retryable)
 //
 // The API key never appears in errors, logs or String output; it is also
 // scrubbed from any text SampleDB sends back.
