@@ -22,6 +22,11 @@ const (
 	ReasonInvalidHash  = "invalid_sample_hash"
 	ReasonInvalidField = "invalid_field"
 	ReasonEmptyRecord  = "empty_record"
+	// ReasonAmbiguousField: a field the fleet reads appears more than once
+	// (the same key twice, or spellings encoding/json takes for the same
+	// field, such as jobID and JOBID). encoding/json would read the last
+	// one; another reader may read the first: the record means two things.
+	ReasonAmbiguousField = "ambiguous_field"
 )
 
 // BadRecord says why a record cannot be a job.
@@ -39,7 +44,8 @@ var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // a SHA-256 (64 hex digits; never escaped, refused), and the fields the
 // fleet reads (the submission's customer, sample, name and metaData, the
 // classification's sample, type and platform) of their documented types.
-// Fields the fleet never reads may come in any shape (the document shows
+// A field the fleet reads may appear only once, under one spelling (see
+// ReasonAmbiguousField). Fields the fleet never reads may come in any shape (the document shows
 // createdByUser.customer as null; a producer may send an object), and
 // unknown fields are ignored (forward compatibility): neither dead-letters
 // a message. It returns a *BadRecord for anything else.
@@ -78,6 +84,9 @@ func decodeValue(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 	}
 	if trimmed[0] != '{' {
 		return nil, &BadRecord{ReasonWrongType, "value is JSON but not an object"}
+	}
+	if bad := ambiguity(trimmed, "", readFields); bad != nil {
+		return nil, bad
 	}
 	var msg sampledb.JobMessage
 	dec := json.NewDecoder(bytes.NewReader(trimmed))

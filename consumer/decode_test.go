@@ -361,14 +361,17 @@ var (
 	fuzzUUID     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	knownReasons = []string{
 		ReasonOversized, ReasonNotJSON, ReasonWrongType, ReasonMissingJobID,
-		ReasonInvalidJobID, ReasonInvalidHash, ReasonInvalidField, ReasonEmptyRecord,
+		ReasonInvalidJobID, ReasonInvalidHash, ReasonInvalidField, ReasonEmptyRecord, ReasonAmbiguousField,
 	}
 )
 
 func FuzzDecode(f *testing.F) {
-	for _, c := range append(decodeCases(f), unreadCases(f)...) {
+	for _, c := range append(append(decodeCases(f), unreadCases(f)...), append(ambiguousCases(), unambiguousCases()...)...) {
 		f.Add(c.value)
 	}
+	// Spellings encoding/json folds together: the Kelvin sign and the long s.
+	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"},"metaData":{"sensorIds":[1],"ſensorIds":[2]}},"classification":{"Kind":1,"type":"PE","TYPE":"x"}}`))
+	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"}},"submiſſion":null}`))
 	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"},"metaData":{"sensorIds":[1,"2"," 3 "],"path":"C:\\x.exe"}}}`))
 	f.Fuzz(func(t *testing.T, value []byte) {
 		const limit = 1 << 16
