@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -94,4 +96,63 @@ func TestDecodeRefusesAmbiguousFields(t *testing.T) {
 	require.EqualError(t, err, `ambiguous_field: field submission.sample.id appears 2 times (as "id", "Id"): which one counts is ambiguous`)
 	_, err = Decode([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc"`+strings.Repeat(`,"JOBID":1,"jobid":2,"JobId":3`, 1000)+`}`), 0)
 	require.EqualError(t, err, `ambiguous_field: field jobID appears 3001 times (as "jobID", "JOBID", "jobid", …): which one counts is ambiguous`)
+}
+
+// TestSameFieldIsEncodingJSONs: the ambiguity check takes a key for a
+// field exactly when encoding/json decodes the key into that field.
+func TestSameFieldIsEncodingJSONs(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{
+		"jobID", "jobid", "JOBID", "JobId", "jobI", "jobIDs", "job_id", "job-id", " jobID", "jobıd", "jobİD",
+		"sample", "ſample", "SAMPLE", "ſampLe", "sampl", "\u212aind", "kind", "KIND", "sensorIds", "ſenſorIdſ", "filePath", "FILEPATH",
+	} {
+		for _, field := range []string{"jobID", "sample", "kind", "sensorIds", "filePath"} {
+			var v struct {
+				JobID     string `json:"jobID"`
+				Sample    string `json:"sample"`
+				Kind      string `json:"kind"`
+				SensorIDs string `json:"sensorIds"`
+				FilePath  string `json:"filePath"`
+			}
+			raw, err := json.Marshal(map[string]string{key: "x"})
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(raw, &v))
+			got := map[string]string{"jobID": v.JobID, "sample": v.Sample, "kind": v.Kind, "sensorIds": v.SensorIDs, "filePath": v.FilePath}[field]
+			require.Equal(t, got == "x", sameField([]byte(key), field), "key %q, field %s", key, field)
+		}
+	}
+}
+
+// FuzzMembers checks the object scanner against encoding/json's own
+// tokenizer: the same keys, the same values, in the same order.
+func FuzzMembers(f *testing.F) {
+	for _, c := range append(append(decodeCases(f), unreadCases(f)...), append(ambiguousCases(), unambiguousCases()...)...) {
+		f.Add(c.value)
+	}
+	f.Add([]byte(`{"a\"b":"c\\","\u00e9\ud83d\ude00":[{"x":"]}"}],"n":-1.5e3 , "t":true,"z":null}`))
+	f.Add([]byte("{\"\xff\":1}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		b = bytes.TrimSpace(b)
+		if !json.Valid(b) || len(b) == 0 || b[0] != '{' {
+			return
+		}
+		type kv struct{ key, value string }
+		var want []kv
+		dec := json.NewDecoder(bytes.NewReader(b))
+		_, err := dec.Token()
+		require.NoError(t, err)
+		for dec.More() {
+			tok, err := dec.Token()
+			require.NoError(t, err)
+			var raw json.RawMessage
+			require.NoError(t, dec.Decode(&raw))
+			want = append(want, kv{tok.(string), string(raw)})
+		}
+		var got []kv
+		require.NoError(t, members(b, func(key []byte, start, end int) error {
+			got = append(got, kv{string(key), string(b[start:end])})
+			return nil
+		}))
+		require.Equal(t, want, got)
+	})
 }

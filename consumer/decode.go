@@ -136,7 +136,7 @@ func decodeValue(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 // value already is exactly that string.
 func withJobID(b []byte, id string) []byte {
 	start, end := -1, -1
-	_ = members(b, func(key string, s, e int) error {
+	_ = members(b, func(key []byte, s, e int) error {
 		if sameField(key, "jobID") {
 			start, end = s, e
 		}

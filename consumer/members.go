@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -39,10 +38,10 @@ func ambiguity(b []byte, path string, fields []field) *BadRecord {
 	type value struct{ start, end int }
 	keys := make([][]string, len(fields)) // the keys that matched each field
 	values := make([]value, len(fields))  // the value of each field
-	err := members(b, func(key string, start, end int) error {
+	err := members(b, func(key []byte, start, end int) error {
 		for i, f := range fields {
 			if sameField(key, f.name) {
-				keys[i] = append(keys[i], key)
+				keys[i] = append(keys[i], string(key))
 				values[i] = value{start, end}
 			}
 		}
@@ -87,74 +86,136 @@ func spellings(keys []string) string {
 }
 
 // members calls fn for every member of the JSON object b, in order, with
-// its key (unescaped) and the span [start, end) of its value in b. b must
-// be valid JSON; it returns an error when it is not an object.
-func members(b []byte, fn func(key string, start, end int) error) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	tok, err := dec.Token()
-	if err != nil {
-		return err
+// its key (unescaped, as encoding/json reads it) and the span [start, end)
+// of its value in b. b must be valid JSON (json.Valid): this is a scanner
+// for validated input, not a parser; it returns an error when b is not an
+// object, and never reads past b.
+func members(b []byte, fn func(key []byte, start, end int) error) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return errNotObject
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errors.New("not a JSON object")
+	if i = skipSpace(b, i+1); i < len(b) && b[i] == '}' {
+		return nil
 	}
-	for dec.More() {
-		tok, err := dec.Token()
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return errScan
+		}
+		kend := skipString(b, i)
+		if kend < 0 {
+			return errScan
+		}
+		key, err := keyText(b[i:kend])
 		if err != nil {
 			return err
 		}
-		key, ok := tok.(string)
-		if !ok {
-			return errors.New("object key is not a string")
+		if i = skipSpace(b, kend); i >= len(b) || b[i] != ':' {
+			return errScan
 		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
+		start := skipSpace(b, i+1)
+		end := skipValue(b, start)
+		if end < 0 {
+			return errScan
+		}
+		if err := fn(key, start, end); err != nil {
 			return err
 		}
-		end := int(dec.InputOffset())
-		if err := fn(key, end-len(raw), end); err != nil {
-			return err
+		switch i = skipSpace(b, end); {
+		case i < len(b) && b[i] == ',':
+			i = skipSpace(b, i+1)
+		case i < len(b) && b[i] == '}':
+			return nil
+		default:
+			return errScan
 		}
 	}
-	return nil
+}
+
+var (
+	errNotObject = errors.New("not a JSON object")
+	errScan      = errors.New("not valid JSON")
+)
+
+// keyText unescapes the JSON string q (quotes included) as encoding/json
+// does, invalid UTF-8 becoming U+FFFD. Most keys need no unescaping: their
+// bytes are returned as they are, without a copy.
+func keyText(q []byte) ([]byte, error) {
+	inner := q[1 : len(q)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return inner, nil
+	}
+	var s string
+	if err := json.Unmarshal(q, &s); err != nil {
+		return nil, err
+	}
+	return []byte(s), nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the JSON string that starts at
+// b[i] (a quote), or -1.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the JSON value that starts at b[i],
+// or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				if j = skipString(b, j); j < 0 {
+					return -1
+				}
+				j-- // the loop's j++ lands after the string
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[j])) {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
 }
 
 // sameField reports whether encoding/json decodes the member key into the
 // struct field named field: the same name, or the same under its case
-// folding (foldName: every rune mapped to the smallest rune of its simple
-// case-folding orbit). So "JOBID" and "jobid" are jobID, and so is a
-// spelling with the Kelvin sign (U+212A) for k or the long s (U+017F) for s.
-func sameField(key, field string) bool {
-	return key == field || foldName(key) == foldName(field)
-}
-
-// foldName is encoding/json's key folding (encoding/json/fold.go).
-func foldName(s string) string {
-	var b []byte
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if 'a' <= c && c <= 'z' {
-				c -= 'a' - 'A'
-			}
-			b = append(b, c)
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		b = utf8.AppendRune(b, foldRune(r))
-		i += n
-	}
-	return string(b)
-}
-
-// foldRune returns the smallest rune of r's simple case-folding orbit.
-func foldRune(r rune) rune {
-	for {
-		r2 := unicode.SimpleFold(r)
-		if r2 <= r {
-			return r2
-		}
-		r = r2
-	}
+// folding, which is bytes.EqualFold's (encoding/json/fold.go). So "JOBID"
+// and "jobid" are jobID, and so is a spelling with the Kelvin sign (U+212A)
+// for k or the long s (U+017F) for s.
+func sameField(key []byte, field string) bool {
+	return bytes.EqualFold(key, []byte(field))
 }
