@@ -4,7 +4,8 @@
 // durably admitted (or its bad record durably dead-lettered). A job runs for
 // hours, so intake never holds a partition for it: the lease does.
 //
-//	poll (≤ free slots) ─▶ decode ─┬─ bad ──▶ DLQ topic (reason, source headers)
+//	poll (≤ free slots) ─▶ decode ─┬─ bad ──▶ DLQ topic (reason, source headers;
+//	                               │          cut to fit, saying what was cut)
 //	                               └─ good ─▶ state.Admit (one round trip per batch)
 //	  per partition, in order: commit up to the first record that could not be
 //	  handled; rewind the partition to it (SetOffsets) so it is fetched again.
@@ -22,9 +23,11 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
@@ -45,9 +48,6 @@ const (
 	// records (milliseconds), so it rejoins at once; a short timeout keeps
 	// the group from waiting on members that died.
 	DefaultRebalanceTimeout = 20 * time.Second
-	// dlqValueCap bounds the value copied into a dead letter (an oversized
-	// record is truncated to it; header dlq-truncated gives the real size).
-	dlqValueCap = 64 << 10
 )
 
 // DefaultTopics are SampleDB's two job topics.
@@ -122,6 +122,8 @@ type Consumer struct {
 	log    *zap.Logger
 	obs    Observer
 	topics []string
+	// dlqMaxBytes is the largest dead letter the producer sends.
+	dlqMaxBytes int
 }
 
 // New returns a Consumer; it connects lazily.
@@ -187,7 +189,8 @@ func New(cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w", err)
 	}
-	return &Consumer{cfg: cfg, cl: cl, log: log, obs: cfg.Observer, topics: topics}, nil
+	return &Consumer{cfg: cfg, cl: cl, log: log, obs: cfg.Observer, topics: topics,
+		dlqMaxBytes: producerRecordLimit(cl, cfg.DLQTopic)}, nil
 }
 
 // Client returns the underlying Kafka client.
@@ -289,6 +292,7 @@ type tp struct {
 type item struct {
 	rec    *kgo.Record
 	msg    *sampledb.JobMessage
+	value  []byte // the message as the ledger keeps it (canonical jobID)
 	bad    *BadRecord
 	slot   bool  // a runner slot is reserved for it
 	failed error // admission or dead-lettering failed
@@ -308,7 +312,7 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 			order = append(order, k)
 		}
 		it := &item{rec: r}
-		msg, err := Decode(r.Value, c.cfg.MaxMessageBytes)
+		msg, value, err := decode(r.Value, c.cfg.MaxMessageBytes)
 		if err == nil && c.cfg.Validate != nil {
 			if verr := c.cfg.Validate(msg); verr != nil {
 				err = &BadRecord{ReasonInvalidField, verr.Error()}
@@ -317,7 +321,7 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 		if err != nil {
 			it.bad = err.(*BadRecord)
 		} else {
-			it.msg = msg
+			it.msg, it.value = msg, value
 			good++
 		}
 		parts[k] = append(parts[k], it)
@@ -405,7 +409,7 @@ func (c *Consumer) admit(ctx context.Context, items []*item) error {
 	for i, it := range items {
 		reqs[i] = state.AdmitRequest{
 			ID:     it.msg.JobID,
-			Msg:    it.rec.Value,
+			Msg:    it.value,
 			Source: fmt.Sprintf("%s/%d@%d", it.rec.Topic, it.rec.Partition, it.rec.Offset),
 		}
 	}
@@ -448,11 +452,31 @@ func (c *Consumer) deadLetter(ctx context.Context, items []*item) error {
 	}
 	recs := make([]*kgo.Record, len(items))
 	for i, it := range items {
-		recs[i] = c.dlqRecord(it)
+		recs[i] = c.dlqRecord(it, false)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	results := c.cl.ProduceSync(pctx, recs...)
+	// A letter the broker still finds too large (the DLQ topic's
+	// max.message.bytes is below the producer's batch limit) goes again
+	// with nothing of the record copied: only why and where from.
+	var again []int
+	for i, pr := range results {
+		if tooLarge(pr.Err) {
+			c.log.Warn("dead letter refused as too large; sending it again without the record's key, value and headers",
+				zap.String("dlq_topic", c.cfg.DLQTopic), zap.Int("letter_bytes", letterSize(recs[i])), zap.Error(pr.Err))
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		minimal := make([]*kgo.Record, len(again))
+		for j, i := range again {
+			minimal[j] = c.dlqRecord(items[i], true)
+		}
+		for j, pr := range c.cl.ProduceSync(pctx, minimal...) {
+			results[again[j]] = pr
+		}
+	}
 	var firstErr error
 	for i, pr := range results {
 		it := items[i]
@@ -467,6 +491,12 @@ func (c *Consumer) deadLetter(ctx context.Context, items []*item) error {
 		c.obs.DeadLettered(it.bad.Reason)
 	}
 	return firstErr
+}
+
+// tooLarge reports whether a produce failed because the record (or its
+// batch) is over a size limit, the producer's or the broker's.
+func tooLarge(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
 }
 
 func (c *Consumer) logBad(it *item, what string) {
@@ -485,26 +515,131 @@ const (
 	HeaderSourceTimestamp = "dlq-source-timestamp"
 	HeaderWorker          = "dlq-worker"
 	HeaderTime            = "dlq-time"
-	HeaderTruncated       = "dlq-truncated"
+	// HeaderTruncated lists the parts of the record that were cut to make
+	// the letter fit, in this order: "key", "value", "headers" (e.g.
+	// "key,headers"). A cut key or value is a prefix of the original; cut
+	// headers are left out whole (the ones that fit are copied). Letters
+	// written before this format hold the original value size instead.
+	HeaderTruncated = "dlq-truncated"
+	// HeaderOriginalSizes, beside HeaderTruncated, gives the original
+	// record's sizes: "key=N,value=N,headers=N,header-bytes=N" (bytes of
+	// key and value, the number of headers, and the bytes of their keys and
+	// values).
+	HeaderOriginalSizes = "dlq-original-sizes"
 )
 
-func (c *Consumer) dlqRecord(it *item) *kgo.Record {
+// Caps on what a dead letter copies of the record, below the producer's
+// record limit (a letter must always fit, or the record can be neither
+// dead-lettered nor committed and the partition stalls).
+const (
+	// dlqValueCap bounds the value copied into a dead letter.
+	dlqValueCap = 64 << 10
+	// dlqKeyCap bounds the key copied (a job record's key is its job ID).
+	dlqKeyCap = 4 << 10
+	// dlqHeadersCap bounds the headers copied, keys and values together;
+	// a header that does not fit is left out whole.
+	dlqHeadersCap = 16 << 10
+	// dlqErrorCap bounds the dlq-error header (Validate's error text).
+	dlqErrorCap = 1 << 10
+	// letterOverhead is the most a record batch of one record takes
+	// besides the key, value and headers (the v2 batch header and the
+	// record's widest varints), with room to spare; headerOverhead is the
+	// same for one header (its two length varints).
+	letterOverhead = 128
+	headerOverhead = 10
+	// truncationReserve is room for HeaderTruncated and
+	// HeaderOriginalSizes, which are added after the budget is split.
+	truncationReserve = 256
+)
+
+// dlqRecord builds the dead letter for it: the record's key, value and
+// headers, cut so that the letter fits the producer's record limit with our
+// own headers, then those headers (why, where from, what was cut). With
+// minimal, nothing of the record is copied.
+func (c *Consumer) dlqRecord(it *item, minimal bool) *kgo.Record {
 	r := it.rec
-	value := r.Value
-	headers := append([]kgo.RecordHeader(nil), r.Headers...)
-	if len(value) > dlqValueCap {
-		headers = append(headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(value)))})
-		value = value[:dlqValueCap]
+	detail := it.bad.Detail
+	if len(detail) > dlqErrorCap {
+		detail = strings.ToValidUTF8(detail[:dlqErrorCap], "") + "…"
 	}
-	headers = append(headers,
-		kgo.RecordHeader{Key: HeaderReason, Value: []byte(it.bad.Reason)},
-		kgo.RecordHeader{Key: HeaderError, Value: []byte(it.bad.Detail)},
-		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		kgo.RecordHeader{Key: HeaderSourceTimestamp, Value: []byte(r.Timestamp.UTC().Format(time.RFC3339Nano))},
-		kgo.RecordHeader{Key: HeaderWorker, Value: []byte(c.cfg.WorkerID)},
-		kgo.RecordHeader{Key: HeaderTime, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
-	)
-	return &kgo.Record{Topic: c.cfg.DLQTopic, Key: r.Key, Value: value, Headers: headers}
+	own := []kgo.RecordHeader{
+		{Key: HeaderReason, Value: []byte(it.bad.Reason)},
+		{Key: HeaderError, Value: []byte(detail)},
+		{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		{Key: HeaderSourceTimestamp, Value: []byte(r.Timestamp.UTC().Format(time.RFC3339Nano))},
+		{Key: HeaderWorker, Value: []byte(c.cfg.WorkerID)},
+		{Key: HeaderTime, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
+	}
+	// Split what is left of the limit: half for the value, a quarter each
+	// for the key and the headers.
+	budget := c.dlqMaxBytes - letterOverhead - truncationReserve - headersSize(own)
+	keyCap, hdrCap, valCap := min(dlqKeyCap, budget/4), min(dlqHeadersCap, budget/4), min(dlqValueCap, budget/2)
+	if minimal || budget <= 0 {
+		keyCap, hdrCap, valCap = 0, 0, 0
+	}
+
+	var cut []string
+	key := r.Key
+	if len(key) > keyCap {
+		key, cut = key[:keyCap], append(cut, "key")
+	}
+	value := r.Value
+	if len(value) > valCap {
+		value, cut = value[:valCap], append(cut, "value")
+	}
+	var headers []kgo.RecordHeader
+	used, dropped := 0, false
+	for _, h := range r.Headers {
+		n := headerOverhead + len(h.Key) + len(h.Value)
+		if used+n > hdrCap {
+			dropped = true
+			continue
+		}
+		used += n
+		headers = append(headers, h)
+	}
+	if dropped {
+		cut = append(cut, "headers")
+	}
+	if len(cut) > 0 {
+		headerBytes := 0
+		for _, h := range r.Headers {
+			headerBytes += len(h.Key) + len(h.Value)
+		}
+		headers = append(headers,
+			kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strings.Join(cut, ","))},
+			kgo.RecordHeader{Key: HeaderOriginalSizes, Value: fmt.Appendf(nil, "key=%d,value=%d,headers=%d,header-bytes=%d",
+				len(r.Key), len(r.Value), len(r.Headers), headerBytes)})
+	}
+	headers = append(headers, own...)
+	return &kgo.Record{Topic: c.cfg.DLQTopic, Key: key, Value: value, Headers: headers}
+}
+
+func headersSize(hs []kgo.RecordHeader) int {
+	n := 0
+	for _, h := range hs {
+		n += headerOverhead + len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// letterSize is the most r takes in a record batch of its own.
+func letterSize(r *kgo.Record) int {
+	return letterOverhead + len(r.Key) + len(r.Value) + headersSize(r.Headers)
+}
+
+// producerRecordLimit is the largest record batch cl produces to topic
+// (franz-go fails a larger record before sending it), capped by the
+// client's buffer limit when it has one.
+func producerRecordLimit(cl *kgo.Client, topic string) int {
+	limit := 1_000_012 // franz-go's default ProducerBatchMaxBytes
+	if fn, ok := cl.OptValue(kgo.ProducerBatchMaxBytesFn).(func(string) int32); ok && fn != nil {
+		limit = int(fn(topic))
+	}
+	if mb, ok := cl.OptValue(kgo.MaxBufferedBytes).(int64); ok && mb > 0 {
+		limit = min(limit, int(mb))
+	}
+	return limit
 }

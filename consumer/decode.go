@@ -22,6 +22,11 @@ const (
 	ReasonInvalidHash  = "invalid_sample_hash"
 	ReasonInvalidField = "invalid_field"
 	ReasonEmptyRecord  = "empty_record"
+	// ReasonAmbiguousField: a field the fleet reads appears more than once
+	// (the same key twice, or spellings encoding/json takes for the same
+	// field, such as jobID and JOBID). encoding/json would read the last
+	// one; another reader may read the first: the record means two things.
+	ReasonAmbiguousField = "ambiguous_field"
 )
 
 // BadRecord says why a record cannot be a job.
@@ -39,11 +44,34 @@ var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // a SHA-256 (64 hex digits; never escaped, refused), and the fields the
 // fleet reads (the submission's customer, sample, name and metaData, the
 // classification's sample, type and platform) of their documented types.
-// Fields the fleet never reads may come in any shape (the document shows
+// A field the fleet reads may appear only once, under one spelling (see
+// ReasonAmbiguousField). Fields the fleet never reads may come in any shape (the document shows
 // createdByUser.customer as null; a producer may send an object), and
 // unknown fields are ignored (forward compatibility): neither dead-letters
 // a message. It returns a *BadRecord for anything else.
+//
+// The message's JobID is canonical: a UUID names one job whatever its case,
+// so it is lower-cased (sampledb.CanonicalJobID), and the ledger, SampleDB
+// and the vendors all see the one form.
 func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
+	msg, _, err := decode(value, maxBytes)
+	return msg, err
+}
+
+// decode is Decode that also returns the value as the ledger keeps it: the
+// record's value without surrounding white space, with the jobID written
+// in its canonical form; every other byte as it came.
+func decode(value []byte, maxBytes int) (*sampledb.JobMessage, []byte, error) {
+	msg, err := decodeValue(value, maxBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	trimmed := bytes.TrimSpace(value)
+	msg.JobID = sampledb.CanonicalJobID(msg.JobID)
+	return msg, withJobID(trimmed, msg.JobID), nil
+}
+
+func decodeValue(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 	if maxBytes > 0 && len(value) > maxBytes {
 		return nil, &BadRecord{ReasonOversized, fmt.Sprintf("%d bytes exceeds MAX_MESSAGE_BYTES (%d)", len(value), maxBytes)}
 	}
@@ -56,6 +84,9 @@ func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 	}
 	if trimmed[0] != '{' {
 		return nil, &BadRecord{ReasonWrongType, "value is JSON but not an object"}
+	}
+	if bad := ambiguity(trimmed, "", readFields); bad != nil {
+		return nil, bad
 	}
 	var msg sampledb.JobMessage
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
@@ -97,6 +128,28 @@ func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 		}
 	}
 	return &msg, nil
+}
+
+// withJobID returns the JSON object b with the value of its jobID member
+// (the one encoding/json reads: the last key that matches "jobID" the way
+// it matches keys) replaced by the JSON string id, or b itself when that
+// value already is exactly that string.
+func withJobID(b []byte, id string) []byte {
+	start, end := -1, -1
+	_ = members(b, func(key []byte, s, e int) error {
+		if sameField(key, "jobID") {
+			start, end = s, e
+		}
+		return nil
+	})
+	want := `"` + id + `"` // a canonical UUID needs no escaping
+	if start < 0 || string(b[start:end]) == want {
+		return b
+	}
+	out := make([]byte, 0, len(b)-(end-start)+len(want))
+	out = append(out, b[:start]...)
+	out = append(out, want...)
+	return append(out, b[end:]...)
 }
 
 func trimError(err error) string {

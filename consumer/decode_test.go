@@ -10,12 +10,12 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // docExample is the job message exactly as the SampleDB documentation
 // shows it (specs: "Job creation").
@@ -361,14 +361,17 @@ var (
 	fuzzUUID     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	knownReasons = []string{
 		ReasonOversized, ReasonNotJSON, ReasonWrongType, ReasonMissingJobID,
-		ReasonInvalidJobID, ReasonInvalidHash, ReasonInvalidField, ReasonEmptyRecord,
+		ReasonInvalidJobID, ReasonInvalidHash, ReasonInvalidField, ReasonEmptyRecord, ReasonAmbiguousField,
 	}
 )
 
 func FuzzDecode(f *testing.F) {
-	for _, c := range append(decodeCases(f), unreadCases(f)...) {
+	for _, c := range append(append(decodeCases(f), unreadCases(f)...), append(ambiguousCases(), unambiguousCases()...)...) {
 		f.Add(c.value)
 	}
+	// Spellings encoding/json folds together: the Kelvin sign and the long s.
+	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"},"metaData":{"sensorIds":[1],"ſensorIds":[2]}},"classification":{"Kind":1,"type":"PE","TYPE":"x"}}`))
+	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"}},"submiſſion":null}`))
 	f.Add([]byte(`{"jobID":"12345678-1234-1234-1234-123456789abc","submission":{"sample":{"id":"` + docHash + `"},"metaData":{"sensorIds":[1,"2"," 3 "],"path":"C:\\x.exe"}}}`))
 	f.Fuzz(func(t *testing.T, value []byte) {
 		const limit = 1 << 16
@@ -388,6 +391,13 @@ func FuzzDecode(f *testing.F) {
 		require.NotNil(t, msg)
 		require.LessOrEqual(t, len(value), limit)
 		require.Regexp(t, fuzzUUID, msg.JobID)
+		require.Equal(t, strings.ToLower(msg.JobID), msg.JobID, "the job ID is canonical")
+		// The value the ledger keeps decodes to the same message.
+		_, stored, err := decode(value, limit)
+		require.NoError(t, err)
+		again, err := Decode(stored, 0)
+		require.NoError(t, err)
+		require.Equal(t, msg, again)
 		sha, herr := edr.ValidSHA256(msg.Submission.Sample.ID)
 		require.NoError(t, herr)
 		if msg.Classification.Sample != "" {

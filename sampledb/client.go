@@ -156,6 +156,11 @@ func (c *Client) GoString() string { return c.String() }
 // the job as SampleDB now has it; its AbortRequested tells the caller an
 // abort is pending. Repeating the current state is a harmless 200; a
 // transition outside the state machine is ErrPrecondition.
+//
+// UpdateJob, GetJob and AbortJob check that the job answered is job id
+// (its canonical form): an answer about another job is retried like a
+// 5xx and, when the retries give up, returned as a *BadAnswerError
+// (ErrBadAnswer, retryable); the other job's object is never returned.
 func (c *Client) UpdateJob(ctx context.Context, id, state string) (*Job, error) {
 	if err := checkID("job id", id); err != nil {
 		return nil, err
@@ -163,11 +168,7 @@ func (c *Client) UpdateJob(ctx context.Context, id, state string) (*Job, error) 
 	if state == "" {
 		return nil, errors.New("sampledb: UpdateJob: empty state")
 	}
-	env, err := c.do(ctx, http.MethodPut, jobPath+"/"+url.PathEscape(id), nil, map[string]string{"state": state})
-	if err != nil {
-		return nil, err
-	}
-	return c.job(http.MethodPut, jobPath+"/"+url.PathEscape(id), env)
+	return c.jobCall(ctx, http.MethodPut, id, map[string]string{"state": state})
 }
 
 // GetJob fetches job id (GET /sampledb/v2/job/{id}).
@@ -175,12 +176,7 @@ func (c *Client) GetJob(ctx context.Context, id string) (*Job, error) {
 	if err := checkID("job id", id); err != nil {
 		return nil, err
 	}
-	p := jobPath + "/" + url.PathEscape(id)
-	env, err := c.do(ctx, http.MethodGet, p, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return c.job(http.MethodGet, p, env)
+	return c.jobCall(ctx, http.MethodGet, id, nil)
 }
 
 // AbortJob requests the abort of job id (DELETE /sampledb/v2/job/{id}):
@@ -190,12 +186,7 @@ func (c *Client) AbortJob(ctx context.Context, id string) (*Job, error) {
 	if err := checkID("job id", id); err != nil {
 		return nil, err
 	}
-	p := jobPath + "/" + url.PathEscape(id)
-	env, err := c.do(ctx, http.MethodDelete, p, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return c.job(http.MethodDelete, p, env)
+	return c.jobCall(ctx, http.MethodDelete, id, nil)
 }
 
 // ListOptions selects the jobs ListJobs returns.
@@ -407,11 +398,11 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 	if worker == "" {
 		return nil, errors.New("sampledb: CreateTask: empty worker")
 	}
-	p := jobPath + "/" + url.PathEscape(jobID) + "/task"
+	p := jobURLPath(jobID) + "/task"
 	body := map[string]string{"worker": worker, "state": TaskExecuting}
 	var adopted *Task
 	maybeApplied := false
-	env, err := c.doRetry(ctx, http.MethodPost, p, nil, body, anyBody, func(ctx context.Context, last error) bool {
+	env, err := c.doRetry(ctx, http.MethodPost, p, nil, body, anyBody, c.checkTaskAnswer(http.MethodPost, p, jobID), func(ctx context.Context, last error) bool {
 		// Once an attempt may have applied, look before every later try.
 		if maybeApplied = maybeApplied || ambiguous(last); !maybeApplied {
 			return false
@@ -442,10 +433,13 @@ func (c *Client) CreateTask(ctx context.Context, jobID, worker string) (*Task, e
 // findTask looks for an executing task of worker on job jobID, without
 // retries (one attempt; failure means "not found").
 func (c *Client) findTask(ctx context.Context, jobID, worker string) (*Task, bool) {
-	p := jobPath + "/" + url.PathEscape(jobID) + "/task"
+	p := jobURLPath(jobID) + "/task"
 	env, err := c.once(ctx, http.MethodGet, c.base+p, p, nil, envelopeBody)
 	if err != nil {
 		return nil, false
+	}
+	if _, ok := otherJobIn(env.Data, jobID); ok {
+		return nil, false // a listing that names another job is no answer
 	}
 	tasks, err := decodeTasks(env.Data)
 	if err != nil {
@@ -462,7 +456,7 @@ func (c *Client) findTask(ctx context.Context, jobID, worker string) (*Task, boo
 // ambiguous reports whether a failed attempt may have been applied.
 func ambiguous(err error) bool {
 	var te *httpc.TransportError
-	if errors.As(err, &te) {
+	if errors.As(err, &te) || errors.Is(err, ErrBadAnswer) {
 		return true
 	}
 	var e *Error
@@ -490,8 +484,8 @@ func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state 
 	if state == "" {
 		return nil, errors.New("sampledb: UpdateTask: empty state")
 	}
-	p := jobPath + "/" + url.PathEscape(jobID) + "/task/" + url.PathEscape(string(taskID))
-	env, err := c.doRetry(ctx, http.MethodPut, p, nil, map[string]string{"state": state}, anyBody, nil)
+	p := jobURLPath(jobID) + "/task/" + url.PathEscape(string(taskID))
+	env, err := c.doRetry(ctx, http.MethodPut, p, nil, map[string]string{"state": state}, anyBody, c.checkTaskAnswer(http.MethodPut, p, jobID), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -501,6 +495,9 @@ func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state 
 	return &Task{ID: taskID, State: state}, nil
 }
 
+// jobURLPath is the API path of job id, in its canonical form.
+func jobURLPath(id string) string { return jobPath + "/" + url.PathEscape(CanonicalJobID(id)) }
+
 func checkID(what, id string) error {
 	if id == "" || id == "." || id == ".." {
 		return fmt.Errorf("sampledb: invalid %s %q", what, id)
@@ -508,12 +505,52 @@ func checkID(what, id string) error {
 	return nil
 }
 
-func (c *Client) job(method, path string, env Envelope) (*Job, error) {
-	j, err := decodeJob(env.Data)
+// jobCall sends a call on job id whose answer is the job, and returns the
+// job once an answer is about it.
+func (c *Client) jobCall(ctx context.Context, method, id string, body any) (*Job, error) {
+	p := jobURLPath(id)
+	var j Job
+	_, err := c.doRetry(ctx, method, p, nil, body, envelopeBody, func(env Envelope) error {
+		got, err := decodeJob(env.Data)
+		if err != nil {
+			return c.malformed(method, p, err)
+		}
+		if !SameJob(got.ID, id) {
+			return c.badAnswer(method, p, id, got.ID)
+		}
+		j = got
+		return nil
+	}, nil)
 	if err != nil {
-		return nil, c.malformed(method, path, err)
+		return nil, err
 	}
 	return &j, nil
+}
+
+// badAnswer is the error for an answer about job got to a call about job
+// want. What SampleDB sent is scrubbed, made printable and capped.
+func (c *Client) badAnswer(method, path, want, got string) error {
+	got = printable(c.scrub(got))
+	if len(got) > maxQuotedID {
+		got = strings.ToValidUTF8(got[:maxQuotedID], "") + "…"
+	}
+	return &BadAnswerError{Method: method, Path: path, Want: CanonicalJobID(want), Got: got}
+}
+
+// maxQuotedID caps an ID from an answer quoted in an error.
+const maxQuotedID = 80
+
+// checkTaskAnswer returns a *BadAnswerError when the data of a task call's
+// answer names another job than jobID: a task object (or each of a list)
+// with a jobId (any case, or job_id), or a job holding tasks whose id is
+// another job's. An answer that names no job is not checked.
+func (c *Client) checkTaskAnswer(method, path, jobID string) func(Envelope) error {
+	return func(env Envelope) error {
+		if other, ok := otherJobIn(env.Data, jobID); ok {
+			return c.badAnswer(method, path, jobID, other)
+		}
+		return nil
+	}
 }
 
 func (c *Client) malformed(method, path string, err error) error {
@@ -534,13 +571,14 @@ const (
 
 // do sends one call, retrying what is retryable.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any) (Envelope, error) {
-	return c.doRetry(ctx, method, path, q, body, envelopeBody, nil)
+	return c.doRetry(ctx, method, path, q, body, envelopeBody, nil, nil)
 }
 
-// doRetry is do with a body mode and a hook that runs before each retry;
-// when the hook returns true the call stops with the last error (it found
-// what it needed).
-func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values, body any, mode bodyMode, before func(ctx context.Context, last error) bool) (Envelope, error) {
+// doRetry is do with a body mode, a check of each 2xx answer (its error
+// ends the attempt like a failed one: retried when retryable), and a hook
+// that runs before each retry; when the hook returns true the call stops
+// with the last error (it found what it needed).
+func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values, body any, mode bodyMode, check func(Envelope) error, before func(ctx context.Context, last error) bool) (Envelope, error) {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -560,6 +598,9 @@ func (c *Client) doRetry(ctx context.Context, method, path string, q url.Values,
 	var last error // the last answer or failure that was not the context's
 	for attempt := 1; ; attempt++ {
 		env, err := c.once(ctx, method, u, path, payload, mode)
+		if err == nil && check != nil {
+			err = check(env)
+		}
 		if err == nil {
 			return env, nil
 		}

@@ -665,7 +665,7 @@ func TestForeignServer(t *testing.T) {
 		status int
 		body   string
 	}{
-		"GET /sampledb/v2/job/J": {200, `{"responseCode":200,"limit":0,"offset":0,"count":1,"size":1,"metaData":null,"messages":null,
+		"GET /sampledb/v2/job/12345": {200, `{"responseCode":200,"limit":0,"offset":0,"count":1,"size":1,"metaData":null,"messages":null,
 			"currentUser":{"id":1},"data":{"id":12345,"state":"executing","abortRequested":true,"flags":["x"],
 			"submission":{"id":"s","customer":"acme","sample":{"id":"` + sha + `"},"createdByUser":{"id":"not-a-number","name":"n"},"metaData":{"sensorId":7}},
 			"classification":{"platform":"win","type":"PE","meta":null,"version":2},
@@ -698,7 +698,7 @@ func TestForeignServer(t *testing.T) {
 	c, err := sampledb.New(sampledb.Config{URL: hs.URL + "/", APIKey: analyzerKey, Transport: tr, InitialInterval: time.Millisecond})
 	require.NoError(t, err)
 
-	j, err := c.GetJob(ctx(t), "J")
+	j, err := c.GetJob(ctx(t), "12345")
 	require.NoError(t, err)
 	require.Equal(t, "12345", j.ID, "numeric id")
 	require.True(t, j.AbortRequested)

@@ -133,7 +133,7 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 		return Job{}, fmt.Errorf("job %s: no state", w.ID)
 	}
 	j := Job{
-		ID:                string(w.ID),
+		ID:                CanonicalJobID(string(w.ID)),
 		State:             state,
 		AbortRequested:    w.AbortRequested,
 		EnqueuedTimestamp: int64(w.EnqueuedTimestamp),
@@ -335,6 +335,78 @@ func createdTask(raw json.RawMessage, jobID, worker string) (Task, bool) {
 		}
 	}
 	return Task{}, false
+}
+
+// otherJobIn returns the job that the data of a task call's answer names
+// when that is not jobID: the jobId (jobID, job_id, any case) of a task
+// object or of any item of a list, or the id of a job object that holds
+// tasks ("task" or "tasks") and the job IDs of those tasks. ok is false
+// when the data names jobID or no job at all.
+func otherJobIn(raw json.RawMessage, jobID string) (string, bool) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 {
+		return "", false
+	}
+	switch t[0] {
+	case '[':
+		var items []json.RawMessage
+		if json.Unmarshal(t, &items) != nil {
+			return "", false
+		}
+		for _, it := range items {
+			if other, ok := otherJobIn(it, jobID); ok {
+				return other, true
+			}
+		}
+	case '{':
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(t, &fields) != nil {
+			return "", false
+		}
+		var inner []json.RawMessage
+		for k, v := range fields {
+			switch strings.ToLower(k) {
+			case "jobid", "job_id":
+				if id, ok := idText(v); ok && !SameJob(id, jobID) {
+					return id, true
+				}
+			case "task", "tasks":
+				inner = append(inner, v)
+			}
+		}
+		if len(inner) == 0 {
+			return "", false
+		}
+		// A job holding its tasks: its id is the job's.
+		for k, v := range fields {
+			if strings.EqualFold(k, "id") {
+				if id, ok := idText(v); ok && !SameJob(id, jobID) {
+					return id, true
+				}
+			}
+		}
+		for _, v := range inner {
+			if other, ok := otherJobIn(v, jobID); ok {
+				return other, true
+			}
+		}
+	}
+	return "", false
+}
+
+// idText reads a JSON string or number as an ID's text; ok is false for
+// anything else (null included).
+func idText(raw json.RawMessage) (string, bool) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || (t[0] != '"' && t[0] != '-' && (t[0] < '0' || t[0] > '9')) {
+		return "", false
+	}
+	var id ID
+	if json.Unmarshal(t, &id) != nil {
+		return "", false
+	}
+	s := strings.TrimSpace(string(id))
+	return s, s != ""
 }
 
 // decodeTasks decodes a list of tasks; null is empty. Items that are not

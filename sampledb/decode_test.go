@@ -269,6 +269,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		`{"data":{"id":"J","state":"x","enqueuedTimestamp":"2023-11-14T22:13:20.5Z","submission":{"createdByUser":{"id":"x"}}}}`,
 		`{"data": [ {"id": "trunc`,
 		`[]`, `null`, ``, `{}`, `{"count":1e300}`, `{"count":-1e19}`,
+		`{"data":{"id":7,"jobId":"K","worker":"w","state":"executing"}}`,
+		`{"data":{"id":"K","state":"executing","tasks":[{"id":3,"JOBID":"J"}]}}`,
+		`{"data":[{"id":1,"job_id":null},{"id":2,"jobID":17}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -281,6 +284,12 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			if j.ID == "" || j.State == "" {
 				t.Fatalf("accepted a job without id or state: %q", b)
 			}
+			if j.ID != CanonicalJobID(j.ID) {
+				t.Fatalf("job id %q is not canonical: %q", j.ID, b)
+			}
+		}
+		if other, ok := otherJobIn(env.Data, "J"); ok && (other == "" || SameJob(other, "J")) {
+			t.Fatalf("our own job (or none) taken for another: %q from %q", other, b)
 		}
 		if pg, err := decodeJobs(env.Data); err == nil {
 			if pg.items != len(pg.jobs)+pg.bad || (pg.bad > 0) != (pg.first != nil) {

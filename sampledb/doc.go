@@ -14,6 +14,10 @@
 // DELETE only sets abortRequested on the job; the fleet notices it in list
 // pages and PUT responses, and PUTs aborted itself.
 //
+// Job IDs are UUIDs, one job whatever their case: the client addresses a
+// job by its canonical (lower-case) ID and reads every job ID SampleDB
+// sends back in that form (CanonicalJobID).
+//
 // Errors, branch with errors.Is / errors.As:
 //
 //	5xx, 429, 408, network  retried inside the client (exponential backoff,
@@ -25,6 +29,8 @@
 //	other 4xx, 3xx          *Error, permanent
 //	2xx, body not a valid   ErrMalformed, permanent
 //	envelope
+//	2xx about another job   *BadAnswerError, ErrBadAnswer: retried inside the
+//	                        client like a 5xx, then returned (retryable)
 //
 // The API key never appears in errors, logs or String output; it is also
 // scrubbed from any text SampleDB sends back.

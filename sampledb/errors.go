@@ -23,7 +23,33 @@ var (
 	// ErrMalformed is a 2xx response whose body is not a valid Argus
 	// envelope carrying what the call expects. It is permanent.
 	ErrMalformed = errors.New("malformed SampleDB response")
+	// ErrBadAnswer is a 2xx response about another job than the one the
+	// call was about (a *BadAnswerError). It is retryable: the next answer
+	// may be right.
+	ErrBadAnswer = errors.New("sampledb: bad answer")
 )
+
+// BadAnswerError is a 2xx answer about another job than the one asked
+// about: a job object with another id, a task naming another job. The
+// client retried the call before returning it.
+type BadAnswerError struct {
+	// Method and Path are the call (Path below Config.URL, no query).
+	Method, Path string
+	// Want is the job asked about (canonical); Got the job the answer is
+	// about, as SampleDB sent it (scrubbed, printable, capped).
+	Want, Got string
+}
+
+// Error says what was asked and what came; it never holds the API key.
+func (e *BadAnswerError) Error() string {
+	return fmt.Sprintf("sampledb %s %s: bad answer: asked about job %s, the answer is about job %s", e.Method, e.Path, e.Want, e.Got)
+}
+
+// Is matches ErrBadAnswer.
+func (e *BadAnswerError) Is(target error) bool { return target == ErrBadAnswer }
+
+// Retryable is true: another attempt may be answered right.
+func (e *BadAnswerError) Retryable() bool { return true }
 
 // Error is a SampleDB answer with a status that is not 2xx, after the
 // client's own retries (for retryable statuses) gave up.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ type config struct {
 	topicRegex string
 	group      string
 	dlq        string // "" when dead-lettering is disabled
+	result     string // "" when summaries are disabled
 	kafkaOpts  []kgo.Opt
 
 	// Redis.
@@ -60,6 +62,9 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 		dlq, disabled := e.Optional("KAFKA_DLQ_TOPIC", consumer.DefaultDLQTopic)
 		if !disabled {
 			cfg.dlq = dlq
+		}
+		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC", consumer.DefaultResultTopic); !disabled {
+			cfg.result = res
 		}
 		opts, _ := e.KafkaSecurity() // records its problem in e
 		cfg.kafkaOpts = opts
@@ -117,6 +122,23 @@ func (cfg *config) kafkaClient(extra ...kgo.Opt) (*kgo.Client, error) {
 	}
 	return cl, nil
 }
+
+// isJobTopic reports whether topic is one of the configured job topics:
+// named in KAFKA_TOPICS, or a legal topic name matched by
+// KAFKA_TOPIC_REGEX (as the consumer matches it) that is neither the DLQ
+// nor the result topic. Replay produces only into such a topic.
+func (cfg *config) isJobTopic(topic string) bool {
+	if cfg.topicRegex == "" {
+		return slices.Contains(cfg.topics, topic)
+	}
+	if !topicName.MatchString(topic) || topic == cfg.dlq || topic == cfg.result {
+		return false
+	}
+	return regexp.MustCompile(cfg.topicRegex).MatchString(topic) // validated in loadConfig
+}
+
+// topicName is a legal Kafka topic name.
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // jobTopics returns the configured job topics, resolving KAFKA_TOPIC_REGEX
 // against the cluster's topics (the DLQ topic excluded).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,18 +37,31 @@ type deadLetter struct {
 	Worker          string   `json:"worker,omitempty"`
 	Key             string   `json:"key"` // printable rendering
 	ValueBytes      int      `json:"valueBytes"`
-	// Truncated: the value was cut when dead-lettered (header dlq-truncated
-	// holds the original size, OriginalBytes). Not replayable.
-	Truncated     bool    `json:"truncated"`
-	OriginalBytes int     `json:"originalBytes,omitempty"`
-	ReplayedFrom  string  `json:"replayedFrom,omitempty"`
+	// Truncated: part of the record was cut when dead-lettered to make the
+	// letter fit (header dlq-truncated): TruncatedParts says which ("key",
+	// "value", "headers"), the Original fields how large the record was
+	// (header dlq-original-sizes; a letter from before that header names
+	// the value's size only). Not replayable.
+	Truncated           bool     `json:"truncated"`
+	TruncatedParts      []string `json:"truncatedParts,omitempty"`
+	OriginalBytes       int      `json:"originalBytes,omitempty"` // the value's
+	OriginalKeyBytes    int      `json:"originalKeyBytes,omitempty"`
+	OriginalHeaders     int      `json:"originalHeaders,omitempty"`
+	OriginalHeaderBytes int      `json:"originalHeaderBytes,omitempty"`
+	ReplayedFrom        string   `json:"replayedFrom,omitempty"`
+	// RefusedTopic: its dlq-source-topic is not one of the configured job
+	// topics (KAFKA_TOPICS / KAFKA_TOPIC_REGEX): never replayed there.
+	RefusedTopic  bool    `json:"refusedTopic,omitempty"`
 	Replayable    bool    `json:"replayable"`
 	NotReplayable string  `json:"notReplayable,omitempty"` // why not
 	Value         *string `json:"value,omitempty"`         // only with --show-values, cut to --value-bytes
 }
 
-// letterOf reads the consumer's dead-letter headers.
-func letterOf(r *kgo.Record, dlqTopic string) deadLetter {
+// letterOf reads the consumer's dead-letter headers. A letter is
+// replayable only into one of cfg's job topics: its dlq-source-topic is a
+// header anyone who can write to the DLQ can set.
+func letterOf(r *kgo.Record, cfg *config) deadLetter {
+	dlqTopic := cfg.dlq
 	d := deadLetter{Partition: r.Partition, Offset: r.Offset, Time: jsonTime(r.Timestamp),
 		Key: printable(r.Key), ValueBytes: len(r.Value)}
 	for _, h := range r.Headers {
@@ -76,22 +90,65 @@ func letterOf(r *kgo.Record, dlqTopic string) deadLetter {
 			}
 		case consumer.HeaderTruncated:
 			d.Truncated = true
-			d.OriginalBytes, _ = strconv.Atoi(v)
+			if n, err := strconv.Atoi(v); err == nil {
+				// Written before dlq-original-sizes: the value's size.
+				d.TruncatedParts, d.OriginalBytes = []string{"value"}, n
+				continue
+			}
+			d.TruncatedParts = nil
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && len(d.TruncatedParts) < 3 {
+					d.TruncatedParts = append(d.TruncatedParts, clip(printable([]byte(p)), 20))
+				}
+			}
+		case consumer.HeaderOriginalSizes:
+			for _, kv := range strings.Split(v, ",") {
+				k, val, _ := strings.Cut(kv, "=")
+				n, err := strconv.Atoi(val)
+				if err != nil || n < 0 {
+					continue
+				}
+				switch k {
+				case "key":
+					d.OriginalKeyBytes = n
+				case "value":
+					d.OriginalBytes = n
+				case "headers":
+					d.OriginalHeaders = n
+				case "header-bytes":
+					d.OriginalHeaderBytes = n
+				}
+			}
 		case HeaderReplayedFrom:
 			d.ReplayedFrom = v
 		}
 	}
 	switch {
+	case d.Truncated && len(d.TruncatedParts) > 0 && !slices.Equal(d.TruncatedParts, []string{"value"}):
+		d.NotReplayable = "truncated when dead-lettered (" + strings.Join(d.TruncatedParts, ", ") + " cut)"
 	case d.Truncated:
 		d.NotReplayable = "truncated when dead-lettered"
 	case d.SourceTopic == "":
 		d.NotReplayable = "no " + consumer.HeaderSourceTopic + " header"
 	case d.SourceTopic == dlqTopic:
 		d.NotReplayable = "its source is the DLQ topic itself"
+	case !cfg.isJobTopic(d.SourceTopic):
+		d.RefusedTopic = true
+		d.NotReplayable = fmt.Sprintf("its source topic %s is not a job topic", quoteTopic(d.SourceTopic))
 	default:
 		d.Replayable = true
 	}
 	return d
+}
+
+// quoteTopic renders a topic name from a header for the terminal: quoted,
+// control characters escaped, cut to a topic name's longest.
+func quoteTopic(t string) string {
+	const maxTopic = 249 // Kafka's longest topic name
+	if len(t) > maxTopic {
+		return strconv.Quote(strings.ToValidUTF8(t[:maxTopic], "")) + "…"
+	}
+	return strconv.Quote(t)
 }
 
 // replayRecord is the record a dead letter is replayed as: its original
@@ -318,7 +375,7 @@ func (c *cli) dlqList(ctx context.Context, args []string) error {
 	tally := reasonTally{}
 	err = readDLQ(ctx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
 		rep.Read++
-		d := letterOf(r, cfg.dlq)
+		d := letterOf(r, cfg)
 		if !match(d.Reason) {
 			return nil
 		}
@@ -383,10 +440,7 @@ func printLetters(w io.Writer, ls []deadLetter, values bool) {
 		if d.SourcePartition != nil && d.SourceOffset != nil {
 			src += fmt.Sprintf("/%d@%d", *d.SourcePartition, *d.SourceOffset)
 		}
-		size := strconv.Itoa(d.ValueBytes)
-		if d.Truncated {
-			size += fmt.Sprintf(" (truncated from %d)", d.OriginalBytes)
-		}
+		size := strconv.Itoa(d.ValueBytes) + truncationNote(d)
 		row := []string{fmt.Sprintf("%d@%d", d.Partition, d.Offset), stamp(time.Time(d.Time)), d.Reason, src,
 			clip(d.Key, 40), size, clip(d.Error, 70)}
 		if values {
@@ -399,6 +453,31 @@ func printLetters(w io.Writer, ls []deadLetter, values bool) {
 		t.row(row...)
 	}
 	t.flush()
+}
+
+// truncationNote says what of a letter's record was cut, for the SIZE
+// column: " (truncated from 2000000)", " (key, headers cut)".
+func truncationNote(d deadLetter) string {
+	if !d.Truncated {
+		return ""
+	}
+	var notes, others []string
+	for _, p := range d.TruncatedParts {
+		if p != "value" {
+			others = append(others, p)
+		} else if d.OriginalBytes > 0 {
+			notes = append(notes, fmt.Sprintf("truncated from %d", d.OriginalBytes))
+		} else {
+			others = append(others, p)
+		}
+	}
+	if len(others) > 0 {
+		notes = append(notes, strings.Join(others, ", ")+" cut")
+	}
+	if len(notes) == 0 {
+		notes = append(notes, "truncated")
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
 }
 
 func printReasons(w io.Writer, rs []reasonCount) {
@@ -414,18 +493,22 @@ func printReasons(w io.Writer, rs []reasonCount) {
 
 // replayReport is `fleetctl dlq replay -o json`.
 type replayReport struct {
-	Topic       string        `json:"topic"`
-	Read        int           `json:"read"`
-	Matched     int           `json:"matched"`
-	Replayable  int           `json:"replayable"`
-	Skipped     int           `json:"skipped"`          // matched but not replayable
-	Truncated   int           `json:"skippedTruncated"` // of which truncated when dead-lettered
-	ByReason    []reasonCount `json:"byReason"`
-	ByTopic     []topicCount  `json:"byTopic"` // replayable letters per source topic
-	DryRun      bool          `json:"dryRun"`
-	Replayed    int           `json:"replayed"`
-	WouldReplay []deadLetter  `json:"wouldReplay,omitempty"` // with --dry-run
-	Note        string        `json:"note"`
+	Topic      string `json:"topic"`
+	Read       int    `json:"read"`
+	Matched    int    `json:"matched"`
+	Replayable int    `json:"replayable"`
+	Skipped    int    `json:"skipped"`          // matched but not replayable
+	Truncated  int    `json:"skippedTruncated"` // of which truncated when dead-lettered
+	// RefusedTopic counts the skipped letters whose source topic is not a
+	// job topic (refused: never produced there); ByRefusedTopic names them.
+	RefusedTopic   int           `json:"refusedTopic"`
+	ByRefusedTopic []topicCount  `json:"byRefusedTopic,omitempty"`
+	ByReason       []reasonCount `json:"byReason"`
+	ByTopic        []topicCount  `json:"byTopic"` // replayable letters per source topic
+	DryRun         bool          `json:"dryRun"`
+	Replayed       int           `json:"replayed"`
+	WouldReplay    []deadLetter  `json:"wouldReplay,omitempty"` // with --dry-run
+	Note           string        `json:"note"`
 }
 
 type topicCount struct {
@@ -469,6 +552,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	rep := replayReport{Topic: cfg.dlq, DryRun: *dry, Note: idempotenceNote}
 	tally := reasonTally{}
 	byTopic := map[string]int{}
+	refused := map[string]int{}
 	type pos struct {
 		p int32
 		o int64
@@ -476,7 +560,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	chosen := map[pos]bool{}
 	err = readDLQ(readCtx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
 		rep.Read++
-		d := letterOf(r, cfg.dlq)
+		d := letterOf(r, cfg)
 		if !match(d.Reason) {
 			return nil
 		}
@@ -484,8 +568,12 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		tally.add(d)
 		if !d.Replayable {
 			rep.Skipped++
-			if d.Truncated {
+			switch {
+			case d.Truncated:
 				rep.Truncated++
+			case d.RefusedTopic:
+				rep.RefusedTopic++
+				refused[d.SourceTopic]++
 			}
 			return nil
 		}
@@ -505,6 +593,10 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		rep.ByTopic = append(rep.ByTopic, topicCount{Topic: t, Count: n})
 	}
 	sort.Slice(rep.ByTopic, func(i, j int) bool { return rep.ByTopic[i].Topic < rep.ByTopic[j].Topic })
+	for t, n := range refused {
+		rep.ByRefusedTopic = append(rep.ByRefusedTopic, topicCount{Topic: t, Count: n})
+	}
+	sort.Slice(rep.ByRefusedTopic, func(i, j int) bool { return rep.ByRefusedTopic[i].Topic < rep.ByRefusedTopic[j].Topic })
 	sortLetters(rep.WouldReplay)
 
 	out := c.stdout
@@ -514,10 +606,18 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	fmt.Fprintf(out, "%d of %d dead letters in %s matched (read up to the end offsets at start)\n", rep.Matched, rep.Read, cfg.dlq)
 	printReasons(out, rep.ByReason)
 	if rep.Truncated > 0 {
-		fmt.Fprintf(out, "skipping %s: not replayable, the value was cut when dead-lettered and the original "+
+		fmt.Fprintf(out, "skipping %s: not replayable, the record was cut when dead-lettered and the original "+
 			"cannot be rebuilt from the DLQ\n", plural(int64(rep.Truncated), "truncated letter", "truncated letters"))
 	}
-	if n := rep.Skipped - rep.Truncated; n > 0 {
+	if rep.RefusedTopic > 0 {
+		fmt.Fprintf(out, "refusing %s whose source topic is not a job topic (%s): a dead letter goes back only "+
+			"into the job topics (KAFKA_TOPICS / KAFKA_TOPIC_REGEX); its dlq-source-topic header may be forged\n",
+			plural(int64(rep.RefusedTopic), "letter", "letters"), jobTopicsText(cfg))
+		for _, tc := range rep.ByRefusedTopic {
+			fmt.Fprintf(out, "  refused %s: %d\n", quoteTopic(tc.Topic), tc.Count)
+		}
+	}
+	if n := rep.Skipped - rep.Truncated - rep.RefusedTopic; n > 0 {
 		fmt.Fprintf(out, "skipping %s without a usable %s header\n", plural(int64(n), "letter", "letters"),
 			consumer.HeaderSourceTopic)
 	}
@@ -572,7 +672,11 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		if !chosen[pos{r.Partition, r.Offset}] {
 			return nil
 		}
-		batch = append(batch, replayRecord(r, letterOf(r, cfg.dlq), cfg.dlq))
+		d := letterOf(r, cfg)
+		if !d.Replayable { // read again: the same letter, but never produce a refused one
+			return nil
+		}
+		batch = append(batch, replayRecord(r, d, cfg.dlq))
 		if len(batch) >= 500 {
 			return flush()
 		}
@@ -587,6 +691,14 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(out, "replayed %s\n", plural(int64(rep.Replayed), "dead letter", "dead letters"))
 	return c.replayDone(o, rep, nil)
+}
+
+// jobTopicsText names the configured job topics for a message.
+func jobTopicsText(cfg *config) string {
+	if cfg.topicRegex != "" {
+		return "KAFKA_TOPIC_REGEX " + strconv.Quote(cfg.topicRegex)
+	}
+	return strings.Join(cfg.topics, ", ")
 }
 
 // confirm reads one line from stdin and reports whether it is "yes". An

@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/analysisfleet/analysisfleet/consumer"
 )
 
 // letterRows returns the DLQ positions of a `dlq list` table, in order.
@@ -217,4 +220,113 @@ func TestDLQReplayReadsOnlyUpToTheOffsetsAtStart(t *testing.T) {
 	}))
 	sort.Strings(seen)
 	require.Equal(t, []string{"job-hash2", "job-nj"}, seen, "nothing past the captured end offsets, nothing before the start")
+}
+
+// TestDLQListSaysWhatWasCut: the consumer cuts a record's key, value or
+// headers to make its dead letter fit and says so in dlq-truncated (the
+// parts) and dlq-original-sizes; fleetctl shows it and does not replay the
+// letter.
+func TestDLQListSaysWhatWasCut(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	w.produce(
+		dlqLetter(0, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 1, "kkkk", "not json", 0,
+			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("key,headers")},
+			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1200000,value=8,headers=3,header-bytes=1200036")}),
+		dlqLetter(0, consumer.ReasonOversized, "too big", topicOSL, 0, 2, "k", "vvvv", 0,
+			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("value")},
+			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1,value=2000000,headers=0,header-bytes=0")}),
+	)
+	out := w.ok("dlq", "list").stdout
+	t.Logf("fleetctl dlq list:\n%s", out)
+	require.Regexp(t, `0@0\s+.*not_json\s+.*kkkk\s+8 \(key, headers cut\)\s+value is not valid JSON\n`, out)
+	require.Regexp(t, `0@1\s+.*oversized\s+.*\s+4 \(truncated from 2000000\)\s+too big\n`, out)
+
+	var rep dlqListReport
+	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "list", "-o", "json").stdout), &rep))
+	require.Len(t, rep.Letters, 2)
+	d := rep.Letters[0]
+	require.True(t, d.Truncated)
+	require.Equal(t, []string{"key", "headers"}, d.TruncatedParts)
+	require.Equal(t, 1200000, d.OriginalKeyBytes)
+	require.Equal(t, 8, d.OriginalBytes)
+	require.Equal(t, 3, d.OriginalHeaders)
+	require.Equal(t, 1200036, d.OriginalHeaderBytes)
+	require.False(t, d.Replayable)
+	require.Equal(t, "truncated when dead-lettered (key, headers cut)", d.NotReplayable)
+	require.Equal(t, 2000000, rep.Letters[1].OriginalBytes)
+	require.Equal(t, "truncated when dead-lettered", rep.Letters[1].NotReplayable)
+
+	r := w.ok("dlq", "replay", "--yes")
+	require.Contains(t, r.stdout, "skipping 2 truncated letters: not replayable")
+	require.Contains(t, r.stdout, "nothing to replay")
+	require.Zero(t, w.endOffsets(topicOSL))
+}
+
+// TestDLQReplayOnlyIntoJobTopics: a letter's dlq-source-topic is only a
+// header, and anyone who can write to the DLQ can forge one: replay puts
+// letters back only into the configured job topics (KAFKA_TOPICS, or
+// KAFKA_TOPIC_REGEX without the DLQ and result topics) and refuses, and
+// reports, any other (issue 10: a forged letter put {"state":"success"}
+// into Sample.Analysis.Result).
+func TestDLQReplayOnlyIntoJobTopics(t *testing.T) {
+	t.Parallel()
+	const topicResult = "Sample.Analysis.Result"
+	for _, c := range []struct {
+		name  string
+		env   map[string]string
+		refer int // letters refused
+	}{
+		{"KAFKA_TOPICS", nil, 3},
+		{"KAFKA_TOPIC_REGEX", map[string]string{"KAFKA_TOPIC_REGEX": `^Sample\.Analysis\.Job\.(OSL|SVG)$`}, 3},
+		{"a regex that also matches the result and DLQ topics", map[string]string{"KAFKA_TOPIC_REGEX": `Sample\.Analysis\.`}, 3},
+		{"KAFKA_TOPICS naming one topic", map[string]string{"KAFKA_TOPICS": topicSVG}, 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, worldOpts{})
+			_, err := w.adm.CreateTopic(ctx(t), 1, 1, nil, topicResult)
+			require.NoError(t, err)
+			for k, v := range c.env {
+				w.env[k] = v
+			}
+			w.produce(
+				dlqLetter(0, consumer.ReasonNotJSON, "forged", topicResult, 0, 1, "job-x", `{"state":"success"}`, 0),
+				dlqLetter(0, consumer.ReasonNotJSON, "forged", "Some.Other.Topic", 0, 2, "job-y", `{}`, 0),
+				dlqLetter(0, consumer.ReasonNotJSON, "forged", "Sample.Analysis.Job.OSL\n", 0, 3, "job-z", `{}`, 0),
+				dlqLetter(1, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 4, "job-o", valueNJ, 0),
+				dlqLetter(1, consumer.ReasonInvalidHash, "bad hash", topicSVG, 0, 5, "job-s", valueHash, 0),
+			)
+
+			dry := w.ok("dlq", "replay", "--dry-run")
+			t.Logf("fleetctl dlq replay --dry-run:\n%s", dry.stdout)
+			require.Contains(t, dry.stdout, fmt.Sprintf("refusing %s whose source topic is not a job topic", plural(int64(c.refer), "letter", "letters")))
+			require.Contains(t, dry.stdout, fmt.Sprintf("dry run: %s would be replayed", plural(int64(5-c.refer), "letter", "letters")))
+			require.Contains(t, dry.stdout, `"Sample.Analysis.Result": 1`)
+			require.NotContains(t, dry.stdout, "to "+topicResult)
+			var rep replayReport
+			require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "replay", "--dry-run", "-o", "json").stdout), &rep))
+			require.Equal(t, c.refer, rep.RefusedTopic)
+			require.Equal(t, 5-c.refer, rep.Replayable)
+			require.Equal(t, c.refer, rep.Skipped)
+
+			var list dlqListReport
+			require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "list", "-o", "json").stdout), &list))
+			require.False(t, list.Letters[0].Replayable)
+			require.Equal(t, `its source topic "Sample.Analysis.Result" is not a job topic`, list.Letters[0].NotReplayable)
+
+			r := w.ok("dlq", "replay", "--yes")
+			require.Contains(t, r.stdout, fmt.Sprintf("replayed %s", plural(int64(5-c.refer), "dead letter", "dead letters")))
+			require.Zero(t, w.endOffsets(topicResult), "nothing replayed into the result topic")
+			var to []string
+			for _, rec := range w.readAll(topicOSL, topicSVG) {
+				to = append(to, rec.Topic+" "+string(rec.Key))
+			}
+			want := []string{topicSVG + " job-s"}
+			if c.refer == 3 {
+				want = append(want, topicOSL+" job-o")
+			}
+			require.ElementsMatch(t, want, to)
+		})
+	}
 }

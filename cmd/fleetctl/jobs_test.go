@@ -226,3 +226,15 @@ func TestReleaseMovesTheLeaseAndFencesTheOldOwner(t *testing.T) {
 	require.Equal(t, "fleetctl: job job-nope: no such job in the ledger\n", r.stderr)
 	require.Empty(t, r.stdout)
 }
+
+// TestJobIDsInAnyCase: the ledger keys a job by its canonical (lower-case)
+// UUID; an operator may paste it in any case.
+func TestJobIDsInAnyCase(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	const id = "abcdef01-abcd-abcd-abcd-abcdef01234a"
+	w.admit(w.long, "w1", id, "win", "Sample.Analysis.Job.OSL/0@0")
+	upper := strings.ToUpper(id)
+	require.Contains(t, w.ok("job", upper).stdout, id)
+	require.Contains(t, w.ok("release", upper).stdout, "released job "+id+"; previous owner: w1")
+}

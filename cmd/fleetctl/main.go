@@ -61,14 +61,15 @@ commands:
   dlq list [--reason R] [--limit N] [--show-values]
                               dead letters with reason, error and source
   dlq replay [--reason R] [--dry-run] [--yes]
-                              re-produce dead letters to their source topics (asks first)
+                              re-produce dead letters to their source topics (asks first);
+                              only into the job topics: a letter naming another is refused
   release <id>                force the job's lease to expire so another worker takes it over
   version                     print the version
   help                        this text
 
 Every command takes -o table|json (default table) and --timeout.
 Configuration is the worker's environment contract: KAFKA_BROKERS, KAFKA_TOPICS or
-KAFKA_TOPIC_REGEX, KAFKA_GROUP, KAFKA_DLQ_TOPIC, KAFKA_TLS*, KAFKA_SASL_*, REDIS_URL
+KAFKA_TOPIC_REGEX, KAFKA_GROUP, KAFKA_DLQ_TOPIC, KAFKA_RESULT_TOPIC, KAFKA_TLS*, KAFKA_SASL_*, REDIS_URL
 (or REDIS_URL_FILE), REDIS_NAMESPACE, LEASE_TTL. Exit status: 0 ok, 1 failure, 2 usage
 or configuration error.
 `

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
 // releaseReport is `fleetctl release <id> -o json`.
@@ -19,7 +21,7 @@ func (c *cli) release(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	id := pos[0]
+	id := sampledb.CanonicalJobID(pos[0]) // the ledger keys a UUID lower-case
 	cfg, err := c.loadConfig(needs{redis: true})
 	if err != nil {
 		return err

@@ -154,7 +154,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func (s *Server) getJob(w http.ResponseWriter, id string) {
 	s.mu.Lock()
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	var out sdb.Job
 	if ok {
 		out = j.Job
@@ -181,7 +181,7 @@ func (s *Server) putJob(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "", "job %s not found", id)
 		return
@@ -243,7 +243,7 @@ func (s *Server) deleteJob(w http.ResponseWriter, id string) {
 
 func (s *Server) listTasks(w http.ResponseWriter, id string) {
 	s.mu.Lock()
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	var out []task
 	if ok {
 		out = make([]task, 0, len(j.tasks))
@@ -274,7 +274,7 @@ func (s *Server) postTask(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "", "job %s not found", id)
 		return
@@ -297,7 +297,7 @@ func (s *Server) postTask(w http.ResponseWriter, r *http.Request, id string) {
 // findTaskLocked returns task tid of job id, or answers 404. s.mu must be
 // held.
 func (s *Server) findTaskLocked(w http.ResponseWriter, id, tid string) *task {
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "", "job %s not found", id)
 		return nil

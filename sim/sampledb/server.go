@@ -13,6 +13,10 @@
 //	/_sim/jobs, /_sim/jobs/{id}, /_sim/jobs/{id}/history, /_sim/history
 //	                                   admin: create jobs, inspect (no key, no faults)
 //
+// Job IDs are UUIDs, the same whatever their case: a job is keyed and
+// served by its canonical (lower-case) ID, so any spelling of it addresses
+// it (sampledb.CanonicalJobID; an ID that is not a UUID is kept exactly).
+//
 // Job states: enqueued → executing → success | failed | aborted | timeout.
 // Task states: executing → success | failed | timeout | cancelled.
 // Repeating the current state answers 200 and changes nothing; any other
@@ -158,8 +162,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // CreateJob creates an enqueued job from a Kafka job message, as SampleDB
-// does for a submission, and returns it. An empty JobID gets a new UUID. A
-// job that already exists is returned unchanged.
+// does for a submission, and returns it. An empty JobID gets a new UUID; a
+// UUID is stored in its canonical (lower-case) form. A job that already
+// exists, under any spelling of its ID, is returned unchanged.
 func (s *Server) CreateJob(msg sdb.JobMessage) sdb.Job {
 	j, _ := s.createJob(msg)
 	return j
@@ -169,6 +174,7 @@ func (s *Server) createJob(msg sdb.JobMessage) (sdb.Job, bool) {
 	if msg.JobID == "" {
 		msg.JobID = uuid.NewString()
 	}
+	msg.JobID = sdb.CanonicalJobID(msg.JobID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if j, ok := s.jobs[msg.JobID]; ok {
@@ -189,11 +195,11 @@ func (s *Server) createJob(msg sdb.JobMessage) (sdb.Job, bool) {
 	return j.Job, true
 }
 
-// Job returns job id as the API would serve it.
+// Job returns job id (any spelling of it) as the API would serve it.
 func (s *Server) Job(id string) (sdb.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	if !ok {
 		return sdb.Job{}, false
 	}
@@ -216,7 +222,7 @@ func (s *Server) Jobs() []sdb.Job {
 func (s *Server) Abort(id string) (sdb.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[id]
+	j, ok := s.jobLocked(id)
 	if !ok {
 		return sdb.Job{}, false
 	}
@@ -230,7 +236,7 @@ func (s *Server) Abort(id string) (sdb.Job, bool) {
 func (s *Server) Tasks(jobID string) []sdb.Task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[jobID]
+	j, ok := s.jobLocked(jobID)
 	if !ok {
 		return nil
 	}
@@ -241,8 +247,10 @@ func (s *Server) Tasks(jobID string) []sdb.Task {
 	return out
 }
 
-// History returns the transitions of job id and its tasks, in order.
+// History returns the transitions of job id (any spelling of it) and its
+// tasks, in order.
 func (s *Server) History(id string) []Transition {
+	id = sdb.CanonicalJobID(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Transition
@@ -261,6 +269,12 @@ func (s *Server) AllHistory() []Transition {
 	return slices.Clone(s.history)
 }
 
+// jobLocked finds job id under any spelling of it. s.mu must be held.
+func (s *Server) jobLocked(id string) (*job, bool) {
+	j, ok := s.jobs[sdb.CanonicalJobID(id)]
+	return j, ok
+}
+
 // sortedLocked returns the jobs in creation order. s.mu must be held.
 func (s *Server) sortedLocked() []*job {
 	out := make([]*job, 0, len(s.jobs))
@@ -274,7 +288,7 @@ func (s *Server) sortedLocked() []*job {
 // recordLocked appends a transition. s.mu must be held.
 func (s *Server) recordLocked(r *http.Request, jobID, taskID, from, to string, status int) {
 	s.history = append(s.history, Transition{
-		Time: s.now(), JobID: jobID, TaskID: taskID, From: from, To: to,
+		Time: s.now(), JobID: sdb.CanonicalJobID(jobID), TaskID: taskID, From: from, To: to,
 		UserAgent: r.UserAgent(), Status: status,
 	})
 }

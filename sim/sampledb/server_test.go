@@ -782,3 +782,58 @@ func TestApplyThenHang(t *testing.T) {
 	}
 	require.Len(t, b.srv.History("J"), 1)
 }
+
+// TestJobIDsAreCaseInsensitive: SampleDB's job IDs are UUIDs, and a UUID
+// is the same whatever its case: a job created with an upper-case ID is
+// addressed by its lower-case form (and any other spelling), served with
+// its canonical (lower-case) ID, and never created twice.
+func TestJobIDsAreCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const upper = "ABCDEF01-ABCD-ABCD-ABCD-ABCDEF012345"
+	const mixed = "abcdef01-ABCD-abcd-ABCD-abcdef012345"
+	lower := strings.ToLower(upper)
+	created := b.srv.CreateJob(message(upper))
+	require.Equal(t, lower, created.ID)
+	again := b.srv.CreateJob(message(lower))
+	require.Equal(t, created, again, "the same job, not a second one")
+	require.Len(t, b.srv.Jobs(), 1)
+
+	r := b.call(t, http.MethodGet, jobRoot+"/"+lower, viewerKey, "")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+	require.Equal(t, lower, r.job(t).ID)
+	r = b.call(t, http.MethodPut, jobRoot+"/"+mixed, analyzerKey, `{"state":"executing"}`)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+	r = b.call(t, http.MethodPut, jobRoot+"/"+upper, analyzerKey, `{"state":"executing"}`)
+	require.Equal(t, http.StatusOK, r.status, "a repeat under another spelling is a repeat")
+	tid := b.newTask(t, lower, "cbc.event_export")
+	r = b.call(t, http.MethodPut, jobRoot+"/"+upper+"/task/"+tid, analyzerKey, `{"state":"success"}`)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+	r = b.call(t, http.MethodGet, jobRoot+"/"+mixed+"/task", viewerKey, "")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+	r = b.call(t, http.MethodDelete, jobRoot+"/"+lower, userKey, "")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+	require.True(t, r.job(t).AbortRequested)
+	r = b.call(t, http.MethodPut, jobRoot+"/"+lower, analyzerKey, `{"state":"aborted"}`)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+
+	for _, id := range []string{upper, lower, mixed} {
+		j, ok := b.srv.Job(id)
+		require.True(t, ok, id)
+		require.Equal(t, sdb.StateAborted, j.State)
+		require.Len(t, b.srv.Tasks(id), 1, id)
+		h := b.srv.History(id)
+		require.Len(t, h, 4, id)
+		for _, tr := range h {
+			require.Equal(t, lower, tr.JobID)
+		}
+	}
+	r = b.call(t, http.MethodGet, jobRoot, viewerKey, "")
+	require.Equal(t, http.StatusOK, r.status)
+	require.Empty(t, r.jobs(t), "aborted is not active")
+
+	// Not a UUID: an exact name (the simulator's tests use such IDs).
+	b.srv.CreateJob(message("Job-X"))
+	_, ok := b.srv.Job("job-x")
+	require.False(t, ok)
+}
