@@ -21,6 +21,9 @@ import (
 type RateLimiter struct {
 	s        *Store
 	name     string
+	tenant   string // "" = the credential alone (see ForTenant)
+	tenTat   string
+	active   string
 	interval time.Duration
 	tol      time.Duration
 	tat      string
@@ -79,6 +82,23 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 	}
 }
 
+// FairWindow is how recently a tenant must have asked to count as active in
+// the fair share of a credential (ForTenant).
+const FairWindow = 2 * time.Second
+
+// ForTenant returns a limiter for tenant's requests on the same credential:
+// it spends the same fleet-wide budget and cool-down, and when several
+// tenants share the credential (a Sophos partner credential, say), each
+// tenant that asked within FairWindow is held to an equal share of the
+// budget, so one customer's thousand jobs cannot starve another's ten. A
+// tenant alone on the credential gets all of it.
+func (l *RateLimiter) ForTenant(tenant string) *RateLimiter {
+	c := &RateLimiter{s: l.s, name: l.name, interval: l.interval, tol: l.tol, tat: l.tat, cool: l.cool,
+		log: l.log.With(zap.String("tenant", tenant)), OnWait: l.OnWait, tenant: tenant,
+		tenTat: l.tat + ":t:" + tenant, active: l.tat + ":tenants"}
+	return c
+}
+
 func (l *RateLimiter) ask(ctx context.Context) (time.Duration, error) {
 	iv := l.interval
 	if iv <= 0 {
@@ -88,7 +108,14 @@ func (l *RateLimiter) ask(ctx context.Context) (time.Duration, error) {
 	if l.interval <= 0 {
 		tol = time.Hour
 	}
-	v, err := l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds())
+	var v any
+	var err error
+	if l.tenant != "" && l.interval > 0 {
+		v, err = l.s.run(ctx, fairRateScript, []string{l.tat, l.cool, l.tenTat, l.active},
+			iv.Microseconds(), tol.Microseconds(), l.tenant, FairWindow.Milliseconds())
+	} else {
+		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds())
+	}
 	if err != nil {
 		return 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)
 	}

@@ -54,3 +54,54 @@ func TestThrottledPausesEveryLimiterSharingTheCredential(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), d-50*time.Millisecond,
 		"a 429 seen by one worker pauses the credential for the whole fleet")
 }
+
+// TestSharedCredentialIsSharedFairly: two tenants on one credential (a
+// Sophos partner credential). One floods it from eight goroutines, the other
+// asks one request at a time. Without the fair share the quiet tenant would
+// get about one grant in nine; with it, about half.
+func TestSharedCredentialIsSharedFairly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	base := b.store.RateLimiter("sophos:partner", 200, 1, nil)
+	loud, quiet := base.ForTenant("acme"), base.ForTenant("globex")
+	const total = 200
+	var mu sync.Mutex
+	grants := map[string]int{}
+	done := make(chan struct{})
+	grant := func(who string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if grants["acme"]+grants["globex"] >= total {
+			return false
+		}
+		grants[who]++
+		if grants["acme"]+grants["globex"] == total {
+			close(done)
+		}
+		return true
+	}
+	var wg sync.WaitGroup
+	run := func(l *state.RateLimiter, who string) {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			require.NoError(t, l.Wait(ctx(t)))
+			if !grant(who) {
+				return
+			}
+		}
+	}
+	for range 8 {
+		wg.Add(1)
+		go run(loud, "acme")
+	}
+	wg.Add(1)
+	go run(quiet, "globex")
+	wg.Wait()
+	require.GreaterOrEqual(t, grants["globex"], total*3/10,
+		"the quiet tenant got %d of %d grants", grants["globex"], total)
+}

@@ -301,6 +301,40 @@ redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - n
 return 0
 `)
 
+// fairRateScript is rateScript for one tenant of a credential several
+// tenants share: the credential's GCRA bucket as in rateScript, and a bucket
+// per tenant whose interval is the credential's times the number of tenants
+// that asked within the last window, so when the credential is saturated
+// each active tenant gets an equal share, and a tenant alone gets all of it.
+// KEYS: tat, cooldown, tenant tat, active tenants (zset).
+// ARGV: interval µs, tolerance µs, tenant, window ms.
+// Returns 0 when the request may go now, else µs to wait.
+var fairRateScript = redis.NewScript(`
+local cool = redis.call('PTTL', KEYS[2])
+if cool > 0 then return cool * 1000 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nowms = math.floor(now / 1000)
+local interval, tol, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+redis.call('ZADD', KEYS[4], nowms, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', nowms - window)
+redis.call('PEXPIRE', KEYS[4], window * 2)
+local n = redis.call('ZCARD', KEYS[4])
+local tinterval = interval * n
+local ttat = tonumber(redis.call('GET', KEYS[3]) or '0')
+if ttat < now then ttat = now end
+local tallow = ttat - tol
+if tallow > now then return tallow - now end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow = tat - tol
+if allow > now then return allow - now end
+local ntat, nttat = tat + interval, ttat + tinterval
+redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
+redis.call('SET', KEYS[3], string.format('%d', nttat), 'PX', math.floor((nttat - now) / 1000) + 1000)
+return 0
+`)
+
 // throttleScript extends the cool-down to at least ARGV[1] ms. KEYS: cooldown.
 var throttleScript = redis.NewScript(`
 local cur = redis.call('PTTL', KEYS[1])
@@ -316,5 +350,5 @@ return 0
 
 var allScripts = []*redis.Script{
 	admitScript, claimScript, renewScript, releaseScript, forceReleaseScript, checkpointScript,
-	decideScript, completeScript, adoptScript, epochScript, rateScript, throttleScript, unlockScript,
+	decideScript, completeScript, adoptScript, epochScript, rateScript, fairRateScript, throttleScript, unlockScript,
 }
