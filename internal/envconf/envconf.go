@@ -210,27 +210,33 @@ func (e *Env) URL(name, v string, insecure bool) string {
 	if v == "" {
 		return ""
 	}
-	u, err := url.Parse(v)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		e.Fail(name, "%q is not an http(s) URL", RedactURL(v))
-		return ""
-	}
-	if u.User != nil {
-		e.Fail(name, "must not carry credentials in the URL")
-		return ""
-	}
-	if insecure {
-		return strings.TrimRight(v, "/")
-	}
-	if u.Scheme != "https" {
-		e.Fail(name, "must be https:// (set INSECURE_HTTP=true only for development and tests)")
-		return ""
-	}
-	if isLocalHost(u.Hostname()) {
-		e.Fail(name, "points at a loopback or private address (set INSECURE_HTTP=true only for development and tests)")
+	if err := CheckURL(v, insecure); err != nil {
+		e.Fail(name, "%v", err)
 		return ""
 	}
 	return strings.TrimRight(v, "/")
+}
+
+// CheckURL is URL's check, for URLs that come from elsewhere than the
+// environment (the tenants file).
+func CheckURL(v string, insecure bool) error {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Errorf("%q is not an http(s) URL", RedactURL(v))
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials in the URL")
+	}
+	if insecure {
+		return nil
+	}
+	if u.Scheme != "https" {
+		return errors.New("must be https:// (set INSECURE_HTTP=true only for development and tests)")
+	}
+	if isLocalHost(u.Hostname()) {
+		return errors.New("points at a loopback or private address (set INSECURE_HTTP=true only for development and tests)")
+	}
+	return nil
 }
 
 // isLocalHost reports whether h names a loopback, private, link-local or
