@@ -333,9 +333,10 @@ func (d *Driver) stepWait(ctx context.Context, r *opRef, s *sensorRef) (changed,
 		return true, false, nil
 	}
 	// "pending", or a status this driver does not know: keep waiting (the
-	// runner's deadline bounds the wait).
-	sent, _, err := d.keepaliveIfDue(ctx, s)
-	return changed || sent, false, err
+	// server's check_in_timeout, and the runner's deadline, bound the
+	// wait). No keepalive: a keepalive closes a session that is not active
+	// yet (cbinterface2's note), and check-in is not idleness.
+	return changed, false, nil
 }
 
 // stepCommand follows the command s.CommandID.
@@ -702,7 +703,7 @@ func (d *Driver) nextPoll(r *opRef) time.Duration {
 	now := d.now()
 	for _, s := range r.Sensors {
 		switch s.Step {
-		case stepWait, stepProcessList, stepGetFile:
+		case stepProcessList, stepGetFile:
 			next = min(next, s.LastActivity.Add(keepaliveEvery(s)).Sub(now))
 		case stepClose:
 			next = 0

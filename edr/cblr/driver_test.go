@@ -481,6 +481,26 @@ func TestKeepalive(t *testing.T) {
 	})
 }
 
+// Before the sensor checks in no keepalive is sent: a keepalive closes a
+// session that is not active yet.
+func TestNoKeepaliveWhilePending(t *testing.T) {
+	t.Parallel()
+	// Keepalives would be due every 150 ms; the sensor checks in after
+	// 600 ms.
+	e := setup(t, opts{sim: simcblr.Config{SensorWaitTimeout: 300 * time.Millisecond, CheckInAfter: 600 * time.Millisecond}}, infected(1, "WIN-A"))
+	res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Rows)
+	require.Len(t, res.Files, 1)
+	s := e.sim.Sessions()[0]
+	for _, r := range e.kit.Requests() {
+		if strings.HasSuffix(r.Path, "/keepalive") {
+			require.False(t, r.Time.Before(s.Created.Add(600*time.Millisecond)), "keepalive at +%s, before check-in", r.Time.Sub(s.Created))
+		}
+	}
+	requireAllClosed(t, e.sim)
+}
+
 func TestNeverCheckIn(t *testing.T) {
 	t.Parallel()
 	host := infected(1, "WIN-OFFLINE")
@@ -490,8 +510,9 @@ func TestNeverCheckIn(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "sensor 1 (WIN-OFFLINE)")
-	require.Contains(t, err.Error(), "timed out before the sensor checked in")
-	requireAllClosed(t, e.sim)
+	// The server forgets a session that timed out before check-in (404).
+	require.Contains(t, err.Error(), "the Live Response session 1 no longer exists (HTTP 404): it expired or was closed before the sensor checked in")
+	require.Zero(t, e.sim.OpenSessions())
 	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"))
 }
 
