@@ -51,11 +51,16 @@ func (d *Driver) issueGetFile(ctx context.Context, r *opRef, s *sensorRef) (chan
 // checkpointed before anything else. A 404 (the session or sensor gone)
 // acquires another session when the session ended (see lostSession).
 func (d *Driver) issue(ctx context.Context, r *opRef, s *sensorRef, next step, name, object string) (changed, acted bool, err error) {
-	if c, ok, err := d.findCommand(ctx, r, s, name, object); err != nil {
-		return false, false, err
-	} else if ok {
-		s.CommandID, s.FileID, s.Step = c.ID, c.FileID, next
-		return true, true, nil
+	if !s.Borrowed {
+		// In a borrowed session an identical command may be its owner's:
+		// it is not adopted (a read-only command repeated after a crash
+		// costs less than following, or cancelling, someone else's).
+		if c, ok, err := d.findCommand(ctx, r, s, name, object); err != nil {
+			return false, false, err
+		} else if ok {
+			s.CommandID, s.FileID, s.Step = c.ID, c.FileID, next
+			return true, true, nil
+		}
 	}
 	body := map[string]any{"session_id": s.SessionID.jsonValue(), "name": name}
 	if object != "" {

@@ -23,8 +23,10 @@
 // therefore a small state machine per sensor, carried entirely in the Ref so
 // that any worker can resume it after a crash:
 //
-//	Start: GET /session?active_only=true, then per sensor: reuse one of its
-//	  │    pending/active sessions (as cbapi), else POST /session {"sensor_id": N}
+//	Start: GET /session?active_only=true, then per sensor: take up its session
+//	  │    tagged with this intent, else POST /session {"sensor_id": N,
+//	  │    "checkin_timeout": tag} (else, refused or with ReuseSessions, borrow
+//	  │    the sensor's open session, as cbapi does)
 //	  ▼
 //	wait ── GET /session/{id} ──▶ pending: poll again (no keepalive: it would close it)
 //	  │                          timeout | inactive | close | 404: sensor failed ─┐
@@ -41,8 +43,8 @@
 //	  │   (size, status) until size_uploaded = size (or it stalls)                │
 //	  ▼                                                                           │
 //	close ◀───────────────────────────────────────────────────────────────────────┘
-//	  │   GET /session/{id}, PUT it back with "status": "close" — only a
-//	  │   session this triage opened; a borrowed one is left to its owner
+//	  │   GET /session/{id}, PUT it back with "status": "close" — a session
+//	  │   this triage opened; a borrowed one is left to its owner
 //	  ▼
 //	done
 //
@@ -51,29 +53,36 @@
 //	  another, as above, and carries on where it was (at most 5 times, as
 //	  cbapi's MAX_RETRY_COUNT); so does a sensor Find found no session of.
 //
-// Sessions are shared. cbapi reuses a sensor's pending or active session
-// instead of opening a second one, and so does Start. A session counts as
-// opened under the start intent when the server created it no earlier than
-// Intent.At less Config.ClockSkew; the triage closes such a session at the
-// end. Any other session it reuses (an analyst's, another task's) is
-// borrowed: used, kept alive while a command runs, and left open for its
-// owner, with a note. A Start that fails half way for a retryable reason
-// leaves its sessions open, so that the retry under the same intent takes
-// them up again instead of opening more.
+// Whose session. cbapi reuses a sensor's pending or active session instead
+// of opening a second one. The driver does so only with
+// Config.ReuseSessions, or when the server refuses the sensor a second
+// session (a session limit): a borrowed session is shared with whoever
+// opened it (an analyst, another task), whose commands cannot be told from
+// the triage's and who may close it under it. A borrowed session is used,
+// kept alive while a command runs, never searched for commands to adopt,
+// and left open for its owner, with a note. By default every task opens,
+// uses and closes sessions of its own.
 //
 // Starting exactly once (edr.Driver.Find). Live Response sessions carry no
-// label, so Find recognises the sessions a lost Start opened by their
-// sensor, their status (pending or active: an ended session cannot be
-// resumed) and their create_time (no earlier than Intent.At less
-// Config.ClockSkew), and answers edr.ErrNotStarted when no sensor has one. A
-// wrong "not started" costs no second session: the Start that follows
-// reuses the sensor's session anyway (borrowed, so not closed by this
-// triage). Commands are made idempotent the same way: before posting one,
-// Poll lists the session's commands and adopts an identical one (same name
-// and object, created no earlier than Intent.At less edr.FindSkew, not
-// cancelled or failed), which covers a crash between the vendor accepting a
-// command and the checkpoint (a list it cannot read is logged, and the
-// command created).
+// name or label, but a session POST may ask for a check_in_timeout, which
+// the session object reports back. Sessions opened under an intent ask for
+// the document's default (1200 s) plus a tag of 1 to 599 s derived from the
+// intent's key (checkInTag). Find takes the task's sensors' pending or
+// active sessions carrying the tag and created no earlier than Intent.At
+// less edr.FindSkew, and answers edr.ErrNotStarted when no sensor has one
+// (an ended session cannot be resumed); Start takes them up again the same
+// way before opening any, so a Start retried after a lost answer, or after
+// a crash, re-attaches. A Start that fails half way for a retryable reason
+// leaves its sessions open for that retry. A server that ignores the
+// request reports 1200: nothing is ever recognised, and the driver behaves
+// as it would without Find (the recorded answers cannot say: cbapi never
+// asks). With Config.UntaggedSessions nothing is asked and Find answers
+// edr.ErrFindUnsupported. Commands are made idempotent the same way: before
+// posting one in a session of its own, Poll lists the session's commands
+// and adopts an identical one (same name and object, created no earlier
+// than Intent.At less edr.FindSkew, not cancelled or failed), which covers
+// a crash between the vendor accepting a command and the checkpoint (a list
+// it cannot read is logged, and the command created).
 //
 // Each Poll advances every unfinished sensor by one step, and returns at
 // once, with the new Ref, when a session was taken, the vendor accepted a

@@ -22,9 +22,6 @@ import (
 const (
 	DefaultMaxFile      = 64 << 20
 	DefaultPollInterval = 2 * time.Second
-	// DefaultClockSkew is how much earlier than a start intent a session
-	// may have been created and still count as opened under it.
-	DefaultClockSkew = time.Second
 	// DefaultMaxToken caps one JSON value in an answer: above the longest
 	// Windows command line (32767 UTF-16 units, written as JSON with its
 	// escapes), far below the answer cap.
@@ -83,14 +80,20 @@ type Config struct {
 	// waits on the vendor (it suggests less when a keepalive is due sooner).
 	// Default DefaultPollInterval.
 	PollInterval time.Duration
-	// ClockSkew is how much earlier than the start intent (Intent.At, the
-	// deciding worker's clock) the CB EDR server may have recorded a
-	// session's create_time and the session still count as opened under
-	// that intent: Find re-attaches to it, and the triage closes it at the
-	// end. A larger skew only makes Find answer ErrNotStarted, and the
-	// restarted triage then reuses the session without closing it. Default
-	// DefaultClockSkew; at most edr.FindSkew.
-	ClockSkew time.Duration
+	// ReuseSessions makes Start borrow a sensor's pending or active session
+	// even when it could open one of its own, as cbapi does. Off by
+	// default: a borrowed session is shared with whoever opened it (an
+	// analyst, another task), so its commands cannot be told apart and its
+	// owner may close it under the triage. Whatever this says, a sensor the
+	// server refuses a second session (a 4xx such as a session limit)
+	// borrows the session it has.
+	ReuseSessions bool
+	// UntaggedSessions stops the driver asking for a check-in timeout that
+	// carries the start intent's tag (see package doc), for a server that
+	// refuses "checkin_timeout" in a session POST. Find then answers
+	// edr.ErrFindUnsupported, and a Start retried after a lost answer
+	// opens new sessions.
+	UntaggedSessions bool
 	// FileMetadata makes the driver read a retrieved file's metadata (GET
 	// …/file/{id}: size, upload progress, status) before its content, as
 	// the vendor document describes. Off by default: cbapi (and the
@@ -124,7 +127,8 @@ type Driver struct {
 	maxFile   int64
 	maxToken  int
 	pollEvery time.Duration
-	skew      time.Duration
+	reuse     bool
+	untagged  bool
 	fileMeta  bool
 	now       func() time.Time
 	log       *zap.Logger
@@ -150,8 +154,6 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("cblr: Config.APIToken contains a line break")
 	case cfg.Timeout < 0, cfg.MaxBody < 0, cfg.MaxFile < 0, cfg.PollInterval < 0, cfg.MaxToken < 0:
 		return nil, errors.New("cblr: Config.Timeout, MaxBody, MaxFile, MaxToken and PollInterval must not be negative")
-	case cfg.ClockSkew < 0, cfg.ClockSkew > edr.FindSkew:
-		return nil, fmt.Errorf("cblr: Config.ClockSkew must be between 0 and %s", edr.FindSkew)
 	}
 	now := cfg.Now
 	if now == nil {
@@ -171,7 +173,8 @@ func New(cfg Config) (*Driver, error) {
 		maxFile:   cmp.Or(cfg.MaxFile, DefaultMaxFile),
 		maxToken:  cmp.Or(cfg.MaxToken, DefaultMaxToken),
 		pollEvery: cmp.Or(cfg.PollInterval, DefaultPollInterval),
-		skew:      cmp.Or(cfg.ClockSkew, DefaultClockSkew),
+		reuse:     cfg.ReuseSessions,
+		untagged:  cfg.UntaggedSessions,
 		fileMeta:  cfg.FileMetadata,
 		now:       now,
 		log:       log.Named(vendor),
@@ -195,6 +198,9 @@ func (d *Driver) newRef(op string, t edr.Target, in edr.Intent) (*opRef, error) 
 		return nil, edr.Permanent(vendor, op, "no sensors named in the submission (metaData sensorId/sensorIds)")
 	}
 	r := &opRef{V: refVersion, SHA256: sha, FileName: strings.TrimSpace(t.FileName), At: in.At}
+	if !d.untagged {
+		r.Tag = checkInTag(in.Key)
+	}
 	for _, id := range t.Sensors {
 		if id <= 0 {
 			return nil, edr.Permanent(vendor, op, fmt.Sprintf("invalid sensor id %d in the submission", id))
@@ -213,15 +219,18 @@ func (d *Driver) newRef(op string, t edr.Target, in edr.Intent) (*opRef, error) 
 	return r, nil
 }
 
-// Start acquires one Live Response session per sensor named in t: like
-// cbapi it reuses a pending or active session the sensor already has (one
-// request lists them all), and opens one otherwise. A sensor whose session
-// the vendor refuses (Live Response disabled, session limit, unknown
-// sensor) is recorded as failed; Start fails only when every sensor was
+// Start acquires one Live Response session per sensor named in t. One
+// request lists the server's pending and active sessions: a sensor's session
+// tagged with this intent (an earlier attempt's) is taken up again; with
+// Config.ReuseSessions any session the sensor has is borrowed, as cbapi
+// does; otherwise a session is opened, asking for the intent's tagged
+// check-in timeout. A sensor whose session the vendor refuses (Live
+// Response disabled, session limit, unknown sensor) is recorded as failed,
+// unless it has a session to borrow; Start fails only when every sensor was
 // refused, or on a task-level error (rejected token, 429, 5xx, network).
 // After a retryable error the sessions it opened are left open: the retry
-// of Start under the same intent reuses them. After a permanent one they
-// are closed.
+// of Start under the same intent takes them up again. After a permanent one
+// they are closed.
 func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	r, err := d.newRef("start", t, in)
 	if err != nil {
@@ -251,16 +260,21 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 
 // Find looks for the sessions a Start under in opened: among the pending and
 // active sessions (one GET …/session?active_only=true), those of t's
-// sensors created, by the server's clock, no earlier than in.At less
-// Config.ClockSkew. It returns a Ref holding them (a sensor with none gets a
-// session at the next Poll), or edr.ErrNotStarted when there is none: a
-// session opened earlier is someone else's, and one that already ended
-// cannot be resumed. Commands need no search here: before posting one, Poll
-// adopts an identical command already in the session.
+// sensors that carry the intent's tag (their check_in_timeout) and were
+// created no earlier than in.At less edr.FindSkew. It returns a Ref holding
+// them (a sensor with none gets a session at the next Poll), or
+// edr.ErrNotStarted when no sensor has one: an ended session cannot be
+// resumed, and anyone else's is not this intent's. With
+// Config.UntaggedSessions sessions carry no tag and Find answers
+// edr.ErrFindUnsupported. Commands need no search here: before posting one,
+// Poll adopts an identical command already in the session.
 func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	r, err := d.newRef("find", t, in)
 	if err != nil {
 		return nil, err
+	}
+	if d.untagged {
+		return nil, edr.ErrFindUnsupported
 	}
 	live, listed, err := d.liveSessions(ctx, "find")
 	if err != nil {
@@ -271,7 +285,7 @@ func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref
 	}
 	found := false
 	for _, s := range r.Sensors {
-		if sess, owned, ok := d.pick(r.At, live[s.SensorID]); ok && owned {
+		if sess, ok := d.owned(r, live[s.SensorID]); ok {
 			d.adopt(s, sess, true)
 			found = true
 		}

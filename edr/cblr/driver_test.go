@@ -180,6 +180,7 @@ func pollUntil(t *testing.T, d edr.Driver, ref edr.Ref, cond func(refView) bool)
 type refView struct {
 	Sensors []struct {
 		SensorID  int64  `json:"sensorId"`
+		SessionID string `json:"sessionId"`
 		Step      string `json:"step"`
 		CommandID any    `json:"commandId"`
 	} `json:"sensors"`
@@ -539,7 +540,7 @@ func TestNeverCheckIn(t *testing.T) {
 	t.Parallel()
 	host := infected(1, "WIN-OFFLINE")
 	host.NeverCheckIn = true
-	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond}}, host)
+	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond, MaxCheckInTimeout: 200 * time.Millisecond}}, host)
 	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
@@ -657,12 +658,27 @@ func TestSessionRefused(t *testing.T) {
 	})
 	t.Run("SessionLimit", func(t *testing.T) {
 		t.Parallel()
-		// The sensor's open session cannot be reused (the server will not
-		// list sessions) and the server refuses a second one.
+		// The server refuses the sensor a second session: the second task
+		// borrows the one it has (as cbapi would have done from the
+		// start), and leaves it open.
 		host := infected(1, "WIN-A")
 		host.SessionLimit = 1
 		e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
 		first, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		require.NoError(t, err)
+		second, err := e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		require.NoError(t, err)
+		require.Equal(t, 2, countExact(e.kit, "POST", startPath))
+		require.Len(t, e.sim.Sessions(), 1)
+		require.NoError(t, e.drv.Cancel(testCtx(t), second))
+		require.Equal(t, 1, e.sim.OpenSessions(), "a borrowed session is not closed")
+		require.NoError(t, e.drv.Cancel(testCtx(t), first))
+		requireAllClosed(t, e.sim)
+
+		// Nothing to borrow (the server will not list its sessions): the
+		// refusal fails the sensor, with the vendor's words.
+		e = setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
+		first, err = e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		e.kit.Add(simhttp.Fault{Name: "no list", Method: "GET", Path: startPath, Status: http.StatusForbidden, Count: 1})
 		_, err = e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))

@@ -40,3 +40,19 @@ func TestKeepaliveEvery(t *testing.T) {
 	require.Equal(t, 15*time.Second, keepaliveEvery(s))
 	require.False(t, s.absorb(sess), "nothing new")
 }
+
+// The tag is the document's default check-in timeout plus 1 to 599 s,
+// the same for the same key.
+func TestCheckInTag(t *testing.T) {
+	t.Parallel()
+	seen := map[int]bool{}
+	for i := range 2000 {
+		key := "job/cblr.triage/1." + string(rune('a'+i%26)) + time.Duration(i).String()
+		tag := checkInTag(key)
+		require.Equal(t, tag, checkInTag(key))
+		require.GreaterOrEqual(t, tag, baseCheckIn+1)
+		require.LessOrEqual(t, tag, baseCheckIn+tagRange)
+		seen[tag] = true
+	}
+	require.Greater(t, len(seen), tagRange*9/10, "tags spread over the range")
+}

@@ -43,11 +43,13 @@ type opRef struct {
 	// file" runs only then.
 	Path     string `json:"path,omitempty"`
 	FileName string `json:"fileName,omitempty"`
-	// At is the start intent's instant (unix ms): sessions created (by the
-	// server's clock) from At less the clock skew on count as opened under
-	// the intent, and only commands created from At less edr.FindSkew on
-	// are adopted. 0 in references written before it existed.
-	At      int64        `json:"at,omitempty"`
+	// At is the start intent's instant (unix ms): only sessions and
+	// commands created from At less edr.FindSkew on are taken as this
+	// triage's. 0 in references written before it existed.
+	At int64 `json:"at,omitempty"`
+	// Tag is the check_in_timeout (seconds) the sessions opened under the
+	// intent asked for: checkInTag of the intent's key. 0 = untagged.
+	Tag     int          `json:"tag,omitempty"`
 	Sensors []*sensorRef `json:"sensors"`
 	// Notes are task-level remarks for the analyst (a path that was not
 	// used).
@@ -67,8 +69,10 @@ type sensorRef struct {
 	// Listed says "process list" completed (its matches are recorded):
 	// after a lost session only "get file" is left to do.
 	Listed bool `json:"listed,omitempty"`
-	// Reopens counts the sessions acquired again after one was lost.
-	Reopens int `json:"reopens,omitempty"`
+	// Reopens counts the sessions acquired again after one was lost; Lost
+	// lists the sessions given up, never taken again.
+	Reopens int      `json:"reopens,omitempty"`
+	Lost    []flexID `json:"lost,omitempty"`
 	// WaitTimeout is the session's sensor_wait_timeout in seconds (0 =
 	// not reported yet; defaultWaitTimeout applies).
 	WaitTimeout float64 `json:"waitTimeout,omitempty"`

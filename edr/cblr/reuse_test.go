@@ -1,6 +1,7 @@
 package cblr_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,28 +13,62 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/cblr"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	simcblr "github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
 
-// A session the sensor already has is reused, as cbapi does, and left open
-// for whoever opened it; identical recent commands in it are adopted rather
-// than run twice.
-func TestReuseAcrossTasks(t *testing.T) {
+// Two tasks on one sensor each open, use and close a session of their own:
+// nothing one does (a command, a cancel, a close) touches the other's.
+func TestTasksKeepToTheirSessions(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 100 * time.Millisecond}}, infected(1, "WIN-A"))
 	first := edrtest.NewIntent("job-a")
 	refA, err := e.drv.Start(testCtx(t), target(1), first)
 	require.NoError(t, err)
-	// Another job, decided 1.5 s later, finds the sensor's session open.
 	second := edrtest.NewIntent("job-b")
-	second.At = first.At + 1500
 	refB, err := e.newDriver().Start(testCtx(t), target(1), second)
+	require.NoError(t, err)
+	require.Equal(t, 2, countExact(e.kit, "POST", startPath))
+
+	// The second task's Find does not take the first's session, and the
+	// first's Find does not take the second's.
+	found, err := e.newDriver().Find(testCtx(t), target(1), second)
+	require.NoError(t, err)
+	require.Equal(t, "2", view(t, found).Sensors[0].SessionID)
+	found, err = e.newDriver().Find(testCtx(t), target(1), first)
+	require.NoError(t, err)
+	require.Equal(t, "1", view(t, found).Sensors[0].SessionID)
+
+	resB, err := edrtest.Drive(testCtx(t), e.newDriver(), target(1), refB)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, resB.Rows)
+	require.Equal(t, 1, e.sim.OpenSessions(), "the first task's session is still open")
+	require.NoError(t, e.drv.Cancel(testCtx(t), refA))
+	for _, s := range e.sim.Sessions() {
+		require.True(t, s.CloseRequested)
+		if s.ID == 2 {
+			require.Len(t, s.Commands, 2, "the second task ran its own commands")
+		}
+	}
+}
+
+// With Config.ReuseSessions a sensor's open session is borrowed, as cbapi
+// does, used, and left open for whoever opened it.
+func TestReuseSessions(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{sim: simcblr.Config{CommandTime: 100 * time.Millisecond}}, infected(1, "WIN-A"))
+	refA, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("job-a"))
+	require.NoError(t, err)
+	borrower, err := cblr.New(cblr.Config{URL: e.srv.URL, APIToken: testToken, PollInterval: 10 * time.Millisecond,
+		Transport: e.srv.Client().Transport, ReuseSessions: true})
+	require.NoError(t, err)
+	refB, err := borrower.Start(testCtx(t), target(1), edrtest.NewIntent("job-b"))
 	require.NoError(t, err)
 	require.Equal(t, 1, countExact(e.kit, "POST", startPath), "the second task borrows the session")
 
-	resB, err := edrtest.Drive(testCtx(t), e.newDriver(), target(1), refB)
+	resB, err := edrtest.Drive(testCtx(t), borrower, target(1), refB)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, resB.Rows)
 	require.Len(t, resB.Files, 1)
@@ -43,9 +78,6 @@ func TestReuseAcrossTasks(t *testing.T) {
 	resA, err := edrtest.Drive(testCtx(t), e.drv, target(1), refA)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, resA.Rows)
-	require.Len(t, resA.Files, 1)
-	require.True(t, resA.Files[0].Matches)
-	require.Len(t, e.sim.Sessions()[0].Commands, 2, "the owner adopts the identical commands the borrower just ran")
 	requireAllClosed(t, e.sim)
 }
 
@@ -234,3 +266,49 @@ func TestProcessListTokenCap(t *testing.T) {
 }
 
 const cblrMaxToken = 256 << 10
+
+// A session opened under an intent asks for a check-in timeout carrying
+// the intent's tag, which the session reports back: Find tells intents
+// decided at the same instant apart by it.
+func TestSessionTag(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{}, infected(1, "WIN-A"))
+	in := edr.Intent{Key: "job-x/cblr.triage/7.1", At: time.Now().UnixMilli()}
+	_, err := e.drv.Start(testCtx(t), target(1), in)
+	require.NoError(t, err)
+	got := getJSON(t, e, "/api/v1/cblr/session/1")
+	tag := got["check_in_timeout"].(float64)
+	require.Greater(t, tag, 1200.0, "the document's default plus the tag")
+	require.Less(t, tag, 1800.0)
+
+	_, err = e.drv.Find(testCtx(t), target(1), edr.Intent{Key: "job-y/cblr.triage/7.1", At: in.At})
+	require.ErrorIs(t, err, edr.ErrNotStarted, "same instant, another intent")
+	_, err = e.drv.Find(testCtx(t), target(1), in)
+	require.NoError(t, err)
+
+	t.Run("Untagged", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, opts{}, infected(1, "WIN-A"))
+		d, err := cblr.New(cblr.Config{URL: e.srv.URL, APIToken: testToken, Transport: e.srv.Client().Transport, UntaggedSessions: true})
+		require.NoError(t, err)
+		in := edrtest.NewIntent("t")
+		_, err = d.Start(testCtx(t), target(1), in)
+		require.NoError(t, err)
+		require.EqualValues(t, 1200, getJSON(t, e, "/api/v1/cblr/session/1")["check_in_timeout"], "nothing asked: the server's default")
+		_, err = d.Find(testCtx(t), target(1), in)
+		require.ErrorIs(t, err, edr.ErrFindUnsupported)
+	})
+}
+
+func getJSON(t *testing.T, e *env, path string) map[string]any {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testCtx(t), http.MethodGet, e.srv.URL+path, nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Auth-Token", testToken)
+	resp, err := e.srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	return m
+}

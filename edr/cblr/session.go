@@ -2,9 +2,12 @@ package cblr
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -63,35 +66,62 @@ func (d *Driver) liveSessions(ctx context.Context, op string) (live map[int64][]
 	return live, true, nil
 }
 
-// pick chooses the session of a sensor to use among its live ones. owned
-// says it was created (by the server's clock) no earlier than ownFrom
-// (unix ms; 0 = none is owned) less the clock skew, and so was opened under
-// the intent: the earliest such session is taken. Otherwise, like cbapi,
-// the sensor's existing session is borrowed: an active one if there is one
-// (it needs no check-in), else the first.
-func (d *Driver) pick(ownFrom int64, list []session) (sess session, owned, ok bool) {
-	if len(list) == 0 {
-		return session{}, false, false
+// The tag. Live Response sessions carry no name or label, but a session
+// POST may ask for its check_in_timeout ("checkin_timeout", seconds), and
+// the session object reports it back ("check_in_timeout"). A session opened
+// under an intent asks for the document's default, 1200 s, plus 1 to
+// tagRange seconds derived from the intent's key: Find and Start recognise
+// the intent's sessions by it (with the sensor, the status and
+// create_time), and nobody else's session carries it but by a 1 in 599
+// chance. A server that ignores the request reports 1200, and no session is
+// ever recognised: the driver then behaves as it would without Find.
+const (
+	baseCheckIn = 1200
+	tagRange    = 599
+)
+
+// checkInTag returns the check-in timeout, in seconds, a session opened
+// under the intent key asks for.
+func checkInTag(key string) int {
+	sum := sha256.Sum256([]byte(key))
+	return baseCheckIn + 1 + int(binary.BigEndian.Uint32(sum[:4])%tagRange)
+}
+
+// owned returns the earliest of list that was opened under r's intent:
+// tagged with r.Tag and created no earlier than r.At less edr.FindSkew.
+func (d *Driver) owned(r *opRef, list []session) (session, bool) {
+	if r.Tag == 0 {
+		return session{}, false
 	}
-	if ownFrom > 0 {
-		from := float64(ownFrom)/1000 - d.skew.Seconds()
-		best := -1
-		for i, s := range list {
-			ct := float64(s.CreateTime)
-			if ct > 0 && ct >= from && (best < 0 || ct < float64(list[best].CreateTime)) {
-				best = i
-			}
+	from := float64(r.At)/1000 - edr.FindSkew.Seconds()
+	best := -1
+	for i, s := range list {
+		ct := float64(s.CreateTime)
+		if float64(s.CheckInTimeout) != float64(r.Tag) || ct > 0 && ct < from {
+			continue
 		}
-		if best >= 0 {
-			return list[best], true, true
+		if best < 0 || ct < float64(list[best].CreateTime) {
+			best = i
 		}
 	}
+	if best < 0 {
+		return session{}, false
+	}
+	return list[best], true
+}
+
+// borrowable returns the sensor's session to borrow, as cbapi takes it: an
+// active one if there is one (it needs no check-in), else the first.
+func borrowable(list []session) (session, bool) {
 	for _, s := range list {
 		if norm(s.Status) == "active" {
-			return s, false, true
+			return s, true
 		}
 	}
-	return list[0], false, true
+	if len(list) > 0 {
+		return list[0], true
+	}
+	return session{}, false
 }
 
 // adopt makes sess s's session.
@@ -103,24 +133,61 @@ func (d *Driver) adopt(s *sensorRef, sess session, owned bool) {
 	s.Step = stepWait
 }
 
-// acquire gives s a session: one of its live sessions (see pick), or a new
-// one. After a lost session (s.Reopens > 0) no live session counts as
-// opened under the intent: the one this triage opened is gone.
+// acquire gives s a session: its session tagged with the intent (an earlier
+// attempt opened it), or with Config.ReuseSessions any session it has, or
+// a new one; and when the server refuses a new one (a session limit), the
+// session it has. Sessions s lost are never taken again.
 func (d *Driver) acquire(ctx context.Context, op string, r *opRef, s *sensorRef, live map[int64][]session) error {
-	ownFrom := r.At
-	if s.Reopens > 0 {
-		ownFrom = 0
+	var cands []session
+	for _, sess := range live[s.SensorID] {
+		if !slices.Contains(s.Lost, sess.ID) {
+			cands = append(cands, sess)
+		}
 	}
-	if sess, owned, ok := d.pick(ownFrom, live[s.SensorID]); ok {
-		d.adopt(s, sess, owned)
+	if sess, ok := d.owned(r, cands); ok {
+		d.adopt(s, sess, true)
 		return nil
 	}
-	return d.openSession(ctx, op, s)
+	if d.reuse {
+		if sess, ok := borrowable(cands); ok {
+			d.adopt(s, sess, false)
+			return nil
+		}
+	}
+	err := d.openSession(ctx, op, r, s)
+	if refused(err) {
+		if sess, ok := borrowable(cands); ok {
+			_, msg := reason(err)
+			d.adopt(s, sess, false)
+			s.Remarks = append(s.Remarks, fmt.Sprintf("%s; borrowed the sensor's open session %s", msg, sess.ID))
+			return nil
+		}
+	}
+	return err
 }
 
-// openSession opens a new session for s.
-func (d *Driver) openSession(ctx context.Context, op string, s *sensorRef) error {
-	resp, err := d.send(ctx, op, http.MethodPost, sessionBase, map[string]any{"sensor_id": s.SensorID})
+// refused reports a session POST the server refused for a reason of its
+// own (Live Response disabled, session limit): a 4xx other than 401, 404,
+// 408 and 429.
+func refused(err error) bool {
+	var e *edr.Error
+	if !errors.As(err, &e) || e.Retryable {
+		return false
+	}
+	switch e.Status {
+	case http.StatusUnauthorized, http.StatusNotFound, http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return false
+	}
+	return e.Status >= 400 && e.Status < 500
+}
+
+// openSession opens a new session for s, tagged with r's intent.
+func (d *Driver) openSession(ctx context.Context, op string, r *opRef, s *sensorRef) error {
+	body := map[string]any{"sensor_id": s.SensorID}
+	if r.Tag > 0 {
+		body["checkin_timeout"] = r.Tag
+	}
+	resp, err := d.send(ctx, op, http.MethodPost, sessionBase, body)
 	if err != nil {
 		return err
 	}
@@ -197,6 +264,7 @@ func (s *sensorRef) reopen(status int, why string) {
 	}
 	s.Reopens++
 	s.Remarks = append(s.Remarks, why+"; acquired another session")
+	s.Lost = append(s.Lost, s.SessionID)
 	s.SessionID, s.CommandID, s.FileID = "", "", ""
 	s.Borrowed = false
 	s.Uploaded, s.UploadSince, s.UploadStalls = 0, time.Time{}, 0

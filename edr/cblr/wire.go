@@ -34,6 +34,9 @@ type session struct {
 	// CreateTime is the server's clock, unix seconds with a fraction
 	// (1517942461.155622 in the recorded answers); 0 when absent.
 	CreateTime flexNum `json:"create_time"`
+	// CheckInTimeout carries the tag of the intent a session was opened
+	// under (see checkInTag).
+	CheckInTimeout flexNum `json:"check_in_timeout"`
 }
 
 // command is the part of a command object the driver uses.

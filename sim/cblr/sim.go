@@ -42,6 +42,11 @@
 //     return a 404 if we don't establish a session in time");
 //   - a keepalive on a pending session closes it (cbinterface2 observed it;
 //     the document does not say);
+//   - a session POST's "checkin_timeout" (the document's spelling; also
+//     "check_in_timeout") is granted, up to Config.MaxCheckInTimeout, and
+//     reported back as the session's check_in_timeout (the document: POST
+//     accepts it, "see cblr_sensor"; whether a real server reports it back
+//     is not recorded anywhere);
 //   - a sensor with Live Response disabled answers the session POST with 403
 //     and {"error": "Live Response is disabled …"}; a sensor at its session
 //     limit with 409 and {"error": "… session limit …"}; a second session
@@ -100,6 +105,10 @@ type Config struct {
 	// CheckInTimeout is the sessions' check_in_timeout: a session still
 	// pending after it goes "timeout".
 	CheckInTimeout time.Duration
+	// MaxCheckInTimeout caps the check_in_timeout a session POST may ask
+	// for ("checkin_timeout"); the session reports the capped value. 0 = no
+	// cap: the request is granted and reported back as asked.
+	MaxCheckInTimeout time.Duration
 	// SensorWaitTimeout is the sessions' sensor_wait_timeout: an active
 	// session idle (no command, no keepalive) for longer goes "timeout".
 	SensorWaitTimeout time.Duration
@@ -329,10 +338,13 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	ss := &session{
 		id: s.nextID, sensor: sensor, created: now,
 		checkInAfter:   s.cfg.CheckInAfter,
-		checkInTimeout: cmp.Or(seconds(req.CheckInTimeout), seconds(req.CheckinTimeout), s.cfg.CheckInTimeout),
+		checkInTimeout: cmp.Or(seconds(req.CheckinTimeout), seconds(req.CheckInTimeout), s.cfg.CheckInTimeout),
 		waitTimeout:    cmp.Or(seconds(req.SensorWaitTimeout), s.cfg.SensorWaitTimeout),
 		cmdTimeout:     cmp.Or(seconds(req.DefaultCommandTimeout), DefaultCommandTimeout),
 		files:          map[int64]*storedFile{},
+	}
+	if s.cfg.MaxCheckInTimeout > 0 {
+		ss.checkInTimeout = min(ss.checkInTimeout, s.cfg.MaxCheckInTimeout)
 	}
 	ss.idleTimeout = ss.waitTimeout
 	if s.cfg.EnforceSessionTimeout {

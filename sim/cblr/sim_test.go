@@ -250,6 +250,13 @@ func TestCheckInTimeoutFromRequest(t *testing.T) {
 	st, _ = f.do("GET", fmt.Sprintf("/api/v1/cblr/session/%v", s["id"]), nil)
 	require.Equal(t, http.StatusNotFound, st, "timed out before check-in: forgotten")
 	require.Equal(t, "timeout", f.sim.Sessions()[0].Status)
+
+	// MaxCheckInTimeout caps what a POST may ask for.
+	capped := setupWith(t, func(c *cblr.Config) { c.MaxCheckInTimeout = 3 * time.Second }, h)
+	_, v = capped.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": 10, "checkin_timeout": 1500})
+	require.EqualValues(t, 3, obj(t, v)["check_in_timeout"])
+	_, v = capped.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": 10, "checkin_timeout": 2})
+	require.EqualValues(t, 2, obj(t, v)["check_in_timeout"], "a request under the cap is granted as asked")
 }
 
 func TestSessionRefusals(t *testing.T) {
