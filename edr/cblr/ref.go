@@ -49,7 +49,7 @@ type opRef struct {
 	At int64 `json:"at,omitempty"`
 	// Tag is the check_in_timeout (seconds) the sessions opened under the
 	// intent asked for: checkInTag of the intent's key. 0 = untagged.
-	Tag     int          `json:"tag,omitempty"`
+	Tag     float64      `json:"tag,omitempty"`
 	Sensors []*sensorRef `json:"sensors"`
 	// Notes are task-level remarks for the analyst (a path that was not
 	// used).

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -69,12 +70,14 @@ func (d *Driver) liveSessions(ctx context.Context, op string) (live map[int64][]
 // The tag. Live Response sessions carry no name or label, but a session
 // POST may ask for its check_in_timeout ("checkin_timeout", seconds), and
 // the session object reports it back ("check_in_timeout"). A session opened
-// under an intent asks for the document's default, 1200 s, plus 1 to
-// tagRange seconds derived from the intent's key: Find and Start recognise
-// the intent's sessions by it (with the sensor, the status and
-// create_time), and nobody else's session carries it but by a 1 in 599
-// chance. A server that ignores the request reports 1200, and no session is
-// ever recognised: the driver then behaves as it would without Find.
+// under an intent asks for the document's default, 1200 s, plus a tag
+// derived from the intent's key: 1 to 599 whole seconds and a fraction in
+// milliseconds. Find and Start recognise the intent's sessions by it (with
+// the sensor, the status and create_time): exactly when the server keeps the
+// fraction, by the whole seconds (a 1 in 599 chance of taking another
+// intent's session) when it keeps only those. A server that ignores the
+// request reports 1200, and no session is ever recognised: the driver then
+// behaves as it would without Find.
 const (
 	baseCheckIn = 1200
 	tagRange    = 599
@@ -82,22 +85,31 @@ const (
 
 // checkInTag returns the check-in timeout, in seconds, a session opened
 // under the intent key asks for.
-func checkInTag(key string) int {
+func checkInTag(key string) float64 {
 	sum := sha256.Sum256([]byte(key))
-	return baseCheckIn + 1 + int(binary.BigEndian.Uint32(sum[:4])%tagRange)
+	whole := 1 + binary.BigEndian.Uint32(sum[:4])%tagRange
+	millis := binary.BigEndian.Uint32(sum[4:8]) % 1000
+	return float64(baseCheckIn+whole) + float64(millis)/1000
+}
+
+// tagged reports whether a session reporting check_in_timeout got carries
+// tag: the same value (to the millisecond), or its whole seconds, rounded
+// either way, from a server that keeps no fraction.
+func tagged(got, tag float64) bool {
+	if tag == 0 {
+		return false
+	}
+	return math.Abs(got-tag) < 0.0005 || got == math.Floor(tag) || got == math.Round(tag)
 }
 
 // owned returns the earliest of list that was opened under r's intent:
 // tagged with r.Tag and created no earlier than r.At less edr.FindSkew.
 func (d *Driver) owned(r *opRef, list []session) (session, bool) {
-	if r.Tag == 0 {
-		return session{}, false
-	}
 	from := float64(r.At)/1000 - edr.FindSkew.Seconds()
 	best := -1
 	for i, s := range list {
 		ct := float64(s.CreateTime)
-		if float64(s.CheckInTimeout) != float64(r.Tag) || ct > 0 && ct < from {
+		if !tagged(float64(s.CheckInTimeout), r.Tag) || ct > 0 && ct < from {
 			continue
 		}
 		if best < 0 || ct < float64(list[best].CreateTime) {
