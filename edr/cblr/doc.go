@@ -66,7 +66,7 @@
 // Starting exactly once (edr.Driver.Find). Live Response sessions carry no
 // name or label, but a session POST may ask for a check_in_timeout, which
 // the session object reports back. Sessions opened under an intent ask for
-// the document's default (1200 s) plus a tag derived from the intent's key
+// the document's default (1200 s) less a tag derived from the intent's key
 // (checkInTag: 1 to 599 s and a fraction in milliseconds; a server that
 // keeps whole seconds only is matched on those). Find takes the task's sensors' pending or
 // active sessions carrying the tag and created no earlier than Intent.At

@@ -43,8 +43,8 @@ func TestKeepaliveEvery(t *testing.T) {
 	require.False(t, s.absorb(sess), "nothing new")
 }
 
-// The tag is the document's default check-in timeout plus 1 to 599 s and
-// a fraction in milliseconds, the same for the same key.
+// The tag is the document's default check-in timeout less 1 to 599 s and a
+// fraction in milliseconds, the same for the same key.
 func TestCheckInTag(t *testing.T) {
 	t.Parallel()
 	seconds, tags := map[float64]bool{}, map[float64]bool{}
@@ -52,8 +52,8 @@ func TestCheckInTag(t *testing.T) {
 		key := fmt.Sprintf("job-%d/cblr.triage/3.1", i)
 		tag := checkInTag(key)
 		require.Equal(t, tag, checkInTag(key))
-		require.GreaterOrEqual(t, tag, float64(baseCheckIn+1))
-		require.Less(t, tag, float64(baseCheckIn+tagRange+1))
+		require.LessOrEqual(t, tag, float64(baseCheckIn-1))
+		require.Greater(t, tag, float64(baseCheckIn-tagRange-1))
 		require.InDelta(t, tag, math.Round(tag*1000)/1000, 1e-9, "whole milliseconds")
 		seconds[math.Floor(tag)] = true
 		tags[tag] = true

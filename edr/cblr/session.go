@@ -70,9 +70,10 @@ func (d *Driver) liveSessions(ctx context.Context, op string) (live map[int64][]
 // The tag. Live Response sessions carry no name or label, but a session
 // POST may ask for its check_in_timeout ("checkin_timeout", seconds), and
 // the session object reports it back ("check_in_timeout"). A session opened
-// under an intent asks for the document's default, 1200 s, plus a tag
+// under an intent asks for the document's default, 1200 s, less a tag
 // derived from the intent's key: 1 to 599 whole seconds and a fraction in
-// milliseconds. Find and Start recognise the intent's sessions by it (with
+// milliseconds (so never longer than the default: an offline sensor is
+// given up on between 10 and 20 minutes, cbapi gives up after 6). Find and Start recognise the intent's sessions by it (with
 // the sensor, the status and create_time): exactly when the server keeps the
 // fraction, by the whole seconds (a 1 in 599 chance of taking another
 // intent's session) when it keeps only those. A server that ignores the
@@ -89,7 +90,7 @@ func checkInTag(key string) float64 {
 	sum := sha256.Sum256([]byte(key))
 	whole := 1 + binary.BigEndian.Uint32(sum[:4])%tagRange
 	millis := binary.BigEndian.Uint32(sum[4:8]) % 1000
-	return float64(baseCheckIn+whole) + float64(millis)/1000
+	return float64(baseCheckIn) - float64(whole) - float64(millis)/1000
 }
 
 // tagged reports whether a session reporting check_in_timeout got carries
