@@ -82,6 +82,8 @@ type opts struct {
 	transport func(http.RoundTripper) http.RoundTripper
 	logger    *zap.Logger
 	now       func() time.Time
+	fileMeta  bool
+	maxToken  int
 }
 
 type env struct {
@@ -114,6 +116,7 @@ func setup(t *testing.T, o opts, sensors ...simcblr.Sensor) *env {
 			URL: srv.URL, APIToken: cmp.Or(o.token, testToken), UserAgent: "analysisfleet/test (w1)",
 			Timeout: cmp.Or(o.timeout, 5*time.Second), MaxFile: o.maxFile,
 			PollInterval: 10 * time.Millisecond, Transport: tr, Logger: o.logger, Now: o.now,
+			FileMetadata: o.fileMeta, MaxToken: o.maxToken,
 		})
 		require.NoError(t, err)
 		return d
@@ -177,6 +180,7 @@ func pollUntil(t *testing.T, d edr.Driver, ref edr.Ref, cond func(refView) bool)
 type refView struct {
 	Sensors []struct {
 		SensorID  int64  `json:"sensorId"`
+		SessionID string `json:"sessionId"`
 		Step      string `json:"step"`
 		CommandID any    `json:"commandId"`
 	} `json:"sensors"`
@@ -209,6 +213,7 @@ func TestContract(t *testing.T) {
 		StartPath:   startPath,
 		PollPath:    pollPath,
 		Secrets:     []string{testToken},
+		Findable:    true,
 	})
 }
 
@@ -253,7 +258,7 @@ func TestGetFile(t *testing.T) {
 		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
 		require.Equal(t, []string{"WIN-A"}, res.Hosts)
 		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "bytes come from the content route")
-		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "metadata from the file route")
+		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "no metadata, as cbapi")
 		cmds := e.sim.Sessions()[0].Commands
 		require.Len(t, cmds, 2)
 		require.Equal(t, "get file", cmds[1].Name)
@@ -283,7 +288,19 @@ func TestGetFile(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, res.Files)
 		require.EqualValues(t, 1, res.Rows, "the process match still counts")
-		require.Contains(t, strings.Join(res.Notes, "\n"), "over the size limit")
+		require.Contains(t, strings.Join(res.Notes, "\n"), "sensor 1 (WIN-A): "+samplePath+" is over the size limit of 8 bytes; it was not retrieved or hashed")
+		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the download stops at the limit")
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("OverMaxFileFromMetadata", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t, opts{maxFile: 8, fileMeta: true}, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		require.NoError(t, err)
+		require.Empty(t, res.Files)
+		require.EqualValues(t, 1, res.Rows, "the process match still counts")
+		require.Contains(t, strings.Join(res.Notes, "\n"), fmt.Sprintf("%s is over the size limit (%d bytes, limit 8)", samplePath, len(sample)))
+		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "metadata from the file route")
 		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the size is known from the metadata: no download")
 		requireAllClosed(t, e.sim)
 	})
@@ -344,7 +361,7 @@ func TestGetFile(t *testing.T) {
 				return next.RoundTrip(r)
 			})
 		}
-		e := setup(t, opts{transport: failed}, infected(1, "WIN-A"))
+		e := setup(t, opts{transport: failed, fileMeta: true}, infected(1, "WIN-A"))
 		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
@@ -353,28 +370,46 @@ func TestGetFile(t *testing.T) {
 		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
 		requireAllClosed(t, e.sim)
 	})
-	t.Run("SessionEndedUnderIt", func(t *testing.T) {
+	t.Run("SessionClosedUnderIt", func(t *testing.T) {
 		t.Parallel()
-		// A "get file" cut short because the session ended is a failure of
-		// the sensor, as any session-level failure.
+		// Someone closes the session while "get file" runs: the command is
+		// cut short, and, as cbapi does for a session that went away, the
+		// driver acquires another session and asks again. The process
+		// list, done already, does not run again.
 		e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Second}}, infected(1, "WIN-A"))
 		ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
-		req, err := http.NewRequestWithContext(testCtx(t), http.MethodPut, e.srv.URL+"/api/v1/cblr/session/1", strings.NewReader(`{"status":"close"}`))
-		require.NoError(t, err)
-		req.Header.Set("X-Auth-Token", testToken)
-		resp, err := e.srv.Client().Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode)
+		closeSession(t, e, 1)
 
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), ref)
+		require.NoError(t, err)
+		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
+		require.Contains(t, strings.Join(res.Notes, "\n"), `sensor 1 (WIN-A): the "get file" command failed on the sensor`)
+		require.Contains(t, strings.Join(res.Notes, "\n"), "the Live Response session was closed; acquired another session")
+		sessions := e.sim.Sessions()
+		require.Len(t, sessions, 2)
+		require.Equal(t, "error", sessions[0].Commands[1].Status)
+		require.Len(t, sessions[1].Commands, 1, "only get file runs again")
+		require.Equal(t, "get file", sessions[1].Commands[0].Name)
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("SessionTimedOutUnderIt", func(t *testing.T) {
+		t.Parallel()
+		// A session that times out under the command (keepalives lost)
+		// fails the sensor: the host went away.
+		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Second, CommandTime: 1500 * time.Millisecond}}
+		e := setup(t, o, infected(1, "WIN-A"))
+		ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		require.NoError(t, err)
+		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
+		e.kit.Add(simhttp.Fault{Name: "swallow", Path: "/api/v1/cblr/session/1/keepalive", Status: http.StatusOK})
 		_, err = edrtest.Drive(testCtx(t), e.drv, target(1), ref)
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
 		require.Contains(t, err.Error(), `sensor 1 (WIN-A): the "get file" command failed on the sensor`)
-		require.Contains(t, err.Error(), "the Live Response session was closed")
-		require.Equal(t, "error", e.sim.Sessions()[0].Commands[1].Status)
+		require.Contains(t, err.Error(), "the Live Response session timed out")
+		require.Len(t, e.sim.Sessions(), 1, "no other session")
 	})
 	t.Run("StalledUpload", func(t *testing.T) {
 		t.Parallel()
@@ -382,7 +417,7 @@ func TestGetFile(t *testing.T) {
 		// progress the content is read anyway, and hashed as ever.
 		host := infected(1, "WIN-A")
 		host.StalledUpload = true
-		e := setup(t, opts{}, host)
+		e := setup(t, opts{fileMeta: true}, host)
 		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
@@ -401,7 +436,7 @@ func TestGetFile(t *testing.T) {
 		clk := func() time.Time { return time.Unix(1_800_000_000, 0).Add(time.Duration(ticks.Add(1)) * time.Minute) }
 		host := infected(1, "WIN-A")
 		host.StalledUpload = true
-		e := setup(t, opts{now: clk}, host)
+		e := setup(t, opts{now: clk, fileMeta: true}, host)
 		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Len(t, res.Files, 1)
@@ -441,7 +476,7 @@ func TestKeepalive(t *testing.T) {
 	t.Parallel()
 	// The command runs three times longer than the session may stay idle:
 	// without keepalives the sensor gives up on the session.
-	slow := opts{sim: simcblr.Config{SensorWaitTimeout: 300 * time.Millisecond, CommandTime: 900 * time.Millisecond}}
+	slow := opts{sim: simcblr.Config{SensorWaitTimeout: 600 * time.Millisecond, CommandTime: 1800 * time.Millisecond}}
 	tg := target(1)
 	tg.Path = ""
 
@@ -459,8 +494,8 @@ func TestKeepalive(t *testing.T) {
 		t.Parallel()
 		// sensor_wait_timeout is long, but the sensor quits after
 		// session_timeout: keepalives follow the shorter of the two.
-		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Hour, SessionTimeout: 300 * time.Millisecond,
-			EnforceSessionTimeout: true, CommandTime: 900 * time.Millisecond}}
+		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Hour, SessionTimeout: 600 * time.Millisecond,
+			EnforceSessionTimeout: true, CommandTime: 1800 * time.Millisecond}}
 		e := setup(t, o, infected(1, "WIN-A"))
 		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
 		require.NoError(t, err)
@@ -481,17 +516,38 @@ func TestKeepalive(t *testing.T) {
 	})
 }
 
+// Before the sensor checks in no keepalive is sent: a keepalive closes a
+// session that is not active yet.
+func TestNoKeepaliveWhilePending(t *testing.T) {
+	t.Parallel()
+	// Keepalives would be due every 150 ms; the sensor checks in after
+	// 600 ms.
+	e := setup(t, opts{sim: simcblr.Config{SensorWaitTimeout: 300 * time.Millisecond, CheckInAfter: 600 * time.Millisecond}}, infected(1, "WIN-A"))
+	res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Rows)
+	require.Len(t, res.Files, 1)
+	s := e.sim.Sessions()[0]
+	for _, r := range e.kit.Requests() {
+		if strings.HasSuffix(r.Path, "/keepalive") {
+			require.False(t, r.Time.Before(s.Created.Add(600*time.Millisecond)), "keepalive at +%s, before check-in", r.Time.Sub(s.Created))
+		}
+	}
+	requireAllClosed(t, e.sim)
+}
+
 func TestNeverCheckIn(t *testing.T) {
 	t.Parallel()
 	host := infected(1, "WIN-OFFLINE")
 	host.NeverCheckIn = true
-	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond}}, host)
+	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond, MaxCheckInTimeout: 200 * time.Millisecond}}, host)
 	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "sensor 1 (WIN-OFFLINE)")
-	require.Contains(t, err.Error(), "timed out before the sensor checked in")
-	requireAllClosed(t, e.sim)
+	// The server forgets a session that timed out before check-in (404).
+	require.Contains(t, err.Error(), "the Live Response session 1 no longer exists (HTTP 404): it expired or was closed before the sensor checked in")
+	require.Zero(t, e.sim.OpenSessions())
 	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"))
 }
 
@@ -602,11 +658,29 @@ func TestSessionRefused(t *testing.T) {
 	})
 	t.Run("SessionLimit", func(t *testing.T) {
 		t.Parallel()
+		// The server refuses the sensor a second session: the second task
+		// borrows the one it has (as cbapi would have done from the
+		// start), and leaves it open.
 		host := infected(1, "WIN-A")
 		host.SessionLimit = 1
 		e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
 		first, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
+		second, err := e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		require.NoError(t, err)
+		require.Equal(t, 2, countExact(e.kit, "POST", startPath))
+		require.Len(t, e.sim.Sessions(), 1)
+		require.NoError(t, e.drv.Cancel(testCtx(t), second))
+		require.Equal(t, 1, e.sim.OpenSessions(), "a borrowed session is not closed")
+		require.NoError(t, e.drv.Cancel(testCtx(t), first))
+		requireAllClosed(t, e.sim)
+
+		// Nothing to borrow (the server will not list its sessions): the
+		// refusal fails the sensor, with the vendor's words.
+		e = setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
+		first, err = e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		require.NoError(t, err)
+		e.kit.Add(simhttp.Fault{Name: "no list", Method: "GET", Path: startPath, Status: http.StatusForbidden, Count: 1})
 		_, err = e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
@@ -757,23 +831,71 @@ func TestMultipleSensors(t *testing.T) {
 	})
 }
 
-func TestStartClosesOpenedSessionsOnFailure(t *testing.T) {
+// A Start that fails half way for a reason that may pass leaves the
+// sessions it opened: the retry under the same intent takes them up again
+// instead of opening more. A permanent failure closes them.
+func TestStartFailureHalfWay(t *testing.T) {
 	t.Parallel()
-	var posts atomic.Int32
-	flaky := func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method == http.MethodPost && r.URL.Path == startPath && posts.Add(1) == 2 {
-				return nil, errors.New("connection reset by peer")
-			}
-			return next.RoundTrip(r)
-		})
-	}
-	e := setup(t, opts{transport: flaky}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-	_, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.True(t, edr.IsRetryable(err), "a network error is retryable: %v", err)
-	require.Len(t, e.sim.Sessions(), 1)
-	requireAllClosed(t, e.sim)
+	t.Run("RetryReusesSessions", func(t *testing.T) {
+		t.Parallel()
+		var posts atomic.Int32
+		flaky := func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if r.Method == http.MethodPost && r.URL.Path == startPath && posts.Add(1) == 2 {
+					return nil, errors.New("connection reset by peer")
+				}
+				return next.RoundTrip(r)
+			})
+		}
+		e := setup(t, opts{transport: flaky}, infected(1, "WIN-A"), infected(2, "WIN-B"))
+		in := edrtest.NewIntent("t")
+		_, err := e.drv.Start(testCtx(t), target(1, 2), in)
+		require.Error(t, err)
+		require.True(t, edr.IsRetryable(err), "a network error is retryable: %v", err)
+		require.Len(t, e.sim.Sessions(), 1)
+		require.Equal(t, 1, e.sim.OpenSessions(), "left for the retry")
+
+		ref, err := e.drv.Start(testCtx(t), target(1, 2), in)
+		require.NoError(t, err)
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), ref)
+		require.NoError(t, err)
+		require.ElementsMatch(t, []string{"WIN-A", "WIN-B"}, res.Hosts)
+		require.Len(t, e.sim.Sessions(), 2, "one session per sensor")
+		requireAllClosed(t, e.sim)
+	})
+	t.Run("PermanentFailureCloses", func(t *testing.T) {
+		t.Parallel()
+		// The token is revoked between the two session POSTs.
+		var posts atomic.Int32
+		revoked := func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if r.Method == http.MethodPost && r.URL.Path == startPath && posts.Add(1) == 2 {
+					return &http.Response{StatusCode: http.StatusUnauthorized, Header: http.Header{},
+						Body: io.NopCloser(strings.NewReader("Unauthorized")), Request: r}, nil
+				}
+				return next.RoundTrip(r)
+			})
+		}
+		e := setup(t, opts{transport: revoked}, infected(1, "WIN-A"), infected(2, "WIN-B"))
+		_, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
+		require.Error(t, err)
+		require.False(t, edr.IsRetryable(err))
+		require.Len(t, e.sim.Sessions(), 1)
+		requireAllClosed(t, e.sim)
+	})
+}
+
+// closeSession closes session id behind the driver's back, as an analyst
+// (or the session's owner) would.
+func closeSession(t *testing.T, e *env, id int) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPut, fmt.Sprintf("%s/api/v1/cblr/session/%d", e.srv.URL, id), strings.NewReader(`{"status":"close"}`))
+	require.NoError(t, err)
+	req.Header.Set("X-Auth-Token", testToken)
+	resp, err := e.srv.Client().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -1,6 +1,8 @@
 package cblr
 
 import (
+	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -39,4 +41,32 @@ func TestKeepaliveEvery(t *testing.T) {
 	require.Equal(t, 30.0, s.SessionTimeout)
 	require.Equal(t, 15*time.Second, keepaliveEvery(s))
 	require.False(t, s.absorb(sess), "nothing new")
+}
+
+// The tag is the document's default check-in timeout less 1 to 599 s and a
+// fraction in milliseconds, the same for the same key.
+func TestCheckInTag(t *testing.T) {
+	t.Parallel()
+	seconds, tags := map[float64]bool{}, map[float64]bool{}
+	for i := range 2000 {
+		key := fmt.Sprintf("job-%d/cblr.triage/3.1", i)
+		tag := checkInTag(key)
+		require.Equal(t, tag, checkInTag(key))
+		require.LessOrEqual(t, tag, float64(baseCheckIn-1))
+		require.Greater(t, tag, float64(baseCheckIn-tagRange-1))
+		require.InDelta(t, tag, math.Round(tag*1000)/1000, 1e-9, "whole milliseconds")
+		seconds[math.Floor(tag)] = true
+		tags[tag] = true
+	}
+	require.Greater(t, len(seconds), tagRange*9/10, "tags spread over the range")
+	require.Greater(t, len(tags), 1990, "and rarely collide")
+
+	tag := checkInTag("job-1/cblr.triage/3.1")
+	require.True(t, tagged(tag, tag))
+	require.True(t, tagged(tag+0.0001, tag), "a float that went through a duration")
+	require.True(t, tagged(math.Floor(tag), tag), "a server that keeps whole seconds")
+	require.True(t, tagged(math.Round(tag), tag))
+	require.False(t, tagged(baseCheckIn, tag), "the default: nothing asked, or ignored")
+	require.False(t, tagged(tag+0.002, tag))
+	require.False(t, tagged(0, 0))
 }

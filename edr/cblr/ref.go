@@ -16,6 +16,10 @@ const refVersion = 1
 type step string
 
 const (
+	// stepOpen: the sensor needs a session: reuse one of its pending or
+	// active sessions, or open one (after a session was lost, or for a
+	// sensor Find found no session of).
+	stepOpen step = "open"
 	// stepWait: the session is open; waiting for the sensor to check in.
 	stepWait step = "wait"
 	// stepProcessList: "process list" was accepted; following it.
@@ -33,11 +37,23 @@ const (
 // any worker can resume it from any step. It holds no secret and no file
 // content.
 type opRef struct {
-	V        int          `json:"v"`
-	SHA256   string       `json:"sha256"`
-	Path     string       `json:"path,omitempty"`
-	FileName string       `json:"fileName,omitempty"`
-	Sensors  []*sensorRef `json:"sensors"`
+	V      int    `json:"v"`
+	SHA256 string `json:"sha256"`
+	// Path is the submitted on-host path when checkPath accepted it; "get
+	// file" runs only then.
+	Path     string `json:"path,omitempty"`
+	FileName string `json:"fileName,omitempty"`
+	// At is the start intent's instant (unix ms): only sessions and
+	// commands created from At less edr.FindSkew on are taken as this
+	// triage's. 0 in references written before it existed.
+	At int64 `json:"at,omitempty"`
+	// Tag is the check_in_timeout (seconds) the sessions opened under the
+	// intent asked for: checkInTag of the intent's key. 0 = untagged.
+	Tag     float64      `json:"tag,omitempty"`
+	Sensors []*sensorRef `json:"sensors"`
+	// Notes are task-level remarks for the analyst (a path that was not
+	// used).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // sensorRef is one sensor's progress.
@@ -46,6 +62,17 @@ type sensorRef struct {
 	SessionID flexID `json:"sessionId,omitempty"`
 	Step      step   `json:"step"`
 	Host      string `json:"host,omitempty"`
+	// Borrowed says the session was already open when this triage took it
+	// (an analyst's, another task's): the driver uses it, as cbapi does,
+	// but leaves closing it to whoever opened it.
+	Borrowed bool `json:"borrowed,omitempty"`
+	// Listed says "process list" completed (its matches are recorded):
+	// after a lost session only "get file" is left to do.
+	Listed bool `json:"listed,omitempty"`
+	// Reopens counts the sessions acquired again after one was lost; Lost
+	// lists the sessions given up, never taken again.
+	Reopens int      `json:"reopens,omitempty"`
+	Lost    []flexID `json:"lost,omitempty"`
 	// WaitTimeout is the session's sensor_wait_timeout in seconds (0 =
 	// not reported yet; defaultWaitTimeout applies).
 	WaitTimeout float64 `json:"waitTimeout,omitempty"`
@@ -83,11 +110,14 @@ type matchedProc struct {
 }
 
 type retrievedFile struct {
-	Path   string `json:"path"`
+	Path string `json:"path"`
+	// Size is the file's size; for a file over the limit, its size when
+	// the file store reported one, else 0.
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256,omitempty"`
-	// TooLarge says the file exceeded MaxFile and was not hashed.
-	TooLarge bool `json:"tooLarge,omitempty"`
+	// TooLarge says the file exceeded Limit (MaxFile) and was not hashed.
+	TooLarge bool  `json:"tooLarge,omitempty"`
+	Limit    int64 `json:"limit,omitempty"`
 }
 
 func decodeRef(raw edr.Ref) (*opRef, error) {
@@ -99,7 +129,7 @@ func decodeRef(raw edr.Ref) (*opRef, error) {
 		return nil, edr.Permanent(vendor, "ref", fmt.Sprintf("unsupported operation reference (version %d, %d sensors)", r.V, len(r.Sensors)))
 	}
 	for _, s := range r.Sensors {
-		if s == nil || (s.Step != stepDone && s.SessionID == "") {
+		if s == nil || (s.Step != stepDone && s.Step != stepOpen && s.SessionID == "") {
 			return nil, edr.Permanent(vendor, "ref", "operation reference names a sensor without a session")
 		}
 	}
@@ -122,7 +152,8 @@ func (s *sensorRef) name() string {
 	return fmt.Sprintf("sensor %d", s.SensorID)
 }
 
-// fail records why the sensor failed; its session is closed next.
+// fail records why the sensor failed; its session is closed next (when
+// this triage opened it: see finish).
 func (s *sensorRef) fail(status int, format string, args ...any) {
 	s.Failure = fmt.Sprintf(format, args...)
 	s.Status = status
@@ -169,6 +200,8 @@ func (r *opRef) progress() string {
 		switch s.Step {
 		case stepDone:
 			finished++
+		case stepOpen:
+			parts = append(parts, fmt.Sprintf("%d opening a session", s.SensorID))
 		case stepWait:
 			parts = append(parts, fmt.Sprintf("%d waiting for check-in", s.SensorID))
 		case stepProcessList:

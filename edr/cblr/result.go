@@ -126,6 +126,9 @@ func (r *opRef) result() edr.Result {
 			res.Notes = append(res.Notes, fmt.Sprintf(format, args...))
 		}
 	}
+	for _, n := range r.Notes {
+		note("%s", n)
+	}
 	for _, s := range r.Sensors {
 		host := s.Host
 		if host == "" {
@@ -146,7 +149,14 @@ func (r *opRef) result() edr.Result {
 		}
 		if f := s.File; f != nil {
 			if f.TooLarge {
-				note("%s: %s is over the size limit (%d bytes); it was not retrieved or hashed", s.name(), f.Path, f.Size)
+				switch {
+				case f.Size > 0 && f.Limit > 0:
+					note("%s: %s is over the size limit (%d bytes, limit %d); it was not retrieved or hashed", s.name(), f.Path, f.Size, f.Limit)
+				case f.Limit > 0:
+					note("%s: %s is over the size limit of %d bytes; it was not retrieved or hashed", s.name(), f.Path, f.Limit)
+				default:
+					note("%s: %s is over the size limit (%d bytes); it was not retrieved or hashed", s.name(), f.Path, f.Size)
+				}
 			} else {
 				match := f.SHA256 == r.SHA256
 				found = found || match

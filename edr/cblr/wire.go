@@ -31,6 +31,12 @@ type session struct {
 	Hostname          string    `json:"hostname"`
 	SensorWaitTimeout flexNum   `json:"sensor_wait_timeout"`
 	SessionTimeout    flexNum   `json:"session_timeout"`
+	// CreateTime is the server's clock, unix seconds with a fraction
+	// (1517942461.155622 in the recorded answers); 0 when absent.
+	CreateTime flexNum `json:"create_time"`
+	// CheckInTimeout carries the tag of the intent a session was opened
+	// under (see checkInTag).
+	CheckInTimeout flexNum `json:"check_in_timeout"`
 }
 
 // command is the part of a command object the driver uses.
@@ -44,6 +50,7 @@ type command struct {
 	ResultDesc string    `json:"result_desc"`
 	FileID     flexID    `json:"file_id"`
 	Processes  []process `json:"processes"`
+	CreateTime flexNum   `json:"create_time"`
 }
 
 // process is one entry of a "process list" result. sha256 is not in the
@@ -96,6 +103,28 @@ func decodeCommandList(b []byte) ([]command, error) {
 	var out []command
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return out, nil
+}
+
+// decodeSessionList decodes the answer to GET /session: a JSON array of
+// session objects (what cbapi reads; the recorded answer is one). The list
+// holds every sensor's sessions: an entry this driver cannot read is
+// skipped rather than spoil the others.
+func decodeSessionList(b []byte) ([]session, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '[' {
+		return nil, fmt.Errorf("%w: expected a JSON array of sessions", errMalformed)
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	out := make([]session, 0, len(raw))
+	for _, r := range raw {
+		if s, err := decodeSession(r); err == nil {
+			out = append(out, s)
+		}
 	}
 	return out, nil
 }

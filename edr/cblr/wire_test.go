@@ -3,6 +3,8 @@ package cblr
 import (
 	"errors"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -118,6 +120,79 @@ func FuzzDecodeCommandList(f *testing.F) {
 			checkDecoded(t, c.ID, c.FileID)
 		}
 	})
+}
+
+func FuzzDecodeSessionList(f *testing.F) {
+	f.Add(recordedBody(f, "get_session.json"))
+	for _, s := range append(listSeeds, sessionSeeds...) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		list, err := decodeSessionList(b)
+		checkErr(t, err)
+		for _, s := range list {
+			checkDecoded(t, s.ID, s.SensorID)
+		}
+	})
+}
+
+func recordedBody(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "recorded", name))
+	require.NoError(t, err)
+	return b
+}
+
+// The recorded answers of a real server (testdata/recorded) decode, with
+// their types: integer ids, float create_time, string storage_size.
+func TestDecodeRecorded(t *testing.T) {
+	t.Parallel()
+	list, err := decodeSessionList(recordedBody(t, "get_session.json"))
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	s := list[0]
+	require.Equal(t, flexID("1"), s.ID)
+	require.Equal(t, flexID("1"), s.SensorID)
+	require.Equal(t, "active", s.Status)
+	require.InDelta(t, 1517942461.155622, float64(s.CreateTime), 1e-6)
+	require.Equal(t, "WIN7-HYPERV-2", s.Hostname)
+	require.Contains(t, *s.SupportedCommands, "memdump")
+	require.Empty(t, missingCommands(s, true, true))
+
+	mixed, err := decodeSessionList([]byte(`[{"id": {"odd": 1}}, {"id": 7, "sensor_id": "3", "status": "pending"}, 5]`))
+	require.NoError(t, err)
+	require.Len(t, mixed, 1, "an unreadable entry is skipped, not fatal")
+	require.Equal(t, flexID("3"), mixed[0].SensorID, "sensor_id as a string")
+
+	one, err := decodeSession(recordedBody(t, "get_session_1.json"))
+	require.NoError(t, err)
+	require.Equal(t, s, one)
+
+	c, err := decodeCommand(recordedBody(t, "post_session_1_command_get_file.json"))
+	require.NoError(t, err)
+	require.Equal(t, "pending", c.Status)
+	require.Equal(t, flexID("3"), c.ID)
+	require.Equal(t, flexID("2"), c.FileID, "the POST answer carries file_id")
+	require.Equal(t, `C:\test.txt`, string(c.Object))
+
+	c, err = decodeCommand(recordedBody(t, "get_session_1_command_3.json"))
+	require.NoError(t, err)
+	require.Equal(t, "complete", c.Status)
+	require.Equal(t, "0", string(c.ResultCode))
+	require.False(t, fileNotFound(c))
+
+	c, err = decodeCommand(recordedBody(t, "post_session_1_command_process_list.json"))
+	require.NoError(t, err)
+	require.Equal(t, "", string(c.Object), "object null")
+	require.InDelta(t, 1517942688.799793, float64(c.CreateTime), 1e-6)
+
+	c, err = decodeCommand(recordedBody(t, "get_session_1_command_4.json"))
+	require.NoError(t, err)
+	require.Equal(t, "complete", c.Status)
+	require.Len(t, c.Processes, 34)
+	require.Equal(t, `c:\windows\system32\smss.exe`, c.Processes[1].Path)
+	require.EqualValues(t, 340, c.Processes[1].PID)
+	require.Less(t, longestToken(recordedBody(t, "get_session_1_command_4.json")), DefaultMaxToken)
 }
 
 func TestDecodeExamples(t *testing.T) {

@@ -15,11 +15,12 @@ const (
 )
 
 // allCommands is what a healthy Windows sensor reports in
-// supported_commands (the list in the source document's example).
+// supported_commands (the recorded answers' list, which adds "memdump" to
+// the document's).
 var allCommands = []string{
 	"delete file", "put file", "reg delete key", "directory list", "reg create key", "get file",
 	"reg enum key", "reg query value", "kill", "create process", "process list",
-	"reg delete value", "reg set value", "create directory",
+	"reg delete value", "reg set value", "create directory", "memdump",
 }
 
 // Sensor is one simulated CB EDR sensor (endpoint).

@@ -129,6 +129,15 @@ func (s *session) checkedIn(now time.Time) bool {
 	return s.closedAt.IsZero() || !s.closedAt.Before(activeAt)
 }
 
+// forgotten reports a session the server no longer knows at now: one that
+// timed out before its sensor checked in answers 404 ("the Cb server will
+// return a 404 if we don't establish a session in time", cbapi's
+// response/cblr.py).
+func (s *session) forgotten(now time.Time) bool {
+	st, _ := s.state(now)
+	return st == StatusTimeout && !s.checkedIn(now) && s.closedAt.IsZero()
+}
+
 // live reports whether the session is pending or active at now.
 func (s *session) live(now time.Time) bool {
 	st, _ := s.state(now)

@@ -1,40 +1,66 @@
 // Package cblr simulates the Carbon Black EDR (Cb Response) Live Response
 // API, /api/v1/cblr/…, as described in specs/001 (the "CB Live Response
-// Sensor API" document): sessions with sensors, keepalive, commands and the
-// session file store. Tests start it with httptest.NewServer; `worker dev`
-// runs it with DefaultSensors.
+// Sensor API" document) and as a real server answered cbapi-python (the
+// answers recorded in carbonblack/cbapi-python tests/caches/cber.sqlite,
+// commit 550679c0, kept in edr/cblr/testdata/recorded): sessions with
+// sensors, keepalive, commands and the session file store. Tests start it
+// with httptest.NewServer; `worker dev` runs it with DefaultSensors.
 //
 // Like the real server it is asynchronous, and like every simulator in sim/
 // it runs no goroutine per operation: statuses are computed from the elapsed
 // time on each request.
 //
 //	session:  pending ──CheckInAfter──▶ active ──PUT status=close──▶ close
-//	             │                        │
+//	             │  └─keepalive─▶ close  │
 //	             └─check_in_timeout─▶ timeout ◀─idle > sensor_wait_timeout─┘
 //
 //	command:  pending ─▶ in progress ─CommandTime─▶ complete | error
 //	             └──────────┴──PUT status=cancel──▶ cancel
 //
-// Where the document is silent the simulator chooses (and the driver must
+// The real shapes: ids, sensor_id and pids are JSON integers, create_time
+// and completion floats (completion only once a command finished; the
+// document's completion_time is not sent), storage_size the number 0 on a
+// pending session and a string ("48122") once the sensor checked in,
+// supported_commands includes "memdump", a command has no command_timeout,
+// a completed "get file" reports result_code 0, result_type "WinHresult",
+// result_desc "", and its POST answer already carries file_id. GET
+// /session lists every session the server remembers; with
+// ?active_only=true (CB Response 6.3+, what cbapi asks) only pending and
+// active ones.
+//
+// Where neither source says, the simulator chooses (and the driver must
 // tolerate other choices):
 //   - every request needs X-Auth-Token; a wrong or missing token is 401;
+//   - a 404 is plain text naming what is missing ("Session 3 is not
+//     active", "Sensor 12 not found"): cbapi re-creates the session on a 404
+//     to a command POST whose body begins "Session" or "Sensor"; other
+//     errors are JSON {"error": …};
 //   - an unknown session, command or file id is 404, and so is an unknown
 //     sensor_id in a session POST;
+//   - a session that timed out before its sensor checked in is forgotten:
+//     404 on every route, and no longer listed (cbapi: "the Cb server will
+//     return a 404 if we don't establish a session in time");
+//   - a keepalive on a pending session closes it (cbinterface2 observed it;
+//     the document does not say);
+//   - a session POST's "checkin_timeout" (the document's spelling; also
+//     "check_in_timeout") is granted, up to Config.MaxCheckInTimeout, and
+//     reported back as the session's check_in_timeout (the document: POST
+//     accepts it, "see cblr_sensor"; whether a real server reports it back
+//     is not recorded anywhere);
 //   - a sensor with Live Response disabled answers the session POST with 403
 //     and {"error": "Live Response is disabled …"}; a sensor at its session
-//     limit with 409 and {"error": "… session limit …"};
+//     limit with 409 and {"error": "… session limit …"}; a second session
+//     POST for a sensor is otherwise accepted (clients reuse the sensor's
+//     session, as cbapi does, but nothing says a second one is refused);
 //   - a command POST on a pending session is 400; a command POST or a
 //     keepalive on an ended (closed or timed-out) session is 404 "Session N
-//     is not active" (what cbapi expects: it reopens sessions on a 404
-//     starting with "Session"); a command the sensor does not support is
-//     400;
+//     is not active"; a command the sensor does not support is 400;
 //   - ended sessions, their commands and files stay readable (GET 200): a
 //     command still running when its session ends turns "error" with
 //     result_type "CbError";
 //   - a command is "pending" for the first half of CommandTime and
-//     "in progress" for the second; "get file" reports its file_id from
-//     creation on (cbapi reads it from the POST answer), and the file object
-//     appears when the command completes;
+//     "in progress" for the second; the file object of a "get file" appears
+//     when the command completes;
 //   - cancelling a command that is no longer pending or in progress is 400;
 //   - the session archive is not simulated (501).
 //
@@ -79,6 +105,10 @@ type Config struct {
 	// CheckInTimeout is the sessions' check_in_timeout: a session still
 	// pending after it goes "timeout".
 	CheckInTimeout time.Duration
+	// MaxCheckInTimeout caps the check_in_timeout a session POST may ask
+	// for ("checkin_timeout"); the session reports the capped value. 0 = no
+	// cap: the request is granted and reported back as asked.
+	MaxCheckInTimeout time.Duration
 	// SensorWaitTimeout is the sessions' sensor_wait_timeout: an active
 	// session idle (no command, no keepalive) for longer goes "timeout".
 	SensorWaitTimeout time.Duration
@@ -308,10 +338,13 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	ss := &session{
 		id: s.nextID, sensor: sensor, created: now,
 		checkInAfter:   s.cfg.CheckInAfter,
-		checkInTimeout: cmp.Or(seconds(req.CheckInTimeout), seconds(req.CheckinTimeout), s.cfg.CheckInTimeout),
+		checkInTimeout: cmp.Or(seconds(req.CheckinTimeout), seconds(req.CheckInTimeout), s.cfg.CheckInTimeout),
 		waitTimeout:    cmp.Or(seconds(req.SensorWaitTimeout), s.cfg.SensorWaitTimeout),
 		cmdTimeout:     cmp.Or(seconds(req.DefaultCommandTimeout), DefaultCommandTimeout),
 		files:          map[int64]*storedFile{},
+	}
+	if s.cfg.MaxCheckInTimeout > 0 {
+		ss.checkInTimeout = min(ss.checkInTimeout, s.cfg.MaxCheckInTimeout)
 	}
 	ss.idleTimeout = ss.waitTimeout
 	if s.cfg.EnforceSessionTimeout {
@@ -330,11 +363,15 @@ func seconds(n json.Number) time.Duration {
 }
 
 func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
+	activeOnly := strings.EqualFold(r.URL.Query().Get("active_only"), "true")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	ids := make([]int64, 0, len(s.sessions))
-	for id := range s.sessions {
+	for id, ss := range s.sessions {
+		if ss.forgotten(now) || activeOnly && !ss.live(now) {
+			continue
+		}
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -386,11 +423,19 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.cfg.Now()
-	if st, _ := ss.state(now); st != StatusPending && st != StatusActive {
+	switch st, _ := ss.state(now); st {
+	case StatusActive:
+		ss.keepalives = append(ss.keepalives, now)
+	case StatusPending:
+		// A keepalive closes a session that is not active yet
+		// (cbinterface2 observed it on real servers and sends none to
+		// pending sessions).
+		ss.keepalives = append(ss.keepalives, now)
+		ss.closedAt = now
+	default:
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("Session %d is not active (status %s)", ss.id, st))
 		return
 	}
-	ss.keepalives = append(ss.keepalives, now)
 	simhttp.WriteJSON(w, http.StatusOK, s.sessionJSON(ss, now))
 }
 
@@ -408,7 +453,7 @@ func (s *Server) archive(w http.ResponseWriter, r *http.Request) {
 func (s *Server) session(w http.ResponseWriter, r *http.Request) (*session, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err == nil {
-		if ss, ok := s.sessions[id]; ok {
+		if ss, ok := s.sessions[id]; ok && !ss.forgotten(s.cfg.Now()) {
 			return ss, true
 		}
 	}
@@ -422,7 +467,7 @@ type sessionJSON struct {
 	Status                  string   `json:"status"`
 	SupportedCommands       []string `json:"supported_commands"`
 	Drives                  []string `json:"drives"`
-	StorageSize             int64    `json:"storage_size"`
+	StorageSize             any      `json:"storage_size"`
 	CreateTime              float64  `json:"create_time"`
 	SensorWaitTimeout       float64  `json:"sensor_wait_timeout"`
 	Address                 *string  `json:"address"`
@@ -438,7 +483,7 @@ func (s *Server) sessionJSON(ss *session, now time.Time) sessionJSON {
 	st, _ := ss.state(now)
 	out := sessionJSON{
 		ID: ss.id, SensorID: ss.sensor.ID, Status: st,
-		SupportedCommands: []string{}, Drives: []string{},
+		SupportedCommands: []string{}, Drives: []string{}, StorageSize: 0,
 		CreateTime:        epoch(ss.created),
 		SensorWaitTimeout: secs(ss.waitTimeout),
 		CheckInTimeout:    secs(ss.checkInTimeout),
@@ -455,11 +500,15 @@ func (s *Server) sessionJSON(ss *session, now time.Time) sessionJSON {
 		out.Address = &addr
 		out.OSVersion = ss.sensor.OS
 		out.CurrentWorkingDirectory = `C:\Windows\CarbonBlack`
+		size := 0
 		for _, f := range ss.files {
 			if !f.deleted {
-				out.StorageSize += int64(len(f.content))
+				size += len(f.content)
 			}
 		}
+		// A checked-in session reports it as a string (the recorded
+		// answers: "48122"); a pending one as the number 0 (the document).
+		out.StorageSize = strconv.Itoa(size)
 	}
 	return out
 }
@@ -668,36 +717,40 @@ type processJSON struct {
 }
 
 type commandJSON struct {
-	ID             int64         `json:"id"`
-	SessionID      int64         `json:"session_id"`
-	SensorID       int64         `json:"sensor_id"`
-	CommandTimeout float64       `json:"command_timeout"`
-	Status         string        `json:"status"`
-	Name           string        `json:"name"`
-	Object         any           `json:"object"`
-	CreateTime     float64       `json:"create_time"`
-	Completion     float64       `json:"completion,omitempty"`
-	Username       string        `json:"username"`
-	ResultCode     *int64        `json:"result_code,omitempty"`
-	ResultType     string        `json:"result_type,omitempty"`
-	ResultDesc     *string       `json:"result_desc,omitempty"`
-	Processes      []processJSON `json:"processes,omitempty"`
-	FileID         int64         `json:"file_id,omitempty"`
+	ID         int64         `json:"id"`
+	SessionID  int64         `json:"session_id"`
+	SensorID   int64         `json:"sensor_id"`
+	Status     string        `json:"status"`
+	Name       string        `json:"name"`
+	Object     any           `json:"object"`
+	CreateTime float64       `json:"create_time"`
+	Completion float64       `json:"completion,omitempty"`
+	Username   string        `json:"username"`
+	ResultCode *int64        `json:"result_code,omitempty"`
+	ResultType string        `json:"result_type,omitempty"`
+	ResultDesc *string       `json:"result_desc,omitempty"`
+	Processes  []processJSON `json:"processes,omitempty"`
+	FileID     int64         `json:"file_id,omitempty"`
 }
 
 func (s *Server) commandJSON(ss *session, c *command, now time.Time) commandJSON {
 	st, doneAt, fail := ss.cmdState(c, now)
 	out := commandJSON{
 		ID: c.id, SessionID: ss.id, SensorID: ss.sensor.ID,
-		CommandTimeout: secs(ss.cmdTimeout), Status: st, Name: c.name, Object: c.object,
+		Status: st, Name: c.name, Object: c.object,
 		CreateTime: epoch(c.created), Username: "admin", FileID: c.fileID,
 	}
 	if st == StatusComplete || st == StatusError || st == StatusCancel {
 		out.Completion = epoch(doneAt)
 	}
-	if fail != nil {
+	switch {
+	case fail != nil:
 		code, desc := fail.Code, fail.Desc
 		out.ResultCode, out.ResultType, out.ResultDesc = &code, fail.Type, &desc
+	case st == StatusComplete && c.name == CmdGetFile:
+		// As recorded: a completed "get file" reports success explicitly.
+		code, desc := int64(0), ""
+		out.ResultCode, out.ResultType, out.ResultDesc = &code, "WinHresult", &desc
 	}
 	if st == StatusComplete && c.name == CmdProcessList {
 		out.Processes = make([]processJSON, 0, len(c.processes))
@@ -840,6 +893,16 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return simhttp.ReadJSON(w, r, maxRequestBody, v)
 }
 
+// writeErr answers an error. A 404 is plain text naming what is missing
+// ("Session 3 is not active", "Sensor 12 not found"): cbapi decides from a
+// 404 body beginning "Session" or "Sensor" that the session is gone and
+// opens another. Other errors are JSON {"error": …}.
 func writeErr(w http.ResponseWriter, status int, msg string) {
+	if status == http.StatusNotFound {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(msg))
+		return
+	}
 	simhttp.WriteJSON(w, status, map[string]string{"error": msg})
 }

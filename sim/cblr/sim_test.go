@@ -73,10 +73,14 @@ func setupWith(t *testing.T, mod func(*cblr.Config), sensors ...cblr.Sensor) *fi
 }
 
 // do sends a request and decodes a JSON answer into a generic map (or
-// slice); it returns the status and the decoded body.
+// slice); it returns the status and the decoded body. A 404 is plain text
+// (what cbapi reads), returned as a string.
 func (f *fixture) do(method, path string, body any) (int, any) {
 	f.t.Helper()
 	status, raw := f.raw(method, path, body, token)
+	if status == http.StatusNotFound {
+		return status, string(raw)
+	}
 	var v any
 	if len(raw) > 0 {
 		require.NoError(f.t, json.Unmarshal(raw, &v), "%s %s answered %s", method, path, raw)
@@ -173,7 +177,7 @@ func TestSessionLifecycle(t *testing.T) {
 	require.Zero(t, f.sim.OpenSessions())
 	st, v = f.do("GET", path+"/keepalive", nil)
 	require.Equal(t, http.StatusNotFound, st, "keepalive on an ended session")
-	require.Contains(t, obj(t, v)["error"], "not active (status timeout)")
+	require.Equal(t, "Session 1 is not active (status timeout)", v, "plain text beginning \"Session\", as cbapi expects")
 	st, _ = f.do("POST", path+"/command", map[string]any{"name": "process list"})
 	require.Equal(t, http.StatusNotFound, st, "command on an ended session")
 
@@ -222,7 +226,14 @@ func TestNeverCheckIn(t *testing.T) {
 	st, _ := f.do("POST", path+"/command", map[string]any{"name": "process list"})
 	require.Equal(t, http.StatusBadRequest, st, "command on a pending session")
 	f.clk.Advance(time.Second)
-	require.Equal(t, "timeout", f.status(path), "timeout at check_in_timeout")
+	// Timed out before check-in: the server forgets the session (404, as
+	// cbapi's comment says), and lists it no more.
+	st, v := f.do("GET", path, nil)
+	require.Equal(t, http.StatusNotFound, st)
+	require.Equal(t, "Session 1 not found", v)
+	require.Equal(t, "timeout", f.sim.Sessions()[0].Status)
+	_, v = f.do("GET", "/api/v1/cblr/session", nil)
+	require.Empty(t, v)
 }
 
 func TestCheckInTimeoutFromRequest(t *testing.T) {
@@ -236,7 +247,16 @@ func TestCheckInTimeoutFromRequest(t *testing.T) {
 	require.EqualValues(t, 5, s["check_in_timeout"])
 	require.EqualValues(t, 7, s["sensor_wait_timeout"])
 	f.clk.Advance(5 * time.Second)
-	require.Equal(t, "timeout", f.status(fmt.Sprintf("/api/v1/cblr/session/%v", s["id"])))
+	st, _ = f.do("GET", fmt.Sprintf("/api/v1/cblr/session/%v", s["id"]), nil)
+	require.Equal(t, http.StatusNotFound, st, "timed out before check-in: forgotten")
+	require.Equal(t, "timeout", f.sim.Sessions()[0].Status)
+
+	// MaxCheckInTimeout caps what a POST may ask for.
+	capped := setupWith(t, func(c *cblr.Config) { c.MaxCheckInTimeout = 3 * time.Second }, h)
+	_, v = capped.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": 10, "checkin_timeout": 1500})
+	require.EqualValues(t, 3, obj(t, v)["check_in_timeout"])
+	_, v = capped.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": 10, "checkin_timeout": 2})
+	require.EqualValues(t, 2, obj(t, v)["check_in_timeout"], "a request under the cap is granted as asked")
 }
 
 func TestSessionRefusals(t *testing.T) {
@@ -260,7 +280,7 @@ func TestSessionRefusals(t *testing.T) {
 
 	st, v = f.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": 77})
 	require.Equal(t, http.StatusNotFound, st)
-	require.Contains(t, obj(t, v)["error"], "Sensor 77 not found")
+	require.Equal(t, "Sensor 77 not found", v)
 
 	st, _ = f.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": "x"})
 	require.Equal(t, http.StatusBadRequest, st)
@@ -556,4 +576,64 @@ func TestArchiveNotSimulated(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, st)
 	st, _ = f.raw("DELETE", path, nil, token)
 	require.Equal(t, http.StatusMethodNotAllowed, st)
+}
+
+// The shapes the recorded answers of a real server show (edr/cblr/testdata/
+// recorded): storage_size a string once checked in, memdump supported, no
+// command_timeout, a completed get file with its success result fields, and
+// GET /session?active_only=true listing only pending and active sessions.
+func TestRecordedShapes(t *testing.T) {
+	t.Parallel()
+	f := setup(t, host(10), host(11))
+	st, v := f.do("POST", "/api/v1/cblr/session", map[string]any{"sensor_id": 10})
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, 0.0, obj(t, v)["storage_size"], "a pending session: the number 0, as the document")
+	path := fmt.Sprintf("/api/v1/cblr/session/%v", obj(t, v)["id"])
+	closed := "/api/v1/cblr/session/" + f.openSession(11)
+	st, _ = f.do("PUT", closed, map[string]any{"status": "close"})
+	require.Equal(t, http.StatusOK, st)
+	f.clk.Advance(10 * time.Second)
+
+	_, v = f.do("GET", path, nil)
+	s := obj(t, v)
+	require.Equal(t, "0", s["storage_size"], "checked in: a string, as recorded")
+	require.Contains(t, s["supported_commands"], "memdump")
+
+	_, v = f.do("POST", path+"/command", map[string]any{"session_id": 1, "name": "get file", "object": `C:\Temp\evil.exe`})
+	c := obj(t, v)
+	require.NotContains(t, c, "command_timeout")
+	require.NotContains(t, c, "completion")
+	require.NotContains(t, c, "result_code", "a pending command has no result yet")
+	f.clk.Advance(4 * time.Second)
+	_, v = f.do("GET", fmt.Sprintf("%s/command/%v", path, c["id"]), nil)
+	c = obj(t, v)
+	require.Equal(t, "complete", c["status"])
+	require.EqualValues(t, 0, c["result_code"])
+	require.Equal(t, "WinHresult", c["result_type"])
+	require.Equal(t, "", c["result_desc"])
+	require.EqualValues(t, 1_700_000_014, c["completion"])
+	_, v = f.do("GET", path, nil)
+	require.Equal(t, "7", obj(t, v)["storage_size"])
+
+	_, all := f.do("GET", "/api/v1/cblr/session", nil)
+	require.Len(t, all, 2, "every session the server remembers")
+	_, live := f.do("GET", "/api/v1/cblr/session?active_only=true", nil)
+	require.Len(t, live, 1, "pending and active sessions only")
+	require.Equal(t, "active", obj(t, live.([]any)[0])["status"])
+	require.EqualValues(t, 10, obj(t, live.([]any)[0])["sensor_id"], "sensor_id is a number")
+}
+
+// A keepalive on a session that is not active yet closes it (cbinterface2:
+// "keepalives will automatically close any sessions NOT in an active
+// state").
+func TestKeepaliveClosesPendingSession(t *testing.T) {
+	t.Parallel()
+	f := setup(t, host(10))
+	path := "/api/v1/cblr/session/" + f.openSession(10)
+	st, _ := f.do("GET", path+"/keepalive", nil)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, "close", f.status(path))
+	f.clk.Advance(10 * time.Second)
+	require.Equal(t, "close", f.status(path), "it never becomes active")
+	require.Zero(t, f.sim.OpenSessions())
 }
