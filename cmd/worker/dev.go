@@ -29,6 +29,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -85,19 +86,20 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 }
 
 type dev struct {
-	o       devOptions
-	out     io.Writer
-	tty     bool
-	stack   *simstack.Stack
-	kafka   *kfake.Cluster
-	admin   *kadm.Client
-	prod    *kgo.Client
-	nodes   []*node.Node
-	rdb     *redis.Client
-	ns      string
-	redisIs string
-	logPath string
-	lines   int
+	o        devOptions
+	out      io.Writer
+	tty      bool
+	stack    *simstack.Stack
+	kafka    *kfake.Cluster
+	admin    *kadm.Client
+	prod     *kgo.Client
+	nodes    []*node.Node
+	accounts []*tenant.Registry
+	rdb      *redis.Client
+	ns       string
+	redisIs  string
+	logPath  string
+	lines    int
 	// redisURLUsed is printed for fleetctl (development Redis: no password).
 	redisURLUsed string
 }
@@ -160,6 +162,9 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 		defer cancel()
 		for _, n := range d.nodes {
 			n.Drain(dctx)
+		}
+		for _, a := range d.accounts {
+			a.Close()
 		}
 	}()
 
@@ -336,9 +341,12 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 	}
 	wlog := cfg.secrets.Logger(log).With(zap.String("worker_id", cfg.node.WorkerID))
 	cfg.node.Store, cfg.node.SampleDB, cfg.node.Logger = store, sdbc, wlog
-	if cfg.node.Drivers, err = buildDrivers(cfg, store, m, wlog); err != nil {
+	accounts, err := newRegistry(cfg, store, m, wlog)
+	if err != nil {
 		return nil, err
 	}
+	d.accounts = append(d.accounts, accounts)
+	cfg.node.Accounts = accounts
 	return node.Start(ctx, cfg.node)
 }
 

@@ -25,12 +25,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -117,51 +117,50 @@ func cmdRun(stderr io.Writer) int {
 	cfg.node.SampleDB = sdb
 	cfg.node.Store = store
 	cfg.node.Logger = log
-	drivers, err := buildDrivers(cfg, store, m, log)
+	accounts, err := newRegistry(cfg, store, m, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
 		return 2
 	}
-	cfg.node.Drivers = drivers
+	defer accounts.Close() // after the drain: Cytomic's round loops
+	cfg.node.Accounts = accounts
 
 	n, err := node.Start(ctx, cfg.node)
 	if err != nil {
 		log.Error("worker failed to start", zap.Error(err))
 		return 1
 	}
+	stopReload := watchTenants(ctx, cfg, accounts, m, log)
 	<-ctx.Done()
 	log.Info("signal received: draining")
+	stopReload()
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.DrainTimeout+15*time.Second)
 	defer cancel()
 	n.Drain(dctx)
-	for _, d := range drivers {
-		if c, ok := d.(interface{ Close() }); ok {
-			c.Close() // Cytomic's round loop
-		}
-	}
 	log.Info("worker stopped")
 	return 0
 }
 
-// buildDrivers makes every configured vendor's driver, each with its
-// fleet-wide rate limiter.
-func buildDrivers(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.Logger) (map[string]edr.Driver, error) {
-	dcfg := cfg.download
-	dcfg.Wrap = func(rt http.RoundTripper) http.RoundTripper { return m.Transport("download", rt) }
-	dl := httpc.NewDownloader(dcfg)
-	out := map[string]edr.Driver{}
-	for _, v := range cfg.vendors {
-		vendor := v.kind[:strings.Index(v.kind, ".")]
-		lim := store.RateLimiter(v.key, v.rate, v.burst, log)
-		lim.OnWait = m.RateLimitWait(vendor)
-		d, err := v.build(lim, dl, m.Transport(vendor, apiTransport(cfg.insecure)), log)
-		if err != nil {
-			return nil, err
-		}
-		out[v.kind] = d
-		log.Info("vendor configured", zap.String("task", v.kind), zap.Float64("rate_limit", v.rate))
+// watchTenants reloads TENANTS_FILE when it changes, until the returned
+// function is called (which waits for the watcher to stop).
+func watchTenants(ctx context.Context, cfg *config, reg *tenant.Registry, m *metrics.Metrics, log *zap.Logger) (stop func()) {
+	if cfg.tenantsFile == "" {
+		return func() {}
 	}
-	return out, nil
+	r := &tenant.Reloader{
+		Path: cfg.tenantsFile, Registry: reg, Every: cfg.reloadEvery, Log: log.Named("tenants"),
+		Check:  func(u string) error { return envconf.CheckURL(u, cfg.insecure) },
+		Loaded: func(c tenant.Config) { addTenantSecrets(cfg.secrets, c) },
+		Result: m.TenantsReloaded,
+	}
+	r.Prime(cfg.tenantsDigest)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	return func() { cancel(); <-done }
 }
 
 // apiTransport is the base transport of SampleDB and vendor API clients:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 )
 
@@ -68,8 +69,10 @@ func TestConfigDefaultsFromTheContract(t *testing.T) {
 	require.Equal(t, "5s", c.node.AbortPollInterval.String())
 	require.Equal(t, "45s", c.node.SessionTimeout.String())
 	require.Equal(t, []string{".amazonaws.com"}, c.download.Hosts)
-	require.Len(t, c.vendors, 1)
-	require.Equal(t, edr.KindCBCEventExport, c.vendors[0].kind)
+	require.Equal(t, []string{tenant.Default}, c.tenants.Customers(), "the single-account variables are the default tenant")
+	var kinds []string
+	c.tenants[tenant.Default].Each(func(kind string, _ any) { kinds = append(kinds, kind) })
+	require.Equal(t, []string{edr.KindCBCEventExport}, kinds)
 	require.Contains(t, c.sampledb.UserAgent, "analysisfleet/")
 }
 

@@ -153,6 +153,9 @@ type runList struct {
 	// items; 0 when absent or not a positive number (Sophos's generated
 	// examples carry negative ones).
 	Current, Size, Total, ItemsTotal int
+	// serverNow is the answer's Date header (zero when absent), localNow
+	// when the answer arrived: together, Sophos's clock against ours.
+	serverNow, localNow time.Time
 }
 
 // decodeRunList decodes {"items":[run...],"pages":{"current","size",

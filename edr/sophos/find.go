@@ -52,7 +52,8 @@ const maxFindLookups = 25
 // Find looks for the run a Start(t, in) may have launched. It lists the
 // tenant's runs newest first (GET /queries/runs?order=desc, FindPageSize a
 // page, at most Config.FindPages pages), considers the runs created at or
-// after in.At − edr.FindSkew, and returns the one whose name is
+// after in.At − FindClockMargin on Sophos's clock (from the answer's Date
+// header; in.At − edr.FindSkew without one), and returns the one whose name is
 // RunName(t, in). A listed run without a name is read (GET /runs/{id}, at
 // most 25 such reads) to learn it; a run Sophos keeps no name for matches
 // when its template and window are the ones Start sends. Find answers
@@ -72,6 +73,16 @@ func (d *Driver) Find(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref
 		list, err := f.list(ctx, page)
 		if err != nil {
 			return nil, err
+		}
+		if page == 1 && !list.serverNow.IsZero() {
+			// Sophos's clock is known to a second: look back only as far
+			// as clock skew can hide a run, not edr.FindSkew. With many
+			// runs a minute, that is the difference between a page or two
+			// and never reaching the cut-off.
+			offset := list.serverNow.Sub(list.localNow)
+			if tight := in.Time().Add(offset - FindClockMargin); tight.After(f.cutoff) {
+				f.cutoff = tight
+			}
 		}
 		for _, run := range list.Items {
 			run, ok, err := f.match(ctx, run)
@@ -122,6 +133,10 @@ func (f *finder) list(ctx context.Context, page int) (runList, error) {
 	list, err := decodeRunList(resp.Body)
 	if err != nil {
 		return runList{}, d.malformedError("find", resp.Status, err)
+	}
+	list.localNow = time.Now()
+	if t, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		list.serverNow = t
 	}
 	return list, nil
 }

@@ -300,3 +300,35 @@ func TestStartRefusesAnIntentWithoutTime(t *testing.T) {
 	}
 	require.Empty(t, b.sim.Runs())
 }
+
+// Sophos's clock is known from the answer's Date header, so Find looks back
+// only FindClockMargin before the intent, not edr.FindSkew: on a credential
+// starting a run every two seconds, one page instead of every run of the
+// last five minutes.
+func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	sc := fast()
+	sc.Now = clk.Now
+	b := setup(t, sc, nil)
+	d := b.driver(t)
+	ctx := testCtx(t)
+	for i := range 3 * sophos.FindPageSize { // five minutes of other runs
+		_, err := d.Start(ctx, target(hitSHA), clk.intent(fmt.Sprintf("busy-%d", i)))
+		require.NoError(t, err)
+		clk.Add(2 * time.Second)
+	}
+	in := clk.intent("job-1")
+	_, err := d.Find(ctx, target(hitSHA), in)
+	require.ErrorIs(t, err, edr.ErrNotStarted)
+	require.Equal(t, 1, listings(b), "the first page reaches runs older than the margin")
+
+	// A run started under the intent a few seconds early by Sophos's clock
+	// is still found.
+	clk.Add(-5 * time.Second)
+	ref, err := d.Start(ctx, target(hitSHA), in)
+	require.NoError(t, err)
+	found, err := d.Find(ctx, target(hitSHA), in)
+	require.NoError(t, err)
+	require.Equal(t, refRunID(t, ref), refRunID(t, found))
+}

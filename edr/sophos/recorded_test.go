@@ -117,7 +117,7 @@ func TestRecordedPostman2026(t *testing.T) {
 func TestRecordedPostman2026Find(t *testing.T) {
 	t.Parallel()
 	created := time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC)
-	in := edr.Intent{Key: "job-1/sophos.xdr_query/1.1", At: created.Add(time.Minute).UnixMilli()}
+	in := edr.Intent{Key: "job-1/sophos.xdr_query/1.1", At: created.Add(10 * time.Second).UnixMilli()}
 
 	r := postman2026(t, "")
 	d, err := sophos.New(r.config())

@@ -43,7 +43,15 @@ const (
 	// DefaultMaxRowBytes bounds one result row (one JSON value).
 	DefaultMaxRowBytes = 1 << 20
 	// DefaultFindPages bounds the pages of runs Find lists.
-	DefaultFindPages = 20
+	DefaultFindPages = 40
+	// FindClockMargin is how much earlier than the intent's instant, on
+	// Sophos's clock (learnt from the list answer's Date header), a run may
+	// have been created and Find still look at it. It covers the Date
+	// header's one-second resolution and the clock skew between the worker
+	// that wrote the intent and the one looking: keep workers' clocks
+	// within 15 s of each other (NTP does far better). Without a Date
+	// header Find falls back to edr.FindSkew.
+	FindClockMargin = 20 * time.Second
 	// FindPageSize is the pageSize Find lists runs with (Sophos's
 	// documented default).
 	FindPageSize = 50

@@ -40,6 +40,7 @@ type Metrics struct {
 	vendorStarts  *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
 	quarantined   prometheus.Counter
+	tenantReloads *prometheus.CounterVec
 	httpRequests  *prometheus.CounterVec
 	httpLatency   *prometheus.HistogramVec
 	rateWait      *prometheus.CounterVec
@@ -82,6 +83,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help: "Terminal states SampleDB refused (412) for jobs it does not hold as terminal; the runner keeps retrying."}, []string{"state"})
 	m.quarantined = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ledger_keys_quarantined_total",
 		Help: "Ledger keys of the wrong type moved aside (quarantine) so one corrupt key cannot stop the fleet."})
+	m.tenantReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tenants_reloads_total",
+		Help: "Changes of TENANTS_FILE seen, by result (ok: applied; error: refused, the previous accounts kept)."}, []string{"result"})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
 		Help: "Outgoing HTTP requests by service, method and status code (\"error\" when no response)."}, []string{"service", "method", "code"})
 	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
@@ -92,7 +95,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "From an abort being noticed to aborted acknowledged by SampleDB.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}})
 	for _, c := range []prometheus.Collector{m.admitted, m.started, m.finished, m.jobDuration, m.tasks, m.paused,
-		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.quarantined, m.httpRequests,
+		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.quarantined, m.tenantReloads, m.httpRequests,
 		m.httpLatency, m.rateWait, m.abortLatency} {
 		f(c)
 	}
@@ -174,6 +177,9 @@ func (m *Metrics) VendorStarted(vendor, how string) {
 func (m *Metrics) DeliveryRefused(state string) { m.refusals.WithLabelValues(state).Inc() }
 
 func (m *Metrics) Quarantined(n int) { m.quarantined.Add(float64(n)) }
+
+// TenantsReloaded counts a reload of the tenants file (tenant.Reloader.Result).
+func (m *Metrics) TenantsReloaded(err error) { m.tenantReloads.WithLabelValues(result(err)).Inc() }
 
 // Intake observer (consumer.Observer).
 

@@ -54,7 +54,10 @@ type Config struct {
 	Store *state.Store
 
 	// Runner.
-	SampleDB           worker.SampleDB
+	SampleDB worker.SampleDB
+	// Accounts resolves a job's customer to its vendor drivers; nil serves
+	// Drivers to every customer.
+	Accounts           worker.Accounts
 	Drivers            map[string]edr.Driver
 	Playbook           *worker.Playbook
 	MaxInflight        int
@@ -128,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		pub = &consumerPublisher{}
 	}
 	wcfg := worker.Config{
-		WorkerID: cfg.WorkerID, Store: store, SampleDB: cfg.SampleDB, Drivers: cfg.Drivers,
+		WorkerID: cfg.WorkerID, Store: store, SampleDB: cfg.SampleDB, Drivers: cfg.Drivers, Accounts: cfg.Accounts,
 		Playbook: cfg.Playbook, MaxInflight: cfg.MaxInflight, JobTimeout: cfg.JobTimeout,
 		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
 		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
