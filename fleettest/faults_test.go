@@ -85,6 +85,32 @@ func TestKillNineWhileJobsFlow(t *testing.T) {
 	require.Positive(t, kills+fps, "faults were injected")
 }
 
+// Fault 1b: kill -9 exactly between a vendor accepting an operation and
+// its reference reaching the ledger — the window that used to start the
+// operation a second time. The next owner finds the start intent, looks
+// the operation up at the vendor and re-attaches: no CB Cloud, Sophos or
+// Live Response operation is started twice. (Cytomic's API cannot be
+// searched: its restarts are reported, not asserted.)
+func TestKillAtStartCheckpointStartsNothingTwice(t *testing.T) {
+	t.Parallel()
+	const armed = "started-before-checkpoint=0.03"
+	c := newCluster(t, clusterOpts{failpointsOnce: []string{armed, armed, armed, armed, armed, armed}})
+	stopSup := c.supervise(restartAfter)
+	st := c.load(ctx(t), loadgen.Config{Jobs: 600, Rate: 100})
+	c.waitTerminal(st.Valid, 3*time.Minute)
+	stopSup()
+	h := c.history()
+	r := check(h, st)
+	fps := countFailpoints(c)
+	r.print(t, "kill -9 between a vendor start and its checkpoint",
+		fmt.Sprintf("  %-34s %d", "workers killed at the failpoint", fps))
+	require.True(t, r.ok())
+	require.GreaterOrEqual(t, fps, 3, "the failpoint was hit")
+	for _, v := range []string{"cbc", "sophos", "cblr"} {
+		require.Zero(t, r.restarts[v], "%s operations started twice", v)
+	}
+}
+
 // countFailpoints counts the worker processes that killed themselves at a
 // failpoint (each says so on stderr first).
 func countFailpoints(c *cluster) int {
