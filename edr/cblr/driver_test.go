@@ -692,13 +692,25 @@ func TestSessionRefused(t *testing.T) {
 		requireAllClosed(t, e.sim)
 	})
 	t.Run("UnknownSensor", func(t *testing.T) {
+		// A sensor the customer's server does not know — another
+		// customer's, or a typo — is looked up and skipped with a note,
+		// never given a session; the sensors that are the customer's run.
 		t.Parallel()
-		e := setup(t, opts{})
-		_, err := e.drv.Start(testCtx(t), target(99), edrtest.NewIntent("t"))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "sensor 99")
-		require.Contains(t, err.Error(), "does not know this sensor")
+		e := setup(t, opts{}, infected(1, "WIN-A"))
+		res, err := edrtest.Drive(testCtx(t), e.drv, target(99, 1), nil)
+		require.NoError(t, err)
+		require.Equal(t, []string{"WIN-A"}, res.Hosts)
+		notes := strings.Join(res.Notes, "\n")
+		require.Contains(t, notes, "sensor 99 is not known to the customer's CB EDR server")
+		require.NotContains(t, notes, "sensor 99 failed")
+		require.Equal(t, 1, countExact(e.kit, "POST", startPath), "a session for sensor 1 only")
+		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/sensor/99"))
+
+		// Only unknown sensors: nothing runs, nothing fails.
+		res, err = edrtest.Drive(testCtx(t), e.drv, target(99), nil)
+		require.NoError(t, err)
+		require.Zero(t, res.Rows)
+		require.Equal(t, 1, countExact(e.kit, "POST", startPath))
 	})
 }
 
@@ -786,7 +798,7 @@ func TestMultipleSensors(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []string{"WIN-A"}, res.Hosts)
 		notes := strings.Join(res.Notes, "\n")
-		require.Contains(t, notes, "sensor 2 failed")
+		require.Contains(t, notes, "sensor 2 (WIN-LOCKED) failed")
 		require.Contains(t, notes, "Live Response is disabled")
 		requireAllClosed(t, e.sim)
 	})

@@ -60,7 +60,7 @@ func loadRecorded(t *testing.T) *recorded {
 		rec.answers[key] = recordedAnswer{file: cols[0], ctype: cols[5], status: status}
 	}
 	require.NoError(t, sc.Err())
-	require.Len(t, rec.answers, 7)
+	require.Len(t, rec.answers, 8)
 	return rec
 }
 
@@ -145,6 +145,7 @@ func TestRecordedAnswers(t *testing.T) {
 	require.Empty(t, unrecorded, "every request was one the recording answers")
 	require.Equal(t, []string{
 		"GET /api/v1/cblr/session?active_only=true",
+		"GET /api/v1/sensor/1", // the customer's server knows the sensor
 		"GET /api/v1/cblr/session/1",
 		"POST /api/v1/cblr/session/1/command", // process list
 		"GET /api/v1/cblr/session/1/command/4",

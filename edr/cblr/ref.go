@@ -101,6 +101,12 @@ type sensorRef struct {
 	Status int `json:"status,omitempty"`
 	// Remarks are notes for the analyst that are not failures.
 	Remarks []string `json:"remarks,omitempty"`
+	// Checked says the server knows the sensor (GET …/sensor/{id}): it is
+	// the customer's. Skipped says it was not used (unknown to the
+	// customer's server, or unable to run Live Response): a remark says
+	// why, and it is not a failure.
+	Checked bool `json:"checked,omitempty"`
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 type matchedProc struct {

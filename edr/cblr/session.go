@@ -151,6 +151,9 @@ func (d *Driver) adopt(s *sensorRef, sess session, owned bool) {
 // a new one; and when the server refuses a new one (a session limit), the
 // session it has. Sessions s lost are never taken again.
 func (d *Driver) acquire(ctx context.Context, op string, r *opRef, s *sensorRef, live map[int64][]session) error {
+	if ok, err := d.checkSensor(ctx, op, s); err != nil || !ok {
+		return err
+	}
 	var cands []session
 	for _, sess := range live[s.SensorID] {
 		if !slices.Contains(s.Lost, sess.ID) {

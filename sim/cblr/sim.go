@@ -156,6 +156,7 @@ func New(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	const base = "/api/v1/cblr/session"
+	mux.HandleFunc("GET /api/v1/sensor/{id}", s.getSensor)
 	mux.HandleFunc("POST "+base, s.createSession)
 	mux.HandleFunc("GET "+base, s.listSessions)
 	mux.HandleFunc("GET "+base+"/{id}", s.getSession)
@@ -380,6 +381,26 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 		out = append(out, s.sessionJSON(s.sessions[id], now))
 	}
 	simhttp.WriteJSON(w, http.StatusOK, out)
+}
+
+// getSensor answers a sensor's record in the shape a CB Response 6.x
+// server gave cbapi (edr/cblr/testdata/recorded/get_sensor_1.json), or 404
+// for a sensor this server does not know.
+func (s *Server) getSensor(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	s.mu.Lock()
+	sn := s.sensors[id]
+	s.mu.Unlock()
+	if err != nil || sn == nil {
+		writeErr(w, http.StatusNotFound, "Sensor not found")
+		return
+	}
+	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"id": sn.ID, "computer_name": sn.Hostname, "computer_dns_name": sn.Hostname,
+		"os_environment_display_string": sn.OS, "status": "Online", "supports_cblr": true,
+		"uninstalled": nil, "is_isolating": false, "network_adapters": sn.Address + ",00155d019c08|",
+		"group_id": 1, "build_id": 11, "sensor_health_status": 100, "clock_delta": "0",
+	})
 }
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {

@@ -5,7 +5,8 @@ requests-cache (tests/caches/cber.sqlite) into plain files.
 Usage: extract.py path/to/cber.sqlite OUTDIR
 
 Each row of the `responses` table is zlib-compressed JSON; the response's
-body and header names/values are base64. Only /api/v1/cblr/ rows are kept.
+body and header names/values are base64. Only the /api/v1/cblr/ and
+/api/v1/sensor/ rows are kept.
 The bodies are written byte for byte; SOURCES.tsv lists, per file, the
 request it answered, the HTTP status and the Content-Type.
 """
@@ -21,7 +22,7 @@ def main(db, out):
     rows = sqlite3.connect(db).execute("select key, value from responses order by key")
     index = []
     for key, value in rows:
-        if "/api/v1/cblr/" not in key:
+        if "/api/v1/cblr/" not in key and "/api/v1/sensor/" not in key:
             continue
         resp = json.loads(zlib.decompress(value))["response"]
         headers = {base64.b64decode(k).decode(): base64.b64decode(v).decode()
@@ -30,7 +31,7 @@ def main(db, out):
         method, rest = key.split(" ", 1)
         path = re.match(r"[^{]*", rest).group(0)
         request_body = rest[len(path):]
-        name = method.lower() + path.replace("/api/v1/cblr/", "_").replace("/", "_")
+        name = method.lower() + path.replace("/api/v1/cblr/", "_").replace("/api/v1/", "_").replace("/", "_")
         if request_body:
             # Two POSTs share a path: name them after the command.
             name += "_" + json.loads(request_body)["name"].replace(" ", "_")
