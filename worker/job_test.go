@@ -556,3 +556,42 @@ func TestCapSummaryAlwaysFits(t *testing.T) {
 	require.True(t, s.Truncated)
 	require.Len(t, orig.Hosts, edr.MaxListed, "the checkpoint's own result is left whole")
 }
+
+// perCustomer serves drivers by customer, like tenant.Registry.
+type perCustomer map[string]map[string]edr.Driver
+
+func (p perCustomer) Drivers(customer string) (map[string]edr.Driver, error) {
+	if d, ok := p[customer]; ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("customer %q has no vendor accounts", customer)
+}
+
+// TestJobRunsOnlyOnItsCustomersAccounts: a job is hunted with its own
+// customer's drivers; a customer without accounts fails its job with the
+// reason, and nothing is started on anyone else's.
+func TestJobRunsOnlyOnItsCustomersAccounts(t *testing.T) {
+	t.Parallel()
+	acme := &fakeDriver{kind: edr.KindCBCEventExport}
+	globex := &fakeDriver{kind: edr.KindCBCEventExport}
+	w := newJobWorld(t, cbcOnly(), nil, nil)
+	w.runner.cfg.Accounts = perCustomer{"acme": {edr.KindCBCEventExport: acme}, "globex": {edr.KindCBCEventExport: globex}}
+
+	j := w.run(jobMsg(nil)) // submitted by acme
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	require.EqualValues(t, 1, acme.starts.Load())
+	require.Zero(t, globex.starts.Load(), "another customer's account is never used")
+
+	msg := jobMsg(nil)
+	msg.JobID = "22345678-1234-1234-1234-123456789abc"
+	msg.Submission.Customer = "initech"
+	j = w.run(msg)
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateFailed, w.tombstone(msg.JobID))
+	require.EqualValues(t, 1, acme.starts.Load())
+	require.Zero(t, globex.starts.Load())
+	w.results.mu.Lock()
+	defer w.results.mu.Unlock()
+	require.Contains(t, w.results.got[len(w.results.got)-1].Reason, `customer "initech" has no vendor accounts`)
+}
