@@ -38,6 +38,7 @@ import (
 
 type devOptions struct {
 	jobs, bad, aborts, workers, inflight int
+	customers                            int
 	rate                                 float64
 	redis, logLevel                      string
 	short, fast, quiet, hold             bool
@@ -55,6 +56,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.bad, "bad", 6, "bad records to submit (dead-lettered)")
 	fs.IntVar(&o.aborts, "aborts", 6, "jobs to abort (half before they start, half while running)")
 	fs.IntVar(&o.workers, "workers", 2, "workers in the consumer group")
+	fs.IntVar(&o.customers, "customers", 2, "customers submitting jobs, each with vendor accounts of its own (1 or 2; 1 uses the single-account variables)")
 	fs.IntVar(&o.inflight, "max-inflight", 200, "MAX_INFLIGHT per worker")
 	fs.Float64Var(&o.rate, "rate", 30, "submissions per second")
 	fs.StringVar(&o.redis, "redis", "auto", `"auto" (REDIS_URL or 127.0.0.1:6379 if reachable, else embedded), "embedded", or a redis:// URL`)
@@ -95,18 +97,26 @@ type dev struct {
 	prod     *kgo.Client
 	nodes    []*node.Node
 	accounts []*tenant.Registry
-	rdb      *redis.Client
-	ns       string
-	redisIs  string
-	logPath  string
-	lines    int
+	cleanup  []func()
+	// tenantsFile maps the simulated customers to their accounts (with
+	// two customers).
+	tenantsFile string
+	rdb         *redis.Client
+	ns          string
+	redisIs     string
+	logPath     string
+	lines       int
 	// redisURLUsed is printed for fleetctl (development Redis: no password).
 	redisURLUsed string
 }
 
 func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 	start := time.Now()
-	stack, err := simstack.Start(simstack.Config{Timing: timing})
+	customers := d.o.customers
+	if customers == 0 {
+		customers = 1
+	}
+	stack, err := simstack.Start(simstack.Config{Timing: timing, Customers: customers})
 	if err != nil {
 		return 1, err
 	}
@@ -166,6 +176,9 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 		for _, a := range d.accounts {
 			a.Close()
 		}
+		for _, c := range d.cleanup {
+			c()
+		}
 	}()
 
 	d.redisURLUsed = redisURL
@@ -179,7 +192,7 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 		stats, genErr = loadgen.Run(ctx, loadgen.Config{
 			Jobs: d.o.jobs, Bad: d.o.bad, Aborts: d.o.aborts, Rate: d.o.rate, Topics: topics, Seed: uint64(time.Now().UnixNano()),
 			Sensors: []int64{1, 2, 3}, KnownSample: cblr.DefaultSampleSHA256(), KnownPath: cblr.DefaultSamplePath,
-			Plant: stack.Plant, AbortAfter: abortAfter(timing),
+			Plant: stack.Plant, AbortAfter: abortAfter(timing), Customers: stack.Customers(),
 		}, stack.SampleDB, d.prod, maxMsg)
 	}()
 
@@ -293,6 +306,19 @@ func (d *dev) redisURL(ctx context.Context) (string, func(), error) {
 
 func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL string, log *zap.Logger) (*node.Node, error) {
 	env := d.stack.Env()
+	if len(d.stack.Accounts) > 1 {
+		// Every customer's accounts from a tenants file, as in a
+		// multi-customer deployment.
+		dir, err := os.MkdirTemp("", "analysisfleet-dev-tenants-")
+		if err != nil {
+			return nil, err
+		}
+		d.cleanup = append(d.cleanup, func() { os.RemoveAll(dir) })
+		if env, err = d.stack.TenantsEnv(dir); err != nil {
+			return nil, err
+		}
+		d.tenantsFile = env["TENANTS_FILE"]
+	}
 	env["KAFKA_BROKERS"] = strings.Join(brokers, ",")
 	env["REDIS_URL"] = redisURL
 	env["REDIS_NAMESPACE"] = d.ns
@@ -357,7 +383,15 @@ func (d *dev) banner(broker string) {
 	fmt.Fprintf(w, "  Kafka (kfake)    %s   topics %s\n", broker, strings.Join(append(append([]string{}, consumer.DefaultTopics...), consumer.DefaultDLQTopic, consumer.DefaultResultTopic), ", "))
 	fmt.Fprintf(w, "  Redis            %s\n", d.redisIs)
 	fmt.Fprintf(w, "  SampleDB sim     %s/sampledb/v2/job   (API keys: %s analyzer, %s user, %s viewer)\n", s.SampleDBURL, simstack.AnalyzerKey, simstack.UserKey, simstack.ViewerKey)
-	fmt.Fprintf(w, "  CB Cloud sim     %s\n  CB EDR LR sim    %s\n  Cytomic sim      %s\n  Sophos sim       %s\n", s.CBCURL, s.CBLRURL, s.CytomicURL, s.SophosURL)
+	for _, a := range s.Accounts {
+		if len(s.Accounts) > 1 {
+			fmt.Fprintf(w, "  customer %q — its own vendor accounts:\n", a.Customer)
+		}
+		fmt.Fprintf(w, "  CB Cloud sim     %s\n  CB EDR LR sim    %s\n  Cytomic sim      %s\n  Sophos sim       %s\n", a.CBCURL, a.CBLRURL, a.CytomicURL, a.SophosURL)
+	}
+	if d.tenantsFile != "" {
+		fmt.Fprintf(w, "  Tenants file     %s   (customer → vendor accounts; edit it and the workers reload it)\n", d.tenantsFile)
+	}
 	for _, n := range d.nodes {
 		fmt.Fprintf(w, "  %-16s http://%s/metrics  /healthz  /readyz\n", n.Runner.WorkerID(), n.HTTPAddr())
 	}

@@ -22,7 +22,7 @@ func TestNoSecretInLogsOrOutput(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
 	d := &dev{o: devOptions{jobs: 40, bad: 6, aborts: 4, workers: 2, inflight: 200, redis: "embedded",
-		short: true, logLevel: "debug", timeout: 5 * time.Minute}, out: &out}
+		short: true, logLevel: "debug", timeout: 5 * time.Minute, customers: 2}, out: &out}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	code, err := d.run(ctx, simstack.TestTiming)
@@ -34,16 +34,23 @@ func TestNoSecretInLogsOrOutput(t *testing.T) {
 	require.NotEmpty(t, logs)
 	require.Contains(t, string(logs), `"level":"debug"`, "the run really logged at debug level")
 
+	b := simstack.OtherCredentials
 	secrets := []string{simstack.AnalyzerKey, simstack.UserKey, simstack.ViewerKey, simstack.CBCAPISecret,
-		simstack.CBLRToken, simstack.CytomicPassword, simstack.CytomicClientSecret, simstack.SophosClientSecret}
+		simstack.CBLRToken, simstack.CytomicPassword, simstack.CytomicClientSecret, simstack.SophosClientSecret,
+		b.CBCAPISecret, b.CBLRToken, b.CytomicPassword, b.CytomicClientSecret, b.SophosClientSecret}
 	var signatures []string
-	for _, u := range d.stack.CBC.IssuedURLs() {
-		pu, err := url.Parse(u)
-		require.NoError(t, err)
-		signatures = append(signatures, pu.Query().Get("X-Amz-Signature"), pu.Query().Get("X-Amz-Security-Token"))
+	for _, a := range d.stack.Accounts {
+		for _, u := range a.CBC.IssuedURLs() {
+			pu, err := url.Parse(u)
+			require.NoError(t, err)
+			signatures = append(signatures, pu.Query().Get("X-Amz-Signature"), pu.Query().Get("X-Amz-Security-Token"))
+		}
 	}
-	signatures = append(signatures, d.stack.Cytomic.DownloadSignatures()...)
-	tokens := append(d.stack.Cytomic.Tokens(), d.stack.Sophos.Tokens()...)
+	var tokens []string
+	for _, a := range d.stack.Accounts {
+		signatures = append(signatures, a.Cytomic.DownloadSignatures()...)
+		tokens = append(append(tokens, a.Cytomic.Tokens()...), a.Sophos.Tokens()...)
+	}
 	require.NotEmpty(t, signatures, "the run downloaded pre-signed results")
 	require.NotEmpty(t, tokens, "the run used bearer tokens")
 

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simstack"
 )
 
 func tenantsEnv(t *testing.T, file string, secrets map[string]string) map[string]string {
@@ -70,5 +75,40 @@ tenants:
 	for _, want := range []string{`tenant "acme": cbc: url: must be https://`, `tenant "acme": cbc: apiID is required`,
 		`tenant "globex": cblr: url: points at a loopback`, `tenant "globex": cblr: apiTokenFile: cannot read`} {
 		require.ErrorContains(t, err, want)
+	}
+}
+
+// TestNoRequestCrossesCustomers runs worker dev with two customers, each
+// with simulated vendor accounts of its own (a tenants file): every request
+// any vendor simulator received for a job was for a job of the customer
+// whose account it is, and both customers' accounts were used.
+func TestNoRequestCrossesCustomers(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	d := &dev{o: devOptions{jobs: 60, bad: 2, aborts: 4, workers: 2, inflight: 200, redis: "embedded",
+		short: true, customers: 2, timeout: 5 * time.Minute}, out: &out}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	code, err := d.run(ctx, simstack.TestTiming)
+	require.NoError(t, err)
+	require.Equal(t, 0, code, out.String())
+	t.Cleanup(func() { os.Remove(d.logPath) })
+
+	require.Len(t, d.stack.Accounts, 2)
+	for _, a := range d.stack.Accounts {
+		used := 0
+		for vendor, k := range map[string]*simhttp.Kit{"cbc": a.CBC.Kit(), "cblr": a.CBLR.Kit(), "cytomic": a.Cytomic.Kit(), "sophos": a.Sophos.Kit()} {
+			for _, r := range k.Requests() {
+				if r.Job == "" {
+					continue
+				}
+				j, ok := d.stack.SampleDB.Job(r.Job)
+				require.True(t, ok, "%s %s for an unknown job", r.Method, r.Path)
+				require.Equal(t, a.Customer, j.Submission.Customer,
+					"%s account of %s received %s %s for %s's job %s", vendor, a.Customer, r.Method, r.Path, j.Submission.Customer, r.Job)
+				used++
+			}
+		}
+		require.Positive(t, used, "%s's accounts were used", a.Customer)
 	}
 }

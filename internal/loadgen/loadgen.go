@@ -49,6 +49,8 @@ type Config struct {
 	Plant func(sha256 string)
 	// AbortAfter is how long after posting a running job is aborted.
 	AbortAfter time.Duration
+	// Customers submit the jobs, in turn; default one "dev-customer".
+	Customers []string
 }
 
 // Stats is what a run produced.
@@ -198,10 +200,14 @@ func (cfg *Config) job(rng *rand.Rand) sampledb.JobMessage {
 		cfg.Plant(sha)
 	}
 	now := time.Now().UnixMilli()
+	customer := "dev-customer"
+	if len(cfg.Customers) > 0 {
+		customer = cfg.Customers[rng.IntN(len(cfg.Customers))]
+	}
 	return sampledb.JobMessage{
 		JobID: uuid.NewString(),
 		Submission: sampledb.Submission{
-			ID: uuid.NewString(), Customer: "dev-customer", Sample: sampledb.Sample{ID: sha},
+			ID: uuid.NewString(), Customer: customer, Sample: sampledb.Sample{ID: sha},
 			CreatedByUser:    &sampledb.User{ID: 42, ShortName: "analyst", Name: "Dev Analyst"},
 			CreatedTimestamp: now, Name: name, Timestamp: now, MimeType: "application/octet-stream",
 			MetaData: meta, TLP: "amber", ACL: json.RawMessage(`[]`),
