@@ -381,6 +381,11 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 		} else {
 			kv(w, "outcome", "not decided")
 		}
+		if r := v.Refused; r != nil {
+			kv(w, "REFUSED", fmt.Sprintf("SampleDB has refused this terminal state %s (it holds the job as %s); last at %s (%s): %s",
+				plural(int64(r.Attempts), "time", "times"), r.SampleDBState, stamp(r.Last), relative(r.Last, now), r.Answer))
+			kv(w, "", "the owner keeps asking with backoff; fix SampleDB's side, or release the job once it is terminal there")
+		}
 
 		fmt.Fprintln(w)
 		if len(v.Plan) == 0 && len(v.Tasks) == 0 {

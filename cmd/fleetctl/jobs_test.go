@@ -238,3 +238,25 @@ func TestJobIDsInAnyCase(t *testing.T) {
 	require.Contains(t, w.ok("job", upper).stdout, id)
 	require.Contains(t, w.ok("release", upper).stdout, "released job "+id+"; previous owner: w1")
 }
+
+// TestRefusalsAndQuarantineAreVisible: a terminal state SampleDB keeps
+// refusing shows on the job, and a ledger key quarantined for holding the
+// wrong type shows in the status.
+func TestRefusalsAndQuarantineAreVisible(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	f := w.seedLedger()
+	w.checkpoint("w2", f.c, "delivery", `{"attempts":7,"sampledbState":"executing","answer":"sampledb PUT: HTTP 412: job is locked","at":1767225800000}`)
+	out := w.ok("job", "job-c").stdout
+	require.Regexp(t, `REFUSED\s+SampleDB has refused this terminal state 7 times \(it holds the job as executing\); last at 2026-01-01 00:03:20Z \(.*\): sampledb PUT: HTTP 412: job is locked`, out)
+
+	// Something writes a string over job-b's record; the next renewal moves
+	// it aside.
+	require.NoError(t, w.rdb.Set(ctx(t), "{"+w.ns+"}:job:job-b", "junk", 0).Err())
+	_, err := w.store.Renew(ctx(t), "w1", []state.Lease{f.b})
+	require.NoError(t, err)
+	out = w.ok("status").stdout
+	require.Regexp(t, `QUARANTINED\s+1 ledger key of the wrong type moved aside`, out)
+	require.Contains(t, out, "quarantine:")
+	require.Contains(t, out, ":job:job-b")
+}

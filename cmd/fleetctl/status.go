@@ -24,9 +24,15 @@ type statusReport struct {
 	Workers     []workerReport   `json:"workers"`
 	Leases      *leaseReport     `json:"leases"`
 	Outbox      *int64           `json:"outbox"`
+	Quarantined []quarantineItem `json:"quarantined"`
 	DeadLetters *dlqCount        `json:"deadLetters"`
 	CoolDowns   []coolDownReport `json:"coolDowns"`
 	Errors      []string         `json:"errors,omitempty"`
+}
+
+type quarantineItem struct {
+	Key string   `json:"key"`
+	At  jsonTime `json:"at"`
 }
 
 type groupReport struct {
@@ -331,6 +337,14 @@ func (c *cli) ledgerStatus(ctx context.Context, cfg *config, rep *statusReport, 
 	} else {
 		rep.Outbox = &n
 	}
+	if q, err := st.Quarantined(ctx, 20); err != nil {
+		fail(fmt.Errorf("quarantine: %w", err))
+	} else {
+		rep.Quarantined = []quarantineItem{}
+		for _, x := range q {
+			rep.Quarantined = append(rep.Quarantined, quarantineItem{Key: x.Key, At: jsonTime(x.At)})
+		}
+	}
 	if cds, err := st.CoolDowns(ctx); err != nil {
 		fail(err)
 	} else {
@@ -434,6 +448,13 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 		kv(w, "outbox", plural(*rep.Outbox, "decided job", "decided jobs")+" waiting for SampleDB to acknowledge the terminal state")
 	} else {
 		kv(w, "outbox", "unavailable")
+	}
+	if len(rep.Quarantined) > 0 {
+		kv(w, "QUARANTINED", plural(int64(len(rep.Quarantined)), "ledger key", "ledger keys")+
+			" of the wrong type moved aside (inspect, then delete them by hand):")
+		for _, q := range rep.Quarantined {
+			fmt.Fprintf(w, "  %s  %s\n", stamp(time.Time(q.At)), q.Key)
+		}
 	}
 	switch d := rep.DeadLetters; {
 	case d == nil:
