@@ -32,7 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
-	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -102,12 +102,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// WorkerID is the Kafka client ID and goes into dead-letter headers.
 	WorkerID string
-	// Validate, if set, runs after decoding; an error dead-letters the
-	// record with reason invalid_field.
-	Validate func(*sampledb.JobMessage) error
-
-	Store  *state.Store
-	Runner Runner
+	Store    *state.Store
+	Runner   Runner
 	// Opts are extra client options (TLS, SASL, logging).
 	Opts     []kgo.Opt
 	Observer Observer
@@ -291,9 +287,9 @@ type tp struct {
 
 type item struct {
 	rec    *kgo.Record
-	msg    *sampledb.JobMessage
+	msg    *job.Message
 	value  []byte // the message as the ledger keeps it (canonical jobID)
-	bad    *BadRecord
+	bad    *job.BadRecord
 	slot   bool  // a runner slot is reserved for it
 	failed error // admission or dead-lettering failed
 }
@@ -312,14 +308,9 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 			order = append(order, k)
 		}
 		it := &item{rec: r}
-		msg, value, err := decode(r.Value, c.cfg.MaxMessageBytes)
-		if err == nil && c.cfg.Validate != nil {
-			if verr := c.cfg.Validate(msg); verr != nil {
-				err = &BadRecord{ReasonInvalidField, verr.Error()}
-			}
-		}
+		msg, value, err := job.DecodeRecord(r.Value, c.cfg.MaxMessageBytes)
 		if err != nil {
-			it.bad = err.(*BadRecord)
+			it.bad = err.(*job.BadRecord)
 		} else {
 			it.msg, it.value = msg, value
 			good++

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -56,15 +57,15 @@ func TestPoisonRecordIsDeadLetteredWhateverItsSize(t *testing.T) {
 		keepsTrace bool // the small traceparent header is still copied
 	}{
 		{name: "1.2 MB key", rec: &kgo.Record{Key: bigKey, Value: []byte("not json")},
-			reason: ReasonNotJSON, truncated: "key", sizes: "key=1200000,value=8,headers=0,header-bytes=0"},
+			reason: job.ReasonNotJSON, truncated: "key", sizes: "key=1200000,value=8,headers=0,header-bytes=0"},
 		{name: "1.2 MB of headers", rec: &kgo.Record{Key: []byte("k1"), Value: []byte("{}"), Headers: bigHeaders},
-			reason: ReasonMissingJobID, truncated: "headers", sizes: "key=2,value=2,headers=3,header-bytes=1200036", keepsTrace: true},
+			reason: job.ReasonMissingJobID, truncated: "headers", sizes: "key=2,value=2,headers=3,header-bytes=1200036", keepsTrace: true},
 		{name: "2 MB value", rec: &kgo.Record{Key: []byte("k1"), Value: bytes.Repeat([]byte("v"), 2_000_000)},
-			reason: ReasonOversized, truncated: "value", sizes: "key=2,value=2000000,headers=0,header-bytes=0"},
+			reason: job.ReasonOversized, truncated: "value", sizes: "key=2,value=2000000,headers=0,header-bytes=0"},
 		{name: "everything at once", rec: &kgo.Record{Key: bigKey, Value: bytes.Repeat([]byte("v"), 1_500_000), Headers: bigHeaders},
-			reason: ReasonOversized, truncated: "key,value,headers", sizes: "key=1200000,value=1500000,headers=3,header-bytes=1200036", keepsTrace: true},
+			reason: job.ReasonOversized, truncated: "key,value,headers", sizes: "key=1200000,value=1500000,headers=3,header-bytes=1200036", keepsTrace: true},
 		{name: "small DLQ max.message.bytes", dlqMax: 8 << 10, rec: &kgo.Record{Key: []byte("k1"), Value: noise(50_000)},
-			reason: ReasonNotJSON, truncated: "key,value", sizes: "key=2,value=50000,headers=0,header-bytes=0"},
+			reason: job.ReasonNotJSON, truncated: "key,value", sizes: "key=2,value=50000,headers=0,header-bytes=0"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

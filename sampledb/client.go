@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // Defaults for Config fields left zero.
@@ -496,7 +497,7 @@ func (c *Client) UpdateTask(ctx context.Context, jobID string, taskID ID, state 
 }
 
 // jobURLPath is the API path of job id, in its canonical form.
-func jobURLPath(id string) string { return jobPath + "/" + url.PathEscape(CanonicalJobID(id)) }
+func jobURLPath(id string) string { return jobPath + "/" + url.PathEscape(job.CanonicalID(id)) }
 
 func checkID(what, id string) error {
 	if id == "" || id == "." || id == ".." {
@@ -515,7 +516,7 @@ func (c *Client) jobCall(ctx context.Context, method, id string, body any) (*Job
 		if err != nil {
 			return c.malformed(method, p, err)
 		}
-		if !SameJob(got.ID, id) {
+		if !job.SameID(got.ID, id) {
 			return c.badAnswer(method, p, id, got.ID)
 		}
 		j = got
@@ -534,7 +535,7 @@ func (c *Client) badAnswer(method, path, want, got string) error {
 	if len(got) > maxQuotedID {
 		got = strings.ToValidUTF8(got[:maxQuotedID], "") + "…"
 	}
-	return &BadAnswerError{Method: method, Path: path, Want: CanonicalJobID(want), Got: got}
+	return &BadAnswerError{Method: method, Path: path, Want: job.CanonicalID(want), Got: got}
 }
 
 // maxQuotedID caps an ID from an answer quoted in an error.

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	sim "github.com/analysisfleet/analysisfleet/sim/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
@@ -95,13 +96,13 @@ func (b *bundle) client(t *testing.T, key string, mod ...func(*sampledb.Config))
 
 func (b *bundle) job(t *testing.T, id string) sampledb.Job {
 	t.Helper()
-	return b.srv.CreateJob(sampledb.JobMessage{
+	return b.srv.CreateJob(job.Message{
 		JobID: id,
-		Submission: sampledb.Submission{
-			ID: "sub-" + id, Customer: "acme", Sample: sampledb.Sample{ID: sha},
+		Submission: job.Submission{
+			ID: "sub-" + id, Customer: "acme", Sample: job.Sample{ID: sha},
 			MetaData: map[string]any{"sensorIds": []any{"1", "2"}},
 		},
-		Classification: sampledb.Classification{Sample: sha, Type: "PE", Platform: "win"},
+		Classification: job.Classification{Sample: sha, Type: "PE", Platform: "win"},
 	})
 }
 

@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // The decoders below read untrusted bytes. They are tolerant where the
@@ -133,7 +134,7 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 		return Job{}, fmt.Errorf("job %s: no state", w.ID)
 	}
 	j := Job{
-		ID:                CanonicalJobID(string(w.ID)),
+		ID:                job.CanonicalID(string(w.ID)),
 		State:             state,
 		AbortRequested:    w.AbortRequested,
 		EnqueuedTimestamp: int64(w.EnqueuedTimestamp),
@@ -367,7 +368,7 @@ func otherJobIn(raw json.RawMessage, jobID string) (string, bool) {
 		for k, v := range fields {
 			switch strings.ToLower(k) {
 			case "jobid", "job_id":
-				if id, ok := idText(v); ok && !SameJob(id, jobID) {
+				if id, ok := idText(v); ok && !job.SameID(id, jobID) {
 					return id, true
 				}
 			case "task", "tasks":
@@ -380,7 +381,7 @@ func otherJobIn(raw json.RawMessage, jobID string) (string, bool) {
 		// A job holding its tasks: its id is the job's.
 		for k, v := range fields {
 			if strings.EqualFold(k, "id") {
-				if id, ok := idText(v); ok && !SameJob(id, jobID) {
+				if id, ok := idText(v); ok && !job.SameID(id, jobID) {
 					return id, true
 				}
 			}
@@ -471,50 +472,6 @@ func isObject(raw []byte) bool {
 }
 
 func isNull(raw []byte) bool { return string(bytes.TrimSpace(raw)) == "null" }
-
-// looseObject unmarshals the JSON object b into v, leaving fields of
-// another type than v declares zero (encoding/json goes on past them). A
-// value that is not an object leaves v zero.
-func looseObject(b []byte, v any) error {
-	if !isObject(b) {
-		return nil
-	}
-	err := json.Unmarshal(b, v)
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return nil
-	}
-	return err
-}
-
-// decodeNumbers unmarshals b into v with numbers in interfaces kept as
-// json.Number.
-func decodeNumbers(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	return dec.Decode(v)
-}
-
-// typeError is the *json.UnmarshalTypeError for the JSON value b where a
-// t belongs (the kind only: never the value's text).
-func typeError(b []byte, t reflect.Type) error {
-	kind := "value"
-	if tb := bytes.TrimSpace(b); len(tb) > 0 {
-		switch tb[0] {
-		case '"':
-			kind = "string"
-		case '[':
-			kind = "array"
-		case '{':
-			kind = "object"
-		case 't', 'f':
-			kind = "bool"
-		default:
-			kind = "number"
-		}
-	}
-	return &json.UnmarshalTypeError{Value: kind, Type: t}
-}
 
 // flexInt is an integer that may arrive as a JSON number (integral or
 // not), a numeric string, an RFC 3339 time (read as epoch milliseconds),

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/stretchr/testify/require"
 )
 
@@ -53,7 +54,7 @@ func TestDecodeJob(t *testing.T) {
 		want Job
 	}{
 		{"ours", `{"id":"J","state":"executing","abortRequested":false,"submission":{"customer":"c","sample":{"id":"h"}},"classification":{"platform":"win"},"enqueuedTimestamp":1,"startTimestamp":2,"endTimestamp":0}`, true,
-			Job{ID: "J", State: "executing", Submission: Submission{Customer: "c", Sample: Sample{ID: "h"}}, Classification: Classification{Platform: "win"}, EnqueuedTimestamp: 1, StartTimestamp: 2}},
+			Job{ID: "J", State: "executing", Submission: job.Submission{Customer: "c", Sample: job.Sample{ID: "h"}}, Classification: job.Classification{Platform: "win"}, EnqueuedTimestamp: 1, StartTimestamp: 2}},
 		{"loose", `{"id":42,"state":"success","abortRequested":null,"submission":null,"enqueuedTimestamp":"2023-11-14T22:13:20Z","endTimestamp":1.5e3}`, true,
 			Job{ID: "42", State: "success", EnqueuedTimestamp: 1_700_000_000_000, EndTimestamp: 1500}},
 		{"no id", `{"state":"executing"}`, false, Job{}},
@@ -284,11 +285,11 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			if j.ID == "" || j.State == "" {
 				t.Fatalf("accepted a job without id or state: %q", b)
 			}
-			if j.ID != CanonicalJobID(j.ID) {
+			if j.ID != job.CanonicalID(j.ID) {
 				t.Fatalf("job id %q is not canonical: %q", j.ID, b)
 			}
 		}
-		if other, ok := otherJobIn(env.Data, "J"); ok && (other == "" || SameJob(other, "J")) {
+		if other, ok := otherJobIn(env.Data, "J"); ok && (other == "" || job.SameID(other, "J")) {
 			t.Fatalf("our own job (or none) taken for another: %q from %q", other, b)
 		}
 		if pg, err := decodeJobs(env.Data); err == nil {

@@ -16,7 +16,7 @@
 //
 // Job IDs are UUIDs, one job whatever their case: the client addresses a
 // job by its canonical (lower-case) ID and reads every job ID SampleDB
-// sends back in that form (CanonicalJobID).
+// sends back in that form (job.CanonicalID).
 //
 // Errors, branch with errors.Is / errors.As:
 //

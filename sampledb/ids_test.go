@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
@@ -56,7 +57,7 @@ func TestJobIDsAreCanonical(t *testing.T) {
 	}
 
 	// IDs that are not UUIDs are SampleDB's business: sent as they are.
-	require.Equal(t, "Job-A", sampledb.CanonicalJobID("Job-A"))
-	require.Equal(t, lower, sampledb.CanonicalJobID(upper))
-	require.Equal(t, "{"+upper+"}", sampledb.CanonicalJobID("{"+upper+"}"))
+	require.Equal(t, "Job-A", job.CanonicalID("Job-A"))
+	require.Equal(t, lower, job.CanonicalID(upper))
+	require.Equal(t, "{"+upper+"}", job.CanonicalID("{"+upper+"}"))
 }

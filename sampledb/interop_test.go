@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	sim "github.com/analysisfleet/analysisfleet/sim/sampledb"
 )
@@ -365,7 +366,7 @@ func TestForbiddenNamesTheRoles(t *testing.T) {
 	hs := httptest.NewServer(srv)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	t.Cleanup(func() { srv.Close(); hs.Close(); tr.CloseIdleConnections() })
-	srv.CreateJob(sampledb.JobMessage{JobID: "J"})
+	srv.CreateJob(job.Message{JobID: "J"})
 	client := func(key string) *sampledb.Client {
 		c, err := sampledb.New(sampledb.Config{URL: hs.URL, APIKey: key, Transport: tr})
 		require.NoError(t, err)
@@ -425,7 +426,7 @@ func TestJobMessageFieldsTheFleetDoesNotRead(t *testing.T) {
 	    "meta": []
 	  }
 	}`
-	var m sampledb.JobMessage
+	var m job.Message
 	require.NoError(t, json.Unmarshal([]byte(raw), &m))
 	require.Equal(t, "12345678-1234-1234-1234-123456789abc", m.JobID)
 	require.Equal(t, "acme", m.Submission.Customer)
@@ -446,7 +447,7 @@ func TestJobMessageFieldsTheFleetDoesNotRead(t *testing.T) {
 	// Re-encoded (the reconciler's re-seed) and read again: the same.
 	b, err := json.Marshal(m)
 	require.NoError(t, err)
-	var again sampledb.JobMessage
+	var again job.Message
 	require.NoError(t, json.Unmarshal(b, &again))
 	b2, err := json.Marshal(again)
 	require.NoError(t, err)
@@ -454,13 +455,13 @@ func TestJobMessageFieldsTheFleetDoesNotRead(t *testing.T) {
 	require.Equal(t, m.Submission.MetaData, again.Submission.MetaData)
 
 	// The document's nulls stay nulls.
-	var u sampledb.User
+	var u job.User
 	require.NoError(t, json.Unmarshal([]byte(`{"id":0,"shortName":"sn","name":"name","customer":null,"domain":null}`), &u))
 	b, err = json.Marshal(u)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":0,"shortName":"sn","name":"name","customer":null,"domain":null}`, string(b))
 	for _, odd := range []string{`"bob"`, `7`, `[]`, `null`, `true`} {
-		require.NoError(t, json.Unmarshal([]byte(`{"createdByUser":`+odd+`,"userAgent":`+odd+`}`), &sampledb.Submission{}), odd)
+		require.NoError(t, json.Unmarshal([]byte(`{"createdByUser":`+odd+`,"userAgent":`+odd+`}`), &job.Submission{}), odd)
 	}
 }
 
@@ -486,7 +487,7 @@ func TestJobMessageFieldsTheFleetReads(t *testing.T) {
 		{`{"classification": {"type": 1}}`, "classification.type"},
 		{`{"classification": {"sample": {"id": "x"}}}`, "classification.sample"},
 	} {
-		var m sampledb.JobMessage
+		var m job.Message
 		err := json.Unmarshal([]byte(c.body), &m)
 		var te *json.UnmarshalTypeError
 		require.ErrorAs(t, err, &te, c.body)
@@ -495,7 +496,7 @@ func TestJobMessageFieldsTheFleetReads(t *testing.T) {
 
 	// Decoded alone (as the client reads a job's submission), the other
 	// fields survive a wrong one.
-	var s sampledb.Submission
+	var s job.Submission
 	err := json.Unmarshal([]byte(`{"customer":"acme","name":5,"sample":{"id":"`+sha+`"},"tlp":"white","metaData":{"k":1}}`), &s)
 	var te *json.UnmarshalTypeError
 	require.ErrorAs(t, err, &te)

@@ -15,6 +15,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -39,7 +40,7 @@ var (
 
 // job is one running job: a coordinator goroutine (run) and one goroutine
 // per task.
-type job struct {
+type jobRun struct {
 	r     *Runner
 	lease state.Lease
 	rec   *state.Record
@@ -69,17 +70,18 @@ type job struct {
 	// go into the outcome's reason.
 	notes []string
 
-	custOnce sync.Once
-	cust     string
+	msgOnce sync.Once
+	msg     *job.Message
+	msgErr  error
 
 	exit exitReason
 	done chan struct{}
 }
 
-func newJob(r *Runner, l state.Lease, rec *state.Record) *job {
+func newJob(r *Runner, l state.Lease, rec *state.Record) *jobRun {
 	// Every API request made for the job names it (httpc.HeaderJob), so a
 	// request can be traced to its job at the vendor and in SampleDB.
-	j := &job{}
+	j := &jobRun{}
 	ctx, cancel := context.WithCancelCause(httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard))
 	work, haltWork := context.WithCancel(ctx)
 	fields := map[string]string{state.FieldMsg: string(rec.Msg), state.FieldSource: rec.Source}
@@ -89,7 +91,7 @@ func newJob(r *Runner, l state.Lease, rec *state.Record) *job {
 	for k, v := range rec.Fields {
 		fields[k] = v
 	}
-	*j = job{
+	*j = jobRun{
 		r: r, lease: l, rec: rec, start: time.Now(),
 		log: r.log.With(zap.String("job_id", l.ID), zap.Int64("token", l.Token)),
 		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
@@ -99,23 +101,28 @@ func newJob(r *Runner, l state.Lease, rec *state.Record) *job {
 	return j
 }
 
-// customer is the submitting customer, whose accounts alone the job may use.
-func (j *job) customer() string {
-	j.custOnce.Do(func() {
-		var m struct {
-			Submission struct {
-				Customer string `json:"customer"`
-			} `json:"submission"`
+// message decodes the ledger's copy of the job message, once, with the one
+// decoder intake used (job.Decode): a record re-adopted from SampleDB is
+// validated the same way.
+func (j *jobRun) message() (*job.Message, error) {
+	j.msgOnce.Do(func() {
+		j.msg, j.msgErr = job.Decode(j.rec.Msg, 0)
+		if j.msg == nil {
+			j.msg = &job.Message{JobID: j.lease.ID}
 		}
-		_ = json.Unmarshal(j.rec.Msg, &m)
-		j.cust = m.Submission.Customer
 	})
-	return j.cust
+	return j.msg, j.msgErr
+}
+
+// customer is the submitting customer, whose accounts alone the job may use.
+func (j *jobRun) customer() string {
+	m, _ := j.message()
+	return m.Submission.Customer
 }
 
 // driver resolves the driver of the customer's account for kind, afresh for
 // every call: a reload of the tenants file may have replaced it.
-func (j *job) driver(kind string) (edr.Driver, error) {
+func (j *jobRun) driver(kind string) (edr.Driver, error) {
 	ds, err := j.r.cfg.Accounts.Drivers(j.customer())
 	if err != nil {
 		return nil, &edr.Error{Vendor: vendorOf(kind), Op: "account", Msg: err.Error(), Err: err}
@@ -128,11 +135,11 @@ func (j *job) driver(kind string) (edr.Driver, error) {
 }
 
 // lose stops the job at once: no further vendor call or SampleDB write.
-func (j *job) lose(cause error) { j.cancel(cause) }
+func (j *jobRun) lose(cause error) { j.cancel(cause) }
 
 // loseFor stops the job after a fenced write failed: when the record is
 // gone (Redis lost data) the job ends re-seedable, otherwise lost.
-func (j *job) loseFor(err error) error {
+func (j *jobRun) loseFor(err error) error {
 	cause := errLeaseLost
 	if errors.Is(err, state.ErrGone) {
 		cause = errLedgerLost
@@ -143,13 +150,13 @@ func (j *job) loseFor(err error) error {
 
 // interrupt cuts in-flight calls short at drain timeout; the lease is still
 // handed over.
-func (j *job) interrupt() { j.cancel(errInterrupted) }
+func (j *jobRun) interrupt() { j.cancel(errInterrupted) }
 
-func (j *job) stopTasks() {
+func (j *jobRun) stopTasks() {
 	j.haltOnce.Do(func() { close(j.halt) })
 }
 
-func (j *job) requestAbort(why string) {
+func (j *jobRun) requestAbort(why string) {
 	j.abortOnce.Do(func() {
 		j.abortWhy = why
 		j.abortSince = time.Now()
@@ -160,7 +167,7 @@ func (j *job) requestAbort(why string) {
 
 // guard is checked before every external call: the lease must be certainly
 // valid by the local clock, and the job not stopped.
-func (j *job) guard() error {
+func (j *jobRun) guard() error {
 	if err := context.Cause(j.ctx); err != nil {
 		return err
 	}
@@ -171,7 +178,7 @@ func (j *job) guard() error {
 	return nil
 }
 
-func (j *job) exitFor(err error) exitReason {
+func (j *jobRun) exitFor(err error) exitReason {
 	cause := context.Cause(j.ctx)
 	if cause == nil {
 		cause = err
@@ -188,7 +195,7 @@ func (j *job) exitFor(err error) exitReason {
 	}
 }
 
-func (j *job) run() {
+func (j *jobRun) run() {
 	defer close(j.done)
 	defer j.cancel(nil)
 	j.exit = j.execute()
@@ -201,7 +208,7 @@ func (j *job) run() {
 	}
 }
 
-func (j *job) execute() exitReason {
+func (j *jobRun) execute() exitReason {
 	cfg := &j.r.cfg
 	resumed := j.rec.Fields[fieldPlan] != "" || j.rec.Outcome() != nil
 	cfg.Observer.JobStarted(resumed)
@@ -214,11 +221,11 @@ func (j *job) execute() exitReason {
 		return j.deliver(out)
 	}
 
-	var msg sampledb.JobMessage
-	if err := json.Unmarshal(j.rec.Msg, &msg); err != nil {
-		return j.finish(sampledb.StateFailed, "the job message in the ledger is not valid JSON")
+	msg, err := j.message()
+	if err != nil {
+		return j.finish(sampledb.StateFailed, "invalid job message in the ledger: "+err.Error())
 	}
-	target, notes, err := targetOf(&msg)
+	target, notes, err := msg.Target()
 	if err != nil {
 		return j.finish(sampledb.StateFailed, "invalid job message: "+err.Error())
 	}
@@ -248,7 +255,7 @@ func (j *job) execute() exitReason {
 		return j.finish(sampledb.StateFailed, derr.Error())
 	}
 
-	plan, err := j.plan(&msg, target, drivers)
+	plan, err := j.plan(msg, target, drivers)
 	if err != nil {
 		return j.exitFor(err)
 	}
@@ -332,7 +339,7 @@ func verdict(tasks map[string]*taskCheckpoint, plan []PlannedTask) (string, stri
 	return sampledb.StateSuccess, ""
 }
 
-func (j *job) plan(msg *sampledb.JobMessage, t edr.Target, drivers map[string]edr.Driver) ([]PlannedTask, error) {
+func (j *jobRun) plan(msg *job.Message, t edr.Target, drivers map[string]edr.Driver) ([]PlannedTask, error) {
 	if raw := j.rec.Fields[fieldPlan]; raw != "" {
 		var plan []PlannedTask
 		if err := json.Unmarshal([]byte(raw), &plan); err == nil {
@@ -351,7 +358,7 @@ func (j *job) plan(msg *sampledb.JobMessage, t edr.Target, drivers map[string]ed
 	return plan, nil
 }
 
-func (j *job) loadTasks(plan []PlannedTask) map[string]*taskCheckpoint {
+func (j *jobRun) loadTasks(plan []PlannedTask) map[string]*taskCheckpoint {
 	out := make(map[string]*taskCheckpoint, len(plan))
 	for _, pt := range plan {
 		cp := &taskCheckpoint{Kind: pt.Kind}
@@ -368,7 +375,7 @@ func (j *job) loadTasks(plan []PlannedTask) map[string]*taskCheckpoint {
 
 // save writes ledger fields, fenced, retrying while Redis is unreachable and
 // the lease is still valid.
-func (j *job) save(kv ...string) error {
+func (j *jobRun) save(kv ...string) error {
 	bo := j.backoff()
 	for {
 		if err := j.guard(); err != nil {
@@ -395,7 +402,7 @@ func (j *job) save(kv ...string) error {
 	}
 }
 
-func (j *job) saveTask(cp *taskCheckpoint) error {
+func (j *jobRun) saveTask(cp *taskCheckpoint) error {
 	// Vendor text reaches the ledger, SampleDB's readers and the result
 	// topic only through here and finish: credentials a vendor echoed are
 	// masked before anything is written down.
@@ -413,7 +420,7 @@ func (j *job) saveTask(cp *taskCheckpoint) error {
 	return j.save(fieldTaskPrefix+cp.Kind, string(b))
 }
 
-func (j *job) fieldsSnapshot() []string {
+func (j *jobRun) fieldsSnapshot() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	kv := make([]string, 0, 2*len(j.fields))
@@ -425,7 +432,7 @@ func (j *job) fieldsSnapshot() []string {
 
 // finish decides the terminal outcome (fenced; the first decision stands)
 // and delivers it. The job's notes are added to the reason.
-func (j *job) finish(st, reason string) exitReason {
+func (j *jobRun) finish(st, reason string) exitReason {
 	if len(j.notes) > 0 {
 		parts := j.notes
 		if reason != "" {
@@ -469,7 +476,7 @@ func (j *job) finish(st, reason string) exitReason {
 // the tasks are closed in SampleDB, the job's terminal state is PUT, the
 // summary published, and the job tombstoned. Any later owner re-runs
 // deliver from the ledger if this worker dies half-way.
-func (j *job) deliver(out outcome) exitReason {
+func (j *jobRun) deliver(out outcome) exitReason {
 	cfg := &j.r.cfg
 	log := j.log.With(zap.String("state", out.State))
 	var plan []PlannedTask
@@ -594,7 +601,7 @@ func (j *job) deliver(out outcome) exitReason {
 	return exitDone
 }
 
-func (j *job) loadTasksFromFields(plan []PlannedTask) map[string]*taskCheckpoint {
+func (j *jobRun) loadTasksFromFields(plan []PlannedTask) map[string]*taskCheckpoint {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	out := make(map[string]*taskCheckpoint, len(plan))
@@ -617,7 +624,7 @@ func unfinishedTaskState(jobState string) string {
 
 // cancelVendor stops a vendor operation where the API allows it. It never
 // fails the delivery: what happened is recorded on the task.
-func (j *job) cancelVendor(kind string, ref json.RawMessage) string {
+func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 	d, err := j.driver(kind)
 	if err != nil {
 		return "operation abandoned: " + err.Error()
@@ -649,7 +656,7 @@ func (j *job) cancelVendor(kind string, ref json.RawMessage) string {
 	}
 }
 
-func (j *job) reportTask(ctx context.Context, cp *taskCheckpoint) error {
+func (j *jobRun) reportTask(ctx context.Context, cp *taskCheckpoint) error {
 	err := j.sdb(ctx, func(ctx context.Context) error {
 		_, err := j.r.cfg.SampleDB.UpdateTask(ctx, j.lease.ID, cp.TaskID, cp.State)
 		return err
@@ -668,7 +675,7 @@ func (j *job) reportTask(ctx context.Context, cp *taskCheckpoint) error {
 
 // putJob PUTs a job state, retrying until SampleDB answers or the job must
 // stop. 412 and 404 are returned to the caller.
-func (j *job) putJob(ctx context.Context, st string) (*sampledb.Job, error) {
+func (j *jobRun) putJob(ctx context.Context, st string) (*sampledb.Job, error) {
 	var sj *sampledb.Job
 	err := j.sdb(ctx, func(ctx context.Context) error {
 		var err error
@@ -679,7 +686,7 @@ func (j *job) putJob(ctx context.Context, st string) (*sampledb.Job, error) {
 }
 
 // afterFailedPut handles a refused PUT executing.
-func (j *job) afterFailedPut(err error) exitReason {
+func (j *jobRun) afterFailedPut(err error) exitReason {
 	switch {
 	case errors.Is(err, sampledb.ErrNotFound):
 		return j.finishGone()
@@ -702,7 +709,7 @@ func (j *job) afterFailedPut(err error) exitReason {
 	return j.exitFor(err)
 }
 
-func (j *job) finishGone() exitReason {
+func (j *jobRun) finishGone() exitReason {
 	out := outcome{State: sampledb.StateFailed, Reason: "job not found in SampleDB", By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
 	if _, err := j.r.store.Decide(j.ctx, j.r.cfg.WorkerID, j.lease, raw); err != nil {
@@ -729,7 +736,7 @@ func (e *refusedError) Error() string {
 // already holds a terminal state (ours from an attempt whose answer was lost,
 // or another: it stands), or the job never went to executing (decided
 // before start: PUT executing first). Anything else is a *refusedError.
-func (j *job) resolveRefusedTerminal(want string, putErr error) (string, error) {
+func (j *jobRun) resolveRefusedTerminal(want string, putErr error) (string, error) {
 	sj, err := j.getJob()
 	if err != nil {
 		return "", err
@@ -755,7 +762,7 @@ func (j *job) resolveRefusedTerminal(want string, putErr error) (string, error) 
 	return "", &refusedError{state: sj.State, answer: clip(answer, 500)}
 }
 
-func (j *job) getJob() (*sampledb.Job, error) {
+func (j *jobRun) getJob() (*sampledb.Job, error) {
 	var sj *sampledb.Job
 	err := j.sdb(j.ctx, func(ctx context.Context) error {
 		var err error
@@ -768,7 +775,7 @@ func (j *job) getJob() (*sampledb.Job, error) {
 // sdb runs a SampleDB call behind the lease guard, retrying everything but
 // 412 and 404 (the client already retried 5xx/429/network with backoff):
 // credentials problems are loud and retried slowly, never a crash loop.
-func (j *job) sdb(ctx context.Context, call func(context.Context) error) error {
+func (j *jobRun) sdb(ctx context.Context, call func(context.Context) error) error {
 	bo := j.backoff()
 	for {
 		if err := j.guard(); err != nil {
@@ -797,13 +804,12 @@ func (j *job) sdb(ctx context.Context, call func(context.Context) error) error {
 	}
 }
 
-func (j *job) publish(out outcome, final string, plan []PlannedTask, tasks map[string]*taskCheckpoint) {
+func (j *jobRun) publish(out outcome, final string, plan []PlannedTask, tasks map[string]*taskCheckpoint) {
 	pub := j.r.cfg.Results
 	if pub == nil {
 		return
 	}
-	var msg sampledb.JobMessage
-	_ = json.Unmarshal(j.rec.Msg, &msg)
+	msg, _ := j.message()
 	s := Summary{
 		JobID: j.lease.ID, State: final, Reason: out.Reason,
 		SHA256: strings.ToLower(msg.Submission.Sample.ID), Platform: msg.Classification.Platform,
@@ -850,7 +856,7 @@ func (j *job) publish(out outcome, final string, plan []PlannedTask, tasks map[s
 }
 
 // complete tombstones the job (fenced), retrying while Redis is unreachable.
-func (j *job) complete(final string) error {
+func (j *jobRun) complete(final string) error {
 	bo := j.backoff()
 	for {
 		if err := context.Cause(j.ctx); err != nil {
@@ -874,7 +880,7 @@ func (j *job) complete(final string) error {
 
 // sleep waits d, or until ctx ends (returns the job's cause, or errHalted
 // for a work context) or halt closes (errHalted), whichever is first.
-func (j *job) sleep(ctx context.Context, halt <-chan struct{}, d time.Duration) error {
+func (j *jobRun) sleep(ctx context.Context, halt <-chan struct{}, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -890,6 +896,6 @@ func (j *job) sleep(ctx context.Context, halt <-chan struct{}, d time.Duration) 
 	}
 }
 
-func (j *job) backoff() *backoffState {
+func (j *jobRun) backoff() *backoffState {
 	return &backoffState{min: j.r.cfg.RetryMin, max: j.r.cfg.RetryMax}
 }

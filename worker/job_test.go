@@ -21,6 +21,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	simsdb "github.com/analysisfleet/analysisfleet/sim/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -33,7 +34,7 @@ import (
 const (
 	jtKey  = "analyzer/k3y-job-test"
 	jtJob  = "12345678-1234-1234-1234-123456789abc"
-	jtHash = tgtHash
+	jtHash = "8f84837cf04c1694512256ef78fa67c051b92326e31af2598efad37ccd2e01d9"
 )
 
 // fakeDriver finishes its operation at once; collected is called when the
@@ -171,7 +172,7 @@ func newJobWorld(t *testing.T, playbook *Playbook, drivers []edr.Driver, interce
 // run admits msg and runs its job to the end, in the calling goroutine.
 // fields (name, value pairs) are checkpointed first, as an earlier owner
 // would have left them.
-func (w *jobWorld) run(msg sampledb.JobMessage, fields ...string) *job {
+func (w *jobWorld) run(msg job.Message, fields ...string) *jobRun {
 	w.t.Helper()
 	w.sim.CreateJob(msg)
 	b, err := json.Marshal(msg)
@@ -232,13 +233,13 @@ func (w *jobWorld) summary() Summary {
 	return w.results.got[0]
 }
 
-func jobMsg(meta map[string]any) sampledb.JobMessage {
-	return sampledb.JobMessage{
+func jobMsg(meta map[string]any) job.Message {
+	return job.Message{
 		JobID: jtJob,
-		Submission: sampledb.Submission{
-			ID: "sub-1", Customer: "acme", Name: "x.exe", Sample: sampledb.Sample{ID: jtHash}, MetaData: meta,
+		Submission: job.Submission{
+			ID: "sub-1", Customer: "acme", Name: "x.exe", Sample: job.Sample{ID: jtHash}, MetaData: meta,
 		},
-		Classification: sampledb.Classification{Sample: jtHash, Type: "PE", Platform: "win"},
+		Classification: job.Classification{Sample: jtHash, Type: "PE", Platform: "win"},
 	}
 }
 
@@ -466,7 +467,7 @@ func TestRefusedTerminalStateIsRetriedLoudly(t *testing.T) {
 		}
 		return false
 	})
-	done := make(chan *job)
+	done := make(chan *jobRun)
 	go func() { done <- w.run(jobMsg(nil)) }()
 	// By the fourth refusal the third is on record (it is saved before the
 	// runner asks again).

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
-	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // Playbook maps a sample's classification to the tasks that hunt it. Only
@@ -134,7 +134,7 @@ type PlannedTask struct {
 }
 
 // Plan returns the tasks for msg among the configured kinds.
-func (p *Playbook) Plan(msg *sampledb.JobMessage, t edr.Target, configured func(kind string) bool) []PlannedTask {
+func (p *Playbook) Plan(msg *job.Message, t edr.Target, configured func(kind string) bool) []PlannedTask {
 	var out []PlannedTask
 	for _, pt := range p.Tasks {
 		if !configured(pt.Kind) {

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/analysisfleet/analysisfleet/edr"
-	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // TestMain is the only one of package worker: tests added to this package
@@ -25,10 +25,10 @@ const (
 	kindCBLR    = edr.KindCBLRTriage
 )
 
-func pbMsg(platform, typ string) *sampledb.JobMessage {
-	return &sampledb.JobMessage{
+func pbMsg(platform, typ string) *job.Message {
+	return &job.Message{
 		JobID:          "12345678-1234-1234-1234-123456789abc",
-		Classification: sampledb.Classification{Platform: platform, Type: typ},
+		Classification: job.Classification{Platform: platform, Type: typ},
 	}
 }
 

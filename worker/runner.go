@@ -27,7 +27,7 @@ type Runner struct {
 	keeper *state.Keeper
 
 	mu    sync.Mutex
-	jobs  map[string]*job
+	jobs  map[string]*jobRun
 	used  int           // slots reserved or running
 	room  chan struct{} // closed when a slot frees up
 	epoch string
@@ -60,7 +60,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg:           cfg,
 		log:           cfg.Logger.Named("runner"),
 		store:         cfg.Store,
-		jobs:          map[string]*job{},
+		jobs:          map[string]*jobRun{},
 		room:          make(chan struct{}),
 		drainCh:       make(chan struct{}),
 		relKick:       make(chan struct{}, 1),
@@ -198,7 +198,7 @@ func (r *Runner) Launch(l state.Lease, rec *state.Record, sent time.Time) {
 	}()
 }
 
-func (r *Runner) finished(j *job) {
+func (r *Runner) finished(j *jobRun) {
 	r.keeper.Remove(j.lease.ID, j.lease.Token)
 	r.mu.Lock()
 	if r.jobs[j.lease.ID] == j {
@@ -216,16 +216,16 @@ func (r *Runner) finished(j *job) {
 	}
 }
 
-func (r *Runner) job(id string) *job {
+func (r *Runner) job(id string) *jobRun {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.jobs[id]
 }
 
-func (r *Runner) snapshot() []*job {
+func (r *Runner) snapshot() []*jobRun {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*job, 0, len(r.jobs))
+	out := make([]*jobRun, 0, len(r.jobs))
 	for _, j := range r.jobs {
 		out = append(out, j)
 	}
@@ -271,7 +271,7 @@ func (r *Runner) onEpoch(old, cur string) {
 // reseed puts a job whose record vanished (Redis data loss) back in the
 // ledger from what this worker knew, unowned, so it is claimed at once and
 // resumed from its checkpoints instead of restarted.
-func (r *Runner) reseed(j *job) {
+func (r *Runner) reseed(j *jobRun) {
 	kv := j.fieldsSnapshot()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -21,7 +21,7 @@ var errTaskTimeout = errors.New("task timeout")
 // before anything else), poll with adaptive backoff, collect, report. It
 // returns early, at a safe point, when the job halts (abort, timeout, drain)
 // or stops; the job then delivers what is left.
-func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadline time.Time) {
+func (j *jobRun) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadline time.Time) {
 	cfg := &j.r.cfg
 	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", vendorOf(pt.Kind)))
 
@@ -174,7 +174,7 @@ func (j *job) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadl
 // Start and Find run on the job context, not the work context: an abort
 // must not cut a start short, because the reference it returns is what lets
 // the abort cancel the operation at the vendor.
-func (j *job) startOnce(kind string, cp *taskCheckpoint, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
+func (j *jobRun) startOnce(kind string, cp *taskCheckpoint, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
 	vendor := vendorOf(kind)
 	obs := j.r.cfg.Observer
 	how := "first"
@@ -246,7 +246,7 @@ func mayHaveReached(err error) bool {
 
 // taskError ends the task for a permanent vendor failure, or leaves it for
 // the job to deliver when the job halted or lost its lease.
-func (j *job) taskError(cp *taskCheckpoint, err error, end func(st, msg string)) {
+func (j *jobRun) taskError(cp *taskCheckpoint, err error, end func(st, msg string)) {
 	switch {
 	case errors.Is(err, errTaskTimeout):
 		// The job deadline: the job delivers the timeout.
@@ -259,7 +259,7 @@ func (j *job) taskError(cp *taskCheckpoint, err error, end func(st, msg string))
 // vendorCall calls the customer's driver for kind behind the lease guard,
 // retrying retryable failures with backoff (honouring Retry-After) until the
 // deadline. The driver is resolved for every attempt.
-func vendorCall[T any](j *job, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
+func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
 	var zero T
 	bo := j.backoff()
 	vendor := vendorOf(kind)

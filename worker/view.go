@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -65,8 +66,7 @@ func View(r *state.Record) JobView {
 	v := JobView{ID: r.ID, Owner: r.Owner, Token: r.Token, Source: r.Source, Created: r.Created}
 	if json.Valid(r.Msg) {
 		v.Message = json.RawMessage(r.Msg)
-		var msg sampledb.JobMessage
-		if json.Unmarshal(r.Msg, &msg) == nil {
+		if msg, err := job.Parse(r.Msg); err == nil {
 			v.SHA256 = strings.ToLower(msg.Submission.Sample.ID)
 			v.Platform = msg.Classification.Platform
 		}

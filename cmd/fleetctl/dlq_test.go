@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // letterRows returns the DLQ positions of a `dlq list` table, in order.
@@ -230,10 +231,10 @@ func TestDLQListSaysWhatWasCut(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldOpts{})
 	w.produce(
-		dlqLetter(0, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 1, "kkkk", "not json", 0,
+		dlqLetter(0, job.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 1, "kkkk", "not json", 0,
 			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("key,headers")},
 			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1200000,value=8,headers=3,header-bytes=1200036")}),
-		dlqLetter(0, consumer.ReasonOversized, "too big", topicOSL, 0, 2, "k", "vvvv", 0,
+		dlqLetter(0, job.ReasonOversized, "too big", topicOSL, 0, 2, "k", "vvvv", 0,
 			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("value")},
 			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1,value=2000000,headers=0,header-bytes=0")}),
 	)
@@ -291,11 +292,11 @@ func TestDLQReplayOnlyIntoJobTopics(t *testing.T) {
 				w.env[k] = v
 			}
 			w.produce(
-				dlqLetter(0, consumer.ReasonNotJSON, "forged", topicResult, 0, 1, "job-x", `{"state":"success"}`, 0),
-				dlqLetter(0, consumer.ReasonNotJSON, "forged", "Some.Other.Topic", 0, 2, "job-y", `{}`, 0),
-				dlqLetter(0, consumer.ReasonNotJSON, "forged", "Sample.Analysis.Job.OSL\n", 0, 3, "job-z", `{}`, 0),
-				dlqLetter(1, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 4, "job-o", valueNJ, 0),
-				dlqLetter(1, consumer.ReasonInvalidHash, "bad hash", topicSVG, 0, 5, "job-s", valueHash, 0),
+				dlqLetter(0, job.ReasonNotJSON, "forged", topicResult, 0, 1, "job-x", `{"state":"success"}`, 0),
+				dlqLetter(0, job.ReasonNotJSON, "forged", "Some.Other.Topic", 0, 2, "job-y", `{}`, 0),
+				dlqLetter(0, job.ReasonNotJSON, "forged", "Sample.Analysis.Job.OSL\n", 0, 3, "job-z", `{}`, 0),
+				dlqLetter(1, job.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 4, "job-o", valueNJ, 0),
+				dlqLetter(1, job.ReasonInvalidHash, "bad hash", topicSVG, 0, 5, "job-s", valueHash, 0),
 			)
 
 			dry := w.ok("dlq", "replay", "--dry-run")

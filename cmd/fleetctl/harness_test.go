@@ -18,6 +18,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/consumer"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -269,13 +270,13 @@ const (
 func (w *world) seedDLQ() {
 	w.t.Helper()
 	w.produce(
-		dlqLetter(0, consumer.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 5, "job-nj", valueNJ, 0,
+		dlqLetter(0, job.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 5, "job-nj", valueNJ, 0,
 			kgo.RecordHeader{Key: "traceparent", Value: []byte("00-abc-def-01")}),
-		dlqLetter(0, consumer.ReasonInvalidHash, "sample hash is not 64 hex digits", topicSVG, 1, 7, "job-hash", valueHash, 0),
-		dlqLetter(1, consumer.ReasonOversized, "2000000 bytes exceeds MAX_MESSAGE_BYTES (1048576)", topicOSL, 2, 9, "job-big",
+		dlqLetter(0, job.ReasonInvalidHash, "sample hash is not 64 hex digits", topicSVG, 1, 7, "job-hash", valueHash, 0),
+		dlqLetter(1, job.ReasonOversized, "2000000 bytes exceeds MAX_MESSAGE_BYTES (1048576)", topicOSL, 2, 9, "job-big",
 			strings.Repeat("x", 100), 2000000),
-		dlqLetter(1, consumer.ReasonInvalidHash, "sample hash is not 64 hex digits", topicOSL, 3, 11, "job-hash2", valueHash2, 0,
+		dlqLetter(1, job.ReasonInvalidHash, "sample hash is not 64 hex digits", topicOSL, 3, 11, "job-hash2", valueHash2, 0,
 			kgo.RecordHeader{Key: HeaderReplayedFrom, Value: []byte(topicDLQ + "/0@42")}),
-		dlqLetter(1, consumer.ReasonMissingJobID, "no jobID", "", 0, 12, "", `{"x":1}`, 0),
+		dlqLetter(1, job.ReasonMissingJobID, "no jobID", "", 0, 12, "", `{"x":1}`, 0),
 	)
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/worker"
 )
@@ -279,7 +279,7 @@ func (c *cli) job(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	id := sampledb.CanonicalJobID(pos[0]) // the ledger keys a UUID lower-case
+	id := job.CanonicalID(pos[0]) // the ledger keys a UUID lower-case
 	cfg, err := c.loadConfig(needs{redis: true})
 	if err != nil {
 		return err

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // releaseReport is `fleetctl release <id> -o json`.
@@ -21,7 +21,7 @@ func (c *cli) release(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	id := sampledb.CanonicalJobID(pos[0]) // the ledger keys a UUID lower-case
+	id := job.CanonicalID(pos[0]) // the ledger keys a UUID lower-case
 	cfg, err := c.loadConfig(needs{redis: true})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
@@ -31,7 +32,7 @@ func (h *HTTPSampleDB) client() *http.Client {
 // CreateJob registers msg as an enqueued job. It panics if the simulator
 // cannot be reached: a load generator that silently lost jobs would make
 // every later check meaningless.
-func (h *HTTPSampleDB) CreateJob(msg sampledb.JobMessage) sampledb.Job {
+func (h *HTTPSampleDB) CreateJob(msg job.Message) sampledb.Job {
 	b, _ := json.Marshal(msg)
 	var job sampledb.Job
 	if err := h.do(http.MethodPost, "/_sim/jobs", b, nil, &job); err != nil {

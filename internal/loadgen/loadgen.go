@@ -20,13 +20,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
 // SampleDB is where jobs are registered and aborted (the simulator, in
 // process or over its admin API).
 type SampleDB interface {
-	CreateJob(msg sampledb.JobMessage) sampledb.Job
+	CreateJob(msg job.Message) sampledb.Job
 	Abort(id string) (sampledb.Job, bool)
 }
 
@@ -171,7 +172,7 @@ var platforms = []struct {
 	typ   string
 }{{"win", 0.6, "PE"}, {"linux", 0.25, "ELF"}, {"osx", 0.15, "MACHO"}}
 
-func (cfg *Config) job(rng *rand.Rand) sampledb.JobMessage {
+func (cfg *Config) job(rng *rand.Rand) job.Message {
 	p := platforms[len(platforms)-1]
 	x, acc := rng.Float64(), 0.0
 	for _, c := range platforms {
@@ -204,16 +205,16 @@ func (cfg *Config) job(rng *rand.Rand) sampledb.JobMessage {
 	if len(cfg.Customers) > 0 {
 		customer = cfg.Customers[rng.IntN(len(cfg.Customers))]
 	}
-	return sampledb.JobMessage{
+	return job.Message{
 		JobID: uuid.NewString(),
-		Submission: sampledb.Submission{
-			ID: uuid.NewString(), Customer: customer, Sample: sampledb.Sample{ID: sha},
-			CreatedByUser:    &sampledb.User{ID: 42, ShortName: "analyst", Name: "Dev Analyst"},
+		Submission: job.Submission{
+			ID: uuid.NewString(), Customer: customer, Sample: job.Sample{ID: sha},
+			CreatedByUser:    &job.User{ID: 42, ShortName: "analyst", Name: "Dev Analyst"},
 			CreatedTimestamp: now, Name: name, Timestamp: now, MimeType: "application/octet-stream",
 			MetaData: meta, TLP: "amber", ACL: json.RawMessage(`[]`),
-			UserAgent: &sampledb.UserAgent{Name: "loadgen", Version: "1"},
+			UserAgent: &job.UserAgent{Name: "loadgen", Version: "1"},
 		},
-		Classification: sampledb.Classification{
+		Classification: job.Classification{
 			Sample: sha, ClassificationID: uuid.NewString(), CreatedTimestamp: now, Version: "1",
 			Type: p.typ, SuperType: "executable", Arch: "x86_64", Platform: p.name,
 		},

@@ -33,6 +33,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -259,22 +260,22 @@ func (f *fleet) stopAll() {
 }
 
 // job returns a valid job message with a fresh ID and a unique sample hash.
-func newJob(platform string) sampledb.JobMessage {
+func newJob(platform string) job.Message {
 	id := uuid.NewString()
 	sha := strings.ReplaceAll(uuid.NewString()+uuid.NewString(), "-", "")[:64]
-	return sampledb.JobMessage{
+	return job.Message{
 		JobID: id,
-		Submission: sampledb.Submission{
-			ID: uuid.NewString(), Customer: "customerid", Sample: sampledb.Sample{ID: sha},
+		Submission: job.Submission{
+			ID: uuid.NewString(), Customer: "customerid", Sample: job.Sample{ID: sha},
 			Name: "sample.exe", MimeType: "application/octet-stream", TLP: "white",
 			MetaData: map[string]any{"key": "value"},
 		},
-		Classification: sampledb.Classification{Sample: sha, Type: "PE", SuperType: "executable", Arch: "x86", Platform: platform},
+		Classification: job.Classification{Sample: sha, Type: "PE", SuperType: "executable", Arch: "x86", Platform: platform},
 	}
 }
 
 // submit registers the job in SampleDB (as SampleDB does) and posts it.
-func (f *fleet) submit(topic string, msgs ...sampledb.JobMessage) {
+func (f *fleet) submit(topic string, msgs ...job.Message) {
 	f.t.Helper()
 	var recs []*kgo.Record
 	for _, m := range msgs {

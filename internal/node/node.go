@@ -25,7 +25,6 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
-	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/worker"
 )
@@ -153,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
 		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 		WorkerID: cfg.WorkerID,
-		Validate: validate, Store: store, Runner: runner, Logger: log, Observer: m,
+		Store: store, Runner: runner, Logger: log, Observer: m,
 		Opts: append(append([]kgo.Opt{}, cfg.KafkaOpts...), m.KafkaHooks()),
 	})
 	if err != nil {
@@ -191,14 +190,6 @@ func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
-}
-
-// validate refuses, at intake, messages the runner could not hunt with (a
-// hash that is not a SHA-256), so they are dead-lettered. An unusable sensor
-// list is not a reason: the job runs without Live Response, with a note.
-func validate(msg *sampledb.JobMessage) error {
-	_, err := worker.TargetOf(msg)
-	return err
 }
 
 // HTTPAddr returns the address the HTTP surface listens on.

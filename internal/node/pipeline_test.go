@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -21,7 +22,7 @@ func TestFiveHundredJobsThroughOneWorker(t *testing.T) {
 	f.startWorker("w1")
 	const n = 500
 	var ids []string
-	var osl, svg []sampledb.JobMessage
+	var osl, svg []job.Message
 	for i := range n {
 		m := newJob([]string{"win", "linux", "osx"}[i%3])
 		ids = append(ids, m.JobID)
@@ -64,7 +65,7 @@ func TestDuplicateRecordAndJobOnBothTopicsRunOnce(t *testing.T) {
 	later := newJob("win")
 	f.submit(topicSVG, later)
 	f.waitTerminal([]string{later.JobID}, time.Minute)
-	for _, m := range []sampledb.JobMessage{dup, both} {
+	for _, m := range []job.Message{dup, both} {
 		f.requireExactlyOneTerminal(m.JobID, sampledb.StateSuccess)
 		require.Equal(t, 1, f.stack.CBC.Starts(m.Submission.Sample.ID), "one run for job %s", m.JobID)
 		require.Len(t, f.stack.SampleDB.Tasks(m.JobID), 1)
@@ -89,17 +90,17 @@ func TestBadRecordsAreDeadLetteredAndNeverReachAVendor(t *testing.T) {
 		value  []byte
 		reason string
 	}{
-		{[]byte(`{"jobID": "12345678-1234-1234-1234-123456789abc", "submission": `), consumer.ReasonNotJSON},
-		{[]byte(`not json at all`), consumer.ReasonNotJSON},
-		{mutate(func(m map[string]any) { delete(m, "jobID") }), consumer.ReasonMissingJobID},
-		{mutate(func(m map[string]any) { m["jobID"] = "job-42" }), consumer.ReasonInvalidJobID},
+		{[]byte(`{"jobID": "12345678-1234-1234-1234-123456789abc", "submission": `), job.ReasonNotJSON},
+		{[]byte(`not json at all`), job.ReasonNotJSON},
+		{mutate(func(m map[string]any) { delete(m, "jobID") }), job.ReasonMissingJobID},
+		{mutate(func(m map[string]any) { m["jobID"] = "job-42" }), job.ReasonInvalidJobID},
 		{mutate(func(m map[string]any) {
 			m["submission"].(map[string]any)["sample"] = map[string]any{"id": "x' OR 1=1--"}
 			m["classification"].(map[string]any)["sample"] = "x' OR 1=1--"
-		}), consumer.ReasonInvalidHash},
-		{append(append([]byte(`{"jobID":"`+good.JobID+`","pad":"`), []byte(strings.Repeat("A", consumer.DefaultMaxMessageBytes))...), `"}`...), consumer.ReasonOversized},
-		{mutate(func(m map[string]any) { m["jobID"] = 12345 }), consumer.ReasonWrongType},
-		{mutate(func(m map[string]any) { m["submission"].(map[string]any)["metaData"] = []any{"a"} }), consumer.ReasonWrongType},
+		}), job.ReasonInvalidHash},
+		{append(append([]byte(`{"jobID":"`+good.JobID+`","pad":"`), []byte(strings.Repeat("A", consumer.DefaultMaxMessageBytes))...), `"}`...), job.ReasonOversized},
+		{mutate(func(m map[string]any) { m["jobID"] = 12345 }), job.ReasonWrongType},
+		{mutate(func(m map[string]any) { m["submission"].(map[string]any)["metaData"] = []any{"a"} }), job.ReasonWrongType},
 	}
 	var recs []*kgo.Record
 	for _, c := range cases {
@@ -184,7 +185,7 @@ func TestSampleDBUnavailableMidRun(t *testing.T) {
 	f := newFleet(t, fleetOpts{})
 	f.startWorker("w1")
 	var ids []string
-	var first, second []sampledb.JobMessage
+	var first, second []job.Message
 	for i := range 60 {
 		m := newJob("win")
 		ids = append(ids, m.JobID)

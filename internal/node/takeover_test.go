@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -22,7 +23,7 @@ func TestTakeoverAfterCrashResumesWithoutRestart(t *testing.T) {
 	f := newFleet(t, fleetOpts{timing: slow, leaseTTL: 1500 * time.Millisecond})
 	a := f.startWorker("w-a")
 	var ids []string
-	var msgs []sampledb.JobMessage
+	var msgs []job.Message
 	for range 20 {
 		m := newJob("win")
 		msgs = append(msgs, m)
@@ -61,7 +62,7 @@ func TestLostWorkerMakesNoWritesForJobsItLost(t *testing.T) {
 	f := newFleet(t, fleetOpts{timing: slow, leaseTTL: 1500 * time.Millisecond})
 	a := f.startWorker("w-a")
 	var ids []string
-	var msgs []sampledb.JobMessage
+	var msgs []job.Message
 	for range 20 {
 		m := newJob("linux")
 		msgs = append(msgs, m)

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -20,7 +21,7 @@ import (
 
 // windowsJobWithSensor names CB EDR sensor 1 and the path where the
 // simulated sensors run a process of that name.
-func windowsJobWithSensor() sampledb.JobMessage {
+func windowsJobWithSensor() job.Message {
 	m := newJob("win")
 	m.Submission.Name = cblr.DefaultSamplePath[strings.LastIndex(cblr.DefaultSamplePath, `\`)+1:]
 	m.Submission.MetaData = map[string]any{"sensorId": 1, "path": cblr.DefaultSamplePath}
@@ -81,7 +82,7 @@ func TestWindowsJobsHuntOnAllFourVendorsLinuxOnTwo(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, fleetOpts{vendors: allVendors})
 	f.startWorker("w1")
-	var win, lin []sampledb.JobMessage
+	var win, lin []job.Message
 	for range 8 {
 		win = append(win, windowsJobWithSensor())
 		lin = append(lin, newJob("linux"))
@@ -89,7 +90,7 @@ func TestWindowsJobsHuntOnAllFourVendorsLinuxOnTwo(t *testing.T) {
 	f.submit(topicOSL, win...)
 	f.submit(topicSVG, lin...)
 	var ids []string
-	for _, m := range append(append([]sampledb.JobMessage{}, win...), lin...) {
+	for _, m := range append(append([]job.Message{}, win...), lin...) {
 		ids = append(ids, m.JobID)
 	}
 	f.waitTerminal(ids, time.Minute)
@@ -139,7 +140,7 @@ func TestAbortReachesEveryVendorThatCanBeTold(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, fleetOpts{vendors: allVendors, timing: slowVendors()})
 	f.startWorker("w1")
-	var msgs []sampledb.JobMessage
+	var msgs []job.Message
 	var ids []string
 	for range 3 {
 		m := windowsJobWithSensor()
@@ -195,7 +196,7 @@ func TestTakeoverResumesEveryKindOfVendorOperation(t *testing.T) {
 	timing.CytomicAnswerMin, timing.CytomicAnswerMax = 2*time.Second, 2500*time.Millisecond
 	f := newFleet(t, fleetOpts{vendors: allVendors, timing: timing, leaseTTL: 1500 * time.Millisecond})
 	a := f.startWorker("w-a")
-	var msgs []sampledb.JobMessage
+	var msgs []job.Message
 	var ids []string
 	for range 4 {
 		m := windowsJobWithSensor()
@@ -246,7 +247,7 @@ func TestThreeWorkersShareOneSophosLimit(t *testing.T) {
 		f.startWorker(id)
 	}
 	f.waitGroupSpread(3)
-	var msgs []sampledb.JobMessage
+	var msgs []job.Message
 	var ids []string
 	for range 30 {
 		m := newJob("linux")
@@ -297,7 +298,7 @@ func TestCytomicBatchesAcrossJobsInOneWorker(t *testing.T) {
 	// waiting joins it, however the machine's load spreads the jobs out.
 	f := newFleet(t, fleetOpts{vendors: []string{edr.KindCytomicOSQuery}, timing: timing, cytomicRound: time.Second})
 	f.startWorker("w1")
-	var msgs []sampledb.JobMessage
+	var msgs []job.Message
 	var ids []string
 	for range 100 { // × 2 clients = 200 operations
 		m := newJob("win")

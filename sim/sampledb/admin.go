@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"strings"
 
-	sdb "github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
 
@@ -24,7 +24,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	case rest == "history" && r.Method == http.MethodGet:
 		simhttp.WriteJSON(w, http.StatusOK, nonNil(s.AllHistory()))
 	case rest == "jobs" && r.Method == http.MethodPost:
-		var msg sdb.JobMessage
+		var msg job.Message
 		if err := simhttp.ReadJSON(w, r, maxBodySize, &msg); err != nil {
 			simhttp.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid job message: " + err.Error()})
 			return

@@ -124,7 +124,7 @@ func (s *Server) refuse(w http.ResponseWriter, err error) {
 
 func (s *Server) servePage(w http.ResponseWriter, c criteria) {
 	s.mu.Lock()
-	var hits []*job
+	var hits []*simJob
 	for _, j := range s.sortedLocked() {
 		if c.match(j) {
 			hits = append(hits, j)
@@ -210,7 +210,7 @@ func newCriteria(r raw) (criteria, error) {
 	return c, nil
 }
 
-func (c *criteria) match(j *job) bool {
+func (c *criteria) match(j *simJob) bool {
 	if len(c.states) == 0 {
 		if sdb.IsTerminal(j.State) {
 			return false
@@ -244,7 +244,7 @@ func (c *criteria) inRange(ms int64) bool {
 	return ms != 0 && (c.start == nil || ms >= *c.start) && (c.end == nil || ms <= *c.end)
 }
 
-func timeField(j *job, f string) int64 {
+func timeField(j *simJob, f string) int64 {
 	switch f {
 	case "enqueuedTimestamp":
 		return j.EnqueuedTimestamp
@@ -256,7 +256,7 @@ func timeField(j *job, f string) int64 {
 	return 0
 }
 
-func (c *criteria) compare(a, b *job) int {
+func (c *criteria) compare(a, b *simJob) int {
 	for _, k := range c.sort {
 		var d int
 		switch k.field {

@@ -15,7 +15,7 @@
 //
 // Job IDs are UUIDs, the same whatever their case: a job is keyed and
 // served by its canonical (lower-case) ID, so any spelling of it addresses
-// it (sampledb.CanonicalJobID; an ID that is not a UUID is kept exactly).
+// it (job.CanonicalID; an ID that is not a UUID is kept exactly).
 //
 // Job states: enqueued → executing → success | failed | aborted | timeout.
 // Task states: executing → success | failed | timeout | cancelled.
@@ -37,6 +37,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	sdb "github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
@@ -99,13 +100,13 @@ type Server struct {
 	now     func() time.Time
 	keys    map[string]Role
 	mu      sync.Mutex
-	jobs    map[string]*job
+	jobs    map[string]*simJob
 	seq     int64 // creation order, the last sort key
 	lastTID int64
 	history []Transition
 }
 
-type job struct {
+type simJob struct {
 	sdb.Job
 	seq   int64
 	tasks []*task
@@ -132,7 +133,7 @@ func New(cfg Config) *Server {
 		kit:  simhttp.New(),
 		now:  cfg.Now,
 		keys: make(map[string]Role, len(cfg.Keys)),
-		jobs: make(map[string]*job),
+		jobs: make(map[string]*simJob),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -165,23 +166,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // does for a submission, and returns it. An empty JobID gets a new UUID; a
 // UUID is stored in its canonical (lower-case) form. A job that already
 // exists, under any spelling of its ID, is returned unchanged.
-func (s *Server) CreateJob(msg sdb.JobMessage) sdb.Job {
+func (s *Server) CreateJob(msg job.Message) sdb.Job {
 	j, _ := s.createJob(msg)
 	return j
 }
 
-func (s *Server) createJob(msg sdb.JobMessage) (sdb.Job, bool) {
+func (s *Server) createJob(msg job.Message) (sdb.Job, bool) {
 	if msg.JobID == "" {
 		msg.JobID = uuid.NewString()
 	}
-	msg.JobID = sdb.CanonicalJobID(msg.JobID)
+	msg.JobID = job.CanonicalID(msg.JobID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if j, ok := s.jobs[msg.JobID]; ok {
 		return j.Job, false
 	}
 	s.seq++
-	j := &job{
+	j := &simJob{
 		Job: sdb.Job{
 			ID:                msg.JobID,
 			State:             sdb.StateEnqueued,
@@ -250,7 +251,7 @@ func (s *Server) Tasks(jobID string) []sdb.Task {
 // History returns the transitions of job id (any spelling of it) and its
 // tasks, in order.
 func (s *Server) History(id string) []Transition {
-	id = sdb.CanonicalJobID(id)
+	id = job.CanonicalID(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Transition
@@ -270,25 +271,25 @@ func (s *Server) AllHistory() []Transition {
 }
 
 // jobLocked finds job id under any spelling of it. s.mu must be held.
-func (s *Server) jobLocked(id string) (*job, bool) {
-	j, ok := s.jobs[sdb.CanonicalJobID(id)]
+func (s *Server) jobLocked(id string) (*simJob, bool) {
+	j, ok := s.jobs[job.CanonicalID(id)]
 	return j, ok
 }
 
 // sortedLocked returns the jobs in creation order. s.mu must be held.
-func (s *Server) sortedLocked() []*job {
-	out := make([]*job, 0, len(s.jobs))
+func (s *Server) sortedLocked() []*simJob {
+	out := make([]*simJob, 0, len(s.jobs))
 	for _, j := range s.jobs {
 		out = append(out, j)
 	}
-	slices.SortFunc(out, func(a, b *job) int { return cmp.Compare(a.seq, b.seq) })
+	slices.SortFunc(out, func(a, b *simJob) int { return cmp.Compare(a.seq, b.seq) })
 	return out
 }
 
 // recordLocked appends a transition. s.mu must be held.
 func (s *Server) recordLocked(r *http.Request, jobID, taskID, from, to string, status int) {
 	s.history = append(s.history, Transition{
-		Time: s.now(), JobID: sdb.CanonicalJobID(jobID), TaskID: taskID, From: from, To: to,
+		Time: s.now(), JobID: job.CanonicalID(jobID), TaskID: taskID, From: from, To: to,
 		UserAgent: r.UserAgent(), Status: status,
 	})
 }

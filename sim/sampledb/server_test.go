@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/job"
 	sdb "github.com/analysisfleet/analysisfleet/sampledb"
 	sim "github.com/analysisfleet/analysisfleet/sim/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
@@ -75,15 +76,15 @@ func setup(t *testing.T) *bundle {
 	return &bundle{srv: srv, url: hs.URL, clock: clk, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
-func message(id string) sdb.JobMessage {
-	return sdb.JobMessage{
+func message(id string) job.Message {
+	return job.Message{
 		JobID: id,
-		Submission: sdb.Submission{
-			ID: "sub-" + id, Customer: "acme", Sample: sdb.Sample{ID: sha},
+		Submission: job.Submission{
+			ID: "sub-" + id, Customer: "acme", Sample: job.Sample{ID: sha},
 			Name: "sample.exe", MimeType: "application/octet-stream", TLP: "white",
 			MetaData: map[string]any{"sensorId": "42"},
 		},
-		Classification: sdb.Classification{Sample: sha, Type: "PE", Platform: "win"},
+		Classification: job.Classification{Sample: sha, Type: "PE", Platform: "win"},
 	}
 }
 

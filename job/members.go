@@ -1,4 +1,4 @@
-package consumer
+package job
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ type field struct {
 }
 
 // readFields are the fields the fleet reads of a job message, at every
-// level (sampledb.JobMessage and worker.TargetOf).
+// level (Message and Message.Target).
 var readFields = []field{
 	{name: "jobID"},
 	{name: "submission", sub: []field{

@@ -1,4 +1,4 @@
-package consumer
+package job
 
 import "testing"
 
@@ -8,7 +8,7 @@ func BenchmarkDecodeJobMessage(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchRecord)))
 	for b.Loop() {
-		if _, err := Decode(benchRecord, DefaultMaxMessageBytes); err != nil {
+		if _, err := Decode(benchRecord, 1<<20); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package consumer
+package job
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/analysisfleet/analysisfleet/edr"
-	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
 // Reasons a record is dead-lettered (header dlq-reason).
@@ -51,27 +50,27 @@ var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // a message. It returns a *BadRecord for anything else.
 //
 // The message's JobID is canonical: a UUID names one job whatever its case,
-// so it is lower-cased (sampledb.CanonicalJobID), and the ledger, SampleDB
+// so it is lower-cased (CanonicalID), and the ledger, SampleDB
 // and the vendors all see the one form.
-func Decode(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
-	msg, _, err := decode(value, maxBytes)
+func Decode(value []byte, maxBytes int) (*Message, error) {
+	msg, _, err := DecodeRecord(value, maxBytes)
 	return msg, err
 }
 
-// decode is Decode that also returns the value as the ledger keeps it: the
-// record's value without surrounding white space, with the jobID written
-// in its canonical form; every other byte as it came.
-func decode(value []byte, maxBytes int) (*sampledb.JobMessage, []byte, error) {
+// DecodeRecord is Decode that also returns the value as the ledger keeps it:
+// the record's value without surrounding white space, with the jobID
+// written in its canonical form; every other byte as it came.
+func DecodeRecord(value []byte, maxBytes int) (*Message, []byte, error) {
 	msg, err := decodeValue(value, maxBytes)
 	if err != nil {
 		return nil, nil, err
 	}
 	trimmed := bytes.TrimSpace(value)
-	msg.JobID = sampledb.CanonicalJobID(msg.JobID)
+	msg.JobID = CanonicalID(msg.JobID)
 	return msg, withJobID(trimmed, msg.JobID), nil
 }
 
-func decodeValue(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
+func decodeValue(value []byte, maxBytes int) (*Message, error) {
 	if maxBytes > 0 && len(value) > maxBytes {
 		return nil, &BadRecord{ReasonOversized, fmt.Sprintf("%d bytes exceeds MAX_MESSAGE_BYTES (%d)", len(value), maxBytes)}
 	}
@@ -88,46 +87,43 @@ func decodeValue(value []byte, maxBytes int) (*sampledb.JobMessage, error) {
 	if bad := ambiguity(trimmed, "", readFields); bad != nil {
 		return nil, bad
 	}
-	var msg sampledb.JobMessage
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	if err := dec.Decode(&msg); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			field := te.Field
-			if field == "" {
-				field = "(top level)"
-			}
-			// te.Value is "number 1.5" for numbers: keep the kind only, the
-			// digits are the record's bytes (and may be a megabyte long).
-			kind, _, _ := strings.Cut(te.Value, " ")
-			return nil, &BadRecord{ReasonWrongType, fmt.Sprintf("field %s: want %s, got JSON %s", field, te.Type, kind)}
-		}
-		return nil, &BadRecord{ReasonNotJSON, "cannot decode: " + trimError(err)}
+	msg, err := parse(trimmed)
+	if err != nil {
+		return nil, err
 	}
+	if err := msg.Validate(); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// Validate checks what the fleet relies on: a UUID jobID and a
+// submission whose sample id is a SHA-256 (the classification's too, when
+// it names one, and the same). It returns a *BadRecord.
+func (msg *Message) Validate() error {
 	if msg.JobID == "" {
-		return nil, &BadRecord{ReasonMissingJobID, "jobID is missing or empty"}
+		return &BadRecord{ReasonMissingJobID, "jobID is missing or empty"}
 	}
 	if !uuidRe.MatchString(msg.JobID) {
-		return nil, &BadRecord{ReasonInvalidJobID, "jobID is not a UUID"}
+		return &BadRecord{ReasonInvalidJobID, "jobID is not a UUID"}
 	}
 	if msg.Submission.Sample.ID == "" {
-		return nil, &BadRecord{ReasonInvalidHash, "submission.sample.id is missing"}
+		return &BadRecord{ReasonInvalidHash, "submission.sample.id is missing"}
 	}
 	sha, err := edr.ValidSHA256(msg.Submission.Sample.ID)
 	if err != nil {
-		return nil, &BadRecord{ReasonInvalidHash, "submission.sample.id is not a SHA-256 (64 hexadecimal digits)"}
+		return &BadRecord{ReasonInvalidHash, "submission.sample.id is not a SHA-256 (64 hexadecimal digits)"}
 	}
 	if c := msg.Classification.Sample; c != "" {
 		csha, err := edr.ValidSHA256(c)
 		if err != nil {
-			return nil, &BadRecord{ReasonInvalidHash, "classification.sample is not a SHA-256 (64 hexadecimal digits)"}
+			return &BadRecord{ReasonInvalidHash, "classification.sample is not a SHA-256 (64 hexadecimal digits)"}
 		}
 		if csha != sha {
-			return nil, &BadRecord{ReasonInvalidHash, "classification.sample differs from submission.sample.id"}
+			return &BadRecord{ReasonInvalidHash, "classification.sample differs from submission.sample.id"}
 		}
 	}
-	return &msg, nil
+	return nil
 }
 
 // withJobID returns the JSON object b with the value of its jobID member
@@ -159,4 +155,33 @@ func trimError(err error) string {
 		s = s[:200]
 	}
 	return s
+}
+
+// Parse decodes a job message without validating it: the fields the fleet
+// reads strictly typed, the rest leniently, numbers in metaData exact. For
+// reading what is there (fleetctl); the fleet acts only on what Decode
+// accepted.
+func Parse(b []byte) (*Message, error) {
+	return parse(bytes.TrimSpace(b))
+}
+
+func parse(trimmed []byte) (*Message, error) {
+	var msg Message
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	if err := dec.Decode(&msg); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			field := te.Field
+			if field == "" {
+				field = "(top level)"
+			}
+			// te.Value is "number 1.5" for numbers: keep the kind only, the
+			// digits are the record's bytes (and may be a megabyte long).
+			kind, _, _ := strings.Cut(te.Value, " ")
+			return nil, &BadRecord{ReasonWrongType, fmt.Sprintf("field %s: want %s, got JSON %s", field, te.Type, kind)}
+		}
+		return nil, &BadRecord{ReasonNotJSON, "cannot decode: " + trimError(err)}
+	}
+	return &msg, nil
 }

@@ -1,4 +1,4 @@
-package worker
+package job
 
 import (
 	"bytes"
@@ -11,12 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
-	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
 const tgtHash = "8f84837cf04c1694512256ef78fa67c051b92326e31af2598efad37ccd2e01d9"
 
-// metaNumber decodes metaData as consumer.Decode does (numbers are
+// metaNumber decodes metaData as job.Decode does (numbers are
 // json.Number); metaFloat as plain encoding/json does (numbers are float64).
 func metaNumber(t testing.TB, doc string) map[string]any {
 	t.Helper()
@@ -34,15 +33,15 @@ func metaFloat(t testing.TB, doc string) map[string]any {
 	return m
 }
 
-func tgtMsg(md map[string]any) *sampledb.JobMessage {
-	return &sampledb.JobMessage{
+func tgtMsg(md map[string]any) *Message {
+	return &Message{
 		JobID: "12345678-1234-1234-1234-123456789abc",
-		Submission: sampledb.Submission{
+		Submission: Submission{
 			Name:     "fielname.exe",
-			Sample:   sampledb.Sample{ID: tgtHash},
+			Sample:   Sample{ID: tgtHash},
 			MetaData: md,
 		},
-		Classification: sampledb.Classification{Platform: "win", Type: "PE"},
+		Classification: Classification{Platform: "win", Type: "PE"},
 	}
 }
 
@@ -54,7 +53,7 @@ func idList(n, from int) string {
 	return strings.Join(parts, ",")
 }
 
-func TestTargetOfMetaData(t *testing.T) {
+func TestTargetMetaData(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name    string
@@ -122,12 +121,8 @@ func TestTargetOfMetaData(t *testing.T) {
 			t.Run(c.name+"/"+mode.name, func(t *testing.T) {
 				t.Parallel()
 				msg := tgtMsg(mode.decode(t, c.meta))
-				got, notes, err := targetOf(msg)
+				got, notes, err := msg.Target()
 				require.NoError(t, err, "metaData never fails the job")
-				// The intake validation (TargetOf) never dead-letters over it.
-				pub, err := TargetOf(msg)
-				require.NoError(t, err)
-				require.Equal(t, got, pub)
 				if c.note != "" {
 					require.Len(t, notes, 1)
 					require.Contains(t, notes[0], c.note)
@@ -155,17 +150,17 @@ func seq(n, from int) []int64 {
 	return out
 }
 
-// consumer.Decode keeps numbers as json.Number, so IDs above 2^53 stay exact.
-func TestTargetOfSensorIDPrecision(t *testing.T) {
+// job.Decode keeps numbers as json.Number, so IDs above 2^53 stay exact.
+func TestTargetSensorIDPrecision(t *testing.T) {
 	t.Parallel()
-	got, notes, err := targetOf(tgtMsg(metaNumber(t, `{"sensorId": 9007199254740993, "sensorIds": [9223372036854775807]}`)))
+	got, notes, err := (tgtMsg(metaNumber(t, `{"sensorId": 9007199254740993, "sensorIds": [9223372036854775807]}`))).Target()
 	require.NoError(t, err)
 	require.Empty(t, notes)
 	require.Equal(t, []int64{9007199254740993, 9223372036854775807}, got.Sensors)
 
 	unusable := func(md map[string]any, field string) {
 		t.Helper()
-		got, notes, err := targetOf(tgtMsg(md))
+		got, notes, err := (tgtMsg(md)).Target()
 		require.NoError(t, err)
 		require.Nil(t, got.Sensors)
 		require.Len(t, notes, 1)
@@ -178,20 +173,20 @@ func TestTargetOfSensorIDPrecision(t *testing.T) {
 }
 
 // A long unusable value is cut in the note: notes go to logs and outcomes.
-func TestTargetOfNoteIsShort(t *testing.T) {
+func TestTargetNoteIsShort(t *testing.T) {
 	t.Parallel()
-	_, notes, err := targetOf(tgtMsg(map[string]any{"sensorId": strings.Repeat("x", 10000)}))
+	_, notes, err := (tgtMsg(map[string]any{"sensorId": strings.Repeat("x", 10000)})).Target()
 	require.NoError(t, err)
 	require.Len(t, notes, 1)
 	require.Less(t, len(notes[0]), 200, notes[0])
 }
 
-func TestTargetOfHashAndPlatform(t *testing.T) {
+func TestTargetHashAndPlatform(t *testing.T) {
 	t.Parallel()
 	msg := tgtMsg(nil)
 	msg.Submission.Sample.ID = strings.ToUpper(tgtHash)
 	msg.Classification.Platform = "WIN"
-	got, notes, err := targetOf(msg)
+	got, notes, err := msg.Target()
 	require.NoError(t, err)
 	require.Empty(t, notes)
 	require.Equal(t, tgtHash, got.SHA256, "hash lower-cased")
@@ -202,15 +197,13 @@ func TestTargetOfHashAndPlatform(t *testing.T) {
 	for _, bad := range []string{"", "x' OR 1=1--", tgtHash[:63], tgtHash + "0", "g" + tgtHash[1:], " " + tgtHash} {
 		msg := tgtMsg(nil)
 		msg.Submission.Sample.ID = bad
-		_, _, err := targetOf(msg)
-		require.ErrorIs(t, err, edr.ErrBadHash, "%q", bad)
-		_, err = TargetOf(msg)
+		_, _, err := msg.Target()
 		require.ErrorIs(t, err, edr.ErrBadHash, "%q", bad)
 		require.ErrorContains(t, err, "submission.sample.id")
 	}
 }
 
-func FuzzTargetOf(f *testing.F) {
+func FuzzTarget(f *testing.F) {
 	for _, s := range []string{
 		`{}`, `null`, `{"sensorId": 42}`, `{"sensorId": "42"}`, `{"sensorIds": [1, "2", 3]}`,
 		`{"sensorIds": "1, 2,,3"}`, `{"sensorIds": [1.5]}`, `{"sensorId": -1}`, `{"sensorId": {"a": 1}}`,
@@ -231,7 +224,7 @@ func FuzzTargetOf(f *testing.F) {
 			}
 			msg := tgtMsg(md)
 			msg.Classification.Platform = platform
-			got, notes, err := targetOf(msg)
+			got, notes, err := msg.Target()
 			require.NoError(t, err, "metaData never fails the job")
 			for _, n := range notes {
 				require.Contains(t, n, "metaData")

@@ -1,4 +1,4 @@
-package consumer
+package job
 
 import (
 	"bytes"
@@ -10,12 +10,12 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/analysisfleet/analysisfleet/edr"
-	"github.com/analysisfleet/analysisfleet/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // docExample is the job message exactly as the SampleDB documentation
 // shows it (specs: "Job creation").
@@ -259,7 +259,7 @@ func TestDecode(t *testing.T) {
 
 func TestDecodeDocumentExample(t *testing.T) {
 	t.Parallel()
-	msg, err := Decode([]byte(docExample), DefaultMaxMessageBytes)
+	msg, err := Decode([]byte(docExample), 1<<20)
 	require.NoError(t, err)
 	require.Equal(t, "12345678-1234-1234-1234-123456789abc", msg.JobID)
 	require.Equal(t, "abcdef01-abcd-abcd-abcd-abcdef012345", msg.Submission.ID)
@@ -281,7 +281,7 @@ func TestDecodeDocumentExample(t *testing.T) {
 	require.Equal(t, "x86", msg.Classification.Arch)
 }
 
-// Numbers in metaData stay json.Number: worker.TargetOf relies on it to read
+// Numbers in metaData stay json.Number: job.TargetOf relies on it to read
 // sensor IDs without float rounding.
 func TestDecodeKeepsMetaDataNumbersExact(t *testing.T) {
 	t.Parallel()
@@ -393,7 +393,7 @@ func FuzzDecode(f *testing.F) {
 		require.Regexp(t, fuzzUUID, msg.JobID)
 		require.Equal(t, strings.ToLower(msg.JobID), msg.JobID, "the job ID is canonical")
 		// The value the ledger keeps decodes to the same message.
-		_, stored, err := decode(value, limit)
+		_, stored, err := DecodeRecord(value, limit)
 		require.NoError(t, err)
 		again, err := Decode(stored, 0)
 		require.NoError(t, err)

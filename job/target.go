@@ -1,4 +1,4 @@
-package worker
+package job
 
 import (
 	"encoding/json"
@@ -7,13 +7,12 @@ import (
 	"strings"
 
 	"github.com/analysisfleet/analysisfleet/edr"
-	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
 // maxSensors bounds the Live Response sessions one submission can open.
 const maxSensors = 32
 
-// TargetOf builds what the vendors hunt from a job message: the validated
+// Target builds what the vendors hunt from a job message: the validated
 // sample hash, the platform, the file name, and from the submission's
 // metaData the CB EDR sensors (sensorId, or sensorIds as a list or a
 // comma-separated string) and the on-host path (path or filePath).
@@ -23,13 +22,9 @@ const maxSensors = 32
 // a positive integer, or more than maxSensors), the target has no sensors,
 // so Live Response is not planned while the other vendors still hunt; the
 // job's log and outcome say why.
-func TargetOf(msg *sampledb.JobMessage) (edr.Target, error) {
-	t, _, err := targetOf(msg)
-	return t, err
-}
-
-// targetOf is TargetOf with notes on what of metaData it could not use.
-func targetOf(msg *sampledb.JobMessage) (t edr.Target, notes []string, err error) {
+//
+// notes say what of metaData could not be used.
+func (msg *Message) Target() (t edr.Target, notes []string, err error) {
 	sha, err := edr.ValidSHA256(msg.Submission.Sample.ID)
 	if err != nil {
 		return edr.Target{}, nil, fmt.Errorf("submission.sample.id: %w", err)
