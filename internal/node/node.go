@@ -152,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
 		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 		WorkerID: cfg.WorkerID,
-		Store: store, Runner: runner, Logger: log, Observer: m,
+		Store:    store, Runner: runner, Logger: log, Observer: m,
 		Opts: append(append([]kgo.Opt{}, cfg.KafkaOpts...), m.KafkaHooks()),
 	})
 	if err != nil {
