@@ -13,7 +13,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
-	"github.com/analysisfleet/analysisfleet/worker"
+	"github.com/analysisfleet/analysisfleet/runner"
 )
 
 // Job states as fleetctl shows them (the ledger's view, not SampleDB's).
@@ -140,7 +140,7 @@ func (c *cli) jobs(ctx context.Context, args []string) error {
 // lineOf reads a ledger entry into a job line, judging the lease by now
 // (Redis time).
 func lineOf(e state.JobEntry, now time.Time) jobLine {
-	v := worker.View(e.Record)
+	v := runner.View(e.Record)
 	l := jobLine{ID: v.ID, Owner: v.Owner, Token: v.Token, Source: v.Source, Created: jsonTime(v.Created),
 		created: v.Created, SHA256: v.SHA256, Platform: v.Platform, Vendors: vendorsOf(v)}
 	if e.HasLease {
@@ -169,7 +169,7 @@ func lineOf(e state.JobEntry, now time.Time) jobLine {
 }
 
 // progress counts the plan's tasks and those that ended.
-func progress(v worker.JobView) (total, done int) {
+func progress(v runner.JobView) (total, done int) {
 	ended := map[string]bool{}
 	for _, t := range v.Tasks {
 		ended[t.Kind] = t.State != ""
@@ -183,7 +183,7 @@ func progress(v worker.JobView) (total, done int) {
 }
 
 // vendorsOf lists the vendors of the job's planned and checkpointed tasks.
-func vendorsOf(v worker.JobView) []string {
+func vendorsOf(v runner.JobView) []string {
 	seen := map[string]bool{}
 	out := []string{}
 	add := func(kind string) {
@@ -255,7 +255,7 @@ type jobReport struct {
 	Finished string          `json:"finished,omitempty"`
 	State    string          `json:"state,omitempty"`
 	Lease    *leaseView      `json:"lease,omitempty"`
-	Job      *worker.JobView `json:"job,omitempty"`
+	Job      *runner.JobView `json:"job,omitempty"`
 	History  []historyEvent  `json:"history"`
 }
 
@@ -312,7 +312,7 @@ func (c *cli) job(ctx context.Context, args []string) error {
 		}
 		rep.Finished = term
 	} else {
-		v := worker.View(rec)
+		v := runner.View(rec)
 		rep.Job = &v
 		dl, has, err := st.LeaseDeadline(ctx, id)
 		if err != nil {
@@ -392,7 +392,7 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 			kv(w, "tasks", "not planned yet")
 		} else {
 			t := newTable(w, "TASK", "TIMEOUT", "STATE", "SAMPLEDB TASK", "VENDOR OPERATION", "PROGRESS", "ERROR", "CANCEL")
-			byKind := map[string]worker.TaskView{}
+			byKind := map[string]runner.TaskView{}
 			for _, tv := range v.Tasks {
 				byKind[tv.Kind] = tv
 			}
@@ -426,7 +426,7 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 	t.flush()
 }
 
-func taskRow(t *table, kind, timeout string, tv worker.TaskView) {
+func taskRow(t *table, kind, timeout string, tv runner.TaskView) {
 	st := tv.State
 	switch {
 	case tv.Kind == "":

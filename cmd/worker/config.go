@@ -17,7 +17,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
-	"github.com/analysisfleet/analysisfleet/worker"
+	"github.com/analysisfleet/analysisfleet/runner"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").
@@ -82,21 +82,21 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES", consumer.DefaultMaxMessageBytes, 1024, 64<<20),
 		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT", consumer.DefaultSessionTimeout, 6*time.Second, 30*time.Minute),
 		KafkaOpts:         kopts,
-		MaxInflight:       e.Int("MAX_INFLIGHT", worker.DefaultMaxInflight, 1, 100000),
-		JobTimeout:        e.Duration("JOB_TIMEOUT", worker.DefaultJobTimeout, time.Second, 30*24*time.Hour),
-		AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL", worker.DefaultAbortPollInterval, 100*time.Millisecond, time.Hour),
-		DrainTimeout:      e.Duration("DRAIN_TIMEOUT", worker.DefaultDrainTimeout, 0, 10*time.Minute),
-		PollMin:           e.Duration("POLL_INTERVAL_MIN", worker.DefaultPollMin, time.Millisecond, time.Hour),
-		PollMax:           e.Duration("POLL_INTERVAL_MAX", worker.DefaultPollMax, time.Millisecond, 24*time.Hour),
-		ClaimInterval:     e.Duration("CLAIM_INTERVAL", worker.DefaultClaimInterval, 10*time.Millisecond, 10*time.Minute),
-		RetryMin:          e.Duration("RETRY_BACKOFF_MIN", worker.DefaultRetryMin, time.Millisecond, time.Hour),
-		RetryMax:          e.Duration("RETRY_BACKOFF_MAX", worker.DefaultRetryMax, time.Millisecond, 24*time.Hour),
-		StartConcurrency:  e.Int("START_CONCURRENCY", worker.DefaultStartConcurrency, 1, 10000),
-		ReconcileInterval: e.Duration("RECONCILE_INTERVAL", worker.DefaultReconcileInterval, time.Second, 24*time.Hour),
+		MaxInflight:       e.Int("MAX_INFLIGHT", runner.DefaultMaxInflight, 1, 100000),
+		JobTimeout:        e.Duration("JOB_TIMEOUT", runner.DefaultJobTimeout, time.Second, 30*24*time.Hour),
+		AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL", runner.DefaultAbortPollInterval, 100*time.Millisecond, time.Hour),
+		DrainTimeout:      e.Duration("DRAIN_TIMEOUT", runner.DefaultDrainTimeout, 0, 10*time.Minute),
+		PollMin:           e.Duration("POLL_INTERVAL_MIN", runner.DefaultPollMin, time.Millisecond, time.Hour),
+		PollMax:           e.Duration("POLL_INTERVAL_MAX", runner.DefaultPollMax, time.Millisecond, 24*time.Hour),
+		ClaimInterval:     e.Duration("CLAIM_INTERVAL", runner.DefaultClaimInterval, 10*time.Millisecond, 10*time.Minute),
+		RetryMin:          e.Duration("RETRY_BACKOFF_MIN", runner.DefaultRetryMin, time.Millisecond, time.Hour),
+		RetryMax:          e.Duration("RETRY_BACKOFF_MAX", runner.DefaultRetryMax, time.Millisecond, 24*time.Hour),
+		StartConcurrency:  e.Int("START_CONCURRENCY", runner.DefaultStartConcurrency, 1, 10000),
+		ReconcileInterval: e.Duration("RECONCILE_INTERVAL", runner.DefaultReconcileInterval, time.Second, 24*time.Hour),
 		HTTPAddr:          e.Str("HTTP_ADDR", ":8080"),
 	}
 	if p := e.Str("PLAYBOOK_FILE", ""); p != "" {
-		pb, err := worker.LoadPlaybook(p)
+		pb, err := runner.LoadPlaybook(p)
 		if err != nil {
 			e.Fail("PLAYBOOK_FILE", "%v", err)
 		}

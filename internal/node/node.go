@@ -26,7 +26,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/state"
-	"github.com/analysisfleet/analysisfleet/worker"
+	"github.com/analysisfleet/analysisfleet/runner"
 )
 
 // Config is everything a node needs. cmd/worker fills it from the
@@ -53,12 +53,12 @@ type Config struct {
 	Store *state.Store
 
 	// Runner.
-	SampleDB worker.SampleDB
+	SampleDB runner.SampleDB
 	// Accounts resolves a job's customer to its vendor drivers; nil serves
 	// Drivers to every customer.
-	Accounts           worker.Accounts
+	Accounts           runner.Accounts
 	Drivers            map[string]edr.Driver
-	Playbook           *worker.Playbook
+	Playbook           *runner.Playbook
 	MaxInflight        int
 	JobTimeout         time.Duration
 	AbortPollInterval  time.Duration
@@ -88,7 +88,7 @@ type Node struct {
 	cfg      Config
 	log      *zap.Logger
 	Store    *state.Store
-	Runner   *worker.Runner
+	Runner   *runner.Runner
 	Consumer *consumer.Consumer
 	Registry *prometheus.Registry
 
@@ -129,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if !cfg.NoResults {
 		pub = &consumerPublisher{}
 	}
-	wcfg := worker.Config{
+	wcfg := runner.Config{
 		WorkerID: cfg.WorkerID, Store: store, SampleDB: cfg.SampleDB, Drivers: cfg.Drivers, Accounts: cfg.Accounts,
 		Playbook: cfg.Playbook, MaxInflight: cfg.MaxInflight, JobTimeout: cfg.JobTimeout,
 		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
@@ -142,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if pub != nil {
 		wcfg.Results = pub
 	}
-	runner, err := worker.New(wcfg)
+	runner, err := runner.New(wcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +289,7 @@ func (p *consumerPublisher) Publish(ctx context.Context, key string, value []byt
 	err := p.c.Publish(ctx, key, value)
 	var ke *kerr.Error
 	if errors.As(err, &ke) && !ke.Retriable {
-		return fmt.Errorf("%w: %w", worker.ErrNotPublishable, err)
+		return fmt.Errorf("%w: %w", runner.ErrNotPublishable, err)
 	}
 	return err
 }

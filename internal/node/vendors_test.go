@@ -16,7 +16,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
-	"github.com/analysisfleet/analysisfleet/worker"
+	"github.com/analysisfleet/analysisfleet/runner"
 )
 
 // windowsJobWithSensor names CB EDR sensor 1 and the path where the
@@ -36,20 +36,20 @@ func taskKinds(f *fleet, id string) map[string]string {
 	return out
 }
 
-func (f *fleet) results(want int) map[string]worker.Summary {
+func (f *fleet) results(want int) map[string]runner.Summary {
 	f.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topicRes),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(f.t, err)
 	defer cl.Close()
-	out := map[string]worker.Summary{}
+	out := map[string]runner.Summary{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for len(out) < want {
 		fs := cl.PollFetches(ctx)
 		require.NoError(f.t, ctx.Err(), "only %d of %d summaries arrived", len(out), want)
 		fs.EachRecord(func(r *kgo.Record) {
-			var s worker.Summary
+			var s runner.Summary
 			require.NoError(f.t, json.Unmarshal(r.Value, &s))
 			require.Equal(f.t, string(r.Key), s.JobID, "the result key is the job ID")
 			out[s.JobID] = s

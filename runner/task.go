@@ -1,4 +1,4 @@
-package worker
+package runner
 
 import (
 	"context"
@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 var errTaskTimeout = errors.New("task timeout")
@@ -21,7 +21,7 @@ var errTaskTimeout = errors.New("task timeout")
 // before anything else), poll with adaptive backoff, collect, report. It
 // returns early, at a safe point, when the job halts (abort, timeout, drain)
 // or stops; the job then delivers what is left.
-func (j *jobRun) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDeadline time.Time) {
+func (j *jobRun) runTask(pt state.PlannedTask, cp *state.TaskCheckpoint, t edr.Target, jobDeadline time.Time) {
 	cfg := &j.r.cfg
 	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", vendorOf(pt.Kind)))
 
@@ -38,7 +38,7 @@ func (j *jobRun) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDe
 			_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
 		}
 	}
-	if cp.done() {
+	if cp.Done() {
 		if cp.TaskID != "" && !cp.Reported {
 			_ = j.reportTask(j.work, cp)
 		}
@@ -174,7 +174,7 @@ func (j *jobRun) runTask(pt PlannedTask, cp *taskCheckpoint, t edr.Target, jobDe
 // Start and Find run on the job context, not the work context: an abort
 // must not cut a start short, because the reference it returns is what lets
 // the abort cancel the operation at the vendor.
-func (j *jobRun) startOnce(kind string, cp *taskCheckpoint, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
+func (j *jobRun) startOnce(kind string, cp *state.TaskCheckpoint, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
 	vendor := vendorOf(kind)
 	obs := j.r.cfg.Observer
 	how := "first"
@@ -246,7 +246,7 @@ func mayHaveReached(err error) bool {
 
 // taskError ends the task for a permanent vendor failure, or leaves it for
 // the job to deliver when the job halted or lost its lease.
-func (j *jobRun) taskError(cp *taskCheckpoint, err error, end func(st, msg string)) {
+func (j *jobRun) taskError(cp *state.TaskCheckpoint, err error, end func(st, msg string)) {
 	switch {
 	case errors.Is(err, errTaskTimeout):
 		// The job deadline: the job delivers the timeout.
@@ -258,48 +258,30 @@ func (j *jobRun) taskError(cp *taskCheckpoint, err error, end func(st, msg strin
 
 // vendorCall calls the customer's driver for kind behind the lease guard,
 // retrying retryable failures with backoff (honouring Retry-After) until the
-// deadline. The driver is resolved for every attempt.
+// deadline; a halt ends it between attempts. The driver is resolved for
+// every attempt.
 func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
-	var zero T
-	bo := j.backoff()
+	var v T
 	vendor := vendorOf(kind)
-	for {
-		if err := j.guard(); err != nil {
-			return zero, err
-		}
-		select {
-		case <-j.halt:
-			return zero, errHalted
-		default:
-		}
+	err := j.do(retry{ctx: ctx, guard: true, halt: j.halt, deadline: deadline,
+		again: func(err error) (bool, time.Duration) {
+			return edr.IsRetryable(err), edr.RetryAfter(err)
+		},
+		waiting: func(err error, wait time.Duration) time.Duration {
+			j.log.Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			return 0
+		},
+	}, func(ctx context.Context) error {
 		began := time.Now()
 		d, err := j.driver(kind)
-		var v T
-		if err == nil {
-			v, err = call(ctx, d)
-			j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			return v, nil
-		}
-		if cause := context.Cause(j.ctx); cause != nil {
-			return zero, cause
-		}
-		if ctx.Err() != nil {
-			return zero, errHalted
-		}
-		if !edr.IsRetryable(err) {
-			return zero, err
-		}
-		wait := bo.next(edr.RetryAfter(err))
-		if time.Now().Add(wait).After(deadline) {
-			return zero, errTaskTimeout
-		}
-		j.log.Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
-		if err := j.sleep(ctx, j.halt, wait); err != nil {
-			return zero, err
-		}
-	}
+		v, err = call(ctx, d)
+		j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
+		return err
+	})
+	return v, err
 }
 
 func callResult(err error) string {
@@ -326,22 +308,4 @@ func vendorOf(kind string) string {
 		}
 	}
 	return kind
-}
-
-// backoffState is exponential backoff with jitter between min and max; a
-// server's Retry-After wins when it asks for longer.
-type backoffState struct {
-	min, max time.Duration
-	b        *backoff.ExponentialBackOff
-}
-
-func (s *backoffState) next(retryAfter time.Duration) time.Duration {
-	if s.b == nil {
-		s.b = backoff.NewExponentialBackOff()
-		s.b.InitialInterval = s.min
-		s.b.MaxInterval = s.max
-		s.b.MaxElapsedTime = 0
-		s.b.Reset()
-	}
-	return max(s.b.NextBackOff(), retryAfter)
 }

@@ -54,4 +54,4 @@
 // per claim tick; abort polling one paged SampleDB list per interval per
 // worker. Each task is one goroutine that sleeps between polls; batched
 // vendors (Cytomic) block in Poll until their next shared round.
-package worker
+package runner

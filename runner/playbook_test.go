@@ -1,4 +1,4 @@
-package worker
+package runner
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // TestMain is the only one of package worker: tests added to this package
@@ -40,7 +41,7 @@ func configuredSet(kinds ...string) func(string) bool {
 	return func(k string) bool { return set[k] }
 }
 
-func plannedKinds(plan []PlannedTask) []string {
+func plannedKinds(plan []state.PlannedTask) []string {
 	var out []string
 	for _, p := range plan {
 		out = append(out, p.Kind)
@@ -126,16 +127,16 @@ func TestParsePlaybook(t *testing.T) {
 	p, err := ParsePlaybook([]byte(exampleFile))
 	require.NoError(t, err)
 	require.Equal(t, []PlaybookTask{
-		{Kind: kindCBC, Timeout: Duration(4 * time.Hour)},
-		{Kind: kindSophos, Platforms: []string{"win", "linux"}, Timeout: Duration(2 * time.Hour)},
-		{Kind: kindCytomic, Platforms: []string{"win"}, Timeout: Duration(1500 * time.Millisecond)},
-		{Kind: kindCBLR, RequiresSensors: true, Types: []string{"PE"}, Timeout: Duration(90 * time.Second)},
+		{Kind: kindCBC, Timeout: state.Duration(4 * time.Hour)},
+		{Kind: kindSophos, Platforms: []string{"win", "linux"}, Timeout: state.Duration(2 * time.Hour)},
+		{Kind: kindCytomic, Platforms: []string{"win"}, Timeout: state.Duration(1500 * time.Millisecond)},
+		{Kind: kindCBLR, RequiresSensors: true, Types: []string{"PE"}, Timeout: state.Duration(90 * time.Second)},
 	}, p.Tasks)
 
 	plan := p.Plan(pbMsg("linux", "ELF"), edr.Target{Sensors: []int64{7}}, configuredSet(kindCBC, kindSophos, kindCytomic, kindCBLR))
-	require.Equal(t, []PlannedTask{
-		{Kind: kindCBC, Timeout: Duration(4 * time.Hour)},
-		{Kind: kindSophos, Timeout: Duration(2 * time.Hour)},
+	require.Equal(t, []state.PlannedTask{
+		{Kind: kindCBC, Timeout: state.Duration(4 * time.Hour)},
+		{Kind: kindSophos, Timeout: state.Duration(2 * time.Hour)},
 	}, plan, "cytomic is win-only and cblr PE-only")
 }
 
@@ -196,25 +197,25 @@ func TestLoadPlaybook(t *testing.T) {
 
 func TestDurationJSON(t *testing.T) {
 	t.Parallel()
-	b, err := json.Marshal(Duration(4 * time.Hour))
+	b, err := json.Marshal(state.Duration(4 * time.Hour))
 	require.NoError(t, err)
 	require.JSONEq(t, `"4h0m0s"`, string(b))
 
-	var d Duration
+	var d state.Duration
 	require.NoError(t, json.Unmarshal(b, &d))
-	require.Equal(t, Duration(4*time.Hour), d)
+	require.Equal(t, state.Duration(4*time.Hour), d)
 	require.NoError(t, json.Unmarshal([]byte(`30`), &d))
-	require.Equal(t, Duration(30*time.Second), d)
+	require.Equal(t, state.Duration(30*time.Second), d)
 	require.NoError(t, json.Unmarshal([]byte(`"1h30m"`), &d))
-	require.Equal(t, Duration(90*time.Minute), d)
+	require.Equal(t, state.Duration(90*time.Minute), d)
 	require.Error(t, json.Unmarshal([]byte(`{}`), &d))
 	require.Error(t, json.Unmarshal([]byte(`"soon"`), &d))
 
-	// A PlannedTask survives the ledger round trip.
-	pt := PlannedTask{Kind: kindCBC, Timeout: Duration(2*time.Hour + 3*time.Second)}
+	// A state.PlannedTask survives the ledger round trip.
+	pt := state.PlannedTask{Kind: kindCBC, Timeout: state.Duration(2*time.Hour + 3*time.Second)}
 	b, err = json.Marshal(pt)
 	require.NoError(t, err)
-	var back PlannedTask
+	var back state.PlannedTask
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, pt, back)
 }
@@ -223,7 +224,7 @@ func TestPlanFilters(t *testing.T) {
 	t.Parallel()
 	p := &Playbook{Tasks: []PlaybookTask{
 		{Kind: kindCBC, Platforms: []string{"*"}},
-		{Kind: kindSophos, Platforms: []string{"Win", "LINUX"}, Timeout: Duration(time.Hour)},
+		{Kind: kindSophos, Platforms: []string{"Win", "LINUX"}, Timeout: state.Duration(time.Hour)},
 		{Kind: kindCytomic, Types: []string{"pe", "Dll"}},
 		{Kind: kindCBLR, Platforms: []string{"win"}, Types: []string{"*"}, RequiresSensors: true},
 	}}
@@ -248,7 +249,7 @@ func TestPlanFilters(t *testing.T) {
 			require.Equal(t, c.want, plannedKinds(plan))
 			for _, pt := range plan {
 				if pt.Kind == kindSophos {
-					require.Equal(t, Duration(time.Hour), pt.Timeout)
+					require.Equal(t, state.Duration(time.Hour), pt.Timeout)
 				}
 			}
 		})

@@ -1,8 +1,7 @@
-package worker
+package runner
 
 import (
 	"encoding/json"
-	"sort"
 	"strings"
 	"time"
 
@@ -15,16 +14,16 @@ import (
 // (fleetctl): what the runner planned, each task's checkpoint, and the
 // decided outcome.
 type JobView struct {
-	ID       string        `json:"id"`
-	Owner    string        `json:"owner"`
-	Token    int64         `json:"token"`
-	Source   string        `json:"source"`
-	Created  time.Time     `json:"created"`
-	SHA256   string        `json:"sha256,omitempty"`
-	Platform string        `json:"platform,omitempty"`
-	Plan     []PlannedTask `json:"plan,omitempty"`
-	Tasks    []TaskView    `json:"tasks,omitempty"`
-	Outcome  *OutcomeView  `json:"outcome,omitempty"`
+	ID       string              `json:"id"`
+	Owner    string              `json:"owner"`
+	Token    int64               `json:"token"`
+	Source   string              `json:"source"`
+	Created  time.Time           `json:"created"`
+	SHA256   string              `json:"sha256,omitempty"`
+	Platform string              `json:"platform,omitempty"`
+	Plan     []state.PlannedTask `json:"plan,omitempty"`
+	Tasks    []TaskView          `json:"tasks,omitempty"`
+	Outcome  *OutcomeView        `json:"outcome,omitempty"`
 	// Refused is set while SampleDB keeps refusing the decided terminal
 	// state (412) of a job it holds in a non-terminal state.
 	Refused *RefusedView    `json:"refused,omitempty"`
@@ -71,17 +70,10 @@ func View(r *state.Record) JobView {
 			v.Platform = msg.Classification.Platform
 		}
 	}
-	_ = json.Unmarshal([]byte(r.Fields[fieldPlan]), &v.Plan)
-	var kinds []string
-	for k := range r.Fields {
-		if strings.HasPrefix(k, fieldTaskPrefix) {
-			kinds = append(kinds, strings.TrimPrefix(k, fieldTaskPrefix))
-		}
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		var cp taskCheckpoint
-		if json.Unmarshal([]byte(r.Fields[fieldTaskPrefix+k]), &cp) != nil {
+	v.Plan, _, _ = r.Plan()
+	for _, k := range r.TaskKinds() {
+		cp, err := r.Task(k)
+		if err != nil {
 			v.Tasks = append(v.Tasks, TaskView{Kind: k, Error: "unreadable checkpoint"})
 			continue
 		}
@@ -92,17 +84,11 @@ func View(r *state.Record) JobView {
 		}
 		v.Tasks = append(v.Tasks, tv)
 	}
-	if raw := r.Fields[fieldDelivery]; raw != "" {
-		var d deliveryRefusal
-		if json.Unmarshal([]byte(raw), &d) == nil {
-			v.Refused = &RefusedView{Attempts: d.Attempts, SampleDBState: d.State, Answer: d.Answer, Last: time.UnixMilli(d.At)}
-		}
+	if d := r.Refusal(); d != nil {
+		v.Refused = &RefusedView{Attempts: d.Attempts, SampleDBState: d.State, Answer: d.Answer, Last: time.UnixMilli(d.At)}
 	}
-	if raw := r.Outcome(); raw != nil {
-		var o outcome
-		if json.Unmarshal(raw, &o) == nil {
-			v.Outcome = &OutcomeView{State: o.State, Reason: o.Reason, By: o.By, At: time.UnixMilli(o.At)}
-		}
+	if o, err := r.Decision(); err == nil && o != nil {
+		v.Outcome = &OutcomeView{State: o.State, Reason: o.Reason, By: o.By, At: time.UnixMilli(o.At)}
 	}
 	return v
 }

@@ -1,4 +1,4 @@
-package worker
+package runner
 
 import (
 	"bytes"
@@ -188,7 +188,7 @@ func (w *jobWorld) run(msg job.Message, fields ...string) *jobRun {
 			res[0].Record.Fields[fields[i]] = fields[i+1]
 		}
 	}
-	j := newJob(w.runner, res[0].Lease, res[0].Record)
+	j := newJobRun(w.runner, res[0].Lease, res[0].Record)
 	j.run()
 	return j
 }
@@ -368,9 +368,9 @@ func TestUnusableSensorIDSkipsLiveResponse(t *testing.T) {
 // taskField is the ledger field of a task checkpoint holding only an intent:
 // an earlier owner decided to start, and died before it saved a reference.
 func taskField(t *testing.T, kind string, in edr.Intent) []string {
-	b, err := json.Marshal(taskCheckpoint{Kind: kind, Intent: &in, Attempts: 1})
+	b, err := json.Marshal(state.TaskCheckpoint{Kind: kind, Intent: &in, Attempts: 1})
 	require.NoError(t, err)
-	return []string{fieldTaskPrefix + kind, string(b)}
+	return []string{state.FieldTaskPrefix + kind, string(b)}
 }
 
 // TestIntentFoundAtTheVendorIsReattached: the earlier owner's start reached

@@ -1,4 +1,4 @@
-package worker
+package runner
 
 import (
 	"bytes"
@@ -7,10 +7,10 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // Playbook maps a sample's classification to the tasks that hunt it. Only
@@ -36,37 +36,12 @@ type Playbook struct {
 
 // PlaybookTask is one row of a Playbook.
 type PlaybookTask struct {
-	Kind            string   `json:"kind"`
-	Platforms       []string `json:"platforms,omitempty"`
-	Types           []string `json:"types,omitempty"`
-	RequiresSensors bool     `json:"requiresSensors,omitempty"`
-	Timeout         Duration `json:"timeout,omitempty"`
+	Kind            string         `json:"kind"`
+	Platforms       []string       `json:"platforms,omitempty"`
+	Types           []string       `json:"types,omitempty"`
+	RequiresSensors bool           `json:"requiresSensors,omitempty"`
+	Timeout         state.Duration `json:"timeout,omitempty"`
 }
-
-// Duration is a time.Duration that reads "90s" / "4h" in JSON.
-type Duration time.Duration
-
-// UnmarshalJSON accepts a Go duration string or a number of seconds.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("bad duration %q: %w", s, err)
-		}
-		*d = Duration(v)
-		return nil
-	}
-	var secs float64
-	if err := json.Unmarshal(b, &secs); err != nil {
-		return fmt.Errorf("duration: want a string like \"4h\" or seconds, got %s", b)
-	}
-	*d = Duration(secs * float64(time.Second))
-	return nil
-}
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 // DefaultPlaybook is DESIGN.md's playbook: CB Cloud and Sophos for every
 // platform, Cytomic for Windows only (it answers 202 otherwise), Live
@@ -126,16 +101,9 @@ func (p *Playbook) Validate() error {
 	return nil
 }
 
-// PlannedTask is one task of a job's plan, stored with the job so a
-// takeover runs the same plan.
-type PlannedTask struct {
-	Kind    string   `json:"kind"`
-	Timeout Duration `json:"timeout,omitempty"`
-}
-
 // Plan returns the tasks for msg among the configured kinds.
-func (p *Playbook) Plan(msg *job.Message, t edr.Target, configured func(kind string) bool) []PlannedTask {
-	var out []PlannedTask
+func (p *Playbook) Plan(msg *job.Message, t edr.Target, configured func(kind string) bool) []state.PlannedTask {
+	var out []state.PlannedTask
 	for _, pt := range p.Tasks {
 		if !configured(pt.Kind) {
 			continue
@@ -146,7 +114,7 @@ func (p *Playbook) Plan(msg *job.Message, t edr.Target, configured func(kind str
 		if pt.RequiresSensors && len(t.Sensors) == 0 {
 			continue
 		}
-		out = append(out, PlannedTask{Kind: pt.Kind, Timeout: pt.Timeout})
+		out = append(out, state.PlannedTask{Kind: pt.Kind, Timeout: pt.Timeout})
 	}
 	return out
 }

@@ -1,0 +1,61 @@
+package runner
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/internal/startstop"
+)
+
+// claimer takes over jobs whose leases expired (their worker died or
+// paused) or were released (a drain, an operator's release), while this
+// worker has room, and resumes each from its checkpoints.
+type claimer struct {
+	startstop.Service
+	r     *Runner
+	every time.Duration
+}
+
+func (c *claimer) start(ctx context.Context) error {
+	return c.Start(ctx, func(ctx context.Context) {
+		t := time.NewTicker(c.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.runOnce(ctx)
+			}
+		}
+	})
+}
+
+// runOnce claims up to the free capacity (at most 100) of expired leases
+// and launches the jobs. It returns how many it took over.
+func (c *claimer) runOnce(ctx context.Context) int {
+	r := c.r
+	n := r.slots.tryAcquire(100)
+	if n == 0 {
+		return 0
+	}
+	got, sent, err := r.store.Claim(ctx, r.cfg.WorkerID, n)
+	if err != nil {
+		r.slots.release(n)
+		if ctx.Err() == nil {
+			r.log.Warn("claim failed", zap.Error(err))
+		}
+		return 0
+	}
+	r.slots.release(n - len(got))
+	for _, cl := range got {
+		r.log.Info("took over job", zap.String("job_id", cl.Lease.ID), zap.Int64("token", cl.Lease.Token), zap.String("previous_source", cl.Record.Source))
+		r.Launch(cl.Lease, cl.Record, sent)
+	}
+	if len(got) > 0 {
+		r.cfg.Observer.Claimed(len(got))
+	}
+	return len(got)
+}

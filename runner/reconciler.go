@@ -1,0 +1,161 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/internal/startstop"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// reconciler re-adopts jobs SampleDB shows active that the ledger does not
+// know: Redis lost them. One worker of the fleet does it per interval (a
+// fleet-wide lock); after the keeper reports an epoch change (Redis came
+// back empty) it runs a full pass that takes the enqueued jobs too, once
+// the workers had a lease lifetime to re-seed what they hold.
+type reconciler struct {
+	startstop.Service
+	r     *Runner
+	every time.Duration
+	kick  chan bool // true: a full pass after a ledger loss
+}
+
+func newReconciler(r *Runner, every time.Duration) *reconciler {
+	return &reconciler{r: r, every: every, kick: make(chan bool, 1)}
+}
+
+func (rc *reconciler) start(ctx context.Context) error {
+	return rc.Start(ctx, func(ctx context.Context) {
+		t := time.NewTicker(rc.every)
+		defer t.Stop()
+		for {
+			full := false
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case full = <-rc.kick:
+				rc.refreshEpoch(ctx)
+			}
+			rc.untilDone(ctx, full)
+		}
+	})
+}
+
+// ledgerLost asks for a full pass (the keeper saw the epoch change).
+func (rc *reconciler) ledgerLost() {
+	select {
+	case rc.kick <- true:
+	default:
+	}
+}
+
+// refreshEpoch re-creates the ledger's epoch after a loss and tells the
+// keeper, so its renewals stop reporting the change.
+func (rc *reconciler) refreshEpoch(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if e, err := rc.r.store.Epoch(ctx); err == nil {
+		rc.r.keeper.SetEpoch(e)
+	}
+}
+
+// untilDone runs passes until one is not deferred by a young epoch (at most
+// three), waiting what each deferral asks.
+func (rc *reconciler) untilDone(ctx context.Context, full bool) {
+	for range 3 {
+		n, err := rc.runOnce(ctx, full)
+		var early *errEpochYoung
+		switch {
+		case errors.As(err, &early):
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(early.wait):
+			}
+			continue
+		case err != nil && ctx.Err() == nil:
+			rc.r.log.Warn("reconcile failed", zap.Error(err))
+		case n > 0:
+			rc.r.log.Warn("reconciler re-adopted jobs the ledger had lost", zap.Int("jobs", n), zap.Bool("full", full))
+		}
+		return
+	}
+}
+
+// errEpochYoung: the ledger lost its data less than a lease lifetime ago.
+type errEpochYoung struct{ wait time.Duration }
+
+func (e *errEpochYoung) Error() string {
+	return fmt.Sprintf("the ledger lost its data less than a lease lifetime ago: adopting in %s", e.wait)
+}
+
+// runOnce lists SampleDB's executing jobs (and, when full, the enqueued
+// ones too — after Redis data loss their committed records are gone) and
+// adopts every one the ledger does not know. It returns how many it
+// adopted; 0 without error when another worker holds the pass.
+//
+// It adopts nothing while the ledger's epoch is younger than LeaseTTL: a
+// worker that held a job when Redis lost its data still believes in its
+// lease, by its local clock, for up to LeaseTTL, and keeps working on the job
+// until its next renewal tells it otherwise. Handing the job to another
+// worker before then would let both act on it. The error says how long to
+// wait.
+func (rc *reconciler) runOnce(ctx context.Context, full bool) (int, error) {
+	r := rc.r
+	ok, err := r.store.TryLock(ctx, "reconcile", r.cfg.WorkerID, rc.every/2)
+	if err != nil || !ok {
+		return 0, err
+	}
+	defer func() { _ = r.store.Unlock(context.WithoutCancel(ctx), "reconcile", r.cfg.WorkerID) }()
+	_, age, err := r.store.EpochAge(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if ttl := r.store.LeaseTTL(); age < ttl {
+		return 0, &errEpochYoung{wait: ttl - age + ttl/10}
+	}
+	states := []string{sampledb.StateExecuting}
+	if full {
+		states = append(states, sampledb.StateEnqueued)
+	}
+	adopted := 0
+	err = r.cfg.SampleDB.ListJobs(ctx, sampledb.ListOptions{States: states, PageSize: 1000}, func(page []sampledb.Job) error {
+		ids := make([]string, len(page))
+		for i, sj := range page {
+			ids[i] = sj.ID
+		}
+		known, err := r.store.Known(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, sj := range page {
+			if known[sj.ID] || (sj.State == sampledb.StateEnqueued && !full) {
+				continue
+			}
+			msg, err := json.Marshal(sj.Message())
+			if err != nil {
+				return err
+			}
+			kv := []string{state.FieldMsg, string(msg), state.FieldSource, "reconciler"}
+			if sj.StartTimestamp > 0 {
+				kv = append(kv, state.FieldCreated, fmt.Sprint(sj.StartTimestamp))
+			}
+			did, err := r.store.Adopt(ctx, sj.ID, kv...)
+			if err != nil {
+				return err
+			}
+			if did {
+				adopted++
+			}
+		}
+		return nil
+	})
+	return adopted, err
+}

@@ -1,0 +1,290 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/startstop"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// Runner runs this worker's jobs. It is composed of services, each a loop
+// with Start/Stop and a runOnce its tests call directly:
+//
+//   - slots: the in-flight capacity and the running jobs (slots.go)
+//   - the lease keeper: one renewal round trip per tick for every lease
+//     held (state.Keeper)
+//   - claimer: takes over expired and released leases (claimer.go)
+//   - abortPoller: notices aborts requested in SampleDB (abortpoller.go)
+//   - reconciler: re-adopts jobs the ledger lost (reconciler.go)
+//   - releaser: hands drained jobs' leases over (releaser.go)
+//
+// and runs each job (executor.go, task.go) to its delivered end
+// (deliver.go). Intake (package consumer) admits jobs and hands them over
+// with Launch. A Runner is safe for concurrent use.
+type Runner struct {
+	cfg    Config
+	log    *zap.Logger
+	store  *state.Store
+	keeper *state.Keeper
+	slots  *slots
+
+	claimer     *claimer
+	aborts      *abortPoller
+	reconciler  *reconciler
+	releaser    *releaser
+	keeperStart startstopKeeper
+
+	drainCh   chan struct{}
+	drainOnce sync.Once
+	jobsWG    sync.WaitGroup
+	started   atomic.Bool
+	stopOnce  sync.Once
+
+	starting map[string]chan struct{} // per task kind: StartConcurrency slots
+}
+
+// startstopKeeper runs the keeper's loop as a service.
+type startstopKeeper struct {
+	svc  startstop.Service
+	loop func(context.Context)
+}
+
+// New returns a Runner for cfg.
+func New(cfg Config) (*Runner, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	r := &Runner{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("runner"),
+		store:    cfg.Store,
+		slots:    newSlots(cfg.MaxInflight),
+		drainCh:  make(chan struct{}),
+		starting: map[string]chan struct{}{},
+	}
+	for _, kind := range []string{edr.KindCBCEventExport, edr.KindCBLRTriage, edr.KindCytomicOSQuery, edr.KindSophosXDR} {
+		r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
+	}
+	for kind := range cfg.Drivers {
+		if r.starting[kind] == nil {
+			r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
+		}
+	}
+	r.claimer = &claimer{r: r, every: cfg.ClaimInterval}
+	r.aborts = &abortPoller{r: r, every: cfg.AbortPollInterval}
+	r.reconciler = newReconciler(r, cfg.ReconcileInterval)
+	r.releaser = newReleaser(r)
+	cfg.Store.OnQuarantine(func(keys []string) {
+		r.log.Error("ledger keys of the wrong type were quarantined (renamed under quarantine:, listed by fleetctl status); the fleet goes on without them",
+			zap.Strings("keys", keys))
+		cfg.Observer.Quarantined(len(keys))
+	})
+	r.keeper = state.NewKeeper(cfg.Store, state.KeeperConfig{
+		Worker:  cfg.WorkerID,
+		OnLost:  r.onLeaseLost,
+		OnEpoch: r.onEpoch,
+		OnRenew: cfg.Observer.LeaseRenewed,
+		Logger:  cfg.Logger,
+	})
+	r.keeperStart = startstopKeeper{loop: r.keeper.Run}
+	return r, nil
+}
+
+// Keeper returns the lease keeper (for tests and metrics).
+func (r *Runner) Keeper() *state.Keeper { return r.keeper }
+
+// WorkerID returns the worker's ID.
+func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
+
+// Start loads the ledger scripts and starts the services. They run until
+// Drain or Stop.
+func (r *Runner) Start(ctx context.Context) error {
+	if !r.started.CompareAndSwap(false, true) {
+		return errors.New("runner: already started")
+	}
+	if err := r.store.Load(ctx); err != nil {
+		return err
+	}
+	epoch, err := r.store.Epoch(ctx)
+	if err != nil {
+		return err
+	}
+	r.keeper.SetEpoch(epoch)
+	for _, start := range []func(context.Context) error{
+		func(ctx context.Context) error { return r.keeperStart.svc.Start(ctx, r.keeperStart.loop) },
+		r.claimer.start, r.aborts.start, r.reconciler.start, r.releaser.start,
+	} {
+		if err := start(ctx); err != nil {
+			r.stopServices()
+			return err
+		}
+	}
+	return nil
+}
+
+// TryAcquire reserves up to n job slots and returns how many it got. Each
+// reserved slot is either used by Launch or returned with Unacquire.
+// Nothing is granted while draining.
+func (r *Runner) TryAcquire(n int) int { return r.slots.tryAcquire(n) }
+
+// Unacquire returns n reserved slots.
+func (r *Runner) Unacquire(n int) { r.slots.release(n) }
+
+// Room returns a channel closed the next time a slot frees up.
+func (r *Runner) Room() <-chan struct{} { return r.slots.roomChan() }
+
+// Free returns the number of free slots.
+func (r *Runner) Free() int { return r.slots.free() }
+
+// InFlight returns the number of jobs running on this worker.
+func (r *Runner) InFlight() int { return r.slots.running() }
+
+// Launch starts running a job this worker now holds the lease for, in a
+// slot reserved with TryAcquire. sent is when the acquiring request was
+// sent (the start of the lease's local validity).
+func (r *Runner) Launch(l state.Lease, rec *state.Record, sent time.Time) {
+	r.keeper.Add(l, sent)
+	j := newJobRun(r, l, rec)
+	prev := r.slots.put(j)
+	r.jobsWG.Add(1)
+	go func() {
+		defer r.jobsWG.Done()
+		if prev != nil {
+			// This worker had lost the job and claimed it again: the old
+			// run must be gone before the new one starts.
+			prev.lose(errLeaseLost)
+			<-prev.done
+		}
+		j.run()
+		r.finished(j)
+	}()
+}
+
+func (r *Runner) finished(j *jobRun) {
+	r.keeper.Remove(j.lease.ID, j.lease.Token)
+	r.slots.done(j)
+	switch j.exit {
+	case exitDrained:
+		r.releaser.queue(j.lease)
+	case exitMissing:
+		r.reseed(j)
+	}
+}
+
+// ClaimOnce claims up to the free capacity (at most 100) of expired leases
+// and returns how many jobs it took over.
+func (r *Runner) ClaimOnce(ctx context.Context) int { return r.claimer.runOnce(ctx) }
+
+// PollAborts lists active jobs once and aborts the ones this worker runs
+// whose abort was requested.
+func (r *Runner) PollAborts(ctx context.Context) { r.aborts.runOnce(ctx) }
+
+// Reconcile runs one reconciliation pass (see reconciler.runOnce).
+func (r *Runner) Reconcile(ctx context.Context, full bool) (int, error) {
+	return r.reconciler.runOnce(ctx, full)
+}
+
+// onLeaseLost is the keeper's report: stop the job at once, no more writes.
+func (r *Runner) onLeaseLost(id string, token int64, reason state.LossReason) {
+	r.cfg.Observer.LeaseLost(string(reason))
+	if j := r.slots.get(id); j != nil && j.lease.Token == token {
+		if reason == state.LostMissing || reason == state.LostCorrupt {
+			// The record is gone (or was not a record): re-seed it from
+			// what this worker holds in memory.
+			j.lose(errLedgerLost)
+		} else {
+			j.lose(errLeaseLost)
+		}
+	}
+}
+
+// onEpoch: Redis came back without our data. The jobs this worker holds
+// re-seed themselves (their renewals report them missing); the reconciler
+// re-creates the epoch and, once the ledger is a lease lifetime old,
+// re-adopts what SampleDB shows active and nobody re-seeded.
+func (r *Runner) onEpoch(old, cur string) {
+	r.log.Error("the ledger's epoch changed: Redis lost its data; re-seeding held jobs and reconciling with SampleDB",
+		zap.String("old_epoch", old), zap.String("epoch", cur))
+	r.reconciler.ledgerLost()
+}
+
+// reseed puts a job whose record vanished (Redis data loss) back in the
+// ledger from what this worker knew, unowned, so it is claimed at once and
+// resumed from its checkpoints instead of restarted.
+func (r *Runner) reseed(j *jobRun) {
+	kv := j.fieldsSnapshot()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Claimable only after a short grace: requests this worker sent for the
+	// job just before dropping it may still be on their way.
+	grace := min(r.store.LeaseTTL()/10, 2*time.Second)
+	ok, err := r.store.AdoptAfter(ctx, j.lease.ID, grace, kv...)
+	if err != nil {
+		r.log.Warn("could not re-seed job after ledger loss; the reconciler will adopt it", zap.String("job_id", j.lease.ID), zap.Error(err))
+		return
+	}
+	r.log.Info("re-seeded job after ledger loss", zap.String("job_id", j.lease.ID), zap.Bool("adopted", ok))
+}
+
+// Drain stops taking work, lets every job reach a safe point (in-flight
+// vendor calls finish and are checkpointed, for at most DrainTimeout), hands
+// the leases over at once so other workers resume the jobs from their
+// checkpoints, and stops the services. It does not cancel anything at the
+// vendors.
+func (r *Runner) Drain(ctx context.Context) {
+	r.drainOnce.Do(func() {
+		r.slots.shutDown()
+		close(r.drainCh)
+	})
+	r.claimer.Stop() // nothing more is taken over while draining
+	done := make(chan struct{})
+	go func() {
+		r.jobsWG.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(r.cfg.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		r.log.Warn("drain timeout: interrupting jobs still in vendor calls", zap.Int("jobs", r.InFlight()))
+		for _, j := range r.slots.snapshot() {
+			j.interrupt()
+		}
+		<-done
+	case <-ctx.Done():
+		for _, j := range r.slots.snapshot() {
+			j.interrupt()
+		}
+		<-done
+	}
+	r.Stop()
+}
+
+// Stop stops every job at once, without handing leases over (they expire
+// after the TTL, as after a crash), then the services. Safe to call more
+// than once; Drain calls it last.
+func (r *Runner) Stop() {
+	r.stopOnce.Do(func() {
+		for _, j := range r.slots.snapshot() {
+			j.lose(errStopped)
+		}
+		r.jobsWG.Wait()
+		r.stopServices()
+	})
+}
+
+func (r *Runner) stopServices() {
+	r.claimer.Stop()
+	r.aborts.Stop()
+	r.reconciler.Stop()
+	r.releaser.Stop() // flushes what the last jobs queued
+	r.keeperStart.svc.Stop()
+}

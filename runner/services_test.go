@@ -1,0 +1,238 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/sampledb"
+	"github.com/analysisfleet/analysisfleet/state"
+)
+
+// Each service of the Runner is tested through its runOnce, the body its
+// loop ticks: no timing, one pass at a time.
+
+func TestSlots(t *testing.T) {
+	t.Parallel()
+	s := newSlots(3)
+	require.Equal(t, 2, s.tryAcquire(2))
+	require.Equal(t, 1, s.tryAcquire(5), "only what is left")
+	require.Zero(t, s.tryAcquire(1))
+	room := s.roomChan()
+	s.release(2)
+	<-room // a slot freed: whoever waits for room is woken
+	require.Equal(t, 2, s.free())
+	j := &jobRun{lease: state.Lease{ID: "job-1", Token: 7}}
+	require.Nil(t, s.put(j))
+	require.Same(t, j, s.get("job-1"))
+	require.Equal(t, 1, s.running())
+	again := &jobRun{lease: state.Lease{ID: "job-1", Token: 9}}
+	require.Same(t, j, s.put(again), "a run replaced by a later claim of the same job")
+	s.done(j) // the old run ends: the new one stays registered
+	require.Same(t, again, s.get("job-1"))
+	s.shutDown()
+	require.Zero(t, s.tryAcquire(1), "nothing is granted while draining")
+}
+
+// waitRun waits for the run of job id on w's runner to end.
+func waitRun(t *testing.T, w *jobWorld, id string) *jobRun {
+	t.Helper()
+	j := w.runner.slots.get(id)
+	require.NotNil(t, j, "job %s runs", id)
+	<-j.done
+	w.runner.jobsWG.Wait()
+	return j
+}
+
+func TestClaimerTakesOverReleasedJobs(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	w.sim.CreateJob(jobMsg(nil))
+	b, err := json.Marshal(jobMsg(nil))
+	require.NoError(t, err)
+	res, _, err := w.store.Admit(ctx(t), "dead-worker", []state.AdmitRequest{{ID: jtJob, Msg: b, Source: "test"}})
+	require.NoError(t, err)
+	require.Equal(t, state.Admitted, res[0].Outcome)
+	require.Zero(t, w.runner.claimer.runOnce(ctx(t)), "a live lease is not claimed")
+
+	_, err = w.store.Release(ctx(t), "dead-worker", []state.Lease{res[0].Lease})
+	require.NoError(t, err)
+	require.Equal(t, 1, w.runner.claimer.runOnce(ctx(t)))
+	j := waitRun(t, w, jtJob)
+	require.Equal(t, exitDone, j.exit)
+	require.Greater(t, j.lease.Token, res[0].Lease.Token, "a takeover fences the previous owner")
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	require.Equal(t, w.runner.cfg.MaxInflight, w.runner.Free(), "the slot is given back")
+}
+
+// blockingDriver's operations never finish until released.
+type blockingDriver struct {
+	fakeDriver
+	once    sync.Once
+	polling chan struct{} // closed at the first poll
+}
+
+func (d *blockingDriver) Poll(ctx context.Context, _ edr.Ref) (edr.Status, error) {
+	d.once.Do(func() { close(d.polling) })
+	return edr.Status{NextPoll: time.Hour}, nil
+}
+
+func TestAbortPollerAbortsRequestedJobs(t *testing.T) {
+	t.Parallel()
+	d := &blockingDriver{fakeDriver: fakeDriver{kind: edr.KindCBCEventExport}, polling: make(chan struct{})}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "no job runs: SampleDB is not even asked")
+	require.Zero(t, w.count("GET", "/sampledb/v2/job"))
+
+	w.launch(jobMsg(nil))
+	<-d.polling // the job is executing at the vendor
+	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "nothing requested yet")
+	_, ok := w.sim.Abort(jtJob)
+	require.True(t, ok)
+	require.Equal(t, 1, w.runner.aborts.runOnce(ctx(t)))
+	j := waitRun(t, w, jtJob)
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateAborted, w.tombstone(jtJob))
+}
+
+func TestReconcilerAdoptsWhatTheLedgerLost(t *testing.T) {
+	t.Parallel()
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{&fakeDriver{kind: edr.KindCBCEventExport}}, nil)
+	lost := jobMsg(nil)
+	w.sim.CreateJob(lost)
+	_, err := w.runner.cfg.SampleDB.UpdateJob(ctx(t), lost.JobID, sampledb.StateExecuting) // it ran; Redis lost it
+	require.NoError(t, err)
+	queued := jobMsg(nil)
+	queued.JobID = "22345678-1234-1234-1234-123456789abc"
+	w.sim.CreateJob(queued)
+
+	// A young ledger (just created: Redis came back empty) adopts nothing.
+	_, err = w.runner.reconciler.runOnce(ctx(t), false)
+	var young *errEpochYoung
+	require.ErrorAs(t, err, &young)
+
+	w.ageEpoch(time.Hour)
+	n, err := w.runner.reconciler.runOnce(ctx(t), false)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the executing job the ledger does not know")
+	rec, err := w.store.Get(ctx(t), lost.JobID)
+	require.NoError(t, err)
+	require.NotNil(t, rec)
+	require.Equal(t, "reconciler", rec.Source)
+
+	n, err = w.runner.reconciler.runOnce(ctx(t), true)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "a full pass takes the enqueued one too, not the one already known")
+	n, err = w.runner.reconciler.runOnce(ctx(t), true)
+	require.NoError(t, err)
+	require.Zero(t, n, "idempotent")
+}
+
+func TestReleaserHandsLeasesOverInOneTrip(t *testing.T) {
+	t.Parallel()
+	w := newJobWorld(t, cbcOnly(), nil, nil)
+	var leases []state.Lease
+	for i := range 3 {
+		id := fmt.Sprintf("12345678-1234-1234-1234-12345678900%d", i)
+		res, _, err := w.store.Admit(ctx(t), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: id, Msg: []byte(`{}`)}})
+		require.NoError(t, err)
+		leases = append(leases, res[0].Lease)
+	}
+	require.Zero(t, w.runner.releaser.runOnce(), "nothing queued")
+	for _, l := range leases {
+		w.runner.releaser.queue(l)
+	}
+	require.Equal(t, 3, w.runner.releaser.runOnce())
+	got, _, err := w.store.Claim(ctx(t), "other", 10)
+	require.NoError(t, err)
+	require.Len(t, got, 3, "released leases are claimable at once")
+}
+
+// launch admits msg and runs it on the runner, in the background.
+func (w *jobWorld) launch(msg job.Message) {
+	w.t.Helper()
+	w.sim.CreateJob(msg)
+	b, err := json.Marshal(msg)
+	require.NoError(w.t, err)
+	require.Equal(w.t, 1, w.runner.TryAcquire(1))
+	res, sent, err := w.store.Admit(context.Background(), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: msg.JobID, Msg: b, Source: "test"}})
+	require.NoError(w.t, err)
+	w.runner.Launch(res[0].Lease, res[0].Record, sent)
+	w.t.Cleanup(w.runner.Stop)
+}
+
+// ageEpoch makes the ledger's epoch look d old (as if Redis had kept its
+// data for that long).
+func (w *jobWorld) ageEpoch(d time.Duration) {
+	w.t.Helper()
+	_, err := w.store.Epoch(ctx(w.t))
+	require.NoError(w.t, err)
+	key := "{" + w.store.Namespace() + "}:epoch:at"
+	require.NoError(w.t, w.store.Redis().Set(ctx(w.t), key, strconv.FormatInt(time.Now().Add(-d).UnixMilli(), 10), 0).Err())
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// TestRetryHelper: the one retry loop stops as its policy says, and the
+// job's own stop always wins.
+func TestRetryHelper(t *testing.T) {
+	t.Parallel()
+	w := newJobWorld(t, cbcOnly(), nil, nil)
+	res, sent, err := w.store.Admit(ctx(t), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: jtJob, Msg: []byte(`{}`)}})
+	require.NoError(t, err)
+	w.runner.keeper.Add(res[0].Lease, sent)
+	j := newJobRun(w.runner, res[0].Lease, res[0].Record)
+	boom, final := errors.New("transient"), errors.New("permanent")
+
+	calls := 0
+	err = j.do(retry{ctx: j.ctx, again: permanentIf(final)}, func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return boom
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, calls, "retried until it succeeded")
+
+	err = j.do(retry{ctx: j.ctx, again: permanentIf(final)}, func(context.Context) error { return final })
+	require.ErrorIs(t, err, final, "a permanent failure is returned at once")
+
+	err = j.do(retry{ctx: j.ctx, deadline: time.Now()}, func(context.Context) error { return boom })
+	require.ErrorIs(t, err, errTaskTimeout, "a wait past the deadline is a timeout")
+
+	halt := make(chan struct{})
+	close(halt)
+	err = j.do(retry{ctx: j.ctx, halt: halt}, func(context.Context) error { t.Fatal("called after halt"); return nil })
+	require.ErrorIs(t, err, errHalted)
+
+	var waited []time.Duration
+	calls = 0
+	err = j.do(retry{ctx: j.ctx, waiting: func(_ error, d time.Duration) time.Duration { waited = append(waited, d); return 0 }},
+		func(context.Context) error {
+			if calls++; calls == 1 {
+				return boom
+			}
+			return nil
+		})
+	require.NoError(t, err)
+	require.Len(t, waited, 1, "told of each retry")
+
+	j.lose(errLeaseLost)
+	err = j.do(retry{ctx: j.ctx, guard: true}, func(context.Context) error { t.Fatal("called without a lease"); return nil })
+	require.ErrorIs(t, err, errLeaseLost, "the job's stop wins")
+}
