@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/job"
-	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/runner"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // Job states as fleetctl shows them (the ledger's view, not SampleDB's).

@@ -15,9 +15,9 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
+	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
-	"github.com/analysisfleet/analysisfleet/runner"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").

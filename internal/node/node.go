@@ -25,8 +25,8 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
-	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/runner"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // Config is everything a node needs. cmd/worker fills it from the

@@ -13,10 +13,10 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
-	"github.com/analysisfleet/analysisfleet/runner"
 )
 
 // windowsJobWithSensor names CB EDR sensor 1 and the path where the
