@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -51,19 +51,19 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 		if len(cfg.brokers) == 0 {
 			e.Fail("KAFKA_BROKERS", "is required (comma-separated host:port list)")
 		}
-		cfg.topics = e.List("KAFKA_TOPICS", consumer.DefaultTopics)
+		cfg.topics = e.List("KAFKA_TOPICS", intake.DefaultTopics)
 		cfg.topicRegex = e.Str("KAFKA_TOPIC_REGEX", "")
 		if cfg.topicRegex != "" {
 			if _, err := regexp.Compile(cfg.topicRegex); err != nil {
 				e.Fail("KAFKA_TOPIC_REGEX", "not a regular expression: %v", err)
 			}
 		}
-		cfg.group = e.Str("KAFKA_GROUP", consumer.DefaultGroup)
-		dlq, disabled := e.Optional("KAFKA_DLQ_TOPIC", consumer.DefaultDLQTopic)
+		cfg.group = e.Str("KAFKA_GROUP", intake.DefaultGroup)
+		dlq, disabled := e.Optional("KAFKA_DLQ_TOPIC", intake.DefaultDLQTopic)
 		if !disabled {
 			cfg.dlq = dlq
 		}
-		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC", consumer.DefaultResultTopic); !disabled {
+		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC", intake.DefaultResultTopic); !disabled {
 			cfg.result = res
 		}
 		opts, _ := e.KafkaSecurity() // records its problem in e

@@ -15,14 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 )
-
-// HeaderReplayedFrom marks a record fleetctl re-produced from the DLQ:
-// "<dlq topic>/<partition>@<offset>". If the record is dead-lettered again,
-// the consumer keeps the header (it copies the original headers), so a
-// letter that keeps coming back is easy to spot.
-const HeaderReplayedFrom = "dlq-replayed-from"
 
 // deadLetter is one DLQ record as `fleetctl dlq list -o json` shows it.
 type deadLetter struct {
@@ -64,64 +58,20 @@ func letterOf(r *kgo.Record, cfg *config) deadLetter {
 	dlqTopic := cfg.dlq
 	d := deadLetter{Partition: r.Partition, Offset: r.Offset, Time: jsonTime(r.Timestamp),
 		Key: printable(r.Key), ValueBytes: len(r.Value)}
-	for _, h := range r.Headers {
-		v := string(h.Value)
-		switch h.Key {
-		case consumer.HeaderReason:
-			d.Reason = v
-		case consumer.HeaderError:
-			d.Error = v
-		case consumer.HeaderSourceTopic:
-			d.SourceTopic = v
-		case consumer.HeaderSourcePartition:
-			if p, err := strconv.ParseInt(v, 10, 32); err == nil {
-				p32 := int32(p)
-				d.SourcePartition = &p32
-			}
-		case consumer.HeaderSourceOffset:
-			if o, err := strconv.ParseInt(v, 10, 64); err == nil {
-				d.SourceOffset = &o
-			}
-		case consumer.HeaderWorker:
-			d.Worker = v
-		case consumer.HeaderTime:
-			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-				d.Time = jsonTime(t)
-			}
-		case consumer.HeaderTruncated:
-			d.Truncated = true
-			if n, err := strconv.Atoi(v); err == nil {
-				// Written before dlq-original-sizes: the value's size.
-				d.TruncatedParts, d.OriginalBytes = []string{"value"}, n
-				continue
-			}
-			d.TruncatedParts = nil
-			for _, p := range strings.Split(v, ",") {
-				if p = strings.TrimSpace(p); p != "" && len(d.TruncatedParts) < 3 {
-					d.TruncatedParts = append(d.TruncatedParts, clip(printable([]byte(p)), 20))
-				}
-			}
-		case consumer.HeaderOriginalSizes:
-			for _, kv := range strings.Split(v, ",") {
-				k, val, _ := strings.Cut(kv, "=")
-				n, err := strconv.Atoi(val)
-				if err != nil || n < 0 {
-					continue
-				}
-				switch k {
-				case "key":
-					d.OriginalKeyBytes = n
-				case "value":
-					d.OriginalBytes = n
-				case "headers":
-					d.OriginalHeaders = n
-				case "header-bytes":
-					d.OriginalHeaderBytes = n
-				}
-			}
-		case HeaderReplayedFrom:
-			d.ReplayedFrom = v
+	l := intake.DecodeLetter(r)
+	d.Reason, d.Error, d.SourceTopic, d.SourcePartition, d.SourceOffset = l.Reason, l.Error, l.SourceTopic, l.SourcePartition, l.SourceOffset
+	d.Worker, d.ReplayedFrom = l.Worker, l.ReplayedFrom
+	if !l.At.IsZero() {
+		d.Time = jsonTime(l.At)
+	}
+	if len(l.Truncated) > 0 {
+		d.Truncated = true
+		for _, p := range l.Truncated {
+			d.TruncatedParts = append(d.TruncatedParts, clip(printable([]byte(p)), 20))
 		}
+	}
+	if l.OriginalKnown {
+		d.OriginalBytes, d.OriginalKeyBytes, d.OriginalHeaders, d.OriginalHeaderBytes = l.Original.Value, l.Original.Key, l.Original.Headers, l.Original.HeaderBytes
 	}
 	switch {
 	case d.Truncated && len(d.TruncatedParts) > 0 && !slices.Equal(d.TruncatedParts, []string{"value"}):
@@ -129,7 +79,7 @@ func letterOf(r *kgo.Record, cfg *config) deadLetter {
 	case d.Truncated:
 		d.NotReplayable = "truncated when dead-lettered"
 	case d.SourceTopic == "":
-		d.NotReplayable = "no " + consumer.HeaderSourceTopic + " header"
+		d.NotReplayable = "no " + intake.HeaderSourceTopic + " header"
 	case d.SourceTopic == dlqTopic:
 		d.NotReplayable = "its source is the DLQ topic itself"
 	case !cfg.isJobTopic(d.SourceTopic):
@@ -149,21 +99,6 @@ func quoteTopic(t string) string {
 		return strconv.Quote(strings.ToValidUTF8(t[:maxTopic], "")) + "…"
 	}
 	return strconv.Quote(t)
-}
-
-// replayRecord is the record a dead letter is replayed as: its original
-// key, value and non-dlq headers, to its source topic, plus
-// HeaderReplayedFrom.
-func replayRecord(r *kgo.Record, d deadLetter, dlqTopic string) *kgo.Record {
-	var hs []kgo.RecordHeader
-	for _, h := range r.Headers {
-		if !strings.HasPrefix(h.Key, "dlq-") {
-			hs = append(hs, h)
-		}
-	}
-	hs = append(hs, kgo.RecordHeader{Key: HeaderReplayedFrom,
-		Value: []byte(fmt.Sprintf("%s/%d@%d", dlqTopic, r.Partition, r.Offset))})
-	return &kgo.Record{Topic: d.SourceTopic, Key: r.Key, Value: r.Value, Headers: hs}
 }
 
 // span is the part of one DLQ partition to read: [start, end).
@@ -619,7 +554,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	}
 	if n := rep.Skipped - rep.Truncated - rep.RefusedTopic; n > 0 {
 		fmt.Fprintf(out, "skipping %s without a usable %s header\n", plural(int64(n), "letter", "letters"),
-			consumer.HeaderSourceTopic)
+			intake.HeaderSourceTopic)
 	}
 	for _, tc := range rep.ByTopic {
 		fmt.Fprintf(out, "to %s: %d\n", tc.Topic, tc.Count)
@@ -676,7 +611,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		if !d.Replayable { // read again: the same letter, but never produce a refused one
 			return nil
 		}
-		batch = append(batch, replayRecord(r, d, cfg.dlq))
+		batch = append(batch, intake.ReplayRecord(r, intake.DecodeLetter(r), cfg.dlq))
 		if len(batch) >= 500 {
 			return flush()
 		}

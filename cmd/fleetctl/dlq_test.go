@@ -6,11 +6,12 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/job"
 )
 
@@ -167,9 +168,9 @@ func TestDLQReplayReproducesReplayableLettersToTheirSources(t *testing.T) {
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].key < recs[j].key })
 	require.Equal(t, []got{
-		{topicSVG, "job-hash", valueHash, map[string]string{HeaderReplayedFrom: topicDLQ + "/0@1"}},
-		{topicOSL, "job-hash2", valueHash2, map[string]string{HeaderReplayedFrom: topicDLQ + "/1@1"}},
-		{topicOSL, "job-nj", valueNJ, map[string]string{"traceparent": "00-abc-def-01", HeaderReplayedFrom: topicDLQ + "/0@0"}},
+		{topicSVG, "job-hash", valueHash, map[string]string{intake.HeaderReplayedFrom: topicDLQ + "/0@1"}},
+		{topicOSL, "job-hash2", valueHash2, map[string]string{intake.HeaderReplayedFrom: topicDLQ + "/1@1"}},
+		{topicOSL, "job-nj", valueNJ, map[string]string{"traceparent": "00-abc-def-01", intake.HeaderReplayedFrom: topicDLQ + "/0@0"}},
 	}, recs, "original key, value and non-dlq headers; the old replayed-from header replaced")
 	require.Equal(t, int64(5), w.endOffsets(topicDLQ), "the DLQ is read, not changed")
 
@@ -230,18 +231,21 @@ func TestDLQReplayReadsOnlyUpToTheOffsetsAtStart(t *testing.T) {
 func TestDLQListSaysWhatWasCut(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldOpts{})
-	w.produce(
-		dlqLetter(0, job.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 1, "kkkk", "not json", 0,
-			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("key,headers")},
-			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1200000,value=8,headers=3,header-bytes=1200036")}),
-		dlqLetter(0, job.ReasonOversized, "too big", topicOSL, 0, 2, "k", "vvvv", 0,
-			kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte("value")},
-			kgo.RecordHeader{Key: consumer.HeaderOriginalSizes, Value: []byte("key=1,value=2000000,headers=0,header-bytes=0")}),
-	)
+	// Cut by intake's own encoder: a 1.2 MB key and headers, and a 2 MB
+	// value.
+	bigKey, bigHeader := strings.Repeat("k", 1200000), strings.Repeat("h", 600000)
+	src := &kgo.Record{Topic: topicOSL, Partition: 0, Offset: 1, Key: []byte(bigKey), Value: []byte("not json"),
+		Headers: []kgo.RecordHeader{{Key: "a", Value: []byte(bigHeader)}, {Key: "b", Value: []byte(bigHeader)}, {Key: "c", Value: []byte("123456789012345678901234567890")}}}
+	cutKey := intake.EncodeLetter(src, intake.Letter{Reason: job.ReasonNotJSON, Error: "value is not valid JSON", Worker: "w1",
+		At: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)}, topicDLQ, 1000012)
+	src = &kgo.Record{Topic: topicOSL, Partition: 0, Offset: 2, Key: []byte("k"), Value: []byte(strings.Repeat("v", 2000000))}
+	cutValue := intake.EncodeLetter(src, intake.Letter{Reason: job.ReasonOversized, Error: "too big", Worker: "w1",
+		At: time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)}, topicDLQ, 1000012)
+	w.produce(cutKey, cutValue)
 	out := w.ok("dlq", "list").stdout
 	t.Logf("fleetctl dlq list:\n%s", out)
-	require.Regexp(t, `0@0\s+.*not_json\s+.*kkkk\s+8 \(key, headers cut\)\s+value is not valid JSON\n`, out)
-	require.Regexp(t, `0@1\s+.*oversized\s+.*\s+4 \(truncated from 2000000\)\s+too big\n`, out)
+	require.Regexp(t, `0@0\s+.*not_json\s+.*kkkk\S*\s+8 \(key, headers cut\)\s+value is not valid JSON\n`, out)
+	require.Regexp(t, `0@1\s+.*oversized\s+.*\s+65536 \(truncated from 2000000\)\s+too big\n`, out)
 
 	var rep dlqListReport
 	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "list", "-o", "json").stdout), &rep))
@@ -252,7 +256,7 @@ func TestDLQListSaysWhatWasCut(t *testing.T) {
 	require.Equal(t, 1200000, d.OriginalKeyBytes)
 	require.Equal(t, 8, d.OriginalBytes)
 	require.Equal(t, 3, d.OriginalHeaders)
-	require.Equal(t, 1200036, d.OriginalHeaderBytes)
+	require.Equal(t, 1200033, d.OriginalHeaderBytes)
 	require.False(t, d.Replayable)
 	require.Equal(t, "truncated when dead-lettered (key, headers cut)", d.NotReplayable)
 	require.Equal(t, 2000000, rep.Letters[1].OriginalBytes)

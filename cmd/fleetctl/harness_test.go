@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -234,23 +234,33 @@ func (w *world) seedLedger() fixture {
 // the source headers; truncatedFrom > 0 adds dlq-truncated.
 func dlqLetter(part int32, reason, detail, source string, srcPart int32, srcOff int64, key, value string,
 	truncatedFrom int, extra ...kgo.RecordHeader) *kgo.Record {
+	at := time.Date(2026, 1, 1, 0, 0, int(srcOff), 0, time.UTC)
+	if source != "" && truncatedFrom == 0 {
+		// As intake writes them: through the one codec.
+		src := &kgo.Record{Topic: source, Partition: srcPart, Offset: srcOff, Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+			Key: []byte(key), Value: []byte(value), Headers: extra}
+		l := intake.EncodeLetter(src, intake.Letter{Reason: reason, Error: detail, Worker: "w1", At: at}, topicDLQ, 1<<20)
+		l.Partition = part
+		return l
+	}
+	// Letters intake no longer writes: of the older truncation format, or
+	// forged without a source.
 	hs := append([]kgo.RecordHeader(nil), extra...)
 	if truncatedFrom > 0 {
-		hs = append(hs, kgo.RecordHeader{Key: consumer.HeaderTruncated, Value: []byte(strconv.Itoa(truncatedFrom))})
+		hs = append(hs, kgo.RecordHeader{Key: intake.HeaderTruncated, Value: []byte(strconv.Itoa(truncatedFrom))})
 	}
 	hs = append(hs,
-		kgo.RecordHeader{Key: consumer.HeaderReason, Value: []byte(reason)},
-		kgo.RecordHeader{Key: consumer.HeaderError, Value: []byte(detail)})
+		kgo.RecordHeader{Key: intake.HeaderReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: intake.HeaderError, Value: []byte(detail)})
 	if source != "" {
 		hs = append(hs,
-			kgo.RecordHeader{Key: consumer.HeaderSourceTopic, Value: []byte(source)},
-			kgo.RecordHeader{Key: consumer.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(srcPart)))},
-			kgo.RecordHeader{Key: consumer.HeaderSourceOffset, Value: []byte(strconv.FormatInt(srcOff, 10))},
-			kgo.RecordHeader{Key: consumer.HeaderSourceTimestamp, Value: []byte("2026-01-01T00:00:00Z")})
+			kgo.RecordHeader{Key: intake.HeaderSourceTopic, Value: []byte(source)},
+			kgo.RecordHeader{Key: intake.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(srcPart)))},
+			kgo.RecordHeader{Key: intake.HeaderSourceOffset, Value: []byte(strconv.FormatInt(srcOff, 10))})
 	}
 	hs = append(hs,
-		kgo.RecordHeader{Key: consumer.HeaderWorker, Value: []byte("w1")},
-		kgo.RecordHeader{Key: consumer.HeaderTime, Value: []byte(fmt.Sprintf("2026-01-01T00:00:%02dZ", srcOff))})
+		kgo.RecordHeader{Key: intake.HeaderWorker, Value: []byte("w1")},
+		kgo.RecordHeader{Key: intake.HeaderTime, Value: []byte(at.Format(time.RFC3339Nano))})
 	return &kgo.Record{Topic: topicDLQ, Partition: part, Key: []byte(key), Value: []byte(value), Headers: hs}
 }
 
@@ -276,7 +286,7 @@ func (w *world) seedDLQ() {
 		dlqLetter(1, job.ReasonOversized, "2000000 bytes exceeds MAX_MESSAGE_BYTES (1048576)", topicOSL, 2, 9, "job-big",
 			strings.Repeat("x", 100), 2000000),
 		dlqLetter(1, job.ReasonInvalidHash, "sample hash is not 64 hex digits", topicOSL, 3, 11, "job-hash2", valueHash2, 0,
-			kgo.RecordHeader{Key: HeaderReplayedFrom, Value: []byte(topicDLQ + "/0@42")}),
+			kgo.RecordHeader{Key: intake.HeaderReplayedFrom, Value: []byte(topicDLQ + "/0@42")}),
 		dlqLetter(1, job.ReasonMissingJobID, "no jobID", "", 0, 12, "", `{"x":1}`, 0),
 	)
 }

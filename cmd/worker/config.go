@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/node"
@@ -67,20 +67,20 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	if len(brokers) == 0 {
 		e.Fail("KAFKA_BROKERS", "is required (comma-separated host:port list)")
 	}
-	topics := e.List("KAFKA_TOPICS", consumer.DefaultTopics)
+	topics := e.List("KAFKA_TOPICS", intake.DefaultTopics)
 	regex := e.Str("KAFKA_TOPIC_REGEX", "")
-	dlq, noDLQ := e.Optional("KAFKA_DLQ_TOPIC", consumer.DefaultDLQTopic)
-	res, noRes := e.Optional("KAFKA_RESULT_TOPIC", consumer.DefaultResultTopic)
+	dlq, noDLQ := e.Optional("KAFKA_DLQ_TOPIC", intake.DefaultDLQTopic)
+	res, noRes := e.Optional("KAFKA_RESULT_TOPIC", intake.DefaultResultTopic)
 	kopts, err := e.KafkaSecurity()
 	if err != nil {
 		return nil, err
 	}
 	c.node = node.Config{
 		WorkerID: workerID, Brokers: brokers, Topics: topics, TopicRegex: regex,
-		Group:    e.Str("KAFKA_GROUP", consumer.DefaultGroup),
+		Group:    e.Str("KAFKA_GROUP", intake.DefaultGroup),
 		DLQTopic: dlq, NoDLQ: noDLQ, ResultTopic: res, NoResults: noRes,
-		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES", consumer.DefaultMaxMessageBytes, 1024, 64<<20),
-		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT", consumer.DefaultSessionTimeout, 6*time.Second, 30*time.Minute),
+		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES", intake.DefaultMaxMessageBytes, 1024, 64<<20),
+		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT", intake.DefaultSessionTimeout, 6*time.Second, 30*time.Minute),
 		KafkaOpts:         kopts,
 		MaxInflight:       e.Int("MAX_INFLIGHT", runner.DefaultMaxInflight, 1, 100000),
 		JobTimeout:        e.Duration("JOB_TIMEOUT", runner.DefaultJobTimeout, time.Second, 30*24*time.Hour),

@@ -24,7 +24,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
@@ -123,9 +123,9 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 	d.stack = stack
 	defer stack.Close()
 
-	topics := consumer.DefaultTopics
+	topics := intake.DefaultTopics
 	kc, err := kfake.NewCluster(
-		kfake.SeedTopics(6, append(append([]string{}, topics...), consumer.DefaultDLQTopic, consumer.DefaultResultTopic)...),
+		kfake.SeedTopics(6, append(append([]string{}, topics...), intake.DefaultDLQTopic, intake.DefaultResultTopic)...),
 		kfake.GroupMinSessionTimeout(time.Second),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4194304"}),
 	)
@@ -183,7 +183,7 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 
 	d.redisURLUsed = redisURL
 	d.banner(kc.ListenAddrs()[0])
-	maxMsg := consumer.DefaultMaxMessageBytes
+	maxMsg := intake.DefaultMaxMessageBytes
 	genDone := make(chan struct{})
 	var stats *loadgen.Stats
 	var genErr error
@@ -380,7 +380,7 @@ func (d *dev) banner(broker string) {
 	s := d.stack
 	w := d.out
 	fmt.Fprintf(w, "analysisfleet %s — worker dev: the whole fleet in one process\n\n", version)
-	fmt.Fprintf(w, "  Kafka (kfake)    %s   topics %s\n", broker, strings.Join(append(append([]string{}, consumer.DefaultTopics...), consumer.DefaultDLQTopic, consumer.DefaultResultTopic), ", "))
+	fmt.Fprintf(w, "  Kafka (kfake)    %s   topics %s\n", broker, strings.Join(append(append([]string{}, intake.DefaultTopics...), intake.DefaultDLQTopic, intake.DefaultResultTopic), ", "))
 	fmt.Fprintf(w, "  Redis            %s\n", d.redisIs)
 	fmt.Fprintf(w, "  SampleDB sim     %s/sampledb/v2/job   (API keys: %s analyzer, %s user, %s viewer)\n", s.SampleDBURL, simstack.AnalyzerKey, simstack.UserKey, simstack.ViewerKey)
 	for _, a := range s.Accounts {
@@ -416,7 +416,7 @@ func (d *dev) counts() counts {
 func (d *dev) dlqCount() int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	ends, err := d.admin.ListEndOffsets(ctx, consumer.DefaultDLQTopic)
+	ends, err := d.admin.ListEndOffsets(ctx, intake.DefaultDLQTopic)
 	if err != nil {
 		return -1
 	}

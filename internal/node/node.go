@@ -21,7 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
@@ -89,7 +89,7 @@ type Node struct {
 	log      *zap.Logger
 	Store    *state.Store
 	Runner   *runner.Runner
-	Consumer *consumer.Consumer
+	Consumer *intake.Consumer
 	Registry *prometheus.Registry
 
 	http      *http.Server
@@ -147,7 +147,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.Runner = runner
-	cons, err := consumer.New(consumer.Config{
+	cons, err := intake.New(intake.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, TopicRegex: cfg.TopicRegex, Group: cfg.Group,
 		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
 		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
@@ -283,7 +283,7 @@ func (n *Node) Stop() {
 
 // consumerPublisher publishes summaries through the consumer's client; it
 // exists because the runner is built before the consumer.
-type consumerPublisher struct{ c *consumer.Consumer }
+type consumerPublisher struct{ c *intake.Consumer }
 
 func (p *consumerPublisher) Publish(ctx context.Context, key string, value []byte) error {
 	err := p.c.Publish(ctx, key, value)

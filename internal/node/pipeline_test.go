@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
@@ -98,7 +98,7 @@ func TestBadRecordsAreDeadLetteredAndNeverReachAVendor(t *testing.T) {
 			m["submission"].(map[string]any)["sample"] = map[string]any{"id": "x' OR 1=1--"}
 			m["classification"].(map[string]any)["sample"] = "x' OR 1=1--"
 		}), job.ReasonInvalidHash},
-		{append(append([]byte(`{"jobID":"`+good.JobID+`","pad":"`), []byte(strings.Repeat("A", consumer.DefaultMaxMessageBytes))...), `"}`...), job.ReasonOversized},
+		{append(append([]byte(`{"jobID":"`+good.JobID+`","pad":"`), []byte(strings.Repeat("A", intake.DefaultMaxMessageBytes))...), `"}`...), job.ReasonOversized},
 		{mutate(func(m map[string]any) { m["jobID"] = 12345 }), job.ReasonWrongType},
 		{mutate(func(m map[string]any) { m["submission"].(map[string]any)["metaData"] = []any{"a"} }), job.ReasonWrongType},
 	}
@@ -116,11 +116,11 @@ func TestBadRecordsAreDeadLetteredAndNeverReachAVendor(t *testing.T) {
 	require.Len(t, letters, len(cases))
 	got := map[string]int{}
 	for _, r := range letters {
-		got[header(r, consumer.HeaderReason)]++
-		require.Equal(t, topicOSL, header(r, consumer.HeaderSourceTopic))
-		require.NotEmpty(t, header(r, consumer.HeaderSourcePartition))
-		require.NotEmpty(t, header(r, consumer.HeaderSourceOffset))
-		require.NotEmpty(t, header(r, consumer.HeaderError))
+		got[header(r, intake.HeaderReason)]++
+		require.Equal(t, topicOSL, header(r, intake.HeaderSourceTopic))
+		require.NotEmpty(t, header(r, intake.HeaderSourcePartition))
+		require.NotEmpty(t, header(r, intake.HeaderSourceOffset))
+		require.NotEmpty(t, header(r, intake.HeaderError))
 	}
 	want := map[string]int{}
 	for _, c := range cases {

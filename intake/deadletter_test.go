@@ -1,9 +1,10 @@
-package consumer
+package intake
 
 import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/stretchr/testify/require"
@@ -102,4 +103,38 @@ func TestPoisonRecordIsDeadLetteredWhateverItsSize(t *testing.T) {
 			require.Equal(t, map[string]int{c.reason: 1}, dead)
 		})
 	}
+}
+
+// TestLetterCodecRoundTrip: what EncodeLetter writes, DecodeLetter reads;
+// dlq- headers a record arrived with (a replayed letter's, or forged) do not
+// speak for the new letter, except where it was replayed from.
+func TestLetterCodecRoundTrip(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
+	src := &kgo.Record{Topic: "Sample.Analysis.Job.OSL", Partition: 3, Offset: 42, Timestamp: at.Add(-time.Minute),
+		Key: []byte("key"), Value: []byte("not json"),
+		Headers: []kgo.RecordHeader{
+			{Key: "trace", Value: []byte("abc")},
+			{Key: HeaderTruncated, Value: []byte("key,value")}, // forged
+			{Key: HeaderReason, Value: []byte("forged")},
+			{Key: HeaderReplayedFrom, Value: []byte("Sample.Analysis.Job.DLQ/0@7")},
+		}}
+	rec := EncodeLetter(src, Letter{Reason: job.ReasonNotJSON, Error: "value is not valid JSON", Worker: "w9", At: at}, "DLQ", 1<<20)
+	require.Equal(t, "DLQ", rec.Topic)
+	require.Equal(t, src.Value, rec.Value)
+	l := DecodeLetter(rec)
+	require.Equal(t, job.ReasonNotJSON, l.Reason)
+	require.Equal(t, "value is not valid JSON", l.Error)
+	require.Equal(t, "Sample.Analysis.Job.OSL", l.SourceTopic)
+	require.EqualValues(t, 3, *l.SourcePartition)
+	require.EqualValues(t, 42, *l.SourceOffset)
+	require.True(t, l.SourceTime.Equal(src.Timestamp))
+	require.Equal(t, "w9", l.Worker)
+	require.True(t, l.At.Equal(at))
+	require.Empty(t, l.Truncated, "a forged dlq-truncated is not copied")
+	require.Equal(t, "Sample.Analysis.Job.DLQ/0@7", l.ReplayedFrom)
+
+	back := ReplayRecord(rec, l, "DLQ")
+	require.Equal(t, src.Topic, back.Topic)
+	require.Equal(t, []kgo.RecordHeader{{Key: "trace", Value: []byte("abc")}, {Key: HeaderReplayedFrom, Value: []byte("DLQ/0@0")}}, back.Headers)
 }

@@ -1,4 +1,4 @@
-package consumer
+package intake
 
 import (
 	"encoding/json"

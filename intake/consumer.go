@@ -14,7 +14,7 @@
 // slot frees up; the lag that builds up is what operators and KEDA scale on.
 // When Redis is unreachable nothing is admitted and nothing is committed: the
 // records are fetched again after a backoff.
-package consumer
+package intake
 
 import (
 	"cmp"
@@ -22,8 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -443,7 +441,7 @@ func (c *Consumer) deadLetter(ctx context.Context, items []*item) error {
 	}
 	recs := make([]*kgo.Record, len(items))
 	for i, it := range items {
-		recs[i] = c.dlqRecord(it, false)
+		recs[i] = c.letterFor(it, false)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -462,7 +460,7 @@ func (c *Consumer) deadLetter(ctx context.Context, items []*item) error {
 	if len(again) > 0 {
 		minimal := make([]*kgo.Record, len(again))
 		for j, i := range again {
-			minimal[j] = c.dlqRecord(items[i], true)
+			minimal[j] = c.letterFor(items[i], true)
 		}
 		for j, pr := range c.cl.ProduceSync(pctx, minimal...) {
 			results[again[j]] = pr
@@ -490,135 +488,20 @@ func tooLarge(err error) bool {
 	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
 }
 
+// letterFor builds the dead letter of a bad record (see EncodeLetter).
+func (c *Consumer) letterFor(it *item, minimal bool) *kgo.Record {
+	limit := c.dlqMaxBytes
+	if minimal {
+		limit = 0
+	}
+	return EncodeLetter(it.rec, Letter{Reason: it.bad.Reason, Error: it.bad.Detail, Worker: c.cfg.WorkerID, At: time.Now()},
+		c.cfg.DLQTopic, limit)
+}
+
 func (c *Consumer) logBad(it *item, what string) {
 	c.log.Warn(what,
 		zap.String("reason", it.bad.Reason), zap.String("error", it.bad.Detail),
 		zap.String("topic", it.rec.Topic), zap.Int32("partition", it.rec.Partition), zap.Int64("offset", it.rec.Offset))
-}
-
-// Dead-letter headers.
-const (
-	HeaderReason          = "dlq-reason"
-	HeaderError           = "dlq-error"
-	HeaderSourceTopic     = "dlq-source-topic"
-	HeaderSourcePartition = "dlq-source-partition"
-	HeaderSourceOffset    = "dlq-source-offset"
-	HeaderSourceTimestamp = "dlq-source-timestamp"
-	HeaderWorker          = "dlq-worker"
-	HeaderTime            = "dlq-time"
-	// HeaderTruncated lists the parts of the record that were cut to make
-	// the letter fit, in this order: "key", "value", "headers" (e.g.
-	// "key,headers"). A cut key or value is a prefix of the original; cut
-	// headers are left out whole (the ones that fit are copied). Letters
-	// written before this format hold the original value size instead.
-	HeaderTruncated = "dlq-truncated"
-	// HeaderOriginalSizes, beside HeaderTruncated, gives the original
-	// record's sizes: "key=N,value=N,headers=N,header-bytes=N" (bytes of
-	// key and value, the number of headers, and the bytes of their keys and
-	// values).
-	HeaderOriginalSizes = "dlq-original-sizes"
-)
-
-// Caps on what a dead letter copies of the record, below the producer's
-// record limit (a letter must always fit, or the record can be neither
-// dead-lettered nor committed and the partition stalls).
-const (
-	// dlqValueCap bounds the value copied into a dead letter.
-	dlqValueCap = 64 << 10
-	// dlqKeyCap bounds the key copied (a job record's key is its job ID).
-	dlqKeyCap = 4 << 10
-	// dlqHeadersCap bounds the headers copied, keys and values together;
-	// a header that does not fit is left out whole.
-	dlqHeadersCap = 16 << 10
-	// dlqErrorCap bounds the dlq-error header (Validate's error text).
-	dlqErrorCap = 1 << 10
-	// letterOverhead is the most a record batch of one record takes
-	// besides the key, value and headers (the v2 batch header and the
-	// record's widest varints), with room to spare; headerOverhead is the
-	// same for one header (its two length varints).
-	letterOverhead = 128
-	headerOverhead = 10
-	// truncationReserve is room for HeaderTruncated and
-	// HeaderOriginalSizes, which are added after the budget is split.
-	truncationReserve = 256
-)
-
-// dlqRecord builds the dead letter for it: the record's key, value and
-// headers, cut so that the letter fits the producer's record limit with our
-// own headers, then those headers (why, where from, what was cut). With
-// minimal, nothing of the record is copied.
-func (c *Consumer) dlqRecord(it *item, minimal bool) *kgo.Record {
-	r := it.rec
-	detail := it.bad.Detail
-	if len(detail) > dlqErrorCap {
-		detail = strings.ToValidUTF8(detail[:dlqErrorCap], "") + "…"
-	}
-	own := []kgo.RecordHeader{
-		{Key: HeaderReason, Value: []byte(it.bad.Reason)},
-		{Key: HeaderError, Value: []byte(detail)},
-		{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		{Key: HeaderSourceTimestamp, Value: []byte(r.Timestamp.UTC().Format(time.RFC3339Nano))},
-		{Key: HeaderWorker, Value: []byte(c.cfg.WorkerID)},
-		{Key: HeaderTime, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
-	}
-	// Split what is left of the limit: half for the value, a quarter each
-	// for the key and the headers.
-	budget := c.dlqMaxBytes - letterOverhead - truncationReserve - headersSize(own)
-	keyCap, hdrCap, valCap := min(dlqKeyCap, budget/4), min(dlqHeadersCap, budget/4), min(dlqValueCap, budget/2)
-	if minimal || budget <= 0 {
-		keyCap, hdrCap, valCap = 0, 0, 0
-	}
-
-	var cut []string
-	key := r.Key
-	if len(key) > keyCap {
-		key, cut = key[:keyCap], append(cut, "key")
-	}
-	value := r.Value
-	if len(value) > valCap {
-		value, cut = value[:valCap], append(cut, "value")
-	}
-	var headers []kgo.RecordHeader
-	used, dropped := 0, false
-	for _, h := range r.Headers {
-		n := headerOverhead + len(h.Key) + len(h.Value)
-		if used+n > hdrCap {
-			dropped = true
-			continue
-		}
-		used += n
-		headers = append(headers, h)
-	}
-	if dropped {
-		cut = append(cut, "headers")
-	}
-	if len(cut) > 0 {
-		headerBytes := 0
-		for _, h := range r.Headers {
-			headerBytes += len(h.Key) + len(h.Value)
-		}
-		headers = append(headers,
-			kgo.RecordHeader{Key: HeaderTruncated, Value: []byte(strings.Join(cut, ","))},
-			kgo.RecordHeader{Key: HeaderOriginalSizes, Value: fmt.Appendf(nil, "key=%d,value=%d,headers=%d,header-bytes=%d",
-				len(r.Key), len(r.Value), len(r.Headers), headerBytes)})
-	}
-	headers = append(headers, own...)
-	return &kgo.Record{Topic: c.cfg.DLQTopic, Key: key, Value: value, Headers: headers}
-}
-
-func headersSize(hs []kgo.RecordHeader) int {
-	n := 0
-	for _, h := range hs {
-		n += headerOverhead + len(h.Key) + len(h.Value)
-	}
-	return n
-}
-
-// letterSize is the most r takes in a record batch of its own.
-func letterSize(r *kgo.Record) int {
-	return letterOverhead + len(r.Key) + len(r.Value) + headersSize(r.Headers)
 }
 
 // producerRecordLimit is the largest record batch cl produces to topic
