@@ -38,7 +38,6 @@ import (
 const (
 	DefaultGroup           = "sample-analysis-workers"
 	DefaultDLQTopic        = "Sample.Analysis.Job.DLQ"
-	DefaultResultTopic     = "Sample.Analysis.Result"
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultSessionTimeout  = 45 * time.Second
 	// DefaultRebalanceTimeout bounds how long a rebalance waits for members
@@ -86,9 +85,6 @@ type Config struct {
 	// DLQTopic receives bad records; "-" or empty with NoDLQ disables.
 	DLQTopic string
 	NoDLQ    bool
-	// ResultTopic receives job summaries (Publish); empty with NoResults disables.
-	ResultTopic string
-	NoResults   bool
 	// MaxMessageBytes: larger records are dead-lettered. Default 1 MiB.
 	MaxMessageBytes int
 	// SessionTimeout is the group session timeout. Default 45s.
@@ -131,9 +127,6 @@ func New(cfg Config) (*Consumer, error) {
 	cfg.Group = cmp.Or(cfg.Group, DefaultGroup)
 	if !cfg.NoDLQ {
 		cfg.DLQTopic = cmp.Or(cfg.DLQTopic, DefaultDLQTopic)
-	}
-	if !cfg.NoResults {
-		cfg.ResultTopic = cmp.Or(cfg.ResultTopic, DefaultResultTopic)
 	}
 	cfg.MaxMessageBytes = cmp.Or(cfg.MaxMessageBytes, DefaultMaxMessageBytes)
 	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, DefaultSessionTimeout)
@@ -192,14 +185,6 @@ func (c *Consumer) Client() *kgo.Client { return c.cl }
 
 // Ping checks a broker answers.
 func (c *Consumer) Ping(ctx context.Context) error { return c.cl.Ping(ctx) }
-
-// Publish produces a job summary to the result topic (no-op when disabled).
-func (c *Consumer) Publish(ctx context.Context, key string, value []byte) error {
-	if c.cfg.ResultTopic == "" {
-		return nil
-	}
-	return c.cl.ProduceSync(ctx, &kgo.Record{Topic: c.cfg.ResultTopic, Key: []byte(key), Value: value}).FirstErr()
-}
 
 // Close closes the client (leaving the group if still in it). Call it after
 // the runner drained, so in-flight results are still published.

@@ -153,7 +153,7 @@ func newIntake(t *testing.T, o intakeOpts) *intake {
 		obs: &counts{admitted: map[string]int{}, dead: map[string]int{}}}
 	in.c, err = New(Config{
 		Brokers: kc.ListenAddrs(), Topics: []string{topicOSL, topicSVG}, Group: in.group,
-		DLQTopic: topicDLQ, NoResults: true, WorkerID: "w1", SessionTimeout: 6 * time.Second,
+		DLQTopic: topicDLQ, WorkerID: "w1", SessionTimeout: 6 * time.Second,
 		Store: store, Runner: in.runner, Observer: in.obs,
 		Opts: []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
 	})

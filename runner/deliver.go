@@ -11,6 +11,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
 	"go.uber.org/zap"
@@ -329,7 +330,7 @@ func (j *jobRun) resolveRefusedTerminal(want string, putErr error) (string, erro
 			return "", err
 		}
 	}
-	return "", &refusedError{state: sj.State, answer: clip(answer, 500)}
+	return "", &refusedError{state: sj.State, answer: strings.ToValidUTF8(answer[:min(len(answer), 500)], "")}
 }
 
 func (j *jobRun) getJob() (*sampledb.Job, error) {
@@ -365,12 +366,12 @@ func (j *jobRun) publish(out state.Outcome, final string, plan []state.PlannedTa
 		return
 	}
 	msg, _ := j.message()
-	s := Summary{
+	s := results.Summary{
 		JobID: j.lease.ID, State: final, Reason: out.Reason,
 		SHA256: strings.ToLower(msg.Submission.Sample.ID), Platform: msg.Classification.Platform,
 		Customer: msg.Submission.Customer, Worker: j.r.cfg.WorkerID,
 		Admitted: j.rec.Created.UnixMilli(), Finished: time.Now().UnixMilli(),
-		Generation: j.lease.Token, Tasks: []TaskSummary{},
+		Generation: j.lease.Token, Tasks: []results.TaskSummary{},
 	}
 	kinds := make([]string, 0, len(plan))
 	for _, pt := range plan {
@@ -379,22 +380,22 @@ func (j *jobRun) publish(out state.Outcome, final string, plan []state.PlannedTa
 	sort.Strings(kinds)
 	for _, k := range kinds {
 		cp := tasks[k]
-		s.Tasks = append(s.Tasks, TaskSummary{Kind: k, State: cp.State, TaskID: cp.TaskID, Result: cp.Result, Error: cp.Error, Cancel: cp.Cancel})
+		s.Tasks = append(s.Tasks, results.TaskSummary{Kind: k, State: cp.State, TaskID: cp.TaskID, Result: cp.Result, Error: cp.Error, Cancel: cp.Cancel})
 	}
-	body, truncated := capSummary(&s)
+	body, truncated := results.Encode(&s)
 	if truncated {
 		j.log.Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
 	}
 	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.PublishTimeout)
 	defer cancel()
-	err := j.do(retry{ctx: ctx, again: permanentIf(ErrNotPublishable)}, func(ctx context.Context) error {
+	err := j.do(retry{ctx: ctx, again: permanentIf(results.ErrNotPublishable)}, func(ctx context.Context) error {
 		return pub.Publish(ctx, j.lease.ID, body)
 	})
 	switch {
 	case err == nil, context.Cause(j.ctx) != nil:
 		// Published, or stopped: the job is not tombstoned, its next owner
 		// publishes.
-	case errors.Is(err, ErrNotPublishable):
+	case errors.Is(err, results.ErrNotPublishable):
 		j.log.Error("the job summary cannot be published; SampleDB has the state, the summary is lost", zap.Error(err))
 	default:
 		j.log.Error("could not publish the job summary in time; SampleDB has the state, the summary is lost", zap.Error(err))

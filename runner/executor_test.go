@@ -22,6 +22,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	simsdb "github.com/analysisfleet/analysisfleet/sim/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -95,11 +96,11 @@ func (d *fakeDriver) Cancel(context.Context, edr.Ref) error { return nil }
 // summaries keeps what the result topic would receive.
 type summaries struct {
 	mu  sync.Mutex
-	got []Summary
+	got []results.Summary
 }
 
 func (s *summaries) Publish(_ context.Context, _ string, value []byte) error {
-	var sum Summary
+	var sum results.Summary
 	if err := json.Unmarshal(value, &sum); err != nil {
 		return err
 	}
@@ -225,7 +226,7 @@ func (w *jobWorld) countExact(method, path string) int {
 	return n
 }
 
-func (w *jobWorld) summary() Summary {
+func (w *jobWorld) summary() results.Summary {
 	w.t.Helper()
 	w.results.mu.Lock()
 	defer w.results.mu.Unlock()
@@ -501,7 +502,7 @@ type sizedPublisher struct {
 
 func (p *sizedPublisher) Publish(ctx context.Context, key string, value []byte) error {
 	if len(value) > p.max {
-		return fmt.Errorf("%w: MESSAGE_TOO_LARGE", ErrNotPublishable)
+		return fmt.Errorf("%w: MESSAGE_TOO_LARGE", results.ErrNotPublishable)
 	}
 	return p.summaries.Publish(ctx, key, value)
 }
@@ -534,28 +535,9 @@ func TestOversizedSummaryIsCutNotLost(t *testing.T) {
 	require.Len(t, pub.got, 1, "the summary was published")
 	s := pub.got[0]
 	require.Len(t, s.Tasks, 1)
-	require.LessOrEqual(t, len(s.Tasks[0].Result.Notes), maxSummaryNotes+1)
-	require.Contains(t, s.Tasks[0].Result.Notes[maxSummaryNotes], "more notes")
-	require.LessOrEqual(t, len(s.Tasks[0].Result.Hosts[0]), maxSummaryItem+len("…"))
-}
-
-func TestCapSummaryAlwaysFits(t *testing.T) {
-	t.Parallel()
-	hosts := make([]string, edr.MaxListed)
-	for i := range hosts {
-		hosts[i] = strings.Repeat("x", 4000)
-	}
-	var tasks []TaskSummary
-	for range 8 {
-		tasks = append(tasks, TaskSummary{Kind: "k", Error: strings.Repeat("e", 1<<20), Result: &edr.Result{Hosts: hosts, Notes: hosts}})
-	}
-	s := Summary{Reason: strings.Repeat("r", 1<<20), Tasks: tasks}
-	orig := tasks[0].Result
-	b, cut := capSummary(&s)
-	require.True(t, cut)
-	require.LessOrEqual(t, len(b), MaxSummaryBytes)
-	require.True(t, s.Truncated)
-	require.Len(t, orig.Hosts, edr.MaxListed, "the checkpoint's own result is left whole")
+	require.LessOrEqual(t, len(s.Tasks[0].Result.Notes), results.MaxSummaryNotes+1)
+	require.Contains(t, s.Tasks[0].Result.Notes[results.MaxSummaryNotes], "more notes")
+	require.LessOrEqual(t, len(s.Tasks[0].Result.Hosts[0]), results.MaxSummaryItem+len("…"))
 }
 
 // perCustomer serves drivers by customer, like tenant.Registry.

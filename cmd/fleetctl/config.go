@@ -15,6 +15,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -63,7 +64,7 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 		if !disabled {
 			cfg.dlq = dlq
 		}
-		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC", intake.DefaultResultTopic); !disabled {
+		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC", results.DefaultTopic); !disabled {
 			cfg.result = res
 		}
 		opts, _ := e.KafkaSecurity() // records its problem in e

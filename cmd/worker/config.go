@@ -15,6 +15,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -70,7 +71,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	topics := e.List("KAFKA_TOPICS", intake.DefaultTopics)
 	regex := e.Str("KAFKA_TOPIC_REGEX", "")
 	dlq, noDLQ := e.Optional("KAFKA_DLQ_TOPIC", intake.DefaultDLQTopic)
-	res, noRes := e.Optional("KAFKA_RESULT_TOPIC", intake.DefaultResultTopic)
+	res, noRes := e.Optional("KAFKA_RESULT_TOPIC", results.DefaultTopic)
 	kopts, err := e.KafkaSecurity()
 	if err != nil {
 		return nil, err

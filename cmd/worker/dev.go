@@ -30,6 +30,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -125,7 +126,7 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 
 	topics := intake.DefaultTopics
 	kc, err := kfake.NewCluster(
-		kfake.SeedTopics(6, append(append([]string{}, topics...), intake.DefaultDLQTopic, intake.DefaultResultTopic)...),
+		kfake.SeedTopics(6, append(append([]string{}, topics...), intake.DefaultDLQTopic, results.DefaultTopic)...),
 		kfake.GroupMinSessionTimeout(time.Second),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4194304"}),
 	)
@@ -380,7 +381,7 @@ func (d *dev) banner(broker string) {
 	s := d.stack
 	w := d.out
 	fmt.Fprintf(w, "analysisfleet %s — worker dev: the whole fleet in one process\n\n", version)
-	fmt.Fprintf(w, "  Kafka (kfake)    %s   topics %s\n", broker, strings.Join(append(append([]string{}, intake.DefaultTopics...), intake.DefaultDLQTopic, intake.DefaultResultTopic), ", "))
+	fmt.Fprintf(w, "  Kafka (kfake)    %s   topics %s\n", broker, strings.Join(append(append([]string{}, intake.DefaultTopics...), intake.DefaultDLQTopic, results.DefaultTopic), ", "))
 	fmt.Fprintf(w, "  Redis            %s\n", d.redisIs)
 	fmt.Fprintf(w, "  SampleDB sim     %s/sampledb/v2/job   (API keys: %s analyzer, %s user, %s viewer)\n", s.SampleDBURL, simstack.AnalyzerKey, simstack.UserKey, simstack.ViewerKey)
 	for _, a := range s.Accounts {

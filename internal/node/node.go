@@ -17,14 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -100,6 +100,7 @@ type Node struct {
 	readyErr  error
 	intake    context.CancelFunc
 	intakeErr chan error
+	results   *results.Publisher
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
 }
@@ -125,9 +126,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, Store: store, Registry: reg, intakeErr: make(chan error, 1)}
 
-	var pub *consumerPublisher
+	var pub *results.Publisher
 	if !cfg.NoResults {
-		pub = &consumerPublisher{}
+		var err error
+		pub, err = results.New(results.Config{Brokers: cfg.Brokers, Topic: cfg.ResultTopic,
+			Opts: cfg.KafkaOpts})
+		if err != nil {
+			return nil, err
+		}
 	}
 	wcfg := runner.Config{
 		WorkerID: cfg.WorkerID, Store: store, SampleDB: cfg.SampleDB, Drivers: cfg.Drivers, Accounts: cfg.Accounts,
@@ -141,31 +147,32 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if pub != nil {
 		wcfg.Results = pub
+		n.results = pub
 	}
 	runner, err := runner.New(wcfg)
 	if err != nil {
+		n.closeResults()
 		return nil, err
 	}
 	n.Runner = runner
 	cons, err := intake.New(intake.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics, TopicRegex: cfg.TopicRegex, Group: cfg.Group,
-		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ, ResultTopic: cfg.ResultTopic, NoResults: cfg.NoResults,
+		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ,
 		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 		WorkerID: cfg.WorkerID,
 		Store:    store, Runner: runner, Logger: log, Observer: m,
 		Opts: append(append([]kgo.Opt{}, cfg.KafkaOpts...), m.KafkaHooks()),
 	})
 	if err != nil {
+		n.closeResults()
 		return nil, err
 	}
 	n.Consumer = cons
 	m.Gauges(runner.InFlight, runner.Keeper().Len, store.OutboxDepth)
 	m.Ready(func() bool { return n.Ready(context.Background()) == nil })
-	if pub != nil {
-		pub.c = cons
-	}
 	if err := runner.Start(ctx); err != nil {
 		cons.Close()
+		n.closeResults()
 		return nil, fmt.Errorf("start runner: %w", err)
 	}
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -181,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	log.Info("worker started", zap.String("worker_id", cfg.WorkerID), zap.Strings("brokers", cfg.Brokers), zap.Int("drivers", len(cfg.Drivers)))
+	log.Info("worker started", zap.String("worker_id", cfg.WorkerID), zap.Strings("brokers", cfg.Brokers))
 	return n, nil
 }
 
@@ -271,6 +278,7 @@ func (n *Node) Stop() {
 		n.draining.Store(true)
 		n.intake()
 		n.Runner.Stop()
+		n.closeResults() // after the runner: its last jobs published
 		n.Consumer.Close()
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -281,15 +289,8 @@ func (n *Node) Stop() {
 	})
 }
 
-// consumerPublisher publishes summaries through the consumer's client; it
-// exists because the runner is built before the consumer.
-type consumerPublisher struct{ c *intake.Consumer }
-
-func (p *consumerPublisher) Publish(ctx context.Context, key string, value []byte) error {
-	err := p.c.Publish(ctx, key, value)
-	var ke *kerr.Error
-	if errors.As(err, &ke) && !ke.Retriable {
-		return fmt.Errorf("%w: %w", runner.ErrNotPublishable, err)
+func (n *Node) closeResults() {
+	if n.results != nil {
+		n.results.Close()
 	}
-	return err
 }

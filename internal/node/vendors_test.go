@@ -13,7 +13,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
-	"github.com/analysisfleet/analysisfleet/runner"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -36,20 +36,20 @@ func taskKinds(f *fleet, id string) map[string]string {
 	return out
 }
 
-func (f *fleet) results(want int) map[string]runner.Summary {
+func (f *fleet) results(want int) map[string]results.Summary {
 	f.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topicRes),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(f.t, err)
 	defer cl.Close()
-	out := map[string]runner.Summary{}
+	out := map[string]results.Summary{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for len(out) < want {
 		fs := cl.PollFetches(ctx)
 		require.NoError(f.t, ctx.Err(), "only %d of %d summaries arrived", len(out), want)
 		fs.EachRecord(func(r *kgo.Record) {
-			var s runner.Summary
+			var s results.Summary
 			require.NoError(f.t, json.Unmarshal(r.Value, &s))
 			require.Equal(f.t, string(r.Key), s.JobID, "the result key is the job ID")
 			out[s.JobID] = s
