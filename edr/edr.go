@@ -45,6 +45,14 @@ const (
 	KindSophosXDR      = "sophos.xdr_query"
 )
 
+// Vendor returns the vendor of a task kind: the part before the dot
+// ("cbc" for "cbc.event_export"), or kind itself without one. Metrics,
+// rate limiters and fleetctl's filters name vendors this way.
+func Vendor(kind string) string {
+	vendor, _, _ := strings.Cut(kind, ".")
+	return vendor
+}
+
 // Target is what one task hunts for: a sample and where to look. Drivers
 // must call ValidSHA256 (or trust Target.SHA256 only after it) before
 // interpolating anything into a vendor query language.

@@ -122,11 +122,11 @@ func (j *jobRun) customer() string {
 func (j *jobRun) driver(kind string) (edr.Driver, error) {
 	ds, err := j.r.cfg.Accounts.Drivers(j.customer())
 	if err != nil {
-		return nil, &edr.Error{Vendor: vendorOf(kind), Op: "account", Msg: err.Error(), Err: err}
+		return nil, &edr.Error{Vendor: edr.Vendor(kind), Op: "account", Msg: err.Error(), Err: err}
 	}
 	d := ds[kind]
 	if d == nil {
-		return nil, edr.Permanent(vendorOf(kind), "account", fmt.Sprintf("no %s account is configured for customer %q on worker %s", kind, j.customer(), j.r.cfg.WorkerID))
+		return nil, edr.Permanent(edr.Vendor(kind), "account", fmt.Sprintf("no %s account is configured for customer %q on worker %s", kind, j.customer(), j.r.cfg.WorkerID))
 	}
 	return d, nil
 }

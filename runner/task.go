@@ -23,7 +23,7 @@ var errTaskTimeout = errors.New("task timeout")
 // or stops; the job then delivers what is left.
 func (j *jobRun) runTask(pt state.PlannedTask, cp *state.TaskCheckpoint, t edr.Target, jobDeadline time.Time) {
 	cfg := &j.r.cfg
-	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", vendorOf(pt.Kind)))
+	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", edr.Vendor(pt.Kind)))
 
 	end := func(st, msg string) {
 		cp.State, cp.Error, cp.Ended = st, msg, time.Now().UnixMilli()
@@ -175,7 +175,7 @@ func (j *jobRun) runTask(pt state.PlannedTask, cp *state.TaskCheckpoint, t edr.T
 // must not cut a start short, because the reference it returns is what lets
 // the abort cancel the operation at the vendor.
 func (j *jobRun) startOnce(kind string, cp *state.TaskCheckpoint, t edr.Target, deadline time.Time, log *zap.Logger) (edr.Ref, error) {
-	vendor := vendorOf(kind)
+	vendor := edr.Vendor(kind)
 	obs := j.r.cfg.Observer
 	how := "first"
 	if cp.Intent != nil {
@@ -262,7 +262,7 @@ func (j *jobRun) taskError(cp *state.TaskCheckpoint, err error, end func(st, msg
 // every attempt.
 func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
 	var v T
-	vendor := vendorOf(kind)
+	vendor := edr.Vendor(kind)
 	err := j.do(retry{ctx: ctx, guard: true, halt: j.halt, deadline: deadline,
 		again: func(err error) (bool, time.Duration) {
 			return edr.IsRetryable(err), edr.RetryAfter(err)
@@ -299,13 +299,4 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-func vendorOf(kind string) string {
-	for i := range kind {
-		if kind[i] == '.' {
-			return kind[:i]
-		}
-	}
-	return kind
 }

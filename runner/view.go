@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -97,7 +98,7 @@ func View(r *state.Record) JobView {
 func (v JobView) Vendors() []string {
 	var out []string
 	for _, t := range v.Tasks {
-		out = append(out, vendorOf(t.Kind))
+		out = append(out, edr.Vendor(t.Kind))
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -187,7 +188,7 @@ func vendorsOf(v runner.JobView) []string {
 	seen := map[string]bool{}
 	out := []string{}
 	add := func(kind string) {
-		vendor, _, _ := strings.Cut(kind, ".")
+		vendor := edr.Vendor(kind)
 		if !seen[vendor] {
 			seen[vendor] = true
 			out = append(out, vendor)
