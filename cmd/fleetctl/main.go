@@ -12,8 +12,9 @@
 //	fleetctl version | help
 //
 // It reads the same environment contract as the worker (KAFKA_*, REDIS_URL,
-// REDIS_NAMESPACE, LEASE_TTL; see README). A missing or bad setting is one
-// error line naming the variable and exit status 2; other failures exit 1.
+// REDIS_NAMESPACE, LEASE_TTL; see README; declared in envVars). A bad
+// configuration is one error line listing every problem, each naming its
+// variable, and exit status 2; other failures exit 1.
 // Tables are for people; -o json is for scripts and keeps its field names.
 // Secrets never appear in the output.
 package main

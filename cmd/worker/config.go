@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -9,14 +10,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/analysisfleet/analysisfleet/consumer"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/sampledb"
-	"github.com/analysisfleet/analysisfleet/state"
 	"github.com/analysisfleet/analysisfleet/worker"
 )
 
@@ -54,48 +53,41 @@ func userAgent(workerID string) string {
 	return fmt.Sprintf("analysisfleet/%s (%s)", version, workerID)
 }
 
-// loadConfig reads and validates the environment. The error names the
-// variable.
+// loadConfig reads and validates the environment (e reads runVars). Every
+// problem is reported at once (envconf.Problems), each naming its variable;
+// none quotes a secret.
 func loadConfig(e *envconf.Env) (*config, error) {
 	c := &config{}
-	c.insecure = e.Bool("INSECURE_HTTP", false)
-	workerID := e.Str("WORKER_ID", envconf.Hostname())
+	c.insecure = e.Bool("INSECURE_HTTP")
+	workerID := cmp.Or(e.Str("WORKER_ID"), envconf.Hostname())
 	ua := userAgent(workerID)
 
 	// Kafka.
-	brokers := e.List("KAFKA_BROKERS", nil)
-	if len(brokers) == 0 {
-		e.Fail("KAFKA_BROKERS", "is required (comma-separated host:port list)")
-	}
-	topics := e.List("KAFKA_TOPICS", consumer.DefaultTopics)
-	regex := e.Str("KAFKA_TOPIC_REGEX", "")
-	dlq, noDLQ := e.Optional("KAFKA_DLQ_TOPIC", consumer.DefaultDLQTopic)
-	res, noRes := e.Optional("KAFKA_RESULT_TOPIC", consumer.DefaultResultTopic)
-	kopts, err := e.KafkaSecurity()
-	if err != nil {
-		return nil, err
-	}
+	topics := e.List("KAFKA_TOPICS")
+	dlq, noDLQ := e.Optional("KAFKA_DLQ_TOPIC")
+	res, noRes := e.Optional("KAFKA_RESULT_TOPIC")
+	regex := e.Str("KAFKA_TOPIC_REGEX")
 	c.node = node.Config{
-		WorkerID: workerID, Brokers: brokers, Topics: topics, TopicRegex: regex,
-		Group:    e.Str("KAFKA_GROUP", consumer.DefaultGroup),
+		WorkerID: workerID, Brokers: e.List("KAFKA_BROKERS"), Topics: topics, TopicRegex: regex,
+		Group:    e.Str("KAFKA_GROUP"),
 		DLQTopic: dlq, NoDLQ: noDLQ, ResultTopic: res, NoResults: noRes,
-		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES", consumer.DefaultMaxMessageBytes, 1024, 64<<20),
-		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT", consumer.DefaultSessionTimeout, 6*time.Second, 30*time.Minute),
-		KafkaOpts:         kopts,
-		MaxInflight:       e.Int("MAX_INFLIGHT", worker.DefaultMaxInflight, 1, 100000),
-		JobTimeout:        e.Duration("JOB_TIMEOUT", worker.DefaultJobTimeout, time.Second, 30*24*time.Hour),
-		AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL", worker.DefaultAbortPollInterval, 100*time.Millisecond, time.Hour),
-		DrainTimeout:      e.Duration("DRAIN_TIMEOUT", worker.DefaultDrainTimeout, 0, 10*time.Minute),
-		PollMin:           e.Duration("POLL_INTERVAL_MIN", worker.DefaultPollMin, time.Millisecond, time.Hour),
-		PollMax:           e.Duration("POLL_INTERVAL_MAX", worker.DefaultPollMax, time.Millisecond, 24*time.Hour),
-		ClaimInterval:     e.Duration("CLAIM_INTERVAL", worker.DefaultClaimInterval, 10*time.Millisecond, 10*time.Minute),
-		RetryMin:          e.Duration("RETRY_BACKOFF_MIN", worker.DefaultRetryMin, time.Millisecond, time.Hour),
-		RetryMax:          e.Duration("RETRY_BACKOFF_MAX", worker.DefaultRetryMax, time.Millisecond, 24*time.Hour),
-		StartConcurrency:  e.Int("START_CONCURRENCY", worker.DefaultStartConcurrency, 1, 10000),
-		ReconcileInterval: e.Duration("RECONCILE_INTERVAL", worker.DefaultReconcileInterval, time.Second, 24*time.Hour),
-		HTTPAddr:          e.Str("HTTP_ADDR", ":8080"),
+		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES"),
+		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT"),
+		KafkaOpts:         e.KafkaSecurity(),
+		MaxInflight:       e.Int("MAX_INFLIGHT"),
+		JobTimeout:        e.Duration("JOB_TIMEOUT"),
+		AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL"),
+		DrainTimeout:      e.Duration("DRAIN_TIMEOUT"),
+		PollMin:           e.Duration("POLL_INTERVAL_MIN"),
+		PollMax:           e.Duration("POLL_INTERVAL_MAX"),
+		ClaimInterval:     e.Duration("CLAIM_INTERVAL"),
+		RetryMin:          e.Duration("RETRY_BACKOFF_MIN"),
+		RetryMax:          e.Duration("RETRY_BACKOFF_MAX"),
+		StartConcurrency:  e.Int("START_CONCURRENCY"),
+		ReconcileInterval: e.Duration("RECONCILE_INTERVAL"),
+		HTTPAddr:          e.Str("HTTP_ADDR"),
 	}
-	if p := e.Str("PLAYBOOK_FILE", ""); p != "" {
+	if p := e.Str("PLAYBOOK_FILE"); p != "" {
 		pb, err := worker.LoadPlaybook(p)
 		if err != nil {
 			e.Fail("PLAYBOOK_FILE", "%v", err)
@@ -104,14 +96,14 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	}
 
 	// Redis.
-	c.ns = e.Str("REDIS_NAMESPACE", state.DefaultNamespace)
-	c.leaseTTL = e.Duration("LEASE_TTL", state.DefaultLeaseTTL, time.Second, 10*time.Minute)
+	c.ns = e.Str("REDIS_NAMESPACE")
+	c.leaseTTL = e.Duration("LEASE_TTL")
 	c.redis = e.Redis()
 
 	// SampleDB.
 	c.sampledb = sampledb.Config{
-		URL:       e.URL("SAMPLEDB_URL", e.Required("SAMPLEDB_URL"), c.insecure),
-		APIKey:    e.RequiredSecret("SAMPLEDB_API_KEY"),
+		URL:       e.URL("SAMPLEDB_URL", e.Str("SAMPLEDB_URL"), c.insecure),
+		APIKey:    e.Secret("SAMPLEDB_API_KEY"),
 		UserAgent: ua,
 		// The runner re-checks the lease between attempts: keep each call's
 		// own retrying short.
@@ -120,43 +112,42 @@ func loadConfig(e *envconf.Env) (*config, error) {
 
 	// Downloads of pre-signed URLs.
 	c.download = httpc.DownloadConfig{
-		Hosts: e.List("DOWNLOAD_HOSTS", []string{".amazonaws.com"}), Insecure: c.insecure,
+		Hosts: e.List("DOWNLOAD_HOSTS"), Insecure: c.insecure,
 		UserAgent: ua, MaxBody: 512 << 20, Timeout: 10 * time.Minute,
 	}
 
 	c.vendors = readVendorSettings(e, ua, c.insecure)
 	accounts := envAccounts(e, c.insecure)
-	c.tenantsFile = e.Str("TENANTS_FILE", "")
-	c.reloadEvery = e.Duration("TENANTS_RELOAD_INTERVAL", 10*time.Second, 100*time.Millisecond, time.Hour)
+	c.tenantsFile = e.Str("TENANTS_FILE")
+	c.reloadEvery = e.Duration("TENANTS_RELOAD_INTERVAL")
 	if c.tenantsFile != "" {
 		if names := accounts.names; len(names) > 0 {
 			e.Fail("TENANTS_FILE", "is set together with single-account vendor variables (%s): with a tenants file every account lives in the file (move them into its \"*\" entry to serve customers not listed)", strings.Join(names, ", "))
 		}
 		cfg, d, errs := tenant.Load(c.tenantsFile, func(u string) error { return envconf.CheckURL(u, c.insecure) })
-		if len(errs) > 0 {
-			e.Fail("TENANTS_FILE", "%s", joinErrors(errs))
-		}
+		e.FailEach("TENANTS_FILE", errs)
 		c.tenants, c.tenantsDigest = cfg, d
 	} else if !accounts.Empty() {
 		c.tenants = tenant.Config{tenant.Default: accounts.Accounts}
 	}
 
-	lvl, lerr := zapcore.ParseLevel(e.Str("LOG_LEVEL", "info"))
+	level := e.Str("LOG_LEVEL")
+	lvl, lerr := zapcore.ParseLevel(level)
 	if lerr != nil {
-		e.Fail("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.Str("LOG_LEVEL", ""))
+		e.Fail("LOG_LEVEL", "%q is not one of debug, info, warn, error", level)
 	}
 	c.logLevel = lvl
-	c.failpoints = e.Str("ANALYSISFLEET_FAILPOINTS", "")
+	c.failpoints = e.Str("ANALYSISFLEET_FAILPOINTS")
+	if len(c.tenants) == 0 && !e.Failed("TENANTS_FILE") {
+		e.Fail("", "no EDR vendor configured: set CBC_*, CBLR_*, CYTOMIC_* or SOPHOS_*, or TENANTS_FILE (see README)")
+	}
 	if err := e.Err(); err != nil {
 		return nil, err
-	}
-	if len(c.tenants) == 0 {
-		return nil, fmt.Errorf("no EDR vendor configured: set CBC_*, CBLR_*, CYTOMIC_* or SOPHOS_*, or TENANTS_FILE (see README)")
 	}
 	c.secrets = redact.New(e.Secrets()...)
 	addTenantSecrets(c.secrets, c.tenants)
 	for _, v := range []string{"SOPHOS", "CYTOMIC"} {
-		if id, secret := e.Str(v+"_CLIENT_ID", ""), e.Secret(v+"_CLIENT_SECRET"); secret != "" {
+		if id, secret := e.Str(v+"_CLIENT_ID"), e.Secret(v+"_CLIENT_SECRET"); secret != "" {
 			c.secrets.AddBasic(id, secret)
 		}
 	}

@@ -348,7 +348,7 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 		env["CYTOMIC_ROUND"], env["SOPHOS_POLL_INTERVAL"], env["CBLR_POLL_INTERVAL"] = "100ms", "100ms", "50ms"
 	}
 	// The same configuration path as `worker run`.
-	cfg, err := loadConfig(envconf.FromMap(env))
+	cfg, err := loadConfig(envconf.FromMap(runVars, env))
 	if err != nil {
 		return nil, fmt.Errorf("dev configuration: %w", err)
 	}

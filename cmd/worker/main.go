@@ -1,6 +1,7 @@
 // Command worker is the analysisfleet daemon.
 //
-//	worker run    the production worker, configured by the environment (README)
+//	worker run    the production worker, configured by the environment
+//	              (runVars in envtable.go; README)
 //	worker dev    everything in one process: in-process Kafka, Redis, simulators,
 //	              synthetic submissions, a live progress display and a summary
 //	worker sim    the simulators alone, on fixed ports (multi-process tests)
@@ -75,9 +76,11 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdRun(stderr io.Writer) int {
-	cfg, err := loadConfig(envconf.New(nil))
+	cfg, err := loadConfig(envconf.New(runVars, nil))
 	if err != nil {
-		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
+		for _, p := range envconf.AsProblems(err) {
+			fmt.Fprintf(stderr, "worker: configuration error: %v\n", p)
+		}
 		return 2
 	}
 	log := cfg.secrets.Logger(newLogger(cfg.logLevel)).With(zap.String("worker_id", cfg.node.WorkerID))

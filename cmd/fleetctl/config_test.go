@@ -1,0 +1,69 @@
+package main
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
+)
+
+// TestEnvVarsAreRead: fleetctl reads every variable it declares, and
+// nothing else.
+func TestEnvVarsAreRead(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, envVars.Check())
+
+	// Every variable set, so that each reader goes on to the variables
+	// read after it (a mechanism before its user, rediss:// before its TLS
+	// files).
+	env := map[string]string{}
+	for _, r := range envVars {
+		for _, v := range r.Vars {
+			switch {
+			case v.Default != "":
+				env[v.Name] = v.Default
+			case v.Kind == envconf.Duration:
+				env[v.Name] = v.Min
+			case v.Kind == envconf.Bool:
+				env[v.Name] = "true"
+			default:
+				env[v.Name] = "x"
+			}
+		}
+	}
+	env["KAFKA_SASL_MECHANISM"], env["REDIS_URL"] = "PLAIN", "rediss://redis.example.net:6380/0"
+	seen := map[string]bool{}
+	c := &cli{env: func(k string) (string, bool) {
+		seen[k] = true
+		v, ok := env[k]
+		return v, ok
+	}}
+	_, _ = c.loadConfig(needs{kafka: true, redis: true})
+	want := envVars.Names()
+	for _, s := range envVars.Secrets() {
+		want = append(want, s+"_FILE")
+	}
+	var got []string
+	for k := range seen {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	require.Equal(t, want, got)
+}
+
+// Every problem at once, on the one error line, each naming its variable.
+func TestConfigErrorListsEveryProblem(t *testing.T) {
+	t.Parallel()
+	r := runEnv(map[string]string{"LEASE_TTL": "soon", "REDIS_NAMESPACE": "a:b", "KAFKA_SASL_MECHANISM": "GSSAPI"},
+		"", "status")
+	require.Equal(t, 2, r.code, "%s", r)
+	require.Empty(t, r.stdout)
+	require.Equal(t, "fleetctl: configuration error: KAFKA_BROKERS: is required (a comma-separated list); "+
+		`KAFKA_SASL_MECHANISM: "GSSAPI" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; `+
+		"REDIS_URL: is required (or REDIS_URL_FILE); "+
+		`REDIS_NAMESPACE: "a:b" may not contain braces, colons or spaces; `+
+		`LEASE_TTL: "soon" is not a duration (examples: 30s, 5m, 4h)`+"\n", r.stderr)
+}
