@@ -73,6 +73,8 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		DLQTopic: dlq, NoDLQ: noDLQ, ResultTopic: res, NoResults: noRes,
 		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES"),
 		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT"),
+		RebalanceTimeout:  e.Duration("KAFKA_REBALANCE_TIMEOUT"),
+		HeartbeatInterval: e.Duration("KAFKA_HEARTBEAT_INTERVAL"),
 		KafkaOpts:         e.KafkaSecurity(),
 		MaxInflight:       e.Int("MAX_INFLIGHT"),
 		JobTimeout:        e.Duration("JOB_TIMEOUT"),
@@ -85,6 +87,8 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		RetryMax:          e.Duration("RETRY_BACKOFF_MAX"),
 		StartConcurrency:  e.Int("START_CONCURRENCY"),
 		ReconcileInterval: e.Duration("RECONCILE_INTERVAL"),
+		CancelTimeout:     e.Duration("CANCEL_TIMEOUT"),
+		PublishTimeout:    e.Duration("PUBLISH_TIMEOUT"),
 		HTTPAddr:          e.Str("HTTP_ADDR"),
 	}
 	if p := e.Str("PLAYBOOK_FILE"); p != "" {

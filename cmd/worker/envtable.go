@@ -41,6 +41,15 @@ var runVars = envconf.Table{
 	envconf.KafkaSASL,
 	{Vars: []envconf.Var{{Name: "KAFKA_SESSION_TIMEOUT", Kind: envconf.Duration, Default: dur(consumer.DefaultSessionTimeout), Min: "6s", Max: "30m"}},
 		Doc: "consumer-group session timeout"},
+	{
+		Vars: []envconf.Var{
+			{Name: "KAFKA_REBALANCE_TIMEOUT", Kind: envconf.Duration, Default: dur(consumer.DefaultRebalanceTimeout), Min: "1s", Max: "30m"},
+			{Name: "KAFKA_HEARTBEAT_INTERVAL", Kind: envconf.Duration, Min: "100ms", Max: "1m"},
+		},
+		Default: "`" + dur(consumer.DefaultRebalanceTimeout) + "`, min(3s, session/10)",
+		Doc: "how long a rebalance waits for members; how quickly a member notices one (intake blocks a " +
+			"rebalance only while it admits one poll's records)",
+	},
 
 	// Redis.
 	envconf.RedisURL,
@@ -176,6 +185,14 @@ var runVars = envconf.Table{
 			{Name: "RECONCILE_INTERVAL", Kind: envconf.Duration, Default: dur(worker.DefaultReconcileInterval), Min: "1s", Max: "24h"},
 		},
 		Doc: "how often expired leases are looked for; how often SampleDB's executing jobs are checked against the ledger",
+	},
+	{
+		Vars: []envconf.Var{
+			{Name: "CANCEL_TIMEOUT", Kind: envconf.Duration, Default: dur(worker.DefaultCancelTimeout), Min: "1s", Max: "1h"},
+			{Name: "PUBLISH_TIMEOUT", Kind: envconf.Duration, Default: dur(worker.DefaultPublishTimeout), Min: "1s", Max: "1h"},
+		},
+		Doc: "how long cancelling a vendor operation (at abort or timeout) is retried before the task records " +
+			"\"cancel failed\"; how long publishing a job's summary is retried before the summary is given up (logged)",
 	},
 	{Vars: []envconf.Var{{Name: "PLAYBOOK_FILE"}}, Default: "built in",
 		Doc: "JSON playbook replacing the default (format in [`worker/playbook.go`](worker/playbook.go))"},
