@@ -79,6 +79,8 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 		if cfg.topicRegex != "" {
 			if _, err := regexp.Compile(cfg.topicRegex); err != nil {
 				e.Fail("KAFKA_TOPIC_REGEX", "not a regular expression: %v", err)
+			} else if e.Set("KAFKA_TOPICS") {
+				e.Fail("KAFKA_TOPIC_REGEX", "is set together with KAFKA_TOPICS: set one of the two (the regex would replace the list)")
 			}
 		}
 		cfg.group = e.Str("KAFKA_GROUP")

@@ -57,11 +57,12 @@ func TestEnvVarsAreRead(t *testing.T) {
 // Every problem at once, on the one error line, each naming its variable.
 func TestConfigErrorListsEveryProblem(t *testing.T) {
 	t.Parallel()
-	r := runEnv(map[string]string{"LEASE_TTL": "soon", "REDIS_NAMESPACE": "a:b", "KAFKA_SASL_MECHANISM": "GSSAPI"},
-		"", "status")
+	r := runEnv(map[string]string{"LEASE_TTL": "soon", "REDIS_NAMESPACE": "a:b", "KAFKA_SASL_MECHANISM": "GSSAPI",
+		"KAFKA_TOPICS": "a", "KAFKA_TOPIC_REGEX": "^b$"}, "", "status")
 	require.Equal(t, 2, r.code, "%s", r)
 	require.Empty(t, r.stdout)
 	require.Equal(t, "fleetctl: configuration error: KAFKA_BROKERS: is required (a comma-separated list); "+
+		"KAFKA_TOPIC_REGEX: is set together with KAFKA_TOPICS: set one of the two (the regex would replace the list); "+
 		`KAFKA_SASL_MECHANISM: "GSSAPI" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; `+
 		"REDIS_URL: is required (or REDIS_URL_FILE); "+
 		`REDIS_NAMESPACE: "a:b" may not contain braces, colons or spaces; `+

@@ -3,6 +3,9 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +70,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	dlq, noDLQ := e.Optional("KAFKA_DLQ_TOPIC")
 	res, noRes := e.Optional("KAFKA_RESULT_TOPIC")
 	regex := e.Str("KAFKA_TOPIC_REGEX")
+	checkTopicRegex(e, regex, map[string]string{"KAFKA_DLQ_TOPIC": dlq, "KAFKA_RESULT_TOPIC": res})
 	c.node = node.Config{
 		WorkerID: workerID, Brokers: e.List("KAFKA_BROKERS"), Topics: topics, TopicRegex: regex,
 		Group:    e.Str("KAFKA_GROUP"),
@@ -91,6 +95,11 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		PublishTimeout:    e.Duration("PUBLISH_TIMEOUT"),
 		HTTPAddr:          e.Str("HTTP_ADDR"),
 	}
+	if hb := c.node.HeartbeatInterval; hb >= c.node.SessionTimeout && !e.Failed("KAFKA_SESSION_TIMEOUT") {
+		e.Fail("KAFKA_HEARTBEAT_INTERVAL", "%s is not shorter than KAFKA_SESSION_TIMEOUT (%s)", hb, c.node.SessionTimeout)
+	}
+	e.NotAbove("POLL_INTERVAL_MIN", c.node.PollMin, "POLL_INTERVAL_MAX", c.node.PollMax)
+	e.NotAbove("RETRY_BACKOFF_MIN", c.node.RetryMin, "RETRY_BACKOFF_MAX", c.node.RetryMax)
 	if p := e.Str("PLAYBOOK_FILE"); p != "" {
 		pb, err := worker.LoadPlaybook(p)
 		if err != nil {
@@ -101,6 +110,9 @@ func loadConfig(e *envconf.Env) (*config, error) {
 
 	// Redis.
 	c.ns = e.Str("REDIS_NAMESPACE")
+	if strings.ContainsAny(c.ns, "{}: ") {
+		e.Fail("REDIS_NAMESPACE", "%q may not contain braces, colons or spaces", c.ns)
+	}
 	c.leaseTTL = e.Duration("LEASE_TTL")
 	c.redis = e.Redis()
 
@@ -157,6 +169,30 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	}
 	c.node.Redact = c.secrets
 	return c, nil
+}
+
+// checkTopicRegex refuses a KAFKA_TOPIC_REGEX that does not compile, one
+// set together with KAFKA_TOPICS (which would silently lose the list), and
+// one matching a topic the worker writes (by variable): it would consume its
+// own dead letters, each dead-lettered again, forever, or its summaries as
+// jobs.
+func checkTopicRegex(e *envconf.Env, regex string, written map[string]string) {
+	if regex == "" {
+		return
+	}
+	re, err := regexp.Compile(regex)
+	if err != nil {
+		e.Fail("KAFKA_TOPIC_REGEX", "not a regular expression: %v", err)
+		return
+	}
+	if e.Set("KAFKA_TOPICS") {
+		e.Fail("KAFKA_TOPIC_REGEX", "is set together with KAFKA_TOPICS: set one of the two (the regex would replace the list)")
+	}
+	for _, name := range slices.Sorted(maps.Keys(written)) {
+		if t := written[name]; t != "" && re.MatchString(t) {
+			e.Fail("KAFKA_TOPIC_REGEX", "matches %s (%s), a topic the worker writes: anchor it to the job topics, e.g. ^Sample\\.Analysis\\.Job\\.(OSL|SVG)$", t, name)
+		}
+	}
 }
 
 func newLogger(level zapcore.Level) *zap.Logger {

@@ -12,12 +12,72 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
 	"github.com/analysisfleet/analysisfleet/state"
 )
+
+// Pairs that contradict each other are refused, naming the variable.
+func TestConfigRefusesInconsistentPairs(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		set  map[string]string
+		want string // the problem, in full
+	}{
+		{"poll min above max", map[string]string{"POLL_INTERVAL_MIN": "2m", "POLL_INTERVAL_MAX": "1m"},
+			"POLL_INTERVAL_MIN: 2m0s is more than POLL_INTERVAL_MAX (1m0s)"},
+		{"poll min above the default max", map[string]string{"POLL_INTERVAL_MIN": "90s"},
+			"POLL_INTERVAL_MIN: 1m30s is more than POLL_INTERVAL_MAX (1m0s)"},
+		{"retry min above max", map[string]string{"RETRY_BACKOFF_MIN": "10s", "RETRY_BACKOFF_MAX": "5s"},
+			"RETRY_BACKOFF_MIN: 10s is more than RETRY_BACKOFF_MAX (5s)"},
+		{"regex that does not compile", map[string]string{"KAFKA_TOPIC_REGEX": "Sample.(OSL"},
+			"KAFKA_TOPIC_REGEX: not a regular expression: error parsing regexp: missing closing ): `Sample.(OSL`"},
+		{"regex and topics", map[string]string{"KAFKA_TOPIC_REGEX": `^Jobs\.`, "KAFKA_TOPICS": "Jobs.A"},
+			"KAFKA_TOPIC_REGEX: is set together with KAFKA_TOPICS: set one of the two (the regex would replace the list)"},
+		{"regex matching the DLQ", map[string]string{"KAFKA_TOPIC_REGEX": `^Sample\.Analysis\.Job\.`},
+			"KAFKA_TOPIC_REGEX: matches Sample.Analysis.Job.DLQ (KAFKA_DLQ_TOPIC), a topic the worker writes"},
+		{"regex matching the result topic", map[string]string{"KAFKA_TOPIC_REGEX": `Result$`},
+			"KAFKA_TOPIC_REGEX: matches Sample.Analysis.Result (KAFKA_RESULT_TOPIC), a topic the worker writes"},
+		{"heartbeat not shorter than the session", map[string]string{"KAFKA_SESSION_TIMEOUT": "10s", "KAFKA_HEARTBEAT_INTERVAL": "10s"},
+			"KAFKA_HEARTBEAT_INTERVAL: 10s is not shorter than KAFKA_SESSION_TIMEOUT (10s)"},
+		{"unknown mechanism, no user or password", map[string]string{"KAFKA_SASL_MECHANISM": "GSSAPI"},
+			`KAFKA_SASL_MECHANISM: "GSSAPI" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512`},
+		{"unknown mechanism, a missing password file", map[string]string{"KAFKA_SASL_MECHANISM": "oauthbearer", "KAFKA_SASL_PASSWORD_FILE": "/nonexistent"},
+			`KAFKA_SASL_MECHANISM: "OAUTHBEARER" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512`},
+		{"namespace", map[string]string{"REDIS_NAMESPACE": "a:b"},
+			`REDIS_NAMESPACE: "a:b" may not contain braces, colons or spaces`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			env := baseEnv()
+			for k, v := range c.set {
+				env[k] = v
+			}
+			_, err := load(env)
+			require.Error(t, err)
+			require.True(t, strings.HasPrefix(err.Error(), c.want), "got %q", err)
+			require.Len(t, envconf.AsProblems(err), 1, "%v", err)
+		})
+	}
+	// Consistent values of the same variables are accepted.
+	env := baseEnv()
+	for k, v := range map[string]string{"POLL_INTERVAL_MIN": "1m", "POLL_INTERVAL_MAX": "1m", "RETRY_BACKOFF_MIN": "100ms",
+		"RETRY_BACKOFF_MAX": "1s", "KAFKA_TOPIC_REGEX": `^Sample\.Analysis\.Job\.(OSL|SVG)$`, "KAFKA_SESSION_TIMEOUT": "6s",
+		"KAFKA_HEARTBEAT_INTERVAL": "300ms"} {
+		env[k] = v
+	}
+	c, err := load(env)
+	require.NoError(t, err)
+	require.Equal(t, `^Sample\.Analysis\.Job\.(OSL|SVG)$`, c.node.TopicRegex)
+	env["KAFKA_DLQ_TOPIC"], env["KAFKA_TOPIC_REGEX"] = "", `^Sample\.Analysis\.Job\.`
+	_, err = load(env)
+	require.NoError(t, err, "with dead-lettering disabled, the regex matches no topic the worker writes")
+}
 
 func TestConfigReadsTheNewVariables(t *testing.T) {
 	t.Parallel()

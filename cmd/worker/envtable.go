@@ -30,7 +30,8 @@ var runVars = envconf.Table{
 	{Vars: []envconf.Var{{Name: "KAFKA_TOPICS", Kind: envconf.List, Default: strings.Join(consumer.DefaultTopics, ",")}},
 		Doc: "job topics"},
 	{Vars: []envconf.Var{{Name: "KAFKA_TOPIC_REGEX"}},
-		Doc: "consume every topic this regular expression (RE2) matches instead of `KAFKA_TOPICS`"},
+		Doc: "consume every topic this regular expression (RE2) matches instead of `KAFKA_TOPICS` (set one of " +
+			"the two, not both); it may not match the dead-letter or result topic"},
 	{Vars: []envconf.Var{{Name: "KAFKA_GROUP", Default: consumer.DefaultGroup}},
 		Doc: "consumer group (a new group starts at the earliest offset)"},
 	{Vars: []envconf.Var{{Name: "KAFKA_DLQ_TOPIC", Default: consumer.DefaultDLQTopic}},
@@ -48,14 +49,14 @@ var runVars = envconf.Table{
 		},
 		Default: "`" + dur(consumer.DefaultRebalanceTimeout) + "`, min(3s, session/10)",
 		Doc: "how long a rebalance waits for members; how quickly a member notices one (intake blocks a " +
-			"rebalance only while it admits one poll's records)",
+			"rebalance only while it admits one poll's records); the heartbeat must be shorter than the session timeout",
 	},
 
 	// Redis.
 	envconf.RedisURL,
 	envconf.RedisTLS,
 	{Vars: []envconf.Var{{Name: "REDIS_NAMESPACE", Default: state.DefaultNamespace}},
-		Doc: "key namespace (hash tag) of this fleet"},
+		Doc: "key namespace (hash tag) of this fleet; no braces, colons or spaces"},
 
 	// SampleDB.
 	{
@@ -170,14 +171,14 @@ var runVars = envconf.Table{
 			{Name: "POLL_INTERVAL_MIN", Kind: envconf.Duration, Default: dur(worker.DefaultPollMin), Min: "1ms", Max: "1h"},
 			{Name: "POLL_INTERVAL_MAX", Kind: envconf.Duration, Default: dur(worker.DefaultPollMax), Min: "1ms", Max: "24h"},
 		},
-		Doc: "adaptive polling of vendor operations (a driver's own suggestion wins)",
+		Doc: "adaptive polling of vendor operations (a driver's own suggestion wins); the minimum may not exceed the maximum",
 	},
 	{
 		Vars: []envconf.Var{
 			{Name: "RETRY_BACKOFF_MIN", Kind: envconf.Duration, Default: dur(worker.DefaultRetryMin), Min: "1ms", Max: "1h"},
 			{Name: "RETRY_BACKOFF_MAX", Kind: envconf.Duration, Default: dur(worker.DefaultRetryMax), Min: "1ms", Max: "24h"},
 		},
-		Doc: "backoff for retryable failures (a `Retry-After` wins when longer)",
+		Doc: "backoff for retryable failures (a `Retry-After` wins when longer); the minimum may not exceed the maximum",
 	},
 	{
 		Vars: []envconf.Var{

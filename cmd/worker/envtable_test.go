@@ -85,6 +85,7 @@ func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
 	env["SOPHOS_WINDOW"] = "1m"
 	env["MAX_INFLIGHT"] = "lots"
 	env["LEASE_TTL"] = "soon"
+	env["POLL_INTERVAL_MIN"] = "2m"
 	env["LOG_LEVEL"] = "loud"
 	_, err := load(env)
 	require.Error(t, err)
@@ -95,7 +96,7 @@ func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
 		vars = append(vars, p.Var)
 	}
 	require.Equal(t, []string{"KAFKA_BROKERS", "KAFKA_SASL_MECHANISM", "REDIS_URL", "SAMPLEDB_URL", "CBC_API_SECRET",
-		"SOPHOS_WINDOW", "MAX_INFLIGHT", "LEASE_TTL", "LOG_LEVEL"}, vars)
+		"SOPHOS_WINDOW", "MAX_INFLIGHT", "LEASE_TTL", "POLL_INTERVAL_MIN", "LOG_LEVEL"}, vars)
 	require.NotContains(t, err.Error(), "s3cr3t")
 	require.NotContains(t, err.Error(), "KAFKA_SASL_USER", "an unknown mechanism is the one SASL problem")
 }
