@@ -42,8 +42,8 @@ type config struct {
 }
 
 // envVars is every environment variable fleetctl reads: a part of the
-// worker's contract (README, "Configuration"), with the same defaults and
-// bounds.
+// worker's contract (README, "Configuration"; TestEnvVarsAreTheWorkers
+// checks each is documented there), with the same defaults and bounds.
 var envVars = envconf.Table{
 	{Vars: []envconf.Var{{Name: "KAFKA_BROKERS", Kind: envconf.List, Required: true}},
 		Doc: "comma-separated seed brokers"},

@@ -1,19 +1,29 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/internal/envconf/envdoc"
 )
 
-// TestEnvVarsAreRead: fleetctl reads every variable it declares, and
-// nothing else.
-func TestEnvVarsAreRead(t *testing.T) {
+// TestEnvVarsAreTheWorkers: fleetctl reads nothing the README's
+// Configuration table (the worker's contract) does not document, and
+// reads every variable it declares.
+func TestEnvVarsAreTheWorkers(t *testing.T) {
 	t.Parallel()
 	require.NoError(t, envVars.Check())
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	documented, err := envdoc.Documented(string(b))
+	require.NoError(t, err)
+	undocumented, _ := envdoc.Diff(documented, envVars.Names())
+	require.Empty(t, undocumented, "read by fleetctl but not documented in README.md's Configuration table")
 
 	// Every variable set, so that each reader goes on to the variables
 	// read after it (a mechanism before its user, rediss:// before its TLS

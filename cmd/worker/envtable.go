@@ -18,7 +18,10 @@ import (
 
 // runVars is every environment variable `worker run` reads: the one source
 // of its configuration. loadConfig reads them through an envconf.Env over
-// this table (a variable not declared here cannot be read).
+// this table (a variable not declared here cannot be read), and the
+// README's Configuration table is generated from it
+// (TestReadmeConfigurationTable; `go test ./cmd/worker -run
+// TestReadmeConfigurationTable -update` rewrites it).
 //
 // Each row is one line of the README: its variables (name, kind, default,
 // bounds, secret), the default as documented when the variables' own do

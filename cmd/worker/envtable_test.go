@@ -2,17 +2,48 @@ package main
 
 import (
 	"errors"
+	"flag"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/internal/envconf/envdoc"
 )
+
+var update = flag.Bool("update", false, "rewrite README.md's Configuration table from runVars")
 
 func TestRunVarsTableIsValid(t *testing.T) {
 	t.Parallel()
 	require.NoError(t, runVars.Check())
+}
+
+// TestReadmeConfigurationTable: the README documents exactly the variables
+// `worker run` reads (parsed from its Configuration table, several per row
+// where a row names several), and its table is the one runVars renders, so
+// a default or meaning cannot drift either. -update rewrites it.
+func TestReadmeConfigurationTable(t *testing.T) {
+	path := filepath.Join("..", "..", "README.md")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	readme := string(b)
+	if *update {
+		readme, err = envdoc.Update(readme, runVars.Markdown())
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path, []byte(readme), 0o644))
+	}
+	documented, err := envdoc.Documented(readme)
+	require.NoError(t, err)
+	undocumented, unread := envdoc.Diff(documented, runVars.Names())
+	require.Empty(t, undocumented, "read by `worker run` but not documented in README.md's Configuration table")
+	require.Empty(t, unread, "documented in README.md's Configuration table but not read by `worker run`")
+	got, err := envdoc.Generated(readme)
+	require.NoError(t, err)
+	require.Equal(t, runVars.Markdown(), got,
+		"README.md's Configuration table is not runVars': go test ./cmd/worker -run TestReadmeConfigurationTable -update")
 }
 
 // fullEnv sets every variable of runVars to a value that lets its reader
