@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -77,4 +78,25 @@ func TestConfigErrorListsEveryProblem(t *testing.T) {
 		"REDIS_URL: is required (or REDIS_URL_FILE); "+
 		`REDIS_NAMESPACE: "a:b" may not contain braces, colons or spaces; `+
 		`LEASE_TTL: "soon" is not a duration (examples: 30s, 5m, 4h)`+"\n", r.stderr)
+}
+
+// Every command's -h and --help exit 0 without reading the environment
+// (an empty one would be a configuration error).
+func TestEveryCommandHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range [][]string{{"status"}, {"jobs"}, {"job"}, {"dlq"}, {"dlq", "list"}, {"dlq", "replay"}, {"release"}, {}} {
+		for _, h := range []string{"-h", "--help", "-help"} {
+			args := append(slices.Clone(cmd), h)
+			r := runEnv(map[string]string{}, "", args...)
+			require.Equal(t, 0, r.code, "%v: %s", args, r)
+			require.NotContains(t, r.stdout+r.stderr, "fleetctl: configuration error", "%v", args)
+			require.Contains(t, r.stdout+r.stderr, "usage: fleetctl ", "%v", args)
+		}
+	}
+	r := runEnv(map[string]string{}, "", "help")
+	require.Equal(t, 0, r.code)
+	for _, name := range []string{"KAFKA_BROKERS", "REDIS_URL", "LEASE_TTL"} {
+		require.Contains(t, r.stdout, name)
+	}
+	require.True(t, strings.HasPrefix(r.stdout, "usage: fleetctl <command>"))
 }

@@ -66,7 +66,13 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.quiet, "quiet", false, "no live display; print only the summary")
 	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C (to try things by hand)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up if the jobs are not all terminal by then")
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	timing := simstack.DevTiming

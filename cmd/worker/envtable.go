@@ -18,9 +18,9 @@ import (
 
 // runVars is every environment variable `worker run` reads: the one source
 // of its configuration. loadConfig reads them through an envconf.Env over
-// this table (a variable not declared here cannot be read), and the
-// README's Configuration table is generated from it
-// (TestReadmeConfigurationTable; `go test ./cmd/worker -run
+// this table (a variable not declared here cannot be read), `worker run
+// --help` prints it, and the README's Configuration table is generated from
+// it (TestReadmeConfigurationTable; `go test ./cmd/worker -run
 // TestReadmeConfigurationTable -update` rewrites it).
 //
 // Each row is one line of the README: its variables (name, kind, default,
