@@ -50,7 +50,7 @@ func baseEnv() map[string]string {
 }
 
 func load(env map[string]string) (*config, error) {
-	return loadConfig(envconf.FromMap(env))
+	return loadConfig(envconf.FromMap(runVars, env))
 }
 
 func TestConfigDefaultsFromTheContract(t *testing.T) {
@@ -159,8 +159,9 @@ func TestConfigInsecureAllowsLoopbackHTTP(t *testing.T) {
 	require.True(t, c.download.Insecure)
 }
 
-// `worker run` with a bad configuration prints one line naming the
-// variable and exits 2 (not a crash loop with a stack trace).
+// `worker run` with a bad configuration prints every problem, one line
+// each naming the variable, in the README's order, and exits 2 (not a
+// crash loop with a stack trace).
 func TestRunWithBadConfigExitsTwo(t *testing.T) {
 	for k := range baseEnv() {
 		t.Setenv(k, "")
@@ -170,9 +171,13 @@ func TestRunWithBadConfigExitsTwo(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := realMain([]string{"run"}, &out, &errb)
 	require.Equal(t, 2, code)
+	require.Empty(t, out.String())
 	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
-	require.Len(t, lines, 1, errb.String())
-	require.Contains(t, lines[0], "configuration error")
+	want := []string{"REDIS_URL: ", "SAMPLEDB_URL: ", "SAMPLEDB_API_KEY: ", "LEASE_TTL: ", "no EDR vendor configured"}
+	require.Len(t, lines, len(want), errb.String())
+	for i, w := range want {
+		require.True(t, strings.HasPrefix(lines[i], "worker: configuration error: "+w), "line %d: %q", i, lines[i])
+	}
 }
 
 func TestUnknownCommand(t *testing.T) {

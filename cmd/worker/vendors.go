@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -46,22 +45,19 @@ type vendorSettings struct {
 	sophosMaxBytes           int64
 }
 
+// readVendorSettings reads the per-vendor settings of runVars.
 func readVendorSettings(e *envconf.Env, ua string, insecure bool) vendorSettings {
 	v := vendorSettings{ua: ua, insecure: insecure, rate: map[string]float64{}, burst: map[string]int{}}
-	for _, d := range []struct {
-		vendor string
-		rate   float64
-		burst  int
-	}{{"cbc", 20, 5}, {"cblr", 20, 5}, {"cytomic", 10, 3}, {"sophos", 1.5, 5}} {
+	for _, d := range vendorRates {
 		up := strings.ToUpper(d.vendor)
-		v.rate[d.vendor] = e.Float(up+"_RATE_LIMIT", d.rate, 0, 10000)
-		v.burst[d.vendor] = e.Int(up+"_RATE_BURST", d.burst, 1, 1000)
+		v.rate[d.vendor] = e.Float(up + "_RATE_LIMIT")
+		v.burst[d.vendor] = e.Int(up + "_RATE_BURST")
 	}
-	v.cbcMaxSpool = int64(e.Int("CBC_MAX_SPOOL", cbc.DefaultMaxSpool, 1<<20, 1<<40))
-	v.cblrPoll = e.Duration("CBLR_POLL_INTERVAL", 0, 10*time.Millisecond, 10*time.Minute)
-	v.cytomicRound = e.Duration("CYTOMIC_ROUND", 0, 10*time.Millisecond, 10*time.Minute)
-	v.cytomicTTL = e.Duration("CYTOMIC_TTL", 0, time.Minute, 7*24*time.Hour)
-	switch u := e.Str("CYTOMIC_TTL_UNIT", "minutes"); u {
+	v.cbcMaxSpool = int64(e.Int("CBC_MAX_SPOOL"))
+	v.cblrPoll = e.Duration("CBLR_POLL_INTERVAL")
+	v.cytomicRound = e.Duration("CYTOMIC_ROUND")
+	v.cytomicTTL = e.Duration("CYTOMIC_TTL")
+	switch u := e.Str("CYTOMIC_TTL_UNIT"); u {
 	case "minutes":
 		v.cytomicTTLUnit = time.Minute
 	case "seconds":
@@ -69,13 +65,13 @@ func readVendorSettings(e *envconf.Env, ua string, insecure bool) vendorSettings
 	default:
 		e.Fail("CYTOMIC_TTL_UNIT", "%q is not minutes or seconds", u)
 	}
-	v.cytomicScope = e.Str("CYTOMIC_SCOPE", "")
-	v.cytomicPrefix = e.Str("CYTOMIC_API_PREFIX", "")
-	v.cytomicField = e.Str("CYTOMIC_CLIENTS_FIELD", "")
-	v.sophosPoll = e.Duration("SOPHOS_POLL_INTERVAL", 0, 10*time.Millisecond, 10*time.Minute)
-	v.sophosWindow = e.Duration("SOPHOS_WINDOW", sophos.DefaultWindow, time.Hour, sophos.MaxWindow)
-	v.sophosMaxPages = e.Int("SOPHOS_MAX_PAGES", sophos.DefaultMaxPages, 1, 100000)
-	v.sophosMaxBytes = int64(e.Int("SOPHOS_MAX_RESULT_BYTES", sophos.DefaultMaxResultBytes, 1<<20, 1<<34))
+	v.cytomicScope = e.Str("CYTOMIC_SCOPE")
+	v.cytomicPrefix = e.Str("CYTOMIC_API_PREFIX")
+	v.cytomicField = e.Str("CYTOMIC_CLIENTS_FIELD")
+	v.sophosPoll = e.Duration("SOPHOS_POLL_INTERVAL")
+	v.sophosWindow = e.Duration("SOPHOS_WINDOW")
+	v.sophosMaxPages = e.Int("SOPHOS_MAX_PAGES")
+	v.sophosMaxBytes = int64(e.Int("SOPHOS_MAX_RESULT_BYTES"))
 	return v
 }
 
@@ -87,14 +83,18 @@ type envAccountSet struct {
 }
 
 // envAccounts reads each vendor's group of variables: all unset = vendor
-// off; partly set = an error naming the missing variable.
+// off; partly set = a problem naming each missing variable.
 func envAccounts(e *envconf.Env, insecure bool) envAccountSet {
 	var out envAccountSet
 	group := func(names ...string) bool {
 		found := false
 		for _, n := range names {
-			for _, k := range []string{n, n + "_FILE"} {
-				if v, _ := e.Raw(k); v != "" {
+			k := []string{n}
+			if v, _ := runVars.Lookup(n); v.Secret {
+				k = append(k, n+"_FILE")
+			}
+			for _, k := range k {
+				if e.Set(k) {
 					found = true
 					out.names = append(out.names, k)
 				}
@@ -111,13 +111,13 @@ func envAccounts(e *envconf.Env, insecure bool) envAccountSet {
 	}
 	if group("CYTOMIC_URL", "CYTOMIC_TOKEN_URL", "CYTOMIC_USER", "CYTOMIC_PASSWORD", "CYTOMIC_CLIENT_IDS", "CYTOMIC_CLIENT_ID", "CYTOMIC_CLIENT_SECRET") {
 		c := &tenant.Cytomic{
-			URL:      e.URL("CYTOMIC_URL", e.Str("CYTOMIC_URL", cytomic.DefaultURL), insecure),
-			TokenURL: e.URL("CYTOMIC_TOKEN_URL", e.Str("CYTOMIC_TOKEN_URL", cytomic.DefaultTokenURL), insecure),
+			URL:      e.URL("CYTOMIC_URL", e.Str("CYTOMIC_URL"), insecure),
+			TokenURL: e.URL("CYTOMIC_TOKEN_URL", e.Str("CYTOMIC_TOKEN_URL"), insecure),
 			User:     e.Required("CYTOMIC_USER"), Password: e.RequiredSecret("CYTOMIC_PASSWORD"),
-			ClientID: e.Str("CYTOMIC_CLIENT_ID", ""), ClientSecret: e.Secret("CYTOMIC_CLIENT_SECRET"),
-			ClientIDs: e.List("CYTOMIC_CLIENT_IDS", nil),
+			ClientID: e.Str("CYTOMIC_CLIENT_ID"), ClientSecret: e.Secret("CYTOMIC_CLIENT_SECRET"),
+			ClientIDs: e.List("CYTOMIC_CLIENT_IDS"),
 		}
-		if (c.ClientID == "") != (c.ClientSecret == "") {
+		if (c.ClientID == "") != (c.ClientSecret == "") && !e.Failed("CYTOMIC_CLIENT_SECRET") && !e.Failed("CYTOMIC_CLIENT_SECRET_FILE") {
 			e.Fail("CYTOMIC_CLIENT_ID", "set CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET together (the OAuth client's Basic credentials)")
 		}
 		if len(c.ClientIDs) == 0 {
@@ -129,10 +129,10 @@ func envAccounts(e *envconf.Env, insecure bool) envAccountSet {
 		// SOPHOS_URL and SOPHOS_TENANT_ID may be left out: a tenant
 		// credential learns both from whoami.
 		out.Sophos = &tenant.Sophos{
-			URL:      e.URL("SOPHOS_URL", e.Str("SOPHOS_URL", ""), insecure),
-			AuthURL:  e.URL("SOPHOS_AUTH_URL", e.Str("SOPHOS_AUTH_URL", "https://id.sophos.com"), insecure),
+			URL:      e.URL("SOPHOS_URL", e.Str("SOPHOS_URL"), insecure),
+			AuthURL:  e.URL("SOPHOS_AUTH_URL", e.Str("SOPHOS_AUTH_URL"), insecure),
 			ClientID: e.Required("SOPHOS_CLIENT_ID"), ClientSecret: e.RequiredSecret("SOPHOS_CLIENT_SECRET"),
-			TenantID: e.Str("SOPHOS_TENANT_ID", ""),
+			TenantID: e.Str("SOPHOS_TENANT_ID"),
 		}
 	}
 	return out
@@ -145,17 +145,6 @@ func addTenantSecrets(set *redact.Set, cfg tenant.Config) {
 	for _, b := range basic {
 		set.AddBasic(b[0], b[1])
 	}
-}
-
-func joinErrors(errs []error) string {
-	parts := make([]string, len(errs))
-	for i, err := range errs {
-		parts[i] = err.Error()
-	}
-	if len(parts) == 1 {
-		return parts[0]
-	}
-	return fmt.Sprintf("%d problems:\n  %s", len(parts), strings.Join(parts, "\n  "))
 }
 
 func digest(s string) string {

@@ -67,6 +67,8 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	DrainTimeout       time.Duration
 	ReconcileInterval  time.Duration
+	CancelTimeout      time.Duration
+	PublishTimeout     time.Duration
 	StartConcurrency   int
 
 	// Redact masks credentials in what the runner writes down; the Logger
@@ -141,6 +143,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
 		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
 		DrainTimeout: cfg.DrainTimeout, ReconcileInterval: cfg.ReconcileInterval, Logger: log,
+		CancelTimeout: cfg.CancelTimeout, PublishTimeout: cfg.PublishTimeout,
 		StartConcurrency: cfg.StartConcurrency,
 		Redact:           cfg.Redact,
 		Observer:         m,
