@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/node"
@@ -72,40 +73,45 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	regex := e.Str("KAFKA_TOPIC_REGEX")
 	checkTopicRegex(e, regex, map[string]string{"KAFKA_DLQ_TOPIC": dlq, "KAFKA_RESULT_TOPIC": res})
 	c.node = node.Config{
-		WorkerID: workerID, Brokers: e.List("KAFKA_BROKERS"), Topics: topics, TopicRegex: regex,
-		Group:    e.Str("KAFKA_GROUP"),
-		DLQTopic: dlq, NoDLQ: noDLQ, ResultTopic: res, NoResults: noRes,
-		MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES"),
-		SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT"),
-		RebalanceTimeout:  e.Duration("KAFKA_REBALANCE_TIMEOUT"),
-		HeartbeatInterval: e.Duration("KAFKA_HEARTBEAT_INTERVAL"),
-		KafkaOpts:         e.KafkaSecurity(),
-		MaxInflight:       e.Int("MAX_INFLIGHT"),
-		JobTimeout:        e.Duration("JOB_TIMEOUT"),
-		AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL"),
-		DrainTimeout:      e.Duration("DRAIN_TIMEOUT"),
-		PollMin:           e.Duration("POLL_INTERVAL_MIN"),
-		PollMax:           e.Duration("POLL_INTERVAL_MAX"),
-		ClaimInterval:     e.Duration("CLAIM_INTERVAL"),
-		RetryMin:          e.Duration("RETRY_BACKOFF_MIN"),
-		RetryMax:          e.Duration("RETRY_BACKOFF_MAX"),
-		StartConcurrency:  e.Int("START_CONCURRENCY"),
-		ReconcileInterval: e.Duration("RECONCILE_INTERVAL"),
-		CancelTimeout:     e.Duration("CANCEL_TIMEOUT"),
-		PublishTimeout:    e.Duration("PUBLISH_TIMEOUT"),
-		HTTPAddr:          e.Str("HTTP_ADDR"),
+		WorkerID: workerID, Brokers: e.List("KAFKA_BROKERS"), KafkaOpts: e.KafkaSecurity(),
+		ResultTopic: res, NoResults: noRes,
+		Intake: intake.Config{
+			Topics: topics, TopicRegex: regex, Group: e.Str("KAFKA_GROUP"),
+			DLQTopic: dlq, NoDLQ: noDLQ,
+			MaxMessageBytes:   e.Int("MAX_MESSAGE_BYTES"),
+			SessionTimeout:    e.Duration("KAFKA_SESSION_TIMEOUT"),
+			RebalanceTimeout:  e.Duration("KAFKA_REBALANCE_TIMEOUT"),
+			HeartbeatInterval: e.Duration("KAFKA_HEARTBEAT_INTERVAL"),
+		},
+		Runner: runner.Config{
+			MaxInflight:       e.Int("MAX_INFLIGHT"),
+			JobTimeout:        e.Duration("JOB_TIMEOUT"),
+			AbortPollInterval: e.Duration("ABORT_POLL_INTERVAL"),
+			DrainTimeout:      e.Duration("DRAIN_TIMEOUT"),
+			PollMin:           e.Duration("POLL_INTERVAL_MIN"),
+			PollMax:           e.Duration("POLL_INTERVAL_MAX"),
+			ClaimInterval:     e.Duration("CLAIM_INTERVAL"),
+			RetryMin:          e.Duration("RETRY_BACKOFF_MIN"),
+			RetryMax:          e.Duration("RETRY_BACKOFF_MAX"),
+			StartConcurrency:  e.Int("START_CONCURRENCY"),
+			ReconcileInterval: e.Duration("RECONCILE_INTERVAL"),
+			CancelTimeout:     e.Duration("CANCEL_TIMEOUT"),
+			PublishTimeout:    e.Duration("PUBLISH_TIMEOUT"),
+		},
+		HTTPAddr: e.Str("HTTP_ADDR"),
 	}
-	if hb := c.node.HeartbeatInterval; hb >= c.node.SessionTimeout && !e.Failed("KAFKA_SESSION_TIMEOUT") {
-		e.Fail("KAFKA_HEARTBEAT_INTERVAL", "%s is not shorter than KAFKA_SESSION_TIMEOUT (%s)", hb, c.node.SessionTimeout)
+	ic, rc := &c.node.Intake, &c.node.Runner
+	if hb := ic.HeartbeatInterval; hb >= ic.SessionTimeout && !e.Failed("KAFKA_SESSION_TIMEOUT") {
+		e.Fail("KAFKA_HEARTBEAT_INTERVAL", "%s is not shorter than KAFKA_SESSION_TIMEOUT (%s)", hb, ic.SessionTimeout)
 	}
-	e.NotAbove("POLL_INTERVAL_MIN", c.node.PollMin, "POLL_INTERVAL_MAX", c.node.PollMax)
-	e.NotAbove("RETRY_BACKOFF_MIN", c.node.RetryMin, "RETRY_BACKOFF_MAX", c.node.RetryMax)
+	e.NotAbove("POLL_INTERVAL_MIN", rc.PollMin, "POLL_INTERVAL_MAX", rc.PollMax)
+	e.NotAbove("RETRY_BACKOFF_MIN", rc.RetryMin, "RETRY_BACKOFF_MAX", rc.RetryMax)
 	if p := e.Str("PLAYBOOK_FILE"); p != "" {
 		pb, err := runner.LoadPlaybook(p)
 		if err != nil {
 			e.Fail("PLAYBOOK_FILE", "%v", err)
 		}
-		c.node.Playbook = pb
+		rc.Playbook = pb
 	}
 
 	// Redis.
@@ -167,7 +173,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 			c.secrets.AddBasic(id, secret)
 		}
 	}
-	c.node.Redact = c.secrets
+	c.node.Runner.Redact = c.secrets
 	return c, nil
 }
 

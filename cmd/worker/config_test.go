@@ -73,7 +73,7 @@ func TestConfigRefusesInconsistentPairs(t *testing.T) {
 	}
 	c, err := load(env)
 	require.NoError(t, err)
-	require.Equal(t, `^Sample\.Analysis\.Job\.(OSL|SVG)$`, c.node.TopicRegex)
+	require.Equal(t, `^Sample\.Analysis\.Job\.(OSL|SVG)$`, c.node.Intake.TopicRegex)
 	env["KAFKA_DLQ_TOPIC"], env["KAFKA_TOPIC_REGEX"] = "", `^Sample\.Analysis\.Job\.`
 	_, err = load(env)
 	require.NoError(t, err, "with dead-lettering disabled, the regex matches no topic the worker writes")
@@ -83,17 +83,17 @@ func TestConfigReadsTheNewVariables(t *testing.T) {
 	t.Parallel()
 	c, err := load(baseEnv())
 	require.NoError(t, err)
-	require.Equal(t, 20*time.Second, c.node.RebalanceTimeout)
-	require.Zero(t, c.node.HeartbeatInterval, "the consumer's default: min(3s, session/10)")
-	require.Equal(t, 30*time.Second, c.node.CancelTimeout)
-	require.Equal(t, 2*time.Minute, c.node.PublishTimeout)
+	require.Equal(t, 20*time.Second, c.node.Intake.RebalanceTimeout)
+	require.Zero(t, c.node.Intake.HeartbeatInterval, "the consumer's default: min(3s, session/10)")
+	require.Equal(t, 30*time.Second, c.node.Runner.CancelTimeout)
+	require.Equal(t, 2*time.Minute, c.node.Runner.PublishTimeout)
 
 	env := baseEnv()
 	env["CANCEL_TIMEOUT"], env["PUBLISH_TIMEOUT"] = "7s", "9s"
 	c, err = load(env)
 	require.NoError(t, err)
-	require.Equal(t, 7*time.Second, c.node.CancelTimeout)
-	require.Equal(t, 9*time.Second, c.node.PublishTimeout)
+	require.Equal(t, 7*time.Second, c.node.Runner.CancelTimeout)
+	require.Equal(t, 9*time.Second, c.node.Runner.PublishTimeout)
 	env["CANCEL_TIMEOUT"], env["PUBLISH_TIMEOUT"] = "forever", "0s"
 	_, err = load(env)
 	require.ErrorContains(t, err, `CANCEL_TIMEOUT: "forever" is not a duration`)
@@ -135,7 +135,7 @@ func TestKafkaTimingReachesTheConsumer(t *testing.T) {
 	accounts, err := newRegistry(cfg, store, m, zap.NewNop())
 	require.NoError(t, err)
 	t.Cleanup(accounts.Close)
-	cfg.node.Store, cfg.node.SampleDB, cfg.node.Accounts = store, sdb, accounts
+	cfg.node.Store, cfg.node.Runner.SampleDB, cfg.node.Runner.Accounts = store, sdb, accounts
 	n, err := node.Start(context.Background(), cfg.node)
 	require.NoError(t, err)
 	t.Cleanup(n.Stop)

@@ -373,13 +373,13 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 		return nil, err
 	}
 	wlog := cfg.secrets.Logger(log).With(zap.String("worker_id", cfg.node.WorkerID))
-	cfg.node.Store, cfg.node.SampleDB, cfg.node.Logger = store, sdbc, wlog
+	cfg.node.Store, cfg.node.Runner.SampleDB, cfg.node.Logger = store, sdbc, wlog
 	accounts, err := newRegistry(cfg, store, m, wlog)
 	if err != nil {
 		return nil, err
 	}
 	d.accounts = append(d.accounts, accounts)
-	cfg.node.Accounts = accounts
+	cfg.node.Runner.Accounts = accounts
 	return node.Start(ctx, cfg.node)
 }
 

@@ -166,7 +166,7 @@ func cmdRun(stderr io.Writer) int {
 		fmt.Fprintf(stderr, "worker: configuration error: SAMPLEDB_URL: %v\n", err)
 		return 2
 	}
-	cfg.node.SampleDB = sdb
+	cfg.node.Runner.SampleDB = sdb
 	cfg.node.Store = store
 	cfg.node.Logger = log
 	accounts, err := newRegistry(cfg, store, m, log)
@@ -175,7 +175,7 @@ func cmdRun(stderr io.Writer) int {
 		return 2
 	}
 	defer accounts.Close() // after the drain: Cytomic's round loops
-	cfg.node.Accounts = accounts
+	cfg.node.Runner.Accounts = accounts
 
 	n, err := node.Start(ctx, cfg.node)
 	if err != nil {
@@ -186,7 +186,7 @@ func cmdRun(stderr io.Writer) int {
 	<-ctx.Done()
 	log.Info("signal received: draining")
 	stopReload()
-	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.DrainTimeout+15*time.Second)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.Runner.DrainTimeout+15*time.Second)
 	defer cancel()
 	n.Drain(dctx)
 	log.Info("worker stopped")
