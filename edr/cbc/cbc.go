@@ -655,6 +655,9 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 	return res, nil
 }
 
+// Close does nothing: the driver runs nothing in the background.
+func (d *Driver) Close() {}
+
 // Cancel returns edr.ErrCancelUnsupported: the CB Cloud Job Service has no
 // route to cancel a job, so an aborted export is abandoned and ends on its
 // own. No request is sent.

@@ -184,6 +184,9 @@ func New(cfg Config) (*Driver, error) {
 // String describes the driver without its token.
 func (d *Driver) String() string { return "cblr.Driver(" + httpc.Redact(d.base) + ")" }
 
+// Close does nothing: the driver runs nothing in the background.
+func (d *Driver) Close() {}
+
 // Kind returns edr.KindCBLRTriage.
 func (d *Driver) Kind() string { return edr.KindCBLRTriage }
 

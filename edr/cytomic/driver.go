@@ -143,7 +143,7 @@ type Config struct {
 
 // Driver runs Cytomic OSQuery operations. It implements edr.Driver and is
 // safe for concurrent use: concurrent Poll and Collect calls share batched
-// rounds. Close is optional; it stops a running round loop at once.
+// rounds. Close stops a running round loop at once.
 type Driver struct {
 	base         string // URL and APIPrefix
 	clientIDs    []string

@@ -286,6 +286,9 @@ func baseURL(field, raw string) (string, error) {
 	return strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
 }
 
+// Close does nothing: the driver runs nothing in the background.
+func (d *Driver) Close() {}
+
 // Kind returns edr.KindSophosXDR.
 func (d *Driver) Kind() string { return edr.KindSophosXDR }
 
