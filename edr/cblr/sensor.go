@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // sensorPath is the CB EDR sensor route: GET answers the sensor's record
@@ -45,14 +47,14 @@ func (d *Driver) checkSensor(ctx context.Context, op string, s *sensorRef) (bool
 		return false, nil
 	}
 	if !ok2xx(resp.Status) {
-		return false, statusError(op, what, resp)
+		return false, d.answers.Error(vendorhttp.Call{Op: op, What: what}, resp)
 	}
 	if err := d.checkTokens(op, what, resp.Body); err != nil {
 		return false, err
 	}
 	var rec sensor
 	if err := decodeObject(resp.Body, &rec); err != nil {
-		return false, malformed(op, what, err)
+		return false, d.answers.Malformed(vendorhttp.Call{Op: op, What: what}, resp.Status, err)
 	}
 	if string(rec.ID) != id {
 		s.skip("CB EDR answered about sensor %q when asked for sensor %d: Live Response was not run on it", clip(string(rec.ID)), s.SensorID)
