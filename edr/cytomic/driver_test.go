@@ -819,7 +819,7 @@ func TestSecretsNeverInErrors(t *testing.T) {
 	echo.Store(true)
 	_, stateErr := e.drv.Collect(ctx, ref)
 	require.Error(t, stateErr)
-	require.Contains(t, stateErr.Error(), "[redacted]", "the echoed token was cut out")
+	require.Contains(t, stateErr.Error(), "[REDACTED]", "the echoed token was cut out")
 
 	e.sim.Kit().Add(simhttp.Fault{Path: cytomic.InfoPath, Malformed: true})
 	_, malformedErr := e.drv.Poll(ctx, ref)

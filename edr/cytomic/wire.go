@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // This file holds the wire shapes of the Cytomic API and their decoders. The
@@ -17,7 +19,7 @@ import (
 // operationId). Every decoder is fuzzed.
 
 // errMalformed is wrapped by every decoding failure.
-var errMalformed = errors.New("malformed response body")
+var errMalformed = vendorhttp.ErrMalformed
 
 // opID is an identifier the API may send as a JSON string or a JSON number.
 // It re-encodes the way it arrived, so an ID is always sent back to Cytomic

@@ -287,6 +287,20 @@ func (a *API) NoAnswer(ctx context.Context, op string, err error) error {
 	return e
 }
 
+// Mask returns err with the secrets masked in its text: for an error a
+// driver builds from a vendor's words outside an HTTP status (a run that
+// failed, machines' error codes). An *edr.Error stays one (a copy, its Msg
+// and Code masked); errors.Is and errors.As see the same chain.
+func (a *API) Mask(err error) error {
+	e, ok := err.(*edr.Error)
+	if !ok {
+		return a.Redact.Error(err)
+	}
+	cp := *e
+	cp.Msg, cp.Code, cp.Err = a.Redact.String(e.Msg), a.Redact.String(e.Code), a.Redact.Error(e.Err)
+	return &cp
+}
+
 // join joins the non-empty parts with ": ".
 func join(parts ...string) string {
 	var out []string

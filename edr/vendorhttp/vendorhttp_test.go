@@ -218,3 +218,18 @@ func TestNoAnswer(t *testing.T) {
 	require.Same(t, ve, a.NoAnswer(ctx, "poll", ve))
 	require.NoError(t, a.NoAnswer(ctx, "poll", nil))
 }
+
+func TestMask(t *testing.T) {
+	t.Parallel()
+	a := newAPI()
+	cause := errors.New("machine said " + secret)
+	err := a.Mask(&edr.Error{Vendor: "acme", Op: "poll", Code: secret, Msg: "every machine failed: " + secret, Err: cause})
+	var e *edr.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, redact.Mask, e.Code)
+	require.Equal(t, "every machine failed: "+redact.Mask, e.Msg)
+	require.ErrorIs(t, err, cause)
+	require.NotContains(t, err.Error(), secret)
+	require.NotContains(t, a.Mask(cause).Error(), secret)
+	require.NoError(t, a.Mask(nil))
+}
