@@ -414,7 +414,7 @@ func (d *Driver) cancelCommand(ctx context.Context, s *sensorRef) error {
 // checkTokens refuses an answer holding a JSON value longer than MaxToken,
 // before anything decodes it: a permanent failure of the sensor.
 func (d *Driver) checkTokens(op, what string, body []byte) error {
-	if n := longestToken(body); n > d.maxToken {
+	if n := vendorhttp.LongestToken(body); n > d.maxToken {
 		return &edr.Error{Vendor: vendor, Op: op, Msg: fmt.Sprintf(
 			"%s: the answer holds a JSON value of %d bytes, over the limit of %d bytes (Config.MaxToken); refusing it", what, n, d.maxToken)}
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // Seeds are the document's own examples plus the shapes other servers send.
@@ -192,7 +194,7 @@ func TestDecodeRecorded(t *testing.T) {
 	require.Len(t, c.Processes, 34)
 	require.Equal(t, `c:\windows\system32\smss.exe`, c.Processes[1].Path)
 	require.EqualValues(t, 340, c.Processes[1].PID)
-	require.Less(t, longestToken(recordedBody(t, "get_session_1_command_4.json")), DefaultMaxToken)
+	require.Less(t, vendorhttp.LongestToken(recordedBody(t, "get_session_1_command_4.json")), DefaultMaxToken)
 }
 
 func TestDecodeExamples(t *testing.T) {
