@@ -76,15 +76,9 @@ func (d *Driver) issue(ctx context.Context, r *opRef, s *sensorRef, next step, n
 		why := fmt.Sprintf("CB EDR refused the %q command (HTTP 404: %s)", name, d.vendorText(resp.Status, resp.Body))
 		return true, false, d.lostSession(ctx, s, why, saysNotFound(resp.Body))
 	}
-	if !ok2xx(resp.Status) {
-		return false, false, d.answers.Error(vendorhttp.Call{Op: "poll", What: what}, resp)
-	}
-	if err := d.checkTokens("poll", what, resp.Body); err != nil {
-		return false, false, err
-	}
-	c, err := decodeCommand(resp.Body)
+	c, err := decodeAnswer(d, "poll", what, resp, decodeCommand)
 	if err != nil {
-		return false, false, d.answers.Malformed(vendorhttp.Call{Op: "poll", What: what}, resp.Status, err)
+		return false, false, err
 	}
 	if c.ID == "" {
 		return false, false, d.answers.Malformed(vendorhttp.Call{Op: "poll", What: what}, resp.Status, errors.New("the new command has no id"))
@@ -172,15 +166,9 @@ func (d *Driver) stepCommand(ctx context.Context, r *opRef, s *sensorRef) (chang
 		why := fmt.Sprintf("the %q command %s disappeared (HTTP 404)", name, s.CommandID)
 		return true, false, d.lostSession(ctx, s, why, false)
 	}
-	if !ok2xx(resp.Status) {
-		return false, false, d.answers.Error(vendorhttp.Call{Op: "poll", What: what}, resp)
-	}
-	if err := d.checkTokens("poll", what, resp.Body); err != nil {
-		return false, false, err
-	}
-	c, err := decodeCommand(resp.Body)
+	c, err := decodeAnswer(d, "poll", what, resp, decodeCommand)
 	if err != nil {
-		return false, false, d.answers.Malformed(vendorhttp.Call{Op: "poll", What: what}, resp.Status, err)
+		return false, false, err
 	}
 	switch norm(c.Status) {
 	case "complete", "completed":
@@ -277,15 +265,9 @@ func (d *Driver) fetchFile(ctx context.Context, r *opRef, s *sensorRef) (changed
 		s.fail(resp.Status, "file %s of the %q command is not in the session's file store (HTTP 404)", s.FileID, cmdGetFile)
 		return true, false, nil
 	}
-	if !ok2xx(resp.Status) {
-		return false, false, d.answers.Error(vendorhttp.Call{Op: "poll", What: what}, resp)
-	}
-	if err := d.checkTokens("poll", what, resp.Body); err != nil {
-		return false, false, err
-	}
-	meta, err := decodeFile(resp.Body)
+	meta, err := decodeAnswer(d, "poll", what, resp, decodeFile)
 	if err != nil {
-		return false, false, d.answers.Malformed(vendorhttp.Call{Op: "poll", What: what}, resp.Status, err)
+		return false, false, err
 	}
 	if st := strings.TrimSpace(string(meta.Status)); st != "" && st != "0" {
 		// The file request failed on the sensor: like a "get file" error,

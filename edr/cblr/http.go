@@ -76,6 +76,25 @@ func (d *Driver) send(ctx context.Context, op, method, path string, body any) (*
 
 func ok2xx(status int) bool { return status >= 200 && status < 300 }
 
+// decodeAnswer reads the 2xx answer to the call named what with decode:
+// another status is mapped by d.answers, an answer holding a JSON value over
+// MaxToken is refused (checkTokens), and a body decode cannot read is
+// malformed.
+func decodeAnswer[T any](d *Driver, op, what string, resp *httpc.Response, decode func([]byte) (T, error)) (T, error) {
+	var zero T
+	if !ok2xx(resp.Status) {
+		return zero, d.answers.Error(vendorhttp.Call{Op: op, What: what}, resp)
+	}
+	if err := d.checkTokens(op, what, resp.Body); err != nil {
+		return zero, err
+	}
+	v, err := decode(resp.Body)
+	if err != nil {
+		return zero, d.answers.Malformed(vendorhttp.Call{Op: op, What: what}, resp.Status, err)
+	}
+	return v, nil
+}
+
 // newAPI returns the mapper of CB EDR's answers: vendorhttp's table, the
 // token hint for 401, and the server's own words (vendorText) after the
 // call's name for the rest ("GET session 12: Session not found").

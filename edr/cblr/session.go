@@ -215,17 +215,11 @@ func (d *Driver) openSession(ctx context.Context, op string, r *opRef, s *sensor
 			d.vendorText(resp.Status, resp.Body))}
 	case resp.Status >= 400 && resp.Status < 500 && resp.Status != http.StatusUnauthorized &&
 		resp.Status != http.StatusTooManyRequests && resp.Status != http.StatusRequestTimeout:
-		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: fmt.Sprintf(
-			"CB EDR refused a Live Response session: %s", d.vendorText(resp.Status, resp.Body))}
-	case !ok2xx(resp.Status):
-		return d.answers.Error(vendorhttp.Call{Op: op, What: "POST session"}, resp)
+		return d.answers.Error(vendorhttp.Call{Op: op, Msg: "CB EDR refused a Live Response session"}, resp)
 	}
-	if err := d.checkTokens(op, "POST session", resp.Body); err != nil {
-		return err
-	}
-	sess, err := decodeSession(resp.Body)
+	sess, err := decodeAnswer(d, op, "POST session", resp, decodeSession)
 	if err != nil {
-		return d.answers.Malformed(vendorhttp.Call{Op: op, What: "POST session"}, resp.Status, err)
+		return err
 	}
 	if sess.ID == "" {
 		return d.answers.Malformed(vendorhttp.Call{Op: op, What: "POST session"}, resp.Status, errors.New("the new session has no id"))
@@ -257,17 +251,8 @@ func (d *Driver) getSession(ctx context.Context, op string, id flexID) (session,
 	if resp.Status == http.StatusNotFound {
 		return session{}, false, nil
 	}
-	if !ok2xx(resp.Status) {
-		return session{}, false, d.answers.Error(vendorhttp.Call{Op: op, What: what}, resp)
-	}
-	if err := d.checkTokens(op, what, resp.Body); err != nil {
-		return session{}, false, err
-	}
-	sess, err := decodeSession(resp.Body)
-	if err != nil {
-		return session{}, false, d.answers.Malformed(vendorhttp.Call{Op: op, What: what}, resp.Status, err)
-	}
-	return sess, true, nil
+	sess, err := decodeAnswer(d, op, what, resp, decodeSession)
+	return sess, err == nil, err
 }
 
 // reopen gives up s's session, which ended under the triage (its owner
