@@ -18,6 +18,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/cbc"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
@@ -110,7 +111,7 @@ func TestRecordedAnswers(t *testing.T) {
 		"GET " + orgPath + "/jobs":                     {"sdk_jobs_list.json"},
 	})
 	d := r.driver(t, nil)
-	c := ctx(t)
+	c := edrtest.Ctx(t)
 	// Decided a minute after the listed jobs were created.
 	in := edr.Intent{Key: "job-1/cbc.event_export/1.1", At: time.Date(2022, 1, 4, 19, 20, 0, 0, time.UTC).UnixMilli()}
 
@@ -169,7 +170,7 @@ func TestRecordedProgressAndJobs(t *testing.T) {
 		"GET " + orgPath + "/jobs/4":          {"sdk_job_download_blank.json"},
 	})
 	d := r.driver(t, nil)
-	poll := func(id string) (edr.Status, error) { return d.Poll(ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
+	poll := func(id string) (edr.Status, error) { return d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
 	st, err := poll("1")
 	require.NoError(t, err)
 	require.Equal(t, edr.Status{Done: true, Progress: "FINISHED 100000/100000"}, st)
@@ -193,18 +194,18 @@ func TestRecordedErrors(t *testing.T) {
 		"GET " + orgPath + "/jobs/8/progress":          {"sdk_error_message.json"},
 	})
 	d := r.driver(t, nil)
-	_, err := d.Start(ctx(t), edr.Target{SHA256: hitSHA}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
+	_, err := d.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "query_malformed_syntax", e.Code)
 	require.Contains(t, err.Error(), "query was refused as malformed")
 
-	_, err = d.Poll(ctx(t), edr.Ref(`{"id":"7"}`))
+	_, err = d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"7"}`))
 	e = asEdrErr(t, err)
 	require.Equal(t, "INVALID_ENUM_VALUE", e.Code)
 	require.Contains(t, e.Msg, "Malformed JSON input: terms.fields[0]")
 
-	_, err = d.Poll(ctx(t), edr.Ref(`{"id":"8"}`))
+	_, err = d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"8"}`))
 	e = asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusOK, e.Status)
@@ -249,7 +250,7 @@ func TestFindOnOtherLists(t *testing.T) {
 	in := edr.Intent{Key: "job-1/cbc.event_export/1.1", At: at.UnixMilli()}
 	start := at.Add(-cbc.DefaultWindow).Format("2006-01-02T15:04:05.000Z")
 	query := `{"query":"process_hash:` + hitSHA + `","time_range":{"start":"` + start + `"},"rows":10000}`
-	find := func(d *cbc.Driver) (edr.Ref, error) { return d.Find(ctx(t), edr.Target{SHA256: hitSHA}, in) }
+	find := func(d *cbc.Driver) (edr.Ref, error) { return d.Find(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in) }
 
 	// The parameters as the start request was sent, as a bare array, and
 	// the time range re-rendered with an offset.
@@ -340,7 +341,7 @@ func TestCollectRefusesEndlessLine(t *testing.T) {
 	d, err := cbc.New(cbc.Config{URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, MaxLine: 1 << 20,
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true})})
 	require.NoError(t, err)
-	_, err = d.Collect(ctx(t), edr.Ref(`{"id":"1"}`))
+	_, err = d.Collect(edrtest.Ctx(t), edr.Ref(`{"id":"1"}`))
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable, "%v", err)
 	require.Contains(t, err.Error(), "export line longer than 1048576 bytes")

@@ -192,7 +192,7 @@ func (r *replay) driver(t *testing.T, edit func(*cytomic.Config)) *cytomic.Drive
 // driveToResult runs Start → Poll (until done) → Collect → Cancel.
 func driveToResult(t *testing.T, d *cytomic.Driver) (edr.Ref, edr.Result) {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
 	require.NoError(t, err)
 	for {
@@ -225,7 +225,7 @@ func TestDocumentedAnswers(t *testing.T) {
 			d := r.driver(t, nil)
 
 			// Find cannot search Cytomic: it says so without a request.
-			_, err := d.Find(testCtx(t), target, edrtest.NewIntent(target.JobID))
+			_, err := d.Find(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 			require.ErrorIs(t, err, edr.ErrFindUnsupported)
 			require.Zero(t, r.count(), "Find sends nothing")
 
@@ -297,7 +297,7 @@ func TestTTLIsSentInMinutes(t *testing.T) {
 			t.Parallel()
 			r := newReplay(t, &replay{})
 			d := r.driver(t, func(c *cytomic.Config) { c.TTL, c.TTLUnit = tc.ttl, tc.unit })
-			_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+			_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 			require.NoError(t, err)
 			var body struct {
 				TTL float64 `json:"ttl"`
@@ -340,7 +340,7 @@ func TestAPIPrefixAndClientsField(t *testing.T) {
 		c.APIPrefix = "/api/v1"
 		c.ClientsField = "clientIds"
 	})
-	_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+	_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 	require.NoError(t, err)
 	mu.Lock()
 	defer mu.Unlock()
@@ -362,7 +362,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 			"/osQuery/client": []byte(`[{"pandaID":"1001","operationId":"` + huge + `","MUIDs":[]}]`),
 		}})
 		d := r.driver(t, nil)
-		_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+		_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err), "%v", err)
 		require.Contains(t, err.Error(), "longer than")
@@ -374,7 +374,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 				`","counters":{"totalOperationElements":1,"totalSuccess":1}}]`),
 		}})
 		d := r.driver(t, func(c *cytomic.Config) { c.MaxToken = 4 << 10 })
-		ctx := testCtx(t)
+		ctx := edrtest.Ctx(t)
 		ref, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
 		require.NoError(t, err)
 		_, err = d.Poll(ctx, ref)
@@ -388,7 +388,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 			"/oauth/token": []byte(`{"access_token":"` + huge + `","token_type":"bearer"}`),
 		}})
 		d := r.driver(t, nil)
-		_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+		_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err), "%v", err)
 		require.Len(t, r.requests("/osQuery/client"), 0, "the oversized token is never sent")
@@ -444,7 +444,7 @@ func TestHostileResultFile(t *testing.T) {
 					next.ServeHTTP(w, r)
 				})
 			}})
-			ctx := testCtx(t)
+			ctx := edrtest.Ctx(t)
 			ref, err := e.drv.Start(ctx, target, edrtest.NewIntent(target.JobID))
 			require.NoError(t, err)
 			pollUntilDone(t, e.drv, ref)

@@ -8,6 +8,7 @@ package edrtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
 
@@ -63,69 +65,77 @@ func NewIntent(job string) edr.Intent {
 	return edr.Intent{Key: fmt.Sprintf("%s/test/1.%d", job, intents.Add(1)), At: time.Now().UnixMilli()}
 }
 
+// IntentAt returns an intent with a fresh key, decided at at (a test's
+// clock).
+func IntentAt(job string, at time.Time) edr.Intent {
+	in := NewIntent(job)
+	in.At = at.UnixMilli()
+	return in
+}
+
 // Run runs the contract suite.
 func Run(t *testing.T, h Harness) {
 	t.Run("HappyPath", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		res, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		res, err := Drive(Ctx(t), env.Driver, h.Target, nil)
 		require.NoError(t, err)
 		require.Positive(t, res.Rows, "the simulator has hits for Target")
 		require.NotEmpty(t, res.Hosts)
 		require.LessOrEqual(t, len(res.Hosts), edr.MaxListed)
-		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "exactly one operation started")
+		require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), "exactly one operation started")
 	})
 	t.Run("NothingFound", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		res, err := Drive(ctx(t), env.Driver, h.EmptyTarget, nil)
+		res, err := Drive(Ctx(t), env.Driver, h.EmptyTarget, nil)
 		require.NoError(t, err)
 		require.Zero(t, res.Rows)
 	})
 	t.Run("ReattachAfterTakeover", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		ref, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target, NewIntent(h.Target.JobID)) })
+		ref, err := retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Start(Ctx(t), h.Target, NewIntent(h.Target.JobID)) })
 		require.NoError(t, err)
 		// The checkpoint goes through the ledger as JSON.
 		raw, err := json.Marshal(ref)
 		require.NoError(t, err)
 		other := env.NewDriver()
-		res, err := Drive(ctx(t), other, h.Target, edr.Ref(raw))
+		res, err := Drive(Ctx(t), other, h.Target, edr.Ref(raw))
 		require.NoError(t, err)
 		require.Positive(t, res.Rows)
-		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the takeover must not start the operation again")
+		require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), "the takeover must not start the operation again")
 	})
 	t.Run("FindAfterLostAnswer", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
 		in := NewIntent(h.Target.JobID)
 		// Nothing started yet: Find must say so (or that it cannot tell).
-		_, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Find(ctx(t), h.Target, in) })
+		_, err := retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Find(Ctx(t), h.Target, in) })
 		if !h.Findable {
 			require.ErrorIs(t, err, edr.ErrFindUnsupported)
 			return
 		}
 		require.ErrorIs(t, err, edr.ErrNotStarted, "nothing was started under the intent")
 		// The vendor accepts the start; its answer is lost with the worker.
-		_, err = retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target, in) })
+		_, err = retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Start(Ctx(t), h.Target, in) })
 		require.NoError(t, err)
 		// Another job's intent, for the same sample a moment later, must
 		// not be matched to this operation.
 		other := NewIntent("another-job")
 		other.At += 1500
-		_, err = retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Find(ctx(t), h.Target, other) })
+		_, err = retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Find(Ctx(t), h.Target, other) })
 		require.ErrorIs(t, err, edr.ErrNotStarted, "an operation started under another intent is not this one")
 		// The next owner finds the operation and drives it to the end.
 		next := env.NewDriver()
-		ref, err := retry(ctx(t), func() (edr.Ref, error) { return next.Find(ctx(t), h.Target, in) })
+		ref, err := retry(Ctx(t), func() (edr.Ref, error) { return next.Find(Ctx(t), h.Target, in) })
 		require.NoError(t, err)
 		raw, err := json.Marshal(ref)
 		require.NoError(t, err)
-		res, err := Drive(ctx(t), next, h.Target, edr.Ref(raw))
+		res, err := Drive(Ctx(t), next, h.Target, edr.Ref(raw))
 		require.NoError(t, err)
 		require.Positive(t, res.Rows)
-		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the operation was started once")
+		require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), "the operation was started once")
 	})
 	t.Run("RateLimitStorm", func(t *testing.T) {
 		t.Parallel()
@@ -133,7 +143,7 @@ func Run(t *testing.T, h Harness) {
 		const retryAfter = time.Second
 		env.Kit.Add(simhttp.Fault{Name: "storm", Path: h.PollPath, Status: 429, RetryAfter: retryAfter, Count: 3})
 		var saw429 bool
-		res, err := driveObserve(ctx(t), env.Driver, h.Target, nil, func(err error) {
+		res, err := driveObserve(Ctx(t), env.Driver, h.Target, nil, func(err error) {
 			if edr.RetryAfter(err) >= retryAfter {
 				saw429 = true
 			}
@@ -147,7 +157,7 @@ func Run(t *testing.T, h Harness) {
 		t.Parallel()
 		env := h.New(t, Options{})
 		env.Kit.Add(simhttp.Fault{Name: "5xx", Path: h.PollPath, Status: 503, Count: 3})
-		res, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		res, err := Drive(Ctx(t), env.Driver, h.Target, nil)
 		require.NoError(t, err)
 		require.Positive(t, res.Rows)
 	})
@@ -156,7 +166,7 @@ func Run(t *testing.T, h Harness) {
 		env := h.New(t, Options{Timeout: 300 * time.Millisecond})
 		env.Kit.Add(simhttp.Fault{Name: "hang", Path: h.PollPath, Hang: true, Count: 1})
 		var sawTimeout bool
-		res, err := driveObserve(ctx(t), env.Driver, h.Target, nil, func(err error) {
+		res, err := driveObserve(Ctx(t), env.Driver, h.Target, nil, func(err error) {
 			if edr.IsRetryable(err) && edr.RetryAfter(err) == 0 {
 				sawTimeout = true
 			}
@@ -169,7 +179,7 @@ func Run(t *testing.T, h Harness) {
 		t.Parallel()
 		env := h.New(t, Options{})
 		env.Kit.Add(simhttp.Fault{Name: "garbage", Path: h.PollPath, Malformed: true})
-		_, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		_, err := Drive(Ctx(t), env.Driver, h.Target, nil)
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err), "a malformed body is permanent: %v", err)
 		require.Contains(t, strings.ToLower(err.Error()), "malformed")
@@ -180,7 +190,7 @@ func Run(t *testing.T, h Harness) {
 		env := h.New(t, Options{})
 		bad := h.Target
 		bad.SHA256 = "x' OR 1=1--"
-		_, err := env.Driver.Start(ctx(t), bad, NewIntent(bad.JobID))
+		_, err := env.Driver.Start(Ctx(t), bad, NewIntent(bad.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
 		require.Zero(t, countReq(env.Kit, "", "/"), "nothing may reach the vendor for a bad hash")
@@ -289,7 +299,8 @@ func AssertNoSecrets(t testing.TB, secrets []string, errs ...error) {
 
 func countReq(k *simhttp.Kit, method, prefix string) int { return k.Count(method, prefix) }
 
-func countExact(k *simhttp.Kit, method, path string) int {
+// CountExact counts the requests k logged with this method and exact path.
+func CountExact(k *simhttp.Kit, method, path string) int {
 	n := 0
 	for _, r := range k.Requests() {
 		if r.Method == method && r.Path == path {
@@ -299,8 +310,29 @@ func countExact(k *simhttp.Kit, method, path string) int {
 	return n
 }
 
-func ctx(t *testing.T) context.Context {
+// Ctx returns a context that ends with the test, or after 30 s.
+func Ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return c
+}
+
+// FuzzDecoder is the fuzz test of a decoder of untrusted bytes (a vendor's
+// answer, a checkpointed reference): seeds are added to f; decode must never
+// panic and must fail only with an error wrapping vendorhttp.ErrMalformed;
+// check sees every value it accepts.
+func FuzzDecoder[T any](f *testing.F, seeds []string, decode func([]byte) (T, error), check func(t *testing.T, v T)) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := decode(b)
+		if err != nil {
+			if !errors.Is(err, vendorhttp.ErrMalformed) {
+				t.Fatalf("error does not wrap vendorhttp.ErrMalformed: %v", err)
+			}
+			return
+		}
+		check(t, v)
+	})
 }

@@ -27,7 +27,7 @@ func TestWhoamiFillsTenantAndRegion(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+			res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 			if err == nil && res.Rows != 3 {
 				t.Errorf("rows %d", res.Rows)
 			}
@@ -64,7 +64,7 @@ func TestWhoamiRecordedAnswer(t *testing.T) {
 	})
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.ErrorIs(t, err, errStop)
 	mu.Lock()
 	defer mu.Unlock()
@@ -92,7 +92,7 @@ func TestWhoamiHTTPRegionIsUpgraded(t *testing.T) {
 	})
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.ErrorIs(t, err, errStop)
 	require.Equal(t, "https://api-us01.central.sophos.com 25bf3721-9425-c449-ba4c-0656670878a0", addressed)
 }
@@ -103,7 +103,7 @@ func TestWhoamiPartnerMustBeConfigured(t *testing.T) {
 	sc.IDType = "partner"
 	b := setup(t, sc, nil)
 	b.cfg.URL, b.cfg.TenantID, b.cfg.GlobalURL = "", "", b.srv.URL
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "whoami", e.Op)
@@ -113,7 +113,7 @@ func TestWhoamiPartnerMustBeConfigured(t *testing.T) {
 
 	// Configured, a partner credential never asks.
 	b = setup(t, sc, nil)
-	_, err = b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Zero(t, b.kit().Count(http.MethodGet, sophos.WhoamiPath))
 }
@@ -122,7 +122,7 @@ func TestWhoamiOtherTenant(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.cfg.URL, b.cfg.TenantID, b.cfg.GlobalURL = "", "someone-else", b.srv.URL
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.ErrorContains(t, err, "belongs to another tenant than the one configured")
 	require.False(t, edr.IsRetryable(err))
 }
@@ -133,9 +133,9 @@ func TestWhoamiUnavailableIsRetryable(t *testing.T) {
 	b.cfg.URL, b.cfg.TenantID, b.cfg.GlobalURL = "", "", b.srv.URL
 	b.kit().Add(simFault(sophos.WhoamiPath, http.StatusServiceUnavailable))
 	d := b.driver(t)
-	_, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.True(t, edr.IsRetryable(err), "%v", err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err, "asked again")
 	require.Len(t, b.sim.Runs(), 1)
 }

@@ -83,12 +83,12 @@ func TestStartSendsTimeWindowAndNameFromIntent(t *testing.T) {
 	at := time.Date(2025, 3, 1, 12, 0, 0, 123e6, time.UTC)
 	in := edr.Intent{Key: "job-1/sophos.xdr_query/7.1", At: at.UnixMilli()}
 	for range 2 { // two workers sending the same intent
-		_, err := b.driver(t).Start(testCtx(t), target(hitSHA), in)
+		_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), in)
 		require.NoError(t, err)
 	}
 	other := in
 	other.Key = "job-1/sophos.xdr_query/7.2"
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), other)
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), other)
 	require.NoError(t, err)
 
 	starts := c.matching(http.MethodPost, sophos.RunsPath)
@@ -120,7 +120,7 @@ func TestResultsAskForPageSize(t *testing.T) {
 	b := setup(t, fast(), nil)
 	c := captureOn(b)
 	b.sim.SetHits(hitSHA, 2500, "h1")
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 2500, res.Rows)
 	pages := c.matching(http.MethodGet, "/results")
@@ -228,7 +228,7 @@ func TestCancelSendsEmptyObject(t *testing.T) {
 	})
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	require.NoError(t, d.Cancel(testCtx(t), edr.Ref(`{"runId":"`+sekoiaRunID+`"}`)))
+	require.NoError(t, d.Cancel(edrtest.Ctx(t), edr.Ref(`{"runId":"`+sekoiaRunID+`"}`)))
 	require.Equal(t, 1, r.hits("POST /cancel"))
 }
 
@@ -244,7 +244,7 @@ func TestErrorsCarryCorrelationID(t *testing.T) {
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, postmanShape)
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "queryInvalid", e.Code)
@@ -262,7 +262,7 @@ func TestFromInTheFutureIsRetryable(t *testing.T) {
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, readFixture(t, "sekoia-run.400.json"))
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusBadRequest, e.Status)
 	require.Equal(t, "ValidationException", e.Code, "the integer code 400 says less than the error name")
@@ -294,7 +294,7 @@ func TestEndlessPagesAreCapped(t *testing.T) {
 	})
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(sophos.DefaultMaxPages), served.Load(), "paging stops at the page cap")
 	require.EqualValues(t, sophos.DefaultMaxPages, res.Rows)
@@ -363,7 +363,7 @@ func TestHugeRowIsRefusedUnread(t *testing.T) {
 	cfg.Transport = &bigRowTransport{next: cfg.Transport, body: big}
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "result row larger than")
@@ -401,7 +401,7 @@ func TestTokenErrorsNeverCarryTheSecret(t *testing.T) {
 	cfg.ClientSecret = secret
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, "token", e.Op)
 	require.False(t, e.Retryable)
@@ -450,7 +450,7 @@ func TestResultBytesAreCapped(t *testing.T) {
 	cfg.MaxResultBytes = 50 << 10
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 5, served.Load(), "five pages of a little over 10 KiB reach 50 KiB")
 	require.EqualValues(t, 5, res.Rows)
@@ -470,7 +470,7 @@ func TestPageLimitsAreConfigurable(t *testing.T) {
 	cfg.Transport = tr
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, served.Load())
 	require.Contains(t, res.Notes[0], "stopped after 3 result pages (the limit)")
@@ -486,7 +486,7 @@ func TestHugePageKeyStopsPaging(t *testing.T) {
 	r.on("GET /results", http.StatusOK, `{"items":[{"meta_hostname":"h"}],"pages":{"nextKey":"`+strings.Repeat("k", 9000)+`"}}`)
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Contains(t, res.Notes[0], "key for the next page is longer than")
@@ -504,7 +504,7 @@ func TestHugePageFails(t *testing.T) {
 	cfg.MaxBody = 64 << 10
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.Error(t, err)
 	require.False(t, edr.IsRetryable(err))
 	require.Contains(t, err.Error(), "results page larger than 65536 bytes")
@@ -517,7 +517,7 @@ func TestResultsReauthOn401(t *testing.T) {
 	b := setup(t, simsophos.Config{}, nil)
 	b.sim.SetHits(hitSHA, 1500, "h1")
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.RevokeTokens()

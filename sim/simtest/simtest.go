@@ -47,7 +47,14 @@ type Simulator interface {
 // first, so its hung requests return, then the server.
 func Serve(t testing.TB, s Simulator) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(s)
+	return ServeHandler(t, s, s)
+}
+
+// ServeHandler is Serve with h, a handler in front of s (a fault the test
+// injects), answering the requests.
+func ServeHandler(t testing.TB, s Simulator, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	t.Cleanup(s.Close) // runs first
 	return srv
