@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
@@ -272,30 +273,14 @@ func TestDecodeProgress(t *testing.T) {
 }
 
 func FuzzDecodeStart(f *testing.F) {
-	for _, s := range []string{`{"id":4522,"type":"event_export","status":"CREATED"}`, `{"id":"abc"}`, `{"id":4.5e3}`, `{}`, `[`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		id, err := decodeStart(b)
-		if err != nil {
-			require.ErrorIs(t, err, errMalformed)
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"id":4522,"type":"event_export","status":"CREATED"}`, `{"id":"abc"}`, `{"id":4.5e3}`, `{}`, `[`}, decodeStart, func(t *testing.T, id string) {
 		require.Regexp(t, jobIDRe, id)
 	})
 }
 
 func FuzzDecodeProgress(f *testing.F) {
-	for _, s := range []string{`{"num_total":100000,"num_completed":100000,"message":"FINISHED"}`,
-		`{"num_total":"5","num_completed":-1,"message":"IN_PROGRESS"}`, `{"message":"QUEUED"}`, `{"message":null}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := decodeProgress(b)
-		if err != nil {
-			require.ErrorIs(t, err, errMalformed)
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"num_total":100000,"num_completed":100000,"message":"FINISHED"}`,
+		`{"num_total":"5","num_completed":-1,"message":"IN_PROGRESS"}`, `{"message":"QUEUED"}`, `{"message":null}`}, decodeProgress, func(t *testing.T, p progress) {
 		require.LessOrEqual(t, len(p.Message), 64)
 		require.GreaterOrEqual(t, p.Total, int64(0))
 		require.GreaterOrEqual(t, p.Completed, int64(0))
@@ -503,16 +488,8 @@ func TestDecodeRecordedJobs(t *testing.T) {
 }
 
 func FuzzDecodeJob(f *testing.F) {
-	for _, s := range []string{`{"id":1,"status":"FAILED","errors":"x","progress":{"num_total":1},"job_parameters":{"job_parameters":{"query":{"query":"q","time_range":{"start":"2026-01-01T00:00:00.000Z"},"rows":5}}}}`,
-		`{"id":"a","create_time":"2022-01-04T19:18:58.213Z","errors":["a",{"b":1}]}`, `{"id":1,"job_parameters":{"query":"q"}}`, `null`, `[]`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		j, err := decodeJob(b)
-		if err != nil {
-			require.ErrorIs(t, err, errMalformed)
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"id":1,"status":"FAILED","errors":"x","progress":{"num_total":1},"job_parameters":{"job_parameters":{"query":{"query":"q","time_range":{"start":"2026-01-01T00:00:00.000Z"},"rows":5}}}}`,
+		`{"id":"a","create_time":"2022-01-04T19:18:58.213Z","errors":["a",{"b":1}]}`, `{"id":1,"job_parameters":{"query":"q"}}`, `null`, `[]`}, decodeJob, func(t *testing.T, j jobInfo) {
 		require.Regexp(t, jobIDRe, j.ID)
 		require.LessOrEqual(t, len(j.Status), 64)
 		require.LessOrEqual(t, len(j.Errors), 300)
