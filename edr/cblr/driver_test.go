@@ -60,6 +60,15 @@ func infected(id int64, host string) simcblr.Sensor {
 }
 
 // clean is a Windows host without the sample.
+// driveHost drives the triage of host, the simulator's only sensor, to its
+// end.
+func driveHost(t *testing.T, host simcblr.Sensor) (*env, edr.Result, error) {
+	t.Helper()
+	e := setup(t, opts{}, host)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(host.ID), nil)
+	return e, res, err
+}
+
 func clean(id int64, host string) simcblr.Sensor {
 	return simcblr.Sensor{
 		ID: id, Hostname: host, OS: "Windows 10 Enterprise",
@@ -312,8 +321,7 @@ func TestGetFile(t *testing.T) {
 		} {
 			host := infected(3, "WIN-C")
 			host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": fail}
-			e := setup(t, opts{}, host)
-			res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(3), nil)
+			e, res, err := driveHost(t, host)
 			require.NoError(t, err, "%+v", fail)
 			require.EqualValues(t, 1, res.Rows, "the process list's match stands")
 			require.Equal(t, []string{"WIN-C"}, res.Hosts)
@@ -326,8 +334,7 @@ func TestGetFile(t *testing.T) {
 		}
 		host := infected(3, "WIN-C")
 		host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: -2147024864, Type: "WinHresult", Desc: "in use"}}
-		e := setup(t, opts{}, host)
-		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(3), nil)
+		_, res, err := driveHost(t, host)
 		require.NoError(t, err)
 		require.Contains(t, strings.Join(res.Notes, "\n"), `result_code -2147024864 (0x80070020), result_type WinHresult, result_desc "in use"`)
 	})
@@ -387,10 +394,7 @@ func TestGetFile(t *testing.T) {
 		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
 		e.kit.Add(simhttp.Fault{Name: "swallow", Path: "/api/v1/cblr/session/1/keepalive", Status: http.StatusOK})
 		_, err = edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), ref)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), `sensor 1 (WIN-A): the "get file" command failed on the sensor`)
-		require.Contains(t, err.Error(), "the Live Response session timed out")
+		edrtest.RequirePermanent(t, err, `sensor 1 (WIN-A): the "get file" command failed on the sensor`, "the Live Response session timed out")
 		require.Len(t, e.sim.Sessions(), 1, "no other session")
 	})
 	t.Run("StalledUpload", func(t *testing.T) {
@@ -444,10 +448,8 @@ func TestCommandErrorCarriesResult(t *testing.T) {
 	host.CommandErrors = map[string]simcblr.ErrorInfo{
 		"process list": {Code: 2147942405, Type: "WinHresult", Desc: "Access is denied."},
 	}
-	e := setup(t, opts{}, host)
-	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
+	e, _, err := driveHost(t, host)
+	edrtest.RequirePermanent(t, err)
 	for _, want := range []string{"sensor 1 (WIN-A)", `"process list"`, "result_code 2147942405 (0x80070005)", "result_type WinHresult", `result_desc "Access is denied."`} {
 		require.Contains(t, err.Error(), want)
 	}
@@ -524,9 +526,7 @@ func TestNeverCheckIn(t *testing.T) {
 	host.NeverCheckIn = true
 	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond, MaxCheckInTimeout: 200 * time.Millisecond}}, host)
 	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "sensor 1 (WIN-OFFLINE)")
+	edrtest.RequirePermanent(t, err, "sensor 1 (WIN-OFFLINE)")
 	// The server forgets a session that timed out before check-in (404).
 	require.Contains(t, err.Error(), "the Live Response session 1 no longer exists (HTTP 404): it expired or was closed before the sensor checked in")
 	require.Zero(t, e.sim.OpenSessions())
@@ -537,11 +537,8 @@ func TestUnsupportedCommand(t *testing.T) {
 	t.Parallel()
 	host := infected(1, "WIN-A")
 	host.Unsupported = []string{"get file"}
-	e := setup(t, opts{}, host)
-	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), `does not support the Live Response command(s) "get file"`)
+	e, _, err := driveHost(t, host)
+	edrtest.RequirePermanent(t, err, `does not support the Live Response command(s) "get file"`)
 	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"), "checked before any command runs")
 	requireAllClosed(t, e.sim)
 }
@@ -554,8 +551,7 @@ func TestEmptySupportedCommands(t *testing.T) {
 		t.Parallel()
 		host := infected(1, "WIN-A")
 		host.ListsNoCommands = true
-		e := setup(t, opts{}, host)
-		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
+		e, res, err := driveHost(t, host)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
 		require.Len(t, res.Files, 1)
@@ -567,8 +563,7 @@ func TestEmptySupportedCommands(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.ListsNoCommands = true
 		host.Unsupported = []string{"get file"}
-		e := setup(t, opts{}, host)
-		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
+		e, res, err := driveHost(t, host)
 		require.NoError(t, err, "the process list answered")
 		require.EqualValues(t, 1, res.Rows)
 		require.Empty(t, res.Files)
@@ -581,11 +576,8 @@ func TestEmptySupportedCommands(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.ListsNoCommands = true
 		host.Unsupported = []string{"process list"}
-		e := setup(t, opts{}, host)
-		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), `command "process list" is not supported by sensor 1`)
+		e, _, err := driveHost(t, host)
+		edrtest.RequirePermanent(t, err, `command "process list" is not supported by sensor 1`)
 		requireAllClosed(t, e.sim)
 	})
 }
@@ -627,12 +619,8 @@ func TestSessionRefused(t *testing.T) {
 		t.Parallel()
 		host := infected(1, "WIN-A")
 		host.LiveResponseDisabled = true
-		e := setup(t, opts{}, host)
-		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "sensor 1")
-		require.Contains(t, err.Error(), "Live Response is disabled")
+		e, _, err := driveHost(t, host)
+		edrtest.RequirePermanent(t, err, "sensor 1", "Live Response is disabled")
 		var ee *edr.Error
 		require.ErrorAs(t, err, &ee)
 		require.Equal(t, http.StatusForbidden, ee.Status)
@@ -664,9 +652,7 @@ func TestSessionRefused(t *testing.T) {
 		require.NoError(t, err)
 		e.kit.Add(simhttp.Fault{Name: "no list", Method: "GET", Path: startPath, Status: http.StatusForbidden, Count: 1})
 		_, err = e.newDriver().Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "session limit reached")
+		edrtest.RequirePermanent(t, err, "session limit reached")
 		var ee *edr.Error
 		require.ErrorAs(t, err, &ee)
 		require.Equal(t, http.StatusConflict, ee.Status)
@@ -814,13 +800,7 @@ func TestMultipleSensors(t *testing.T) {
 		b.Unsupported = []string{"process list"}
 		e := setup(t, opts{}, a, b)
 		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1, 2), nil)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "failed on every sensor")
-		require.Contains(t, err.Error(), "sensor 1")
-		require.Contains(t, err.Error(), "Live Response is disabled")
-		require.Contains(t, err.Error(), "sensor 2 (WIN-B)")
-		require.Contains(t, err.Error(), `"process list"`)
+		edrtest.RequirePermanent(t, err, "failed on every sensor", "sensor 1", "Live Response is disabled", "sensor 2 (WIN-B)", `"process list"`)
 		requireAllClosed(t, e.sim)
 	})
 }
@@ -872,8 +852,7 @@ func TestStartFailureHalfWay(t *testing.T) {
 		}
 		e := setup(t, opts{transport: revoked}, infected(1, "WIN-A"), infected(2, "WIN-B"))
 		_, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), edrtest.NewIntent("t"))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
+		edrtest.RequirePermanent(t, err)
 		require.Len(t, e.sim.Sessions(), 1)
 		requireAllClosed(t, e.sim)
 	})
@@ -900,9 +879,7 @@ func TestRejectedToken(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{token: "wrong-token-value"}, infected(1, "WIN-A"))
 	_, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "CB EDR rejected the API token (check CBLR_API_TOKEN)")
+	edrtest.RequirePermanent(t, err, "CB EDR rejected the API token (check CBLR_API_TOKEN)")
 	require.NotContains(t, err.Error(), "wrong-token-value")
 	require.NotContains(t, err.Error(), testToken)
 
@@ -912,9 +889,7 @@ func TestRejectedToken(t *testing.T) {
 	require.NoError(t, err)
 	good.kit.Add(simhttp.Fault{Path: pollPath, Status: http.StatusUnauthorized, Count: 1})
 	_, err = good.drv.Poll(edrtest.Ctx(t), ref)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "check CBLR_API_TOKEN")
+	edrtest.RequirePermanent(t, err, "check CBLR_API_TOKEN")
 }
 
 func TestRateLimitOnStart(t *testing.T) {
@@ -933,9 +908,7 @@ func TestBadInput(t *testing.T) {
 	e := setup(t, opts{}, infected(1, "WIN-A"))
 	tg := target()
 	_, err := e.drv.Start(edrtest.Ctx(t), tg, edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "no sensors named in the submission (metaData sensorId/sensorIds)")
+	edrtest.RequirePermanent(t, err, "no sensors named in the submission (metaData sensorId/sensorIds)")
 
 	tg = target(-4)
 	_, err = e.drv.Start(edrtest.Ctx(t), tg, edrtest.NewIntent("t"))

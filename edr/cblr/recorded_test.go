@@ -121,6 +121,17 @@ func recordedDriver(t *testing.T, rec *recorded) *cblr.Driver {
 	return d
 }
 
+// startRecorded starts the recorded triage, a minute after the recorded
+// session was created.
+func startRecorded(t *testing.T) (*recorded, *cblr.Driver, edr.Ref) {
+	t.Helper()
+	rec := loadRecorded(t)
+	d := recordedDriver(t, rec)
+	ref, err := d.Start(edrtest.Ctx(t), recordedTarget(), edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated + 60_000})
+	require.NoError(t, err)
+	return rec, d, ref
+}
+
 // TestRecordedAnswers drives a whole triage against the real server's
 // answers and nothing else: Start borrows the sensor's active session (no
 // POST, as cbapi did), process list and get file run on it, the file comes
@@ -128,11 +139,7 @@ func recordedDriver(t *testing.T, rec *recorded) *cblr.Driver {
 // borrowed session is left open.
 func TestRecordedAnswers(t *testing.T) {
 	t.Parallel()
-	rec := loadRecorded(t)
-	d := recordedDriver(t, rec)
-	in := edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated + 60_000}
-	ref, err := d.Start(edrtest.Ctx(t), recordedTarget(), in)
-	require.NoError(t, err)
+	rec, d, ref := startRecorded(t)
 	res, err := edrtest.Drive(edrtest.Ctx(t), d, recordedTarget(), ref)
 	require.NoError(t, err)
 
@@ -173,11 +180,7 @@ func TestRecordedFind(t *testing.T) {
 // (nothing to cancel), and the borrowed session is left to its owner.
 func TestRecordedCancel(t *testing.T) {
 	t.Parallel()
-	rec := loadRecorded(t)
-	d := recordedDriver(t, rec)
-	in := edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated + 60_000}
-	ref, err := d.Start(edrtest.Ctx(t), recordedTarget(), in)
-	require.NoError(t, err)
+	rec, d, ref := startRecorded(t)
 	st, err := d.Poll(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.NotNil(t, st.Ref, "process list accepted")

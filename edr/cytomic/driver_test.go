@@ -430,9 +430,7 @@ func TestPersistent401IsPermanent(t *testing.T) {
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: cytomic.ClientPath, Status: http.StatusUnauthorized})
 	_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "rejected a freshly issued access token")
+	edrtest.RequirePermanent(t, err, "rejected a freshly issued access token")
 	require.Equal(t, 2, e.sim.Kit().Count("POST", cytomic.ClientPath), "exactly one re-authentication, no loop")
 	require.Equal(t, 2, e.sim.TokensIssued())
 	edrtest.AssertNoSecrets(t, e.auth.secrets(), err)
@@ -442,10 +440,7 @@ func TestBadCredentials(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Password = "wrong-" + password }})
 	_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "CYTOMIC_PASSWORD")
-	require.Contains(t, err.Error(), "invalid_grant")
+	edrtest.RequirePermanent(t, err, "CYTOMIC_PASSWORD", "invalid_grant")
 	require.Zero(t, e.sim.Kit().Count("", "/osQuery/"), "no API call without a token")
 	edrtest.AssertNoSecrets(t, []string{password, "wrong-" + password}, err)
 }
@@ -465,8 +460,7 @@ func TestClientCredentialsRefused(t *testing.T) {
 			t.Parallel()
 			e := setup(t, opts{driver: func(c *cytomic.Config) { c.ClientID, c.ClientSecret = tc.id, tc.secret }})
 			_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
-			require.Error(t, err)
-			require.False(t, edr.IsRetryable(err))
+			edrtest.RequirePermanent(t, err)
 			require.Contains(t, err.Error(), tc.want)
 			require.Contains(t, err.Error(), "invalid_client")
 			require.Zero(t, e.sim.Kit().Count("", "/osQuery/"), "no API call without a token")
@@ -527,8 +521,7 @@ func TestMixedCodesAllFailed(t *testing.T) {
 		{MUID: "M3", Hostname: "W3", OSQueryMissing: true},
 	}}}})
 	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
+	edrtest.RequirePermanent(t, err)
 	var ee *edr.Error
 	require.ErrorAs(t, err, &ee)
 	require.Equal(t, "202", ee.Code, "the most common code")
@@ -725,9 +718,7 @@ func TestUnknownOperation(t *testing.T) {
 
 	clk.Advance(5 * time.Minute)
 	_, err = e.drv.Poll(ctx, ref)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "does not know operation(s) no-such-op")
+	edrtest.RequirePermanent(t, err, "does not know operation(s) no-such-op")
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
@@ -751,9 +742,7 @@ func TestResultFileTooLarge(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.MaxFile = 16 }})
 	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "larger than the 16-byte limit")
+	edrtest.RequirePermanent(t, err, "larger than the 16-byte limit")
 }
 
 func TestDownloadHostNotAllowed(t *testing.T) {
@@ -762,9 +751,7 @@ func TestDownloadHostNotAllowed(t *testing.T) {
 		c.Downloader = httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{".amazonaws.com"}})
 	}})
 	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "DOWNLOAD_HOSTS")
+	edrtest.RequirePermanent(t, err, "DOWNLOAD_HOSTS")
 	require.NotContains(t, err.Error(), "sig=")
 	require.Zero(t, e.sim.Kit().Count("GET", simcytomic.FilesPath), "nothing fetched from a refused host")
 }

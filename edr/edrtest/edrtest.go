@@ -250,10 +250,8 @@ func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
 }
 
 func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(d): // collected when unreferenced (Go 1.23): no Stop needed
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -289,6 +287,17 @@ func assertNoSecrets(t testing.TB, secrets []string, errs ...error) {
 				t.Fatalf("error leaks a secret: %v", err)
 			}
 		}
+	}
+}
+
+// RequirePermanent fails unless err is an error that says the same call
+// cannot succeed later, and its text contains every one of contains.
+func RequirePermanent(t testing.TB, err error, contains ...string) {
+	t.Helper()
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err), "not retryable: %v", err)
+	for _, c := range contains {
+		require.Contains(t, err.Error(), c)
 	}
 }
 

@@ -1,6 +1,7 @@
 package sophos_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func refRunID(t *testing.T, r edr.Ref) string {
@@ -75,12 +77,7 @@ func TestFindWhenTheListHasNoNames(t *testing.T) {
 // Newest first, Find stops at the first run older than the cut-off.
 func TestFindStopsAtOlderRuns(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	sc := fast()
-	sc.Now = clk.Now
-	b := setup(t, sc, nil)
-	d := b.driver(t)
-	ctx := edrtest.Ctx(t)
+	clk, b, d, ctx := onClock(t, nil)
 	for i := range 120 { // an hour of other runs, none ours
 		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("old-%d", i), clk.Now()))
 		require.NoError(t, err)
@@ -117,12 +114,7 @@ func orderIgnored(next http.Handler) http.Handler {
 // next page: Find reads to the end, and finds a run on a later page.
 func TestFindReadsAnUnsortedListToTheEnd(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	sc := fast()
-	sc.Now = clk.Now
-	b := setup(t, sc, orderIgnored)
-	d := b.driver(t)
-	ctx := edrtest.Ctx(t)
+	clk, b, d, ctx := onClock(t, orderIgnored)
 	for i := range 60 {
 		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("old-%d", i), clk.Now()))
 		require.NoError(t, err)
@@ -308,12 +300,7 @@ func TestStartRefusesAnIntentWithoutTime(t *testing.T) {
 // last five minutes.
 func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	sc := fast()
-	sc.Now = clk.Now
-	b := setup(t, sc, nil)
-	d := b.driver(t)
-	ctx := edrtest.Ctx(t)
+	clk, b, d, ctx := onClock(t, nil)
 	for i := range 3 * sophos.FindPageSize { // five minutes of other runs
 		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("busy-%d", i), clk.Now()))
 		require.NoError(t, err)
@@ -332,4 +319,15 @@ func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
 	found, err := d.Find(ctx, target(hitSHA), in)
 	require.NoError(t, err)
 	require.Equal(t, refRunID(t, ref), refRunID(t, found))
+}
+
+// onClock starts a fast simulator on a manual clock (behind wrap, when not
+// nil) and a driver on it.
+func onClock(t *testing.T, wrap func(http.Handler) http.Handler) (*simtest.Clock, *bundle, *sophos.Driver, context.Context) {
+	t.Helper()
+	clk := newClock()
+	sc := fast()
+	sc.Now = clk.Now
+	b := setup(t, sc, wrap)
+	return clk, b, b.driver(t), edrtest.Ctx(t)
 }

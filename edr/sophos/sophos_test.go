@@ -811,9 +811,7 @@ func TestMalformedResultsArePermanent(t *testing.T) {
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/" + b.sim.Runs()[0].ID + "/results", Malformed: true})
 	_, err = d.Collect(edrtest.Ctx(t), ref)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "malformed response")
+	edrtest.RequirePermanent(t, err, "malformed response")
 }
 
 func TestStartMalformedIsPermanent(t *testing.T) {
@@ -821,9 +819,7 @@ func TestStartMalformedIsPermanent(t *testing.T) {
 	b := setup(t, fast(), nil)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Method: http.MethodPost, Malformed: true})
 	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "malformed")
+	edrtest.RequirePermanent(t, err, "malformed")
 }
 
 func TestBadReference(t *testing.T) {

@@ -364,9 +364,7 @@ func TestHugeRowIsRefusedUnread(t *testing.T) {
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
 	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "result row larger than")
+	edrtest.RequirePermanent(t, err, "result row larger than")
 	require.Less(t, big.bytesRead(), int64(2<<20), "the row was read only up to the cap")
 }
 
@@ -505,9 +503,7 @@ func TestHugePageFails(t *testing.T) {
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
 	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "results page larger than 65536 bytes")
+	edrtest.RequirePermanent(t, err, "results page larger than 65536 bytes")
 }
 
 // A results page refused for an expired token is fetched again with a new
