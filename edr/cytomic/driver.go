@@ -97,6 +97,11 @@ type Config struct {
 	// neither; neither sends no Authorization header (a proxy that adds
 	// it, or the simulator).
 	ClientID, ClientSecret string
+	// Redact is the process's set of secrets, which every text built from
+	// an answer goes through; the driver adds its password, OAuth client
+	// secret and every access token it fetches to it. nil: a set of the
+	// driver's own.
+	Redact *redact.Set
 	// Scope is the OAuth2 scope requested. Default DefaultScope.
 	Scope string
 	// ClientIDs are the Cytomic clients (customer accounts) to query.
@@ -141,11 +146,6 @@ type Config struct {
 	Now func() time.Time
 	// Logger is optional.
 	Logger *zap.Logger
-	// Redact is the process's set of secrets, which every text built from
-	// an answer goes through; the driver adds its password, OAuth client
-	// secret and every access token it fetches to it. nil: a set of the
-	// driver's own.
-	Redact *redact.Set
 }
 
 // String describes cfg without its secrets.

@@ -97,14 +97,7 @@ func Run(t *testing.T, h Harness) {
 		env := h.New(t, Options{})
 		ref, err := retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Start(Ctx(t), h.Target, NewIntent(h.Target.JobID)) })
 		require.NoError(t, err)
-		// The checkpoint goes through the ledger as JSON.
-		raw, err := json.Marshal(ref)
-		require.NoError(t, err)
-		other := env.NewDriver()
-		res, err := Drive(Ctx(t), other, h.Target, edr.Ref(raw))
-		require.NoError(t, err)
-		require.Positive(t, res.Rows)
-		require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), "the takeover must not start the operation again")
+		finishElsewhere(t, h, env, env.NewDriver(), ref, "the takeover must not start the operation again")
 	})
 	t.Run("FindAfterLostAnswer", func(t *testing.T) {
 		t.Parallel()
@@ -130,12 +123,7 @@ func Run(t *testing.T, h Harness) {
 		next := env.NewDriver()
 		ref, err := retry(Ctx(t), func() (edr.Ref, error) { return next.Find(Ctx(t), h.Target, in) })
 		require.NoError(t, err)
-		raw, err := json.Marshal(ref)
-		require.NoError(t, err)
-		res, err := Drive(Ctx(t), next, h.Target, edr.Ref(raw))
-		require.NoError(t, err)
-		require.Positive(t, res.Rows)
-		require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), "the operation was started once")
+		finishElsewhere(t, h, env, next, ref, "the operation was started once")
 	})
 	t.Run("RateLimitStorm", func(t *testing.T) {
 		t.Parallel()
@@ -195,6 +183,19 @@ func Run(t *testing.T, h Harness) {
 		require.False(t, edr.IsRetryable(err))
 		require.Zero(t, countReq(env.Kit, "", "/"), "nothing may reach the vendor for a bad hash")
 	})
+}
+
+// finishElsewhere drives the operation ref, checkpointed (through JSON, as
+// the ledger keeps it), to its end on driver d, another worker's, and checks
+// that it found something and was started only once.
+func finishElsewhere(t *testing.T, h Harness, env Env, d edr.Driver, ref edr.Ref, once string) {
+	t.Helper()
+	raw, err := json.Marshal(ref)
+	require.NoError(t, err)
+	res, err := Drive(Ctx(t), d, h.Target, edr.Ref(raw))
+	require.NoError(t, err)
+	require.Positive(t, res.Rows)
+	require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), once)
 }
 
 // Drive runs one operation to the end the way the job runner does: Start
