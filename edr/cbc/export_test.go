@@ -439,13 +439,6 @@ func TestSummarizeSpoolBudget(t *testing.T) {
 	require.Empty(t, entries, "spool files are removed")
 }
 
-func readTestdata(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	require.NoError(t, err)
-	return b
-}
-
 // The job objects of the SDK's fixtures decode to what they say.
 func TestDecodeRecordedJobs(t *testing.T) {
 	t.Parallel()
@@ -468,22 +461,22 @@ func TestDecodeRecordedJobs(t *testing.T) {
 		"sdk_job_audit_export.json":   {ID: "4805565", Type: "external", Status: "COMPLETED", Created: at("2023-02-02T23:16:25.625583Z")},
 		"sdk_job_devices_export.json": {ID: "11608915", Type: "endpoints", Status: "IN_PROGRESS", Created: at("2024-01-26T18:18:39.962319Z")},
 	} {
-		got, err := decodeJob(readTestdata(t, file))
+		got, err := decodeJob(edrtest.Testdata(t, file))
 		require.NoError(t, err, file)
 		require.Equal(t, want, got, file)
 	}
-	l, err := decodeJobList(readTestdata(t, "sdk_jobs_list.json"))
+	l, err := decodeJobList(edrtest.Testdata(t, "sdk_jobs_list.json"))
 	require.NoError(t, err)
 	require.EqualValues(t, 2, l.NumFound)
 	require.Equal(t, 2, l.Listed)
 	require.Equal(t, []string{"12345", "23456"}, []string{l.Jobs[0].ID, l.Jobs[1].ID})
 
-	code, msg := vendorMessage(readTestdata(t, "sdk_error_invalid_enum.json"))
+	code, msg := vendorMessage(edrtest.Testdata(t, "sdk_error_invalid_enum.json"))
 	require.Equal(t, "INVALID_ENUM_VALUE", code)
 	require.Equal(t, "Malformed JSON input: terms.fields[0]", msg)
-	code, _ = vendorMessage(readTestdata(t, "sdk_error_query_malformed.json"))
+	code, _ = vendorMessage(edrtest.Testdata(t, "sdk_error_query_malformed.json"))
 	require.Equal(t, "query_malformed_syntax", code)
-	_, msg = vendorMessage(readTestdata(t, "sdk_error_message.json"))
+	_, msg = vendorMessage(edrtest.Testdata(t, "sdk_error_message.json"))
 	require.Equal(t, "Test Alpha Message", msg)
 }
 

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,68 +20,46 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
-// testdata returns a file of testdata/ (see its README for the sources).
-func testdata(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
-
-// replay is an httptest server that answers each route with recorded
-// bodies, in turn (the last one repeats), and keeps the requests.
+// replay answers each route with recorded bodies, in turn (the last one
+// repeats): a file of testdata/, "status:file", or "redirect=path" (a 302
+// to path on the replay).
 type replay struct {
-	mu     sync.Mutex
-	routes map[string][]string // "GET /path" → body files, or "status:file"
-	seen   map[string]int
-	reqs   []*http.Request
-	srv    *httptest.Server
-	t      *testing.T
+	*edrtest.Replay
 }
 
 func newReplay(t *testing.T, routes map[string][]string) *replay {
-	r := &replay{routes: routes, seen: map[string]int{}, t: t}
-	r.srv = httptest.NewServer(r)
-	t.Cleanup(r.srv.Close)
+	r := &replay{edrtest.NewReplay(t, `{"error_code":"NOT_FOUND","message":"no such route"}`)}
+	for route, files := range routes {
+		var mu sync.Mutex
+		n := 0
+		r.Handle(route, func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			f := files[min(n, len(files)-1)]
+			n++
+			mu.Unlock()
+			status := http.StatusOK
+			if i := strings.IndexByte(f, ':'); i > 0 {
+				_, _ = fmt.Sscanf(f[:i], "%d", &status)
+				f = f[i+1:]
+			}
+			if strings.HasPrefix(f, "redirect=") {
+				w.Header().Set("Location", r.Server.URL+strings.TrimPrefix(f, "redirect="))
+				w.WriteHeader(http.StatusFound)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = w.Write(edrtest.Testdata(t, f))
+		})
+	}
 	return r
 }
 
-func (r *replay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	key := req.Method + " " + req.URL.Path
-	r.mu.Lock()
-	r.reqs = append(r.reqs, req.Clone(req.Context()))
-	files, ok := r.routes[key]
-	n := r.seen[key]
-	r.seen[key]++
-	r.mu.Unlock()
-	if !ok {
-		http.Error(w, `{"error_code":"NOT_FOUND","message":"no such route"}`, http.StatusNotFound)
-		return
-	}
-	f := files[min(n, len(files)-1)]
-	status := http.StatusOK
-	if i := strings.IndexByte(f, ':'); i > 0 {
-		_, _ = fmt.Sscanf(f[:i], "%d", &status)
-		f = f[i+1:]
-	}
-	if strings.HasPrefix(f, "redirect=") {
-		w.Header().Set("Location", r.srv.URL+strings.TrimPrefix(f, "redirect="))
-		w.WriteHeader(http.StatusFound)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(testdata(r.t, f))
-}
-
-func (r *replay) count(key string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.seen[key]
-}
+// count returns how many requests "METHOD /path" took.
+func (r *replay) count(route string) int { return r.Hits(route) }
 
 func (r *replay) driver(t *testing.T, mod func(*cbc.Config)) *cbc.Driver {
-	cfg := cbc.Config{URL: r.srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, UserAgent: "analysisfleet/test (cbc)",
+	cfg := cbc.Config{URL: r.Server.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, UserAgent: "analysisfleet/test (cbc)",
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true})}
 	if mod != nil {
 		mod(&cfg)
@@ -137,10 +113,8 @@ func TestRecordedAnswers(t *testing.T) {
 	_, err = d.Find(c, edr.Target{SHA256: hitSHA}, in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, q := range r.reqs {
-		if strings.HasPrefix(q.URL.Path, "/bucket/") {
+	for _, q := range r.Requests() {
+		if strings.HasPrefix(q.Path, "/bucket/") {
 			require.Empty(t, q.Header.Get("X-Auth-Token"), "no credentials to the object store")
 			continue
 		}
@@ -149,8 +123,8 @@ func TestRecordedAnswers(t *testing.T) {
 		if q.Method == http.MethodPost {
 			require.Equal(t, "application/json", q.Header.Get("Content-Type"))
 		}
-		if q.URL.Path == orgPath+"/jobs" {
-			require.Empty(t, q.URL.RawQuery, "the first list request has no parameters, as the SDK's")
+		if q.Path == orgPath+"/jobs" {
+			require.Empty(t, q.RawQuery, "the first list request has no parameters, as the SDK's")
 		}
 	}
 }

@@ -2,8 +2,6 @@ package cblr
 
 import (
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -102,9 +100,7 @@ func FuzzDecodeSessionList(f *testing.F) {
 
 func recordedBody(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "recorded", name))
-	require.NoError(t, err)
-	return b
+	return edrtest.Testdata(t, "recorded", name)
 }
 
 // The recorded answers of a real server (testdata/recorded) decode, with

@@ -24,7 +24,7 @@ func TestRecordedSEKOIARun(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
 	finishedRun(t, r)
-	r.handle("GET /results", func(w http.ResponseWriter, req *http.Request) {
+	r.Handle("GET /results", func(w http.ResponseWriter, req *http.Request) {
 		switch key := req.URL.Query().Get("pageFromKey"); key {
 		case "":
 			_, _ = w.Write([]byte(readFixture(t, "sekoia-results-page1.200.json")))
@@ -49,10 +49,10 @@ func TestRecordedSEKOIARun(t *testing.T) {
 	require.EqualValues(t, 8, res.Rows, "7 rows, then 1")
 	require.Zero(t, res.HostsTotal, "these rows name no host")
 	require.Empty(t, res.Notes)
-	require.Equal(t, 2, r.hits("GET /results"))
+	require.Equal(t, 2, r.Hits("GET /results"))
 
 	require.NoError(t, d.Cancel(ctx, ref))
-	require.Equal(t, 1, r.hits("POST /cancel"))
+	require.Equal(t, 1, r.Hits("POST /cancel"))
 }
 
 // The one-page answer SEKOIA recorded (no nextKey: the last page).
@@ -124,8 +124,8 @@ func TestRecordedPostman2026Find(t *testing.T) {
 	require.NoError(t, err)
 	_, err = d.Find(edrtest.Ctx(t), target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted, `"Example Name" is not ours, and one run of a 50-run page is the whole listing`)
-	require.Equal(t, 1, r.hits("GET "+sophos.RunsPath))
-	require.Equal(t, 1, r.hits("GET "+sophos.RunsPath+"/a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"))
+	require.Equal(t, 1, r.Hits("GET "+sophos.RunsPath))
+	require.Equal(t, 1, r.Hits("GET "+sophos.RunsPath+"/a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"))
 
 	r = postman2026(t, sophos.RunName(target(hitSHA), in))
 	d, err = sophos.New(r.config())
@@ -154,7 +154,7 @@ func TestRecordedPostman2025List(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			r := newReplay(t)
-			r.handle("GET "+sophos.RunsPath, func(w http.ResponseWriter, req *http.Request) {
+			r.Handle("GET "+sophos.RunsPath, func(w http.ResponseWriter, req *http.Request) {
 				if req.URL.Query().Get("page") == "1" {
 					_, _ = w.Write([]byte(body))
 					return
@@ -170,7 +170,7 @@ func TestRecordedPostman2025List(t *testing.T) {
 				return
 			}
 			require.ErrorIs(t, err, edr.ErrNotStarted)
-			require.Equal(t, 2, r.hits("GET "+sophos.RunsPath), "no usable order or counts: read to the empty page")
+			require.Equal(t, 2, r.Hits("GET "+sophos.RunsPath), "no usable order or counts: read to the empty page")
 		})
 	}
 }
@@ -233,7 +233,7 @@ func TestRecordedUnauthorized(t *testing.T) {
 	require.Equal(t, "oauth.invalid_client_secret", e.Code)
 	require.Contains(t, err.Error(), "trackingId 197a2922-65e4-4548-a0a1-79a13b12c8fc")
 	require.NotContains(t, err.Error(), "Unauthorized", "the identity service's free text is not kept")
-	require.Equal(t, 2, r.hits("POST "+sophos.TokenPath), "form, then HTTP Basic")
+	require.Equal(t, 2, r.Hits("POST "+sophos.TokenPath), "form, then HTTP Basic")
 }
 
 // Sophos's example error body, with string placeholders for error and

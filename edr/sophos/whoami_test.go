@@ -84,8 +84,8 @@ func startAfterWhoami(t *testing.T, fixture string, stop func(*http.Request) boo
 			mu.Unlock()
 			return nil, errStop
 		}
-		req.URL.Scheme, req.URL.Host = "http", strings.TrimPrefix(r.srv.URL, "http://")
-		return r.srv.Client().Transport.RoundTrip(req)
+		req.URL.Scheme, req.URL.Host = "http", strings.TrimPrefix(r.Server.URL, "http://")
+		return r.Server.Client().Transport.RoundTrip(req)
 	})
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -135,66 +134,22 @@ func TestResultsAskForPageSize(t *testing.T) {
 // start, status, one results page and cancel. Handlers may be swapped per
 // test before the first request.
 type replay struct {
-	t        *testing.T
-	srv      *httptest.Server
-	mu       sync.Mutex
-	handlers map[string]http.HandlerFunc // "METHOD suffix" → handler
-	count    map[string]int
+	*edrtest.Replay
 }
 
 func newReplay(t *testing.T) *replay {
-	r := &replay{t: t, handlers: map[string]http.HandlerFunc{}, count: map[string]int{}}
+	r := &replay{edrtest.NewReplay(t, `{"error":"NotFound","message":"no such route in the replay"}`)}
 	r.on("POST "+sophos.TokenPath, 200, readFixture(t, "sekoia-token.200.json"))
-	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
-	t.Cleanup(r.srv.Close)
 	return r
 }
 
 func (r *replay) on(key string, status int, body string) {
-	r.handle(key, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, body)
-	})
-}
-
-func (r *replay) handle(key string, h http.HandlerFunc) {
-	r.mu.Lock()
-	r.handlers[key] = h
-	r.mu.Unlock()
-}
-
-func (r *replay) hits(key string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.count[key]
-}
-
-func (r *replay) serve(w http.ResponseWriter, req *http.Request) {
-	r.mu.Lock()
-	var h http.HandlerFunc
-	var key string
-	// The longest matching suffix wins.
-	for k, hh := range r.handlers {
-		method, suffix, _ := strings.Cut(k, " ")
-		if method == req.Method && strings.HasSuffix(req.URL.Path, suffix) && len(k) > len(key) {
-			h, key = hh, k
-		}
-	}
-	if h != nil {
-		r.count[key]++
-	}
-	r.mu.Unlock()
-	if h == nil {
-		http.Error(w, `{"error":"NotFound","message":"no such route in the replay"}`, http.StatusNotFound)
-		return
-	}
-	h(w, req)
+	r.Answer(key, status, "application/json", []byte(body))
 }
 
 func (r *replay) config() sophos.Config {
-	return sophos.Config{URL: r.srv.URL, AuthURL: r.srv.URL, ClientID: clientID, ClientSecret: secret, TenantID: tenant,
-		PollEvery: 10 * time.Millisecond, Timeout: 5 * time.Second, Transport: r.srv.Client().Transport}
+	return sophos.Config{URL: r.Server.URL, AuthURL: r.Server.URL, ClientID: clientID, ClientSecret: secret, TenantID: tenant,
+		PollEvery: 10 * time.Millisecond, Timeout: 5 * time.Second, Transport: r.Server.Client().Transport}
 }
 
 func readFixture(t *testing.T, name string) string {
@@ -217,7 +172,7 @@ const sekoiaRunID = "7d00cf17-a987-4d07-ac88-93d4df89fa73"
 func TestCancelSendsEmptyObject(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
-	r.handle("POST /cancel", func(w http.ResponseWriter, req *http.Request) {
+	r.Handle("POST /cancel", func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		if string(body) != "{}" { // Sophos's collection sends {}; an empty body is not JSON
 			w.WriteHeader(http.StatusBadRequest)
@@ -229,7 +184,7 @@ func TestCancelSendsEmptyObject(t *testing.T) {
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
 	require.NoError(t, d.Cancel(edrtest.Ctx(t), edr.Ref(`{"runId":"`+sekoiaRunID+`"}`)))
-	require.Equal(t, 1, r.hits("POST /cancel"))
+	require.Equal(t, 1, r.Hits("POST /cancel"))
 }
 
 // Sophos errors are {error, message, correlationId, code, createdAt,
@@ -284,7 +239,7 @@ func TestEndlessPagesAreCapped(t *testing.T) {
 	r := newReplay(t)
 	finishedRun(t, r)
 	var served atomic.Int64
-	r.handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
+	r.Handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
 		n := served.Add(1)
 		if n > 1000 {
 			w.WriteHeader(http.StatusServiceUnavailable) // the test's own backstop
@@ -394,7 +349,7 @@ func TestTokenErrorsNeverCarryTheSecret(t *testing.T) {
 		_, _ = w.Write(body)
 	}
 	r := newReplay(t)
-	r.handle("POST "+sophos.TokenPath, echo)
+	r.Handle("POST "+sophos.TokenPath, echo)
 	cfg := r.config()
 	cfg.ClientSecret = secret
 	d, err := sophos.New(cfg)
@@ -427,7 +382,7 @@ func TestTokenErrorsNeverCarryTheSecret(t *testing.T) {
 // padded to about pad bytes.
 func endlessPages(t *testing.T, r *replay, pad int) *atomic.Int64 {
 	var served atomic.Int64
-	r.handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
+	r.Handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
 		n := served.Add(1)
 		if n > 1000 {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -488,7 +443,7 @@ func TestHugePageKeyStopsPaging(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Contains(t, res.Notes[0], "key for the next page is longer than")
-	require.Equal(t, 1, r.hits("GET /results"), "the key was not sent")
+	require.Equal(t, 1, r.Hits("GET /results"), "the key was not sent")
 }
 
 // A page larger than the response limit fails clearly, and permanently.
