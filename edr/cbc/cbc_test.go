@@ -359,7 +359,7 @@ func TestRateLimitOnProgress(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, wantHit, res)
 	edrtest.AssertRetryAfterHonoured(t, b.sim.Kit().Requests(), time.Second)
-	require.Equal(t, 2, countStatus(b.sim.Kit(), http.StatusTooManyRequests))
+	require.Equal(t, 2, edrtest.CountStatus(b.sim.Kit(), "", http.StatusTooManyRequests))
 }
 
 func wait(t *testing.T, d time.Duration) {
@@ -368,16 +368,6 @@ func wait(t *testing.T, d time.Duration) {
 	case <-edrtest.Ctx(t).Done():
 		t.Fatal("test deadline")
 	}
-}
-
-func countStatus(k *simhttp.Kit, status int) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Status == status {
-			n++
-		}
-	}
-	return n
 }
 
 func TestServerErrorsAreRetryable(t *testing.T) {

@@ -191,16 +191,6 @@ func collectCountingState(t *testing.T, e *env) (edr.Result, int, error) {
 	return res, len(after) - len(before), err
 }
 
-func countStatus(k *simhttp.Kit, path string, status int) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if strings.HasPrefix(r.Path, path) && r.Status == status {
-			n++
-		}
-	}
-	return n
-}
-
 func mean(xs []int) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -399,7 +389,7 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, res.Rows)
 	require.Equal(t, 3, e.sim.TokensIssued())
-	require.Zero(t, countStatus(e.sim.Kit(), "/osQuery/", http.StatusUnauthorized), "refreshed before any 401")
+	require.Zero(t, edrtest.CountStatus(e.sim.Kit(), "/osQuery/", http.StatusUnauthorized), "refreshed before any 401")
 }
 
 func TestReauthenticatesOnceOn401(t *testing.T) {
@@ -658,7 +648,7 @@ func TestRateLimitHoldsEveryOperation(t *testing.T) {
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
-	require.Equal(t, 1, countStatus(e.sim.Kit(), cytomic.InfoPath, http.StatusTooManyRequests))
+	require.Equal(t, 1, edrtest.CountStatus(e.sim.Kit(), cytomic.InfoPath, http.StatusTooManyRequests))
 	edrtest.AssertRetryAfterHonoured(t, e.sim.Kit().Requests(), retryAfter)
 
 	// A Start during the hold is refused locally, without a request.

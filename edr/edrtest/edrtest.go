@@ -309,6 +309,18 @@ func AssertNoSecrets(t testing.TB, secrets []string, errs ...error) {
 
 func countReq(k *simhttp.Kit, method, prefix string) int { return k.Count(method, prefix) }
 
+// CountStatus counts the requests k logged under path (a prefix; "" for
+// all) that were answered status.
+func CountStatus(k *simhttp.Kit, path string, status int) int {
+	n := 0
+	for _, r := range k.Requests() {
+		if strings.HasPrefix(r.Path, path) && r.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
 // CountExact counts the requests k logged with this method and exact path.
 func CountExact(k *simhttp.Kit, method, path string) int {
 	n := 0

@@ -89,16 +89,6 @@ func asEdrError(t *testing.T, err error) *edr.Error {
 // newClock is a manual clock shared by a simulator and a driver.
 func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
-func statuses(k *simhttp.Kit, status int) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Status == status {
-			n++
-		}
-	}
-	return n
-}
-
 func TestContract(t *testing.T) {
 	edrtest.Run(t, edrtest.Harness{
 		New: func(t *testing.T, o edrtest.Options) edrtest.Env {
@@ -359,7 +349,7 @@ func TestPolledTooFastHonoured(t *testing.T) {
 	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, res.Rows)
-	require.Positive(t, statuses(b.kit(), http.StatusTooManyRequests))
+	require.Positive(t, edrtest.CountStatus(b.kit(), "", http.StatusTooManyRequests))
 	edrtest.AssertRetryAfterHonoured(t, b.kit().Requests(), interval)
 }
 
@@ -417,7 +407,7 @@ func TestTokenReusedAndRefreshedBeforeExpiry(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "started", st.Progress)
 	require.Equal(t, 2, b.sim.TokensIssued(), "refreshed before it expired")
-	require.Zero(t, statuses(b.kit(), http.StatusUnauthorized), "no call was made with an expired token")
+	require.Zero(t, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized), "no call was made with an expired token")
 }
 
 func TestTransparentReauthOn401(t *testing.T) {
@@ -433,7 +423,7 @@ func TestTransparentReauthOn401(t *testing.T) {
 	require.NoError(t, err, "a rejected cached token is replaced once, transparently")
 	require.Equal(t, "pending", st.Progress)
 	require.Equal(t, 2, b.sim.TokensIssued())
-	require.Equal(t, 1, statuses(b.kit(), http.StatusUnauthorized))
+	require.Equal(t, 1, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized))
 }
 
 func TestUnauthorizedWithFreshTokenIsPermanent(t *testing.T) {
@@ -461,7 +451,7 @@ func TestUnauthorizedAfterReauthIsPermanent(t *testing.T) {
 	require.False(t, e.Retryable)
 	require.Contains(t, e.Msg, "Sophos rejected the credentials")
 	require.Equal(t, 2, b.sim.TokensIssued(), "exactly one re-authentication")
-	require.Equal(t, 2, statuses(b.kit(), http.StatusUnauthorized))
+	require.Equal(t, 2, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized))
 }
 
 func TestWrongClientSecret(t *testing.T) {
@@ -474,7 +464,7 @@ func TestWrongClientSecret(t *testing.T) {
 	require.Equal(t, "token", e.Op)
 	require.Contains(t, err.Error(), "Sophos rejected the credentials (check SOPHOS_CLIENT_ID/SOPHOS_CLIENT_SECRET/SOPHOS_TENANT_ID)")
 	require.Zero(t, b.sim.TokensIssued())
-	require.Equal(t, 2, statuses(b.kit(), http.StatusUnauthorized), "the form-body request, then one with HTTP Basic")
+	require.Equal(t, 2, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized), "the form-body request, then one with HTTP Basic")
 	edrtest.AssertNoSecrets(t, []string{secret, b.cfg.ClientSecret}, err)
 }
 
@@ -646,7 +636,7 @@ func TestHeadersOnEveryCall(t *testing.T) {
 	}
 	require.Equal(t, 1, tok)
 	require.GreaterOrEqual(t, api, 5) // start, polls, 2 result pages, cancel
-	require.Zero(t, statuses(b.kit(), http.StatusUnauthorized)+statuses(b.kit(), http.StatusForbidden)+statuses(b.kit(), http.StatusBadRequest))
+	require.Zero(t, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized)+edrtest.CountStatus(b.kit(), "", http.StatusForbidden)+edrtest.CountStatus(b.kit(), "", http.StatusBadRequest))
 }
 
 func TestCancel(t *testing.T) {
@@ -688,7 +678,7 @@ func TestCancelUnknownRunSaysNotFound(t *testing.T) {
 	require.Regexp(t, `^sophos cancel: HTTP 404: code NotFound: nothing was canceled: query run not found or expired `+
 		`\(correlationId [0-9a-f-]{36}, requestId [0-9a-f-]{36}\): the query run was not found at Sophos \(unknown or expired\)$`, err.Error())
 	require.Zero(t, b.sim.Cancels())
-	require.Equal(t, 1, statuses(b.kit(), http.StatusNotFound), "the cancel reached Sophos and got 404")
+	require.Equal(t, 1, edrtest.CountStatus(b.kit(), "", http.StatusNotFound), "the cancel reached Sophos and got 404")
 }
 
 func TestCancelServerErrorIsRetryable(t *testing.T) {

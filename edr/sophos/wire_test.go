@@ -476,5 +476,5 @@ func TestResultsReauthOn401(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1500, res.Rows)
 	require.Equal(t, 2, b.sim.TokensIssued())
-	require.Equal(t, 1, statuses(b.kit(), http.StatusUnauthorized))
+	require.Equal(t, 1, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized))
 }
