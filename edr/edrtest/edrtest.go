@@ -3,6 +3,12 @@
 // re-attach after a crash, 429 storm, 5xx burst, hung response, malformed
 // body and bad-input checks for every vendor. Vendor packages call Run from
 // their tests and add what is specific to them.
+//
+// It also holds what the drivers' own tests share: Drive (an operation run
+// to its end as the runner would), Replay (a vendor's recorded answers
+// played back), FuzzDecoder (the fuzz test of a decoder of vendor bytes),
+// and small assertions (RequirePermanent, AssertNoSecrets, CountStatus).
+// The manual clock and the simulator test server are sim/simtest's.
 package edrtest
 
 import (

@@ -38,6 +38,12 @@
 // holding the driver's secrets in every wire form and every access token a
 // TokenSource fetched; a body cut short is masked with redact.Set.Snippet.
 // The mask is redact.Mask, "[REDACTED]", everywhere.
+//
+// # Bounded answers
+//
+// LongestToken measures the longest JSON value of an answer without decoding
+// it, so a driver refuses one holding a string of megabytes before anything
+// keeps it.
 package vendorhttp
 
 import (
