@@ -38,7 +38,8 @@ import (
 // (GotConn) and again when the transport has put the request's first header
 // in its write buffer, before flushing it (WroteHeaderField). A refusal then
 // closes the connection, so the buffered bytes never leave; the request fails
-// with the guard's error. The gap is wider than on a guarded connection (a
+// with the guard's error (on an HTTP/2 connection, the requests sharing it
+// fail too, with retryable transport errors). The gap is wider than on a guarded connection (a
 // request line longer than the transport's write buffer, 4 KiB by default,
 // is flushed before the header hook runs), so NewTransport, RefuseLocal and
 // GuardDial remain the way to build a transport for production.
