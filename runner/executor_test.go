@@ -92,6 +92,7 @@ func (d *fakeDriver) Collect(context.Context, edr.Ref) (edr.Result, error) {
 	return edr.Result{Rows: 1}, nil
 }
 func (d *fakeDriver) Cancel(context.Context, edr.Ref) error { return nil }
+func (d *fakeDriver) Close()                                {}
 
 // summaries keeps what the result topic would receive.
 type summaries struct {

@@ -156,14 +156,16 @@ func digest(s string) string {
 // its fleet-wide rate limiter is per credential, with a fair share per
 // customer when customers share the credential; transports count requests
 // per vendor; downloads share one credential-free downloader and one zip
-// spool budget.
+// spool budget; every driver masks with, and adds the access tokens it
+// fetches to, the process's redact.Set.
 type driverFactory struct {
-	set   vendorSettings
-	store *state.Store
-	m     *metrics.Metrics
-	log   *zap.Logger
-	dl    *httpc.Downloader
-	spool *cbc.SpoolBudget
+	set    vendorSettings
+	redact *redact.Set
+	store  *state.Store
+	m      *metrics.Metrics
+	log    *zap.Logger
+	dl     *httpc.Downloader
+	spool  *cbc.SpoolBudget
 
 	mu       sync.Mutex
 	limiters map[string]*state.RateLimiter
@@ -172,7 +174,7 @@ type driverFactory struct {
 func newDriverFactory(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.Logger) *driverFactory {
 	dcfg := cfg.download
 	dcfg.Wrap = func(rt http.RoundTripper) http.RoundTripper { return m.Transport("download", rt) }
-	return &driverFactory{set: cfg.vendors, store: store, m: m, log: log, dl: httpc.NewDownloader(dcfg),
+	return &driverFactory{set: cfg.vendors, redact: cfg.secrets, store: store, m: m, log: log, dl: httpc.NewDownloader(dcfg),
 		spool: cbc.NewSpoolBudget(cfg.vendors.cbcMaxSpool), limiters: map[string]*state.RateLimiter{}}
 }
 
@@ -200,22 +202,22 @@ func (f *driverFactory) build(customer, kind string, account any) (edr.Driver, e
 	case *tenant.CBC:
 		return cbc.New(cbc.Config{URL: a.URL, OrgKey: a.OrgKey, APIID: a.APIID, APISecret: a.APISecret,
 			UserAgent: s.ua, Limiter: f.limiter("cbc", a.OrgKey+"/"+a.APIID, customer), Downloader: f.dl, Spool: f.spool,
-			Transport: f.m.Transport("cbc", apiTransport(s.insecure)), Logger: log})
+			Transport: f.m.Transport("cbc", apiTransport(s.insecure)), Logger: log, Redact: f.redact})
 	case *tenant.CBLR:
 		return cblr.New(cblr.Config{URL: a.URL, APIToken: a.APIToken, UserAgent: s.ua,
 			Limiter: f.limiter("cblr", a.URL+"/"+a.APIToken, customer), PollInterval: s.cblrPoll,
-			Transport: f.m.Transport("cblr", apiTransport(s.insecure)), Logger: log})
+			Transport: f.m.Transport("cblr", apiTransport(s.insecure)), Logger: log, Redact: f.redact})
 	case *tenant.Cytomic:
 		return cytomic.New(cytomic.Config{URL: a.URL, TokenURL: a.TokenURL, User: a.User, Password: a.Password,
 			ClientID: a.ClientID, ClientSecret: a.ClientSecret, Scope: s.cytomicScope, APIPrefix: s.cytomicPrefix,
 			ClientsField: s.cytomicField, TTLUnit: s.cytomicTTLUnit, ClientIDs: a.ClientIDs, Round: s.cytomicRound, TTL: s.cytomicTTL,
 			UserAgent: s.ua, Limiter: f.limiter("cytomic", a.URL+"/"+a.User, customer), Downloader: f.dl,
-			Transport: f.m.Transport("cytomic", apiTransport(s.insecure)), Logger: log})
+			Transport: f.m.Transport("cytomic", apiTransport(s.insecure)), Logger: log, Redact: f.redact})
 	case *tenant.Sophos:
 		return sophos.New(sophos.Config{URL: a.URL, AuthURL: a.AuthURL, ClientID: a.ClientID, ClientSecret: a.ClientSecret,
 			TenantID: a.TenantID, PollEvery: s.sophosPoll, Window: s.sophosWindow, MaxPages: s.sophosMaxPages,
 			MaxResultBytes: s.sophosMaxBytes, UserAgent: s.ua, Limiter: f.limiter("sophos", a.ClientID, customer),
-			Transport: f.m.Transport("sophos", apiTransport(s.insecure))})
+			Transport: f.m.Transport("sophos", apiTransport(s.insecure)), Redact: f.redact})
 	}
 	return nil, errors.New("unknown vendor account")
 }

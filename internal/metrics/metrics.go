@@ -208,9 +208,9 @@ func result(err error) string {
 	return "ok"
 }
 
-// Transport wraps base (nil = httpc.NewTransport: lease-guarded
-// connections) so every
-// request through it is counted under service.
+// Transport wraps base (nil = httpc.NewTransport) so every request through
+// it is counted under service. The lease guard does not depend on base: an
+// httpc.Client checks it on the connection whatever transport it is given.
 func (m *Metrics) Transport(service string, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = httpc.NewTransport()

@@ -249,9 +249,7 @@ func (f *fleet) drivers(ua string, store *state.Store, m *metrics.Metrics) map[s
 			t.Fatalf("unknown vendor %s", kind)
 		}
 		require.NoError(t, err)
-		if c, ok := d.(interface{ Close() }); ok {
-			t.Cleanup(c.Close) // Cytomic's round loop
-		}
+		t.Cleanup(d.Close) // Cytomic's round loop
 		out[kind] = d
 	}
 	return out
