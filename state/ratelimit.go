@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
 // RateLimiter paces requests to one vendor credential across the whole
@@ -14,6 +16,12 @@ import (
 // plus a fleet-wide cool-down that a 429 anywhere sets for its Retry-After.
 // It implements internal/httpc.Limiter. Each Wait is one Redis round trip
 // (plus one per wait it has to sleep through).
+//
+// Within one process the waiters of a limiter queue locally by priority
+// (httpc.PriorityOf: cancel, start, collect, poll), and only the first asks
+// Redis: the budget goes to cancels before polls whatever the order the
+// calls were made in, and a short budget costs Redis one request per grant,
+// not one per waiter.
 //
 // If Redis cannot be reached the limiter fails open with local pacing at the
 // same rate, so a Redis blip slows vendor work down instead of stopping it.
@@ -29,6 +37,7 @@ type RateLimiter struct {
 	tat      string
 	cool     string
 	log      *zap.Logger
+	gate     *gate
 	// OnWait, if set, is told how long each Wait blocked (metrics).
 	OnWait func(d time.Duration)
 
@@ -52,11 +61,13 @@ func (s *Store) RateLimiter(name string, rate float64, burst int, log *zap.Logge
 	return &RateLimiter{
 		s: s, name: name, interval: interval, tol: time.Duration(burst-1) * interval,
 		tat: s.pfx + "rl:" + name, cool: s.pfx + "cool:" + name,
-		log: log.Named("ratelimit").With(zap.String("limiter", name)),
+		log:  log.Named("ratelimit").With(zap.String("limiter", name)),
+		gate: &gate{},
 	}
 }
 
 // Wait blocks until the fleet may send one more request, or ctx ends.
+// Waiters of a higher priority (httpc.WithPriority) go first.
 func (l *RateLimiter) Wait(ctx context.Context) error {
 	start := time.Now()
 	defer func() {
@@ -64,6 +75,11 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			l.OnWait(time.Since(start))
 		}
 	}()
+	w, err := l.gate.enter(ctx, httpc.PriorityOf(ctx))
+	if err != nil {
+		return err
+	}
+	defer l.gate.leave(w)
 	for {
 		wait, err := l.ask(ctx)
 		if err != nil {
@@ -76,8 +92,18 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 		if wait <= 0 {
 			return nil
 		}
-		if err := sleep(ctx, wait); err != nil {
-			return err
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-l.gate.preempted(w):
+			// A more urgent request arrived: it asks first.
+			t.Stop()
+			if err := l.gate.yield(ctx, w); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -94,7 +120,7 @@ const FairWindow = 2 * time.Second
 // tenant alone on the credential gets all of it.
 func (l *RateLimiter) ForTenant(tenant string) *RateLimiter {
 	c := &RateLimiter{s: l.s, name: l.name, interval: l.interval, tol: l.tol, tat: l.tat, cool: l.cool,
-		log: l.log.With(zap.String("tenant", tenant)), OnWait: l.OnWait, tenant: tenant,
+		log: l.log.With(zap.String("tenant", tenant)), OnWait: l.OnWait, tenant: tenant, gate: &gate{},
 		tenTat: l.tat + ":t:" + tenant, active: l.tat + ":tenants"}
 	return c
 }

@@ -1,0 +1,138 @@
+package state
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/testenv"
+)
+
+func queued(g *gate) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.q.Len()
+}
+
+func held(g *gate) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.holder != nil
+}
+
+// TestGateServesByPriorityAndPreemptsTheHolder: waiters are served by
+// priority, in arrival order within one; a cancel arriving while a poll
+// holds the gate makes the holder step back.
+func TestGateServesByPriorityAndPreemptsTheHolder(t *testing.T) {
+	t.Parallel()
+	g := &gate{}
+	ctx := context.Background()
+	holder, err := g.enter(ctx, httpc.PriorityPoll)
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var order []string
+	enter := func(name string, p httpc.Priority, want int) {
+		go func() {
+			w, err := g.enter(ctx, p)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+			g.leave(w)
+		}()
+		require.Eventually(t, func() bool { return queued(g) == want }, 5*time.Second, time.Millisecond)
+	}
+	enter("poll-1", httpc.PriorityPoll, 1)
+	enter("collect", httpc.PriorityCollect, 2)
+	select {
+	case <-g.preempted(holder):
+	default:
+		t.Fatal("a collect waiting behind a poll must preempt it")
+	}
+	enter("poll-2", httpc.PriorityPoll, 3)
+	enter("cancel", httpc.PriorityCancel, 4)
+
+	// The holder steps back and queues again ahead of later polls.
+	done := make(chan error, 1)
+	go func() { done <- g.yield(ctx, holder) }()
+	require.NoError(t, <-done)
+	mu.Lock()
+	require.Equal(t, []string{"cancel", "collect"}, order, "the more urgent waiters went first")
+	mu.Unlock()
+	g.leave(holder)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == 4
+	}, 5*time.Second, time.Millisecond)
+	require.Equal(t, []string{"cancel", "collect", "poll-1", "poll-2"}, order)
+	require.Eventually(t, func() bool { return !held(g) }, 5*time.Second, time.Millisecond, "free at the end")
+}
+
+func TestGateWaiterLeavesOnContextEnd(t *testing.T) {
+	t.Parallel()
+	g := &gate{}
+	holder, err := g.enter(context.Background(), httpc.PriorityPoll)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := g.enter(ctx, httpc.PriorityCancel)
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return queued(g) == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	require.Zero(t, queued(g))
+	g.leave(holder)
+	require.False(t, held(g))
+}
+
+// TestRateLimiterGrantsCancelsBeforeQueuedPolls: with the budget short, a
+// cancel asked for after many polls is granted before every poll still
+// waiting.
+func TestRateLimiterGrantsCancelsBeforeQueuedPolls(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testenv.RedisClient(t)
+	s, err := New(rdb, Config{Namespace: ns})
+	require.NoError(t, err)
+	l := s.RateLimiter("sophos:client", 20, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, l.Wait(ctx)) // the budget is spent for now
+
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	ask := func(name string, p httpc.Priority) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.Wait(httpc.WithPriority(ctx, p)); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+		}()
+	}
+	ask("poll-0", httpc.PriorityPoll)
+	require.Eventually(t, func() bool { return held(l.gate) }, 5*time.Second, time.Millisecond)
+	for i := 1; i <= 5; i++ {
+		ask("poll", httpc.PriorityPoll)
+		require.Eventually(t, func() bool { return queued(l.gate) == i }, 5*time.Second, time.Millisecond)
+	}
+	ask("cancel", httpc.PriorityCancel)
+	wg.Wait()
+	require.Len(t, order, 7)
+	require.Equal(t, "cancel", order[0], "the cancel waits behind no poll: %v", order)
+}
