@@ -165,6 +165,25 @@ type Driver interface {
 	Close()
 }
 
+// BatchPoller is a Driver whose API answers the polls of many operations
+// with one request (Cytomic's /osQuery/info and /osQuery/state take lists
+// of operation IDs). The runner gathers the due polls of such a driver and
+// makes them one call: one queue entry per round, whatever the number of
+// operations.
+type BatchPoller interface {
+	Driver
+	// PollBatch reports the progress of every operation in refs, in order,
+	// with as few requests as the API allows. A failure of the shared
+	// request is every answer's error.
+	PollBatch(ctx context.Context, refs []Ref) []PollAnswer
+}
+
+// PollAnswer is one operation's answer in a PollBatch.
+type PollAnswer struct {
+	Status Status
+	Err    error
+}
+
 // ErrNotStarted is returned by Find when the vendor surely has no operation
 // started under the intent: starting it now starts it once.
 var ErrNotStarted = errors.New("no vendor operation was started under this intent")

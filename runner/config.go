@@ -30,6 +30,8 @@ const (
 	DefaultCancelTimeout     = 30 * time.Second
 	DefaultPublishTimeout    = 2 * time.Minute
 	DefaultStartConcurrency  = 16
+	DefaultCallConcurrency   = 64
+	DefaultVendorConcurrency = 16
 )
 
 // SampleDB is the part of the SampleDB v2 job API the runner uses
@@ -98,6 +100,13 @@ type Config struct {
 	// is not yet checkpointed is started again after a crash, so few should
 	// be in that window at any moment. Default 16.
 	StartConcurrency int
+	// CallConcurrency is the number of goroutines that make the calls of
+	// every job (vendor, SampleDB, ledger writes); jobs waiting for their
+	// next call cost no goroutine. Default 64.
+	CallConcurrency int
+	// VendorConcurrency bounds the calls in flight to one vendor account
+	// (a slow vendor cannot take every caller). Default 16.
+	VendorConcurrency int
 
 	// Redact masks credentials in every text the runner writes down (task
 	// errors, notes, progress, outcome reasons); nil masks nothing. Wrap
@@ -135,6 +144,12 @@ func (c *Config) setDefaults() error {
 	c.CancelTimeout = cmp.Or(c.CancelTimeout, DefaultCancelTimeout)
 	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
 	c.StartConcurrency = cmp.Or(c.StartConcurrency, DefaultStartConcurrency)
+	c.CallConcurrency = cmp.Or(c.CallConcurrency, DefaultCallConcurrency)
+	c.VendorConcurrency = cmp.Or(c.VendorConcurrency, DefaultVendorConcurrency)
+	if c.CallConcurrency < 2 || c.VendorConcurrency < 1 || c.StartConcurrency < 1 {
+		return fmt.Errorf("worker: CallConcurrency %d (at least 2), VendorConcurrency %d and StartConcurrency %d (at least 1) are too small",
+			c.CallConcurrency, c.VendorConcurrency, c.StartConcurrency)
+	}
 	if c.Playbook == nil {
 		c.Playbook = DefaultPlaybook()
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -68,7 +69,7 @@ func (j *jobRun) deliver(out state.Outcome) exitReason {
 	j.mu.Lock()
 	plan, _, _ := state.PlanOf(j.fields)
 	j.mu.Unlock()
-	tasks := j.tasks(plan)
+	tasks := j.checkpoints(plan)
 
 	// gone: SampleDB says the job does not exist. jobSeen: it answered for
 	// the job during this delivery, so a task 404 is about the task only.
@@ -181,7 +182,7 @@ func (j *jobRun) deliver(out state.Outcome) exitReason {
 	if !j.abortSince.IsZero() && final == sampledb.StateAborted {
 		cfg.Observer.AbortNoticed(time.Since(j.abortSince))
 	}
-	cfg.Observer.JobFinished(final, time.Since(j.rec.Created))
+	cfg.Observer.JobFinished(final, time.Since(j.created))
 	log.Info("job finished", zap.String("reason", out.Reason))
 	return exitDone
 }
@@ -200,7 +201,7 @@ func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 	if err != nil {
 		return "operation abandoned: " + err.Error()
 	}
-	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.CancelTimeout)
+	ctx, cancel := context.WithTimeout(httpc.WithPriority(j.ctx, httpc.PriorityCancel), j.r.cfg.CancelTimeout)
 	defer cancel()
 	var last error
 	err = j.do(retry{ctx: ctx, guard: true,
@@ -370,7 +371,7 @@ func (j *jobRun) publish(out state.Outcome, final string, plan []state.PlannedTa
 		JobID: j.lease.ID, State: final, Reason: out.Reason,
 		SHA256: strings.ToLower(msg.Submission.Sample.ID), Platform: msg.Classification.Platform,
 		Customer: msg.Submission.Customer, Worker: j.r.cfg.WorkerID,
-		Admitted: j.rec.Created.UnixMilli(), Finished: time.Now().UnixMilli(),
+		Admitted: j.created.UnixMilli(), Finished: time.Now().UnixMilli(),
 		Generation: j.lease.Token, Tasks: []results.TaskSummary{},
 	}
 	kinds := make([]string, 0, len(plan))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,15 +36,20 @@ var (
 	errHalted      = errors.New("job halted") // abort, timeout or drain: leave at a safe point
 )
 
-// jobRun is one running job: a coordinator goroutine (run) and one
-// goroutine per task.
+// jobRun is one job this worker holds. It owns no goroutine: its work is
+// done in steps on the runner's scheduler (sched.go) — the job's own step
+// (begin, then its deadline, then its conclusion) and one step per task
+// (start, polls, collect) — and between steps the job is data.
 type jobRun struct {
 	r     *Runner
 	sess  state.Session // the session the lease was acquired under
 	lease state.Lease
-	rec   *state.Record
 	log   *zap.Logger
 	start time.Time
+	// rec is the record the job was acquired with, until begin has read
+	// it; the fields below keep what is needed afterwards.
+	rec     *state.Record
+	created time.Time
 
 	// ctx ends when the job must stop at once and write nothing more: lease
 	// lost, worker stopped, or drain timeout. Its cause says which.
@@ -56,25 +62,50 @@ type jobRun struct {
 	halt     chan struct{}
 	haltOnce sync.Once
 
-	abort      chan struct{}
 	abortOnce  sync.Once
 	abortWhy   string
 	abortSince time.Time
 
+	step     step // begin → deadline → conclusion
+	target   edr.Target
+	cust     string // submission.customer: whose accounts alone the job may use
+	deadline time.Time
+	onEnd    func() // set by Launch: the runner's bookkeeping
+
 	mu     sync.Mutex
 	fields map[string]string // last written ledger fields, for re-seeding
+	phase  jobPhase
+	// halted says why the job stops before its tasks end: aborted,
+	// timeout, haltDrain, haltLost; "" while running or when every task
+	// ended.
+	halted  string
+	tasks   []*taskRun
+	running int // task steps running now
+	open    int // tasks not yet ended
 
 	// notes say what of the job message could not be used (TargetOf); they
 	// go into the outcome's reason.
 	notes []string
 
-	msgOnce sync.Once
-	msg     *job.Message
-	msgErr  error
-
 	exit exitReason
 	done chan struct{}
 }
+
+type jobPhase uint8
+
+const (
+	phaseBegin   jobPhase = iota // the begin step: PUT executing, plan
+	phaseRunning                 // tasks are stepping; the job step waits for the deadline
+	phaseHalting                 // waiting for running task steps to leave
+	phaseEnding                  // the conclusion step decides and delivers
+	phaseDone
+)
+
+// Halt reasons that are not job states.
+const (
+	haltDrain = "drain"
+	haltLost  = "lost"
+)
 
 func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) *jobRun {
 	// Every API request made for the job names it (httpc.HeaderJob), so a
@@ -82,20 +113,21 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	j := &jobRun{}
 	ctx, cancel := context.WithCancelCause(httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard))
 	work, haltWork := context.WithCancel(ctx)
-	fields := map[string]string{state.FieldMsg: string(rec.Msg), state.FieldSource: rec.Source}
+	fields := make(map[string]string, len(rec.Fields)+3)
+	fields[state.FieldMsg], fields[state.FieldSource] = string(rec.Msg), rec.Source
 	if !rec.Created.IsZero() {
-		fields[state.FieldCreated] = fmt.Sprint(rec.Created.UnixMilli())
+		fields[state.FieldCreated] = strconv.FormatInt(rec.Created.UnixMilli(), 10)
 	}
 	for k, v := range rec.Fields {
 		fields[k] = v
 	}
 	*j = jobRun{
-		r: r, sess: sess, lease: l, rec: rec, start: time.Now(),
+		r: r, sess: sess, lease: l, rec: rec, created: rec.Created, start: time.Now(),
 		log: r.log.With(zap.String("job_id", l.ID), zap.Int64("token", l.Token)),
 		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
-		halt: make(chan struct{}), abort: make(chan struct{}),
-		fields: fields, done: make(chan struct{}),
+		halt: make(chan struct{}), fields: fields, done: make(chan struct{}),
 	}
+	j.step.run = j.jobStep
 	if rec.Fields[state.FieldAbort] == "1" {
 		// An abort noted in the ledger while nobody (or another worker)
 		// held the job.
@@ -104,24 +136,22 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	return j
 }
 
-// message decodes the ledger's copy of the job message, once, with the one
-// decoder intake used (job.Decode): a record re-adopted from SampleDB is
-// validated the same way.
+// message decodes the ledger's copy of the job message with the one decoder
+// intake used (job.Decode): a record re-adopted from SampleDB is validated
+// the same way. It is decoded when needed, not kept.
 func (j *jobRun) message() (*job.Message, error) {
-	j.msgOnce.Do(func() {
-		j.msg, j.msgErr = job.Decode(j.rec.Msg, 0)
-		if j.msg == nil {
-			j.msg = &job.Message{JobID: j.lease.ID}
-		}
-	})
-	return j.msg, j.msgErr
+	j.mu.Lock()
+	raw := j.fields[state.FieldMsg]
+	j.mu.Unlock()
+	m, err := job.Decode([]byte(raw), 0)
+	if m == nil {
+		m = &job.Message{JobID: j.lease.ID}
+	}
+	return m, err
 }
 
 // customer is the submitting customer, whose accounts alone the job may use.
-func (j *jobRun) customer() string {
-	m, _ := j.message()
-	return m.Submission.Customer
-}
+func (j *jobRun) customer() string { return j.cust }
 
 // driver resolves the driver of the customer's account for kind, afresh for
 // every call: a reload of the tenants file may have replaced it.
@@ -138,7 +168,10 @@ func (j *jobRun) driver(kind string) (edr.Driver, error) {
 }
 
 // lose stops the job at once: no further vendor call or SampleDB write.
-func (j *jobRun) lose(cause error) { j.cancel(cause) }
+func (j *jobRun) lose(cause error) {
+	j.cancel(cause)
+	j.stop(haltLost)
+}
 
 // loseFor stops the job after a fenced write failed: when the record is
 // gone (Redis lost data) the job ends re-seedable, otherwise lost.
@@ -160,12 +193,16 @@ func (j *jobRun) stopTasks() {
 }
 
 func (j *jobRun) requestAbort(why string) {
+	first := false
 	j.abortOnce.Do(func() {
 		j.abortWhy = why
 		j.abortSince = time.Now()
 		j.log.Info("abort requested", zap.String("reason", why))
-		close(j.abort)
+		first = true
 	})
+	if first {
+		j.stop(sampledb.StateAborted)
+	}
 }
 
 // guard is checked before every external call: the lease must be certainly
@@ -198,140 +235,275 @@ func (j *jobRun) exitFor(err error) exitReason {
 	}
 }
 
-func (j *jobRun) run() {
-	defer close(j.done)
-	defer j.cancel(nil)
-	j.exit = j.execute()
-	switch j.exit {
+// jobStep is the job's own step: its beginning, then (while its tasks
+// step) its deadline, then its conclusion.
+func (j *jobRun) jobStep() {
+	j.mu.Lock()
+	ph := j.phase
+	j.mu.Unlock()
+	switch ph {
+	case phaseBegin:
+		if exit, done := j.begin(); done {
+			j.end(exit)
+			return
+		}
+		j.startTasks()
+	case phaseRunning:
+		j.stop(sampledb.StateTimeout) // the deadline came
+	case phaseHalting:
+		j.conclude()
+	}
+}
+
+// stop halts the job for why (an abort, the job timeout, a drain, or the
+// lease lost): its task steps leave at their next safe point — at once
+// for those waiting — and the job then concludes. The first reason
+// stands; a lost lease always wins at the conclusion (no more writes).
+func (j *jobRun) stop(why string) {
+	j.mu.Lock()
+	switch j.phase {
+	case phaseBegin:
+		// The begin step looks before it plans and before it starts tasks.
+		if j.halted == "" {
+			j.halted = why
+		}
+		j.mu.Unlock()
+		return
+	case phaseRunning:
+	default:
+		j.mu.Unlock()
+		return
+	}
+	j.phase, j.halted = phaseHalting, why
+	idle := j.running == 0
+	for _, t := range j.tasks {
+		j.r.sched.cancel(&t.step)
+	}
+	if idle {
+		j.r.sched.schedule(&j.step, time.Time{}, httpc.PriorityCancel, j.r.sdbLane)
+	}
+	j.mu.Unlock()
+	j.stopTasks()
+	if why != haltDrain {
+		j.haltWork() // cut vendor polls short; starts finish and are checkpointed
+	}
+}
+
+// conclude ends a job whose tasks all left: it decides and delivers the
+// outcome, or leaves the job (drained, lost).
+func (j *jobRun) conclude() {
+	j.mu.Lock()
+	j.phase = phaseEnding
+	why := j.halted
+	j.mu.Unlock()
+	var exit exitReason
+	switch {
+	case context.Cause(j.ctx) != nil:
+		exit = j.exitFor(nil)
+	case why == haltDrain:
+		exit = exitDrained
+	case why == sampledb.StateAborted:
+		exit = j.finish(sampledb.StateAborted, j.abortWhy)
+	case why == sampledb.StateTimeout:
+		exit = j.finish(sampledb.StateTimeout, fmt.Sprintf("job timeout (%s) reached with vendor work still running", j.r.cfg.JobTimeout))
+	default:
+		exit = j.finish(verdict(j.tasks))
+	}
+	j.end(exit)
+}
+
+// end records how the job left and hands it back to the runner.
+func (j *jobRun) end(exit exitReason) {
+	j.mu.Lock()
+	j.phase = phaseDone
+	j.mu.Unlock()
+	j.r.sched.cancel(&j.step)
+	j.exit = exit
+	switch exit {
 	case exitDone:
 	case exitDrained:
 		j.log.Info("job left at a safe point for another worker")
 	default:
 		j.log.Info("job stopped without further writes", zap.Error(context.Cause(j.ctx)))
 	}
+	j.cancel(nil)
+	close(j.done)
+	if j.onEnd != nil {
+		j.onEnd()
+	}
 }
 
-func (j *jobRun) execute() exitReason {
+// schedule puts a new job on the scheduler.
+func (j *jobRun) schedule() {
+	j.r.sched.schedule(&j.step, time.Time{}, httpc.PriorityStart, j.r.sdbLane)
+}
+
+// run runs the job to its end and waits for it (tests).
+func (j *jobRun) run() {
+	j.schedule()
+	<-j.done
+}
+
+// begin reads what the job was acquired with and readies it: a decided
+// outcome is delivered at once; otherwise PUT executing, then the plan. It
+// reports done with the exit when the job ended there.
+func (j *jobRun) begin() (exitReason, bool) {
 	cfg := &j.r.cfg
-	_, planned, _ := j.rec.Plan()
-	resumed := planned || j.rec.Outcome() != nil
+	rec := j.rec
+	j.rec = nil // what it holds is in fields now
+	_, planned, _ := rec.Plan()
+	resumed := planned || rec.Outcome() != nil
 	cfg.Observer.JobStarted(resumed)
 
-	if j.rec.Outcome() != nil {
-		out, err := j.rec.Decision()
+	if rec.Outcome() != nil {
+		out, err := rec.Decision()
 		if err != nil {
 			out = &state.Outcome{State: sampledb.StateFailed, Reason: "unreadable outcome in the ledger", By: cfg.WorkerID}
 		}
-		return j.deliver(*out)
+		return j.deliver(*out), true
 	}
 
-	msg, err := j.message()
+	msg, err := job.Decode(rec.Msg, 0)
 	if err != nil {
-		return j.finish(sampledb.StateFailed, "invalid job message in the ledger: "+err.Error())
+		return j.finish(sampledb.StateFailed, "invalid job message in the ledger: "+err.Error()), true
 	}
 	target, notes, err := msg.Target()
 	if err != nil {
-		return j.finish(sampledb.StateFailed, "invalid job message: "+err.Error())
+		return j.finish(sampledb.StateFailed, "invalid job message: "+err.Error()), true
 	}
 	for _, n := range notes {
 		j.log.Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
 	}
-	j.notes = notes
+	j.notes, j.target, j.cust = notes, target, msg.Submission.Customer
 	drivers, derr := cfg.Accounts.Drivers(j.customer())
-	deadline := j.rec.Created.Add(cfg.JobTimeout)
-	if j.rec.Created.IsZero() {
-		deadline = j.start.Add(cfg.JobTimeout)
+	j.deadline = j.created.Add(cfg.JobTimeout)
+	if j.created.IsZero() {
+		j.deadline = j.start.Add(cfg.JobTimeout)
 	}
 
 	sj, err := j.putJob(j.ctx, sampledb.StateExecuting)
 	if err != nil {
-		return j.afterFailedPut(err)
+		return j.afterFailedPut(err), true
 	}
 	if sj.AbortRequested {
 		j.requestAbort("abort requested before the job started")
-		return j.finish(sampledb.StateAborted, j.abortWhy)
 	}
-	if time.Now().After(deadline) {
-		return j.finish(sampledb.StateTimeout, "job timeout passed before work began")
+	if j.halting() == sampledb.StateAborted {
+		return j.finish(sampledb.StateAborted, j.abortWhy), true
+	}
+	if time.Now().After(j.deadline) {
+		return j.finish(sampledb.StateTimeout, "job timeout passed before work began"), true
 	}
 	if derr != nil {
 		j.log.Warn("the job's customer has no vendor accounts; failing it", zap.String("customer", j.customer()), zap.Error(derr))
-		return j.finish(sampledb.StateFailed, derr.Error())
+		return j.finish(sampledb.StateFailed, derr.Error()), true
 	}
 
-	plan, err := j.plan(msg, target, drivers)
+	plan, err := j.plan(msg, rec, target, drivers)
 	if err != nil {
-		return j.exitFor(err)
+		return j.exitFor(err), true
 	}
 	if len(plan) == 0 {
-		return j.finish(sampledb.StateFailed, fmt.Sprintf("no configured vendor applies to platform %q", target.Platform))
+		return j.finish(sampledb.StateFailed, fmt.Sprintf("no configured vendor applies to platform %q", target.Platform)), true
 	}
+	cps := j.checkpoints(plan)
+	tasks := make([]*taskRun, len(plan))
+	for i, pt := range plan {
+		tasks[i] = newTaskRun(j, pt, cps[pt.Kind])
+	}
+	j.mu.Lock()
+	j.tasks = tasks
+	j.mu.Unlock()
+	return 0, false
+}
 
-	tasks := j.tasks(plan)
-	var wg sync.WaitGroup
-	for _, pt := range plan {
-		cp := tasks[pt.Kind]
-		if cp.Done() && cp.Reported {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			j.runTask(pt, cp, target, deadline)
-		}()
-	}
-	allDone := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(allDone)
-	}()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+// halting returns why the job was asked to stop, if it was.
+func (j *jobRun) halting() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.halted
+}
 
-	var halted string
-	select {
-	case <-allDone:
-	case <-j.abort:
-		halted = sampledb.StateAborted
-	case <-timer.C:
-		halted = sampledb.StateTimeout
-	case <-j.r.drainCh:
-		halted = "drain"
-	case <-j.ctx.Done():
-		j.stopTasks()
-	}
-	if halted != "" {
-		j.stopTasks()
-		if halted != "drain" {
-			j.haltWork() // cut vendor polls short; starts finish and are checkpointed
+// startTasks schedules every task that has something left to do, and the
+// job's deadline; or concludes at once when none has (or a stop came
+// during begin).
+func (j *jobRun) startTasks() {
+	j.mu.Lock()
+	why := j.halted
+	var todo []*taskRun
+	if why == "" {
+		for _, t := range j.tasks {
+			if !(t.cp.Done() && t.cp.Reported) {
+				todo = append(todo, t)
+			}
 		}
 	}
-	<-allDone
-	if err := context.Cause(j.ctx); err != nil {
-		return j.exitFor(err)
+	if why != "" || len(todo) == 0 {
+		j.phase = phaseHalting
+		j.mu.Unlock()
+		if why != "" {
+			j.stopTasks()
+		}
+		j.conclude()
+		return
 	}
-	switch halted {
-	case "drain":
-		return exitDrained
-	case sampledb.StateAborted:
-		return j.finish(sampledb.StateAborted, j.abortWhy)
-	case sampledb.StateTimeout:
-		return j.finish(sampledb.StateTimeout, fmt.Sprintf("job timeout (%s) reached with vendor work still running", cfg.JobTimeout))
+	j.phase, j.open = phaseRunning, len(todo)
+	for _, t := range todo {
+		t.schedule(time.Time{})
 	}
-	return j.finish(verdict(tasks, plan))
+	j.r.sched.schedule(&j.step, j.deadline, httpc.PriorityCancel, j.r.sdbLane)
+	j.mu.Unlock()
+}
+
+// enterTask is called by a task step before it works: false when the job
+// no longer runs (the step was cancelled while it was being dispatched).
+func (j *jobRun) enterTask() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.phase != phaseRunning {
+		return false
+	}
+	j.running++
+	return true
+}
+
+// leaveTask is called when a task step is done: the task ended, waits
+// until due (zero: it waits for nothing — the job is stopping), and the
+// job concludes when this was the last thing running.
+func (j *jobRun) leaveTask(t *taskRun, due time.Time, ended bool) {
+	j.mu.Lock()
+	j.running--
+	if ended {
+		j.open--
+	}
+	conclude := false
+	switch j.phase {
+	case phaseRunning:
+		switch {
+		case j.open == 0:
+			j.phase, conclude = phaseHalting, true
+		case !ended && !due.IsZero():
+			t.schedule(due)
+		}
+	case phaseHalting:
+		conclude = j.running == 0
+	}
+	if conclude {
+		j.r.sched.schedule(&j.step, time.Time{}, httpc.PriorityCancel, j.r.sdbLane)
+	}
+	j.mu.Unlock()
 }
 
 // verdict decides the job's state once every task ended: failed if any task
 // failed, timeout if any timed out, else success (finding nothing is success).
-func verdict(tasks map[string]*state.TaskCheckpoint, plan []state.PlannedTask) (string, string) {
+func verdict(tasks []*taskRun) (string, string) {
 	var failed, timedOut []string
-	for _, pt := range plan {
-		cp := tasks[pt.Kind]
-		switch cp.State {
+	for _, t := range tasks {
+		switch t.cp.State {
 		case sampledb.TaskFailed:
-			failed = append(failed, pt.Kind+": "+cp.Error)
+			failed = append(failed, t.pt.Kind+": "+t.cp.Error)
 		case sampledb.TaskTimeout:
-			timedOut = append(timedOut, pt.Kind)
+			timedOut = append(timedOut, t.pt.Kind)
 		}
 	}
 	switch {
@@ -343,8 +515,8 @@ func verdict(tasks map[string]*state.TaskCheckpoint, plan []state.PlannedTask) (
 	return sampledb.StateSuccess, ""
 }
 
-func (j *jobRun) plan(msg *job.Message, t edr.Target, drivers map[string]edr.Driver) ([]state.PlannedTask, error) {
-	plan, stored, err := j.rec.Plan()
+func (j *jobRun) plan(msg *job.Message, rec *state.Record, t edr.Target, drivers map[string]edr.Driver) ([]state.PlannedTask, error) {
+	plan, stored, err := rec.Plan()
 	if stored && err == nil {
 		return plan, nil
 	}
@@ -358,10 +530,10 @@ func (j *jobRun) plan(msg *job.Message, t edr.Target, drivers map[string]edr.Dri
 	return plan, nil
 }
 
-// tasks returns the plan's checkpoints as this run last wrote or read them
-// (a fresh one for a task without one, or with one that is unreadable: that
-// task restarts, and the log says so).
-func (j *jobRun) tasks(plan []state.PlannedTask) map[string]*state.TaskCheckpoint {
+// checkpoints returns the plan's checkpoints as this run last wrote or read
+// them (a fresh one for a task without one, or with one that is
+// unreadable: that task restarts, and the log says so).
+func (j *jobRun) checkpoints(plan []state.PlannedTask) map[string]*state.TaskCheckpoint {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	out := make(map[string]*state.TaskCheckpoint, len(plan))

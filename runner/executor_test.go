@@ -169,6 +169,7 @@ func newJobWorld(t *testing.T, playbook *Playbook, drivers []edr.Driver, interce
 	})
 	require.NoError(t, err)
 	require.NoError(t, w.runner.keeper.Open(context.Background()))
+	w.runner.sched.start()
 	t.Cleanup(w.runner.Stop)
 	return w
 }

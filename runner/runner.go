@@ -18,6 +18,8 @@ import (
 // with Start/Stop and a runOnce its tests call directly:
 //
 //   - slots: the in-flight capacity and the running jobs (slots.go)
+//   - sched: the steps of every job on a small pool of goroutines, by
+//     priority, in lanes per vendor account (sched.go)
 //   - the lease keeper: the worker's session, one renewal round trip per
 //     tick whatever the number of jobs held, on a connection of its own,
 //     and the session's mailbox (jobs taken away, aborts) on another
@@ -28,7 +30,7 @@ import (
 //   - releaser: hands drained jobs' leases over (releaser.go)
 //
 // and runs each job (executor.go, task.go) to its delivered end
-// (deliver.go). Intake (package consumer) admits jobs and hands them over
+// (deliver.go), one step at a time. Intake (package consumer) admits jobs and hands them over
 // with Launch. A Runner is safe for concurrent use.
 type Runner struct {
 	cfg    Config
@@ -36,6 +38,7 @@ type Runner struct {
 	store  *state.Store
 	keeper *state.Keeper
 	slots  *slots
+	sched  *sched
 
 	claimer     *claimer
 	aborts      *abortPoller
@@ -51,7 +54,10 @@ type Runner struct {
 	started   atomic.Bool
 	stopOnce  sync.Once
 
-	starting map[string]chan struct{} // per task kind: StartConcurrency slots
+	lanesMu    sync.Mutex
+	sdbLane    *lane                 // job steps (SampleDB and ledger calls)
+	startLanes map[string]*lane      // per task kind: StartConcurrency starts
+	vendors    map[edr.Driver]*lane  // per vendor account: VendorConcurrency calls
 }
 
 // startstopKeeper runs the keeper's loop as a service.
@@ -66,20 +72,15 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{
-		cfg:      cfg,
-		log:      cfg.Logger.Named("runner"),
-		store:    cfg.Store,
-		slots:    newSlots(cfg.MaxInflight),
-		drainCh:  make(chan struct{}),
-		starting: map[string]chan struct{}{},
-	}
-	for _, kind := range []string{edr.KindCBCEventExport, edr.KindCBLRTriage, edr.KindCytomicOSQuery, edr.KindSophosXDR} {
-		r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
-	}
-	for kind := range cfg.Drivers {
-		if r.starting[kind] == nil {
-			r.starting[kind] = make(chan struct{}, cfg.StartConcurrency)
-		}
+		cfg:        cfg,
+		log:        cfg.Logger.Named("runner"),
+		store:      cfg.Store,
+		slots:      newSlots(cfg.MaxInflight),
+		sched:      newSched(cfg.CallConcurrency),
+		drainCh:    make(chan struct{}),
+		sdbLane:    &lane{name: "sampledb", max: max(cfg.CallConcurrency/2, 1)},
+		startLanes: map[string]*lane{},
+		vendors:    map[edr.Driver]*lane{},
 	}
 	r.claimer = &claimer{r: r, every: cfg.ClaimInterval}
 	r.aborts = &abortPoller{r: r, every: cfg.AbortPollInterval}
@@ -134,6 +135,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return errors.New("runner: already started")
 	}
+	r.sched.start()
 	if err := r.store.Load(ctx); err != nil {
 		return err
 	}
@@ -188,17 +190,64 @@ func (r *Runner) Launch(sess state.Session, l state.Lease, rec *state.Record) {
 	j := newJobRun(r, sess, l, rec)
 	prev := r.slots.put(j)
 	r.jobsWG.Add(1)
-	go func() {
-		defer r.jobsWG.Done()
-		if prev != nil {
-			// This worker had lost the job and claimed it again: the old
-			// run must be gone before the new one starts.
+	j.onEnd = func() {
+		r.finished(j)
+		r.jobsWG.Done()
+	}
+	if prev != nil {
+		// This worker had lost the job and claimed it again: the old run
+		// must be gone before the new one starts.
+		go func() {
 			prev.lose(errLeaseLost)
 			<-prev.done
+			r.begin(j)
+		}()
+		return
+	}
+	r.begin(j)
+}
+
+// begin puts a launched job on the scheduler.
+func (r *Runner) begin(j *jobRun) {
+	j.schedule()
+	select {
+	case <-r.drainCh:
+		j.stop(haltDrain)
+	default:
+	}
+}
+
+// startLane is the lane of kind's starts.
+func (r *Runner) startLane(kind string) *lane {
+	r.lanesMu.Lock()
+	defer r.lanesMu.Unlock()
+	ln := r.startLanes[kind]
+	if ln == nil {
+		ln = &lane{name: "start " + kind, max: r.cfg.StartConcurrency}
+		r.startLanes[kind] = ln
+	}
+	return ln
+}
+
+// vendorLane is the lane of the vendor account j's customer uses for kind
+// (nil when it has none: the step fails on its own).
+func (r *Runner) vendorLane(j *jobRun, kind string) *lane {
+	d, err := j.driver(kind)
+	if err != nil {
+		return nil
+	}
+	r.lanesMu.Lock()
+	defer r.lanesMu.Unlock()
+	ln := r.vendors[d]
+	if ln == nil {
+		ln = &lane{name: kind, max: r.cfg.VendorConcurrency}
+		if bp, ok := d.(edr.BatchPoller); ok {
+			ln.batch, ln.period = true, r.cfg.PollMin
+			ln.step.run = func() { r.pollBatch(ln, bp, kind) }
 		}
-		j.run()
-		r.finished(j)
-	}()
+		r.vendors[d] = ln
+	}
+	return ln
 }
 
 func (r *Runner) finished(j *jobRun) {
@@ -293,6 +342,9 @@ func (r *Runner) Drain(ctx context.Context) {
 		close(r.drainCh)
 	})
 	r.claimer.Stop() // nothing more is taken over while draining
+	for _, j := range r.slots.snapshot() {
+		j.stop(haltDrain)
+	}
 	done := make(chan struct{})
 	go func() {
 		r.jobsWG.Wait()
@@ -322,6 +374,7 @@ func (r *Runner) Drain(ctx context.Context) {
 // than once; Drain calls it last.
 func (r *Runner) Stop() {
 	r.stopOnce.Do(func() {
+		r.sched.start() // the jobs' last steps run on it
 		for _, j := range r.slots.snapshot() {
 			j.lose(errStopped)
 		}
@@ -337,6 +390,7 @@ func (r *Runner) stopServices() {
 	r.releaser.Stop() // flushes what the last jobs queued
 	r.keeperStart.svc.Stop()
 	r.mailStart.svc.Stop()
+	r.sched.stop()
 	for _, c := range r.closeConns {
 		_ = c()
 	}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -16,150 +17,265 @@ import (
 
 var errTaskTimeout = errors.New("task timeout")
 
-// runTask drives one task from its checkpoint to its end: create the
-// SampleDB task, start the vendor operation (checkpointing its reference
-// before anything else), poll with adaptive backoff, collect, report. It
-// returns early, at a safe point, when the job halts (abort, timeout, drain)
-// or stops; the job then delivers what is left.
-func (j *jobRun) runTask(pt state.PlannedTask, cp *state.TaskCheckpoint, t edr.Target, jobDeadline time.Time) {
-	cfg := &j.r.cfg
-	log := j.log.With(zap.String("task", pt.Kind), zap.String("vendor", edr.Vendor(pt.Kind)))
+// taskRun is one task of a job, driven one step at a time: create its
+// SampleDB task and start the vendor operation (checkpointing the reference
+// before anything else), then poll — each poll one step, the next one due
+// after an adaptive delay or the vendor's Retry-After — then collect and
+// report. A task waiting for its next poll is a step in the scheduler's
+// heap, nothing more.
+type taskRun struct {
+	j        *jobRun
+	pt       state.PlannedTask
+	cp       *state.TaskCheckpoint
+	step     step
+	deadline time.Time     // the task's own timeout, or the job's deadline
+	delay    time.Duration // the next poll's delay (adaptive)
+	bo       *backoffState // retryable failures in a row, nil after a success
+	collect  bool          // the operation is done: collect next
+	// created: this run asked SampleDB for the task (it may have answered
+	// without a task ID, or refused: the task runs without one).
+	created bool
+}
 
-	end := func(st, msg string) {
-		cp.State, cp.Error, cp.Ended = st, msg, time.Now().UnixMilli()
-		if err := j.saveTask(cp); err != nil {
-			return
-		}
-		cfg.Observer.TaskFinished(pt.Kind, st)
-		if st == sampledb.TaskFailed {
-			log.Warn("task failed", zap.String("error", msg))
-		}
-		if cp.TaskID != "" {
-			_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
-		}
+func newTaskRun(j *jobRun, pt state.PlannedTask, cp *state.TaskCheckpoint) *taskRun {
+	t := &taskRun{j: j, pt: pt, cp: cp, deadline: j.deadline, delay: j.r.cfg.PollMin}
+	if pt.Timeout > 0 && cp.Started > 0 {
+		t.deadline = earliest(t.deadline, time.UnixMilli(cp.Started).Add(time.Duration(pt.Timeout)))
 	}
+	t.step.run, t.step.task = t.run, t
+	return t
+}
+
+// schedule makes the task's next step due at due, in the lane and with the
+// priority of what it will do. The job's mu is held.
+func (t *taskRun) schedule(due time.Time) {
+	r := t.j.r
+	switch {
+	case t.cp.Ref == nil && !t.cp.Done():
+		t.step.batched = false
+		r.sched.schedule(&t.step, due, httpc.PriorityStart, r.startLane(t.pt.Kind))
+	case t.collect:
+		t.step.batched = false
+		r.sched.schedule(&t.step, due, httpc.PriorityCollect, r.vendorLane(t.j, t.pt.Kind))
+	default:
+		ln := r.vendorLane(t.j, t.pt.Kind)
+		t.step.batched = ln != nil && ln.batch
+		r.sched.schedule(&t.step, due, httpc.PriorityPoll, ln)
+	}
+}
+
+// run is the task's step.
+func (t *taskRun) run() {
+	j := t.j
+	if !j.enterTask() {
+		return
+	}
+	due, ended := t.advance()
+	j.leaveTask(t, due, ended)
+}
+
+// advance does the task's next piece of work and returns when the next is
+// due, or that the task ended. A zero due and not ended: the job stops
+// (halted or lost) and the task waits for nothing.
+func (t *taskRun) advance() (time.Time, bool) {
+	j, cp, kind := t.j, t.cp, t.pt.Kind
+	cfg := &j.r.cfg
 	if cp.Done() {
 		if cp.TaskID != "" && !cp.Reported {
-			_ = j.reportTask(j.work, cp)
+			_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
 		}
-		return
+		return time.Time{}, true
 	}
-	if _, err := j.driver(pt.Kind); err != nil {
-		end(sampledb.TaskFailed, err.Error())
-		return
+	if _, err := j.driver(kind); err != nil {
+		return t.end(sampledb.TaskFailed, err.Error())
 	}
-
-	if cp.TaskID == "" {
+	if cp.TaskID == "" && !t.created {
 		var task *sampledb.Task
 		err := j.sdb(j.work, func(ctx context.Context) error {
 			var err error
-			task, err = cfg.SampleDB.CreateTask(ctx, j.lease.ID, pt.Kind)
+			task, err = cfg.SampleDB.CreateTask(ctx, j.lease.ID, kind)
 			return err
 		})
 		if err != nil {
 			if !errors.Is(err, sampledb.ErrPrecondition) && !errors.Is(err, sampledb.ErrNotFound) {
-				return // halted or lost
+				return time.Time{}, false // halted or lost
 			}
-			log.Warn("SampleDB refused the task", zap.Error(err))
+			t.created = true
+			t.log().Warn("SampleDB refused the task", zap.Error(err))
 		} else {
+			t.created = true
 			cp.TaskID = task.ID
 			if j.saveTask(cp) != nil {
-				return
+				return time.Time{}, false
 			}
 		}
 	}
-
-	deadline := jobDeadline
 	if cp.Ref == nil {
-		if pt.Timeout > 0 {
-			deadline = earliest(deadline, time.Now().Add(time.Duration(pt.Timeout)))
-		}
-		// A start slot is held from the request until the reference is
-		// checkpointed: the window a crash turns into a restarted operation.
-		slots := j.r.starting[pt.Kind]
-		select {
-		case slots <- struct{}{}:
-		case <-j.halt:
-			return
-		case <-j.ctx.Done():
-			return
-		}
-		ref, err := j.startOnce(pt.Kind, cp, t, deadline, log)
-		if err != nil {
-			<-slots
-			j.taskError(cp, err, end)
-			return
-		}
-		cp.Ref, cp.Started = ref, time.Now().UnixMilli()
-		failpoint.Hit(failpoint.StartedBeforeCheckpoint)
-		err = j.saveTask(cp)
-		<-slots
-		if err != nil {
-			return
-		}
-		log.Debug("vendor operation started")
-	} else if pt.Timeout > 0 && cp.Started > 0 {
-		deadline = earliest(deadline, time.UnixMilli(cp.Started).Add(time.Duration(pt.Timeout)))
+		return t.startOp()
 	}
+	if t.collect {
+		return t.collectOp()
+	}
+	return t.poll()
+}
 
-	taskTimeout := func() {
-		cp.Cancel = j.cancelVendor(pt.Kind, cp.Ref)
-		end(sampledb.TaskTimeout, fmt.Sprintf("task timeout (%s) reached", time.Duration(pt.Timeout)))
+// startOp starts the vendor operation (see startOnce) and checkpoints its
+// reference. The starts of one kind run at most StartConcurrency at once
+// (the start lane): each holds its place from the request until the
+// reference is checkpointed, the window a crash turns into a restarted
+// operation.
+func (t *taskRun) startOp() (time.Time, bool) {
+	j, cp := t.j, t.cp
+	if t.pt.Timeout > 0 {
+		t.deadline = earliest(j.deadline, time.Now().Add(time.Duration(t.pt.Timeout)))
 	}
-	delay := cfg.PollMin
-	for {
-		wait := min(delay, time.Until(deadline))
-		if err := j.sleep(j.work, j.halt, max(wait, 0)); err != nil {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			if !deadline.Equal(jobDeadline) {
-				taskTimeout()
-				return
-			}
-			// The job deadline: the job halts every task and delivers.
-			select {
-			case <-j.halt:
-			case <-j.ctx.Done():
-			}
-			return
-		}
-		st, err := vendorCall(j, pt.Kind, "poll", j.work, deadline, func(ctx context.Context, d edr.Driver) (edr.Status, error) { return d.Poll(ctx, cp.Ref) })
-		if errors.Is(err, errTaskTimeout) && !deadline.Equal(jobDeadline) {
-			taskTimeout()
-			return
-		}
-		if err != nil {
-			j.taskError(cp, err, end)
-			return
-		}
-		changed := false
-		if st.Ref != nil {
-			cp.Ref, changed = st.Ref, true
-		}
-		if st.Progress != "" && st.Progress != cp.Progress {
-			cp.Progress, changed = st.Progress, true
-		}
-		if changed && j.saveTask(cp) != nil {
-			return
-		}
-		if st.Done {
-			break
-		}
-		if st.NextPoll > 0 {
-			delay = max(st.NextPoll, time.Millisecond)
-		} else {
-			delay = min(delay*3/2, cfg.PollMax)
-		}
-	}
-
-	res, err := vendorCall(j, pt.Kind, "collect", j.work, deadline, func(ctx context.Context, d edr.Driver) (edr.Result, error) { return d.Collect(ctx, cp.Ref) })
+	ref, err := j.startOnce(t.pt.Kind, cp, j.target, t.deadline, t.log())
 	if err != nil {
-		j.taskError(cp, err, end)
-		return
+		return t.failed(err)
 	}
-	cp.Result = &res
-	end(sampledb.TaskSuccess, "")
+	cp.Ref, cp.Started = ref, time.Now().UnixMilli()
+	failpoint.Hit(failpoint.StartedBeforeCheckpoint)
+	if j.saveTask(cp) != nil {
+		return time.Time{}, false
+	}
+	t.log().Debug("vendor operation started")
+	return time.Now().Add(t.delay), false
+}
+
+// poll asks the vendor once how the operation is doing.
+func (t *taskRun) poll() (time.Time, bool) {
+	if due, ended, over := t.overdue(); over {
+		return due, ended
+	}
+	st, err := vendorOnce(t, "poll", httpc.PriorityPoll, func(ctx context.Context, d edr.Driver) (edr.Status, error) {
+		return d.Poll(ctx, t.cp.Ref)
+	})
+	return t.polled(st, err)
+}
+
+// overdue handles a task whose deadline passed: its own timeout ends it
+// (the operation is cancelled at the vendor); the job's deadline is the
+// job's to act on.
+func (t *taskRun) overdue() (time.Time, bool, bool) {
+	if time.Now().Before(t.deadline) {
+		return time.Time{}, false, false
+	}
+	if t.deadline.Equal(t.j.deadline) {
+		return time.Time{}, false, true
+	}
+	due, ended := t.timeout()
+	return due, ended, true
+}
+
+// polled acts on a poll's answer.
+func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
+	j, cp := t.j, t.cp
+	if err != nil {
+		return t.retryLater(err)
+	}
+	t.bo = nil
+	changed := false
+	if st.Ref != nil {
+		cp.Ref, changed = st.Ref, true
+	}
+	if st.Progress != "" && st.Progress != cp.Progress {
+		cp.Progress, changed = st.Progress, true
+	}
+	if changed && j.saveTask(cp) != nil {
+		return time.Time{}, false
+	}
+	if st.Done {
+		t.collect = true
+		return time.Now(), false
+	}
+	if st.NextPoll > 0 {
+		t.delay = max(st.NextPoll, time.Millisecond)
+	} else {
+		t.delay = min(t.delay*3/2, j.r.cfg.PollMax)
+	}
+	return earliest(time.Now().Add(t.delay), t.deadline), false
+}
+
+// collectOp fetches and summarises the results.
+func (t *taskRun) collectOp() (time.Time, bool) {
+	if due, ended, over := t.overdue(); over {
+		return due, ended
+	}
+	res, err := vendorOnce(t, "collect", httpc.PriorityCollect, func(ctx context.Context, d edr.Driver) (edr.Result, error) {
+		return d.Collect(ctx, t.cp.Ref)
+	})
+	if err != nil {
+		return t.retryLater(err)
+	}
+	t.cp.Result = &res
+	return t.end(sampledb.TaskSuccess, "")
+}
+
+// retryLater waits out a retryable failure (backoff, or the vendor's
+// Retry-After) as a due time, not a sleep; a permanent one ends the task.
+func (t *taskRun) retryLater(err error) (time.Time, bool) {
+	j := t.j
+	if context.Cause(j.ctx) != nil || j.work.Err() != nil {
+		return time.Time{}, false // halted or lost
+	}
+	if !edr.IsRetryable(err) {
+		return t.failed(err)
+	}
+	if t.bo == nil {
+		t.bo = j.backoff()
+	}
+	due := time.Now().Add(t.bo.next(edr.RetryAfter(err)))
+	if due.After(t.deadline) {
+		if t.deadline.Equal(j.deadline) {
+			return time.Time{}, false // the job's deadline comes first
+		}
+		return t.timeout()
+	}
+	t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
+	return due, false
+}
+
+// timeout ends the task at its own timeout, cancelling the operation.
+func (t *taskRun) timeout() (time.Time, bool) {
+	t.cp.Cancel = t.j.cancelVendor(t.pt.Kind, t.cp.Ref)
+	return t.end(sampledb.TaskTimeout, fmt.Sprintf("task timeout (%s) reached", time.Duration(t.pt.Timeout)))
+}
+
+// failed ends the task for a permanent failure, or leaves it for the job
+// to deliver when the job halted, lost its lease, or reached its deadline.
+func (t *taskRun) failed(err error) (time.Time, bool) {
+	j := t.j
+	switch {
+	case errors.Is(err, errTaskTimeout):
+		if !t.deadline.Equal(j.deadline) {
+			return t.timeout()
+		}
+		return time.Time{}, false
+	case errors.Is(err, errHalted), context.Cause(j.ctx) != nil:
+		return time.Time{}, false
+	}
+	return t.end(sampledb.TaskFailed, err.Error())
+}
+
+// end records the task's end and reports it to SampleDB.
+func (t *taskRun) end(st, msg string) (time.Time, bool) {
+	j, cp := t.j, t.cp
+	cp.State, cp.Error, cp.Ended = st, msg, time.Now().UnixMilli()
+	if err := j.saveTask(cp); err != nil {
+		return time.Time{}, false
+	}
+	j.r.cfg.Observer.TaskFinished(t.pt.Kind, st)
+	if st == sampledb.TaskFailed {
+		t.log().Warn("task failed", zap.String("error", msg))
+	}
+	if cp.TaskID != "" {
+		_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
+	}
+	return time.Time{}, true
+}
+
+func (t *taskRun) log() *zap.Logger {
+	return t.j.log.With(zap.String("task", t.pt.Kind), zap.String("vendor", edr.Vendor(t.pt.Kind)))
 }
 
 // startOnce starts the task's vendor operation once, across crashes and lost
@@ -244,25 +360,16 @@ func mayHaveReached(err error) bool {
 	return edr.IsRetryable(err)
 }
 
-// taskError ends the task for a permanent vendor failure, or leaves it for
-// the job to deliver when the job halted or lost its lease.
-func (j *jobRun) taskError(cp *state.TaskCheckpoint, err error, end func(st, msg string)) {
-	switch {
-	case errors.Is(err, errTaskTimeout):
-		// The job deadline: the job delivers the timeout.
-	case errors.Is(err, errHalted), context.Cause(j.ctx) != nil:
-	default:
-		end(sampledb.TaskFailed, err.Error())
-	}
-}
-
 // vendorCall calls the customer's driver for kind behind the lease guard,
 // retrying retryable failures with backoff (honouring Retry-After) until the
 // deadline; a halt ends it between attempts. The driver is resolved for
-// every attempt.
+// every attempt. It is for starts and look-ups, whose retries hold the
+// task's place in its start lane; polls and collects wait between attempts
+// as due steps (vendorOnce).
 func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
 	var v T
 	vendor := edr.Vendor(kind)
+	ctx = httpc.WithPriority(ctx, httpc.PriorityStart)
 	err := j.do(retry{ctx: ctx, guard: true, halt: j.halt, deadline: deadline,
 		again: func(err error) (bool, time.Duration) {
 			return edr.IsRetryable(err), edr.RetryAfter(err)
@@ -284,6 +391,24 @@ func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline
 	return v, err
 }
 
+// vendorOnce makes one call of the customer's driver for the task, behind
+// the lease guard, with the priority of what it does.
+func vendorOnce[T any](t *taskRun, op string, p httpc.Priority, call func(context.Context, edr.Driver) (T, error)) (T, error) {
+	var zero T
+	j := t.j
+	if err := j.guard(); err != nil {
+		return zero, err
+	}
+	d, err := j.driver(t.pt.Kind)
+	if err != nil {
+		return zero, err
+	}
+	began := time.Now()
+	v, err := call(httpc.WithPriority(j.work, p), d)
+	j.r.cfg.Observer.VendorCall(edr.Vendor(t.pt.Kind), op, callResult(err), time.Since(began))
+	return v, err
+}
+
 func callResult(err error) string {
 	switch {
 	case err == nil:
@@ -300,3 +425,58 @@ func earliest(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// pollBatchTimeout bounds one batched poll call.
+const pollBatchTimeout = 2 * time.Minute
+
+// pollBatch is the step of a batch lane: every due poll of the lane's
+// vendor account in one call (edr.BatchPoller).
+func (r *Runner) pollBatch(ln *lane, bp edr.BatchPoller, kind string) {
+	steps := r.sched.takePending(ln, maxPollBatch)
+	defer r.sched.doneAll(steps)
+	ts := make([]*taskRun, 0, len(steps))
+	refs := make([]edr.Ref, 0, len(steps))
+	for _, st := range steps {
+		t := st.task
+		if !t.j.enterTask() {
+			continue
+		}
+		if due, ended, over := t.overdue(); over {
+			t.j.leaveTask(t, due, ended)
+			continue
+		}
+		if err := t.j.guard(); err != nil {
+			t.j.leaveTask(t, time.Time{}, false)
+			continue
+		}
+		ts = append(ts, t)
+		refs = append(refs, t.cp.Ref)
+	}
+	if len(ts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(httpc.WithPriority(context.Background(), httpc.PriorityPoll), pollBatchTimeout)
+	began := time.Now()
+	answers := bp.PollBatch(ctx, refs)
+	cancel()
+	var first error
+	for _, a := range answers {
+		if a.Err != nil {
+			first = a.Err
+			break
+		}
+	}
+	r.cfg.Observer.VendorCall(edr.Vendor(kind), "poll", callResult(first), time.Since(began))
+	for i, t := range ts {
+		a := edr.PollAnswer{Err: errors.New("the batched poll gave no answer for this operation")}
+		if i < len(answers) {
+			a = answers[i]
+		}
+		due, ended := t.polled(a.Status, a.Err)
+		t.j.leaveTask(t, due, ended)
+	}
+}
+
+// maxPollBatch bounds the operations of one batched poll (the driver splits
+// larger requests itself).
+const maxPollBatch = 1000

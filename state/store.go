@@ -123,10 +123,12 @@ func (s *Store) Dedicated(n int) (d *Store, close func() error, err error) {
 	case *redis.Client:
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, n
+		o.PushNotificationProcessor = nil // the original's; each client makes its own
 		rdb = redis.NewClient(&o)
 	case *redis.ClusterClient:
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, n
+		o.PushNotificationProcessor = nil
 		rdb = redis.NewClusterClient(&o)
 	default:
 		return s, func() error { return nil }, nil

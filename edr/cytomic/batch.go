@@ -271,21 +271,36 @@ func (b *batcher) runOnce(ctx context.Context) bool {
 		}
 	}
 
+	res, infoErr, stateErr := b.fetch(ctx, infoIDs, stateIDs, len(batch))
+	if ctx.Err() != nil {
+		infoErr, stateErr = errClosed, errClosed
+	}
+	for wt := range batch {
+		r := res
+		if wt.want&wantInfo != 0 && infoErr != nil {
+			r.err = infoErr
+		} else if wt.want&wantState != 0 && stateErr != nil {
+			r.err = stateErr
+		}
+		wt.ch <- r
+	}
+	return true
+}
+
+// fetch sends one round's requests — /osQuery/info for infoIDs, then
+// /osQuery/state for stateIDs — and counts them. No request follows a 429
+// before its Retry-After: the hold applies to every later round.
+func (b *batcher) fetch(ctx context.Context, infoIDs, stateIDs []opID, callers int) (res roundResult, infoErr, stateErr error) {
 	start := time.Now()
-	var res roundResult
-	var infoErr, stateErr error
 	var infoReqs, stateReqs int
 	if len(infoIDs) > 0 {
 		res.info, infoReqs, infoErr = chunked(ctx, infoIDs, b.maxBatch, b.fetchInfo)
 	}
 	switch {
 	case isThrottle(infoErr):
-		stateErr = infoErr // no request may follow a 429 before its Retry-After
+		stateErr = infoErr
 	case len(stateIDs) > 0:
 		res.state, stateReqs, stateErr = chunked(ctx, stateIDs, b.maxBatch, b.fetchState)
-	}
-	if ctx.Err() != nil {
-		infoErr, stateErr = errClosed, errClosed
 	}
 
 	b.mu.Lock()
@@ -306,23 +321,33 @@ func (b *batcher) runOnce(ctx context.Context) bool {
 	b.mu.Unlock()
 
 	b.log.Debug("round",
-		zap.Int("waiters", len(batch)),
+		zap.Int("callers", callers),
 		zap.Int("info_ids", len(infoIDs)),
 		zap.Int("state_ids", len(stateIDs)),
 		zap.Duration("took", time.Since(start)),
 		zap.NamedError("info_error", infoErr),
 		zap.NamedError("state_error", stateErr))
+	return res, infoErr, stateErr
+}
 
-	for wt := range batch {
-		r := res
-		if wt.want&wantInfo != 0 && infoErr != nil {
-			r.err = infoErr
-		} else if wt.want&wantState != 0 && stateErr != nil {
-			r.err = stateErr
-		}
-		wt.ch <- r
+// now runs a round at once for ids (both answers), on the caller's
+// goroutine: the runner's scheduler gathers the due polls itself
+// (Driver.PollBatch) and needs no round loop.
+func (b *batcher) now(ctx context.Context, op string, ids []opID) (roundResult, error) {
+	b.mu.Lock()
+	closed, hold := b.closed, time.Until(b.holdUntil)
+	b.mu.Unlock()
+	switch {
+	case closed:
+		return roundResult{}, withOp(errClosed, op)
+	case hold > 0:
+		return roundResult{}, throttled(op, hold)
 	}
-	return true
+	res, infoErr, stateErr := b.fetch(ctx, ids, ids, 1)
+	if err := cmp.Or(infoErr, stateErr); err != nil {
+		return res, withOp(err, op)
+	}
+	return res, nil
 }
 
 func deliver(batch map[*waiter]struct{}, r roundResult) {

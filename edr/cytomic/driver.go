@@ -467,6 +467,11 @@ func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
 	if err != nil {
 		return edr.Status{}, err
 	}
+	return d.status(ref, res)
+}
+
+// status reads one operation's progress out of a round's answers.
+func (d *Driver) status(ref reference, res roundResult) (edr.Status, error) {
 	now := d.now()
 	tally := tallyRound(ref, res.info, res.state, now)
 	if err := tally.lost(ref, now, "poll"); err != nil {
@@ -481,6 +486,46 @@ func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
 		Progress: tally.progress(ttlOver),
 		NextPoll: PollInterval,
 	}, nil
+}
+
+// PollBatch polls every operation of refs with one /osQuery/info and one
+// /osQuery/state request (split only past MaxBatch IDs), on the caller's
+// goroutine (edr.BatchPoller): the runner gathers the due polls of an
+// account into one call.
+func (d *Driver) PollBatch(ctx context.Context, raws []edr.Ref) []edr.PollAnswer {
+	out := make([]edr.PollAnswer, len(raws))
+	refs := make([]reference, len(raws))
+	ok := make([]bool, len(raws))
+	var ids []opID
+	seen := map[string]bool{}
+	for i, raw := range raws {
+		ref, err := decodeRef("poll", raw)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		refs[i], ok[i] = ref, true
+		for _, id := range ref.ids() {
+			if !seen[id.text] {
+				seen[id.text] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return out
+	}
+	res, err := d.rounds.now(ctx, "poll", ids)
+	for i, ref := range refs {
+		switch {
+		case !ok[i]:
+		case err != nil:
+			out[i].Err = err
+		default:
+			out[i].Status, out[i].Err = d.status(ref, res)
+		}
+	}
+	return out
 }
 
 // Collect joins the next batched round for /osQuery/info and

@@ -3,6 +3,7 @@ package cytomic_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -849,3 +850,33 @@ func TestBadHashNeverReachesTheQuery(t *testing.T) {
 	require.False(t, ee.Retryable)
 	require.Zero(t, len(e.sim.Kit().Requests()))
 }
+
+// TestPollBatchIsOneRoundOnTheCallersGoroutine: PollBatch answers many
+// operations with one /info and one /state request, each answer in its
+// ref's place, and an unreadable ref fails alone.
+func TestPollBatchIsOneRoundOnTheCallersGoroutine(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{})
+	ctx := edrtest.Ctx(t)
+	var refs []edr.Ref
+	for i := range 30 {
+		ref, err := e.drv.Start(ctx, target, edrtest.IntentAt(fmt.Sprintf("job-%d", i), time.Now()))
+		require.NoError(t, err)
+		refs = append(refs, ref)
+	}
+	refs = append(refs, edr.Ref(`{"nonsense":`))
+	before := e.drv.Stats()
+	got := e.drv.PollBatch(ctx, refs)
+	require.Len(t, got, len(refs))
+	for i, a := range got[:30] {
+		require.NoError(t, a.Err, "answer %d", i)
+		require.NotEmpty(t, a.Status.Progress)
+	}
+	edrtest.RequirePermanent(t, got[30].Err, "invalid operation reference")
+	st := e.drv.Stats()
+	require.Equal(t, int64(1), st.InfoRequests-before.InfoRequests, "one /info request for 30 operations")
+	require.Equal(t, int64(1), st.StateRequests-before.StateRequests, "one /state request")
+	require.Equal(t, int64(30), st.InfoIDs-before.InfoIDs)
+}
+
+var _ edr.BatchPoller = (*cytomic.Driver)(nil)
