@@ -55,9 +55,9 @@ type Runner struct {
 	stopOnce  sync.Once
 
 	lanesMu    sync.Mutex
-	sdbLane    *lane                 // job steps (SampleDB and ledger calls)
-	startLanes map[string]*lane      // per task kind: StartConcurrency starts
-	vendors    map[edr.Driver]*lane  // per vendor account: VendorConcurrency calls
+	sdbLane    *lane                // job steps (SampleDB and ledger calls)
+	startLanes map[string]*lane     // per task kind: StartConcurrency starts
+	vendors    map[edr.Driver]*lane // per vendor account: VendorConcurrency calls
 }
 
 // startstopKeeper runs the keeper's loop as a service.
