@@ -1,7 +1,9 @@
 // Package testenv gives tests real services: a private redis-server per test
 // binary (on a unix socket in a temporary directory, so parallel packages
 // never share state or fight over ports) with a fresh key namespace per test,
-// and a goroutine-leak check around the whole run. Tests only.
+// a local three-master Redis Cluster per test binary on loopback ports for
+// tests that need one (RedisClusterClient), and a goroutine-leak check
+// around the whole run. Tests only.
 package testenv
 
 import (
