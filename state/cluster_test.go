@@ -399,3 +399,49 @@ func TestNamespacesSpreadOverMasters(t *testing.T) {
 	}
 	require.NotEqual(t, masterOf(ns), masterOf(other))
 }
+
+// TestNowIsTheClockOfTheNamespacesMaster: leases are judged by the clock of
+// the master that runs the scripts (the one owning the namespace's slot),
+// so Now, which operators' views compare deadlines against, must ask that
+// master, not whichever master a keyless command happens to reach.
+func TestNowIsTheClockOfTheNamespacesMaster(t *testing.T) {
+	t.Parallel()
+	cc := testenv.RedisCluster(t).Client()
+	t.Cleanup(func() { cc.Close() })
+	var mu sync.Mutex
+	asked := map[string]int{}
+	cc.OnNewNode(func(n *redis.Client) {
+		addr := n.Options().Addr
+		n.AddHook(timeHook{func() { mu.Lock(); asked[addr]++; mu.Unlock() }})
+	})
+	ns := testenv.Namespace(t)
+	s, err := state.New(cc, state.Config{Namespace: ns})
+	require.NoError(t, err)
+	c := ctx(t)
+	for range 12 {
+		now, err := s.Now(c)
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now(), now, 5*time.Second)
+	}
+	m, err := cc.MasterForKey(c, "{"+ns+"}:leases")
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, map[string]int{m.Options().Addr: 12}, asked)
+}
+
+// timeHook calls fn for every TIME command a node client sends.
+type timeHook struct{ fn func() }
+
+func (h timeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h timeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.EqualFold(cmd.Name(), "time") {
+			h.fn()
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h timeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
