@@ -270,13 +270,13 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	require.NoError(t, err)
 	require.Len(t, bh, 5, "admitted, forced, claimed, released, claimed")
 
-	// Rate limits last: their keys expire seconds after use, and the slot
-	// check that follows must still find them.
-	rl := s.RateLimiter("sophos:c", 1, 2, nil)
+	// Rate limits last, and slow: their keys expire an interval or so after
+	// use, and the slot check that follows must still find them.
+	rl := s.RateLimiter("sophos:c", 0.1, 2, nil)
 	require.NoError(t, rl.Wait(c))
 	require.NoError(t, rl.Wait(c), "a burst of two")
 	note("rate limit third wait: %v", waitBriefly(t, rl))
-	base := s.RateLimiter("cbc:p", 1, 1, nil)
+	base := s.RateLimiter("cbc:p", 0.1, 1, nil)
 	require.NoError(t, base.ForTenant("acme").Wait(c))
 	note("tenant globex after acme spent the credential: %v", waitBriefly(t, base.ForTenant("globex")))
 	rl.Throttled(c, time.Minute)
