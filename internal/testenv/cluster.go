@@ -233,7 +233,7 @@ func RedisCluster(t testing.TB) *RedisClusterServer {
 	clusterOnce.Do(func() {
 		clusterSrv, clusterErr = StartRedisCluster(ClusterMasters)
 		if clusterErr == nil {
-			cleanup = append(cleanup, clusterSrv.Stop)
+			OnExit(clusterSrv.Stop)
 		}
 	})
 	if clusterErr != nil {
