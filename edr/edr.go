@@ -157,6 +157,12 @@ type Driver interface {
 	// releases what it holds (sessions). It returns ErrCancelUnsupported
 	// when the vendor has no way to cancel: the operation is abandoned.
 	Cancel(ctx context.Context, ref Ref) error
+	// Close stops what the driver runs in the background (Cytomic's round
+	// loop) and waits for it; calls still waiting fail with a retryable
+	// error. Whoever built the driver closes it, once no call is running
+	// (later calls fail retryably). Safe to call twice; drivers with nothing
+	// in the background do nothing.
+	Close()
 }
 
 // ErrNotStarted is returned by Find when the vendor surely has no operation

@@ -345,13 +345,20 @@ func (c *cluster) startBroker() {
 			"--log-level", cmp.Or(c.opts.brokerLog, "none")}, nil, "READY ")
 	require.NoError(c.t, err)
 	c.broker = p
-	c.brokers = strings.Split(strings.TrimSpace(addrs), ",")
+	got := strings.Split(strings.TrimSpace(addrs), ",")
+	if c.brokers != nil {
+		// A restart comes back on the same ports; c.brokers is read by the
+		// supervisor's goroutines and is not written again.
+		require.Equal(c.t, c.brokers, got, "the restarted broker listens where it did")
+		return
+	}
+	c.brokers = got
 	var ports []string
 	for _, a := range c.brokers {
 		_, port, _ := net.SplitHostPort(a)
 		ports = append(ports, port)
 	}
-	c.ports = strings.Join(ports, ",") // restarts come back on the same ports
+	c.ports = strings.Join(ports, ",")
 }
 
 func (c *cluster) restartBroker(sig syscall.Signal) {

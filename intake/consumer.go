@@ -56,7 +56,10 @@ type Runner interface {
 	Unacquire(n int)
 	Free() int
 	Room() <-chan struct{}
-	Launch(l state.Lease, rec *state.Record, sent time.Time)
+	// Session is the worker's session admissions are made under (empty
+	// between a lost session and the next).
+	Session() state.Session
+	Launch(sess state.Session, l state.Lease, rec *state.Record)
 }
 
 // Observer is told what intake does, for metrics. Methods must not block.
@@ -378,6 +381,10 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 	return firstErr
 }
 
+// errNoSession: the worker is between sessions (it lost one and is opening
+// the next); the records are read again shortly.
+var errNoSession = errors.New("the worker has no session (opening a new one)")
+
 func (c *Consumer) admit(ctx context.Context, items []*item) error {
 	reqs := make([]state.AdmitRequest, len(items))
 	for i, it := range items {
@@ -389,7 +396,12 @@ func (c *Consumer) admit(ctx context.Context, items []*item) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, sent, err := c.cfg.Store.Admit(actx, c.cfg.WorkerID, reqs)
+	sess := c.cfg.Runner.Session()
+	var res []state.AdmitResult
+	err := errNoSession
+	if sess.ID != "" {
+		res, _, err = c.cfg.Store.Admit(actx, sess, reqs)
+	}
 	if err != nil {
 		for _, it := range items {
 			it.failed = err
@@ -402,7 +414,7 @@ func (c *Consumer) admit(ctx context.Context, items []*item) error {
 		counts[r.Outcome]++
 		switch r.Outcome {
 		case state.Admitted, state.TakenOver:
-			c.cfg.Runner.Launch(r.Lease, r.Record, sent)
+			c.cfg.Runner.Launch(sess, r.Lease, r.Record)
 		default:
 			c.cfg.Runner.Unacquire(1)
 			c.log.Debug("duplicate job record dropped", zap.String("job_id", r.ID),

@@ -28,6 +28,7 @@ const (
 
 // fakeRunner has room for everything and records every launch.
 type fakeRunner struct {
+	sess     state.Session
 	mu       sync.Mutex
 	free     int
 	launched []*state.Record
@@ -55,7 +56,9 @@ func (r *fakeRunner) Free() int {
 
 func (r *fakeRunner) Room() <-chan struct{} { return nil }
 
-func (r *fakeRunner) Launch(_ state.Lease, rec *state.Record, _ time.Time) {
+func (r *fakeRunner) Session() state.Session { return r.sess }
+
+func (r *fakeRunner) Launch(_ state.Session, _ state.Lease, rec *state.Record) {
 	r.mu.Lock()
 	r.launched = append(r.launched, rec)
 	r.mu.Unlock()
@@ -148,8 +151,10 @@ func newIntake(t *testing.T, o intakeOpts) *intake {
 	store, err := state.New(rdb, state.Config{Namespace: ns})
 	require.NoError(t, err)
 	require.NoError(t, store.Load(ctx))
+	sess, _, err := store.OpenSession(ctx, "w1")
+	require.NoError(t, err)
 
-	in := &intake{t: t, prod: prod, adm: adm, group: "g-" + ns, runner: &fakeRunner{free: 1000},
+	in := &intake{t: t, prod: prod, adm: adm, group: "g-" + ns, runner: &fakeRunner{sess: sess, free: 1000},
 		obs: &counts{admitted: map[string]int{}, dead: map[string]int{}}}
 	in.c, err = New(Config{
 		Brokers: kc.ListenAddrs(), Topics: []string{topicOSL, topicSVG}, Group: in.group,

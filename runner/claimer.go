@@ -2,11 +2,13 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/internal/startstop"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // claimer takes over jobs whose leases expired (their worker died or
@@ -41,10 +43,15 @@ func (c *claimer) runOnce(ctx context.Context) int {
 	if n == 0 {
 		return 0
 	}
-	got, sent, err := r.store.Claim(ctx, r.cfg.WorkerID, n)
+	sess := r.keeper.Session()
+	if sess.ID == "" {
+		r.slots.release(n) // between sessions: the keeper is opening a new one
+		return 0
+	}
+	got, _, err := r.store.Claim(ctx, sess, n)
 	if err != nil {
 		r.slots.release(n)
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, state.ErrSessionGone) {
 			r.log.Warn("claim failed", zap.Error(err))
 		}
 		return 0
@@ -52,7 +59,7 @@ func (c *claimer) runOnce(ctx context.Context) int {
 	r.slots.release(n - len(got))
 	for _, cl := range got {
 		r.log.Info("took over job", zap.String("job_id", cl.Lease.ID), zap.Int64("token", cl.Lease.Token), zap.String("previous_source", cl.Record.Source))
-		r.Launch(cl.Lease, cl.Record, sent)
+		r.Launch(sess, cl.Lease, cl.Record)
 	}
 	if len(got) > 0 {
 		r.cfg.Observer.Claimed(len(got))

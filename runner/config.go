@@ -168,6 +168,9 @@ type Observer interface {
 	TaskFinished(kind, state string)
 	AbortNoticed(latency time.Duration)
 	LeaseLost(reason string)
+	// SessionLost reports the loss of the worker's session (and with it
+	// every job it held, each also reported to LeaseLost).
+	SessionLost(reason string)
 	Claimed(n int)
 	// LeaseRenewed reports each renewal round trip.
 	LeaseRenewed(held int, err error)
@@ -193,6 +196,7 @@ func (nopObserver) JobFinished(string, time.Duration)                {}
 func (nopObserver) TaskFinished(string, string)                      {}
 func (nopObserver) AbortNoticed(time.Duration)                       {}
 func (nopObserver) LeaseLost(string)                                 {}
+func (nopObserver) SessionLost(string)                               {}
 func (nopObserver) Claimed(int)                                      {}
 func (nopObserver) LeaseRenewed(int, error)                          {}
 func (nopObserver) VendorCall(string, string, string, time.Duration) {}

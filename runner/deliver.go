@@ -37,7 +37,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		},
 	}, func(ctx context.Context) error {
 		var err error
-		stood, err = j.r.store.Decide(ctx, j.r.cfg.WorkerID, j.lease, out.Encode())
+		stood, err = j.r.store.Decide(ctx, j.sess, j.lease, out.Encode())
 		return err
 	})
 	if errors.Is(err, state.ErrStale) {
@@ -283,7 +283,7 @@ func (j *jobRun) afterFailedPut(err error) exitReason {
 func (j *jobRun) finishGone() exitReason {
 	out := state.Outcome{State: sampledb.StateFailed, Reason: "job not found in SampleDB", By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
-	if _, err := j.r.store.Decide(j.ctx, j.r.cfg.WorkerID, j.lease, raw); err != nil {
+	if _, err := j.r.store.Decide(j.ctx, j.sess, j.lease, raw); err != nil {
 		return j.exitFor(err)
 	}
 	j.log.Warn("job not found in SampleDB; finishing it locally as failed")
@@ -411,7 +411,7 @@ func (j *jobRun) complete(final string) error {
 			return 0
 		},
 	}, func(ctx context.Context) error {
-		return j.r.store.Complete(ctx, j.r.cfg.WorkerID, j.lease, final)
+		return j.r.store.Complete(ctx, j.sess, j.lease, final)
 	})
 	if errors.Is(err, state.ErrStale) {
 		return j.loseFor(err)

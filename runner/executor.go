@@ -39,6 +39,7 @@ var (
 // goroutine per task.
 type jobRun struct {
 	r     *Runner
+	sess  state.Session // the session the lease was acquired under
 	lease state.Lease
 	rec   *state.Record
 	log   *zap.Logger
@@ -75,7 +76,7 @@ type jobRun struct {
 	done chan struct{}
 }
 
-func newJobRun(r *Runner, l state.Lease, rec *state.Record) *jobRun {
+func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) *jobRun {
 	// Every API request made for the job names it (httpc.HeaderJob), so a
 	// request can be traced to its job at the vendor and in SampleDB.
 	j := &jobRun{}
@@ -89,11 +90,16 @@ func newJobRun(r *Runner, l state.Lease, rec *state.Record) *jobRun {
 		fields[k] = v
 	}
 	*j = jobRun{
-		r: r, lease: l, rec: rec, start: time.Now(),
+		r: r, sess: sess, lease: l, rec: rec, start: time.Now(),
 		log: r.log.With(zap.String("job_id", l.ID), zap.Int64("token", l.Token)),
 		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
 		halt: make(chan struct{}), abort: make(chan struct{}),
 		fields: fields, done: make(chan struct{}),
+	}
+	if rec.Fields[state.FieldAbort] == "1" {
+		// An abort noted in the ledger while nobody (or another worker)
+		// held the job.
+		j.requestAbort("abort requested in SampleDB")
 	}
 	return j
 }
@@ -380,7 +386,7 @@ func (j *jobRun) save(kv ...string) error {
 			return 0
 		},
 	}, func(ctx context.Context) error {
-		return j.r.store.Checkpoint(ctx, j.r.cfg.WorkerID, j.lease, kv...)
+		return j.r.store.Checkpoint(ctx, j.sess, j.lease, kv...)
 	})
 	if errors.Is(err, state.ErrStale) {
 		return j.loseFor(err)

@@ -92,6 +92,7 @@ func (d *fakeDriver) Collect(context.Context, edr.Ref) (edr.Result, error) {
 	return edr.Result{Rows: 1}, nil
 }
 func (d *fakeDriver) Cancel(context.Context, edr.Ref) error { return nil }
+func (d *fakeDriver) Close()                                {}
 
 // summaries keeps what the result topic would receive.
 type summaries struct {
@@ -167,7 +168,19 @@ func newJobWorld(t *testing.T, playbook *Playbook, drivers []edr.Driver, interce
 		RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond,
 	})
 	require.NoError(t, err)
+	require.NoError(t, w.runner.keeper.Open(context.Background()))
+	t.Cleanup(w.runner.Stop)
 	return w
+}
+
+// admit admits one job under the runner's session and keeps its lease.
+func (w *jobWorld) admit(id string, msg []byte) (state.Lease, *state.Record) {
+	w.t.Helper()
+	res, _, err := w.store.Admit(context.Background(), w.runner.Session(), []state.AdmitRequest{{ID: id, Msg: msg, Source: "test"}})
+	require.NoError(w.t, err)
+	require.Len(w.t, res, 1)
+	require.Equal(w.t, state.Admitted, res[0].Outcome)
+	return res[0].Lease, res[0].Record
 }
 
 // run admits msg and runs its job to the end, in the calling goroutine.
@@ -178,18 +191,15 @@ func (w *jobWorld) run(msg job.Message, fields ...string) *jobRun {
 	w.sim.CreateJob(msg)
 	b, err := json.Marshal(msg)
 	require.NoError(w.t, err)
-	res, sent, err := w.store.Admit(context.Background(), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: msg.JobID, Msg: b, Source: "test"}})
-	require.NoError(w.t, err)
-	require.Len(w.t, res, 1)
-	require.Equal(w.t, state.Admitted, res[0].Outcome)
-	w.runner.keeper.Add(res[0].Lease, sent)
+	l, rec := w.admit(msg.JobID, b)
+	require.True(w.t, w.runner.keeper.Add(w.runner.Session(), l))
 	if len(fields) > 0 {
-		require.NoError(w.t, w.store.Checkpoint(context.Background(), w.runner.cfg.WorkerID, res[0].Lease, fields...))
+		require.NoError(w.t, w.store.Checkpoint(context.Background(), w.runner.Session(), l, fields...))
 		for i := 0; i+1 < len(fields); i += 2 {
-			res[0].Record.Fields[fields[i]] = fields[i+1]
+			rec.Fields[fields[i]] = fields[i+1]
 		}
 	}
-	j := newJobRun(w.runner, res[0].Lease, res[0].Record)
+	j := newJobRun(w.runner, w.runner.Session(), l, rec)
 	j.run()
 	return j
 }

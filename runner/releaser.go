@@ -19,7 +19,7 @@ type releaser struct {
 	r *Runner
 
 	mu   sync.Mutex
-	q    []state.Lease
+	q    map[state.Session][]state.Lease
 	kick chan struct{}
 }
 
@@ -41,10 +41,13 @@ func (rl *releaser) start(ctx context.Context) error {
 	})
 }
 
-// queue adds a lease to hand over and wakes the loop.
-func (rl *releaser) queue(l state.Lease) {
+// queue adds a lease held under sess to hand over and wakes the loop.
+func (rl *releaser) queue(sess state.Session, l state.Lease) {
 	rl.mu.Lock()
-	rl.q = append(rl.q, l)
+	if rl.q == nil {
+		rl.q = map[state.Session][]state.Lease{}
+	}
+	rl.q[sess] = append(rl.q[sess], l)
 	rl.mu.Unlock()
 	select {
 	case rl.kick <- struct{}{}:
@@ -52,24 +55,27 @@ func (rl *releaser) queue(l state.Lease) {
 	}
 }
 
-// runOnce hands every queued lease over in one round trip and returns how
-// many the ledger released.
+// runOnce hands every queued lease over, one round trip per session (there
+// is one, or two around a lost session), and returns how many the ledger
+// released.
 func (rl *releaser) runOnce() int {
 	rl.mu.Lock()
 	q := rl.q
 	rl.q = nil
 	rl.mu.Unlock()
-	if len(q) == 0 {
-		return 0
-	}
 	r := rl.r
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	n, err := r.store.Release(ctx, r.cfg.WorkerID, q)
-	if err != nil {
-		r.log.Warn("could not hand leases over; they will expire after the TTL instead", zap.Int("leases", len(q)), zap.Error(err))
-		return 0
+	total := 0
+	for sess, ls := range q {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, err := r.store.Release(ctx, sess, ls)
+		cancel()
+		if err != nil {
+			r.log.Warn("could not hand leases over; they will be claimable when the session's deadline passes instead",
+				zap.Int("leases", len(ls)), zap.Error(err))
+			continue
+		}
+		r.log.Info("handed leases over", zap.Int("released", n))
+		total += n
 	}
-	r.log.Info("handed leases over", zap.Int("released", n))
-	return n
+	return total
 }

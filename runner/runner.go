@@ -18,8 +18,10 @@ import (
 // with Start/Stop and a runOnce its tests call directly:
 //
 //   - slots: the in-flight capacity and the running jobs (slots.go)
-//   - the lease keeper: one renewal round trip per tick for every lease
-//     held (state.Keeper)
+//   - the lease keeper: the worker's session, one renewal round trip per
+//     tick whatever the number of jobs held, on a connection of its own,
+//     and the session's mailbox (jobs taken away, aborts) on another
+//     (state.Keeper)
 //   - claimer: takes over expired and released leases (claimer.go)
 //   - abortPoller: notices aborts requested in SampleDB (abortpoller.go)
 //   - reconciler: re-adopts jobs the ledger lost (reconciler.go)
@@ -40,6 +42,8 @@ type Runner struct {
 	reconciler  *reconciler
 	releaser    *releaser
 	keeperStart startstopKeeper
+	mailStart   startstopKeeper
+	closeConns  []func() error
 
 	drainCh   chan struct{}
 	drainOnce sync.Once
@@ -86,19 +90,40 @@ func New(cfg Config) (*Runner, error) {
 			zap.Strings("keys", keys))
 		cfg.Observer.Quarantined(len(keys))
 	})
-	r.keeper = state.NewKeeper(cfg.Store, state.KeeperConfig{
-		Worker:  cfg.WorkerID,
-		OnLost:  r.onLeaseLost,
-		OnEpoch: r.onEpoch,
-		OnRenew: cfg.Observer.LeaseRenewed,
-		Logger:  cfg.Logger,
+	// Renewals and the mailbox's BLPOP each get a connection of their own:
+	// a renewal must never queue behind a burst of admissions and
+	// checkpoints, and BLPOP holds its connection while it waits.
+	renew, closeRenew, err := cfg.Store.Dedicated(2)
+	if err != nil {
+		return nil, err
+	}
+	mail, closeMail, err := cfg.Store.Dedicated(1)
+	if err != nil {
+		_ = closeRenew()
+		return nil, err
+	}
+	r.closeConns = []func() error{closeRenew, closeMail}
+	r.keeper = state.NewKeeper(renew, mail, state.KeeperConfig{
+		Worker:        cfg.WorkerID,
+		OnLost:        r.onLeaseLost,
+		OnSessionLost: r.onSessionLost,
+		OnAbort:       r.onAbort,
+		OnEpoch:       r.onEpoch,
+		OnRenew:       cfg.Observer.LeaseRenewed,
+		Logger:        cfg.Logger,
 	})
 	r.keeperStart = startstopKeeper{loop: r.keeper.Run}
+	r.mailStart = startstopKeeper{loop: r.keeper.RunMail}
 	return r, nil
 }
 
 // Keeper returns the lease keeper (for tests and metrics).
 func (r *Runner) Keeper() *state.Keeper { return r.keeper }
+
+// Session returns the worker's current session: the one admissions and
+// claims are made under. Its ID is empty between a lost session and the
+// next.
+func (r *Runner) Session() state.Session { return r.keeper.Session() }
 
 // WorkerID returns the worker's ID.
 func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
@@ -117,8 +142,12 @@ func (r *Runner) Start(ctx context.Context) error {
 		return err
 	}
 	r.keeper.SetEpoch(epoch)
+	if err := r.keeper.Open(ctx); err != nil {
+		return err
+	}
 	for _, start := range []func(context.Context) error{
 		func(ctx context.Context) error { return r.keeperStart.svc.Start(ctx, r.keeperStart.loop) },
+		func(ctx context.Context) error { return r.mailStart.svc.Start(ctx, r.mailStart.loop) },
 		r.claimer.start, r.aborts.start, r.reconciler.start, r.releaser.start,
 	} {
 		if err := start(ctx); err != nil {
@@ -146,12 +175,17 @@ func (r *Runner) Free() int { return r.slots.free() }
 // InFlight returns the number of jobs running on this worker.
 func (r *Runner) InFlight() int { return r.slots.running() }
 
-// Launch starts running a job this worker now holds the lease for, in a
-// slot reserved with TryAcquire. sent is when the acquiring request was
-// sent (the start of the lease's local validity).
-func (r *Runner) Launch(l state.Lease, rec *state.Record, sent time.Time) {
-	r.keeper.Add(l, sent)
-	j := newJobRun(r, l, rec)
+// Launch starts running a job this worker now holds the lease for, under
+// sess, in a slot reserved with TryAcquire. A lease of a session lost
+// meanwhile is not run (the job is already anybody's): the slot is
+// returned.
+func (r *Runner) Launch(sess state.Session, l state.Lease, rec *state.Record) {
+	if !r.keeper.Add(sess, l) {
+		r.log.Info("job acquired under a session lost meanwhile; left to others", zap.String("job_id", l.ID))
+		r.slots.release(1)
+		return
+	}
+	j := newJobRun(r, sess, l, rec)
 	prev := r.slots.put(j)
 	r.jobsWG.Add(1)
 	go func() {
@@ -172,7 +206,7 @@ func (r *Runner) finished(j *jobRun) {
 	r.slots.done(j)
 	switch j.exit {
 	case exitDrained:
-		r.releaser.queue(j.lease)
+		r.releaser.queue(j.sess, j.lease)
 	case exitMissing:
 		r.reseed(j)
 	}
@@ -195,13 +229,28 @@ func (r *Runner) Reconcile(ctx context.Context, full bool) (int, error) {
 func (r *Runner) onLeaseLost(id string, token int64, reason state.LossReason) {
 	r.cfg.Observer.LeaseLost(string(reason))
 	if j := r.slots.get(id); j != nil && j.lease.Token == token {
-		if reason == state.LostMissing || reason == state.LostCorrupt {
-			// The record is gone (or was not a record): re-seed it from
-			// what this worker holds in memory.
+		if reason == state.LostMissing {
+			// The record is gone: re-seed it from what this worker holds
+			// in memory.
 			j.lose(errLedgerLost)
 		} else {
 			j.lose(errLeaseLost)
 		}
+	}
+}
+
+// onSessionLost: every job of the session is lost too (each reported to
+// onLeaseLost); this is the one log line and metric for the session.
+func (r *Runner) onSessionLost(reason state.LossReason, jobs int) {
+	r.cfg.Observer.SessionLost(string(reason))
+	r.log.Warn("this worker's session was lost; its jobs are others' now", zap.String("reason", string(reason)), zap.Int("jobs", jobs))
+}
+
+// onAbort is the mailbox's report of an analyst's abort of a job this
+// worker holds (see abortPoller).
+func (r *Runner) onAbort(id string) {
+	if j := r.slots.get(id); j != nil {
+		j.requestAbort("abort requested in SampleDB")
 	}
 }
 
@@ -287,4 +336,9 @@ func (r *Runner) stopServices() {
 	r.reconciler.Stop()
 	r.releaser.Stop() // flushes what the last jobs queued
 	r.keeperStart.svc.Stop()
+	r.mailStart.svc.Stop()
+	for _, c := range r.closeConns {
+		_ = c()
+	}
+	r.closeConns = nil
 }

@@ -60,12 +60,14 @@ func TestClaimerTakesOverReleasedJobs(t *testing.T) {
 	w.sim.CreateJob(jobMsg(nil))
 	b, err := json.Marshal(jobMsg(nil))
 	require.NoError(t, err)
-	res, _, err := w.store.Admit(ctx(t), "dead-worker", []state.AdmitRequest{{ID: jtJob, Msg: b, Source: "test"}})
+	dead, _, err := w.store.OpenSession(ctx(t), "dead-worker")
+	require.NoError(t, err)
+	res, _, err := w.store.Admit(ctx(t), dead, []state.AdmitRequest{{ID: jtJob, Msg: b, Source: "test"}})
 	require.NoError(t, err)
 	require.Equal(t, state.Admitted, res[0].Outcome)
 	require.Zero(t, w.runner.claimer.runOnce(ctx(t)), "a live lease is not claimed")
 
-	_, err = w.store.Release(ctx(t), "dead-worker", []state.Lease{res[0].Lease})
+	_, err = w.store.Release(ctx(t), dead, []state.Lease{res[0].Lease})
 	require.NoError(t, err)
 	require.Equal(t, 1, w.runner.claimer.runOnce(ctx(t)))
 	j := waitRun(t, w, jtJob)
@@ -91,15 +93,20 @@ func TestAbortPollerAbortsRequestedJobs(t *testing.T) {
 	t.Parallel()
 	d := &blockingDriver{fakeDriver: fakeDriver{kind: edr.KindCBCEventExport}, polling: make(chan struct{})}
 	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
-	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "no job runs: SampleDB is not even asked")
-	require.Zero(t, w.count("GET", "/sampledb/v2/job"))
-
 	w.launch(jobMsg(nil))
 	<-d.polling // the job is executing at the vendor
 	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "nothing requested yet")
+	require.Equal(t, 1, w.count("GET", "/sampledb/v2/job"), "one listing")
+	require.Equal(t, -1, w.runner.aborts.runOnce(ctx(t)), "within the interval the fleet lists once")
+	require.Equal(t, 1, w.count("GET", "/sampledb/v2/job"))
 	_, ok := w.sim.Abort(jtJob)
 	require.True(t, ok)
-	require.Equal(t, 1, w.runner.aborts.runOnce(ctx(t)))
+	w.unlock("aborts")
+	require.Equal(t, 1, w.runner.aborts.runOnce(ctx(t)), "noted in the ledger and mailed to the holder")
+	w.unlock("aborts")
+	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "noted once")
+	// The mailbox tells the job.
+	require.NoError(t, w.runner.keeper.ReadMailOnce(ctx(t)))
 	j := waitRun(t, w, jtJob)
 	require.Equal(t, exitDone, j.exit)
 	require.Equal(t, sampledb.StateAborted, w.tombstone(jtJob))
@@ -144,16 +151,17 @@ func TestReleaserHandsLeasesOverInOneTrip(t *testing.T) {
 	var leases []state.Lease
 	for i := range 3 {
 		id := fmt.Sprintf("12345678-1234-1234-1234-12345678900%d", i)
-		res, _, err := w.store.Admit(ctx(t), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: id, Msg: []byte(`{}`)}})
-		require.NoError(t, err)
-		leases = append(leases, res[0].Lease)
+		l, _ := w.admit(id, []byte(`{}`))
+		leases = append(leases, l)
 	}
 	require.Zero(t, w.runner.releaser.runOnce(), "nothing queued")
 	for _, l := range leases {
-		w.runner.releaser.queue(l)
+		w.runner.releaser.queue(w.runner.Session(), l)
 	}
 	require.Equal(t, 3, w.runner.releaser.runOnce())
-	got, _, err := w.store.Claim(ctx(t), "other", 10)
+	other, _, err := w.store.OpenSession(ctx(t), "other")
+	require.NoError(t, err)
+	got, _, err := w.store.Claim(ctx(t), other, 10)
 	require.NoError(t, err)
 	require.Len(t, got, 3, "released leases are claimable at once")
 }
@@ -165,10 +173,14 @@ func (w *jobWorld) launch(msg job.Message) {
 	b, err := json.Marshal(msg)
 	require.NoError(w.t, err)
 	require.Equal(w.t, 1, w.runner.TryAcquire(1))
-	res, sent, err := w.store.Admit(context.Background(), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: msg.JobID, Msg: b, Source: "test"}})
-	require.NoError(w.t, err)
-	w.runner.Launch(res[0].Lease, res[0].Record, sent)
-	w.t.Cleanup(w.runner.Stop)
+	l, rec := w.admit(msg.JobID, b)
+	w.runner.Launch(w.runner.Session(), l, rec)
+}
+
+// unlock drops a fleet lock, as its expiry would.
+func (w *jobWorld) unlock(name string) {
+	w.t.Helper()
+	require.NoError(w.t, w.store.Redis().Del(ctx(w.t), "{"+w.store.Namespace()+"}:lock:"+name).Err())
 }
 
 // ageEpoch makes the ledger's epoch look d old (as if Redis had kept its
@@ -192,14 +204,13 @@ func ctx(t *testing.T) context.Context {
 func TestRetryHelper(t *testing.T) {
 	t.Parallel()
 	w := newJobWorld(t, cbcOnly(), nil, nil)
-	res, sent, err := w.store.Admit(ctx(t), w.runner.cfg.WorkerID, []state.AdmitRequest{{ID: jtJob, Msg: []byte(`{}`)}})
-	require.NoError(t, err)
-	w.runner.keeper.Add(res[0].Lease, sent)
-	j := newJobRun(w.runner, res[0].Lease, res[0].Record)
+	l, rec := w.admit(jtJob, []byte(`{}`))
+	require.True(t, w.runner.keeper.Add(w.runner.Session(), l))
+	j := newJobRun(w.runner, w.runner.Session(), l, rec)
 	boom, final := errors.New("transient"), errors.New("permanent")
 
 	calls := 0
-	err = j.do(retry{ctx: j.ctx, again: permanentIf(final)}, func(context.Context) error {
+	err := j.do(retry{ctx: j.ctx, again: permanentIf(final)}, func(context.Context) error {
 		calls++
 		if calls < 3 {
 			return boom

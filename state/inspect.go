@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,19 +40,21 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 // JobEntry is one job found by ListJobs: its record and its lease.
 type JobEntry struct {
 	Record *Record
-	// Deadline is the lease deadline (Redis time). A released lease has
-	// the Unix epoch as its deadline. HasLease is false when the job has
-	// no entry in the lease set at all (then nobody can claim it).
+	// Deadline is the lease deadline (Redis time): the deadline of the
+	// session holding the job, or, for a claimable job, when it became (or
+	// becomes) claimable — the Unix epoch for a released one. HasLease is
+	// false when neither a session nor the claimable set knows the job
+	// (then nobody can claim it until the reconciler adopts it again).
 	Deadline time.Time
 	HasLease bool
 }
 
 // ListJobs calls fn for every job record of the namespace, in no particular
 // order: a SCAN over {ns}:job:* in batches of batch keys (0 means
-// DefaultScanBatch), each batch one pipelined round trip of HGETALL and the
-// lease's ZSCORE. A key that vanished between the SCAN and the read (the
-// job completed) is skipped. An error from fn stops the listing and is
-// returned.
+// DefaultScanBatch), each batch two pipelined round trips (the records,
+// then their sessions' deadlines and claimable entries). A key that
+// vanished between the SCAN and the read (the job completed) is skipped.
+// An error from fn stops the listing and is returned.
 func (s *Store) ListJobs(ctx context.Context, batch int, fn func(JobEntry) error) error {
 	if batch <= 0 {
 		batch = DefaultScanBatch
@@ -69,32 +72,30 @@ func (s *Store) ListJobs(ctx context.Context, batch int, fn func(JobEntry) error
 		}
 		defer func() { keys = keys[:0] }()
 		pipe := s.rdb.Pipeline()
-		recs := make([]*redis.MapStringStringCmd, len(keys))
-		dls := make([]*redis.FloatCmd, len(keys))
+		cmds := make([]*redis.MapStringStringCmd, len(keys))
 		for i, k := range keys {
-			recs[i] = pipe.HGetAll(ctx, k)
-			dls[i] = pipe.ZScore(ctx, s.kLeas, strings.TrimPrefix(k, prefix))
+			cmds[i] = pipe.HGetAll(ctx, k)
 		}
-		// Per-command errors are judged below: a missing lease is redis.Nil.
+		// Per-command errors are judged below.
 		_, _ = pipe.Exec(ctx)
+		recs := make([]*Record, 0, len(keys))
 		for i, k := range keys {
-			m, err := recs[i].Result()
+			m, err := cmds[i].Result()
 			if err != nil {
 				if redis.HasErrorPrefix(err, "WRONGTYPE") {
 					continue // not a job record; nothing of ours
 				}
 				return fmt.Errorf("state: list jobs: %w", err)
 			}
-			if len(m) == 0 {
-				continue // completed since the SCAN
+			if len(m) > 0 { // else completed since the SCAN
+				recs = append(recs, recordFromMap(strings.TrimPrefix(k, prefix), m))
 			}
-			e := JobEntry{Record: recordFromMap(strings.TrimPrefix(k, prefix), m)}
-			switch sc, err := dls[i].Result(); {
-			case err == nil:
-				e.Deadline, e.HasLease = time.UnixMilli(int64(sc)), true
-			case !errors.Is(err, redis.Nil):
-				return fmt.Errorf("state: list jobs: %w", err)
-			}
+		}
+		es, err := s.leasesOf(ctx, recs)
+		if err != nil {
+			return fmt.Errorf("state: list jobs: %w", err)
+		}
+		for _, e := range es {
 			if err := fn(e); err != nil {
 				return err
 			}
@@ -121,86 +122,171 @@ func (s *Store) ListJobs(ctx context.Context, batch int, fn func(JobEntry) error
 	return flush()
 }
 
-// LeaseDeadline returns the deadline of a job's lease, and false when the
-// job has no lease.
-func (s *Store) LeaseDeadline(ctx context.Context, id string) (time.Time, bool, error) {
-	sc, err := s.rdb.ZScore(ctx, s.kLeas, id).Result()
-	if errors.Is(err, redis.Nil) {
-		return time.Time{}, false, nil
+// leasesOf finds each record's lease in one round trip: the deadline of
+// the session it names, else its claimable entry.
+func (s *Store) leasesOf(ctx context.Context, recs []*Record) ([]JobEntry, error) {
+	pipe := s.rdb.Pipeline()
+	claim := make([]*redis.FloatCmd, len(recs))
+	sess := map[string]*redis.FloatCmd{}
+	for i, r := range recs {
+		claim[i] = pipe.ZScore(ctx, s.kClaim, r.ID)
+		if r.Session != "" && sess[r.Session] == nil {
+			sess[r.Session] = pipe.ZScore(ctx, s.kSess, r.Session)
+		}
 	}
+	if len(recs) > 0 {
+		// Per-command errors are judged below: a missing entry is redis.Nil.
+		_, _ = pipe.Exec(ctx)
+	}
+	score := func(c *redis.FloatCmd) (time.Time, bool, error) {
+		if c == nil {
+			return time.Time{}, false, nil
+		}
+		v, err := c.Result()
+		if errors.Is(err, redis.Nil) {
+			return time.Time{}, false, nil
+		}
+		return time.UnixMilli(int64(v)), err == nil, err
+	}
+	out := make([]JobEntry, len(recs))
+	for i, r := range recs {
+		e := JobEntry{Record: r}
+		dl, ok, err := score(sess[r.Session])
+		if err == nil && !ok {
+			dl, ok, err = score(claim[i])
+		}
+		if err != nil {
+			return nil, err
+		}
+		e.Deadline, e.HasLease = dl, ok
+		out[i] = e
+	}
+	return out, nil
+}
+
+// LeaseDeadline returns the deadline of a job's lease (see JobEntry), and
+// false when the job has no lease.
+func (s *Store) LeaseDeadline(ctx context.Context, id string) (time.Time, bool, error) {
+	sid, err := s.rdb.HGet(ctx, s.jobKey(id), FieldSession).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return time.Time{}, false, fmt.Errorf("state: lease deadline: %w", err)
+	}
+	es, err := s.leasesOf(ctx, []*Record{{ID: id, Session: sid}})
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("state: lease deadline: %w", err)
 	}
-	return time.UnixMilli(int64(sc)), true, nil
+	return es[0].Deadline, es[0].HasLease, nil
 }
 
-// DueLease is a lease that expired or expires soon.
-type DueLease struct {
+// SessionInfo is one worker session in the ledger.
+type SessionInfo struct {
 	ID       string
-	Owner    string // "" once released
-	Token    int64
+	Worker   string
+	Deadline time.Time // Redis time
+	Jobs     int64     // jobs it holds (for an expired session: not yet reaped)
+	// Expired: the deadline passed; the next claim makes its jobs claimable.
+	Expired bool
+}
+
+// DueLease is a claimable job.
+type DueLease struct {
+	ID    string
+	Owner string // the owner it was released or reaped from, if known
+	Token int64
+	// Deadline is when it became claimable (the Unix epoch: released).
 	Deadline time.Time
-	// Expired: the deadline passed (Redis time), so any worker's next claim
-	// takes the job.
+	// Expired is true when any worker's next claim may take it (false: an
+	// adopted job whose delay has not run out).
 	Expired bool
 	// Decided: the job's terminal outcome is decided (it is in the outbox).
 	Decided bool
 }
 
-// LeaseSummary counts the lease set against Redis time.
+// LeaseSummary counts the ledger's leases against Redis time.
 type LeaseSummary struct {
-	Now      time.Time // Redis time of the count
-	Total    int64     // leases held or claimable
-	Expired  int64     // deadline passed: claimable
-	Expiring int64     // deadline within the window, not yet passed
-	// Due lists up to the requested number of expired and expiring
-	// leases, earliest deadline first.
+	Now time.Time // Redis time of the count
+	// Sessions lists every session, earliest deadline first (at most 1000).
+	Sessions []SessionInfo
+	// Held counts the jobs of live sessions.
+	Held int64
+	// Claimable counts the jobs any worker's next claim takes: released,
+	// adopted, or of sessions whose deadline passed.
+	Claimable int64
+	// Expiring counts the jobs of live sessions whose deadline falls within
+	// the window.
+	Expiring int64
+	// Due lists up to the requested number of claimable jobs, longest
+	// claimable first.
 	Due []DueLease
 }
 
-// LeaseSummary counts the leases that have expired and those that expire within
-// window (by Redis time), and lists up to limit of them, earliest deadline
-// first, with their owners. Three round trips.
+// LeaseSummary counts held, claimable and expiring jobs (by Redis time,
+// expiring = within window), lists the sessions and up to limit claimable
+// jobs. Three round trips.
 func (s *Store) LeaseSummary(ctx context.Context, window time.Duration, limit int64) (LeaseSummary, error) {
 	now, err := s.Now(ctx)
 	if err != nil {
 		return LeaseSummary{}, err
 	}
-	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
-	untilMS := strconv.FormatInt(now.Add(window).UnixMilli(), 10)
+	fail := func(err error) (LeaseSummary, error) {
+		return LeaseSummary{}, fmt.Errorf("state: lease summary: %w", err)
+	}
 	pipe := s.rdb.Pipeline()
-	total := pipe.ZCard(ctx, s.kLeas)
-	expired := pipe.ZCount(ctx, s.kLeas, "-inf", nowMS)
-	expiring := pipe.ZCount(ctx, s.kLeas, "("+nowMS, untilMS)
+	sessions := pipe.ZRangeWithScores(ctx, s.kSess, 0, 999)
+	claimable := pipe.ZCard(ctx, s.kClaim)
 	var due *redis.ZSliceCmd
 	if limit > 0 {
-		due = pipe.ZRangeByScoreWithScores(ctx, s.kLeas, &redis.ZRangeBy{Min: "-inf", Max: untilMS, Count: limit})
+		due = pipe.ZRangeWithScores(ctx, s.kClaim, 0, limit-1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return LeaseSummary{}, fmt.Errorf("state: lease summary: %w", err)
+		return fail(err)
 	}
-	sum := LeaseSummary{Now: now, Total: total.Val(), Expired: expired.Val(), Expiring: expiring.Val()}
-	if due == nil || len(due.Val()) == 0 {
-		return sum, nil
+	sum := LeaseSummary{Now: now, Claimable: claimable.Val()}
+	zs := sessions.Val()
+	var dz []redis.Z
+	if due != nil {
+		dz = due.Val()
 	}
-	zs := due.Val()
 	pipe = s.rdb.Pipeline()
-	fields := make([]*redis.SliceCmd, len(zs))
+	jobs := make([]*redis.IntCmd, len(zs))
+	workers := make([]*redis.StringCmd, len(zs))
 	for i, z := range zs {
-		fields[i] = pipe.HMGet(ctx, s.jobKey(str(z.Member)), FieldOwner, FieldToken, FieldOutcome)
+		jobs[i] = pipe.SCard(ctx, s.pfx+"owned:"+str(z.Member))
+		workers[i] = pipe.HGet(ctx, s.pfx+"sess:"+str(z.Member), "worker")
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return LeaseSummary{}, fmt.Errorf("state: lease summary: %w", err)
+	fields := make([]*redis.SliceCmd, len(dz))
+	for i, z := range dz {
+		fields[i] = pipe.HMGet(ctx, s.jobKey(str(z.Member)), FieldToken, FieldOutcome, FieldOwner, "excluded")
 	}
+	if len(zs)+len(dz) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fail(err)
+		}
+	}
+	until := now.Add(window)
 	for i, z := range zs {
+		si := SessionInfo{ID: str(z.Member), Worker: workers[i].Val(), Deadline: time.UnixMilli(int64(z.Score)), Jobs: jobs[i].Val()}
+		si.Expired = !si.Deadline.After(now)
+		switch {
+		case si.Expired:
+			sum.Claimable += si.Jobs
+		case !si.Deadline.After(until):
+			sum.Expiring += si.Jobs
+			sum.Held += si.Jobs
+		default:
+			sum.Held += si.Jobs
+		}
+		sum.Sessions = append(sum.Sessions, si)
+	}
+	for i, z := range dz {
 		f := fields[i].Val()
-		if len(f) < 3 || f[1] == nil {
+		if len(f) < 4 || f[0] == nil {
 			continue // completed meanwhile (or a stale entry the next claim drops)
 		}
-		tok, _ := strconv.ParseInt(str(f[1]), 10, 64)
+		tok, _ := strconv.ParseInt(str(f[0]), 10, 64)
 		dl := time.UnixMilli(int64(z.Score))
-		sum.Due = append(sum.Due, DueLease{ID: str(z.Member), Owner: str(f[0]), Token: tok, Deadline: dl,
-			Expired: !dl.After(now), Decided: f[2] != nil})
+		sum.Due = append(sum.Due, DueLease{ID: str(z.Member), Owner: cmp.Or(str(f[2]), str(f[3])), Token: tok, Deadline: dl,
+			Expired: !dl.After(now), Decided: f[1] != nil})
 	}
 	return sum, nil
 }
@@ -277,7 +363,7 @@ func (s *Store) JobLeaseHistory(ctx context.Context, id string) ([]LeaseEvent, e
 // the namespace's slot (every key of a fleet shares one hash tag).
 func (s *Store) keyNode(ctx context.Context) (redis.Cmdable, error) {
 	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		return cc.MasterForKey(ctx, s.kLeas)
+		return cc.MasterForKey(ctx, s.kClaim)
 	}
 	return s.rdb, nil
 }

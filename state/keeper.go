@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -19,10 +20,24 @@ type KeeperConfig struct {
 	// to cover clock-rate drift between this host and Redis. Default
 	// min(LeaseTTL/10, 2s).
 	Margin time.Duration
-	// OnLost is called (from the keeper's goroutine) for every lease found
-	// lost, including leases whose local validity ran out while Redis was
-	// unreachable (reason LostExpired). It must not block.
+	// MailWait is how long one mailbox read waits for a message (BLPOP);
+	// default 5s. Mail arrives at once whatever the wait: it bounds only
+	// how often an idle mailbox is asked.
+	MailWait time.Duration
+	// OnLost is called (from the keeper's goroutines) for every job taken
+	// away from this worker: by an operator's release while the session
+	// lives (LostStolen), or with the session itself (see OnSessionLost). It
+	// must not block.
 	OnLost func(id string, token int64, reason LossReason)
+	// OnSessionLost is called when the session itself is lost, and with it
+	// every job it held (each also reported to OnLost): its deadline passed
+	// before a renewal reached Redis (LostExpired), or the ledger no longer
+	// knows it (LostMissing: Redis lost its data). The keeper opens a new
+	// session at once. It must not block.
+	OnSessionLost func(reason LossReason, jobs int)
+	// OnAbort is called for a job whose abort an analyst requested
+	// (Store.NotifyAborts). It must not block.
+	OnAbort func(id string)
 	// OnEpoch is called when a renewal sees a ledger epoch different from the
 	// one seen before (Redis lost its data). It must not block.
 	OnEpoch func(old, new string)
@@ -31,69 +46,97 @@ type KeeperConfig struct {
 	Logger  *zap.Logger
 }
 
-// LostExpired is reported when the local validity of a lease ran out before
-// a renewal could reach Redis.
-const LostExpired LossReason = "expired"
-
-// Keeper holds this worker's leases: it renews all of them in one Redis
-// round trip per tick, and keeps a local, monotonic-clock view of how long
-// each is certainly still valid. Valid must be checked before every vendor
-// call or SampleDB write: a worker that was paused (SIGSTOP, GC, a stalled
-// VM) for longer than the TTL finds its leases invalid on waking, before any
+// Keeper holds this worker's session and the jobs held under it. It
+// renews the session — and so every job it holds, whatever their number —
+// in one round trip per tick, on a Redis connection of its own that
+// admission and checkpoints never queue in front of, and reads the
+// session's mailbox (jobs taken away, aborts requested) on another.
+//
+// It keeps a local, monotonic-clock view of how long the session is
+// certainly still valid. Valid must be checked before every vendor call or
+// SampleDB write: a worker that was paused (SIGSTOP, GC, a stalled VM) for
+// longer than the TTL finds its session invalid on waking, before any
 // renewal has told it so, and makes no call.
 //
 // A Keeper is safe for concurrent use.
 type Keeper struct {
-	s      *Store
+	s      *Store // renewals: a client of their own when Dedicated gave one
+	mail   *Store // the mailbox's BLPOP: another connection
 	cfg    KeeperConfig
 	margin time.Duration
 	log    *zap.Logger
 
 	mu    sync.Mutex
-	held  map[string]*held
+	sess  Session
+	valid time.Time        // monotonic: session certainly alive until then
+	held  map[string]int64 // job → token
 	epoch string
 }
 
-type held struct {
-	token int64
-	valid time.Time // monotonic: acquisition or last renewal send time + TTL - margin
-}
-
-// NewKeeper returns a Keeper for worker's leases in s.
-func NewKeeper(s *Store, cfg KeeperConfig) *Keeper {
+// NewKeeper returns a Keeper over s (renewals) and mail (the mailbox; nil
+// reads no mail).
+func NewKeeper(s, mail *Store, cfg KeeperConfig) *Keeper {
 	ttl := s.LeaseTTL()
 	cfg.Interval = cmp.Or(cfg.Interval, ttl/3)
+	cfg.MailWait = cmp.Or(cfg.MailWait, 5*time.Second)
 	margin := cmp.Or(cfg.Margin, min(ttl/10, 2*time.Second))
 	return &Keeper{
-		s: s, cfg: cfg, margin: margin,
+		s: s, mail: mail, cfg: cfg, margin: margin,
 		log:  cmp.Or(cfg.Logger, zap.NewNop()).Named("lease"),
-		held: map[string]*held{},
+		held: map[string]int64{},
 	}
 }
 
-// Add starts keeping l, acquired by a request sent at sent.
-func (k *Keeper) Add(l Lease, sent time.Time) {
+// Open opens the worker's session. Jobs can be admitted and claimed only
+// once it is open.
+func (k *Keeper) Open(ctx context.Context) error {
+	sess, sent, err := k.s.OpenSession(ctx, k.cfg.Worker)
+	if err != nil {
+		return err
+	}
 	k.mu.Lock()
-	k.held[l.ID] = &held{token: l.Token, valid: sent.Add(k.s.LeaseTTL() - k.margin)}
+	k.sess, k.valid = sess, sent.Add(k.s.LeaseTTL()-k.margin)
 	k.mu.Unlock()
+	k.log.Info("session opened", zap.String("session", sess.ID))
+	return nil
 }
 
-// Remove stops keeping the lease for id if it still has token.
+// Session returns the current session.
+func (k *Keeper) Session() Session {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sess
+}
+
+// Add keeps l, acquired under sess. It reports false, and keeps nothing,
+// when sess is no longer the current session (it was lost while l was being
+// acquired: the job is already anybody's).
+func (k *Keeper) Add(sess Session, l Lease) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if sess.ID == "" || sess.ID != k.sess.ID {
+		return false
+	}
+	k.held[l.ID] = l.Token
+	return true
+}
+
+// Remove stops keeping the job id if it still has token.
 func (k *Keeper) Remove(id string, token int64) {
 	k.mu.Lock()
-	if h, ok := k.held[id]; ok && h.token == token {
+	if t, ok := k.held[id]; ok && t == token {
 		delete(k.held, id)
 	}
 	k.mu.Unlock()
 }
 
-// Valid reports whether the lease (id, token) is held and certainly still
-// valid now by the local clock.
+// Valid reports whether the lease (id, token) is held and the session is
+// certainly still alive now by the local clock.
 func (k *Keeper) Valid(id string, token int64) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	h, ok := k.held[id]
-	return ok && h.token == token && time.Now().Before(h.valid)
+	t, ok := k.held[id]
+	return ok && t == token && time.Now().Before(k.valid)
 }
 
 // Held returns the leases being kept.
@@ -101,8 +144,8 @@ func (k *Keeper) Held() []Lease {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	out := make([]Lease, 0, len(k.held))
-	for id, h := range k.held {
-		out = append(out, Lease{ID: id, Token: h.token})
+	for id, t := range k.held {
+		out = append(out, Lease{ID: id, Token: t})
 	}
 	return out
 }
@@ -128,52 +171,89 @@ func (k *Keeper) Run(ctx context.Context) {
 	}
 }
 
-// RenewOnce renews every kept lease in one round trip and reports losses.
-// When Redis cannot be reached, leases whose local validity has run out are
-// reported lost (LostExpired).
+// RenewOnce renews the session in one round trip. When Redis cannot be
+// reached and the session's local validity ran out, or Redis says the
+// session is gone, every job is lost (OnSessionLost) and a new session is
+// opened.
 func (k *Keeper) RenewOnce(ctx context.Context) error {
-	leases := k.Held()
+	k.mu.Lock()
+	sess, n := k.sess, len(k.held)
+	k.mu.Unlock()
+	if sess.ID == "" {
+		return k.reopen(ctx)
+	}
 	sent := time.Now()
-	res, err := k.s.Renew(ctx, k.cfg.Worker, leases)
+	res, err := k.s.Renew(ctx, sess, n)
 	if k.cfg.OnRenew != nil {
-		k.cfg.OnRenew(len(leases), err)
+		k.cfg.OnRenew(n, err)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			k.log.Warn("lease renewal failed", zap.Error(err), zap.Int("held", len(leases)))
+			k.log.Warn("session renewal failed", zap.Error(err), zap.Int("held", n))
 		}
-		k.expire()
+		k.mu.Lock()
+		expired := !time.Now().Before(k.valid)
+		k.mu.Unlock()
+		if expired {
+			k.lose(sess, LostExpired)
+		}
 		return err
 	}
-	lost := make(map[string]LossReason, len(res.Lost))
-	for _, l := range res.Lost {
-		lost[l.ID] = l.Reason
-	}
-	valid := sent.Add(k.s.LeaseTTL() - k.margin)
-	var gone []lostLease
 	k.mu.Lock()
-	for _, l := range leases {
-		h, ok := k.held[l.ID]
-		if !ok || h.token != l.Token {
-			continue // removed or re-acquired meanwhile
-		}
-		if why, isLost := lost[l.ID]; isLost {
-			delete(k.held, l.ID)
-			gone = append(gone, lostLease{l.ID, l.Token, why})
-			continue
-		}
-		if valid.After(h.valid) {
-			h.valid = valid
-		}
-	}
 	old := k.epoch
 	k.epoch = res.Epoch
-	k.mu.Unlock()
-	for _, g := range gone {
-		k.report(g)
+	if res.Alive && k.sess.ID == sess.ID {
+		if v := sent.Add(k.s.LeaseTTL() - k.margin); v.After(k.valid) {
+			k.valid = v
+		}
 	}
-	if old != "" && old != res.Epoch && k.cfg.OnEpoch != nil {
+	k.mu.Unlock()
+	epochChanged := old != "" && old != res.Epoch
+	if !res.Alive {
+		why := LostExpired
+		if epochChanged || res.Epoch == "" {
+			why = LostMissing
+		}
+		k.lose(sess, why)
+	}
+	if epochChanged && k.cfg.OnEpoch != nil {
 		k.cfg.OnEpoch(old, res.Epoch)
+	}
+	if !res.Alive {
+		return k.reopen(ctx)
+	}
+	return nil
+}
+
+// lose drops every job of sess and reports it, once per session.
+func (k *Keeper) lose(sess Session, why LossReason) {
+	k.mu.Lock()
+	if k.sess.ID != sess.ID {
+		k.mu.Unlock()
+		return
+	}
+	held := k.held
+	k.held = map[string]int64{}
+	k.sess, k.valid = Session{}, time.Time{}
+	k.mu.Unlock()
+	k.log.Warn("session lost: every job it held is dropped", zap.String("session", sess.ID),
+		zap.String("reason", string(why)), zap.Int("jobs", len(held)))
+	if k.cfg.OnSessionLost != nil {
+		k.cfg.OnSessionLost(why, len(held))
+	}
+	if k.cfg.OnLost != nil {
+		for id, tok := range held {
+			k.cfg.OnLost(id, tok, why)
+		}
+	}
+}
+
+func (k *Keeper) reopen(ctx context.Context) error {
+	if err := k.Open(ctx); err != nil {
+		if ctx.Err() == nil {
+			k.log.Warn("could not open a new session; retrying at the next tick", zap.Error(err))
+		}
+		return err
 	}
 	return nil
 }
@@ -185,31 +265,55 @@ func (k *Keeper) SetEpoch(e string) {
 	k.mu.Unlock()
 }
 
-type lostLease struct {
-	id     string
-	token  int64
-	reason LossReason
-}
-
-func (k *Keeper) expire() {
-	now := time.Now()
-	var gone []lostLease
-	k.mu.Lock()
-	for id, h := range k.held {
-		if !now.Before(h.valid) {
-			delete(k.held, id)
-			gone = append(gone, lostLease{id, h.token, LostExpired})
+// RunMail reads the session's mailbox until ctx ends: jobs taken away
+// (OnLost) and aborts requested (OnAbort) arrive as soon as they are sent.
+func (k *Keeper) RunMail(ctx context.Context) {
+	if k.mail == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		if k.ReadMailOnce(ctx) != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second): // Redis unreachable: ask again soon
+			}
 		}
 	}
-	k.mu.Unlock()
-	for _, g := range gone {
-		k.report(g)
-	}
 }
 
-func (k *Keeper) report(g lostLease) {
-	k.log.Info("lease lost", zap.String("job_id", g.id), zap.String("reason", string(g.reason)))
-	if k.cfg.OnLost != nil {
-		k.cfg.OnLost(g.id, g.token, g.reason)
+// ReadMailOnce waits up to MailWait for the session's mail and handles it.
+func (k *Keeper) ReadMailOnce(ctx context.Context) error {
+	sess := k.Session()
+	if sess.ID == "" {
+		return errors.New("state: no session")
 	}
+	msgs, err := k.mail.ReadMail(ctx, sess, k.cfg.MailWait, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			k.log.Warn("reading the session's mail failed", zap.Error(err))
+		}
+		return err
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Abort:
+			if k.cfg.OnAbort != nil {
+				k.cfg.OnAbort(m.JobID)
+			}
+		case m.Lost != "":
+			k.mu.Lock()
+			t, ok := k.held[m.JobID]
+			if ok && t == m.Token {
+				delete(k.held, m.JobID)
+			}
+			k.mu.Unlock()
+			if ok && t == m.Token {
+				k.log.Info("lease lost", zap.String("job_id", m.JobID), zap.String("reason", string(m.Lost)))
+				if k.cfg.OnLost != nil {
+					k.cfg.OnLost(m.JobID, m.Token, m.Lost)
+				}
+			}
+		}
+	}
+	return nil
 }

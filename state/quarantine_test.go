@@ -13,7 +13,7 @@ import (
 
 // TestCorruptKeyIsQuarantinedNotFleetWide: one job key overwritten with a
 // string (and a tombstone with a hash) must not fail the batched scripts for
-// everyone. Renewal keeps the healthy leases, claims and admissions go on,
+// everyone. Renewal keeps the session, claims and admissions go on,
 // and the corrupt keys are moved aside where an operator can see them.
 func TestCorruptKeyIsQuarantinedNotFleetWide(t *testing.T) {
 	t.Parallel()
@@ -29,16 +29,18 @@ func TestCorruptKeyIsQuarantinedNotFleetWide(t *testing.T) {
 	pfx := "{" + b.ns + "}:"
 	require.NoError(t, b.rdb.Set(ctx(t), pfx+"job:job-b", "not a hash", 0).Err())
 
-	res, err := b.store.Renew(ctx(t), "w1", []state.Lease{a.Lease, bad.Lease, c.Lease})
-	require.NoError(t, err, "one corrupt record must not fail the renewal of the others")
-	require.Equal(t, []state.Lost{{ID: "job-b", Reason: state.LostCorrupt}}, res.Lost)
+	res, err := b.store.Renew(ctx(t), sess(t, b.store, "w1"), 3)
+	require.NoError(t, err, "one corrupt record must not fail the session's renewal")
+	require.True(t, res.Alive)
+	require.ErrorIs(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), bad.Lease, "k", "v"), state.ErrGone,
+		"the holder's next write finds the corrupt record quarantined: it re-seeds the job from memory")
 
 	// A corrupt record whose lease expired must not stop anyone's claims.
 	require.NoError(t, b.rdb.Set(ctx(t), pfx+"job:job-d", "junk", 0).Err())
-	require.NoError(t, b.rdb.ZAdd(ctx(t), pfx+"leases", redisZ(0, "job-d")).Err())
-	_, err = b.store.Release(ctx(t), "w1", []state.Lease{c.Lease})
+	require.NoError(t, b.rdb.ZAdd(ctx(t), pfx+"claimable", redisZ(0, "job-d")).Err())
+	_, err = b.store.Release(ctx(t), sess(t, b.store, "w1"), []state.Lease{c.Lease})
 	require.NoError(t, err)
-	got, _, err := b.store.Claim(ctx(t), "w2", 10)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.Equal(t, "job-c", got[0].Lease.ID)
@@ -48,7 +50,7 @@ func TestCorruptKeyIsQuarantinedNotFleetWide(t *testing.T) {
 	e := admitOne(t, b.store, "w2", "job-e")
 	require.Equal(t, state.Admitted, e.Outcome)
 	require.NoError(t, b.rdb.Set(ctx(t), pfx+"job:job-a", "junk", 0).Err())
-	require.ErrorIs(t, b.store.Checkpoint(ctx(t), "w1", a.Lease, "k", "v"), state.ErrGone,
+	require.ErrorIs(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), a.Lease, "k", "v"), state.ErrGone,
 		"the owner re-seeds the job from memory")
 
 	q, err := b.store.Quarantined(ctx(t), 0)
@@ -80,13 +82,13 @@ func TestForceReleaseExcludesTheOwner(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "w1", owner)
 
-	got, _, err := b.store.Claim(ctx(t), "w1", 10)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w1"), 10)
 	require.NoError(t, err)
 	require.Empty(t, got, "the released owner does not claim the job back")
 	again := admitOne(t, b.store, "w1", "job-1")
 	require.Equal(t, state.Running, again.Outcome, "nor take it over by a redelivered record")
 
-	got, _, err = b.store.Claim(ctx(t), "w2", 10)
+	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.Equal(t, "job-1", got[0].Lease.ID)

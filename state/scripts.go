@@ -46,24 +46,57 @@ local function quarantined(key, want)
   redis.call('RENAME', key, q)
   redis.call('ZADD', prefix .. 'quarantine', now, q)
   local id = string.match(name, '^[a-z]+:(.*)$') or name
-  if string.sub(name, 1, 4) == 'job:' then redis.call('ZREM', prefix .. 'leases', id) end
+  if string.sub(name, 1, 4) == 'job:' then redis.call('ZREM', prefix .. 'claimable', id) end
   leaselog(prefix .. 'leaselog', 'quarantined', id, '', '0', now)
   return q
 end
 `
 
-// admitScript admits a batch of jobs for one worker.
-// KEYS: leases, fence, leaselog. ARGV: prefix, worker, ttlms, then (id, msg, source)*.
+// alive says session sid is registered with a deadline after now. Every
+// lease is a session's: a job is held while its record names a session that
+// is alive.
+const luaSessions = `
+local function alive(sessions, sid, now)
+  if not sid or sid == '' then return false end
+  local dl = redis.call('ZSCORE', sessions, sid)
+  return dl and tonumber(dl) > now
+end
+-- mail appends a message to a session's mailbox (read by its worker with
+-- BLPOP); an abandoned mailbox expires.
+local function mail(prefix, sid, msg, ttl)
+  local k = prefix .. 'mail:' .. sid
+  redis.call('RPUSH', k, msg)
+  redis.call('PEXPIRE', k, ttl * 10)
+end
+`
+
+// openSessionScript registers a worker session, alive for ttl.
+// KEYS: sessions, workers. ARGV: prefix, sid, worker, ttlms. Returns now.
+var openSessionScript = redis.NewScript(luaPrelude + `
+local now = nowms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
+redis.call('HSET', ARGV[1] .. 'sess:' .. ARGV[2], 'worker', ARGV[3], 'created', string.format('%d', now))
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+return string.format('%d', now)
+`)
+
+// admitScript admits a batch of jobs under a worker's session.
+// KEYS: sessions, claimable, fence, leaselog. ARGV: prefix, sid, worker, then (id, msg, source)*.
 // It returns {rows, quarantined keys}; per job a row {id, outcome, token, detail[, fields]}:
 //
 //	finished  a tombstone exists (detail = terminal state)
-//	running   the lease is alive (detail = owner)
-//	takeover  the record existed with an expired lease: now ours (fields = HGETALL)
+//	running   the job's session is alive (detail = owner), or an operator
+//	          released it away from this worker moments ago
+//	takeover  the record existed and nobody holds it: now ours (fields = HGETALL)
 //	admitted  a new record, ours (detail = created ms)
-var admitScript = redis.NewScript(luaPrelude + `
-local leases, fk, lk = KEYS[1], KEYS[2], KEYS[3]
-local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+//
+// A session that is not alive admits nothing: SESSION gone.
+var admitScript = redis.NewScript(luaPrelude + luaSessions + `
+local sessions, claimable, fk, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, sid, worker = ARGV[1], ARGV[2], ARGV[3]
 local now = nowms()
+if not alive(sessions, sid, now) then return redis.error_reply('SESSION gone') end
+local owned = prefix .. 'owned:' .. sid
 local out, q = {}, {}
 for i = 4, #ARGV, 3 do
   local id, msg, src = ARGV[i], ARGV[i+1], ARGV[i+2]
@@ -75,21 +108,23 @@ for i = 4, #ARGV, 3 do
   if tomb then
     out[#out+1] = {id, 'finished', '0', tomb}
   elseif redis.call('EXISTS', jk) == 1 then
-    local dl = tonumber(redis.call('ZSCORE', leases, id) or '0')
-    if dl > now or excluded(jk, worker, now) then
-      out[#out+1] = {id, 'running', '0', redis.call('HGET', jk, 'owner') or ''}
+    local f = redis.call('HMGET', jk, 'session', 'owner')
+    if alive(sessions, f[1], now) or excluded(jk, worker, now) then
+      out[#out+1] = {id, 'running', '0', f[2] or ''}
     else
+      if f[1] and f[1] ~= '' then redis.call('SREM', prefix .. 'owned:' .. f[1], id) end
       local tok = fence(fk)
-      redis.call('HSET', jk, 'owner', worker, 'token', tok)
-      redis.call('ZADD', leases, now + ttl, id)
+      redis.call('HSET', jk, 'owner', worker, 'session', sid, 'token', tok)
+      redis.call('ZREM', claimable, id)
+      redis.call('SADD', owned, id)
       leaselog(lk, 'takeover', id, worker, tok, now)
       out[#out+1] = {id, 'takeover', tok, '', redis.call('HGETALL', jk)}
     end
   else
     local tok = fence(fk)
-    redis.call('HSET', jk, 'msg', msg, 'owner', worker, 'token', tok,
+    redis.call('HSET', jk, 'msg', msg, 'owner', worker, 'session', sid, 'token', tok,
       'created', string.format('%d', now), 'source', src)
-    redis.call('ZADD', leases, now + ttl, id)
+    redis.call('SADD', owned, id)
     leaselog(lk, 'admitted', id, worker, tok, now)
     out[#out+1] = {id, 'admitted', tok, string.format('%d', now)}
   end
@@ -97,88 +132,102 @@ end
 return {out, q}
 `)
 
-// claimScript takes over expired leases, oldest deadline first.
-// KEYS: leases, fence, leaselog. ARGV: prefix, worker, ttlms, max.
-// Returns {{id, token, fields}* for every job claimed, quarantined keys}.
-var claimScript = redis.NewScript(luaPrelude + `
-local leases, fk, lk = KEYS[1], KEYS[2], KEYS[3]
-local prefix, worker, ttl, max = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+// claimScript first reaps sessions whose deadline passed (their jobs become
+// claimable; at most ARGV[5] jobs moved per call, so a dead worker's
+// hundred thousand jobs cost many short calls, not one long one), then
+// takes over up to ARGV[4] claimable jobs, longest claimable first.
+// KEYS: sessions, claimable, fence, leaselog. ARGV: prefix, sid, worker, max, reapmax.
+// Returns {{id, token, fields}* claimed, quarantined keys}.
+var claimScript = redis.NewScript(luaPrelude + luaSessions + `
+local sessions, claimable, fk, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, sid, worker, max, budget = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = nowms()
+if not alive(sessions, sid, now) then return redis.error_reply('SESSION gone') end
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', sessions, '-inf', now, 'LIMIT', 0, 8)) do
+  if budget <= 0 then break end
+  local ok = prefix .. 'owned:' .. dead
+  for _, id in ipairs(redis.call('SPOP', ok, budget)) do
+    if redis.call('HGET', prefix .. 'job:' .. id, 'session') == dead then
+      redis.call('ZADD', claimable, 'NX', now, id)
+    end
+    budget = budget - 1
+  end
+  if redis.call('SCARD', ok) == 0 then
+    redis.call('ZREM', sessions, dead)
+    redis.call('DEL', prefix .. 'sess:' .. dead, prefix .. 'mail:' .. dead)
+  end
+end
+local owned = prefix .. 'owned:' .. sid
 local out, q = {}, {}
-local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max)
-for _, id in ipairs(ids) do
+local n = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', claimable, '-inf', now, 'LIMIT', 0, max + 32)) do
+  if n >= max then break end
   local jk = prefix .. 'job:' .. id
   local bad = quarantined(jk, 'hash')
   if bad then
     q[#q+1] = bad
   elseif redis.call('EXISTS', jk) == 0 then
-    redis.call('ZREM', leases, id)
-  elseif excluded(jk, worker, now) then
-    -- released away from this worker by an operator: leave it to others
+    redis.call('ZREM', claimable, id)
   else
-    local tok = fence(fk)
-    redis.call('HSET', jk, 'owner', worker, 'token', tok)
-    redis.call('ZADD', leases, now + ttl, id)
-    leaselog(lk, 'claimed', id, worker, tok, now)
-    out[#out+1] = {id, tok, redis.call('HGETALL', jk)}
+    local f = redis.call('HMGET', jk, 'session')
+    if alive(sessions, f[1], now) then
+      redis.call('ZREM', claimable, id) -- held again (re-admitted meanwhile)
+    elseif excluded(jk, worker, now) then
+      -- released away from this worker by an operator: leave it to others
+    else
+      if f[1] and f[1] ~= '' then redis.call('SREM', prefix .. 'owned:' .. f[1], id) end
+      local tok = fence(fk)
+      redis.call('HSET', jk, 'owner', worker, 'session', sid, 'token', tok)
+      redis.call('ZREM', claimable, id)
+      redis.call('SADD', owned, id)
+      leaselog(lk, 'claimed', id, worker, tok, now)
+      out[#out+1] = {id, tok, redis.call('HGETALL', jk)}
+      n = n + 1
+    end
   end
 end
 return {out, q}
 `)
 
-// renewScript extends every lease the worker still owns, in one round trip.
-// KEYS: leases, workers, epoch. ARGV: prefix, worker, ttlms, held, then (id, token)*.
-// Returns {now, epoch, {id, reason}*} where reason is finished (tombstone),
-// missing (record gone without a tombstone: Redis lost data) or stolen
-// (someone else holds it, or it was released) or corrupt (the record held
-// another type than a hash: quarantined).
+// renewScript extends a worker's session, whatever the number of jobs it
+// holds: one round trip, a handful of commands. A session whose deadline
+// passed is not renewed (it stays dead: its jobs are being reaped and
+// claimed), nor one the ledger does not know (Redis lost its data).
+// KEYS: sessions, workers, epoch. ARGV: prefix, sid, worker, ttlms, inflight.
+// Returns {now, epoch, 'ok' | 'gone'}.
 var renewScript = redis.NewScript(luaPrelude + `
-local leases, workers, epoch = KEYS[1], KEYS[2], KEYS[3]
-local prefix, worker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = nowms()
-local lost = {}
-for i = 5, #ARGV, 2 do
-  local id, tok = ARGV[i], ARGV[i+1]
-  local jk = prefix .. 'job:' .. id
-  if quarantined(jk, 'hash') then
-    lost[#lost+1] = id
-    lost[#lost+1] = 'corrupt'
-  else
-  local f = redis.call('HMGET', jk, 'owner', 'token')
-  if f[1] == worker and f[2] == tok then
-    redis.call('ZADD', leases, now + ttl, id)
-  else
-    local why = 'stolen'
-    if not f[1] then
-      if redis.call('EXISTS', prefix .. 'tomb:' .. id) == 1 then why = 'finished' else why = 'missing' end
-    end
-    lost[#lost+1] = id
-    lost[#lost+1] = why
-  end
-  end
+local e = redis.call('GET', KEYS[3]) or ''
+local dl = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not dl or tonumber(dl) <= now then
+  return {string.format('%d', now), e, 'gone'}
 end
-redis.call('ZADD', workers, now, worker)
-redis.call('HSET', prefix .. 'worker:' .. worker, 'seen', string.format('%d', now), 'inflight', ARGV[4])
-redis.call('PEXPIRE', prefix .. 'worker:' .. worker, ttl * 10)
-return {string.format('%d', now), redis.call('GET', epoch) or '', lost}
+local ttl = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+local wk = ARGV[1] .. 'worker:' .. ARGV[3]
+redis.call('HSET', wk, 'seen', string.format('%d', now), 'inflight', ARGV[5], 'session', ARGV[2])
+redis.call('PEXPIRE', wk, ttl * 10)
+return {string.format('%d', now), e, 'ok'}
 `)
 
-// releaseScript hands leases over at once: the owner becomes empty and the
-// deadline 0, so any worker's next claim takes the job.
-// KEYS: leases, leaselog. ARGV: prefix, worker, then (id, token)*. Returns the count.
+// releaseScript hands leases over at once: the job's session and owner
+// become empty and it is claimable now.
+// KEYS: claimable, leaselog. ARGV: prefix, sid, worker, then (id, token)*. Returns the count.
 var releaseScript = redis.NewScript(luaPrelude + `
-local leases, lk = KEYS[1], KEYS[2]
+local claimable, lk = KEYS[1], KEYS[2]
 local now = nowms()
-local prefix, worker = ARGV[1], ARGV[2]
+local prefix, sid, worker = ARGV[1], ARGV[2], ARGV[3]
 local n = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i+1]
   local jk = prefix .. 'job:' .. id
   local f = {}
-  if not quarantined(jk, 'hash') then f = redis.call('HMGET', jk, 'owner', 'token') end
-  if f[1] == worker and f[2] == tok then
-    redis.call('HSET', jk, 'owner', '')
-    redis.call('ZADD', leases, 0, id)
+  if not quarantined(jk, 'hash') then f = redis.call('HMGET', jk, 'session', 'token') end
+  if f[1] == sid and f[2] == tok then
+    redis.call('HSET', jk, 'owner', '', 'session', '')
+    redis.call('ZADD', claimable, 0, id)
+    redis.call('SREM', prefix .. 'owned:' .. sid, id)
     leaselog(lk, 'released', id, worker, tok, now)
     n = n + 1
   end
@@ -186,80 +235,101 @@ end
 return n
 `)
 
-// forceReleaseScript is the operator's release: whoever owns the job loses it
-// (their next fenced write or renewal fails) and it is claimable at once by
-// any other worker; its previous owner may not take it back for ARGV[2] ms.
-// KEYS: job, leases, leaselog. ARGV: id, exclude ms. Returns the previous
-// owner, or false.
-var forceReleaseScript = redis.NewScript(luaPrelude + `
+// forceReleaseScript is the operator's release: whoever holds the job loses
+// it — its worker is told at once through its session's mailbox, and its
+// next fenced write fails — and it is claimable at once by any other
+// worker; its previous owner may not take it back for ARGV[3] ms.
+// KEYS: job, claimable, leaselog. ARGV: prefix, id, exclude ms, ttl ms.
+// Returns the previous owner, or false.
+var forceReleaseScript = redis.NewScript(luaPrelude + luaSessions + `
 if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local owner = redis.call('HGET', KEYS[1], 'owner') or ''
-local tok = redis.call('HGET', KEYS[1], 'token') or '0'
+local f = redis.call('HMGET', KEYS[1], 'owner', 'session', 'token')
+local owner, sess, tok = f[1] or '', f[2] or '', f[3] or '0'
+local now = nowms()
 if owner ~= '' then
-  redis.call('HSET', KEYS[1], 'excluded', owner, 'excludedUntil', string.format('%d', nowms() + tonumber(ARGV[2])))
+  redis.call('HSET', KEYS[1], 'excluded', owner, 'excludedUntil', string.format('%d', now + tonumber(ARGV[3])))
 end
-redis.call('HSET', KEYS[1], 'owner', '')
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-leaselog(KEYS[3], 'forced', ARGV[1], owner, tok, nowms())
+redis.call('HSET', KEYS[1], 'owner', '', 'session', '')
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+if sess ~= '' then
+  redis.call('SREM', ARGV[1] .. 'owned:' .. sess, ARGV[2])
+  mail(ARGV[1], sess, 'lost ' .. ARGV[2] .. ' ' .. tok .. ' stolen', tonumber(ARGV[4]))
+end
+leaselog(KEYS[3], 'forced', ARGV[2], owner, tok, now)
 return owner
 `)
 
-// checkpointScript is a fenced HSET. KEYS: job. ARGV: worker, token, (field, value)*.
-// A missing record answers GONE (Redis lost it), a foreign owner STALE.
-var checkpointScript = redis.NewScript(luaPrelude + `
-if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
-local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
-if not f[1] then return redis.error_reply('GONE record') end
-if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
+// fencedCheck is the start of every fenced write: the record must exist
+// (else GONE: Redis lost it), name the caller's session and token (else
+// STALE: someone took the job over, or it was released), and the session
+// must be alive (else STALE: its deadline passed; its jobs are anybody's).
+// KEYS[1] is the job, KEYS[2] the sessions; ARGV[1] the session, ARGV[2] the token.
+const luaFenced = `
+local function fenced()
+  if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
+  local f = redis.call('HMGET', KEYS[1], 'session', 'token')
+  if not f[2] then return redis.error_reply('GONE record') end
+  if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
+  if not alive(KEYS[2], ARGV[1], nowms()) then return redis.error_reply('STALE session expired') end
+  return nil
+end
+`
+
+// checkpointScript is a fenced HSET. KEYS: job, sessions. ARGV: session, token, (field, value)*.
+var checkpointScript = redis.NewScript(luaPrelude + luaSessions + luaFenced + `
+local err = fenced()
+if err then return err end
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 return 1
 `)
 
 // decideScript records the job's terminal outcome once and puts the job in
 // the outbox. The first decision wins; later calls return it.
-// KEYS: job, outbox. ARGV: worker, token, id, outcome.
-var decideScript = redis.NewScript(luaPrelude + `
-if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
-local f = redis.call('HMGET', KEYS[1], 'owner', 'token', 'outcome')
-if not f[1] then return redis.error_reply('GONE record') end
-if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
-if f[3] then return f[3] end
+// KEYS: job, sessions, outbox. ARGV: session, token, id, outcome.
+var decideScript = redis.NewScript(luaPrelude + luaSessions + luaFenced + `
+local err = fenced()
+if err then return err end
+local cur = redis.call('HGET', KEYS[1], 'outcome')
+if cur then return cur end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[4])
-redis.call('ZADD', KEYS[2], nowms(), ARGV[3])
+redis.call('ZADD', KEYS[3], nowms(), ARGV[3])
 return ARGV[4]
 `)
 
 // completeScript ends a job whose terminal state SampleDB acknowledged: the
-// record, lease and outbox entry go, a tombstone keeps redeliveries out.
-// KEYS: job, leases, outbox, tomb, leaselog. ARGV: worker, token, id, state, tombms.
-var completeScript = redis.NewScript(luaPrelude + `
+// record, its claimable and outbox entries go, a tombstone keeps
+// redeliveries out. KEYS: job, sessions, claimable, outbox, tomb, leaselog.
+// ARGV: session, token, id, state, tombms, prefix, worker.
+var completeScript = redis.NewScript(luaPrelude + luaSessions + `
 if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
-quarantined(KEYS[4], 'string')
-local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
-if not f[1] then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return redis.error_reply('STALE lease') end
+quarantined(KEYS[5], 'string')
+local f = redis.call('HMGET', KEYS[1], 'session', 'token')
+if not f[2] then
+  if redis.call('EXISTS', KEYS[5]) == 1 then return redis.error_reply('STALE lease') end
   return redis.error_reply('GONE record')
 end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
-leaselog(KEYS[5], 'completed', ARGV[3], ARGV[1], ARGV[2], nowms())
+if not alive(KEYS[2], ARGV[1], nowms()) then return redis.error_reply('STALE session expired') end
+leaselog(KEYS[6], 'completed', ARGV[3], ARGV[7], ARGV[2], nowms())
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('SREM', ARGV[6] .. 'owned:' .. ARGV[1], ARGV[3])
+redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
 return 1
 `)
 
 // adoptScript creates a record nobody owns, claimable after a delay (0: at
 // once), unless the job is known (record or tombstone). Used by the
 // reconciler and to re-seed a ledger that lost its data. KEYS: job, tomb,
-// leases. ARGV: id, delay ms, (field, value)*.
+// claimable. ARGV: id, delay ms, (field, value)*.
 var adoptScript = redis.NewScript(luaPrelude + `
 quarantined(KEYS[1], 'hash')
 quarantined(KEYS[2], 'string')
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
-redis.call('HSET', KEYS[1], 'owner', '', 'token', '0')
+redis.call('HSET', KEYS[1], 'owner', '', 'session', '', 'token', '0')
 if not redis.call('HGET', KEYS[1], 'created') then
   redis.call('HSET', KEYS[1], 'created', string.format('%d', nowms()))
 end
@@ -268,6 +338,26 @@ local at = 0
 if delay > 0 then at = nowms() + delay end
 redis.call('ZADD', KEYS[3], at, ARGV[1])
 return 1
+`)
+
+// notifyAbortsScript marks jobs whose abort an analyst requested and tells
+// each one's session through its mailbox, once: a job nobody holds carries
+// the mark to whoever claims it. KEYS: none (derived). ARGV: prefix, ttl ms,
+// ids… Returns how many were newly marked.
+var notifyAbortsScript = redis.NewScript(luaPrelude + luaSessions + `
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local n = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local jk = prefix .. 'job:' .. id
+  if redis.call('TYPE', jk)['ok'] == 'hash' and redis.call('HGET', jk, 'abort') ~= '1' then
+    redis.call('HSET', jk, 'abort', '1')
+    local sess = redis.call('HGET', jk, 'session')
+    if sess and sess ~= '' then mail(prefix, sess, 'abort ' .. id, ttl) end
+    n = n + 1
+  end
+end
+return n
 `)
 
 // epochScript returns the ledger's epoch, creating it when missing, and its
@@ -349,6 +439,6 @@ return 0
 `)
 
 var allScripts = []*redis.Script{
-	admitScript, claimScript, renewScript, releaseScript, forceReleaseScript, checkpointScript,
-	decideScript, completeScript, adoptScript, epochScript, rateScript, fairRateScript, throttleScript, unlockScript,
+	openSessionScript, admitScript, claimScript, renewScript, releaseScript, forceReleaseScript, checkpointScript,
+	decideScript, completeScript, adoptScript, notifyAbortsScript, epochScript, rateScript, fairRateScript, throttleScript, unlockScript,
 }

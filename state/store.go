@@ -44,6 +44,10 @@ const (
 	FieldCreated = "created"
 	FieldSource  = "source"
 	FieldOutcome = "outcome"
+	FieldSession = "session"
+	// FieldAbort is "1" once an analyst's abort request reached the ledger
+	// (NotifyAborts): whoever holds or takes the job aborts it.
+	FieldAbort = "abort"
 )
 
 // Config configures a Store.
@@ -60,19 +64,20 @@ type Config struct {
 
 // Store is the job ledger in Redis. It is safe for concurrent use.
 type Store struct {
-	onQuarantine atomic.Pointer[func([]string)]
+	hooks *hooks // shared with Dedicated copies
 
-	rdb   redis.UniversalClient
-	ns    string
-	pfx   string
-	ttl   time.Duration
-	tomb  time.Duration
-	kLeas string
-	kOut  string
-	kFen  string
-	kWork string
-	kEpo  string
-	kLog  string
+	rdb    redis.UniversalClient
+	ns     string
+	pfx    string
+	ttl    time.Duration
+	tomb   time.Duration
+	kSess  string
+	kClaim string
+	kOut   string
+	kFen   string
+	kWork  string
+	kEpo   string
+	kLog   string
 }
 
 // New returns a Store over rdb.
@@ -90,9 +95,10 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	}
 	pfx := "{" + ns + "}:"
 	return &Store{
-		rdb: rdb, ns: ns, pfx: pfx, ttl: ttl,
+		hooks: &hooks{},
+		rdb:   rdb, ns: ns, pfx: pfx, ttl: ttl,
 		tomb:  cmp.Or(cfg.TombstoneTTL, DefaultTombstoneTTL),
-		kLeas: pfx + "leases", kOut: pfx + "outbox", kFen: pfx + "fence",
+		kSess: pfx + "sessions", kClaim: pfx + "claimable", kOut: pfx + "outbox", kFen: pfx + "fence",
 		kWork: pfx + "workers", kEpo: pfx + "epoch", kLog: pfx + "leaselog",
 	}, nil
 }
@@ -105,6 +111,30 @@ func (s *Store) Namespace() string { return s.ns }
 
 // Redis returns the underlying client.
 func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
+// Dedicated returns a Store like s over a client of its own with a pool of
+// n connections, for work that must never queue behind admission and
+// checkpoints on the shared pool (session renewals), or that holds a
+// connection while it waits (the mailbox's BLPOP). close closes that
+// client. A client type Dedicated cannot copy is shared as it is.
+func (s *Store) Dedicated(n int) (d *Store, close func() error, err error) {
+	var rdb redis.UniversalClient
+	switch c := s.rdb.(type) {
+	case *redis.Client:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, n
+		rdb = redis.NewClient(&o)
+	case *redis.ClusterClient:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, n
+		rdb = redis.NewClusterClient(&o)
+	default:
+		return s, func() error { return nil }, nil
+	}
+	c := *s // hooks is shared by pointer: a quarantine seen by either is reported
+	c.rdb = rdb
+	return &c, rdb.Close, nil
+}
 
 // Load loads every script into Redis's script cache, so pipelined calls
 // (which cannot fall back from NOSCRIPT) work. Calls retry on NOSCRIPT
@@ -135,6 +165,7 @@ type Lease struct {
 type Record struct {
 	ID      string
 	Owner   string
+	Session string // the session holding the job; "" while claimable
 	Token   int64
 	Msg     []byte
 	Source  string
@@ -161,6 +192,8 @@ func recordFromFlat(id string, flat []any) *Record {
 			r.Msg = []byte(v)
 		case FieldOwner:
 			r.Owner = v
+		case FieldSession:
+			r.Session = v
 		case FieldToken:
 			r.Token, _ = strconv.ParseInt(v, 10, 64)
 		case FieldSource:
@@ -223,24 +256,54 @@ type AdmitResult struct {
 	Detail string
 }
 
-// Admit admits jobs for worker in one round trip: idempotent by job ID.
-// sent is the local time just before the request, from which the caller
-// measures its local view of the leases' validity.
-func (s *Store) Admit(ctx context.Context, worker string, reqs []AdmitRequest) (res []AdmitResult, sent time.Time, err error) {
+// ErrSessionGone is returned by Admit and Claim, and reported by Renew,
+// when the worker's session is not alive: its deadline passed (the worker
+// could not renew in time, and its jobs are being handed to others) or the
+// ledger does not know it (Redis lost its data). The worker drops every job
+// of the session and opens a new one.
+var ErrSessionGone = errors.New("state: the worker's session is gone")
+
+// Session is a worker's lease on all the jobs it holds. Each job's record
+// names the session (and a fencing token); renewing the session, one
+// command per tick, keeps every one of its jobs held. When the session's
+// deadline passes its jobs become claimable.
+type Session struct {
+	ID     string
+	Worker string
+}
+
+// OpenSession registers a new session for worker, alive for LeaseTTL. sent
+// is the local time just before the request: the session is certainly
+// alive until sent + LeaseTTL by the local clock.
+func (s *Store) OpenSession(ctx context.Context, worker string) (Session, time.Time, error) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	sess := Session{ID: worker + "." + hex.EncodeToString(b[:]), Worker: worker}
+	sent := time.Now()
+	_, err := s.run(ctx, openSessionScript, []string{s.kSess, s.kWork}, s.pfx, sess.ID, worker, s.ttl.Milliseconds())
+	if err != nil {
+		return Session{}, sent, fmt.Errorf("state: open session: %w", err)
+	}
+	return sess, sent, nil
+}
+
+// Admit admits jobs under the worker's session in one round trip,
+// idempotent by job ID. sent is the local time just before the request.
+func (s *Store) Admit(ctx context.Context, sess Session, reqs []AdmitRequest) (res []AdmitResult, sent time.Time, err error) {
 	if len(reqs) == 0 {
 		return nil, time.Now(), nil
 	}
 	args := make([]any, 0, 3+3*len(reqs))
-	args = append(args, s.pfx, worker, s.ttl.Milliseconds())
+	args = append(args, s.pfx, sess.ID, sess.Worker)
 	byID := make(map[string]AdmitRequest, len(reqs))
 	for _, r := range reqs {
 		args = append(args, r.ID, r.Msg, r.Source)
 		byID[r.ID] = r
 	}
 	sent = time.Now()
-	raw, err := s.run(ctx, admitScript, []string{s.kLeas, s.kFen, s.kLog}, args...)
+	raw, err := s.run(ctx, admitScript, []string{s.kSess, s.kClaim, s.kFen, s.kLog}, args...)
 	if err != nil {
-		return nil, sent, fmt.Errorf("state: admit: %w", err)
+		return nil, sent, s.sessionErr("admit", err)
 	}
 	rows := s.quarantinedIn(raw)
 	for _, row := range rows {
@@ -267,7 +330,7 @@ func (s *Store) Admit(ctx context.Context, worker string, reqs []AdmitRequest) (
 			r.Lease = Lease{ID: id, Token: tok}
 			ms, _ := strconv.ParseInt(r.Detail, 10, 64)
 			req := byID[id]
-			r.Record = &Record{ID: id, Owner: worker, Token: tok, Msg: req.Msg, Source: req.Source,
+			r.Record = &Record{ID: id, Owner: sess.Worker, Session: sess.ID, Token: tok, Msg: req.Msg, Source: req.Source,
 				Created: time.UnixMilli(ms), Fields: map[string]string{}}
 			r.Detail = ""
 		default:
@@ -284,17 +347,18 @@ type Claimed struct {
 	Record *Record
 }
 
-// Claim takes over up to max jobs whose leases expired, oldest deadline
-// first, and returns their records so the caller resumes each from its
-// checkpoints.
-func (s *Store) Claim(ctx context.Context, worker string, max int) (out []Claimed, sent time.Time, err error) {
-	if max <= 0 {
-		return nil, time.Now(), nil
-	}
+// DefaultReap bounds the jobs of dead sessions one Claim makes claimable.
+const DefaultReap = 1000
+
+// Claim first makes the jobs of sessions whose deadline passed claimable
+// (at most DefaultReap of them per call), then takes over up to max
+// claimable jobs, longest claimable first, under sess, and returns their
+// records so the caller resumes each from its checkpoints.
+func (s *Store) Claim(ctx context.Context, sess Session, max int) (out []Claimed, sent time.Time, err error) {
 	sent = time.Now()
-	raw, err := s.run(ctx, claimScript, []string{s.kLeas, s.kFen, s.kLog}, s.pfx, worker, s.ttl.Milliseconds(), max)
+	raw, err := s.run(ctx, claimScript, []string{s.kSess, s.kClaim, s.kFen, s.kLog}, s.pfx, sess.ID, sess.Worker, max, DefaultReap)
 	if err != nil {
-		return nil, sent, fmt.Errorf("state: claim: %w", err)
+		return nil, sent, s.sessionErr("claim", err)
 	}
 	rows := s.quarantinedIn(raw)
 	for _, row := range rows {
@@ -310,45 +374,35 @@ func (s *Store) Claim(ctx context.Context, worker string, max int) (out []Claime
 	return out, sent, nil
 }
 
-// LossReason says why a renewal found a lease gone.
+// LossReason says why a worker lost a job.
 type LossReason string
 
 // Loss reasons.
 const (
-	// LostFinished: the job ended (tombstone) — finished by someone else.
-	LostFinished LossReason = "finished"
-	// LostMissing: the record vanished without a tombstone: Redis lost data.
+	// LostMissing: the ledger no longer knows the session (or the record
+	// vanished without a tombstone): Redis lost its data.
 	LostMissing LossReason = "missing"
-	// LostStolen: another worker holds it, or it was released.
+	// LostStolen: an operator released it away (fleetctl release), or
+	// another worker holds it.
 	LostStolen LossReason = "stolen"
-	// LostCorrupt: the record held another type than a hash (written by
-	// hand or by something else): it was quarantined (see Quarantined).
-	LostCorrupt LossReason = "corrupt"
+	// LostExpired: the session's deadline passed before a renewal reached
+	// Redis (by the local clock, or Redis says so): its jobs are others'.
+	LostExpired LossReason = "expired"
 )
-
-// Lost is one lease a renewal found gone.
-type Lost struct {
-	ID     string
-	Reason LossReason
-}
 
 // RenewResult is the answer to Renew.
 type RenewResult struct {
-	Lost  []Lost
+	// Alive is false when the session is gone (ErrSessionGone's cases).
+	Alive bool
 	Epoch string    // the ledger epoch; a change means Redis lost data
 	Now   time.Time // Redis time
 }
 
-// Renew extends every lease in held that worker still owns, in one round
-// trip, and reports the ones it lost. It also records the worker as alive
-// with its in-flight count.
-func (s *Store) Renew(ctx context.Context, worker string, held []Lease) (RenewResult, error) {
-	args := make([]any, 0, 4+2*len(held))
-	args = append(args, s.pfx, worker, s.ttl.Milliseconds(), len(held))
-	for _, l := range held {
-		args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
-	}
-	raw, err := s.run(ctx, renewScript, []string{s.kLeas, s.kWork, s.kEpo}, args...)
+// Renew extends the session by LeaseTTL, whatever the number of jobs it
+// holds: one round trip. It also records the worker as alive with its
+// in-flight count.
+func (s *Store) Renew(ctx context.Context, sess Session, inflight int) (RenewResult, error) {
+	raw, err := s.run(ctx, renewScript, []string{s.kSess, s.kWork, s.kEpo}, s.pfx, sess.ID, sess.Worker, s.ttl.Milliseconds(), inflight)
 	if err != nil {
 		return RenewResult{}, fmt.Errorf("state: renew: %w", err)
 	}
@@ -357,34 +411,90 @@ func (s *Store) Renew(ctx context.Context, worker string, held []Lease) (RenewRe
 		return RenewResult{}, errors.New("state: renew: malformed reply")
 	}
 	ms, _ := strconv.ParseInt(str(f[0]), 10, 64)
-	res := RenewResult{Now: time.UnixMilli(ms), Epoch: str(f[1])}
-	lost, _ := f[2].([]any)
-	var q []string
-	for i := 0; i+1 < len(lost); i += 2 {
-		l := Lost{ID: str(lost[i]), Reason: LossReason(str(lost[i+1]))}
-		res.Lost = append(res.Lost, l)
-		if l.Reason == LostCorrupt {
-			q = append(q, s.jobKey(l.ID))
+	return RenewResult{Now: time.UnixMilli(ms), Epoch: str(f[1]), Alive: str(f[2]) == "ok"}, nil
+}
+
+// Mail is a message to a session: a job was taken away from it (Lost), or
+// its abort was requested (Abort).
+type Mail struct {
+	JobID  string
+	Token  int64      // for Lost: the token the job was held with
+	Lost   LossReason // set for a lost job
+	Abort  bool
+	Header string // the raw message, for logs
+}
+
+// ReadMail waits up to wait for messages to sess and returns up to max of
+// them (a BLPOP, then the rest at once: O(1) round trips per call whatever
+// the number of jobs). Call it from one goroutine on a client of its own:
+// BLPOP holds a connection while it waits.
+func (s *Store) ReadMail(ctx context.Context, sess Session, wait time.Duration, max int) ([]Mail, error) {
+	key := s.pfx + "mail:" + sess.ID
+	first, err := s.rdb.BLPop(ctx, wait, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: mail: %w", err)
+	}
+	msgs := first[1:]
+	if max > 1 {
+		rest, err := s.rdb.LPopCount(ctx, key, max-1).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("state: mail: %w", err)
+		}
+		msgs = append(msgs, rest...)
+	}
+	out := make([]Mail, 0, len(msgs))
+	for _, m := range msgs {
+		f := strings.Fields(m)
+		switch {
+		case len(f) == 4 && f[0] == "lost":
+			tok, _ := strconv.ParseInt(f[2], 10, 64)
+			out = append(out, Mail{JobID: f[1], Token: tok, Lost: LossReason(f[3]), Header: m})
+		case len(f) == 2 && f[0] == "abort":
+			out = append(out, Mail{JobID: f[1], Abort: true, Header: m})
 		}
 	}
-	if len(q) > 0 {
-		s.onQ(q)
+	return out, nil
+}
+
+// NotifyAborts marks the jobs whose abort was requested, and tells each
+// holder's session, once per job: a job nobody holds carries the mark
+// (FieldAbort) to whoever takes it. One round trip for up to 1000 IDs. It
+// returns how many were newly marked.
+func (s *Store) NotifyAborts(ctx context.Context, ids []string) (int, error) {
+	n := 0
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 1000)]
+		ids = ids[len(batch):]
+		args := make([]any, 0, 2+len(batch))
+		args = append(args, s.pfx, s.ttl.Milliseconds())
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		v, err := s.run(ctx, notifyAbortsScript, nil, args...)
+		if err != nil {
+			return n, fmt.Errorf("state: notify aborts: %w", err)
+		}
+		c, _ := v.(int64)
+		n += int(c)
 	}
-	return res, nil
+	return n, nil
 }
 
 // Release hands leases over at once (graceful drain): any worker's next
 // claim takes them and resumes from their checkpoints.
-func (s *Store) Release(ctx context.Context, worker string, leases []Lease) (int, error) {
+func (s *Store) Release(ctx context.Context, sess Session, leases []Lease) (int, error) {
 	if len(leases) == 0 {
 		return 0, nil
 	}
-	args := make([]any, 0, 2+2*len(leases))
-	args = append(args, s.pfx, worker)
+	args := make([]any, 0, 3+2*len(leases))
+	args = append(args, s.pfx, sess.ID, sess.Worker)
 	for _, l := range leases {
 		args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
 	}
-	n, err := s.run(ctx, releaseScript, []string{s.kLeas, s.kLog}, args...)
+	n, err := s.run(ctx, releaseScript, []string{s.kClaim, s.kLog}, args...)
 	if err != nil {
 		return 0, fmt.Errorf("state: release: %w", err)
 	}
@@ -393,11 +503,12 @@ func (s *Store) Release(ctx context.Context, worker string, leases []Lease) (int
 }
 
 // ForceRelease takes a job away from whoever holds it (operator action for
-// a stuck worker). The holder's next fenced write fails with ErrStale, and
-// for two lease lifetimes it may not claim the job back: another worker
-// takes it. It returns the previous owner and whether the job exists.
+// a stuck worker). The holder is told at once (its session's mailbox) and
+// its next fenced write fails with ErrStale; for two lease lifetimes it may
+// not claim the job back: another worker takes it. It returns the previous
+// owner and whether the job exists.
 func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok bool, err error) {
-	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kLeas, s.kLog}, id, (2 * s.ttl).Milliseconds())
+	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kClaim, s.kLog}, s.pfx, id, (2 * s.ttl).Milliseconds(), s.ttl.Milliseconds())
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
@@ -411,27 +522,27 @@ func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok b
 	return str(v), true, nil
 }
 
-// Checkpoint writes fields (name, value pairs) to the job's record if worker
+// Checkpoint writes fields (name, value pairs) to the job's record if sess
 // still holds l. Otherwise it returns ErrStale and writes nothing.
-func (s *Store) Checkpoint(ctx context.Context, worker string, l Lease, kv ...string) error {
+func (s *Store) Checkpoint(ctx context.Context, sess Session, l Lease, kv ...string) error {
 	if len(kv)%2 != 0 {
 		return errors.New("state: checkpoint: odd field list")
 	}
 	args := make([]any, 0, 2+len(kv))
-	args = append(args, worker, strconv.FormatInt(l.Token, 10))
+	args = append(args, sess.ID, strconv.FormatInt(l.Token, 10))
 	for _, x := range kv {
 		args = append(args, x)
 	}
-	_, err := s.run(ctx, checkpointScript, []string{s.jobKey(l.ID)}, args...)
+	_, err := s.run(ctx, checkpointScript, []string{s.jobKey(l.ID), s.kSess}, args...)
 	return s.fenced("checkpoint", l.ID, err)
 }
 
 // Decide records the job's terminal outcome and puts it in the outbox, if
-// worker holds l. The first decision wins: Decide returns the outcome that
+// sess holds l. The first decision wins: Decide returns the outcome that
 // stands, which may be an earlier one.
-func (s *Store) Decide(ctx context.Context, worker string, l Lease, outcome []byte) ([]byte, error) {
-	v, err := s.run(ctx, decideScript, []string{s.jobKey(l.ID), s.kOut},
-		worker, strconv.FormatInt(l.Token, 10), l.ID, outcome)
+func (s *Store) Decide(ctx context.Context, sess Session, l Lease, outcome []byte) ([]byte, error) {
+	v, err := s.run(ctx, decideScript, []string{s.jobKey(l.ID), s.kSess, s.kOut},
+		sess.ID, strconv.FormatInt(l.Token, 10), l.ID, outcome)
 	if err := s.fenced("decide", l.ID, err); err != nil {
 		return nil, err
 	}
@@ -439,13 +550,21 @@ func (s *Store) Decide(ctx context.Context, worker string, l Lease, outcome []by
 }
 
 // Complete ends the job after SampleDB acknowledged its terminal state:
-// record, lease and outbox entry are removed and a tombstone with the state
-// keeps redelivered records out for TombstoneTTL.
-func (s *Store) Complete(ctx context.Context, worker string, l Lease, terminal string) error {
+// record, claimable and outbox entries are removed and a tombstone with the
+// state keeps redelivered records out for TombstoneTTL.
+func (s *Store) Complete(ctx context.Context, sess Session, l Lease, terminal string) error {
 	_, err := s.run(ctx, completeScript,
-		[]string{s.jobKey(l.ID), s.kLeas, s.kOut, s.tombKey(l.ID), s.kLog},
-		worker, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds())
+		[]string{s.jobKey(l.ID), s.kSess, s.kClaim, s.kOut, s.tombKey(l.ID), s.kLog},
+		sess.ID, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds(), s.pfx, sess.Worker)
 	return s.fenced("complete", l.ID, err)
+}
+
+// sessionErr maps SESSION gone to ErrSessionGone.
+func (s *Store) sessionErr(op string, err error) error {
+	if strings.HasPrefix(err.Error(), "SESSION") {
+		return ErrSessionGone
+	}
+	return fmt.Errorf("state: %s: %w", op, err)
 }
 
 // Adopt creates a record for a job the ledger does not know (no record, no
@@ -467,7 +586,7 @@ func (s *Store) AdoptAfter(ctx context.Context, id string, delay time.Duration, 
 	for _, x := range kv {
 		args = append(args, x)
 	}
-	n, err := s.run(ctx, adoptScript, []string{s.jobKey(id), s.tombKey(id), s.kLeas}, args...)
+	n, err := s.run(ctx, adoptScript, []string{s.jobKey(id), s.tombKey(id), s.kClaim}, args...)
 	if err != nil {
 		return false, fmt.Errorf("state: adopt: %w", err)
 	}
@@ -548,25 +667,6 @@ func (s *Store) Tombstone(ctx context.Context, id string) (string, bool, error) 
 		return "", false, fmt.Errorf("state: tombstone: %w", err)
 	}
 	return v, true, nil
-}
-
-// LeaseInfo is one lease in the ledger.
-type LeaseInfo struct {
-	ID       string
-	Deadline time.Time
-}
-
-// Leases lists every lease, earliest deadline first.
-func (s *Store) Leases(ctx context.Context) ([]LeaseInfo, error) {
-	zs, err := s.rdb.ZRangeWithScores(ctx, s.kLeas, 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("state: leases: %w", err)
-	}
-	out := make([]LeaseInfo, len(zs))
-	for i, z := range zs {
-		out[i] = LeaseInfo{ID: str(z.Member), Deadline: time.UnixMilli(int64(z.Score))}
-	}
-	return out, nil
 }
 
 // LeaseEvent is one entry of the lease history: every acquisition
@@ -653,10 +753,14 @@ func (s *Store) Unlock(ctx context.Context, name, holder string) error {
 // OnQuarantine sets fn to be told the keys a script moved out of the
 // ledger's way because they held the wrong type (see Quarantined). fn must
 // not block.
-func (s *Store) OnQuarantine(fn func(keys []string)) { s.onQuarantine.Store(&fn) }
+func (s *Store) OnQuarantine(fn func(keys []string)) { s.hooks.onQuarantine.Store(&fn) }
+
+type hooks struct {
+	onQuarantine atomic.Pointer[func([]string)]
+}
 
 func (s *Store) onQ(keys []string) {
-	if fn := s.onQuarantine.Load(); fn != nil && *fn != nil {
+	if fn := s.hooks.onQuarantine.Load(); fn != nil && *fn != nil {
 		(*fn)(keys)
 	}
 }

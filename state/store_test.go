@@ -3,7 +3,7 @@ package state_test
 import (
 	"context"
 	"fmt"
-	"net"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,9 +39,29 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// sessions holds one open session per store and worker for a test.
+var sessions sync.Map // sessionKey → state.Session
+
+type sessionKey struct {
+	s      *state.Store
+	worker string
+}
+
+// sess returns worker's session on s, opening it the first time.
+func sess(t testing.TB, s *state.Store, worker string) state.Session {
+	t.Helper()
+	if v, ok := sessions.Load(sessionKey{s, worker}); ok {
+		return v.(state.Session)
+	}
+	se, _, err := s.OpenSession(context.Background(), worker)
+	require.NoError(t, err)
+	v, _ := sessions.LoadOrStore(sessionKey{s, worker}, se)
+	return v.(state.Session)
+}
+
 func admitOne(t *testing.T, s *state.Store, worker, id string) state.AdmitResult {
 	t.Helper()
-	res, _, err := s.Admit(ctx(t), worker, []state.AdmitRequest{{ID: id, Msg: []byte(`{"jobID":"` + id + `"}`), Source: "test"}})
+	res, _, err := s.Admit(ctx(t), sess(t, s, worker), []state.AdmitRequest{{ID: id, Msg: []byte(`{"jobID":"` + id + `"}`), Source: "test"}})
 	require.NoError(t, err)
 	require.Len(t, res, 1)
 	return res[0]
@@ -59,7 +79,7 @@ func TestAdmitIsIdempotentByJobID(t *testing.T) {
 	require.Equal(t, state.Running, again.Outcome, "a live lease keeps the duplicate out")
 	require.Equal(t, "w1", again.Detail)
 
-	require.NoError(t, b.store.Complete(ctx(t), "w1", first.Lease, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success"))
 	after := admitOne(t, b.store, "w2", "job-1")
 	require.Equal(t, state.Finished, after.Outcome, "the tombstone keeps redeliveries out")
 	require.Equal(t, "success", after.Detail)
@@ -69,7 +89,7 @@ func TestAdmitBatchInOneCall(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	reqs := []state.AdmitRequest{{ID: "a", Msg: []byte("1")}, {ID: "b", Msg: []byte("2")}, {ID: "a", Msg: []byte("1")}}
-	res, _, err := b.store.Admit(ctx(t), "w1", reqs)
+	res, _, err := b.store.Admit(ctx(t), sess(t, b.store, "w1"), reqs)
 	require.NoError(t, err)
 	require.Equal(t, []state.AdmitOutcome{state.Admitted, state.Admitted, state.Running},
 		[]state.AdmitOutcome{res[0].Outcome, res[1].Outcome, res[2].Outcome},
@@ -80,10 +100,12 @@ func TestExpiredLeaseIsTakenOverWithHigherTokenAndCheckpoints(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 300*time.Millisecond)
 	first := admitOne(t, b.store, "w1", "job-1")
-	require.NoError(t, b.store.Checkpoint(ctx(t), "w1", first.Lease, "task:cbc", `{"ref":{"id":"42"}}`))
+	require.NoError(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), first.Lease, "task:cbc", `{"ref":{"id":"42"}}`))
 
 	require.Eventually(t, func() bool {
-		got, _, err := b.store.Claim(ctx(t), "w2", 10)
+		_, err := b.store.Renew(ctx(t), sess(t, b.store, "w2"), 0) // w2 lives on; w1 does not
+		require.NoError(t, err)
+		got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 		require.NoError(t, err)
 		if len(got) == 0 {
 			return false
@@ -96,10 +118,10 @@ func TestExpiredLeaseIsTakenOverWithHigherTokenAndCheckpoints(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 
 	// The first owner is fenced off every write.
-	require.ErrorIs(t, b.store.Checkpoint(ctx(t), "w1", first.Lease, "x", "y"), state.ErrStale)
-	_, err := b.store.Decide(ctx(t), "w1", first.Lease, []byte(`{"state":"success"}`))
+	require.ErrorIs(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), first.Lease, "x", "y"), state.ErrStale)
+	_, err := b.store.Decide(ctx(t), sess(t, b.store, "w1"), first.Lease, []byte(`{"state":"success"}`))
 	require.ErrorIs(t, err, state.ErrStale)
-	require.ErrorIs(t, b.store.Complete(ctx(t), "w1", first.Lease, "success"), state.ErrStale)
+	require.ErrorIs(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success"), state.ErrStale)
 	rec, err := b.store.Get(ctx(t), "job-1")
 	require.NoError(t, err)
 	require.NotContains(t, rec.Fields, "x")
@@ -112,18 +134,18 @@ func TestClaimTakesOnlyExpiredOldestFirstUpToMax(t *testing.T) {
 	for i := range 5 {
 		leases = append(leases, admitOne(t, b.store, "w1", fmt.Sprintf("job-%d", i)).Lease)
 	}
-	got, _, err := b.store.Claim(ctx(t), "w2", 10)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Empty(t, got, "live leases are not claimable")
 
 	// Release in reverse order; all get deadline 0, then claim 2.
-	n, err := b.store.Release(ctx(t), "w1", leases[3:])
+	n, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), leases[3:])
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
-	got, _, err = b.store.Claim(ctx(t), "w2", 1)
+	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	got2, _, err := b.store.Claim(ctx(t), "w2", 10)
+	got2, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, got2, 1, "max bounds each claim; only released leases are claimable")
 }
@@ -132,10 +154,10 @@ func TestReleaseRequiresOwnership(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	l := admitOne(t, b.store, "w1", "job-1").Lease
-	n, err := b.store.Release(ctx(t), "w2", []state.Lease{l})
+	n, err := b.store.Release(ctx(t), sess(t, b.store, "w2"), []state.Lease{l})
 	require.NoError(t, err)
 	require.Zero(t, n)
-	n, err = b.store.Release(ctx(t), "w1", []state.Lease{{ID: l.ID, Token: l.Token + 1}})
+	n, err = b.store.Release(ctx(t), sess(t, b.store, "w1"), []state.Lease{{ID: l.ID, Token: l.Token + 1}})
 	require.NoError(t, err)
 	require.Zero(t, n, "a stale token cannot release")
 }
@@ -144,45 +166,90 @@ func TestDecideFirstWins(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	l := admitOne(t, b.store, "w1", "job-1").Lease
-	got, err := b.store.Decide(ctx(t), "w1", l, []byte(`{"state":"aborted"}`))
+	got, err := b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{"state":"aborted"}`))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"state":"aborted"}`, string(got))
-	got, err = b.store.Decide(ctx(t), "w1", l, []byte(`{"state":"success"}`))
+	got, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{"state":"success"}`))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"state":"aborted"}`, string(got), "exactly one terminal decision")
 	depth, err := b.store.OutboxDepth(ctx(t))
 	require.NoError(t, err)
 	require.EqualValues(t, 1, depth)
-	require.NoError(t, b.store.Complete(ctx(t), "w1", l, "aborted"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "aborted"))
 	depth, err = b.store.OutboxDepth(ctx(t))
 	require.NoError(t, err)
 	require.Zero(t, depth)
 }
 
-func TestRenewReportsLossReasons(t *testing.T) {
+// TestForceReleaseMailsTheHolder: an operator's release reaches the
+// holder's session mailbox at once; other jobs stay held.
+func TestForceReleaseMailsTheHolder(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
-	epoch, err := b.store.Epoch(ctx(t))
-	require.NoError(t, err)
 	kept := admitOne(t, b.store, "w1", "kept").Lease
 	stolen := admitOne(t, b.store, "w1", "stolen").Lease
-	finished := admitOne(t, b.store, "w1", "finished").Lease
-	missing := admitOne(t, b.store, "w1", "missing").Lease
-
 	_, ok, err := b.store.ForceRelease(ctx(t), "stolen")
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.NoError(t, b.store.Complete(ctx(t), "w1", finished, "success"))
-	require.NoError(t, b.rdb.Del(ctx(t), "{"+b.ns+"}:job:missing").Err())
 
-	res, err := b.store.Renew(ctx(t), "w1", []state.Lease{kept, stolen, finished, missing})
+	mail, err := b.store.ReadMail(ctx(t), sess(t, b.store, "w1"), time.Second, 10)
 	require.NoError(t, err)
-	require.ElementsMatch(t, []state.Lost{
-		{ID: "stolen", Reason: state.LostStolen},
-		{ID: "finished", Reason: state.LostFinished},
-		{ID: "missing", Reason: state.LostMissing},
-	}, res.Lost)
-	require.Equal(t, epoch, res.Epoch)
+	require.Len(t, mail, 1)
+	require.Equal(t, state.Mail{JobID: "stolen", Token: stolen.Token, Lost: state.LostStolen,
+		Header: fmt.Sprintf("lost stolen %d stolen", stolen.Token)}, mail[0])
+	require.ErrorIs(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), stolen, "x", "y"), state.ErrStale)
+	require.NoError(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), kept, "x", "y"), "the other job is still held")
+
+	n, err := b.store.NotifyAborts(ctx(t), []string{"kept", "kept", "stolen", "unknown"})
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "each known job marked once")
+	mail, err = b.store.ReadMail(ctx(t), sess(t, b.store, "w1"), time.Second, 10)
+	require.NoError(t, err)
+	require.Equal(t, []state.Mail{{JobID: "kept", Abort: true, Header: "abort kept"}}, mail,
+		"only the holder of a held job is told; the released one carries the mark")
+	rec, err := b.store.Get(ctx(t), "stolen")
+	require.NoError(t, err)
+	require.Equal(t, "1", rec.Fields[state.FieldAbort])
+	n, err = b.store.NotifyAborts(ctx(t), []string{"kept"})
+	require.NoError(t, err)
+	require.Zero(t, n, "an abort already noted is not mailed again")
+}
+
+// TestExpiredSessionsJobsAreReapedAndClaimed: a session that is not renewed
+// dies with all its jobs; another worker's claim takes them over with higher
+// tokens, and the dead session can neither renew nor write.
+func TestExpiredSessionsJobsAreReapedAndClaimed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300*time.Millisecond)
+	dead := sess(t, b.store, "w1")
+	held := admitMany(t, b.store, "w1", "job", 5)
+	var got []state.Claimed
+	require.Eventually(t, func() bool {
+		c, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 2)
+		require.NoError(t, err)
+		got = append(got, c...)
+		// w2 must stay alive meanwhile.
+		_, err = b.store.Renew(ctx(t), sess(t, b.store, "w2"), len(got))
+		require.NoError(t, err)
+		return len(got) == 5
+	}, 10*time.Second, 20*time.Millisecond)
+	for _, c := range got {
+		require.Equal(t, "w2", c.Record.Owner)
+		require.Equal(t, sess(t, b.store, "w2").ID, c.Record.Session)
+	}
+	res, err := b.store.Renew(ctx(t), dead, 5)
+	require.NoError(t, err)
+	require.False(t, res.Alive, "a dead session stays dead")
+	require.ErrorIs(t, b.store.Checkpoint(ctx(t), dead, held[0], "x", "y"), state.ErrStale)
+	_, _, err = b.store.Admit(ctx(t), dead, []state.AdmitRequest{{ID: "new", Msg: []byte("{}")}})
+	require.ErrorIs(t, err, state.ErrSessionGone)
+	_, _, err = b.store.Claim(ctx(t), dead, 1)
+	require.ErrorIs(t, err, state.ErrSessionGone)
+	sum, err := b.store.LeaseSummary(ctx(t), time.Second, 0)
+	require.NoError(t, err)
+	for _, si := range sum.Sessions {
+		require.NotEqual(t, dead.ID, si.ID, "a reaped session is forgotten")
+	}
 }
 
 // countingHook counts round trips (a pipeline is one).
@@ -203,12 +270,13 @@ func TestRenewalOfThousandLeasesIsOneRoundTrip(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = state.AdmitRequest{ID: fmt.Sprintf("job-%04d", i), Msg: []byte("{}")}
 	}
-	res, sent, err := b.store.Admit(ctx(t), "w1", reqs)
+	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1"})
+	require.NoError(t, k.Open(ctx(t)))
+	res, _, err := b.store.Admit(ctx(t), k.Session(), reqs)
 	require.NoError(t, err)
-	k := state.NewKeeper(b.store, state.KeeperConfig{Worker: "w1"})
 	for _, r := range res {
 		require.Equal(t, state.Admitted, r.Outcome)
-		k.Add(r.Lease, sent)
+		require.True(t, k.Add(k.Session(), r.Lease))
 	}
 	require.Equal(t, 1000, k.Len())
 
@@ -219,28 +287,34 @@ func TestRenewalOfThousandLeasesIsOneRoundTrip(t *testing.T) {
 	require.Equal(t, 1000, k.Len(), "nothing lost")
 }
 
+// TestKeeperLocalValidityRunsOutWithoutRedis: when renewals cannot reach
+// Redis, the local view of the session (and so of every job) runs out after
+// TTL minus the margin, before Redis would hand the jobs to others; a
+// worker paused longer than that finds every job invalid on waking.
 func TestKeeperLocalValidityRunsOutWithoutRedis(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 500*time.Millisecond)
-	l := admitOne(t, b.store, "w1", "job-1").Lease
-
-	// A store whose Redis is unreachable.
-	dead := redis.NewClient(&redis.Options{Network: "unix", Addr: t.TempDir() + "/none.sock", MaxRetries: -1,
-		Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, fmt.Errorf("refused") }})
-	t.Cleanup(func() { dead.Close() })
-	ds, err := state.New(dead, state.Config{Namespace: b.ns, LeaseTTL: 500 * time.Millisecond})
+	own := redis.NewClient(b.rdb.Options())
+	ks, err := state.New(own, state.Config{Namespace: b.ns, LeaseTTL: 500 * time.Millisecond})
 	require.NoError(t, err)
 
 	var mu sync.Mutex
 	var lost []state.LossReason
-	k := state.NewKeeper(ds, state.KeeperConfig{Worker: "w1", OnLost: func(id string, _ int64, why state.LossReason) {
+	k := state.NewKeeper(ks, nil, state.KeeperConfig{Worker: "w1", OnLost: func(id string, _ int64, why state.LossReason) {
 		mu.Lock()
 		lost = append(lost, why)
 		mu.Unlock()
 	}})
-	k.Add(l, time.Now())
+	require.NoError(t, k.Open(ctx(t)))
+	res, _, err := ks.Admit(ctx(t), k.Session(), []state.AdmitRequest{{ID: "job-1", Msg: []byte("{}")}})
+	require.NoError(t, err)
+	l := res[0].Lease
+	require.True(t, k.Add(k.Session(), l))
+	require.False(t, k.Add(state.Session{ID: "w1.other"}, state.Lease{ID: "x", Token: 1}), "a lease of another session is not kept")
 	require.True(t, k.Valid(l.ID, l.Token))
 	require.False(t, k.Valid(l.ID, l.Token+1), "another token is not valid")
+
+	require.NoError(t, own.Close()) // Redis unreachable from now on
 	require.Eventually(t, func() bool { return !k.Valid(l.ID, l.Token) }, 5*time.Second, 10*time.Millisecond,
 		"without renewals the local view expires after TTL-margin")
 	require.Error(t, k.RenewOnce(ctx(t)))
@@ -250,14 +324,30 @@ func TestKeeperLocalValidityRunsOutWithoutRedis(t *testing.T) {
 	require.Zero(t, k.Len())
 }
 
-func TestKeeperPausedWorkerIsInvalidBeforeRenewal(t *testing.T) {
+// TestKeeperReopensAfterLosingItsSession: Redis says the session is gone
+// (its data lost); every job is reported lost and a new session opened.
+func TestKeeperReopensAfterLosingItsSession(t *testing.T) {
 	t.Parallel()
-	b := setup(t, time.Second)
-	l := admitOne(t, b.store, "w1", "job-1").Lease
-	k := state.NewKeeper(b.store, state.KeeperConfig{Worker: "w1"})
-	// As if the process had been stopped for two TTLs right after acquiring.
-	k.Add(l, time.Now().Add(-2*time.Second))
-	require.False(t, k.Valid(l.ID, l.Token), "a worker waking from a pause longer than the TTL makes no call")
+	b := setup(t, 30*time.Second)
+	var lost []string
+	var why state.LossReason
+	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1",
+		OnLost:        func(id string, _ int64, _ state.LossReason) { lost = append(lost, id) },
+		OnSessionLost: func(r state.LossReason, _ int) { why = r }})
+	require.NoError(t, k.Open(ctx(t)))
+	first := k.Session()
+	res, _, err := b.store.Admit(ctx(t), first, []state.AdmitRequest{{ID: "a", Msg: []byte("{}")}, {ID: "b", Msg: []byte("{}")}})
+	require.NoError(t, err)
+	for _, r := range res {
+		k.Add(first, r.Lease)
+	}
+	require.NoError(t, b.rdb.ZRem(ctx(t), "{"+b.ns+"}:sessions", first.ID).Err())
+	require.NoError(t, k.RenewOnce(ctx(t)))
+	sort.Strings(lost)
+	require.Equal(t, []string{"a", "b"}, lost)
+	require.Equal(t, state.LostMissing, why, "no epoch seen before and the session unknown: lost data")
+	require.NotEqual(t, first.ID, k.Session().ID, "a new session is open")
+	require.Zero(t, k.Len())
 }
 
 func TestKeeperDetectsEpochChange(t *testing.T) {
@@ -266,7 +356,8 @@ func TestKeeperDetectsEpochChange(t *testing.T) {
 	e, err := b.store.Epoch(ctx(t))
 	require.NoError(t, err)
 	changed := make(chan string, 1)
-	k := state.NewKeeper(b.store, state.KeeperConfig{Worker: "w1", OnEpoch: func(_, n string) { changed <- n }})
+	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1", OnEpoch: func(_, n string) { changed <- n }})
+	require.NoError(t, k.Open(ctx(t)))
 	k.SetEpoch(e)
 	require.NoError(t, k.RenewOnce(ctx(t)))
 	require.Empty(t, changed)
@@ -315,7 +406,7 @@ func TestAdoptOnlyUnknownJobs(t *testing.T) {
 	ok, err := b.store.Adopt(ctx(t), "known", state.FieldMsg, "x")
 	require.NoError(t, err)
 	require.False(t, ok)
-	require.NoError(t, b.store.Complete(ctx(t), "w1", l, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "success"))
 	ok, err = b.store.Adopt(ctx(t), "known", state.FieldMsg, "x")
 	require.NoError(t, err)
 	require.False(t, ok, "a tombstoned job is not adopted")
@@ -323,7 +414,7 @@ func TestAdoptOnlyUnknownJobs(t *testing.T) {
 	ok, err = b.store.Adopt(ctx(t), "lost", state.FieldMsg, `{"jobID":"lost"}`, "task:cbc", "cp")
 	require.NoError(t, err)
 	require.True(t, ok)
-	got, _, err := b.store.Claim(ctx(t), "w2", 10)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, got, 1, "an adopted job is claimable at once")
 	require.Equal(t, "cp", got[0].Record.Fields["task:cbc"])
@@ -333,7 +424,7 @@ func TestAdoptOnlyUnknownJobs(t *testing.T) {
 	ok, err = b.store.AdoptAfter(ctx(t), "reseeded", time.Hour, state.FieldMsg, `{"jobID":"reseeded"}`)
 	require.NoError(t, err)
 	require.True(t, ok)
-	got, _, err = b.store.Claim(ctx(t), "w2", 10)
+	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Empty(t, got, "claimable only after the grace")
 	rec, err := b.store.Get(ctx(t), "reseeded")
@@ -355,7 +446,7 @@ func TestConcurrentClaimsNeverShareAJob(t *testing.T) {
 	for i := range 200 {
 		leases = append(leases, admitOne(t, b.store, "w0", fmt.Sprintf("job-%d", i)).Lease)
 	}
-	_, err := b.store.Release(ctx(t), "w0", leases)
+	_, err := b.store.Release(ctx(t), sess(t, b.store, "w0"), leases)
 	require.NoError(t, err)
 	var mu sync.Mutex
 	seen := map[string]string{}
@@ -366,7 +457,7 @@ func TestConcurrentClaimsNeverShareAJob(t *testing.T) {
 			defer wg.Done()
 			worker := fmt.Sprintf("w%d", w+1)
 			for {
-				got, _, err := b.store.Claim(context.Background(), worker, 7)
+				got, _, err := b.store.Claim(context.Background(), sess(t, b.store, worker), 7)
 				if err != nil || len(got) == 0 {
 					return
 				}
@@ -389,16 +480,16 @@ func TestLeaseHistoryRecordsEveryHandOver(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	first := admitOne(t, b.store, "w1", "job-1").Lease
-	_, err := b.store.Release(ctx(t), "w1", []state.Lease{first})
+	_, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), []state.Lease{first})
 	require.NoError(t, err)
-	got, _, err := b.store.Claim(ctx(t), "w2", 10)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	_, _, err = b.store.ForceRelease(ctx(t), "job-1")
 	require.NoError(t, err)
-	got, _, err = b.store.Claim(ctx(t), "w3", 10)
+	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 10)
 	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), "w3", got[0].Lease, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), got[0].Lease, "success"))
 
 	evs, next, err := b.store.LeaseHistory(ctx(t), "", 100)
 	require.NoError(t, err)
@@ -420,21 +511,21 @@ func TestFencedWritesTellLostDataFromLostLease(t *testing.T) {
 	b := setup(t, 30*time.Second)
 	l := admitOne(t, b.store, "w1", "job-1").Lease
 	require.NoError(t, b.rdb.Del(ctx(t), "{"+b.ns+"}:job:job-1").Err()) // Redis lost it
-	err := b.store.Checkpoint(ctx(t), "w1", l, "x", "y")
+	err := b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), l, "x", "y")
 	require.ErrorIs(t, err, state.ErrGone)
 	require.ErrorIs(t, err, state.ErrStale, "gone is also not owned")
-	_, err = b.store.Decide(ctx(t), "w1", l, []byte(`{}`))
+	_, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{}`))
 	require.ErrorIs(t, err, state.ErrGone)
-	require.ErrorIs(t, b.store.Complete(ctx(t), "w1", l, "success"), state.ErrGone)
+	require.ErrorIs(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "success"), state.ErrGone)
 
 	// Finished elsewhere (tombstone) is a lost lease, not lost data.
 	l2 := admitOne(t, b.store, "w1", "job-2").Lease
 	_, _, err = b.store.ForceRelease(ctx(t), "job-2")
 	require.NoError(t, err)
-	got, _, err := b.store.Claim(ctx(t), "w2", 1)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
 	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), "w2", got[0].Lease, "success"))
-	err = b.store.Complete(ctx(t), "w1", l2, "success")
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w2"), got[0].Lease, "success"))
+	err = b.store.Complete(ctx(t), sess(t, b.store, "w1"), l2, "success")
 	require.ErrorIs(t, err, state.ErrStale)
 	require.NotErrorIs(t, err, state.ErrGone)
 }

@@ -42,40 +42,64 @@ type config struct {
 	leaseTTL  time.Duration
 }
 
+// envVars is every environment variable fleetctl reads: a part of the
+// worker's contract (README, "Configuration"; TestEnvVarsAreTheWorkers
+// checks each is documented there), with the same defaults and bounds.
+var envVars = envconf.Table{
+	{Vars: []envconf.Var{{Name: "KAFKA_BROKERS", Kind: envconf.List, Required: true}},
+		Doc: "comma-separated seed brokers"},
+	{Vars: []envconf.Var{{Name: "KAFKA_TOPICS", Kind: envconf.List, Default: strings.Join(intake.DefaultTopics, ",")}},
+		Doc: "job topics"},
+	{Vars: []envconf.Var{{Name: "KAFKA_TOPIC_REGEX"}},
+		Doc: "job topics as a regular expression, instead of `KAFKA_TOPICS`"},
+	{Vars: []envconf.Var{{Name: "KAFKA_GROUP", Default: intake.DefaultGroup}},
+		Doc: "the workers' consumer group"},
+	{Vars: []envconf.Var{{Name: "KAFKA_DLQ_TOPIC", Default: intake.DefaultDLQTopic}},
+		Doc: "dead letters; empty: disabled"},
+	{Vars: []envconf.Var{{Name: "KAFKA_RESULT_TOPIC", Default: results.DefaultTopic}},
+		Doc: "job summaries; empty: disabled"},
+	envconf.KafkaTLS,
+	envconf.KafkaSASL,
+	envconf.RedisURL,
+	envconf.RedisTLS,
+	{Vars: []envconf.Var{{Name: "REDIS_NAMESPACE", Default: state.DefaultNamespace}},
+		Doc: "key namespace (hash tag) of the fleet"},
+	{Vars: []envconf.Var{{Name: "LEASE_TTL", Kind: envconf.Duration, Default: envconf.FormatDuration(state.DefaultLeaseTTL), Min: "1s", Max: "10m"}},
+		Doc: "lease lifetime"},
+}
+
 // loadConfig reads and validates the variables the command needs. The error
-// names the variable and never quotes a secret.
+// lists every problem, each naming its variable, and never quotes a secret.
 func (c *cli) loadConfig(n needs) (*config, error) {
-	e := envconf.New(c.env)
+	e := envconf.New(envVars, c.env)
 	cfg := &config{}
 	if n.kafka {
-		cfg.brokers = e.List("KAFKA_BROKERS", nil)
-		if len(cfg.brokers) == 0 {
-			e.Fail("KAFKA_BROKERS", "is required (comma-separated host:port list)")
-		}
-		cfg.topics = e.List("KAFKA_TOPICS", intake.DefaultTopics)
-		cfg.topicRegex = e.Str("KAFKA_TOPIC_REGEX", "")
+		cfg.brokers = e.List("KAFKA_BROKERS")
+		cfg.topics = e.List("KAFKA_TOPICS")
+		cfg.topicRegex = e.Str("KAFKA_TOPIC_REGEX")
 		if cfg.topicRegex != "" {
 			if _, err := regexp.Compile(cfg.topicRegex); err != nil {
 				e.Fail("KAFKA_TOPIC_REGEX", "not a regular expression: %v", err)
+			} else if e.Set("KAFKA_TOPICS") {
+				e.Fail("KAFKA_TOPIC_REGEX", "is set together with KAFKA_TOPICS: set one of the two (the regex would replace the list)")
 			}
 		}
-		cfg.group = e.Str("KAFKA_GROUP", intake.DefaultGroup)
-		dlq, disabled := e.Optional("KAFKA_DLQ_TOPIC", intake.DefaultDLQTopic)
+		cfg.group = e.Str("KAFKA_GROUP")
+		dlq, disabled := e.Optional("KAFKA_DLQ_TOPIC")
 		if !disabled {
 			cfg.dlq = dlq
 		}
-		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC", results.DefaultTopic); !disabled {
+		if res, disabled := e.Optional("KAFKA_RESULT_TOPIC"); !disabled {
 			cfg.result = res
 		}
-		opts, _ := e.KafkaSecurity() // records its problem in e
-		cfg.kafkaOpts = opts
+		cfg.kafkaOpts = e.KafkaSecurity()
 	}
 	if n.redis {
-		cfg.ns = e.Str("REDIS_NAMESPACE", state.DefaultNamespace)
+		cfg.ns = e.Str("REDIS_NAMESPACE")
 		if strings.ContainsAny(cfg.ns, "{}: ") {
 			e.Fail("REDIS_NAMESPACE", "%q may not contain braces, colons or spaces", cfg.ns)
 		}
-		cfg.leaseTTL = e.Duration("LEASE_TTL", state.DefaultLeaseTTL, time.Second, 10*time.Minute)
+		cfg.leaseTTL = e.Duration("LEASE_TTL")
 		cfg.redis = e.Redis()
 		if cfg.redis != nil {
 			// Read again (from REDIS_URL or its file) only to show it

@@ -216,7 +216,7 @@ func (c *cli) dlq(ctx context.Context, args []string) error {
 		return c.dlqList(ctx, args[1:])
 	case "replay":
 		return c.dlqReplay(ctx, args[1:])
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help", "help":
 		fmt.Fprint(c.stdout, usage)
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,32 @@ type world struct {
 	store *state.Store
 	long  *state.Store
 	env   map[string]string
+
+	mu       sync.Mutex
+	sessions map[sessionKey]state.Session
+}
+
+type sessionKey struct {
+	s      *state.Store
+	worker string
+}
+
+// sess returns worker's session on s (its lifetime is s's LeaseTTL),
+// opening it the first time.
+func (w *world) sess(s *state.Store, worker string) state.Session {
+	w.t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if se, ok := w.sessions[sessionKey{s, worker}]; ok {
+		return se
+	}
+	se, _, err := s.OpenSession(ctx(w.t), worker)
+	require.NoError(w.t, err)
+	if w.sessions == nil {
+		w.sessions = map[sessionKey]state.Session{}
+	}
+	w.sessions[sessionKey{s, worker}] = se
+	return se
 }
 
 type worldOpts struct {
@@ -176,7 +203,7 @@ func sha(c byte) string { return strings.Repeat(string(c), 64) }
 // admit admits one job for worker through s.
 func (w *world) admit(s *state.Store, worker, id, platform, source string) state.Lease {
 	w.t.Helper()
-	res, _, err := s.Admit(ctx(w.t), worker, []state.AdmitRequest{{ID: id, Msg: jobMsg(id, sha(id[len(id)-1]), platform), Source: source}})
+	res, _, err := s.Admit(ctx(w.t), w.sess(s, worker), []state.AdmitRequest{{ID: id, Msg: jobMsg(id, sha(id[len(id)-1]), platform), Source: source}})
 	require.NoError(w.t, err)
 	require.Len(w.t, res, 1)
 	require.Equal(w.t, state.Admitted, res[0].Outcome)
@@ -184,10 +211,10 @@ func (w *world) admit(s *state.Store, worker, id, platform, source string) state
 }
 
 // checkpoint writes worker-shaped ledger fields: "plan" and "task:<kind>"
-// as worker/checkpoint.go stores them.
-func (w *world) checkpoint(worker string, l state.Lease, kv ...string) {
+// as the runner stores them, for a job worker admitted through s.
+func (w *world) checkpoint(s *state.Store, worker string, l state.Lease, kv ...string) {
 	w.t.Helper()
-	require.NoError(w.t, w.store.Checkpoint(ctx(w.t), worker, l, kv...))
+	require.NoError(w.t, s.Checkpoint(ctx(w.t), w.sess(s, worker), l, kv...))
 }
 
 // The ledger fixture every ledger test starts from.
@@ -213,20 +240,20 @@ func (w *world) seedLedger() fixture {
 	w.t.Helper()
 	var f fixture
 	f.a = w.admit(w.long, "w1", "job-a", "win", "Sample.Analysis.Job.OSL/0@0")
-	w.checkpoint("w1", f.a, "plan", planAB, "task:cbc.event_export", cbcDone, "task:sophos.xdr_query", sophosOn)
+	w.checkpoint(w.long, "w1", f.a, "plan", planAB, "task:cbc.event_export", cbcDone, "task:sophos.xdr_query", sophosOn)
 	f.b = w.admit(w.store, "w1", "job-b", "win", "Sample.Analysis.Job.OSL/1@0")
-	w.checkpoint("w1", f.b, "plan", `[{"kind":"cytomic.osquery"}]`, "task:cytomic.osquery", cyStart)
+	w.checkpoint(w.store, "w1", f.b, "plan", `[{"kind":"cytomic.osquery"}]`, "task:cytomic.osquery", cyStart)
 	f.c = w.admit(w.long, "w2", "job-c", "linux", "Sample.Analysis.Job.SVG/0@3")
-	w.checkpoint("w2", f.c, "plan", `[{"kind":"cbc.event_export"}]`, "task:cbc.event_export", cbcFail)
-	_, err := w.store.Decide(ctx(w.t), "w2", f.c,
+	w.checkpoint(w.long, "w2", f.c, "plan", `[{"kind":"cbc.event_export"}]`, "task:cbc.event_export", cbcFail)
+	_, err := w.store.Decide(ctx(w.t), w.sess(w.long, "w2"), f.c,
 		[]byte(`{"state":"failed","reason":"cbc.event_export: cbc: 403 forbidden","by":"w2","at":1767225700000}`))
 	require.NoError(w.t, err)
 	f.d = w.admit(w.long, "w2", "job-d", "mac", "Sample.Analysis.Job.SVG/1@4")
-	n, err := w.store.Release(ctx(w.t), "w2", []state.Lease{f.d})
+	n, err := w.store.Release(ctx(w.t), w.sess(w.long, "w2"), []state.Lease{f.d})
 	require.NoError(w.t, err)
 	require.Equal(w.t, 1, n)
 	f.e = w.admit(w.long, "w2", "job-e", "win", "Sample.Analysis.Job.SVG/2@5")
-	require.NoError(w.t, w.store.Complete(ctx(w.t), "w2", f.e, "success"))
+	require.NoError(w.t, w.store.Complete(ctx(w.t), w.sess(w.long, "w2"), f.e, "success"))
 	return f
 }
 

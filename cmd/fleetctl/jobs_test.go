@@ -60,7 +60,7 @@ func TestJobsListsTheLedgerWithFilters(t *testing.T) {
 	require.Contains(t, limited, "4 of 4 matched; showing the 2 oldest (--limit 0 for all)")
 
 	// A claimed job is running again, under its new owner.
-	got, _, err := w.long.Claim(ctx(t), "w3", 10)
+	got, _, err := w.long.Claim(ctx(t), w.sess(w.long, "w3"), 10)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.Equal(t, "job-d", got[0].Lease.ID)
@@ -110,9 +110,9 @@ func TestJobShowsPlanCheckpointsAndLeaseHistory(t *testing.T) {
 	w := newWorld(t, worldOpts{})
 	f := w.seedLedger()
 	// One more hand-over for the history: w1 lets job-a go, w3 claims it.
-	_, err := w.long.Release(ctx(t), "w1", []state.Lease{f.a})
+	_, err := w.long.Release(ctx(t), w.sess(w.long, "w1"), []state.Lease{f.a})
 	require.NoError(t, err)
-	claimed, _, err := w.long.Claim(ctx(t), "w3", 1) // job-a and job-d tie at deadline 0: by ID
+	claimed, _, err := w.long.Claim(ctx(t), w.sess(w.long, "w3"), 1) // job-a and job-d tie at deadline 0: by ID
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 	require.Equal(t, "job-a", claimed[0].Lease.ID)
@@ -197,7 +197,7 @@ func TestReleaseMovesTheLeaseAndFencesTheOldOwner(t *testing.T) {
 	require.Contains(t, r.stdout, "released job job-a; previous owner: w1\n")
 	require.Contains(t, r.stdout, "w1 is fenced off")
 
-	got, _, err := w.long.Claim(ctx(t), "w2", 10)
+	got, _, err := w.long.Claim(ctx(t), w.sess(w.long, "w2"), 10)
 	require.NoError(t, err)
 	var claimed []string
 	for _, c := range got {
@@ -209,8 +209,8 @@ func TestReleaseMovesTheLeaseAndFencesTheOldOwner(t *testing.T) {
 		}
 	}
 	require.ElementsMatch(t, []string{"job-a", "job-d"}, claimed)
-	require.ErrorIs(t, w.store.Checkpoint(ctx(t), "w1", f.a, "x", "y"), state.ErrStale, "the old owner is fenced")
-	_, err = w.store.Decide(ctx(t), "w1", f.a, []byte(`{"state":"success"}`))
+	require.ErrorIs(t, w.store.Checkpoint(ctx(t), w.sess(w.long, "w1"), f.a, "x", "y"), state.ErrStale, "the old owner is fenced")
+	_, err = w.store.Decide(ctx(t), w.sess(w.long, "w1"), f.a, []byte(`{"state":"success"}`))
 	require.ErrorIs(t, err, state.ErrStale)
 
 	var rep releaseReport
@@ -246,15 +246,14 @@ func TestRefusalsAndQuarantineAreVisible(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldOpts{})
 	f := w.seedLedger()
-	w.checkpoint("w2", f.c, "delivery", `{"attempts":7,"sampledbState":"executing","answer":"sampledb PUT: HTTP 412: job is locked","at":1767225800000}`)
+	w.checkpoint(w.long, "w2", f.c, "delivery", `{"attempts":7,"sampledbState":"executing","answer":"sampledb PUT: HTTP 412: job is locked","at":1767225800000}`)
 	out := w.ok("job", "job-c").stdout
 	require.Regexp(t, `REFUSED\s+SampleDB has refused this terminal state 7 times \(it holds the job as executing\); last at 2026-01-01 00:03:20Z \(.*\): sampledb PUT: HTTP 412: job is locked`, out)
 
-	// Something writes a string over job-b's record; the next renewal moves
-	// it aside.
+	// Something writes a string over job-b's record; its holder's next
+	// write moves it aside.
 	require.NoError(t, w.rdb.Set(ctx(t), "{"+w.ns+"}:job:job-b", "junk", 0).Err())
-	_, err := w.store.Renew(ctx(t), "w1", []state.Lease{f.b})
-	require.NoError(t, err)
+	require.ErrorIs(t, w.store.Checkpoint(ctx(t), w.sess(w.store, "w1"), f.b, "x", "y"), state.ErrGone)
 	out = w.ok("status").stdout
 	require.Regexp(t, `QUARANTINED\s+1 ledger key of the wrong type moved aside`, out)
 	require.Contains(t, out, "quarantine:")

@@ -12,8 +12,10 @@
 //	fleetctl version | help
 //
 // It reads the same environment contract as the worker (KAFKA_*, REDIS_URL,
-// REDIS_NAMESPACE, LEASE_TTL; see README). A missing or bad setting is one
-// error line naming the variable and exit status 2; other failures exit 1.
+// REDIS_NAMESPACE, LEASE_TTL; see README; declared in envVars). A bad
+// configuration is one error line listing every problem, each naming its
+// variable, and exit status 2; other failures exit 1. Every command takes
+// -h/--help (exit 0, the environment unread).
 // Tables are for people; -o json is for scripts and keeps its field names.
 // Secrets never appear in the output.
 package main
@@ -124,7 +126,7 @@ func run(ctx context.Context, args []string, env envLookup, stdin io.Reader, std
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "fleetctl", version)
 		return 0
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:

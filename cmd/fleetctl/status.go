@@ -83,12 +83,21 @@ type workerReport struct {
 }
 
 type leaseReport struct {
-	Now       jsonTime    `json:"now"` // Redis time
-	Total     int64       `json:"total"`
-	Claimable int64       `json:"claimable"` // deadline passed
-	Expiring  int64       `json:"expiring"`  // deadline within windowMs
-	WindowMs  int64       `json:"windowMs"`  // LEASE_TTL/3
-	Due       []dueReport `json:"due"`
+	Now       jsonTime        `json:"now"`       // Redis time
+	Held      int64           `json:"held"`      // jobs of live sessions
+	Claimable int64           `json:"claimable"` // released, adopted, or of expired sessions
+	Expiring  int64           `json:"expiring"`  // jobs of sessions whose deadline is within windowMs
+	WindowMs  int64           `json:"windowMs"`  // LEASE_TTL/3
+	Sessions  []sessionReport `json:"sessions"`  // earliest deadline first
+	Due       []dueReport     `json:"due"`       // claimable jobs, longest claimable first
+}
+
+type sessionReport struct {
+	ID       string   `json:"id"`
+	Worker   string   `json:"worker"`
+	Deadline jsonTime `json:"deadline"`
+	Jobs     int64    `json:"jobs"`
+	Expired  bool     `json:"expired"`
 }
 
 type dueReport struct {
@@ -118,7 +127,7 @@ type coolDownReport struct {
 func (c *cli) status(ctx context.Context, args []string) error {
 	var o common
 	fs := c.newFlags("status", "status [-o json] [--leases N]", &o, 30*time.Second)
-	maxDue := fs.Int("leases", 20, "list at most this many claimable or expiring leases")
+	maxDue := fs.Int("leases", 20, "list at most this many claimable jobs")
 	if _, err := parse(fs, &o, args, 0); err != nil {
 		return err
 	}
@@ -324,8 +333,12 @@ func (c *cli) ledgerStatus(ctx context.Context, cfg *config, rep *statusReport, 
 	if sum, err := st.LeaseSummary(ctx, window, int64(max(maxDue, 0))); err != nil {
 		fail(err)
 	} else {
-		lr := &leaseReport{Now: jsonTime(sum.Now), Total: sum.Total, Claimable: sum.Expired, Expiring: sum.Expiring,
-			WindowMs: window.Milliseconds(), Due: []dueReport{}}
+		lr := &leaseReport{Now: jsonTime(sum.Now), Held: sum.Held, Claimable: sum.Claimable, Expiring: sum.Expiring,
+			WindowMs: window.Milliseconds(), Sessions: []sessionReport{}, Due: []dueReport{}}
+		for _, s := range sum.Sessions {
+			lr.Sessions = append(lr.Sessions, sessionReport{ID: s.ID, Worker: s.Worker, Deadline: jsonTime(s.Deadline),
+				Jobs: s.Jobs, Expired: s.Expired})
+		}
 		for _, d := range sum.Due {
 			lr.Due = append(lr.Due, dueReport{ID: d.ID, Owner: d.Owner, Token: d.Token, Deadline: jsonTime(d.Deadline),
 				Expired: d.Expired, Decided: d.Decided})
@@ -418,18 +431,30 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 
 	fmt.Fprintln(w)
 	if l := rep.Leases; l != nil {
-		kv(w, "leases", fmt.Sprintf("%d held; %d claimable (expired); %d expiring within %s (LEASE_TTL/3)",
-			l.Total, l.Claimable, l.Expiring, short(time.Duration(l.WindowMs)*time.Millisecond)))
+		kv(w, "leases", fmt.Sprintf("%d held by %s; %d claimable; %d in sessions expiring within %s (LEASE_TTL/3)",
+			l.Held, plural(int64(len(l.Sessions)), "session", "sessions"), l.Claimable, l.Expiring,
+			short(time.Duration(l.WindowMs)*time.Millisecond)))
+		if len(l.Sessions) > 0 {
+			t := newTable(w, "  SESSION", "WORKER", "JOBS", "DEADLINE")
+			for _, s := range l.Sessions {
+				when := relative(time.Time(s.Deadline), time.Time(l.Now))
+				if s.Expired {
+					when += " (expired: its jobs are claimable)"
+				}
+				t.row("  "+s.ID, s.Worker, strconv.FormatInt(s.Jobs, 10), when)
+			}
+			t.flush()
+		}
 		if len(l.Due) > 0 {
-			t := newTable(w, "  JOB", "OWNER", "TOKEN", "DEADLINE", "STATE")
+			t := newTable(w, "  CLAIMABLE JOB", "LAST OWNER", "TOKEN", "SINCE", "STATE")
 			for _, d := range l.Due {
 				when := relative(time.Time(d.Deadline), time.Time(l.Now))
 				if time.Time(d.Deadline).UnixMilli() == 0 {
 					when = "released"
 				}
-				what := "expiring"
-				if d.Expired {
-					what = "claimable"
+				what := "claimable"
+				if !d.Expired {
+					what = "claimable later"
 				}
 				if d.Decided {
 					what += ", outcome decided"
@@ -437,8 +462,8 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 				t.row("  "+d.ID, d.Owner, strconv.FormatInt(d.Token, 10), when, what)
 			}
 			t.flush()
-			if shown := int64(len(l.Due)); shown < l.Claimable+l.Expiring {
-				fmt.Fprintf(w, "  … %d more (--leases N)\n", l.Claimable+l.Expiring-shown)
+			if shown := int64(len(l.Due)); shown < l.Claimable {
+				fmt.Fprintf(w, "  … %d more (--leases N)\n", l.Claimable-shown)
 			}
 		}
 	} else {

@@ -9,8 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // seedKafka writes job records and the group's commits: lag 1 on OSL/0
@@ -55,11 +53,11 @@ func (w *world) joinGroup(clientID string) {
 func (w *world) seedStatus() fixture {
 	w.t.Helper()
 	f := w.seedLedger()
-	// Workers renew: w1 holds job-a, w2 job-c (renewed with the long TTL,
-	// so job-b keeps its 30-second lease).
-	_, err := w.long.Renew(ctx(w.t), "w1", []state.Lease{f.a})
+	// Workers renew their ten-minute sessions: w1 holds job-a, w2 job-c
+	// (w1's 30-second session, holding job-b, is not renewed).
+	_, err := w.long.Renew(ctx(w.t), w.sess(w.long, "w1"), 1)
 	require.NoError(w.t, err)
-	_, err = w.long.Renew(ctx(w.t), "w2", []state.Lease{f.c})
+	_, err = w.long.Renew(ctx(w.t), w.sess(w.long, "w2"), 1)
 	require.NoError(w.t, err)
 	w.store.RateLimiter("sophos:abc123", 1, 1, nil).Throttled(ctx(w.t), 2*time.Minute)
 	w.seedKafka()
@@ -83,10 +81,11 @@ func TestStatusTable(t *testing.T) {
 	require.Regexp(t, `total\s+8\s+3\n`, out)
 	require.Regexp(t, `w1\s+\S+ ago\s+1\n`, out)
 	require.Regexp(t, `w2\s+\S+ ago\s+1\n`, out)
-	require.Contains(t, out, "4 held; 1 claimable (expired); 1 expiring within 1m0s (LEASE_TTL/3)")
+	require.Contains(t, out, "3 held by 3 sessions; 1 claimable; 1 in sessions expiring within 1m0s (LEASE_TTL/3)")
+	require.Regexp(t, `w1\.[0-9a-f]+\s+w1\s+1\s+in (2\ds|30s)\n`, out, "w1's short session, earliest deadline first")
+	require.Regexp(t, `w2\.[0-9a-f]+\s+w2\s+1\s+in (9m\d\ds|10m0s)\n`, out)
 	require.Regexp(t, `job-d\s+-\s+\d+\s+released\s+claimable\n`, out)
-	require.Regexp(t, `job-b\s+w1\s+\d+\s+in \S+\s+expiring\n`, out)
-	require.NotContains(t, out, "job-a", "a lease far from expiry is not listed")
+	require.NotContains(t, out, "job-a", "held jobs are counted, not listed")
 	require.Contains(t, out, "1 decided job waiting for SampleDB")
 	require.Contains(t, out, "5 records in Sample.Analysis.Job.DLQ (every record the topic retains, replayed or not)")
 	require.Regexp(t, `sophos:abc123\s+sophos\s+(2m0s|1m5\ds)\n`, out)
@@ -131,16 +130,16 @@ func TestStatusJSON(t *testing.T) {
 	require.Less(t, rep.Workers[0].AgoMs, int64(time.Minute/time.Millisecond))
 
 	l := rep.Leases
-	require.Equal(t, int64(4), l.Total)
+	require.Equal(t, int64(3), l.Held)
 	require.Equal(t, int64(1), l.Claimable)
 	require.Equal(t, int64(1), l.Expiring)
 	require.Equal(t, int64(60000), l.WindowMs)
-	require.Len(t, l.Due, 2)
+	require.Len(t, l.Sessions, 3)
+	require.Equal(t, sessionReport{ID: w.sess(w.store, "w1").ID, Worker: "w1", Deadline: l.Sessions[0].Deadline, Jobs: 1},
+		l.Sessions[0], "earliest deadline first")
+	require.Len(t, l.Due, 1)
 	require.Equal(t, dueReport{ID: "job-d", Owner: "", Token: f.d.Token, Deadline: l.Due[0].Deadline, Expired: true}, l.Due[0])
 	require.Equal(t, int64(0), time.Time(l.Due[0].Deadline).UnixMilli())
-	require.Equal(t, "job-b", l.Due[1].ID)
-	require.Equal(t, "w1", l.Due[1].Owner)
-	require.False(t, l.Due[1].Expired)
 
 	require.Equal(t, int64(1), *rep.Outbox)
 	require.Equal(t, &dlqCount{Topic: topicDLQ, Records: 5}, rep.DeadLetters)
@@ -160,7 +159,8 @@ func TestStatusOfAFleetThatNeverRan(t *testing.T) {
 	require.Empty(t, rep.Group.Members)
 	require.Equal(t, int64(0), rep.Lag.Total)
 	require.Empty(t, rep.Workers)
-	require.Equal(t, int64(0), rep.Leases.Total)
+	require.Equal(t, int64(0), rep.Leases.Held)
+	require.Empty(t, rep.Leases.Sessions)
 	require.Equal(t, int64(0), rep.DeadLetters.Records)
 
 	// Records nobody consumed yet are all lag: a new group starts at the
@@ -190,7 +190,7 @@ func TestStatusReportsWhatItCouldReadWhenKafkaIsDown(t *testing.T) {
 	w.env["KAFKA_BROKERS"] = "127.0.0.1:1" // nothing listens there
 	r := w.run("", "status", "--timeout", "3s")
 	require.Equal(t, 1, r.code, "%s", r)
-	require.Contains(t, r.stdout, "4 held; 1 claimable", "the ledger half is still shown")
+	require.Contains(t, r.stdout, "3 held by 3 sessions; 1 claimable", "the ledger half is still shown")
 	require.Contains(t, r.stdout, "group         sample-analysis-workers: unavailable")
 	require.Equal(t, 1, strings.Count(r.stderr, "\n"), "one error line: %q", r.stderr)
 	require.Contains(t, r.stderr, "status incomplete: kafka:")

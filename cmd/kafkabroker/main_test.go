@@ -429,6 +429,13 @@ func TestPausedBroker(t *testing.T) {
 
 	const pause = 2 * time.Second
 	b.signal(t, syscall.SIGSTOP)
+	// A signal is delivered asynchronously: wait for the kernel to report
+	// the process stopped (WUNTRACED) before producing, or the first records
+	// may be acknowledged before the pause begins.
+	var ws syscall.WaitStatus
+	_, err := syscall.Wait4(b.cmd.Process.Pid, &ws, syscall.WUNTRACED, nil)
+	require.NoError(t, err)
+	require.True(t, ws.Stopped(), "the broker is stopped")
 	var (
 		mu       sync.Mutex
 		resumed  time.Time

@@ -67,7 +67,13 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.quiet, "quiet", false, "no live display; print only the summary")
 	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C (to try things by hand)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up if the jobs are not all terminal by then")
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	timing := simstack.DevTiming
@@ -349,7 +355,7 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 		env["CYTOMIC_ROUND"], env["SOPHOS_POLL_INTERVAL"], env["CBLR_POLL_INTERVAL"] = "100ms", "100ms", "50ms"
 	}
 	// The same configuration path as `worker run`.
-	cfg, err := loadConfig(envconf.FromMap(env))
+	cfg, err := loadConfig(envconf.FromMap(runVars, env))
 	if err != nil {
 		return nil, fmt.Errorf("dev configuration: %w", err)
 	}
@@ -367,13 +373,13 @@ func (d *dev) startWorker(ctx context.Context, i int, brokers []string, redisURL
 		return nil, err
 	}
 	wlog := cfg.secrets.Logger(log).With(zap.String("worker_id", cfg.node.WorkerID))
-	cfg.node.Store, cfg.node.SampleDB, cfg.node.Logger = store, sdbc, wlog
+	cfg.node.Store, cfg.node.Runner.SampleDB, cfg.node.Logger = store, sdbc, wlog
 	accounts, err := newRegistry(cfg, store, m, wlog)
 	if err != nil {
 		return nil, err
 	}
 	d.accounts = append(d.accounts, accounts)
-	cfg.node.Accounts = accounts
+	cfg.node.Runner.Accounts = accounts
 	return node.Start(ctx, cfg.node)
 }
 

@@ -1,11 +1,14 @@
 // Command worker is the analysisfleet daemon.
 //
-//	worker run    the production worker, configured by the environment (README)
+//	worker run    the production worker, configured by the environment
+//	              (runVars in envtable.go; README; worker run --help)
 //	worker dev    everything in one process: in-process Kafka, Redis, simulators,
 //	              synthetic submissions, a live progress display and a summary
 //	worker sim    the simulators alone, on fixed ports (multi-process tests)
 //	worker healthcheck  probe /readyz (container healthchecks without curl)
 //	worker version
+//
+// Every command takes -h/--help: it prints its usage and exits 0.
 package main
 
 import (
@@ -42,12 +45,46 @@ func main() {
 const usage = `usage: worker <command>
 
 commands:
-  run       run a worker (configured by environment variables; see README)
+  run       run a worker (configured by environment variables: worker run --help)
   dev       run the whole fleet in one process with simulators and a live display
   sim       serve the simulators on fixed ports (for multi-process tests)
   healthcheck [addr]  exit 0 if the worker at addr (default HTTP_ADDR or :8080) is ready
   version   print the version
+
+Every command takes --help.
 `
+
+const runUsage = `usage: worker run
+
+Runs a worker: it joins the consumer group, admits jobs into the Redis ledger,
+hunts each sample at its customer's EDR vendors and reports to SampleDB. It is
+configured by these environment variables (README.md, "Configuration"); a
+secret may instead come from the file named by <NAME>_FILE. A bad
+configuration is reported with every problem on a line of its own, each naming
+its variable, and exit status 2. SIGTERM or SIGINT drains and stops it.
+
+`
+
+const healthcheckUsage = `usage: worker healthcheck [addr]
+
+Asks the worker at addr (default: HTTP_ADDR, else :8080; a bare :port means
+127.0.0.1) for /readyz and exits 0 when it answers 200, 1 otherwise. For
+container healthchecks: the image has no shell or curl.
+`
+
+// helpAsked reports whether args ask for help (-h, -help or --help before
+// any "--").
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -56,6 +93,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
+		if helpAsked(args[1:]) {
+			return runHelp(stdout)
+		}
 		return cmdRun(stderr)
 	case "dev":
 		return cmdDev(args[1:], stdout, stderr)
@@ -66,7 +106,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "analysisfleet worker", version)
 		return 0
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
@@ -74,10 +114,22 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// runHelp prints `worker run --help`: the variables of runVars, without
+// reading the environment.
+func runHelp(stdout io.Writer) int {
+	fmt.Fprint(stdout, runUsage)
+	if err := runVars.Help(stdout, 80); err != nil {
+		return 1
+	}
+	return 0
+}
+
 func cmdRun(stderr io.Writer) int {
-	cfg, err := loadConfig(envconf.New(nil))
+	cfg, err := loadConfig(envconf.New(runVars, nil))
 	if err != nil {
-		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
+		for _, p := range envconf.AsProblems(err) {
+			fmt.Fprintf(stderr, "worker: configuration error: %v\n", p)
+		}
 		return 2
 	}
 	log := cfg.secrets.Logger(newLogger(cfg.logLevel)).With(zap.String("worker_id", cfg.node.WorkerID))
@@ -114,7 +166,7 @@ func cmdRun(stderr io.Writer) int {
 		fmt.Fprintf(stderr, "worker: configuration error: SAMPLEDB_URL: %v\n", err)
 		return 2
 	}
-	cfg.node.SampleDB = sdb
+	cfg.node.Runner.SampleDB = sdb
 	cfg.node.Store = store
 	cfg.node.Logger = log
 	accounts, err := newRegistry(cfg, store, m, log)
@@ -123,7 +175,7 @@ func cmdRun(stderr io.Writer) int {
 		return 2
 	}
 	defer accounts.Close() // after the drain: Cytomic's round loops
-	cfg.node.Accounts = accounts
+	cfg.node.Runner.Accounts = accounts
 
 	n, err := node.Start(ctx, cfg.node)
 	if err != nil {
@@ -134,7 +186,7 @@ func cmdRun(stderr io.Writer) int {
 	<-ctx.Done()
 	log.Info("signal received: draining")
 	stopReload()
-	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.DrainTimeout+15*time.Second)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.node.Runner.DrainTimeout+15*time.Second)
 	defer cancel()
 	n.Drain(dctx)
 	log.Info("worker stopped")
@@ -207,6 +259,10 @@ func newSampleDB(cfg *config, m *metrics.Metrics, log *zap.Logger) (*sampledb.Cl
 // cmdHealthcheck asks a worker's /readyz and exits 0 when it is ready: the
 // image has no shell or curl, so container healthchecks run this.
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && helpAsked(args[:1]) {
+		fmt.Fprint(stdout, healthcheckUsage)
+		return 0
+	}
 	addr := cmp.Or(os.Getenv("HTTP_ADDR"), ":8080")
 	if len(args) > 0 {
 		addr = args[0]

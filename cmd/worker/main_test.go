@@ -50,24 +50,24 @@ func baseEnv() map[string]string {
 }
 
 func load(env map[string]string) (*config, error) {
-	return loadConfig(envconf.FromMap(env))
+	return loadConfig(envconf.FromMap(runVars, env))
 }
 
 func TestConfigDefaultsFromTheContract(t *testing.T) {
 	t.Parallel()
 	c, err := load(baseEnv())
 	require.NoError(t, err)
-	require.Equal(t, []string{"Sample.Analysis.Job.OSL", "Sample.Analysis.Job.SVG"}, c.node.Topics)
-	require.Equal(t, "sample-analysis-workers", c.node.Group)
-	require.Equal(t, "Sample.Analysis.Job.DLQ", c.node.DLQTopic)
+	require.Equal(t, []string{"Sample.Analysis.Job.OSL", "Sample.Analysis.Job.SVG"}, c.node.Intake.Topics)
+	require.Equal(t, "sample-analysis-workers", c.node.Intake.Group)
+	require.Equal(t, "Sample.Analysis.Job.DLQ", c.node.Intake.DLQTopic)
 	require.Equal(t, "Sample.Analysis.Result", c.node.ResultTopic)
-	require.Equal(t, 1000, c.node.MaxInflight)
-	require.Equal(t, 1<<20, c.node.MaxMessageBytes)
+	require.Equal(t, 1000, c.node.Runner.MaxInflight)
+	require.Equal(t, 1<<20, c.node.Intake.MaxMessageBytes)
 	require.Equal(t, ":8080", c.node.HTTPAddr)
 	require.Equal(t, "30s", c.leaseTTL.String())
-	require.Equal(t, "4h0m0s", c.node.JobTimeout.String())
-	require.Equal(t, "5s", c.node.AbortPollInterval.String())
-	require.Equal(t, "45s", c.node.SessionTimeout.String())
+	require.Equal(t, "4h0m0s", c.node.Runner.JobTimeout.String())
+	require.Equal(t, "5s", c.node.Runner.AbortPollInterval.String())
+	require.Equal(t, "45s", c.node.Intake.SessionTimeout.String())
 	require.Equal(t, []string{".amazonaws.com"}, c.download.Hosts)
 	require.Equal(t, []string{tenant.Default}, c.tenants.Customers(), "the single-account variables are the default tenant")
 	var kinds []string
@@ -83,7 +83,7 @@ func TestConfigEmptyTopicDisables(t *testing.T) {
 	env["KAFKA_RESULT_TOPIC"] = ""
 	c, err := load(env)
 	require.NoError(t, err)
-	require.True(t, c.node.NoDLQ)
+	require.True(t, c.node.Intake.NoDLQ)
 	require.True(t, c.node.NoResults)
 }
 
@@ -159,8 +159,9 @@ func TestConfigInsecureAllowsLoopbackHTTP(t *testing.T) {
 	require.True(t, c.download.Insecure)
 }
 
-// `worker run` with a bad configuration prints one line naming the
-// variable and exits 2 (not a crash loop with a stack trace).
+// `worker run` with a bad configuration prints every problem, one line
+// each naming the variable, in the README's order, and exits 2 (not a
+// crash loop with a stack trace).
 func TestRunWithBadConfigExitsTwo(t *testing.T) {
 	for k := range baseEnv() {
 		t.Setenv(k, "")
@@ -170,9 +171,13 @@ func TestRunWithBadConfigExitsTwo(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := realMain([]string{"run"}, &out, &errb)
 	require.Equal(t, 2, code)
+	require.Empty(t, out.String())
 	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
-	require.Len(t, lines, 1, errb.String())
-	require.Contains(t, lines[0], "configuration error")
+	want := []string{"REDIS_URL: ", "SAMPLEDB_URL: ", "SAMPLEDB_API_KEY: ", "LEASE_TTL: ", "no EDR vendor configured"}
+	require.Len(t, lines, len(want), errb.String())
+	for i, w := range want {
+		require.True(t, strings.HasPrefix(lines[i], "worker: configuration error: "+w), "line %d: %q", i, lines[i])
+	}
 }
 
 func TestUnknownCommand(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,7 +29,13 @@ func cmdSim(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.CBLRPort, "cblr-port", 18082, "CB EDR Live Response simulator port")
 	fs.IntVar(&cfg.CytomicPort, "cytomic-port", 18083, "Cytomic simulator port")
 	fs.IntVar(&cfg.SophosPort, "sophos-port", 18084, "Sophos simulator port")
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	cfg.Timing = simstack.DevTiming

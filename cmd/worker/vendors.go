@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -46,22 +45,19 @@ type vendorSettings struct {
 	sophosMaxBytes           int64
 }
 
+// readVendorSettings reads the per-vendor settings of runVars.
 func readVendorSettings(e *envconf.Env, ua string, insecure bool) vendorSettings {
 	v := vendorSettings{ua: ua, insecure: insecure, rate: map[string]float64{}, burst: map[string]int{}}
-	for _, d := range []struct {
-		vendor string
-		rate   float64
-		burst  int
-	}{{"cbc", 20, 5}, {"cblr", 20, 5}, {"cytomic", 10, 3}, {"sophos", 1.5, 5}} {
+	for _, d := range vendorRates {
 		up := strings.ToUpper(d.vendor)
-		v.rate[d.vendor] = e.Float(up+"_RATE_LIMIT", d.rate, 0, 10000)
-		v.burst[d.vendor] = e.Int(up+"_RATE_BURST", d.burst, 1, 1000)
+		v.rate[d.vendor] = e.Float(up + "_RATE_LIMIT")
+		v.burst[d.vendor] = e.Int(up + "_RATE_BURST")
 	}
-	v.cbcMaxSpool = int64(e.Int("CBC_MAX_SPOOL", cbc.DefaultMaxSpool, 1<<20, 1<<40))
-	v.cblrPoll = e.Duration("CBLR_POLL_INTERVAL", 0, 10*time.Millisecond, 10*time.Minute)
-	v.cytomicRound = e.Duration("CYTOMIC_ROUND", 0, 10*time.Millisecond, 10*time.Minute)
-	v.cytomicTTL = e.Duration("CYTOMIC_TTL", 0, time.Minute, 7*24*time.Hour)
-	switch u := e.Str("CYTOMIC_TTL_UNIT", "minutes"); u {
+	v.cbcMaxSpool = int64(e.Int("CBC_MAX_SPOOL"))
+	v.cblrPoll = e.Duration("CBLR_POLL_INTERVAL")
+	v.cytomicRound = e.Duration("CYTOMIC_ROUND")
+	v.cytomicTTL = e.Duration("CYTOMIC_TTL")
+	switch u := e.Str("CYTOMIC_TTL_UNIT"); u {
 	case "minutes":
 		v.cytomicTTLUnit = time.Minute
 	case "seconds":
@@ -69,13 +65,13 @@ func readVendorSettings(e *envconf.Env, ua string, insecure bool) vendorSettings
 	default:
 		e.Fail("CYTOMIC_TTL_UNIT", "%q is not minutes or seconds", u)
 	}
-	v.cytomicScope = e.Str("CYTOMIC_SCOPE", "")
-	v.cytomicPrefix = e.Str("CYTOMIC_API_PREFIX", "")
-	v.cytomicField = e.Str("CYTOMIC_CLIENTS_FIELD", "")
-	v.sophosPoll = e.Duration("SOPHOS_POLL_INTERVAL", 0, 10*time.Millisecond, 10*time.Minute)
-	v.sophosWindow = e.Duration("SOPHOS_WINDOW", sophos.DefaultWindow, time.Hour, sophos.MaxWindow)
-	v.sophosMaxPages = e.Int("SOPHOS_MAX_PAGES", sophos.DefaultMaxPages, 1, 100000)
-	v.sophosMaxBytes = int64(e.Int("SOPHOS_MAX_RESULT_BYTES", sophos.DefaultMaxResultBytes, 1<<20, 1<<34))
+	v.cytomicScope = e.Str("CYTOMIC_SCOPE")
+	v.cytomicPrefix = e.Str("CYTOMIC_API_PREFIX")
+	v.cytomicField = e.Str("CYTOMIC_CLIENTS_FIELD")
+	v.sophosPoll = e.Duration("SOPHOS_POLL_INTERVAL")
+	v.sophosWindow = e.Duration("SOPHOS_WINDOW")
+	v.sophosMaxPages = e.Int("SOPHOS_MAX_PAGES")
+	v.sophosMaxBytes = int64(e.Int("SOPHOS_MAX_RESULT_BYTES"))
 	return v
 }
 
@@ -87,14 +83,18 @@ type envAccountSet struct {
 }
 
 // envAccounts reads each vendor's group of variables: all unset = vendor
-// off; partly set = an error naming the missing variable.
+// off; partly set = a problem naming each missing variable.
 func envAccounts(e *envconf.Env, insecure bool) envAccountSet {
 	var out envAccountSet
 	group := func(names ...string) bool {
 		found := false
 		for _, n := range names {
-			for _, k := range []string{n, n + "_FILE"} {
-				if v, _ := e.Raw(k); v != "" {
+			k := []string{n}
+			if v, _ := runVars.Lookup(n); v.Secret {
+				k = append(k, n+"_FILE")
+			}
+			for _, k := range k {
+				if e.Set(k) {
 					found = true
 					out.names = append(out.names, k)
 				}
@@ -111,13 +111,13 @@ func envAccounts(e *envconf.Env, insecure bool) envAccountSet {
 	}
 	if group("CYTOMIC_URL", "CYTOMIC_TOKEN_URL", "CYTOMIC_USER", "CYTOMIC_PASSWORD", "CYTOMIC_CLIENT_IDS", "CYTOMIC_CLIENT_ID", "CYTOMIC_CLIENT_SECRET") {
 		c := &tenant.Cytomic{
-			URL:      e.URL("CYTOMIC_URL", e.Str("CYTOMIC_URL", cytomic.DefaultURL), insecure),
-			TokenURL: e.URL("CYTOMIC_TOKEN_URL", e.Str("CYTOMIC_TOKEN_URL", cytomic.DefaultTokenURL), insecure),
+			URL:      e.URL("CYTOMIC_URL", e.Str("CYTOMIC_URL"), insecure),
+			TokenURL: e.URL("CYTOMIC_TOKEN_URL", e.Str("CYTOMIC_TOKEN_URL"), insecure),
 			User:     e.Required("CYTOMIC_USER"), Password: e.RequiredSecret("CYTOMIC_PASSWORD"),
-			ClientID: e.Str("CYTOMIC_CLIENT_ID", ""), ClientSecret: e.Secret("CYTOMIC_CLIENT_SECRET"),
-			ClientIDs: e.List("CYTOMIC_CLIENT_IDS", nil),
+			ClientID: e.Str("CYTOMIC_CLIENT_ID"), ClientSecret: e.Secret("CYTOMIC_CLIENT_SECRET"),
+			ClientIDs: e.List("CYTOMIC_CLIENT_IDS"),
 		}
-		if (c.ClientID == "") != (c.ClientSecret == "") {
+		if (c.ClientID == "") != (c.ClientSecret == "") && !e.Failed("CYTOMIC_CLIENT_SECRET") && !e.Failed("CYTOMIC_CLIENT_SECRET_FILE") {
 			e.Fail("CYTOMIC_CLIENT_ID", "set CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET together (the OAuth client's Basic credentials)")
 		}
 		if len(c.ClientIDs) == 0 {
@@ -129,10 +129,10 @@ func envAccounts(e *envconf.Env, insecure bool) envAccountSet {
 		// SOPHOS_URL and SOPHOS_TENANT_ID may be left out: a tenant
 		// credential learns both from whoami.
 		out.Sophos = &tenant.Sophos{
-			URL:      e.URL("SOPHOS_URL", e.Str("SOPHOS_URL", ""), insecure),
-			AuthURL:  e.URL("SOPHOS_AUTH_URL", e.Str("SOPHOS_AUTH_URL", "https://id.sophos.com"), insecure),
+			URL:      e.URL("SOPHOS_URL", e.Str("SOPHOS_URL"), insecure),
+			AuthURL:  e.URL("SOPHOS_AUTH_URL", e.Str("SOPHOS_AUTH_URL"), insecure),
 			ClientID: e.Required("SOPHOS_CLIENT_ID"), ClientSecret: e.RequiredSecret("SOPHOS_CLIENT_SECRET"),
-			TenantID: e.Str("SOPHOS_TENANT_ID", ""),
+			TenantID: e.Str("SOPHOS_TENANT_ID"),
 		}
 	}
 	return out
@@ -147,17 +147,6 @@ func addTenantSecrets(set *redact.Set, cfg tenant.Config) {
 	}
 }
 
-func joinErrors(errs []error) string {
-	parts := make([]string, len(errs))
-	for i, err := range errs {
-		parts[i] = err.Error()
-	}
-	if len(parts) == 1 {
-		return parts[0]
-	}
-	return fmt.Sprintf("%d problems:\n  %s", len(parts), strings.Join(parts, "\n  "))
-}
-
 func digest(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:6])
@@ -167,14 +156,16 @@ func digest(s string) string {
 // its fleet-wide rate limiter is per credential, with a fair share per
 // customer when customers share the credential; transports count requests
 // per vendor; downloads share one credential-free downloader and one zip
-// spool budget.
+// spool budget; every driver masks with, and adds the access tokens it
+// fetches to, the process's redact.Set.
 type driverFactory struct {
-	set   vendorSettings
-	store *state.Store
-	m     *metrics.Metrics
-	log   *zap.Logger
-	dl    *httpc.Downloader
-	spool *cbc.SpoolBudget
+	set    vendorSettings
+	redact *redact.Set
+	store  *state.Store
+	m      *metrics.Metrics
+	log    *zap.Logger
+	dl     *httpc.Downloader
+	spool  *cbc.SpoolBudget
 
 	mu       sync.Mutex
 	limiters map[string]*state.RateLimiter
@@ -183,7 +174,7 @@ type driverFactory struct {
 func newDriverFactory(cfg *config, store *state.Store, m *metrics.Metrics, log *zap.Logger) *driverFactory {
 	dcfg := cfg.download
 	dcfg.Wrap = func(rt http.RoundTripper) http.RoundTripper { return m.Transport("download", rt) }
-	return &driverFactory{set: cfg.vendors, store: store, m: m, log: log, dl: httpc.NewDownloader(dcfg),
+	return &driverFactory{set: cfg.vendors, redact: cfg.secrets, store: store, m: m, log: log, dl: httpc.NewDownloader(dcfg),
 		spool: cbc.NewSpoolBudget(cfg.vendors.cbcMaxSpool), limiters: map[string]*state.RateLimiter{}}
 }
 
@@ -211,22 +202,22 @@ func (f *driverFactory) build(customer, kind string, account any) (edr.Driver, e
 	case *tenant.CBC:
 		return cbc.New(cbc.Config{URL: a.URL, OrgKey: a.OrgKey, APIID: a.APIID, APISecret: a.APISecret,
 			UserAgent: s.ua, Limiter: f.limiter("cbc", a.OrgKey+"/"+a.APIID, customer), Downloader: f.dl, Spool: f.spool,
-			Transport: f.m.Transport("cbc", apiTransport(s.insecure)), Logger: log})
+			Transport: f.m.Transport("cbc", apiTransport(s.insecure)), Logger: log, Redact: f.redact})
 	case *tenant.CBLR:
 		return cblr.New(cblr.Config{URL: a.URL, APIToken: a.APIToken, UserAgent: s.ua,
 			Limiter: f.limiter("cblr", a.URL+"/"+a.APIToken, customer), PollInterval: s.cblrPoll,
-			Transport: f.m.Transport("cblr", apiTransport(s.insecure)), Logger: log})
+			Transport: f.m.Transport("cblr", apiTransport(s.insecure)), Logger: log, Redact: f.redact})
 	case *tenant.Cytomic:
 		return cytomic.New(cytomic.Config{URL: a.URL, TokenURL: a.TokenURL, User: a.User, Password: a.Password,
 			ClientID: a.ClientID, ClientSecret: a.ClientSecret, Scope: s.cytomicScope, APIPrefix: s.cytomicPrefix,
 			ClientsField: s.cytomicField, TTLUnit: s.cytomicTTLUnit, ClientIDs: a.ClientIDs, Round: s.cytomicRound, TTL: s.cytomicTTL,
 			UserAgent: s.ua, Limiter: f.limiter("cytomic", a.URL+"/"+a.User, customer), Downloader: f.dl,
-			Transport: f.m.Transport("cytomic", apiTransport(s.insecure)), Logger: log})
+			Transport: f.m.Transport("cytomic", apiTransport(s.insecure)), Logger: log, Redact: f.redact})
 	case *tenant.Sophos:
 		return sophos.New(sophos.Config{URL: a.URL, AuthURL: a.AuthURL, ClientID: a.ClientID, ClientSecret: a.ClientSecret,
 			TenantID: a.TenantID, PollEvery: s.sophosPoll, Window: s.sophosWindow, MaxPages: s.sophosMaxPages,
 			MaxResultBytes: s.sophosMaxBytes, UserAgent: s.ua, Limiter: f.limiter("sophos", a.ClientID, customer),
-			Transport: f.m.Transport("sophos", apiTransport(s.insecure))})
+			Transport: f.m.Transport("sophos", apiTransport(s.insecure)), Redact: f.redact})
 	}
 	return nil, errors.New("unknown vendor account")
 }

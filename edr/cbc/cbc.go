@@ -33,10 +33,11 @@
 //	         paged with start/rows only when the answer says there is more; see Find
 //	Cancel   the Job Service has no cancel: edr.ErrCancelUnsupported
 //
-// Every API request carries X-Auth-Token: <API secret>/<API ID>. Error
-// bodies ({"error_code","message"}, {"reason":"query_malformed_syntax"})
-// give the error its Code and text; a 2xx answer carrying "errorMessage" is
-// an error, as the SDK has it. The operation reference is {"id":"<job
+// Every API request carries X-Auth-Token: <API secret>/<API ID>. Statuses
+// map to errors as edr/vendorhttp's table says; error bodies
+// ({"error_code","message"}, {"reason":"query_malformed_syntax"}) give the
+// error its Code and text, with the secret masked; a 2xx answer carrying
+// "errorMessage" is an error, as the SDK has it. The operation reference is {"id":"<job
 // id>"}; everything else (URL, org key, credentials) comes from Config, so
 // another worker with the same configuration re-attaches from the
 // reference alone.
@@ -62,7 +63,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 )
 
 const vendor = "cbc"
@@ -164,11 +167,15 @@ type Config struct {
 	Now func() time.Time
 	// Logger is optional.
 	Logger *zap.Logger
+	// Redact is the process's set of secrets, which every error text built
+	// from an answer goes through; the driver adds its own secret (in every
+	// wire form) to it. nil: a set of the driver's own.
+	Redact *redact.Set
 }
 
 // String describes cfg without its secret.
 func (c Config) String() string {
-	return fmt.Sprintf("cbc.Config{URL: %s, OrgKey: %s, APIID: %s, APISecret: [redacted]}", httpc.Redact(c.URL), c.OrgKey, c.APIID)
+	return fmt.Sprintf("cbc.Config{URL: %s, OrgKey: %s, APIID: %s, APISecret: %s}", httpc.Redact(c.URL), c.OrgKey, c.APIID, redact.Mask)
 }
 
 // GoString is String, so %#v does not print the secret either.
@@ -184,6 +191,10 @@ type Driver struct {
 	list  *httpc.Client // the job list: a larger body cap
 	spool *SpoolBudget
 	log   *zap.Logger
+	// answers maps the API's answers to *edr.Error; redact masks the
+	// secret in every text built from one.
+	answers *vendorhttp.API
+	redact  *redact.Set
 
 	mu     sync.Mutex
 	warned map[string]bool // unknown progress messages already logged
@@ -276,7 +287,19 @@ func New(cfg Config) (*Driver, error) {
 	}
 	lc := hc
 	lc.MaxBody = cfg.FindMaxBytes
+	red := cmp.Or(cfg.Redact, redact.New())
+	red.Add(cfg.APISecret, cfg.APISecret+"/"+cfg.APIID)
 	return &Driver{
+		redact: red,
+		answers: &vendorhttp.API{
+			Vendor: vendor,
+			Texts: map[vendorhttp.Class]string{
+				vendorhttp.Credentials: credentialsMsg, vendorhttp.Forbidden: credentialsMsg,
+				vendorhttp.Unavailable: "server error", vendorhttp.NotFound: "", vendorhttp.Refused: "",
+			},
+			Describe: describe,
+			Redact:   red,
+		},
 		cfg:    cfg,
 		base:   strings.TrimRight(cfg.URL, "/"),
 		org:    url.PathEscape(cfg.OrgKey),
@@ -365,15 +388,9 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 	if err != nil {
 		return nil, err
 	}
-	if resp.Status/100 != 2 {
-		return nil, d.statusErr("start", resp)
-	}
-	if err := answerErr("start", resp); err != nil {
-		return nil, err
-	}
-	id, err := decodeStart(resp.Body)
+	id, err := decodeAnswer(d, "start", resp, decodeStart)
 	if err != nil {
-		return nil, malformedErr("start", err)
+		return nil, err
 	}
 	return refOf(id)
 }
@@ -469,7 +486,7 @@ func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 		return edr.Status{Done: true, Progress: p.with(jobCompleted)}, nil
 	case jobFailed:
 		d.forget(id)
-		return edr.Status{}, jobFailedErr("poll", j)
+		return edr.Status{}, d.jobFailedErr("poll", j)
 	}
 	return edr.Status{Progress: line}, nil
 }
@@ -522,19 +539,9 @@ func (d *Driver) progress(ctx context.Context, op, id string) (progress, error) 
 		return progress{}, err
 	}
 	if resp.Status == http.StatusNotFound {
-		return progress{}, notFoundErr(op, id, resp)
+		return progress{}, d.notFoundErr(op, id, resp)
 	}
-	if resp.Status/100 != 2 {
-		return progress{}, d.statusErr(op, resp)
-	}
-	if err := answerErr(op, resp); err != nil {
-		return progress{}, err
-	}
-	p, err := decodeProgress(resp.Body)
-	if err != nil {
-		return progress{}, malformedErr(op, err)
-	}
-	return p, nil
+	return decodeAnswer(d, op, resp, decodeProgress)
 }
 
 // job reads job id's object on behalf of op.
@@ -544,24 +551,14 @@ func (d *Driver) job(ctx context.Context, op, id string) (jobInfo, error) {
 		return jobInfo{}, err
 	}
 	if resp.Status == http.StatusNotFound {
-		return jobInfo{}, notFoundErr(op, id, resp)
+		return jobInfo{}, d.notFoundErr(op, id, resp)
 	}
-	if resp.Status/100 != 2 {
-		return jobInfo{}, d.statusErr(op, resp)
-	}
-	if err := answerErr(op, resp); err != nil {
-		return jobInfo{}, err
-	}
-	j, err := decodeJob(resp.Body)
-	if err != nil {
-		return jobInfo{}, malformedErr(op, err)
-	}
-	return j, nil
+	return decodeAnswer(d, op, resp, decodeJob)
 }
 
-func notFoundErr(op, id string, resp *httpc.Response) error {
-	return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status,
-		Msg: "export job " + id + " not found (expired, or started under another org key or API key)"}
+func (d *Driver) notFoundErr(op, id string, resp *httpc.Response) error {
+	return d.answers.Error(vendorhttp.Call{Op: op,
+		Msg: "export job " + id + " not found (expired, or started under another org key or API key)"}, resp)
 }
 
 // failedErr is the error for a job whose progress message says it failed.
@@ -570,16 +567,16 @@ func notFoundErr(op, id string, resp *httpc.Response) error {
 func (d *Driver) failedErr(ctx context.Context, op, id, msg string) error {
 	e := &edr.Error{Vendor: vendor, Op: op, Code: msg, Msg: "export job " + id + " ended without output (" + msg + ")"}
 	if j, err := d.job(ctx, op, id); err == nil && j.Errors != "" {
-		e.Msg += ": " + j.Errors
+		e.Msg += ": " + d.redact.String(j.Errors)
 	}
 	return e
 }
 
 // jobFailedErr is the error for a job object that says FAILED.
-func jobFailedErr(op string, j jobInfo) error {
+func (d *Driver) jobFailedErr(op string, j jobInfo) error {
 	msg := "export job " + j.ID + " failed at the vendor"
 	if j.Errors != "" {
-		msg += ": " + j.Errors
+		msg += ": " + d.redact.String(j.Errors)
 	}
 	return &edr.Error{Vendor: vendor, Op: op, Code: jobFailed, Msg: msg}
 }
@@ -626,7 +623,7 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 		case jerr != nil && !edr.IsRetryable(jerr):
 			return edr.Result{}, jerr
 		case jerr == nil && j.Status == jobFailed:
-			return edr.Result{}, jobFailedErr("collect", j)
+			return edr.Result{}, d.jobFailedErr("collect", j)
 		}
 		return edr.Result{}, &edr.Error{Vendor: vendor, Op: "collect", Status: resp.Status, Retryable: true,
 			RetryAfter: NotReadyRetryAfter, Msg: "export output not available yet"}
@@ -644,7 +641,7 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 		res, err = d.summarize(bytes.NewReader(resp.Body),
 			fmt.Sprintf("malformed response: /download answered HTTP %d without a redirect, and the body is not export data: ", resp.Status))
 	default:
-		return edr.Result{}, d.statusErr("collect", resp)
+		return edr.Result{}, d.answers.Error(vendorhttp.Call{Op: "collect"}, resp)
 	}
 	if err != nil {
 		return edr.Result{}, err
@@ -654,6 +651,9 @@ func (d *Driver) Collect(ctx context.Context, r edr.Ref) (edr.Result, error) {
 	}
 	return res, nil
 }
+
+// Close does nothing: the driver runs nothing in the background.
+func (d *Driver) Close() {}
 
 // Cancel returns edr.ErrCancelUnsupported: the CB Cloud Job Service has no
 // route to cancel a job, so an aborted export is abandoned and ends on its
@@ -781,70 +781,42 @@ func (d *Driver) call(ctx context.Context, c *httpc.Client, op, method, path str
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, transportErr(ctx, op, err)
+		return nil, d.answers.NoAnswer(ctx, op, err)
 	}
 	return resp, nil
 }
 
-// transportErr classifies a request that got no complete response. The
-// caller's own context ending is returned as such (not a vendor failure); a
-// per-request timeout is a retryable vendor failure.
-func transportErr(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("cbc %s: %w", op, ctx.Err())
+// decodeAnswer decodes a 2xx answer to op with decode. Another status is
+// mapped to an *edr.Error; a 2xx carrying "errorMessage" is refused, as the
+// SDK refuses it whatever the status (permanent: the service answered, and
+// said no); a body decode cannot read is malformed.
+func decodeAnswer[T any](d *Driver, op string, resp *httpc.Response, decode func([]byte) (T, error)) (T, error) {
+	var zero T
+	if resp.Status/100 != 2 {
+		return zero, d.answers.Error(vendorhttp.Call{Op: op}, resp)
 	}
-	if errors.Is(err, httpc.ErrTooLarge) {
-		return &edr.Error{Vendor: vendor, Op: op, Msg: "response too large", Err: err}
-	}
-	return &edr.Error{Vendor: vendor, Op: op, Retryable: httpc.IsRetryable(err), RetryAfter: httpc.RetryAfterOf(err),
-		Msg: "no response (network error or timeout)", Err: err}
-}
-
-// statusErr maps an unexpected HTTP status to an *edr.Error.
-func (d *Driver) statusErr(op string, resp *httpc.Response) error {
-	se, _ := resp.Err().(*httpc.StatusError)
-	if se == nil {
-		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: fmt.Sprintf("unexpected HTTP status %d", resp.Status)}
-	}
-	e := &edr.Error{Vendor: vendor, Op: op, Status: se.Status, Err: se, Retryable: se.Retryable(), RetryAfter: se.RetryAfter}
-	code, vmsg := vendorMessage(resp.Body)
-	e.Code = code
-	defer func() {
-		if vmsg != "" && e.Msg != credentialsMsg {
-			e.Msg = strings.TrimPrefix(e.Msg+": "+vmsg, ": ")
-		}
-	}()
-	switch {
-	case se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden:
-		e.Msg = credentialsMsg
-	case se.Status == http.StatusTooManyRequests:
-		e.Msg = "rate limited"
-		// No Retry-After: wait as long as the fleet limiter assumes.
-		e.RetryAfter = cmp.Or(e.RetryAfter, httpc.DefaultThrottle)
-	case se.Status >= 500:
-		e.Msg = "server error"
-	case se.Status == http.StatusBadRequest && code == "query_malformed_syntax":
-		e.Msg = "the query was refused as malformed"
-	case se.Status == http.StatusBadRequest:
-		e.Msg = "request refused as invalid"
-	}
-	return e
-}
-
-// answerErr refuses a 2xx answer that carries "errorMessage": the SDK
-// raises a ServerError on it whatever the status. It is permanent: the
-// service answered, and said no.
-func answerErr(op string, resp *httpc.Response) error {
 	var probe struct {
 		ErrorMessage json.RawMessage `json:"errorMessage"`
 	}
-	if !bytes.HasPrefix(bytes.TrimSpace(resp.Body), []byte("{")) || json.Unmarshal(resp.Body, &probe) != nil || probe.ErrorMessage == nil {
-		return nil
+	if bytes.HasPrefix(bytes.TrimSpace(resp.Body), []byte("{")) && json.Unmarshal(resp.Body, &probe) == nil && probe.ErrorMessage != nil {
+		_, msg := vendorMessage(resp.Body)
+		return zero, &edr.Error{Vendor: vendor, Op: op, Status: resp.Status,
+			Msg: "the service answered with an error: " + cmp.Or(d.redact.String(msg), "(no text)")}
 	}
-	_, msg := vendorMessage(resp.Body)
-	return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: "the service answered with an error: " + cmp.Or(msg, "(no text)")}
+	v, err := decode(resp.Body)
+	if err != nil {
+		return zero, d.answers.Malformed(vendorhttp.Call{Op: op}, resp.Status, err)
+	}
+	return v, nil
 }
 
-func malformedErr(op string, err error) error {
-	return &edr.Error{Vendor: vendor, Op: op, Msg: err.Error()}
+// describe reads what a CBC error body says (vendorMessage) for
+// vendorhttp.
+func describe(status int, body []byte) vendorhttp.Detail {
+	code, msg := vendorMessage(body)
+	d := vendorhttp.Detail{Code: code, Msg: msg}
+	if status == http.StatusBadRequest && code == "query_malformed_syntax" {
+		d.Explain = "the query was refused as malformed"
+	}
+	return d
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	simcbc "github.com/analysisfleet/analysisfleet/sim/cbc"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,32 +47,8 @@ var (
 	secrets = []string{apiSecret, apiSecret + "/" + apiID}
 )
 
-// clock is a settable clock shared by the simulator and the driver.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// intent is a fresh intent decided now on c.
-func (c *clock) intent(job string) edr.Intent {
-	in := edrtest.NewIntent(job)
-	in.At = c.Now().UnixMilli()
-	return in
-}
+// newClock is a manual clock shared by the simulator and the driver.
+func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 // recorder is a RoundTripper that keeps every API request the driver sends
 // (the pre-signed download does not go through it) and can run a hook after
@@ -126,9 +103,7 @@ func setup(t *testing.T, sc simcbc.Config, mod func(*cbc.Config)) *bundle {
 	sim := simcbc.New(sc)
 	sim.SetHits(hitSHA, hitDevices...)
 	sim.SetHits(emptySHA)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close) // runs first: releases hung requests
+	srv := simtest.Serve(t, sim)
 	rec := &recorder{}
 	cfg := cbc.Config{
 		URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret,
@@ -155,12 +130,6 @@ func (b *bundle) newDriver(t *testing.T) *cbc.Driver {
 
 func fast() simcbc.Config {
 	return simcbc.Config{QueuedFor: 20 * time.Millisecond, RunFor: 30 * time.Millisecond}
-}
-
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
 }
 
 func startPath() string { return "/jobs/v1/orgs/" + orgKey + "/jobs/start/event_export" }
@@ -221,7 +190,7 @@ func TestStartRequestAsDocumented(t *testing.T) {
 	clk := newClock()
 	b := setup(t, fast(), func(c *cbc.Config) { c.Now = clk.Now })
 	in := edr.Intent{Key: "job-1/cbc.event_export/7.1", At: clk.Now().UnixMilli()}
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: strings.ToUpper(hitSHA)}, in)
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: strings.ToUpper(hitSHA)}, in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":"4522"}`, string(ref))
 
@@ -251,8 +220,8 @@ func TestLifecycle(t *testing.T) {
 	clk := newClock()
 	b := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, ReadyAfter: 5 * time.Second, Now: clk.Now,
 		Message: simcbc.MessageAlways}, func(c *cbc.Config) { c.Now = clk.Now })
-	c := ctx(t)
-	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, clk.intent("t"))
+	c := edrtest.Ctx(t)
+	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, edrtest.IntentAt("t", clk.Now()))
 	require.NoError(t, err)
 
 	st, err := b.drv.Poll(c, ref)
@@ -306,13 +275,13 @@ func TestLifecycle(t *testing.T) {
 func TestPresignedRefusesCredentials(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simcbc.Config{}, nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
-	_, err = b.drv.Collect(ctx(t), ref)
+	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	urls := b.sim.IssuedURLs()
 	require.Len(t, urls, 1)
-	req, err := http.NewRequestWithContext(ctx(t), http.MethodGet, urls[0], nil)
+	req, err := http.NewRequestWithContext(edrtest.Ctx(t), http.MethodGet, urls[0], nil)
 	require.NoError(t, err)
 	req.Header.Set("X-Auth-Token", apiSecret+"/"+apiID)
 	resp, err := b.srv.Client().Do(req)
@@ -329,10 +298,10 @@ func TestFormatsSummariseAlike(t *testing.T) {
 			sc := fast()
 			sc.Format = f
 			b := setup(t, sc, nil)
-			res, err := edrtest.Drive(ctx(t), b.drv, edr.Target{SHA256: hitSHA}, nil)
+			res, err := edrtest.Drive(edrtest.Ctx(t), b.drv, edr.Target{SHA256: hitSHA}, nil)
 			require.NoError(t, err)
 			require.Equal(t, wantHit, res)
-			res, err = edrtest.Drive(ctx(t), b.drv, edr.Target{SHA256: emptySHA}, nil)
+			res, err = edrtest.Drive(edrtest.Ctx(t), b.drv, edr.Target{SHA256: emptySHA}, nil)
 			require.NoError(t, err)
 			require.Equal(t, edr.Result{}, res)
 		})
@@ -344,7 +313,7 @@ func TestFormatsSummariseAlike(t *testing.T) {
 func TestReattachCollectsSameResult(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	raw, err := json.Marshal(map[string]any{"task": "cbc", "ref": ref})
 	require.NoError(t, err)
@@ -353,7 +322,7 @@ func TestReattachCollectsSameResult(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(raw, &back))
 
-	res, err := edrtest.Drive(ctx(t), b.newDriver(t), edr.Target{}, edr.Ref(back.Ref))
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.newDriver(t), edr.Target{}, edr.Ref(back.Ref))
 	require.NoError(t, err)
 	require.Equal(t, wantHit, res)
 	require.Equal(t, 1, b.sim.TotalStarts())
@@ -362,7 +331,7 @@ func TestReattachCollectsSameResult(t *testing.T) {
 func TestRateLimitOnProgress(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.Kit().Add(simhttp.Fault{Name: "storm", Path: jobsPath() + refID(t, ref) + "/progress", Status: 429, RetryAfter: time.Second, Count: 2})
 
@@ -370,7 +339,7 @@ func TestRateLimitOnProgress(t *testing.T) {
 	// anything inside the window.
 	var throttled []error
 	for done := false; !done; {
-		st, err := b.drv.Poll(ctx(t), ref)
+		st, err := b.drv.Poll(edrtest.Ctx(t), ref)
 		if err != nil {
 			e := asEdrErr(t, err)
 			require.True(t, e.Retryable)
@@ -386,47 +355,37 @@ func TestRateLimitOnProgress(t *testing.T) {
 	}
 	require.Len(t, throttled, 2)
 	assertClean(t, b.sim, throttled...)
-	res, err := b.drv.Collect(ctx(t), ref)
+	res, err := b.drv.Collect(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.Equal(t, wantHit, res)
 	edrtest.AssertRetryAfterHonoured(t, b.sim.Kit().Requests(), time.Second)
-	require.Equal(t, 2, countStatus(b.sim.Kit(), http.StatusTooManyRequests))
+	require.Equal(t, 2, edrtest.CountStatus(b.sim.Kit(), "", http.StatusTooManyRequests))
 }
 
 func wait(t *testing.T, d time.Duration) {
 	select {
 	case <-time.After(d):
-	case <-ctx(t).Done():
+	case <-edrtest.Ctx(t).Done():
 		t.Fatal("test deadline")
 	}
-}
-
-func countStatus(k *simhttp.Kit, status int) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Status == status {
-			n++
-		}
-	}
-	return n
 }
 
 func TestServerErrorsAreRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	id := refID(t, ref)
 	for _, st := range []int{500, 502, 503, 504} {
 		b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + id + "/progress", Status: st, Count: 1})
-		_, err := b.drv.Poll(ctx(t), ref)
+		_, err := b.drv.Poll(edrtest.Ctx(t), ref)
 		e := asEdrErr(t, err)
 		require.True(t, e.Retryable, "%d: %v", st, err)
 		require.Equal(t, st, e.Status)
 		require.Zero(t, e.RetryAfter)
 	}
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + id + "/download", Status: 503, Count: 1})
-	res, err := edrtest.Drive(ctx(t), b.drv, edr.Target{}, ref)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.drv, edr.Target{}, ref)
 	require.NoError(t, err)
 	require.Equal(t, wantHit, res)
 	n := 0
@@ -442,11 +401,11 @@ func TestHungProgressTimesOut(t *testing.T) {
 	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	b := setup(t, fast(), func(c *cbc.Config) { c.Timeout = timeout })
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + refID(t, ref) + "/progress", Hang: true, Count: 1})
 	began := time.Now()
-	_, err = b.drv.Poll(ctx(t), ref)
+	_, err = b.drv.Poll(edrtest.Ctx(t), ref)
 	took := time.Since(began)
 	e := asEdrErr(t, err)
 	require.True(t, e.Retryable, "a timeout is retryable: %v", err)
@@ -454,7 +413,7 @@ func TestHungProgressTimesOut(t *testing.T) {
 	require.GreaterOrEqual(t, took, timeout)
 	require.Less(t, took, timeout+2*time.Second)
 
-	st, err := b.drv.Poll(ctx(t), ref) // the next poll is answered
+	st, err := b.drv.Poll(edrtest.Ctx(t), ref) // the next poll is answered
 	require.NoError(t, err)
 	require.NotEmpty(t, st.Progress)
 }
@@ -462,10 +421,10 @@ func TestHungProgressTimesOut(t *testing.T) {
 func TestCallerCancellationIsNotAVendorFailure(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath(), Hang: true})
-	c, cancel := context.WithTimeout(ctx(t), 100*time.Millisecond)
+	c, cancel := context.WithTimeout(edrtest.Ctx(t), 100*time.Millisecond)
 	defer cancel()
 	_, err = b.drv.Poll(c, ref)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
@@ -476,12 +435,12 @@ func TestCallerCancellationIsNotAVendorFailure(t *testing.T) {
 func TestMalformedResponses(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	id := refID(t, ref)
 
 	remove := b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + id + "/progress", Malformed: true})
-	_, err = b.drv.Poll(ctx(t), ref)
+	_, err = b.drv.Poll(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Contains(t, err.Error(), "malformed response")
@@ -490,10 +449,10 @@ func TestMalformedResponses(t *testing.T) {
 	// The export itself is garbage.
 	b.sim.Kit().Add(simhttp.Fault{Path: "/presigned/", Malformed: true})
 	require.Eventually(t, func() bool {
-		st, err := b.drv.Poll(ctx(t), ref)
+		st, err := b.drv.Poll(edrtest.Ctx(t), ref)
 		return err == nil && st.Done
 	}, 10*time.Second, 5*time.Millisecond)
-	_, err = b.drv.Collect(ctx(t), ref)
+	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
 	e = asEdrErr(t, err)
 	require.False(t, e.Retryable, "%v", err)
 	require.Contains(t, err.Error(), "malformed export")
@@ -510,7 +469,7 @@ func TestCredentialsRejected(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), mod)
-			_, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+			_, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 			e := asEdrErr(t, err)
 			require.False(t, e.Retryable)
 			require.Contains(t, []int{401, 403}, e.Status)
@@ -538,16 +497,16 @@ func TestExpiredPresignedURL(t *testing.T) {
 		}}
 	})
 	sim = b.sim
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
-	_, err = b.drv.Collect(ctx(t), ref)
+	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.True(t, e.Retryable, "an expired pre-signed URL is retryable: %v", err)
 	require.Equal(t, http.StatusForbidden, e.Status)
 	assertClean(t, b.sim, err)
 
-	res, err := b.drv.Collect(ctx(t), ref)
+	res, err := b.drv.Collect(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.Equal(t, wantHit, res)
 	require.Len(t, b.sim.IssuedURLs(), 2, "the second Collect used a fresh URL")
@@ -569,18 +528,18 @@ func TestPresignedURLRefusedWith400Or410(t *testing.T) {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, simcbc.Config{}, nil)
-			ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+			ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 			require.NoError(t, err)
 			b.sim.Kit().Add(simhttp.Fault{Path: "/presigned/", Status: status, Count: 1})
 
-			_, err = b.drv.Collect(ctx(t), ref)
+			_, err = b.drv.Collect(edrtest.Ctx(t), ref)
 			e := asEdrErr(t, err)
 			require.True(t, e.Retryable, "a refused pre-signed URL is retryable: %v", err)
 			require.Equal(t, status, e.Status)
 			require.Contains(t, err.Error(), "a fresh URL will be requested")
 			assertClean(t, b.sim, err)
 
-			res, err := b.drv.Collect(ctx(t), ref)
+			res, err := b.drv.Collect(edrtest.Ctx(t), ref)
 			require.NoError(t, err)
 			require.Equal(t, wantHit, res)
 			require.Len(t, b.sim.IssuedURLs(), 2, "the second Collect used a fresh URL")
@@ -594,9 +553,9 @@ func TestDownloadPolicyRefusal(t *testing.T) {
 	b := setup(t, simcbc.Config{}, func(c *cbc.Config) {
 		c.Downloader = httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{".amazonaws.com"}})
 	})
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
-	_, err = b.drv.Collect(ctx(t), ref)
+	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.ErrorIs(t, err, httpc.ErrDownloadRefused)
@@ -609,7 +568,7 @@ func TestBadHashRefusedBeforeAnyRequest(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	for _, bad := range []string{"x' OR 1=1--", hitSHA + " OR process_name:*", "", hitSHA[:63]} {
-		_, err := b.drv.Start(ctx(t), edr.Target{SHA256: bad}, edrtest.NewIntent("t"))
+		_, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: bad}, edrtest.NewIntent("t"))
 		require.ErrorIs(t, err, edr.ErrBadHash)
 		require.False(t, edr.IsRetryable(err))
 	}
@@ -620,16 +579,16 @@ func TestBadHashRefusedBeforeAnyRequest(t *testing.T) {
 func TestJobFailedAtVendor(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simcbc.Config{QueuedFor: time.Hour}, nil)
-	ref, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.True(t, b.sim.Fail(b.sim.Jobs()[0].ID))
-	_, err = b.drv.Poll(ctx(t), ref)
+	_, err = b.drv.Poll(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "FAILED", e.Code)
 
 	// Collect on the failed job does not wait for output that never comes.
-	_, err = b.drv.Collect(ctx(t), ref)
+	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
 	e = asEdrErr(t, err)
 	require.False(t, e.Retryable, "%v", err)
 	require.Equal(t, "FAILED", e.Code)
@@ -638,7 +597,7 @@ func TestJobFailedAtVendor(t *testing.T) {
 func TestPollUnknownJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	_, err := b.drv.Poll(ctx(t), edr.Ref(`{"id":999999}`)) // a numeric id is accepted too
+	_, err := b.drv.Poll(edrtest.Ctx(t), edr.Ref(`{"id":999999}`)) // a numeric id is accepted too
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusNotFound, e.Status)
@@ -646,13 +605,13 @@ func TestPollUnknownJob(t *testing.T) {
 
 	// /download answers 404 for a job that is gone too; Collect tells it
 	// from "not ready yet" by asking for the job's progress.
-	_, err = b.drv.Collect(ctx(t), edr.Ref(`{"id":"999999"}`))
+	_, err = b.drv.Collect(edrtest.Ctx(t), edr.Ref(`{"id":"999999"}`))
 	e = asEdrErr(t, err)
 	require.False(t, e.Retryable, "%v", err)
 	require.Contains(t, err.Error(), "not found")
 
 	for _, bad := range []string{`{}`, `{"id":"../../x"}`, `[]`, `nonsense`, `{"id":1.5}`} {
-		_, err := b.drv.Poll(ctx(t), edr.Ref(bad))
+		_, err := b.drv.Poll(edrtest.Ctx(t), edr.Ref(bad))
 		e := asEdrErr(t, err)
 		require.False(t, e.Retryable)
 		require.Contains(t, err.Error(), "invalid operation reference")
@@ -668,7 +627,7 @@ func TestHostsCappedAndRowLimit(t *testing.T) {
 		devices[i] = "host-" + string(rune('A'+i/26)) + string(rune('a'+i%26))
 	}
 	b.sim.SetHits(hitSHA, devices...)
-	res, err := edrtest.Drive(ctx(t), b.drv, edr.Target{SHA256: hitSHA}, nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.drv, edr.Target{SHA256: hitSHA}, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 450, res.Rows)
 	require.Equal(t, 150, res.HostsTotal)
@@ -677,7 +636,7 @@ func TestHostsCappedAndRowLimit(t *testing.T) {
 	require.Empty(t, res.Notes)
 
 	limited := b.newDriverWith(t, func(c *cbc.Config) { c.Rows = 4 })
-	res, err = edrtest.Drive(ctx(t), limited, edr.Target{SHA256: hitSHA}, nil)
+	res, err = edrtest.Drive(edrtest.Ctx(t), limited, edr.Target{SHA256: hitSHA}, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 4, res.Rows)
 	require.Len(t, res.Notes, 1)
@@ -695,7 +654,7 @@ func (b *bundle) newDriverWith(t *testing.T, mod func(*cbc.Config)) *cbc.Driver 
 func TestCancelUnsupported(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	err := b.drv.Cancel(ctx(t), edr.Ref(`{"id":"4522"}`))
+	err := b.drv.Cancel(edrtest.Ctx(t), edr.Ref(`{"id":"4522"}`))
 	require.ErrorIs(t, err, edr.ErrCancelUnsupported)
 	require.Empty(t, b.sim.Kit().Requests())
 	require.Equal(t, edr.KindCBCEventExport, b.drv.Kind())
@@ -727,20 +686,20 @@ func TestUnusualAnswers(t *testing.T) {
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true})})
 	require.NoError(t, err)
 
-	ref, err := d.Start(ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":"ab-77"}`, string(ref))
 
-	res, err := d.Collect(ctx(t), edr.Ref(`{"id":"1"}`))
+	res, err := d.Collect(edrtest.Ctx(t), edr.Ref(`{"id":"1"}`))
 	require.NoError(t, err)
 	require.Equal(t, edr.Result{Rows: 3, Hosts: []string{"h1", "h2"}, HostsTotal: 2}, res)
 
-	_, err = d.Collect(ctx(t), edr.Ref(`{"id":"2"}`))
+	_, err = d.Collect(edrtest.Ctx(t), edr.Ref(`{"id":"2"}`))
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Contains(t, err.Error(), "malformed response")
 
-	st, err := d.Poll(ctx(t), edr.Ref(`{"id":"3"}`))
+	st, err := d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"3"}`))
 	require.NoError(t, err)
 	require.Equal(t, edr.Status{Progress: "RESCHEDULED 3/10"}, st)
 }
@@ -779,7 +738,7 @@ func TestOtherServersAnswers(t *testing.T) {
 	d, err := cbc.New(cbc.Config{URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret,
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true}), Logger: zap.New(core)})
 	require.NoError(t, err)
-	poll := func(id string) (edr.Status, error) { return d.Poll(ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
+	poll := func(id string) (edr.Status, error) { return d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
 
 	for _, id := range []string{"10", "11", "12", "13"} {
 		st, err := poll(id)
@@ -810,7 +769,7 @@ func TestOtherServersAnswers(t *testing.T) {
 	require.True(t, st.Done)
 	require.Equal(t, 2, logs.Len(), "known messages are not logged")
 
-	collect := func(id string) (edr.Result, error) { return d.Collect(ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
+	collect := func(id string) (edr.Result, error) { return d.Collect(edrtest.Ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
 	res, err := collect("40")
 	require.NoError(t, err)
 	require.Equal(t, edr.Result{Rows: 3, Hosts: []string{"7", "h1", "h2"}, HostsTotal: 3}, res)

@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // errMalformed marks a vendor answer the driver cannot understand. It is
 // permanent: asking again returns the same bytes.
-var errMalformed = errors.New("malformed response")
+var errMalformed = vendorhttp.ErrMalformed
 
 // jobIDRe bounds what a job ID may look like: it is interpolated into URL
 // paths. The document shows a number (4522); strings of the same alphabet

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
@@ -272,30 +273,14 @@ func TestDecodeProgress(t *testing.T) {
 }
 
 func FuzzDecodeStart(f *testing.F) {
-	for _, s := range []string{`{"id":4522,"type":"event_export","status":"CREATED"}`, `{"id":"abc"}`, `{"id":4.5e3}`, `{}`, `[`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		id, err := decodeStart(b)
-		if err != nil {
-			require.ErrorIs(t, err, errMalformed)
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"id":4522,"type":"event_export","status":"CREATED"}`, `{"id":"abc"}`, `{"id":4.5e3}`, `{}`, `[`}, decodeStart, func(t *testing.T, id string) {
 		require.Regexp(t, jobIDRe, id)
 	})
 }
 
 func FuzzDecodeProgress(f *testing.F) {
-	for _, s := range []string{`{"num_total":100000,"num_completed":100000,"message":"FINISHED"}`,
-		`{"num_total":"5","num_completed":-1,"message":"IN_PROGRESS"}`, `{"message":"QUEUED"}`, `{"message":null}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := decodeProgress(b)
-		if err != nil {
-			require.ErrorIs(t, err, errMalformed)
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"num_total":100000,"num_completed":100000,"message":"FINISHED"}`,
+		`{"num_total":"5","num_completed":-1,"message":"IN_PROGRESS"}`, `{"message":"QUEUED"}`, `{"message":null}`}, decodeProgress, func(t *testing.T, p progress) {
 		require.LessOrEqual(t, len(p.Message), 64)
 		require.GreaterOrEqual(t, p.Total, int64(0))
 		require.GreaterOrEqual(t, p.Completed, int64(0))
@@ -454,13 +439,6 @@ func TestSummarizeSpoolBudget(t *testing.T) {
 	require.Empty(t, entries, "spool files are removed")
 }
 
-func readTestdata(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	require.NoError(t, err)
-	return b
-}
-
 // The job objects of the SDK's fixtures decode to what they say.
 func TestDecodeRecordedJobs(t *testing.T) {
 	t.Parallel()
@@ -483,36 +461,28 @@ func TestDecodeRecordedJobs(t *testing.T) {
 		"sdk_job_audit_export.json":   {ID: "4805565", Type: "external", Status: "COMPLETED", Created: at("2023-02-02T23:16:25.625583Z")},
 		"sdk_job_devices_export.json": {ID: "11608915", Type: "endpoints", Status: "IN_PROGRESS", Created: at("2024-01-26T18:18:39.962319Z")},
 	} {
-		got, err := decodeJob(readTestdata(t, file))
+		got, err := decodeJob(edrtest.Testdata(t, file))
 		require.NoError(t, err, file)
 		require.Equal(t, want, got, file)
 	}
-	l, err := decodeJobList(readTestdata(t, "sdk_jobs_list.json"))
+	l, err := decodeJobList(edrtest.Testdata(t, "sdk_jobs_list.json"))
 	require.NoError(t, err)
 	require.EqualValues(t, 2, l.NumFound)
 	require.Equal(t, 2, l.Listed)
 	require.Equal(t, []string{"12345", "23456"}, []string{l.Jobs[0].ID, l.Jobs[1].ID})
 
-	code, msg := vendorMessage(readTestdata(t, "sdk_error_invalid_enum.json"))
+	code, msg := vendorMessage(edrtest.Testdata(t, "sdk_error_invalid_enum.json"))
 	require.Equal(t, "INVALID_ENUM_VALUE", code)
 	require.Equal(t, "Malformed JSON input: terms.fields[0]", msg)
-	code, _ = vendorMessage(readTestdata(t, "sdk_error_query_malformed.json"))
+	code, _ = vendorMessage(edrtest.Testdata(t, "sdk_error_query_malformed.json"))
 	require.Equal(t, "query_malformed_syntax", code)
-	_, msg = vendorMessage(readTestdata(t, "sdk_error_message.json"))
+	_, msg = vendorMessage(edrtest.Testdata(t, "sdk_error_message.json"))
 	require.Equal(t, "Test Alpha Message", msg)
 }
 
 func FuzzDecodeJob(f *testing.F) {
-	for _, s := range []string{`{"id":1,"status":"FAILED","errors":"x","progress":{"num_total":1},"job_parameters":{"job_parameters":{"query":{"query":"q","time_range":{"start":"2026-01-01T00:00:00.000Z"},"rows":5}}}}`,
-		`{"id":"a","create_time":"2022-01-04T19:18:58.213Z","errors":["a",{"b":1}]}`, `{"id":1,"job_parameters":{"query":"q"}}`, `null`, `[]`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		j, err := decodeJob(b)
-		if err != nil {
-			require.ErrorIs(t, err, errMalformed)
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"id":1,"status":"FAILED","errors":"x","progress":{"num_total":1},"job_parameters":{"job_parameters":{"query":{"query":"q","time_range":{"start":"2026-01-01T00:00:00.000Z"},"rows":5}}}}`,
+		`{"id":"a","create_time":"2022-01-04T19:18:58.213Z","errors":["a",{"b":1}]}`, `{"id":1,"job_parameters":{"query":"q"}}`, `null`, `[]`}, decodeJob, func(t *testing.T, j jobInfo) {
 		require.Regexp(t, jobIDRe, j.ID)
 		require.LessOrEqual(t, len(j.Status), 64)
 		require.LessOrEqual(t, len(j.Errors), 300)

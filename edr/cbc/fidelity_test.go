@@ -10,6 +10,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/cbc"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	simcbc "github.com/analysisfleet/analysisfleet/sim/cbc"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
@@ -34,10 +35,10 @@ func TestProgressWithoutMessage(t *testing.T) {
 	clk := newClock()
 	b := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: 10 * time.Second, ReadyAfter: 5 * time.Second,
 		Now: clk.Now, Message: simcbc.MessageNever}, func(c *cbc.Config) { c.Now = clk.Now })
-	c := ctx(t)
-	hit, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, clk.intent("hit"))
+	c := edrtest.Ctx(t)
+	hit, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, edrtest.IntentAt("hit", clk.Now()))
 	require.NoError(t, err)
-	empty, err := b.drv.Start(c, edr.Target{SHA256: emptySHA}, clk.intent("empty"))
+	empty, err := b.drv.Start(c, edr.Target{SHA256: emptySHA}, edrtest.IntentAt("empty", clk.Now()))
 	require.NoError(t, err)
 
 	st, err := b.drv.Poll(c, hit)
@@ -80,8 +81,8 @@ func TestFailedJobFailsTheTaskWithItsReason(t *testing.T) {
 	clk := newClock()
 	b := setup(t, simcbc.Config{QueuedFor: 10 * time.Second, RunFor: time.Hour, Now: clk.Now, Message: simcbc.MessageAlways},
 		func(c *cbc.Config) { c.Now = clk.Now })
-	c := ctx(t)
-	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, clk.intent("t"))
+	c := edrtest.Ctx(t)
+	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, edrtest.IntentAt("t", clk.Now()))
 	require.NoError(t, err)
 	jobPath := jobsPath() + refID(t, ref)
 	clk.Advance(30 * time.Minute)
@@ -126,8 +127,8 @@ func TestJobObjectReadOnlyWhenStuck(t *testing.T) {
 		devices[i] = "host-" + strings.Repeat("x", i+1)
 	}
 	b.sim.SetHits(hitSHA, devices...)
-	c := ctx(t)
-	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, clk.intent("t"))
+	c := edrtest.Ctx(t)
+	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, edrtest.IntentAt("t", clk.Now()))
 	require.NoError(t, err)
 	jobPath := jobsPath() + refID(t, ref)
 	for range 8 { // QUEUED for 4 minutes, polled every 30s
@@ -157,14 +158,14 @@ func TestStartRequestDerivedFromIntent(t *testing.T) {
 	clk := newClock()
 	b := setup(t, fast(), func(c *cbc.Config) { c.Now = clk.Now })
 	in := edr.Intent{Key: "job-1/cbc.event_export/3.1", At: time.Date(2026, 2, 1, 10, 0, 0, 123_000_000, time.UTC).UnixMilli()}
-	_, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, in)
+	_, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in)
 	require.NoError(t, err)
 	clk.Advance(17 * time.Minute) // another worker, later
-	_, err = b.newDriverWith(t, func(c *cbc.Config) { c.Now = clk.Now }).Start(ctx(t), edr.Target{SHA256: hitSHA}, in)
+	_, err = b.newDriverWith(t, func(c *cbc.Config) { c.Now = clk.Now }).Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in)
 	require.NoError(t, err)
 	near := in
 	near.At += 300
-	_, err = b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, near)
+	_, err = b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, near)
 	require.NoError(t, err)
 
 	var bodies [][]byte
@@ -191,13 +192,13 @@ func TestFindMatchesItsIntentOnly(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	b := setup(t, simcbc.Config{QueuedFor: time.Minute, RunFor: time.Minute, Now: clk.Now}, func(c *cbc.Config) { c.Now = clk.Now })
-	c := ctx(t)
-	in := clk.intent("job-1")
+	c := edrtest.Ctx(t)
+	in := edrtest.IntentAt("job-1", clk.Now())
 	_, err := b.drv.Find(c, edr.Target{SHA256: hitSHA}, in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, in)
 	require.NoError(t, err)
-	other, err := b.drv.Start(c, edr.Target{SHA256: emptySHA}, clk.intent("job-2"))
+	other, err := b.drv.Start(c, edr.Target{SHA256: emptySHA}, edrtest.IntentAt("job-2", clk.Now()))
 	require.NoError(t, err)
 
 	next := b.newDriver(t)
@@ -243,14 +244,14 @@ func TestFindTwoMatchesPicksTheOldest(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	b := setup(t, simcbc.Config{Now: clk.Now}, func(c *cbc.Config) { c.Now = clk.Now })
-	in := clk.intent("job-1")
-	first, err := b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, in)
+	in := edrtest.IntentAt("job-1", clk.Now())
+	first, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in)
 	require.NoError(t, err)
 	clk.Advance(time.Second)
-	_, err = b.drv.Start(ctx(t), edr.Target{SHA256: hitSHA}, in)
+	_, err = b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in)
 	require.NoError(t, err)
 	for range 3 {
-		got, err := b.newDriver(t).Find(ctx(t), edr.Target{SHA256: hitSHA}, in)
+		got, err := b.newDriver(t).Find(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in)
 		require.NoError(t, err)
 		require.JSONEq(t, string(first), string(got))
 	}
@@ -262,13 +263,13 @@ func TestFindPagesThroughTheList(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	b := setup(t, simcbc.Config{Now: clk.Now, ListPageSize: 2}, func(c *cbc.Config) { c.Now = clk.Now })
-	c := ctx(t)
+	c := edrtest.Ctx(t)
 	for i := range 4 {
-		_, err := b.drv.Start(c, edr.Target{SHA256: emptySHA}, clk.intent("other-"+string(rune('a'+i))))
+		_, err := b.drv.Start(c, edr.Target{SHA256: emptySHA}, edrtest.IntentAt("other-"+string(rune('a'+i)), clk.Now()))
 		require.NoError(t, err)
 		clk.Advance(time.Second)
 	}
-	in := clk.intent("job-1")
+	in := edrtest.IntentAt("job-1", clk.Now())
 	ref, err := b.drv.Start(c, edr.Target{SHA256: hitSHA}, in)
 	require.NoError(t, err)
 
@@ -306,12 +307,12 @@ func TestFindErrors(t *testing.T) {
 	listPath := "/jobs/v1/orgs/" + orgKey + "/jobs"
 	for _, status := range []int{429, 503, 403} {
 		remove := b.sim.Kit().Add(simhttp.Fault{Path: listPath, Method: "GET", Status: status, Count: 1})
-		_, err := b.drv.Find(ctx(t), edr.Target{SHA256: hitSHA}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
+		_, err := b.drv.Find(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
 		remove()
 		e := asEdrErr(t, err)
 		require.Equal(t, status != 403, e.Retryable, "%d: %v", status, err)
 		require.False(t, errors.Is(err, edr.ErrNotStarted))
 	}
-	_, err := b.drv.Find(ctx(t), edr.Target{SHA256: "nope"}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
+	_, err := b.drv.Find(edrtest.Ctx(t), edr.Target{SHA256: "nope"}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
 	require.ErrorIs(t, err, edr.ErrBadHash)
 }

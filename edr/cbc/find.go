@@ -154,17 +154,7 @@ func (d *Driver) listPage(ctx context.Context, path string) (jobList, error) {
 	if err != nil {
 		return jobList{}, err
 	}
-	if resp.Status/100 != 2 {
-		return jobList{}, d.statusErr("find", resp)
-	}
-	if err := answerErr("find", resp); err != nil {
-		return jobList{}, err
-	}
-	l, err := decodeJobList(resp.Body)
-	if err != nil {
-		return jobList{}, malformedErr("find", err)
-	}
-	return l, nil
+	return decodeAnswer(d, "find", resp, decodeJobList)
 }
 
 type verdict int

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,71 +16,50 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/cbc"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
-// testdata returns a file of testdata/ (see its README for the sources).
-func testdata(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
-
-// replay is an httptest server that answers each route with recorded
-// bodies, in turn (the last one repeats), and keeps the requests.
+// replay answers each route with recorded bodies, in turn (the last one
+// repeats): a file of testdata/, "status:file", or "redirect=path" (a 302
+// to path on the replay).
 type replay struct {
-	mu     sync.Mutex
-	routes map[string][]string // "GET /path" → body files, or "status:file"
-	seen   map[string]int
-	reqs   []*http.Request
-	srv    *httptest.Server
-	t      *testing.T
+	*edrtest.Replay
 }
 
 func newReplay(t *testing.T, routes map[string][]string) *replay {
-	r := &replay{routes: routes, seen: map[string]int{}, t: t}
-	r.srv = httptest.NewServer(r)
-	t.Cleanup(r.srv.Close)
+	r := &replay{edrtest.NewReplay(t, `{"error_code":"NOT_FOUND","message":"no such route"}`)}
+	for route, files := range routes {
+		var mu sync.Mutex
+		n := 0
+		r.Handle(route, func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			f := files[min(n, len(files)-1)]
+			n++
+			mu.Unlock()
+			status := http.StatusOK
+			if i := strings.IndexByte(f, ':'); i > 0 {
+				_, _ = fmt.Sscanf(f[:i], "%d", &status)
+				f = f[i+1:]
+			}
+			if strings.HasPrefix(f, "redirect=") {
+				w.Header().Set("Location", r.Server.URL+strings.TrimPrefix(f, "redirect="))
+				w.WriteHeader(http.StatusFound)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = w.Write(edrtest.Testdata(t, f))
+		})
+	}
 	return r
 }
 
-func (r *replay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	key := req.Method + " " + req.URL.Path
-	r.mu.Lock()
-	r.reqs = append(r.reqs, req.Clone(req.Context()))
-	files, ok := r.routes[key]
-	n := r.seen[key]
-	r.seen[key]++
-	r.mu.Unlock()
-	if !ok {
-		http.Error(w, `{"error_code":"NOT_FOUND","message":"no such route"}`, http.StatusNotFound)
-		return
-	}
-	f := files[min(n, len(files)-1)]
-	status := http.StatusOK
-	if i := strings.IndexByte(f, ':'); i > 0 {
-		_, _ = fmt.Sscanf(f[:i], "%d", &status)
-		f = f[i+1:]
-	}
-	if strings.HasPrefix(f, "redirect=") {
-		w.Header().Set("Location", r.srv.URL+strings.TrimPrefix(f, "redirect="))
-		w.WriteHeader(http.StatusFound)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(testdata(r.t, f))
-}
-
-func (r *replay) count(key string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.seen[key]
-}
+// count returns how many requests "METHOD /path" took.
+func (r *replay) count(route string) int { return r.Hits(route) }
 
 func (r *replay) driver(t *testing.T, mod func(*cbc.Config)) *cbc.Driver {
-	cfg := cbc.Config{URL: r.srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, UserAgent: "analysisfleet/test (cbc)",
+	cfg := cbc.Config{URL: r.Server.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, UserAgent: "analysisfleet/test (cbc)",
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true})}
 	if mod != nil {
 		mod(&cfg)
@@ -110,7 +87,7 @@ func TestRecordedAnswers(t *testing.T) {
 		"GET " + orgPath + "/jobs":                     {"sdk_jobs_list.json"},
 	})
 	d := r.driver(t, nil)
-	c := ctx(t)
+	c := edrtest.Ctx(t)
 	// Decided a minute after the listed jobs were created.
 	in := edr.Intent{Key: "job-1/cbc.event_export/1.1", At: time.Date(2022, 1, 4, 19, 20, 0, 0, time.UTC).UnixMilli()}
 
@@ -136,10 +113,8 @@ func TestRecordedAnswers(t *testing.T) {
 	_, err = d.Find(c, edr.Target{SHA256: hitSHA}, in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, q := range r.reqs {
-		if strings.HasPrefix(q.URL.Path, "/bucket/") {
+	for _, q := range r.Requests() {
+		if strings.HasPrefix(q.Path, "/bucket/") {
 			require.Empty(t, q.Header.Get("X-Auth-Token"), "no credentials to the object store")
 			continue
 		}
@@ -148,8 +123,8 @@ func TestRecordedAnswers(t *testing.T) {
 		if q.Method == http.MethodPost {
 			require.Equal(t, "application/json", q.Header.Get("Content-Type"))
 		}
-		if q.URL.Path == orgPath+"/jobs" {
-			require.Empty(t, q.URL.RawQuery, "the first list request has no parameters, as the SDK's")
+		if q.Path == orgPath+"/jobs" {
+			require.Empty(t, q.RawQuery, "the first list request has no parameters, as the SDK's")
 		}
 	}
 }
@@ -169,7 +144,7 @@ func TestRecordedProgressAndJobs(t *testing.T) {
 		"GET " + orgPath + "/jobs/4":          {"sdk_job_download_blank.json"},
 	})
 	d := r.driver(t, nil)
-	poll := func(id string) (edr.Status, error) { return d.Poll(ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
+	poll := func(id string) (edr.Status, error) { return d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"`+id+`"}`)) }
 	st, err := poll("1")
 	require.NoError(t, err)
 	require.Equal(t, edr.Status{Done: true, Progress: "FINISHED 100000/100000"}, st)
@@ -193,18 +168,18 @@ func TestRecordedErrors(t *testing.T) {
 		"GET " + orgPath + "/jobs/8/progress":          {"sdk_error_message.json"},
 	})
 	d := r.driver(t, nil)
-	_, err := d.Start(ctx(t), edr.Target{SHA256: hitSHA}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
+	_, err := d.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edr.Intent{Key: "k", At: time.Now().UnixMilli()})
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "query_malformed_syntax", e.Code)
 	require.Contains(t, err.Error(), "query was refused as malformed")
 
-	_, err = d.Poll(ctx(t), edr.Ref(`{"id":"7"}`))
+	_, err = d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"7"}`))
 	e = asEdrErr(t, err)
 	require.Equal(t, "INVALID_ENUM_VALUE", e.Code)
 	require.Contains(t, e.Msg, "Malformed JSON input: terms.fields[0]")
 
-	_, err = d.Poll(ctx(t), edr.Ref(`{"id":"8"}`))
+	_, err = d.Poll(edrtest.Ctx(t), edr.Ref(`{"id":"8"}`))
 	e = asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusOK, e.Status)
@@ -249,7 +224,7 @@ func TestFindOnOtherLists(t *testing.T) {
 	in := edr.Intent{Key: "job-1/cbc.event_export/1.1", At: at.UnixMilli()}
 	start := at.Add(-cbc.DefaultWindow).Format("2006-01-02T15:04:05.000Z")
 	query := `{"query":"process_hash:` + hitSHA + `","time_range":{"start":"` + start + `"},"rows":10000}`
-	find := func(d *cbc.Driver) (edr.Ref, error) { return d.Find(ctx(t), edr.Target{SHA256: hitSHA}, in) }
+	find := func(d *cbc.Driver) (edr.Ref, error) { return d.Find(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, in) }
 
 	// The parameters as the start request was sent, as a bare array, and
 	// the time range re-rendered with an offset.
@@ -340,7 +315,7 @@ func TestCollectRefusesEndlessLine(t *testing.T) {
 	d, err := cbc.New(cbc.Config{URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, MaxLine: 1 << 20,
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{Insecure: true})})
 	require.NoError(t, err)
-	_, err = d.Collect(ctx(t), edr.Ref(`{"id":"1"}`))
+	_, err = d.Collect(edrtest.Ctx(t), edr.Ref(`{"id":"1"}`))
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable, "%v", err)
 	require.Contains(t, err.Error(), "export line longer than 1048576 bytes")

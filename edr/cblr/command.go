@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
@@ -72,21 +73,15 @@ func (d *Driver) issue(ctx context.Context, r *opRef, s *sensorRef, next step, n
 		return false, false, err
 	}
 	if resp.Status == http.StatusNotFound {
-		why := fmt.Sprintf("CB EDR refused the %q command (HTTP 404: %s)", name, vendorText(resp.Status, resp.Body))
+		why := fmt.Sprintf("CB EDR refused the %q command (HTTP 404: %s)", name, d.vendorText(resp.Status, resp.Body))
 		return true, false, d.lostSession(ctx, s, why, saysNotFound(resp.Body))
 	}
-	if !ok2xx(resp.Status) {
-		return false, false, statusError("poll", what, resp)
-	}
-	if err := d.checkTokens("poll", what, resp.Body); err != nil {
+	c, err := decodeAnswer(d, "poll", what, resp, decodeCommand)
+	if err != nil {
 		return false, false, err
 	}
-	c, err := decodeCommand(resp.Body)
-	if err != nil {
-		return false, false, malformed("poll", what, err)
-	}
 	if c.ID == "" {
-		return false, false, malformed("poll", what, errors.New("the new command has no id"))
+		return false, false, d.answers.Malformed(vendorhttp.Call{Op: "poll", What: what}, resp.Status, errors.New("the new command has no id"))
 	}
 	s.CommandID, s.FileID, s.Step = c.ID, c.FileID, next
 	s.LastActivity = d.now()
@@ -121,7 +116,7 @@ func (d *Driver) findCommand(ctx context.Context, r *opRef, s *sensorRef, name, 
 	}
 	switch {
 	case resp.Status == http.StatusUnauthorized, resp.Status == http.StatusTooManyRequests, resp.Status >= 500:
-		return command{}, false, statusError("poll", what, resp)
+		return command{}, false, d.answers.Error(vendorhttp.Call{Op: "poll", What: what}, resp)
 	case !ok2xx(resp.Status):
 		return command{}, false, nil
 	}
@@ -171,15 +166,9 @@ func (d *Driver) stepCommand(ctx context.Context, r *opRef, s *sensorRef) (chang
 		why := fmt.Sprintf("the %q command %s disappeared (HTTP 404)", name, s.CommandID)
 		return true, false, d.lostSession(ctx, s, why, false)
 	}
-	if !ok2xx(resp.Status) {
-		return false, false, statusError("poll", what, resp)
-	}
-	if err := d.checkTokens("poll", what, resp.Body); err != nil {
-		return false, false, err
-	}
-	c, err := decodeCommand(resp.Body)
+	c, err := decodeAnswer(d, "poll", what, resp, decodeCommand)
 	if err != nil {
-		return false, false, malformed("poll", what, err)
+		return false, false, err
 	}
 	switch norm(c.Status) {
 	case "complete", "completed":
@@ -226,6 +215,7 @@ func (d *Driver) stepCommand(ctx context.Context, r *opRef, s *sensorRef) (chang
 // fails the sensor, and a failed "get file" (locked, access denied, upload
 // failed) is a note: the process list has answered.
 func (d *Driver) commandFailed(ctx context.Context, r *opRef, s *sensorRef, c command) error {
+	c.ResultType, c.ResultDesc = d.redact.String(c.ResultType), d.redact.String(c.ResultDesc) // the sensor's words
 	name := cmdProcessList
 	if s.Step == stepGetFile {
 		name = cmdGetFile
@@ -275,15 +265,9 @@ func (d *Driver) fetchFile(ctx context.Context, r *opRef, s *sensorRef) (changed
 		s.fail(resp.Status, "file %s of the %q command is not in the session's file store (HTTP 404)", s.FileID, cmdGetFile)
 		return true, false, nil
 	}
-	if !ok2xx(resp.Status) {
-		return false, false, statusError("poll", what, resp)
-	}
-	if err := d.checkTokens("poll", what, resp.Body); err != nil {
-		return false, false, err
-	}
-	meta, err := decodeFile(resp.Body)
+	meta, err := decodeAnswer(d, "poll", what, resp, decodeFile)
 	if err != nil {
-		return false, false, malformed("poll", what, err)
+		return false, false, err
 	}
 	if st := strings.TrimSpace(string(meta.Status)); st != "" && st != "0" {
 		// The file request failed on the sensor: like a "get file" error,
@@ -352,14 +336,10 @@ func (d *Driver) download(ctx context.Context, s *sensorRef) (int64, string, err
 	resp, err := d.hc.Stream(req, d.maxFile)
 	if err != nil {
 		var se *httpc.StatusError
-		if errors.As(err, &se) && !se.Retryable() && se.Status != http.StatusUnauthorized {
-			return 0, "", &edr.Error{Vendor: vendor, Op: "poll", Status: se.Status,
-				Msg: fmt.Sprintf("%s: HTTP %d: %s", what, se.Status, clip(se.Body))}
+		if errors.As(err, &se) {
+			return 0, "", d.answers.StatusError(vendorhttp.Call{Op: "poll", What: what}, se)
 		}
-		if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
-			return 0, "", &edr.Error{Vendor: vendor, Op: "poll", Status: se.Status, Msg: msgBadToken}
-		}
-		return 0, "", edr.Wrap(vendor, "poll", err)
+		return 0, "", d.answers.NoAnswer(ctx, "poll", err)
 	}
 	defer resp.Body.Close()
 	h := sha256.New()
@@ -368,7 +348,7 @@ func (d *Driver) download(ctx context.Context, s *sensorRef) (int64, string, err
 		if errors.Is(err, httpc.ErrTooLarge) {
 			return n, "", err
 		}
-		return 0, "", edr.Wrap(vendor, "poll", err)
+		return 0, "", d.answers.NoAnswer(ctx, "poll", err)
 	}
 	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -390,7 +370,7 @@ func (d *Driver) cancelCommand(ctx context.Context, s *sensorRef) error {
 	case gone(resp.Status):
 		return nil
 	default:
-		return statusError("cancel", "GET command "+string(s.CommandID), resp)
+		return d.answers.Error(vendorhttp.Call{Op: "cancel", What: "GET command " + string(s.CommandID)}, resp)
 	}
 	if obj == nil {
 		obj = map[string]any{"id": s.CommandID.jsonValue(), "session_id": s.SessionID.jsonValue()}
@@ -410,13 +390,13 @@ func (d *Driver) cancelCommand(ctx context.Context, s *sensorRef) error {
 	if ok2xx(resp.Status) || gone(resp.Status) {
 		return nil
 	}
-	return statusError("cancel", "PUT command "+string(s.CommandID)+" status cancel", resp)
+	return d.answers.Error(vendorhttp.Call{Op: "cancel", What: "PUT command " + string(s.CommandID) + " status cancel"}, resp)
 }
 
 // checkTokens refuses an answer holding a JSON value longer than MaxToken,
 // before anything decodes it: a permanent failure of the sensor.
 func (d *Driver) checkTokens(op, what string, body []byte) error {
-	if n := longestToken(body); n > d.maxToken {
+	if n := vendorhttp.LongestToken(body); n > d.maxToken {
 		return &edr.Error{Vendor: vendor, Op: op, Msg: fmt.Sprintf(
 			"%s: the answer holds a JSON value of %d bytes, over the limit of %d bytes (Config.MaxToken); refusing it", what, n, d.maxToken)}
 	}

@@ -121,7 +121,9 @@
 // closed and the others carry on; the task fails only when every sensor
 // failed, and otherwise Result.Notes names the failed sensors and why. A
 // rejected token (401) fails the task at once; 429, 5xx and network errors
-// are returned as retryable and the runner retries the same call.
+// are returned as retryable and the runner retries the same call (statuses
+// map to errors as edr/vendorhttp's table says). The API token is masked,
+// in every encoding, in every text built from the server's answers.
 //
 // A Driver is safe for concurrent use: it keeps no per-operation state.
 package cblr

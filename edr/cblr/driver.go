@@ -15,7 +15,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 )
 
 // Defaults for Config fields left zero.
@@ -108,12 +110,16 @@ type Config struct {
 	Now func() time.Time
 	// Logger is optional.
 	Logger *zap.Logger
+	// Redact is the process's set of secrets, which every text built from
+	// an answer goes through; the driver adds its token (in every wire
+	// form) to it. nil: a set of the driver's own.
+	Redact *redact.Set
 }
 
 // String describes the configuration without the token.
 func (c Config) String() string {
-	return fmt.Sprintf("cblr.Config{URL: %s, APIToken: [redacted], Timeout: %s, MaxFile: %d}",
-		httpc.Redact(c.URL), c.Timeout, c.MaxFile)
+	return fmt.Sprintf("cblr.Config{URL: %s, APIToken: %s, Timeout: %s, MaxFile: %d}",
+		httpc.Redact(c.URL), redact.Mask, c.Timeout, c.MaxFile)
 }
 
 // GoString is String, so %#v does not print the token either.
@@ -132,6 +138,10 @@ type Driver struct {
 	fileMeta  bool
 	now       func() time.Time
 	log       *zap.Logger
+	// answers maps the server's answers to *edr.Error; redact masks the
+	// token in every text built from one.
+	answers *vendorhttp.API
+	redact  *redact.Set
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -163,9 +173,13 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	red := cmp.Or(cfg.Redact, redact.New())
+	red.Add(cfg.APIToken)
 	return &Driver{
-		base:  u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"),
-		token: cfg.APIToken,
+		answers: newAPI(red),
+		redact:  red,
+		base:    u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"),
+		token:   cfg.APIToken,
 		hc: httpc.New(httpc.Config{
 			Service: vendor, UserAgent: cfg.UserAgent, Timeout: cfg.Timeout,
 			MaxBody: cfg.MaxBody, Limiter: cfg.Limiter, Transport: cfg.Transport,
@@ -183,6 +197,9 @@ func New(cfg Config) (*Driver, error) {
 
 // String describes the driver without its token.
 func (d *Driver) String() string { return "cblr.Driver(" + httpc.Redact(d.base) + ")" }
+
+// Close does nothing: the driver runs nothing in the background.
+func (d *Driver) Close() {}
 
 // Kind returns edr.KindCBLRTriage.
 func (d *Driver) Kind() string { return edr.KindCBLRTriage }

@@ -25,6 +25,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	simcblr "github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 const (
@@ -59,6 +60,15 @@ func infected(id int64, host string) simcblr.Sensor {
 }
 
 // clean is a Windows host without the sample.
+// driveHost drives the triage of host, the simulator's only sensor, to its
+// end.
+func driveHost(t *testing.T, host simcblr.Sensor) (*env, edr.Result, error) {
+	t.Helper()
+	e := setup(t, opts{}, host)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(host.ID), nil)
+	return e, res, err
+}
+
 func clean(id int64, host string) simcblr.Sensor {
 	return simcblr.Sensor{
 		ID: id, Hostname: host, OS: "Windows 10 Enterprise",
@@ -104,9 +114,7 @@ func setup(t *testing.T, o opts, sensors ...simcblr.Sensor) *env {
 	for _, s := range sensors {
 		sim.AddSensor(s)
 	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close) // runs first: releases hung requests
+	srv := simtest.Serve(t, sim)
 	newDriver := func() *cblr.Driver {
 		tr := srv.Client().Transport
 		if o.transport != nil {
@@ -122,23 +130,6 @@ func setup(t *testing.T, o opts, sensors ...simcblr.Sensor) *env {
 		return d
 	}
 	return &env{srv: srv, sim: sim, kit: sim.Kit(), drv: newDriver(), newDriver: newDriver}
-}
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// countExact counts logged requests with this method and exact path.
-func countExact(k *simhttp.Kit, method, path string) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Method == method && r.Path == path {
-			n++
-		}
-	}
-	return n
 }
 
 // retry repeats f while it fails with a retryable error, like the runner.
@@ -158,7 +149,7 @@ func retry[T any](t *testing.T, f func() (T, error)) (T, error) {
 // cond holds for the Ref, and returns that Ref.
 func pollUntil(t *testing.T, d edr.Driver, ref edr.Ref, cond func(refView) bool) edr.Ref {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	var got edr.Ref
 	require.Eventually(t, func() bool {
 		st, err := retry(t, func() (edr.Status, error) { return d.Poll(ctx, ref) })
@@ -229,7 +220,7 @@ func TestProcessListMatch(t *testing.T) {
 	e := setup(t, opts{}, host)
 	tg := target(7)
 	tg.Path = "" // no path: process list only
-	res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, res.Rows)
 	require.Equal(t, []string{"WIN-MATCH"}, res.Hosts)
@@ -253,12 +244,12 @@ func TestGetFile(t *testing.T) {
 	t.Run("Matches", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, opts{}, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
 		require.Equal(t, []string{"WIN-A"}, res.Hosts)
-		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "bytes come from the content route")
-		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "no metadata, as cbapi")
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "bytes come from the content route")
+		require.Zero(t, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "no metadata, as cbapi")
 		cmds := e.sim.Sessions()[0].Commands
 		require.Len(t, cmds, 2)
 		require.Equal(t, "get file", cmds[1].Name)
@@ -272,7 +263,7 @@ func TestGetFile(t *testing.T) {
 		e := setup(t, opts{}, host)
 		tg := target(2)
 		tg.FileName = "other-name.exe"
-		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 		require.NoError(t, err)
 		require.Zero(t, res.Rows)
 		require.Empty(t, res.Hosts, "a file whose hash differs is not a sighting")
@@ -284,30 +275,30 @@ func TestGetFile(t *testing.T) {
 	t.Run("OverMaxFile", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, opts{maxFile: 8}, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Empty(t, res.Files)
 		require.EqualValues(t, 1, res.Rows, "the process match still counts")
 		require.Contains(t, strings.Join(res.Notes, "\n"), "sensor 1 (WIN-A): "+samplePath+" is over the size limit of 8 bytes; it was not retrieved or hashed")
-		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the download stops at the limit")
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the download stops at the limit")
 		requireAllClosed(t, e.sim)
 	})
 	t.Run("OverMaxFileFromMetadata", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, opts{maxFile: 8, fileMeta: true}, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Empty(t, res.Files)
 		require.EqualValues(t, 1, res.Rows, "the process match still counts")
 		require.Contains(t, strings.Join(res.Notes, "\n"), fmt.Sprintf("%s is over the size limit (%d bytes, limit 8)", samplePath, len(sample)))
-		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "metadata from the file route")
-		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the size is known from the metadata: no download")
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "metadata from the file route")
+		require.Zero(t, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"), "the size is known from the metadata: no download")
 		requireAllClosed(t, e.sim)
 	})
 	t.Run("MissingOnHost", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, opts{}, clean(3, "WIN-C"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(3), nil)
 		require.NoError(t, err, "a path that is not on the host is an answer, not a failure")
 		require.Zero(t, res.Rows)
 		require.Empty(t, res.Files)
@@ -330,8 +321,7 @@ func TestGetFile(t *testing.T) {
 		} {
 			host := infected(3, "WIN-C")
 			host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": fail}
-			e := setup(t, opts{}, host)
-			res, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+			e, res, err := driveHost(t, host)
 			require.NoError(t, err, "%+v", fail)
 			require.EqualValues(t, 1, res.Rows, "the process list's match stands")
 			require.Equal(t, []string{"WIN-C"}, res.Hosts)
@@ -344,8 +334,7 @@ func TestGetFile(t *testing.T) {
 		}
 		host := infected(3, "WIN-C")
 		host.CommandErrors = map[string]simcblr.ErrorInfo{"get file": {Code: -2147024864, Type: "WinHresult", Desc: "in use"}}
-		e := setup(t, opts{}, host)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(3), nil)
+		_, res, err := driveHost(t, host)
 		require.NoError(t, err)
 		require.Contains(t, strings.Join(res.Notes, "\n"), `result_code -2147024864 (0x80070020), result_type WinHresult, result_desc "in use"`)
 	})
@@ -362,12 +351,12 @@ func TestGetFile(t *testing.T) {
 			})
 		}
 		e := setup(t, opts{transport: failed, fileMeta: true}, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
 		require.Empty(t, res.Files)
 		require.Contains(t, strings.Join(res.Notes, "\n"), "sensor 1 (WIN-A): could not retrieve "+samplePath+": the sensor could not upload it (file status 5)")
-		require.Zero(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
+		require.Zero(t, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
 		requireAllClosed(t, e.sim)
 	})
 	t.Run("SessionClosedUnderIt", func(t *testing.T) {
@@ -377,12 +366,12 @@ func TestGetFile(t *testing.T) {
 		// driver acquires another session and asks again. The process
 		// list, done already, does not run again.
 		e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Second}}, infected(1, "WIN-A"))
-		ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
 		closeSession(t, e, 1)
 
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), ref)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), ref)
 		require.NoError(t, err)
 		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
 		require.Contains(t, strings.Join(res.Notes, "\n"), `sensor 1 (WIN-A): the "get file" command failed on the sensor`)
@@ -400,15 +389,12 @@ func TestGetFile(t *testing.T) {
 		// fails the sensor: the host went away.
 		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Second, CommandTime: 1500 * time.Millisecond}}
 		e := setup(t, o, infected(1, "WIN-A"))
-		ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
 		e.kit.Add(simhttp.Fault{Name: "swallow", Path: "/api/v1/cblr/session/1/keepalive", Status: http.StatusOK})
-		_, err = edrtest.Drive(testCtx(t), e.drv, target(1), ref)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), `sensor 1 (WIN-A): the "get file" command failed on the sensor`)
-		require.Contains(t, err.Error(), "the Live Response session timed out")
+		_, err = edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), ref)
+		edrtest.RequirePermanent(t, err, `sensor 1 (WIN-A): the "get file" command failed on the sensor`, "the Live Response session timed out")
 		require.Len(t, e.sim.Sessions(), 1, "no other session")
 	})
 	t.Run("StalledUpload", func(t *testing.T) {
@@ -418,13 +404,13 @@ func TestGetFile(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.StalledUpload = true
 		e := setup(t, opts{fileMeta: true}, host)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Equal(t, []edr.File{{Host: "WIN-A", Path: samplePath, Size: int64(len(sample)), SHA256: sampleSHA, Matches: true}}, res.Files)
 		require.Contains(t, strings.Join(res.Notes, "\n"),
 			fmt.Sprintf("sensor 1 (WIN-A): the upload of %s stayed at %d of %d bytes (10 polls,", samplePath, len(sample)/2, len(sample)))
-		require.Equal(t, 11, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "one look, then ten without progress")
-		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
+		require.Equal(t, 11, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), "one look, then ten without progress")
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1/content"))
 		requireAllClosed(t, e.sim)
 	})
 	t.Run("StalledUploadByTime", func(t *testing.T) {
@@ -437,19 +423,19 @@ func TestGetFile(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.StalledUpload = true
 		e := setup(t, opts{now: clk, fileMeta: true}, host)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
 		require.Len(t, res.Files, 1)
 		require.True(t, res.Files[0].Matches)
 		require.Contains(t, strings.Join(res.Notes, "\n"), "stayed at")
-		require.Less(t, countExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), 11)
+		require.Less(t, edrtest.CountExact(e.kit, "GET", "/api/v1/cblr/session/1/file/1"), 11)
 	})
 }
 
 func TestSessionClosedOnSuccess(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{}, infected(1, "WIN-A"), clean(2, "WIN-B"))
-	res, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1, 2), nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"WIN-A"}, res.Hosts)
 	require.Len(t, e.sim.Sessions(), 2)
@@ -462,10 +448,8 @@ func TestCommandErrorCarriesResult(t *testing.T) {
 	host.CommandErrors = map[string]simcblr.ErrorInfo{
 		"process list": {Code: 2147942405, Type: "WinHresult", Desc: "Access is denied."},
 	}
-	e := setup(t, opts{}, host)
-	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
+	e, _, err := driveHost(t, host)
+	edrtest.RequirePermanent(t, err)
 	for _, want := range []string{"sensor 1 (WIN-A)", `"process list"`, "result_code 2147942405 (0x80070005)", "result_type WinHresult", `result_desc "Access is denied."`} {
 		require.Contains(t, err.Error(), want)
 	}
@@ -483,7 +467,7 @@ func TestKeepalive(t *testing.T) {
 	t.Run("KeepsSessionAlive", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, slow, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
 		s := e.sim.Sessions()[0]
@@ -497,7 +481,7 @@ func TestKeepalive(t *testing.T) {
 		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Hour, SessionTimeout: 600 * time.Millisecond,
 			EnforceSessionTimeout: true, CommandTime: 1800 * time.Millisecond}}
 		e := setup(t, o, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
 		s := e.sim.Sessions()[0]
@@ -509,7 +493,7 @@ func TestKeepalive(t *testing.T) {
 		e := setup(t, slow, infected(1, "WIN-A"))
 		// Keepalives are answered 200 but never reach the simulator.
 		e.kit.Add(simhttp.Fault{Name: "swallow", Path: "/api/v1/cblr/session/1/keepalive", Status: http.StatusOK})
-		_, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 		require.Error(t, err)
 		require.Contains(t, err.Error(), "timed out")
 		require.Equal(t, "timeout", e.sim.Sessions()[0].Status)
@@ -523,7 +507,7 @@ func TestNoKeepaliveWhilePending(t *testing.T) {
 	// Keepalives would be due every 150 ms; the sensor checks in after
 	// 600 ms.
 	e := setup(t, opts{sim: simcblr.Config{SensorWaitTimeout: 300 * time.Millisecond, CheckInAfter: 600 * time.Millisecond}}, infected(1, "WIN-A"))
-	res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Len(t, res.Files, 1)
@@ -541,10 +525,8 @@ func TestNeverCheckIn(t *testing.T) {
 	host := infected(1, "WIN-OFFLINE")
 	host.NeverCheckIn = true
 	e := setup(t, opts{sim: simcblr.Config{CheckInTimeout: 200 * time.Millisecond, MaxCheckInTimeout: 200 * time.Millisecond}}, host)
-	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "sensor 1 (WIN-OFFLINE)")
+	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
+	edrtest.RequirePermanent(t, err, "sensor 1 (WIN-OFFLINE)")
 	// The server forgets a session that timed out before check-in (404).
 	require.Contains(t, err.Error(), "the Live Response session 1 no longer exists (HTTP 404): it expired or was closed before the sensor checked in")
 	require.Zero(t, e.sim.OpenSessions())
@@ -555,11 +537,8 @@ func TestUnsupportedCommand(t *testing.T) {
 	t.Parallel()
 	host := infected(1, "WIN-A")
 	host.Unsupported = []string{"get file"}
-	e := setup(t, opts{}, host)
-	_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), `does not support the Live Response command(s) "get file"`)
+	e, _, err := driveHost(t, host)
+	edrtest.RequirePermanent(t, err, `does not support the Live Response command(s) "get file"`)
 	require.Zero(t, e.kit.Count("POST", "/api/v1/cblr/session/1/command"), "checked before any command runs")
 	requireAllClosed(t, e.sim)
 }
@@ -572,8 +551,7 @@ func TestEmptySupportedCommands(t *testing.T) {
 		t.Parallel()
 		host := infected(1, "WIN-A")
 		host.ListsNoCommands = true
-		e := setup(t, opts{}, host)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		e, res, err := driveHost(t, host)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
 		require.Len(t, res.Files, 1)
@@ -585,8 +563,7 @@ func TestEmptySupportedCommands(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.ListsNoCommands = true
 		host.Unsupported = []string{"get file"}
-		e := setup(t, opts{}, host)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+		e, res, err := driveHost(t, host)
 		require.NoError(t, err, "the process list answered")
 		require.EqualValues(t, 1, res.Rows)
 		require.Empty(t, res.Files)
@@ -599,11 +576,8 @@ func TestEmptySupportedCommands(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.ListsNoCommands = true
 		host.Unsupported = []string{"process list"}
-		e := setup(t, opts{}, host)
-		_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), `command "process list" is not supported by sensor 1`)
+		e, _, err := driveHost(t, host)
+		edrtest.RequirePermanent(t, err, `command "process list" is not supported by sensor 1`)
 		requireAllClosed(t, e.sim)
 	})
 }
@@ -624,7 +598,7 @@ func TestUnreadableCommandList(t *testing.T) {
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	e := setup(t, opts{transport: odd, logger: zap.New(core)}, infected(1, "WIN-A"))
-	res, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Len(t, res.Files, 1)
@@ -645,16 +619,12 @@ func TestSessionRefused(t *testing.T) {
 		t.Parallel()
 		host := infected(1, "WIN-A")
 		host.LiveResponseDisabled = true
-		e := setup(t, opts{}, host)
-		_, err := edrtest.Drive(testCtx(t), e.drv, target(1), nil)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "sensor 1")
-		require.Contains(t, err.Error(), "Live Response is disabled")
+		e, _, err := driveHost(t, host)
+		edrtest.RequirePermanent(t, err, "sensor 1", "Live Response is disabled")
 		var ee *edr.Error
 		require.ErrorAs(t, err, &ee)
 		require.Equal(t, http.StatusForbidden, ee.Status)
-		require.Equal(t, 1, countExact(e.kit, "POST", startPath), "not retried")
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "POST", startPath), "not retried")
 	})
 	t.Run("SessionLimit", func(t *testing.T) {
 		t.Parallel()
@@ -664,31 +634,29 @@ func TestSessionRefused(t *testing.T) {
 		host := infected(1, "WIN-A")
 		host.SessionLimit = 1
 		e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
-		first, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		first, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
-		second, err := e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		second, err := e.newDriver().Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
-		require.Equal(t, 2, countExact(e.kit, "POST", startPath))
+		require.Equal(t, 2, edrtest.CountExact(e.kit, "POST", startPath))
 		require.Len(t, e.sim.Sessions(), 1)
-		require.NoError(t, e.drv.Cancel(testCtx(t), second))
+		require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), second))
 		require.Equal(t, 1, e.sim.OpenSessions(), "a borrowed session is not closed")
-		require.NoError(t, e.drv.Cancel(testCtx(t), first))
+		require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), first))
 		requireAllClosed(t, e.sim)
 
 		// Nothing to borrow (the server will not list its sessions): the
 		// refusal fails the sensor, with the vendor's words.
 		e = setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, host)
-		first, err = e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+		first, err = e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 		require.NoError(t, err)
 		e.kit.Add(simhttp.Fault{Name: "no list", Method: "GET", Path: startPath, Status: http.StatusForbidden, Count: 1})
-		_, err = e.newDriver().Start(testCtx(t), target(1), edrtest.NewIntent("t"))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "session limit reached")
+		_, err = e.newDriver().Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
+		edrtest.RequirePermanent(t, err, "session limit reached")
 		var ee *edr.Error
 		require.ErrorAs(t, err, &ee)
 		require.Equal(t, http.StatusConflict, ee.Status)
-		require.NoError(t, e.drv.Cancel(testCtx(t), first))
+		require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), first))
 		requireAllClosed(t, e.sim)
 	})
 	t.Run("UnknownSensor", func(t *testing.T) {
@@ -697,31 +665,31 @@ func TestSessionRefused(t *testing.T) {
 		// never given a session; the sensors that are the customer's run.
 		t.Parallel()
 		e := setup(t, opts{}, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(99, 1), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(99, 1), nil)
 		require.NoError(t, err)
 		require.Equal(t, []string{"WIN-A"}, res.Hosts)
 		notes := strings.Join(res.Notes, "\n")
 		require.Contains(t, notes, "sensor 99 is not known to the customer's CB EDR server")
 		require.NotContains(t, notes, "sensor 99 failed")
-		require.Equal(t, 1, countExact(e.kit, "POST", startPath), "a session for sensor 1 only")
-		require.Equal(t, 1, countExact(e.kit, "GET", "/api/v1/sensor/99"))
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "POST", startPath), "a session for sensor 1 only")
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "GET", "/api/v1/sensor/99"))
 
 		// Only unknown sensors: nothing runs, nothing fails.
-		res, err = edrtest.Drive(testCtx(t), e.drv, target(99), nil)
+		res, err = edrtest.Drive(edrtest.Ctx(t), e.drv, target(99), nil)
 		require.NoError(t, err)
 		require.Zero(t, res.Rows)
-		require.Equal(t, 1, countExact(e.kit, "POST", startPath))
+		require.Equal(t, 1, edrtest.CountExact(e.kit, "POST", startPath))
 	})
 }
 
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+	ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
 
-	require.NoError(t, e.drv.Cancel(testCtx(t), ref))
+	require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), ref))
 	s := e.sim.Sessions()[0]
 	require.Len(t, s.Commands, 1)
 	require.True(t, s.Commands[0].CancelRequested)
@@ -729,23 +697,23 @@ func TestCancel(t *testing.T) {
 	requireAllClosed(t, e.sim)
 
 	// Again, from another worker: everything is gone already.
-	require.NoError(t, e.newDriver().Cancel(testCtx(t), ref))
+	require.NoError(t, e.newDriver().Cancel(edrtest.Ctx(t), ref))
 }
 
 func TestCancelBeforeCheckIn(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-	ref, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
+	ref, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Equal(t, 2, e.sim.OpenSessions())
-	require.NoError(t, e.drv.Cancel(testCtx(t), ref))
+	require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), ref))
 	requireAllClosed(t, e.sim)
 }
 
 func TestResumeMidCommand(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+	ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
 	require.NotNil(t, view(t, ref).Sensors[0].CommandID, "the checkpoint carries the command id")
@@ -753,13 +721,13 @@ func TestResumeMidCommand(t *testing.T) {
 	// The first worker dies; the checkpoint goes through the ledger.
 	raw, err := json.Marshal(ref)
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), e.newDriver(), target(1), edr.Ref(raw))
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.newDriver(), target(1), edr.Ref(raw))
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Len(t, res.Files, 1)
 	require.True(t, res.Files[0].Matches)
 
-	require.Equal(t, 1, countExact(e.kit, "POST", startPath), "no second session")
+	require.Equal(t, 1, edrtest.CountExact(e.kit, "POST", startPath), "no second session")
 	require.Len(t, e.sim.Sessions(), 1)
 	cmds := e.sim.Sessions()[0].Commands
 	require.Len(t, cmds, 2, "process list once, get file once")
@@ -771,13 +739,13 @@ func TestResumeMidCommand(t *testing.T) {
 func TestResumeAdoptsUncheckpointedCommand(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+	ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// The first worker gets process list accepted and dies before the
 	// checkpoint: the ledger still holds the Ref from Start.
 	_ = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
 
-	res, err := edrtest.Drive(testCtx(t), e.newDriver(), target(1), ref)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.newDriver(), target(1), ref)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	cmds := e.sim.Sessions()[0].Commands
@@ -794,7 +762,7 @@ func TestMultipleSensors(t *testing.T) {
 		disabled := infected(2, "WIN-LOCKED")
 		disabled.LiveResponseDisabled = true
 		e := setup(t, opts{}, infected(1, "WIN-A"), disabled)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1, 2), nil)
 		require.NoError(t, err)
 		require.Equal(t, []string{"WIN-A"}, res.Hosts)
 		notes := strings.Join(res.Notes, "\n")
@@ -811,7 +779,7 @@ func TestMultipleSensors(t *testing.T) {
 		e := setup(t, opts{}, infected(1, "WIN-A"), broken, clean(3, "WIN-C"), noFile)
 		tg := target(1, 2, 3, 4)
 		tg.FileName = "" // match by path only
-		res, err := edrtest.Drive(testCtx(t), e.drv, tg, nil)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 		require.NoError(t, err)
 		require.EqualValues(t, 2, res.Rows, "the infected hosts whose process list answered ran the sample")
 		require.ElementsMatch(t, []string{"WIN-A", "WIN-NOFILE"}, res.Hosts)
@@ -831,14 +799,8 @@ func TestMultipleSensors(t *testing.T) {
 		a.LiveResponseDisabled = true
 		b.Unsupported = []string{"process list"}
 		e := setup(t, opts{}, a, b)
-		_, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), nil)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
-		require.Contains(t, err.Error(), "failed on every sensor")
-		require.Contains(t, err.Error(), "sensor 1")
-		require.Contains(t, err.Error(), "Live Response is disabled")
-		require.Contains(t, err.Error(), "sensor 2 (WIN-B)")
-		require.Contains(t, err.Error(), `"process list"`)
+		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1, 2), nil)
+		edrtest.RequirePermanent(t, err, "failed on every sensor", "sensor 1", "Live Response is disabled", "sensor 2 (WIN-B)", `"process list"`)
 		requireAllClosed(t, e.sim)
 	})
 }
@@ -861,15 +823,15 @@ func TestStartFailureHalfWay(t *testing.T) {
 		}
 		e := setup(t, opts{transport: flaky}, infected(1, "WIN-A"), infected(2, "WIN-B"))
 		in := edrtest.NewIntent("t")
-		_, err := e.drv.Start(testCtx(t), target(1, 2), in)
+		_, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), in)
 		require.Error(t, err)
 		require.True(t, edr.IsRetryable(err), "a network error is retryable: %v", err)
 		require.Len(t, e.sim.Sessions(), 1)
 		require.Equal(t, 1, e.sim.OpenSessions(), "left for the retry")
 
-		ref, err := e.drv.Start(testCtx(t), target(1, 2), in)
+		ref, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), in)
 		require.NoError(t, err)
-		res, err := edrtest.Drive(testCtx(t), e.drv, target(1, 2), ref)
+		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1, 2), ref)
 		require.NoError(t, err)
 		require.ElementsMatch(t, []string{"WIN-A", "WIN-B"}, res.Hosts)
 		require.Len(t, e.sim.Sessions(), 2, "one session per sensor")
@@ -889,9 +851,8 @@ func TestStartFailureHalfWay(t *testing.T) {
 			})
 		}
 		e := setup(t, opts{transport: revoked}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-		_, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err))
+		_, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), edrtest.NewIntent("t"))
+		edrtest.RequirePermanent(t, err)
 		require.Len(t, e.sim.Sessions(), 1)
 		requireAllClosed(t, e.sim)
 	})
@@ -901,7 +862,7 @@ func TestStartFailureHalfWay(t *testing.T) {
 // (or the session's owner) would.
 func closeSession(t *testing.T, e *env, id int) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPut, fmt.Sprintf("%s/api/v1/cblr/session/%d", e.srv.URL, id), strings.NewReader(`{"status":"close"}`))
+	req, err := http.NewRequestWithContext(edrtest.Ctx(t), http.MethodPut, fmt.Sprintf("%s/api/v1/cblr/session/%d", e.srv.URL, id), strings.NewReader(`{"status":"close"}`))
 	require.NoError(t, err)
 	req.Header.Set("X-Auth-Token", testToken)
 	resp, err := e.srv.Client().Do(req)
@@ -917,29 +878,25 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func TestRejectedToken(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{token: "wrong-token-value"}, infected(1, "WIN-A"))
-	_, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "CB EDR rejected the API token (check CBLR_API_TOKEN)")
+	_, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
+	edrtest.RequirePermanent(t, err, "CB EDR rejected the API token (check CBLR_API_TOKEN)")
 	require.NotContains(t, err.Error(), "wrong-token-value")
 	require.NotContains(t, err.Error(), testToken)
 
 	// A token rejected mid-way (rotated) fails the task at once too.
 	good := setup(t, opts{sim: simcblr.Config{CheckInAfter: time.Hour}}, infected(1, "WIN-A"))
-	ref, err := good.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+	ref, err := good.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	good.kit.Add(simhttp.Fault{Path: pollPath, Status: http.StatusUnauthorized, Count: 1})
-	_, err = good.drv.Poll(testCtx(t), ref)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "check CBLR_API_TOKEN")
+	_, err = good.drv.Poll(edrtest.Ctx(t), ref)
+	edrtest.RequirePermanent(t, err, "check CBLR_API_TOKEN")
 }
 
 func TestRateLimitOnStart(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{}, infected(1, "WIN-A"))
 	e.kit.Add(simhttp.Fault{Path: startPath, Method: "POST", Status: http.StatusTooManyRequests, RetryAfter: 2 * time.Second, Count: 1})
-	_, err := e.drv.Start(testCtx(t), target(1), edrtest.NewIntent("t"))
+	_, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err))
 	require.Equal(t, 2*time.Second, edr.RetryAfter(err))
@@ -950,17 +907,15 @@ func TestBadInput(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{}, infected(1, "WIN-A"))
 	tg := target()
-	_, err := e.drv.Start(testCtx(t), tg, edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "no sensors named in the submission (metaData sensorId/sensorIds)")
+	_, err := e.drv.Start(edrtest.Ctx(t), tg, edrtest.NewIntent("t"))
+	edrtest.RequirePermanent(t, err, "no sensors named in the submission (metaData sensorId/sensorIds)")
 
 	tg = target(-4)
-	_, err = e.drv.Start(testCtx(t), tg, edrtest.NewIntent("t"))
+	_, err = e.drv.Start(edrtest.Ctx(t), tg, edrtest.NewIntent("t"))
 	require.ErrorContains(t, err, "invalid sensor id")
 
 	for _, ref := range []string{`{`, `{"v":1,"sensors":[]}`, `{"v":99,"sensors":[{"sensorId":1,"sessionId":"1","step":"wait"}]}`, `{"v":1,"sensors":[{"sensorId":1,"step":"wait"}]}`} {
-		_, err = e.drv.Poll(testCtx(t), edr.Ref(ref))
+		_, err = e.drv.Poll(edrtest.Ctx(t), edr.Ref(ref))
 		require.Error(t, err, ref)
 		require.False(t, edr.IsRetryable(err), ref)
 	}
@@ -1005,7 +960,7 @@ func TestUserAgentAndPacing(t *testing.T) {
 		PollInterval: 10 * time.Millisecond, Transport: e.srv.Client().Transport,
 	})
 	require.NoError(t, err)
-	_, err = edrtest.Drive(testCtx(t), d, target(1), nil)
+	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(1), nil)
 	require.NoError(t, err)
 	reqs := e.kit.Requests()
 	require.NotEmpty(t, reqs)
@@ -1023,7 +978,7 @@ func (l *countingLimiter) Throttled(context.Context, time.Duration) {}
 func TestPollReturnsRightAfterCommandAccepted(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"), infected(2, "WIN-B"))
-	ref, err := e.drv.Start(testCtx(t), target(1, 2), edrtest.NewIntent("t"))
+	ref, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		s := e.sim.Sessions()
@@ -1033,7 +988,7 @@ func TestPollReturnsRightAfterCommandAccepted(t *testing.T) {
 	// went on after sensor 1's command was accepted would lose its id.
 	e.kit.Add(simhttp.Fault{Name: "down", Path: "/api/v1/cblr/session/2", Status: http.StatusServiceUnavailable})
 	before := len(e.kit.Requests())
-	st, err := e.drv.Poll(testCtx(t), ref)
+	st, err := e.drv.Poll(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.NotNil(t, st.Ref, "the new command must be checkpointed")
 	v := view(t, st.Ref)
@@ -1045,6 +1000,6 @@ func TestPollReturnsRightAfterCommandAccepted(t *testing.T) {
 	}
 	require.Len(t, e.sim.Sessions()[0].Commands, 1)
 	e.kit.Remove("down")
-	require.NoError(t, e.drv.Cancel(testCtx(t), st.Ref))
+	require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), st.Ref))
 	requireAllClosed(t, e.sim)
 }

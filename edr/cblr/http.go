@@ -13,7 +13,9 @@ import (
 	"strings"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 )
 
 const (
@@ -58,7 +60,8 @@ func (d *Driver) newRequest(ctx context.Context, method, path string, body any) 
 
 // send performs one request and returns the response whatever its status.
 // The error is non-nil only when no response arrived (retryable *edr.Error),
-// the body was over MaxBody (permanent *edr.Error), or ctx ended.
+// the body was over MaxBody (permanent *edr.Error), or ctx ended. Answers
+// the caller does not expect are mapped with d.answers.
 func (d *Driver) send(ctx context.Context, op, method, path string, body any) (*httpc.Response, error) {
 	req, err := d.newRequest(ctx, method, path, body)
 	if err != nil {
@@ -66,36 +69,53 @@ func (d *Driver) send(ctx context.Context, op, method, path string, body any) (*
 	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
-		return nil, edr.Wrap(vendor, op, err)
+		return nil, d.answers.NoAnswer(ctx, op, err)
 	}
 	return resp, nil
 }
 
 func ok2xx(status int) bool { return status >= 200 && status < 300 }
 
-// statusError turns a non-2xx answer into an *edr.Error: 401 is the token,
-// 429 and 5xx are retryable (429 keeps its Retry-After), anything else is
-// permanent and carries the vendor's own explanation. what says which call
-// it was ("GET session 12").
-func statusError(op, what string, resp *httpc.Response) error {
-	switch {
-	case resp.Status == http.StatusUnauthorized:
-		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: msgBadToken}
-	case resp.Status == http.StatusTooManyRequests:
-		se := resp.Err().(*httpc.StatusError)
-		return &edr.Error{
-			Vendor: vendor, Op: op, Status: resp.Status, Retryable: true,
-			RetryAfter: cmp.Or(se.RetryAfter, httpc.DefaultThrottle),
-			Msg:        "CB EDR is rate limiting requests (" + what + ")",
-		}
+// decodeAnswer reads the 2xx answer to the call named what with decode:
+// another status is mapped by d.answers, an answer holding a JSON value over
+// MaxToken is refused (checkTokens), and a body decode cannot read is
+// malformed.
+func decodeAnswer[T any](d *Driver, op, what string, resp *httpc.Response, decode func([]byte) (T, error)) (T, error) {
+	var zero T
+	if !ok2xx(resp.Status) {
+		return zero, d.answers.Error(vendorhttp.Call{Op: op, What: what}, resp)
 	}
-	if err := resp.Err(); err != nil && httpc.IsRetryable(err) {
-		return edr.Wrap(vendor, op, err)
+	if err := d.checkTokens(op, what, resp.Body); err != nil {
+		return zero, err
 	}
-	return &edr.Error{
-		Vendor: vendor, Op: op, Status: resp.Status,
-		Msg: fmt.Sprintf("%s: %s", what, vendorText(resp.Status, resp.Body)),
+	v, err := decode(resp.Body)
+	if err != nil {
+		return zero, d.answers.Malformed(vendorhttp.Call{Op: op, What: what}, resp.Status, err)
 	}
+	return v, nil
+}
+
+// newAPI returns the mapper of CB EDR's answers: vendorhttp's table, the
+// token hint for 401, and the server's own words (vendorText) after the
+// call's name for the rest ("GET session 12: Session not found").
+func newAPI(red *redact.Set) *vendorhttp.API {
+	return &vendorhttp.API{
+		Vendor: vendor,
+		Texts: map[vendorhttp.Class]string{
+			vendorhttp.Credentials: msgBadToken, vendorhttp.Throttled: "CB EDR is rate limiting requests",
+			vendorhttp.Unexpected: "", vendorhttp.Redirect: "", vendorhttp.BadRequest: "", vendorhttp.Forbidden: "",
+			vendorhttp.NotFound: "", vendorhttp.Refused: "", vendorhttp.Unavailable: "",
+		},
+		Describe: func(status int, body []byte) vendorhttp.Detail {
+			return vendorhttp.Detail{Msg: vendorText(status, body)}
+		},
+		Redact: red,
+	}
+}
+
+// vendorText is vendorText of body with the driver's secrets masked.
+func (d *Driver) vendorText(status int, body []byte) string {
+	return vendorText(status, []byte(d.redact.Snippet(string(body))))
 }
 
 // vendorText extracts the server's explanation from an error body: the
@@ -132,15 +152,6 @@ func clip(s string) string {
 	return s
 }
 
-// malformed is the permanent error for an undecodable answer; err wraps
-// errMalformed, whose text says "malformed response".
-func malformed(op, what string, err error) error {
-	if !errors.Is(err, errMalformed) {
-		err = fmt.Errorf("%w: %w", errMalformed, err)
-	}
-	return &edr.Error{Vendor: vendor, Op: op, Msg: what, Err: err}
-}
-
 // taskLevel reports whether err concerns the whole task rather than one
 // sensor: the caller's context ended, the token was rejected, or the same
 // call should simply be retried. Everything else fails only the sensor.
@@ -160,7 +171,8 @@ func reason(err error) (int, string) {
 	var e *edr.Error
 	if errors.As(err, &e) {
 		msg := e.Msg
-		if e.Err != nil {
+		var se *httpc.StatusError
+		if e.Err != nil && !errors.As(e.Err, &se) { // the message says what the server said
 			if msg != "" {
 				msg += ": "
 			}

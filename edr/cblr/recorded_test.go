@@ -3,13 +3,10 @@ package cblr_test
 import (
 	"bufio"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,19 +20,10 @@ import (
 // recorded replays the answers a real CB EDR server gave cbapi-python
 // (testdata/recorded, see its README): every request the recording holds is
 // answered with its recorded body, status and Content-Type; anything else is
-// 404 and logged, so a test can say which unrecorded routes the driver used.
+// 404 and listed, so a test can say which unrecorded routes the driver used.
+// A command POST is told apart by the command's name.
 type recorded struct {
-	t       *testing.T
-	answers map[string]recordedAnswer // "GET /api/v1/cblr/session/1", "POST …/command process list"
-
-	mu         sync.Mutex
-	log        []string
-	unrecorded []string
-}
-
-type recordedAnswer struct {
-	file, ctype string
-	status      int
+	*edrtest.Replay
 }
 
 func loadRecorded(t *testing.T) *recorded {
@@ -43,60 +31,59 @@ func loadRecorded(t *testing.T) *recorded {
 	f, err := os.Open(filepath.Join("testdata", "recorded", "SOURCES.tsv"))
 	require.NoError(t, err)
 	defer f.Close()
-	rec := &recorded{t: t, answers: map[string]recordedAnswer{}}
+	rec := &recorded{edrtest.NewReplay(t, "not in the recording")}
+	answer := func(file, ctype string) http.HandlerFunc {
+		body := edrtest.Testdata(t, "recorded", file)
+		return func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", ctype)
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(body)
+		}
+	}
+	commands := map[string]map[string]http.HandlerFunc{} // route → command name → answer
+	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Scan() // header
 	for sc.Scan() {
 		cols := strings.Split(sc.Text(), "\t")
 		require.Len(t, cols, 6, sc.Text())
-		key := cols[1] + " " + cols[2]
-		if cols[3] != "" {
-			var body struct{ Name string }
-			require.NoError(t, json.Unmarshal([]byte(cols[3]), &body))
-			key += " " + body.Name
-		}
-		status := http.StatusOK
 		require.Equal(t, "200", cols[4])
-		rec.answers[key] = recordedAnswer{file: cols[0], ctype: cols[5], status: status}
+		route := cols[1] + " " + cols[2]
+		n++
+		if cols[3] == "" {
+			rec.Handle(route, answer(cols[0], cols[5]))
+			continue
+		}
+		var body struct{ Name string }
+		require.NoError(t, json.Unmarshal([]byte(cols[3]), &body))
+		if commands[route] == nil {
+			commands[route] = map[string]http.HandlerFunc{}
+		}
+		commands[route][body.Name] = answer(cols[0], cols[5])
 	}
 	require.NoError(t, sc.Err())
-	require.Len(t, rec.answers, 8)
+	require.Equal(t, 8, n)
+	for route, byName := range commands {
+		rec.Handle(route, func(w http.ResponseWriter, r *http.Request) {
+			var body struct{ Name string }
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			if h, ok := byName[body.Name]; ok {
+				h(w, r)
+				return
+			}
+			rec.NotFound(w, r)
+		})
+	}
 	return rec
 }
 
-func (rec *recorded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key := r.Method + " " + r.URL.Path
-	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/command") {
-		var body struct{ Name string }
-		b, _ := io.ReadAll(r.Body)
-		_ = json.Unmarshal(b, &body)
-		key += " " + body.Name
-	}
-	rec.mu.Lock()
-	rec.log = append(rec.log, r.Method+" "+r.URL.RequestURI())
-	a, ok := rec.answers[key]
-	if !ok {
-		rec.unrecorded = append(rec.unrecorded, r.Method+" "+r.URL.Path)
-	}
-	rec.mu.Unlock()
-	if !ok {
-		http.Error(w, "not in the recording", http.StatusNotFound)
-		return
-	}
-	body, err := os.ReadFile(filepath.Join("testdata", "recorded", a.file))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", a.ctype)
-	w.WriteHeader(a.status)
-	_, _ = w.Write(body)
-}
-
+// requests returns every request ("METHOD /path?query") and those the
+// recording does not hold ("METHOD /path").
 func (rec *recorded) requests() (all, unrecorded []string) {
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	return append([]string(nil), rec.log...), append([]string(nil), rec.unrecorded...)
+	for _, q := range rec.Requests() {
+		all = append(all, q.Method+" "+q.URI)
+	}
+	return all, rec.Unrouted()
 }
 
 // The recorded session 1 of sensor 1 was created at 1517942461.155622 (its
@@ -112,13 +99,23 @@ func recordedTarget() edr.Target {
 
 func recordedDriver(t *testing.T, rec *recorded) *cblr.Driver {
 	t.Helper()
-	srv := httptest.NewServer(rec)
-	t.Cleanup(srv.Close)
+	srv := rec.Server
 	// As cbapi did when the answers were recorded: the sensor's active
 	// session is reused.
 	d, err := cblr.New(cblr.Config{URL: srv.URL, APIToken: testToken, PollInterval: time.Millisecond, Transport: srv.Client().Transport, ReuseSessions: true})
 	require.NoError(t, err)
 	return d
+}
+
+// startRecorded starts the recorded triage, a minute after the recorded
+// session was created.
+func startRecorded(t *testing.T) (*recorded, *cblr.Driver, edr.Ref) {
+	t.Helper()
+	rec := loadRecorded(t)
+	d := recordedDriver(t, rec)
+	ref, err := d.Start(edrtest.Ctx(t), recordedTarget(), edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated + 60_000})
+	require.NoError(t, err)
+	return rec, d, ref
 }
 
 // TestRecordedAnswers drives a whole triage against the real server's
@@ -128,12 +125,8 @@ func recordedDriver(t *testing.T, rec *recorded) *cblr.Driver {
 // borrowed session is left open.
 func TestRecordedAnswers(t *testing.T) {
 	t.Parallel()
-	rec := loadRecorded(t)
-	d := recordedDriver(t, rec)
-	in := edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated + 60_000}
-	ref, err := d.Start(testCtx(t), recordedTarget(), in)
-	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, recordedTarget(), ref)
+	rec, d, ref := startRecorded(t)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, recordedTarget(), ref)
 	require.NoError(t, err)
 
 	require.Zero(t, res.Rows, "no recorded process ran from C:\\test.txt")
@@ -162,7 +155,7 @@ func TestRecordedFind(t *testing.T) {
 	t.Parallel()
 	rec := loadRecorded(t)
 	d := recordedDriver(t, rec)
-	_, err := d.Find(testCtx(t), recordedTarget(), edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated - 300})
+	_, err := d.Find(edrtest.Ctx(t), recordedTarget(), edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated - 300})
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 	all, unrecorded := rec.requests()
 	require.Equal(t, []string{"GET /api/v1/cblr/session?active_only=true"}, all)
@@ -173,15 +166,11 @@ func TestRecordedFind(t *testing.T) {
 // (nothing to cancel), and the borrowed session is left to its owner.
 func TestRecordedCancel(t *testing.T) {
 	t.Parallel()
-	rec := loadRecorded(t)
-	d := recordedDriver(t, rec)
-	in := edr.Intent{Key: "job-rec/cblr.triage/1.1", At: recordedCreated + 60_000}
-	ref, err := d.Start(testCtx(t), recordedTarget(), in)
-	require.NoError(t, err)
-	st, err := d.Poll(testCtx(t), ref)
+	rec, d, ref := startRecorded(t)
+	st, err := d.Poll(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.NotNil(t, st.Ref, "process list accepted")
-	require.NoError(t, d.Cancel(testCtx(t), st.Ref))
+	require.NoError(t, d.Cancel(edrtest.Ctx(t), st.Ref))
 	all, unrecorded := rec.requests()
 	require.Empty(t, unrecorded)
 	require.Equal(t, "GET /api/v1/cblr/session/1/command/4", all[len(all)-1], "a completed command is not cancelled, a borrowed session not closed")

@@ -44,15 +44,9 @@ func (d *Driver) checkSensor(ctx context.Context, op string, s *sensorRef) (bool
 		s.skip("sensor %d is not known to the customer's CB EDR server: Live Response was not run on it", s.SensorID)
 		return false, nil
 	}
-	if !ok2xx(resp.Status) {
-		return false, statusError(op, what, resp)
-	}
-	if err := d.checkTokens(op, what, resp.Body); err != nil {
+	rec, err := decodeAnswer(d, op, what, resp, func(b []byte) (rec sensor, err error) { return rec, decodeObject(b, &rec) })
+	if err != nil {
 		return false, err
-	}
-	var rec sensor
-	if err := decodeObject(resp.Body, &rec); err != nil {
-		return false, malformed(op, what, err)
 	}
 	if string(rec.ID) != id {
 		s.skip("CB EDR answered about sensor %q when asked for sensor %d: Live Response was not run on it", clip(string(rec.ID)), s.SensorID)

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // liveSessions lists the server's pending and active sessions, by sensor:
@@ -40,9 +41,9 @@ func (d *Driver) liveSessions(ctx context.Context, op string) (live map[int64][]
 	}
 	switch {
 	case resp.Status == http.StatusUnauthorized, resp.Status == http.StatusTooManyRequests, resp.Status >= 500:
-		return nil, false, statusError(op, what, resp)
+		return nil, false, d.answers.Error(vendorhttp.Call{Op: op, What: what}, resp)
 	case !ok2xx(resp.Status):
-		return unlisted(statusError(op, what, resp))
+		return unlisted(d.answers.Error(vendorhttp.Call{Op: op, What: what}, resp))
 	}
 	if err := d.checkTokens(op, what, resp.Body); err != nil {
 		return unlisted(err)
@@ -211,23 +212,17 @@ func (d *Driver) openSession(ctx context.Context, op string, r *opRef, s *sensor
 	case resp.Status == http.StatusNotFound:
 		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: fmt.Sprintf(
 			"CB EDR does not know this sensor (HTTP 404: %s); check the sensor id, or CBLR_URL if every sensor fails",
-			vendorText(resp.Status, resp.Body))}
+			d.vendorText(resp.Status, resp.Body))}
 	case resp.Status >= 400 && resp.Status < 500 && resp.Status != http.StatusUnauthorized &&
 		resp.Status != http.StatusTooManyRequests && resp.Status != http.StatusRequestTimeout:
-		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Msg: fmt.Sprintf(
-			"CB EDR refused a Live Response session: %s", vendorText(resp.Status, resp.Body))}
-	case !ok2xx(resp.Status):
-		return statusError(op, "POST session", resp)
+		return d.answers.Error(vendorhttp.Call{Op: op, Msg: "CB EDR refused a Live Response session"}, resp)
 	}
-	if err := d.checkTokens(op, "POST session", resp.Body); err != nil {
+	sess, err := decodeAnswer(d, op, "POST session", resp, decodeSession)
+	if err != nil {
 		return err
 	}
-	sess, err := decodeSession(resp.Body)
-	if err != nil {
-		return malformed(op, "POST session", err)
-	}
 	if sess.ID == "" {
-		return malformed(op, "POST session", errors.New("the new session has no id"))
+		return d.answers.Malformed(vendorhttp.Call{Op: op, What: "POST session"}, resp.Status, errors.New("the new session has no id"))
 	}
 	d.adopt(s, sess, true)
 	return nil
@@ -256,17 +251,8 @@ func (d *Driver) getSession(ctx context.Context, op string, id flexID) (session,
 	if resp.Status == http.StatusNotFound {
 		return session{}, false, nil
 	}
-	if !ok2xx(resp.Status) {
-		return session{}, false, statusError(op, what, resp)
-	}
-	if err := d.checkTokens(op, what, resp.Body); err != nil {
-		return session{}, false, err
-	}
-	sess, err := decodeSession(resp.Body)
-	if err != nil {
-		return session{}, false, malformed(op, what, err)
-	}
-	return sess, true, nil
+	sess, err := decodeAnswer(d, op, what, resp, decodeSession)
+	return sess, err == nil, err
 }
 
 // reopen gives up s's session, which ended under the triage (its owner
@@ -346,7 +332,7 @@ func (d *Driver) keepaliveIfDue(ctx context.Context, s *sensorRef) (sent, isGone
 	case gone(resp.Status):
 		return false, true, nil
 	}
-	return false, false, statusError("poll", "GET keepalive of session "+string(s.SessionID), resp)
+	return false, false, d.answers.Error(vendorhttp.Call{Op: "poll", What: "GET keepalive of session " + string(s.SessionID)}, resp)
 }
 
 // finish closes s's session when this triage opened it, and marks s done.
@@ -390,7 +376,7 @@ func (d *Driver) closeSession(ctx context.Context, op string, id flexID) error {
 		}
 	case gone(resp.Status):
 	default:
-		return statusError(op, "GET session "+string(id), resp)
+		return d.answers.Error(vendorhttp.Call{Op: op, What: "GET session " + string(id)}, resp)
 	}
 	if obj == nil {
 		// Unreadable: PUT the least the server needs.
@@ -406,7 +392,7 @@ func (d *Driver) closeSession(ctx context.Context, op string, id flexID) error {
 	if ok2xx(resp.Status) || gone(resp.Status) {
 		return nil
 	}
-	return statusError(op, "PUT session "+string(id)+" status close", resp)
+	return d.answers.Error(vendorhttp.Call{Op: op, What: "PUT session " + string(id) + " status close"}, resp)
 }
 
 // absorb takes what the session object says about the sensor.

@@ -9,11 +9,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // errMalformed marks a vendor answer that could not be decoded. It is
 // permanent: asking again returns the same body.
-var errMalformed = errors.New("malformed response")
+var errMalformed = vendorhttp.ErrMalformed
 
 // The decoders below are the only code that reads vendor JSON. They are
 // deliberately tolerant: IDs may be numbers or strings, numbers may be

@@ -1,13 +1,13 @@
 package cblr
 
 import (
-	"errors"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // Seeds are the document's own examples plus the shapes other servers send.
@@ -55,35 +55,14 @@ func checkDecoded(t *testing.T, ids ...flexID) {
 	}
 }
 
-func checkErr(t *testing.T, err error) {
-	if err != nil {
-		require.True(t, errors.Is(err, errMalformed), "decode errors wrap errMalformed: %v", err)
-	}
-}
-
 func FuzzDecodeSession(f *testing.F) {
-	for _, s := range sessionSeeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := decodeSession(b)
-		checkErr(t, err)
-		if err == nil {
-			checkDecoded(t, s.ID, s.SensorID)
-		}
+	edrtest.FuzzDecoder(f, sessionSeeds, decodeSession, func(t *testing.T, s session) {
+		checkDecoded(t, s.ID, s.SensorID)
 	})
 }
 
 func FuzzDecodeCommand(f *testing.F) {
-	for _, s := range commandSeeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := decodeCommand(b)
-		checkErr(t, err)
-		if err != nil {
-			return
-		}
+	edrtest.FuzzDecoder(f, commandSeeds, decodeCommand, func(t *testing.T, c command) {
 		checkDecoded(t, c.ID, c.FileID)
 		// Everything derived from a command for analysts must be safe to log.
 		msg := commandError("process list", c)
@@ -97,25 +76,13 @@ func FuzzDecodeCommand(f *testing.F) {
 }
 
 func FuzzDecodeFile(f *testing.F) {
-	for _, s := range fileSeeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		fo, err := decodeFile(b)
-		checkErr(t, err)
-		if err == nil {
-			checkDecoded(t, fo.ID)
-		}
+	edrtest.FuzzDecoder(f, fileSeeds, decodeFile, func(t *testing.T, fo fileObject) {
+		checkDecoded(t, fo.ID)
 	})
 }
 
 func FuzzDecodeCommandList(f *testing.F) {
-	for _, s := range listSeeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		list, err := decodeCommandList(b)
-		checkErr(t, err)
+	edrtest.FuzzDecoder(f, listSeeds, decodeCommandList, func(t *testing.T, list []command) {
 		for _, c := range list {
 			checkDecoded(t, c.ID, c.FileID)
 		}
@@ -123,13 +90,8 @@ func FuzzDecodeCommandList(f *testing.F) {
 }
 
 func FuzzDecodeSessionList(f *testing.F) {
-	f.Add(recordedBody(f, "get_session.json"))
-	for _, s := range append(listSeeds, sessionSeeds...) {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		list, err := decodeSessionList(b)
-		checkErr(t, err)
+	seeds := append([]string{string(recordedBody(f, "get_session.json"))}, append(listSeeds, sessionSeeds...)...)
+	edrtest.FuzzDecoder(f, seeds, decodeSessionList, func(t *testing.T, list []session) {
 		for _, s := range list {
 			checkDecoded(t, s.ID, s.SensorID)
 		}
@@ -138,9 +100,7 @@ func FuzzDecodeSessionList(f *testing.F) {
 
 func recordedBody(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "recorded", name))
-	require.NoError(t, err)
-	return b
+	return edrtest.Testdata(t, "recorded", name)
 }
 
 // The recorded answers of a real server (testdata/recorded) decode, with
@@ -192,7 +152,7 @@ func TestDecodeRecorded(t *testing.T) {
 	require.Len(t, c.Processes, 34)
 	require.Equal(t, `c:\windows\system32\smss.exe`, c.Processes[1].Path)
 	require.EqualValues(t, 340, c.Processes[1].PID)
-	require.Less(t, longestToken(recordedBody(t, "get_session_1_command_4.json")), DefaultMaxToken)
+	require.Less(t, vendorhttp.LongestToken(recordedBody(t, "get_session_1_command_4.json")), DefaultMaxToken)
 }
 
 func TestDecodeExamples(t *testing.T) {

@@ -4,25 +4,20 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 )
 
-// maxRefreshMargin bounds how long before its expiry a token is replaced.
-const maxRefreshMargin = time.Minute
-
-// tokens holds the current access token and fetches a new one with the OAuth2
-// password grant when it is missing, about to expire, or was rejected. One
-// fetch runs at a time; concurrent callers wait for it (or for their
-// context). Safe for concurrent use.
+// passwordGrant fetches access tokens with the OAuth2 password grant, for
+// the driver's vendorhttp.TokenSource (which keeps the token, replaces it
+// shortly before it expires, and once more when a call is refused with it).
 //
 // The request is the public client's: a form with grant_type=password,
 // username, password and scope, and the OAuth client authenticated with
@@ -30,8 +25,9 @@ const maxRefreshMargin = time.Minute
 // also issues is not used: a new password grant replaces an expired token,
 // so nothing but the configuration is needed to re-authenticate after a
 // restart.
-type tokens struct {
+type passwordGrant struct {
 	hc           *httpc.Client
+	answers      *vendorhttp.API // the token endpoint's
 	tokenURL     string
 	user         string
 	password     string
@@ -39,114 +35,77 @@ type tokens struct {
 	clientSecret string
 	scope        string
 	maxToken     int
-	now          func() time.Time
-	log          *zap.Logger
-
-	sem chan struct{} // one holder: guards the fields below and the fetch
-	tok string
-	gen uint64    // increments with every new token
-	exp time.Time // zero: unknown, used until rejected
 }
 
-// get returns a valid token and its generation.
-func (t *tokens) get(ctx context.Context) (string, uint64, error) {
-	select {
-	case t.sem <- struct{}{}:
-	case <-ctx.Done():
-		return "", 0, ctx.Err()
+// newAuthAPI returns the mapper of the token endpoint's answers. Its body is
+// never quoted (an identity provider may echo the request): only the OAuth
+// error code is kept, and the hint names the settings to check.
+func newAuthAPI(clientID string, red *redact.Set) *vendorhttp.API {
+	const refused = "the token endpoint refused the credentials: check CYTOMIC_USER and CYTOMIC_PASSWORD"
+	return &vendorhttp.API{
+		Vendor: vendor,
+		Texts: map[vendorhttp.Class]string{
+			vendorhttp.BadRequest: refused, vendorhttp.Credentials: refused, vendorhttp.Forbidden: refused,
+			vendorhttp.Redirect: "the token endpoint answered with a redirect, which is not followed with credentials: check CYTOMIC_TOKEN_URL",
+			vendorhttp.NotFound: msgNotFound,
+		},
+		Describe: func(status int, body []byte) vendorhttp.Detail {
+			code, _ := decodeTokenError(body)
+			d := vendorhttp.Detail{Code: code}
+			switch {
+			case code == "invalid_client":
+				d.Explain = "the token endpoint refused the OAuth client: check CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET"
+			case clientID == "" && (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden):
+				d.Msg = "no OAuth client credentials are configured: Cytomic's CAS server requires CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET"
+			}
+			return d
+		},
+		Quiet:  true,
+		Redact: red,
 	}
-	defer func() { <-t.sem }()
-	if t.tok != "" && (t.exp.IsZero() || t.now().Before(t.exp)) {
-		return t.tok, t.gen, nil
-	}
-	tok, life, err := t.fetch(ctx)
-	if err != nil {
-		return "", 0, err
-	}
-	t.tok, t.gen = tok, t.gen+1
-	t.exp = time.Time{}
-	if life > 0 {
-		// Refresh shortly before the token runs out: a tenth of its
-		// lifetime early, at most a minute.
-		t.exp = t.now().Add(life - min(life/10, maxRefreshMargin))
-	}
-	t.log.Debug("obtained access token", zap.Duration("lifetime", life), zap.Uint64("generation", t.gen))
-	return t.tok, t.gen, nil
-}
-
-// invalidate drops the token of generation gen (rejected with 401), unless
-// it was already replaced.
-func (t *tokens) invalidate(ctx context.Context, gen uint64) {
-	select {
-	case t.sem <- struct{}{}:
-	case <-ctx.Done():
-		return
-	}
-	if t.gen == gen {
-		t.tok = ""
-	}
-	<-t.sem
 }
 
 // basic returns the HTTP Basic credentials of the OAuth client, "" when
 // none are configured.
-func (t *tokens) basic() string {
-	if t.clientID == "" {
+func (g *passwordGrant) basic() string {
+	if g.clientID == "" {
 		return ""
 	}
-	return base64.StdEncoding.EncodeToString([]byte(t.clientID + ":" + t.clientSecret))
+	return base64.StdEncoding.EncodeToString([]byte(g.clientID + ":" + g.clientSecret))
 }
 
-func (t *tokens) fetch(ctx context.Context) (string, time.Duration, error) {
+// fetch runs the grant (vendorhttp.TokenConfig.Fetch).
+func (g *passwordGrant) fetch(ctx context.Context) (vendorhttp.Token, error) {
 	form := url.Values{
 		"grant_type": {"password"},
-		"username":   {t.user},
-		"password":   {t.password},
-		"scope":      {t.scope},
+		"username":   {g.user},
+		"password":   {g.password},
+		"scope":      {g.scope},
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.tokenURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
-		return "", 0, edr.Permanent(vendor, "token", "cannot build the token request: check CYTOMIC_TOKEN_URL")
+		return vendorhttp.Token{}, edr.Permanent(vendor, "token", "cannot build the token request: check CYTOMIC_TOKEN_URL")
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if b := t.basic(); b != "" {
+	if b := g.basic(); b != "" {
 		req.Header.Set("Authorization", "Basic "+b)
 	}
-	resp, err := t.hc.Do(req)
+	resp, err := g.hc.Do(req)
 	if err != nil {
-		return "", 0, edr.Wrap(vendor, "token", err)
+		return vendorhttp.Token{}, g.answers.NoAnswer(ctx, "token", err)
 	}
-	switch {
-	case resp.Status == http.StatusBadRequest || resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
-		// The body is not quoted: an identity provider may echo the
-		// request. Only the OAuth error code is kept.
-		msg := fmt.Sprintf("the token endpoint refused the credentials (HTTP %d): check CYTOMIC_USER and CYTOMIC_PASSWORD", resp.Status)
-		tr, derr := decodeTokenError(resp.Body)
-		switch {
-		case derr == nil && tr == "invalid_client":
-			msg = fmt.Sprintf("the token endpoint refused the OAuth client (HTTP %d): check CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET", resp.Status)
-		case t.clientID == "":
-			msg += " (no OAuth client credentials are configured: Cytomic's CAS server requires CYTOMIC_CLIENT_ID and CYTOMIC_CLIENT_SECRET)"
-		}
-		if derr == nil && tr != "" {
-			msg += " (OAuth error " + tr + ")"
-		}
-		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Msg: msg}
-	case resp.Status >= 300 && resp.Status < 400:
-		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status,
-			Msg: "the token endpoint answered with a redirect, which is not followed with credentials: check CYTOMIC_TOKEN_URL"}
-	case resp.Status >= 400:
-		return "", 0, statusError("token", resp, t.password, t.clientSecret, t.basic())
+	if resp.Status < 200 || resp.Status >= 300 {
+		return vendorhttp.Token{}, g.answers.Error(vendorhttp.Call{Op: "token"}, resp)
 	}
-	if err := checkTokens(resp.Body, t.maxToken); err != nil {
-		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Err: err}
+	if err := checkTokens(resp.Body, g.maxToken); err != nil {
+		return vendorhttp.Token{}, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Err: err}
 	}
 	tr, err := decodeToken(resp.Body)
 	if err != nil {
-		return "", 0, &edr.Error{Vendor: vendor, Op: "token", Status: resp.Status, Err: err}
+		return vendorhttp.Token{}, g.answers.Malformed(vendorhttp.Call{Op: "token"}, resp.Status, err)
 	}
-	return tr.AccessToken, time.Duration(tr.ExpiresIn) * time.Second, nil
+	return vendorhttp.Token{Value: tr.AccessToken, TTL: time.Duration(tr.ExpiresIn) * time.Second}, nil
 }
 
 // decodeTokenError returns the OAuth "error" code of an error body, clipped.

@@ -33,8 +33,10 @@
 //	application/json-patch+json" and "Accept: application/json" on every API
 //	call. The token is replaced a tenth of its lifetime (at most a minute)
 //	before expires_in runs out, and once, transparently, when a call
-//	answers 401; the refresh token is not used (a new password grant needs
-//	nothing but the configuration).
+//	answers 401 (edr/vendorhttp's TokenSource); the refresh token is not
+//	used (a new password grant needs nothing but the configuration).
+//	Statuses map to errors as edr/vendorhttp's table says; the password,
+//	the client secret and every token are masked in every error text.
 //
 //	POST <URL><APIPrefix>/osQuery/client  {"query": "<sql>", "ttl": <minutes>, "pandaIDs": ["…"]}
 //	     → [{"pandaID","operationId","MUIDs":[…]}]            one operation per client

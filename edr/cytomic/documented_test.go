@@ -1,6 +1,7 @@
 package cytomic_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -9,8 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -37,19 +36,11 @@ const (
 	docOperationID  = "5d6c2f3e-9b1a-4c7d-8e2f-0a1b2c3d4e5f"
 )
 
-// recorded is one request the replay server received.
-type recorded struct {
-	Method, Path string
-	Header       http.Header
-	Body         []byte
-}
-
 // replay answers with the testdata bodies and records every request. /info
 // and /state answer the pending bodies until doneAfter /state requests were
 // answered, then the finished ones.
 type replay struct {
-	t   *testing.T
-	srv *httptest.Server
+	*edrtest.Replay
 
 	token       string // testdata file of the token answer
 	startStatus int
@@ -61,102 +52,62 @@ type replay struct {
 	override map[string][]byte
 
 	mu        sync.Mutex
-	reqs      []recorded
 	states    int
 	infos     int
 	downloads int
 }
 
-func readTestdata(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	require.NoError(t, err)
-	return b
-}
-
 func newReplay(t *testing.T, r *replay) *replay {
-	r.t = t
-	r.token = cmpOr1(r.token, "token.json")
-	if r.startStatus == 0 {
-		r.startStatus = http.StatusOK
-	}
-	if r.doneAfter == 0 {
-		r.doneAfter = 2
-	}
-	r.srv = httptest.NewServer(r)
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func cmpOr1(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-func (r *replay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-	r.mu.Lock()
-	r.reqs = append(r.reqs, recorded{Method: req.Method, Path: req.URL.Path, Header: req.Header.Clone(), Body: body})
-	r.mu.Unlock()
-	write := func(status int, name string) {
+	r.Replay = edrtest.NewReplay(t, "404 page not found")
+	r.token = cmp.Or(r.token, "token.json")
+	r.startStatus = cmp.Or(r.startStatus, http.StatusOK)
+	r.doneAfter = cmp.Or(r.doneAfter, 2)
+	write := func(w http.ResponseWriter, req *http.Request, status int, name string) {
 		b, ok := r.override[req.URL.Path]
 		if !ok {
-			b = readTestdata(r.t, name)
+			b = edrtest.Testdata(t, name)
 		}
-		b = []byte(strings.ReplaceAll(string(b), "{{FILES}}", r.srv.URL+"/files"))
+		b = []byte(strings.ReplaceAll(string(b), "{{FILES}}", r.Server.URL+"/files"))
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(status)
 		_, _ = w.Write(b)
 	}
-	switch {
-	case req.Method == http.MethodPost && req.URL.Path == "/oauth/token":
-		write(http.StatusOK, r.token)
-	case req.Method == http.MethodPost && req.URL.Path == "/osQuery/client":
-		write(r.startStatus, "start.json")
-	case req.Method == http.MethodPost && req.URL.Path == "/osQuery/info":
-		r.mu.Lock()
-		r.infos++
-		n, done := r.infos, r.states >= r.doneAfter
-		r.mu.Unlock()
-		switch {
-		case r.emptyFirst && n == 1:
-			w.WriteHeader(http.StatusNoContent)
-		case done:
-			write(http.StatusOK, "info_done.json")
-		default:
-			write(http.StatusOK, "info_pending.json")
+	// round answers /info or /state: pending, done once doneAfter /state
+	// requests were answered (before this one, for /info), or 204 first.
+	round := func(count *int, pending, done string, after int) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			r.mu.Lock()
+			*count++
+			n, finished := *count, r.states > after
+			r.mu.Unlock()
+			switch {
+			case r.emptyFirst && n == 1:
+				w.WriteHeader(http.StatusNoContent)
+			case finished:
+				write(w, req, http.StatusOK, done)
+			default:
+				write(w, req, http.StatusOK, pending)
+			}
 		}
-	case req.Method == http.MethodPost && req.URL.Path == "/osQuery/state":
-		r.mu.Lock()
-		r.states++
-		n, done := r.states, r.states > r.doneAfter
-		r.mu.Unlock()
-		switch {
-		case r.emptyFirst && n == 1:
-			w.WriteHeader(http.StatusNoContent)
-		case done:
-			write(http.StatusOK, "state_done.json")
-		default:
-			write(http.StatusOK, "state_pending.json")
-		}
-	case req.Method == http.MethodGet && req.URL.Path == "/files/osquery_"+docOperationID:
+	}
+	r.Handle("POST /oauth/token", func(w http.ResponseWriter, req *http.Request) { write(w, req, http.StatusOK, r.token) })
+	r.Handle("POST /osQuery/client", func(w http.ResponseWriter, req *http.Request) { write(w, req, r.startStatus, "start.json") })
+	r.Handle("POST /osQuery/info", round(&r.infos, "info_pending.json", "info_done.json", r.doneAfter-1))
+	r.Handle("POST /osQuery/state", round(&r.states, "state_pending.json", "state_done.json", r.doneAfter))
+	r.Handle("GET /files/osquery_"+docOperationID, func(w http.ResponseWriter, _ *http.Request) {
 		r.mu.Lock()
 		r.downloads++
 		r.mu.Unlock()
 		w.Header().Set("Content-Type", "application/octet-stream")
-		_, _ = w.Write(readTestdata(r.t, "osquery_result.txt"))
-	default:
-		http.NotFound(w, req)
-	}
+		_, _ = w.Write(edrtest.Testdata(t, "osquery_result.txt"))
+	})
+	return r
 }
 
-func (r *replay) requests(path string) []recorded {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []recorded
-	for _, q := range r.reqs {
+// requests returns the requests received for path.
+func (r *replay) requests(path string) []edrtest.Request {
+	var out []edrtest.Request
+	for _, q := range r.Requests() {
 		if q.Path == path {
 			out = append(out, q)
 		}
@@ -164,16 +115,12 @@ func (r *replay) requests(path string) []recorded {
 	return out
 }
 
-func (r *replay) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.reqs)
-}
+func (r *replay) count() int { return len(r.Requests()) }
 
 func (r *replay) driver(t *testing.T, edit func(*cytomic.Config)) *cytomic.Driver {
 	t.Helper()
 	cfg := cytomic.Config{
-		URL: r.srv.URL, TokenURL: r.srv.URL + "/oauth/token",
+		URL: r.Server.URL, TokenURL: r.Server.URL + "/oauth/token",
 		User: user, Password: password, ClientID: docClientID, ClientSecret: docClientSecret,
 		ClientIDs: []string{"1001"}, Round: 10 * time.Millisecond, UserAgent: "analysisfleet/test (cytomic)",
 		Downloader: httpc.NewDownloader(httpc.DownloadConfig{
@@ -192,7 +139,7 @@ func (r *replay) driver(t *testing.T, edit func(*cytomic.Config)) *cytomic.Drive
 // driveToResult runs Start → Poll (until done) → Collect → Cancel.
 func driveToResult(t *testing.T, d *cytomic.Driver) (edr.Ref, edr.Result) {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
 	require.NoError(t, err)
 	for {
@@ -225,7 +172,7 @@ func TestDocumentedAnswers(t *testing.T) {
 			d := r.driver(t, nil)
 
 			// Find cannot search Cytomic: it says so without a request.
-			_, err := d.Find(testCtx(t), target, edrtest.NewIntent(target.JobID))
+			_, err := d.Find(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 			require.ErrorIs(t, err, edr.ErrFindUnsupported)
 			require.Zero(t, r.count(), "Find sends nothing")
 
@@ -297,7 +244,7 @@ func TestTTLIsSentInMinutes(t *testing.T) {
 			t.Parallel()
 			r := newReplay(t, &replay{})
 			d := r.driver(t, func(c *cytomic.Config) { c.TTL, c.TTLUnit = tc.ttl, tc.unit })
-			_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+			_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 			require.NoError(t, err)
 			var body struct {
 				TTL float64 `json:"ttl"`
@@ -323,24 +270,24 @@ func TestAPIPrefixAndClientsField(t *testing.T) {
 		mu.Unlock()
 		switch req.URL.Path {
 		case "/auth/oauth/token":
-			_, _ = w.Write(readTestdata(t, "token.json"))
+			_, _ = w.Write(edrtest.Testdata(t, "token.json"))
 		case "/api/v1/osQuery/client":
 			mu.Lock()
 			_ = json.NewDecoder(req.Body).Decode(&startBody)
 			mu.Unlock()
-			_, _ = w.Write(readTestdata(t, "start.json"))
+			_, _ = w.Write(edrtest.Testdata(t, "start.json"))
 		default:
 			http.NotFound(w, req)
 		}
 	}))
 	t.Cleanup(srv.Close)
-	r := &replay{srv: srv}
+	r := &replay{Replay: &edrtest.Replay{Server: srv}}
 	d := r.driver(t, func(c *cytomic.Config) {
 		c.TokenURL = srv.URL + "/auth/oauth/token"
 		c.APIPrefix = "/api/v1"
 		c.ClientsField = "clientIds"
 	})
-	_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+	_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 	require.NoError(t, err)
 	mu.Lock()
 	defer mu.Unlock()
@@ -362,7 +309,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 			"/osQuery/client": []byte(`[{"pandaID":"1001","operationId":"` + huge + `","MUIDs":[]}]`),
 		}})
 		d := r.driver(t, nil)
-		_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+		_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err), "%v", err)
 		require.Contains(t, err.Error(), "longer than")
@@ -374,7 +321,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 				`","counters":{"totalOperationElements":1,"totalSuccess":1}}]`),
 		}})
 		d := r.driver(t, func(c *cytomic.Config) { c.MaxToken = 4 << 10 })
-		ctx := testCtx(t)
+		ctx := edrtest.Ctx(t)
 		ref, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
 		require.NoError(t, err)
 		_, err = d.Poll(ctx, ref)
@@ -388,7 +335,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 			"/oauth/token": []byte(`{"access_token":"` + huge + `","token_type":"bearer"}`),
 		}})
 		d := r.driver(t, nil)
-		_, err := d.Start(testCtx(t), target, edrtest.NewIntent(target.JobID))
+		_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err), "%v", err)
 		require.Len(t, r.requests("/osQuery/client"), 0, "the oversized token is never sent")
@@ -405,7 +352,7 @@ func TestClientSecretNeverInErrors(t *testing.T) {
 		fmt.Fprintf(w, "upstream failed for %s %s", req.Header.Get("Authorization"), body)
 	}))
 	t.Cleanup(srv.Close)
-	d := (&replay{srv: srv}).driver(t, nil)
+	d := (&replay{Replay: &edrtest.Replay{Server: srv}}).driver(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
@@ -444,7 +391,7 @@ func TestHostileResultFile(t *testing.T) {
 					next.ServeHTTP(w, r)
 				})
 			}})
-			ctx := testCtx(t)
+			ctx := edrtest.Ctx(t)
 			ref, err := e.drv.Start(ctx, target, edrtest.NewIntent(target.JobID))
 			require.NoError(t, err)
 			pollUntilDone(t, e.drv, ref)

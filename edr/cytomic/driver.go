@@ -16,7 +16,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 )
 
 const vendor = "cytomic"
@@ -95,6 +97,11 @@ type Config struct {
 	// neither; neither sends no Authorization header (a proxy that adds
 	// it, or the simulator).
 	ClientID, ClientSecret string
+	// Redact is the process's set of secrets, which every text built from
+	// an answer goes through; the driver adds its password, OAuth client
+	// secret and every access token it fetches to it. nil: a set of the
+	// driver's own.
+	Redact *redact.Set
 	// Scope is the OAuth2 scope requested. Default DefaultScope.
 	Scope string
 	// ClientIDs are the Cytomic clients (customer accounts) to query.
@@ -141,9 +148,18 @@ type Config struct {
 	Logger *zap.Logger
 }
 
+// String describes cfg without its secrets.
+func (c Config) String() string {
+	return fmt.Sprintf("cytomic.Config{URL: %s, TokenURL: %s, User: %s, Password: %s, ClientID: %s, ClientSecret: %s}",
+		httpc.Redact(c.URL), httpc.Redact(c.TokenURL), c.User, redact.Mask, c.ClientID, redact.Mask)
+}
+
+// GoString is String, so %#v does not print the secrets either.
+func (c Config) GoString() string { return c.String() }
+
 // Driver runs Cytomic OSQuery operations. It implements edr.Driver and is
 // safe for concurrent use: concurrent Poll and Collect calls share batched
-// rounds. Close is optional; it stops a running round loop at once.
+// rounds. Close stops a running round loop at once.
 type Driver struct {
 	base         string // URL and APIPrefix
 	clientIDs    []string
@@ -157,8 +173,12 @@ type Driver struct {
 	log          *zap.Logger
 	hc           *httpc.Client
 	dl           *httpc.Downloader
-	tokens       *tokens
+	tokens       *vendorhttp.TokenSource
 	rounds       *batcher
+	// answers maps the API's answers to *edr.Error; redact masks the
+	// secrets and tokens in every text built from one.
+	answers *vendorhttp.API
+	redact  *redact.Set
 }
 
 var _ edr.Driver = (*Driver)(nil)
@@ -231,7 +251,22 @@ func New(cfg Config) (*Driver, error) {
 		Limiter:   cfg.Limiter,
 		Transport: cfg.Transport,
 	})
+	red := cmp.Or(cfg.Redact, redact.New())
+	red.Add(cfg.Password, cfg.ClientSecret)
+	red.AddBasic(cfg.ClientID, cfg.ClientSecret)
 	d := &Driver{
+		answers: &vendorhttp.API{
+			Vendor: vendor,
+			Texts: map[vendorhttp.Class]string{
+				vendorhttp.Redirect:    "unexpected redirect, not followed with credentials: check CYTOMIC_URL",
+				vendorhttp.Credentials: "Cytomic rejected a freshly issued access token: check the account's API permissions",
+				vendorhttp.Forbidden:   "forbidden: the account may not run OSQuery on these clients (check CYTOMIC_CLIENT_IDS and permissions)",
+				vendorhttp.NotFound:    msgNotFound,
+				vendorhttp.BadRequest:  "Cytomic refused the request as invalid",
+			},
+			Redact: red,
+		},
+		redact:       red,
 		base:         base + prefix,
 		clientIDs:    clients,
 		clientsField: field,
@@ -245,11 +280,15 @@ func New(cfg Config) (*Driver, error) {
 		hc:           hc,
 		dl:           cfg.Downloader,
 	}
-	d.tokens = &tokens{
-		hc: hc, tokenURL: tokenURL, user: cfg.User, password: cfg.Password,
+	grant := &passwordGrant{
+		hc: hc, answers: newAuthAPI(cfg.ClientID, red), tokenURL: tokenURL, user: cfg.User, password: cfg.Password,
 		clientID: cfg.ClientID, clientSecret: cfg.ClientSecret, scope: cmp.Or(cfg.Scope, DefaultScope),
-		maxToken: d.maxToken, now: now, log: log, sem: make(chan struct{}, 1),
+		maxToken: d.maxToken,
 	}
+	// Every call that sees a 401 re-authenticates once and tries again,
+	// even when the refused token was fetched for that very call.
+	d.tokens = vendorhttp.NewTokenSource(vendorhttp.TokenConfig{Fetch: grant.fetch, RetryFresh: true, Now: now,
+		Redact: red, Logger: log})
 	d.rounds = newBatcher(cmp.Or(cfg.Round, DefaultRound), cmp.Or(cfg.MaxBatch, DefaultMaxBatch), log,
 		func(ctx context.Context, ids []opID) (map[string]infoOp, error) {
 			var out map[string]infoOp
@@ -433,7 +472,7 @@ func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
 	if err := tally.lost(ref, now, "poll"); err != nil {
 		return edr.Status{}, err
 	}
-	if err := tally.allFailed("poll"); err != nil {
+	if err := d.answers.Mask(tally.allFailed("poll")); err != nil {
 		return edr.Status{}, err
 	}
 	ttlOver := !now.Before(ref.deadline())
@@ -464,7 +503,7 @@ func (d *Driver) Collect(ctx context.Context, raw edr.Ref) (edr.Result, error) {
 	if err := tally.lost(ref, now, "collect"); err != nil {
 		return edr.Result{}, err
 	}
-	if err := tally.allFailed("collect"); err != nil {
+	if err := d.answers.Mask(tally.allFailed("collect")); err != nil {
 		return edr.Result{}, err
 	}
 
@@ -575,81 +614,42 @@ func opList(ids []opID) []map[string]opID {
 	return out
 }
 
+// msgNotFound explains a 404 from the API or the token endpoint.
+const msgNotFound = "endpoint not found: check CYTOMIC_URL (and CYTOMIC_TOKEN_URL)"
+
 // call POSTs body as JSON to path with the bearer token and hands a 2xx
-// body to decode. A 401 gets one transparent re-authentication and retry.
+// body to decode. A 401 gets one transparent re-authentication and retry
+// (vendorhttp.TokenSource); other answers are mapped by d.answers.
 func (d *Driver) call(ctx context.Context, op, path string, body any, decode func([]byte) error) error {
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("cytomic %s: encode request: %w", op, err)
 	}
-	for attempt := 0; ; attempt++ {
-		tok, gen, err := d.tokens.get(ctx)
-		if err != nil {
-			return err
-		}
+	var resp *httpc.Response
+	refused, err := d.tokens.Do(ctx, func(tok string) (bool, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+path, bytes.NewReader(payload))
 		if err != nil {
-			return edr.Permanent(vendor, op, "cannot build the request: check CYTOMIC_URL")
+			return false, edr.Permanent(vendor, op, "cannot build the request: check CYTOMIC_URL")
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Accept", "application/json")
-		resp, err := d.hc.Do(req)
-		if err != nil {
-			return edr.Wrap(vendor, op, err)
+		if resp, err = d.hc.Do(req); err != nil {
+			return false, d.answers.NoAnswer(ctx, op, err)
 		}
-		if resp.Status == http.StatusUnauthorized && attempt == 0 {
-			d.log.Info("access token rejected; authenticating again", zap.String("op", op))
-			d.tokens.invalidate(ctx, gen)
-			continue
-		}
-		if resp.Status < 200 || resp.Status >= 300 {
-			return statusError(op, resp, tok, d.tokens.password, d.tokens.clientSecret, d.tokens.basic())
-		}
-		if err := checkTokens(resp.Body, d.maxToken); err != nil {
-			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
-		}
-		if err := decode(resp.Body); err != nil {
-			return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
-		}
-		return nil
+		return resp.Status == http.StatusUnauthorized, nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case refused, resp.Status < 200 || resp.Status >= 300:
+		return d.answers.Error(vendorhttp.Call{Op: op}, resp)
 	}
-}
-
-// statusError maps a non-2xx answer to an *edr.Error an operator can act on.
-// secrets are cut out of the quoted body, in case the server echoes the
-// request.
-func statusError(op string, resp *httpc.Response, secrets ...string) error {
-	err := resp.Err()
-	var se *httpc.StatusError
-	if errors.As(err, &se) {
-		cp := *se
-		for _, s := range secrets {
-			if s != "" {
-				cp.Body = strings.ReplaceAll(cp.Body, s, "[redacted]")
-			}
-		}
-		err = &cp
+	if err := checkTokens(resp.Body, d.maxToken); err != nil {
+		return &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
 	}
-	e := &edr.Error{Vendor: vendor, Op: op, Status: resp.Status, Err: err}
-	switch s := resp.Status; {
-	case s >= 300 && s < 400:
-		e.Msg = "unexpected redirect, not followed with credentials: check CYTOMIC_URL"
-		e.Err = nil
-	case s == http.StatusUnauthorized:
-		e.Msg = "Cytomic rejected a freshly issued access token: check the account's API permissions"
-	case s == http.StatusForbidden:
-		e.Msg = "forbidden: the account may not run OSQuery on these clients (check CYTOMIC_CLIENT_IDS and permissions)"
-	case s == http.StatusNotFound:
-		e.Msg = "endpoint not found: check CYTOMIC_URL (and CYTOMIC_TOKEN_URL)"
-	case s == http.StatusBadRequest:
-		e.Msg = "Cytomic refused the request as invalid"
-	default:
-		e.Retryable = httpc.IsRetryable(err)
-		e.RetryAfter = httpc.RetryAfterOf(err)
-		if s == http.StatusTooManyRequests {
-			e.RetryAfter = cmp.Or(e.RetryAfter, httpc.DefaultThrottle)
-		}
+	if err := decode(resp.Body); err != nil {
+		return d.answers.Malformed(vendorhttp.Call{Op: op}, resp.Status, err)
 	}
-	return e
+	return nil
 }

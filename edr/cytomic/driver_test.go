@@ -1,7 +1,6 @@
 package cytomic_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,31 +38,14 @@ var (
 	emptyTarget = edr.Target{JobID: "job-2", SHA256: emptySHA, Platform: "win"}
 )
 
-// clock is a fake clock shared by the simulator and the driver (operation
-// TTL, token and URL lifetimes). Rounds still run on real time.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// newClock is a manual clock shared by the simulator and the driver
+// (operation TTL, token and URL lifetimes). Rounds still run on real time.
+func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 type opts struct {
 	sim     simcytomic.Config
 	clients []simcytomic.Client
-	clock   *clock
+	clock   *simtest.Clock
 	timeout time.Duration
 	wrap    func(sim *simcytomic.Server, next http.Handler) http.Handler
 	driver  func(*cytomic.Config)
@@ -101,9 +84,7 @@ func setup(t *testing.T, o opts) *env {
 	if o.wrap != nil {
 		h = o.wrap(sim, sim)
 	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close)
+	srv := simtest.ServeHandler(t, sim, h)
 
 	rec := &authRecorder{next: http.DefaultTransport.(*http.Transport).Clone()}
 	t.Cleanup(rec.next.(*http.Transport).CloseIdleConnections)
@@ -179,16 +160,10 @@ func (a *authRecorder) secrets() []string {
 	return out
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // pollUntilDone polls ref until Done, retrying retryable errors.
 func pollUntilDone(t *testing.T, d edr.Driver, ref edr.Ref) edr.Status {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	for {
 		st, err := d.Poll(ctx, ref)
 		if err != nil {
@@ -206,7 +181,7 @@ func pollUntilDone(t *testing.T, d edr.Driver, ref edr.Ref) edr.Status {
 // /state too: the counters decide when an operation is done).
 func collectCountingState(t *testing.T, e *env) (edr.Result, int, error) {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	pollUntilDone(t, e.drv, ref)
@@ -214,16 +189,6 @@ func collectCountingState(t *testing.T, e *env) (edr.Result, int, error) {
 	res, err := e.drv.Collect(ctx, ref)
 	_, after := e.sim.BatchSizes()
 	return res, len(after) - len(before), err
-}
-
-func countStatus(k *simhttp.Kit, path string, status int) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if strings.HasPrefix(r.Path, path) && r.Status == status {
-			n++
-		}
-	}
-	return n
 }
 
 func mean(xs []int) float64 {
@@ -264,7 +229,7 @@ func TestKind(t *testing.T) {
 func TestHappyPathResult(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
-	res, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(2*simcytomic.RowsPerHost), res.Rows)
 	require.Equal(t, []string{"WIN-A", "WIN-B"}, res.Hosts)
@@ -292,7 +257,7 @@ func TestBatching200Operations(t *testing.T) {
 		driver: func(c *cytomic.Config) { c.Round = 50 * time.Millisecond },
 	})
 	const n = 200
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	results := make([]edr.Result, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -327,7 +292,7 @@ func TestBatching200Operations(t *testing.T) {
 func TestBatchSplitAboveMaxBatch(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.MaxBatch = 2; c.Round = 50 * time.Millisecond }})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	var wg sync.WaitGroup
 	errs := make([]error, 5)
 	for i := range errs {
@@ -407,7 +372,7 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 		clients: []simcytomic.Client{{PandaID: "1001", Machines: []simcytomic.Machine{
 			{MUID: "M-A", Hostname: "WIN-A", AnswerAfter: 5 * time.Minute},
 		}}}})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Equal(t, 1, e.sim.TokensIssued())
@@ -424,13 +389,13 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, res.Rows)
 	require.Equal(t, 3, e.sim.TokensIssued())
-	require.Zero(t, countStatus(e.sim.Kit(), "/osQuery/", http.StatusUnauthorized), "refreshed before any 401")
+	require.Zero(t, edrtest.CountStatus(e.sim.Kit(), "/osQuery/", http.StatusUnauthorized), "refreshed before any 401")
 }
 
 func TestReauthenticatesOnceOn401(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	e.sim.RevokeTokens() // e.g. the identity provider restarted
@@ -454,10 +419,8 @@ func TestPersistent401IsPermanent(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: cytomic.ClientPath, Status: http.StatusUnauthorized})
-	_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "rejected a freshly issued access token")
+	_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
+	edrtest.RequirePermanent(t, err, "rejected a freshly issued access token")
 	require.Equal(t, 2, e.sim.Kit().Count("POST", cytomic.ClientPath), "exactly one re-authentication, no loop")
 	require.Equal(t, 2, e.sim.TokensIssued())
 	edrtest.AssertNoSecrets(t, e.auth.secrets(), err)
@@ -466,11 +429,8 @@ func TestPersistent401IsPermanent(t *testing.T) {
 func TestBadCredentials(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Password = "wrong-" + password }})
-	_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "CYTOMIC_PASSWORD")
-	require.Contains(t, err.Error(), "invalid_grant")
+	_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
+	edrtest.RequirePermanent(t, err, "CYTOMIC_PASSWORD", "invalid_grant")
 	require.Zero(t, e.sim.Kit().Count("", "/osQuery/"), "no API call without a token")
 	edrtest.AssertNoSecrets(t, []string{password, "wrong-" + password}, err)
 }
@@ -489,9 +449,8 @@ func TestClientCredentialsRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := setup(t, opts{driver: func(c *cytomic.Config) { c.ClientID, c.ClientSecret = tc.id, tc.secret }})
-			_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
-			require.Error(t, err)
-			require.False(t, edr.IsRetryable(err))
+			_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
+			edrtest.RequirePermanent(t, err)
 			require.Contains(t, err.Error(), tc.want)
 			require.Contains(t, err.Error(), "invalid_client")
 			require.Zero(t, e.sim.Kit().Count("", "/osQuery/"), "no API call without a token")
@@ -504,10 +463,10 @@ func TestTokenEndpointOutageIsRetryable(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: simcytomic.TokenPath, Status: http.StatusServiceUnavailable, Count: 1})
-	_, err := e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
+	_, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err), "%v", err)
-	_, err = e.drv.Start(testCtx(t), target, edrtest.NewIntent("t"))
+	_, err = e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 }
 
@@ -532,7 +491,7 @@ func TestAllMachinesFailedIsPermanent(t *testing.T) {
 				machines = append(machines, m)
 			}
 			e := setup(t, opts{clients: []simcytomic.Client{{PandaID: "1001", Machines: machines}}})
-			_, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
+			_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
 			require.Error(t, err)
 			require.False(t, edr.IsRetryable(err), "%v", err)
 			var ee *edr.Error
@@ -551,9 +510,8 @@ func TestMixedCodesAllFailed(t *testing.T) {
 		{MUID: "M2", Hostname: "L2", OS: "macos"},
 		{MUID: "M3", Hostname: "W3", OSQueryMissing: true},
 	}}}})
-	_, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
+	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
+	edrtest.RequirePermanent(t, err)
 	var ee *edr.Error
 	require.ErrorAs(t, err, &ee)
 	require.Equal(t, "202", ee.Code, "the most common code")
@@ -570,7 +528,7 @@ func TestPartialErrorsSucceedWithNote(t *testing.T) {
 		{MUID: "M-B", Hostname: "WIN-B", AnswerAfter: 10 * time.Millisecond, Partial: true},
 		{MUID: "M-L", Hostname: "LNX-1", OS: "linux", AnswerAfter: 10 * time.Millisecond},
 	}}}})
-	res, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(2*simcytomic.RowsPerHost), res.Rows)
 	require.Equal(t, []string{"WIN-A", "WIN-B"}, res.Hosts)
@@ -588,7 +546,7 @@ func TestTTLEndsWithMachinesThatNeverAnswered(t *testing.T) {
 		{MUID: "M-Z", Hostname: "WIN-Z", Never: true},
 		{MUID: "M-Y", Hostname: "WIN-Y", AnswerAfter: 3 * time.Hour}, // after the TTL: never
 	}}}})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
@@ -616,7 +574,7 @@ func TestTTLEndsWithMachinesThatNeverAnswered(t *testing.T) {
 func TestCancelIsUnsupportedAndSendsNothing(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Round = time.Hour }})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	before := len(e.sim.Kit().Requests())
@@ -651,7 +609,7 @@ func TestCancelIsUnsupportedAndSendsNothing(t *testing.T) {
 func TestCloseReleasesWaiters(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Round = time.Hour }})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	d := e.newDriver(t)
@@ -672,7 +630,7 @@ func TestCloseReleasesWaiters(t *testing.T) {
 func TestRateLimitHoldsEveryOperation(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	refs := make([]edr.Ref, 5)
 	for i := range refs {
 		var err error
@@ -690,7 +648,7 @@ func TestRateLimitHoldsEveryOperation(t *testing.T) {
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
-	require.Equal(t, 1, countStatus(e.sim.Kit(), cytomic.InfoPath, http.StatusTooManyRequests))
+	require.Equal(t, 1, edrtest.CountStatus(e.sim.Kit(), cytomic.InfoPath, http.StatusTooManyRequests))
 	edrtest.AssertRetryAfterHonoured(t, e.sim.Kit().Requests(), retryAfter)
 
 	// A Start during the hold is refused locally, without a request.
@@ -707,7 +665,7 @@ func TestRateLimitHoldsEveryOperation(t *testing.T) {
 func TestNumericIDs(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcytomic.Config{NumericIDs: true}})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	var r struct {
@@ -727,7 +685,7 @@ func TestSeveralClients(t *testing.T) {
 		{MUID: "M-Y", Hostname: "WIN-B", OS: "linux"},
 	}})
 	e := setup(t, opts{clients: clients, driver: func(c *cytomic.Config) { c.ClientIDs = []string{"1001", "1002", "1001"} }})
-	res, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
 	require.NoError(t, err)
 	require.Len(t, e.sim.Operations(), 2, "one operation per distinct client")
 	require.Equal(t, int64(3*simcytomic.RowsPerHost), res.Rows)
@@ -741,7 +699,7 @@ func TestUnknownOperation(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	e := setup(t, opts{clock: clk})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref := edr.Ref(`{"ops":[{"pandaID":"1001","operationId":"no-such-op","machines":2}],"startedAt":` +
 		itoa(clk.Now().UnixMilli()) + `,"ttl":3600}`)
 	st, err := e.drv.Poll(ctx, ref)
@@ -750,9 +708,7 @@ func TestUnknownOperation(t *testing.T) {
 
 	clk.Advance(5 * time.Minute)
 	_, err = e.drv.Poll(ctx, ref)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "does not know operation(s) no-such-op")
+	edrtest.RequirePermanent(t, err, "does not know operation(s) no-such-op")
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
@@ -760,7 +716,7 @@ func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 func TestBadReference(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	for _, raw := range []string{`nope`, `{}`, `{"ops":[],"startedAt":1,"ttl":1}`, `{"ops":[{"pandaID":"1"}],"startedAt":1,"ttl":1}`} {
 		_, err := e.drv.Poll(ctx, edr.Ref(raw))
 		require.Error(t, err, raw)
@@ -775,10 +731,8 @@ func TestBadReference(t *testing.T) {
 func TestResultFileTooLarge(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.MaxFile = 16 }})
-	_, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "larger than the 16-byte limit")
+	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
+	edrtest.RequirePermanent(t, err, "larger than the 16-byte limit")
 }
 
 func TestDownloadHostNotAllowed(t *testing.T) {
@@ -786,10 +740,8 @@ func TestDownloadHostNotAllowed(t *testing.T) {
 	e := setup(t, opts{driver: func(c *cytomic.Config) {
 		c.Downloader = httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{".amazonaws.com"}})
 	}})
-	_, err := edrtest.Drive(testCtx(t), e.drv, target, nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "DOWNLOAD_HOSTS")
+	_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
+	edrtest.RequirePermanent(t, err, "DOWNLOAD_HOSTS")
 	require.NotContains(t, err.Error(), "sig=")
 	require.Zero(t, e.sim.Kit().Count("GET", simcytomic.FilesPath), "nothing fetched from a refused host")
 }
@@ -812,14 +764,14 @@ func TestSecretsNeverInErrors(t *testing.T) {
 			}
 		})
 	}})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	pollUntilDone(t, e.drv, ref)
 	echo.Store(true)
 	_, stateErr := e.drv.Collect(ctx, ref)
 	require.Error(t, stateErr)
-	require.Contains(t, stateErr.Error(), "[redacted]", "the echoed token was cut out")
+	require.Contains(t, stateErr.Error(), "[REDACTED]", "the echoed token was cut out")
 
 	e.sim.Kit().Add(simhttp.Fault{Path: cytomic.InfoPath, Malformed: true})
 	_, malformedErr := e.drv.Poll(ctx, ref)
@@ -838,7 +790,7 @@ func TestSecretsNeverInDownloadErrors(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: simcytomic.FilesPath, Status: http.StatusInternalServerError})
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	pollUntilDone(t, e.drv, ref)
@@ -890,7 +842,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestBadHashNeverReachesTheQuery(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
-	_, err := e.drv.Start(testCtx(t), edr.Target{SHA256: strings.Repeat("g", 64)}, edrtest.NewIntent("t"))
+	_, err := e.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: strings.Repeat("g", 64)}, edrtest.NewIntent("t"))
 	require.ErrorIs(t, err, edr.ErrBadHash)
 	var ee *edr.Error
 	require.True(t, errors.As(err, &ee))

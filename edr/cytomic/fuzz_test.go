@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 )
 
 // Every decoder of bytes that come from Cytomic (or from a checkpoint) is
@@ -15,23 +17,13 @@ import (
 // accepts must satisfy the invariants the driver relies on.
 
 func FuzzDecodeToken(f *testing.F) {
-	for _, s := range []string{
+	edrtest.FuzzDecoder(f, []string{
 		`{"access_token":"abc","token_type":"bearer","expires_in":3600}`,
 		`{"access_token":"abc","expires_in":"60"}`,
 		`{"access_token":"","token_type":"mac"}`,
 		`{"error":"invalid_grant"}`,
 		`[]`, `null`, ``, `{"expires_in":1e400}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		tok, err := decodeToken(b)
-		if err != nil {
-			if !errors.Is(err, errMalformed) {
-				t.Fatalf("error does not wrap errMalformed: %v", err)
-			}
-			return
-		}
+	}, decodeToken, func(t *testing.T, tok tokenResponse) {
 		if strings.TrimSpace(tok.AccessToken) == "" || tok.ExpiresIn < 0 {
 			t.Fatalf("accepted an unusable token: %+v", tok)
 		}
@@ -39,22 +31,12 @@ func FuzzDecodeToken(f *testing.F) {
 }
 
 func FuzzDecodeStart(f *testing.F) {
-	for _, s := range []string{
+	edrtest.FuzzDecoder(f, []string{
 		`[{"pandaID":"1001","operationId":"a-1","MUIDs":["m1","m2"]}]`,
 		`[{"pandaID":1001,"operationId":42,"MUIDs":[1,2]}]`,
 		`{"pandaID":"1","operationId":"x"}`,
 		`[{"pandaID":"1"}]`, `[]`, `null`, `"x"`, `[{"operationId":{"a":1}}]`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ops, err := decodeStart(b)
-		if err != nil {
-			if !errors.Is(err, errMalformed) {
-				t.Fatalf("error does not wrap errMalformed: %v", err)
-			}
-			return
-		}
+	}, decodeStart, func(t *testing.T, ops []startOp) {
 		for _, op := range ops {
 			if op.OperationID.text == "" {
 				t.Fatal("accepted an operation without ID")
@@ -65,23 +47,13 @@ func FuzzDecodeStart(f *testing.F) {
 }
 
 func FuzzDecodeInfo(f *testing.F) {
-	for _, s := range []string{
+	edrtest.FuzzDecoder(f, []string{
 		`[{"panda":"1001","operationId":"a","info":[{"MUID":"m","status":"Success"}]}]`,
 		`[{"panda":1,"operationId":2,"info":[{"MUID":3,"status":"Error","errorCode":"202","errorDescription":"x"}]}]`,
 		`[{"operationId":"a","info":[{"status":"PARTIALLYSUCCEEDED","errorCode":null}]}]`,
 		`{"operationId":"solo","info":[]}`,
 		`[{"operationId":"a","info":"x"}]`, `[]`, `null`, `<html>`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ops, err := decodeInfo(b)
-		if err != nil {
-			if !errors.Is(err, errMalformed) {
-				t.Fatalf("error does not wrap errMalformed: %v", err)
-			}
-			return
-		}
+	}, decodeInfo, func(t *testing.T, ops map[string]infoOp) {
 		for id, op := range ops {
 			if id == "" || id != op.OperationID.text {
 				t.Fatalf("bad key %q for %q", id, op.OperationID.text)
@@ -107,22 +79,12 @@ func FuzzDecodeInfo(f *testing.F) {
 }
 
 func FuzzDecodeState(f *testing.F) {
-	for _, s := range []string{
+	edrtest.FuzzDecoder(f, []string{
 		`[{"panda":"1001","operationId":"a","url":"https://x/y?sig=1","counters":{"totalOperationElements":3,"totalSuccess":1,"totalPartiallySucceeded":1,"totalError":1}}]`,
 		`[{"panda":1,"operationId":2,"counters":{"totalOperationElements":"3","totalSuccess":"0"}}]`,
 		`[{"operationId":"a","counters":{"totalSuccess":-1}}]`,
 		`[{"operationId":"a","url":5}]`, `[]`, `null`, `{}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ops, err := decodeState(b)
-		if err != nil {
-			if !errors.Is(err, errMalformed) {
-				t.Fatalf("error does not wrap errMalformed: %v", err)
-			}
-			return
-		}
+	}, decodeState, func(t *testing.T, ops map[string]stateOp) {
 		for id, op := range ops {
 			if id == "" || id != op.OperationID.text {
 				t.Fatalf("bad key %q", id)

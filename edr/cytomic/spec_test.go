@@ -103,7 +103,7 @@ func TestSpecOnlyServer(t *testing.T) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(d.Close)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 
 	ref, err := d.Start(ctx, target, edrtest.NewIntent("t"))
 	require.NoError(t, err)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // This file holds the wire shapes of the Cytomic API and their decoders. The
@@ -17,7 +19,7 @@ import (
 // operationId). Every decoder is fuzzed.
 
 // errMalformed is wrapped by every decoding failure.
-var errMalformed = errors.New("malformed response body")
+var errMalformed = vendorhttp.ErrMalformed
 
 // opID is an identifier the API may send as a JSON string or a JSON number.
 // It re-encodes the way it arrived, so an ID is always sent back to Cytomic
@@ -277,38 +279,13 @@ func decodeList[T any](b []byte, out *[]T) error {
 // errTokenTooLong is wrapped by checkTokens' failures.
 var errTokenTooLong = errors.New("JSON token too long")
 
-// checkTokens fails when a JSON string or number in b is longer than max
-// bytes (as written, escapes included). The body is already capped
-// (httpc's MaxBody), but a single string of megabytes would otherwise be
-// kept: an operation ID goes into the checkpointed reference, a URL to the
-// downloader, an access token into every request header.
+// checkTokens fails when a JSON string, number or literal in b is longer
+// than max bytes (as written, escapes included; vendorhttp.LongestToken).
+// The body is already capped (httpc's MaxBody), but a single string of
+// megabytes would otherwise be kept.
 func checkTokens(b []byte, max int) error {
-	inString, escaped := false, false
-	run := 0 // bytes of the current string or number
-	for _, c := range b {
-		switch {
-		case inString && escaped:
-			escaped = false
-			run++
-		case inString && c == '\\':
-			escaped = true
-			run++
-		case inString && c == '"':
-			inString, run = false, 0
-			continue
-		case inString:
-			run++
-		case c == '"':
-			inString, run = true, 0
-			continue
-		case c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' || (c >= '0' && c <= '9'):
-			run++
-		default:
-			run = 0
-		}
-		if run > max {
-			return fmt.Errorf("%w: the answer has a JSON string or number longer than %d bytes (Config.MaxToken)", errTokenTooLong, max)
-		}
+	if vendorhttp.LongestToken(b) > max {
+		return fmt.Errorf("%w: the answer has a JSON string or number longer than %d bytes (Config.MaxToken)", errTokenTooLong, max)
 	}
 	return nil
 }

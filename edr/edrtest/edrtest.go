@@ -3,11 +3,18 @@
 // re-attach after a crash, 429 storm, 5xx burst, hung response, malformed
 // body and bad-input checks for every vendor. Vendor packages call Run from
 // their tests and add what is specific to them.
+//
+// It also holds what the drivers' own tests share: Drive (an operation run
+// to its end as the runner would), Replay (a vendor's recorded answers
+// played back), FuzzDecoder (the fuzz test of a decoder of vendor bytes),
+// and small assertions (RequirePermanent, AssertNoSecrets, CountStatus).
+// The manual clock and the simulator test server are sim/simtest's.
 package edrtest
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -17,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
 
@@ -63,69 +71,65 @@ func NewIntent(job string) edr.Intent {
 	return edr.Intent{Key: fmt.Sprintf("%s/test/1.%d", job, intents.Add(1)), At: time.Now().UnixMilli()}
 }
 
+// IntentAt returns an intent with a fresh key, decided at at (a test's
+// clock).
+func IntentAt(job string, at time.Time) edr.Intent {
+	in := NewIntent(job)
+	in.At = at.UnixMilli()
+	return in
+}
+
 // Run runs the contract suite.
 func Run(t *testing.T, h Harness) {
 	t.Run("HappyPath", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		res, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		res, err := Drive(Ctx(t), env.Driver, h.Target, nil)
 		require.NoError(t, err)
 		require.Positive(t, res.Rows, "the simulator has hits for Target")
 		require.NotEmpty(t, res.Hosts)
 		require.LessOrEqual(t, len(res.Hosts), edr.MaxListed)
-		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "exactly one operation started")
+		require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), "exactly one operation started")
 	})
 	t.Run("NothingFound", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		res, err := Drive(ctx(t), env.Driver, h.EmptyTarget, nil)
+		res, err := Drive(Ctx(t), env.Driver, h.EmptyTarget, nil)
 		require.NoError(t, err)
 		require.Zero(t, res.Rows)
 	})
 	t.Run("ReattachAfterTakeover", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
-		ref, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target, NewIntent(h.Target.JobID)) })
+		ref, err := retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Start(Ctx(t), h.Target, NewIntent(h.Target.JobID)) })
 		require.NoError(t, err)
-		// The checkpoint goes through the ledger as JSON.
-		raw, err := json.Marshal(ref)
-		require.NoError(t, err)
-		other := env.NewDriver()
-		res, err := Drive(ctx(t), other, h.Target, edr.Ref(raw))
-		require.NoError(t, err)
-		require.Positive(t, res.Rows)
-		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the takeover must not start the operation again")
+		finishElsewhere(t, h, env, env.NewDriver(), ref, "the takeover must not start the operation again")
 	})
 	t.Run("FindAfterLostAnswer", func(t *testing.T) {
 		t.Parallel()
 		env := h.New(t, Options{})
 		in := NewIntent(h.Target.JobID)
 		// Nothing started yet: Find must say so (or that it cannot tell).
-		_, err := retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Find(ctx(t), h.Target, in) })
+		_, err := retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Find(Ctx(t), h.Target, in) })
 		if !h.Findable {
 			require.ErrorIs(t, err, edr.ErrFindUnsupported)
 			return
 		}
 		require.ErrorIs(t, err, edr.ErrNotStarted, "nothing was started under the intent")
 		// The vendor accepts the start; its answer is lost with the worker.
-		_, err = retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Start(ctx(t), h.Target, in) })
+		_, err = retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Start(Ctx(t), h.Target, in) })
 		require.NoError(t, err)
 		// Another job's intent, for the same sample a moment later, must
 		// not be matched to this operation.
 		other := NewIntent("another-job")
 		other.At += 1500
-		_, err = retry(ctx(t), func() (edr.Ref, error) { return env.Driver.Find(ctx(t), h.Target, other) })
+		_, err = retry(Ctx(t), func() (edr.Ref, error) { return env.Driver.Find(Ctx(t), h.Target, other) })
 		require.ErrorIs(t, err, edr.ErrNotStarted, "an operation started under another intent is not this one")
 		// The next owner finds the operation and drives it to the end.
 		next := env.NewDriver()
-		ref, err := retry(ctx(t), func() (edr.Ref, error) { return next.Find(ctx(t), h.Target, in) })
+		ref, err := retry(Ctx(t), func() (edr.Ref, error) { return next.Find(Ctx(t), h.Target, in) })
 		require.NoError(t, err)
-		raw, err := json.Marshal(ref)
-		require.NoError(t, err)
-		res, err := Drive(ctx(t), next, h.Target, edr.Ref(raw))
-		require.NoError(t, err)
-		require.Positive(t, res.Rows)
-		require.Equal(t, 1, countExact(env.Kit, "POST", h.StartPath), "the operation was started once")
+		finishElsewhere(t, h, env, next, ref, "the operation was started once")
 	})
 	t.Run("RateLimitStorm", func(t *testing.T) {
 		t.Parallel()
@@ -133,7 +137,7 @@ func Run(t *testing.T, h Harness) {
 		const retryAfter = time.Second
 		env.Kit.Add(simhttp.Fault{Name: "storm", Path: h.PollPath, Status: 429, RetryAfter: retryAfter, Count: 3})
 		var saw429 bool
-		res, err := driveObserve(ctx(t), env.Driver, h.Target, nil, func(err error) {
+		res, err := driveObserve(Ctx(t), env.Driver, h.Target, nil, func(err error) {
 			if edr.RetryAfter(err) >= retryAfter {
 				saw429 = true
 			}
@@ -147,7 +151,7 @@ func Run(t *testing.T, h Harness) {
 		t.Parallel()
 		env := h.New(t, Options{})
 		env.Kit.Add(simhttp.Fault{Name: "5xx", Path: h.PollPath, Status: 503, Count: 3})
-		res, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		res, err := Drive(Ctx(t), env.Driver, h.Target, nil)
 		require.NoError(t, err)
 		require.Positive(t, res.Rows)
 	})
@@ -156,7 +160,7 @@ func Run(t *testing.T, h Harness) {
 		env := h.New(t, Options{Timeout: 300 * time.Millisecond})
 		env.Kit.Add(simhttp.Fault{Name: "hang", Path: h.PollPath, Hang: true, Count: 1})
 		var sawTimeout bool
-		res, err := driveObserve(ctx(t), env.Driver, h.Target, nil, func(err error) {
+		res, err := driveObserve(Ctx(t), env.Driver, h.Target, nil, func(err error) {
 			if edr.IsRetryable(err) && edr.RetryAfter(err) == 0 {
 				sawTimeout = true
 			}
@@ -169,7 +173,7 @@ func Run(t *testing.T, h Harness) {
 		t.Parallel()
 		env := h.New(t, Options{})
 		env.Kit.Add(simhttp.Fault{Name: "garbage", Path: h.PollPath, Malformed: true})
-		_, err := Drive(ctx(t), env.Driver, h.Target, nil)
+		_, err := Drive(Ctx(t), env.Driver, h.Target, nil)
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err), "a malformed body is permanent: %v", err)
 		require.Contains(t, strings.ToLower(err.Error()), "malformed")
@@ -180,11 +184,24 @@ func Run(t *testing.T, h Harness) {
 		env := h.New(t, Options{})
 		bad := h.Target
 		bad.SHA256 = "x' OR 1=1--"
-		_, err := env.Driver.Start(ctx(t), bad, NewIntent(bad.JobID))
+		_, err := env.Driver.Start(Ctx(t), bad, NewIntent(bad.JobID))
 		require.Error(t, err)
 		require.False(t, edr.IsRetryable(err))
 		require.Zero(t, countReq(env.Kit, "", "/"), "nothing may reach the vendor for a bad hash")
 	})
+}
+
+// finishElsewhere drives the operation ref, checkpointed (through JSON, as
+// the ledger keeps it), to its end on driver d, another worker's, and checks
+// that it found something and was started only once.
+func finishElsewhere(t *testing.T, h Harness, env Env, d edr.Driver, ref edr.Ref, once string) {
+	t.Helper()
+	raw, err := json.Marshal(ref)
+	require.NoError(t, err)
+	res, err := Drive(Ctx(t), d, h.Target, edr.Ref(raw))
+	require.NoError(t, err)
+	require.Positive(t, res.Rows)
+	require.Equal(t, 1, CountExact(env.Kit, "POST", h.StartPath), once)
 }
 
 // Drive runs one operation to the end the way the job runner does: Start
@@ -240,10 +257,8 @@ func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
 }
 
 func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(d): // collected when unreferenced (Go 1.23): no Stop needed
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -282,6 +297,17 @@ func assertNoSecrets(t testing.TB, secrets []string, errs ...error) {
 	}
 }
 
+// RequirePermanent fails unless err is an error that says the same call
+// cannot succeed later, and its text contains every one of contains.
+func RequirePermanent(t testing.TB, err error, contains ...string) {
+	t.Helper()
+	require.Error(t, err)
+	require.False(t, edr.IsRetryable(err), "not retryable: %v", err)
+	for _, c := range contains {
+		require.Contains(t, err.Error(), c)
+	}
+}
+
 // AssertNoSecrets fails if any error's text contains any of secrets.
 func AssertNoSecrets(t testing.TB, secrets []string, errs ...error) {
 	assertNoSecrets(t, secrets, errs...)
@@ -289,7 +315,20 @@ func AssertNoSecrets(t testing.TB, secrets []string, errs ...error) {
 
 func countReq(k *simhttp.Kit, method, prefix string) int { return k.Count(method, prefix) }
 
-func countExact(k *simhttp.Kit, method, path string) int {
+// CountStatus counts the requests k logged under path (a prefix; "" for
+// all) that were answered status.
+func CountStatus(k *simhttp.Kit, path string, status int) int {
+	n := 0
+	for _, r := range k.Requests() {
+		if strings.HasPrefix(r.Path, path) && r.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+// CountExact counts the requests k logged with this method and exact path.
+func CountExact(k *simhttp.Kit, method, path string) int {
 	n := 0
 	for _, r := range k.Requests() {
 		if r.Method == method && r.Path == path {
@@ -299,8 +338,29 @@ func countExact(k *simhttp.Kit, method, path string) int {
 	return n
 }
 
-func ctx(t *testing.T) context.Context {
+// Ctx returns a context that ends with the test, or after 30 s.
+func Ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return c
+}
+
+// FuzzDecoder is the fuzz test of a decoder of untrusted bytes (a vendor's
+// answer, a checkpointed reference): seeds are added to f; decode must never
+// panic and must fail only with an error wrapping vendorhttp.ErrMalformed;
+// check sees every value it accepts.
+func FuzzDecoder[T any](f *testing.F, seeds []string, decode func([]byte) (T, error), check func(t *testing.T, v T)) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := decode(b)
+		if err != nil {
+			if !errors.Is(err, vendorhttp.ErrMalformed) {
+				t.Fatalf("error does not wrap vendorhttp.ErrMalformed: %v", err)
+			}
+			return
+		}
+		check(t, v)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
@@ -87,7 +88,7 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 		return "", err
 	}
 	if fail != nil {
-		return d.pageRefused(p, rf, *fail)
+		return d.pageRefused(p, rf, fail)
 	}
 	defer resp.Body.Close()
 	page, err := decodeResults(resp.Body, d.maxRowBytes)
@@ -99,9 +100,9 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 		return "", &edr.Error{Vendor: vendor, Op: "collect", Status: resp.StatusCode,
 			Msg: fmt.Sprintf("Sophos sent a results page larger than %d bytes; the results cannot be read", d.maxPageBytes), Err: err}
 	case errors.Is(err, errMalformed):
-		return "", d.malformedError("collect", resp.StatusCode, err)
+		return "", d.answers.Malformed(vendorhttp.Call{Op: "collect"}, resp.StatusCode, err)
 	case err != nil:
-		return "", d.transportError("collect", err)
+		return "", d.answers.NoAnswer(ctx, "collect", err)
 	}
 	if p.started && page.NextKey != "" && page.NextKey == p.key {
 		// The server ignored pageFromKey and sent the same page again: its
@@ -147,24 +148,22 @@ func (d *Driver) nextPage(ctx context.Context, rf ref, p *partial) (string, erro
 }
 
 // pageRefused maps a refused results page.
-func (d *Driver) pageRefused(p *partial, rf ref, f failure) (string, error) {
+func (d *Driver) pageRefused(p *partial, rf ref, f *httpc.StatusError) (string, error) {
 	switch {
-	case p.started && laterPageRefused(f.status):
+	case p.started && laterPageRefused(f.Status):
 		// A server that does not take pageFromKey may refuse it. What the
 		// earlier pages found is still worth reporting.
-		return fmt.Sprintf("stopped paging after %d rows: Sophos answered HTTP %d to the request for the next page (pageFromKey); the result may be truncated", p.rows, f.status), nil
-	case f.status == http.StatusNotFound:
-		return "", d.notFound("collect", f, rf)
-	case f.status == http.StatusConflict:
+		return fmt.Sprintf("stopped paging after %d rows: Sophos answered HTTP %d to the request for the next page (pageFromKey); the result may be truncated", p.rows, f.Status), nil
+	case f.Status == http.StatusNotFound:
+		return "", d.answers.StatusError(notFound("collect", rf), f)
+	case f.Status == http.StatusConflict:
 		// Results asked for before the run finished (the simulator's
 		// answer; the guide is silent): worth asking again later.
-		err := d.statusError("collect", f, "the query run has not finished yet")
-		if e, ok := err.(*edr.Error); ok {
-			setRetry(e, max(e.RetryAfter, d.pollEvery))
-		}
-		return "", err
+		e := d.answers.StatusError(vendorhttp.Call{Op: "collect", Msg: "the query run has not finished yet"}, f)
+		setRetry(e, max(e.RetryAfter, d.pollEvery))
+		return "", e
 	}
-	return "", d.statusError("collect", f, "")
+	return "", d.answers.StatusError(vendorhttp.Call{Op: "collect"}, f)
 }
 
 // laterPageRefused reports whether status, the answer to a request for a

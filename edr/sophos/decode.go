@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // Decoders of Sophos response bodies. Each one is strict about what the
@@ -21,7 +23,7 @@ import (
 // strings, optional fields may be absent or null. They are fuzzed.
 
 // errMalformed marks a body that cannot be understood.
-var errMalformed = errors.New("malformed response")
+var errMalformed = vendorhttp.ErrMalformed
 
 func malformed(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errMalformed, fmt.Sprintf(format, a...))

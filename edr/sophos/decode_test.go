@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 )
 
 // The guide's own examples, used as tests and fuzz seeds.
@@ -201,18 +203,8 @@ func TestTruncateKeepsUTF8(t *testing.T) {
 }
 
 func FuzzDecodeToken(f *testing.F) {
-	for _, s := range []string{sophosToken, `{"access_token":"t","expires_in":"12.5"}`, `{"access_token":"t","expires_in":-1}`,
-		`{"access_token":null}`, `{`, `{"data": [ {"id": "trunc`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		tok, err := decodeToken(body)
-		if err != nil {
-			if !errors.Is(err, errMalformed) {
-				t.Fatalf("error is not malformed: %v", err)
-			}
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{sophosToken, `{"access_token":"t","expires_in":"12.5"}`, `{"access_token":"t","expires_in":-1}`,
+		`{"access_token":null}`, `{`, `{"data": [ {"id": "trunc`}, decodeToken, func(t *testing.T, tok token) {
 		if tok.access == "" || tok.ttl <= 0 || tok.ttl > maxTokenTTL {
 			t.Fatalf("accepted an unusable token: %+v", tok)
 		}
@@ -290,18 +282,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func FuzzDecodeRunList(f *testing.F) {
-	for _, s := range []string{`{"items":[{"id":"a","createdAt":"2024-01-15T10:30:00.000Z","result":"notAvailable","status":"started"}],` +
-		`"pages":{"current":50,"size":50,"total":50,"items":50,"maxSize":50}}`, `{"items":[]}`, `{"items":[{"id":1,"status":"x","name":null}]}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		l, err := decodeRunList(body)
-		if err != nil {
-			if !errors.Is(err, errMalformed) {
-				t.Fatalf("error is not malformed: %v", err)
-			}
-			return
-		}
+	edrtest.FuzzDecoder(f, []string{`{"items":[{"id":"a","createdAt":"2024-01-15T10:30:00.000Z","result":"notAvailable","status":"started"}],` +
+		`"pages":{"current":50,"size":50,"total":50,"items":50,"maxSize":50}}`, `{"items":[]}`, `{"items":[{"id":1,"status":"x","name":null}]}`}, decodeRunList, func(t *testing.T, l runList) {
 		for _, r := range l.Items {
 			if r.ID == "" || !validID(r.ID) {
 				t.Fatalf("accepted an unusable run %+v", r)

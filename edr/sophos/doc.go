@@ -82,17 +82,20 @@
 //
 // # Errors
 //
-// Sophos's error body is summarised into the edr.Error: the error name (or
-// its string code), the message, and the correlationId and requestId
-// Sophos support asks for. The identity service's errors keep only their
-// errorCode and trackingId: its free text may quote the request, and with
-// it the client secret. The client secret and bearer tokens are removed
-// from every error in every encoding the driver sends them in.
+// Statuses map to errors as edr/vendorhttp's table says (a 429 without
+// Retry-After waits Config.PollEvery). Sophos's error body is summarised
+// into the edr.Error: the error name (or its string code), the message, and
+// the correlationId and requestId Sophos support asks for. The identity
+// service's errors keep only their errorCode and trackingId: its free text
+// may quote the request, and with it the client secret. The client secret
+// and bearer tokens are masked (Config.Redact) in every error, in every
+// encoding the driver sends them in, also when cut short at the end of a
+// body snippet.
 //
 // The operation reference is {"runId","expiresAt"}: any worker can resume
 // polling or collecting with it. The driver never retries (the runner
 // does), except one transparent re-authentication when the API rejects a
-// cached token with 401. Collect remembers, in this process, how far it got
+// cached token with 401 (vendorhttp.TokenSource). Collect remembers, in this process, how far it got
 // through the pages of a run, so a Collect retried after a 429 mid-way
 // resumes where it stopped instead of starting over.
 //

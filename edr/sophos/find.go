@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // Bounds on a run name.
@@ -128,11 +129,11 @@ func (f *finder) list(ctx context.Context, page int) (runList, error) {
 		return runList{}, err
 	}
 	if resp.Status < 200 || resp.Status >= 300 {
-		return runList{}, d.statusError("find", failureOf(resp), "cannot list the query runs")
+		return runList{}, d.answers.Error(vendorhttp.Call{Op: "find", Msg: "cannot list the query runs"}, resp)
 	}
 	list, err := decodeRunList(resp.Body)
 	if err != nil {
-		return runList{}, d.malformedError("find", resp.Status, err)
+		return runList{}, d.answers.Malformed(vendorhttp.Call{Op: "find"}, resp.Status, err)
 	}
 	list.localNow = time.Now()
 	if t, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
@@ -190,11 +191,11 @@ func (f *finder) read(ctx context.Context, id string) (runState, error) {
 	case resp.Status == http.StatusNotFound:
 		return runState{}, nil // gone since it was listed: not ours to resume
 	case resp.Status < 200 || resp.Status >= 300:
-		return runState{}, d.statusError("find", failureOf(resp), "cannot read a listed query run")
+		return runState{}, d.answers.Error(vendorhttp.Call{Op: "find", Msg: "cannot read a listed query run"}, resp)
 	}
 	run, err := decodeRun(resp.Body)
 	if err != nil {
-		return runState{}, d.malformedError("find", resp.Status, err)
+		return runState{}, d.answers.Malformed(vendorhttp.Call{Op: "find"}, resp.Status, err)
 	}
 	run.ID = id // the run asked for, whatever the answer says
 	return run, nil

@@ -1,6 +1,7 @@
 package sophos_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func refRunID(t *testing.T, r edr.Ref) string {
@@ -53,7 +56,7 @@ func TestFindWhenTheListHasNoNames(t *testing.T) {
 	sc.ListSummaries = true
 	b := setup(t, sc, nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	in := edr.Intent{Key: "job-1/x/1.1", At: time.Now().UnixMilli()}
 	for i := range 3 { // other jobs' runs, before and after
 		_, err := d.Start(ctx, target(hitSHA), edr.Intent{Key: fmt.Sprintf("other/%d", i), At: in.At - int64(i)})
@@ -74,18 +77,13 @@ func TestFindWhenTheListHasNoNames(t *testing.T) {
 // Newest first, Find stops at the first run older than the cut-off.
 func TestFindStopsAtOlderRuns(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	sc := fast()
-	sc.Now = clk.Now
-	b := setup(t, sc, nil)
-	d := b.driver(t)
-	ctx := testCtx(t)
+	clk, b, d, ctx := onClock(t, nil)
 	for i := range 120 { // an hour of other runs, none ours
-		_, err := d.Start(ctx, target(hitSHA), clk.intent(fmt.Sprintf("old-%d", i)))
+		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("old-%d", i), clk.Now()))
 		require.NoError(t, err)
-		clk.Add(30 * time.Second)
+		clk.Advance(30 * time.Second)
 	}
-	in := clk.intent("job-1")
+	in := edrtest.IntentAt("job-1", clk.Now())
 	_, err := d.Find(ctx, target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 	require.Equal(t, 1, listings(b), "the first page already reaches runs older than the cut-off")
@@ -116,18 +114,13 @@ func orderIgnored(next http.Handler) http.Handler {
 // next page: Find reads to the end, and finds a run on a later page.
 func TestFindReadsAnUnsortedListToTheEnd(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	sc := fast()
-	sc.Now = clk.Now
-	b := setup(t, sc, orderIgnored)
-	d := b.driver(t)
-	ctx := testCtx(t)
+	clk, b, d, ctx := onClock(t, orderIgnored)
 	for i := range 60 {
-		_, err := d.Start(ctx, target(hitSHA), clk.intent(fmt.Sprintf("old-%d", i)))
+		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("old-%d", i), clk.Now()))
 		require.NoError(t, err)
-		clk.Add(time.Minute)
+		clk.Advance(time.Minute)
 	}
-	in := clk.intent("job-1")
+	in := edrtest.IntentAt("job-1", clk.Now())
 	ref, err := d.Start(ctx, target(hitSHA), in)
 	require.NoError(t, err)
 
@@ -136,7 +129,7 @@ func TestFindReadsAnUnsortedListToTheEnd(t *testing.T) {
 	require.Equal(t, refRunID(t, ref), refRunID(t, found))
 	require.Equal(t, 2, listings(b))
 
-	_, err = d.Find(ctx, target(hitSHA), clk.intent("job-2"))
+	_, err = d.Find(ctx, target(hitSHA), edrtest.IntentAt("job-2", clk.Now()))
 	require.ErrorIs(t, err, edr.ErrNotStarted, "the end of the listing")
 	require.Equal(t, 4, listings(b), "both pages again (pageTotal says two)")
 }
@@ -148,7 +141,7 @@ func TestFindGivesUpAtThePageBound(t *testing.T) {
 	b := setup(t, fast(), nil)
 	b.cfg.FindPages = 2
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	at := time.Now().UnixMilli()
 	for i := range 2*sophos.FindPageSize + 1 {
 		_, err := d.Start(ctx, target(hitSHA), edr.Intent{Key: fmt.Sprintf("busy-%d", i), At: at})
@@ -171,7 +164,7 @@ func TestFindListRefused(t *testing.T) {
 			r.on("GET "+sophos.RunsPath, status, readFixture(t, "postman2026-run.400.json"))
 			d, err := sophos.New(r.config())
 			require.NoError(t, err)
-			_, err = d.Find(testCtx(t), target(hitSHA), edr.Intent{Key: "k", At: time.Now().UnixMilli()})
+			_, err = d.Find(edrtest.Ctx(t), target(hitSHA), edr.Intent{Key: "k", At: time.Now().UnixMilli()})
 			e := asEdrError(t, err)
 			require.Equal(t, status, e.Status)
 			require.Equal(t, retryable, e.Retryable)
@@ -184,7 +177,7 @@ func TestFindListRefused(t *testing.T) {
 func TestFindRefusesABadHash(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	_, err := b.driver(t).Find(testCtx(t), target("x' OR 1=1--"), edr.Intent{Key: "k", At: 1})
+	_, err := b.driver(t).Find(edrtest.Ctx(t), target("x' OR 1=1--"), edr.Intent{Key: "k", At: 1})
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "find", e.Op)
@@ -200,7 +193,7 @@ func TestNameInQuery(t *testing.T) {
 	c := captureOn(b)
 	d := b.driver(t)
 	in := edr.Intent{Key: "job-1/x/1.1", At: time.Now().UnixMilli()}
-	ref, err := d.Start(testCtx(t), target(hitSHA), in)
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), in)
 	require.NoError(t, err)
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(c.matching(http.MethodPost, sophos.RunsPath)[0].body, &body))
@@ -208,7 +201,7 @@ func TestNameInQuery(t *testing.T) {
 	require.Equal(t, sophos.RunName(target(hitSHA), in), body["adHocQuery"].(map[string]any)["name"])
 	require.Equal(t, sophos.RunName(target(hitSHA), in), b.sim.Runs()[0].Name)
 
-	found, err := d.Find(testCtx(t), target(hitSHA), in)
+	found, err := d.Find(edrtest.Ctx(t), target(hitSHA), in)
 	require.NoError(t, err)
 	require.Equal(t, refRunID(t, ref), refRunID(t, found))
 }
@@ -259,7 +252,7 @@ func TestFindWithoutNamesMatchesQueryAndWindow(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), dropNames)
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	at := time.Now().UnixMilli()
 	in := edr.Intent{Key: "job-1/x/1.1", At: at}
 	_, err := d.Start(ctx, target(emptySHA), in) // same window, another sample
@@ -281,7 +274,7 @@ func TestSimulatorSeesTheWindow(t *testing.T) {
 	b := setup(t, fast(), nil)
 	b.cfg.Window = 7 * 24 * time.Hour
 	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edr.Intent{Key: "k/1", At: at.UnixMilli()})
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edr.Intent{Key: "k/1", At: at.UnixMilli()})
 	require.NoError(t, err)
 	runs := b.sim.Runs()
 	require.Len(t, runs, 1)
@@ -294,7 +287,7 @@ func TestStartRefusesAnIntentWithoutTime(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	for _, in := range []edr.Intent{{Key: "k"}, {At: time.Now().UnixMilli()}} {
-		_, err := b.driver(t).Start(testCtx(t), target(hitSHA), in)
+		_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), in)
 		e := asEdrError(t, err)
 		require.False(t, e.Retryable)
 	}
@@ -307,28 +300,34 @@ func TestStartRefusesAnIntentWithoutTime(t *testing.T) {
 // last five minutes.
 func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	sc := fast()
-	sc.Now = clk.Now
-	b := setup(t, sc, nil)
-	d := b.driver(t)
-	ctx := testCtx(t)
+	clk, b, d, ctx := onClock(t, nil)
 	for i := range 3 * sophos.FindPageSize { // five minutes of other runs
-		_, err := d.Start(ctx, target(hitSHA), clk.intent(fmt.Sprintf("busy-%d", i)))
+		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("busy-%d", i), clk.Now()))
 		require.NoError(t, err)
-		clk.Add(2 * time.Second)
+		clk.Advance(2 * time.Second)
 	}
-	in := clk.intent("job-1")
+	in := edrtest.IntentAt("job-1", clk.Now())
 	_, err := d.Find(ctx, target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 	require.Equal(t, 1, listings(b), "the first page reaches runs older than the margin")
 
 	// A run started under the intent a few seconds early by Sophos's clock
 	// is still found.
-	clk.Add(-5 * time.Second)
+	clk.Advance(-5 * time.Second)
 	ref, err := d.Start(ctx, target(hitSHA), in)
 	require.NoError(t, err)
 	found, err := d.Find(ctx, target(hitSHA), in)
 	require.NoError(t, err)
 	require.Equal(t, refRunID(t, ref), refRunID(t, found))
+}
+
+// onClock starts a fast simulator on a manual clock (behind wrap, when not
+// nil) and a driver on it.
+func onClock(t *testing.T, wrap func(http.Handler) http.Handler) (*simtest.Clock, *bundle, *sophos.Driver, context.Context) {
+	t.Helper()
+	clk := newClock()
+	sc := fast()
+	sc.Now = clk.Now
+	b := setup(t, sc, wrap)
+	return clk, b, b.driver(t), edrtest.Ctx(t)
 }

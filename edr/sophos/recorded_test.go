@@ -24,7 +24,7 @@ func TestRecordedSEKOIARun(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
 	finishedRun(t, r)
-	r.handle("GET /results", func(w http.ResponseWriter, req *http.Request) {
+	r.Handle("GET /results", func(w http.ResponseWriter, req *http.Request) {
 		switch key := req.URL.Query().Get("pageFromKey"); key {
 		case "":
 			_, _ = w.Write([]byte(readFixture(t, "sekoia-results-page1.200.json")))
@@ -38,7 +38,7 @@ func TestRecordedSEKOIARun(t *testing.T) {
 	r.on("POST /cancel", http.StatusOK, readFixture(t, "postman2026-cancel.200.json"))
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
@@ -49,10 +49,10 @@ func TestRecordedSEKOIARun(t *testing.T) {
 	require.EqualValues(t, 8, res.Rows, "7 rows, then 1")
 	require.Zero(t, res.HostsTotal, "these rows name no host")
 	require.Empty(t, res.Notes)
-	require.Equal(t, 2, r.hits("GET /results"))
+	require.Equal(t, 2, r.Hits("GET /results"))
 
 	require.NoError(t, d.Cancel(ctx, ref))
-	require.Equal(t, 1, r.hits("POST /cancel"))
+	require.Equal(t, 1, r.Hits("POST /cancel"))
 }
 
 // The one-page answer SEKOIA recorded (no nextKey: the last page).
@@ -63,7 +63,7 @@ func TestRecordedSEKOIASinglePage(t *testing.T) {
 	r.on("GET /results", http.StatusOK, readFixture(t, "sekoia-results.200.json"))
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 7, res.Rows)
 }
@@ -90,7 +90,7 @@ func TestRecordedPostman2026(t *testing.T) {
 	r := postman2026(t, "")
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err, "a run created started")
@@ -122,22 +122,22 @@ func TestRecordedPostman2026Find(t *testing.T) {
 	r := postman2026(t, "")
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Find(testCtx(t), target(hitSHA), in)
+	_, err = d.Find(edrtest.Ctx(t), target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted, `"Example Name" is not ours, and one run of a 50-run page is the whole listing`)
-	require.Equal(t, 1, r.hits("GET "+sophos.RunsPath))
-	require.Equal(t, 1, r.hits("GET "+sophos.RunsPath+"/a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"))
+	require.Equal(t, 1, r.Hits("GET "+sophos.RunsPath))
+	require.Equal(t, 1, r.Hits("GET "+sophos.RunsPath+"/a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"))
 
 	r = postman2026(t, sophos.RunName(target(hitSHA), in))
 	d, err = sophos.New(r.config())
 	require.NoError(t, err)
-	ref, err := d.Find(testCtx(t), target(hitSHA), in)
+	ref, err := d.Find(edrtest.Ctx(t), target(hitSHA), in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"runId":"a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d","expiresAt":"2024-01-15T10:30:00.000Z"}`, string(ref))
 
 	// An intent decided long after the run was created: not its run.
 	late := in
 	late.At = created.Add(time.Hour).UnixMilli()
-	_, err = d.Find(testCtx(t), target(hitSHA), late)
+	_, err = d.Find(edrtest.Ctx(t), target(hitSHA), late)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
 }
 
@@ -154,7 +154,7 @@ func TestRecordedPostman2025List(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			r := newReplay(t)
-			r.handle("GET "+sophos.RunsPath, func(w http.ResponseWriter, req *http.Request) {
+			r.Handle("GET "+sophos.RunsPath, func(w http.ResponseWriter, req *http.Request) {
 				if req.URL.Query().Get("page") == "1" {
 					_, _ = w.Write([]byte(body))
 					return
@@ -163,14 +163,14 @@ func TestRecordedPostman2025List(t *testing.T) {
 			})
 			d, err := sophos.New(r.config())
 			require.NoError(t, err)
-			ref, err := d.Find(testCtx(t), target(hitSHA), in)
+			ref, err := d.Find(edrtest.Ctx(t), target(hitSHA), in)
 			if name == "ours" {
 				require.NoError(t, err)
 				require.JSONEq(t, `{"runId":"eu enim","expiresAt":"elit consequat"}`, string(ref))
 				return
 			}
 			require.ErrorIs(t, err, edr.ErrNotStarted)
-			require.Equal(t, 2, r.hits("GET "+sophos.RunsPath), "no usable order or counts: read to the empty page")
+			require.Equal(t, 2, r.Hits("GET "+sophos.RunsPath), "no usable order or counts: read to the empty page")
 		})
 	}
 }
@@ -195,7 +195,7 @@ func TestRecordedRunExamples(t *testing.T) {
 			r.on("GET /r-1", http.StatusOK, readFixture(t, tc.file))
 			d, err := sophos.New(r.config())
 			require.NoError(t, err)
-			st, err := d.Poll(testCtx(t), edr.Ref(`{"runId":"r-1"}`))
+			st, err := d.Poll(edrtest.Ctx(t), edr.Ref(`{"runId":"r-1"}`))
 			if tc.failure != "" {
 				require.ErrorContains(t, err, tc.failure)
 				require.False(t, edr.IsRetryable(err))
@@ -215,7 +215,7 @@ func TestRecordedUnauthorized(t *testing.T) {
 	r.on("GET /r-1", http.StatusUnauthorized, readFixture(t, "community-api.401.json"))
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Poll(testCtx(t), edr.Ref(`{"runId":"r-1"}`))
+	_, err = d.Poll(edrtest.Ctx(t), edr.Ref(`{"runId":"r-1"}`))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "Unauthorized", e.Code)
@@ -226,14 +226,14 @@ func TestRecordedUnauthorized(t *testing.T) {
 	r.on("POST "+sophos.TokenPath, http.StatusUnauthorized, readFixture(t, "community-token.401.json"))
 	d, err = sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e = asEdrError(t, err)
 	require.Equal(t, "token", e.Op)
 	require.False(t, e.Retryable)
 	require.Equal(t, "oauth.invalid_client_secret", e.Code)
 	require.Contains(t, err.Error(), "trackingId 197a2922-65e4-4548-a0a1-79a13b12c8fc")
 	require.NotContains(t, err.Error(), "Unauthorized", "the identity service's free text is not kept")
-	require.Equal(t, 2, r.hits("POST "+sophos.TokenPath), "form, then HTTP Basic")
+	require.Equal(t, 2, r.Hits("POST "+sophos.TokenPath), "form, then HTTP Basic")
 }
 
 // Sophos's example error body, with string placeholders for error and
@@ -244,7 +244,7 @@ func TestRecordedPostmanError(t *testing.T) {
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, readFixture(t, "postman2026-run.400.json"))
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "string", e.Code)
@@ -257,9 +257,9 @@ func TestRequestsMatchSophosExamples(t *testing.T) {
 	b := setup(t, fast(), nil)
 	c := captureOn(b)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
-	require.NoError(t, d.Cancel(testCtx(t), ref))
+	require.NoError(t, d.Cancel(edrtest.Ctx(t), ref))
 
 	keysOf := func(raw []byte) []string {
 		var m map[string]any

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/redact"
 )
 
 const vendor = "sophos"
@@ -131,12 +133,17 @@ type Config struct {
 	Transport http.RoundTripper
 	// Now is the clock token lifetimes are judged by. Default time.Now.
 	Now func() time.Time
+	// Redact is the process's set of secrets, which every text built from
+	// an answer goes through; the driver adds its client secret (in every
+	// wire form, HTTP Basic included) and every access token it fetches to
+	// it. nil: a set of the driver's own.
+	Redact *redact.Set
 }
 
 // String describes cfg without its secret.
 func (c Config) String() string {
-	return fmt.Sprintf("sophos.Config{URL:%s AuthURL:%s ClientID:%s ClientSecret:[REDACTED] TenantID:%s}",
-		httpc.Redact(c.URL), httpc.Redact(c.AuthURL), c.ClientID, c.TenantID)
+	return fmt.Sprintf("sophos.Config{URL:%s AuthURL:%s ClientID:%s ClientSecret:%s TenantID:%s}",
+		httpc.Redact(c.URL), httpc.Redact(c.AuthURL), c.ClientID, redact.Mask, c.TenantID)
 }
 
 // GoString is String, so %#v does not print the secret either.
@@ -149,8 +156,13 @@ type Driver struct {
 	globalURL string
 	api       *httpc.Client
 	auth      *httpc.Client
-	tokens    *tokenSource
+	tokens    *vendorhttp.TokenSource
 	now       func() time.Time
+	// answers maps the data region's (and whoami's) answers to *edr.Error,
+	// identity the identity service's; redact masks the secret and the
+	// tokens in every text built from one.
+	answers, identity *vendorhttp.API
+	redact            *redact.Set
 
 	pollEvery      time.Duration
 	window         time.Duration
@@ -168,10 +180,6 @@ type Driver struct {
 	whoMu     sync.Mutex
 	ten       tenancy
 	whoamiSem chan struct{}
-
-	// secretForms are the client secret in every encoding a request
-	// carries it in (see redact).
-	secretForms []string
 
 	partialMu sync.Mutex
 	partials  map[string]*partial
@@ -265,10 +273,20 @@ func New(cfg Config) (*Driver, error) {
 		maxRowBytes:    cmp.Or(cfg.MaxRowBytes, DefaultMaxRowBytes),
 		maxPageBytes:   cmp.Or(cfg.MaxBody, httpc.DefaultMaxBody),
 		findPages:      cmp.Or(cfg.FindPages, DefaultFindPages),
-		secretForms:    secretForms(cfg.ClientID, cfg.ClientSecret),
 		partials:       map[string]*partial{},
 	}
-	d.tokens = newTokenSource(d)
+	// The secret as the requests carry it: raw and form-encoded in the
+	// body, and in HTTP Basic with each part form-encoded (and as a
+	// server quoting it may show it: redact.Forms).
+	d.redact = cmp.Or(cfg.Redact, redact.New())
+	d.redact.Add(cfg.ClientSecret)
+	for _, id := range []string{cfg.ClientID, url.QueryEscape(cfg.ClientID)} {
+		for _, secret := range []string{cfg.ClientSecret, url.QueryEscape(cfg.ClientSecret)} {
+			d.redact.AddBasic(id, secret)
+		}
+	}
+	d.answers, d.identity = newAPIs(d.pollEvery, d.redact)
+	d.tokens = vendorhttp.NewTokenSource(vendorhttp.TokenConfig{Fetch: d.fetchToken, Now: cfg.Now, Redact: d.redact})
 	return d, nil
 }
 
@@ -285,6 +303,9 @@ func baseURL(field, raw string) (string, error) {
 	}
 	return strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
 }
+
+// Close does nothing: the driver runs nothing in the background.
+func (d *Driver) Close() {}
 
 // Kind returns edr.KindSophosXDR.
 func (d *Driver) Kind() string { return edr.KindSophosXDR }
@@ -385,7 +406,7 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 		err = malformed("the new run has no id")
 	}
 	if err != nil {
-		return nil, d.malformedError("start", resp.Status, err)
+		return nil, d.answers.Malformed(vendorhttp.Call{Op: "start"}, resp.Status, err)
 	}
 	d.touch(run.ID)
 	return encodeRef("start", run)
@@ -395,14 +416,13 @@ func (d *Driver) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Re
 // in its future (SEKOIA recorded it): the worker's clock is ahead, and the
 // same request succeeds once Sophos's has caught up.
 func (d *Driver) startRefused(resp *httpc.Response) error {
-	err := d.statusError("start", failureOf(resp), "")
-	var e *edr.Error
-	if resp.Status == http.StatusBadRequest && errors.As(err, &e) &&
+	e := d.answers.Error(vendorhttp.Call{Op: "start"}, resp)
+	if resp.Status == http.StatusBadRequest &&
 		strings.Contains(strings.ToLower(decodeAPIError(resp.Body).Message), "in the future") {
 		e.Msg = "Sophos says the query window starts in its future (this worker's clock is ahead); retrying: " + e.Msg
 		setRetry(e, max(e.RetryAfter, d.pollEvery, 5*time.Second))
 	}
-	return err
+	return e
 }
 
 // Poll reports the run's status. Done is set once the run finished with
@@ -423,15 +443,16 @@ func (d *Driver) Poll(ctx context.Context, r edr.Ref) (edr.Status, error) {
 	}
 	switch {
 	case resp.Status == http.StatusNotFound:
-		return edr.Status{}, d.notFound("poll", failureOf(resp), rf)
+		return edr.Status{}, d.answers.Error(notFound("poll", rf), resp)
 	case resp.Status >= 300 || resp.Status < 200:
-		return edr.Status{}, d.statusError("poll", failureOf(resp), "")
+		return edr.Status{}, d.answers.Error(vendorhttp.Call{Op: "poll"}, resp)
 	}
 	run, err := decodeRun(resp.Body)
 	if err != nil {
-		return edr.Status{}, d.malformedError("poll", resp.Status, err)
+		return edr.Status{}, d.answers.Malformed(vendorhttp.Call{Op: "poll"}, resp.Status, err)
 	}
-	return d.interpret(run)
+	st, err := d.interpret(run)
+	return st, d.answers.Mask(err) // the run's status and result are Sophos's words
 }
 
 // touchedCap bounds the pacing memory; the oldest entries go first.
@@ -528,9 +549,9 @@ func (d *Driver) Cancel(ctx context.Context, r edr.Ref) error {
 	case resp.Status >= 200 && resp.Status < 300, resp.Status == http.StatusConflict:
 		return nil
 	case resp.Status == http.StatusNotFound:
-		e := d.statusError("cancel", failureOf(resp), "nothing was canceled").(*edr.Error)
+		e := d.answers.Error(vendorhttp.Call{Op: "cancel", Msg: "nothing was canceled"}, resp)
 		e.Err = ErrRunNotFound
 		return e
 	}
-	return d.statusError("cancel", failureOf(resp), "")
+	return d.answers.Error(vendorhttp.Call{Op: "cancel"}, resp)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 	simsophos "github.com/analysisfleet/analysisfleet/sim/sophos"
 )
 
@@ -62,9 +63,7 @@ func setup(t *testing.T, sc simsophos.Config, wrap func(http.Handler) http.Handl
 	if wrap != nil {
 		h = wrap(sim)
 	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close) // runs first: releases hung requests so srv.Close returns
+	srv := simtest.ServeHandler(t, sim, h)
 	return &bundle{sim: sim, srv: srv, cfg: sophos.Config{
 		URL: srv.URL, AuthURL: srv.URL, ClientID: clientID, ClientSecret: secret, TenantID: tenant,
 		PollEvery: 10 * time.Millisecond, UserAgent: "analysisfleet/test (sophos)",
@@ -74,12 +73,6 @@ func setup(t *testing.T, sc simsophos.Config, wrap func(http.Handler) http.Handl
 
 func fast() simsophos.Config {
 	return simsophos.Config{PendingFor: 20 * time.Millisecond, RunFor: 30 * time.Millisecond}
-}
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func target(sha string) edr.Target {
@@ -93,42 +86,8 @@ func asEdrError(t *testing.T, err error) *edr.Error {
 	return e
 }
 
-// clock is a fake clock shared by a simulator and a driver.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// intent is an intent decided now by c.
-func (c *clock) intent(job string) edr.Intent {
-	in := edrtest.NewIntent(job)
-	in.At = c.Now().UnixMilli()
-	return in
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func statuses(k *simhttp.Kit, status int) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Status == status {
-			n++
-		}
-	}
-	return n
-}
+// newClock is a manual clock shared by a simulator and a driver.
+func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 func TestContract(t *testing.T) {
 	edrtest.Run(t, edrtest.Harness{
@@ -168,7 +127,7 @@ func TestKindAndQuery(t *testing.T) {
 func TestStartSendsTheDocumentedQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.driver(t).Start(testCtx(t), target(strings.ToUpper(hitSHA)), edrtest.NewIntent("t"))
+	ref, err := b.driver(t).Start(edrtest.Ctx(t), target(strings.ToUpper(hitSHA)), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	runs := b.sim.Runs()
 	require.Len(t, runs, 1)
@@ -187,7 +146,7 @@ func TestPaginationOverThreePages(t *testing.T) {
 	b := setup(t, fast(), nil)
 	hosts := []string{"h1", "h2", "h3", "h4", "h5", "h6", "h7"}
 	b.sim.SetHits(hitSHA, 2500, hosts...)
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 2500, res.Rows, "every row of every page is counted")
 	require.Equal(t, 7, res.HostsTotal)
@@ -217,7 +176,7 @@ func TestHostsAreCapped(t *testing.T) {
 		hosts[i] = fmt.Sprintf("host-%03d", i)
 	}
 	b.sim.SetHits(hitSHA, 300, hosts...)
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 300, res.Rows)
 	require.Len(t, res.Hosts, edr.MaxListed)
@@ -229,7 +188,7 @@ func TestMaxRowsStopsPaging(t *testing.T) {
 	b := setup(t, fast(), nil)
 	b.cfg.MaxRows = 1500
 	b.sim.SetHits(hitSHA, 2500, "h1")
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 2000, res.Rows)
 	require.Len(t, res.Notes, 1)
@@ -264,7 +223,7 @@ func TestCollectResumesAfterRateLimitMidway(t *testing.T) {
 	b.sim.SetHits(hitSHA, 2500, "h1", "h2")
 	b.cfg.Transport = &failNth{next: b.cfg.Transport, suffix: "/results", n: 2}
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
@@ -318,7 +277,7 @@ func TestPageKeyIgnoredKeepsFirstPage(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), ignorePageKey)
 	b.sim.SetHits(hitSHA, 2500, "h1", "h2")
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1000, res.Rows, "the repeated page is not counted twice")
 	require.Equal(t, 2, res.HostsTotal)
@@ -336,7 +295,7 @@ func TestLaterPageRefusedKeepsEarlierPages(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), refusePages(status, false))
 			b.sim.SetHits(hitSHA, 2500, "h1", "h2", "h3")
-			res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+			res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 			require.NoError(t, err)
 			require.EqualValues(t, 1000, res.Rows)
 			require.Equal(t, 3, res.HostsTotal)
@@ -355,9 +314,9 @@ func TestFirstPageRefusedFails(t *testing.T) {
 			b := setup(t, simsophos.Config{}, refusePages(status, true))
 			b.sim.SetHits(hitSHA, 2500, "h1")
 			d := b.driver(t)
-			ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+			ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 			require.NoError(t, err)
-			_, err = d.Collect(testCtx(t), ref)
+			_, err = d.Collect(edrtest.Ctx(t), ref)
 			e := asEdrError(t, err)
 			require.Equal(t, status, e.Status)
 			require.False(t, e.Retryable)
@@ -369,7 +328,7 @@ func TestPolledTooFastSurfacesRetryAfter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{RunFor: time.Hour, MinPollInterval: time.Second}, nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// Right after the start, from another process (this one paces itself
@@ -387,10 +346,10 @@ func TestPolledTooFastHonoured(t *testing.T) {
 	b := setup(t, simsophos.Config{RunFor: 100 * time.Millisecond, MinPollInterval: interval}, nil)
 	b.sim.SetHits(hitSHA, 3, "h1")
 	// PollEvery is 10ms: far too fast for this API; the 429s slow it down.
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, res.Rows)
-	require.Positive(t, statuses(b.kit(), http.StatusTooManyRequests))
+	require.Positive(t, edrtest.CountStatus(b.kit(), "", http.StatusTooManyRequests))
 	edrtest.AssertRetryAfterHonoured(t, b.kit().Requests(), interval)
 }
 
@@ -399,10 +358,10 @@ func TestPollSuggestsPollEvery(t *testing.T) {
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	b.cfg.PollEvery = 0
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	before := len(b.kit().Requests())
-	st, err := d.Poll(testCtx(t), ref)
+	st, err := d.Poll(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.False(t, st.Done)
 	require.Len(t, b.kit().Requests(), before, "no poll sooner than PollEvery after the start")
@@ -410,7 +369,7 @@ func TestPollSuggestsPollEvery(t *testing.T) {
 	require.LessOrEqual(t, st.NextPoll, sophos.DefaultPollEvery)
 
 	// Another process (a takeover) has no pacing memory: it asks at once.
-	st, err = b.driver(t).Poll(testCtx(t), ref)
+	st, err = b.driver(t).Poll(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	require.Equal(t, "pending", st.Progress)
 	require.Equal(t, sophos.DefaultPollEvery, st.NextPoll)
@@ -420,11 +379,11 @@ func TestRateLimitWithoutRetryAfter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	// The kit's 429 carries no Retry-After when RetryAfter is zero.
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: http.StatusTooManyRequests, Count: 1})
-	_, err = pollPaced(d, testCtx(t), ref)
+	_, err = pollPaced(d, edrtest.Ctx(t), ref)
 	require.True(t, edr.IsRetryable(err))
 	require.Equal(t, 10*time.Millisecond, edr.RetryAfter(err), "PollEvery stands in for a missing Retry-After")
 }
@@ -434,8 +393,8 @@ func TestTokenReusedAndRefreshedBeforeExpiry(t *testing.T) {
 	clk := newClock()
 	b := setup(t, simsophos.Config{TokenTTL: 10 * time.Minute, PendingFor: time.Minute, RunFor: time.Hour, Now: clk.Now}, nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA), clk.intent("t"))
+	ctx := edrtest.Ctx(t)
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt("t", clk.Now()))
 	require.NoError(t, err)
 	for range 3 {
 		_, err = d.Poll(ctx, ref)
@@ -443,19 +402,19 @@ func TestTokenReusedAndRefreshedBeforeExpiry(t *testing.T) {
 	}
 	require.Equal(t, 1, b.sim.TokensIssued(), "the token is cached")
 
-	clk.Add(9*time.Minute + 30*time.Second) // inside the refresh margin, before expiry
+	clk.Advance(9*time.Minute + 30*time.Second) // inside the refresh margin, before expiry
 	st, err := d.Poll(ctx, ref)
 	require.NoError(t, err)
 	require.Equal(t, "started", st.Progress)
 	require.Equal(t, 2, b.sim.TokensIssued(), "refreshed before it expired")
-	require.Zero(t, statuses(b.kit(), http.StatusUnauthorized), "no call was made with an expired token")
+	require.Zero(t, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized), "no call was made with an expired token")
 }
 
 func TestTransparentReauthOn401(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
@@ -464,14 +423,14 @@ func TestTransparentReauthOn401(t *testing.T) {
 	require.NoError(t, err, "a rejected cached token is replaced once, transparently")
 	require.Equal(t, "pending", st.Progress)
 	require.Equal(t, 2, b.sim.TokensIssued())
-	require.Equal(t, 1, statuses(b.kit(), http.StatusUnauthorized))
+	require.Equal(t, 1, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized))
 }
 
 func TestUnauthorizedWithFreshTokenIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Status: http.StatusUnauthorized})
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusUnauthorized, e.Status)
@@ -484,28 +443,28 @@ func TestUnauthorizedAfterReauthIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Status: http.StatusUnauthorized})
-	_, err = pollPaced(d, testCtx(t), ref)
+	_, err = pollPaced(d, edrtest.Ctx(t), ref)
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Contains(t, e.Msg, "Sophos rejected the credentials")
 	require.Equal(t, 2, b.sim.TokensIssued(), "exactly one re-authentication")
-	require.Equal(t, 2, statuses(b.kit(), http.StatusUnauthorized))
+	require.Equal(t, 2, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized))
 }
 
 func TestWrongClientSecret(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.cfg.ClientSecret = "wrong-" + secret
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "token", e.Op)
 	require.Contains(t, err.Error(), "Sophos rejected the credentials (check SOPHOS_CLIENT_ID/SOPHOS_CLIENT_SECRET/SOPHOS_TENANT_ID)")
 	require.Zero(t, b.sim.TokensIssued())
-	require.Equal(t, 2, statuses(b.kit(), http.StatusUnauthorized), "the form-body request, then one with HTTP Basic")
+	require.Equal(t, 2, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized), "the form-body request, then one with HTTP Basic")
 	edrtest.AssertNoSecrets(t, []string{secret, b.cfg.ClientSecret}, err)
 }
 
@@ -533,7 +492,7 @@ func TestTokenAnySuccessStatus(t *testing.T) {
 	t.Parallel()
 	for _, status := range []int{http.StatusCreated, http.StatusNonAuthoritativeInfo} {
 		b := setup(t, fast(), tokenStatus(status))
-		_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+		_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 		require.NoError(t, err, "token answered %d", status)
 		require.Equal(t, 1, b.sim.TokensIssued())
 	}
@@ -573,7 +532,7 @@ func TestTokenFallsBackToBasicClientAuth(t *testing.T) {
 	t.Parallel()
 	var o basicOnly
 	b := setup(t, fast(), o.wrap)
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.EqualValues(t, 1, o.form.Load(), "the documented form-body request first")
 	require.EqualValues(t, 1, o.basic.Load(), "then once with HTTP Basic")
@@ -583,7 +542,7 @@ func TestTokenFallsBackToBasicClientAuth(t *testing.T) {
 	var o2 basicOnly
 	b = setup(t, fast(), o2.wrap)
 	b.cfg.ClientSecret = "wrong-" + secret
-	_, err = b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, http.StatusUnauthorized, e.Status)
@@ -611,7 +570,7 @@ func TestIdentityServiceFailures(t *testing.T) {
 			b := setup(t, fast(), nil)
 			tc.fault.Path = sophos.TokenPath
 			b.kit().Add(tc.fault)
-			_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+			_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 			require.Error(t, err)
 			require.Equal(t, tc.retryable, edr.IsRetryable(err), "%v", err)
 			require.Contains(t, err.Error(), tc.want)
@@ -624,7 +583,7 @@ func TestWrongTenantIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.cfg.TenantID = "00000000-0000-0000-0000-000000000000"
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusForbidden, e.Status)
 	require.False(t, e.Retryable)
@@ -652,7 +611,7 @@ func TestHeadersOnEveryCall(t *testing.T) {
 	rec := &recorder{next: b.cfg.Transport}
 	b.cfg.Transport = rec
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	_, err = edrtest.Drive(ctx, d, target(hitSHA), ref)
@@ -677,14 +636,14 @@ func TestHeadersOnEveryCall(t *testing.T) {
 	}
 	require.Equal(t, 1, tok)
 	require.GreaterOrEqual(t, api, 5) // start, polls, 2 result pages, cancel
-	require.Zero(t, statuses(b.kit(), http.StatusUnauthorized)+statuses(b.kit(), http.StatusForbidden)+statuses(b.kit(), http.StatusBadRequest))
+	require.Zero(t, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized)+edrtest.CountStatus(b.kit(), "", http.StatusForbidden)+edrtest.CountStatus(b.kit(), "", http.StatusBadRequest))
 }
 
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: 50 * time.Millisecond, RunFor: time.Hour}, nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 
@@ -711,7 +670,7 @@ func TestCancelUnknownRunSaysNotFound(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
-	err := d.Cancel(testCtx(t), edr.Ref(`{"runId":"00000000-dead-beef-0000-000000000000"}`))
+	err := d.Cancel(edrtest.Ctx(t), edr.Ref(`{"runId":"00000000-dead-beef-0000-000000000000"}`))
 	require.ErrorIs(t, err, sophos.ErrRunNotFound, "not reported as canceled")
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable, "nothing to retry: the runner records it and moves on")
@@ -719,17 +678,17 @@ func TestCancelUnknownRunSaysNotFound(t *testing.T) {
 	require.Regexp(t, `^sophos cancel: HTTP 404: code NotFound: nothing was canceled: query run not found or expired `+
 		`\(correlationId [0-9a-f-]{36}, requestId [0-9a-f-]{36}\): the query run was not found at Sophos \(unknown or expired\)$`, err.Error())
 	require.Zero(t, b.sim.Cancels())
-	require.Equal(t, 1, statuses(b.kit(), http.StatusNotFound), "the cancel reached Sophos and got 404")
+	require.Equal(t, 1, edrtest.CountStatus(b.kit(), "", http.StatusNotFound), "the cancel reached Sophos and got 404")
 }
 
 func TestCancelServerErrorIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: 502, Count: 1})
-	err = d.Cancel(testCtx(t), ref)
+	err = d.Cancel(edrtest.Ctx(t), ref)
 	require.True(t, edr.IsRetryable(err), "%v", err)
 }
 
@@ -744,7 +703,7 @@ func TestRunEndsBadly(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), nil)
 			b.sim.SetResult(hitSHA, tc.result)
-			_, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+			_, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 			e := asEdrError(t, err)
 			require.False(t, e.Retryable)
 			require.Equal(t, tc.result, e.Code)
@@ -782,9 +741,9 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), runStatus(tc.status))
 			d := b.driver(t)
-			ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+			ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 			require.NoError(t, err)
-			_, err = pollPaced(d, testCtx(t), ref)
+			_, err = pollPaced(d, edrtest.Ctx(t), ref)
 			e := asEdrError(t, err)
 			require.False(t, e.Retryable)
 			require.Equal(t, tc.status, e.Code)
@@ -795,9 +754,9 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 		t.Parallel()
 		b := setup(t, fast(), runStatus("queued"))
 		d := b.driver(t)
-		ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+		ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 		require.NoError(t, err)
-		st, err := pollPaced(d, testCtx(t), ref)
+		st, err := pollPaced(d, edrtest.Ctx(t), ref)
 		require.NoError(t, err)
 		require.False(t, st.Done)
 		require.Equal(t, "queued", st.Progress)
@@ -809,10 +768,10 @@ func TestExpiredRunIsPermanent(t *testing.T) {
 	clk := newClock()
 	b := setup(t, simsophos.Config{Now: clk.Now}, nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
-	ref, err := d.Start(ctx, target(hitSHA), clk.intent("t"))
+	ctx := edrtest.Ctx(t)
+	ref, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt("t", clk.Now()))
 	require.NoError(t, err)
-	clk.Add(simsophos.DefaultRunTTL + time.Second)
+	clk.Advance(simsophos.DefaultRunTTL + time.Second)
 	_, err = d.Poll(ctx, ref)
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusNotFound, e.Status)
@@ -827,9 +786,9 @@ func TestCollectBeforeFinishedIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
-	_, err = d.Collect(testCtx(t), ref)
+	_, err = d.Collect(edrtest.Ctx(t), ref)
 	require.True(t, edr.IsRetryable(err), "%v", err)
 	require.Equal(t, 10*time.Millisecond, edr.RetryAfter(err))
 }
@@ -838,30 +797,26 @@ func TestMalformedResultsArePermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/" + b.sim.Runs()[0].ID + "/results", Malformed: true})
-	_, err = d.Collect(testCtx(t), ref)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "malformed response")
+	_, err = d.Collect(edrtest.Ctx(t), ref)
+	edrtest.RequirePermanent(t, err, "malformed response")
 }
 
 func TestStartMalformedIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Method: http.MethodPost, Malformed: true})
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "malformed")
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
+	edrtest.RequirePermanent(t, err, "malformed")
 }
 
 func TestBadReference(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	for _, ref := range []string{`not json`, `{}`, `{"runId":""}`, `{"runId":"../../admin"}`, `{"runId":".."}`} {
 		_, err := d.Poll(ctx, edr.Ref(ref))
 		require.Error(t, err, ref)
@@ -901,7 +856,7 @@ func TestSecretsAndTokenNeverInErrors(t *testing.T) {
 			b := setup(t, fast(), echoSecrets(cut))
 			rec.next = b.cfg.Transport
 			b.cfg.Transport = rec
-			_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+			_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 			e := asEdrError(t, err)
 			require.Equal(t, http.StatusBadRequest, e.Status)
 			require.False(t, e.Retryable)
@@ -967,7 +922,7 @@ func TestConcurrentJobsShareOneToken(t *testing.T) {
 	b := setup(t, fast(), nil)
 	b.sim.SetHits(hitSHA, 10, "h1")
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {

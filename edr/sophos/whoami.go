@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 // Who-am-I, for a credential whose tenant or data region is not configured.
@@ -52,14 +53,14 @@ func (d *Driver) tenancy(ctx context.Context, tok string) (tenancy, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := d.api.Do(req)
 	if err != nil {
-		return tenancy{}, d.transportError("whoami", err)
+		return tenancy{}, d.answers.NoAnswer(ctx, "whoami", err)
 	}
 	if resp.Status < 200 || resp.Status >= 300 {
-		return tenancy{}, d.statusError("whoami", failureOf(resp), "Sophos would not say which tenant the credential belongs to")
+		return tenancy{}, d.answers.Error(vendorhttp.Call{Op: "whoami", Msg: "Sophos would not say which tenant the credential belongs to"}, resp)
 	}
 	who, err := decodeWhoami(resp.Body)
 	if err != nil {
-		return tenancy{}, d.malformedError("whoami", resp.Status, err)
+		return tenancy{}, d.answers.Malformed(vendorhttp.Call{Op: "whoami"}, resp.Status, err)
 	}
 	conf := func(msg string) error {
 		return &edr.Error{Vendor: vendor, Op: "whoami", Msg: msg + " (set SOPHOS_TENANT_ID and SOPHOS_URL)"}

@@ -27,7 +27,7 @@ func TestWhoamiFillsTenantAndRegion(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+			res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 			if err == nil && res.Rows != 3 {
 				t.Errorf("rows %d", res.Rows)
 			}
@@ -46,55 +46,55 @@ func TestWhoamiFillsTenantAndRegion(t *testing.T) {
 
 func TestWhoamiRecordedAnswer(t *testing.T) {
 	t.Parallel()
-	r := newReplay(t)
-	r.on("GET "+sophos.WhoamiPath, http.StatusOK, readFixture(t, "sekoia-whoami.200.json"))
-	cfg := r.config()
-	cfg.URL, cfg.TenantID, cfg.GlobalURL = "", "", "https://api.central.sophos.com"
-	var seen []*http.Request
-	var mu sync.Mutex
-	cfg.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		mu.Lock()
-		seen = append(seen, req.Clone(req.Context()))
-		mu.Unlock()
-		if req.URL.Host == "api-eu01.central.sophos.com" {
-			return nil, errStop // as far as the test goes: the request was addressed
-		}
-		req.URL.Scheme, req.URL.Host = "http", strings.TrimPrefix(r.srv.URL, "http://")
-		return r.srv.Client().Transport.RoundTrip(req)
+	addressed := startAfterWhoami(t, "sekoia-whoami.200.json", func(req *http.Request) bool {
+		return req.URL.Host == "api-eu01.central.sophos.com"
 	})
-	d, err := sophos.New(cfg)
-	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.ErrorIs(t, err, errStop)
-	mu.Lock()
-	defer mu.Unlock()
-	last := seen[len(seen)-1]
-	require.Equal(t, "https://api-eu01.central.sophos.com"+sophos.RunsPath, last.URL.String(), "the data region whoami named")
-	require.Equal(t, "ea106f70-96b1-4851-bd31-e4395ea407d2", last.Header.Get("X-Tenant-ID"))
+	require.Equal(t, "https://api-eu01.central.sophos.com"+sophos.RunsPath, addressed.URL.String(), "the data region whoami named")
+	require.Equal(t, "ea106f70-96b1-4851-bd31-e4395ea407d2", addressed.Header.Get("X-Tenant-ID"))
 }
 
 // Sophos's own example names the region with http://: the bearer token
 // still goes over https.
 func TestWhoamiHTTPRegionIsUpgraded(t *testing.T) {
 	t.Parallel()
+	addressed := startAfterWhoami(t, "postman2026-whoami.200.json", func(req *http.Request) bool {
+		return req.URL.Path == sophos.RunsPath
+	})
+	require.Equal(t, "https://api-us01.central.sophos.com 25bf3721-9425-c449-ba4c-0656670878a0",
+		addressed.URL.Scheme+"://"+addressed.URL.Host+" "+addressed.Header.Get("X-Tenant-ID"))
+}
+
+// startAfterWhoami starts a run with a driver configured with neither its
+// tenant nor its data region, whoami answering with the recorded fixture,
+// and returns the first request stop picks: it is refused (errStop, as far
+// as the test goes: the request was addressed), the others go to the
+// replay.
+func startAfterWhoami(t *testing.T, fixture string, stop func(*http.Request) bool) *http.Request {
+	t.Helper()
 	r := newReplay(t)
-	r.on("GET "+sophos.WhoamiPath, http.StatusOK, readFixture(t, "postman2026-whoami.200.json"))
+	r.on("GET "+sophos.WhoamiPath, http.StatusOK, readFixture(t, fixture))
 	cfg := r.config()
 	cfg.URL, cfg.TenantID, cfg.GlobalURL = "", "", "https://api.central.sophos.com"
-	var addressed string
+	var mu sync.Mutex
+	var stopped *http.Request
 	cfg.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		if req.URL.Path == sophos.RunsPath {
-			addressed = req.URL.Scheme + "://" + req.URL.Host + " " + req.Header.Get("X-Tenant-ID")
+		if stop(req) {
+			mu.Lock()
+			stopped = req.Clone(req.Context())
+			mu.Unlock()
 			return nil, errStop
 		}
-		req.URL.Scheme, req.URL.Host = "http", strings.TrimPrefix(r.srv.URL, "http://")
-		return r.srv.Client().Transport.RoundTrip(req)
+		req.URL.Scheme, req.URL.Host = "http", strings.TrimPrefix(r.Server.URL, "http://")
+		return r.Server.Client().Transport.RoundTrip(req)
 	})
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.ErrorIs(t, err, errStop)
-	require.Equal(t, "https://api-us01.central.sophos.com 25bf3721-9425-c449-ba4c-0656670878a0", addressed)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotNil(t, stopped)
+	return stopped
 }
 
 func TestWhoamiPartnerMustBeConfigured(t *testing.T) {
@@ -103,7 +103,7 @@ func TestWhoamiPartnerMustBeConfigured(t *testing.T) {
 	sc.IDType = "partner"
 	b := setup(t, sc, nil)
 	b.cfg.URL, b.cfg.TenantID, b.cfg.GlobalURL = "", "", b.srv.URL
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "whoami", e.Op)
@@ -113,7 +113,7 @@ func TestWhoamiPartnerMustBeConfigured(t *testing.T) {
 
 	// Configured, a partner credential never asks.
 	b = setup(t, sc, nil)
-	_, err = b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	require.Zero(t, b.kit().Count(http.MethodGet, sophos.WhoamiPath))
 }
@@ -122,7 +122,7 @@ func TestWhoamiOtherTenant(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.cfg.URL, b.cfg.TenantID, b.cfg.GlobalURL = "", "someone-else", b.srv.URL
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.ErrorContains(t, err, "belongs to another tenant than the one configured")
 	require.False(t, edr.IsRetryable(err))
 }
@@ -133,9 +133,9 @@ func TestWhoamiUnavailableIsRetryable(t *testing.T) {
 	b.cfg.URL, b.cfg.TenantID, b.cfg.GlobalURL = "", "", b.srv.URL
 	b.kit().Add(simFault(sophos.WhoamiPath, http.StatusServiceUnavailable))
 	d := b.driver(t)
-	_, err := d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.True(t, edr.IsRetryable(err), "%v", err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err, "asked again")
 	require.Len(t, b.sim.Runs(), 1)
 }

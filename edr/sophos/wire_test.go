@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -83,12 +82,12 @@ func TestStartSendsTimeWindowAndNameFromIntent(t *testing.T) {
 	at := time.Date(2025, 3, 1, 12, 0, 0, 123e6, time.UTC)
 	in := edr.Intent{Key: "job-1/sophos.xdr_query/7.1", At: at.UnixMilli()}
 	for range 2 { // two workers sending the same intent
-		_, err := b.driver(t).Start(testCtx(t), target(hitSHA), in)
+		_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), in)
 		require.NoError(t, err)
 	}
 	other := in
 	other.Key = "job-1/sophos.xdr_query/7.2"
-	_, err := b.driver(t).Start(testCtx(t), target(hitSHA), other)
+	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), other)
 	require.NoError(t, err)
 
 	starts := c.matching(http.MethodPost, sophos.RunsPath)
@@ -120,7 +119,7 @@ func TestResultsAskForPageSize(t *testing.T) {
 	b := setup(t, fast(), nil)
 	c := captureOn(b)
 	b.sim.SetHits(hitSHA, 2500, "h1")
-	res, err := edrtest.Drive(testCtx(t), b.driver(t), target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 2500, res.Rows)
 	pages := c.matching(http.MethodGet, "/results")
@@ -135,66 +134,22 @@ func TestResultsAskForPageSize(t *testing.T) {
 // start, status, one results page and cancel. Handlers may be swapped per
 // test before the first request.
 type replay struct {
-	t        *testing.T
-	srv      *httptest.Server
-	mu       sync.Mutex
-	handlers map[string]http.HandlerFunc // "METHOD suffix" → handler
-	count    map[string]int
+	*edrtest.Replay
 }
 
 func newReplay(t *testing.T) *replay {
-	r := &replay{t: t, handlers: map[string]http.HandlerFunc{}, count: map[string]int{}}
+	r := &replay{edrtest.NewReplay(t, `{"error":"NotFound","message":"no such route in the replay"}`)}
 	r.on("POST "+sophos.TokenPath, 200, readFixture(t, "sekoia-token.200.json"))
-	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
-	t.Cleanup(r.srv.Close)
 	return r
 }
 
 func (r *replay) on(key string, status int, body string) {
-	r.handle(key, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, body)
-	})
-}
-
-func (r *replay) handle(key string, h http.HandlerFunc) {
-	r.mu.Lock()
-	r.handlers[key] = h
-	r.mu.Unlock()
-}
-
-func (r *replay) hits(key string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.count[key]
-}
-
-func (r *replay) serve(w http.ResponseWriter, req *http.Request) {
-	r.mu.Lock()
-	var h http.HandlerFunc
-	var key string
-	// The longest matching suffix wins.
-	for k, hh := range r.handlers {
-		method, suffix, _ := strings.Cut(k, " ")
-		if method == req.Method && strings.HasSuffix(req.URL.Path, suffix) && len(k) > len(key) {
-			h, key = hh, k
-		}
-	}
-	if h != nil {
-		r.count[key]++
-	}
-	r.mu.Unlock()
-	if h == nil {
-		http.Error(w, `{"error":"NotFound","message":"no such route in the replay"}`, http.StatusNotFound)
-		return
-	}
-	h(w, req)
+	r.Answer(key, status, "application/json", []byte(body))
 }
 
 func (r *replay) config() sophos.Config {
-	return sophos.Config{URL: r.srv.URL, AuthURL: r.srv.URL, ClientID: clientID, ClientSecret: secret, TenantID: tenant,
-		PollEvery: 10 * time.Millisecond, Timeout: 5 * time.Second, Transport: r.srv.Client().Transport}
+	return sophos.Config{URL: r.Server.URL, AuthURL: r.Server.URL, ClientID: clientID, ClientSecret: secret, TenantID: tenant,
+		PollEvery: 10 * time.Millisecond, Timeout: 5 * time.Second, Transport: r.Server.Client().Transport}
 }
 
 func readFixture(t *testing.T, name string) string {
@@ -217,7 +172,7 @@ const sekoiaRunID = "7d00cf17-a987-4d07-ac88-93d4df89fa73"
 func TestCancelSendsEmptyObject(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
-	r.handle("POST /cancel", func(w http.ResponseWriter, req *http.Request) {
+	r.Handle("POST /cancel", func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		if string(body) != "{}" { // Sophos's collection sends {}; an empty body is not JSON
 			w.WriteHeader(http.StatusBadRequest)
@@ -228,8 +183,8 @@ func TestCancelSendsEmptyObject(t *testing.T) {
 	})
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	require.NoError(t, d.Cancel(testCtx(t), edr.Ref(`{"runId":"`+sekoiaRunID+`"}`)))
-	require.Equal(t, 1, r.hits("POST /cancel"))
+	require.NoError(t, d.Cancel(edrtest.Ctx(t), edr.Ref(`{"runId":"`+sekoiaRunID+`"}`)))
+	require.Equal(t, 1, r.Hits("POST /cancel"))
 }
 
 // Sophos errors are {error, message, correlationId, code, createdAt,
@@ -244,7 +199,7 @@ func TestErrorsCarryCorrelationID(t *testing.T) {
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, postmanShape)
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "queryInvalid", e.Code)
@@ -262,7 +217,7 @@ func TestFromInTheFutureIsRetryable(t *testing.T) {
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, readFixture(t, "sekoia-run.400.json"))
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusBadRequest, e.Status)
 	require.Equal(t, "ValidationException", e.Code, "the integer code 400 says less than the error name")
@@ -284,7 +239,7 @@ func TestEndlessPagesAreCapped(t *testing.T) {
 	r := newReplay(t)
 	finishedRun(t, r)
 	var served atomic.Int64
-	r.handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
+	r.Handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
 		n := served.Add(1)
 		if n > 1000 {
 			w.WriteHeader(http.StatusServiceUnavailable) // the test's own backstop
@@ -294,7 +249,7 @@ func TestEndlessPagesAreCapped(t *testing.T) {
 	})
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(sophos.DefaultMaxPages), served.Load(), "paging stops at the page cap")
 	require.EqualValues(t, sophos.DefaultMaxPages, res.Rows)
@@ -363,10 +318,8 @@ func TestHugeRowIsRefusedUnread(t *testing.T) {
 	cfg.Transport = &bigRowTransport{next: cfg.Transport, body: big}
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "result row larger than")
+	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
+	edrtest.RequirePermanent(t, err, "result row larger than")
 	require.Less(t, big.bytesRead(), int64(2<<20), "the row was read only up to the cap")
 }
 
@@ -396,12 +349,12 @@ func TestTokenErrorsNeverCarryTheSecret(t *testing.T) {
 		_, _ = w.Write(body)
 	}
 	r := newReplay(t)
-	r.handle("POST "+sophos.TokenPath, echo)
+	r.Handle("POST "+sophos.TokenPath, echo)
 	cfg := r.config()
 	cfg.ClientSecret = secret
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = d.Start(testCtx(t), target(hitSHA), edrtest.NewIntent("t"))
+	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, "token", e.Op)
 	require.False(t, e.Retryable)
@@ -429,7 +382,7 @@ func TestTokenErrorsNeverCarryTheSecret(t *testing.T) {
 // padded to about pad bytes.
 func endlessPages(t *testing.T, r *replay, pad int) *atomic.Int64 {
 	var served atomic.Int64
-	r.handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
+	r.Handle("GET /results", func(w http.ResponseWriter, _ *http.Request) {
 		n := served.Add(1)
 		if n > 1000 {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -450,7 +403,7 @@ func TestResultBytesAreCapped(t *testing.T) {
 	cfg.MaxResultBytes = 50 << 10
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 5, served.Load(), "five pages of a little over 10 KiB reach 50 KiB")
 	require.EqualValues(t, 5, res.Rows)
@@ -470,7 +423,7 @@ func TestPageLimitsAreConfigurable(t *testing.T) {
 	cfg.Transport = tr
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, served.Load())
 	require.Contains(t, res.Notes[0], "stopped after 3 result pages (the limit)")
@@ -486,11 +439,11 @@ func TestHugePageKeyStopsPaging(t *testing.T) {
 	r.on("GET /results", http.StatusOK, `{"items":[{"meta_hostname":"h"}],"pages":{"nextKey":"`+strings.Repeat("k", 9000)+`"}}`)
 	d, err := sophos.New(r.config())
 	require.NoError(t, err)
-	res, err := edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
+	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Contains(t, res.Notes[0], "key for the next page is longer than")
-	require.Equal(t, 1, r.hits("GET /results"), "the key was not sent")
+	require.Equal(t, 1, r.Hits("GET /results"), "the key was not sent")
 }
 
 // A page larger than the response limit fails clearly, and permanently.
@@ -504,10 +457,8 @@ func TestHugePageFails(t *testing.T) {
 	cfg.MaxBody = 64 << 10
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
-	_, err = edrtest.Drive(testCtx(t), d, target(hitSHA), nil)
-	require.Error(t, err)
-	require.False(t, edr.IsRetryable(err))
-	require.Contains(t, err.Error(), "results page larger than 65536 bytes")
+	_, err = edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
+	edrtest.RequirePermanent(t, err, "results page larger than 65536 bytes")
 }
 
 // A results page refused for an expired token is fetched again with a new
@@ -517,7 +468,7 @@ func TestResultsReauthOn401(t *testing.T) {
 	b := setup(t, simsophos.Config{}, nil)
 	b.sim.SetHits(hitSHA, 1500, "h1")
 	d := b.driver(t)
-	ctx := testCtx(t)
+	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
 	require.NoError(t, err)
 	b.sim.RevokeTokens()
@@ -525,5 +476,5 @@ func TestResultsReauthOn401(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1500, res.Rows)
 	require.Equal(t, 2, b.sim.TokensIssued())
-	require.Equal(t, 1, statuses(b.kit(), http.StatusUnauthorized))
+	require.Equal(t, 1, edrtest.CountStatus(b.kit(), "", http.StatusUnauthorized))
 }

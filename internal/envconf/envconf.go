@@ -1,148 +1,318 @@
 // Package envconf reads the configuration contract of DESIGN.md from the
-// environment for the commands (worker, fleetctl): typed getters that
-// record the first problem, naming the variable, so a command can print one
-// clear line and exit 2. Secrets may come from <NAME>_FILE. Only cmd/
-// packages use it; the rest of the code takes config structs.
+// environment for the commands (worker, fleetctl).
+//
+// A command declares every variable it reads in a Table (table.go): name,
+// kind, default, bounds, whether it is a secret, and what it means. An Env
+// reads only declared variables, through typed getters that take the
+// defaults and bounds from the table; reading an undeclared one is a
+// programming error and panics. The same table renders the README's
+// Configuration rows and the command's --help, so the three cannot drift.
+//
+// The getters record every problem, each naming its variable, and go on:
+// Err returns them all at once, so an operator fixes a configuration in one
+// round. Secrets may come from <NAME>_FILE and never appear in a problem.
+// Only cmd/ packages use this package; the rest of the code takes config
+// structs.
 package envconf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Env reads variables through a lookup function (os.LookupEnv by default).
-// Each getter records the first problem; Err returns it.
-type Env struct {
-	lookup  func(string) (string, bool)
-	err     error
-	secrets []string
+// Problem is one configuration problem. Msg never contains a secret.
+type Problem struct {
+	Var string // the variable at fault; "" when none is (Msg names them)
+	Msg string
 }
 
-// Secrets returns every secret read so far (Secret, RequiredSecret, the
-// Redis URL's password), for the process's redact.Set.
-func (e *Env) Secrets() []string { return append([]string(nil), e.secrets...) }
+func (p Problem) Error() string {
+	if p.Var == "" {
+		return p.Msg
+	}
+	return p.Var + ": " + p.Msg
+}
 
-// New returns an Env over lookup (nil = os.LookupEnv).
-func New(lookup func(string) (string, bool)) *Env {
+// Problems are every problem found, in the order found. As an error it is
+// one line (problems separated by "; "); print each on its own line for an
+// operator.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// AsProblems returns the problems err carries: all of them for Problems,
+// else err itself as one problem without a variable.
+func AsProblems(err error) Problems {
+	var ps Problems
+	if errors.As(err, &ps) {
+		return ps
+	}
+	return Problems{{Msg: err.Error()}}
+}
+
+// Env reads the variables of a Table through a lookup function
+// (os.LookupEnv by default). It is not safe for concurrent use.
+type Env struct {
+	table    Table
+	lookup   func(string) (string, bool)
+	problems Problems
+	secrets  []string
+}
+
+// New returns an Env reading the variables of t through lookup (nil =
+// os.LookupEnv).
+func New(t Table, lookup func(string) (string, bool)) *Env {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
-	return &Env{lookup: lookup}
+	return &Env{table: t, lookup: lookup}
 }
 
 // FromMap returns an Env over a fixed set of variables.
-func FromMap(m map[string]string) *Env {
-	return New(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
+func FromMap(t Table, m map[string]string) *Env {
+	return New(t, func(k string) (string, bool) { v, ok := m[k]; return v, ok })
 }
 
-// Err returns the first problem found, naming the variable.
-func (e *Env) Err() error { return e.err }
+// Secrets returns every secret read so far (Secret, the Redis URL's
+// password), for the process's redact.Set.
+func (e *Env) Secrets() []string { return append([]string(nil), e.secrets...) }
 
-// Fail records a problem with name (the first one wins).
+// Err returns every problem found (as Problems) in table order (a
+// <NAME>_FILE's with NAME's, problems without a variable last), or nil.
+func (e *Env) Err() error {
+	if len(e.problems) == 0 {
+		return nil
+	}
+	order := map[string]int{}
+	for i, name := range e.table.Names() {
+		order[name] = i + 1
+	}
+	rank := func(p Problem) int {
+		if i := order[p.Var]; i > 0 {
+			return i
+		}
+		if i := order[strings.TrimSuffix(p.Var, "_FILE")]; i > 0 {
+			return i
+		}
+		return len(order) + 1
+	}
+	ps := append(Problems(nil), e.problems...)
+	slices.SortStableFunc(ps, func(a, b Problem) int { return cmp.Compare(rank(a), rank(b)) })
+	return ps
+}
+
+// Fail records a problem with name, unless name has one already: the first
+// problem of a variable is the one to fix, and what follows from it (a
+// range check of a value that did not parse) is noise.
 func (e *Env) Fail(name, format string, args ...any) {
-	if e.err == nil {
-		e.err = fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
+	if !e.Failed(name) {
+		e.problems = append(e.problems, Problem{Var: name, Msg: fmt.Sprintf(format, args...)})
 	}
 }
 
+// FailEach records every one of errs as a problem of name (a file's
+// problems, all listed at once).
+func (e *Env) FailEach(name string, errs []error) {
+	for _, err := range errs {
+		p := Problem{Var: name, Msg: err.Error()}
+		dup := false
+		for _, q := range e.problems {
+			dup = dup || q == p
+		}
+		if !dup {
+			e.problems = append(e.problems, p)
+		}
+	}
+}
+
+// Failed reports whether a problem with name was recorded.
+func (e *Env) Failed(name string) bool {
+	for _, p := range e.problems {
+		if p.Var == name {
+			return true
+		}
+	}
+	return false
+}
+
+// spec returns the declaration of name, checking its kind.
+func (e *Env) spec(name string, kinds ...Kind) Var {
+	v, ok := e.table.Lookup(name)
+	if !ok {
+		panic(fmt.Sprintf("envconf: %s is read but not declared in the table", name))
+	}
+	for _, k := range kinds {
+		if v.Kind == k {
+			return v
+		}
+	}
+	panic(fmt.Sprintf("envconf: %s is declared as kind %s, read as kind %s", name, v.Kind, kinds[0]))
+}
+
 // Raw returns the trimmed value and whether the variable is set at all.
+// name is a declared variable, or <secret>_FILE.
 func (e *Env) Raw(name string) (string, bool) {
+	if base, ok := strings.CutSuffix(name, "_FILE"); ok {
+		if v, declared := e.table.Lookup(base); declared && v.Secret {
+			return e.raw(name)
+		}
+	}
+	e.spec(name, Text, List, Int, Float, Duration, Bool)
+	return e.raw(name)
+}
+
+func (e *Env) raw(name string) (string, bool) {
 	v, ok := e.lookup(name)
 	return strings.TrimSpace(v), ok
 }
 
-// Str returns the value, or def when unset or empty.
-func (e *Env) Str(name, def string) string {
-	if v, ok := e.Raw(name); ok && v != "" {
-		return v
+// text returns the value, or the declared default when unset or empty,
+// recording a problem when a required variable is missing.
+func (e *Env) text(v Var) string {
+	s, _ := e.raw(v.Name)
+	if s == "" {
+		s = v.Default
 	}
-	return def
+	if s == "" && v.Required {
+		e.Fail(v.Name, "is required")
+	}
+	return s
 }
 
-// Optional distinguishes unset (def) from set-but-empty (disabled).
-func (e *Env) Optional(name, def string) (value string, disabled bool) {
-	v, ok := e.Raw(name)
+// Str returns a Text variable's value, or its default when unset or empty.
+func (e *Env) Str(name string) string {
+	return e.text(e.spec(name, Text))
+}
+
+// Optional distinguishes unset (the default) from set-but-empty (disabled).
+func (e *Env) Optional(name string) (value string, disabled bool) {
+	v := e.spec(name, Text)
+	s, ok := e.raw(name)
 	if !ok {
-		return def, false
+		return v.Default, false
 	}
-	if v == "" {
+	if s == "" {
 		return "", true
 	}
-	return v, false
+	return s, false
 }
 
-// Required returns the value, recording a problem when it is missing.
+// Set reports whether a variable is set to a non-empty value (its default
+// does not count).
+func (e *Env) Set(name string) bool {
+	s, _ := e.Raw(name)
+	return s != ""
+}
+
+// Required returns a Text variable's value, recording a problem when it is
+// missing (for variables required only in some configurations).
 func (e *Env) Required(name string) string {
-	v := e.Str(name, "")
+	v := e.Str(name)
 	if v == "" {
 		e.Fail(name, "is required")
 	}
 	return v
 }
 
-// Secret reads NAME, or the file named by NAME_FILE (not both).
+// Secret reads a secret: NAME, or the file named by NAME_FILE (not both).
 func (e *Env) Secret(name string) string {
-	v, hasV := e.Raw(name)
-	f, hasF := e.Raw(name + "_FILE")
+	s, _ := e.secret(name)
+	return s
+}
+
+// secret is Secret; ok is false when a problem was recorded.
+func (e *Env) secret(name string) (string, bool) {
+	spec := e.spec(name, Text)
+	if !spec.Secret {
+		panic(fmt.Sprintf("envconf: %s is read as a secret but not declared as one", name))
+	}
+	v, _ := e.raw(name)
+	f, _ := e.raw(name + "_FILE")
 	switch {
-	case hasV && v != "" && hasF && f != "":
+	case v != "" && f != "":
 		e.Fail(name, "set either %s or %s_FILE, not both", name, name)
-		return ""
-	case hasF && f != "":
+		return "", false
+	case f != "":
 		b, err := os.ReadFile(f)
 		if err != nil {
 			e.Fail(name+"_FILE", "cannot read the secret file: %v", ErrNoPath(err))
-			return ""
+			return "", false
 		}
 		s := strings.TrimRight(string(b), "\r\n")
 		if s == "" {
 			e.Fail(name+"_FILE", "the secret file is empty")
+			return "", false
 		}
 		e.secrets = append(e.secrets, s)
-		return s
+		return s, true
 	}
 	if v != "" {
 		e.secrets = append(e.secrets, v)
+		return v, true
 	}
-	return v
+	if spec.Required {
+		e.Fail(name, "is required (or %s_FILE)", name)
+		return "", false
+	}
+	return "", true
 }
 
-// RequiredSecret is Secret, recording a problem when it is missing.
+// RequiredSecret is Secret, recording a problem when it is missing (for
+// secrets required only in some configurations).
 func (e *Env) RequiredSecret(name string) string {
-	v := e.Secret(name)
-	if v == "" {
+	v, ok := e.secret(name)
+	if v == "" && ok {
 		e.Fail(name, "is required (or %s_FILE)", name)
 	}
 	return v
 }
 
-// List reads a comma-separated list.
-func (e *Env) List(name string, def []string) []string {
-	v := e.Str(name, "")
-	if v == "" {
-		return def
-	}
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
+// List reads a comma-separated list; blanks are dropped.
+func (e *Env) List(name string) []string {
+	spec := e.spec(name, List)
+	s, _ := e.raw(name)
+	if s == "" {
+		if spec.Required {
+			e.Fail(name, "is required (a comma-separated list)")
 		}
+		return splitList(spec.Default)
 	}
+	out := splitList(s)
 	if len(out) == 0 {
 		e.Fail(name, "is an empty list")
 	}
 	return out
 }
 
-// Int reads an integer in [lo, hi].
-func (e *Env) Int(name string, def, lo, hi int) int {
-	v := e.Str(name, "")
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Int reads an integer within the declared bounds.
+func (e *Env) Int(name string) int {
+	spec := e.spec(name, Int)
+	def, lo, hi := spec.ints()
+	v, _ := e.raw(name)
 	if v == "" {
 		return def
 	}
@@ -158,9 +328,11 @@ func (e *Env) Int(name string, def, lo, hi int) int {
 	return n
 }
 
-// Float reads a number in [lo, hi].
-func (e *Env) Float(name string, def, lo, hi float64) float64 {
-	v := e.Str(name, "")
+// Float reads a number within the declared bounds.
+func (e *Env) Float(name string) float64 {
+	spec := e.spec(name, Float)
+	def, lo, hi := spec.floats()
+	v, _ := e.raw(name)
 	if v == "" {
 		return def
 	}
@@ -172,9 +344,11 @@ func (e *Env) Float(name string, def, lo, hi float64) float64 {
 	return f
 }
 
-// Duration reads a Go duration in [lo, hi].
-func (e *Env) Duration(name string, def, lo, hi time.Duration) time.Duration {
-	v := e.Str(name, "")
+// Duration reads a Go duration within the declared bounds.
+func (e *Env) Duration(name string) time.Duration {
+	spec := e.spec(name, Duration)
+	def, lo, hi := spec.durations()
+	v, _ := e.raw(name)
 	if v == "" {
 		return def
 	}
@@ -191,8 +365,10 @@ func (e *Env) Duration(name string, def, lo, hi time.Duration) time.Duration {
 }
 
 // Bool reads a boolean.
-func (e *Env) Bool(name string, def bool) bool {
-	v := e.Str(name, "")
+func (e *Env) Bool(name string) bool {
+	spec := e.spec(name, Bool)
+	def := spec.bool()
+	v, _ := e.raw(name)
 	if v == "" {
 		return def
 	}
@@ -204,8 +380,17 @@ func (e *Env) Bool(name string, def bool) bool {
 	return b
 }
 
-// URL validates a service base URL: https, unless insecure allows http and
-// loopback/private literal hosts.
+// NotAbove records a problem with lo when the value of lo exceeds that of
+// hi (a pair of bounds, such as POLL_INTERVAL_MIN and POLL_INTERVAL_MAX),
+// unless either already has a problem.
+func (e *Env) NotAbove(lo string, loV time.Duration, hi string, hiV time.Duration) {
+	if loV > hiV && !e.Failed(lo) && !e.Failed(hi) {
+		e.Fail(lo, "%s is more than %s (%s)", loV, hi, hiV)
+	}
+}
+
+// URL validates a service base URL read from name: https, unless insecure
+// allows http and loopback/private literal hosts.
 func (e *Env) URL(name, v string, insecure bool) string {
 	if v == "" {
 		return ""

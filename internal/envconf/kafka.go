@@ -9,10 +9,45 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// KafkaSecurity reads KAFKA_TLS, KAFKA_TLS_CA_FILE, KAFKA_TLS_CERT_FILE,
-// KAFKA_TLS_KEY_FILE, KAFKA_TLS_SERVER_NAME and KAFKA_SASL_MECHANISM,
-// KAFKA_SASL_USER, KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) into
-// client options.
+// KafkaTLS declares the variables of KafkaSecurity's TLS half.
+var KafkaTLS = Row{
+	Vars: []Var{
+		{Name: "KAFKA_TLS", Kind: Bool},
+		{Name: "KAFKA_TLS_CA_FILE"},
+		{Name: "KAFKA_TLS_CERT_FILE"},
+		{Name: "KAFKA_TLS_KEY_FILE"},
+		{Name: "KAFKA_TLS_SERVER_NAME"},
+	},
+	Default: "off",
+	Doc: "TLS 1.2+ to the brokers; the CA file replaces the system roots; any `KAFKA_TLS_*` without " +
+		"`KAFKA_TLS=true` is an error",
+}
+
+// KafkaSASL declares the variables of KafkaSecurity's SASL half.
+var KafkaSASL = Row{
+	Vars: []Var{
+		{Name: "KAFKA_SASL_MECHANISM"},
+		{Name: "KAFKA_SASL_USER"},
+		{Name: "KAFKA_SASL_PASSWORD", Secret: true},
+	},
+	Default: "off",
+	Doc:     "`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; the user and password are read only with a mechanism",
+}
+
+// saslMechanisms are the KAFKA_SASL_MECHANISM values, upper-cased.
+var saslMechanisms = map[string]func(user, pass string) kgo.Opt{
+	"PLAIN": func(u, p string) kgo.Opt { return kgo.SASL(plain.Auth{User: u, Pass: p}.AsMechanism()) },
+	"SCRAM-SHA-256": func(u, p string) kgo.Opt {
+		return kgo.SASL(scram.Auth{User: u, Pass: p}.AsSha256Mechanism())
+	},
+	"SCRAM-SHA-512": func(u, p string) kgo.Opt {
+		return kgo.SASL(scram.Auth{User: u, Pass: p}.AsSha512Mechanism())
+	},
+}
+
+// KafkaSecurity reads the variables of KafkaTLS and KafkaSASL (the Env's
+// table must declare both) into client options; problems are recorded in
+// e.
 //
 // TLS (1.2 or later) is on with KAFKA_TLS=true; KAFKA_TLS_CA_FILE then
 // replaces the system roots with a private CA bundle, KAFKA_TLS_CERT_FILE
@@ -20,30 +55,28 @@ import (
 // KAFKA_TLS_SERVER_NAME overrides the name checked in the brokers'
 // certificates (default: each broker's host). Setting any KAFKA_TLS_*
 // variable without KAFKA_TLS=true is an error rather than a silent
-// plaintext connection. The SASL password is read only when
-// KAFKA_SASL_MECHANISM is set.
-func (e *Env) KafkaSecurity() ([]kgo.Opt, error) {
+// plaintext connection. KAFKA_SASL_USER and KAFKA_SASL_PASSWORD (or
+// KAFKA_SASL_PASSWORD_FILE) are read only when KAFKA_SASL_MECHANISM is set,
+// and only after it was found to be one this client speaks: an unknown
+// mechanism is the one problem to fix, whatever else is missing.
+func (e *Env) KafkaSecurity() []kgo.Opt {
 	var opts []kgo.Opt
-	if e.Bool("KAFKA_TLS", false) {
+	if e.Bool("KAFKA_TLS") {
 		tc := &tls.Config{}
 		e.tlsFiles("KAFKA", tc)
 		opts = append(opts, kgo.DialTLSConfig(tc))
-	} else if v := e.tlsVarsSet("KAFKA"); v != "" {
+	} else if v := e.tlsVarsSet("KAFKA"); v != "" && !e.Failed("KAFKA_TLS") {
 		e.Fail(v, "is set but KAFKA_TLS is not true (set KAFKA_TLS=true to connect with TLS)")
 	}
-	mech := strings.ToUpper(e.Str("KAFKA_SASL_MECHANISM", ""))
-	if mech != "" {
-		user, pass := e.Required("KAFKA_SASL_USER"), e.RequiredSecret("KAFKA_SASL_PASSWORD")
-		switch mech {
-		case "PLAIN":
-			opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
-		case "SCRAM-SHA-256":
-			opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
-		case "SCRAM-SHA-512":
-			opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
-		default:
-			e.Fail("KAFKA_SASL_MECHANISM", "%q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", mech)
-		}
+	mech := strings.ToUpper(e.Str("KAFKA_SASL_MECHANISM"))
+	if mech == "" {
+		return opts
 	}
-	return opts, e.Err()
+	sasl, ok := saslMechanisms[mech]
+	if !ok {
+		e.Fail("KAFKA_SASL_MECHANISM", "%q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", mech)
+		return opts
+	}
+	user, pass := e.Required("KAFKA_SASL_USER"), e.RequiredSecret("KAFKA_SASL_PASSWORD")
+	return append(opts, sasl(user, pass))
 }

@@ -8,10 +8,32 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// RedisURL declares REDIS_URL, which Redis reads.
+var RedisURL = Row{
+	Vars: []Var{{Name: "REDIS_URL", Secret: true, Required: true}},
+	Doc: "`redis://`, `rediss://` (TLS) or `unix://`, with ACL user and password (percent-encode `/ ? # @ :` in " +
+		"them); `skip_verify` is refused",
+}
+
+// RedisTLS declares the TLS variables Redis reads with a rediss:// URL.
+var RedisTLS = Row{
+	Vars: []Var{
+		{Name: "REDIS_TLS_CA_FILE"},
+		{Name: "REDIS_TLS_CERT_FILE"},
+		{Name: "REDIS_TLS_KEY_FILE"},
+		{Name: "REDIS_TLS_SERVER_NAME"},
+	},
+	Default: "system roots; none",
+	Doc: "`rediss://` only: private CA bundle (replaces the system roots), client certificate for " +
+		"`tls-auth-clients`, name checked in the server certificate",
+}
+
 // redisDBPath is the only path a redis:// or rediss:// URL may have.
 var redisDBPath = regexp.MustCompile(`^/?([0-9]+/?)?$`)
 
-// Redis reads REDIS_URL (or REDIS_URL_FILE: the URL carries the password):
+// Redis reads REDIS_URL (or REDIS_URL_FILE: the URL carries the password)
+// and the RedisTLS variables (the Env's table must declare RedisURL and
+// RedisTLS):
 // redis://, rediss:// (TLS) or unix://, with ACL user and password, and
 // go-redis's query options.
 //
@@ -26,7 +48,7 @@ var redisDBPath = regexp.MustCompile(`^/?([0-9]+/?)?$`)
 // Problems are recorded in e and name the variable; they never contain the
 // URL's user info, so never its password. It returns nil on a problem.
 func (e *Env) Redis() *redis.Options {
-	raw := e.RequiredSecret("REDIS_URL")
+	raw := e.Secret("REDIS_URL")
 	if raw == "" {
 		return nil
 	}
@@ -83,9 +105,9 @@ func (e *Env) Redis() *redis.Options {
 		}
 		return opts
 	}
-	before := e.err
+	before := len(e.problems)
 	e.tlsFiles("REDIS", opts.TLSConfig)
-	if e.err != before {
+	if len(e.problems) != before {
 		return nil
 	}
 	return opts

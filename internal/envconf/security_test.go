@@ -22,6 +22,18 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const password = "s3cret-Pa55"
 
+// security declares what KafkaSecurity and Redis read.
+var security = envconf.Table{envconf.KafkaTLS, envconf.KafkaSASL, envconf.RedisURL, envconf.RedisTLS}
+
+func fromMap(m map[string]string) *envconf.Env { return envconf.FromMap(security, m) }
+
+// kafkaSecurity reads m's Kafka security variables; err is every problem.
+func kafkaSecurity(m map[string]string) ([]kgo.Opt, error) {
+	e := fromMap(m)
+	opts := e.KafkaSecurity()
+	return opts, e.Err()
+}
+
 // requireProblem checks err is one line naming the variable, without the
 // password, any PEM content or the PEM files' paths' contents.
 func requireProblem(t *testing.T, err error, name string) {
@@ -59,11 +71,11 @@ func verifies(t *testing.T, p *pkitest.PKI, roots *x509.CertPool, name string) b
 
 func TestKafkaSecurityOffByDefault(t *testing.T) {
 	t.Parallel()
-	opts, err := envconf.FromMap(map[string]string{
+	opts, err := kafkaSecurity(map[string]string{
 		// Safe to set always (the base deployment does): read only with a
 		// mechanism.
 		"KAFKA_SASL_PASSWORD_FILE": "/nonexistent/password",
-	}).KafkaSecurity()
+	})
 	require.NoError(t, err)
 	require.Empty(t, opts)
 }
@@ -76,12 +88,12 @@ func TestKafkaTLSAndSASLVariables(t *testing.T) {
 	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "scram-sha-512"} {
 		t.Run(mech, func(t *testing.T) {
 			t.Parallel()
-			opts, err := envconf.FromMap(map[string]string{
+			opts, err := kafkaSecurity(map[string]string{
 				"KAFKA_TLS": "true", "KAFKA_TLS_CA_FILE": p.CAFile,
 				"KAFKA_TLS_CERT_FILE": p.ClientCertFile, "KAFKA_TLS_KEY_FILE": p.ClientKeyFile,
 				"KAFKA_TLS_SERVER_NAME": pkitest.ServerName,
 				"KAFKA_SASL_MECHANISM":  mech, "KAFKA_SASL_USER": "fleet", "KAFKA_SASL_PASSWORD_FILE": pwFile,
-			}).KafkaSecurity()
+			})
 			require.NoError(t, err)
 			cl := kafkaClient(t, opts)
 			tc, _ := cl.OptValue(kgo.DialTLSConfig).(*tls.Config)
@@ -99,7 +111,7 @@ func TestKafkaTLSAndSASLVariables(t *testing.T) {
 
 func TestKafkaTLSWithoutCAUsesSystemRoots(t *testing.T) {
 	t.Parallel()
-	opts, err := envconf.FromMap(map[string]string{"KAFKA_TLS": "true"}).KafkaSecurity()
+	opts, err := kafkaSecurity(map[string]string{"KAFKA_TLS": "true"})
 	require.NoError(t, err)
 	tc, _ := kafkaClient(t, opts).OptValue(kgo.DialTLSConfig).(*tls.Config)
 	require.NotNil(t, tc)
@@ -158,7 +170,7 @@ func TestKafkaSecurityProblemsNameTheVariable(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := envconf.FromMap(c.env).KafkaSecurity()
+			_, err := kafkaSecurity(c.env)
 			requireProblem(t, err, c.want)
 		})
 	}
@@ -166,7 +178,7 @@ func TestKafkaSecurityProblemsNameTheVariable(t *testing.T) {
 
 func TestRedisPlainURL(t *testing.T) {
 	t.Parallel()
-	e := envconf.FromMap(map[string]string{"REDIS_URL": "redis://fleet:" + password + "@10.0.0.5:6380/2?dial_timeout=3s"})
+	e := fromMap(map[string]string{"REDIS_URL": "redis://fleet:" + password + "@10.0.0.5:6380/2?dial_timeout=3s"})
 	o := e.Redis()
 	require.NoError(t, e.Err())
 	require.Equal(t, "10.0.0.5:6380", o.Addr)
@@ -184,7 +196,7 @@ func TestRedisTLSVariables(t *testing.T) {
 
 	t.Run("system roots by default", func(t *testing.T) {
 		t.Parallel()
-		e := envconf.FromMap(map[string]string{"REDIS_URL": "rediss://fleet:" + password + "@redis.example.net:6380/0"})
+		e := fromMap(map[string]string{"REDIS_URL": "rediss://fleet:" + password + "@redis.example.net:6380/0"})
 		o := e.Redis()
 		require.NoError(t, e.Err())
 		require.NotNil(t, o.TLSConfig)
@@ -195,7 +207,7 @@ func TestRedisTLSVariables(t *testing.T) {
 	})
 	t.Run("private CA, client certificate, server name, URL from a file", func(t *testing.T) {
 		t.Parallel()
-		e := envconf.FromMap(map[string]string{
+		e := fromMap(map[string]string{
 			"REDIS_URL_FILE":        urlFile,
 			"REDIS_TLS_CA_FILE":     p.CAFile,
 			"REDIS_TLS_CERT_FILE":   p.ClientCertFile,
@@ -213,7 +225,7 @@ func TestRedisTLSVariables(t *testing.T) {
 	})
 	t.Run("only the given CA is trusted", func(t *testing.T) {
 		t.Parallel()
-		e := envconf.FromMap(map[string]string{"REDIS_URL": "rediss://127.0.0.1:6380", "REDIS_TLS_CA_FILE": p.OtherCAFile})
+		e := fromMap(map[string]string{"REDIS_URL": "rediss://127.0.0.1:6380", "REDIS_TLS_CA_FILE": p.OtherCAFile})
 		o := e.Redis()
 		require.NoError(t, e.Err())
 		require.False(t, verifies(t, p, o.TLSConfig.RootCAs, "localhost"))
@@ -271,7 +283,7 @@ func TestRedisProblemsNameTheVariableAndHideThePassword(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			e := envconf.FromMap(c.env)
+			e := fromMap(c.env)
 			o := e.Redis()
 			require.Nil(t, o)
 			requireProblem(t, e.Err(), c.want)
@@ -282,7 +294,7 @@ func TestRedisProblemsNameTheVariableAndHideThePassword(t *testing.T) {
 
 func TestRedisUnixURL(t *testing.T) {
 	t.Parallel()
-	e := envconf.FromMap(map[string]string{"REDIS_URL": "unix://fleet:" + password + "@/run/redis.sock?db=3"})
+	e := fromMap(map[string]string{"REDIS_URL": "unix://fleet:" + password + "@/run/redis.sock?db=3"})
 	o := e.Redis()
 	require.NoError(t, e.Err())
 	require.Equal(t, "unix", o.Network)
@@ -308,7 +320,7 @@ func FuzzRedisURLProblemsHideThePassword(f *testing.F) {
 			return
 		}
 		for _, host := range []string{"@h:6379", "@/run/redis.sock"} {
-			e := envconf.FromMap(map[string]string{"REDIS_URL": scheme + "://fleet:" + secret + host + tail})
+			e := fromMap(map[string]string{"REDIS_URL": scheme + "://fleet:" + secret + host + tail})
 			e.Redis()
 			if err := e.Err(); err != nil {
 				require.NotContains(t, err.Error(), "XQ7")

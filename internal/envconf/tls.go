@@ -16,10 +16,10 @@ func (e *Env) tlsFiles(prefix string, tc *tls.Config) {
 	if tc.MinVersion < tls.VersionTLS12 {
 		tc.MinVersion = tls.VersionTLS12
 	}
-	if sn := e.Str(prefix+"_TLS_SERVER_NAME", ""); sn != "" {
+	if sn := e.Str(prefix + "_TLS_SERVER_NAME"); sn != "" {
 		tc.ServerName = sn
 	}
-	if ca := e.Str(prefix+"_TLS_CA_FILE", ""); ca != "" {
+	if ca := e.Str(prefix + "_TLS_CA_FILE"); ca != "" {
 		pem, err := os.ReadFile(ca)
 		switch {
 		case err != nil:
@@ -33,7 +33,7 @@ func (e *Env) tlsFiles(prefix string, tc *tls.Config) {
 		}
 	}
 	certVar, keyVar := prefix+"_TLS_CERT_FILE", prefix+"_TLS_KEY_FILE"
-	cert, key := e.Str(certVar, ""), e.Str(keyVar, "")
+	cert, key := e.Str(certVar), e.Str(keyVar)
 	switch {
 	case cert == "" && key == "":
 	case cert == "":

@@ -15,12 +15,12 @@ func TestURLRefusesEverySpellingOfLocal(t *testing.T) {
 		"https://0x7f.0.0.1/", "https://2130706433/", "https://0177.0.0.1/", "https://10.1/", "https://[::1]/",
 		"https://[::ffff:127.0.0.1]/", "https://0.0.0.0/", "https://169.254.169.254/",
 	} {
-		e := FromMap(nil)
+		e := FromMap(nil, nil)
 		require.Empty(t, e.URL("X_URL", u, false), u)
 		require.ErrorContains(t, e.Err(), "loopback or private", u)
 	}
 	for _, u := range []string{"https://api.mnemonic.no", "https://127.example.com/", "https://1.2.3.4/"} {
-		e := FromMap(nil)
+		e := FromMap(nil, nil)
 		require.NotEmpty(t, e.URL("X_URL", u, false), u)
 		require.NoError(t, e.Err(), u)
 	}

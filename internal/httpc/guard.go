@@ -30,6 +30,19 @@ import (
 // A connection carries the guard of the request using it (set by an
 // httptrace GotConn hook), so it must serve one request at a time: the
 // guarded transport speaks HTTP/1.1 only.
+//
+// The Client guarantees the second check whatever transport it is given
+// (Config.Transport: a test's recorder, a metrics wrapper, a transport built
+// elsewhere). A connection that is not a guarded one is checked by the
+// Client's own trace hooks instead: when the transport hands it over
+// (GotConn) and again when the transport has put the request's first header
+// in its write buffer, before flushing it (WroteHeaderField). A refusal then
+// closes the connection, so the buffered bytes never leave; the request fails
+// with the guard's error (on an HTTP/2 connection, the requests sharing it
+// fail too, with retryable transport errors). The gap is wider than on a guarded connection (a
+// request line longer than the transport's write buffer, 4 KiB by default,
+// is flushed before the header hook runs), so NewTransport, RefuseLocal and
+// GuardDial remain the way to build a transport for production.
 
 // errGuardOnConn wraps a guard's refusal seen at write time.
 type errGuardOnConn struct{ err error }
@@ -127,12 +140,43 @@ func HTTP1Only(t *http.Transport) {
 }
 
 // withConnGuard makes the connection req gets carry guard (nil clears the
-// previous request's).
+// previous request's). On a connection that is not guarded (a transport not
+// built with GuardDial) the hooks check guard themselves: when the
+// connection is handed over and when the first header is buffered, closing
+// the connection when it refuses, so nothing buffered is sent.
 func withConnGuard(ctx context.Context, guard func() error) context.Context {
+	var (
+		mu      sync.Mutex
+		bare    net.Conn // the unguarded connection the request got, if any
+		checked bool     // the header hook has run
+	)
+	refuse := func(c net.Conn) {
+		if err := guard(); err != nil {
+			_ = c.Close()
+		}
+	}
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			if gc := findGuardConn(info.Conn); gc != nil {
 				gc.setGuard(guard)
+				return
+			}
+			if guard == nil || info.Conn == nil {
+				return
+			}
+			mu.Lock()
+			bare, checked = info.Conn, false
+			mu.Unlock()
+			refuse(info.Conn)
+		},
+		WroteHeaderField: func(string, []string) {
+			mu.Lock()
+			c := bare
+			first := c != nil && !checked
+			checked = true
+			mu.Unlock()
+			if first {
+				refuse(c)
 			}
 		},
 	})

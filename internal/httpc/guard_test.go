@@ -65,6 +65,55 @@ func TestGuardCheckedAgainAtTheWrite(t *testing.T) {
 	}
 }
 
+// TestGuardCheckedAtTheWriteWhateverTheTransport: a Client given a transport
+// that does not guard its connections (a test's recorder, a transport built
+// elsewhere) still refuses, after the check in send, a request whose lease is
+// lost on the way to the wire: on a fresh connection and on a kept-alive one,
+// whether the guard refuses when the connection is handed over or when the
+// first header is buffered.
+func TestGuardCheckedAtTheWriteWhateverTheTransport(t *testing.T) {
+	srv, got := guardServer(t)
+	bare := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(bare.CloseIdleConnections)
+	var sent atomic.Int64
+	custom := roundTripper(func(r *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return bare.RoundTrip(r)
+	})
+	c := New(Config{Service: "test", Transport: custom})
+
+	for _, fresh := range []bool{false, true} {
+		for failAt := int64(2); failAt <= 3; failAt++ {
+			if fresh {
+				bare.CloseIdleConnections()
+			} else {
+				require.NoError(t, guardedGet(t, c, context.Background(), srv.URL)) // keep one alive
+			}
+			var calls atomic.Int64
+			guard := func() error {
+				if calls.Add(1) < failAt {
+					return nil // the check in send passes (and the hand-over, from 3)…
+				}
+				return errLost // …and the lease is gone before the bytes leave
+			}
+			before, sentBefore := got.Load(), sent.Load()
+			err := guardedGet(t, c, WithGuard(context.Background(), guard), srv.URL)
+			require.ErrorIs(t, err, errLost, "fresh connection %v, refused at check %d", fresh, failAt)
+			require.Greater(t, sent.Load(), sentBefore, "the custom transport was used")
+			require.Equal(t, before, got.Load(), "nothing reached the server (fresh connection %v, check %d)", fresh, failAt)
+			require.GreaterOrEqual(t, calls.Load(), failAt, "checked after send")
+		}
+	}
+	// The same Client sends when the guard agrees (the test is not vacuous).
+	before := got.Load()
+	require.NoError(t, guardedGet(t, c, WithGuard(context.Background(), func() error { return nil }), srv.URL))
+	require.Equal(t, before+1, got.Load())
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // TestGuardIsPerRequest: a connection does not keep the guard of the
 // request that used it before.
 func TestGuardIsPerRequest(t *testing.T) {

@@ -58,7 +58,11 @@ type Config struct {
 	MaxBody int64
 	// Limiter, when set, is waited on before every request and told of 429s.
 	Limiter Limiter
-	// Transport overrides the HTTP transport (tests, the download dialer).
+	// Transport overrides the HTTP transport (tests, the download dialer,
+	// metrics). Default NewTransport. Whatever it is, the Client checks the
+	// request's guard (WithGuard) again on the connection before the
+	// request's bytes leave (see guard.go); NewTransport, RefuseLocal and
+	// GuardDial make that check exact.
 	Transport http.RoundTripper
 	// NoCorrelation leaves HeaderJob off (third-party download hosts).
 	NoCorrelation bool
@@ -80,8 +84,9 @@ type guardKey struct{}
 
 // WithGuard attaches a check that runs immediately before each request made
 // with ctx goes to the transport — after rate limiting and token fetches —
-// and again on a guarded connection (NewTransport, GuardDial) right before
-// the request is written, and refuses the request if it fails. The job runner uses it to re-check
+// and again on the connection right before the request is written (whatever
+// the Client's transport: see guard.go), and refuses the request if it
+// fails. The job runner uses it to re-check
 // the job's lease at the last moment, so a worker that was paused between
 // deciding to call and calling does not send the call after losing the job.
 func WithGuard(ctx context.Context, guard func() error) context.Context {
@@ -119,7 +124,8 @@ type Client struct {
 	rt http.RoundTripper
 }
 
-// New returns a Client for cfg.
+// New returns a Client for cfg. Its requests are lease-guarded at the
+// connection whatever cfg.Transport is (see WithGuard).
 func New(cfg Config) *Client {
 	tr := cfg.Transport
 	if tr == nil {

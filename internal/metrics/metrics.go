@@ -34,6 +34,7 @@ type Metrics struct {
 	deadLetters   *prometheus.CounterVec
 	renewals      *prometheus.CounterVec
 	leasesLost    *prometheus.CounterVec
+	sessionsLost  *prometheus.CounterVec
 	claimed       prometheus.Counter
 	vendorCalls   *prometheus.CounterVec
 	vendorLatency *prometheus.HistogramVec
@@ -68,9 +69,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_letters_total",
 		Help: "Bad records dead-lettered, by reason."}, []string{"reason"})
 	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_renewals_total",
-		Help: "Lease renewal round trips (one per tick for all held leases)."}, []string{"result"})
+		Help: "Session renewal round trips (one per tick, whatever the number of jobs held)."}, []string{"result"})
 	m.leasesLost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "leases_lost_total",
 		Help: "Leases this worker lost, by reason."}, []string{"reason"})
+	m.sessionsLost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_lost_total",
+		Help: "Times this worker lost its session (and every job it held), by reason: expired (no renewal reached Redis in time), missing (Redis lost its data)."}, []string{"reason"})
 	m.claimed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leases_claimed_total",
 		Help: "Expired or released leases taken over by this worker."})
 	m.vendorCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "vendor_calls_total",
@@ -95,7 +98,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "From an abort being noticed to aborted acknowledged by SampleDB.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}})
 	for _, c := range []prometheus.Collector{m.admitted, m.started, m.finished, m.jobDuration, m.tasks, m.paused,
-		m.deadLetters, m.renewals, m.leasesLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.quarantined, m.tenantReloads, m.httpRequests,
+		m.deadLetters, m.renewals, m.leasesLost, m.sessionsLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.quarantined, m.tenantReloads, m.httpRequests,
 		m.httpLatency, m.rateWait, m.abortLatency} {
 		f(c)
 	}
@@ -105,8 +108,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"ok", "error"} {
 		m.renewals.WithLabelValues(r)
 	}
-	for _, r := range []string{"stolen", "finished", "missing", "expired"} {
+	for _, r := range []string{"stolen", "missing", "expired"} {
 		m.leasesLost.WithLabelValues(r)
+	}
+	for _, r := range []string{"missing", "expired"} {
+		m.sessionsLost.WithLabelValues(r)
 	}
 	for _, st := range []string{"success", "failed", "aborted", "timeout"} {
 		m.finished.WithLabelValues(st)
@@ -163,6 +169,7 @@ func (m *Metrics) JobFinished(state string, d time.Duration) {
 func (m *Metrics) TaskFinished(kind, state string) { m.tasks.WithLabelValues(kind, state).Inc() }
 func (m *Metrics) AbortNoticed(d time.Duration)    { m.abortLatency.Observe(d.Seconds()) }
 func (m *Metrics) LeaseLost(reason string)         { m.leasesLost.WithLabelValues(reason).Inc() }
+func (m *Metrics) SessionLost(reason string)       { m.sessionsLost.WithLabelValues(reason).Inc() }
 func (m *Metrics) Claimed(n int)                   { m.claimed.Add(float64(n)) }
 func (m *Metrics) LeaseRenewed(_ int, err error)   { m.renewals.WithLabelValues(result(err)).Inc() }
 func (m *Metrics) VendorCall(vendor, op, res string, d time.Duration) {
@@ -208,9 +215,9 @@ func result(err error) string {
 	return "ok"
 }
 
-// Transport wraps base (nil = httpc.NewTransport: lease-guarded
-// connections) so every
-// request through it is counted under service.
+// Transport wraps base (nil = httpc.NewTransport) so every request through
+// it is counted under service. The lease guard does not depend on base: an
+// httpc.Client checks it on the connection whatever transport it is given.
 func (m *Metrics) Transport(service string, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = httpc.NewTransport()

@@ -28,12 +28,14 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/cblr"
 	"github.com/analysisfleet/analysisfleet/edr/cytomic"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -178,19 +180,23 @@ func (f *fleet) startWorker(id string) *workerHandle {
 		Transport: m.Transport("sampledb", nil)})
 	require.NoError(t, err)
 	n, err := node.Start(context.Background(), node.Config{
-		WorkerID: id, Brokers: f.brokers, Group: groupName, SessionTimeout: 6 * time.Second,
+		WorkerID: id, Brokers: f.brokers,
 		KafkaOpts: []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
 		Store:     store,
-		SampleDB:  sdb,
-		Drivers:   f.drivers(ua, store, m),
-		Registry:  reg, Metrics: m, HTTPAddr: "127.0.0.1:0",
-		MaxInflight: f.opts.maxInflight,
-		JobTimeout:  f.opts.jobTimeout,
-		PollMin:     20 * time.Millisecond, PollMax: 200 * time.Millisecond,
-		RetryMin: 20 * time.Millisecond, RetryMax: 300 * time.Millisecond,
-		ClaimInterval: 100 * time.Millisecond, AbortPollInterval: 200 * time.Millisecond,
-		DrainTimeout: f.opts.requestTimeout, ReconcileInterval: time.Hour,
-		Logger: f.logger(id), Redact: f.opts.redact,
+		Intake:    intake.Config{Group: groupName, SessionTimeout: 6 * time.Second},
+		Runner: runner.Config{
+			SampleDB:    sdb,
+			Drivers:     f.drivers(ua, store, m),
+			MaxInflight: f.opts.maxInflight,
+			JobTimeout:  f.opts.jobTimeout,
+			PollMin:     20 * time.Millisecond, PollMax: 200 * time.Millisecond,
+			RetryMin: 20 * time.Millisecond, RetryMax: 300 * time.Millisecond,
+			ClaimInterval: 100 * time.Millisecond, AbortPollInterval: 200 * time.Millisecond,
+			DrainTimeout: f.opts.requestTimeout, ReconcileInterval: time.Hour,
+			Redact: f.opts.redact,
+		},
+		Registry: reg, Metrics: m, HTTPAddr: "127.0.0.1:0",
+		Logger: f.logger(id),
 	})
 	require.NoError(t, err)
 	w := &workerHandle{Node: n, id: id, dialer: pd}
@@ -243,9 +249,7 @@ func (f *fleet) drivers(ua string, store *state.Store, m *metrics.Metrics) map[s
 			t.Fatalf("unknown vendor %s", kind)
 		}
 		require.NoError(t, err)
-		if c, ok := d.(interface{ Close() }); ok {
-			t.Cleanup(c.Close) // Cytomic's round loop
-		}
+		t.Cleanup(d.Close) // Cytomic's round loop
 		out[kind] = d
 	}
 	return out

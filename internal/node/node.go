@@ -20,58 +20,39 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
-	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
-// Config is everything a node needs. cmd/worker fills it from the
-// environment contract; tests and worker dev fill it directly.
+// Config is everything a node needs: the shared Kafka connection, and each
+// component's own configuration, embedded as it is (the node is the one
+// place that composes them). cmd/worker fills it from the environment
+// contract; tests and worker dev fill it directly. Start fills in what the
+// components share: the worker ID, the store, the logger, the observers,
+// and the runner (intake's) and the result publisher (the runner's).
 type Config struct {
 	WorkerID string
 
-	// Kafka.
-	Brokers           []string
-	Topics            []string
-	TopicRegex        string
-	Group             string
-	DLQTopic          string
-	NoDLQ             bool
-	ResultTopic       string
-	NoResults         bool
-	MaxMessageBytes   int
-	SessionTimeout    time.Duration
-	RebalanceTimeout  time.Duration
-	HeartbeatInterval time.Duration
-	KafkaOpts         []kgo.Opt
+	// Brokers and KafkaOpts (TLS, SASL) are the Kafka connection intake and
+	// the result publisher share.
+	Brokers   []string
+	KafkaOpts []kgo.Opt
 
 	// Store is the job ledger (state.New over the fleet's Redis). Required.
 	Store *state.Store
 
-	// Runner.
-	SampleDB runner.SampleDB
-	// Accounts resolves a job's customer to its vendor drivers; nil serves
-	// Drivers to every customer.
-	Accounts           runner.Accounts
-	Drivers            map[string]edr.Driver
-	Playbook           *runner.Playbook
-	MaxInflight        int
-	JobTimeout         time.Duration
-	AbortPollInterval  time.Duration
-	ClaimInterval      time.Duration
-	PollMin, PollMax   time.Duration
-	RetryMin, RetryMax time.Duration
-	DrainTimeout       time.Duration
-	ReconcileInterval  time.Duration
-	StartConcurrency   int
-
-	// Redact masks credentials in what the runner writes down; the Logger
-	// should be wrapped with the same set.
-	Redact *redact.Set
+	// Intake configures Kafka intake (topics, group, dead letters, caps).
+	Intake intake.Config
+	// Runner configures the job runner (SampleDB, vendor accounts, capacity,
+	// timings, redaction).
+	Runner runner.Config
+	// ResultTopic receives job summaries (results.DefaultTopic if empty);
+	// NoResults disables them.
+	ResultTopic string
+	NoResults   bool
 
 	// HTTPAddr serves /healthz, /readyz, /metrics; empty disables.
 	HTTPAddr string
@@ -135,16 +116,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	wcfg := runner.Config{
-		WorkerID: cfg.WorkerID, Store: store, SampleDB: cfg.SampleDB, Drivers: cfg.Drivers, Accounts: cfg.Accounts,
-		Playbook: cfg.Playbook, MaxInflight: cfg.MaxInflight, JobTimeout: cfg.JobTimeout,
-		AbortPollInterval: cfg.AbortPollInterval, ClaimInterval: cfg.ClaimInterval,
-		PollMin: cfg.PollMin, PollMax: cfg.PollMax, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
-		DrainTimeout: cfg.DrainTimeout, ReconcileInterval: cfg.ReconcileInterval, Logger: log,
-		StartConcurrency: cfg.StartConcurrency,
-		Redact:           cfg.Redact,
-		Observer:         m,
-	}
+	wcfg := cfg.Runner
+	wcfg.WorkerID, wcfg.Store, wcfg.Logger, wcfg.Observer = cfg.WorkerID, store, log, m
 	if pub != nil {
 		wcfg.Results = pub
 		n.results = pub
@@ -155,14 +128,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.Runner = runner
-	cons, err := intake.New(intake.Config{
-		Brokers: cfg.Brokers, Topics: cfg.Topics, TopicRegex: cfg.TopicRegex, Group: cfg.Group,
-		DLQTopic: cfg.DLQTopic, NoDLQ: cfg.NoDLQ,
-		MaxMessageBytes: cfg.MaxMessageBytes, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
-		WorkerID: cfg.WorkerID,
-		Store:    store, Runner: runner, Logger: log, Observer: m,
-		Opts: append(append([]kgo.Opt{}, cfg.KafkaOpts...), m.KafkaHooks()),
-	})
+	icfg := cfg.Intake
+	icfg.Brokers, icfg.WorkerID, icfg.Store, icfg.Runner, icfg.Logger, icfg.Observer = cfg.Brokers, cfg.WorkerID, store, runner, log, m
+	icfg.Opts = append(append(append([]kgo.Opt{}, cfg.KafkaOpts...), icfg.Opts...), m.KafkaHooks())
+	cons, err := intake.New(icfg)
 	if err != nil {
 		n.closeResults()
 		return nil, err

@@ -153,6 +153,39 @@ func (s *Set) String(v string) string {
 	return r.Replace(v)
 }
 
+// MinCut is the shortest start of a secret form Snippet masks at the end of
+// a text.
+const MinCut = 8
+
+// Snippet is String for a text that may have been cut short, such as the
+// first bytes of a response body kept in an error: a secret form cut off by
+// the end of v (at least MinCut of its first bytes) is masked too.
+func (s *Set) Snippet(v string) string {
+	v = s.String(v)
+	if s == nil || len(v) < MinCut {
+		return v
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cut := 0 // the longest secret start v ends with
+	for f := range s.forms {
+		// Only where v's tail begins with f's first byte can f start.
+		for i := max(len(v)-len(f)+1, 0); i <= len(v)-MinCut; i++ {
+			if len(v)-i <= cut {
+				break
+			}
+			if v[i] == f[0] && strings.HasPrefix(f, v[i:]) {
+				cut = len(v) - i
+				break
+			}
+		}
+	}
+	if cut == 0 {
+		return v
+	}
+	return v[:len(v)-cut] + Mask
+}
+
 // Error returns err with its text redacted. errors.Is and errors.As still
 // see the original chain (sentinels and typed errors keep working); only the
 // text changes. It returns err itself when there is nothing to redact.

@@ -42,6 +42,25 @@ func TestEveryWireFormIsRedacted(t *testing.T) {
 	}
 }
 
+func TestSnippetMasksASecretCutShort(t *testing.T) {
+	t.Parallel()
+	s := New(secret)
+	for _, f := range []string{secret, url.QueryEscape(secret), base64.StdEncoding.EncodeToString([]byte(secret))} {
+		for _, keep := range []int{MinCut, len(f) / 2, len(f) - 1} {
+			text := `{"message":"rejected ` + f[:keep]
+			got := s.Snippet(text)
+			require.Equal(t, `{"message":"rejected `+Mask, got, "%s cut to %d bytes", f, keep)
+		}
+	}
+	// Whole forms are masked as String does; a start shorter than MinCut,
+	// or text that is no secret's start, stays.
+	require.Equal(t, "a "+Mask+" b", s.Snippet("a "+secret+" b"))
+	require.Equal(t, "ends with "+secret[:MinCut-1], s.Snippet("ends with "+secret[:MinCut-1]))
+	require.Equal(t, "nothing secret here", s.Snippet("nothing secret here"))
+	var nilSet *Set
+	require.Equal(t, "x", nilSet.Snippet("x"))
+}
+
 func TestPartOfALongerSecretIsNotLeft(t *testing.T) {
 	t.Parallel()
 	// The CB Cloud token is SECRET/ID: both parts are secrets of their own.

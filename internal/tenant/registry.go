@@ -209,9 +209,7 @@ func (s *slot) close() {
 		return
 	}
 	s.closed = true
-	if c, ok := s.d.(interface{ Close() }); ok {
-		c.Close()
-	}
+	s.d.Close()
 }
 
 // errReloaded answers a call on a replaced driver: the caller resolves the
@@ -227,6 +225,10 @@ type guarded struct {
 }
 
 func (g *guarded) Kind() string { return g.kind }
+
+// Close does nothing: the Registry closes the drivers it built (Apply,
+// Close), once no call is running on them.
+func (g *guarded) Close() {}
 
 func (g *guarded) Start(ctx context.Context, t edr.Target, in edr.Intent) (edr.Ref, error) {
 	return call(g, func(d edr.Driver) (edr.Ref, error) { return d.Start(ctx, t, in) })

@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	simcbc "github.com/analysisfleet/analysisfleet/sim/cbc"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -35,40 +35,21 @@ const (
 	sha    = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
 	sim *simcbc.Server
 	srv *httptest.Server
-	clk *clock
+	clk *simtest.Clock
 }
 
 func setup(t *testing.T, cfg simcbc.Config) *env {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clk := simtest.NewClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	cfg.OrgKey, cfg.APIID, cfg.APISecret = org, id, secret
 	if cfg.Now == nil {
 		cfg.Now = clk.Now
 	}
 	s := simcbc.New(cfg)
-	srv := httptest.NewServer(s)
-	t.Cleanup(srv.Close)
-	t.Cleanup(s.Close)
+	srv := simtest.Serve(t, s)
 	return &env{sim: s, srv: srv, clk: clk}
 }
 

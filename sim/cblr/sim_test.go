@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,31 +17,18 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const token = "sim-test-token"
 
-// clock is a manual clock: the simulator's time moves only when the test
-// says so.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type fixture struct {
 	t   *testing.T
 	sim *cblr.Server
 	srv *httptest.Server
-	clk *clock
+	clk *simtest.Clock
 }
 
 func setup(t *testing.T, sensors ...cblr.Sensor) *fixture {
@@ -53,7 +39,7 @@ func setup(t *testing.T, sensors ...cblr.Sensor) *fixture {
 // setupWith is setup with mod applied to the configuration.
 func setupWith(t *testing.T, mod func(*cblr.Config), sensors ...cblr.Sensor) *fixture {
 	t.Helper()
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	clk := simtest.NewClock(time.Unix(1_700_000_000, 0))
 	cfg := cblr.Config{
 		APIToken: token, Now: clk.Now,
 		CheckInAfter: 10 * time.Second, CommandTime: 4 * time.Second,
@@ -66,9 +52,7 @@ func setupWith(t *testing.T, mod func(*cblr.Config), sensors ...cblr.Sensor) *fi
 	for _, s := range sensors {
 		sim.AddSensor(s)
 	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close)
+	srv := simtest.Serve(t, sim)
 	return &fixture{t: t, sim: sim, srv: srv, clk: clk}
 }
 

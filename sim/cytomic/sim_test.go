@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/analysisfleet/analysisfleet/sim/cytomic"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -27,44 +27,23 @@ const (
 	sha      = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type bundle struct {
 	cfg   cytomic.Config
 	sim   *cytomic.Server
 	srv   *httptest.Server
-	clock *clock
+	clock *simtest.Clock
 	token string
 }
 
 func setup(t *testing.T, cfg cytomic.Config) *bundle {
 	t.Helper()
-	clk := newClock()
+	clk := simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	cfg.User, cfg.Password = user, password
 	if cfg.Now == nil {
 		cfg.Now = clk.Now
 	}
 	sim := cytomic.New(cfg)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close)
+	srv := simtest.Serve(t, sim)
 	sim.AddClient(cytomic.Client{PandaID: "1001", Machines: []cytomic.Machine{
 		{MUID: "M-A", Hostname: "WIN-A", AnswerAfter: 10 * time.Second},
 		{MUID: "M-B", Hostname: "WIN-B", OS: "windows", AnswerAfter: 20 * time.Second, Partial: true},

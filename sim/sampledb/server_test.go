@@ -8,10 +8,8 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	sdb "github.com/analysisfleet/analysisfleet/sampledb"
 	sim "github.com/analysisfleet/analysisfleet/sim/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,45 +33,23 @@ const (
 	sha         = "8f84837cf04c1694512256ef78fa67c051b92326e31af2598efad37ccd2e01d9"
 )
 
-// clock is a settable clock for the simulator.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type bundle struct {
 	srv   *sim.Server
 	url   string
-	clock *clock
+	clock *simtest.Clock
 	hc    *http.Client
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	clk := &clock{t: time.UnixMilli(1_700_000_000_000).UTC()}
+	clk := simtest.NewClock(time.UnixMilli(1_700_000_000_000).UTC())
 	srv := sim.New(sim.Config{
 		Keys: map[string]sim.Role{viewerKey: sim.RoleViewer, userKey: sim.RoleUser, analyzerKey: sim.RoleAnalyzer},
 		Now:  clk.Now,
 	})
-	hs := httptest.NewServer(srv)
+	hs := simtest.Serve(t, srv)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(func() {
-		srv.Close()
-		hs.Close()
-		tr.CloseIdleConnections()
-	})
+	t.Cleanup(tr.CloseIdleConnections)
 	return &bundle{srv: srv, url: hs.URL, clock: clk, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
@@ -255,7 +232,7 @@ func TestJobStateMachine(t *testing.T) {
 				b.jobIn(t, "J", from)
 				before, _ := b.srv.Job("J")
 				nBefore := len(b.srv.History("J"))
-				b.clock.Add(time.Second)
+				b.clock.Advance(time.Second)
 				r := b.call(t, http.MethodPut, jobRoot+"/J", analyzerKey, `{"state":"`+to+`"}`)
 				after, _ := b.srv.Job("J")
 				hist := b.srv.History("J")[nBefore:]
@@ -577,7 +554,7 @@ func TestList(t *testing.T) {
 	var active []string
 	for i := range 30 {
 		id := fmt.Sprintf("job-%02d", i)
-		b.clock.Add(time.Millisecond)
+		b.clock.Advance(time.Millisecond)
 		switch {
 		case i%10 == 0:
 			b.jobIn(t, id, sdb.StateFailed)
@@ -642,7 +619,7 @@ func TestSearch(t *testing.T) {
 		case sdb.IsTerminal(state):
 			b.put(t, id, sdb.StateExecuting, state)
 		}
-		b.clock.Add(24 * time.Hour)
+		b.clock.Advance(24 * time.Hour)
 	}
 	other := strings.Repeat("ab", 32)
 	mk("a1", "acme", sha, sdb.StateAborted)   // day 0

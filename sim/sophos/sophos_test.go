@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
+	"github.com/analysisfleet/analysisfleet/sim/simtest"
 	"github.com/analysisfleet/analysisfleet/sim/sophos"
 )
 
@@ -27,40 +27,21 @@ const sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 var query = "SELECT meta_hostname FROM xdr_data WHERE sha256 = '" + sha + "'"
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
 	t   *testing.T
 	sim *sophos.Server
 	srv *httptest.Server
-	clk *clock
+	clk *simtest.Clock
 	tok string
 }
 
 // setup starts a simulator on a fake clock and fetches a token.
 func setup(t *testing.T, cfg sophos.Config) *env {
 	t.Helper()
-	clk := &clock{t: time.Date(2020, 11, 2, 12, 51, 9, 933e6, time.UTC)}
+	clk := simtest.NewClock(time.Date(2020, 11, 2, 12, 51, 9, 933e6, time.UTC))
 	cfg.Now = clk.Now
 	sim := sophos.New(cfg)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close)
+	srv := simtest.Serve(t, sim)
 	e := &env{t: t, sim: sim, srv: srv, clk: clk}
 	status, body := e.tokenReq(url.Values{"grant_type": {"client_credentials"}, "client_id": {sophos.DefaultClientID},
 		"client_secret": {sophos.DefaultClientSecret}, "scope": {"token"}})
@@ -161,9 +142,7 @@ func TestTokenEndpointBasicClientAuth(t *testing.T) {
 	t.Parallel()
 	const id, secret = "client+id", "se cr%et:/"
 	sim := sophos.New(sophos.Config{ClientID: id, ClientSecret: secret})
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close)
+	srv := simtest.Serve(t, sim)
 	for _, tc := range []struct {
 		name       string
 		id, secret string
@@ -209,7 +188,7 @@ func TestAuthChecks(t *testing.T) {
 	}
 	require.Len(t, e.sim.Runs(), 1, "only the authorised request created a run")
 
-	e.clk.Add(time.Minute)
+	e.clk.Advance(time.Minute)
 	st, _, _ := e.do(http.MethodPost, sophos.RunsPath, adHoc(query), nil)
 	require.Equal(t, http.StatusUnauthorized, st, "the token expired")
 
@@ -243,7 +222,7 @@ func TestRunLifecycle(t *testing.T) {
 	require.Equal(t, "2020-11-02T14:51:09.933Z", m["expiresAt"], "runs live two hours, as in the guide")
 	path := sophos.RunsPath + "/" + m["id"].(string)
 
-	e.clk.Add(2 * time.Second)
+	e.clk.Advance(2 * time.Second)
 	st, m, _ := e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, "started", m["status"])
@@ -252,7 +231,7 @@ func TestRunLifecycle(t *testing.T) {
 	st, _, _ = e.do(http.MethodGet, path+"/results", "", nil)
 	require.Equal(t, http.StatusConflict, st, "no results before the run finished")
 
-	e.clk.Add(10 * time.Second)
+	e.clk.Advance(10 * time.Second)
 	st, m, _ = e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, "finished", m["status"])
@@ -265,7 +244,7 @@ func TestRunLifecycle(t *testing.T) {
 	require.Equal(t, sophos.Run{ID: m["id"].(string), Query: query, SHA256: sha, Name: "t", From: created.Add(-24 * time.Hour), To: created,
 		CreatedAt: created, Status: "finished", Result: "succeeded"}, runs[0])
 
-	e.clk.Add(sophos.DefaultRunTTL)
+	e.clk.Advance(sophos.DefaultRunTTL)
 	st, _, _ = e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusNotFound, st, "expired")
 }
@@ -368,7 +347,7 @@ func TestCancel(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sophos.Config{PendingFor: time.Hour})
 	id := e.start(adHoc(query))["id"].(string)
-	e.clk.Add(time.Second)
+	e.clk.Advance(time.Second)
 	st, m, _ := e.do(http.MethodPost, sophos.RunsPath+"/"+id+"/cancel", "{}", nil)
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, map[string]any{"canceled": true}, m, "Sophos's answer")
@@ -430,7 +409,7 @@ func TestListRuns(t *testing.T) {
 	for i := range 5 {
 		b, _ := json.Marshal(map[string]any{"adHocQuery": map[string]string{"template": query}, "name": fmt.Sprintf("run %d", i)})
 		ids = append(ids, e.start(string(b))["id"].(string))
-		e.clk.Add(30 * time.Second)
+		e.clk.Advance(30 * time.Second)
 	} // created at 0, 30, 60, 90, 120 s; now 150 s: 2 finished, 2 started, 1 pending
 
 	list := func(q string) (int, []string, map[string]any) {
@@ -475,7 +454,7 @@ func TestListRuns(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, st, bad)
 	}
 
-	e.clk.Add(sophos.DefaultRunTTL - 140*time.Second) // the first run has expired
+	e.clk.Advance(sophos.DefaultRunTTL - 140*time.Second) // the first run has expired
 	_, tok := e.tokenReq(url.Values{"grant_type": {"client_credentials"}, "client_id": {sophos.DefaultClientID},
 		"client_secret": {sophos.DefaultClientSecret}})
 	e.tok = tok["access_token"].(string)
@@ -499,14 +478,14 @@ func TestMinPollInterval(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sophos.Config{MinPollInterval: 3 * time.Second, RunFor: time.Hour})
 	path := sophos.RunsPath + "/" + e.start(adHoc(query))["id"].(string)
-	e.clk.Add(500 * time.Millisecond)
+	e.clk.Advance(500 * time.Millisecond)
 	st, _, hdr := e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusTooManyRequests, st, "the creation counts as the first call")
 	require.Equal(t, "3", hdr.Get("Retry-After"), "2.5s rounded up")
-	e.clk.Add(2500 * time.Millisecond)
+	e.clk.Advance(2500 * time.Millisecond)
 	st, _, _ = e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusOK, st)
-	e.clk.Add(time.Second)
+	e.clk.Advance(time.Second)
 	st, _, hdr = e.do(http.MethodGet, path, "", nil)
 	require.Equal(t, http.StatusTooManyRequests, st)
 	require.Equal(t, "2", hdr.Get("Retry-After"))
@@ -526,7 +505,7 @@ func TestGlobalRateLimit(t *testing.T) {
 		}
 	}
 	require.Equal(t, []int{404, 404, 429}, codes, "burst of 2, then throttled")
-	e.clk.Add(500 * time.Millisecond)
+	e.clk.Advance(500 * time.Millisecond)
 	st, _, _ := e.do(http.MethodGet, sophos.RunsPath+"/none", "", nil)
 	require.Equal(t, http.StatusNotFound, st, "refilled at 2/s")
 	st, _ = e.tokenReq(url.Values{"grant_type": {"client_credentials"}, "client_id": {sophos.DefaultClientID},

@@ -1,4 +1,4 @@
-package cblr
+package vendorhttp_test
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 )
 
 func TestLongestToken(t *testing.T) {
@@ -26,11 +28,11 @@ func TestLongestToken(t *testing.T) {
 		{`"` + strings.Repeat("x", 1000), 1000}, // unterminated: still measured
 		{strings.Repeat("9", 77), 77},
 	} {
-		require.Equal(t, c.want, longestToken([]byte(c.in)), c.in)
+		require.Equal(t, c.want, vendorhttp.LongestToken([]byte(c.in)), c.in)
 	}
 }
 
-// FuzzLongestToken compares longestToken with what encoding/json decodes,
+// FuzzLongestToken compares LongestToken with what encoding/json decodes,
 // on valid JSON: no string or number is longer (a decoded string has no
 // more runes than its escaped form has bytes; invalid UTF-8 decodes to a
 // three-byte U+FFFD, so bytes are not compared).
@@ -39,7 +41,7 @@ func FuzzLongestToken(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		n := longestToken(b)
+		n := vendorhttp.LongestToken(b)
 		require.LessOrEqual(t, n, len(b))
 		if !json.Valid(b) {
 			return

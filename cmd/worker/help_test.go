@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// `worker run --help` prints every variable with its default and meaning
+// and exits 0 without reading the environment (a configuration that would
+// exit 2 does not matter).
+func TestRunHelpPrintsTheVariables(t *testing.T) {
+	t.Setenv("LEASE_TTL", "eventually")
+	t.Setenv("KAFKA_BROKERS", "")
+	for _, arg := range []string{"--help", "-h", "-help"} {
+		var out, errb bytes.Buffer
+		require.Equal(t, 0, realMain([]string{"run", arg}, &out, &errb), errb.String())
+		require.Empty(t, errb.String())
+		help := out.String()
+		require.True(t, strings.HasPrefix(help, "usage: worker run\n"), help)
+		for _, name := range runVars.Names() {
+			require.Contains(t, help, name)
+		}
+		for _, want := range []string{
+			"LEASE_TTL\n    default: 30s\n    lease lifetime; renewed every TTL/3 in one round trip\n",
+			"KAFKA_REBALANCE_TIMEOUT, KAFKA_HEARTBEAT_INTERVAL\n    default: 20s, min(3s, session/10)\n",
+			"SAMPLEDB_URL, SAMPLEDB_API_KEY (secret)\n    default: — (required)\n",
+			"CANCEL_TIMEOUT, PUBLISH_TIMEOUT\n    default: 30s, 2m\n",
+			"    default: CBC 20/5, CBLR 20/5, CYTOMIC 10/3, SOPHOS 1.5/5\n",
+		} {
+			require.Contains(t, help, want)
+		}
+		for _, line := range strings.Split(help, "\n") {
+			require.LessOrEqual(t, len([]rune(line)), 80, "%q", line)
+		}
+	}
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--help"}, "usage: worker <command>"},
+		{[]string{"help"}, "usage: worker <command>"},
+		{[]string{"healthcheck", "--help"}, "usage: worker healthcheck [addr]"},
+		{[]string{"healthcheck", "-h"}, "usage: worker healthcheck [addr]"},
+		{[]string{"dev", "--help"}, "-max-inflight"},
+		{[]string{"dev", "-h"}, "-max-inflight"},
+		{[]string{"sim", "--help"}, "-sampledb-port"},
+		{[]string{"sim", "-h"}, "-sampledb-port"},
+	} {
+		var out, errb bytes.Buffer
+		require.Equal(t, 0, realMain(c.args, &out, &errb), "%v: %s", c.args, errb.String())
+		require.Contains(t, out.String(), c.want, "%v", c.args)
+		require.Empty(t, errb.String(), "%v", c.args)
+	}
+	// A flag error is still a usage error.
+	var out, errb bytes.Buffer
+	require.Equal(t, 2, realMain([]string{"sim", "--bogus"}, &out, &errb))
+	require.Contains(t, errb.String(), "-sampledb-port")
+}
