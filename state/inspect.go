@@ -22,9 +22,15 @@ import (
 // caller passes 0.
 const DefaultScanBatch = 200
 
-// Now returns Redis's clock: the clock leases are judged by.
+// Now returns Redis's clock: the clock leases are judged by. On Redis
+// Cluster that is the clock of the master owning the namespace's slot, where
+// the scripts run; TIME carries no key, so it is asked of that master.
 func (s *Store) Now(ctx context.Context) (time.Time, error) {
-	t, err := s.rdb.Time(ctx).Result()
+	node, err := s.keyNode(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("state: time: %w", err)
+	}
+	t, err := node.Time(ctx).Result()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("state: time: %w", err)
 	}

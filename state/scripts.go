@@ -342,14 +342,15 @@ return 1
 
 // notifyAbortsScript marks jobs whose abort an analyst requested and tells
 // each one's session through its mailbox, once: a job nobody holds carries
-// the mark to whoever claims it. KEYS: none (derived). ARGV: prefix, ttl ms,
-// ids… Returns how many were newly marked.
+// the mark to whoever claims it. KEYS: the jobs (declared, so that Redis
+// Cluster runs the script on the namespace's master). ARGV: prefix, ttl ms,
+// ids… in the order of KEYS. Returns how many were newly marked.
 var notifyAbortsScript = redis.NewScript(luaPrelude + luaSessions + `
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local n = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local jk = prefix .. 'job:' .. id
+  local jk = KEYS[i-2]
   if redis.call('TYPE', jk)['ok'] == 'hash' and redis.call('HGET', jk, 'abort') ~= '1' then
     redis.call('HSET', jk, 'abort', '1')
     local sess = redis.call('HGET', jk, 'session')

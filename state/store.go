@@ -470,12 +470,14 @@ func (s *Store) NotifyAborts(ctx context.Context, ids []string) (int, error) {
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 1000)]
 		ids = ids[len(batch):]
+		keys := make([]string, len(batch))
 		args := make([]any, 0, 2+len(batch))
 		args = append(args, s.pfx, s.ttl.Milliseconds())
-		for _, id := range batch {
+		for i, id := range batch {
+			keys[i] = s.jobKey(id)
 			args = append(args, id)
 		}
-		v, err := s.run(ctx, notifyAbortsScript, nil, args...)
+		v, err := s.run(ctx, notifyAbortsScript, keys, args...)
 		if err != nil {
 			return n, fmt.Errorf("state: notify aborts: %w", err)
 		}

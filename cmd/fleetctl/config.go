@@ -36,10 +36,9 @@ type config struct {
 	kafkaOpts  []kgo.Opt
 
 	// Redis.
-	redis     *redis.Options
-	redisShow string // REDIS_URL without credentials, for display
-	ns        string
-	leaseTTL  time.Duration
+	redis    envconf.RedisConfig // one server (REDIS_URL) or a cluster (REDIS_CLUSTER_ADDRS)
+	ns       string
+	leaseTTL time.Duration
 }
 
 // envVars is every environment variable fleetctl reads: a part of the
@@ -61,6 +60,7 @@ var envVars = envconf.Table{
 	envconf.KafkaTLS,
 	envconf.KafkaSASL,
 	envconf.RedisURL,
+	envconf.RedisCluster,
 	envconf.RedisTLS,
 	{Vars: []envconf.Var{{Name: "REDIS_NAMESPACE", Default: state.DefaultNamespace}},
 		Doc: "key namespace (hash tag) of the fleet"},
@@ -100,12 +100,7 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 			e.Fail("REDIS_NAMESPACE", "%q may not contain braces, colons or spaces", cfg.ns)
 		}
 		cfg.leaseTTL = e.Duration("LEASE_TTL")
-		cfg.redis = e.Redis()
-		if cfg.redis != nil {
-			// Read again (from REDIS_URL or its file) only to show it
-			// without user, password or query.
-			cfg.redisShow = envconf.RedactURL(e.Secret("REDIS_URL"))
-		}
+		cfg.redis = e.RedisConfig()
 	}
 	if err := e.Err(); err != nil {
 		return nil, configErr(err)
@@ -113,15 +108,22 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 	return cfg, nil
 }
 
-// openStore connects to the ledger. The caller closes the client.
-func (cfg *config) openStore() (*state.Store, *redis.Client, error) {
-	opts := *cfg.redis
-	opts.DialTimeout = 5 * time.Second
-	opts.ReadTimeout = 10 * time.Second
-	opts.WriteTimeout = 10 * time.Second
-	opts.PoolSize = 4
-	opts.MaxRetries = 1
-	rdb := redis.NewClient(&opts)
+// openStore connects to the ledger: one server, or a Redis Cluster. The
+// caller closes the client.
+func (cfg *config) openStore() (*state.Store, redis.UniversalClient, error) {
+	r := cfg.redis
+	if r.Cluster != nil {
+		o := *r.Cluster
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = 5*time.Second, 10*time.Second, 10*time.Second
+		o.PoolSize, o.MaxRetries = 4, 1 // per node
+		r.Cluster = &o
+	} else {
+		o := *r.Server
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = 5*time.Second, 10*time.Second, 10*time.Second
+		o.PoolSize, o.MaxRetries = 4, 1
+		r.Server = &o
+	}
+	rdb := r.NewClient()
 	st, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
 	if err != nil {
 		rdb.Close()

@@ -75,7 +75,7 @@ func TestConfigErrorListsEveryProblem(t *testing.T) {
 	require.Equal(t, "fleetctl: configuration error: KAFKA_BROKERS: is required (a comma-separated list); "+
 		"KAFKA_TOPIC_REGEX: is set together with KAFKA_TOPICS: set one of the two (the regex would replace the list); "+
 		`KAFKA_SASL_MECHANISM: "GSSAPI" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; `+
-		"REDIS_URL: is required (or REDIS_URL_FILE); "+
+		"REDIS_URL: is required (or REDIS_URL_FILE; or REDIS_CLUSTER_ADDRS for a Redis Cluster); "+
 		`REDIS_NAMESPACE: "a:b" may not contain braces, colons or spaces; `+
 		`LEASE_TTL: "soon" is not a duration (examples: 30s, 5m, 4h)`+"\n", r.stderr)
 }

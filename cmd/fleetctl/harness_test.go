@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +43,7 @@ type world struct {
 	kopts   []kgo.Opt // SASL, when the cluster wants it
 	prod    *kgo.Client
 	adm     *kadm.Client
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	ns      string
 	// store leases for 30s; long for 10 minutes. fleetctl runs with
 	// LEASE_TTL=3m, so "expiring" means within one minute: store's
@@ -80,6 +81,9 @@ func (w *world) sess(s *state.Store, worker string) state.Session {
 
 type worldOpts struct {
 	sasl *plain.Auth // the cluster requires SASL/PLAIN with this superuser
+	// redisCluster puts the ledger on the test binary's Redis Cluster
+	// (REDIS_CLUSTER_ADDRS) instead of its redis-server (REDIS_URL).
+	redisCluster bool
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -100,7 +104,13 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	t.Cleanup(w.prod.Close)
 	w.adm = kadm.NewClient(w.prod)
 
-	w.rdb, w.ns = testenv.RedisClient(t)
+	redisEnv := map[string]string{"REDIS_URL": testenv.Redis(t).URL()}
+	if o.redisCluster {
+		w.rdb, w.ns = testenv.RedisClusterClient(t)
+		redisEnv = map[string]string{"REDIS_CLUSTER_ADDRS": strings.Join(testenv.RedisCluster(t).Addrs, ",")}
+	} else {
+		w.rdb, w.ns = testenv.RedisClient(t)
+	}
 	w.store, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 30 * time.Second})
 	require.NoError(t, err)
 	w.long, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 10 * time.Minute})
@@ -108,10 +118,10 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	require.NoError(t, w.store.Load(ctx(t)))
 	w.env = map[string]string{
 		"KAFKA_BROKERS":   strings.Join(w.brokers, ","),
-		"REDIS_URL":       testenv.Redis(t).URL(),
 		"REDIS_NAMESPACE": w.ns,
 		"LEASE_TTL":       "3m",
 	}
+	maps.Copy(w.env, redisEnv)
 	return w
 }
 

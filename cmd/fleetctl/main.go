@@ -11,8 +11,9 @@
 //	fleetctl release <id>           force a job's lease to expire (fenced)
 //	fleetctl version | help
 //
-// It reads the same environment contract as the worker (KAFKA_*, REDIS_URL,
-// REDIS_NAMESPACE, LEASE_TTL; see README; declared in envVars). A bad
+// It reads the same environment contract as the worker (KAFKA_*, REDIS_URL
+// or REDIS_CLUSTER_*, REDIS_NAMESPACE, LEASE_TTL; see README; declared in
+// envVars). A bad
 // configuration is one error line listing every problem, each naming its
 // variable, and exit status 2; other failures exit 1. Every command takes
 // -h/--help (exit 0, the environment unread).
@@ -72,8 +73,8 @@ commands:
 Every command takes -o table|json (default table) and --timeout.
 Configuration is the worker's environment contract: KAFKA_BROKERS, KAFKA_TOPICS or
 KAFKA_TOPIC_REGEX, KAFKA_GROUP, KAFKA_DLQ_TOPIC, KAFKA_RESULT_TOPIC, KAFKA_TLS*, KAFKA_SASL_*, REDIS_URL
-(or REDIS_URL_FILE), REDIS_NAMESPACE, LEASE_TTL. Exit status: 0 ok, 1 failure, 2 usage
-or configuration error.
+(or REDIS_URL_FILE; or REDIS_CLUSTER_ADDRS and REDIS_CLUSTER_* for a Redis Cluster), REDIS_TLS_*,
+REDIS_NAMESPACE, LEASE_TTL. Exit status: 0 ok, 1 failure, 2 usage or configuration error.
 `
 
 // exitError carries an exit status with a message for stderr.

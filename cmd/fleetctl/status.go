@@ -18,7 +18,7 @@ import (
 // read is null and its error is in errors.
 type statusReport struct {
 	Namespace   string           `json:"namespace"`
-	Redis       string           `json:"redis"` // REDIS_URL without credentials
+	Redis       string           `json:"redis"` // REDIS_URL without credentials, or the cluster's seeds
 	Group       *groupReport     `json:"group"`
 	Lag         *lagReport       `json:"lag"`
 	Workers     []workerReport   `json:"workers"`
@@ -138,7 +138,7 @@ func (c *cli) status(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	rep := &statusReport{Namespace: cfg.ns, Redis: cfg.redisShow}
+	rep := &statusReport{Namespace: cfg.ns, Redis: cfg.redis.Show}
 	c.kafkaStatus(ctx, cfg, rep)
 	c.ledgerStatus(ctx, cfg, rep, *maxDue)
 

@@ -82,7 +82,7 @@ func TestStatusTable(t *testing.T) {
 	require.Regexp(t, `w1\s+\S+ ago\s+1\n`, out)
 	require.Regexp(t, `w2\s+\S+ ago\s+1\n`, out)
 	require.Contains(t, out, "3 held by 3 sessions; 1 claimable; 1 in sessions expiring within 1m0s (LEASE_TTL/3)")
-	require.Regexp(t, `w1\.[0-9a-f]+\s+w1\s+1\s+in (2\ds|30s)\n`, out, "w1's short session, earliest deadline first")
+	require.Regexp(t, `w1\.[0-9a-f]+\s+w1\s+1\s+in (2\d(\.\d)?s|30s)\n`, out, "w1's short session, earliest deadline first")
 	require.Regexp(t, `w2\.[0-9a-f]+\s+w2\s+1\s+in (9m\d\ds|10m0s)\n`, out)
 	require.Regexp(t, `job-d\s+-\s+\d+\s+released\s+claimable\n`, out)
 	require.NotContains(t, out, "job-a", "held jobs are counted, not listed")

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -30,7 +29,7 @@ var version = "dev"
 // contract of DESIGN.md (plus a few documented extras).
 type config struct {
 	node     node.Config
-	redis    *redis.Options
+	redis    envconf.RedisConfig
 	ns       string
 	leaseTTL time.Duration
 	logLevel zapcore.Level
@@ -120,7 +119,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 		e.Fail("REDIS_NAMESPACE", "%q may not contain braces, colons or spaces", c.ns)
 	}
 	c.leaseTTL = e.Duration("LEASE_TTL")
-	c.redis = e.Redis()
+	c.redis = e.RedisConfig()
 
 	// SampleDB.
 	c.sampledb = sampledb.Config{

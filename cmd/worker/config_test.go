@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -123,7 +122,7 @@ func TestKafkaTimingReachesTheConsumer(t *testing.T) {
 	cfg, err := load(env)
 	require.NoError(t, err)
 
-	rdb := redis.NewClient(cfg.redis)
+	rdb := cfg.redis.NewClient()
 	t.Cleanup(func() { rdb.Close() })
 	store, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
 	require.NoError(t, err)

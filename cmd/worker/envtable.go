@@ -58,6 +58,7 @@ var runVars = envconf.Table{
 
 	// Redis.
 	envconf.RedisURL,
+	envconf.RedisCluster,
 	envconf.RedisTLS,
 	{Vars: []envconf.Var{{Name: "REDIS_NAMESPACE", Default: state.DefaultNamespace}},
 		Doc: "key namespace (hash tag) of this fleet; no braces, colons or spaces"},

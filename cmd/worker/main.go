@@ -148,7 +148,7 @@ func cmdRun(stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	rdb := redis.NewClient(cfg.redis)
+	rdb := cfg.redis.NewClient() // a cluster client with REDIS_CLUSTER_ADDRS
 	defer rdb.Close()
 	store, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
 	if err != nil {

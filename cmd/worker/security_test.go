@@ -371,13 +371,13 @@ func redisFromEnv(t *testing.T, env map[string]string) (*redis.Client, *config) 
 	t.Helper()
 	c, err := load(env)
 	require.NoError(t, err)
-	require.NotNil(t, c.redis.TLSConfig, "rediss:// means TLS")
-	rdb := redis.NewClient(c.redis)
+	require.NotNil(t, c.redis.Server.TLSConfig, "rediss:// means TLS")
+	rdb := redis.NewClient(c.redis.Server)
 	t.Cleanup(func() { rdb.Close() })
 	return rdb, c
 }
 
-func redisPing(t *testing.T, rdb *redis.Client) (context.Context, error) {
+func redisPing(t *testing.T, rdb redis.UniversalClient) (context.Context, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -387,7 +387,7 @@ func redisPing(t *testing.T, rdb *redis.Client) (context.Context, error) {
 // requireLedgerRoundTrip does what a worker does with the ledger at start
 // and for one job (load the scripts, epoch, admit, renew, checkpoint, read
 // back) through a state.Store over rdb, in a fresh namespace.
-func requireLedgerRoundTrip(t *testing.T, rdb *redis.Client, c *config) {
+func requireLedgerRoundTrip(t *testing.T, rdb redis.UniversalClient, c *config) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -526,7 +526,7 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 		delete(env, "REDIS_TLS_CA_FILE")
 		c, err := load(env)
 		require.NoError(t, err)
-		opts := *c.redis
+		opts := *c.redis.Server
 		opts.MaxRetries = -1
 		rdb := redis.NewClient(&opts)
 		t.Cleanup(func() { rdb.Close() })

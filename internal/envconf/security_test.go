@@ -22,8 +22,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const password = "s3cret-Pa55"
 
-// security declares what KafkaSecurity and Redis read.
-var security = envconf.Table{envconf.KafkaTLS, envconf.KafkaSASL, envconf.RedisURL, envconf.RedisTLS}
+// security declares what KafkaSecurity, Redis and RedisConfig read.
+var security = envconf.Table{envconf.KafkaTLS, envconf.KafkaSASL, envconf.RedisURL, envconf.RedisCluster, envconf.RedisTLS}
 
 func fromMap(m map[string]string) *envconf.Env { return envconf.FromMap(security, m) }
 

@@ -1,7 +1,9 @@
 // Package testenv gives tests real services: a private redis-server per test
 // binary (on a unix socket in a temporary directory, so parallel packages
 // never share state or fight over ports) with a fresh key namespace per test,
-// and a goroutine-leak check around the whole run. Tests only.
+// a local three-master Redis Cluster per test binary on loopback ports for
+// tests that need one (RedisClusterClient), and a goroutine-leak check
+// around the whole run. Tests only.
 package testenv
 
 import (
@@ -21,15 +23,20 @@ import (
 )
 
 var (
-	once    sync.Once
-	srv     *RedisServer
-	srvErr  error
-	cleanup []func()
+	once      sync.Once
+	srv       *RedisServer
+	srvErr    error
+	cleanupMu sync.Mutex // the shared server and cluster start concurrently
+	cleanup   []func()
 )
 
 // OnExit registers fn to run after the package's tests (before the leak
 // check). Call it from TestMain before Main.
-func OnExit(fn func()) { cleanup = append(cleanup, fn) }
+func OnExit(fn func()) {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	cleanup = append(cleanup, fn)
+}
 
 // Main runs the package's tests, stops what they started, and fails the run
 // if goroutines leaked. Use it as TestMain's body: `testenv.Main(m)`.
@@ -38,8 +45,11 @@ func Main(m *testing.M, opts ...goleak.Option) {
 	// would only bury the test output.
 	redis.SetLogger(quietLogger{})
 	code := m.Run()
-	for i := len(cleanup) - 1; i >= 0; i-- {
-		cleanup[i]()
+	cleanupMu.Lock()
+	fns := cleanup
+	cleanupMu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
 	}
 	if code == 0 {
 		opts = append(opts,
@@ -122,7 +132,7 @@ func Redis(t testing.TB) *RedisServer {
 	once.Do(func() {
 		srv, srvErr = StartRedis()
 		if srvErr == nil {
-			cleanup = append(cleanup, srv.Stop)
+			OnExit(srv.Stop)
 		}
 	})
 	if srvErr != nil {
