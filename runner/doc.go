@@ -1,4 +1,4 @@
-// Package worker is the job runner: it turns an admitted job into tasks on
+// Package runner is the job runner: it turns an admitted job into tasks on
 // the configured EDR vendors, drives each task to its end, and reports every
 // transition to SampleDB, so that every job ends in exactly one terminal
 // state whatever crashes, pauses, throttling or aborts happen.
@@ -40,18 +40,43 @@
 //
 // # Leaving a job
 //
-// A job stops without another write the moment its lease is lost (a renewal
-// says so, a fenced write fails, or the local view of the lease ran out —
-// see state.Keeper). On SIGTERM (Drain) every job leaves at its next safe
-// point — between vendor calls; an in-flight call finishes and is
-// checkpointed first — and its lease is handed over at once, so other
-// workers resume the vendor operations from their checkpoints without
-// restarting them.
+// A job stops without another write the moment its lease is lost (its
+// session expired or Redis forgot it — the keeper's renewal says so —, an
+// operator released it — the session's mailbox says so —, a fenced write
+// fails, or the local view of the session ran out — see state.Keeper). On
+// SIGTERM (Drain) every job leaves at its next safe point — between vendor
+// calls; an in-flight call finishes and is checkpointed first — and its
+// lease is handed over at once, so other workers resume the vendor
+// operations from their checkpoints without restarting them.
+//
+// # Steps
+//
+// A job owns no goroutine. Its work is a sequence of steps on the runner's
+// scheduler (sched.go): the job's own step (begin: PUT executing and the
+// plan; then its deadline; then its conclusion: decide and deliver) and one
+// step per task (create the SampleDB task and start the vendor operation;
+// each poll; collect). Between steps a job is data: its next step waits in
+// a heap by due time. A fixed pool (CallConcurrency) runs the due steps by
+// priority — cancel (and a job's conclusion), start, collect, poll — then
+// oldest due first, so when the vendor budget is short every job's poll
+// interval stretches alike (towards N/R), and shrinks back when it is not.
+// Lanes bound the steps of one resource that run at once: each vendor
+// account (VendorConcurrency), each kind's starts (StartConcurrency: the
+// window a crash turns into a restarted operation), SampleDB. A retryable
+// vendor failure waits as a due step (backoff, or the vendor's Retry-After),
+// never as a sleeping goroutine. The calls carry their priority to the
+// fleet-wide rate limiter (state.RateLimiter), whose waiters queue by it: a
+// cancel never waits behind polls.
+//
+// A vendor whose API answers many polls with one request (Cytomic,
+// edr.BatchPoller) has a batch lane: its due polls gather into one step and
+// one call (PollBatch), at most every PollMin.
 //
 // # Cost
 //
-// Lease renewal is one Redis round trip per tick for all jobs; takeover one
-// per claim tick; abort polling one paged SampleDB list per interval per
-// worker. Each task is one goroutine that sleeps between polls; batched
-// vendors (Cytomic) block in Poll until their next shared round.
+// Renewal is one command per tick for the worker's session, whatever the
+// number of jobs; takeover one round trip per claim tick; abort detection
+// one paged SampleDB listing per interval for the whole fleet (one worker
+// takes the lock "aborts"), whose findings reach the holders through their
+// sessions' mailboxes. A waiting job costs its memory and a heap entry.
 package runner

@@ -93,6 +93,8 @@ func loadConfig(e *envconf.Env) (*config, error) {
 			RetryMin:          e.Duration("RETRY_BACKOFF_MIN"),
 			RetryMax:          e.Duration("RETRY_BACKOFF_MAX"),
 			StartConcurrency:  e.Int("START_CONCURRENCY"),
+			CallConcurrency:   e.Int("CALL_CONCURRENCY"),
+			VendorConcurrency: e.Int("VENDOR_CONCURRENCY"),
 			ReconcileInterval: e.Duration("RECONCILE_INTERVAL"),
 			CancelTimeout:     e.Duration("CANCEL_TIMEOUT"),
 			PublishTimeout:    e.Duration("PUBLISH_TIMEOUT"),

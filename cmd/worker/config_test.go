@@ -97,6 +97,17 @@ func TestConfigReadsTheNewVariables(t *testing.T) {
 	_, err = load(env)
 	require.ErrorContains(t, err, `CANCEL_TIMEOUT: "forever" is not a duration`)
 	require.ErrorContains(t, err, "PUBLISH_TIMEOUT: 0s is out of range [1s, 1h0m0s]")
+
+	env = baseEnv()
+	env["CALL_CONCURRENCY"], env["VENDOR_CONCURRENCY"] = "200", "4"
+	c, err = load(env)
+	require.NoError(t, err)
+	require.Equal(t, 200, c.node.Runner.CallConcurrency)
+	require.Equal(t, 4, c.node.Runner.VendorConcurrency)
+	env["CALL_CONCURRENCY"], env["VENDOR_CONCURRENCY"] = "1", "0"
+	_, err = load(env)
+	require.ErrorContains(t, err, "CALL_CONCURRENCY: 1 is out of range [2, 10000]")
+	require.ErrorContains(t, err, "VENDOR_CONCURRENCY: 0 is out of range [1, 10000]")
 }
 
 // The fault suite's KAFKA_REBALANCE_TIMEOUT and KAFKA_HEARTBEAT_INTERVAL

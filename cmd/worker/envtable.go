@@ -159,11 +159,11 @@ var runVars = envconf.Table{
 	{Vars: []envconf.Var{{Name: "MAX_INFLIGHT", Kind: envconf.Int, Default: strconv.Itoa(runner.DefaultMaxInflight), Min: "1", Max: "100000"}},
 		Doc: "jobs one worker runs at once (then it pauses fetching)"},
 	{Vars: []envconf.Var{{Name: "LEASE_TTL", Kind: envconf.Duration, Default: dur(state.DefaultLeaseTTL), Min: "1s", Max: "10m"}},
-		Doc: "lease lifetime; renewed every TTL/3 in one round trip"},
+		Doc: "lease lifetime: the worker's session is renewed every TTL/3, one command whatever the number of jobs"},
 	{Vars: []envconf.Var{{Name: "JOB_TIMEOUT", Kind: envconf.Duration, Default: dur(runner.DefaultJobTimeout), Min: "1s", Max: "720h"}},
 		Doc: "from first admission"},
 	{Vars: []envconf.Var{{Name: "ABORT_POLL_INTERVAL", Kind: envconf.Duration, Default: dur(runner.DefaultAbortPollInterval), Min: "100ms", Max: "1h"}},
-		Doc: "how often SampleDB is asked for abort requests"},
+		Doc: "how often one worker of the fleet lists SampleDB's active jobs for abort requests"},
 	{Vars: []envconf.Var{{Name: "MAX_MESSAGE_BYTES", Kind: envconf.Int, Default: strconv.Itoa(intake.DefaultMaxMessageBytes), Min: "1024", Max: strconv.Itoa(64 << 20)}},
 		Doc: "larger job records are dead-lettered"},
 	{Vars: []envconf.Var{{Name: "DRAIN_TIMEOUT", Kind: envconf.Duration, Default: dur(runner.DefaultDrainTimeout), Min: "0s", Max: "10m"}},
@@ -171,6 +171,11 @@ var runVars = envconf.Table{
 	{Vars: []envconf.Var{{Name: "START_CONCURRENCY", Kind: envconf.Int, Default: strconv.Itoa(runner.DefaultStartConcurrency), Min: "1", Max: "10000"}},
 		Doc: "vendor operations one worker starts at once, per vendor (an operation accepted but not yet " +
 			"checkpointed is started again after a crash: few should be in that window)"},
+	{Vars: []envconf.Var{{Name: "CALL_CONCURRENCY", Kind: envconf.Int, Default: strconv.Itoa(runner.DefaultCallConcurrency), Min: "2", Max: "10000"}},
+		Doc: "goroutines making the calls of every job (vendor, SampleDB, ledger); a job waiting for its next call " +
+			"costs no goroutine"},
+	{Vars: []envconf.Var{{Name: "VENDOR_CONCURRENCY", Kind: envconf.Int, Default: strconv.Itoa(runner.DefaultVendorConcurrency), Min: "1", Max: "10000"}},
+		Doc: "calls in flight to one vendor account at once, per worker"},
 	{
 		Vars: []envconf.Var{
 			{Name: "POLL_INTERVAL_MIN", Kind: envconf.Duration, Default: dur(runner.DefaultPollMin), Min: "1ms", Max: "1h"},

@@ -24,7 +24,7 @@ func TestRunHelpPrintsTheVariables(t *testing.T) {
 			require.Contains(t, help, name)
 		}
 		for _, want := range []string{
-			"LEASE_TTL\n    default: 30s\n    lease lifetime; renewed every TTL/3 in one round trip\n",
+			"LEASE_TTL\n    default: 30s\n    lease lifetime: the worker's session is renewed every TTL/3, one command\n    whatever the number of jobs\n",
 			"KAFKA_REBALANCE_TIMEOUT, KAFKA_HEARTBEAT_INTERVAL\n    default: 20s, min(3s, session/10)\n",
 			"SAMPLEDB_URL, SAMPLEDB_API_KEY (secret)\n    default: — (required)\n",
 			"CANCEL_TIMEOUT, PUBLISH_TIMEOUT\n    default: 30s, 2m\n",
