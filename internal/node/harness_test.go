@@ -77,6 +77,8 @@ type fleetOpts struct {
 	rate float64
 	// requestTimeout bounds one vendor request (default 5s).
 	requestTimeout time.Duration
+	// cancelTimeout bounds a vendor cancel's attempts (default the runner's).
+	cancelTimeout time.Duration
 	// cytomicRound is the Cytomic batch round period (default 100ms).
 	cytomicRound time.Duration
 	// redact masks the simulators' credentials as `worker run` masks the
@@ -193,7 +195,7 @@ func (f *fleet) startWorker(id string) *workerHandle {
 			RetryMin: 20 * time.Millisecond, RetryMax: 300 * time.Millisecond,
 			ClaimInterval: 100 * time.Millisecond, AbortPollInterval: 200 * time.Millisecond,
 			DrainTimeout: f.opts.requestTimeout, ReconcileInterval: time.Hour,
-			Redact: f.opts.redact,
+			Redact: f.opts.redact, CancelTimeout: f.opts.cancelTimeout,
 		},
 		Registry: reg, Metrics: m, HTTPAddr: "127.0.0.1:0",
 		Logger: f.logger(id),

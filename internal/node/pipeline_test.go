@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -241,4 +242,53 @@ func countFaulted(k *simhttp.Kit, name string) int {
 		}
 	}
 	return n
+}
+
+// TestCancelsGoFirstWhenTheVendorBudgetIsShort: with Sophos at its default
+// fleet limit (1.5 requests/s) and far more polls wanted than that, every
+// aborted job's Sophos run is cancelled at once: cancels wait behind no
+// poll, at the scheduler nor at the limiter.
+func TestCancelsGoFirstWhenTheVendorBudgetIsShort(t *testing.T) {
+	t.Parallel()
+	slow := simstack.TestTiming
+	slow.SophosRun = time.Hour // the queries never finish by themselves
+	// Five cancels take 3.3s of the budget between them; one that has to
+	// queue with the polls of 12 jobs for it does not get through in 6s.
+	f := newFleet(t, fleetOpts{timing: slow, vendors: []string{edr.KindSophosXDR}, rate: 1.5, cancelTimeout: 6 * time.Second})
+	var jobs []job.Message
+	for range 12 {
+		jobs = append(jobs, newJob("win"))
+	}
+	f.submit(topicOSL, jobs...)
+	f.startWorker("w1")
+	require.Eventually(t, func() bool { return len(f.stack.Sophos.Runs()) == len(jobs) },
+		60*time.Second, 20*time.Millisecond, "every query runs")
+	// Polls now want far more than the budget: each job polls every 20ms.
+	aborted := map[string]bool{}
+	var ids []string
+	for _, j := range jobs[:5] {
+		_, ok := f.stack.SampleDB.Abort(j.JobID)
+		require.True(t, ok)
+		aborted[j.Classification.Sample] = true
+		ids = append(ids, j.JobID)
+	}
+	f.waitTerminal(ids, 30*time.Second)
+	for _, id := range ids {
+		f.requireExactlyOneTerminal(id, sampledb.StateAborted)
+	}
+	cancelled := 0
+	for _, r := range f.stack.Sophos.Runs() {
+		if aborted[r.SHA256] {
+			require.True(t, r.Cancelled, "the aborted job's run %s is cancelled at Sophos", r.ID)
+			cancelled++
+		} else {
+			require.False(t, r.Cancelled, "a running job's run is left alone")
+		}
+	}
+	require.Equal(t, 5, cancelled)
+	for _, id := range ids {
+		for _, task := range f.stack.SampleDB.Tasks(id) {
+			require.Equal(t, sampledb.TaskCancelled, task.State)
+		}
+	}
 }
