@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -46,6 +47,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	var env envFlags
 	fs.Var(&env, "env", "extra worker environment KEY=VALUE (repeatable; overrides the bench's)")
 	output := fs.String("o", "table", "output: table or json")
+	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -121,6 +123,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 	}
+	if *jsonFile != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(*jsonFile, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintf(stderr, "worker bench: --json: %v\n", err)
+			code = 1
+		}
+	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -130,8 +139,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(results) > 0 {
-		fmt.Fprintf(stdout, "worker %s; mix %s; window %s; LEASE_TTL %s; ABORT_POLL_INTERVAL %s\n\n",
-			results[0].Worker, results[0].Mix, results[0].Settings.Window, results[0].Settings.LeaseTTL, results[0].Settings.AbortPollInterval)
+		s := results[0].Settings
+		fmt.Fprintf(stdout, "worker %s; mix %s; vendor operations %s; settle %s; window %s; LEASE_TTL %s; ABORT_POLL_INTERVAL %s\n\n",
+			results[0].Worker, results[0].Mix, s.VendorTime, cmp.Or(s.Settle, "0s"), s.Window, s.LeaseTTL, s.AbortPollInterval)
 	}
 	bench.WriteTable(stdout, results)
 	return code

@@ -178,8 +178,9 @@ type Result struct {
 
 	Idle   Phase  `json:"idle"`
 	Window *Phase `json:"window,omitempty"`
-	// RSSPerJob is (window RSS − idle RSS) / InFlight; RedisBytesPerJob
-	// the same of Redis's used_memory.
+	// RSSPerJob is (window RSS − idle RSS) / the jobs held: the worker's
+	// own count (Window.WorkerInFlight) if it exports one, else InFlight;
+	// RedisBytesPerJob the same of Redis's used_memory.
 	RSSPerJob        int64 `json:"rssPerJobBytes"`
 	RedisBytesPerJob int64 `json:"redisBytesPerJob"`
 
@@ -214,22 +215,37 @@ type Phase struct {
 	// phase is shorter); RSSPeak the process's high-water mark (VmHWM).
 	RSS     int64 `json:"rssBytes"`
 	RSSPeak int64 `json:"rssPeakBytes"`
-	// HeapInuse and Goroutines are from the worker's /metrics at the end
-	// (0 if it did not answer).
-	HeapInuse  int64 `json:"heapInuseBytes"`
-	Goroutines int64 `json:"goroutines"`
+	// From the worker's /metrics at the end (0 if it did not answer, or
+	// does not export them): Go heap in use, goroutines, the jobs the
+	// runner says it holds (analysisfleet_jobs_inflight) and leases held.
+	HeapInuse      int64 `json:"heapInuseBytes"`
+	Goroutines     int64 `json:"goroutines"`
+	WorkerInFlight int64 `json:"workerInFlight"`
+	LeasesHeld     int64 `json:"leasesHeld"`
+	// LeasesLost and LeasesClaimed are the worker's counters over the
+	// phase (leases_lost_total, leases_claimed_total); LeasesLostBefore
+	// the lost ones from its start to the phase (admission).
+	LeasesLost       int64 `json:"leasesLost"`
+	LeasesClaimed    int64 `json:"leasesClaimed"`
+	LeasesLostBefore int64 `json:"leasesLostBefore"`
 	// CPU is the worker's user+system time over the phase, in cores.
 	CPU float64 `json:"cpuCores"`
-	// RedisCommands is the commands the worker sent per second, in all and
-	// by command.
-	RedisCommands   float64            `json:"redisCommandsPerSec"`
-	RedisByCommand  map[string]float64 `json:"redisByCommand,omitempty"`
-	RedisMemory     int64              `json:"redisUsedMemoryBytes"`
-	RedisKeys       int64              `json:"redisKeys"`
-	RedisCPU        float64            `json:"redisCpuCores"`
-	BenchCPU        float64            `json:"benchCpuCores"` // the bench process: simulators, Kafka
-	SampleDB        Traffic            `json:"sampledb"`
-	SampleDBByRoute map[string]float64 `json:"sampledbByRoute,omitempty"`
+	// RedisCommands is the commands Redis executed for the worker per
+	// second, in all and by command; those its scripts run count (Redis's
+	// commandstats). RedisScripts is the script calls among them;
+	// RedisBytesIn and Out the traffic between worker and Redis.
+	RedisCommands  float64            `json:"redisCommandsPerSec"`
+	RedisScripts   float64            `json:"redisScriptCallsPerSec"`
+	RedisByCommand map[string]float64 `json:"redisByCommand,omitempty"`
+	RedisBytesIn   float64            `json:"redisBytesInPerSec"`
+	RedisBytesOut  float64            `json:"redisBytesOutPerSec"`
+	RedisMemory    int64              `json:"redisUsedMemoryBytes"`
+	RedisKeys      int64              `json:"redisKeys"`
+	RedisCPU       float64            `json:"redisCpuCores"`
+	BenchCPU       float64            `json:"benchCpuCores"` // the bench process: simulators, Kafka
+	// LoadAvg is the machine's one-minute load average at the end.
+	LoadAvg  float64 `json:"loadavg1"`
+	SampleDB Traffic `json:"sampledb"`
 	// Vendors is each vendor simulator's traffic, by vendor.
 	Vendors map[string]Traffic `json:"vendors,omitempty"`
 }
@@ -241,6 +257,9 @@ type Traffic struct {
 	Errors   float64 `json:"errorsPerSec"`
 	BytesIn  float64 `json:"bytesInPerSec"`
 	BytesOut float64 `json:"bytesOutPerSec"`
+	// Routes is requests per second by method and path, IDs elided
+	// ("GET /sampledb/v2/job/{id}").
+	Routes map[string]float64 `json:"routes,omitempty"`
 }
 
 // Aborts is the abort-latency sample: from the analyst's DELETE to the
@@ -248,13 +267,19 @@ type Traffic struct {
 type Aborts struct {
 	Requested int `json:"requested"`
 	Aborted   int `json:"aborted"`
-	// Other ended in another terminal state; Pending had not ended by the
-	// deadline.
-	Other   int     `json:"other"`
-	Pending int     `json:"pending"`
-	P50     float64 `json:"p50Seconds"`
-	P99     float64 `json:"p99Seconds"`
-	Max     float64 `json:"maxSeconds"`
+	// Other ended in another terminal state (the abort lost a race);
+	// Pending had not ended by the deadline (Config.AbortTimeout).
+	Other   int `json:"other"`
+	Pending int `json:"pending"`
+	// The percentiles are over Aborted and Pending jobs; a pending one
+	// counts with the time it was waited for, and a percentile that lands
+	// on one is a lower bound (AtLeast).
+	P50        float64 `json:"p50Seconds"`
+	P50AtLeast bool    `json:"p50AtLeast,omitempty"`
+	P99        float64 `json:"p99Seconds"`
+	P99AtLeast bool    `json:"p99AtLeast,omitempty"`
+	Max        float64 `json:"maxSeconds"`
+	MaxAtLeast bool    `json:"maxAtLeast,omitempty"`
 }
 
 // run is one run's state.
@@ -469,9 +494,9 @@ func (b *run) measure(ctx context.Context) {
 		return
 	}
 	res.Window = &win
-	if res.InFlight > 0 {
-		res.RSSPerJob = (win.RSS - res.Idle.RSS) / int64(res.InFlight)
-		res.RedisBytesPerJob = (win.RedisMemory - res.Idle.RedisMemory) / int64(res.InFlight)
+	if held := cmp.Or(win.WorkerInFlight, int64(res.InFlight)); held > 0 {
+		res.RSSPerJob = (win.RSS - res.Idle.RSS) / held
+		res.RedisBytesPerJob = (win.RedisMemory - res.Idle.RedisMemory) / held
 	}
 	if len(aborted) > 0 {
 		res.Aborts = b.awaitAborts(ctx, aborted)

@@ -62,11 +62,17 @@ func TestInfoCommandsExcludeTheBenchsOwnINFO(t *testing.T) {
 	require.Equal(t, int64(5), a.keys)
 	a.seq = 7
 
-	b := parseInfo("cmdstat_evalsha:calls=160,usec=1\r\ncmdstat_info:calls=5,usec=1\r\ncmdstat_get:calls=4,usec=1\r\n")
+	a.netIn, a.netOut, a.reply = 1000, 5000, 800
+
+	b := parseInfo("cmdstat_evalsha:calls=160,usec=1\r\ncmdstat_info:calls=5,usec=1\r\ncmdstat_get:calls=4,usec=1\r\n" +
+		"total_net_input_bytes:3140\r\ntotal_net_output_bytes:10600\r\n")
 	b.seq = 9 // the bench sent two INFO from a to b (a's own and one between)
 	total, by := commandsBetween(a, b)
 	require.Equal(t, map[string]int64{"evalsha": 60, "get": 4}, by)
 	require.Equal(t, int64(64), total)
+	in, out := netBetween(a, b)
+	require.Equal(t, int64(3140-1000-2*infoRequest), in)
+	require.Equal(t, int64(10600-5000-2*800), out)
 }
 
 func TestMixDealsJobsToGroupsByWeight(t *testing.T) {
@@ -118,18 +124,23 @@ func TestRouteHidesIDs(t *testing.T) {
 func TestPercentileIsNearestRank(t *testing.T) {
 	t.Parallel()
 	require.Zero(t, percentile(nil, 0.5))
-	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	require.Equal(t, 5.0, percentile(v, 0.5))
-	require.Equal(t, 10.0, percentile(v, 0.99))
-	require.Equal(t, 7.0, percentile([]float64{7}, 0.99))
+	var v []latency
+	for i := 1; i <= 10; i++ {
+		v = append(v, latency{s: float64(i)})
+	}
+	v[9].atLeast = true // the slowest had not ended
+	require.Equal(t, latency{s: 5}, percentile(v, 0.5))
+	require.Equal(t, latency{s: 10, atLeast: true}, percentile(v, 0.99))
+	require.Equal(t, latency{s: 7}, percentile([]latency{{s: 7}}, 0.99))
 }
 
-func TestMetricsReadsGoroutinesAndHeap(t *testing.T) {
+func TestMetricsReadsRuntimeAndRunnerSeries(t *testing.T) {
 	t.Parallel()
-	g, h := parseMetrics(strings.NewReader("# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 1234\n" +
-		"go_memstats_heap_inuse_bytes 5.4525952e+07\ngo_gc_duration_seconds{quantile=\"0\"} 1e-05\n"))
-	require.Equal(t, int64(1234), g)
-	require.Equal(t, int64(54525952), h)
+	m := parseMetrics(strings.NewReader("# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 1234\n" +
+		"go_memstats_heap_inuse_bytes 5.4525952e+07\ngo_gc_duration_seconds{quantile=\"0\"} 1e-05\n" +
+		"analysisfleet_jobs_inflight 998\n" +
+		"analysisfleet_leases_lost_total{reason=\"expired\"} 3\nanalysisfleet_leases_lost_total{reason=\"fenced\"} 4\n"))
+	require.Equal(t, workerMetrics{ok: true, goroutines: 1234, heapInuse: 54525952, inflight: 998, leasesLost: 7}, m)
 }
 
 func TestWarningsCountsLevelsAboveInfo(t *testing.T) {
@@ -155,13 +166,16 @@ func TestTableShowsEveryRunAndWhyOneStopped(t *testing.T) {
 		Aborts: &Aborts{Requested: 50, Aborted: 50, P50: 1.2, P99: 2.5}}
 	partial := &Result{Jobs: 100000, Admitted: 40000, InFlight: 40000, LastRSS: 3 << 30,
 		Note: "stopped during admission: the worker's RSS passed the limit"}
+	slow := &Result{Jobs: 20000, InFlight: 20000, Window: &Phase{WorkerInFlight: 15000, LeasesHeld: 15001, LeasesLostBefore: 16725, LeasesLost: 3},
+		Aborts: &Aborts{Requested: 100, Aborted: 21, Pending: 79, P50: 61.5, P50AtLeast: true, P99: 90, P99AtLeast: true}}
 	var buf bytes.Buffer
-	WriteTable(&buf, []*Result{steady, partial})
+	WriteTable(&buf, []*Result{steady, partial, slow})
 	out := buf.String()
 	for _, want := range []string{
 		"1000", "100000", "1000 of 1000", "40000 of 100000 (not steady)", "500 jobs/s (2.0 s)",
 		"20 MiB → 70 MiB", "3072 MiB (last seen)", "50.0 KiB", "evalsha 1000, get 300",
-		"12.4 MB/s", "CB Cloud requests/s", "134 (2.00 errors/s)", "1.20 s / 2.50 s (50 of 50)",
+		"12.4 MB/s", "CB Cloud requests/s", "134 (2.00 errors/s)", "1.20 s / 2.50 s (50 of 50 aborted)",
+		"15000 (leases held 15001)", "16725 / 3", "≥ 61.5 s / ≥ 90.0 s (21 of 100 aborted, 79 not ended)",
 		"N=100000: stopped during admission",
 	} {
 		require.Contains(t, out, want)

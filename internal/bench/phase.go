@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -21,6 +22,7 @@ type snapshot struct {
 	rss, peak           int64
 	info                redisInfo
 	logs                map[string]int // request-log lengths, by simulator
+	metrics             workerMetrics
 }
 
 func (b *run) snapshot(ctx context.Context) (snapshot, error) {
@@ -29,6 +31,7 @@ func (b *run) snapshot(ctx context.Context) (snapshot, error) {
 	if s.info, err = b.redis.info(ctx); err != nil {
 		return s, err
 	}
+	s.metrics = b.w.metrics()
 	s.logs = map[string]int{}
 	for name, k := range b.stack.Kits() {
 		s.logs[name] = k.Len()
@@ -133,8 +136,8 @@ func (b *run) between(s0, s1 snapshot, rss []int64) Phase {
 		RedisCPU:    rate((s1.redis - s0.redis).Seconds()),
 		BenchCPU:    rate((s1.self - s0.self).Seconds()),
 		RedisMemory: s1.info.usedMemory, RedisKeys: s1.info.keys,
-		RedisByCommand: map[string]float64{}, SampleDBByRoute: map[string]float64{},
-		Vendors: map[string]Traffic{},
+		RedisByCommand: map[string]float64{},
+		Vendors:        map[string]Traffic{}, LoadAvg: loadAvg(),
 	}
 	if len(rss) > 0 {
 		var sum int64
@@ -143,16 +146,26 @@ func (b *run) between(s0, s1 snapshot, rss []int64) Phase {
 		}
 		p.RSS = sum / int64(len(rss))
 	}
-	p.Goroutines, p.HeapInuse = b.w.metrics()
+	m := s1.metrics
+	p.Goroutines, p.HeapInuse, p.WorkerInFlight, p.LeasesHeld = m.goroutines, m.heapInuse, m.inflight, m.leasesHeld
+	if m.ok && s0.metrics.ok {
+		p.LeasesLost, p.LeasesClaimed = m.leasesLost-s0.metrics.leasesLost, m.takenOver-s0.metrics.takenOver
+		p.LeasesLostBefore = s0.metrics.leasesLost
+	}
 	total, by := commandsBetween(s0.info, s1.info)
 	p.RedisCommands = rate(float64(total))
 	for k, n := range by {
 		p.RedisByCommand[k] = rate(float64(n))
+		if slices.Contains(scriptCommands, k) {
+			p.RedisScripts += rate(float64(n))
+		}
 	}
+	in, out := netBetween(s0.info, s1.info)
+	p.RedisBytesIn, p.RedisBytesOut = rate(float64(in)), rate(float64(out))
 	for name, k := range b.stack.Kits() {
 		reqs := k.RequestsFrom(s0.logs[name])
 		reqs = reqs[:min(len(reqs), s1.logs[name]-s0.logs[name])]
-		var t Traffic
+		t := Traffic{Routes: map[string]float64{}}
 		for _, r := range reqs {
 			t.Requests++
 			if r.Status >= 400 {
@@ -160,20 +173,18 @@ func (b *run) between(s0, s1 snapshot, rss []int64) Phase {
 			}
 			t.BytesIn += float64(r.BytesIn)
 			t.BytesOut += float64(r.BytesOut)
-			if name == "sampledb" {
-				p.SampleDBByRoute[r.Method+" "+route(r.Path)]++
-			}
+			t.Routes[r.Method+" "+route(r.Path)]++
 		}
-		t = Traffic{Requests: rate(t.Requests), Errors: rate(t.Errors), BytesIn: rate(t.BytesIn), BytesOut: rate(t.BytesOut)}
+		t.Requests, t.Errors, t.BytesIn, t.BytesOut = rate(t.Requests), rate(t.Errors), rate(t.BytesIn), rate(t.BytesOut)
+		for k, n := range t.Routes {
+			t.Routes[k] = rate(n)
+		}
 		switch {
 		case name == "sampledb":
 			p.SampleDB = t
 		case t.Requests > 0 || slices.Contains(b.cfg.Mix.vendors(), name):
 			p.Vendors[name] = t
 		}
-	}
-	for k, n := range p.SampleDBByRoute {
-		p.SampleDBByRoute[k] = rate(n)
 	}
 	return p
 }
@@ -388,39 +399,50 @@ wait:
 			break wait
 		}
 	}
+	waited := time.Now()
 	a := &Aborts{Requested: len(at)}
-	var lat []float64
+	aborted := map[string]time.Time{}
 	for _, t := range b.stack.SampleDB.AllHistory() {
-		if t.TaskID != "" || t.To != sampledb.StateAborted || !t.Applied() {
-			continue
-		}
-		if when, ok := at[t.JobID]; ok {
-			lat = append(lat, t.Time.Sub(when).Seconds())
+		if t.TaskID == "" && t.To == sampledb.StateAborted && t.Applied() {
+			aborted[t.JobID] = t.Time
 		}
 	}
-	for id := range at {
+	// A job not ended by the deadline counts with the time waited for it,
+	// as a lower bound: a percentile that lands on one says "at least".
+	var lat []latency
+	for id, when := range at {
 		j, _ := b.stack.SampleDB.Job(id)
 		switch {
 		case j.State == sampledb.StateAborted:
 			a.Aborted++
+			lat = append(lat, latency{s: aborted[id].Sub(when).Seconds()})
 		case sampledb.IsTerminal(j.State):
-			a.Other++
+			a.Other++ // the abort lost a race with the job's end
 		default:
 			a.Pending++
+			lat = append(lat, latency{s: waited.Sub(when).Seconds(), atLeast: true})
 		}
 	}
-	slices.Sort(lat)
-	a.P50, a.P99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	slices.SortFunc(lat, func(x, y latency) int { return cmp.Compare(x.s, y.s) })
+	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+	a.P50, a.P50AtLeast, a.P99, a.P99AtLeast = p50.s, p50.atLeast, p99.s, p99.atLeast
 	if len(lat) > 0 {
-		a.Max = lat[len(lat)-1]
+		a.Max, a.MaxAtLeast = lat[len(lat)-1].s, lat[len(lat)-1].atLeast
 	}
 	return a
 }
 
-// percentile is the nearest-rank percentile of sorted values (0 if none).
-func percentile(sorted []float64, p float64) float64 {
+// latency is one abort's, in seconds; atLeast if it had not ended.
+type latency struct {
+	s       float64
+	atLeast bool
+}
+
+// percentile is the nearest-rank percentile of sorted values (zero if
+// none).
+func percentile(sorted []latency, p float64) latency {
 	if len(sorted) == 0 {
-		return 0
+		return latency{}
 	}
 	i := int(math.Ceil(p*float64(len(sorted)))) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]

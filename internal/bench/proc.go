@@ -82,3 +82,18 @@ func parseStatusMem(b []byte) (rss, peak int64, err error) {
 	}
 	return rss, peak, nil
 }
+
+// loadAvg returns the machine's one-minute load average (0 if unknown):
+// the bench shares the machine, and its figures are as noisy as the load.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}

@@ -93,8 +93,13 @@ type redisInfo struct {
 	calls      map[string]int64 // by command (lower case), from commandstats
 	usedMemory int64
 	keys       int64
-	// seq is how many INFO commands the bench had sent before this one.
-	seq int64
+	// netIn and netOut are the bytes Redis read from and wrote to its
+	// clients (total_net_input_bytes, total_net_output_bytes).
+	netIn, netOut int64
+	// seq is how many INFO commands the bench had sent before this one;
+	// reply the size of this one's answer on the wire.
+	seq   int64
+	reply int64
 }
 
 func (r *redisServer) info(ctx context.Context) (redisInfo, error) {
@@ -102,12 +107,13 @@ func (r *redisServer) info(ctx context.Context) (redisInfo, error) {
 	defer cancel()
 	seq := r.infos
 	r.infos++
-	s, err := r.client.Info(ctx, "commandstats", "memory", "keyspace").Result()
+	s, err := r.client.Info(ctx, "commandstats", "memory", "keyspace", "stats").Result()
 	if err != nil {
 		return redisInfo{}, fmt.Errorf("bench: redis INFO: %w", err)
 	}
 	in := parseInfo(s)
 	in.seq = seq
+	in.reply = int64(len(s) + len(strconv.Itoa(len(s))) + 5) // $<len>\r\n…\r\n
 	return in, nil
 }
 
@@ -132,6 +138,10 @@ func parseInfo(s string) redisInfo {
 			}
 		case k == "used_memory":
 			out.usedMemory, _ = strconv.ParseInt(v, 10, 64)
+		case k == "total_net_input_bytes":
+			out.netIn, _ = strconv.ParseInt(v, 10, 64)
+		case k == "total_net_output_bytes":
+			out.netOut, _ = strconv.ParseInt(v, 10, 64)
 		case strings.HasPrefix(k, "db"):
 			for _, kv := range strings.Split(v, ",") {
 				if n, ok := strings.CutPrefix(kv, "keys="); ok {
@@ -144,9 +154,10 @@ func parseInfo(s string) redisInfo {
 	return out
 }
 
-// commandsBetween is the commands served from snapshot a to snapshot b, by
-// command, without the INFO commands the bench sent: a's own INFO is
-// counted in b, b's is not.
+// commandsBetween is the commands executed from snapshot a to snapshot b,
+// by command, without the INFO commands the bench sent: a's own INFO is
+// counted in b, b's is not. Commands a script runs (redis.call) count as
+// commands, as Redis counts them: they are work the server does.
 func commandsBetween(a, b redisInfo) (total int64, by map[string]int64) {
 	own := b.seq - a.seq
 	by = map[string]int64{}
@@ -162,3 +173,18 @@ func commandsBetween(a, b redisInfo) (total int64, by map[string]int64) {
 	}
 	return total, by
 }
+
+// infoRequest is the size of the bench's INFO command on the wire, about.
+const infoRequest = 70
+
+// netBetween is the bytes the other clients (the worker) sent to Redis
+// and received from it from snapshot a to snapshot b.
+func netBetween(a, b redisInfo) (in, out int64) {
+	own := b.seq - a.seq
+	in = b.netIn - a.netIn - own*infoRequest
+	out = b.netOut - a.netOut - a.reply*own
+	return max(in, 0), max(out, 0)
+}
+
+// scriptCommands are the commands that run a script.
+var scriptCommands = []string{"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}

@@ -23,6 +23,14 @@ func rateBytes(b float64) string {
 	return fmt.Sprintf("%.0f B/s", b)
 }
 
+// seconds is a latency; "≥" when it is a lower bound.
+func seconds(s float64, atLeast bool) string {
+	if atLeast {
+		return fmt.Sprintf("≥ %.1f s", s)
+	}
+	return fmt.Sprintf("%.2f s", s)
+}
+
 func count(f float64) string {
 	switch {
 	case f >= 100:
@@ -72,6 +80,15 @@ func WriteTable(w io.Writer, rs []*Result) {
 			}
 			return fmt.Sprintf("%s → %s", mib(r.Idle.RSS), mib(r.Window.RSS))
 		}},
+		{"jobs the worker holds (its gauge)", win(func(_ *Result, p *Phase) string {
+			if p.WorkerInFlight == 0 && p.LeasesHeld == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%d (leases held %d)", p.WorkerInFlight, p.LeasesHeld)
+		})},
+		{"leases lost (before / in window)", win(func(_ *Result, p *Phase) string {
+			return fmt.Sprintf("%d / %d", p.LeasesLostBefore, p.LeasesLost)
+		})},
 		{"RSS per in-flight job", win(func(r *Result, _ *Phase) string { return kib(r.RSSPerJob) })},
 		{"Go heap in use", win(func(_ *Result, p *Phase) string { return mib(p.HeapInuse) })},
 		{"goroutines", win(func(_ *Result, p *Phase) string { return fmt.Sprint(p.Goroutines) })},
@@ -81,9 +98,11 @@ func WriteTable(w io.Writer, rs []*Result) {
 		{"Redis commands/s (idle → window)", win(func(r *Result, p *Phase) string {
 			return fmt.Sprintf("%s → %s", count(r.Idle.RedisCommands), count(p.RedisCommands))
 		})},
+		{"  of which script calls/s", win(func(_ *Result, p *Phase) string { return count(p.RedisScripts) })},
 		{"  most frequent", win(func(_ *Result, p *Phase) string {
-			return strings.Join(topN(p.RedisByCommand, 2, count), ", ")
+			return strings.Join(topN(p.RedisByCommand, 3, count), ", ")
 		})},
+		{"Redis traffic (in + out)", win(func(_ *Result, p *Phase) string { return rateBytes(p.RedisBytesIn + p.RedisBytesOut) })},
 		{"Redis memory per job", win(func(r *Result, _ *Phase) string { return kib(r.RedisBytesPerJob) })},
 		{"SampleDB requests/s", win(func(_ *Result, p *Phase) string { return count(p.SampleDB.Requests) })},
 		{"SampleDB bytes/s (out + in)", win(func(_ *Result, p *Phase) string {
@@ -117,14 +136,15 @@ func WriteTable(w io.Writer, rs []*Result) {
 			if a == nil {
 				return "–"
 			}
-			s := fmt.Sprintf("%.2f s / %.2f s (%d of %d)", a.P50, a.P99, a.Aborted, a.Requested)
+			s := fmt.Sprintf("%s / %s (%d of %d aborted", seconds(a.P50, a.P50AtLeast), seconds(a.P99, a.P99AtLeast), a.Aborted, a.Requested)
 			if a.Pending > 0 {
 				s += fmt.Sprintf(", %d not ended", a.Pending)
 			}
-			return s
+			return s + ")"
 		}},
 		row{"redis-server CPU", win(func(_ *Result, p *Phase) string { return fmt.Sprintf("%.2f cores", p.RedisCPU) })},
 		row{"bench process CPU (simulators)", win(func(_ *Result, p *Phase) string { return fmt.Sprintf("%.2f cores", p.BenchCPU) })},
+		row{"machine load (1 min)", win(func(_ *Result, p *Phase) string { return fmt.Sprintf("%.2f", p.LoadAvg) })},
 		row{"worker warnings logged", func(r *Result) string {
 			n := 0
 			for _, c := range r.Warnings {

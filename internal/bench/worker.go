@@ -121,37 +121,70 @@ func (w *workerProc) waitReady(ctx context.Context, timeout time.Duration) error
 	}
 }
 
-// metrics reads the Go runtime's goroutines and heap in use from the
-// worker's /metrics; zeros if it does not answer.
-func (w *workerProc) metrics() (goroutines, heapInuse int64) {
-	resp, err := w.http.Get("http://" + w.addr + "/metrics")
-	if err != nil {
-		return 0, 0
-	}
-	defer resp.Body.Close()
-	return parseMetrics(resp.Body)
+// workerMetrics are the figures the bench reads from the worker's
+// /metrics: the Go runtime's, and the runner's own where it exports them
+// (absent ones read 0).
+type workerMetrics struct {
+	ok                    bool
+	goroutines, heapInuse int64
+	inflight, leasesHeld  int64
+	leasesLost, takenOver int64 // counters, summed over their labels
 }
 
-func parseMetrics(r io.Reader) (goroutines, heapInuse int64) {
+// metricNames maps the series read to the field they fill.
+var metricNames = map[string]func(m *workerMetrics) *int64{
+	"go_goroutines":                      func(m *workerMetrics) *int64 { return &m.goroutines },
+	"go_memstats_heap_inuse_bytes":       func(m *workerMetrics) *int64 { return &m.heapInuse },
+	"analysisfleet_jobs_inflight":        func(m *workerMetrics) *int64 { return &m.inflight },
+	"analysisfleet_leases_held":          func(m *workerMetrics) *int64 { return &m.leasesHeld },
+	"analysisfleet_leases_lost_total":    func(m *workerMetrics) *int64 { return &m.leasesLost },
+	"analysisfleet_leases_claimed_total": func(m *workerMetrics) *int64 { return &m.takenOver },
+}
+
+// metrics reads the worker's /metrics; ok is false if it did not answer.
+func (w *workerProc) metrics() workerMetrics {
+	resp, err := w.http.Get("http://" + w.addr + "/metrics")
+	if err != nil {
+		return workerMetrics{}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return workerMetrics{}
+	}
+	m := parseMetrics(resp.Body)
+	return m
+}
+
+// parseMetrics reads the Prometheus text format: each series in
+// metricNames, summed over its label sets.
+func parseMetrics(r io.Reader) workerMetrics {
+	m := workerMetrics{ok: true}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		name := line[:i]
+		if j := strings.IndexByte(name, '{'); j >= 0 {
+			name = name[:j]
+		}
+		field, ok := metricNames[strings.TrimSpace(name)]
 		if !ok {
 			continue
 		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		f, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
 			continue
 		}
-		switch name {
-		case "go_goroutines":
-			goroutines = int64(f)
-		case "go_memstats_heap_inuse_bytes":
-			heapInuse = int64(f)
-		}
+		*field(&m) += int64(f)
 	}
-	return goroutines, heapInuse
+	return m
 }
 
 // freeAddr returns a loopback address nothing listens on now.
