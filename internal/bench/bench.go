@@ -223,11 +223,13 @@ type Phase struct {
 	WorkerInFlight int64 `json:"workerInFlight"`
 	LeasesHeld     int64 `json:"leasesHeld"`
 	// LeasesLost and LeasesClaimed are the worker's counters over the
-	// phase (leases_lost_total, leases_claimed_total); LeasesLostBefore
-	// the lost ones from its start to the phase (admission).
-	LeasesLost       int64 `json:"leasesLost"`
-	LeasesClaimed    int64 `json:"leasesClaimed"`
-	LeasesLostBefore int64 `json:"leasesLostBefore"`
+	// phase (leases_lost_total; leases_claimed_total, expired leases it
+	// took over, its own included); the Before ones count from the
+	// worker's start to the phase (admission, settling).
+	LeasesLost          int64 `json:"leasesLost"`
+	LeasesClaimed       int64 `json:"leasesClaimed"`
+	LeasesLostBefore    int64 `json:"leasesLostBefore"`
+	LeasesClaimedBefore int64 `json:"leasesClaimedBefore"`
 	// CPU is the worker's user+system time over the phase, in cores.
 	CPU float64 `json:"cpuCores"`
 	// RedisCommands is the commands Redis executed for the worker per

@@ -166,7 +166,7 @@ func TestTableShowsEveryRunAndWhyOneStopped(t *testing.T) {
 		Aborts: &Aborts{Requested: 50, Aborted: 50, P50: 1.2, P99: 2.5}}
 	partial := &Result{Jobs: 100000, Admitted: 40000, InFlight: 40000, LastRSS: 3 << 30,
 		Note: "stopped during admission: the worker's RSS passed the limit"}
-	slow := &Result{Jobs: 20000, InFlight: 20000, Window: &Phase{WorkerInFlight: 15000, LeasesHeld: 15001, LeasesLostBefore: 16725, LeasesLost: 3},
+	slow := &Result{Jobs: 20000, InFlight: 20000, Window: &Phase{WorkerInFlight: 15000, LeasesHeld: 15001, LeasesLostBefore: 16725, LeasesClaimedBefore: 16000, LeasesLost: 3, LeasesClaimed: 100},
 		Aborts: &Aborts{Requested: 100, Aborted: 21, Pending: 79, P50: 61.5, P50AtLeast: true, P99: 90, P99AtLeast: true}}
 	var buf bytes.Buffer
 	WriteTable(&buf, []*Result{steady, partial, slow})
@@ -175,7 +175,7 @@ func TestTableShowsEveryRunAndWhyOneStopped(t *testing.T) {
 		"1000", "100000", "1000 of 1000", "40000 of 100000 (not steady)", "500 jobs/s (2.0 s)",
 		"20 MiB → 70 MiB", "3072 MiB (last seen)", "50.0 KiB", "evalsha 1000, get 300",
 		"12.4 MB/s", "CB Cloud requests/s", "134 (2.00 errors/s)", "1.20 s / 2.50 s (50 of 50 aborted)",
-		"15000 (leases held 15001)", "16725 / 3", "≥ 61.5 s / ≥ 90.0 s (21 of 100 aborted, 79 not ended)",
+		"15000 (leases held 15001)", "16725, 16000; 3, 100", "≥ 61.5 s / ≥ 90.0 s (21 of 100 aborted, 79 not ended)",
 		"N=100000: stopped during admission",
 	} {
 		require.Contains(t, out, want)

@@ -150,7 +150,7 @@ func (b *run) between(s0, s1 snapshot, rss []int64) Phase {
 	p.Goroutines, p.HeapInuse, p.WorkerInFlight, p.LeasesHeld = m.goroutines, m.heapInuse, m.inflight, m.leasesHeld
 	if m.ok && s0.metrics.ok {
 		p.LeasesLost, p.LeasesClaimed = m.leasesLost-s0.metrics.leasesLost, m.takenOver-s0.metrics.takenOver
-		p.LeasesLostBefore = s0.metrics.leasesLost
+		p.LeasesLostBefore, p.LeasesClaimedBefore = s0.metrics.leasesLost, s0.metrics.takenOver
 	}
 	total, by := commandsBetween(s0.info, s1.info)
 	p.RedisCommands = rate(float64(total))

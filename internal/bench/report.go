@@ -86,8 +86,8 @@ func WriteTable(w io.Writer, rs []*Result) {
 			}
 			return fmt.Sprintf("%d (leases held %d)", p.WorkerInFlight, p.LeasesHeld)
 		})},
-		{"leases lost (before / in window)", win(func(_ *Result, p *Phase) string {
-			return fmt.Sprintf("%d / %d", p.LeasesLostBefore, p.LeasesLost)
+		{"leases lost, taken over (before; in window)", win(func(_ *Result, p *Phase) string {
+			return fmt.Sprintf("%d, %d; %d, %d", p.LeasesLostBefore, p.LeasesClaimedBefore, p.LeasesLost, p.LeasesClaimed)
 		})},
 		{"RSS per in-flight job", win(func(r *Result, _ *Phase) string { return kib(r.RSSPerJob) })},
 		{"Go heap in use", win(func(_ *Result, p *Phase) string { return mib(p.HeapInuse) })},
