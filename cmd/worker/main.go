@@ -5,6 +5,7 @@
 //	worker dev    everything in one process: in-process Kafka, Redis, simulators,
 //	              synthetic submissions, a live progress display and a summary
 //	worker sim    the simulators alone, on fixed ports (multi-process tests)
+//	worker bench  measure one worker holding N long jobs (internal/bench)
 //	worker healthcheck  probe /readyz (container healthchecks without curl)
 //	worker version
 //
@@ -48,6 +49,7 @@ commands:
   run       run a worker (configured by environment variables: worker run --help)
   dev       run the whole fleet in one process with simulators and a live display
   sim       serve the simulators on fixed ports (for multi-process tests)
+  bench     measure one worker holding N long jobs (RSS, CPU, Redis, SampleDB, aborts)
   healthcheck [addr]  exit 0 if the worker at addr (default HTTP_ADDR or :8080) is ready
   version   print the version
 
@@ -101,6 +103,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdDev(args[1:], stdout, stderr)
 	case "sim":
 		return cmdSim(args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-v":

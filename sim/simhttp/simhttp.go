@@ -71,6 +71,10 @@ type Request struct {
 	Job     string `json:"job,omitempty"`
 	Status  int    `json:"status"`
 	Faulted string `json:"faulted,omitempty"` // name of the fault that answered, if any
+	// BytesIn and BytesOut are the request body bytes the handler read and
+	// the response body bytes it wrote (0 for answers a fault made up).
+	BytesIn  int64 `json:"bytesIn,omitempty"`
+	BytesOut int64 `json:"bytesOut,omitempty"`
 }
 
 // HeaderJob is the fleet's job correlation header (internal/httpc.HeaderJob).
@@ -140,6 +144,22 @@ func (k *Kit) Requests() []Request {
 	return append([]Request(nil), k.log...)
 }
 
+// Len returns how many requests the log holds: with RequestsFrom, a reader
+// can take the log in increments.
+func (k *Kit) Len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.log)
+}
+
+// RequestsFrom returns a copy of the log from entry from on.
+func (k *Kit) RequestsFrom(from int) []Request {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	from = min(max(from, 0), len(k.log))
+	return append([]Request(nil), k.log[from:]...)
+}
+
 // Count returns how many logged requests match method (empty = any) and path
 // prefix.
 func (k *Kit) Count(method, pathPrefix string) int {
@@ -185,11 +205,23 @@ func (k *Kit) pick(r *http.Request) *Fault {
 }
 
 func (k *Kit) record(r *http.Request, at time.Time, status int, faulted string) {
-	k.mu.Lock()
-	k.log = append(k.log, Request{
+	k.recordBytes(r, at, status, faulted, nil)
+}
+
+// recordBytes records a request served through rec, with its byte counts.
+func (k *Kit) recordBytes(r *http.Request, at time.Time, status int, faulted string, rec *statusRecorder) {
+	e := Request{
 		Time: at, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
 		UserAgent: r.UserAgent(), Job: r.Header.Get(HeaderJob), Status: status, Faulted: faulted,
-	})
+	}
+	if rec != nil {
+		e.BytesOut = rec.bytes
+		if c, ok := r.Body.(*countingBody); ok {
+			e.BytesIn = c.n
+		}
+	}
+	k.mu.Lock()
+	k.log = append(k.log, e)
 	k.mu.Unlock()
 }
 
@@ -211,11 +243,14 @@ func (k *Kit) Wrap(h http.Handler) http.Handler {
 			return
 		}
 		at := k.now()
+		if r.Body != nil {
+			r.Body = &countingBody{ReadCloser: r.Body}
+		}
 		f := k.pick(r)
 		if f == nil {
 			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 			h.ServeHTTP(rec, r)
-			k.record(r, at, rec.status, "")
+			k.recordBytes(r, at, rec.status, "", rec)
 			return
 		}
 		name := f.Name
@@ -288,7 +323,7 @@ func (k *Kit) Wrap(h http.Handler) http.Handler {
 		default:
 			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 			h.ServeHTTP(rec, r)
-			k.record(r, at, rec.status, name)
+			k.recordBytes(r, at, rec.status, name, rec)
 		}
 	})
 }
@@ -360,6 +395,25 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	bytes  int64
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// countingBody counts the request body bytes a handler reads.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
