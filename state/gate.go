@@ -24,6 +24,9 @@ type gate struct {
 }
 
 type gateWaiter struct {
+	// granted: a holder's Redis call got this waiter's grant too; it
+	// goes without holding the gate.
+	granted bool
 	prio    httpc.Priority
 	seq     uint64
 	idx     int           // in q; -1 when not queued
@@ -67,7 +70,7 @@ func (g *gate) wait(ctx context.Context, w *gateWaiter) error {
 			return ctx.Err()
 		}
 		g.mu.Unlock()
-		g.leave(w) // made the holder meanwhile: pass it on
+		g.leave(w, 0) // made the holder meanwhile: pass it on (a grant is lost)
 		return ctx.Err()
 	}
 }
@@ -98,24 +101,37 @@ func (g *gate) preempted(w *gateWaiter) <-chan struct{} {
 // yield hands the gate to the highest waiter and queues w again (with its
 // original place among its priority), waiting for its next turn.
 func (g *gate) yield(ctx context.Context, w *gateWaiter) error {
-	g.leave(w)
+	g.leave(w, 0)
 	return g.wait(ctx, w)
 }
 
-// leave hands the gate over to the next waiter, or frees it.
-func (g *gate) leave(w *gateWaiter) {
+// leave hands grants the holder w obtained for others to the next waiters
+// in order (they go at once), then the gate to the next one, or frees it.
+func (g *gate) leave(w *gateWaiter, grants int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.holder != w {
 		return
 	}
 	g.holder = nil
+	for ; grants > 0 && g.q.Len() > 0; grants-- {
+		next := heap.Pop(&g.q).(*gateWaiter)
+		next.granted = true
+		close(next.ready)
+	}
 	if g.q.Len() == 0 {
 		return
 	}
 	next := heap.Pop(&g.q).(*gateWaiter)
 	g.hold(next)
 	close(next.ready)
+}
+
+// queued returns how many wait behind the holder.
+func (g *gate) queued() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.q.Len()
 }
 
 // gateQueue is a heap of waiters by (priority, arrival).

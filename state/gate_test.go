@@ -3,9 +3,11 @@ package state
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
@@ -46,7 +48,7 @@ func TestGateServesByPriorityAndPreemptsTheHolder(t *testing.T) {
 			mu.Lock()
 			order = append(order, name)
 			mu.Unlock()
-			g.leave(w)
+			g.leave(w, 0)
 		}()
 		require.Eventually(t, func() bool { return queued(g) == want }, 5*time.Second, time.Millisecond)
 	}
@@ -67,7 +69,7 @@ func TestGateServesByPriorityAndPreemptsTheHolder(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, []string{"cancel", "collect"}, order, "the more urgent waiters went first")
 	mu.Unlock()
-	g.leave(holder)
+	g.leave(holder, 0)
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -92,7 +94,7 @@ func TestGateWaiterLeavesOnContextEnd(t *testing.T) {
 	cancel()
 	require.ErrorIs(t, <-errc, context.Canceled)
 	require.Zero(t, queued(g))
-	g.leave(holder)
+	g.leave(holder, 0)
 	require.False(t, held(g))
 }
 
@@ -135,4 +137,64 @@ func TestRateLimiterGrantsCancelsBeforeQueuedPolls(t *testing.T) {
 	wg.Wait()
 	require.Len(t, order, 7)
 	require.Equal(t, "cancel", order[0], "the cancel waits behind no poll: %v", order)
+}
+
+// evalCounter counts script calls.
+type evalCounter struct{ n atomic.Int64 }
+
+func (h *evalCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *evalCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *evalCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestRateLimiterGrantsTheWaitersInOneCall: the holder asks Redis for
+// itself and the waiters behind it (up to the burst) in one call, and they
+// all go.
+func TestRateLimiterGrantsTheWaitersInOneCall(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testenv.RedisClient(t)
+	s, err := New(rdb, Config{Namespace: ns})
+	require.NoError(t, err)
+	require.NoError(t, s.Load(context.Background()))
+	l := s.RateLimiter("cbc:org", 10, 50, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hold, err := l.gate.enter(ctx, httpc.PriorityPoll) // as if a request were asking now
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for i := 1; i <= 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, l.Wait(ctx))
+		}()
+		require.Eventually(t, func() bool { return queued(l.gate) == i }, 5*time.Second, time.Millisecond)
+	}
+	calls := &evalCounter{}
+	rdb.AddHook(calls)
+	l.gate.leave(hold, 0)
+	wg.Wait()
+	require.EqualValues(t, 1, calls.n.Load(), "twenty grants, one script call")
+	require.False(t, held(l.gate))
+
+	// The grants counted against the fleet's budget: of the burst of 50,
+	// 30 are left now.
+	got := 0
+	for {
+		wait, n, err := l.ask(ctx, 100)
+		require.NoError(t, err)
+		if wait > 0 {
+			break
+		}
+		got += n
+	}
+	require.InDelta(t, 30, got, 1, "the burst left after the twenty (one more may have accrued)")
 }

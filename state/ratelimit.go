@@ -76,12 +76,15 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 		}
 	}()
 	w, err := l.gate.enter(ctx, httpc.PriorityOf(ctx))
-	if err != nil {
-		return err
+	if err != nil || w.granted {
+		return err // granted: a holder asked for it along with its own
 	}
-	defer l.gate.leave(w)
+	extra := 0
+	defer func() { l.gate.leave(w, extra) }()
 	for {
-		wait, err := l.ask(ctx)
+		// Ask for this request and, as far as the burst allows, for the
+		// ones waiting behind it: one Redis call for several grants.
+		wait, got, err := l.ask(ctx, 1+min(l.gate.queued(), l.maxBatch()-1))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -90,6 +93,7 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			return l.local(ctx)
 		}
 		if wait <= 0 {
+			extra = got - 1
 			return nil
 		}
 		t := time.NewTimer(wait)
@@ -125,7 +129,17 @@ func (l *RateLimiter) ForTenant(tenant string) *RateLimiter {
 	return c
 }
 
-func (l *RateLimiter) ask(ctx context.Context) (time.Duration, error) {
+// maxBatch is the most grants one Redis call asks for: the burst.
+func (l *RateLimiter) maxBatch() int {
+	if l.interval <= 0 {
+		return 64
+	}
+	return int(l.tol/l.interval) + 1
+}
+
+// ask asks the fleet's budget for want requests: it returns how long to
+// wait, or how many may go now (at least one).
+func (l *RateLimiter) ask(ctx context.Context, want int) (time.Duration, int, error) {
 	iv := l.interval
 	if iv <= 0 {
 		iv = time.Microsecond // cool-down only: GCRA effectively off
@@ -138,15 +152,23 @@ func (l *RateLimiter) ask(ctx context.Context) (time.Duration, error) {
 	var err error
 	if l.tenant != "" && l.interval > 0 {
 		v, err = l.s.run(ctx, fairRateScript, []string{l.tat, l.cool, l.tenTat, l.active},
-			iv.Microseconds(), tol.Microseconds(), l.tenant, FairWindow.Milliseconds())
+			iv.Microseconds(), tol.Microseconds(), l.tenant, FairWindow.Milliseconds(), want)
 	} else {
-		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds())
+		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds(), want)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)
+		return 0, 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)
 	}
-	us, _ := v.(int64)
-	return time.Duration(us) * time.Microsecond, nil
+	r, _ := v.([]any)
+	if len(r) != 2 {
+		return 0, 0, fmt.Errorf("state: rate limit %s: unexpected reply %v", l.name, v)
+	}
+	us, _ := r[0].(int64)
+	got, _ := r[1].(int64)
+	if us <= 0 {
+		return 0, max(int(got), 1), nil
+	}
+	return time.Duration(us) * time.Microsecond, 0, nil
 }
 
 // local paces this process alone, used only while Redis is unreachable.

@@ -374,22 +374,25 @@ local at = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {redis.call('GET', KEYS[1]), now - at}
 `)
 
-// rateScript is a GCRA limiter with a fleet-wide cool-down.
-// KEYS: tat, cooldown. ARGV: interval µs, tolerance µs.
-// Returns 0 when the request may go now, else µs to wait.
+// rateScript is a GCRA limiter with a fleet-wide cool-down that grants up
+// to ARGV[3] requests at once (as many as the burst allows now), so a
+// worker with many requests waiting asks Redis once for several.
+// KEYS: tat, cooldown. ARGV: interval µs, tolerance µs, wanted.
+// Returns {0, granted} when requests may go now, else {µs to wait, 0}.
 var rateScript = redis.NewScript(`
 local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return cool * 1000 end
+if cool > 0 then return {cool * 1000, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval, tol = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, tol, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow = tat - tol
-if allow > now then return allow - now end
-local ntat = tat + interval
+if allow > now then return {allow - now, 0} end
+local g = math.max(1, math.min(want, math.floor((now + tol - tat) / interval) + 1))
+local ntat = tat + g * interval
 redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
-return 0
+return {0, g}
 `)
 
 // fairRateScript is rateScript for one tenant of a credential several
@@ -398,11 +401,11 @@ return 0
 // that asked within the last window, so when the credential is saturated
 // each active tenant gets an equal share, and a tenant alone gets all of it.
 // KEYS: tat, cooldown, tenant tat, active tenants (zset).
-// ARGV: interval µs, tolerance µs, tenant, window ms.
-// Returns 0 when the request may go now, else µs to wait.
+// ARGV: interval µs, tolerance µs, tenant, window ms, wanted.
+// Returns {0, granted} when requests may go now, else {µs to wait, 0}.
 var fairRateScript = redis.NewScript(`
 local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return cool * 1000 end
+if cool > 0 then return {cool * 1000, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local nowms = math.floor(now / 1000)
@@ -415,15 +418,18 @@ local tinterval = interval * n
 local ttat = tonumber(redis.call('GET', KEYS[3]) or '0')
 if ttat < now then ttat = now end
 local tallow = ttat - tol
-if tallow > now then return tallow - now end
+if tallow > now then return {tallow - now, 0} end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow = tat - tol
-if allow > now then return allow - now end
-local ntat, nttat = tat + interval, ttat + tinterval
+if allow > now then return {allow - now, 0} end
+local want = tonumber(ARGV[5])
+local g = math.min(want, math.floor((now + tol - tat) / interval) + 1, math.floor((now + tol - ttat) / tinterval) + 1)
+g = math.max(1, g)
+local ntat, nttat = tat + g * interval, ttat + g * tinterval
 redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
 redis.call('SET', KEYS[3], string.format('%d', nttat), 'PX', math.floor((nttat - now) / 1000) + 1000)
-return 0
+return {0, g}
 `)
 
 // throttleScript extends the cool-down to at least ARGV[1] ms. KEYS: cooldown.
