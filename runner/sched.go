@@ -342,14 +342,6 @@ func (s *sched) doneAll(sts []*step) {
 	}
 }
 
-// depth reports how many steps wait (timers, ready, blocked, pending) and
-// run, for metrics and the benchmark.
-func (s *sched) depth() (waiting, ready int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.timers.Len(), s.ready.Len()
-}
-
 // stepHeap orders steps: a timer heap by due time; a ready (or blocked)
 // heap by priority, then due time, then arrival.
 type stepHeap struct {
