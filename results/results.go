@@ -69,7 +69,10 @@ var ErrNotPublishable = errors.New("summary cannot be published")
 
 // Encode bounds s's texts and lists and encodes it. It reports whether
 // lists had to be dropped to fit MaxSummaryBytes.
-func Encode(s *Summary) ([]byte, bool) {
+func Encode(s *Summary) ([]byte, bool) { return EncodeWithin(s, MaxSummaryBytes) }
+
+// EncodeWithin is Encode with another bound than MaxSummaryBytes.
+func EncodeWithin(s *Summary, max int) ([]byte, bool) {
 	s.Reason = clip(s.Reason, MaxSummaryText)
 	for i := range s.Tasks {
 		t := &s.Tasks[i]
@@ -97,7 +100,7 @@ func Encode(s *Summary) ([]byte, bool) {
 		t.Result = &r
 	}
 	b, _ := json.Marshal(s)
-	if len(b) <= MaxSummaryBytes {
+	if len(b) <= max {
 		return b, false
 	}
 	s.Truncated = true

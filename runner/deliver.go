@@ -29,6 +29,18 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		reason = strings.Join(parts, "; ")
 	}
 	out := state.Outcome{State: st, Reason: j.r.cfg.Redact.String(reason), By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
+	j.mu.Lock()
+	unsaved := len(j.events) > 0
+	j.mu.Unlock()
+	if unsaved {
+		if err := j.save(); err != nil { // the timeline before the decision
+			return j.exitFor(err)
+		}
+	}
+	ev := state.Event{At: time.Now(), Ev: "decided", Worker: j.r.cfg.WorkerID, Token: j.lease.Token, Detail: out.State}
+	if out.Reason != "" {
+		ev.Detail += ": " + out.Reason
+	}
 	var stood []byte
 	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
@@ -38,7 +50,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		},
 	}, func(ctx context.Context) error {
 		var err error
-		stood, err = j.r.store.Decide(ctx, j.sess, j.lease, out.Encode())
+		stood, err = j.r.store.Decide(ctx, j.sess, j.lease, out.Encode(), ev)
 		return err
 	})
 	if errors.Is(err, state.ErrStale) {
@@ -81,6 +93,7 @@ func (j *jobRun) deliver(out state.Outcome) exitReason {
 			cp.Ended = time.Now().UnixMilli()
 			if cp.Ref != nil {
 				cp.Cancel = j.cancelVendor(pt.Kind, cp.Ref)
+				j.note("vendor operation stopped", pt.Kind+": "+cp.Cancel)
 			}
 			if cp.Error == "" {
 				cp.Error = out.Reason
@@ -175,8 +188,9 @@ func (j *jobRun) deliver(out state.Outcome) exitReason {
 		log.Error("SampleDB holds another terminal state for this job; keeping SampleDB's", zap.String("sampledb_state", final))
 	}
 	failpoint.Hit(failpoint.TerminalPutBeforeComplete)
-	j.publish(out, final, plan, tasks)
-	if err := j.complete(final); err != nil {
+	summary := j.summarize(out, final, plan, tasks)
+	j.publish(summary)
+	if err := j.complete(final, ledgerSummary(summary)); err != nil {
 		return j.exitFor(err)
 	}
 	if !j.abortSince.IsZero() && final == sampledb.StateAborted {
@@ -271,7 +285,7 @@ func (j *jobRun) afterFailedPut(err error) exitReason {
 		}
 		if sampledb.IsTerminal(sj.State) {
 			j.log.Info("job already finished in SampleDB; dropping", zap.String("sampledb_state", sj.State))
-			if err := j.complete(sj.State); err != nil {
+			if err := j.complete(sj.State, nil); err != nil {
 				return j.exitFor(err)
 			}
 			return exitDone
@@ -284,11 +298,12 @@ func (j *jobRun) afterFailedPut(err error) exitReason {
 func (j *jobRun) finishGone() exitReason {
 	out := state.Outcome{State: sampledb.StateFailed, Reason: "job not found in SampleDB", By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
-	if _, err := j.r.store.Decide(j.ctx, j.sess, j.lease, raw); err != nil {
+	ev := state.Event{At: time.Now(), Ev: "decided", Worker: j.r.cfg.WorkerID, Token: j.lease.Token, Detail: "failed: job not found in SampleDB"}
+	if _, err := j.r.store.Decide(j.ctx, j.sess, j.lease, raw, ev); err != nil {
 		return j.exitFor(err)
 	}
 	j.log.Warn("job not found in SampleDB; finishing it locally as failed")
-	if err := j.complete(sampledb.StateFailed); err != nil {
+	if err := j.complete(sampledb.StateFailed, nil); err != nil {
 		return j.exitFor(err)
 	}
 	return exitDone
@@ -361,11 +376,9 @@ func (j *jobRun) sdb(ctx context.Context, call func(context.Context) error) erro
 	}, call)
 }
 
-func (j *jobRun) publish(out state.Outcome, final string, plan []state.PlannedTask, tasks map[string]*state.TaskCheckpoint) {
-	pub := j.r.cfg.Results
-	if pub == nil {
-		return
-	}
+// summarize is the job's result summary, as published and kept in the
+// ledger.
+func (j *jobRun) summarize(out state.Outcome, final string, plan []state.PlannedTask, tasks map[string]*state.TaskCheckpoint) *results.Summary {
 	msg, _ := j.message()
 	s := results.Summary{
 		JobID: j.lease.ID, State: final, Reason: out.Reason,
@@ -383,7 +396,31 @@ func (j *jobRun) publish(out state.Outcome, final string, plan []state.PlannedTa
 		cp := tasks[k]
 		s.Tasks = append(s.Tasks, results.TaskSummary{Kind: k, State: cp.State, TaskID: cp.TaskID, Result: cp.Result, Error: cp.Error, Cancel: cp.Cancel})
 	}
-	body, truncated := results.Encode(&s)
+	return &s
+}
+
+// MaxLedgerSummary bounds the summary the ledger keeps with a finished
+// job's tombstone (its lists are dropped beyond it; the published one
+// keeps them up to results.MaxSummaryBytes).
+const MaxLedgerSummary = 32 << 10
+
+// ledgerSummary encodes the summary the ledger keeps.
+func ledgerSummary(s *results.Summary) []byte {
+	c := *s
+	c.Tasks = append([]results.TaskSummary(nil), s.Tasks...)
+	b, _ := results.EncodeWithin(&c, MaxLedgerSummary)
+	return b
+}
+
+// publish sends the summary to the result topic, when there is one.
+func (j *jobRun) publish(s *results.Summary) {
+	pub := j.r.cfg.Results
+	if pub == nil {
+		return
+	}
+	c := *s
+	c.Tasks = append([]results.TaskSummary(nil), s.Tasks...)
+	body, truncated := results.Encode(&c)
 	if truncated {
 		j.log.Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
 	}
@@ -403,8 +440,11 @@ func (j *jobRun) publish(out state.Outcome, final string, plan []state.PlannedTa
 	}
 }
 
-// complete tombstones the job (fenced), retrying while Redis is unreachable.
-func (j *jobRun) complete(final string) error {
+// complete tombstones the job (fenced), retrying while Redis is unreachable,
+// and keeps its summary (nil: none) and timeline with the tombstone.
+func (j *jobRun) complete(final string, summary []byte) error {
+	ev := state.Event{At: time.Now(), Ev: "finished", Worker: j.r.cfg.WorkerID, Token: j.lease.Token,
+		Detail: "SampleDB holds " + final}
 	err := j.do(retry{ctx: j.ctx, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
@@ -412,7 +452,7 @@ func (j *jobRun) complete(final string) error {
 			return 0
 		},
 	}, func(ctx context.Context) error {
-		return j.r.store.Complete(ctx, j.sess, j.lease, final)
+		return j.r.store.Complete(ctx, j.sess, j.lease, final, ev, summary)
 	})
 	if errors.Is(err, state.ErrStale) {
 		return j.loseFor(err)

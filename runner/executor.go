@@ -74,6 +74,7 @@ type jobRun struct {
 
 	mu     sync.Mutex
 	fields map[string]string // last written ledger fields, for re-seeding
+	events []state.Event     // timeline events waiting for the next checkpoint
 	phase  jobPhase
 	// halted says why the job stops before its tasks end: aborted,
 	// timeout, haltDrain, haltLost; "" while running or when every task
@@ -198,6 +199,7 @@ func (j *jobRun) requestAbort(why string) {
 		j.abortWhy = why
 		j.abortSince = time.Now()
 		j.log.Info("abort requested", zap.String("reason", why))
+		j.note("abort noticed", why)
 		first = true
 	})
 	if first {
@@ -385,6 +387,7 @@ func (j *jobRun) begin() (exitReason, bool) {
 	if err != nil {
 		return j.afterFailedPut(err), true
 	}
+	j.note("executing", "SampleDB accepted the executing state")
 	if sj.AbortRequested {
 		j.requestAbort("abort requested before the job started")
 	}
@@ -415,6 +418,18 @@ func (j *jobRun) begin() (exitReason, bool) {
 	j.tasks = tasks
 	j.mu.Unlock()
 	return 0, false
+}
+
+// note adds an event to the job's timeline: it is written with the next
+// checkpoint (no round trip of its own).
+func (j *jobRun) note(ev, detail string) {
+	e := state.Event{At: time.Now(), Ev: ev, Worker: j.r.cfg.WorkerID, Token: j.lease.Token, Detail: j.r.cfg.Redact.String(detail)}
+	j.mu.Lock()
+	if len(j.events) >= state.MaxTimeline { // the ledger keeps no more anyway
+		j.events = j.events[1:]
+	}
+	j.events = append(j.events, e)
+	j.mu.Unlock()
 }
 
 // halting returns why the job was asked to stop, if it was.
@@ -558,7 +573,20 @@ func (j *jobRun) save(kv ...string) error {
 			return 0
 		},
 	}, func(ctx context.Context) error {
-		return j.r.store.Checkpoint(ctx, j.sess, j.lease, kv...)
+		// The pending events go with this write; tasks save concurrently,
+		// so they are taken out first and put back in front when the
+		// write fails.
+		j.mu.Lock()
+		evs := j.events
+		j.events = nil
+		j.mu.Unlock()
+		err := j.r.store.CheckpointNotes(ctx, j.sess, j.lease, evs, kv...)
+		if err != nil && len(evs) > 0 {
+			j.mu.Lock()
+			j.events = append(evs, j.events...)
+			j.mu.Unlock()
+		}
+		return err
 	})
 	if errors.Is(err, state.ErrStale) {
 		return j.loseFor(err)

@@ -589,3 +589,36 @@ func TestJobRunsOnlyOnItsCustomersAccounts(t *testing.T) {
 	defer w.results.mu.Unlock()
 	require.Contains(t, w.results.got[len(w.results.got)-1].Reason, `customer "initech" has no vendor accounts`)
 }
+
+// TestFinishedJobLeavesTimelineAndResult: a job run to its end leaves, in
+// the ledger, a timeline of what happened under which token and the
+// summary that was published, for fleetctl and the console to show.
+func TestFinishedJobLeavesTimelineAndResult(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+
+	tl, err := w.store.Timeline(context.Background(), jtJob)
+	require.NoError(t, err)
+	var evs []string
+	for _, e := range tl {
+		evs = append(evs, e.Ev)
+	}
+	for _, want := range []string{"admitted", "executing", "task created", "vendor operation started", "task ended", "decided", "finished"} {
+		require.Contains(t, evs, want)
+	}
+	require.Equal(t, "admitted", evs[0])
+	require.Equal(t, "finished", evs[len(evs)-1])
+	require.Equal(t, j.lease.Token, tl[len(tl)-1].Token, "each step names the token it ran under")
+
+	res, err := w.store.Result(context.Background(), jtJob)
+	require.NoError(t, err)
+	var got results.Summary
+	require.NoError(t, json.Unmarshal(res, &got))
+	require.Equal(t, jtJob, got.JobID)
+	require.Equal(t, sampledb.StateSuccess, got.State)
+	require.Equal(t, w.summary().State, got.State, "the ledger keeps what was published")
+}

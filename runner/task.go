@@ -105,6 +105,7 @@ func (t *taskRun) advance() (time.Time, bool) {
 		} else {
 			t.created = true
 			cp.TaskID = task.ID
+			j.note("task created", fmt.Sprintf("%s: SampleDB task %s", kind, task.ID))
 			if j.saveTask(cp) != nil {
 				return time.Time{}, false
 			}
@@ -134,6 +135,7 @@ func (t *taskRun) startOp() (time.Time, bool) {
 		return t.failed(err)
 	}
 	cp.Ref, cp.Started = ref, time.Now().UnixMilli()
+	j.note("vendor operation started", fmt.Sprintf("%s: %s", t.pt.Kind, refText(ref)))
 	failpoint.Hit(failpoint.StartedBeforeCheckpoint)
 	if j.saveTask(cp) != nil {
 		return time.Time{}, false
@@ -174,7 +176,9 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 		return t.retryLater(err)
 	}
 	t.bo = nil
-	changed := false
+	cp.Polls++
+	changed := cp.LastError != ""
+	cp.LastError = ""
 	if st.Ref != nil {
 		cp.Ref, changed = st.Ref, true
 	}
@@ -193,7 +197,9 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 	} else {
 		t.delay = min(t.delay*3/2, j.r.cfg.PollMax)
 	}
-	return earliest(time.Now().Add(t.delay), t.deadline), false
+	next := earliest(time.Now().Add(t.delay), t.deadline)
+	cp.NextPoll = next.UnixMilli()
+	return next, false
 }
 
 // collectOp fetches and summarises the results.
@@ -232,6 +238,11 @@ func (t *taskRun) retryLater(err error) (time.Time, bool) {
 		return t.timeout()
 	}
 	t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
+	// Operators see the failure on the task (a write only when one fails).
+	t.cp.LastError, t.cp.NextPoll = err.Error(), due.UnixMilli()
+	if j.saveTask(t.cp) != nil {
+		return time.Time{}, false
+	}
 	return due, false
 }
 
@@ -260,7 +271,12 @@ func (t *taskRun) failed(err error) (time.Time, bool) {
 // end records the task's end and reports it to SampleDB.
 func (t *taskRun) end(st, msg string) (time.Time, bool) {
 	j, cp := t.j, t.cp
-	cp.State, cp.Error, cp.Ended = st, msg, time.Now().UnixMilli()
+	cp.State, cp.Error, cp.Ended, cp.NextPoll = st, msg, time.Now().UnixMilli(), 0
+	detail := t.pt.Kind + ": " + st
+	if msg != "" {
+		detail += ": " + msg
+	}
+	j.note("task ended", detail)
 	if err := j.saveTask(cp); err != nil {
 		return time.Time{}, false
 	}
@@ -299,6 +315,7 @@ func (j *jobRun) startOnce(kind string, cp *state.TaskCheckpoint, t edr.Target, 
 		switch {
 		case err == nil:
 			log.Info("re-attached to the vendor operation an earlier start launched", zap.String("intent", cp.Intent.Key))
+			j.note("re-attached", fmt.Sprintf("%s: found the operation an earlier start launched (%s)", kind, cp.Intent.Key))
 			obs.VendorStarted(vendor, "reattached")
 			return ref, nil
 		case errors.Is(err, edr.ErrNotStarted):
@@ -480,3 +497,14 @@ func (r *Runner) pollBatch(ln *lane, bp edr.BatchPoller, kind string) {
 // maxPollBatch bounds the operations of one batched poll (the driver splits
 // larger requests itself).
 const maxPollBatch = 1000
+
+// refText is a vendor operation reference as the timeline shows it:
+// compact, and cut short.
+func refText(ref edr.Ref) string {
+	const max = 200
+	s := string(ref)
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}

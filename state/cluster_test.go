@@ -168,12 +168,12 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	note("notify aborts: marked=%d mail=%+v b marked=%s", n, mail, rec.Fields[state.FieldAbort])
 
 	// Finished, and gone with Redis's data: the fenced writes tell which.
-	decided, err := s.Decide(c, w1, lease["c"], state.Outcome{State: "success", By: "w1"}.Encode())
+	decided, err := s.Decide(c, w1, lease["c"], state.Outcome{State: "success", By: "w1"}.Encode(), state.Event{})
 	require.NoError(t, err)
-	require.NoError(t, s.Complete(c, w1, lease["c"], "success"))
+	require.NoError(t, s.Complete(c, w1, lease["c"], "success", state.Event{Ev: "finished"}, []byte(`{"jobId":"c"}`)))
 	note("decide+complete c: %s", decided)
 	k.Remove("c", lease["c"].Token)
-	err = s.Complete(c, w1, lease["c"], "success")
+	err = s.Complete(c, w1, lease["c"], "success", state.Event{}, nil)
 	require.ErrorIs(t, err, state.ErrStale)
 	require.NotErrorIs(t, err, state.ErrGone, "a tombstone says finished, not lost data")
 	require.NoError(t, rdb.Del(c, pfx+"job:d").Err())
@@ -226,9 +226,9 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	require.NoError(t, err)
 	require.False(t, rr.Alive, "a dead session stays dead")
 	require.ErrorIs(t, s.Checkpoint(c, w3, x3, "k", "v"), state.ErrStale)
-	_, err = s.Decide(c, w3, x3, []byte(`{"state":"success"}`))
+	_, err = s.Decide(c, w3, x3, []byte(`{"state":"success"}`), state.Event{})
 	require.ErrorIs(t, err, state.ErrStale)
-	require.ErrorIs(t, s.Complete(c, w3, x3, "success"), state.ErrStale)
+	require.ErrorIs(t, s.Complete(c, w3, x3, "success", state.Event{}, nil), state.ErrStale)
 	_, _, err = s.Admit(c, w3, []state.AdmitRequest{{ID: "z", Msg: []byte(`{}`)}})
 	require.ErrorIs(t, err, state.ErrSessionGone)
 	_, _, err = s.Claim(c, w3, 1)
@@ -239,15 +239,15 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	note("dead session w3: renew alive=%v, admit %v, keys left %d", rr.Alive, state.ErrSessionGone, left)
 
 	// Decide (first wins), the outbox, Complete, the tombstone.
-	first, err := s.Decide(c, w4, x4, []byte(`{"state":"aborted"}`))
+	first, err := s.Decide(c, w4, x4, []byte(`{"state":"aborted"}`), state.Event{})
 	require.NoError(t, err)
-	second, err := s.Decide(c, w4, x4, []byte(`{"state":"success"}`))
+	second, err := s.Decide(c, w4, x4, []byte(`{"state":"success"}`), state.Event{})
 	require.NoError(t, err)
 	require.Equal(t, first, second, "exactly one terminal decision")
 	depth, err := s.OutboxDepth(c)
 	require.NoError(t, err)
 	note("decide x: %s then %s, outbox %d", first, second, depth)
-	require.NoError(t, s.Complete(c, w4, x4, "aborted"))
+	require.NoError(t, s.Complete(c, w4, x4, "aborted", state.Event{}, nil))
 	tomb, ok, err := s.Tombstone(c, "x")
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -257,7 +257,7 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	require.Equal(t, state.Finished, ar[0].Outcome, "the tombstone keeps redeliveries out")
 	require.Equal(t, state.Running, ar[1].Outcome, "w4's live session holds y")
 	note("complete x: tomb=%s readmit x=%s y=%s (%s)", tomb, ar[0].Outcome, ar[1].Outcome, ar[1].Detail)
-	_, err = s.Decide(c, w1, lease["a"], state.Outcome{State: "success", By: "w1"}.Encode())
+	_, err = s.Decide(c, w1, lease["a"], state.Outcome{State: "success", By: "w1"}.Encode(), state.Event{})
 	require.NoError(t, err) // a stays decided, in the outbox
 
 	// Adoption of unknown jobs; Known.
@@ -427,8 +427,8 @@ func requireOneSlot(t *testing.T, cc *redis.ClusterClient, ns string) {
 		got = append(got, k)
 	}
 	sort.Strings(got)
-	require.Equal(t, []string{"claimable", "cool", "epoch", "fence", "job", "leaselog", "lock", "mail", "outbox",
-		"owned", "quarantine", "rl", "sess", "sessions", "tomb", "worker", "workers"}, got,
+	require.Equal(t, []string{"claimable", "cool", "epoch", "fence", "finished", "job", "leaselog", "lock", "mail", "outbox",
+		"owned", "quarantine", "res", "rl", "sess", "sessions", "tl", "tomb", "worker", "workers"}, got,
 		"every kind of key the fleet writes, all in slot %d (%d keys)", slot, len(keys))
 }
 
@@ -481,7 +481,7 @@ func TestNamespacesSpreadOverMasters(t *testing.T) {
 		require.NoError(t, cc.ForEachMaster(c, func(c context.Context, m *redis.Client) error {
 			found, err := scanAll(c, m, "{"+n+"}:*")
 			if m.Options().Addr == masterOf(n) {
-				require.Len(t, found, 7, "job, sessions, sess, owned, workers, fence, leaselog of %s on its master: %v", n, found)
+				require.Len(t, found, 8, "job, timeline, sessions, sess, owned, workers, fence, leaselog of %s on its master: %v", n, found)
 			} else {
 				require.Empty(t, found)
 			}

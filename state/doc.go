@@ -20,6 +20,10 @@
 //	{ns}:claimable    zset   job id → since when anybody may claim it (released: 0)
 //	{ns}:outbox       zset   job id → when its terminal state was decided
 //	{ns}:tomb:<id>    string terminal state, expires after TombstoneTTL (7 days)
+//	{ns}:tl:<id>      list   the job's timeline: its last 200 events (JSON), kept
+//	                         HistoryTTL (24h) after the job finished
+//	{ns}:res:<id>     string a finished job's result summary (≤ 32 KiB), HistoryTTL
+//	{ns}:finished     zset   finished job id → when; trimmed to HistoryTTL
 //	{ns}:fence        int    the fencing-token counter
 //	{ns}:epoch        string random; a different value means Redis lost data
 //	{ns}:epoch:at     string the epoch's creation time (ms, Redis clock)

@@ -34,7 +34,7 @@ func TestListJobsReadsEveryRecordWithItsLeaseAcrossBatches(t *testing.T) {
 	require.NoError(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), leases[7], "task:cbc.event_export", `{"kind":"cbc.event_export"}`))
 	_, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), leases[8:9])
 	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), leases[9], "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), leases[9], "success", state.Event{}, nil))
 
 	// A namespace that a glob-unescaped pattern of ours would match must
 	// stay invisible: "?" matches any one character in SCAN MATCH.
@@ -90,7 +90,7 @@ func TestLeaseSummaryCountsExpiredAndExpiringByRedisTime(t *testing.T) {
 	admitMany(t, long, "w2", "long", 1)
 	_, err = b.store.Release(ctx(t), sess(t, b.store, "w1"), short[:1])
 	require.NoError(t, err)
-	_, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), short[1], []byte(`{"state":"success"}`))
+	_, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), short[1], []byte(`{"state":"success"}`), state.Event{})
 	require.NoError(t, err)
 
 	sum, err := b.store.LeaseSummary(ctx(t), time.Minute, 10)
@@ -163,7 +163,7 @@ func TestJobLeaseHistoryFollowsOneJobAcrossPages(t *testing.T) {
 	require.Equal(t, "w2", owner)
 	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 1)
 	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), got[0].Lease, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), got[0].Lease, "success", state.Event{}, nil))
 
 	evs, err := b.store.JobLeaseHistory(ctx(t), "target")
 	require.NoError(t, err)

@@ -80,6 +80,12 @@ type TaskCheckpoint struct {
 	Reported bool `json:"reported,omitempty"`
 	// Cancel records what happened at the vendor on abort/timeout.
 	Cancel string `json:"cancel,omitempty"`
+	// Polls counts the vendor polls made by the owners so far, LastError
+	// is the last failed call's error (retried), NextPoll when the next
+	// call is due (unix ms): as of the last checkpoint, for operators.
+	Polls     int    `json:"polls,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+	NextPoll  int64  `json:"nextPoll,omitempty"`
 }
 
 // Done reports whether the task ended.

@@ -25,6 +25,19 @@ local function leaselog(lk, ev, id, worker, tok, now)
   redis.call('XADD', lk, 'MAXLEN', '~', '100000', '*',
     'ev', ev, 'job', id, 'worker', worker, 'token', tok, 'at', string.format('%d', now))
 end
+-- timeline appends events (JSON texts) to a job's timeline, keeping the
+-- last 200.
+local function timeline(prefix, id, ...)
+  local k = prefix .. 'tl:' .. id
+  for _, e in ipairs({...}) do
+    if e ~= '' then redis.call('RPUSH', k, e) end
+  end
+  redis.call('LTRIM', k, -200, -1)
+end
+-- event encodes one timeline event.
+local function event(now, ev, worker, tok, detail)
+  return cjson.encode({at = now, ev = ev, worker = worker or '', token = tonumber(tok or '0') or 0, detail = detail or ''})
+end
 -- excluded says worker may not take job key jk now: an operator released
 -- the job away from it (fleetctl release) less than a grace period ago.
 local function excluded(jk, worker, now)
@@ -118,6 +131,7 @@ for i = 4, #ARGV, 3 do
       redis.call('ZREM', claimable, id)
       redis.call('SADD', owned, id)
       leaselog(lk, 'takeover', id, worker, tok, now)
+      timeline(prefix, id, event(now, 'taken over', worker, tok, 'redelivered from ' .. src))
       out[#out+1] = {id, 'takeover', tok, '', redis.call('HGETALL', jk)}
     end
   else
@@ -126,6 +140,7 @@ for i = 4, #ARGV, 3 do
       'created', string.format('%d', now), 'source', src)
     redis.call('SADD', owned, id)
     leaselog(lk, 'admitted', id, worker, tok, now)
+    timeline(prefix, id, event(now, 'admitted', worker, tok, 'from ' .. src))
     out[#out+1] = {id, 'admitted', tok, string.format('%d', now)}
   end
 end
@@ -169,7 +184,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', claimable, '-inf', now, 'LIMIT',
   elseif redis.call('EXISTS', jk) == 0 then
     redis.call('ZREM', claimable, id)
   else
-    local f = redis.call('HMGET', jk, 'session')
+    local f = redis.call('HMGET', jk, 'session', 'owner')
     if alive(sessions, f[1], now) then
       redis.call('ZREM', claimable, id) -- held again (re-admitted meanwhile)
     elseif excluded(jk, worker, now) then
@@ -181,6 +196,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', claimable, '-inf', now, 'LIMIT',
       redis.call('ZREM', claimable, id)
       redis.call('SADD', owned, id)
       leaselog(lk, 'claimed', id, worker, tok, now)
+      local from = 'claimable (released or re-adopted)'
+      if f[2] and f[2] ~= '' then from = 'from ' .. f[2] .. ', whose session ended' end
+      timeline(prefix, id, event(now, 'claimed', worker, tok, from))
       out[#out+1] = {id, tok, redis.call('HGETALL', jk)}
       n = n + 1
     end
@@ -229,6 +247,7 @@ for i = 4, #ARGV, 2 do
     redis.call('ZADD', claimable, 0, id)
     redis.call('SREM', prefix .. 'owned:' .. sid, id)
     leaselog(lk, 'released', id, worker, tok, now)
+    timeline(prefix, id, event(now, 'released', worker, tok, 'handed over at a safe point (drain)'))
     n = n + 1
   end
 end
@@ -257,6 +276,7 @@ if sess ~= '' then
   mail(ARGV[1], sess, 'lost ' .. ARGV[2] .. ' ' .. tok .. ' stolen', tonumber(ARGV[4]))
 end
 leaselog(KEYS[3], 'forced', ARGV[2], owner, tok, now)
+timeline(ARGV[1], ARGV[2], event(now, 'released by an operator', owner, tok, 'fleetctl release'))
 return owner
 `)
 
@@ -276,17 +296,20 @@ local function fenced()
 end
 `
 
-// checkpointScript is a fenced HSET. KEYS: job, sessions. ARGV: session, token, (field, value)*.
+// checkpointScript is a fenced HSET, and appends timeline events.
+// KEYS: job, sessions. ARGV: session, token, prefix, id, n, n events, (field, value)*.
 var checkpointScript = redis.NewScript(luaPrelude + luaSessions + luaFenced + `
 local err = fenced()
 if err then return err end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+local n = tonumber(ARGV[5])
+if n > 0 then timeline(ARGV[3], ARGV[4], unpack(ARGV, 6, 5 + n)) end
+for i = 6 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 return 1
 `)
 
 // decideScript records the job's terminal outcome once and puts the job in
 // the outbox. The first decision wins; later calls return it.
-// KEYS: job, sessions, outbox. ARGV: session, token, id, outcome.
+// KEYS: job, sessions, outbox. ARGV: session, token, id, outcome, prefix, event.
 var decideScript = redis.NewScript(luaPrelude + luaSessions + luaFenced + `
 local err = fenced()
 if err then return err end
@@ -294,13 +317,17 @@ local cur = redis.call('HGET', KEYS[1], 'outcome')
 if cur then return cur end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[4])
 redis.call('ZADD', KEYS[3], nowms(), ARGV[3])
+timeline(ARGV[5], ARGV[3], ARGV[6])
 return ARGV[4]
 `)
 
 // completeScript ends a job whose terminal state SampleDB acknowledged: the
 // record, its claimable and outbox entries go, a tombstone keeps
-// redeliveries out. KEYS: job, sessions, claimable, outbox, tomb, leaselog.
-// ARGV: session, token, id, state, tombms, prefix, worker.
+// redeliveries out for tombms; the job's summary (when given), its timeline
+// and its place in the finished index stay for histms.
+// KEYS: job, sessions, claimable, outbox, tomb, leaselog, finished.
+// ARGV: session, token, id, state, tombms, prefix, worker, event, summary,
+// histms.
 var completeScript = redis.NewScript(luaPrelude + luaSessions + `
 if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
 quarantined(KEYS[5], 'string')
@@ -311,12 +338,18 @@ if not f[2] then
 end
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
 if not alive(KEYS[2], ARGV[1], nowms()) then return redis.error_reply('STALE session expired') end
-leaselog(KEYS[6], 'completed', ARGV[3], ARGV[7], ARGV[2], nowms())
+local now = nowms()
+leaselog(KEYS[6], 'completed', ARGV[3], ARGV[7], ARGV[2], now)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('SREM', ARGV[6] .. 'owned:' .. ARGV[1], ARGV[3])
 redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
+timeline(ARGV[6], ARGV[3], ARGV[8])
+redis.call('PEXPIRE', ARGV[6] .. 'tl:' .. ARGV[3], ARGV[10])
+if ARGV[9] ~= '' then redis.call('SET', ARGV[6] .. 'res:' .. ARGV[3], ARGV[9], 'PX', ARGV[10]) end
+redis.call('ZADD', KEYS[7], now, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(ARGV[10]))
 return 1
 `)
 
@@ -337,6 +370,8 @@ local delay = tonumber(ARGV[2])
 local at = 0
 if delay > 0 then at = nowms() + delay end
 redis.call('ZADD', KEYS[3], at, ARGV[1])
+local prefix = string.match(KEYS[1], '^({[^}]*}:)')
+timeline(prefix, ARGV[1], event(nowms(), 'adopted', '', '0', 'the ledger had lost it: claimable again'))
 return 1
 `)
 
@@ -353,8 +388,10 @@ for i = 3, #ARGV do
   local jk = KEYS[i-2]
   if redis.call('TYPE', jk)['ok'] == 'hash' and redis.call('HGET', jk, 'abort') ~= '1' then
     redis.call('HSET', jk, 'abort', '1')
-    local sess = redis.call('HGET', jk, 'session')
+    local f = redis.call('HMGET', jk, 'session', 'owner', 'token')
+    local sess = f[1]
     if sess and sess ~= '' then mail(prefix, sess, 'abort ' .. id, ttl) end
+    timeline(prefix, id, event(nowms(), 'abort requested', f[2], f[3], 'seen in SampleDB; the holder is told'))
     n = n + 1
   end
 end

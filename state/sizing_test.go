@@ -254,10 +254,10 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	require.Equal(t, checkpoints, tasks.evalsha, "every checkpoint is one round trip")
 	require.Equal(t, checkpoints*plan.total(), tasks.total(), "every checkpoint runs the same commands")
 	decide := z.measure(func() {
-		_, err := z.s.Decide(c, w1, l, state.Outcome{State: "success", By: "w1", At: 1795440650000}.Encode())
+		_, err := z.s.Decide(c, w1, l, state.Outcome{State: "success", By: "w1", At: 1795440650000}.Encode(), state.Event{})
 		require.NoError(t, err)
 	})
-	complete := z.measure(func() { require.NoError(t, z.s.Complete(c, w1, l, "success")) })
+	complete := z.measure(func() { require.NoError(t, z.s.Complete(c, w1, l, "success", state.Event{}, nil)) })
 	require.Equal(t, 1, decide.evalsha)
 	require.Equal(t, 1, complete.evalsha)
 	t.Logf("checkpoint: %s", plan)
@@ -337,12 +337,13 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	// 1,000). The dead session's deadline is set in the past instead of
 	// waited for: the scripts see what they see when it passes.
 	w4 := z.open("w4")
-	nothing := z.measure(func() {
+	forced := z.measure(func() {
 		got, _, err := z.s.Claim(c, w4, 100)
 		require.NoError(t, err)
 		require.Len(t, got, 1, "only the force-released job")
 	})
-	nothing = z.measure(func() {
+	t.Logf("claim tick, one force-released job: %s", forced)
+	nothing := z.measure(func() {
 		got, _, err := z.s.Claim(c, w4, 100)
 		require.NoError(t, err)
 		require.Empty(t, got)
@@ -438,14 +439,14 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	t.Logf("per in-flight job (record, owned-set member, key space; lease log apart): %d B", inflight)
 
 	for _, l := range leases {
-		_, err := z.s.Decide(c, w5, l, state.Outcome{State: "success", By: "w5", At: 1795440650000}.Encode())
+		_, err := z.s.Decide(c, w5, l, state.Outcome{State: "success", By: "w5", At: 1795440650000}.Encode(), state.Event{})
 		require.NoError(t, err)
 	}
 	t.Logf("outbox: %d B for %d decided jobs", z.memoryUsage(pfx+"outbox"), n)
 
 	// Completed, nothing of the jobs is left but tombstones and log entries.
 	for _, l := range leases {
-		require.NoError(t, z.s.Complete(c, w5, l, "success"))
+		require.NoError(t, z.s.Complete(c, w5, l, "success", state.Event{}, nil))
 	}
 	require.Zero(t, z.rdb.Exists(c, pfx+"owned:"+w5.ID).Val(), "the owned set empties as jobs complete")
 	logAfter := z.memoryUsage(pfx + "leaselog")
@@ -455,9 +456,18 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	require.Greater(t, ttl, 6*24*time.Hour)
 	entries, err := z.rdb.XLen(c, pfx+"leaselog").Result()
 	require.NoError(t, err)
+	t.Logf("per finished job, tombstone and history (timeline, finished index; TTL %s): %d B", state.DefaultHistoryTTL, tombs)
+	// The history expires first; what stays for the tombstone's TTL alone:
+	for _, l := range leases {
+		require.NoError(t, z.rdb.Del(c, pfx+"tl:"+l.ID, pfx+"res:"+l.ID).Err())
+	}
+	require.NoError(t, z.rdb.Del(c, pfx+"finished").Err())
+	history := tombs
+	tombs = (z.usedMemory() - start - (logAfter - logBefore)) / n
 	t.Logf("per tombstone (TTL %s): %d B (MEMORY USAGE of the key alone: %d B)", state.DefaultTombstoneTTL, tombs,
 		z.memoryUsage(pfx+"tomb:"+leases[0].ID))
 	t.Logf("lease log: %d entries, %d B, %.0f B per entry (capped near 100,000 entries)", entries, logAfter,
 		float64(logAfter)/float64(entries))
 	require.Less(t, tombs, int64(256), "a tombstone")
+	require.Less(t, history, int64(2048), "a finished job's history")
 }

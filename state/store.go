@@ -21,6 +21,9 @@ const (
 	DefaultNamespace    = "analysisfleet"
 	DefaultLeaseTTL     = 30 * time.Second
 	DefaultTombstoneTTL = 7 * 24 * time.Hour
+	// DefaultHistoryTTL is how long a finished job's timeline and result
+	// summary are kept.
+	DefaultHistoryTTL = 24 * time.Hour
 )
 
 // ErrStale is returned by every fenced write when the caller no longer owns
@@ -60,6 +63,10 @@ type Config struct {
 	// TombstoneTTL is how long a finished job keeps redeliveries out.
 	// Default 7 days.
 	TombstoneTTL time.Duration
+	// HistoryTTL is how long a finished job's timeline and result summary
+	// stay readable (fleetctl job, the console). Default 24h; never longer
+	// than TombstoneTTL.
+	HistoryTTL time.Duration
 }
 
 // Store is the job ledger in Redis. It is safe for concurrent use.
@@ -71,6 +78,7 @@ type Store struct {
 	pfx    string
 	ttl    time.Duration
 	tomb   time.Duration
+	hist   time.Duration
 	kSess  string
 	kClaim string
 	kOut   string
@@ -94,10 +102,11 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("state: LeaseTTL %s is too short", ttl)
 	}
 	pfx := "{" + ns + "}:"
+	tomb := cmp.Or(cfg.TombstoneTTL, DefaultTombstoneTTL)
 	return &Store{
 		hooks: &hooks{},
 		rdb:   rdb, ns: ns, pfx: pfx, ttl: ttl,
-		tomb:  cmp.Or(cfg.TombstoneTTL, DefaultTombstoneTTL),
+		tomb: tomb, hist: min(cmp.Or(cfg.HistoryTTL, DefaultHistoryTTL), tomb),
 		kSess: pfx + "sessions", kClaim: pfx + "claimable", kOut: pfx + "outbox", kFen: pfx + "fence",
 		kWork: pfx + "workers", kEpo: pfx + "epoch", kLog: pfx + "leaselog",
 	}, nil
@@ -529,11 +538,20 @@ func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok b
 // Checkpoint writes fields (name, value pairs) to the job's record if sess
 // still holds l. Otherwise it returns ErrStale and writes nothing.
 func (s *Store) Checkpoint(ctx context.Context, sess Session, l Lease, kv ...string) error {
+	return s.CheckpointNotes(ctx, sess, l, nil, kv...)
+}
+
+// CheckpointNotes is Checkpoint that also appends events to the job's
+// timeline, in the same fenced write.
+func (s *Store) CheckpointNotes(ctx context.Context, sess Session, l Lease, events []Event, kv ...string) error {
 	if len(kv)%2 != 0 {
 		return errors.New("state: checkpoint: odd field list")
 	}
-	args := make([]any, 0, 2+len(kv))
-	args = append(args, sess.ID, strconv.FormatInt(l.Token, 10))
+	args := make([]any, 0, 5+len(events)+len(kv))
+	args = append(args, sess.ID, strconv.FormatInt(l.Token, 10), s.pfx, l.ID, len(events))
+	for _, e := range events {
+		args = append(args, e.encode())
+	}
 	for _, x := range kv {
 		args = append(args, x)
 	}
@@ -542,11 +560,11 @@ func (s *Store) Checkpoint(ctx context.Context, sess Session, l Lease, kv ...str
 }
 
 // Decide records the job's terminal outcome and puts it in the outbox, if
-// sess holds l. The first decision wins: Decide returns the outcome that
-// stands, which may be an earlier one.
-func (s *Store) Decide(ctx context.Context, sess Session, l Lease, outcome []byte) ([]byte, error) {
+// sess holds l; the decision goes on the timeline as ev. The first decision
+// wins: Decide returns the outcome that stands, which may be an earlier one.
+func (s *Store) Decide(ctx context.Context, sess Session, l Lease, outcome []byte, ev Event) ([]byte, error) {
 	v, err := s.run(ctx, decideScript, []string{s.jobKey(l.ID), s.kSess, s.kOut},
-		sess.ID, strconv.FormatInt(l.Token, 10), l.ID, outcome)
+		sess.ID, strconv.FormatInt(l.Token, 10), l.ID, outcome, s.pfx, ev.encode())
 	if err := s.fenced("decide", l.ID, err); err != nil {
 		return nil, err
 	}
@@ -555,11 +573,14 @@ func (s *Store) Decide(ctx context.Context, sess Session, l Lease, outcome []byt
 
 // Complete ends the job after SampleDB acknowledged its terminal state:
 // record, claimable and outbox entries are removed and a tombstone with the
-// state keeps redelivered records out for TombstoneTTL.
-func (s *Store) Complete(ctx context.Context, sess Session, l Lease, terminal string) error {
+// state keeps redelivered records out for TombstoneTTL. ev closes the
+// job's timeline; summary (the job's result summary, or nil) is kept, with
+// the timeline, as long as the tombstone (Result, Timeline, Finished).
+func (s *Store) Complete(ctx context.Context, sess Session, l Lease, terminal string, ev Event, summary []byte) error {
 	_, err := s.run(ctx, completeScript,
-		[]string{s.jobKey(l.ID), s.kSess, s.kClaim, s.kOut, s.tombKey(l.ID), s.kLog},
-		sess.ID, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds(), s.pfx, sess.Worker)
+		[]string{s.jobKey(l.ID), s.kSess, s.kClaim, s.kOut, s.tombKey(l.ID), s.kLog, s.pfx + "finished"},
+		sess.ID, strconv.FormatInt(l.Token, 10), l.ID, terminal, s.tomb.Milliseconds(), s.pfx, sess.Worker,
+		ev.encode(), summary, s.hist.Milliseconds())
 	return s.fenced("complete", l.ID, err)
 }
 

@@ -79,7 +79,7 @@ func TestAdmitIsIdempotentByJobID(t *testing.T) {
 	require.Equal(t, state.Running, again.Outcome, "a live lease keeps the duplicate out")
 	require.Equal(t, "w1", again.Detail)
 
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success", state.Event{}, nil))
 	after := admitOne(t, b.store, "w2", "job-1")
 	require.Equal(t, state.Finished, after.Outcome, "the tombstone keeps redeliveries out")
 	require.Equal(t, "success", after.Detail)
@@ -119,9 +119,9 @@ func TestExpiredLeaseIsTakenOverWithHigherTokenAndCheckpoints(t *testing.T) {
 
 	// The first owner is fenced off every write.
 	require.ErrorIs(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), first.Lease, "x", "y"), state.ErrStale)
-	_, err := b.store.Decide(ctx(t), sess(t, b.store, "w1"), first.Lease, []byte(`{"state":"success"}`))
+	_, err := b.store.Decide(ctx(t), sess(t, b.store, "w1"), first.Lease, []byte(`{"state":"success"}`), state.Event{})
 	require.ErrorIs(t, err, state.ErrStale)
-	require.ErrorIs(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success"), state.ErrStale)
+	require.ErrorIs(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success", state.Event{}, nil), state.ErrStale)
 	rec, err := b.store.Get(ctx(t), "job-1")
 	require.NoError(t, err)
 	require.NotContains(t, rec.Fields, "x")
@@ -166,16 +166,16 @@ func TestDecideFirstWins(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	l := admitOne(t, b.store, "w1", "job-1").Lease
-	got, err := b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{"state":"aborted"}`))
+	got, err := b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{"state":"aborted"}`), state.Event{})
 	require.NoError(t, err)
 	require.JSONEq(t, `{"state":"aborted"}`, string(got))
-	got, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{"state":"success"}`))
+	got, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{"state":"success"}`), state.Event{})
 	require.NoError(t, err)
 	require.JSONEq(t, `{"state":"aborted"}`, string(got), "exactly one terminal decision")
 	depth, err := b.store.OutboxDepth(ctx(t))
 	require.NoError(t, err)
 	require.EqualValues(t, 1, depth)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "aborted"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "aborted", state.Event{}, nil))
 	depth, err = b.store.OutboxDepth(ctx(t))
 	require.NoError(t, err)
 	require.Zero(t, depth)
@@ -406,7 +406,7 @@ func TestAdoptOnlyUnknownJobs(t *testing.T) {
 	ok, err := b.store.Adopt(ctx(t), "known", state.FieldMsg, "x")
 	require.NoError(t, err)
 	require.False(t, ok)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "success", state.Event{}, nil))
 	ok, err = b.store.Adopt(ctx(t), "known", state.FieldMsg, "x")
 	require.NoError(t, err)
 	require.False(t, ok, "a tombstoned job is not adopted")
@@ -489,7 +489,7 @@ func TestLeaseHistoryRecordsEveryHandOver(t *testing.T) {
 	require.NoError(t, err)
 	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 10)
 	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), got[0].Lease, "success"))
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), got[0].Lease, "success", state.Event{}, nil))
 
 	evs, next, err := b.store.LeaseHistory(ctx(t), "", 100)
 	require.NoError(t, err)
@@ -514,9 +514,9 @@ func TestFencedWritesTellLostDataFromLostLease(t *testing.T) {
 	err := b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), l, "x", "y")
 	require.ErrorIs(t, err, state.ErrGone)
 	require.ErrorIs(t, err, state.ErrStale, "gone is also not owned")
-	_, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{}`))
+	_, err = b.store.Decide(ctx(t), sess(t, b.store, "w1"), l, []byte(`{}`), state.Event{})
 	require.ErrorIs(t, err, state.ErrGone)
-	require.ErrorIs(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "success"), state.ErrGone)
+	require.ErrorIs(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), l, "success", state.Event{}, nil), state.ErrGone)
 
 	// Finished elsewhere (tombstone) is a lost lease, not lost data.
 	l2 := admitOne(t, b.store, "w1", "job-2").Lease
@@ -524,8 +524,8 @@ func TestFencedWritesTellLostDataFromLostLease(t *testing.T) {
 	require.NoError(t, err)
 	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
 	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w2"), got[0].Lease, "success"))
-	err = b.store.Complete(ctx(t), sess(t, b.store, "w1"), l2, "success")
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w2"), got[0].Lease, "success", state.Event{}, nil))
+	err = b.store.Complete(ctx(t), sess(t, b.store, "w1"), l2, "success", state.Event{}, nil)
 	require.ErrorIs(t, err, state.ErrStale)
 	require.NotErrorIs(t, err, state.ErrGone)
 }

@@ -256,14 +256,14 @@ func (w *world) seedLedger() fixture {
 	f.c = w.admit(w.long, "w2", "job-c", "linux", "Sample.Analysis.Job.SVG/0@3")
 	w.checkpoint(w.long, "w2", f.c, "plan", `[{"kind":"cbc.event_export"}]`, "task:cbc.event_export", cbcFail)
 	_, err := w.store.Decide(ctx(w.t), w.sess(w.long, "w2"), f.c,
-		[]byte(`{"state":"failed","reason":"cbc.event_export: cbc: 403 forbidden","by":"w2","at":1767225700000}`))
+		[]byte(`{"state":"failed","reason":"cbc.event_export: cbc: 403 forbidden","by":"w2","at":1767225700000}`), state.Event{})
 	require.NoError(w.t, err)
 	f.d = w.admit(w.long, "w2", "job-d", "mac", "Sample.Analysis.Job.SVG/1@4")
 	n, err := w.store.Release(ctx(w.t), w.sess(w.long, "w2"), []state.Lease{f.d})
 	require.NoError(w.t, err)
 	require.Equal(w.t, 1, n)
 	f.e = w.admit(w.long, "w2", "job-e", "win", "Sample.Analysis.Job.SVG/2@5")
-	require.NoError(w.t, w.store.Complete(ctx(w.t), w.sess(w.long, "w2"), f.e, "success"))
+	require.NoError(w.t, w.store.Complete(ctx(w.t), w.sess(w.long, "w2"), f.e, "success", state.Event{}, nil))
 	return f
 }
 

@@ -210,7 +210,7 @@ func TestReleaseMovesTheLeaseAndFencesTheOldOwner(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"job-a", "job-d"}, claimed)
 	require.ErrorIs(t, w.store.Checkpoint(ctx(t), w.sess(w.long, "w1"), f.a, "x", "y"), state.ErrStale, "the old owner is fenced")
-	_, err = w.store.Decide(ctx(t), w.sess(w.long, "w1"), f.a, []byte(`{"state":"success"}`))
+	_, err = w.store.Decide(ctx(t), w.sess(w.long, "w1"), f.a, []byte(`{"state":"success"}`), state.Event{})
 	require.ErrorIs(t, err, state.ErrStale)
 
 	var rep releaseReport
