@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/intake"
+	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
 )
 
 // deadLetter is one DLQ record as `fleetctl dlq list -o json` shows it.
@@ -101,98 +101,16 @@ func quoteTopic(t string) string {
 	return strconv.Quote(t)
 }
 
-// span is the part of one DLQ partition to read: [start, end).
-type span struct{ start, end int64 }
+// span is the part of one DLQ partition to read.
+type span = kafkaview.Span
 
-// dlqSpans captures the DLQ's offsets now: every read ends at these end
-// offsets, so fleetctl never waits for letters that arrive later.
-func dlqSpans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]span, error) {
-	adm := kadm.NewClient(cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
-	}
-	pe := ends[topic]
-	if _, missing := pe[-1]; missing || len(pe) == 0 {
-		return nil, fmt.Errorf("the DLQ topic %s does not exist", topic)
-	}
-	out := map[int32]span{}
-	for p, e := range pe {
-		if e.Err != nil {
-			return nil, fmt.Errorf("list offsets of %s partition %d: %w", topic, p, e.Err)
-		}
-		s := span{end: e.Offset}
-		if so, ok := starts.Lookup(topic, p); ok && so.Err == nil {
-			s.start = so.Offset
-		}
-		if s.end > s.start {
-			out[p] = s
-		}
-	}
-	return out, nil
-}
+// dlqSpans captures the DLQ's offsets now (kafkaview.Spans).
+var dlqSpans = kafkaview.Spans
 
-// readDLQ calls fn for every record of topic within spans, partition by
-// partition in offset order (partitions interleaved). It uses a direct
-// consumer: no group, no commits. It returns when every span is read.
+// readDLQ reads topic within spans with a direct consumer of cfg's
+// (kafkaview.Read).
 func readDLQ(ctx context.Context, cfg *config, topic string, spans map[int32]span, fn func(*kgo.Record) error) error {
-	if len(spans) == 0 {
-		return nil
-	}
-	at := map[int32]kgo.Offset{}
-	left := map[int32]int64{}
-	for p, s := range spans {
-		at[p] = kgo.NewOffset().At(s.start)
-		left[p] = s.end
-	}
-	cl, err := cfg.kafkaClient(
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: at}),
-		// Control records keep the offsets contiguous, so a partition
-		// whose last record is a transaction marker still reaches its end.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(200*time.Millisecond),
-	)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	for len(left) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("reading %s: %w", topic, err)
-		}
-		var ferr error
-		fetches.EachError(func(t string, p int32, err error) {
-			var loss *kgo.ErrDataLoss
-			if ferr == nil && !errors.As(err, &loss) { // data loss: retention moved the start; go on
-				ferr = fmt.Errorf("reading %s partition %d: %w", t, p, err)
-			}
-		})
-		if ferr != nil {
-			return ferr
-		}
-		for it := fetches.RecordIter(); !it.Done(); {
-			r := it.Next()
-			end, ok := left[r.Partition]
-			if !ok || r.Offset >= end {
-				continue
-			}
-			if r.Offset+1 >= end {
-				delete(left, r.Partition)
-			}
-			if r.Attrs.IsControl() {
-				continue
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return kafkaview.Read(ctx, cfg.kafkaClient, topic, spans, fn)
 }
 
 // reasonFilter matches --reason (a comma-separated list; empty: all).

@@ -213,7 +213,7 @@ func TestDLQReplayReadsOnlyUpToTheOffsetsAtStart(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldOpts{})
 	w.seedDLQ()
-	spans := map[int32]span{0: {0, 1}, 1: {1, 2}} // as if captured when only these existed
+	spans := map[int32]span{0: {Start: 0, End: 1}, 1: {Start: 1, End: 2}} // as if captured when only these existed
 	cfg := &config{brokers: w.brokers, kafkaOpts: w.kopts}
 	var seen []string
 	require.NoError(t, readDLQ(ctx(t), cfg, topicDLQ, spans, func(r *kgo.Record) error {

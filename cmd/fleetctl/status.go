@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -55,25 +56,11 @@ type topicPartitions struct {
 	Partitions []int32 `json:"partitions"`
 }
 
-type lagReport struct {
-	Topics []topicLag `json:"topics"`
-	Total  int64      `json:"total"`
-}
-
-type topicLag struct {
-	Topic      string         `json:"topic"`
-	Lag        int64          `json:"lag"`
-	Partitions []partitionLag `json:"partitions"`
-	Error      string         `json:"error,omitempty"`
-}
-
-type partitionLag struct {
-	Partition int32 `json:"partition"`
-	Committed int64 `json:"committed"` // -1: nothing committed (a new group starts at the earliest offset)
-	Start     int64 `json:"start"`
-	End       int64 `json:"end"`
-	Lag       int64 `json:"lag"`
-}
+type (
+	lagReport    = kafkaview.Lag
+	topicLag     = kafkaview.TopicLag
+	partitionLag = kafkaview.PartitionLag
+)
 
 type workerReport struct {
 	ID       string   `json:"id"`
@@ -197,10 +184,10 @@ func (c *cli) kafkaStatus(ctx context.Context, cfg *config, rep *statusReport) {
 		fail("fetch committed offsets of "+cfg.group, err)
 		return
 	}
-	rep.Lag = lagFrom(topics, commits, starts, ends)
+	rep.Lag = kafkaview.LagFrom(topics, commits, starts, ends)
 	if cfg.dlq == "" {
 		rep.DeadLetters = &dlqCount{Disabled: true}
-	} else if n, err := countRecords(cfg.dlq, starts, ends); err != nil {
+	} else if n, err := kafkaview.CountRecords(cfg.dlq, starts, ends); err != nil {
 		fail("dead letters", err)
 	} else {
 		rep.DeadLetters = &dlqCount{Topic: cfg.dlq, Records: n}
@@ -240,70 +227,6 @@ func groupFrom(name string, g kadm.DescribedGroup) *groupReport {
 		return a.MemberID < b.MemberID
 	})
 	return gr
-}
-
-// lagFrom computes the group's lag on every partition of the job topics, as
-// kadm's Lag does, but also for partitions the group never committed and
-// nobody is assigned: a new group starts at the earliest offset, so all of
-// such a partition is lag.
-func lagFrom(topics []string, commits kadm.OffsetResponses, starts, ends kadm.ListedOffsets) *lagReport {
-	rep := &lagReport{Topics: []topicLag{}}
-	for _, t := range topics {
-		tl := topicLag{Topic: t, Partitions: []partitionLag{}}
-		pe, ok := ends[t]
-		if _, missing := pe[-1]; !ok || missing || len(pe) == 0 {
-			tl.Error = "topic not found"
-			rep.Topics = append(rep.Topics, tl)
-			continue
-		}
-		ps := make([]int32, 0, len(pe))
-		for p := range pe {
-			ps = append(ps, p)
-		}
-		sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-		for _, p := range ps {
-			end := pe[p]
-			if end.Err != nil {
-				tl.Error = fmt.Sprintf("partition %d: %v", p, end.Err)
-				continue
-			}
-			pl := partitionLag{Partition: p, Committed: -1, End: end.Offset}
-			if s, ok := starts.Lookup(t, p); ok && s.Err == nil {
-				pl.Start = s.Offset
-			}
-			from := pl.Start
-			if cm, ok := commits.Lookup(t, p); ok && cm.Err == nil && cm.At >= 0 {
-				pl.Committed = cm.At
-				from = max(cm.At, pl.Start)
-			}
-			pl.Lag = max(pl.End-from, 0)
-			tl.Lag += pl.Lag
-			tl.Partitions = append(tl.Partitions, pl)
-		}
-		rep.Total += tl.Lag
-		rep.Topics = append(rep.Topics, tl)
-	}
-	return rep
-}
-
-// countRecords is how many records topic retains (end minus start offsets).
-func countRecords(topic string, starts, ends kadm.ListedOffsets) (int64, error) {
-	pe, ok := ends[topic]
-	if _, missing := pe[-1]; !ok || missing || len(pe) == 0 {
-		return 0, fmt.Errorf("topic %s not found", topic)
-	}
-	var n int64
-	for p, e := range pe {
-		if e.Err != nil {
-			return 0, fmt.Errorf("topic %s partition %d: %w", topic, p, e.Err)
-		}
-		start := int64(0)
-		if s, ok := starts.Lookup(topic, p); ok && s.Err == nil {
-			start = s.Offset
-		}
-		n += max(e.Offset-start, 0)
-	}
-	return n, nil
 }
 
 func (c *cli) ledgerStatus(ctx context.Context, cfg *config, rep *statusReport, maxDue int) {
