@@ -1,0 +1,410 @@
+package console
+
+import (
+	"bufio"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var pages = []string{"/", "/jobs", "/jobs/finished", "/jobs/" + jobRunning, "/jobs/" + jobTakeover, "/jobs/" + jobAbort,
+	"/jobs/" + jobDone, "/leases", "/vendors", "/dlq", "/login", "/jobs/" + jobRunning + "/release", "/jobs/" + jobRunning + "/abort"}
+
+// TestEveryPageRendersWithStrictCSP: every page answers 200 with the
+// strict CSP, no inline script or style, and nothing secret in it.
+func TestEveryPageRendersWithStrictCSP(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	for _, p := range pages {
+		resp, body := w.get(p)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
+		require.Equal(t, csp, resp.Header.Get("Content-Security-Policy"), p)
+		require.Contains(t, csp, "script-src 'self'")
+		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+		require.Contains(t, body, `<html lang="en">`, p)
+		require.NotContains(t, body, "<script>", p)
+		require.NotContains(t, body, " style=", p)
+		require.NotContains(t, body, "<style", p)
+		require.NotRegexp(t, `\son[a-z]+=`, body, p) // no onclick=…
+		require.NotContains(t, body, secret, p)
+		require.NotContains(t, body, "X-Amz-Signature", p)
+	}
+	for _, a := range []string{"/static/console.js", "/static/console.css", "/static/favicon.svg"} {
+		resp, body := w.get(a)
+		require.Equal(t, http.StatusOK, resp.StatusCode, a)
+		require.NotEmpty(t, body)
+	}
+}
+
+func TestOverviewShowsStatesWorkersKafkaAndVendors(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	_, body := w.get("/")
+	require.Contains(t, body, `data-state="running">3<`) // jobRunning, jobTakeover, jobOther
+	require.Contains(t, body, `data-state="aborting">1<`) // jobAbort
+	require.Contains(t, body, `<a href="/jobs/finished">1 finished</a>`)
+	require.Contains(t, body, "<td>w1</td>")
+	require.Contains(t, body, "Lag of the workers' group: <strong>17</strong>")
+	require.Contains(t, body, "<strong>3</strong> in Sample.Analysis.Job.DLQ")
+	require.Contains(t, body, "sophos:abc123")
+
+	w2 := newWorld(t, opts{noKafka: true})
+	_, body = w2.get("/")
+	require.Contains(t, body, "Kafka: not configured")
+	_, body = w2.get("/dlq")
+	require.Contains(t, body, "Kafka: not configured")
+}
+
+func TestJobsFiltersAndPaging(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	rows := func(q string) []string {
+		resp, body := w.get("/jobs" + q)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+		var ids []string
+		for _, id := range []string{jobRunning, jobTakeover, jobAbort, jobOther} {
+			if strings.Contains(body, `<a href="/jobs/`+id+`">`) {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	require.Equal(t, []string{jobRunning, jobTakeover, jobAbort, jobOther}, rows(""))
+	require.Equal(t, []string{jobAbort}, rows("?state=aborting"))
+	require.Equal(t, []string{jobOther}, rows("?customer=globex"))
+	require.Equal(t, []string{jobOther}, rows("?vendor=cytomic"))
+	require.Equal(t, []string{jobRunning}, rows("?vendor=sophos"))
+	require.Equal(t, []string{jobTakeover}, rows("?sha256=2222"))
+	require.Equal(t, []string{jobRunning, jobTakeover, jobAbort, jobOther}, rows("?age=%3C5m"))
+	require.Empty(t, rows("?age=%3E1h"))
+
+	// The filter form keeps what was asked.
+	_, body := w.get("/jobs?state=running&customer=acme")
+	require.Contains(t, body, `<option value="running" selected>`)
+	require.Contains(t, body, `name="customer" value="acme"`)
+
+	// Cursor paging: two pages of two, and the next link keeps the filter.
+	_, body = w.get("/jobs?state=running&limit=1")
+	require.Contains(t, body, `href="/jobs?state=running&amp;after=`)
+	first := rows("?limit=2")
+	require.Equal(t, []string{jobRunning, jobTakeover}, first)
+	_, body = w.get("/jobs?limit=2")
+	i := strings.Index(body, `rel="next"`)
+	require.Positive(t, i)
+	href := body[strings.LastIndex(body[:i], `href="`)+6 : i-2]
+	next := strings.ReplaceAll(href, "&amp;", "&")
+	require.Equal(t, []string{jobAbort, jobOther}, rows(strings.TrimPrefix(next, "/jobs")+"&limit=2"))
+
+	resp, body := w.get("/jobs?state=bogus")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, body, "state &#34;bogus&#34;: want one of")
+}
+
+func TestJobPageShowsTasksTimelineAndSource(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	_, body := w.get("/jobs/" + jobRunning)
+	require.Contains(t, body, "Sample.Analysis.Job.OSL/0@41")
+	require.Contains(t, body, "sophos.xdr_query")
+	require.Contains(t, body, "running at the vendor")
+	require.Contains(t, body, `<td class="num">7</td>`) // polls
+	require.Contains(t, body, "https://bucket.s3.amazonaws.com/x?[query removed]")
+	require.Contains(t, body, "[REDACTED]")
+	require.Contains(t, body, "vendor operation started")
+	require.Contains(t, body, "Read-only console")
+	require.NotContains(t, body, `href="/jobs/`+jobRunning+`/abort"`)
+
+	// The takeover: the timeline shows the release and the claim, each with
+	// its worker and token.
+	_, body = w.get("/jobs/" + jobTakeover)
+	require.Contains(t, body, `<td class="ev">admitted</td><td>w1</td>`)
+	require.Contains(t, body, `<td class="ev">claimed</td><td>w2</td>`)
+	require.Contains(t, body, "released by an operator")
+
+	_, body = w.get("/jobs/" + jobAbort)
+	require.Contains(t, body, "abort requested")
+
+	// A finished job: its record is gone, its result and timeline are not.
+	_, body = w.get("/jobs/" + jobDone)
+	require.Contains(t, body, "finished: success")
+	require.Contains(t, body, "ws-17, ws-18")
+	require.Contains(t, body, `C:\evil.exe`)
+	require.Contains(t, body, `<td class="ev">finished</td>`)
+	require.Contains(t, body, "Sample.Analysis.Job.OSL/0@40")
+
+	resp, body := w.get("/jobs/nope")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Contains(t, body, "knows no job nope")
+
+	_, body = w.get("/jobs/finished")
+	require.Contains(t, body, `<a href="/jobs/`+jobDone+`">`)
+	resp, _ = w.get("/jobs/finished?after=bogus")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
+
+func TestLeasesAndVendorsPages(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	_, body := w.get("/leases")
+	require.Contains(t, body, "<td>w2</td>")
+	require.Contains(t, body, "expires in 9m")
+	_, body = w.get("/vendors")
+	require.Contains(t, body, "<code>sophos:abc123</code>")
+	require.Contains(t, body, "left")
+	require.Contains(t, body, `id="worker-vendor-stats"`)
+	_, body = w.get("/dlq")
+	require.Contains(t, body, "bad-json <span class=\"count\">(2)</span>")
+	require.Contains(t, body, "[REDACTED]")
+}
+
+// TestReadOnlyRefusesPOST: without Write every action is refused on the
+// server (403) and the refusal is audited.
+func TestReadOnlyRefusesPOST(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	for _, a := range []string{"release", "abort"} {
+		resp, body := w.post("/jobs/"+jobRunning+"/"+a, url.Values{"confirm": {"yes"}})
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, body)
+		require.Contains(t, body, "read-only")
+	}
+	_, body := w.get("/jobs/" + jobRunning)
+	require.Contains(t, body, `<td class="ev">vendor operation started</td><td>w1</td>`)
+	require.NotContains(t, body, "released by an operator")
+	a := w.audit()
+	require.Len(t, a, 2)
+	require.Equal(t, "refused: read-only console", a[0]["result"])
+	require.Equal(t, "release", a[0]["action"])
+	require.Contains(t, a[0]["who"], "local@127.0.0.1")
+}
+
+// TestCrossOriginPOSTRefused: a form posted from another site is refused
+// before it reaches the action.
+func TestCrossOriginPOSTRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{write: true})
+	resp, body := w.post("/jobs/"+jobRunning+"/abort", url.Values{"confirm": {"yes"}}, "Sec-Fetch-Site", "cross-site")
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, body)
+	require.Contains(t, body, "cross-origin")
+	resp, _ = w.post("/jobs/"+jobRunning+"/abort", url.Values{"confirm": {"yes"}}, "Origin", "https://evil.example")
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Empty(t, w.audit(), "nothing reached the action")
+	rec, err := w.st.Get(ctx(t), jobRunning)
+	require.NoError(t, err)
+	require.NotContains(t, rec.Fields, "abort")
+}
+
+// TestWriteActionsAreConfirmedAppliedAndAudited: release and abort act on
+// the ledger only with the confirmation, and each lands in the audit stream.
+func TestWriteActionsAreConfirmedAppliedAndAudited(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{write: true})
+	_, body := w.get("/jobs/" + jobRunning)
+	require.Contains(t, body, `href="/jobs/`+jobRunning+`/abort"`)
+	_, body = w.get("/jobs/" + jobRunning + "/abort")
+	require.Contains(t, body, `<form method="post" action="/jobs/`+jobRunning+`/abort"`)
+
+	resp, _ := w.post("/jobs/"+jobRunning+"/abort", nil, "Sec-Fetch-Site", "same-origin")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "not confirmed")
+
+	resp, _ = w.post("/jobs/"+jobRunning+"/release", url.Values{"confirm": {"yes"}}, "Sec-Fetch-Site", "same-origin")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/jobs/"+jobRunning+"?done=release", resp.Header.Get("Location"))
+	resp, _ = w.post("/jobs/"+jobRunning+"/abort", url.Values{"confirm": {"yes"}}, "Sec-Fetch-Site", "same-origin")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, _ = w.post("/jobs/"+jobDone+"/abort", url.Values{"confirm": {"yes"}})
+	require.Equal(t, "/jobs/"+jobDone+"?done=finished", resp.Header.Get("Location"))
+
+	_, body = w.get("/jobs/" + jobRunning + "?done=abort")
+	require.Contains(t, body, "Abort requested: the holder is told")
+	require.Contains(t, body, "released by an operator")
+	require.Contains(t, body, `<td class="ev">abort requested</td>`)
+	rec, err := w.st.Get(ctx(t), jobRunning)
+	require.NoError(t, err)
+	require.Contains(t, rec.Fields, "abort")
+
+	var got []string
+	for _, a := range w.audit() {
+		got = append(got, a["action"].(string)+" "+a["job"].(string)+": "+a["result"].(string))
+		require.NotEmpty(t, a["who"])
+		require.NotEmpty(t, a["at"])
+	}
+	require.Equal(t, []string{
+		"abort " + jobRunning + ": refused: not confirmed",
+		"release " + jobRunning + ": ok: taken from w1",
+		"abort " + jobRunning + ": ok: abort requested",
+		"abort " + jobDone + ": refused: no record (finished or unknown)",
+	}, got)
+	_, body = w.get("/")
+	require.Contains(t, body, "ok: taken from w1")
+}
+
+func TestTokenAuth(t *testing.T) {
+	t.Parallel()
+	const tok = "correct-horse-battery-staple"
+	w := newWorld(t, opts{token: tok, write: true})
+
+	resp, _ := w.get("/jobs?state=running")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/login?next=%2Fjobs%3Fstate%3Drunning", resp.Header.Get("Location"))
+	resp, _ = w.get("/", "Authorization", "Bearer wrong-token-wrong-token")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	resp, _ = w.post("/jobs/"+jobRunning+"/abort", url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no token, no action")
+	resp, _ = w.get("/", "Authorization", "Bearer "+tok)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, body := w.get("/login")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, `<label for="token">Access token</label>`)
+
+	resp, body = w.post("/login", url.Values{"token": {"nope-nope-nope-nope"}, "next": {"/jobs"}})
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, body, "not this console")
+	resp, _ = w.post("/login", url.Values{"token": {tok}, "next": {"//evil.example/"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/", resp.Header.Get("Location"), "no open redirect")
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			cookie = c
+		}
+	}
+	require.NotNil(t, cookie)
+	require.True(t, cookie.HttpOnly)
+	require.Equal(t, http.SameSiteStrictMode, cookie.SameSite)
+	require.NotContains(t, cookie.Value, tok)
+	resp, body = w.get("/jobs", "Cookie", cookie.String())
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.Contains(t, body, "Log out")
+
+	// With the token required, even a loopback client needs it.
+	resp, _ = w.get("/vendors", "Cookie", sessionCookie+"=forged")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+
+	_, err := New(Config{Store: w.st, TokenFile: "/nonexistent/token"})
+	require.ErrorContains(t, err, "TokenFile")
+}
+
+func TestProxyHeaderAuthNamesTheUserInTheAudit(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{proxyHeader: "X-Auth-Request-User", write: true})
+	resp, _ := w.get("/")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	resp, body := w.get("/", "X-Auth-Request-User", "alice@example.com")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, "alice@example.com")
+	resp, _ = w.post("/jobs/"+jobOther+"/release", url.Values{"confirm": {"yes"}}, "X-Auth-Request-User", "alice@example.com")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	a := w.audit()
+	require.Len(t, a, 1)
+	require.Equal(t, "alice@example.com", a[0]["who"])
+}
+
+// TestNoAuthServesLoopbackOnly: a console without token or proxy header
+// refuses any client that is not on loopback.
+func TestNoAuthServesLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.RemoteAddr = "192.0.2.7:4242"
+	rec := httptest.NewRecorder()
+	w.srv.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusForbidden, rec.Code)
+	require.Contains(t, rec.Body.String(), "loopback clients only")
+	require.Equal(t, csp, rec.Header().Get("Content-Security-Policy"))
+
+	require.True(t, IsLoopbackAddr("127.0.0.1:8089"))
+	require.True(t, IsLoopbackAddr("[::1]:8089"))
+	require.True(t, IsLoopbackAddr("localhost:8089"))
+	require.False(t, IsLoopbackAddr(":8089"))
+	require.False(t, IsLoopbackAddr("0.0.0.0:8089"))
+	require.False(t, IsLoopbackAddr("10.1.2.3:8089"))
+}
+
+// readEvent reads one SSE event.
+func readEvent(t *testing.T, r *bufio.Reader) (name, data string) {
+	t.Helper()
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "" && name != "":
+			return name, strings.Join(lines, "\n")
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			lines = append(lines, strings.TrimPrefix(line, "data: "))
+		}
+	}
+}
+
+func openStream(t *testing.T, w *world, u string) (*bufio.Reader, func()) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx(t), http.MethodGet, w.http.URL+"/live?u="+url.QueryEscape(u), nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	return bufio.NewReader(resp.Body), func() { resp.Body.Close() }
+}
+
+// TestLiveStreamSendsFragmentsAndSharesOneRead: the stream sends the
+// page's live part, then a new one when the ledger changes; many streams
+// cost one Redis read per interval, not one each.
+func TestLiveStreamSendsFragmentsAndSharesOneRead(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{interval: time.Hour, maxStreams: 8})
+	var wg sync.WaitGroup
+	closers := make(chan func(), 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, closeFn := openStream(t, w, "/jobs?state=running")
+			closers <- closeFn
+			name, data := readEvent(t, r)
+			assert.Equal(t, "fragment", name)
+			assert.Contains(t, data, jobRunning)
+			assert.NotContains(t, data, jobAbort)
+			assert.NotContains(t, data, "<html")
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, int64(1), w.srv.reads.Load(), "eight streams, one snapshot")
+
+	// A ninth is refused: the server bounds its streams.
+	req, err := http.NewRequestWithContext(ctx(t), http.MethodGet, w.http.URL+"/live?u=/", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	close(closers)
+	for c := range closers {
+		c()
+	}
+
+	// With a short interval, a change in the ledger arrives.
+	w2 := newWorld(t, opts{interval: 50 * time.Millisecond})
+	r, closeFn := openStream(t, w2, "/jobs/"+jobOther)
+	defer closeFn()
+	_, data := readEvent(t, r)
+	require.NotContains(t, data, "abort requested")
+	_, err = w2.st.NotifyAborts(ctx(t), []string{jobOther})
+	require.NoError(t, err)
+	for !strings.Contains(data, "abort requested") {
+		_, data = readEvent(t, r)
+	}
+
+	resp, _ = w2.get("/live?u=" + url.QueryEscape("https://evil.example/"))
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
