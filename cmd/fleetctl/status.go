@@ -58,7 +58,6 @@ type topicPartitions struct {
 
 type (
 	lagReport    = kafkaview.Lag
-	topicLag     = kafkaview.TopicLag
 	partitionLag = kafkaview.PartitionLag
 )
 

@@ -47,7 +47,7 @@ func TestOverviewShowsStatesWorkersKafkaAndVendors(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, opts{})
 	_, body := w.get("/")
-	require.Contains(t, body, `data-state="running">3<`) // jobRunning, jobTakeover, jobOther
+	require.Contains(t, body, `data-state="running">3<`)  // jobRunning, jobTakeover, jobOther
 	require.Contains(t, body, `data-state="aborting">1<`) // jobAbort
 	require.Contains(t, body, `<a href="/jobs/finished">1 finished</a>`)
 	require.Contains(t, body, "<td>w1</td>")
