@@ -9,6 +9,7 @@
 //	fleetctl dlq list [filters]     dead letters
 //	fleetctl dlq replay [flags]     re-produce dead letters to their source topics
 //	fleetctl release <id>           force a job's lease to expire (fenced)
+//	fleetctl console [flags]        the web operator console (read-only, loopback by default)
 //	fleetctl version | help
 //
 // It reads the same environment contract as the worker (KAFKA_*, REDIS_URL
@@ -67,6 +68,8 @@ commands:
                               re-produce dead letters to their source topics (asks first);
                               only into the job topics: a letter naming another is refused
   release <id>                force the job's lease to expire so another worker takes it over
+  console [--addr A] [--write] [--token-file F] [--proxy-header H]
+                              the web operator console (read-only, 127.0.0.1:8089 by default)
   version                     print the version
   help                        this text
 
@@ -124,6 +127,8 @@ func run(ctx context.Context, args []string, env envLookup, stdin io.Reader, std
 		err = c.dlq(ctx, args[1:])
 	case "release":
 		err = c.release(ctx, args[1:])
+	case "console":
+		err = c.console(ctx, args[1:])
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "fleetctl", version)
 		return 0
