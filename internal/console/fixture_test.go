@@ -25,7 +25,10 @@ import (
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	testenv.OnExit(closeBrowser)
+	testenv.Main(m)
+}
 
 // Job IDs of the fixture.
 const (
@@ -96,7 +99,10 @@ func (w *world) start(o opts) {
 	require.NoError(w.t, err)
 	w.srv = srv
 	w.http = httptest.NewServer(srv.Handler())
-	w.t.Cleanup(w.http.Close)
+	w.t.Cleanup(func() {
+		w.http.CloseClientConnections() // a browser's live stream too
+		w.http.Close()
+	})
 }
 
 func (w *world) session(worker string) state.Session {
