@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -86,10 +84,6 @@ func (c *cli) console(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
-	base, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return base }}
 	mode := "read-only"
 	if *write {
 		mode = "WRITE ACCESS (release, abort)"
@@ -108,20 +102,5 @@ func (c *cli) console(ctx context.Context, args []string) error {
 		kmsg = "Kafka: " + cfg.group
 	}
 	fmt.Fprintf(c.stdout, "console: http://%s/\n  %s; auth: %s; namespace %s; %s\n", ln.Addr(), mode, auth, cfg.ns, kmsg)
-	done := make(chan error, 1)
-	go func() { done <- hs.Serve(ln) }()
-	select {
-	case err := <-done:
-		return fmt.Errorf("console: %w", err)
-	case <-ctx.Done():
-	}
-	stop() // ends the live streams, so Shutdown does not wait for them
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err = hs.Shutdown(sctx)
-	<-done
-	if err != nil {
-		return fmt.Errorf("console: shutdown: %w", err)
-	}
-	return nil
+	return srv.Serve(ctx, ln)
 }

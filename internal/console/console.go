@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -234,4 +235,30 @@ func (s *Server) remember(ctx context.Context, key string, fn func(context.Conte
 		return v, err
 	})
 	return v, err
+}
+
+// Serve serves the console on ln until ctx ends, then shuts down: the live
+// streams end at once, other requests get up to five seconds. It returns
+// nil after a shutdown asked for by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	base, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("console: %w", err)
+	case <-ctx.Done():
+	}
+	stop() // ends the live streams, so Shutdown does not wait for them
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-done
+	if err != nil {
+		return fmt.Errorf("console: shutdown: %w", err)
+	}
+	return nil
 }
