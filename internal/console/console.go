@@ -106,6 +106,9 @@ type Server struct {
 	cache   map[string]cached
 	streams chan struct{}
 	reads   atomic.Int64 // snapshots computed (tests check the sharing)
+
+	jobsMu sync.Mutex
+	jobs   *jobScan // the last job listing
 }
 
 type cached struct {

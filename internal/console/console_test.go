@@ -138,6 +138,7 @@ func TestJobPageShowsTasksTimelineAndSource(t *testing.T) {
 	require.Contains(t, body, `C:\evil.exe`)
 	require.Contains(t, body, `<td class="ev">finished</td>`)
 	require.Contains(t, body, "Sample.Analysis.Job.OSL/0@40")
+	require.Contains(t, body, "<code>"+strings.Repeat("4", 64)+"</code> (platform win)")
 
 	resp, body := w.get("/jobs/nope")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
@@ -407,4 +408,30 @@ func TestLiveStreamSendsFragmentsAndSharesOneRead(t *testing.T) {
 
 	resp, _ = w2.get("/live?u=" + url.QueryEscape("https://evil.example/"))
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
+
+// TestSlowJobScanIsNotRepeatedBackToBack: a listing that took long is
+// reused for five times its duration, even when the rest of the snapshot
+// is read again.
+func TestSlowJobScanIsNotRepeatedBackToBack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{interval: time.Millisecond})
+	_, body := w.get("/jobs")
+	require.Contains(t, body, "<strong>4</strong> of 4 jobs")
+	w.srv.jobsMu.Lock()
+	w.srv.jobs.took = time.Hour // as if the ledger were huge
+	w.srv.jobsMu.Unlock()
+	const newJob = "77777777-7777-4777-8777-777777777777"
+	w.admit("w1", newJob, "acme", "win", "Sample.Analysis.Job.OSL/1@1")
+	reads := w.srv.reads.Load()
+	_, body = w.get("/jobs")
+	require.Greater(t, w.srv.reads.Load(), reads, "the snapshot was read again")
+	require.NotContains(t, body, newJob, "but not the job listing")
+	require.Contains(t, body, "(the scan took 1h00m)")
+
+	w.srv.jobsMu.Lock()
+	w.srv.jobs.took = 0
+	w.srv.jobsMu.Unlock()
+	_, body = w.get("/jobs")
+	require.Contains(t, body, newJob)
 }

@@ -54,6 +54,8 @@ type snapshot struct {
 	At       time.Time // Redis time of the read
 	Jobs     []jobRow  // oldest first
 	ByState  map[string]int
+	JobsAt   time.Time     // Redis time of the job listing (it may be older than At)
+	JobsTook time.Duration // how long the listing took
 	Workers  []workerRow
 	Leases   state.LeaseSummary
 	Outbox   int64
@@ -119,18 +121,11 @@ func (s *Server) read(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	sn := &snapshot{At: now, ByState: map[string]int{}}
+	sn := &snapshot{At: now}
 	fail := func(err error) { sn.Errors = append(sn.Errors, s.scrub(err.Error())) }
-	err = s.st.ListJobs(ctx, 0, func(e state.JobEntry) error {
-		r := rowOf(e, now)
-		sn.ByState[r.State]++
-		sn.Jobs = append(sn.Jobs, r)
-		return nil
-	})
-	if err != nil {
+	if err := s.scanJobs(ctx, now, sn); err != nil {
 		fail(err)
 	}
-	sort.Slice(sn.Jobs, func(i, j int) bool { return less(sn.Jobs[i], sn.Jobs[j]) })
 	if sum, err := s.st.LeaseSummary(ctx, s.st.LeaseTTL()/3, 50); err != nil {
 		fail(err)
 	} else {
@@ -191,6 +186,42 @@ func (s *Server) read(ctx context.Context) (*snapshot, error) {
 		}
 	}
 	return sn, nil
+}
+
+// scanJobs fills the snapshot's job list. The list is a SCAN of every job
+// record, so it is read again only when it is older than the interval and
+// than five times the last scan took: a ledger of 100,000 jobs is not
+// scanned back to back, however many browsers watch.
+func (s *Server) scanJobs(ctx context.Context, now time.Time, sn *snapshot) error {
+	s.jobsMu.Lock()
+	defer s.jobsMu.Unlock()
+	if s.jobs != nil && s.now().Sub(s.jobs.at) < max(s.cfg.Interval, 5*s.jobs.took) {
+		sn.Jobs, sn.ByState, sn.JobsAt, sn.JobsTook = s.jobs.rows, s.jobs.byState, s.jobs.redisAt, s.jobs.took
+		return nil
+	}
+	start := s.now()
+	scan := &jobScan{at: start, redisAt: now, byState: map[string]int{}}
+	err := s.st.ListJobs(ctx, 0, func(e state.JobEntry) error {
+		r := rowOf(e, now)
+		scan.byState[r.State]++
+		scan.rows = append(scan.rows, r)
+		return nil
+	})
+	sort.Slice(scan.rows, func(i, j int) bool { return less(scan.rows[i], scan.rows[j]) })
+	scan.took = s.now().Sub(start)
+	if err == nil {
+		s.jobs = scan
+	}
+	sn.Jobs, sn.ByState, sn.JobsAt, sn.JobsTook = scan.rows, scan.byState, now, scan.took
+	return err
+}
+
+// jobScan is one listing of the ledger's jobs.
+type jobScan struct {
+	at, redisAt time.Time
+	took        time.Duration
+	rows        []jobRow
+	byState     map[string]int
 }
 
 func less(a, b jobRow) bool {

@@ -193,7 +193,8 @@ func (w *world) populate() {
 	w.note("w2", l, []string{"executing", ""})
 	_, err = w.st.Decide(c, se, l, []byte(`{"state":"success","by":"w2","at":1}`), state.Event{Ev: "decided", Worker: "w2", Token: l.Token, Detail: "success"})
 	require.NoError(t, err)
-	sum, _ := results.Encode(&results.Summary{JobID: jobDone, State: "success", Worker: "w2",
+	sum, _ := results.Encode(&results.Summary{JobID: jobDone, State: "success", Worker: "w2", SHA256: strings.Repeat("4", 64),
+		Customer: "acme", Platform: "win",
 		Tasks: []results.TaskSummary{{Kind: "cbc.event_export", State: "success",
 			Result: &edr.Result{Rows: 12, Hosts: []string{"ws-17", "ws-18"}, HostsTotal: 2,
 				Files: []edr.File{{Host: "ws-17", Path: `C:\evil.exe`, Size: 4096, Matches: true}}}}}})

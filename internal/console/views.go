@@ -161,6 +161,7 @@ type jobsPage struct {
 	Ages     []struct{ Value, Label string }
 	Rows     []jobRow
 	Now      time.Time
+	Took     time.Duration // the listing's scan
 	Total    int
 	Matched  int
 	Next     string // URL of the next page, "" when none
@@ -175,7 +176,7 @@ func (s *Server) jobsData(r *http.Request) (any, []string, int, error) {
 	}
 	f, bad := filterOf(r.URL.Query())
 	p := jobsPage{F: f, States: jobStates, Vendors: []string{"cbc", "cblr", "cytomic", "sophos"}, Ages: ageChoices,
-		Now: sn.At, Total: len(sn.Jobs), Finished: sn.Finished}
+		Now: sn.JobsAt, Took: sn.JobsTook, Total: len(sn.Jobs), Finished: sn.Finished}
 	for _, row := range sn.Jobs {
 		if !f.match(row, sn.At) {
 			continue
