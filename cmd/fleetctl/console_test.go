@@ -71,7 +71,11 @@ func TestConsoleServesTheFleetAndStops(t *testing.T) {
 	require.Contains(t, body, "Lag of the workers")
 	require.Contains(t, body, "in "+topicDLQ)
 	body = get("/dlq")
-	require.Contains(t, body, `invalid_sample_hash <span class="count">(2)</span>`)
+	require.Contains(t, body, `invalid_sample_hash <span class="count">(2; 2 replayable)</span>`)
+	require.Contains(t, body, `not_json <span class="count">(1; 1 replayable)</span>`)
+	require.Contains(t, body, `oversized <span class="count">(1; 0 replayable)</span>`)
+	require.Contains(t, body, `missing_job_id <span class="count">(1; 0 replayable)</span>`)
+	require.Contains(t, body, `<strong id="replayable">3</strong>`)
 	require.Contains(t, body, "Sample.Analysis.Job.SVG/1@7")
 
 	// A live stream open at shutdown does not hold it up.

@@ -161,7 +161,7 @@ func TestLeasesAndVendorsPages(t *testing.T) {
 	require.Contains(t, body, "left")
 	require.Contains(t, body, `id="worker-vendor-stats"`)
 	_, body = w.get("/dlq")
-	require.Contains(t, body, "bad-json <span class=\"count\">(2)</span>")
+	require.Contains(t, body, "bad-json <span class=\"count\">(2; 1 replayable)</span>")
 	require.Contains(t, body, "[REDACTED]")
 }
 

@@ -271,8 +271,8 @@ func (fakeKafka) Lag(context.Context) (*kafkaview.Lag, error) {
 
 func (fakeKafka) DeadLetters(context.Context) (*DeadLetters, error) {
 	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
-	return &DeadLetters{Topic: "Sample.Analysis.Job.DLQ", Records: 3, Oldest: at, Read: 3, Groups: []LetterGroup{
-		{Reason: "bad-json", Count: 2, Letters: []Letter{{Partition: 0, Offset: 1, Time: at, Error: "invalid character", Source: "Sample.Analysis.Job.OSL/0@9",
+	return &DeadLetters{Topic: "Sample.Analysis.Job.DLQ", Records: 3, Oldest: at, Read: 3, Replayable: 1, Groups: []LetterGroup{
+		{Reason: "bad-json", Count: 2, Replayable: 1, Letters: []Letter{{Partition: 0, Offset: 1, Time: at, Error: "invalid character", Source: "Sample.Analysis.Job.OSL/0@9",
 			ValueBytes: 9, Preview: `{"jobID":` + secret}}},
 		{Reason: "bad-hash", Count: 1, Letters: []Letter{{Partition: 0, Offset: 2, Time: at, Error: "sample hash is not 64 hex", ValueBytes: 40, Preview: `{"jobID":"x"}`}}},
 	}}, nil

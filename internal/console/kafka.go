@@ -35,14 +35,18 @@ type DeadLetters struct {
 	Records int64     // every record retained
 	Oldest  time.Time // the oldest retained record's time (zero: none)
 	Read    int       // records read for the groups (the newest)
-	Groups  []LetterGroup
+	// Replayable counts the letters read that a replay would re-produce
+	// (whole, and from one of the job topics): the dry-run count.
+	Replayable int
+	Groups     []LetterGroup
 }
 
 // LetterGroup is the letters read that share a reason.
 type LetterGroup struct {
-	Reason  string
-	Count   int
-	Letters []Letter // the newest few
+	Reason     string
+	Count      int
+	Replayable int
+	Letters    []Letter // the newest few
 }
 
 // Letter is one dead letter, for display (its value cut to a preview).
@@ -207,6 +211,10 @@ func (k *KafkaReader) DeadLetters(ctx context.Context) (*DeadLetters, error) {
 			groups[reason] = g
 		}
 		g.Count++
+		if len(l.Truncated) == 0 && k.isJobTopic(l.SourceTopic) {
+			g.Replayable++
+			d.Replayable++
+		}
 		src := l.SourceTopic
 		if l.SourcePartition != nil && l.SourceOffset != nil {
 			src = fmt.Sprintf("%s/%d@%d", src, *l.SourcePartition, *l.SourceOffset)
@@ -227,6 +235,23 @@ func (k *KafkaReader) DeadLetters(ctx context.Context) (*DeadLetters, error) {
 		return d.Groups[i].Reason < d.Groups[j].Reason
 	})
 	return d, err
+}
+
+// isJobTopic reports whether a letter's source topic is one of the job
+// topics (the only ones a replay produces to; the header is anyone's to set).
+func (k *KafkaReader) isJobTopic(t string) bool {
+	if t == "" || t == k.cfg.DLQTopic {
+		return false
+	}
+	if k.re != nil {
+		return k.re.MatchString(t)
+	}
+	for _, x := range k.cfg.Topics {
+		if x == t {
+			return true
+		}
+	}
+	return false
 }
 
 func letterTime(r *kgo.Record) time.Time {
