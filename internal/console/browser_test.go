@@ -62,7 +62,9 @@ func tab(t *testing.T) context.Context {
 	if browserErr != nil {
 		t.Fatal(browserErr)
 	}
-	ctx, cancel := chromedp.NewContext(browserCtx)
+	// A browser context of its own: no cookie of another test (cookies
+	// ignore ports, and every console here is on 127.0.0.1).
+	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
 	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
 	var problems []string
 	messages := chromedp.Console(ctx)
@@ -178,7 +180,8 @@ func TestBrowserPauseControl(t *testing.T) {
 // TestBrowserFiltersRoundTripThroughURL: the filter form puts every filter
 // in the URL, and that URL opened anew shows the same filters and rows.
 func TestBrowserFiltersRoundTripThroughURL(t *testing.T) {
-	w := newWorld(t, opts{})
+	// Nothing changes here: one read, and no live swap under the clicks.
+	w := newWorld(t, opts{interval: time.Hour})
 	c := tab(t)
 	do(t, c,
 		chromedp.Navigate(w.http.URL+"/jobs"),
