@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // sessionCookie holds a logged-in browser's session: a keyed digest of the
@@ -136,8 +138,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
+	if !s.loginAllowed() {
+		w.Header().Set("Retry-After", "60")
+		s.fail(w, r, http.StatusTooManyRequests, "too many failed logins: try again in a minute")
+		return
+	}
 	if !s.tokenOK(r.PostFormValue("token")) {
-		s.log.Warn("console login refused")
+		s.loginFailed()
+		s.log.Warn("console login refused", zap.String("remote", remoteIP(r)))
 		s.render(w, r, http.StatusUnauthorized, "login", "Log in", "",
 			loginData{Next: next, Token: true, Error: "That token is not this console's."})
 		return
@@ -151,6 +159,28 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: -1})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// maxLoginFailures is how many failed logins a console takes per minute
+// (all clients together): guessing a 16-character token stays hopeless.
+const maxLoginFailures = 10
+
+// loginAllowed reports whether fewer than maxLoginFailures logins failed
+// within the last minute.
+func (s *Server) loginAllowed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cut := s.now().Add(-time.Minute)
+	for len(s.failures) > 0 && s.failures[0].Before(cut) {
+		s.failures = s.failures[1:]
+	}
+	return len(s.failures) < maxLoginFailures
+}
+
+func (s *Server) loginFailed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, s.now())
 }
 
 // safeNext keeps a redirect target on this site: a path, never "//host".

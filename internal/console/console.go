@@ -107,6 +107,8 @@ type Server struct {
 	streams chan struct{}
 	reads   atomic.Int64 // snapshots computed (tests check the sharing)
 
+	failures []time.Time // failed logins of the last minute (under mu)
+
 	jobsMu sync.Mutex
 	jobs   *jobScan // the last job listing
 }

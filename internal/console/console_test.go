@@ -284,6 +284,16 @@ func TestTokenAuth(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
 	require.Contains(t, body, "Log out")
 
+	// Guessing is cut short: after ten failures a minute, even the right
+	// token waits.
+	for range maxLoginFailures - 1 {
+		resp, _ = w.post("/login", url.Values{"token": {"guess-guess-guess-guess"}})
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	}
+	resp, _ = w.post("/login", url.Values{"token": {tok}})
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "60", resp.Header.Get("Retry-After"))
+
 	// With the token required, even a loopback client needs it.
 	resp, _ = w.get("/vendors", "Cookie", sessionCookie+"=forged")
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
