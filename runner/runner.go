@@ -54,6 +54,8 @@ type Runner struct {
 	started   atomic.Bool
 	stopOnce  sync.Once
 
+	tally callTally
+
 	lanesMu    sync.Mutex
 	sdbLane    *lane                // job steps (SampleDB and ledger calls)
 	startLanes map[string]*lane     // per task kind: StartConcurrency starts
@@ -82,6 +84,7 @@ func New(cfg Config) (*Runner, error) {
 		startLanes: map[string]*lane{},
 		vendors:    map[edr.Driver]*lane{},
 	}
+	r.tally.since = time.Now()
 	r.claimer = &claimer{r: r, every: cfg.ClaimInterval}
 	r.aborts = &abortPoller{r: r, every: cfg.AbortPollInterval}
 	r.reconciler = newReconciler(r, cfg.ReconcileInterval)
@@ -111,6 +114,7 @@ func New(cfg Config) (*Runner, error) {
 		OnAbort:       r.onAbort,
 		OnEpoch:       r.onEpoch,
 		OnRenew:       cfg.Observer.LeaseRenewed,
+		Stats:         r.statsJSON,
 		Logger:        cfg.Logger,
 	})
 	r.keeperStart = startstopKeeper{loop: r.keeper.Run}

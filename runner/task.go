@@ -402,7 +402,7 @@ func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline
 			return err
 		}
 		v, err = call(ctx, d)
-		j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
+		j.r.vendorCall(vendor, op, err, began)
 		return err
 	})
 	return v, err
@@ -422,7 +422,7 @@ func vendorOnce[T any](t *taskRun, op string, p httpc.Priority, call func(contex
 	}
 	began := time.Now()
 	v, err := call(httpc.WithPriority(j.work, p), d)
-	j.r.cfg.Observer.VendorCall(edr.Vendor(t.pt.Kind), op, callResult(err), time.Since(began))
+	j.r.vendorCall(edr.Vendor(t.pt.Kind), op, err, began)
 	return v, err
 }
 
@@ -483,7 +483,7 @@ func (r *Runner) pollBatch(ln *lane, bp edr.BatchPoller, kind string) {
 			break
 		}
 	}
-	r.cfg.Observer.VendorCall(edr.Vendor(kind), "poll", callResult(first), time.Since(began))
+	r.vendorCall(edr.Vendor(kind), "poll", first, began)
 	for i, t := range ts {
 		a := edr.PollAnswer{Err: errors.New("the batched poll gave no answer for this operation")}
 		if i < len(answers) {

@@ -211,7 +211,8 @@ return {out, q}
 // holds: one round trip, a handful of commands. A session whose deadline
 // passed is not renewed (it stays dead: its jobs are being reaped and
 // claimed), nor one the ledger does not know (Redis lost its data).
-// KEYS: sessions, workers, epoch. ARGV: prefix, sid, worker, ttlms, inflight.
+// KEYS: sessions, workers, epoch. ARGV: prefix, sid, worker, ttlms, inflight,
+// stats (the worker's published stats; empty: unchanged).
 // Returns {now, epoch, 'ok' | 'gone'}.
 var renewScript = redis.NewScript(luaPrelude + `
 local now = nowms()
@@ -225,6 +226,7 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
 redis.call('ZADD', KEYS[2], now, ARGV[3])
 local wk = ARGV[1] .. 'worker:' .. ARGV[3]
 redis.call('HSET', wk, 'seen', string.format('%d', now), 'inflight', ARGV[5], 'session', ARGV[2])
+if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', wk, 'stats', ARGV[6]) end
 redis.call('PEXPIRE', wk, ttl * 10)
 return {string.format('%d', now), e, 'ok'}
 `)

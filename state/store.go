@@ -413,7 +413,19 @@ type RenewResult struct {
 // holds: one round trip. It also records the worker as alive with its
 // in-flight count.
 func (s *Store) Renew(ctx context.Context, sess Session, inflight int) (RenewResult, error) {
-	raw, err := s.run(ctx, renewScript, []string{s.kSess, s.kWork, s.kEpo}, s.pfx, sess.ID, sess.Worker, s.ttl.Milliseconds(), inflight)
+	return s.renew(ctx, sess, inflight, nil)
+}
+
+// MaxWorkerStats bounds what a worker publishes about itself.
+const MaxWorkerStats = 4 << 10
+
+// renew is Renew publishing the worker's stats too (when not empty and
+// not over MaxWorkerStats).
+func (s *Store) renew(ctx context.Context, sess Session, inflight int, stats []byte) (RenewResult, error) {
+	if len(stats) > MaxWorkerStats {
+		stats = nil
+	}
+	raw, err := s.run(ctx, renewScript, []string{s.kSess, s.kWork, s.kEpo}, s.pfx, sess.ID, sess.Worker, s.ttl.Milliseconds(), inflight, stats)
 	if err != nil {
 		return RenewResult{}, fmt.Errorf("state: renew: %w", err)
 	}
@@ -738,6 +750,9 @@ type WorkerInfo struct {
 	ID       string
 	Seen     time.Time // last renewal, Redis time
 	InFlight int
+	// Stats is what the worker published with its last renewal (JSON of
+	// runner.WorkerStats; nil when it published none).
+	Stats []byte
 }
 
 // Workers lists workers that renewed within the last ten lease TTLs.
@@ -753,8 +768,16 @@ func (s *Store) Workers(ctx context.Context) ([]WorkerInfo, error) {
 		if time.Since(seen) > 10*s.ttl {
 			continue
 		}
-		n, _ := s.rdb.HGet(ctx, s.pfx+"worker:"+id, "inflight").Int()
-		out = append(out, WorkerInfo{ID: id, Seen: seen, InFlight: n})
+		f, err := s.rdb.HMGet(ctx, s.pfx+"worker:"+id, "inflight", "stats").Result()
+		if err != nil {
+			return nil, fmt.Errorf("state: workers: %w", err)
+		}
+		n, _ := strconv.Atoi(str(f[0]))
+		var stats []byte
+		if v := str(f[1]); v != "" {
+			stats = []byte(v)
+		}
+		out = append(out, WorkerInfo{ID: id, Seen: seen, InFlight: n, Stats: stats})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
