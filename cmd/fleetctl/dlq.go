@@ -107,6 +107,11 @@ type span struct{ start, end int64 }
 // dlqSpans captures the DLQ's offsets now: every read ends at these end
 // offsets, so fleetctl never waits for letters that arrive later.
 func dlqSpans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]span, error) {
+	return topicSpans(ctx, cl, topic, "DLQ topic")
+}
+
+// topicSpans captures topic's offsets now; what names the topic in errors.
+func topicSpans(ctx context.Context, cl *kgo.Client, topic, what string) (map[int32]span, error) {
 	adm := kadm.NewClient(cl)
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -118,7 +123,7 @@ func dlqSpans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]span
 	}
 	pe := ends[topic]
 	if _, missing := pe[-1]; missing || len(pe) == 0 {
-		return nil, fmt.Errorf("the DLQ topic %s does not exist", topic)
+		return nil, fmt.Errorf("the %s %s does not exist", what, topic)
 	}
 	out := map[int32]span{}
 	for p, e := range pe {

@@ -5,7 +5,8 @@
 //
 //	fleetctl status                 group, lag, workers, leases, outbox, DLQ, cool-downs
 //	fleetctl jobs [filters]         the ledger's jobs, one line each
-//	fleetctl job <id>               one job: plan, task checkpoints, lease history
+//	fleetctl job <id>               one job: plan, task checkpoints, timeline, result
+//	fleetctl results [flags]        summaries from the result topic
 //	fleetctl dlq list [filters]     dead letters
 //	fleetctl dlq replay [flags]     re-produce dead letters to their source topics
 //	fleetctl release <id>           force a job's lease to expire (fenced)
@@ -67,6 +68,9 @@ commands:
                               re-produce dead letters to their source topics (asks first);
                               only into the job topics: a letter naming another is refused
   release <id>                force the job's lease to expire so another worker takes it over
+  results [--job ID] [--last N]
+                              the summaries published to the result topic (KAFKA_RESULT_TOPIC):
+                              the N newest, or every one of a job
   version                     print the version
   help                        this text
 
@@ -124,6 +128,8 @@ func run(ctx context.Context, args []string, env envLookup, stdin io.Reader, std
 		err = c.dlq(ctx, args[1:])
 	case "release":
 		err = c.release(ctx, args[1:])
+	case "results":
+		err = c.results(ctx, args[1:])
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "fleetctl", version)
 		return 0
