@@ -238,7 +238,11 @@ func (t *taskRun) retryLater(err error) (time.Time, bool) {
 		return t.timeout()
 	}
 	t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
-	// Operators see the failure on the task (a write only when one fails).
+	// Operators see the failure on the task (a write only when one fails),
+	// and on the timeline when it is not the same failure again.
+	if msg := err.Error(); msg != t.cp.LastError {
+		j.note("vendor call failed", fmt.Sprintf("%s: %s; retrying", t.pt.Kind, msg))
+	}
 	t.cp.LastError, t.cp.NextPoll = err.Error(), due.UnixMilli()
 	if j.saveTask(t.cp) != nil {
 		return time.Time{}, false
