@@ -37,6 +37,16 @@ import (
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
+const devUsage = `usage: worker dev [flags]
+
+Runs the whole fleet in one process: an in-process Kafka (kfake), Redis (the
+machine's, else an embedded one), every simulator, N workers, a stream of
+synthetic submissions, a live display and a summary that checks every job
+reached exactly one terminal state.
+
+flags:
+`
+
 type devOptions struct {
 	jobs, bad, aborts, workers, inflight int
 	customers                            int
@@ -67,6 +77,10 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.quiet, "quiet", false, "no live display; print only the summary")
 	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C (to try things by hand)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up if the jobs are not all terminal by then")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), devUsage)
+		fs.PrintDefaults()
+	}
 	if helpAsked(args) {
 		fs.SetOutput(stdout)
 	}

@@ -74,6 +74,11 @@ Asks the worker at addr (default: HTTP_ADDR, else :8080; a bare :port means
 container healthchecks: the image has no shell or curl.
 `
 
+const versionUsage = `usage: worker version
+
+Prints the version of this worker binary.
+`
+
 // helpAsked reports whether args ask for help (-h, -help or --help before
 // any "--").
 func helpAsked(args []string) bool {
@@ -108,6 +113,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "healthcheck":
 		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
+		if helpAsked(args[1:]) {
+			fmt.Fprint(stdout, versionUsage)
+			return 0
+		}
 		fmt.Fprintln(stdout, "analysisfleet worker", version)
 		return 0
 	case "help", "-h", "-help", "--help":
@@ -263,7 +272,7 @@ func newSampleDB(cfg *config, m *metrics.Metrics, log *zap.Logger) (*sampledb.Cl
 // cmdHealthcheck asks a worker's /readyz and exits 0 when it is ready: the
 // image has no shell or curl, so container healthchecks run this.
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && helpAsked(args[:1]) {
+	if helpAsked(args) {
 		fmt.Fprint(stdout, healthcheckUsage)
 		return 0
 	}
