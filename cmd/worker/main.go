@@ -34,6 +34,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/reach"
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -168,7 +169,7 @@ func cmdRun(stderr io.Writer) int {
 		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
 		return 2
 	}
-	if err := waitRedis(ctx, store, log); err != nil {
+	if err := waitRedis(ctx, store, cfg.node.RedisAddr, log); err != nil {
 		return 1
 	}
 	reg := node.NewRegistry()
@@ -238,22 +239,26 @@ func apiTransport(insecure bool) *http.Transport {
 	return httpc.RefuseLocal(httpc.NewTransport())
 }
 
-// waitRedis waits for Redis at startup instead of crash-looping.
-func waitRedis(ctx context.Context, store *state.Store, log *zap.Logger) error {
+// waitRedis waits for Redis at startup instead of crash-looping. That
+// Redis does not answer is said once at ERROR, with where and why, again
+// every reach.DefaultRemindEvery while it lasts, and when it answers.
+func waitRedis(ctx context.Context, store *state.Store, addr string, log *zap.Logger) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.MaxInterval, bo.MaxElapsedTime = 10*time.Second, 0
+	tr := &reach.Tracker{Name: "redis", Addr: addr, Log: log}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := store.Ping(pctx)
 		cancel()
-		if err == nil {
-			return nil
-		}
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
+		tr.Observe(err)
+		if err == nil {
+			return nil
+		}
 		wait := bo.NextBackOff()
-		log.Warn("Redis is not reachable yet; waiting", zap.Error(err), zap.Duration("retry_in", wait))
+		log.Debug("Redis ping failed", zap.Error(err), zap.Duration("retry_in", wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -299,10 +304,12 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// redisLogger puts go-redis's own messages (dial failures and the like) in
-// the structured log instead of bare lines on stderr.
+// redisLogger puts go-redis's own messages (its connection pool's dial
+// failures, several per attempt) in the structured log at DEBUG instead of
+// bare lines on stderr: that Redis does not answer is said once, clearly,
+// by reach.Tracker (waitRedis, the node's watch).
 type redisLogger struct{ l *zap.Logger }
 
 func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
-	r.l.Warn(fmt.Sprintf(format, v...))
+	r.l.Debug(fmt.Sprintf(format, v...))
 }
