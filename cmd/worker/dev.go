@@ -43,7 +43,9 @@ const devUsage = `usage: worker dev [flags]
 Runs the whole fleet in one process: an in-process Kafka (kfake), Redis (the
 machine's, else an embedded one), every simulator, N workers, a stream of
 synthetic submissions, a live display and a summary that checks every job
-reached exactly one terminal state.
+reached exactly one terminal state. With --hold it then keeps running, with a
+steady trickle of long jobs to abort, release and watch, until Ctrl-C;
+"worker dev submit" (worker dev submit --help) posts one more job to it.
 
 flags:
 `

@@ -58,6 +58,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{[]string{"healthcheck", "127.0.0.1:1", "--help"}, "usage: worker healthcheck [addr]"},
 		{[]string{"dev", "--help"}, "usage: worker dev [flags]"},
 		{[]string{"dev", "--hold", "--help"}, "usage: worker dev [flags]"},
+		{[]string{"dev", "submit", "--help"}, "usage: worker dev submit [flags]"},
 		{[]string{"sim", "--help"}, "usage: worker sim [flags]"},
 		{[]string{"bench", "--help"}, "usage: worker bench [flags]"},
 		{[]string{"version", "--help"}, "usage: worker version"},

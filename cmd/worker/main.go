@@ -4,6 +4,8 @@
 //	              (runVars in envtable.go; README; worker run --help)
 //	worker dev    everything in one process: in-process Kafka, Redis, simulators,
 //	              synthetic submissions, a live progress display and a summary
+//	              (--hold: then a trickle of long jobs until Ctrl-C)
+//	worker dev submit  post one job to the running worker dev (devhold.go)
 //	worker sim    the simulators alone, on fixed ports (multi-process tests)
 //	worker bench  measure one worker holding N long jobs (internal/bench)
 //	worker healthcheck  probe /readyz (container healthchecks without curl)
@@ -49,6 +51,8 @@ const usage = `usage: worker <command>
 commands:
   run       run a worker (configured by environment variables: worker run --help)
   dev       run the whole fleet in one process with simulators and a live display
+            (--hold: keep it running with a trickle of long jobs)
+  dev submit  submit one job to the running worker dev and print its ID
   sim       serve the simulators on fixed ports (for multi-process tests)
   bench     measure one worker holding N long jobs (RSS, CPU, Redis, SampleDB, aborts)
   healthcheck [addr]  exit 0 if the worker at addr (default HTTP_ADDR or :8080) is ready
