@@ -127,7 +127,7 @@ func findDev(dir string) (devState, int, error) {
 // simulator and produced to a job topic exactly as the other dev jobs.
 func (d *dev) holdJobs(ctx context.Context) error {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x5eed))
-	gen := loadgen.Config{Sensors: []int64{1, 2, 3}, Customers: d.stack.Customers()}
+	gen := loadgen.Config{Sensors: []int64{1, 2, 3}, Customers: d.stack.Customers(), Plant: d.stack.Plant}
 	topics := intake.DefaultTopics
 	var held []string
 	t := time.NewTimer(0)
