@@ -131,6 +131,10 @@ func run(ctx context.Context, args []string, env envLookup, stdin io.Reader, std
 	case "results":
 		err = c.results(ctx, args[1:])
 	case "version", "--version", "-v":
+		if helpAsked(args[1:]) {
+			fmt.Fprint(stdout, "usage: fleetctl version\n\nPrints the version of this fleetctl binary.\n")
+			return 0
+		}
 		fmt.Fprintln(stdout, "fleetctl", version)
 		return 0
 	case "help", "-h", "-help", "--help":
@@ -170,20 +174,51 @@ func (o *common) json() bool { return o.output == "json" }
 // newFlags returns a command's flag set with -o and --timeout.
 func (c *cli) newFlags(name, synopsis string, o *common, timeout time.Duration) *flag.FlagSet {
 	fs := flag.NewFlagSet("fleetctl "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs.SetOutput(&flagOutput{stdout: c.stdout, stderr: c.stderr})
 	fs.StringVar(&o.output, "o", "table", "output format: table or json")
 	fs.StringVar(&o.output, "output", "table", "output format: table or json")
 	fs.DurationVar(&o.timeout, "timeout", timeout, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "usage: fleetctl %s\n\nflags:\n", synopsis)
+		fmt.Fprintf(fs.Output(), "usage: fleetctl %s\n\nflags:\n", synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
+// flagOutput is a command's flag output: the usage goes to stdout when it
+// was asked for (-h, --help: exit 0), to stderr with a flag error (exit 2).
+type flagOutput struct {
+	stdout, stderr io.Writer
+	help           bool
+}
+
+func (f *flagOutput) Write(p []byte) (int, error) {
+	if f.help {
+		return f.stdout.Write(p)
+	}
+	return f.stderr.Write(p)
+}
+
+// helpAsked reports whether args ask for help (-h, -help or --help before
+// any "--").
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
 // parse parses flags anywhere among the positional arguments (so
 // `fleetctl job <id> -o json` works) and checks the common ones.
 func parse(fs *flag.FlagSet, o *common, args []string, wantPos int) ([]string, error) {
+	if out, ok := fs.Output().(*flagOutput); ok {
+		out.help = helpAsked(args)
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
