@@ -24,6 +24,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{[]string{"status", "--help"}, "usage: fleetctl status"},
 		{[]string{"jobs", "--help"}, "usage: fleetctl jobs"},
 		{[]string{"job", "--help"}, "usage: fleetctl job <id>"},
+		{[]string{"results", "--help"}, "usage: fleetctl results"},
 		{[]string{"job", "some-id", "-h"}, "usage: fleetctl job <id>"},
 		{[]string{"dlq", "--help"}, "usage: fleetctl <command>"},
 		{[]string{"dlq", "list", "--help"}, "usage: fleetctl dlq list"},
