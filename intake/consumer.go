@@ -59,6 +59,8 @@ type Runner interface {
 	// Session is the worker's session admissions are made under (empty
 	// between a lost session and the next).
 	Session() state.Session
+	// Launch runs a job admitted under sess; a job it runs already under
+	// the same lease is left alone (the reserved slot given back).
 	Launch(sess state.Session, l state.Lease, rec *state.Record)
 }
 
@@ -413,7 +415,9 @@ func (c *Consumer) admit(ctx context.Context, items []*item) error {
 	for i, r := range res {
 		counts[r.Outcome]++
 		switch r.Outcome {
-		case state.Admitted, state.TakenOver:
+		case state.Admitted, state.TakenOver, state.Held:
+			// Held: admitted under this session before, the answer lost;
+			// Launch runs it unless it runs already.
 			c.cfg.Runner.Launch(sess, r.Lease, r.Record)
 		default:
 			c.cfg.Runner.Unacquire(1)

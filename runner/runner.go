@@ -185,7 +185,15 @@ func (r *Runner) InFlight() int { return r.slots.running() }
 // sess, in a slot reserved with TryAcquire. A lease of a session lost
 // meanwhile is not run (the job is already anybody's): the slot is
 // returned.
+//
+// A job this worker runs already under the same lease is left alone (an
+// admission whose answer was lost was made again, and found the job held
+// by this session): the slot is returned.
 func (r *Runner) Launch(sess state.Session, l state.Lease, rec *state.Record) {
+	if cur := r.slots.get(l.ID); cur != nil && cur.lease.Token == l.Token && cur.sess.ID == sess.ID {
+		r.slots.release(1)
+		return
+	}
 	if !r.keeper.Add(sess, l) {
 		r.log.Info("job acquired under a session lost meanwhile; left to others", zap.String("job_id", l.ID))
 		r.slots.release(1)

@@ -240,6 +240,10 @@ const (
 	Running
 	// Finished: a tombstone says the job ended; drop the duplicate.
 	Finished
+	// Held: this very session already holds the job: an earlier admission
+	// went through but its answer was lost (a timeout), or the record was
+	// redelivered. Lease and Record are set; run it unless it runs already.
+	Held
 )
 
 func (o AdmitOutcome) String() string {
@@ -252,6 +256,8 @@ func (o AdmitOutcome) String() string {
 		return "running"
 	case Finished:
 		return "finished"
+	case Held:
+		return "held"
 	}
 	return "unknown"
 }
@@ -260,7 +266,7 @@ func (o AdmitOutcome) String() string {
 type AdmitResult struct {
 	ID      string
 	Outcome AdmitOutcome
-	// Lease and Record are set for Admitted and TakenOver.
+	// Lease and Record are set for Admitted, TakenOver and Held.
 	Lease  Lease
 	Record *Record
 	// Detail is the owner (Running) or the terminal state (Finished).
@@ -331,8 +337,11 @@ func (s *Store) Admit(ctx context.Context, sess Session, reqs []AdmitRequest) (r
 			r.Outcome = Finished
 		case "running":
 			r.Outcome = Running
-		case "takeover":
+		case "takeover", "held":
 			r.Outcome = TakenOver
+			if kind == "held" {
+				r.Outcome = Held
+			}
 			r.Lease = Lease{ID: id, Token: tok}
 			flat, _ := f[4].([]any)
 			r.Record = recordFromFlat(id, flat)
