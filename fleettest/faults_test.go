@@ -165,7 +165,10 @@ func TestStoppedWorkerMakesNoZombieWrites(t *testing.T) {
 // SampleDB: none is lost.
 func TestRedisRestartedEmpty(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOpts{simArgs: []string{"--vendor-time", "3s"}})
+	// Vendor operations long enough that jobs are still held when Redis
+	// restarts, however fast the fleet drains the load (with 3 s, a quiet
+	// machine finished all 600 before 150 were ever held at once).
+	c := newCluster(t, clusterOpts{simArgs: []string{"--vendor-time", "15s"}})
 	done := make(chan *loadgen.Stats, 1)
 	go func() { done <- c.load(ctx(t), loadgen.Config{Jobs: 600, Rate: 100}) }()
 	require.Eventually(t, func() bool { return len(c.heldBy("w1"))+len(c.heldBy("w2"))+len(c.heldBy("w3")) > 150 },

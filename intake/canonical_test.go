@@ -22,7 +22,7 @@ func TestSameJobInTwoCasesIsAdmittedOnce(t *testing.T) {
 	require.Len(t, recs, 1, "one job, one run")
 	require.Equal(t, lower, recs[0].ID)
 	admitted, _ := in.obs.snapshot()
-	require.Equal(t, map[string]int{"admitted": 1, "running": 1}, admitted)
+	require.Equal(t, map[string]int{"admitted": 1, "held": 1}, admitted, "the second is this session's own job")
 
 	// Upper case first: the ledger and the message hold the canonical ID.
 	const upper = "FEDCBA98-7654-3210-FEDC-BA9876543210"

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -59,6 +60,8 @@ type Runner interface {
 	// Session is the worker's session admissions are made under (empty
 	// between a lost session and the next).
 	Session() state.Session
+	// Launch runs a job admitted under sess; a job it runs already under
+	// the same lease is left alone (the reserved slot given back).
 	Launch(sess state.Session, l state.Lease, rec *state.Record)
 }
 
@@ -385,7 +388,26 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record) error {
 // the next); the records are read again shortly.
 var errNoSession = errors.New("the worker has no session (opening a new one)")
 
+// MaxAdmitBatch bounds the jobs admitted by one ledger call. A poll can
+// return tens of thousands of records when the worker has that much room;
+// one script admitting them all would hold Redis for seconds (every other
+// call of the fleet waits, renewals included) and outlast its own timeout,
+// its answer lost although Redis applied it.
+const MaxAdmitBatch = 500
+
+// admit admits items in batches of at most MaxAdmitBatch; a batch that
+// fails marks its own items failed, not the others.
 func (c *Consumer) admit(ctx context.Context, items []*item) error {
+	var firstErr error
+	for chunk := range slices.Chunk(items, MaxAdmitBatch) {
+		if err := c.admitBatch(ctx, chunk); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+func (c *Consumer) admitBatch(ctx context.Context, items []*item) error {
 	reqs := make([]state.AdmitRequest, len(items))
 	for i, it := range items {
 		reqs[i] = state.AdmitRequest{
@@ -413,7 +435,9 @@ func (c *Consumer) admit(ctx context.Context, items []*item) error {
 	for i, r := range res {
 		counts[r.Outcome]++
 		switch r.Outcome {
-		case state.Admitted, state.TakenOver:
+		case state.Admitted, state.TakenOver, state.Held:
+			// Held: admitted under this session before, the answer lost;
+			// Launch runs it unless it runs already.
 			c.cfg.Runner.Launch(sess, r.Lease, r.Record)
 		default:
 			c.cfg.Runner.Unacquire(1)

@@ -58,10 +58,17 @@ func (r *fakeRunner) Room() <-chan struct{} { return nil }
 
 func (r *fakeRunner) Session() state.Session { return r.sess }
 
-func (r *fakeRunner) Launch(_ state.Session, _ state.Lease, rec *state.Record) {
+// Launch is idempotent by lease, as the runner's.
+func (r *fakeRunner) Launch(_ state.Session, l state.Lease, rec *state.Record) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, got := range r.launched {
+		if got.ID == l.ID && got.Token == l.Token {
+			r.free++ // the slot reserved for it goes back
+			return
+		}
+	}
 	r.launched = append(r.launched, rec)
-	r.mu.Unlock()
 }
 
 func (r *fakeRunner) records() []*state.Record {

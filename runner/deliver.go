@@ -226,7 +226,7 @@ func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 		began := time.Now()
 		last = d.Cancel(ctx, edr.Ref(ref))
 		if !errors.Is(last, edr.ErrCancelUnsupported) {
-			j.r.cfg.Observer.VendorCall(edr.Vendor(kind), "cancel", callResult(last), time.Since(began))
+			j.r.vendorCall(edr.Vendor(kind), "cancel", last, began)
 		}
 		return last
 	})

@@ -622,3 +622,24 @@ func TestFinishedJobLeavesTimelineAndResult(t *testing.T) {
 	require.Equal(t, sampledb.StateSuccess, got.State)
 	require.Equal(t, w.summary().State, got.State, "the ledger keeps what was published")
 }
+
+// TestWorkerPublishesVendorStatsWithRenewal: the renewal carries the
+// worker's driver calls by vendor and result, for fleetctl and the console.
+func TestWorkerPublishesVendorStatsWithRenewal(t *testing.T) {
+	t.Parallel()
+	d := &fakeDriver{kind: edr.KindCBCEventExport}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	j := w.run(jobMsg(nil))
+	require.Equal(t, exitDone, j.exit)
+	require.NoError(t, w.runner.Keeper().RenewOnce(context.Background()))
+	ws, err := w.store.Workers(context.Background())
+	require.NoError(t, err)
+	require.Len(t, ws, 1)
+	st, err := DecodeWorkerStats(ws[0].Stats)
+	require.NoError(t, err)
+	cbc := st.Vendors[edr.Vendor(edr.KindCBCEventExport)]
+	require.Positive(t, cbc.OK, "the job's start and polls: %+v", st)
+	require.Zero(t, cbc.Permanent)
+	require.Zero(t, cbc.Waiting, "nothing queued once the job is done")
+	require.False(t, st.Since.IsZero())
+}

@@ -54,6 +54,8 @@ type Runner struct {
 	started   atomic.Bool
 	stopOnce  sync.Once
 
+	tally callTally
+
 	lanesMu    sync.Mutex
 	sdbLane    *lane                // job steps (SampleDB and ledger calls)
 	startLanes map[string]*lane     // per task kind: StartConcurrency starts
@@ -82,6 +84,7 @@ func New(cfg Config) (*Runner, error) {
 		startLanes: map[string]*lane{},
 		vendors:    map[edr.Driver]*lane{},
 	}
+	r.tally.since = time.Now()
 	r.claimer = &claimer{r: r, every: cfg.ClaimInterval}
 	r.aborts = &abortPoller{r: r, every: cfg.AbortPollInterval}
 	r.reconciler = newReconciler(r, cfg.ReconcileInterval)
@@ -111,6 +114,7 @@ func New(cfg Config) (*Runner, error) {
 		OnAbort:       r.onAbort,
 		OnEpoch:       r.onEpoch,
 		OnRenew:       cfg.Observer.LeaseRenewed,
+		Stats:         r.statsJSON,
 		Logger:        cfg.Logger,
 	})
 	r.keeperStart = startstopKeeper{loop: r.keeper.Run}
@@ -181,7 +185,15 @@ func (r *Runner) InFlight() int { return r.slots.running() }
 // sess, in a slot reserved with TryAcquire. A lease of a session lost
 // meanwhile is not run (the job is already anybody's): the slot is
 // returned.
+//
+// A job this worker runs already under the same lease is left alone (an
+// admission whose answer was lost was made again, and found the job held
+// by this session): the slot is returned.
 func (r *Runner) Launch(sess state.Session, l state.Lease, rec *state.Record) {
+	if cur := r.slots.get(l.ID); cur != nil && cur.lease.Token == l.Token && cur.sess.ID == sess.ID {
+		r.slots.release(1)
+		return
+	}
 	if !r.keeper.Add(sess, l) {
 		r.log.Info("job acquired under a session lost meanwhile; left to others", zap.String("job_id", l.ID))
 		r.slots.release(1)

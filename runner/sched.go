@@ -342,6 +342,13 @@ func (s *sched) doneAll(sts []*step) {
 	}
 }
 
+// load reports how many of ln's steps wait for room and how many run.
+func (s *sched) load(ln *lane) (waiting, running int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ln.blocked.Len() + len(ln.pending), ln.inflight
+}
+
 // stepHeap orders steps: a timer heap by due time; a ready (or blocked)
 // heap by priority, then due time, then arrival.
 type stepHeap struct {

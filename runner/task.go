@@ -238,7 +238,11 @@ func (t *taskRun) retryLater(err error) (time.Time, bool) {
 		return t.timeout()
 	}
 	t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
-	// Operators see the failure on the task (a write only when one fails).
+	// Operators see the failure on the task (a write only when one fails),
+	// and on the timeline when it is not the same failure again.
+	if msg := err.Error(); msg != t.cp.LastError {
+		j.note("vendor call failed", fmt.Sprintf("%s: %s; retrying", t.pt.Kind, msg))
+	}
 	t.cp.LastError, t.cp.NextPoll = err.Error(), due.UnixMilli()
 	if j.saveTask(t.cp) != nil {
 		return time.Time{}, false
@@ -402,7 +406,7 @@ func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline
 			return err
 		}
 		v, err = call(ctx, d)
-		j.r.cfg.Observer.VendorCall(vendor, op, callResult(err), time.Since(began))
+		j.r.vendorCall(vendor, op, err, began)
 		return err
 	})
 	return v, err
@@ -422,7 +426,7 @@ func vendorOnce[T any](t *taskRun, op string, p httpc.Priority, call func(contex
 	}
 	began := time.Now()
 	v, err := call(httpc.WithPriority(j.work, p), d)
-	j.r.cfg.Observer.VendorCall(edr.Vendor(t.pt.Kind), op, callResult(err), time.Since(began))
+	j.r.vendorCall(edr.Vendor(t.pt.Kind), op, err, began)
 	return v, err
 }
 
@@ -483,7 +487,7 @@ func (r *Runner) pollBatch(ln *lane, bp edr.BatchPoller, kind string) {
 			break
 		}
 	}
-	r.cfg.Observer.VendorCall(edr.Vendor(kind), "poll", callResult(first), time.Since(began))
+	r.vendorCall(edr.Vendor(kind), "poll", first, began)
 	for i, t := range ts {
 		a := edr.PollAnswer{Err: errors.New("the batched poll gave no answer for this operation")}
 		if i < len(answers) {

@@ -111,7 +111,7 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 		}
 	}
 	require.Len(t, lease, 5)
-	require.Equal(t, state.Running, res[5].Outcome, "the same job twice in one batch is admitted once")
+	require.Equal(t, state.Held, res[5].Outcome, "the same job twice in one batch is admitted once")
 
 	// Checkpoints: the plan and a task, read back through the record codec.
 	plan := []state.PlannedTask{{Kind: "cbc.event_export", Timeout: state.Duration(time.Hour)}}

@@ -60,7 +60,9 @@
 //	Kafka record                          Redis (Lua, Redis TIME)                 worker
 //	────────────                          ───────────────────────                 ──────
 //	job J ──decode/validate──▶ Admit ──▶  tomb:J?           → Finished  (drop, commit)
-//	          (under session S)           J's session alive? → Running   (drop, commit)
+//	          (under session S)           J held by S itself → Held      (run it unless it runs: an
+//	                                                                      earlier answer was lost)
+//	                                      J's session alive? → Running   (drop, commit)
 //	                                      record, no holder  → TakenOver (token++, resume)
 //	                                      else create        → Admitted  (token++)
 //	                    commit offset ◀── only after the record is durable

@@ -43,7 +43,10 @@ type KeeperConfig struct {
 	OnEpoch func(old, new string)
 	// OnRenew is called after each renewal attempt (metrics).
 	OnRenew func(held int, err error)
-	Logger  *zap.Logger
+	// Stats, when set, gives what the worker publishes about itself with
+	// each renewal (WorkerInfo.Stats; at most MaxWorkerStats bytes).
+	Stats  func() []byte
+	Logger *zap.Logger
 }
 
 // Keeper holds this worker's session and the jobs held under it. It
@@ -183,7 +186,11 @@ func (k *Keeper) RenewOnce(ctx context.Context) error {
 		return k.reopen(ctx)
 	}
 	sent := time.Now()
-	res, err := k.s.Renew(ctx, sess, n)
+	var stats []byte
+	if k.cfg.Stats != nil {
+		stats = k.cfg.Stats()
+	}
+	res, err := k.s.renew(ctx, sess, n, stats)
 	if k.cfg.OnRenew != nil {
 		k.cfg.OnRenew(n, err)
 	}

@@ -100,6 +100,8 @@ return string.format('%d', now)
 //	finished  a tombstone exists (detail = terminal state)
 //	running   the job's session is alive (detail = owner), or an operator
 //	          released it away from this worker moments ago
+//	held      this very session holds it already (an earlier admission whose
+//	          answer was lost, or a redelivery): its token (fields = HGETALL)
 //	takeover  the record existed and nobody holds it: now ours (fields = HGETALL)
 //	admitted  a new record, ours (detail = created ms)
 //
@@ -121,8 +123,10 @@ for i = 4, #ARGV, 3 do
   if tomb then
     out[#out+1] = {id, 'finished', '0', tomb}
   elseif redis.call('EXISTS', jk) == 1 then
-    local f = redis.call('HMGET', jk, 'session', 'owner')
-    if alive(sessions, f[1], now) or excluded(jk, worker, now) then
+    local f = redis.call('HMGET', jk, 'session', 'owner', 'token')
+    if f[1] == sid then
+      out[#out+1] = {id, 'held', f[3] or '0', '', redis.call('HGETALL', jk)}
+    elseif alive(sessions, f[1], now) or excluded(jk, worker, now) then
       out[#out+1] = {id, 'running', '0', f[2] or ''}
     else
       if f[1] and f[1] ~= '' then redis.call('SREM', prefix .. 'owned:' .. f[1], id) end
@@ -211,7 +215,8 @@ return {out, q}
 // holds: one round trip, a handful of commands. A session whose deadline
 // passed is not renewed (it stays dead: its jobs are being reaped and
 // claimed), nor one the ledger does not know (Redis lost its data).
-// KEYS: sessions, workers, epoch. ARGV: prefix, sid, worker, ttlms, inflight.
+// KEYS: sessions, workers, epoch. ARGV: prefix, sid, worker, ttlms, inflight,
+// stats (the worker's published stats; empty: unchanged).
 // Returns {now, epoch, 'ok' | 'gone'}.
 var renewScript = redis.NewScript(luaPrelude + `
 local now = nowms()
@@ -225,6 +230,7 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
 redis.call('ZADD', KEYS[2], now, ARGV[3])
 local wk = ARGV[1] .. 'worker:' .. ARGV[3]
 redis.call('HSET', wk, 'seen', string.format('%d', now), 'inflight', ARGV[5], 'session', ARGV[2])
+if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', wk, 'stats', ARGV[6]) end
 redis.call('PEXPIRE', wk, ttl * 10)
 return {string.format('%d', now), e, 'ok'}
 `)

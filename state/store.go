@@ -240,6 +240,10 @@ const (
 	Running
 	// Finished: a tombstone says the job ended; drop the duplicate.
 	Finished
+	// Held: this very session already holds the job: an earlier admission
+	// went through but its answer was lost (a timeout), or the record was
+	// redelivered. Lease and Record are set; run it unless it runs already.
+	Held
 )
 
 func (o AdmitOutcome) String() string {
@@ -252,6 +256,8 @@ func (o AdmitOutcome) String() string {
 		return "running"
 	case Finished:
 		return "finished"
+	case Held:
+		return "held"
 	}
 	return "unknown"
 }
@@ -260,7 +266,7 @@ func (o AdmitOutcome) String() string {
 type AdmitResult struct {
 	ID      string
 	Outcome AdmitOutcome
-	// Lease and Record are set for Admitted and TakenOver.
+	// Lease and Record are set for Admitted, TakenOver and Held.
 	Lease  Lease
 	Record *Record
 	// Detail is the owner (Running) or the terminal state (Finished).
@@ -331,8 +337,11 @@ func (s *Store) Admit(ctx context.Context, sess Session, reqs []AdmitRequest) (r
 			r.Outcome = Finished
 		case "running":
 			r.Outcome = Running
-		case "takeover":
+		case "takeover", "held":
 			r.Outcome = TakenOver
+			if kind == "held" {
+				r.Outcome = Held
+			}
 			r.Lease = Lease{ID: id, Token: tok}
 			flat, _ := f[4].([]any)
 			r.Record = recordFromFlat(id, flat)
@@ -413,7 +422,19 @@ type RenewResult struct {
 // holds: one round trip. It also records the worker as alive with its
 // in-flight count.
 func (s *Store) Renew(ctx context.Context, sess Session, inflight int) (RenewResult, error) {
-	raw, err := s.run(ctx, renewScript, []string{s.kSess, s.kWork, s.kEpo}, s.pfx, sess.ID, sess.Worker, s.ttl.Milliseconds(), inflight)
+	return s.renew(ctx, sess, inflight, nil)
+}
+
+// MaxWorkerStats bounds what a worker publishes about itself.
+const MaxWorkerStats = 4 << 10
+
+// renew is Renew publishing the worker's stats too (when not empty and
+// not over MaxWorkerStats).
+func (s *Store) renew(ctx context.Context, sess Session, inflight int, stats []byte) (RenewResult, error) {
+	if len(stats) > MaxWorkerStats {
+		stats = nil
+	}
+	raw, err := s.run(ctx, renewScript, []string{s.kSess, s.kWork, s.kEpo}, s.pfx, sess.ID, sess.Worker, s.ttl.Milliseconds(), inflight, stats)
 	if err != nil {
 		return RenewResult{}, fmt.Errorf("state: renew: %w", err)
 	}
@@ -738,6 +759,9 @@ type WorkerInfo struct {
 	ID       string
 	Seen     time.Time // last renewal, Redis time
 	InFlight int
+	// Stats is what the worker published with its last renewal (JSON of
+	// runner.WorkerStats; nil when it published none).
+	Stats []byte
 }
 
 // Workers lists workers that renewed within the last ten lease TTLs.
@@ -753,8 +777,16 @@ func (s *Store) Workers(ctx context.Context) ([]WorkerInfo, error) {
 		if time.Since(seen) > 10*s.ttl {
 			continue
 		}
-		n, _ := s.rdb.HGet(ctx, s.pfx+"worker:"+id, "inflight").Int()
-		out = append(out, WorkerInfo{ID: id, Seen: seen, InFlight: n})
+		f, err := s.rdb.HMGet(ctx, s.pfx+"worker:"+id, "inflight", "stats").Result()
+		if err != nil {
+			return nil, fmt.Errorf("state: workers: %w", err)
+		}
+		n, _ := strconv.Atoi(str(f[0]))
+		var stats []byte
+		if v := str(f[1]); v != "" {
+			stats = []byte(v)
+		}
+		out = append(out, WorkerInfo{ID: id, Seen: seen, InFlight: n, Stats: stats})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil

@@ -78,6 +78,10 @@ func TestAdmitIsIdempotentByJobID(t *testing.T) {
 	again := admitOne(t, b.store, "w2", "job-1")
 	require.Equal(t, state.Running, again.Outcome, "a live lease keeps the duplicate out")
 	require.Equal(t, "w1", again.Detail)
+	mine := admitOne(t, b.store, "w1", "job-1")
+	require.Equal(t, state.Held, mine.Outcome, "the holder's own redelivery (or lost answer) is handed back to it")
+	require.Equal(t, first.Lease, mine.Lease)
+	require.Equal(t, "w1", mine.Record.Owner)
 
 	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w1"), first.Lease, "success", state.Event{}, nil))
 	after := admitOne(t, b.store, "w2", "job-1")
@@ -91,9 +95,10 @@ func TestAdmitBatchInOneCall(t *testing.T) {
 	reqs := []state.AdmitRequest{{ID: "a", Msg: []byte("1")}, {ID: "b", Msg: []byte("2")}, {ID: "a", Msg: []byte("1")}}
 	res, _, err := b.store.Admit(ctx(t), sess(t, b.store, "w1"), reqs)
 	require.NoError(t, err)
-	require.Equal(t, []state.AdmitOutcome{state.Admitted, state.Admitted, state.Running},
+	require.Equal(t, []state.AdmitOutcome{state.Admitted, state.Admitted, state.Held},
 		[]state.AdmitOutcome{res[0].Outcome, res[1].Outcome, res[2].Outcome},
-		"the same job twice in one batch is admitted once")
+		"the same job twice in one batch is admitted once; the second finds it held by the same session")
+	require.Equal(t, res[0].Lease, res[2].Lease, "with the same lease (no new token)")
 }
 
 func TestExpiredLeaseIsTakenOverWithHigherTokenAndCheckpoints(t *testing.T) {

@@ -29,13 +29,13 @@ flags:
 
 func (c *cli) console(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fleetctl console", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs.SetOutput(&flagOutput{stdout: c.stdout, stderr: c.stderr, help: helpAsked(args)})
 	addr := fs.String("addr", "127.0.0.1:8089", "listen address (host:port)")
 	write := fs.Bool("write", false, "allow the mutating actions (release, abort); default read-only")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (at least 16 characters)")
 	proxyHeader := fs.String("proxy-header", "", "trusted reverse-proxy header naming the user (e.g. X-Auth-Request-User); only behind that proxy")
 	fs.Usage = func() {
-		fmt.Fprint(c.stderr, consoleUsage)
+		fmt.Fprint(fs.Output(), consoleUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

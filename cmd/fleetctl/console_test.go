@@ -16,8 +16,8 @@ func TestConsoleHelpAndRefusals(t *testing.T) {
 	for _, h := range []string{"-h", "--help"} {
 		r := runEnv(map[string]string{}, "", "console", h)
 		require.Equal(t, 0, r.code, "%s", r)
-		require.Contains(t, r.stderr, "--token-file")
-		require.Contains(t, r.stderr, "read-only unless started with --write")
+		require.Contains(t, r.stdout, "--token-file")
+		require.Contains(t, r.stdout, "read-only unless started with --write")
 	}
 	r := runEnv(map[string]string{"REDIS_URL": "redis://127.0.0.1:1"}, "", "console", "--addr", "0.0.0.0:8089")
 	require.Equal(t, 2, r.code, "%s", r)

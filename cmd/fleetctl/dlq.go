@@ -104,8 +104,17 @@ func quoteTopic(t string) string {
 // span is the part of one DLQ partition to read.
 type span = kafkaview.Span
 
-// dlqSpans captures the DLQ's offsets now (kafkaview.Spans).
-var dlqSpans = kafkaview.Spans
+// dlqSpans captures the DLQ's offsets now: every read ends at these end
+// offsets, so fleetctl never waits for letters that arrive later.
+func dlqSpans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]span, error) {
+	return topicSpans(ctx, cl, topic, "DLQ topic")
+}
+
+// topicSpans captures topic's offsets now (kafkaview.Spans); what names
+// the topic in errors.
+func topicSpans(ctx context.Context, cl *kgo.Client, topic, what string) (map[int32]span, error) {
+	return kafkaview.Spans(ctx, cl, topic, what)
+}
 
 // readDLQ reads topic within spans with a direct consumer of cfg's
 // (kafkaview.Read).

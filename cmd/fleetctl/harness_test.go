@@ -263,7 +263,11 @@ func (w *world) seedLedger() fixture {
 	require.NoError(w.t, err)
 	require.Equal(w.t, 1, n)
 	f.e = w.admit(w.long, "w2", "job-e", "win", "Sample.Analysis.Job.SVG/2@5")
-	require.NoError(w.t, w.store.Complete(ctx(w.t), w.sess(w.long, "w2"), f.e, "success", state.Event{}, nil))
+	require.NoError(w.t, w.store.Complete(ctx(w.t), w.sess(w.long, "w2"), f.e, "success",
+		state.Event{Ev: "finished", Worker: "w2", Token: f.e.Token, Detail: "SampleDB has the job as success"},
+		[]byte(`{"jobID":"job-e","state":"success","worker":"w2","admitted":0,"finished":0,"token":1,"tasks":[`+
+			`{"kind":"cbc.event_export","state":"success","result":{"rows":3,"hosts":["ws-1","ws-2"],"hostsTotal":2,`+
+			`"files":[{"host":"ws-1","path":"C:\\x.exe","size":12,"sha256":"`+sha('e')+`","matches":true}],"notes":["2 of 3 devices answered"]}}]}`)))
 	return f
 }
 

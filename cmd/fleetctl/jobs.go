@@ -13,6 +13,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/job"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -258,6 +259,19 @@ type jobReport struct {
 	Lease    *leaseView      `json:"lease,omitempty"`
 	Job      *runner.JobView `json:"job,omitempty"`
 	History  []historyEvent  `json:"history"`
+	// Timeline is the job's own record of what happened to it (the last
+	// state.MaxTimeline events; kept state.DefaultHistoryTTL after the end).
+	Timeline []timelineEvent `json:"timeline"`
+	// Result is the summary published for a finished job (results.Summary).
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+type timelineEvent struct {
+	At     jsonTime `json:"at"`
+	Event  string   `json:"event"`
+	Worker string   `json:"worker,omitempty"`
+	Token  int64    `json:"token,omitempty"`
+	Detail string   `json:"detail,omitempty"`
 }
 
 type leaseView struct {
@@ -301,7 +315,7 @@ func (c *cli) job(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := jobReport{ID: id, History: []historyEvent{}}
+	rep := jobReport{ID: id, History: []historyEvent{}, Timeline: []timelineEvent{}}
 	if rec == nil {
 		term, ok, err := st.Tombstone(ctx, id)
 		if err != nil {
@@ -332,6 +346,21 @@ func (c *cli) job(ctx context.Context, args []string) error {
 	for _, ev := range evs {
 		rep.History = append(rep.History, historyEvent{At: jsonTime(ev.At), Event: ev.Event, Worker: ev.Worker, Token: ev.Token})
 	}
+	tl, err := st.Timeline(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, ev := range tl {
+		rep.Timeline = append(rep.Timeline, timelineEvent{At: jsonTime(ev.At), Event: ev.Ev, Worker: ev.Worker, Token: ev.Token, Detail: ev.Detail})
+	}
+	if rep.Job == nil {
+		if rep.Result, err = st.Result(ctx, id); err != nil {
+			return err
+		}
+		if rep.Result != nil && !json.Valid(rep.Result) {
+			rep.Result = nil // not ours to print raw
+		}
+	}
 	if o.json() {
 		return writeJSON(c.stdout, rep)
 	}
@@ -343,8 +372,9 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 	kv(w, "job", rep.ID)
 	if rep.Job == nil {
 		kv(w, "state", "finished: "+rep.Finished)
-		kv(w, "", fmt.Sprintf("the record is gone; its tombstone keeps redeliveries out for %s after the end",
+		kv(w, "", fmt.Sprintf("the record is gone; its tombstone keeps redeliveries out for %s after the end,",
 			short(state.DefaultTombstoneTTL)))
+		kv(w, "", fmt.Sprintf("its timeline and result summary are kept for %s", short(state.DefaultHistoryTTL)))
 	} else {
 		v := rep.Job
 		kv(w, "state", rep.State)
@@ -414,7 +444,21 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 			t.flush()
 		}
 	}
+	printResult(w, rep.Result)
 	fmt.Fprintln(w)
+	if len(rep.Timeline) > 0 {
+		fmt.Fprintln(w, "timeline")
+		t := newTable(w, "  TIME", "EVENT", "WORKER", "TOKEN", "DETAIL")
+		for _, ev := range rep.Timeline {
+			tok := ""
+			if ev.Token != 0 {
+				tok = strconv.FormatInt(ev.Token, 10)
+			}
+			t.row("  "+stampMS(time.Time(ev.At)), ev.Event, dash(ev.Worker), dash(tok), dash(ev.Detail))
+		}
+		t.flush()
+		fmt.Fprintln(w)
+	}
 	if len(rep.History) == 0 {
 		kv(w, "lease history", "none kept (the log keeps the last ~100,000 events)")
 		return
@@ -425,6 +469,63 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 		t.row("  "+stampMS(time.Time(ev.At)), ev.Event, ev.Worker, strconv.FormatInt(ev.Token, 10))
 	}
 	t.flush()
+}
+
+// printResult prints a finished job's result summary: per task its state,
+// rows, the hosts where the sample was seen and the files retrieved.
+func printResult(w io.Writer, raw json.RawMessage) {
+	if raw == nil {
+		return
+	}
+	var s results.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		kv(w, "result", "unreadable: "+err.Error())
+		return
+	}
+	fmt.Fprintln(w)
+	head := s.State
+	if s.Reason != "" {
+		head += ": " + s.Reason
+	}
+	if s.Truncated {
+		head += " (lists cut to fit; counts kept)"
+	}
+	kv(w, "result", head)
+	t := newTable(w, "  TASK", "STATE", "ROWS", "HOSTS", "SEEN ON", "FILES")
+	var files []edr.File
+	for _, ts := range s.Tasks {
+		rows, hosts, seen, nfiles := "-", "-", "-", "-"
+		if r := ts.Result; r != nil {
+			rows = strconv.FormatInt(r.Rows, 10)
+			hosts = strconv.Itoa(max(r.HostsTotal, len(r.Hosts)))
+			if len(r.Hosts) > 0 {
+				seen = clipList(r.Hosts, 5)
+			}
+			nfiles = strconv.Itoa(len(r.Files))
+			files = append(files, r.Files...)
+		}
+		st := ts.State
+		if ts.Error != "" {
+			st += ": " + ts.Error
+		}
+		t.row("  "+ts.Kind, st, rows, hosts, seen, nfiles)
+	}
+	t.flush()
+	if len(files) > 0 {
+		ft := newTable(w, "  HOST", "PATH", "SIZE", "SHA256", "MATCHES")
+		for _, f := range files {
+			ft.row("  "+f.Host, f.Path, strconv.FormatInt(f.Size, 10), f.SHA256, strconv.FormatBool(f.Matches))
+		}
+		ft.flush()
+	}
+}
+
+// clipList joins up to n items and says how many more there are.
+func clipList(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
 }
 
 func taskRow(t *table, kind, timeout string, tv runner.TaskView) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -176,12 +177,23 @@ func TestJobFinishedShowsTheTombstone(t *testing.T) {
 	require.Contains(t, out, "tombstone keeps redeliveries out for 7d")
 	require.Regexp(t, `admitted\s+w2`, out)
 	require.Regexp(t, `completed\s+w2`, out)
+	require.Contains(t, out, "its timeline and result summary are kept for 1d")
+	require.Regexp(t, `result\s+success\n`, out)
+	require.Regexp(t, `cbc\.event_export\s+success\s+3\s+2\s+ws-1, ws-2\s+1\n`, out)
+	require.Regexp(t, `ws-1\s+C:\\x\.exe\s+12\s+`+sha('e')+`\s+true\n`, out)
+	require.Regexp(t, `(?m)^timeline$`, out)
+	require.Regexp(t, `admitted\s+w2\s+\d+\s+from Sample\.Analysis\.Job\.SVG/2@\d+\n`, out)
+	require.Regexp(t, `finished\s+w2\s+\d+\s+SampleDB has the job as success`, out)
 
 	var rep jobReport
 	require.NoError(t, json.Unmarshal([]byte(w.ok("job", "-o", "json", "job-e").stdout), &rep))
 	require.Equal(t, "success", rep.Finished)
 	require.Nil(t, rep.Job)
 	require.Len(t, rep.History, 2)
+	require.Equal(t, "finished", rep.Timeline[len(rep.Timeline)-1].Event)
+	var sum results.Summary
+	require.NoError(t, json.Unmarshal(rep.Result, &sum))
+	require.Equal(t, int64(3), sum.Tasks[0].Result.Rows)
 
 	r := w.run("", "job", "job-zzz")
 	require.Equal(t, 1, r.code)

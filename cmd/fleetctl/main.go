@@ -5,7 +5,8 @@
 //
 //	fleetctl status                 group, lag, workers, leases, outbox, DLQ, cool-downs
 //	fleetctl jobs [filters]         the ledger's jobs, one line each
-//	fleetctl job <id>               one job: plan, task checkpoints, lease history
+//	fleetctl job <id>               one job: plan, task checkpoints, timeline, result
+//	fleetctl results [flags]        summaries from the result topic
 //	fleetctl dlq list [filters]     dead letters
 //	fleetctl dlq replay [flags]     re-produce dead letters to their source topics
 //	fleetctl release <id>           force a job's lease to expire (fenced)
@@ -68,6 +69,9 @@ commands:
                               re-produce dead letters to their source topics (asks first);
                               only into the job topics: a letter naming another is refused
   release <id>                force the job's lease to expire so another worker takes it over
+  results [--job ID] [--last N]
+                              the summaries published to the result topic (KAFKA_RESULT_TOPIC):
+                              the N newest, or every one of a job
   console [--addr A] [--write] [--token-file F] [--proxy-header H]
                               the web operator console (read-only, 127.0.0.1:8089 by default)
   version                     print the version
@@ -127,9 +131,15 @@ func run(ctx context.Context, args []string, env envLookup, stdin io.Reader, std
 		err = c.dlq(ctx, args[1:])
 	case "release":
 		err = c.release(ctx, args[1:])
+	case "results":
+		err = c.results(ctx, args[1:])
 	case "console":
 		err = c.console(ctx, args[1:])
 	case "version", "--version", "-v":
+		if helpAsked(args[1:]) {
+			fmt.Fprint(stdout, "usage: fleetctl version\n\nPrints the version of this fleetctl binary.\n")
+			return 0
+		}
 		fmt.Fprintln(stdout, "fleetctl", version)
 		return 0
 	case "help", "-h", "-help", "--help":
@@ -169,20 +179,51 @@ func (o *common) json() bool { return o.output == "json" }
 // newFlags returns a command's flag set with -o and --timeout.
 func (c *cli) newFlags(name, synopsis string, o *common, timeout time.Duration) *flag.FlagSet {
 	fs := flag.NewFlagSet("fleetctl "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs.SetOutput(&flagOutput{stdout: c.stdout, stderr: c.stderr})
 	fs.StringVar(&o.output, "o", "table", "output format: table or json")
 	fs.StringVar(&o.output, "output", "table", "output format: table or json")
 	fs.DurationVar(&o.timeout, "timeout", timeout, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "usage: fleetctl %s\n\nflags:\n", synopsis)
+		fmt.Fprintf(fs.Output(), "usage: fleetctl %s\n\nflags:\n", synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
+// flagOutput is a command's flag output: the usage goes to stdout when it
+// was asked for (-h, --help: exit 0), to stderr with a flag error (exit 2).
+type flagOutput struct {
+	stdout, stderr io.Writer
+	help           bool
+}
+
+func (f *flagOutput) Write(p []byte) (int, error) {
+	if f.help {
+		return f.stdout.Write(p)
+	}
+	return f.stderr.Write(p)
+}
+
+// helpAsked reports whether args ask for help (-h, -help or --help before
+// any "--").
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
 // parse parses flags anywhere among the positional arguments (so
 // `fleetctl job <id> -o json` works) and checks the common ones.
 func parse(fs *flag.FlagSet, o *common, args []string, wantPos int) ([]string, error) {
+	if out, ok := fs.Output().(*flagOutput); ok {
+		out.help = helpAsked(args)
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {

@@ -26,7 +26,7 @@ func TestVersionHelpAndUsageErrors(t *testing.T) {
 	}
 	r = runEnv(env, "", "jobs", "-h")
 	require.Equal(t, 0, r.code)
-	require.Contains(t, r.stderr, "--state")
+	require.Contains(t, r.stdout, "--state")
 
 	for _, args := range [][]string{
 		{},

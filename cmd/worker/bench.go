@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,7 +50,20 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	output := fs.String("o", "table", "output: table or json")
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: worker bench [flags]\n\n"+
+			"Measures one worker (`worker run` in a child process) holding N long jobs against\n"+
+			"the simulators, Kafka and a private redis-server: RSS, CPU, Redis and SampleDB\n"+
+			"load, abort latency (internal/bench; BENCH.md).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {

@@ -122,6 +122,7 @@ func loadConfig(e *envconf.Env) (*config, error) {
 	}
 	c.leaseTTL = e.Duration("LEASE_TTL")
 	c.redis = e.RedisConfig()
+	c.node.RedisAddr = redisAddr(c.redis)
 
 	// SampleDB.
 	c.sampledb = sampledb.Config{
@@ -211,4 +212,19 @@ func newLogger(level zapcore.Level) *zap.Logger {
 		return zap.NewNop()
 	}
 	return l
+}
+
+// redisAddr says where Redis is for the log: host:port (or the unix
+// socket), or a cluster's seed nodes. Not the URL: REDIS_URL is a secret as
+// a whole, so the log's redaction would mask it even without a password.
+func redisAddr(c envconf.RedisConfig) string {
+	switch {
+	case c.Cluster != nil:
+		return "cluster " + strings.Join(c.Cluster.Addrs, ",")
+	case c.Server != nil && c.Server.Network == "unix":
+		return "unix:" + c.Server.Addr
+	case c.Server != nil:
+		return c.Server.Addr
+	}
+	return ""
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,6 +38,18 @@ import (
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
+const devUsage = `usage: worker dev [flags]
+
+Runs the whole fleet in one process: an in-process Kafka (kfake), Redis (the
+machine's, else an embedded one), every simulator, N workers, a stream of
+synthetic submissions, a live display and a summary that checks every job
+reached exactly one terminal state. With --hold it then keeps running, with a
+steady trickle of long jobs to abort, release and watch, until Ctrl-C;
+"worker dev submit" (worker dev submit --help) posts one more job to it.
+
+flags:
+`
+
 type devOptions struct {
 	jobs, bad, aborts, workers, inflight int
 	customers                            int
@@ -44,12 +57,24 @@ type devOptions struct {
 	redis, logLevel                      string
 	short, fast, quiet, hold             bool
 	timeout                              time.Duration
+	// --hold's trickle: a job every holdEvery whose CB Cloud and Sophos
+	// queries take holdVendorTime, at most holdMax unfinished.
+	holdEvery, holdVendorTime time.Duration
+	holdMax                   int
+	// stateDir receives the state file `worker dev submit` reads.
+	stateDir string
 }
+
+// firstJobsShown is how many job IDs worker dev shows once they are posted.
+const firstJobsShown = 5
 
 // cmdDev runs the whole fleet in one process: an in-process Kafka (kfake),
 // Redis (the machine's, else an embedded one), every simulator, N workers,
 // a stream of synthetic submissions, a live display and a summary.
 func cmdDev(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "submit" {
+		return cmdDevSubmit(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("worker dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o devOptions
@@ -65,8 +90,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.short, "short", false, "a quick run: 40 jobs, fast simulators (used by the tests)")
 	fs.BoolVar(&o.fast, "fast", false, "fast simulators (tens of milliseconds per vendor operation): a load generator")
 	fs.BoolVar(&o.quiet, "quiet", false, "no live display; print only the summary")
-	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C (to try things by hand)")
+	fs.BoolVar(&o.hold, "hold", false, "keep running after the summary until Ctrl-C, with a steady trickle of long jobs to abort, release and watch")
+	fs.DurationVar(&o.holdEvery, "hold-every", 5*time.Second, "--hold: post a new long job this often")
+	fs.DurationVar(&o.holdVendorTime, "hold-vendor-time", 3*time.Minute, "--hold: how long each long job's CB Cloud and Sophos queries run")
+	fs.IntVar(&o.holdMax, "hold-max", 20, "--hold: at most this many long jobs unfinished at once")
+	fs.StringVar(&o.stateDir, "state-dir", "", "where to leave the state file `worker dev submit` reads (default $"+devDirEnv+" or $TMPDIR/analysisfleet-dev-<uid>)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up if the jobs are not all terminal by then")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), devUsage)
+		fs.PrintDefaults()
+	}
 	if helpAsked(args) {
 		fs.SetOutput(stdout)
 	}
@@ -74,6 +107,10 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	if o.holdEvery <= 0 || o.holdVendorTime <= 0 || o.holdMax < 1 {
+		fmt.Fprintln(stderr, "worker dev: --hold-every and --hold-vendor-time must be positive, --hold-max at least 1")
 		return 2
 	}
 	timing := simstack.DevTiming
@@ -115,6 +152,16 @@ type dev struct {
 	lines       int
 	// redisURLUsed is printed for fleetctl (development Redis: no password).
 	redisURLUsed string
+	brokers      []string
+	// consoleURL, when set before the banner, is printed in it as
+	// "console: <url>" and written to the state file (the web console
+	// serving this fleet). Empty prints nothing.
+	consoleURL string
+	statePath  string
+
+	firstMu    sync.Mutex
+	first      []string // the first job IDs posted (up to firstJobsShown)
+	firstShown bool
 }
 
 func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
@@ -189,6 +236,12 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 	}()
 
 	d.redisURLUsed = redisURL
+	d.brokers = kc.ListenAddrs()
+	removeState, err := d.writeState(cmp.Or(d.o.stateDir, devStateDir()))
+	if err != nil {
+		return 1, err
+	}
+	defer removeState()
 	d.banner(kc.ListenAddrs()[0])
 	maxMsg := intake.DefaultMaxMessageBytes
 	genDone := make(chan struct{})
@@ -199,7 +252,7 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 		stats, genErr = loadgen.Run(ctx, loadgen.Config{
 			Jobs: d.o.jobs, Bad: d.o.bad, Aborts: d.o.aborts, Rate: d.o.rate, Topics: topics, Seed: uint64(time.Now().UnixNano()),
 			Sensors: []int64{1, 2, 3}, KnownSample: cblr.DefaultSampleSHA256(), KnownPath: cblr.DefaultSamplePath,
-			Plant: stack.Plant, AbortAfter: abortAfter(timing), Customers: stack.Customers(),
+			Plant: stack.Plant, AbortAfter: abortAfter(timing), Customers: stack.Customers(), OnPosted: d.posted,
 		}, stack.SampleDB, d.prod, maxMsg)
 	}()
 
@@ -218,6 +271,7 @@ loop:
 			break loop
 		case <-tick.C:
 		}
+		finished := false
 		select {
 		case <-genDone:
 			if genErr != nil {
@@ -226,16 +280,19 @@ loop:
 			if d.done(stats) {
 				break loop
 			}
+			finished = true
 		default:
 		}
-		d.display(start)
+		d.display(start, finished)
 	}
 	<-genDone
-	d.display(start)
+	d.display(start, true)
 	ok := d.summary(start, stats, interrupted)
 	if d.o.hold && !interrupted {
-		fmt.Fprintln(d.out, "\n--hold: still running. Try the curl line above, or watch /metrics. Ctrl-C to stop.")
-		<-ctx.Done()
+		d.holdBanner()
+		if err := d.holdJobs(ctx); err != nil {
+			return 1, err
+		}
 	}
 	if !ok {
 		return 1, nil
@@ -402,12 +459,81 @@ func (d *dev) banner(broker string) {
 	for _, n := range d.nodes {
 		fmt.Fprintf(w, "  %-16s http://%s/metrics  /healthz  /readyz\n", n.Runner.WorkerID(), n.HTTPAddr())
 	}
-	fmt.Fprintf(w, "  Logs             %s\n\n", d.logPath)
+	fmt.Fprintf(w, "  Logs             %s\n", d.logPath)
+	if d.statePath != "" {
+		fmt.Fprintf(w, "  State file       %s   (where `worker dev submit` finds this fleet)\n", d.statePath)
+	}
+	fmt.Fprintln(w)
+	d.tryLines(w)
+	fmt.Fprintf(w, "Submitting %d jobs (%d bad records, %d aborts) at %.0f/s to %d workers…\n\n", d.o.jobs, d.o.bad, d.o.aborts, d.o.rate, len(d.nodes))
+}
+
+// tryLines prints what a person can do with the running fleet: the
+// console, an analyst's abort, the operator's view, one more job.
+func (d *dev) tryLines(w io.Writer) {
+	s := d.stack
+	if d.consoleURL != "" {
+		fmt.Fprintf(w, "console: %s\n", d.consoleURL)
+	}
 	fmt.Fprintf(w, "Abort a running job by hand (an analyst's DELETE):\n  curl -s -X DELETE -H 'Argus-API-Key: %s' %s/sampledb/v2/job/<job id>\n", simstack.UserKey, s.SampleDBURL)
 	fmt.Fprintf(w, "List the active jobs:\n  curl -s -H 'Argus-API-Key: %s' '%s/sampledb/v2/job?limit=5'\n", simstack.ViewerKey, s.SampleDBURL)
-	fmt.Fprintf(w, "Look at the fleet as an operator:\n  KAFKA_BROKERS=%s REDIS_URL=%s REDIS_NAMESPACE=%s go run ./cmd/fleetctl status\n\n",
-		strings.Join(d.kafka.ListenAddrs(), ","), d.redisURLUsed, d.ns)
-	fmt.Fprintf(w, "Submitting %d jobs (%d bad records, %d aborts) at %.0f/s to %d workers…\n\n", d.o.jobs, d.o.bad, d.o.aborts, d.o.rate, len(d.nodes))
+	fmt.Fprintf(w, "Look at the fleet as an operator (in another shell):\n  export %s\n", fleetctlEnv(d.brokers, d.redisURLUsed, d.ns))
+	fmt.Fprintf(w, "  go run ./cmd/fleetctl status             # group, lag, workers, leases, outbox, dead letters\n")
+	fmt.Fprintf(w, "  go run ./cmd/fleetctl job <job id>       # one job: plan, tasks, lease history\n")
+	fmt.Fprintf(w, "  go run ./cmd/fleetctl release <job id>   # expire its lease: another worker takes it over\n")
+	fmt.Fprintf(w, "Submit one more job:\n  %s\n\n", d.submitCommand())
+}
+
+// submitCommand is the `worker dev submit` line that reaches this fleet.
+func (d *dev) submitCommand() string {
+	if d.o.stateDir != "" {
+		return "go run ./cmd/worker dev submit --state-dir " + d.o.stateDir
+	}
+	return "go run ./cmd/worker dev submit"
+}
+
+// posted notes a job ID loadgen posted (loadgen.Config.OnPosted).
+func (d *dev) posted(id string) {
+	d.firstMu.Lock()
+	defer d.firstMu.Unlock()
+	if len(d.first) < firstJobsShown {
+		d.first = append(d.first, id)
+	}
+}
+
+// firstJobs returns the first job IDs posted and whether they are to be
+// shown now: once firstJobsShown are posted (or all, when fewer), once.
+func (d *dev) firstJobs(genDone bool) ([]string, bool) {
+	d.firstMu.Lock()
+	defer d.firstMu.Unlock()
+	if d.firstShown || len(d.first) == 0 || (len(d.first) < firstJobsShown && !genDone) {
+		return nil, false
+	}
+	d.firstShown = true
+	return append([]string(nil), d.first...), true
+}
+
+// printFirstJobs prints the first job IDs with the command to look at one.
+func (d *dev) printFirstJobs(w io.Writer, ids []string) {
+	fmt.Fprintf(w, "First jobs posted (look at one with the export line above: go run ./cmd/fleetctl job <id>):\n")
+	for _, id := range ids {
+		fmt.Fprintf(w, "  %s\n", id)
+	}
+	fmt.Fprintln(w)
+}
+
+// holdBanner says what --hold does after the summary.
+func (d *dev) holdBanner() {
+	w := d.out
+	fmt.Fprintf(w, "\n--hold: still running. A new job whose CB Cloud and Sophos queries run for %s every %s (at most %d unfinished),\n"+
+		"to abort, release and watch. Ctrl-C to stop.\n\n", d.o.holdVendorTime, d.o.holdEvery, d.o.holdMax)
+	d.firstMu.Lock()
+	ids := append([]string(nil), d.first...)
+	d.firstMu.Unlock()
+	d.tryLines(w)
+	if len(ids) > 0 {
+		d.printFirstJobs(w, ids)
+	}
 }
 
 type counts map[string]int
@@ -445,9 +571,16 @@ func (d *dev) done(st *loadgen.Stats) bool {
 	return d.dlqCount() >= int64(d.o.bad)
 }
 
-func (d *dev) display(start time.Time) {
+func (d *dev) display(start time.Time, genDone bool) {
 	if d.o.quiet {
 		return
+	}
+	if ids, ok := d.firstJobs(genDone); ok {
+		if d.tty && d.lines > 0 {
+			fmt.Fprintf(d.out, "\033[%dA\r\033[J", d.lines) // the counters are redrawn below
+			d.lines = 0
+		}
+		d.printFirstJobs(d.out, ids)
 	}
 	c := d.counts()
 	term := c[sampledb.StateSuccess] + c[sampledb.StateFailed] + c[sampledb.StateAborted] + c[sampledb.StateTimeout]

@@ -206,7 +206,7 @@ var runVars = envconf.Table{
 			"\"cancel failed\"; how long publishing a job's summary is retried before the summary is given up (logged)",
 	},
 	{Vars: []envconf.Var{{Name: "PLAYBOOK_FILE"}}, Default: "built in",
-		Doc: "JSON playbook replacing the default (format in [`worker/playbook.go`](worker/playbook.go))"},
+		Doc: "JSON playbook replacing the default (format in [`runner/playbook.go`](runner/playbook.go))"},
 	{Vars: []envconf.Var{{Name: "HTTP_ADDR", Default: ":8080"}},
 		Doc: "`/metrics`, `/healthz`, `/readyz`"},
 	{Vars: []envconf.Var{{Name: "DOWNLOAD_HOSTS", Kind: envconf.List, Default: ".amazonaws.com"}},

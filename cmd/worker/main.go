@@ -4,6 +4,8 @@
 //	              (runVars in envtable.go; README; worker run --help)
 //	worker dev    everything in one process: in-process Kafka, Redis, simulators,
 //	              synthetic submissions, a live progress display and a summary
+//	              (--hold: then a trickle of long jobs until Ctrl-C)
+//	worker dev submit  post one job to the running worker dev (devhold.go)
 //	worker sim    the simulators alone, on fixed ports (multi-process tests)
 //	worker bench  measure one worker holding N long jobs (internal/bench)
 //	worker healthcheck  probe /readyz (container healthchecks without curl)
@@ -34,6 +36,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
+	"github.com/analysisfleet/analysisfleet/internal/reach"
 	"github.com/analysisfleet/analysisfleet/internal/tenant"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -48,6 +51,8 @@ const usage = `usage: worker <command>
 commands:
   run       run a worker (configured by environment variables: worker run --help)
   dev       run the whole fleet in one process with simulators and a live display
+            (--hold: keep it running with a trickle of long jobs)
+  dev submit  submit one job to the running worker dev and print its ID
   sim       serve the simulators on fixed ports (for multi-process tests)
   bench     measure one worker holding N long jobs (RSS, CPU, Redis, SampleDB, aborts)
   healthcheck [addr]  exit 0 if the worker at addr (default HTTP_ADDR or :8080) is ready
@@ -72,6 +77,11 @@ const healthcheckUsage = `usage: worker healthcheck [addr]
 Asks the worker at addr (default: HTTP_ADDR, else :8080; a bare :port means
 127.0.0.1) for /readyz and exits 0 when it answers 200, 1 otherwise. For
 container healthchecks: the image has no shell or curl.
+`
+
+const versionUsage = `usage: worker version
+
+Prints the version of this worker binary.
 `
 
 // helpAsked reports whether args ask for help (-h, -help or --help before
@@ -108,6 +118,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "healthcheck":
 		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
+		if helpAsked(args[1:]) {
+			fmt.Fprint(stdout, versionUsage)
+			return 0
+		}
 		fmt.Fprintln(stdout, "analysisfleet worker", version)
 		return 0
 	case "help", "-h", "-help", "--help":
@@ -159,7 +173,7 @@ func cmdRun(stderr io.Writer) int {
 		fmt.Fprintf(stderr, "worker: configuration error: %v\n", err)
 		return 2
 	}
-	if err := waitRedis(ctx, store, log); err != nil {
+	if err := waitRedis(ctx, store, cfg.node.RedisAddr, log); err != nil {
 		return 1
 	}
 	reg := node.NewRegistry()
@@ -229,22 +243,26 @@ func apiTransport(insecure bool) *http.Transport {
 	return httpc.RefuseLocal(httpc.NewTransport())
 }
 
-// waitRedis waits for Redis at startup instead of crash-looping.
-func waitRedis(ctx context.Context, store *state.Store, log *zap.Logger) error {
+// waitRedis waits for Redis at startup instead of crash-looping. That
+// Redis does not answer is said once at ERROR, with where and why, again
+// every reach.DefaultRemindEvery while it lasts, and when it answers.
+func waitRedis(ctx context.Context, store *state.Store, addr string, log *zap.Logger) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.MaxInterval, bo.MaxElapsedTime = 10*time.Second, 0
+	tr := &reach.Tracker{Name: "redis", Addr: addr, Log: log}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := store.Ping(pctx)
 		cancel()
-		if err == nil {
-			return nil
-		}
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
+		tr.Observe(err)
+		if err == nil {
+			return nil
+		}
 		wait := bo.NextBackOff()
-		log.Warn("Redis is not reachable yet; waiting", zap.Error(err), zap.Duration("retry_in", wait))
+		log.Debug("Redis ping failed", zap.Error(err), zap.Duration("retry_in", wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -263,7 +281,7 @@ func newSampleDB(cfg *config, m *metrics.Metrics, log *zap.Logger) (*sampledb.Cl
 // cmdHealthcheck asks a worker's /readyz and exits 0 when it is ready: the
 // image has no shell or curl, so container healthchecks run this.
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && helpAsked(args[:1]) {
+	if helpAsked(args) {
 		fmt.Fprint(stdout, healthcheckUsage)
 		return 0
 	}
@@ -290,10 +308,12 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// redisLogger puts go-redis's own messages (dial failures and the like) in
-// the structured log instead of bare lines on stderr.
+// redisLogger puts go-redis's own messages (its connection pool's dial
+// failures, several per attempt) in the structured log at DEBUG instead of
+// bare lines on stderr: that Redis does not answer is said once, clearly,
+// by reach.Tracker (waitRedis, the node's watch).
 type redisLogger struct{ l *zap.Logger }
 
 func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
-	r.l.Warn(fmt.Sprintf(format, v...))
+	r.l.Debug(fmt.Sprintf(format, v...))
 }

@@ -33,11 +33,16 @@ func TestDevRunsToItsSummary(t *testing.T) {
 		t.Run(redisMode, func(t *testing.T) {
 			t.Parallel()
 			var out, errb bytes.Buffer
-			code := realMain([]string{"dev", "--short", "--quiet", "--redis", redisMode}, &out, &errb)
+			dir := t.TempDir()
+			code := realMain([]string{"dev", "--short", "--quiet", "--redis", redisMode, "--state-dir", dir}, &out, &errb)
 			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 			require.Contains(t, out.String(), "── summary")
 			require.Contains(t, out.String(), "checks              OK")
 			require.Contains(t, out.String(), "curl -s -X DELETE")
+			require.Contains(t, out.String(), "go run ./cmd/worker dev submit --state-dir "+dir)
+			left, err := filepath.Glob(filepath.Join(dir, "*"))
+			require.NoError(t, err)
+			require.Empty(t, left, "the state file is removed when worker dev stops")
 		})
 	}
 }

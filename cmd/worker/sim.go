@@ -29,6 +29,12 @@ func cmdSim(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.CBLRPort, "cblr-port", 18082, "CB EDR Live Response simulator port")
 	fs.IntVar(&cfg.CytomicPort, "cytomic-port", 18083, "Cytomic simulator port")
 	fs.IntVar(&cfg.SophosPort, "sophos-port", 18084, "Sophos simulator port")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: worker sim [flags]\n\n"+
+			"Serves the SampleDB and vendor simulators on fixed loopback ports until\n"+
+			"SIGTERM; prints \"READY <json>\" (the worker environment pointing at them).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	if helpAsked(args) {
 		fs.SetOutput(stdout)
 	}

@@ -177,7 +177,7 @@ func (k *KafkaReader) DeadLetters(ctx context.Context) (*DeadLetters, error) {
 		return nil, err
 	}
 	d := &DeadLetters{Topic: topic, Records: n}
-	spans, err := kafkaview.Spans(ctx, k.cl, topic)
+	spans, err := kafkaview.Spans(ctx, k.cl, topic, "DLQ topic")
 	if err != nil || len(spans) == 0 {
 		return d, err
 	}

@@ -108,8 +108,8 @@ type Span struct{ Start, End int64 }
 
 // Spans captures topic's offsets now (the partitions holding records):
 // every read ends at these end offsets, so a reader never waits for
-// records that arrive later.
-func Spans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]Span, error) {
+// records that arrive later. what names the topic in errors ("DLQ topic").
+func Spans(ctx context.Context, cl *kgo.Client, topic, what string) (map[int32]Span, error) {
 	adm := kadm.NewClient(cl)
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -121,7 +121,7 @@ func Spans(ctx context.Context, cl *kgo.Client, topic string) (map[int32]Span, e
 	}
 	pe := ends[topic]
 	if _, missing := pe[-1]; missing || len(pe) == 0 {
-		return nil, fmt.Errorf("the DLQ topic %s does not exist", topic)
+		return nil, fmt.Errorf("the %s %s does not exist", what, topic)
 	}
 	out := map[int32]Span{}
 	for p, e := range pe {

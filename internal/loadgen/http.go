@@ -33,12 +33,21 @@ func (h *HTTPSampleDB) client() *http.Client {
 // cannot be reached: a load generator that silently lost jobs would make
 // every later check meaningless.
 func (h *HTTPSampleDB) CreateJob(msg job.Message) sampledb.Job {
+	job, err := h.Register(msg)
+	if err != nil {
+		panic(err.Error())
+	}
+	return job
+}
+
+// Register registers msg as an enqueued job, or says why it could not.
+func (h *HTTPSampleDB) Register(msg job.Message) (sampledb.Job, error) {
 	b, _ := json.Marshal(msg)
 	var job sampledb.Job
 	if err := h.do(http.MethodPost, "/_sim/jobs", b, nil, &job); err != nil {
-		panic(fmt.Sprintf("loadgen: register job %s: %v", msg.JobID, err))
+		return job, fmt.Errorf("loadgen: register job %s: %w", msg.JobID, err)
 	}
-	return job
+	return job, nil
 }
 
 // Abort sends an analyst's DELETE.

@@ -52,6 +52,9 @@ type Config struct {
 	AbortAfter time.Duration
 	// Customers submit the jobs, in turn; default one "dev-customer".
 	Customers []string
+	// OnPosted, if set, is called with each valid job's ID once its record
+	// is produced (worker dev shows the first few).
+	OnPosted func(id string)
 }
 
 // Stats is what a run produced.
@@ -150,13 +153,15 @@ func Run(ctx context.Context, cfg Config, sdb SampleDB, prod *kgo.Client, maxMes
 					st.Sensors[msg.JobID] = 1
 				}
 			}
-			b, _ := json.Marshal(msg)
-			rec = &kgo.Record{Topic: topic, Key: []byte(msg.JobID), Value: b}
+			rec = Record(topic, msg)
 			st.Valid = append(st.Valid, msg.JobID)
 			valid++
 		}
 		if err := prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
 			return st, fmt.Errorf("loadgen: produce: %w", err)
+		}
+		if cfg.OnPosted != nil && len(rec.Key) > 0 {
+			cfg.OnPosted(string(rec.Key))
 		}
 		if st.First.IsZero() {
 			st.First = time.Now()
@@ -165,6 +170,29 @@ func Run(ctx context.Context, cfg Config, sdb SampleDB, prod *kgo.Client, maxMes
 	}
 	return st, nil
 }
+
+// Record is the Kafka record SampleDB posts for msg: keyed by the job ID,
+// the message as JSON.
+func Record(topic string, msg job.Message) *kgo.Record {
+	b, _ := json.Marshal(msg)
+	return &kgo.Record{Topic: topic, Key: []byte(msg.JobID), Value: b}
+}
+
+// Post submits one job as Run submits each valid one: registered with
+// SampleDB first, then produced to topic.
+func Post(ctx context.Context, sdb SampleDB, prod *kgo.Client, topic string, msg job.Message) error {
+	sdb.CreateJob(msg)
+	if err := prod.ProduceSync(ctx, Record(topic, msg)).FirstErr(); err != nil {
+		return fmt.Errorf("loadgen: produce: %w", err)
+	}
+	return nil
+}
+
+// Job returns one valid job as Run makes them: a random platform, sometimes
+// CB EDR sensors (and then sometimes KnownSample at KnownPath), a fresh
+// sample otherwise, planted with Plant now and then, submitted by one of
+// Customers.
+func (cfg *Config) Job(rng *rand.Rand) job.Message { return cfg.job(rng) }
 
 var platforms = []struct {
 	name  string

@@ -85,6 +85,9 @@ type fleetOpts struct {
 	// configured ones; logs (when set) receives every worker's log entries.
 	redact *redact.Set
 	logs   zapcore.Core
+	// watchEvery and remindEvery are the node's WatchEvery and RemindEvery
+	// (default: the node's defaults).
+	watchEvery, remindEvery time.Duration
 }
 
 func newFleet(t *testing.T, o fleetOpts) *fleet {
@@ -198,6 +201,7 @@ func (f *fleet) startWorker(id string) *workerHandle {
 			Redact: f.opts.redact, CancelTimeout: f.opts.cancelTimeout,
 		},
 		Registry: reg, Metrics: m, HTTPAddr: "127.0.0.1:0",
+		RedisAddr: "unix:" + f.redis, WatchEvery: f.opts.watchEvery, RemindEvery: f.opts.remindEvery,
 		Logger: f.logger(id),
 	})
 	require.NoError(t, err)

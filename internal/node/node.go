@@ -5,11 +5,13 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
+	"github.com/analysisfleet/analysisfleet/internal/reach"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -56,6 +59,18 @@ type Config struct {
 
 	// HTTPAddr serves /healthz, /readyz, /metrics; empty disables.
 	HTTPAddr string
+
+	// RedisAddr says where the ledger's Redis is, without credentials
+	// (envconf.RedisConfig.Show), for the log lines that say it is
+	// unreachable.
+	RedisAddr string
+	// WatchEvery is how often the node probes Kafka and Redis to say in the
+	// log when either stops or starts answering (internal/reach); default
+	// DefaultWatchEvery.
+	WatchEvery time.Duration
+	// RemindEvery is how often an outage that lasts is logged again;
+	// default reach.DefaultRemindEvery.
+	RemindEvery time.Duration
 	// Registry receives the node's metrics; nil creates one.
 	Registry *prometheus.Registry
 	// Metrics, when the caller already created them on Registry (to wrap
@@ -81,6 +96,8 @@ type Node struct {
 	readyErr  error
 	intake    context.CancelFunc
 	intakeErr chan error
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 	results   *results.Publisher
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
@@ -150,6 +167,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() {
 		defer n.wg.Done()
 		n.intakeErr <- cons.Run(ictx)
+	}()
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.stopWatch, n.watchDone = wcancel, make(chan struct{})
+	go func() {
+		defer close(n.watchDone)
+		n.watch(wctx)
 	}()
 	if cfg.HTTPAddr != "" {
 		if err := n.serveHTTP(); err != nil {
@@ -230,6 +253,42 @@ func (n *Node) Ready(ctx context.Context) error {
 	return n.readyErr
 }
 
+// DefaultWatchEvery is how often a node probes Kafka and Redis for the log.
+const DefaultWatchEvery = 5 * time.Second
+
+// watch probes Redis and Kafka every WatchEvery, from the start, until ctx
+// ends, and says in the log when either stops answering (once, at ERROR,
+// with its address and the cause), reminds while it stays so, and says
+// when it answers again. /readyz says the same to whoever asks; this says
+// it to whoever reads the log.
+func (n *Node) watch(ctx context.Context) {
+	every := cmp.Or(n.cfg.WatchEvery, DefaultWatchEvery)
+	rd := &reach.Tracker{Name: "redis", Addr: cmp.Or(n.cfg.RedisAddr, "the ledger's Redis"), Log: n.log,
+		RemindEvery: n.cfg.RemindEvery}
+	kf := &reach.Tracker{Name: "kafka", Addr: "brokers " + strings.Join(n.cfg.Brokers, ","), Log: n.log,
+		RemindEvery: n.cfg.RemindEvery}
+	probe := func(tr *reach.Tracker, ping func(context.Context) error) {
+		pctx, cancel := context.WithTimeout(ctx, min(every, 3*time.Second)+time.Second)
+		err := ping(pctx)
+		cancel()
+		if ctx.Err() == nil {
+			tr.Observe(err)
+		}
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		probe(rd, n.Store.Ping)
+		probe(kf, n.Consumer.Ping)
+		t.Reset(every)
+	}
+}
+
 // Drain is the SIGTERM path: stop intake (commit and leave the group), let
 // jobs reach a safe point and hand their leases over, then close.
 func (n *Node) Drain(ctx context.Context) {
@@ -245,6 +304,8 @@ func (n *Node) Drain(ctx context.Context) {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		n.draining.Store(true)
+		n.stopWatch() // before the clients close: that is no outage
+		<-n.watchDone
 		n.intake()
 		n.Runner.Stop()
 		n.closeResults() // after the runner: its last jobs published

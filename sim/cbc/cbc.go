@@ -180,6 +180,7 @@ type Server struct {
 	jobs   map[int64]*job
 	hits   map[string][]string
 	starts map[string]int
+	runFor map[string]time.Duration // SetRunFor
 	total  int
 	urls   map[string]*presigned // by signature
 	issued []string
@@ -195,6 +196,7 @@ type job struct {
 	params    json.RawMessage
 	version   string
 	created   time.Time
+	runFor    time.Duration // IN_PROGRESS for this long (Config.RunFor unless SetRunFor)
 	failed    bool
 	failedAt  time.Time
 	reason    string
@@ -243,6 +245,7 @@ func New(cfg Config) *Server {
 		jobs:   map[int64]*job{},
 		hits:   map[string][]string{},
 		starts: map[string]int{},
+		runFor: map[string]time.Duration{},
 		urls:   map[string]*presigned{},
 	}
 	_, _ = rand.Read(s.key)
@@ -280,6 +283,19 @@ func (s *Server) SetHits(sha256 string, devices ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hits[strings.ToLower(sha256)] = slices.Clone(devices)
+}
+
+// SetRunFor makes exports started from now on for sha256 stay IN_PROGRESS
+// for d instead of Config.RunFor (worker dev --hold: jobs that last). d <= 0
+// restores Config.RunFor.
+func (s *Server) SetRunFor(sha256 string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		delete(s.runFor, strings.ToLower(sha256))
+		return
+	}
+	s.runFor[strings.ToLower(sha256)] = d
 }
 
 // Starts returns how many exports were started for sha256.
@@ -370,8 +386,8 @@ func (s *Server) progressAt(j *job, now time.Time) (msg string, total, completed
 	case el < s.cfg.QueuedFor:
 		// The real service cannot know the total before the query runs.
 		return StatusQueued, 0, 0
-	case el < s.cfg.QueuedFor+s.cfg.RunFor:
-		done := int(float64(total) * float64(el-s.cfg.QueuedFor) / float64(s.cfg.RunFor))
+	case el < s.cfg.QueuedFor+j.runFor:
+		done := int(float64(total) * float64(el-s.cfg.QueuedFor) / float64(j.runFor))
 		return StatusInProgress, total, min(done, total)
 	default:
 		return StatusFinished, total, total
@@ -380,7 +396,7 @@ func (s *Server) progressAt(j *job, now time.Time) (msg string, total, completed
 
 // finishedAt is when the job reaches FINISHED.
 func (s *Server) finishedAt(j *job) time.Time {
-	return j.created.Add(s.cfg.QueuedFor + s.cfg.RunFor)
+	return j.created.Add(s.cfg.QueuedFor + j.runFor)
 }
 
 // authorize checks X-Auth-Token and the org key in the path. A wrong token
@@ -464,7 +480,10 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	now := s.cfg.Now()
 	j := &job{id: s.nextID, query: req.Query.Query, sha: sha, rows: *req.Query.Rows, start: start, startRaw: startRaw,
-		params: req.rawQuery, version: req.Version, created: now}
+		params: req.rawQuery, version: req.Version, created: now, runFor: s.cfg.RunFor}
+	if d, ok := s.runFor[sha]; ok && sha != "" {
+		j.runFor = d
+	}
 	s.nextID++
 	j.events = s.events(j)
 	s.jobs[j.id] = j

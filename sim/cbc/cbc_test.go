@@ -514,3 +514,32 @@ func TestCloseReleasesHungRequests(t *testing.T) {
 		t.Fatal("hung request not released by Close")
 	}
 }
+
+// SetRunFor makes one sample's exports run longer (worker dev --hold);
+// the others keep Config.RunFor.
+func TestSetRunFor(t *testing.T) {
+	t.Parallel()
+	e := setup(t, simcbc.Config{QueuedFor: time.Second, RunFor: 2 * time.Second})
+	other := strings.Repeat("b", 64)
+	e.sim.SetRunFor(strings.ToUpper(sha), time.Minute)
+	slow := e.start(t, "process_hash:"+sha, 100)
+	fast := e.start(t, "process_hash:"+other, 100)
+	status := func(job string) string {
+		for _, j := range e.sim.Jobs() {
+			if strconv.FormatInt(j.ID, 10) == job {
+				return j.Status
+			}
+		}
+		return ""
+	}
+	e.clk.Advance(3 * time.Second)
+	require.Equal(t, "FINISHED", status(fast))
+	require.Equal(t, "IN_PROGRESS", status(slow))
+	e.clk.Advance(58 * time.Second)
+	require.Equal(t, "FINISHED", status(slow))
+
+	e.sim.SetRunFor(sha, 0) // back to Config.RunFor for new exports
+	again := e.start(t, "process_hash:"+sha, 100)
+	e.clk.Advance(3 * time.Second)
+	require.Equal(t, "FINISHED", status(again))
+}

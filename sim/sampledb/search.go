@@ -130,7 +130,9 @@ func (s *Server) servePage(w http.ResponseWriter, c criteria) {
 			hits = append(hits, j)
 		}
 	}
-	slices.SortStableFunc(hits, c.compare)
+	if !slices.IsSortedFunc(hits, c.compare) {
+		slices.SortStableFunc(hits, c.compare)
+	}
 	page := make([]sdb.Job, 0, min(c.limit, len(hits)))
 	for i := c.offset; i < len(hits) && len(page) < c.limit; i++ {
 		page = append(page, hits[i].Job)

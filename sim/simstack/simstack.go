@@ -282,6 +282,16 @@ func (s *Stack) Plant(sha256 string) {
 	}
 }
 
+// RunFor makes every customer's CB Cloud exports and Sophos runs for
+// sha256 take d instead of the stack's Timing (worker dev --hold: jobs that
+// last, to abort and watch). The other vendors keep their timing.
+func (s *Stack) RunFor(sha256 string, d time.Duration) {
+	for _, a := range s.Accounts {
+		a.CBC.SetRunFor(sha256, d)
+		a.Sophos.SetRunFor(sha256, d)
+	}
+}
+
 // Env is the worker configuration (the environment contract) pointing at
 // the stack, with every vendor on: CustomerA's accounts as the
 // single-account variables (the default tenant).

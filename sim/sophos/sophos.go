@@ -174,6 +174,7 @@ type run struct {
 	name      string
 	from, to  time.Time
 	created   time.Time
+	runFor    time.Duration // started for this long (Config.RunFor unless SetRunFor)
 	hosts     []string
 	rows      int
 	outcome   string    // result once finished on its own
@@ -195,6 +196,7 @@ type Server struct {
 	order    []string
 	hits     map[string]hit
 	outcomes map[string]string
+	runFor   map[string]time.Duration // SetRunFor
 	cancels  int
 	bucket   float64
 	bucketAt time.Time
@@ -218,6 +220,7 @@ func New(cfg Config) *Server {
 		runs:     map[string]*run{},
 		hits:     map[string]hit{},
 		outcomes: map[string]string{},
+		runFor:   map[string]time.Duration{},
 		bucket:   max(1, cfg.RateLimit),
 	}
 	mux := http.NewServeMux()
@@ -273,6 +276,19 @@ func (s *Server) SetResult(sha256, result string) {
 		return
 	}
 	s.outcomes[strings.ToLower(sha256)] = result
+}
+
+// SetRunFor makes runs created from now on for sha256 stay started for d
+// instead of Config.RunFor (worker dev --hold: jobs that last). d <= 0
+// restores Config.RunFor.
+func (s *Server) SetRunFor(sha256 string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		delete(s.runFor, strings.ToLower(sha256))
+		return
+	}
+	s.runFor[strings.ToLower(sha256)] = d
 }
 
 // Runs returns every run created so far, oldest first, with its state now.
@@ -335,10 +351,10 @@ func (s *Server) state(r *run, now time.Time) (status, result string, finished t
 	switch {
 	case el < s.cfg.PendingFor:
 		return StatusPending, ResultNotAvailable, time.Time{}
-	case el < s.cfg.PendingFor+s.cfg.RunFor:
+	case el < s.cfg.PendingFor+r.runFor:
 		return StatusStarted, ResultNotAvailable, time.Time{}
 	}
-	return StatusFinished, r.outcome, r.created.Add(s.cfg.PendingFor + s.cfg.RunFor)
+	return StatusFinished, r.outcome, r.created.Add(s.cfg.PendingFor + r.runFor)
 }
 
 func (s *Server) expiresAt(r *run) time.Time { return r.created.Add(s.cfg.RunTTL) }
@@ -591,7 +607,10 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	rn := &run{id: uuid.NewString(), query: req.SQL, sha: req.SHA256, name: req.Name, from: from, to: to,
-		created: now, lastCall: now, outcome: ResultSucceeded}
+		created: now, lastCall: now, outcome: ResultSucceeded, runFor: s.cfg.RunFor}
+	if d, ok := s.runFor[req.SHA256]; ok && req.SHA256 != "" {
+		rn.runFor = d
+	}
 	if h, ok := s.hits[req.SHA256]; ok && req.SHA256 != "" {
 		rn.rows, rn.hosts = h.rows, h.hosts
 	}

@@ -571,3 +571,24 @@ func FuzzParseQuery(f *testing.F) {
 		}
 	})
 }
+
+// SetRunFor makes one sample's runs last longer (worker dev --hold); the
+// others keep Config.RunFor.
+func TestSetRunFor(t *testing.T) {
+	t.Parallel()
+	e := setup(t, sophos.Config{PendingFor: time.Second, RunFor: 2 * time.Second, TokenTTL: 3 * time.Hour})
+	other := strings.Repeat("b", 64)
+	e.sim.SetRunFor(strings.ToUpper(sha), time.Minute)
+	slow := e.start(adHoc(query))["id"].(string)
+	fast := e.start(adHoc("SELECT meta_hostname FROM xdr_data WHERE sha256 = '" + other + "'"))["id"].(string)
+	status := func(id string) string {
+		st, m, _ := e.do(http.MethodGet, sophos.RunsPath+"/"+id, "", nil)
+		require.Equal(t, http.StatusOK, st)
+		return m["status"].(string)
+	}
+	e.clk.Advance(3 * time.Second)
+	require.Equal(t, "finished", status(fast))
+	require.Equal(t, "started", status(slow))
+	e.clk.Advance(58 * time.Second)
+	require.Equal(t, "finished", status(slow))
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/internal/testenv"
+)
+
+// `worker run` with nothing listening at REDIS_URL says so once, at ERROR,
+// with the address and the cause, and none of go-redis's own pool lines;
+// when Redis answers it says so and starts; and a Kafka that does not
+// answer is said the same way, naming the brokers.
+func TestRunSaysWhenRedisAndKafkaAreUnreachable(t *testing.T) {
+	t.Parallel()
+	redisAddr, kafkaAddr := closedAddr(t), closedAddr(t)
+	env := baseEnv()
+	env["KAFKA_BROKERS"] = kafkaAddr
+	env["REDIS_URL"] = "redis://" + redisAddr + "/0"
+	env["REDIS_NAMESPACE"] = testenv.Namespace(t)
+	env["SAMPLEDB_URL"] = "http://" + closedAddr(t)
+	env["INSECURE_HTTP"] = "true"
+	env["HTTP_ADDR"] = "127.0.0.1:0"
+	env["WORKER_ID"] = "reach-test"
+	w := startChild(t, env, "run")
+
+	var first []string
+	require.Eventually(t, func() bool {
+		first = w.logs("error", "redis unreachable: ")
+		return len(first) > 0
+	}, 30*time.Second, 20*time.Millisecond)
+	require.True(t, strings.HasPrefix(first[0], "redis unreachable: "+redisAddr+" — dial tcp "), first[0])
+	require.Contains(t, first[0], "connection refused")
+	require.True(t, strings.HasSuffix(first[0], "; retrying"), first[0])
+
+	proxy(t, redisAddr, testenv.Redis(t).Socket)
+	require.Eventually(t, func() bool {
+		return len(w.logs("info", "redis reachable again after ")) == 1
+	}, 30*time.Second, 20*time.Millisecond)
+	require.Len(t, w.logs("error", "redis unreachable: "), 1, "said once: the retries before Redis answered are not repeated")
+
+	require.Eventually(t, func() bool {
+		m := w.logs("error", "kafka unreachable: brokers "+kafkaAddr+" — ")
+		return len(m) == 1 && strings.Contains(m[0], "connection refused")
+	}, 30*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, w.stop(t, syscall.SIGTERM))
+	for _, l := range w.errLines() {
+		require.NotContains(t, l, "connection pool", "go-redis's pool chatter stays out of the log")
+		require.NotContains(t, l, "s3cr3t")
+	}
+}
