@@ -54,6 +54,7 @@ func TestOverviewShowsStatesWorkersKafkaAndVendors(t *testing.T) {
 	require.Contains(t, body, "Lag of the workers' group: <strong>17</strong>")
 	require.Contains(t, body, "<strong>3</strong> in Sample.Analysis.Job.DLQ")
 	require.Contains(t, body, "sophos:abc123")
+	require.Contains(t, body, "sophos: 90 ok, 10 retried (9%), 1 permanent failures; 4 waiting")
 
 	w2 := newWorld(t, opts{noKafka: true})
 	_, body = w2.get("/")
@@ -160,6 +161,8 @@ func TestLeasesAndVendorsPages(t *testing.T) {
 	require.Contains(t, body, "<code>sophos:abc123</code>")
 	require.Contains(t, body, "left")
 	require.Contains(t, body, `id="worker-vendor-stats"`)
+	require.Contains(t, body, `<tr><td>sophos</td><td class="num">90</td><td class="num">10</td><td class="num">1</td><td class="num">9%</td><td class="num">4</td><td class="num">2</td></tr>`)
+	require.Contains(t, body, `<td>w1</td>`)
 	_, body = w.get("/dlq")
 	require.Contains(t, body, "bad-json <span class=\"count\">(2; 1 replayable)</span>")
 	require.Contains(t, body, "[REDACTED]")

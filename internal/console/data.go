@@ -17,6 +17,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/results"
+	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -57,6 +58,7 @@ type snapshot struct {
 	JobsAt   time.Time     // Redis time of the job listing (it may be older than At)
 	JobsTook time.Duration // how long the listing took
 	Workers  []workerRow
+	Vendors  []vendorStat // the live workers' calls per vendor, summed
 	Leases   state.LeaseSummary
 	Outbox   int64
 	Finished int64
@@ -74,17 +76,23 @@ type workerRow struct {
 	Held     int64 // jobs its live sessions hold
 	Sessions int
 	Expired  bool // a session of it expired (its jobs are claimable)
-	// VendorStats is where the per-worker vendor call counts (ok,
-	// retryable, permanent per vendor; steps waiting) go once
-	// state.WorkerInfo carries them.
+	// VendorStats are the worker's calls per vendor since StatsSince, as
+	// it published them with its last renewal (runner.WorkerStats).
 	VendorStats []vendorStat
+	StatsSince  time.Time
+	StatsErr    string
 }
 
-// vendorStat is one worker's calls to one vendor.
+// vendorStat is calls to one vendor: one worker's, or the fleet's.
 type vendorStat struct {
 	Vendor                   string
 	OK, Retryable, Permanent int64
-	Waiting                  int64
+	Waiting, Running         int
+}
+
+// RetryPct is the share of calls answered 429, 5xx or timed out.
+func (v vendorStat) RetryPct() int64 {
+	return v.Retryable * 100 / max(v.OK+v.Retryable+v.Permanent, 1)
 }
 
 // limiterRow is one fleet-wide rate limiter's state in Redis.
@@ -136,6 +144,17 @@ func (s *Server) read(ctx context.Context) (*snapshot, error) {
 	} else {
 		for _, w := range ws {
 			wr := workerRow{ID: w.ID, Seen: w.Seen, InFlight: w.InFlight}
+			if ws, err := runner.DecodeWorkerStats(w.Stats); err != nil {
+				wr.StatsErr = "unreadable stats"
+			} else {
+				wr.StatsSince = ws.Since
+				for v, vs := range ws.Vendors {
+					wr.VendorStats = append(wr.VendorStats, vendorStat{Vendor: v, OK: vs.OK, Retryable: vs.Retryable,
+						Permanent: vs.Permanent, Waiting: vs.Waiting, Running: vs.Running})
+				}
+				sort.Slice(wr.VendorStats, func(i, j int) bool { return wr.VendorStats[i].Vendor < wr.VendorStats[j].Vendor })
+				sn.Vendors = addStats(sn.Vendors, wr.VendorStats)
+			}
 			for _, se := range sn.Leases.Sessions {
 				if se.Worker == w.ID {
 					wr.Sessions++
@@ -222,6 +241,20 @@ type jobScan struct {
 	took        time.Duration
 	rows        []jobRow
 	byState     map[string]int
+}
+
+// addStats adds a worker's per-vendor calls to the fleet's totals.
+func addStats(total, add []vendorStat) []vendorStat {
+	for _, a := range add {
+		i := sort.Search(len(total), func(i int) bool { return total[i].Vendor >= a.Vendor })
+		if i == len(total) || total[i].Vendor != a.Vendor {
+			total = append(total[:i], append([]vendorStat{{Vendor: a.Vendor}}, total[i:]...)...)
+		}
+		t := &total[i]
+		t.OK, t.Retryable, t.Permanent = t.OK+a.OK, t.Retryable+a.Retryable, t.Permanent+a.Permanent
+		t.Waiting, t.Running = t.Waiting+a.Waiting, t.Running+a.Running
+	}
+	return total
 }
 
 func less(a, b jobRow) bool {

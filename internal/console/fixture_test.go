@@ -211,11 +211,14 @@ func (w *world) populate() {
 	require.NoError(t, lim.Wait(c))
 	lim.Throttled(c, time.Minute)
 
-	// Both workers heartbeat.
+	// Both workers heartbeat; w1 published its vendor calls as the
+	// keeper does with its renewals.
 	for _, wk := range []string{"w1", "w2"} {
 		_, err := w.st.Renew(c, w.session(wk), 2)
 		require.NoError(t, err)
 	}
+	require.NoError(t, w.rdb.HSet(c, "{"+w.st.Namespace()+"}:worker:w1", "stats",
+		`{"since":"2026-12-03T08:00:00Z","vendors":{"sophos":{"ok":90,"retryable":10,"permanent":1,"waiting":4,"running":2},"cbc":{"ok":5}}}`).Err())
 }
 
 // get fetches path with the given headers and returns status and body.
