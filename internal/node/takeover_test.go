@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
@@ -29,7 +30,7 @@ func TestTakeoverAfterCrashResumesWithoutRestart(t *testing.T) {
 		msgs = append(msgs, m)
 		ids = append(ids, m.JobID)
 	}
-	f.submit(topicOSL, msgs...)
+	f.submit(testutil.TopicOSL, msgs...)
 	require.Eventually(t, func() bool { return f.stack.CBC.TotalStarts() == len(ids) }, 30*time.Second, 10*time.Millisecond,
 		"w-a started every export")
 	f.startWorker("w-b")
@@ -68,7 +69,7 @@ func TestLostWorkerMakesNoWritesForJobsItLost(t *testing.T) {
 		msgs = append(msgs, m)
 		ids = append(ids, m.JobID)
 	}
-	f.submit(topicSVG, msgs...)
+	f.submit(testutil.TopicSVG, msgs...)
 	require.Eventually(t, func() bool { return f.stack.CBC.TotalStarts() == len(ids) }, 30*time.Second, 10*time.Millisecond)
 	f.startWorker("w-b")
 

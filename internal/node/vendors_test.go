@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -38,7 +39,7 @@ func taskKinds(f *fleet, id string) map[string]string {
 
 func (f *fleet) results(want int) map[string]results.Summary {
 	f.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topicRes),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(testutil.TopicResult),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(f.t, err)
 	defer cl.Close()
@@ -87,8 +88,8 @@ func TestWindowsJobsHuntOnAllFourVendorsLinuxOnTwo(t *testing.T) {
 		win = append(win, windowsJobWithSensor())
 		lin = append(lin, newJob("linux"))
 	}
-	f.submit(topicOSL, win...)
-	f.submit(topicSVG, lin...)
+	f.submit(testutil.TopicOSL, win...)
+	f.submit(testutil.TopicSVG, lin...)
 	var ids []string
 	for _, m := range append(append([]job.Message{}, win...), lin...) {
 		ids = append(ids, m.JobID)
@@ -147,7 +148,7 @@ func TestAbortReachesEveryVendorThatCanBeTold(t *testing.T) {
 		msgs = append(msgs, m)
 		ids = append(ids, m.JobID)
 	}
-	f.submit(topicOSL, msgs...)
+	f.submit(testutil.TopicOSL, msgs...)
 	require.Eventually(t, func() bool {
 		cmds := 0
 		for _, s := range f.stack.CBLR.Sessions() {
@@ -203,7 +204,7 @@ func TestTakeoverResumesEveryKindOfVendorOperation(t *testing.T) {
 		msgs = append(msgs, m)
 		ids = append(ids, m.JobID)
 	}
-	f.submit(topicOSL, msgs...)
+	f.submit(testutil.TopicOSL, msgs...)
 	require.Eventually(t, func() bool {
 		cmds := 0
 		for _, s := range f.stack.CBLR.Sessions() {
@@ -254,8 +255,8 @@ func TestThreeWorkersShareOneSophosLimit(t *testing.T) {
 		msgs = append(msgs, m)
 		ids = append(ids, m.JobID)
 	}
-	f.submit(topicOSL, msgs[:15]...)
-	f.submit(topicSVG, msgs[15:]...)
+	f.submit(testutil.TopicOSL, msgs[:15]...)
+	f.submit(testutil.TopicSVG, msgs[15:]...)
 	f.waitTerminal(ids, 2*time.Minute)
 
 	var times []time.Time
@@ -305,7 +306,7 @@ func TestCytomicBatchesAcrossJobsInOneWorker(t *testing.T) {
 		msgs = append(msgs, m)
 		ids = append(ids, m.JobID)
 	}
-	f.submit(topicOSL, msgs...)
+	f.submit(testutil.TopicOSL, msgs...)
 	f.waitTerminal(ids, time.Minute)
 	info, st := f.stack.Cytomic.BatchSizes()
 	mean := func(xs []int) float64 {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
@@ -31,13 +32,13 @@ type bundle struct {
 	cfg   cytomic.Config
 	sim   *cytomic.Server
 	srv   *httptest.Server
-	clock *simtest.Clock
+	clock *testutil.Clock
 	token string
 }
 
 func setup(t *testing.T, cfg cytomic.Config) *bundle {
 	t.Helper()
-	clk := simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	clk := testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	cfg.User, cfg.Password = user, password
 	if cfg.Now == nil {
 		cfg.Now = clk.Now

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
 	"github.com/analysisfleet/analysisfleet/sim/sophos"
@@ -31,14 +32,14 @@ type env struct {
 	t   *testing.T
 	sim *sophos.Server
 	srv *httptest.Server
-	clk *simtest.Clock
+	clk *testutil.Clock
 	tok string
 }
 
 // setup starts a simulator on a fake clock and fetches a token.
 func setup(t *testing.T, cfg sophos.Config) *env {
 	t.Helper()
-	clk := simtest.NewClock(time.Date(2020, 11, 2, 12, 51, 9, 933e6, time.UTC))
+	clk := testutil.NewClock(time.Date(2020, 11, 2, 12, 51, 9, 933e6, time.UTC))
 	cfg.Now = clk.Now
 	sim := sophos.New(cfg)
 	srv := simtest.Serve(t, sim)
