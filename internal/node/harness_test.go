@@ -279,6 +279,22 @@ func newJob(platform string) job.Message {
 	}
 }
 
+// newJobs returns n jobs made by mk (newJob for platform, when nil)
+// and their IDs.
+func newJobs(n int, platform string, mk func() job.Message) (msgs []job.Message, ids []string) {
+	for range n {
+		var m job.Message
+		if mk != nil {
+			m = mk()
+		} else {
+			m = newJob(platform)
+		}
+		msgs = append(msgs, m)
+		ids = append(ids, m.JobID)
+	}
+	return msgs, ids
+}
+
 // submit registers the job in SampleDB (as SampleDB does) and posts it.
 func (f *fleet) submit(topic string, msgs ...job.Message) {
 	f.t.Helper()

@@ -186,17 +186,8 @@ func TestSampleDBUnavailableMidRun(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, fleetOpts{})
 	f.startWorker("w1")
-	var ids []string
-	var first, second []job.Message
-	for i := range 60 {
-		m := newJob("win")
-		ids = append(ids, m.JobID)
-		if i < 30 {
-			first = append(first, m)
-		} else {
-			second = append(second, m)
-		}
-	}
+	msgs, ids := newJobs(60, "win", nil)
+	first, second := msgs[:30], msgs[30:]
 	f.submit(testutil.TopicOSL, first...)
 	// SampleDB answers 503 for a few seconds while jobs are in flight.
 	f.stack.SampleDB.Kit().Add(simhttp.Fault{Name: "outage", Status: 503, For: 3 * time.Second})
@@ -205,13 +196,14 @@ func TestSampleDBUnavailableMidRun(t *testing.T) {
 	for _, id := range ids {
 		f.requireExactlyOneTerminal(id, sampledb.StateSuccess)
 	}
-	require.Positive(t, countStatus(f.stack.SampleDB.Kit(), 503), "the outage was hit")
+	require.Positive(t, countRequests(f.stack.SampleDB.Kit(), func(r simhttp.Request) bool { return r.Status == 503 }), "the outage was hit")
 }
 
-func countStatus(k *simhttp.Kit, status int) int {
+// countRequests counts the requests k served that match.
+func countRequests(k *simhttp.Kit, match func(simhttp.Request) bool) int {
 	n := 0
 	for _, r := range k.Requests() {
-		if r.Status == status {
+		if match(r) {
 			n++
 		}
 	}
@@ -232,17 +224,7 @@ func TestTricklingVendorCannotHoldAJobPastItsDeadline(t *testing.T) {
 	f.submit(testutil.TopicOSL, m)
 	f.waitTerminal([]string{m.JobID}, time.Minute)
 	f.requireExactlyOneTerminal(m.JobID, sampledb.StateTimeout)
-	require.Positive(t, countFaulted(f.stack.CBC.Kit(), "drip"), "the progress answer was trickling")
-}
-
-func countFaulted(k *simhttp.Kit, name string) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Faulted == name {
-			n++
-		}
-	}
-	return n
+	require.Positive(t, countRequests(f.stack.CBC.Kit(), func(r simhttp.Request) bool { return r.Faulted == "drip" }), "the progress answer was trickling")
 }
 
 // TestCancelsGoFirstWhenTheVendorBudgetIsShort: with Sophos at its default
@@ -256,10 +238,7 @@ func TestCancelsGoFirstWhenTheVendorBudgetIsShort(t *testing.T) {
 	// Five cancels take 3.3s of the budget between them; one that has to
 	// queue with the polls of 12 jobs for it does not get through in 6s.
 	f := newFleet(t, fleetOpts{timing: slow, vendors: []string{edr.KindSophosXDR}, rate: 1.5, cancelTimeout: 6 * time.Second})
-	var jobs []job.Message
-	for range 12 {
-		jobs = append(jobs, newJob("win"))
-	}
+	jobs, _ := newJobs(12, "win", nil)
 	f.submit(testutil.TopicOSL, jobs...)
 	f.startWorker("w1")
 	require.Eventually(t, func() bool { return len(f.stack.Sophos.Runs()) == len(jobs) },

@@ -137,26 +137,27 @@ func slowVendors() simstack.Timing {
 	return t
 }
 
-func TestAbortReachesEveryVendorThatCanBeTold(t *testing.T) {
-	t.Parallel()
-	f := newFleet(t, fleetOpts{vendors: allVendors, timing: slowVendors()})
-	f.startWorker("w1")
-	var msgs []job.Message
-	var ids []string
-	for range 3 {
-		m := windowsJobWithSensor()
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(testutil.TopicOSL, msgs...)
-	require.Eventually(t, func() bool {
+// waitEveryVendorStarted waits until each of n jobs has its operation in
+// flight at every vendor.
+func (f *fleet) waitEveryVendorStarted(n int) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
 		cmds := 0
 		for _, s := range f.stack.CBLR.Sessions() {
 			cmds += len(s.Commands)
 		}
-		return f.stack.CBC.TotalStarts() == 3 && len(f.stack.Sophos.Runs()) == 3 &&
-			len(f.stack.Cytomic.Operations()) == 3*len(simstack.CytomicClients) && cmds == 3
+		return f.stack.CBC.TotalStarts() == n && len(f.stack.Sophos.Runs()) == n &&
+			len(f.stack.Cytomic.Operations()) == n*len(simstack.CytomicClients) && cmds == n
 	}, 30*time.Second, 10*time.Millisecond, "every vendor operation is in flight")
+}
+
+func TestAbortReachesEveryVendorThatCanBeTold(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{vendors: allVendors, timing: slowVendors()})
+	f.startWorker("w1")
+	msgs, ids := newJobs(3, "", windowsJobWithSensor)
+	f.submit(testutil.TopicOSL, msgs...)
+	f.waitEveryVendorStarted(3)
 	abortedAt := time.Now()
 	for _, id := range ids {
 		_, ok := f.stack.SampleDB.Abort(id)
@@ -197,22 +198,9 @@ func TestTakeoverResumesEveryKindOfVendorOperation(t *testing.T) {
 	timing.CytomicAnswerMin, timing.CytomicAnswerMax = 2*time.Second, 2500*time.Millisecond
 	f := newFleet(t, fleetOpts{vendors: allVendors, timing: timing, leaseTTL: 1500 * time.Millisecond})
 	a := f.startWorker("w-a")
-	var msgs []job.Message
-	var ids []string
-	for range 4 {
-		m := windowsJobWithSensor()
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
+	msgs, ids := newJobs(4, "", windowsJobWithSensor)
 	f.submit(testutil.TopicOSL, msgs...)
-	require.Eventually(t, func() bool {
-		cmds := 0
-		for _, s := range f.stack.CBLR.Sessions() {
-			cmds += len(s.Commands)
-		}
-		return f.stack.CBC.TotalStarts() == 4 && len(f.stack.Sophos.Runs()) == 4 &&
-			len(f.stack.Cytomic.Operations()) == 4*len(simstack.CytomicClients) && cmds == 4
-	}, 30*time.Second, 10*time.Millisecond)
+	f.waitEveryVendorStarted(4)
 	f.startWorker("w-b")
 	a.Stop() // killed: leases left to expire
 
@@ -248,13 +236,7 @@ func TestThreeWorkersShareOneSophosLimit(t *testing.T) {
 		f.startWorker(id)
 	}
 	f.waitGroupSpread(3)
-	var msgs []job.Message
-	var ids []string
-	for range 30 {
-		m := newJob("linux")
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
+	msgs, ids := newJobs(30, "linux", nil)
 	f.submit(testutil.TopicOSL, msgs[:15]...)
 	f.submit(testutil.TopicSVG, msgs[15:]...)
 	f.waitTerminal(ids, 2*time.Minute)
@@ -299,13 +281,7 @@ func TestCytomicBatchesAcrossJobsInOneWorker(t *testing.T) {
 	// waiting joins it, however the machine's load spreads the jobs out.
 	f := newFleet(t, fleetOpts{vendors: []string{edr.KindCytomicOSQuery}, timing: timing, cytomicRound: time.Second})
 	f.startWorker("w1")
-	var msgs []job.Message
-	var ids []string
-	for range 100 { // × 2 clients = 200 operations
-		m := newJob("win")
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
+	msgs, ids := newJobs(100, "win", nil) // × 2 clients = 200 operations
 	f.submit(testutil.TopicOSL, msgs...)
 	f.waitTerminal(ids, time.Minute)
 	info, st := f.stack.Cytomic.BatchSizes()

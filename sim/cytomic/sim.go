@@ -72,6 +72,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -383,11 +384,7 @@ func (s *Server) TokensIssued() int {
 func (s *Server) DownloadSignatures() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.grants))
-	for sig := range s.grants {
-		out = append(out, sig)
-	}
-	return out
+	return slices.Collect(maps.Keys(s.grants))
 }
 
 // Tokens returns the access tokens that are currently valid (tests check
@@ -395,11 +392,7 @@ func (s *Server) DownloadSignatures() []string {
 func (s *Server) Tokens() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.tokens))
-	for t := range s.tokens {
-		out = append(out, t)
-	}
-	return out
+	return slices.Collect(maps.Keys(s.tokens))
 }
 
 // --- token endpoint ---

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,13 +105,7 @@ func decode(t *testing.T, resp *http.Response) (int, map[string]any) {
 	return resp.StatusCode, m
 }
 
-func keys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
+func keys(m map[string]any) []string { return slices.Collect(maps.Keys(m)) }
 
 func TestTokenEndpoint(t *testing.T) {
 	t.Parallel()
