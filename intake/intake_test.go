@@ -131,19 +131,15 @@ type intakeOpts struct {
 
 func newIntake(t *testing.T, o intakeOpts) *intake {
 	t.Helper()
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
+	kc := testutil.Kafka(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
+	prod := testutil.Client(t, kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(4<<20), kgo.FetchMaxWait(100*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
 	adm := kadm.NewClient(prod)
 	ctx := testCtx(t)
 	// The job topics accept records far over MAX_MESSAGE_BYTES (a topic
 	// configured with a larger max.message.bytes): a poison record gets in.
 	big := "4194304"
-	_, err = adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &big}, topicOSL)
+	_, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &big}, topicOSL)
 	require.NoError(t, err)
 	_, err = adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &big}, topicSVG)
 	require.NoError(t, err)

@@ -88,14 +88,10 @@ func newWorld(t *testing.T, o worldOpts) *world {
 		kopts = append(kopts, kfake.EnableSASL(), kfake.Superuser("PLAIN", o.sasl.User, o.sasl.Pass))
 		clientOpts = append(clientOpts, kgo.SASL(o.sasl.AsMechanism()))
 	}
-	kc, err := kfake.NewCluster(kopts...)
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
+	kc := testutil.Kafka(t, kopts...)
 	w := &world{t: t, kafka: kc, brokers: kc.ListenAddrs(), kopts: clientOpts}
-	w.prod, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ProducerLinger(0),
+	w.prod = testutil.Client(t, append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ProducerLinger(0),
 		kgo.RecordPartitioner(kgo.ManualPartitioner())}, clientOpts...)...)
-	require.NoError(t, err)
-	t.Cleanup(w.prod.Close)
 	w.adm = kadm.NewClient(w.prod)
 
 	redisEnv := map[string]string{"REDIS_URL": testenv.Redis(t).URL()}
@@ -105,6 +101,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	} else {
 		w.rdb, w.ns = testenv.RedisClient(t)
 	}
+	var err error
 	w.store, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 30 * time.Second})
 	require.NoError(t, err)
 	w.long, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 10 * time.Minute})

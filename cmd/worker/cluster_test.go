@@ -20,6 +20,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
@@ -144,9 +145,7 @@ func TestWorkerRunsJobsOnARedisCluster(t *testing.T) {
 		n.Drain(ctx)
 	})
 
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
+	prod := testutil.Client(t, kgo.SeedBrokers(kc.ListenAddrs()...))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := loadgen.Run(ctx, loadgen.Config{

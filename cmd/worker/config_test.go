@@ -139,10 +139,8 @@ func TestKafkaTimingReachesTheConsumer(t *testing.T) {
 // topics (partitions each) and the simulators. env points a worker at them.
 func runWorld(t *testing.T, partitions int32, topics ...string) (kc *kfake.Cluster, stack *simstack.Stack, env map[string]string) {
 	t.Helper()
-	kc, err := kfake.NewCluster(kfake.SeedTopics(partitions, topics...), kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	stack, err = simstack.Start(simstack.Config{Timing: simstack.TestTiming})
+	kc = testutil.Kafka(t, kfake.SeedTopics(partitions, topics...), kfake.GroupMinSessionTimeout(time.Second))
+	stack, err := simstack.Start(simstack.Config{Timing: simstack.TestTiming})
 	require.NoError(t, err)
 	t.Cleanup(stack.Close)
 	env = stack.Env()

@@ -102,22 +102,17 @@ func newFleet(t *testing.T, o fleetOpts) *fleet {
 	if o.requestTimeout == 0 {
 		o.requestTimeout = 5 * time.Second
 	}
-	kc, err := kfake.NewCluster(
+	kc := testutil.Kafka(t,
 		kfake.SeedTopics(partitions, testutil.TopicOSL, testutil.TopicSVG, testutil.TopicDLQ, testutil.TopicResult),
 		kfake.GroupMinSessionTimeout(time.Second),
 		// Job topics accept records over MAX_MESSAGE_BYTES, as a topic with
 		// a larger max.message.bytes would, so oversized ones reach intake.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4194304"}),
 	)
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
 	stack, err := simstack.Start(simstack.Config{Timing: o.timing})
 	require.NoError(t, err)
 	t.Cleanup(stack.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
-		kgo.ProducerBatchMaxBytes(4<<20))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
+	prod := testutil.Client(t, kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(4<<20))
 	f := &fleet{t: t, kafka: kc, brokers: kc.ListenAddrs(), prod: prod, stack: stack,
 		ns: testenv.Namespace(t), redis: testenv.Redis(t).Socket, opts: o}
 	t.Cleanup(f.stopAll)

@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"context"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -39,23 +38,13 @@ func taskKinds(f *fleet, id string) map[string]string {
 
 func (f *fleet) results(want int) map[string]results.Summary {
 	f.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(testutil.TopicResult),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(f.t, err)
-	defer cl.Close()
 	out := map[string]results.Summary{}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for len(out) < want {
-		fs := cl.PollFetches(ctx)
-		require.NoError(f.t, ctx.Err(), "only %d of %d summaries arrived", len(out), want)
-		fs.EachRecord(func(r *kgo.Record) {
-			var s results.Summary
-			require.NoError(f.t, json.Unmarshal(r.Value, &s))
-			require.Equal(f.t, string(r.Key), s.JobID, "the result key is the job ID")
-			out[s.JobID] = s
-		})
-	}
+	testutil.Consume(testutil.Context(f.t, 20*time.Second), f.t, []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, func(r *kgo.Record) {
+		var s results.Summary
+		require.NoError(f.t, json.Unmarshal(r.Value, &s))
+		require.Equal(f.t, string(r.Key), s.JobID, "the result key is the job ID")
+		out[s.JobID] = s
+	}, func() bool { return len(out) >= want }, testutil.TopicResult)
 	return out
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -20,21 +21,49 @@ const (
 	Group       = "sample-analysis-workers"
 )
 
-// ReadN reads topics from their start until it holds at least n records.
-// The client is made with opts (at least kgo.SeedBrokers); the test fails
-// when ctx ends first.
-func ReadN(ctx context.Context, t testing.TB, n int64, opts []kgo.Opt, topics ...string) []*kgo.Record {
+// Kafka starts a kfake cluster with opts, closed when the test ends.
+func Kafka(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	kc, err := kfake.NewCluster(opts...)
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	return kc
+}
+
+// Client returns a Kafka client made with opts, closed when the test ends.
+func Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(opts...)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// Consume reads topics from their start, calling f with every record of
+// each fetch, until done says so after a fetch. The client is made with
+// opts (at least kgo.SeedBrokers); the test fails when ctx ends first.
+func Consume(ctx context.Context, t testing.TB, opts []kgo.Opt, f func(r *kgo.Record), done func() bool, topics ...string) {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...)...)
 	require.NoError(t, err)
 	defer cl.Close()
-	var out []*kgo.Record
-	for int64(len(out)) < n {
+	for !done() {
 		fs := cl.PollFetches(ctx)
-		require.NoError(t, ctx.Err(), "read %d of %d records of %v", len(out), n, topics)
-		out = append(out, fs.Records()...)
+		require.NoError(t, ctx.Err(), "reading %v", topics)
+		fs.EachRecord(f)
 	}
+}
+
+// ReadN reads topics from their start until it holds at least n records
+// (every record of the last fetch: more than n when more arrived). The
+// client is made with opts (at least kgo.SeedBrokers); the test fails when
+// ctx ends first.
+func ReadN(ctx context.Context, t testing.TB, n int64, opts []kgo.Opt, topics ...string) []*kgo.Record {
+	t.Helper()
+	var out []*kgo.Record
+	Consume(ctx, t, opts, func(r *kgo.Record) { out = append(out, r) },
+		func() bool { return int64(len(out)) >= n }, topics...)
 	return out
 }
 
