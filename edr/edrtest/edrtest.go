@@ -8,7 +8,8 @@
 // to its end as the runner would), Replay (a vendor's recorded answers
 // played back), FuzzDecoder (the fuzz test of a decoder of vendor bytes),
 // and small assertions (RequirePermanent, AssertNoSecrets, CountStatus).
-// The manual clock and the simulator test server are sim/simtest's.
+// The manual clock is internal/testutil's; the simulator test server is
+// sim/simtest's.
 package edrtest
 
 import (
