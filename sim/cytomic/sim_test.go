@@ -162,18 +162,20 @@ type stateOp struct {
 
 func (b *bundle) info(t *testing.T, ids ...string) []infoOp {
 	t.Helper()
-	status, raw := b.post(t, cytomic.InfoPath, idBody(ids))
-	require.Equal(t, http.StatusOK, status, "%s", raw)
-	var out []infoOp
-	require.NoError(t, json.Unmarshal(raw, &out))
-	return out
+	return postIDs[infoOp](t, b, cytomic.InfoPath, ids)
 }
 
 func (b *bundle) state(t *testing.T, ids ...string) []stateOp {
 	t.Helper()
-	status, raw := b.post(t, cytomic.StatePath, idBody(ids))
+	return postIDs[stateOp](t, b, cytomic.StatePath, ids)
+}
+
+// postIDs posts operation ids to path and decodes the 200 answer.
+func postIDs[T any](t *testing.T, b *bundle, path string, ids []string) []T {
+	t.Helper()
+	status, raw := b.post(t, path, idBody(ids))
 	require.Equal(t, http.StatusOK, status, "%s", raw)
-	var out []stateOp
+	var out []T
 	require.NoError(t, json.Unmarshal(raw, &out))
 	return out
 }
