@@ -2,11 +2,9 @@ package runner
 
 import (
 	"context"
-	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/internal/startstop"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
@@ -18,25 +16,10 @@ import (
 // holder's session is mailed and its job told at once (Runner.onAbort); a
 // job nobody holds carries the mark to whoever takes it. (Any PUT answer
 // showing the flag aborts a job too.)
-type abortPoller struct {
-	startstop.Service
-	r     *Runner
-	every time.Duration
-}
+type abortPoller struct{ periodic }
 
 func (p *abortPoller) start(ctx context.Context) error {
-	return p.Start(ctx, func(ctx context.Context) {
-		t := time.NewTicker(p.every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				p.runOnce(ctx)
-			}
-		}
-	})
+	return p.startEvery(ctx, func(ctx context.Context) { p.runOnce(ctx) })
 }
 
 // abortListTimeout bounds one listing of SampleDB's active jobs: at 100,000
