@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"time"
 
 	"go.uber.org/zap"
 
