@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
+	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -110,7 +111,7 @@ func check(h history, st *loadgen.Stats) *report {
 	}
 	for _, id := range st.Valid {
 		j, ok := h.jobs[id]
-		if !ok || !isTerminal(j.State) {
+		if !ok || !sampledb.IsTerminal(j.State) {
 			r.lost = append(r.lost, id)
 			continue
 		}
@@ -119,7 +120,7 @@ func check(h history, st *loadgen.Stats) *report {
 		terms := 0
 		prev := "enqueued"
 		for _, tr := range applied[id] {
-			if isTerminal(tr.To) {
+			if sampledb.IsTerminal(tr.To) {
 				terms++
 			}
 			if tr.From != prev || !forward(tr.From, tr.To) {
@@ -258,7 +259,7 @@ func check(h history, st *loadgen.Stats) *report {
 }
 
 func forward(from, to string) bool {
-	return (from == "enqueued" && to == "executing") || (from == "executing" && isTerminal(to))
+	return (from == "enqueued" && to == "executing") || (from == "executing" && sampledb.IsTerminal(to))
 }
 
 func isAcquisition(ev string) bool { return ev == "admitted" || ev == "takeover" || ev == "claimed" }

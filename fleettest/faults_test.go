@@ -15,13 +15,11 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/internal/failpoint"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
+	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testutil.Context(t, 5*time.Minute) }
 
 // Fault 1: kill -9 at random moments while 2,000 jobs flow, and at the
 // failpoints between the ledger write and the offset commit, between the
@@ -140,7 +138,7 @@ func TestStoppedWorkerMakesNoZombieWrites(t *testing.T) {
 	// finished by another worker.
 	byOthers, byW1Before, byW1After := 0, 0, 0
 	for _, tr := range h.transitions {
-		if !heldSet[tr.JobID] || tr.TaskID != "" || !isTerminal(tr.To) || tr.Status != 200 {
+		if !heldSet[tr.JobID] || tr.TaskID != "" || !sampledb.IsTerminal(tr.To) || tr.Status != 200 {
 			continue
 		}
 		switch {

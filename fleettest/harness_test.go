@@ -23,11 +23,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
+	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -536,7 +538,7 @@ func (c *cluster) readLeases() {
 func (c *cluster) load(ctx context.Context, cfg loadgen.Config) *loadgen.Stats {
 	c.t.Helper()
 	if len(cfg.Topics) == 0 {
-		cfg.Topics = []string{"Sample.Analysis.Job.OSL", "Sample.Analysis.Job.SVG"}
+		cfg.Topics = []string{testutil.TopicOSL, testutil.TopicSVG}
 	}
 	if cfg.Sensors == nil {
 		cfg.Sensors = []int64{1, 2, 3}
@@ -563,7 +565,7 @@ func (c *cluster) waitTerminal(ids []string, within time.Duration) {
 		jobs := c.simJobs()
 		var open []string
 		for _, id := range ids {
-			if j, ok := jobs[id]; !ok || !isTerminal(j.State) {
+			if j, ok := jobs[id]; !ok || !sampledb.IsTerminal(j.State) {
 				open = append(open, id)
 			}
 		}
@@ -588,14 +590,6 @@ func (c *cluster) waitTerminal(ids []string, within time.Duration) {
 		}
 		nextCheck(200 * time.Millisecond)
 	}
-}
-
-func isTerminal(s string) bool {
-	switch s {
-	case "success", "failed", "aborted", "timeout":
-		return true
-	}
-	return false
 }
 
 func (c *cluster) getJSON(base, path string, out any) {
@@ -754,33 +748,16 @@ func (c *cluster) vendorStartsFor(jobs []string) int {
 	return n
 }
 
-// deadLetters reads the DLQ topic to its current end.
+// deadLetters counts the dead letters by reason, reading the DLQ topic to
+// its current end.
 func (c *cluster) deadLetters() map[string]int {
 	c.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ConsumeTopics("Sample.Analysis.Job.DLQ"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(c.t, err)
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, "Sample.Analysis.Job.DLQ")
-	require.NoError(c.t, err)
-	var total int64
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
 	out := map[string]int{}
-	var got int64
-	for got < total {
-		fs := cl.PollFetches(ctx)
-		require.NoError(c.t, ctx.Err())
-		fs.EachRecord(func(r *kgo.Record) {
-			got++
-			for _, h := range r.Headers {
-				if h.Key == "dlq-reason" {
-					out[string(h.Value)]++
-				}
-			}
-		})
+	recs := testutil.ReadToEnd(testutil.Context(c.t, 30*time.Second), c.t, []kgo.Opt{kgo.SeedBrokers(c.brokers...)}, testutil.TopicDLQ)
+	for _, r := range recs {
+		if reason := testutil.Header(r, intake.HeaderReason); reason != "" {
+			out[reason]++
+		}
 	}
 	return out
 }

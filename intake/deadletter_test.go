@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -78,11 +79,11 @@ func TestPoisonRecordIsDeadLetteredWhateverItsSize(t *testing.T) {
 			letters := in.dlq(1)
 			require.Len(t, letters, 1)
 			l := letters[0]
-			require.Equal(t, c.reason, header(l, HeaderReason))
-			require.Equal(t, topicOSL, header(l, HeaderSourceTopic))
-			require.Equal(t, "0", header(l, HeaderSourceOffset))
-			require.Equal(t, c.truncated, header(l, HeaderTruncated), "the letter says what was cut")
-			require.Equal(t, c.sizes, header(l, HeaderOriginalSizes), "and how large the original was")
+			require.Equal(t, c.reason, testutil.Header(l, HeaderReason))
+			require.Equal(t, topicOSL, testutil.Header(l, HeaderSourceTopic))
+			require.Equal(t, "0", testutil.Header(l, HeaderSourceOffset))
+			require.Equal(t, c.truncated, testutil.Header(l, HeaderTruncated), "the letter says what was cut")
+			require.Equal(t, c.sizes, testutil.Header(l, HeaderOriginalSizes), "and how large the original was")
 			limit := kgoDefaultBatchMax
 			if c.dlqMax > 0 {
 				limit = c.dlqMax
@@ -90,7 +91,7 @@ func TestPoisonRecordIsDeadLetteredWhateverItsSize(t *testing.T) {
 			require.LessOrEqual(t, wireSize(l), limit, "the letter fits")
 			require.True(t, bytes.HasPrefix(c.rec.Value, l.Value), "a cut value is a prefix of the original")
 			require.True(t, bytes.HasPrefix(c.rec.Key, l.Key), "a cut key is a prefix of the original")
-			require.Equal(t, c.keepsTrace, header(l, "traceparent") == "00-abc-def-01")
+			require.Equal(t, c.keepsTrace, testutil.Header(l, "traceparent") == "00-abc-def-01")
 
 			in.waitCommitted(topicOSL)
 			in.waitCommitted(topicSVG)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -130,19 +131,15 @@ type intakeOpts struct {
 
 func newIntake(t *testing.T, o intakeOpts) *intake {
 	t.Helper()
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
+	kc := testutil.Kafka(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
+	prod := testutil.Client(t, kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(4<<20), kgo.FetchMaxWait(100*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
 	adm := kadm.NewClient(prod)
 	ctx := testCtx(t)
 	// The job topics accept records far over MAX_MESSAGE_BYTES (a topic
 	// configured with a larger max.message.bytes): a poison record gets in.
 	big := "4194304"
-	_, err = adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &big}, topicOSL)
+	_, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &big}, topicOSL)
 	require.NoError(t, err)
 	_, err = adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &big}, topicSVG)
 	require.NoError(t, err)
@@ -184,11 +181,7 @@ func newIntake(t *testing.T, o intakeOpts) *intake {
 	return in
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return testutil.Context(t, 60*time.Second) }
 
 // produce writes records to the job topics (partition 0) and waits for them.
 func (in *intake) produce(recs ...*kgo.Record) {
@@ -217,30 +210,8 @@ func (in *intake) waitCommitted(topic string) {
 // dlq reads the DLQ topic until it holds n records (or the deadline).
 func (in *intake) dlq(n int) []*kgo.Record {
 	in.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(in.prod.OptValue(kgo.SeedBrokers).([]string)...),
-		kgo.ConsumeTopics(topicDLQ), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(100*time.Millisecond))
-	require.NoError(in.t, err)
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n {
-		fs := cl.PollFetches(ctx)
-		require.NoError(in.t, ctx.Err(), "the DLQ got %d of %d dead letters", len(out), n)
-		out = append(out, fs.Records()...)
-	}
-	return out
-}
-
-func header(r *kgo.Record, key string) string {
-	v := ""
-	for _, h := range r.Headers {
-		if h.Key == key {
-			v = string(h.Value)
-		}
-	}
-	return v
+	brokers := in.prod.OptValue(kgo.SeedBrokers).([]string)
+	return testutil.ReadN(testutil.Context(in.t, 30*time.Second), in.t, int64(n), []kgo.Opt{kgo.SeedBrokers(brokers...)}, topicDLQ)
 }
 
 // jobRecord is a valid job message for id.

@@ -6,7 +6,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/internal/startstop"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
@@ -18,62 +17,69 @@ import (
 // holder's session is mailed and its job told at once (Runner.onAbort); a
 // job nobody holds carries the mark to whoever takes it. (Any PUT answer
 // showing the flag aborts a job too.)
-type abortPoller struct {
-	startstop.Service
-	r     *Runner
-	every time.Duration
-}
+type abortPoller struct{ periodic }
 
 func (p *abortPoller) start(ctx context.Context) error {
-	return p.Start(ctx, func(ctx context.Context) {
-		t := time.NewTicker(p.every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				p.runOnce(ctx)
-			}
-		}
-	})
+	return p.startEvery(ctx, func(ctx context.Context) { p.runOnce(ctx) })
 }
 
+// abortListTimeout bounds one listing of SampleDB's active jobs: at 100,000
+// of them, a hundred pages, far longer than an interval.
+const abortListTimeout = 5 * time.Minute
+
 // runOnce lists the active jobs if no worker of the fleet did within this
-// interval, and notes the aborts requested. It returns how many jobs it
-// newly marked (-1: another worker's turn).
+// interval, and notes the aborts requested as each page arrives. It
+// returns how many jobs it newly marked (-1: another worker's turn).
+//
+// The fleet lock "aborts" is held for the whole listing (however long a
+// hundred pages take, no second worker starts one), then set to expire one
+// interval after the listing began, spacing listings an interval apart
+// whichever worker makes them.
 func (p *abortPoller) runOnce(ctx context.Context) int {
 	r := p.r
-	// The lock is not released: it spaces the listings one interval apart,
-	// whichever worker makes them. A little less than the interval, so the
-	// holder's next tick finds it free when no other worker came first.
-	ok, err := r.store.TryLock(ctx, "aborts", r.cfg.WorkerID, p.every*9/10)
+	limit := max(p.every*4, abortListTimeout)
+	ok, err := r.store.TryLock(ctx, "aborts", r.cfg.WorkerID, limit)
 	if err != nil || !ok {
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("abort poll: could not take the fleet lock", zap.Error(err))
 		}
 		return -1
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.every*4)
+	began := time.Now()
+	defer func() {
+		// A little less than the interval, so the holder's next tick finds
+		// the lock free when no other worker came first.
+		rest := p.every*9/10 - time.Since(began)
+		if _, err := r.store.HoldLock(context.WithoutCancel(ctx), "aborts", r.cfg.WorkerID, rest); err != nil && ctx.Err() == nil {
+			r.log.Warn("abort poll: could not set the fleet lock's expiry", zap.Error(err))
+		}
+	}()
+	lctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	var ids []string
-	err = r.cfg.SampleDB.ListJobs(ctx, sampledb.ListOptions{PageSize: 1000}, func(page []sampledb.Job) error {
+	n, pages := 0, 0
+	err = r.cfg.SampleDB.ListJobs(lctx, sampledb.ListOptions{PageSize: 1000}, func(page []sampledb.Job) error {
+		pages++
+		var ids []string
 		for _, sj := range page {
 			if sj.AbortRequested {
 				ids = append(ids, sj.ID)
 			}
 		}
+		if len(ids) == 0 {
+			return nil
+		}
+		// Noted page by page: an abort is not held back until the last
+		// of a hundred pages arrived.
+		m, err := r.store.NotifyAborts(lctx, ids)
+		if err != nil {
+			r.log.Warn("abort poll: could not note the aborts in the ledger", zap.Error(err))
+			return nil
+		}
+		n += m
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
-		r.log.Warn("abort poll failed", zap.Error(err))
-	}
-	if len(ids) == 0 {
-		return 0
-	}
-	n, err := r.store.NotifyAborts(ctx, ids)
-	if err != nil && ctx.Err() == nil {
-		r.log.Warn("abort poll: could not note the aborts in the ledger", zap.Error(err))
+		r.log.Warn("abort poll failed", zap.Error(err), zap.Int("pages_read", pages), zap.Duration("after", time.Since(began)))
 	}
 	if n > 0 {
 		r.log.Info("aborts requested in SampleDB noted", zap.Int("jobs", n))

@@ -3,36 +3,19 @@ package runner
 import (
 	"context"
 	"errors"
-	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/analysisfleet/analysisfleet/internal/startstop"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // claimer takes over jobs whose leases expired (their worker died or
 // paused) or were released (a drain, an operator's release), while this
 // worker has room, and resumes each from its checkpoints.
-type claimer struct {
-	startstop.Service
-	r     *Runner
-	every time.Duration
-}
+type claimer struct{ periodic }
 
 func (c *claimer) start(ctx context.Context) error {
-	return c.Start(ctx, func(ctx context.Context) {
-		t := time.NewTicker(c.every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				c.runOnce(ctx)
-			}
-		}
-	})
+	return c.startEvery(ctx, func(ctx context.Context) { c.runOnce(ctx) })
 }
 
 // runOnce claims up to the free capacity (at most 100) of expired leases

@@ -85,8 +85,8 @@ func New(cfg Config) (*Runner, error) {
 		vendors:    map[edr.Driver]*lane{},
 	}
 	r.tally.since = time.Now()
-	r.claimer = &claimer{r: r, every: cfg.ClaimInterval}
-	r.aborts = &abortPoller{r: r, every: cfg.AbortPollInterval}
+	r.claimer = &claimer{periodic{r: r, every: cfg.ClaimInterval}}
+	r.aborts = &abortPoller{periodic{r: r, every: cfg.AbortPollInterval}}
 	r.reconciler = newReconciler(r, cfg.ReconcileInterval)
 	r.releaser = newReleaser(r)
 	cfg.Store.OnQuarantine(func(keys []string) {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -193,11 +194,7 @@ func (w *jobWorld) ageEpoch(d time.Duration) {
 	require.NoError(w.t, w.store.Redis().Set(ctx(w.t), key, strconv.FormatInt(time.Now().Add(-d).UnixMilli(), 10), 0).Err())
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testutil.Context(t, 30*time.Second) }
 
 // TestRetryHelper: the one retry loop stops as its policy says, and the
 // job's own stop always wins.

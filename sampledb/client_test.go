@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	sim "github.com/analysisfleet/analysisfleet/sim/sampledb"
@@ -106,11 +107,7 @@ func (b *bundle) job(t *testing.T, id string) sampledb.Job {
 	})
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testutil.Context(t, 20*time.Second) }
 
 // requireNoKey checks that no error string holds an API key.
 func requireNoKey(t *testing.T, errs ...error) {

@@ -488,7 +488,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
+// holdLockScript sets the lock's lifetime to ARGV[2] ms if ARGV[1] holds it
+// (0 ms or less: releases it).
+var holdLockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) <= 0 then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`)
+
 var allScripts = []*redis.Script{
 	openSessionScript, admitScript, claimScript, renewScript, releaseScript, forceReleaseScript, checkpointScript,
 	decideScript, completeScript, adoptScript, notifyAbortsScript, epochScript, rateScript, fairRateScript, throttleScript, unlockScript,
+	holdLockScript,
 }

@@ -807,6 +807,17 @@ func (s *Store) Unlock(ctx context.Context, name, holder string) error {
 	return err
 }
 
+// HoldLock sets the remaining lifetime of the lock name to ttl if holder
+// holds it (ttl ≤ 0: releases it). It reports whether holder held it.
+func (s *Store) HoldLock(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	v, err := s.run(ctx, holdLockScript, []string{s.pfx + "lock:" + name}, holder, ttl.Milliseconds())
+	if err != nil {
+		return false, fmt.Errorf("state: lock %s: %w", name, err)
+	}
+	n, _ := v.(int64)
+	return n == 1, nil
+}
+
 // OnQuarantine sets fn to be told the keys a script moved out of the
 // ledger's way because they held the wrong type (see Quarantined). fn must
 // not block.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -33,11 +34,7 @@ func setup(t *testing.T, ttl time.Duration) bundle {
 	return bundle{rdb: rdb, store: s, ns: ns}
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testutil.Context(t, 30*time.Second) }
 
 // sessions holds one open session per store and worker for a test.
 var sessions sync.Map // sessionKey → state.Session

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/envconf/envdoc"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 // TestEnvVarsAreTheWorkers: fleetctl reads nothing the README's
@@ -29,40 +29,11 @@ func TestEnvVarsAreTheWorkers(t *testing.T) {
 	// Every variable set, so that each reader goes on to the variables
 	// read after it (a mechanism before its user, rediss:// before its TLS
 	// files).
-	env := map[string]string{}
-	for _, r := range envVars {
-		for _, v := range r.Vars {
-			switch {
-			case v.Default != "":
-				env[v.Name] = v.Default
-			case v.Kind == envconf.Duration:
-				env[v.Name] = v.Min
-			case v.Kind == envconf.Bool:
-				env[v.Name] = "true"
-			default:
-				env[v.Name] = "x"
-			}
-		}
-	}
+	env := testutil.FullEnv(envVars)
 	env["KAFKA_SASL_MECHANISM"], env["REDIS_URL"] = "PLAIN", "rediss://redis.example.net:6380/0"
-	seen := map[string]bool{}
-	c := &cli{env: func(k string) (string, bool) {
-		seen[k] = true
-		v, ok := env[k]
-		return v, ok
-	}}
-	_, _ = c.loadConfig(needs{kafka: true, redis: true})
-	want := envVars.Names()
-	for _, s := range envVars.Secrets() {
-		want = append(want, s+"_FILE")
-	}
-	var got []string
-	for k := range seen {
-		got = append(got, k)
-	}
-	slices.Sort(got)
-	slices.Sort(want)
-	require.Equal(t, want, got)
+	testutil.RequireReadsExactly(t, envVars, env, func(lookup func(string) (string, bool)) {
+		_, _ = (&cli{env: lookup}).loadConfig(needs{kafka: true, redis: true})
+	})
 }
 
 // Every problem at once, on the one error line, each naming its variable.

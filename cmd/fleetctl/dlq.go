@@ -150,6 +150,25 @@ func (c *cli) dlq(ctx context.Context, args []string) error {
 	return usageErr("dlq: unknown subcommand %q: want list or replay", args[0])
 }
 
+// dlqStart reads the configuration and, within ctx, the DLQ topic's
+// partitions up to their end offsets now: what both dlq commands start from.
+func (c *cli) dlqStart(ctx context.Context) (*config, map[int32]span, error) {
+	cfg, err := c.dlqConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	admin, err := cfg.kafkaClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer admin.Close()
+	spans, err := dlqSpans(ctx, admin, cfg.dlq)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, spans, nil
+}
+
 func (c *cli) dlqConfig() (*config, error) {
 	cfg, err := c.loadConfig(needs{kafka: true})
 	if err != nil {
@@ -159,6 +178,24 @@ func (c *cli) dlqConfig() (*config, error) {
 		return nil, configErr(errors.New("KAFKA_DLQ_TOPIC: is empty (dead-lettering disabled): set it to the DLQ topic"))
 	}
 	return cfg, nil
+}
+
+// scanDLQ reads the DLQ topic's spans and calls f with each dead letter
+// whose reason the --reason list matches (every letter when it is empty),
+// after counting it: in read, and when it matches in matched and tally.
+func scanDLQ(ctx context.Context, cfg *config, spans map[int32]span, reasons string, read, matched *int, tally reasonTally,
+	f func(r *kgo.Record, d deadLetter) error) error {
+	match := reasonFilter(reasons)
+	return readDLQ(ctx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
+		*read++
+		d := letterOf(r, cfg)
+		if !match(d.Reason) {
+			return nil
+		}
+		*matched++
+		tally.add(d)
+		return f(r, d)
+	})
 }
 
 // dlqListReport is `fleetctl dlq list -o json`.
@@ -217,32 +254,15 @@ func (c *cli) dlqList(ctx context.Context, args []string) error {
 	if *limit < 0 || *valueBytes < 1 {
 		return usageErr("--limit must not be negative and --value-bytes must be positive")
 	}
-	cfg, err := c.dlqConfig()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	admin, err := cfg.kafkaClient()
+	cfg, spans, err := c.dlqStart(ctx)
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
-	spans, err := dlqSpans(ctx, admin, cfg.dlq)
-	if err != nil {
-		return err
-	}
-	match := reasonFilter(*reason)
 	rep := dlqListReport{Topic: cfg.dlq, Letters: []deadLetter{}}
 	tally := reasonTally{}
-	err = readDLQ(ctx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
-		rep.Read++
-		d := letterOf(r, cfg)
-		if !match(d.Reason) {
-			return nil
-		}
-		rep.Matched++
-		tally.add(d)
+	err = scanDLQ(ctx, cfg, spans, *reason, &rep.Read, &rep.Matched, tally, func(r *kgo.Record, d deadLetter) error {
 		if *showValues {
 			v := printable(r.Value[:min(len(r.Value), *valueBytes)])
 			if len(r.Value) > *valueBytes {
@@ -393,24 +413,14 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	if o.json() && !*yes && !*dry {
 		return usageErr("dlq replay -o json needs --yes or --dry-run (it cannot ask for confirmation)")
 	}
-	cfg, err := c.dlqConfig()
-	if err != nil {
-		return err
-	}
 	readCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	admin, err := cfg.kafkaClient()
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	spans, err := dlqSpans(readCtx, admin, cfg.dlq)
+	cfg, spans, err := c.dlqStart(readCtx)
 	if err != nil {
 		return err
 	}
 
 	// Pass 1: count, and remember exactly which letters to replay.
-	match := reasonFilter(*reason)
 	rep := replayReport{Topic: cfg.dlq, DryRun: *dry, Note: idempotenceNote}
 	tally := reasonTally{}
 	byTopic := map[string]int{}
@@ -420,14 +430,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		o int64
 	}
 	chosen := map[pos]bool{}
-	err = readDLQ(readCtx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
-		rep.Read++
-		d := letterOf(r, cfg)
-		if !match(d.Reason) {
-			return nil
-		}
-		rep.Matched++
-		tally.add(d)
+	err = scanDLQ(readCtx, cfg, spans, *reason, &rep.Read, &rep.Matched, tally, func(r *kgo.Record, d deadLetter) error {
 		if !d.Replayable {
 			rep.Skipped++
 			switch {

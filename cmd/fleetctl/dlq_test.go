@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/intake"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 )
 
@@ -62,14 +63,14 @@ func TestDLQListJSON(t *testing.T) {
 	w.seedDLQ()
 	var rep dlqListReport
 	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "list", "-o", "json").stdout), &rep))
-	require.Equal(t, topicDLQ, rep.Topic)
+	require.Equal(t, testutil.TopicDLQ, rep.Topic)
 	require.Equal(t, 5, rep.Read)
 	require.Equal(t, 5, rep.Matched)
 	require.Len(t, rep.Letters, 5)
 	nj := rep.Letters[0]
 	require.Equal(t, "not_json", nj.Reason)
 	require.Equal(t, "value is not valid JSON", nj.Error)
-	require.Equal(t, topicOSL, nj.SourceTopic)
+	require.Equal(t, testutil.TopicOSL, nj.SourceTopic)
 	require.Equal(t, int32(0), *nj.SourcePartition)
 	require.Equal(t, int64(5), *nj.SourceOffset)
 	require.Equal(t, "w1", nj.Worker)
@@ -82,7 +83,7 @@ func TestDLQListJSON(t *testing.T) {
 	require.Equal(t, 2000000, big.OriginalBytes)
 	require.False(t, big.Replayable)
 	require.Equal(t, "truncated when dead-lettered", big.NotReplayable)
-	require.Equal(t, topicDLQ+"/0@42", rep.Letters[3].ReplayedFrom)
+	require.Equal(t, testutil.TopicDLQ+"/0@42", rep.Letters[3].ReplayedFrom)
 	require.Nil(t, rep.Letters[4].SourcePartition)
 	require.Equal(t, "no dlq-source-topic header", rep.Letters[4].NotReplayable)
 	require.Equal(t, []reasonCount{
@@ -119,9 +120,9 @@ func TestDLQReplayDryRunProducesNothing(t *testing.T) {
 	require.Contains(t, r.stdout, "to Sample.Analysis.Job.OSL: 2\nto Sample.Analysis.Job.SVG: 1\n")
 	require.Contains(t, r.stdout, "dropped by the ledger (admission is idempotent by job ID)")
 	require.Equal(t, []string{"0@0", "0@1", "1@1"}, letterRows(r.stdout))
-	require.Zero(t, w.endOffsets(topicOSL))
-	require.Zero(t, w.endOffsets(topicSVG))
-	require.Equal(t, int64(5), w.endOffsets(topicDLQ))
+	require.Zero(t, w.endOffsets(testutil.TopicOSL))
+	require.Zero(t, w.endOffsets(testutil.TopicSVG))
+	require.Equal(t, int64(5), w.endOffsets(testutil.TopicDLQ))
 
 	var rep replayReport
 	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "replay", "--dry-run", "-o", "json").stdout), &rep))
@@ -130,7 +131,7 @@ func TestDLQReplayDryRunProducesNothing(t *testing.T) {
 	require.Equal(t, 2, rep.Skipped)
 	require.Equal(t, 1, rep.Truncated)
 	require.Len(t, rep.WouldReplay, 3)
-	require.Zero(t, w.endOffsets(topicOSL))
+	require.Zero(t, w.endOffsets(testutil.TopicOSL))
 
 	rep = replayReport{}
 	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "replay", "--dry-run", "-o", "json", "--reason", "not_json").stdout), &rep))
@@ -139,8 +140,8 @@ func TestDLQReplayDryRunProducesNothing(t *testing.T) {
 	require.Equal(t, 0, rep.Replayed)
 	require.Equal(t, 0, rep.Skipped)
 	require.Len(t, rep.WouldReplay, 1)
-	require.Equal(t, []topicCount{{Topic: topicOSL, Count: 1}}, rep.ByTopic)
-	require.Zero(t, w.endOffsets(topicOSL))
+	require.Equal(t, []topicCount{{Topic: testutil.TopicOSL, Count: 1}}, rep.ByTopic)
+	require.Zero(t, w.endOffsets(testutil.TopicOSL))
 }
 
 func TestDLQReplayReproducesReplayableLettersToTheirSources(t *testing.T) {
@@ -157,7 +158,7 @@ func TestDLQReplayReproducesReplayableLettersToTheirSources(t *testing.T) {
 		headers           map[string]string
 	}
 	var recs []got
-	for _, rec := range w.readAll(topicOSL, topicSVG) {
+	for _, rec := range w.readAll(testutil.TopicOSL, testutil.TopicSVG) {
 		hs := map[string]string{}
 		for _, h := range rec.Headers {
 			_, dup := hs[h.Key]
@@ -168,19 +169,19 @@ func TestDLQReplayReproducesReplayableLettersToTheirSources(t *testing.T) {
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].key < recs[j].key })
 	require.Equal(t, []got{
-		{topicSVG, "job-hash", valueHash, map[string]string{intake.HeaderReplayedFrom: topicDLQ + "/0@1"}},
-		{topicOSL, "job-hash2", valueHash2, map[string]string{intake.HeaderReplayedFrom: topicDLQ + "/1@1"}},
-		{topicOSL, "job-nj", valueNJ, map[string]string{"traceparent": "00-abc-def-01", intake.HeaderReplayedFrom: topicDLQ + "/0@0"}},
+		{testutil.TopicSVG, "job-hash", valueHash, map[string]string{intake.HeaderReplayedFrom: testutil.TopicDLQ + "/0@1"}},
+		{testutil.TopicOSL, "job-hash2", valueHash2, map[string]string{intake.HeaderReplayedFrom: testutil.TopicDLQ + "/1@1"}},
+		{testutil.TopicOSL, "job-nj", valueNJ, map[string]string{"traceparent": "00-abc-def-01", intake.HeaderReplayedFrom: testutil.TopicDLQ + "/0@0"}},
 	}, recs, "original key, value and non-dlq headers; the old replayed-from header replaced")
-	require.Equal(t, int64(5), w.endOffsets(topicDLQ), "the DLQ is read, not changed")
+	require.Equal(t, int64(5), w.endOffsets(testutil.TopicDLQ), "the DLQ is read, not changed")
 
 	// By reason, as JSON.
 	var rep replayReport
 	require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "replay", "--yes", "--reason", "not_json", "-o", "json").stdout), &rep))
 	require.Equal(t, 1, rep.Replayed)
 	require.Equal(t, 1, rep.Matched)
-	require.Equal(t, int64(3), w.endOffsets(topicOSL))
-	require.Equal(t, int64(1), w.endOffsets(topicSVG))
+	require.Equal(t, int64(3), w.endOffsets(testutil.TopicOSL))
+	require.Equal(t, int64(1), w.endOffsets(testutil.TopicSVG))
 }
 
 func TestDLQReplayAsksFirst(t *testing.T) {
@@ -193,14 +194,14 @@ func TestDLQReplayAsksFirst(t *testing.T) {
 		require.Contains(t, r.stdout, `Replay 3 dead letters to their source topics? Type "yes" to continue: `)
 		require.Equal(t, "fleetctl: not confirmed: nothing replayed\n", r.stderr)
 	}
-	require.Zero(t, w.endOffsets(topicOSL))
-	require.Zero(t, w.endOffsets(topicSVG))
+	require.Zero(t, w.endOffsets(testutil.TopicOSL))
+	require.Zero(t, w.endOffsets(testutil.TopicSVG))
 
 	r := w.run("yes\n", "dlq", "replay", "--reason", "invalid_sample_hash")
 	require.Equal(t, 0, r.code, "%s", r)
 	require.Contains(t, r.stdout, "replayed 2 dead letters")
-	require.Equal(t, int64(1), w.endOffsets(topicOSL))
-	require.Equal(t, int64(1), w.endOffsets(topicSVG))
+	require.Equal(t, int64(1), w.endOffsets(testutil.TopicOSL))
+	require.Equal(t, int64(1), w.endOffsets(testutil.TopicSVG))
 
 	r = w.run("", "dlq", "replay", "-o", "json")
 	require.Equal(t, 2, r.code, "json cannot prompt")
@@ -216,7 +217,7 @@ func TestDLQReplayReadsOnlyUpToTheOffsetsAtStart(t *testing.T) {
 	spans := map[int32]span{0: {Start: 0, End: 1}, 1: {Start: 1, End: 2}} // as if captured when only these existed
 	cfg := &config{brokers: w.brokers, kafkaOpts: w.kopts}
 	var seen []string
-	require.NoError(t, readDLQ(ctx(t), cfg, topicDLQ, spans, func(r *kgo.Record) error {
+	require.NoError(t, readDLQ(ctx(t), cfg, testutil.TopicDLQ, spans, func(r *kgo.Record) error {
 		seen = append(seen, string(r.Key))
 		return nil
 	}))
@@ -234,13 +235,13 @@ func TestDLQListSaysWhatWasCut(t *testing.T) {
 	// Cut by intake's own encoder: a 1.2 MB key and headers, and a 2 MB
 	// value.
 	bigKey, bigHeader := strings.Repeat("k", 1200000), strings.Repeat("h", 600000)
-	src := &kgo.Record{Topic: topicOSL, Partition: 0, Offset: 1, Key: []byte(bigKey), Value: []byte("not json"),
+	src := &kgo.Record{Topic: testutil.TopicOSL, Partition: 0, Offset: 1, Key: []byte(bigKey), Value: []byte("not json"),
 		Headers: []kgo.RecordHeader{{Key: "a", Value: []byte(bigHeader)}, {Key: "b", Value: []byte(bigHeader)}, {Key: "c", Value: []byte("123456789012345678901234567890")}}}
 	cutKey := intake.EncodeLetter(src, intake.Letter{Reason: job.ReasonNotJSON, Error: "value is not valid JSON", Worker: "w1",
-		At: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)}, topicDLQ, 1000012)
-	src = &kgo.Record{Topic: topicOSL, Partition: 0, Offset: 2, Key: []byte("k"), Value: []byte(strings.Repeat("v", 2000000))}
+		At: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)}, testutil.TopicDLQ, 1000012)
+	src = &kgo.Record{Topic: testutil.TopicOSL, Partition: 0, Offset: 2, Key: []byte("k"), Value: []byte(strings.Repeat("v", 2000000))}
 	cutValue := intake.EncodeLetter(src, intake.Letter{Reason: job.ReasonOversized, Error: "too big", Worker: "w1",
-		At: time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)}, topicDLQ, 1000012)
+		At: time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)}, testutil.TopicDLQ, 1000012)
 	w.produce(cutKey, cutValue)
 	out := w.ok("dlq", "list").stdout
 	t.Logf("fleetctl dlq list:\n%s", out)
@@ -265,7 +266,7 @@ func TestDLQListSaysWhatWasCut(t *testing.T) {
 	r := w.ok("dlq", "replay", "--yes")
 	require.Contains(t, r.stdout, "skipping 2 truncated letters: not replayable")
 	require.Contains(t, r.stdout, "nothing to replay")
-	require.Zero(t, w.endOffsets(topicOSL))
+	require.Zero(t, w.endOffsets(testutil.TopicOSL))
 }
 
 // TestDLQReplayOnlyIntoJobTopics: a letter's dlq-source-topic is only a
@@ -276,7 +277,6 @@ func TestDLQListSaysWhatWasCut(t *testing.T) {
 // into Sample.Analysis.Result).
 func TestDLQReplayOnlyIntoJobTopics(t *testing.T) {
 	t.Parallel()
-	const topicResult = "Sample.Analysis.Result"
 	for _, c := range []struct {
 		name  string
 		env   map[string]string
@@ -285,22 +285,22 @@ func TestDLQReplayOnlyIntoJobTopics(t *testing.T) {
 		{"KAFKA_TOPICS", nil, 3},
 		{"KAFKA_TOPIC_REGEX", map[string]string{"KAFKA_TOPIC_REGEX": `^Sample\.Analysis\.Job\.(OSL|SVG)$`}, 3},
 		{"a regex that also matches the result and DLQ topics", map[string]string{"KAFKA_TOPIC_REGEX": `Sample\.Analysis\.`}, 3},
-		{"KAFKA_TOPICS naming one topic", map[string]string{"KAFKA_TOPICS": topicSVG}, 4},
+		{"KAFKA_TOPICS naming one topic", map[string]string{"KAFKA_TOPICS": testutil.TopicSVG}, 4},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			w := newWorld(t, worldOpts{})
-			_, err := w.adm.CreateTopic(ctx(t), 1, 1, nil, topicResult)
+			_, err := w.adm.CreateTopic(ctx(t), 1, 1, nil, testutil.TopicResult)
 			require.NoError(t, err)
 			for k, v := range c.env {
 				w.env[k] = v
 			}
 			w.produce(
-				dlqLetter(0, job.ReasonNotJSON, "forged", topicResult, 0, 1, "job-x", `{"state":"success"}`, 0),
+				dlqLetter(0, job.ReasonNotJSON, "forged", testutil.TopicResult, 0, 1, "job-x", `{"state":"success"}`, 0),
 				dlqLetter(0, job.ReasonNotJSON, "forged", "Some.Other.Topic", 0, 2, "job-y", `{}`, 0),
 				dlqLetter(0, job.ReasonNotJSON, "forged", "Sample.Analysis.Job.OSL\n", 0, 3, "job-z", `{}`, 0),
-				dlqLetter(1, job.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 4, "job-o", valueNJ, 0),
-				dlqLetter(1, job.ReasonInvalidHash, "bad hash", topicSVG, 0, 5, "job-s", valueHash, 0),
+				dlqLetter(1, job.ReasonNotJSON, "value is not valid JSON", testutil.TopicOSL, 0, 4, "job-o", valueNJ, 0),
+				dlqLetter(1, job.ReasonInvalidHash, "bad hash", testutil.TopicSVG, 0, 5, "job-s", valueHash, 0),
 			)
 
 			dry := w.ok("dlq", "replay", "--dry-run")
@@ -308,7 +308,7 @@ func TestDLQReplayOnlyIntoJobTopics(t *testing.T) {
 			require.Contains(t, dry.stdout, fmt.Sprintf("refusing %s whose source topic is not a job topic", plural(int64(c.refer), "letter", "letters")))
 			require.Contains(t, dry.stdout, fmt.Sprintf("dry run: %s would be replayed", plural(int64(5-c.refer), "letter", "letters")))
 			require.Contains(t, dry.stdout, `"Sample.Analysis.Result": 1`)
-			require.NotContains(t, dry.stdout, "to "+topicResult)
+			require.NotContains(t, dry.stdout, "to "+testutil.TopicResult)
 			var rep replayReport
 			require.NoError(t, json.Unmarshal([]byte(w.ok("dlq", "replay", "--dry-run", "-o", "json").stdout), &rep))
 			require.Equal(t, c.refer, rep.RefusedTopic)
@@ -322,14 +322,14 @@ func TestDLQReplayOnlyIntoJobTopics(t *testing.T) {
 
 			r := w.ok("dlq", "replay", "--yes")
 			require.Contains(t, r.stdout, fmt.Sprintf("replayed %s", plural(int64(5-c.refer), "dead letter", "dead letters")))
-			require.Zero(t, w.endOffsets(topicResult), "nothing replayed into the result topic")
+			require.Zero(t, w.endOffsets(testutil.TopicResult), "nothing replayed into the result topic")
 			var to []string
-			for _, rec := range w.readAll(topicOSL, topicSVG) {
+			for _, rec := range w.readAll(testutil.TopicOSL, testutil.TopicSVG) {
 				to = append(to, rec.Topic+" "+string(rec.Key))
 			}
-			want := []string{topicSVG + " job-s"}
+			want := []string{testutil.TopicSVG + " job-s"}
 			if c.refer == 3 {
-				want = append(want, topicOSL+" job-o")
+				want = append(want, testutil.TopicOSL+" job-o")
 			}
 			require.ElementsMatch(t, want, to)
 		})

@@ -20,18 +20,12 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-const (
-	topicOSL = "Sample.Analysis.Job.OSL"
-	topicSVG = "Sample.Analysis.Job.SVG"
-	topicDLQ = "Sample.Analysis.Job.DLQ"
-	group    = "sample-analysis-workers"
-)
 
 // world is one test's fleet surroundings: an in-process Kafka cluster with
 // the job and DLQ topics, a fresh Redis namespace, ledger stores to seed it
@@ -88,20 +82,16 @@ type worldOpts struct {
 
 func newWorld(t *testing.T, o worldOpts) *world {
 	t.Helper()
-	kopts := []kfake.Opt{kfake.SeedTopics(4, topicOSL, topicSVG), kfake.SeedTopics(2, topicDLQ)}
+	kopts := []kfake.Opt{kfake.SeedTopics(4, testutil.TopicOSL, testutil.TopicSVG), kfake.SeedTopics(2, testutil.TopicDLQ)}
 	var clientOpts []kgo.Opt
 	if o.sasl != nil {
 		kopts = append(kopts, kfake.EnableSASL(), kfake.Superuser("PLAIN", o.sasl.User, o.sasl.Pass))
 		clientOpts = append(clientOpts, kgo.SASL(o.sasl.AsMechanism()))
 	}
-	kc, err := kfake.NewCluster(kopts...)
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
+	kc := testutil.Kafka(t, kopts...)
 	w := &world{t: t, kafka: kc, brokers: kc.ListenAddrs(), kopts: clientOpts}
-	w.prod, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ProducerLinger(0),
+	w.prod = testutil.Client(t, append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ProducerLinger(0),
 		kgo.RecordPartitioner(kgo.ManualPartitioner())}, clientOpts...)...)
-	require.NoError(t, err)
-	t.Cleanup(w.prod.Close)
 	w.adm = kadm.NewClient(w.prod)
 
 	redisEnv := map[string]string{"REDIS_URL": testenv.Redis(t).URL()}
@@ -111,6 +101,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	} else {
 		w.rdb, w.ns = testenv.RedisClient(t)
 	}
+	var err error
 	w.store, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 30 * time.Second})
 	require.NoError(t, err)
 	w.long, err = state.New(w.rdb, state.Config{Namespace: w.ns, LeaseTTL: 10 * time.Minute})
@@ -125,11 +116,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	return w
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testutil.Context(t, 30*time.Second) }
 
 // result is one fleetctl run.
 type result struct {
@@ -171,35 +158,13 @@ func (w *world) produce(recs ...*kgo.Record) {
 // endOffsets sums the end offsets of a topic's partitions.
 func (w *world) endOffsets(topic string) int64 {
 	w.t.Helper()
-	ends, err := w.adm.ListEndOffsets(ctx(w.t), topic)
-	require.NoError(w.t, err)
-	var n int64
-	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
-	return n
+	return testutil.EndOffsets(ctx(w.t), w.t, w.adm, topic)
 }
 
 // readAll reads every record of topics, from the start to the end offsets.
 func (w *world) readAll(topics ...string) []*kgo.Record {
 	w.t.Helper()
-	var want int64
-	for _, t := range topics {
-		want += w.endOffsets(t)
-	}
-	if want == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}, w.kopts...)...)
-	require.NoError(w.t, err)
-	defer cl.Close()
-	var out []*kgo.Record
-	c := ctx(w.t)
-	for int64(len(out)) < want {
-		fs := cl.PollFetches(c)
-		require.NoError(w.t, c.Err(), "read %d of %d records", len(out), want)
-		out = append(out, fs.Records()...)
-	}
-	return out
+	return testutil.ReadToEnd(ctx(w.t), w.t, append([]kgo.Opt{kgo.SeedBrokers(w.brokers...)}, w.kopts...), topics...)
 }
 
 // jobMsg is a job-creation message as SampleDB posts it.
@@ -280,7 +245,7 @@ func dlqLetter(part int32, reason, detail, source string, srcPart int32, srcOff 
 		// As intake writes them: through the one codec.
 		src := &kgo.Record{Topic: source, Partition: srcPart, Offset: srcOff, Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 			Key: []byte(key), Value: []byte(value), Headers: extra}
-		l := intake.EncodeLetter(src, intake.Letter{Reason: reason, Error: detail, Worker: "w1", At: at}, topicDLQ, 1<<20)
+		l := intake.EncodeLetter(src, intake.Letter{Reason: reason, Error: detail, Worker: "w1", At: at}, testutil.TopicDLQ, 1<<20)
 		l.Partition = part
 		return l
 	}
@@ -302,7 +267,7 @@ func dlqLetter(part int32, reason, detail, source string, srcPart int32, srcOff 
 	hs = append(hs,
 		kgo.RecordHeader{Key: intake.HeaderWorker, Value: []byte("w1")},
 		kgo.RecordHeader{Key: intake.HeaderTime, Value: []byte(at.Format(time.RFC3339Nano))})
-	return &kgo.Record{Topic: topicDLQ, Partition: part, Key: []byte(key), Value: []byte(value), Headers: hs}
+	return &kgo.Record{Topic: testutil.TopicDLQ, Partition: part, Key: []byte(key), Value: []byte(value), Headers: hs}
 }
 
 // The DLQ fixture: five letters over two partitions.
@@ -321,13 +286,13 @@ const (
 func (w *world) seedDLQ() {
 	w.t.Helper()
 	w.produce(
-		dlqLetter(0, job.ReasonNotJSON, "value is not valid JSON", topicOSL, 0, 5, "job-nj", valueNJ, 0,
+		dlqLetter(0, job.ReasonNotJSON, "value is not valid JSON", testutil.TopicOSL, 0, 5, "job-nj", valueNJ, 0,
 			kgo.RecordHeader{Key: "traceparent", Value: []byte("00-abc-def-01")}),
-		dlqLetter(0, job.ReasonInvalidHash, "sample hash is not 64 hex digits", topicSVG, 1, 7, "job-hash", valueHash, 0),
-		dlqLetter(1, job.ReasonOversized, "2000000 bytes exceeds MAX_MESSAGE_BYTES (1048576)", topicOSL, 2, 9, "job-big",
+		dlqLetter(0, job.ReasonInvalidHash, "sample hash is not 64 hex digits", testutil.TopicSVG, 1, 7, "job-hash", valueHash, 0),
+		dlqLetter(1, job.ReasonOversized, "2000000 bytes exceeds MAX_MESSAGE_BYTES (1048576)", testutil.TopicOSL, 2, 9, "job-big",
 			strings.Repeat("x", 100), 2000000),
-		dlqLetter(1, job.ReasonInvalidHash, "sample hash is not 64 hex digits", topicOSL, 3, 11, "job-hash2", valueHash2, 0,
-			kgo.RecordHeader{Key: intake.HeaderReplayedFrom, Value: []byte(topicDLQ + "/0@42")}),
+		dlqLetter(1, job.ReasonInvalidHash, "sample hash is not 64 hex digits", testutil.TopicOSL, 3, 11, "job-hash2", valueHash2, 0,
+			kgo.RecordHeader{Key: intake.HeaderReplayedFrom, Value: []byte(testutil.TopicDLQ + "/0@42")}),
 		dlqLetter(1, job.ReasonMissingJobID, "no jobID", "", 0, 12, "", `{"x":1}`, 0),
 	)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,11 +20,11 @@ func (w *world) seedKafka() {
 	rec := func(topic string, p int32) *kgo.Record {
 		return &kgo.Record{Topic: topic, Partition: p, Value: []byte(`{}`)}
 	}
-	w.produce(rec(topicOSL, 0), rec(topicOSL, 0), rec(topicOSL, 0), rec(topicOSL, 1), rec(topicOSL, 1), rec(topicSVG, 2))
+	w.produce(rec(testutil.TopicOSL, 0), rec(testutil.TopicOSL, 0), rec(testutil.TopicOSL, 0), rec(testutil.TopicOSL, 1), rec(testutil.TopicOSL, 1), rec(testutil.TopicSVG, 2))
 	var offs kadm.Offsets
-	offs.AddOffset(topicOSL, 0, 2, -1)
-	offs.AddOffset(topicSVG, 2, 1, -1)
-	resp, err := w.adm.CommitOffsets(ctx(w.t), group, offs)
+	offs.AddOffset(testutil.TopicOSL, 0, 2, -1)
+	offs.AddOffset(testutil.TopicSVG, 2, 1, -1)
+	resp, err := w.adm.CommitOffsets(ctx(w.t), testutil.Group, offs)
 	require.NoError(w.t, err)
 	require.NoError(w.t, resp.Error())
 }
@@ -33,18 +34,18 @@ func (w *world) seedKafka() {
 func (w *world) joinGroup(clientID string) {
 	w.t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(w.brokers...), kgo.ClientID(clientID),
-		kgo.ConsumerGroup(group), kgo.ConsumeTopics(topicOSL, topicSVG), kgo.DisableAutoCommit(),
+		kgo.ConsumerGroup(testutil.Group), kgo.ConsumeTopics(testutil.TopicOSL, testutil.TopicSVG), kgo.DisableAutoCommit(),
 		kgo.FetchMaxWait(100 * time.Millisecond)}, w.kopts...)...)
 	require.NoError(w.t, err)
 	w.t.Cleanup(cl.Close)
 	require.Eventually(w.t, func() bool {
-		gs, err := w.adm.DescribeGroups(ctx(w.t), group)
+		gs, err := w.adm.DescribeGroups(ctx(w.t), testutil.Group)
 		if err != nil {
 			return false
 		}
-		g := gs[group]
-		return g.State == "Stable" && len(g.Members) == 1 && len(g.AssignedPartitions()[topicOSL]) == 4 &&
-			len(g.AssignedPartitions()[topicSVG]) == 4
+		g := gs[testutil.Group]
+		return g.State == "Stable" && len(g.Members) == 1 && len(g.AssignedPartitions()[testutil.TopicOSL]) == 4 &&
+			len(g.AssignedPartitions()[testutil.TopicSVG]) == 4
 	}, 20*time.Second, 20*time.Millisecond)
 }
 
@@ -106,18 +107,18 @@ func TestStatusJSON(t *testing.T) {
 	}
 
 	require.Equal(t, w.ns, rep.Namespace)
-	require.Equal(t, group, rep.Group.Name)
+	require.Equal(t, testutil.Group, rep.Group.Name)
 	require.Equal(t, "Stable", rep.Group.State)
 	require.Len(t, rep.Group.Members, 1)
 	m := rep.Group.Members[0]
 	require.Equal(t, "analysisfleet-w1", m.ClientID)
 	require.NotEmpty(t, m.MemberID)
-	require.Equal(t, []topicPartitions{{topicOSL, []int32{0, 1, 2, 3}}, {topicSVG, []int32{0, 1, 2, 3}}}, m.Assigned)
+	require.Equal(t, []topicPartitions{{testutil.TopicOSL, []int32{0, 1, 2, 3}}, {testutil.TopicSVG, []int32{0, 1, 2, 3}}}, m.Assigned)
 
 	require.Equal(t, int64(3), rep.Lag.Total)
 	require.Len(t, rep.Lag.Topics, 2)
 	osl := rep.Lag.Topics[0]
-	require.Equal(t, topicOSL, osl.Topic)
+	require.Equal(t, testutil.TopicOSL, osl.Topic)
 	require.Equal(t, int64(3), osl.Lag)
 	require.Equal(t, partitionLag{Partition: 0, Committed: 2, Start: 0, End: 3, Lag: 1}, osl.Partitions[0])
 	require.Equal(t, partitionLag{Partition: 1, Committed: -1, Start: 0, End: 2, Lag: 2}, osl.Partitions[1])
@@ -142,7 +143,7 @@ func TestStatusJSON(t *testing.T) {
 	require.Equal(t, int64(0), time.Time(l.Due[0].Deadline).UnixMilli())
 
 	require.Equal(t, int64(1), *rep.Outbox)
-	require.Equal(t, &dlqCount{Topic: topicDLQ, Records: 5}, rep.DeadLetters)
+	require.Equal(t, &dlqCount{Topic: testutil.TopicDLQ, Records: 5}, rep.DeadLetters)
 	require.Len(t, rep.CoolDowns, 1)
 	require.Equal(t, "sophos:abc123", rep.CoolDowns[0].Name)
 	require.Equal(t, "sophos", rep.CoolDowns[0].Vendor)
@@ -165,7 +166,7 @@ func TestStatusOfAFleetThatNeverRan(t *testing.T) {
 
 	// Records nobody consumed yet are all lag: a new group starts at the
 	// earliest offset.
-	w.produce(&kgo.Record{Topic: topicSVG, Partition: 3, Value: []byte(`{}`)})
+	w.produce(&kgo.Record{Topic: testutil.TopicSVG, Partition: 3, Value: []byte(`{}`)})
 	out := w.ok("status").stdout
 	require.Regexp(t, `total\s+8\s+1\n`, out)
 	require.Contains(t, out, "none alive")
@@ -179,7 +180,7 @@ func TestStatusOfAFleetThatNeverRan(t *testing.T) {
 	for _, tl := range rep.Lag.Topics {
 		topics = append(topics, tl.Topic)
 	}
-	require.Equal(t, []string{topicOSL, topicSVG}, topics)
+	require.Equal(t, []string{testutil.TopicOSL, testutil.TopicSVG}, topics)
 	require.Equal(t, int64(1), rep.Lag.Total)
 }
 

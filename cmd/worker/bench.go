@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,7 +25,6 @@ var sweepJobs = []int{1000, 10000, 100000}
 // simulators, Kafka and a private redis-server are the bench's.
 func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("worker bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var cfg bench.Config
 	jobs := fs.String("jobs", "1000", "jobs in flight: N, or a comma-separated list of N run in turn")
 	sweep := fs.Bool("sweep", false, "run N = 1000, 10000, 100000 in turn (stops after a run that does not reach steady state)")
@@ -50,25 +48,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	output := fs.String("o", "table", "output: table or json")
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: worker bench [flags]\n\n"+
-			"Measures one worker (`worker run` in a child process) holding N long jobs against\n"+
-			"the simulators, Kafka and a private redis-server: RSS, CPU, Redis and SampleDB\n"+
-			"load, abort latency (internal/bench; BENCH.md).\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if helpAsked(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "worker bench: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := parseFlags(fs, "usage: worker bench [flags]\n\n"+
+		"Measures one worker (`worker run` in a child process) holding N long jobs against\n"+
+		"the simulators, Kafka and a private redis-server: RSS, CPU, Redis and SampleDB\n"+
+		"load, abort latency (internal/bench; BENCH.md).\n\nflags:\n", args, stdout, stderr, true); !ok {
+		return code
 	}
 	if *output != "table" && *output != "json" {
 		fmt.Fprintf(stderr, "worker bench: -o %q: table or json\n", *output)

@@ -15,20 +15,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/zap"
 
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/loadgen"
-	"github.com/analysisfleet/analysisfleet/internal/metrics"
-	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
-	"github.com/analysisfleet/analysisfleet/sim/simstack"
-	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // clusterUser creates an ACL user like the fleet's (its namespaces only, no
@@ -129,19 +124,11 @@ func TestRedisClusterLedgerAndACLEndToEnd(t *testing.T) {
 func TestWorkerRunsJobsOnARedisCluster(t *testing.T) {
 	t.Parallel()
 	topics := intake.DefaultTopics
-	kc, err := kfake.NewCluster(kfake.SeedTopics(2, append(append([]string{}, topics...), intake.DefaultDLQTopic, results.DefaultTopic)...),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	stack, err := simstack.Start(simstack.Config{Timing: simstack.TestTiming})
-	require.NoError(t, err)
-	t.Cleanup(stack.Close)
-
-	env := stack.Env()
+	kc, stack, env := runWorld(t, 2, append(append([]string{}, topics...), intake.DefaultDLQTopic, results.DefaultTopic)...)
 	delete(env, "REDIS_URL")
 	for k, v := range map[string]string{
-		"KAFKA_BROKERS": strings.Join(kc.ListenAddrs(), ","), "REDIS_CLUSTER_ADDRS": strings.Join(testenv.RedisCluster(t).Addrs, ","),
-		"REDIS_NAMESPACE": testenv.Namespace(t), "WORKER_ID": "on-cluster", "HTTP_ADDR": "127.0.0.1:0",
+		"REDIS_CLUSTER_ADDRS": strings.Join(testenv.RedisCluster(t).Addrs, ","),
+		"REDIS_NAMESPACE":     testenv.Namespace(t), "WORKER_ID": "on-cluster", "HTTP_ADDR": "127.0.0.1:0",
 		"LEASE_TTL": "10s", "ABORT_POLL_INTERVAL": "1s", "KAFKA_SESSION_TIMEOUT": "6s", "DRAIN_TIMEOUT": "5s",
 		"POLL_INTERVAL_MIN": "200ms", "POLL_INTERVAL_MAX": "2s", "RETRY_BACKOFF_MIN": "100ms", "RETRY_BACKOFF_MAX": "2s",
 		"CLAIM_INTERVAL": "500ms", "CYTOMIC_ROUND": "100ms", "SOPHOS_POLL_INTERVAL": "100ms", "CBLR_POLL_INTERVAL": "50ms",
@@ -151,31 +138,14 @@ func TestWorkerRunsJobsOnARedisCluster(t *testing.T) {
 	cfg, err := load(env)
 	require.NoError(t, err)
 	require.NotNil(t, cfg.redis.Cluster)
-
-	rdb := cfg.redis.NewClient()
-	t.Cleanup(func() { rdb.Close() })
-	store, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
-	require.NoError(t, err)
-	reg := node.NewRegistry()
-	m := metrics.New(reg)
-	cfg.node.Registry, cfg.node.Metrics = reg, m
-	sdb, err := newSampleDB(cfg, m, zap.NewNop())
-	require.NoError(t, err)
-	accounts, err := newRegistry(cfg, store, m, zap.NewNop())
-	require.NoError(t, err)
-	t.Cleanup(accounts.Close)
-	cfg.node.Store, cfg.node.Runner.SampleDB, cfg.node.Runner.Accounts = store, sdb, accounts
-	n, err := node.Start(context.Background(), cfg.node)
-	require.NoError(t, err)
+	n, store := startRun(t, cfg)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		n.Drain(ctx)
 	})
 
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
+	prod := testutil.Client(t, kgo.SeedBrokers(kc.ListenAddrs()...))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := loadgen.Run(ctx, loadgen.Config{

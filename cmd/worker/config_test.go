@@ -15,6 +15,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -115,16 +116,9 @@ func TestConfigReadsTheNewVariables(t *testing.T) {
 // one (a kfake cluster, a real Redis, the simulators).
 func TestKafkaTimingReachesTheConsumer(t *testing.T) {
 	t.Parallel()
-	kc, err := kfake.NewCluster(kfake.SeedTopics(1, "Sample.Analysis.Job.OSL", "Sample.Analysis.Job.SVG"),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	stack, err := simstack.Start(simstack.Config{Timing: simstack.TestTiming})
-	require.NoError(t, err)
-	t.Cleanup(stack.Close)
-	env := stack.Env()
+	_, _, env := runWorld(t, 1, testutil.TopicOSL, testutil.TopicSVG)
 	for k, v := range map[string]string{
-		"KAFKA_BROKERS": strings.Join(kc.ListenAddrs(), ","), "REDIS_URL": testenv.Redis(t).URL(),
+		"REDIS_URL":       testenv.Redis(t).URL(),
 		"REDIS_NAMESPACE": testenv.Namespace(t), "WORKER_ID": "timing", "HTTP_ADDR": "127.0.0.1:0",
 		"KAFKA_SESSION_TIMEOUT": "6s", "KAFKA_REBALANCE_TIMEOUT": "3s", "KAFKA_HEARTBEAT_INTERVAL": "300ms",
 	} {
@@ -132,7 +126,34 @@ func TestKafkaTimingReachesTheConsumer(t *testing.T) {
 	}
 	cfg, err := load(env)
 	require.NoError(t, err)
+	n, _ := startRun(t, cfg)
+	t.Cleanup(n.Stop)
 
+	cl := n.Consumer.Client()
+	require.Equal(t, 3*time.Second, cl.OptValue(kgo.RebalanceTimeout))
+	require.Equal(t, 300*time.Millisecond, cl.OptValue(kgo.HeartbeatInterval))
+	require.Equal(t, 6*time.Second, cl.OptValue(kgo.SessionTimeout))
+}
+
+// runWorld starts what a worker runs against: a Kafka-protocol broker with
+// topics (partitions each) and the simulators. env points a worker at them.
+func runWorld(t *testing.T, partitions int32, topics ...string) (kc *kfake.Cluster, stack *simstack.Stack, env map[string]string) {
+	t.Helper()
+	kc = testutil.Kafka(t, kfake.SeedTopics(partitions, topics...), kfake.GroupMinSessionTimeout(time.Second))
+	stack, err := simstack.Start(simstack.Config{Timing: simstack.TestTiming})
+	require.NoError(t, err)
+	t.Cleanup(stack.Close)
+	env = stack.Env()
+	env["KAFKA_BROKERS"] = strings.Join(kc.ListenAddrs(), ",")
+	return kc, stack, env
+}
+
+// startRun starts a node from cfg as `worker run` builds it: its ledger on
+// cfg's Redis, SampleDB, the vendor accounts and the metrics. The caller
+// stops it (before the Redis client closes, at the end of the test). store
+// is the node's ledger.
+func startRun(t *testing.T, cfg *config) (n *node.Node, store *state.Store) {
+	t.Helper()
 	rdb := cfg.redis.NewClient()
 	t.Cleanup(func() { rdb.Close() })
 	store, err := state.New(rdb, state.Config{Namespace: cfg.ns, LeaseTTL: cfg.leaseTTL})
@@ -146,12 +167,7 @@ func TestKafkaTimingReachesTheConsumer(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(accounts.Close)
 	cfg.node.Store, cfg.node.Runner.SampleDB, cfg.node.Runner.Accounts = store, sdb, accounts
-	n, err := node.Start(context.Background(), cfg.node)
+	n, err = node.Start(context.Background(), cfg.node)
 	require.NoError(t, err)
-	t.Cleanup(n.Stop)
-
-	cl := n.Consumer.Client()
-	require.Equal(t, 3*time.Second, cl.OptValue(kgo.RebalanceTimeout))
-	require.Equal(t, 300*time.Millisecond, cl.OptValue(kgo.HeartbeatInterval))
-	require.Equal(t, 6*time.Second, cl.OptValue(kgo.SessionTimeout))
+	return n, store
 }

@@ -76,7 +76,6 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		return cmdDevSubmit(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("worker dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o devOptions
 	fs.IntVar(&o.jobs, "jobs", 300, "valid jobs to submit")
 	fs.IntVar(&o.bad, "bad", 6, "bad records to submit (dead-lettered)")
@@ -96,18 +95,8 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.holdMax, "hold-max", 20, "--hold: at most this many long jobs unfinished at once")
 	fs.StringVar(&o.stateDir, "state-dir", "", "where to leave the state file `worker dev submit` reads (default $"+devDirEnv+" or $TMPDIR/analysisfleet-dev-<uid>)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up if the jobs are not all terminal by then")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), devUsage)
-		fs.PrintDefaults()
-	}
-	if helpAsked(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, devUsage, args, stdout, stderr, false); !ok {
+		return code
 	}
 	if o.holdEvery <= 0 || o.holdVendorTime <= 0 || o.holdMax < 1 {
 		fmt.Fprintln(stderr, "worker dev: --hold-every and --hold-vendor-time must be positive, --hold-max at least 1")

@@ -177,27 +177,12 @@ flags:
 // cmdDevSubmit is `worker dev submit`.
 func cmdDevSubmit(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("worker dev submit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dir := fs.String("state-dir", "", "where the running worker dev's state file is (default $"+devDirEnv+" or $TMPDIR/analysisfleet-dev-<uid>)")
 	customer := fs.String("customer", "", "the submitting customer (default: one of the fleet's, at random)")
 	platform := fs.String("platform", "", "the sample's platform: win, linux or osx (default: at random)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), devSubmitUsage)
-		fs.PrintDefaults()
-	}
-	if helpAsked(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "worker dev submit: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := parseFlags(fs, devSubmitUsage, args, stdout, stderr, true); !ok {
+		return code
 	}
 	if p := *platform; p != "" && p != "win" && p != "linux" && p != "osx" {
 		fmt.Fprintf(stderr, "worker dev submit: --platform %q: win, linux or osx\n", p)

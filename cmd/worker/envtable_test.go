@@ -5,13 +5,13 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
 	"github.com/analysisfleet/analysisfleet/internal/envconf/envdoc"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite README.md's Configuration table from runVars")
@@ -50,21 +50,7 @@ func TestReadmeConfigurationTable(t *testing.T) {
 // go on to the variables read after it (a mechanism before its user, a
 // rediss:// URL before its TLS files, a vendor's group before its members).
 func fullEnv() map[string]string {
-	env := map[string]string{}
-	for _, r := range runVars {
-		for _, v := range r.Vars {
-			switch {
-			case v.Default != "":
-				env[v.Name] = v.Default
-			case v.Kind == envconf.Int || v.Kind == envconf.Float || v.Kind == envconf.Duration:
-				env[v.Name] = v.Min
-			case v.Kind == envconf.Bool:
-				env[v.Name] = "true"
-			default:
-				env[v.Name] = "x"
-			}
-		}
-	}
+	env := testutil.FullEnv(runVars)
 	env["KAFKA_SASL_MECHANISM"] = "PLAIN"
 	env["REDIS_URL"] = "rediss://redis.example.net:6380/0"
 	return env
@@ -75,24 +61,9 @@ func fullEnv() map[string]string {
 // variable read ad hoc, or declared and no longer read, fails here.
 func TestRunReadsEveryDeclaredVariableAndNoOther(t *testing.T) {
 	t.Parallel()
-	env := fullEnv()
-	seen := map[string]bool{}
-	_, _ = loadConfig(envconf.New(runVars, func(k string) (string, bool) {
-		seen[k] = true
-		v, ok := env[k]
-		return v, ok
-	}))
-	want := runVars.Names()
-	for _, s := range runVars.Secrets() {
-		want = append(want, s+"_FILE")
-	}
-	var got []string
-	for k := range seen {
-		got = append(got, k)
-	}
-	slices.Sort(got)
-	slices.Sort(want)
-	require.Equal(t, want, got)
+	testutil.RequireReadsExactly(t, runVars, fullEnv(), func(lookup func(string) (string, bool)) {
+		_, _ = loadConfig(envconf.New(runVars, lookup))
+	})
 }
 
 func TestReadingAnUndeclaredVariablePanics(t *testing.T) {

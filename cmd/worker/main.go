@@ -18,6 +18,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -96,6 +97,32 @@ func helpAsked(args []string) bool {
 		}
 	}
 	return false
+}
+
+// parseFlags parses a subcommand's flags. Its usage (the text, then the
+// flags) goes to stdout when help is asked (exit 0), to stderr with a flag
+// error (exit 2); with noArgs a positional argument is an error too. ok
+// false: return code.
+func parseFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer, noArgs bool) (code int, ok bool) {
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if noArgs && fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2, false
+	}
+	return 0, true
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {

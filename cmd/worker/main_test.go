@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -64,6 +65,17 @@ func load(env map[string]string) (*config, error) {
 	return loadConfig(envconf.FromMap(runVars, env))
 }
 
+// loadBase loads baseEnv with the variables of set added or replaced, and
+// requires it to be valid.
+func loadBase(t *testing.T, set map[string]string) *config {
+	t.Helper()
+	env := baseEnv()
+	maps.Copy(env, set)
+	c, err := load(env)
+	require.NoError(t, err)
+	return c
+}
+
 func TestConfigDefaultsFromTheContract(t *testing.T) {
 	t.Parallel()
 	c, err := load(baseEnv())
@@ -89,11 +101,7 @@ func TestConfigDefaultsFromTheContract(t *testing.T) {
 
 func TestConfigEmptyTopicDisables(t *testing.T) {
 	t.Parallel()
-	env := baseEnv()
-	env["KAFKA_DLQ_TOPIC"] = ""
-	env["KAFKA_RESULT_TOPIC"] = ""
-	c, err := load(env)
-	require.NoError(t, err)
+	c := loadBase(t, map[string]string{"KAFKA_DLQ_TOPIC": "", "KAFKA_RESULT_TOPIC": ""})
 	require.True(t, c.node.Intake.NoDLQ)
 	require.True(t, c.node.NoResults)
 }
@@ -161,11 +169,7 @@ func TestConfigSecretFromFile(t *testing.T) {
 
 func TestConfigInsecureAllowsLoopbackHTTP(t *testing.T) {
 	t.Parallel()
-	env := baseEnv()
-	env["INSECURE_HTTP"] = "true"
-	env["SAMPLEDB_URL"] = "http://127.0.0.1:18080"
-	c, err := load(env)
-	require.NoError(t, err)
+	c := loadBase(t, map[string]string{"INSECURE_HTTP": "true", "SAMPLEDB_URL": "http://127.0.0.1:18080"})
 	require.Equal(t, "http://127.0.0.1:18080", c.sampledb.URL)
 	require.True(t, c.download.Insecure)
 }

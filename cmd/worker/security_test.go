@@ -377,6 +377,16 @@ func redisFromEnv(t *testing.T, env map[string]string) (*redis.Client, *config) 
 	return rdb, c
 }
 
+// redisReachable is redisFromEnv for a Redis the client must reach (a
+// PING answered).
+func redisReachable(t *testing.T, env map[string]string) (*redis.Client, *config) {
+	t.Helper()
+	rdb, c := redisFromEnv(t, env)
+	_, err := redisPing(t, rdb)
+	require.NoError(t, err)
+	return rdb, c
+}
+
 func redisPing(t *testing.T, rdb redis.UniversalClient) (context.Context, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -432,9 +442,7 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 
 	t.Run("ping and ledger", func(t *testing.T) {
 		t.Parallel()
-		rdb, c := redisFromEnv(t, r.env(p, secPassword))
-		_, err := redisPing(t, rdb)
-		require.NoError(t, err)
+		rdb, c := redisReachable(t, r.env(p, secPassword))
 		requireLedgerRoundTrip(t, rdb, c)
 	})
 	t.Run("the ACL is in force", func(t *testing.T) {
@@ -453,9 +461,7 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 		require.NoError(t, os.WriteFile(f, []byte(env["REDIS_URL"]+"\n"), 0o600))
 		delete(env, "REDIS_URL")
 		env["REDIS_URL_FILE"] = f
-		rdb, c := redisFromEnv(t, env)
-		_, err := redisPing(t, rdb)
-		require.NoError(t, err)
+		rdb, c := redisReachable(t, env)
 		requireLedgerRoundTrip(t, rdb, c)
 	})
 	t.Run("client certificate offered", func(t *testing.T) {
@@ -463,20 +469,16 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 		env := r.env(p, secPassword)
 		env["REDIS_TLS_CERT_FILE"] = p.ClientCertFile
 		env["REDIS_TLS_KEY_FILE"] = p.ClientKeyFile
-		rdb, _ := redisFromEnv(t, env)
-		_, err := redisPing(t, rdb)
-		require.NoError(t, err)
+		redisReachable(t, env)
 	})
 	t.Run("server name override", func(t *testing.T) {
 		t.Parallel()
 		env := r.env(p, secPassword)
 		env["REDIS_TLS_SERVER_NAME"] = pkitest.ServerName
-		rdb, _ := redisFromEnv(t, env)
-		_, err := redisPing(t, rdb)
-		require.NoError(t, err)
+		redisReachable(t, env)
 
 		env["REDIS_TLS_SERVER_NAME"] = "redis.elsewhere.test"
-		rdb, _ = redisFromEnv(t, env)
+		rdb, _ := redisFromEnv(t, env)
 		ctx, err := redisPing(t, rdb)
 		requireFast(t, ctx, err)
 		var he x509.HostnameError
@@ -546,9 +548,7 @@ func TestRedisMutualTLSEndToEnd(t *testing.T) {
 		env := r.env(p, secPassword)
 		env["REDIS_TLS_CERT_FILE"] = p.ClientCertFile
 		env["REDIS_TLS_KEY_FILE"] = p.ClientKeyFile
-		rdb, c := redisFromEnv(t, env)
-		_, err := redisPing(t, rdb)
-		require.NoError(t, err)
+		rdb, c := redisReachable(t, env)
 		requireLedgerRoundTrip(t, rdb, c)
 	})
 	t.Run("without", func(t *testing.T) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 // pointing at the simulators.
 func cmdSim(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("worker sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var cfg simstack.Config
 	fast := fs.Bool("fast", false, "fast simulators (tens of milliseconds per operation)")
 	vendorTime := fs.Duration("vendor-time", 0, "make every vendor operation take about this long (long-running jobs)")
@@ -29,20 +27,10 @@ func cmdSim(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.CBLRPort, "cblr-port", 18082, "CB EDR Live Response simulator port")
 	fs.IntVar(&cfg.CytomicPort, "cytomic-port", 18083, "Cytomic simulator port")
 	fs.IntVar(&cfg.SophosPort, "sophos-port", 18084, "Sophos simulator port")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: worker sim [flags]\n\n"+
-			"Serves the SampleDB and vendor simulators on fixed loopback ports until\n"+
-			"SIGTERM; prints \"READY <json>\" (the worker environment pointing at them).\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if helpAsked(args) {
-		fs.SetOutput(stdout)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, "usage: worker sim [flags]\n\n"+
+		"Serves the SampleDB and vendor simulators on fixed loopback ports until\n"+
+		"SIGTERM; prints \"READY <json>\" (the worker environment pointing at them).\n\nflags:\n", args, stdout, stderr, false); !ok {
+		return code
 	}
 	cfg.Timing = simstack.DevTiming
 	if *fast {

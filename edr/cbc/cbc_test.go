@@ -24,6 +24,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/cbc"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	simcbc "github.com/analysisfleet/analysisfleet/sim/cbc"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
@@ -48,7 +49,9 @@ var (
 )
 
 // newClock is a manual clock shared by the simulator and the driver.
-func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+}
 
 // recorder is a RoundTripper that keeps every API request the driver sends
 // (the pre-signed download does not go through it) and can run a hook after

@@ -20,6 +20,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr/cytomic"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	simcytomic "github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
@@ -41,12 +42,14 @@ var (
 
 // newClock is a manual clock shared by the simulator and the driver
 // (operation TTL, token and URL lifetimes). Rounds still run on real time.
-func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+}
 
 type opts struct {
 	sim     simcytomic.Config
 	clients []simcytomic.Client
-	clock   *simtest.Clock
+	clock   *testutil.Clock
 	timeout time.Duration
 	wrap    func(sim *simcytomic.Server, next http.Handler) http.Handler
 	driver  func(*cytomic.Config)

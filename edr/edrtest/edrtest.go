@@ -8,7 +8,8 @@
 // to its end as the runner would), Replay (a vendor's recorded answers
 // played back), FuzzDecoder (the fuzz test of a decoder of vendor bytes),
 // and small assertions (RequirePermanent, AssertNoSecrets, CountStatus).
-// The manual clock and the simulator test server are sim/simtest's.
+// The manual clock is internal/testutil's; the simulator test server is
+// sim/simtest's.
 package edrtest
 
 import (
@@ -25,6 +26,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 )
 
@@ -339,11 +341,7 @@ func CountExact(k *simhttp.Kit, method, path string) int {
 }
 
 // Ctx returns a context that ends with the test, or after 30 s.
-func Ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func Ctx(t testing.TB) context.Context { return testutil.Context(t, 30*time.Second) }
 
 // FuzzDecoder is the fuzz test of a decoder of untrusted bytes (a vendor's
 // answer, a checkpointed reference): seeds are added to f; decode must never

@@ -14,7 +14,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
-	"github.com/analysisfleet/analysisfleet/sim/simtest"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 func refRunID(t *testing.T, r edr.Ref) string {
@@ -323,7 +323,7 @@ func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
 
 // onClock starts a fast simulator on a manual clock (behind wrap, when not
 // nil) and a driver on it.
-func onClock(t *testing.T, wrap func(http.Handler) http.Handler) (*simtest.Clock, *bundle, *sophos.Driver, context.Context) {
+func onClock(t *testing.T, wrap func(http.Handler) http.Handler) (*testutil.Clock, *bundle, *sophos.Driver, context.Context) {
 	t.Helper()
 	clk := newClock()
 	sc := fast()

@@ -22,6 +22,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/edr/edrtest"
 	"github.com/analysisfleet/analysisfleet/edr/sophos"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
 	simsophos "github.com/analysisfleet/analysisfleet/sim/sophos"
@@ -87,7 +88,9 @@ func asEdrError(t *testing.T, err error) *edr.Error {
 }
 
 // newClock is a manual clock shared by a simulator and a driver.
-func newClock() *simtest.Clock { return simtest.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)) }
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
+}
 
 func TestContract(t *testing.T) {
 	edrtest.Run(t, edrtest.Harness{

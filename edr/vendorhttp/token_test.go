@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr/vendorhttp"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 // grant is a fake token endpoint: every fetch issues a new token.
@@ -52,10 +52,8 @@ func tokenOf(t *testing.T, ts *vendorhttp.TokenSource) string {
 func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 	t.Parallel()
 	g := &grant{ttl: time.Hour}
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clk := testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	clock, advance := clk.Now, clk.Advance
 	set := redact.New()
 	ts := vendorhttp.NewTokenSource(vendorhttp.TokenConfig{Fetch: g.fetch, Now: clock, Redact: set})
 

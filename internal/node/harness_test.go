@@ -34,6 +34,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/node"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -44,14 +45,8 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-const (
-	topicOSL   = "Sample.Analysis.Job.OSL"
-	topicSVG   = "Sample.Analysis.Job.SVG"
-	topicDLQ   = "Sample.Analysis.Job.DLQ"
-	topicRes   = "Sample.Analysis.Result"
-	groupName  = "sample-analysis-workers"
-	partitions = 4
-)
+// partitions is how many partitions each topic of a fleet's broker has.
+const partitions = 4
 
 // fleet is one test's world: a Kafka-protocol broker, a Redis namespace,
 // the simulators, and the workers started on them.
@@ -107,22 +102,17 @@ func newFleet(t *testing.T, o fleetOpts) *fleet {
 	if o.requestTimeout == 0 {
 		o.requestTimeout = 5 * time.Second
 	}
-	kc, err := kfake.NewCluster(
-		kfake.SeedTopics(partitions, topicOSL, topicSVG, topicDLQ, topicRes),
+	kc := testutil.Kafka(t,
+		kfake.SeedTopics(partitions, testutil.TopicOSL, testutil.TopicSVG, testutil.TopicDLQ, testutil.TopicResult),
 		kfake.GroupMinSessionTimeout(time.Second),
 		// Job topics accept records over MAX_MESSAGE_BYTES, as a topic with
 		// a larger max.message.bytes would, so oversized ones reach intake.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4194304"}),
 	)
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
 	stack, err := simstack.Start(simstack.Config{Timing: o.timing})
 	require.NoError(t, err)
 	t.Cleanup(stack.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0),
-		kgo.ProducerBatchMaxBytes(4<<20))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
+	prod := testutil.Client(t, kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(4<<20))
 	f := &fleet{t: t, kafka: kc, brokers: kc.ListenAddrs(), prod: prod, stack: stack,
 		ns: testenv.Namespace(t), redis: testenv.Redis(t).Socket, opts: o}
 	t.Cleanup(f.stopAll)
@@ -188,7 +178,7 @@ func (f *fleet) startWorker(id string) *workerHandle {
 		WorkerID: id, Brokers: f.brokers,
 		KafkaOpts: []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond), kgo.HeartbeatInterval(500 * time.Millisecond)},
 		Store:     store,
-		Intake:    intake.Config{Group: groupName, SessionTimeout: 6 * time.Second},
+		Intake:    intake.Config{Group: testutil.Group, SessionTimeout: 6 * time.Second},
 		Runner: runner.Config{
 			SampleDB:    sdb,
 			Drivers:     f.drivers(ua, store, m),
@@ -284,6 +274,22 @@ func newJob(platform string) job.Message {
 	}
 }
 
+// newJobs returns n jobs made by mk (newJob for platform, when nil)
+// and their IDs.
+func newJobs(n int, platform string, mk func() job.Message) (msgs []job.Message, ids []string) {
+	for range n {
+		var m job.Message
+		if mk != nil {
+			m = mk()
+		} else {
+			m = newJob(platform)
+		}
+		msgs = append(msgs, m)
+		ids = append(ids, m.JobID)
+	}
+	return msgs, ids
+}
+
 // submit registers the job in SampleDB (as SampleDB does) and posts it.
 func (f *fleet) submit(topic string, msgs ...job.Message) {
 	f.t.Helper()
@@ -345,13 +351,13 @@ func (f *fleet) lag() int64 {
 	adm := kadm.NewClient(f.prod)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	lags, err := adm.Lag(ctx, groupName)
+	lags, err := adm.Lag(ctx, testutil.Group)
 	require.NoError(f.t, err)
-	l, ok := lags[groupName]
+	l, ok := lags[testutil.Group]
 	require.True(f.t, ok)
 	require.NoError(f.t, l.Error())
 	var total int64
-	for _, topic := range []string{topicOSL, topicSVG} {
+	for _, topic := range []string{testutil.TopicOSL, testutil.TopicSVG} {
 		total += l.Lag.TotalByTopic()[topic].Lag
 	}
 	return total
@@ -365,11 +371,11 @@ func (f *fleet) waitGroupSpread(n int) {
 	require.Eventually(f.t, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		groups, err := adm.DescribeGroups(ctx, groupName)
+		groups, err := adm.DescribeGroups(ctx, testutil.Group)
 		if err != nil {
 			return false
 		}
-		g := groups[groupName]
+		g := groups[testutil.Group]
 		if g.State != "Stable" || len(g.Members) != n {
 			return false
 		}
@@ -383,29 +389,9 @@ func (f *fleet) waitGroupSpread(n int) {
 	}, 30*time.Second, 50*time.Millisecond, "the group did not spread over %d workers", n)
 }
 
-// dlq reads every dead letter produced so far.
+// dlq reads the dead letters until there are want of them.
 func (f *fleet) dlq(want int) []*kgo.Record {
 	f.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topicDLQ),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(f.t, err)
-	defer cl.Close()
-	var out []*kgo.Record
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for len(out) < want {
-		fs := cl.PollFetches(ctx)
-		require.NoError(f.t, ctx.Err(), "only %d of %d dead letters arrived", len(out), want)
-		out = append(out, fs.Records()...)
-	}
-	return out
-}
-
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	return testutil.ReadN(testutil.Context(f.t, 20*time.Second), f.t, int64(want),
+		[]kgo.Opt{kgo.SeedBrokers(f.brokers...)}, testutil.TopicDLQ)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
@@ -34,7 +35,7 @@ func TestEchoedCredentialsAreMasked(t *testing.T) {
 
 	job := newJob("win")
 	job.Submission.MetaData = map[string]any{"sensorId": 1}
-	f.submit(topicOSL, job)
+	f.submit(testutil.TopicOSL, job)
 	f.waitTerminal([]string{job.JobID}, 30*time.Second)
 	f.requireExactlyOneTerminal(job.JobID, sampledb.StateFailed)
 

@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
 )
@@ -61,9 +62,9 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	for range 6 {
 		m := windowsJobWithSensor()
 		ids = append(ids, m.JobID)
-		f.submit(topicOSL, m)
+		f.submit(testutil.TopicOSL, m)
 	}
-	f.produce(&kgo.Record{Topic: topicSVG, Value: []byte("not json")})
+	f.produce(&kgo.Record{Topic: testutil.TopicSVG, Value: []byte("not json")})
 	f.waitTerminal(ids, time.Minute)
 
 	for _, path := range []string{"/healthz", "/readyz"} {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/intake"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
@@ -33,8 +34,8 @@ func TestFiveHundredJobsThroughOneWorker(t *testing.T) {
 			svg = append(svg, m)
 		}
 	}
-	f.submit(topicOSL, osl...)
-	f.submit(topicSVG, svg...)
+	f.submit(testutil.TopicOSL, osl...)
+	f.submit(testutil.TopicSVG, svg...)
 	f.waitTerminal(ids, 2*time.Minute)
 
 	for _, id := range ids {
@@ -56,15 +57,15 @@ func TestDuplicateRecordAndJobOnBothTopicsRunOnce(t *testing.T) {
 	f.startWorker("w1")
 	dup := newJob("win")
 	both := newJob("linux")
-	f.submit(topicOSL, dup, dup) // the same record delivered twice
-	f.submit(topicOSL, both)
-	f.submit(topicSVG, both) // the same job ID seen on both topics
+	f.submit(testutil.TopicOSL, dup, dup) // the same record delivered twice
+	f.submit(testutil.TopicOSL, both)
+	f.submit(testutil.TopicSVG, both) // the same job ID seen on both topics
 	ids := []string{dup.JobID, both.JobID}
 	f.waitTerminal(ids, time.Minute)
 	// A late redelivery after the job finished is dropped too (tombstone).
-	f.submit(topicSVG, dup)
+	f.submit(testutil.TopicSVG, dup)
 	later := newJob("win")
-	f.submit(topicSVG, later)
+	f.submit(testutil.TopicSVG, later)
 	f.waitTerminal([]string{later.JobID}, time.Minute)
 	for _, m := range []job.Message{dup, both} {
 		f.requireExactlyOneTerminal(m.JobID, sampledb.StateSuccess)
@@ -105,11 +106,11 @@ func TestBadRecordsAreDeadLetteredAndNeverReachAVendor(t *testing.T) {
 	}
 	var recs []*kgo.Record
 	for _, c := range cases {
-		recs = append(recs, &kgo.Record{Topic: topicOSL, Partition: 0, Value: c.value})
+		recs = append(recs, &kgo.Record{Topic: testutil.TopicOSL, Partition: 0, Value: c.value})
 	}
 	f.produce(recs...)
 	// The worker keeps going: a good job after the bad ones succeeds.
-	f.submit(topicOSL, good)
+	f.submit(testutil.TopicOSL, good)
 	f.waitTerminal([]string{good.JobID}, time.Minute)
 	f.requireExactlyOneTerminal(good.JobID, sampledb.StateSuccess)
 
@@ -117,11 +118,11 @@ func TestBadRecordsAreDeadLetteredAndNeverReachAVendor(t *testing.T) {
 	require.Len(t, letters, len(cases))
 	got := map[string]int{}
 	for _, r := range letters {
-		got[header(r, intake.HeaderReason)]++
-		require.Equal(t, topicOSL, header(r, intake.HeaderSourceTopic))
-		require.NotEmpty(t, header(r, intake.HeaderSourcePartition))
-		require.NotEmpty(t, header(r, intake.HeaderSourceOffset))
-		require.NotEmpty(t, header(r, intake.HeaderError))
+		got[testutil.Header(r, intake.HeaderReason)]++
+		require.Equal(t, testutil.TopicOSL, testutil.Header(r, intake.HeaderSourceTopic))
+		require.NotEmpty(t, testutil.Header(r, intake.HeaderSourcePartition))
+		require.NotEmpty(t, testutil.Header(r, intake.HeaderSourceOffset))
+		require.NotEmpty(t, testutil.Header(r, intake.HeaderError))
 	}
 	want := map[string]int{}
 	for _, c := range cases {
@@ -144,10 +145,10 @@ func TestAbortWhileExecutingAndBeforeAdmission(t *testing.T) {
 	f.stack.SampleDB.CreateJob(early)
 	_, ok := f.stack.SampleDB.Abort(early.JobID)
 	require.True(t, ok)
-	f.submit(topicOSL, early)
+	f.submit(testutil.TopicOSL, early)
 
 	running := newJob("win")
-	f.submit(topicOSL, running)
+	f.submit(testutil.TopicOSL, running)
 	f.startWorker("w1")
 	require.Eventually(t, func() bool { return f.stack.CBC.Starts(running.Submission.Sample.ID) == 1 },
 		30*time.Second, 10*time.Millisecond, "the export is in flight")
@@ -172,7 +173,7 @@ func TestJobTimeoutWhileVendorStillRunning(t *testing.T) {
 	f := newFleet(t, fleetOpts{timing: slow, jobTimeout: 1500 * time.Millisecond})
 	f.startWorker("w1")
 	m := newJob("linux")
-	f.submit(topicSVG, m)
+	f.submit(testutil.TopicSVG, m)
 	f.waitTerminal([]string{m.JobID}, 30*time.Second)
 	f.requireExactlyOneTerminal(m.JobID, sampledb.StateTimeout)
 	tasks := f.stack.SampleDB.Tasks(m.JobID)
@@ -185,32 +186,24 @@ func TestSampleDBUnavailableMidRun(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, fleetOpts{})
 	f.startWorker("w1")
-	var ids []string
-	var first, second []job.Message
-	for i := range 60 {
-		m := newJob("win")
-		ids = append(ids, m.JobID)
-		if i < 30 {
-			first = append(first, m)
-		} else {
-			second = append(second, m)
-		}
-	}
-	f.submit(topicOSL, first...)
+	msgs, ids := newJobs(60, "win", nil)
+	first, second := msgs[:30], msgs[30:]
+	f.submit(testutil.TopicOSL, first...)
 	// SampleDB answers 503 for a few seconds while jobs are in flight.
 	f.stack.SampleDB.Kit().Add(simhttp.Fault{Name: "outage", Status: 503, For: 3 * time.Second})
-	f.submit(topicSVG, second...)
+	f.submit(testutil.TopicSVG, second...)
 	f.waitTerminal(ids, 2*time.Minute)
 	for _, id := range ids {
 		f.requireExactlyOneTerminal(id, sampledb.StateSuccess)
 	}
-	require.Positive(t, countStatus(f.stack.SampleDB.Kit(), 503), "the outage was hit")
+	require.Positive(t, countRequests(f.stack.SampleDB.Kit(), func(r simhttp.Request) bool { return r.Status == 503 }), "the outage was hit")
 }
 
-func countStatus(k *simhttp.Kit, status int) int {
+// countRequests counts the requests k served that match.
+func countRequests(k *simhttp.Kit, match func(simhttp.Request) bool) int {
 	n := 0
 	for _, r := range k.Requests() {
-		if r.Status == status {
+		if match(r) {
 			n++
 		}
 	}
@@ -228,20 +221,10 @@ func TestTricklingVendorCannotHoldAJobPastItsDeadline(t *testing.T) {
 	f.stack.CBC.Kit().Add(simhttp.Fault{Name: "drip", Path: "/jobs/v1/orgs/", Method: "GET", Trickle: time.Second})
 	f.startWorker("w1")
 	m := newJob("linux")
-	f.submit(topicOSL, m)
+	f.submit(testutil.TopicOSL, m)
 	f.waitTerminal([]string{m.JobID}, time.Minute)
 	f.requireExactlyOneTerminal(m.JobID, sampledb.StateTimeout)
-	require.Positive(t, countFaulted(f.stack.CBC.Kit(), "drip"), "the progress answer was trickling")
-}
-
-func countFaulted(k *simhttp.Kit, name string) int {
-	n := 0
-	for _, r := range k.Requests() {
-		if r.Faulted == name {
-			n++
-		}
-	}
-	return n
+	require.Positive(t, countRequests(f.stack.CBC.Kit(), func(r simhttp.Request) bool { return r.Faulted == "drip" }), "the progress answer was trickling")
 }
 
 // TestCancelsGoFirstWhenTheVendorBudgetIsShort: with Sophos at its default
@@ -255,11 +238,8 @@ func TestCancelsGoFirstWhenTheVendorBudgetIsShort(t *testing.T) {
 	// Five cancels take 3.3s of the budget between them; one that has to
 	// queue with the polls of 12 jobs for it does not get through in 6s.
 	f := newFleet(t, fleetOpts{timing: slow, vendors: []string{edr.KindSophosXDR}, rate: 1.5, cancelTimeout: 6 * time.Second})
-	var jobs []job.Message
-	for range 12 {
-		jobs = append(jobs, newJob("win"))
-	}
-	f.submit(topicOSL, jobs...)
+	jobs, _ := newJobs(12, "win", nil)
+	f.submit(testutil.TopicOSL, jobs...)
 	f.startWorker("w1")
 	require.Eventually(t, func() bool { return len(f.stack.Sophos.Runs()) == len(jobs) },
 		60*time.Second, 20*time.Millisecond, "every query runs")

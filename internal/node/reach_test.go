@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap/zapcore"
@@ -63,7 +64,7 @@ func TestUnreachableKafkaAndRedisAreSaidLoudlyOnceAndWhenBack(t *testing.T) {
 	require.Len(t, messages(logs, zapcore.ErrorLevel, "kafka unreachable: "), 1, "the first line is not repeated")
 	require.Empty(t, messages(logs, zapcore.ErrorLevel, "redis "), "Redis answers")
 
-	kc, err := kfake.NewCluster(kfake.Ports(port), kfake.SeedTopics(partitions, topicOSL, topicSVG, topicDLQ, topicRes))
+	kc, err := kfake.NewCluster(kfake.Ports(port), kfake.SeedTopics(partitions, testutil.TopicOSL, testutil.TopicSVG, testutil.TopicDLQ, testutil.TopicResult))
 	require.NoError(t, err)
 	t.Cleanup(kc.Close)
 	require.Eventually(t, func() bool {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
@@ -18,21 +19,7 @@ import (
 // without starting the CB Cloud exports again.
 func TestTakeoverAfterCrashResumesWithoutRestart(t *testing.T) {
 	t.Parallel()
-	slow := simstack.TestTiming
-	slow.CBCRun = 3 * time.Second
-	f := newFleet(t, fleetOpts{timing: slow, leaseTTL: 1500 * time.Millisecond})
-	a := f.startWorker("w-a")
-	var ids []string
-	var msgs []job.Message
-	for range 20 {
-		m := newJob("win")
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(topicOSL, msgs...)
-	require.Eventually(t, func() bool { return f.stack.CBC.TotalStarts() == len(ids) }, 30*time.Second, 10*time.Millisecond,
-		"w-a started every export")
-	f.startWorker("w-b")
+	f, a, msgs, ids := midExport(t, "win", testutil.TopicOSL)
 	a.Stop() // crash: no drain, no release
 
 	f.waitTerminal(ids, time.Minute)
@@ -57,20 +44,7 @@ func TestTakeoverAfterCrashResumesWithoutRestart(t *testing.T) {
 // and stays silent about them when it comes back.
 func TestLostWorkerMakesNoWritesForJobsItLost(t *testing.T) {
 	t.Parallel()
-	slow := simstack.TestTiming
-	slow.CBCRun = 3 * time.Second
-	f := newFleet(t, fleetOpts{timing: slow, leaseTTL: 1500 * time.Millisecond})
-	a := f.startWorker("w-a")
-	var ids []string
-	var msgs []job.Message
-	for range 20 {
-		m := newJob("linux")
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(topicSVG, msgs...)
-	require.Eventually(t, func() bool { return f.stack.CBC.TotalStarts() == len(ids) }, 30*time.Second, 10*time.Millisecond)
-	f.startWorker("w-b")
+	f, a, msgs, ids := midExport(t, "linux", testutil.TopicSVG)
 
 	a.dialer.partition()
 	cut := time.Now()
@@ -109,4 +83,21 @@ func workerOf(ua string) string {
 		return ""
 	}
 	return ua[i+1 : j]
+}
+
+// midExport starts worker w-a on a fleet whose CB Cloud exports run 3s and
+// whose leases live 1.5s, submits 20 jobs for platform to topic, waits
+// until w-a started every export, and starts worker w-b.
+func midExport(t *testing.T, platform, topic string) (f *fleet, a *workerHandle, msgs []job.Message, ids []string) {
+	t.Helper()
+	slow := simstack.TestTiming
+	slow.CBCRun = 3 * time.Second
+	f = newFleet(t, fleetOpts{timing: slow, leaseTTL: 1500 * time.Millisecond})
+	a = f.startWorker("w-a")
+	msgs, ids = newJobs(20, platform, nil)
+	f.submit(topic, msgs...)
+	require.Eventually(t, func() bool { return f.stack.CBC.TotalStarts() == len(ids) }, 30*time.Second, 10*time.Millisecond,
+		"w-a started every export")
+	f.startWorker("w-b")
+	return f, a, msgs, ids
 }

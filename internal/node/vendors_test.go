@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"context"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -38,23 +38,13 @@ func taskKinds(f *fleet, id string) map[string]string {
 
 func (f *fleet) results(want int) map[string]results.Summary {
 	f.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topicRes),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(f.t, err)
-	defer cl.Close()
 	out := map[string]results.Summary{}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for len(out) < want {
-		fs := cl.PollFetches(ctx)
-		require.NoError(f.t, ctx.Err(), "only %d of %d summaries arrived", len(out), want)
-		fs.EachRecord(func(r *kgo.Record) {
-			var s results.Summary
-			require.NoError(f.t, json.Unmarshal(r.Value, &s))
-			require.Equal(f.t, string(r.Key), s.JobID, "the result key is the job ID")
-			out[s.JobID] = s
-		})
-	}
+	testutil.Consume(testutil.Context(f.t, 20*time.Second), f.t, []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, func(r *kgo.Record) {
+		var s results.Summary
+		require.NoError(f.t, json.Unmarshal(r.Value, &s))
+		require.Equal(f.t, string(r.Key), s.JobID, "the result key is the job ID")
+		out[s.JobID] = s
+	}, func() bool { return len(out) >= want }, testutil.TopicResult)
 	return out
 }
 
@@ -87,8 +77,8 @@ func TestWindowsJobsHuntOnAllFourVendorsLinuxOnTwo(t *testing.T) {
 		win = append(win, windowsJobWithSensor())
 		lin = append(lin, newJob("linux"))
 	}
-	f.submit(topicOSL, win...)
-	f.submit(topicSVG, lin...)
+	f.submit(testutil.TopicOSL, win...)
+	f.submit(testutil.TopicSVG, lin...)
 	var ids []string
 	for _, m := range append(append([]job.Message{}, win...), lin...) {
 		ids = append(ids, m.JobID)
@@ -136,26 +126,27 @@ func slowVendors() simstack.Timing {
 	return t
 }
 
-func TestAbortReachesEveryVendorThatCanBeTold(t *testing.T) {
-	t.Parallel()
-	f := newFleet(t, fleetOpts{vendors: allVendors, timing: slowVendors()})
-	f.startWorker("w1")
-	var msgs []job.Message
-	var ids []string
-	for range 3 {
-		m := windowsJobWithSensor()
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(topicOSL, msgs...)
-	require.Eventually(t, func() bool {
+// waitEveryVendorStarted waits until each of n jobs has its operation in
+// flight at every vendor.
+func (f *fleet) waitEveryVendorStarted(n int) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
 		cmds := 0
 		for _, s := range f.stack.CBLR.Sessions() {
 			cmds += len(s.Commands)
 		}
-		return f.stack.CBC.TotalStarts() == 3 && len(f.stack.Sophos.Runs()) == 3 &&
-			len(f.stack.Cytomic.Operations()) == 3*len(simstack.CytomicClients) && cmds == 3
+		return f.stack.CBC.TotalStarts() == n && len(f.stack.Sophos.Runs()) == n &&
+			len(f.stack.Cytomic.Operations()) == n*len(simstack.CytomicClients) && cmds == n
 	}, 30*time.Second, 10*time.Millisecond, "every vendor operation is in flight")
+}
+
+func TestAbortReachesEveryVendorThatCanBeTold(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOpts{vendors: allVendors, timing: slowVendors()})
+	f.startWorker("w1")
+	msgs, ids := newJobs(3, "", windowsJobWithSensor)
+	f.submit(testutil.TopicOSL, msgs...)
+	f.waitEveryVendorStarted(3)
 	abortedAt := time.Now()
 	for _, id := range ids {
 		_, ok := f.stack.SampleDB.Abort(id)
@@ -196,22 +187,9 @@ func TestTakeoverResumesEveryKindOfVendorOperation(t *testing.T) {
 	timing.CytomicAnswerMin, timing.CytomicAnswerMax = 2*time.Second, 2500*time.Millisecond
 	f := newFleet(t, fleetOpts{vendors: allVendors, timing: timing, leaseTTL: 1500 * time.Millisecond})
 	a := f.startWorker("w-a")
-	var msgs []job.Message
-	var ids []string
-	for range 4 {
-		m := windowsJobWithSensor()
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(topicOSL, msgs...)
-	require.Eventually(t, func() bool {
-		cmds := 0
-		for _, s := range f.stack.CBLR.Sessions() {
-			cmds += len(s.Commands)
-		}
-		return f.stack.CBC.TotalStarts() == 4 && len(f.stack.Sophos.Runs()) == 4 &&
-			len(f.stack.Cytomic.Operations()) == 4*len(simstack.CytomicClients) && cmds == 4
-	}, 30*time.Second, 10*time.Millisecond)
+	msgs, ids := newJobs(4, "", windowsJobWithSensor)
+	f.submit(testutil.TopicOSL, msgs...)
+	f.waitEveryVendorStarted(4)
 	f.startWorker("w-b")
 	a.Stop() // killed: leases left to expire
 
@@ -247,15 +225,9 @@ func TestThreeWorkersShareOneSophosLimit(t *testing.T) {
 		f.startWorker(id)
 	}
 	f.waitGroupSpread(3)
-	var msgs []job.Message
-	var ids []string
-	for range 30 {
-		m := newJob("linux")
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(topicOSL, msgs[:15]...)
-	f.submit(topicSVG, msgs[15:]...)
+	msgs, ids := newJobs(30, "linux", nil)
+	f.submit(testutil.TopicOSL, msgs[:15]...)
+	f.submit(testutil.TopicSVG, msgs[15:]...)
 	f.waitTerminal(ids, 2*time.Minute)
 
 	var times []time.Time
@@ -298,14 +270,8 @@ func TestCytomicBatchesAcrossJobsInOneWorker(t *testing.T) {
 	// waiting joins it, however the machine's load spreads the jobs out.
 	f := newFleet(t, fleetOpts{vendors: []string{edr.KindCytomicOSQuery}, timing: timing, cytomicRound: time.Second})
 	f.startWorker("w1")
-	var msgs []job.Message
-	var ids []string
-	for range 100 { // × 2 clients = 200 operations
-		m := newJob("win")
-		msgs = append(msgs, m)
-		ids = append(ids, m.JobID)
-	}
-	f.submit(topicOSL, msgs...)
+	msgs, ids := newJobs(100, "win", nil) // × 2 clients = 200 operations
+	f.submit(testutil.TopicOSL, msgs...)
 	f.waitTerminal(ids, time.Minute)
 	info, st := f.stack.Cytomic.BatchSizes()
 	mean := func(xs []int) float64 {

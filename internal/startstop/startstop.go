@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // ErrStarted is returned by Start when the service already runs.
@@ -74,4 +75,19 @@ func (s *Service) Stopped() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.done
+}
+
+// Every calls f every d (the first time d from now) until ctx ends: the loop
+// of a service whose runOnce only needs a tick.
+func Every(ctx context.Context, d time.Duration, f func(ctx context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(ctx)
+		}
+	}
 }

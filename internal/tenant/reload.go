@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/startstop"
 	"go.uber.org/zap"
 )
 
@@ -40,16 +41,7 @@ func (r *Reloader) Run(ctx context.Context) {
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_, _ = r.ReloadOnce()
-		}
-	}
+	startstop.Every(ctx, every, func(context.Context) { _, _ = r.ReloadOnce() })
 }
 
 // ReloadOnce loads the file and, when its content (or a secret it names)

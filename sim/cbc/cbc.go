@@ -562,10 +562,15 @@ func (s *Server) ready(j *job, now time.Time) bool {
 	return !j.failed && !now.Before(s.finishedAt(j).Add(s.cfg.ReadyAfter))
 }
 
-func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*job, bool) {
+// lookup authorizes the request and finds the job its path names; when it
+// answered an error instead, ok is false.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (j *job, ok bool) {
+	if !s.authorize(w, r) {
+		return nil, false
+	}
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	s.mu.Lock()
-	j := s.jobs[id]
+	j = s.jobs[id]
 	s.mu.Unlock()
 	if err != nil || j == nil {
 		writeErr(w, http.StatusNotFound, "NOT_FOUND", "job not found")
@@ -575,9 +580,6 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*job, bool) {
 }
 
 func (s *Server) handleProgress(w http.ResponseWriter, r *http.Request) {
-	if !s.authorize(w, r) {
-		return
-	}
 	j, ok := s.lookup(w, r)
 	if !ok {
 		return
@@ -590,9 +592,6 @@ func (s *Server) handleProgress(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
-	if !s.authorize(w, r) {
-		return
-	}
 	j, ok := s.lookup(w, r)
 	if !ok {
 		return
@@ -646,9 +645,6 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
-	if !s.authorize(w, r) {
-		return
-	}
 	j, ok := s.lookup(w, r)
 	if !ok {
 		return

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	simcbc "github.com/analysisfleet/analysisfleet/sim/cbc"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
@@ -38,12 +39,12 @@ const (
 type env struct {
 	sim *simcbc.Server
 	srv *httptest.Server
-	clk *simtest.Clock
+	clk *testutil.Clock
 }
 
 func setup(t *testing.T, cfg simcbc.Config) *env {
 	t.Helper()
-	clk := simtest.NewClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
+	clk := testutil.NewClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	cfg.OrgKey, cfg.APIID, cfg.APISecret = org, id, secret
 	if cfg.Now == nil {
 		cfg.Now = clk.Now

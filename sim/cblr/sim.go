@@ -301,8 +301,7 @@ type createSessionReq struct {
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	var req createSessionReq
-	if err := readJSON(w, r, &req); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	sensorID, err := req.SensorID.Int64()
@@ -415,8 +414,7 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putSession(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
-	if err := readJSON(w, r, &body); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	if !readJSON(w, r, &body) {
 		return
 	}
 	s.mu.Lock()
@@ -546,8 +544,7 @@ type createCommandReq struct {
 
 func (s *Server) createCommand(w http.ResponseWriter, r *http.Request) {
 	var req createCommandReq
-	if err := readJSON(w, r, &req); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	s.mu.Lock()
@@ -664,27 +661,29 @@ func statusMatches(filter, status string) bool {
 	return strings.EqualFold(filter, status)
 }
 
-func (s *Server) command(w http.ResponseWriter, r *http.Request, ss *session) (*command, bool) {
+// sessionCommand finds the request's session and command; when it answered
+// 404 instead, ok is false. The caller holds s.mu.
+func (s *Server) sessionCommand(w http.ResponseWriter, r *http.Request) (*session, *command, bool) {
+	ss, ok := s.session(w, r)
+	if !ok {
+		return nil, nil, false
+	}
 	id, err := strconv.ParseInt(r.PathValue("cmd"), 10, 64)
 	if err == nil {
 		for _, c := range ss.commands {
 			if c.id == id {
-				return c, true
+				return ss, c, true
 			}
 		}
 	}
 	writeErr(w, http.StatusNotFound, fmt.Sprintf("Command %s not found in session %d", r.PathValue("cmd"), ss.id))
-	return nil, false
+	return nil, nil, false
 }
 
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	c, ok := s.command(w, r, ss)
+	ss, c, ok := s.sessionCommand(w, r)
 	if !ok {
 		return
 	}
@@ -693,17 +692,12 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putCommand(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
-	if err := readJSON(w, r, &body); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	if !readJSON(w, r, &body) {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	c, ok := s.command(w, r, ss)
+	ss, c, ok := s.sessionCommand(w, r)
 	if !ok {
 		return
 	}
@@ -797,18 +791,24 @@ type fileJSON struct {
 	Delete       bool   `json:"delete"`
 }
 
-// visibleFile returns the file object once its "get file" has completed.
-func (s *Server) visibleFile(w http.ResponseWriter, r *http.Request, ss *session) (*storedFile, bool) {
+// sessionFile finds the request's session and file: not deleted, and its
+// "get file" completed. When it answered 404 instead, ok is false. The
+// caller holds s.mu.
+func (s *Server) sessionFile(w http.ResponseWriter, r *http.Request) (*session, *storedFile, bool) {
+	ss, ok := s.session(w, r)
+	if !ok {
+		return nil, nil, false
+	}
 	id, err := strconv.ParseInt(r.PathValue("file"), 10, 64)
 	if err == nil {
 		if f, ok := ss.files[id]; ok && !f.deleted {
 			if st, _, _ := ss.cmdState(f.cmd, s.cfg.Now()); st == StatusComplete {
-				return f, true
+				return ss, f, true
 			}
 		}
 	}
 	writeErr(w, http.StatusNotFound, fmt.Sprintf("File %s not found in session %d", r.PathValue("file"), ss.id))
-	return nil, false
+	return nil, nil, false
 }
 
 func fileObject(ss *session, f *storedFile) fileJSON {
@@ -844,28 +844,19 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	if f, ok := s.visibleFile(w, r, ss); ok {
+	if ss, f, ok := s.sessionFile(w, r); ok {
 		simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 	}
 }
 
 func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
-	if err := readJSON(w, r, &body); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	if !readJSON(w, r, &body) {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	f, ok := s.visibleFile(w, r, ss)
+	ss, f, ok := s.sessionFile(w, r)
 	if !ok {
 		return
 	}
@@ -878,11 +869,7 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	f, ok := s.visibleFile(w, r, ss)
+	ss, f, ok := s.sessionFile(w, r)
 	if !ok {
 		return
 	}
@@ -892,12 +879,7 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) fileContent(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		s.mu.Unlock()
-		return
-	}
-	f, ok := s.visibleFile(w, r, ss)
+	_, f, ok := s.sessionFile(w, r)
 	s.mu.Unlock()
 	if !ok {
 		return
@@ -910,8 +892,14 @@ func (s *Server) fileContent(w http.ResponseWriter, r *http.Request) {
 
 // --- helpers ----------------------------------------------------------------
 
-func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	return simhttp.ReadJSON(w, r, maxRequestBody, v)
+// readJSON decodes the request body into v; when it cannot, it answers 400
+// and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := simhttp.ReadJSON(w, r, maxRequestBody, v); err != nil {
+		writeErr(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return false
+	}
+	return true
 }
 
 // writeErr answers an error. A 404 is plain text naming what is missing

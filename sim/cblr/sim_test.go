@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/cblr"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
@@ -28,7 +29,7 @@ type fixture struct {
 	t   *testing.T
 	sim *cblr.Server
 	srv *httptest.Server
-	clk *simtest.Clock
+	clk *testutil.Clock
 }
 
 func setup(t *testing.T, sensors ...cblr.Sensor) *fixture {
@@ -39,7 +40,7 @@ func setup(t *testing.T, sensors ...cblr.Sensor) *fixture {
 // setupWith is setup with mod applied to the configuration.
 func setupWith(t *testing.T, mod func(*cblr.Config), sensors ...cblr.Sensor) *fixture {
 	t.Helper()
-	clk := simtest.NewClock(time.Unix(1_700_000_000, 0))
+	clk := testutil.NewClock(time.Unix(1_700_000_000, 0))
 	cfg := cblr.Config{
 		APIToken: token, Now: clk.Now,
 		CheckInAfter: 10 * time.Second, CommandTime: 4 * time.Second,

@@ -72,6 +72,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -383,11 +384,7 @@ func (s *Server) TokensIssued() int {
 func (s *Server) DownloadSignatures() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.grants))
-	for sig := range s.grants {
-		out = append(out, sig)
-	}
-	return out
+	return slices.Collect(maps.Keys(s.grants))
 }
 
 // Tokens returns the access tokens that are currently valid (tests check
@@ -395,11 +392,7 @@ func (s *Server) DownloadSignatures() []string {
 func (s *Server) Tokens() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.tokens))
-	for t := range s.tokens {
-		out = append(out, t)
-	}
-	return out
+	return slices.Collect(maps.Keys(s.tokens))
 }
 
 // --- token endpoint ---
@@ -524,18 +517,28 @@ func unitName(unit time.Duration) string {
 	return unit.String() + " units"
 }
 
-func (s *Server) startClient(w http.ResponseWriter, r *http.Request) {
+// readStart decodes a start request's body and the ID list its field (lists
+// of b, the first one set) holds; when either is wrong it answers 400.
+func readStart(w http.ResponseWriter, r *http.Request, field string, lists func(b *startBody) [][]json.RawMessage) (*startBody, []string, bool) {
 	var b startBody
 	if err := simhttp.ReadJSON(w, r, maxBody, &b); err != nil {
 		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("request body is not valid JSON"))
-		return
+		return nil, nil, false
 	}
-	ids, err := idList(b.PandaIDs, b.ClientIDs, b.Clients)
+	ids, err := idList(lists(&b)...)
 	if err != nil || len(ids) == 0 {
-		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("pandaIDs must be a non-empty list"))
+		simhttp.WriteJSON(w, http.StatusBadRequest, apiError(field+" must be a non-empty list"))
+		return nil, nil, false
+	}
+	return &b, ids, true
+}
+
+func (s *Server) startClient(w http.ResponseWriter, r *http.Request) {
+	b, ids, ok := readStart(w, r, "pandaIDs", func(b *startBody) [][]json.RawMessage { return [][]json.RawMessage{b.PandaIDs, b.ClientIDs, b.Clients} })
+	if !ok {
 		return
 	}
-	s.start(w, &b, "client", func() (map[string][]Machine, []string, error) {
+	s.start(w, b, "client", func() (map[string][]Machine, []string, error) {
 		groups := map[string][]Machine{}
 		var order []string
 		for _, id := range ids {
@@ -553,17 +556,11 @@ func (s *Server) startClient(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) startMachine(w http.ResponseWriter, r *http.Request) {
-	var b startBody
-	if err := simhttp.ReadJSON(w, r, maxBody, &b); err != nil {
-		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("request body is not valid JSON"))
+	b, muids, ok := readStart(w, r, "MUIDs", func(b *startBody) [][]json.RawMessage { return [][]json.RawMessage{b.MUIDs} })
+	if !ok {
 		return
 	}
-	muids, err := idList(b.MUIDs)
-	if err != nil || len(muids) == 0 {
-		simhttp.WriteJSON(w, http.StatusBadRequest, apiError("MUIDs must be a non-empty list"))
-		return
-	}
-	s.start(w, &b, "machine", func() (map[string][]Machine, []string, error) {
+	s.start(w, b, "machine", func() (map[string][]Machine, []string, error) {
 		groups := map[string][]Machine{}
 		var order []string
 		seen := map[string]bool{}

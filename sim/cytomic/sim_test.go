@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/cytomic"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
 )
@@ -31,13 +32,13 @@ type bundle struct {
 	cfg   cytomic.Config
 	sim   *cytomic.Server
 	srv   *httptest.Server
-	clock *simtest.Clock
+	clock *testutil.Clock
 	token string
 }
 
 func setup(t *testing.T, cfg cytomic.Config) *bundle {
 	t.Helper()
-	clk := simtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	clk := testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	cfg.User, cfg.Password = user, password
 	if cfg.Now == nil {
 		cfg.Now = clk.Now
@@ -161,18 +162,20 @@ type stateOp struct {
 
 func (b *bundle) info(t *testing.T, ids ...string) []infoOp {
 	t.Helper()
-	status, raw := b.post(t, cytomic.InfoPath, idBody(ids))
-	require.Equal(t, http.StatusOK, status, "%s", raw)
-	var out []infoOp
-	require.NoError(t, json.Unmarshal(raw, &out))
-	return out
+	return postIDs[infoOp](t, b, cytomic.InfoPath, ids)
 }
 
 func (b *bundle) state(t *testing.T, ids ...string) []stateOp {
 	t.Helper()
-	status, raw := b.post(t, cytomic.StatePath, idBody(ids))
+	return postIDs[stateOp](t, b, cytomic.StatePath, ids)
+}
+
+// postIDs posts operation ids to path and decodes the 200 answer.
+func postIDs[T any](t *testing.T, b *bundle, path string, ids []string) []T {
+	t.Helper()
+	status, raw := b.post(t, path, idBody(ids))
 	require.Equal(t, http.StatusOK, status, "%s", raw)
-	var out []stateOp
+	var out []T
 	require.NoError(t, json.Unmarshal(raw, &out))
 	return out
 }

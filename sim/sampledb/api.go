@@ -181,9 +181,8 @@ func (s *Server) putJob(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobLocked(id)
-	if !ok {
-		writeError(w, http.StatusNotFound, "", "job %s not found", id)
+	j := s.findJobLocked(w, id)
+	if j == nil {
 		return
 	}
 	from, to := j.State, body.State
@@ -274,9 +273,8 @@ func (s *Server) postTask(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobLocked(id)
-	if !ok {
-		writeError(w, http.StatusNotFound, "", "job %s not found", id)
+	j := s.findJobLocked(w, id)
+	if j == nil {
 		return
 	}
 	if body.State != "" && body.State != sdb.TaskExecuting {
@@ -294,12 +292,21 @@ func (s *Server) postTask(w http.ResponseWriter, r *http.Request, id string) {
 	writeData(w, http.StatusOK, *t)
 }
 
-// findTaskLocked returns task tid of job id, or answers 404. s.mu must be
-// held.
-func (s *Server) findTaskLocked(w http.ResponseWriter, id, tid string) *task {
+// findJobLocked returns job id, or answers 404. s.mu must be held.
+func (s *Server) findJobLocked(w http.ResponseWriter, id string) *simJob {
 	j, ok := s.jobLocked(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "", "job %s not found", id)
+		return nil
+	}
+	return j
+}
+
+// findTaskLocked returns task tid of job id, or answers 404. s.mu must be
+// held.
+func (s *Server) findTaskLocked(w http.ResponseWriter, id, tid string) *task {
+	j := s.findJobLocked(w, id)
+	if j == nil {
 		return nil
 	}
 	n, err := strconv.ParseInt(tid, 10, 64)

@@ -101,7 +101,7 @@ type Server struct {
 	mu      sync.Mutex
 	jobs    map[string]*simJob
 	order   []*simJob // jobs in creation order (seq); jobs are never removed
-	seq     int64 // creation order, the last sort key
+	seq     int64     // creation order, the last sort key
 	lastTID int64
 	history []Transition
 }

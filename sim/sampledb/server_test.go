@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 	sdb "github.com/analysisfleet/analysisfleet/sampledb"
 	sim "github.com/analysisfleet/analysisfleet/sim/sampledb"
@@ -36,13 +37,13 @@ const (
 type bundle struct {
 	srv   *sim.Server
 	url   string
-	clock *simtest.Clock
+	clock *testutil.Clock
 	hc    *http.Client
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	clk := simtest.NewClock(time.UnixMilli(1_700_000_000_000).UTC())
+	clk := testutil.NewClock(time.UnixMilli(1_700_000_000_000).UTC())
 	srv := sim.New(sim.Config{
 		Keys: map[string]sim.Role{viewerKey: sim.RoleViewer, userKey: sim.RoleUser, analyzerKey: sim.RoleAnalyzer},
 		Now:  clk.Now,

@@ -1,40 +1,14 @@
 // Package simtest is what the tests of the simulators (sim/…) and of the
-// drivers that run against them (edr/…) share: a manual clock to give a
-// simulator and a driver as their Now, and a test server for a simulator
-// that is closed, hung requests first, when the test ends.
+// drivers that run against them (edr/…) share: a test server for a
+// simulator that is closed, hung requests first, when the test ends. Their
+// manual clock is internal/testutil's Clock.
 package simtest
 
 import (
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
-	"time"
 )
-
-// Clock is a manual clock: its time moves only when the test says so. Safe
-// for concurrent use.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// NewClock returns a Clock standing at t.
-func NewClock(t time.Time) *Clock { return &Clock{t: t} }
-
-// Now returns the clock's time (a simulator's or driver's Config.Now).
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // Simulator is a simulated API: a handler whose Close releases the requests
 // it holds (hung on purpose).

@@ -697,6 +697,20 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	simhttp.WriteJSON(w, http.StatusOK, map[string]any{"items": items, "pages": pages})
 }
 
+// lockRun takes s.mu and returns the live run named in the path and the
+// time it was looked up at. When there is none it answers 404, lets go of
+// s.mu and returns nil.
+func (s *Server) lockRun(w http.ResponseWriter, r *http.Request) (*run, time.Time) {
+	s.mu.Lock()
+	now := s.cfg.Now()
+	rn := s.lookup(r, now)
+	if rn == nil {
+		s.mu.Unlock()
+		s.notFound(w)
+	}
+	return rn, now
+}
+
 // lookup returns the live run named in the path, or nil when it is unknown
 // or expired. The caller holds s.mu.
 func (s *Server) lookup(r *http.Request, now time.Time) *run {
@@ -712,12 +726,8 @@ func (s *Server) notFound(w http.ResponseWriter) {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	now := s.cfg.Now()
-	rn := s.lookup(r, now)
+	rn, now := s.lockRun(w, r)
 	if rn == nil {
-		s.mu.Unlock()
-		s.notFound(w)
 		return
 	}
 	if s.cfg.MinPollInterval > 0 {
@@ -740,12 +750,8 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "BadRequest", "the cancel body must be a JSON object ({})")
 		return
 	}
-	s.mu.Lock()
-	now := s.cfg.Now()
-	rn := s.lookup(r, now)
+	rn, now := s.lockRun(w, r)
 	if rn == nil {
-		s.mu.Unlock()
-		s.notFound(w)
 		return
 	}
 	canceled := false
@@ -809,12 +815,8 @@ func (s *Server) results(w http.ResponseWriter, r *http.Request) {
 		}
 		size = n
 	}
-	s.mu.Lock()
-	now := s.cfg.Now()
-	rn := s.lookup(r, now)
+	rn, now := s.lockRun(w, r)
 	if rn == nil {
-		s.mu.Unlock()
-		s.notFound(w)
 		return
 	}
 	st, res, _ := s.state(rn, now)

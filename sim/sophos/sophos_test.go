@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/sim/simhttp"
 	"github.com/analysisfleet/analysisfleet/sim/simtest"
 	"github.com/analysisfleet/analysisfleet/sim/sophos"
@@ -31,14 +34,14 @@ type env struct {
 	t   *testing.T
 	sim *sophos.Server
 	srv *httptest.Server
-	clk *simtest.Clock
+	clk *testutil.Clock
 	tok string
 }
 
 // setup starts a simulator on a fake clock and fetches a token.
 func setup(t *testing.T, cfg sophos.Config) *env {
 	t.Helper()
-	clk := simtest.NewClock(time.Date(2020, 11, 2, 12, 51, 9, 933e6, time.UTC))
+	clk := testutil.NewClock(time.Date(2020, 11, 2, 12, 51, 9, 933e6, time.UTC))
 	cfg.Now = clk.Now
 	sim := sophos.New(cfg)
 	srv := simtest.Serve(t, sim)
@@ -102,13 +105,7 @@ func decode(t *testing.T, resp *http.Response) (int, map[string]any) {
 	return resp.StatusCode, m
 }
 
-func keys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
+func keys(m map[string]any) []string { return slices.Collect(maps.Keys(m)) }
 
 func TestTokenEndpoint(t *testing.T) {
 	t.Parallel()
