@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -69,7 +70,7 @@ func TestConsoleServesTheFleetAndStops(t *testing.T) {
 	require.Contains(t, body, `<a href="/jobs/job-a">job-a</a>`)
 	body = get("/")
 	require.Contains(t, body, "Lag of the workers")
-	require.Contains(t, body, "in "+topicDLQ)
+	require.Contains(t, body, "in "+testutil.TopicDLQ)
 	body = get("/dlq")
 	require.Contains(t, body, `invalid_sample_hash <span class="count">(2; 2 replayable)</span>`)
 	require.Contains(t, body, `not_json <span class="count">(1; 1 replayable)</span>`)

@@ -21,6 +21,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
 	"github.com/analysisfleet/analysisfleet/internal/redact"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -62,11 +63,7 @@ type opts struct {
 	noKafka     bool
 }
 
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t testing.TB) context.Context { return testutil.Context(t, time.Minute) }
 
 func newWorld(t *testing.T, o opts) *world {
 	t.Helper()
