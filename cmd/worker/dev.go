@@ -226,6 +226,12 @@ func (d *dev) run(ctx context.Context, timing simstack.Timing) (int, error) {
 
 	d.redisURLUsed = redisURL
 	d.brokers = kc.ListenAddrs()
+	consoleURL, stopConsole, err := d.startConsole(ctx, redisURL, kc.ListenAddrs(), topics, log)
+	if err != nil {
+		return 1, fmt.Errorf("console: %w", err)
+	}
+	defer stopConsole()
+	d.consoleURL = consoleURL
 	removeState, err := d.writeState(cmp.Or(d.o.stateDir, devStateDir()))
 	if err != nil {
 		return 1, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -77,7 +78,7 @@ func TestDevHoldTrickleAndSubmit(t *testing.T) {
 	require.Contains(t, out, "checks              OK")
 	require.Contains(t, out, "Submit one more job:\n  go run ./cmd/worker dev submit\n")
 	require.Contains(t, out, "go run ./cmd/fleetctl job <job id>")
-	require.NotContains(t, out, "console:", "no console URL was set")
+	require.Regexp(t, `console: http://127\.0\.0\.1:\d+/\n`, out, "worker dev serves the console")
 	_, first, ok := strings.Cut(out, "First jobs posted")
 	require.True(t, ok, out)
 	var firstIDs []string
@@ -111,6 +112,16 @@ func TestDevHoldTrickleAndSubmit(t *testing.T) {
 		require.Eventually(t, func() bool { return jobState(t, st.SampleDBURL, id) == sampledb.StateExecuting },
 			30*time.Second, 20*time.Millisecond, "held job %s runs", id)
 	}
+	// The console the banner names shows a held job's page.
+	require.NotEmpty(t, st.ConsoleURL)
+	require.Contains(t, out, "console: "+st.ConsoleURL+"\n")
+	resp, err := http.Get(st.ConsoleURL + "jobs/" + held[0])
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", page)
+	require.Contains(t, string(page), held[0])
 
 	// One more job, from another process.
 	sub := exec.Command(workerBinary(t), "dev", "submit")
