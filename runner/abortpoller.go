@@ -70,7 +70,7 @@ func (p *abortPoller) runOnce(ctx context.Context) int {
 		}
 		// Noted page by page: an abort is not held back until the last
 		// of a hundred pages arrived.
-		m, err := r.store.NotifyAborts(lctx, ids)
+		m, err := r.store.NotifyAborts(lctx, ids, "")
 		if err != nil {
 			r.log.Warn("abort poll: could not note the aborts in the ledger", zap.Error(err))
 			return nil

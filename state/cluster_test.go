@@ -143,10 +143,10 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	note("renew w1: alive=%v epoch unchanged=%v", rr.Alive, rr.Epoch == epoch)
 
 	// An operator's release reaches the holder through its mailbox at once.
-	owner, ok, err := s.ForceRelease(c, "b")
+	owner, ok, err := s.ForceRelease(c, "b", "")
 	require.NoError(t, err)
 	note("force release b: owner=%s ok=%v", owner, ok)
-	owner, ok, err = s.ForceRelease(c, "nope")
+	owner, ok, err = s.ForceRelease(c, "nope", "")
 	require.NoError(t, err)
 	note("force release nope: owner=%q ok=%v", owner, ok)
 	require.NoError(t, k.ReadMailOnce(c))
@@ -157,7 +157,7 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 
 	// Aborts: a held job's session is mailed, a job nobody holds carries
 	// the mark; each once. Read with Store.ReadMail (BLPOP) this time.
-	n, err := s.NotifyAborts(c, []string{"a", "a", "b", "unknown"})
+	n, err := s.NotifyAborts(c, []string{"a", "a", "b", "unknown"}, "")
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	mail, err := s.ReadMail(c, w1, time.Second, 10)
@@ -282,7 +282,7 @@ func ledgerScenario(t *testing.T, rdb redis.UniversalClient, ns string) []string
 	require.Equal(t, map[string]bool{"a": true, "c": true, "lost": true, "reseeded": true, "never": false}, known)
 	// An abort for w5's job waits in its mailbox (read by nobody here: the
 	// slot check below finds the mailbox).
-	n, err = s.NotifyAborts(c, []string{"lost"})
+	n, err = s.NotifyAborts(c, []string{"lost"}, "")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 

@@ -157,7 +157,7 @@ func TestJobLeaseHistoryFollowsOneJobAcrossPages(t *testing.T) {
 	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	owner, ok, err := b.store.ForceRelease(ctx(t), "target")
+	owner, ok, err := b.store.ForceRelease(ctx(t), "target", "")
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, "w2", owner)

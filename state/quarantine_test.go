@@ -77,7 +77,7 @@ func TestForceReleaseExcludesTheOwner(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	admitOne(t, b.store, "w1", "job-1")
-	owner, ok, err := b.store.ForceRelease(ctx(t), "job-1")
+	owner, ok, err := b.store.ForceRelease(ctx(t), "job-1", "")
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, "w1", owner)

@@ -264,7 +264,7 @@ return n
 // it — its worker is told at once through its session's mailbox, and its
 // next fenced write fails — and it is claimable at once by any other
 // worker; its previous owner may not take it back for ARGV[3] ms.
-// KEYS: job, claimable, leaselog. ARGV: prefix, id, exclude ms, ttl ms.
+// KEYS: job, claimable, leaselog. ARGV: prefix, id, exclude ms, ttl ms, by (the timeline's detail).
 // Returns the previous owner, or false.
 var forceReleaseScript = redis.NewScript(luaPrelude + luaSessions + `
 if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
@@ -282,7 +282,7 @@ if sess ~= '' then
   mail(ARGV[1], sess, 'lost ' .. ARGV[2] .. ' ' .. tok .. ' stolen', tonumber(ARGV[4]))
 end
 leaselog(KEYS[3], 'forced', ARGV[2], owner, tok, now)
-timeline(ARGV[1], ARGV[2], event(now, 'released by an operator', owner, tok, 'fleetctl release'))
+timeline(ARGV[1], ARGV[2], event(now, 'released by an operator', owner, tok, ARGV[5]))
 return owner
 `)
 
@@ -385,19 +385,19 @@ return 1
 // each one's session through its mailbox, once: a job nobody holds carries
 // the mark to whoever claims it. KEYS: the jobs (declared, so that Redis
 // Cluster runs the script on the namespace's master). ARGV: prefix, ttl ms,
-// ids… in the order of KEYS. Returns how many were newly marked.
+// by (the timeline's detail: who asked), ids… in the order of KEYS. Returns how many were newly marked.
 var notifyAbortsScript = redis.NewScript(luaPrelude + luaSessions + `
-local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local prefix, ttl, by = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local n = 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local id = ARGV[i]
-  local jk = KEYS[i-2]
+  local jk = KEYS[i-3]
   if redis.call('TYPE', jk)['ok'] == 'hash' and redis.call('HGET', jk, 'abort') ~= '1' then
     redis.call('HSET', jk, 'abort', '1')
     local f = redis.call('HMGET', jk, 'session', 'owner', 'token')
     local sess = f[1]
     if sess and sess ~= '' then mail(prefix, sess, 'abort ' .. id, ttl) end
-    timeline(prefix, id, event(nowms(), 'abort requested', f[2], f[3], 'seen in SampleDB; the holder is told'))
+    timeline(prefix, id, event(nowms(), 'abort requested', f[2], f[3], by))
     n = n + 1
   end
 end

@@ -319,7 +319,7 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	})
 	t.Logf("mailbox read, idle (1 s wait): %s", idle)
 	force := z.measure(func() {
-		_, ok, err := z.s.ForceRelease(c, held[0].ID)
+		_, ok, err := z.s.ForceRelease(c, held[0].ID, "")
 		require.NoError(t, err)
 		require.True(t, ok)
 	})

@@ -495,14 +495,18 @@ func (s *Store) ReadMail(ctx context.Context, sess Session, wait time.Duration, 
 // holder's session, once per job: a job nobody holds carries the mark
 // (FieldAbort) to whoever takes it. One round trip for up to 1000 IDs. It
 // returns how many were newly marked.
-func (s *Store) NotifyAborts(ctx context.Context, ids []string) (int, error) {
+//
+// by says who asked, for the jobs' timelines ("" = SampleDB, through the
+// fleet's abort listing).
+func (s *Store) NotifyAborts(ctx context.Context, ids []string, by string) (int, error) {
+	by = cmp.Or(by, "seen in SampleDB; the holder is told")
 	n := 0
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 1000)]
 		ids = ids[len(batch):]
 		keys := make([]string, len(batch))
-		args := make([]any, 0, 2+len(batch))
-		args = append(args, s.pfx, s.ttl.Milliseconds())
+		args := make([]any, 0, 3+len(batch))
+		args = append(args, s.pfx, s.ttl.Milliseconds(), by)
 		for i, id := range batch {
 			keys[i] = s.jobKey(id)
 			args = append(args, id)
@@ -541,8 +545,11 @@ func (s *Store) Release(ctx context.Context, sess Session, leases []Lease) (int,
 // its next fenced write fails with ErrStale; for two lease lifetimes it may
 // not claim the job back: another worker takes it. It returns the previous
 // owner and whether the job exists.
-func (s *Store) ForceRelease(ctx context.Context, id string) (owner string, ok bool, err error) {
-	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kClaim, s.kLog}, s.pfx, id, (2 * s.ttl).Milliseconds(), s.ttl.Milliseconds())
+//
+// by says who released it, for the job's timeline ("" = fleetctl release).
+func (s *Store) ForceRelease(ctx context.Context, id, by string) (owner string, ok bool, err error) {
+	v, err := s.run(ctx, forceReleaseScript, []string{s.jobKey(id), s.kClaim, s.kLog}, s.pfx, id, (2 * s.ttl).Milliseconds(), s.ttl.Milliseconds(),
+		cmp.Or(by, "fleetctl release"))
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}

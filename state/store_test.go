@@ -190,7 +190,7 @@ func TestForceReleaseMailsTheHolder(t *testing.T) {
 	b := setup(t, 30*time.Second)
 	kept := admitOne(t, b.store, "w1", "kept").Lease
 	stolen := admitOne(t, b.store, "w1", "stolen").Lease
-	_, ok, err := b.store.ForceRelease(ctx(t), "stolen")
+	_, ok, err := b.store.ForceRelease(ctx(t), "stolen", "")
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -202,7 +202,7 @@ func TestForceReleaseMailsTheHolder(t *testing.T) {
 	require.ErrorIs(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), stolen, "x", "y"), state.ErrStale)
 	require.NoError(t, b.store.Checkpoint(ctx(t), sess(t, b.store, "w1"), kept, "x", "y"), "the other job is still held")
 
-	n, err := b.store.NotifyAborts(ctx(t), []string{"kept", "kept", "stolen", "unknown"})
+	n, err := b.store.NotifyAborts(ctx(t), []string{"kept", "kept", "stolen", "unknown"}, "")
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "each known job marked once")
 	mail, err = b.store.ReadMail(ctx(t), sess(t, b.store, "w1"), time.Second, 10)
@@ -212,7 +212,7 @@ func TestForceReleaseMailsTheHolder(t *testing.T) {
 	rec, err := b.store.Get(ctx(t), "stolen")
 	require.NoError(t, err)
 	require.Equal(t, "1", rec.Fields[state.FieldAbort])
-	n, err = b.store.NotifyAborts(ctx(t), []string{"kept"})
+	n, err = b.store.NotifyAborts(ctx(t), []string{"kept"}, "")
 	require.NoError(t, err)
 	require.Zero(t, n, "an abort already noted is not mailed again")
 }
@@ -487,7 +487,7 @@ func TestLeaseHistoryRecordsEveryHandOver(t *testing.T) {
 	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	_, _, err = b.store.ForceRelease(ctx(t), "job-1")
+	_, _, err = b.store.ForceRelease(ctx(t), "job-1", "")
 	require.NoError(t, err)
 	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 10)
 	require.NoError(t, err)
@@ -522,7 +522,7 @@ func TestFencedWritesTellLostDataFromLostLease(t *testing.T) {
 
 	// Finished elsewhere (tombstone) is a lost lease, not lost data.
 	l2 := admitOne(t, b.store, "w1", "job-2").Lease
-	_, _, err = b.store.ForceRelease(ctx(t), "job-2")
+	_, _, err = b.store.ForceRelease(ctx(t), "job-2", "")
 	require.NoError(t, err)
 	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
 	require.NoError(t, err)

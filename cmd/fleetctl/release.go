@@ -34,7 +34,7 @@ func (c *cli) release(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	owner, ok, err := st.ForceRelease(ctx, id)
+	owner, ok, err := st.ForceRelease(ctx, id, "")
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	done := action
 	switch action {
 	case "release":
-		owner, ok, err := s.st.ForceRelease(ctx, id)
+		owner, ok, err := s.st.ForceRelease(ctx, id, "console, by "+user)
 		switch {
 		case err != nil:
 			audit("error: " + s.scrub(err.Error()))
@@ -102,7 +102,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 			audit("ok: taken from " + owner)
 		}
 	case "abort":
-		n, err := s.st.NotifyAborts(ctx, []string{id})
+		n, err := s.st.NotifyAborts(ctx, []string{id}, "console, by "+user+"; the holder is told")
 		switch {
 		case err != nil:
 			audit("error: " + s.scrub(err.Error()))

@@ -137,7 +137,7 @@ func TestBrowserLiveUpdateArrives(t *testing.T) {
 		waitText("#live-status", "Live updates: on"),
 	)
 	require.NotContains(t, get(t, c, chromedp.Text(css("#live"))), "abort requested")
-	_, err := w.st.NotifyAborts(ctx(t), []string{jobOther})
+	_, err := w.st.NotifyAborts(ctx(t), []string{jobOther}, "")
 	require.NoError(t, err)
 	do(t, c,
 		waitText("#timeline", "abort requested"),

@@ -229,6 +229,18 @@ func TestWriteActionsAreConfirmedAppliedAndAudited(t *testing.T) {
 	require.Contains(t, body, "Abort requested: the holder is told")
 	require.Contains(t, body, "released by an operator")
 	require.Contains(t, body, `<td class="ev">abort requested</td>`)
+	tl, err := w.st.Timeline(ctx(t), jobRunning)
+	require.NoError(t, err)
+	var details []string
+	for _, e := range tl {
+		if e.Ev == "released by an operator" || e.Ev == "abort requested" {
+			details = append(details, e.Detail)
+		}
+	}
+	require.Len(t, details, 2)
+	for _, d := range details {
+		require.True(t, strings.HasPrefix(d, "console, by "), "the timeline says who acted: %q", d)
+	}
 	rec, err := w.st.Get(ctx(t), jobRunning)
 	require.NoError(t, err)
 	require.Contains(t, rec.Fields, "abort")
@@ -413,7 +425,7 @@ func TestLiveStreamSendsFragmentsAndSharesOneRead(t *testing.T) {
 	defer closeFn()
 	_, data := readEvent(t, r)
 	require.NotContains(t, data, "abort requested")
-	_, err = w2.st.NotifyAborts(ctx(t), []string{jobOther})
+	_, err = w2.st.NotifyAborts(ctx(t), []string{jobOther}, "")
 	require.NoError(t, err)
 	for !strings.Contains(data, "abort requested") {
 		_, data = readEvent(t, r)

@@ -169,7 +169,7 @@ func (w *world) populate() {
 	l = w.admit("w1", jobTakeover, "acme", "linux", "Sample.Analysis.Job.SVG/1@7")
 	pn, pv = plan("cbc.event_export")
 	require.NoError(t, w.st.Checkpoint(c, w.session("w1"), l, pn, pv))
-	_, ok, err := w.st.ForceRelease(c, jobTakeover)
+	_, ok, err := w.st.ForceRelease(c, jobTakeover, "")
 	require.NoError(t, err)
 	require.True(t, ok)
 	claimed, _, err := w.st.Claim(c, w.session("w2"), 10)
@@ -180,7 +180,7 @@ func (w *world) populate() {
 	// Abort requested.
 	l = w.admit("w2", jobAbort, "acme", "win", "Sample.Analysis.Job.OSL/2@3")
 	w.note("w2", l, []string{"executing", ""})
-	n, err := w.st.NotifyAborts(c, []string{jobAbort})
+	n, err := w.st.NotifyAborts(c, []string{jobAbort}, "")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 
