@@ -299,21 +299,9 @@ type CoolDownInfo struct {
 
 // CoolDowns lists every vendor cool-down in force ({ns}:cool:*), by name.
 func (s *Store) CoolDowns(ctx context.Context) ([]CoolDownInfo, error) {
-	node, err := s.keyNode(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("state: cool-downs: %w", err)
-	}
 	prefix := s.pfx + "cool:"
-	var keys []string
-	seen := make(map[string]struct{})
-	it := node.Scan(ctx, 0, globEscape(prefix)+"*", 500).Iterator()
-	for it.Next(ctx) {
-		if _, dup := seen[it.Val()]; !dup {
-			seen[it.Val()] = struct{}{}
-			keys = append(keys, it.Val())
-		}
-	}
-	if err := it.Err(); err != nil {
+	keys, err := s.scanKeys(ctx, prefix, 0)
+	if err != nil {
 		return nil, fmt.Errorf("state: cool-downs: %w", err)
 	}
 	if len(keys) == 0 {
@@ -335,6 +323,73 @@ func (s *Store) CoolDowns(ctx context.Context) ([]CoolDownInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// LimiterInfo is one fleet-wide rate limiter's state.
+type LimiterInfo struct {
+	// Name is the limiter's name, e.g. "sophos:<credential digest>", with
+	// ":t:<tenant>" for a tenant's share of a shared credential.
+	Name string
+	// TAT is the theoretical arrival time of the next request (Redis
+	// time): how far past now it lies is how far the budget is spent ahead.
+	TAT time.Time
+}
+
+// MaxLimiters bounds what Limiters reads.
+const MaxLimiters = 2000
+
+// Limiters lists the fleet-wide rate limiters Redis holds ({ns}:rl:*; a
+// limiter idle for a while has expired and is not listed), at most
+// MaxLimiters, by name.
+func (s *Store) Limiters(ctx context.Context) ([]LimiterInfo, error) {
+	prefix := s.pfx + "rl:"
+	all, err := s.scanKeys(ctx, prefix, MaxLimiters)
+	if err != nil {
+		return nil, fmt.Errorf("state: limiters: %w", err)
+	}
+	var keys []string
+	for _, k := range all {
+		if !strings.HasSuffix(k, ":tenants") { // a credential's tenant set, not a limiter
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("state: limiters: %w", err)
+	}
+	var out []LimiterInfo
+	for i, k := range keys {
+		sv, _ := vals[i].(string)
+		tat, err := strconv.ParseInt(sv, 10, 64) // µs, Redis time
+		if err != nil {
+			continue // gone meanwhile, or not ours
+		}
+		out = append(out, LimiterInfo{Name: strings.TrimPrefix(k, prefix), TAT: time.UnixMicro(tat)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// scanKeys returns the fleet's keys that start with prefix (each once; at
+// most max, 0: all), from the node that holds the namespace's slot.
+func (s *Store) scanKeys(ctx context.Context, prefix string, max int) ([]string, error) {
+	node, err := s.keyNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	seen := make(map[string]struct{})
+	it := node.Scan(ctx, 0, globEscape(prefix)+"*", 500).Iterator()
+	for it.Next(ctx) && (max == 0 || len(keys) < max) {
+		if _, dup := seen[it.Val()]; !dup {
+			seen[it.Val()] = struct{}{}
+			keys = append(keys, it.Val())
+		}
+	}
+	return keys, it.Err()
 }
 
 // JobLeaseHistory returns the lease events of one job, oldest first. It

@@ -147,6 +147,30 @@ func TestCoolDownsListsTheOnesInForce(t *testing.T) {
 	require.InDelta(t, got[1].Left, d, float64(5*time.Second))
 }
 
+// TestLimitersListsTheFleetsBudgets: every limiter a request went through,
+// with how far its budget is spent ahead; not another fleet's, not a
+// credential's tenant set.
+func TestLimitersListsTheFleetsBudgets(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	before := time.Now()
+	require.NoError(t, b.store.RateLimiter("sophos:abc", 1, 1, nil).Wait(ctx(t)))
+	require.NoError(t, b.store.RateLimiter("cbc:def", 1, 1, nil).Wait(ctx(t)))
+	other, err := state.New(b.rdb, state.Config{Namespace: b.ns + "x"})
+	require.NoError(t, err)
+	require.NoError(t, other.RateLimiter("sophos:other", 1, 1, nil).Wait(ctx(t)))
+	require.NoError(t, b.rdb.SAdd(ctx(t), "{"+b.ns+"}:rl:cbc:def:tenants", "acme").Err())
+
+	got, err := b.store.Limiters(ctx(t))
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Equal(t, "cbc:def", got[0].Name)
+	require.Equal(t, "sophos:abc", got[1].Name)
+	for _, l := range got {
+		require.WithinRange(t, l.TAT, before.Add(-5*time.Second), time.Now().Add(5*time.Second), l.Name)
+	}
+}
+
 func TestJobLeaseHistoryFollowsOneJobAcrossPages(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)

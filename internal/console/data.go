@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -286,7 +287,7 @@ func rowOf(e state.JobEntry, now time.Time) jobRow {
 	}
 	r.Total = len(kinds)
 	for k := range kinds {
-		if v := edr.Vendor(k); !contains(r.Vendors, v) {
+		if v := edr.Vendor(k); !slices.Contains(r.Vendors, v) {
 			r.Vendors = append(r.Vendors, v)
 		}
 	}
@@ -313,15 +314,6 @@ func rowOf(e state.JobEntry, now time.Time) jobRow {
 		r.State = stateRunning
 	}
 	return r
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // jobFilter is the jobs page's query: every field is a URL parameter.
@@ -354,7 +346,7 @@ func filterOf(q map[string][]string) (jobFilter, []string) {
 	f := jobFilter{State: get("state"), Vendor: get("vendor"), Customer: clip(get("customer"), 200),
 		SHA256: strings.ToLower(get("sha256")), Age: get("age"), After: get("after"), Limit: 50}
 	var bad []string
-	if f.State != "" && !contains(jobStates, f.State) {
+	if f.State != "" && !slices.Contains(jobStates, f.State) {
 		bad = append(bad, fmt.Sprintf("state %q: want one of %s", clip(f.State, 40), strings.Join(jobStates, ", ")))
 		f.State = ""
 	}
@@ -382,7 +374,7 @@ func (f jobFilter) match(r jobRow, now time.Time) bool {
 	}
 	if f.Vendor != "" {
 		v, _, _ := strings.Cut(f.Vendor, ".")
-		if !contains(r.Vendors, v) {
+		if !slices.Contains(r.Vendors, v) {
 			return false
 		}
 	}
@@ -573,36 +565,12 @@ func (s *Server) tasksOf(rec *state.Record) []taskRow {
 	return out
 }
 
-// limiters lists the fleet-wide rate limiters Redis holds ({ns}:rl:*):
-// how far each budget is spent ahead of now, and its cool-down.
+// limiters lists the fleet-wide rate limiters (state.Store.Limiters): how
+// far each budget is spent ahead of now, and its cool-down.
 func (s *Server) limiters(ctx context.Context, now time.Time) ([]limiterRow, error) {
-	rdb := s.st.Redis()
-	pfx := "{" + s.st.Namespace() + "}:rl:"
-	var node redis.Cmdable = rdb
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		n, err := cc.MasterForKey(ctx, pfx)
-		if err != nil {
-			return nil, fmt.Errorf("limiters: %w", err)
-		}
-		node = n
-	}
-	var keys []string
-	it := node.Scan(ctx, 0, globEscape(pfx)+"*", 500).Iterator()
-	for it.Next(ctx) && len(keys) < 2000 {
-		k := it.Val()
-		if !strings.HasSuffix(k, ":tenants") && !contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("limiters: %w", err)
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	vals, err := rdb.MGet(ctx, keys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("limiters: %w", err)
+	ls, err := s.st.Limiters(ctx)
+	if err != nil || len(ls) == 0 {
+		return nil, err
 	}
 	cool := map[string]time.Duration{}
 	if cds, err := s.st.CoolDowns(ctx); err == nil {
@@ -610,20 +578,14 @@ func (s *Server) limiters(ctx context.Context, now time.Time) ([]limiterRow, err
 			cool[c.Name] = c.Left
 		}
 	}
-	var out []limiterRow
-	for i, k := range keys {
-		sv, _ := vals[i].(string)
-		tat, err := strconv.ParseInt(sv, 10, 64) // µs, Redis time
-		if err != nil {
-			continue
-		}
-		name := strings.TrimPrefix(k, pfx)
-		l := limiterRow{Name: name}
-		if base, tenant, ok := strings.Cut(name, ":t:"); ok {
+	out := make([]limiterRow, 0, len(ls))
+	for _, li := range ls {
+		l := limiterRow{Name: li.Name}
+		if base, tenant, ok := strings.Cut(li.Name, ":t:"); ok {
 			l.Name, l.Tenant = base, tenant
 		}
 		l.Vendor, _, _ = strings.Cut(l.Name, ":")
-		l.Ahead = max(time.UnixMicro(tat).Sub(now), 0)
+		l.Ahead = max(li.TAT.Sub(now), 0)
 		if l.Tenant == "" {
 			l.Cool = cool[l.Name]
 		}
@@ -636,18 +598,6 @@ func (s *Server) limiters(ctx context.Context, now time.Time) ([]limiterRow, err
 		return out[i].Tenant < out[j].Tenant
 	})
 	return out, nil
-}
-
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch r {
-		case '*', '?', '[', ']', '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // auditRow is one entry of the audit stream.
