@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/analysisfleet/analysisfleet/internal/console"
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
 )
 
 const consoleUsage = `usage: fleetctl console [--addr HOST:PORT] [--write] [--token-file FILE] [--proxy-header NAME]
@@ -29,7 +30,7 @@ flags:
 
 func (c *cli) console(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fleetctl console", flag.ContinueOnError)
-	fs.SetOutput(&flagOutput{stdout: c.stdout, stderr: c.stderr, help: helpAsked(args)})
+	fs.SetOutput(&flagOutput{stdout: c.stdout, stderr: c.stderr, help: envconf.HelpAsked(args)})
 	addr := fs.String("addr", "127.0.0.1:8089", "listen address (host:port)")
 	write := fs.Bool("write", false, "allow the mutating actions (release, abort); default read-only")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (at least 16 characters)")

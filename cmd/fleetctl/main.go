@@ -34,6 +34,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/analysisfleet/analysisfleet/internal/envconf"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").
@@ -136,7 +138,7 @@ func run(ctx context.Context, args []string, env envLookup, stdin io.Reader, std
 	case "console":
 		err = c.console(ctx, args[1:])
 	case "version", "--version", "-v":
-		if helpAsked(args[1:]) {
+		if envconf.HelpAsked(args[1:]) {
 			fmt.Fprint(stdout, "usage: fleetctl version\n\nPrints the version of this fleetctl binary.\n")
 			return 0
 		}
@@ -204,25 +206,11 @@ func (f *flagOutput) Write(p []byte) (int, error) {
 	return f.stderr.Write(p)
 }
 
-// helpAsked reports whether args ask for help (-h, -help or --help before
-// any "--").
-func helpAsked(args []string) bool {
-	for _, a := range args {
-		switch a {
-		case "--":
-			return false
-		case "-h", "-help", "--help":
-			return true
-		}
-	}
-	return false
-}
-
 // parse parses flags anywhere among the positional arguments (so
 // `fleetctl job <id> -o json` works) and checks the common ones.
 func parse(fs *flag.FlagSet, o *common, args []string, wantPos int) ([]string, error) {
 	if out, ok := fs.Output().(*flagOutput); ok {
-		out.help = helpAsked(args)
+		out.help = envconf.HelpAsked(args)
 	}
 	var pos []string
 	for {

@@ -85,20 +85,6 @@ const versionUsage = `usage: worker version
 Prints the version of this worker binary.
 `
 
-// helpAsked reports whether args ask for help (-h, -help or --help before
-// any "--").
-func helpAsked(args []string) bool {
-	for _, a := range args {
-		switch a {
-		case "--":
-			return false
-		case "-h", "-help", "--help":
-			return true
-		}
-	}
-	return false
-}
-
 // parseFlags parses a subcommand's flags. Its usage (the text, then the
 // flags) goes to stdout when help is asked (exit 0), to stderr with a flag
 // error (exit 2); with noArgs a positional argument is an error too. ok
@@ -109,7 +95,7 @@ func parseFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if helpAsked(args) {
+	if envconf.HelpAsked(args) {
 		fs.SetOutput(stdout)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,7 +118,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		if helpAsked(args[1:]) {
+		if envconf.HelpAsked(args[1:]) {
 			return runHelp(stdout)
 		}
 		return cmdRun(stderr)
@@ -145,7 +131,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "healthcheck":
 		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		if helpAsked(args[1:]) {
+		if envconf.HelpAsked(args[1:]) {
 			fmt.Fprint(stdout, versionUsage)
 			return 0
 		}
@@ -308,7 +294,7 @@ func newSampleDB(cfg *config, m *metrics.Metrics, log *zap.Logger) (*sampledb.Cl
 // cmdHealthcheck asks a worker's /readyz and exits 0 when it is ready: the
 // image has no shell or curl, so container healthchecks run this.
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
-	if helpAsked(args) {
+	if envconf.HelpAsked(args) {
 		fmt.Fprint(stdout, healthcheckUsage)
 		return 0
 	}

@@ -338,3 +338,18 @@ func wrap(s, first, rest string, width int) string {
 	}
 	return b.String()
 }
+
+// HelpAsked reports whether a command line asks for help (-h, -help or
+// --help before any "--"): the commands then print their usage and the
+// variables they read, and exit 0 without reading the environment.
+func HelpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}

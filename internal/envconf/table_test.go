@@ -184,3 +184,21 @@ func TestFormatDuration(t *testing.T) {
 		require.Equal(t, want, envconf.FormatDuration(d))
 	}
 }
+
+func TestHelpAsked(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"--help"}, true},
+		{[]string{"job", "x", "-h"}, true},
+		{[]string{"-help"}, true},
+		{[]string{"--", "--help"}, false},
+		{[]string{"--helpme"}, false},
+	} {
+		if got := envconf.HelpAsked(c.args); got != c.want {
+			t.Errorf("HelpAsked(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
+}
