@@ -10,12 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"github.com/analysisfleet/analysisfleet/sampledb"
 )
 
@@ -73,10 +73,10 @@ func Encode(s *Summary) ([]byte, bool) { return EncodeWithin(s, MaxSummaryBytes)
 
 // EncodeWithin is Encode with another bound than MaxSummaryBytes.
 func EncodeWithin(s *Summary, max int) ([]byte, bool) {
-	s.Reason = clip(s.Reason, MaxSummaryText)
+	s.Reason = textfmt.Clip(s.Reason, MaxSummaryText)
 	for i := range s.Tasks {
 		t := &s.Tasks[i]
-		t.Error, t.Cancel = clip(t.Error, MaxSummaryText), clip(t.Cancel, MaxSummaryText)
+		t.Error, t.Cancel = textfmt.Clip(t.Error, MaxSummaryText), textfmt.Clip(t.Cancel, MaxSummaryText)
 		if t.Result == nil {
 			continue
 		}
@@ -87,15 +87,15 @@ func EncodeWithin(s *Summary, max int) ([]byte, bool) {
 			r.Notes = append([]string(nil), r.Notes...)
 		}
 		for i, n := range r.Notes {
-			r.Notes[i] = clip(n, MaxSummaryItem)
+			r.Notes[i] = textfmt.Clip(n, MaxSummaryItem)
 		}
 		r.Hosts = append([]string(nil), r.Hosts...)
 		for i, h := range r.Hosts {
-			r.Hosts[i] = clip(h, MaxSummaryItem)
+			r.Hosts[i] = textfmt.Clip(h, MaxSummaryItem)
 		}
 		r.Files = append([]edr.File(nil), r.Files...)
 		for i := range r.Files {
-			r.Files[i].Host, r.Files[i].Path = clip(r.Files[i].Host, MaxSummaryItem), clip(r.Files[i].Path, MaxSummaryItem)
+			r.Files[i].Host, r.Files[i].Path = textfmt.Clip(r.Files[i].Host, MaxSummaryItem), textfmt.Clip(r.Files[i].Path, MaxSummaryItem)
 		}
 		t.Result = &r
 	}
@@ -111,17 +111,6 @@ func EncodeWithin(s *Summary, max int) ([]byte, bool) {
 	}
 	b, _ = json.Marshal(s)
 	return b, true
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // DefaultTopic receives the summaries.

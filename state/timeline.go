@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -55,14 +55,7 @@ func (e Event) encode() string {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	d := e.Detail
-	if len(d) > maxEventDetail {
-		cut := maxEventDetail
-		for cut > 0 && !utf8.RuneStart(d[cut]) {
-			cut--
-		}
-		d = d[:cut] + "…"
-	}
+	d := textfmt.Clip(e.Detail, maxEventDetail)
 	b, _ := json.Marshal(wireEvent{At: at.UnixMilli(), Ev: e.Ev, Worker: e.Worker, Token: e.Token, Detail: d})
 	return string(b)
 }

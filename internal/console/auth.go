@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"go.uber.org/zap"
 )
 
@@ -60,7 +61,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 func (s *Server) identify(r *http.Request) (string, bool) {
 	if h := s.cfg.ProxyHeader; h != "" {
 		if u := strings.TrimSpace(r.Header.Get(h)); u != "" {
-			return clip(u, 200), true
+			return textfmt.Clip(u, 200), true
 		}
 	}
 	if s.token != nil {

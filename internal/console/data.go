@@ -16,6 +16,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
@@ -343,11 +344,11 @@ func filterOf(q map[string][]string) (jobFilter, []string) {
 		}
 		return ""
 	}
-	f := jobFilter{State: get("state"), Vendor: get("vendor"), Customer: clip(get("customer"), 200),
+	f := jobFilter{State: get("state"), Vendor: get("vendor"), Customer: textfmt.Clip(get("customer"), 200),
 		SHA256: strings.ToLower(get("sha256")), Age: get("age"), After: get("after"), Limit: 50}
 	var bad []string
 	if f.State != "" && !slices.Contains(jobStates, f.State) {
-		bad = append(bad, fmt.Sprintf("state %q: want one of %s", clip(f.State, 40), strings.Join(jobStates, ", ")))
+		bad = append(bad, fmt.Sprintf("state %q: want one of %s", textfmt.Clip(f.State, 40), strings.Join(jobStates, ", ")))
 		f.State = ""
 	}
 	if f.SHA256 != "" && !hexRE.MatchString(f.SHA256) {
@@ -359,7 +360,7 @@ func filterOf(q map[string][]string) (jobFilter, []string) {
 		okAge = okAge || a.Value == f.Age
 	}
 	if !okAge {
-		bad = append(bad, fmt.Sprintf("age %q: not one of the choices", clip(f.Age, 40)))
+		bad = append(bad, fmt.Sprintf("age %q: not one of the choices", textfmt.Clip(f.Age, 40)))
 		f.Age = ""
 	}
 	if n, err := strconv.Atoi(get("limit")); err == nil && n > 0 {
@@ -512,7 +513,7 @@ func (s *Server) readJob(ctx context.Context, id string) (*jobDetail, error) {
 		if err := json.Unmarshal(raw, &sum); err == nil {
 			d.Result = &sum
 		} else {
-			d.ResultRaw = clip(string(raw), 2000)
+			d.ResultRaw = textfmt.Clip(string(raw), 2000)
 		}
 	}
 	d.Found = d.Found || len(d.Timeline) > 0 || raw != nil
@@ -539,7 +540,7 @@ func (s *Server) tasksOf(rec *state.Record) []taskRow {
 				t.NextPoll = time.UnixMilli(cp.NextPoll)
 			}
 			if len(cp.Ref) > 0 {
-				t.Ref = clip(string(cp.Ref), 300)
+				t.Ref = textfmt.Clip(string(cp.Ref), 300)
 			}
 			switch {
 			case cp.State != "":

@@ -12,10 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -255,7 +255,7 @@ func (s *Server) jobData(r *http.Request) (any, []string, int, error) {
 func (s *Server) parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"scrub": s.scrub,
-		"clip":  clip,
+		"clip":  textfmt.Clip,
 		"stamp": func(t time.Time) string {
 			if t.IsZero() {
 				return ""
@@ -331,17 +331,6 @@ func short(d time.Duration) string {
 		return fmt.Sprintf("%dh%02dm", d/time.Hour, (d%time.Hour)/time.Minute)
 	}
 	return fmt.Sprintf("%dd%02dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // urlQuery matches the query string of a URL in free text: pre-signed
