@@ -146,6 +146,65 @@ func TestReconcilerAdoptsWhatTheLedgerLost(t *testing.T) {
 	require.Zero(t, n, "idempotent")
 }
 
+func TestReconcilerPeriodicPassChecksNewJobsAndAShardOfTheRest(t *testing.T) {
+	t.Parallel()
+	rc := &reconciler{every: time.Minute}
+	require.EqualValues(t, 60, rc.sweepShards(), "an hour's sweep at a 1-minute interval")
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	require.True(t, rc.checks(sampledb.Job{ID: "a", StartTimestamp: now.Add(-2 * time.Minute).UnixMilli()}, now), "went executing within two intervals")
+	require.True(t, rc.checks(sampledb.Job{ID: "a"}, now), "SampleDB does not say when: always")
+
+	// Of the older jobs, each pass takes a shard, and one sweep of passes
+	// takes every job exactly once.
+	seen := map[string]int{}
+	most := 0
+	for p := range 60 {
+		at := now.Add(time.Duration(p) * time.Minute)
+		n := 0
+		for i := range 600 {
+			sj := sampledb.Job{ID: fmt.Sprintf("job-%d", i), StartTimestamp: now.Add(-24 * time.Hour).UnixMilli()}
+			if rc.checks(sj, at) {
+				seen[sj.ID]++
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	require.Len(t, seen, 600)
+	for id, n := range seen {
+		require.Equal(t, 1, n, id)
+	}
+	require.Less(t, most, 60, "a pass asks about a share, not all 600")
+
+	long := &reconciler{every: 2 * time.Hour}
+	require.EqualValues(t, 1, long.sweepShards(), "an interval longer than the sweep checks every job every pass")
+}
+
+func TestReconcilerAdoptsOlderLostJobsWithinOneSweep(t *testing.T) {
+	t.Parallel()
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{&fakeDriver{kind: edr.KindCBCEventExport}}, nil)
+	const lost = 40
+	for i := range lost {
+		m := jobMsg(nil)
+		m.JobID = fmt.Sprintf("32345678-1234-1234-1234-1234567890%02d", i)
+		w.sim.CreateJob(m)
+		_, err := w.runner.cfg.SampleDB.UpdateJob(ctx(t), m.JobID, sampledb.StateExecuting) // it ran; Redis lost it
+		require.NoError(t, err)
+	}
+	w.ageEpoch(time.Hour)
+	rc := w.runner.reconciler
+	start := time.Now().Add(3 * time.Hour) // every job went executing long before
+	total := 0
+	for p := range int(rc.sweepShards()) {
+		rc.now = func() time.Time { return start.Add(time.Duration(p) * rc.every) }
+		n, err := rc.runOnce(ctx(t), false)
+		require.NoError(t, err)
+		require.Less(t, n, lost, "pass %d asked about a shard only", p)
+		total += n
+	}
+	require.Equal(t, lost, total, "one sweep adopts every lost job")
+}
+
 func TestReleaserHandsLeasesOverInOneTrip(t *testing.T) {
 	t.Parallel()
 	w := newJobWorld(t, cbcOnly(), nil, nil)
