@@ -57,7 +57,7 @@ func (p *abortPoller) runOnce(ctx context.Context) int {
 	lctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	n, pages := 0, 0
-	err = r.cfg.SampleDB.ListJobs(lctx, sampledb.ListOptions{PageSize: 1000}, func(page []sampledb.Job) error {
+	err = r.cfg.SampleDB.ListJobs(lctx, sampledb.ListOptions{PageSize: 1000, Brief: true}, func(page []sampledb.Job) error {
 		pages++
 		var ids []string
 		for _, sj := range page {

@@ -169,7 +169,7 @@ func (rc *reconciler) runOnce(ctx context.Context, full bool) (int, error) {
 		states = append(states, sampledb.StateEnqueued)
 	}
 	adopted, now := 0, rc.now()
-	err = r.cfg.SampleDB.ListJobs(ctx, sampledb.ListOptions{States: states, PageSize: 1000}, func(page []sampledb.Job) error {
+	err = r.cfg.SampleDB.ListJobs(ctx, sampledb.ListOptions{States: states, PageSize: 1000, Brief: !full}, func(page []sampledb.Job) error {
 		var ask []sampledb.Job
 		for _, sj := range page {
 			if full || (sj.State == sampledb.StateExecuting && rc.checks(sj, now)) {
@@ -190,6 +190,22 @@ func (rc *reconciler) runOnce(ctx context.Context, full bool) (int, error) {
 		for _, sj := range ask {
 			if known[sj.ID] {
 				continue
+			}
+			if !full {
+				// A periodic listing is brief: the job's submission comes
+				// from its own GET (rare: a job the ledger lost). A full
+				// pass, after Redis lost everything, lists them whole.
+				whole, err := r.cfg.SampleDB.GetJob(ctx, sj.ID)
+				if errors.Is(err, sampledb.ErrNotFound) {
+					continue // gone since the listing
+				}
+				if err != nil {
+					return err
+				}
+				if whole.ID != sj.ID || sampledb.IsTerminal(whole.State) {
+					continue // finished (or not the job asked for) since the listing
+				}
+				sj = *whole
 			}
 			msg, err := json.Marshal(sj.Message())
 			if err != nil {

@@ -137,6 +137,9 @@ func TestReconcilerAdoptsWhatTheLedgerLost(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, rec)
 	require.Equal(t, "reconciler", rec.Source)
+	var adopted job.Message
+	require.NoError(t, json.Unmarshal(rec.Msg, &adopted))
+	require.Equal(t, lost.Submission, adopted.Submission, "the listing is brief; the job's own GET brings its submission")
 
 	n, err = w.runner.reconciler.runOnce(ctx(t), true)
 	require.NoError(t, err)

@@ -105,16 +105,41 @@ func rawText(raw json.RawMessage) string {
 	return string(t)
 }
 
+// wireBrief is the part of a job object a brief listing reads.
+type wireBrief struct {
+	ID                ID      `json:"id"`
+	State             string  `json:"state"`
+	AbortRequested    bool    `json:"abortRequested"`
+	EnqueuedTimestamp flexInt `json:"enqueuedTimestamp"`
+	StartTimestamp    flexInt `json:"startTimestamp"`
+	EndTimestamp      flexInt `json:"endTimestamp"`
+}
+
+// job checks what every job must have (an ID and a state) and returns it
+// without submission and classification.
+func (w *wireBrief) job() (Job, error) {
+	if w.ID == "" {
+		return Job{}, errors.New("job: no id")
+	}
+	state := normState(w.State)
+	if state == "" {
+		return Job{}, fmt.Errorf("job %s: no state", w.ID)
+	}
+	return Job{
+		ID:                job.CanonicalID(string(w.ID)),
+		State:             state,
+		AbortRequested:    w.AbortRequested,
+		EnqueuedTimestamp: int64(w.EnqueuedTimestamp),
+		StartTimestamp:    int64(w.StartTimestamp),
+		EndTimestamp:      int64(w.EndTimestamp),
+	}, nil
+}
+
 // wireJob is a job object as it arrives.
 type wireJob struct {
-	ID                ID              `json:"id"`
-	State             string          `json:"state"`
-	AbortRequested    bool            `json:"abortRequested"`
-	Submission        json.RawMessage `json:"submission"`
-	Classification    json.RawMessage `json:"classification"`
-	EnqueuedTimestamp flexInt         `json:"enqueuedTimestamp"`
-	StartTimestamp    flexInt         `json:"startTimestamp"`
-	EndTimestamp      flexInt         `json:"endTimestamp"`
+	wireBrief
+	Submission     json.RawMessage `json:"submission"`
+	Classification json.RawMessage `json:"classification"`
 }
 
 // decodeJob decodes a job object (an envelope's data).
@@ -126,20 +151,9 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return Job{}, fmt.Errorf("job: %w", err)
 	}
-	if w.ID == "" {
-		return Job{}, errors.New("job: no id")
-	}
-	state := normState(w.State)
-	if state == "" {
-		return Job{}, fmt.Errorf("job %s: no state", w.ID)
-	}
-	j := Job{
-		ID:                job.CanonicalID(string(w.ID)),
-		State:             state,
-		AbortRequested:    w.AbortRequested,
-		EnqueuedTimestamp: int64(w.EnqueuedTimestamp),
-		StartTimestamp:    int64(w.StartTimestamp),
-		EndTimestamp:      int64(w.EndTimestamp),
+	j, err := w.job()
+	if err != nil {
+		return Job{}, err
 	}
 	// The submission and classification are copied from the Kafka message
 	// by SampleDB; read them best effort so that one odd field does not
@@ -153,6 +167,18 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 	return j, nil
 }
 
+// decodeBrief decodes a job object's brief part (ListOptions.Brief).
+func decodeBrief(raw json.RawMessage) (Job, error) {
+	if !isObject(raw) {
+		return Job{}, errors.New("job: data is not a JSON object")
+	}
+	var w wireBrief
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return Job{}, fmt.Errorf("job: %w", err)
+	}
+	return w.job()
+}
+
 // jobPage is one decoded page of a job listing.
 type jobPage struct {
 	jobs  []Job
@@ -163,25 +189,69 @@ type jobPage struct {
 
 // decodeJobs decodes a page of jobs; null is an empty page. An item that
 // is not a readable job is left out and counted, so one odd job does not
-// hide the others; data that is not a list at all is an error.
-func decodeJobs(raw json.RawMessage) (jobPage, error) {
+// hide the others; data that is not a list at all is an error. brief reads
+// each job's brief part only (ListOptions.Brief), in one pass over the
+// page when every item is an object of the expected types.
+func decodeJobs(raw json.RawMessage, brief bool) (jobPage, error) {
+	if brief {
+		if pg, ok := decodeBriefs(raw); ok {
+			return pg, nil
+		}
+	}
 	items, err := decodeArray(raw)
 	if err != nil {
 		return jobPage{}, fmt.Errorf("jobs: %w", err)
 	}
+	one := decodeJob
+	if brief {
+		one = decodeBrief
+	}
 	pg := jobPage{jobs: make([]Job, 0, len(items)), items: len(items)}
 	for i, it := range items {
-		j, err := decodeJob(it)
+		j, err := one(it)
 		if err != nil {
-			if pg.bad == 0 {
-				pg.first = fmt.Errorf("jobs[%d]: %w", i, err)
-			}
-			pg.bad++
+			pg.add(i, err)
 			continue
 		}
 		pg.jobs = append(pg.jobs, j)
 	}
 	return pg, nil
+}
+
+// decodeBriefs is decodeJobs' fast way for a brief page: the whole array
+// at once. Not ok when any item is not an object of the expected field
+// types (decodeJobs then reads the items one by one).
+func decodeBriefs(raw json.RawMessage) (jobPage, bool) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || t[0] != '[' {
+		return jobPage{}, false
+	}
+	var ws []*wireBrief
+	if json.Unmarshal(t, &ws) != nil {
+		return jobPage{}, false
+	}
+	pg := jobPage{jobs: make([]Job, 0, len(ws)), items: len(ws)}
+	for i, w := range ws {
+		if w == nil {
+			pg.add(i, errors.New("job: data is not a JSON object"))
+			continue
+		}
+		j, err := w.job()
+		if err != nil {
+			pg.add(i, err)
+			continue
+		}
+		pg.jobs = append(pg.jobs, j)
+	}
+	return pg, true
+}
+
+// add counts item i as left out.
+func (pg *jobPage) add(i int, err error) {
+	if pg.bad == 0 {
+		pg.first = fmt.Errorf("jobs[%d]: %w", i, err)
+	}
+	pg.bad++
 }
 
 // wireTask is a task object as it arrives. Its ID is read separately

@@ -92,25 +92,38 @@ func TestDecodeTaskAndLists(t *testing.T) {
 	ts, err := decodeTasks(json.RawMessage(`[{"id":1},{"id":"2"}]`))
 	require.NoError(t, err)
 	require.Equal(t, []ID{"1", "2"}, []ID{ts[0].ID, ts[1].ID})
-	pg, err := decodeJobs(json.RawMessage(`null`))
+	pg, err := decodeJobs(json.RawMessage(`null`), false)
 	require.NoError(t, err)
 	require.Empty(t, pg.jobs)
 	require.Zero(t, pg.items)
-	_, err = decodeJobs(json.RawMessage(`{"id":"J","state":"x"}`))
+	_, err = decodeJobs(json.RawMessage(`{"id":"J","state":"x"}`), false)
 	require.Error(t, err, "data that is not a list")
-	_, err = decodeJobs(nil)
+	_, err = decodeJobs(nil, false)
 	require.Error(t, err, "a list answer without data")
 
-	// One bad item does not fail the page: it is skipped and counted.
-	pg, err = decodeJobs(json.RawMessage(`[{"id":"J","state":"x"},{"id":"K"},7,{"id":"L","state":"EXECUTING"},{"id":"M","state":"x","startTimestamp":"yesterday"}]`))
+	// One bad item does not fail the page: it is skipped and counted, in
+	// a whole listing and in a brief one alike.
+	for _, brief := range []bool{false, true} {
+		pg, err = decodeJobs(json.RawMessage(`[{"id":"J","state":"x"},{"id":"K"},7,{"id":"L","state":"EXECUTING","abortRequested":true,"submission":{"customer":"acme"}},{"id":"M","state":"x","startTimestamp":"yesterday"}]`), brief)
+		require.NoError(t, err)
+		require.Equal(t, 5, pg.items)
+		require.Equal(t, 3, pg.bad)
+		require.ErrorContains(t, pg.first, "jobs[1]")
+		require.Len(t, pg.jobs, 2)
+		require.Equal(t, "J", pg.jobs[0].ID)
+		require.Equal(t, "L", pg.jobs[1].ID)
+		require.Equal(t, StateExecuting, pg.jobs[1].State, "states are lower-cased")
+		require.True(t, pg.jobs[1].AbortRequested)
+		require.Equal(t, !brief, pg.jobs[1].Submission.Customer == "acme", "brief: no submission")
+	}
+	// The brief page's one-pass reading: ids canonical, null items counted.
+	pg, err = decodeJobs(json.RawMessage(`[{"id":"ABCDEF01-1234-1234-1234-123456789ABC","state":"executing","startTimestamp":"1700000000000"},null,{"state":"x"}]`), true)
 	require.NoError(t, err)
-	require.Equal(t, 5, pg.items)
-	require.Equal(t, 3, pg.bad)
+	require.Equal(t, 3, pg.items)
+	require.Equal(t, 2, pg.bad)
 	require.ErrorContains(t, pg.first, "jobs[1]")
-	require.Len(t, pg.jobs, 2)
-	require.Equal(t, "J", pg.jobs[0].ID)
-	require.Equal(t, "L", pg.jobs[1].ID)
-	require.Equal(t, StateExecuting, pg.jobs[1].State, "states are lower-cased")
+	require.Equal(t, "abcdef01-1234-1234-1234-123456789abc", pg.jobs[0].ID)
+	require.EqualValues(t, 1_700_000_000_000, pg.jobs[0].StartTimestamp)
 
 	// A task list skips what is not a task.
 	ts, err = decodeTasks(json.RawMessage(`[{"id":1},{"worker":"w"},{"taskId":"3"}]`))
@@ -292,14 +305,24 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if other, ok := otherJobIn(env.Data, "J"); ok && (other == "" || job.SameID(other, "J")) {
 			t.Fatalf("our own job (or none) taken for another: %q from %q", other, b)
 		}
-		if pg, err := decodeJobs(env.Data); err == nil {
-			if pg.items != len(pg.jobs)+pg.bad || (pg.bad > 0) != (pg.first != nil) {
-				t.Fatalf("page counts do not add up: %q", b)
-			}
-			for _, j := range pg.jobs {
-				if j.ID == "" || j.State == "" {
-					t.Fatalf("accepted a listed job without id or state: %q", b)
+		full, fullErr := decodeJobs(env.Data, false)
+		brief, briefErr := decodeJobs(env.Data, true)
+		if (fullErr == nil) != (briefErr == nil) {
+			t.Fatalf("a brief reading of the page disagrees on whether it is a page (%v, %v): %q", fullErr, briefErr, b)
+		}
+		if fullErr == nil {
+			for _, pg := range []jobPage{full, brief} {
+				if pg.items != len(pg.jobs)+pg.bad || (pg.bad > 0) != (pg.first != nil) {
+					t.Fatalf("page counts do not add up: %q", b)
 				}
+				for _, j := range pg.jobs {
+					if j.ID == "" || j.State == "" || j.ID != job.CanonicalID(j.ID) {
+						t.Fatalf("accepted a listed job without id or state, or a non-canonical id: %q", b)
+					}
+				}
+			}
+			if brief.items != full.items || brief.bad > full.bad {
+				t.Fatalf("a brief reading read fewer jobs (%d of %d items, %d bad) than the whole one (%d bad): %q", len(brief.jobs), brief.items, brief.bad, full.bad, b)
 			}
 		}
 		if tk, err := decodeTask(env.Data); err == nil && tk.ID == "" {

@@ -122,23 +122,47 @@ func (s *Server) refuse(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusBadRequest, "", "%v", err)
 }
 
+// servePage answers one page of the jobs c selects. In the common case —
+// the jobs in creation order are already in c's order (the default sort,
+// enqueuedTimestamp) — it takes one pass over the jobs that counts the
+// hits and copies the page, without collecting the hits: a page of 1,000
+// of 100,000 jobs costs a pass, not a 100,000-entry slice and a sort check
+// (BenchmarkListPageOf100kJobs).
 func (s *Server) servePage(w http.ResponseWriter, c criteria) {
 	s.mu.Lock()
-	var hits []*simJob
+	page := make([]sdb.Job, 0, min(c.limit, 1024))
+	count, sorted := 0, true
+	var prev *simJob
 	for _, j := range s.sortedLocked() {
-		if c.match(j) {
-			hits = append(hits, j)
+		if !c.match(j) {
+			continue
 		}
+		if prev != nil && c.compare(prev, j) > 0 {
+			sorted = false
+			break
+		}
+		if count >= c.offset && len(page) < c.limit {
+			page = append(page, j.Job)
+		}
+		prev = j
+		count++
 	}
-	if !slices.IsSortedFunc(hits, c.compare) {
+	if !sorted {
+		var hits []*simJob
+		for _, j := range s.sortedLocked() {
+			if c.match(j) {
+				hits = append(hits, j)
+			}
+		}
 		slices.SortStableFunc(hits, c.compare)
-	}
-	page := make([]sdb.Job, 0, min(c.limit, len(hits)))
-	for i := c.offset; i < len(hits) && len(page) < c.limit; i++ {
-		page = append(page, hits[i].Job)
+		page = page[:0]
+		for i := c.offset; i < len(hits) && len(page) < c.limit; i++ {
+			page = append(page, hits[i].Job)
+		}
+		count = len(hits)
 	}
 	s.mu.Unlock()
-	writePage(w, c.limit, c.offset, len(hits), page, len(page))
+	writePage(w, c.limit, c.offset, count, page, len(page))
 }
 
 // raw is a list query or search body before validation. start and end are
