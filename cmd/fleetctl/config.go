@@ -108,6 +108,20 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 	return cfg, nil
 }
 
+// ledger reads the configuration a ledger command needs and connects to
+// the ledger; the caller calls done.
+func (c *cli) ledger() (st *state.Store, done func(), err error) {
+	cfg, err := c.loadConfig(needs{redis: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	st, rdb, err := cfg.openStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, func() { _ = rdb.Close() }, nil
+}
+
 // openStore connects to the ledger: one server, or a Redis Cluster. The
 // caller closes the client.
 func (cfg *config) openStore() (*state.Store, redis.UniversalClient, error) {

@@ -78,15 +78,11 @@ func (c *cli) jobs(ctx context.Context, args []string) error {
 	if *limit < 0 {
 		return usageErr("--limit must not be negative")
 	}
-	cfg, err := c.loadConfig(needs{redis: true})
+	st, done, err := c.ledger()
 	if err != nil {
 		return err
 	}
-	st, rdb, err := cfg.openStore()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+	defer done()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
@@ -295,15 +291,11 @@ func (c *cli) job(ctx context.Context, args []string) error {
 		return err
 	}
 	id := job.CanonicalID(pos[0]) // the ledger keys a UUID lower-case
-	cfg, err := c.loadConfig(needs{redis: true})
+	st, done, err := c.ledger()
 	if err != nil {
 		return err
 	}
-	st, rdb, err := cfg.openStore()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+	defer done()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 

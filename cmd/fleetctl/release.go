@@ -22,15 +22,11 @@ func (c *cli) release(ctx context.Context, args []string) error {
 		return err
 	}
 	id := job.CanonicalID(pos[0]) // the ledger keys a UUID lower-case
-	cfg, err := c.loadConfig(needs{redis: true})
+	st, done, err := c.ledger()
 	if err != nil {
 		return err
 	}
-	st, rdb, err := cfg.openStore()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+	defer done()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
