@@ -144,12 +144,9 @@ type wireJob struct {
 
 // decodeJob decodes a job object (an envelope's data).
 func decodeJob(raw json.RawMessage) (Job, error) {
-	if !isObject(raw) {
-		return Job{}, errors.New("job: data is not a JSON object")
-	}
-	var w wireJob
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return Job{}, fmt.Errorf("job: %w", err)
+	w, err := object[wireJob]("job", raw)
+	if err != nil {
+		return Job{}, err
 	}
 	j, err := w.job()
 	if err != nil {
@@ -169,14 +166,24 @@ func decodeJob(raw json.RawMessage) (Job, error) {
 
 // decodeBrief decodes a job object's brief part (ListOptions.Brief).
 func decodeBrief(raw json.RawMessage) (Job, error) {
-	if !isObject(raw) {
-		return Job{}, errors.New("job: data is not a JSON object")
-	}
-	var w wireBrief
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return Job{}, fmt.Errorf("job: %w", err)
+	w, err := object[wireBrief]("job", raw)
+	if err != nil {
+		return Job{}, err
 	}
 	return w.job()
+}
+
+// object decodes raw, which must be a JSON object, into a T; what names
+// it in errors.
+func object[T any](what string, raw json.RawMessage) (*T, error) {
+	if !isObject(raw) {
+		return nil, fmt.Errorf("%s: data is not a JSON object", what)
+	}
+	w := new(T)
+	if err := json.Unmarshal(raw, w); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return w, nil
 }
 
 // jobPage is one decoded page of a job listing.
@@ -266,12 +273,9 @@ type wireTask struct {
 // decodeTask decodes a task object. Its ID is taken from "taskId" or
 // "taskID" (any case), else from "id"; a string or a number.
 func decodeTask(raw json.RawMessage) (Task, error) {
-	if !isObject(raw) {
-		return Task{}, errors.New("task: data is not a JSON object")
-	}
-	var w wireTask
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return Task{}, fmt.Errorf("task: %w", err)
+	w, err := object[wireTask]("task", raw)
+	if err != nil {
+		return Task{}, err
 	}
 	id, err := taskIDIn(raw, "")
 	if err != nil {
