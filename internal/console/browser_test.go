@@ -267,6 +267,31 @@ func TestBrowserTimelineAfterTakeoverAndAbort(t *testing.T) {
 	require.Contains(t, audit, "ok: abort requested")
 }
 
+// TestBrowserDLQReplay: an operator replays a reason's dead letters from
+// the DLQ page: the confirmation page shows the dry-run count, the button
+// replays, the DLQ page says what was done and the audit names it.
+func TestBrowserDLQReplay(t *testing.T) {
+	w := newWorld(t, opts{write: true})
+	c := tab(t)
+	do(t, c,
+		chromedp.Navigate(w.http.URL+"/dlq"),
+		chromedp.WaitVisible(css("#live[data-updates]")), // the first live fragment has replaced the part
+		chromedp.Click(css(`a[href="/dlq/replay?reason=bad-json"]`)),
+		waitText("#replay-count", "1"),
+		waitText("#replay-dry-run", "1 refused (the source topic is not a job topic)"),
+		chromedp.Click(css(`form.confirm button`)),
+		waitText(".notice", "Replayed 1 dead letter(s) to their job topics; skipped 1"),
+	)
+	require.True(t, strings.HasSuffix(get(t, c, chromedp.Location()), "/dlq?done=replay&replayed=1&skipped=1&refused=1"))
+	require.Equal(t, 1, w.kafka.replayed)
+	// The refused letter offers no replay, and says why.
+	require.Zero(t, get(t, c, chromedp.Evaluate[int](`document.querySelectorAll('a[href="/dlq/replay?letter=0%403"]').length`)))
+	do(t, c, chromedp.Navigate(w.http.URL+"/"), chromedp.WaitVisible(css("#h-audit")))
+	audit := get(t, c, chromedp.Text(css("main")))
+	require.Contains(t, audit, "dlq-replay")
+	require.Contains(t, audit, "ok: replayed 1 of 2 chosen")
+}
+
 // TestBrowserRefusesReadOnlyAndCrossSitePOST: a read-only console refuses
 // a POST the browser sends; a form on another site posting to a console
 // with write access is refused too.

@@ -15,7 +15,8 @@ import (
 )
 
 var pages = []string{"/", "/jobs", "/jobs/finished", "/jobs/" + jobRunning, "/jobs/" + jobTakeover, "/jobs/" + jobAbort,
-	"/jobs/" + jobDone, "/leases", "/vendors", "/dlq", "/login", "/jobs/" + jobRunning + "/release", "/jobs/" + jobRunning + "/abort"}
+	"/jobs/" + jobDone, "/leases", "/vendors", "/dlq", "/login", "/jobs/" + jobRunning + "/release", "/jobs/" + jobRunning + "/abort",
+	"/dlq/replay?reason=bad-json", "/dlq/replay?letter=0%403"}
 
 // TestEveryPageRendersWithStrictCSP: every page answers 200 with the
 // strict CSP, no inline script or style, and nothing secret in it.

@@ -601,11 +601,15 @@ func (s *Server) limiters(ctx context.Context, now time.Time) ([]limiterRow, err
 	return out, nil
 }
 
-// auditRow is one entry of the audit stream.
+// auditRow is one entry of the audit stream. Job is the job acted on, or
+// for a dead-letter replay what it chose ("reason …", "letter P@O").
 type auditRow struct {
 	At                       time.Time
 	Who, Action, Job, Result string
 }
+
+// OnJob reports whether the entry names a job (a link to its page).
+func (a auditRow) OnJob() bool { return a.Action != actionReplay }
 
 func (s *Server) auditKey() string { return "{" + s.st.Namespace() + "}:audit" }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +62,7 @@ type opts struct {
 	interval    time.Duration
 	maxStreams  int
 	noKafka     bool
+	kafka       Kafka // instead of the fake (a KafkaReader over kfake)
 }
 
 func ctx(t testing.TB) context.Context { return testutil.Context(t, time.Minute) }
@@ -84,7 +86,10 @@ func (w *world) start(o opts) {
 	if cfg.Interval == 0 {
 		cfg.Interval = 100 * time.Millisecond
 	}
-	if !o.noKafka {
+	switch {
+	case o.kafka != nil:
+		cfg.Kafka = o.kafka
+	case !o.noKafka:
 		w.kafka = &fakeKafka{}
 		cfg.Kafka = w.kafka
 	}
@@ -263,17 +268,65 @@ func (w *world) audit() []map[string]any {
 }
 
 // fakeKafka serves fixed lag and dead letters.
-type fakeKafka struct{}
+type fakeKafka struct {
+	mu       sync.Mutex
+	asked    []fakeReplay
+	replayed int
+}
 
-func (fakeKafka) Lag(context.Context) (*kafkaview.Lag, error) {
+func (*fakeKafka) Lag(context.Context) (*kafkaview.Lag, error) {
 	return &kafkaview.Lag{Total: 17, Topics: []kafkaview.TopicLag{{Topic: "Sample.Analysis.Job.OSL", Lag: 17}}}, nil
 }
 
-func (fakeKafka) DeadLetters(context.Context) (*DeadLetters, error) {
+func (*fakeKafka) DeadLetters(context.Context) (*DeadLetters, error) {
 	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
 	return &DeadLetters{Topic: "Sample.Analysis.Job.DLQ", Records: 3, Oldest: at, Read: 3, Replayable: 1, Groups: []LetterGroup{
-		{Reason: "bad-json", Count: 2, Replayable: 1, Letters: []Letter{{Partition: 0, Offset: 1, Time: at, Error: "invalid character", Source: "Sample.Analysis.Job.OSL/0@9",
-			ValueBytes: 9, Preview: `{"jobID":` + secret}}},
-		{Reason: "bad-hash", Count: 1, Letters: []Letter{{Partition: 0, Offset: 2, Time: at, Error: "sample hash is not 64 hex", ValueBytes: 40, Preview: `{"jobID":"x"}`}}},
+		{Reason: "bad-json", Raw: "bad-json", Count: 2, Replayable: 1, Letters: []Letter{{Partition: 0, Offset: 1, Time: at, Error: "invalid character", Source: "Sample.Analysis.Job.OSL/0@9",
+			ValueBytes: 9, Preview: `{"jobID":` + secret, Replayable: true},
+			{Partition: 0, Offset: 3, Time: at, Error: "invalid character", Source: "Sample.Analysis.Result/0@1", ValueBytes: 19,
+				Preview: `{"state":"success"}`, Why: `its source topic "Sample.Analysis.Result" is not a job topic`}}},
+		{Reason: "bad-hash", Raw: "bad-hash", Count: 1, Letters: []Letter{{Partition: 0, Offset: 2, Time: at, Error: "sample hash is not 64 hex", ValueBytes: 40,
+			Preview: `{"jobID":"x"}`, Why: "no dlq-source-topic header"}}},
 	}}, nil
+}
+
+// Replay answers as a DLQ holding the letters DeadLetters shows would:
+// 0@1 (bad-json, from a job topic) replayable; 0@2 (bad-hash, no source)
+// and 0@3 (bad-json, forged into the result topic) refused. It records
+// what it was asked.
+func (f *fakeKafka) Replay(_ context.Context, sel ReplaySelection, dry bool) (*ReplayResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, fakeReplay{sel, dry})
+	res := &ReplayResult{Topic: "Sample.Analysis.Job.DLQ", DryRun: dry, UpTo: map[int32]int64{0: 4}, ByRefusedTopic: map[string]int{}}
+	refused := func(why string) {
+		res.Skipped++
+		res.Why = why
+	}
+	switch {
+	case sel.Letter != nil && *sel.Letter == (kafkaview.Pos{Partition: 0, Offset: 1}):
+		res.Matched, res.Replayable = 1, 1
+	case sel.Letter != nil && *sel.Letter == (kafkaview.Pos{Partition: 0, Offset: 2}):
+		res.Matched = 1
+		refused("no dlq-source-topic header")
+	case sel.Letter != nil && *sel.Letter == (kafkaview.Pos{Partition: 0, Offset: 3}):
+		res.Matched, res.RefusedTopic, res.ByRefusedTopic[`"Sample.Analysis.Result"`] = 1, 1, 1
+		refused(`its source topic "Sample.Analysis.Result" is not a job topic`)
+	case sel.Letter != nil:
+		return nil, ErrNoLetter
+	case sel.Reason == "bad-json":
+		res.Matched, res.Replayable, res.Skipped, res.RefusedTopic, res.ByRefusedTopic[`"Sample.Analysis.Result"`] = 2, 1, 1, 1, 1
+	case sel.Reason == "bad-hash":
+		res.Matched, res.Skipped = 1, 1
+	}
+	if !dry {
+		res.Replayed = res.Replayable
+		f.replayed += res.Replayed
+	}
+	return res, nil
+}
+
+type fakeReplay struct {
+	sel ReplaySelection
+	dry bool
 }
