@@ -230,6 +230,14 @@ func (s *Server) remember(ctx context.Context, key string, fn func(context.Conte
 		return c.val, c.err
 	}
 	v, err, _ := s.sf.Do(key, func() (any, error) {
+		// A caller that missed the cache just before another computation
+		// stored it must not compute again.
+		s.mu.Lock()
+		c, ok := s.cache[key]
+		s.mu.Unlock()
+		if ok && s.now().Sub(c.at) < s.cfg.Interval {
+			return c.val, c.err
+		}
 		// The computation outlives a caller that gives up: the others wait on it.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
