@@ -292,6 +292,31 @@ func TestBrowserDLQReplay(t *testing.T) {
 	require.Contains(t, audit, "ok: replayed 1 of 2 chosen")
 }
 
+// TestBrowserDrainTakeoversAndVendorRates: the leases page shows which
+// worker drains and the takeover history; the vendors page and the
+// overview show 429s and 5xx apart, with their rates.
+func TestBrowserDrainTakeoversAndVendorRates(t *testing.T) {
+	w := newWorld(t, opts{})
+	c := tab(t)
+	do(t, c,
+		chromedp.Navigate(w.http.URL+"/leases"),
+		waitText(`[data-worker-state="w2"]`, "draining since 2026-12-03 09:00:00.000Z"),
+		waitText(`[data-worker-state="w1"]`, "running"),
+	)
+	moves := get(t, c, chromedp.Evaluate[[][]string](`Array.from(document.querySelectorAll("#takeovers tbody tr")).map(tr =>
+			Array.from(tr.querySelectorAll("td")).slice(1).map(td => td.textContent))`))
+	require.Len(t, moves, 2)
+	require.Equal(t, []string{jobTakeover, "claimed", "w2"}, moves[0][:3])
+	require.Equal(t, []string{jobTakeover, "forced", "w1"}, moves[1][:3])
+	require.Greater(t, atoi(t, moves[0][3]), atoi(t, moves[1][3]))
+
+	do(t, c, chromedp.Navigate(w.http.URL+"/vendors"), chromedp.WaitVisible(css("#vendor-calls")))
+	row := get(t, c, chromedp.Evaluate[[]string](`Array.from(Array.from(document.querySelectorAll("#vendor-calls tbody tr")).find(tr =>
+			tr.cells[0].textContent === "sophos").cells).map(td => td.textContent)`))
+	require.Equal(t, []string{"sophos", "90", "6", "5.9%", "3", "3.0%", "1", "10", "1", "9%", "4", "2"}, row)
+	do(t, c, chromedp.Navigate(w.http.URL+"/"), waitText("#vendor-health", "6 × 429 (5.9%), 3 × 5xx (3.0%)"))
+}
+
 // TestBrowserRefusesReadOnlyAndCrossSitePOST: a read-only console refuses
 // a POST the browser sends; a form on another site posting to a console
 // with write access is refused too.

@@ -24,6 +24,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/results"
+	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -213,14 +214,21 @@ func (w *world) populate() {
 	require.NoError(t, lim.Wait(c))
 	lim.Throttled(c, time.Minute)
 
-	// Both workers heartbeat; w1 published its vendor calls as the
-	// keeper does with its renewals.
+	// Both workers heartbeat and publish stats, as the keeper does with
+	// its renewals.
 	for _, wk := range []string{"w1", "w2"} {
 		_, err := w.st.Renew(c, w.session(wk), 2)
 		require.NoError(t, err)
 	}
+	// w1 published its calls (429s, 5xx and network failures apart); w2
+	// is draining.
 	require.NoError(t, w.rdb.HSet(c, "{"+w.st.Namespace()+"}:worker:w1", "stats",
-		`{"since":"2026-12-03T08:00:00Z","vendors":{"sophos":{"ok":90,"retryable":10,"permanent":1,"waiting":4,"running":2},"cbc":{"ok":5}}}`).Err())
+		`{"since":"2026-12-03T08:00:00Z","vendors":{"sophos":{"ok":90,"retryable":10,"throttled":6,"serverError":3,"network":1,`+
+			`"permanent":1,"waiting":4,"running":2},"cbc":{"ok":5}}}`).Err())
+	draining, err := json.Marshal(runner.WorkerStats{Since: time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC),
+		Draining: true, DrainingSince: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
+	require.NoError(t, err)
+	require.NoError(t, w.rdb.HSet(c, "{"+w.st.Namespace()+"}:worker:w2", "stats", draining).Err())
 }
 
 // get fetches path with the given headers and returns status and body.
