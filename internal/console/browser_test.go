@@ -451,7 +451,7 @@ func TestScreenshots(t *testing.T) {
 	for name, p := range map[string]string{
 		"overview": "/", "jobs": "/jobs", "job": "/jobs/" + jobRunning, "job-takeover": "/jobs/" + jobTakeover,
 		"job-finished": "/jobs/" + jobDone, "leases": "/leases", "vendors": "/vendors", "dlq": "/dlq",
-		"confirm": "/jobs/" + jobOther + "/abort",
+		"confirm": "/jobs/" + jobOther + "/abort", "replay": "/dlq/replay?reason=bad-json",
 	} {
 		do(t, c, chromedp.Navigate(w.http.URL+p), chromedp.WaitVisible(css("main")))
 		png := get(t, c, chromedp.FullScreenshot(100))
