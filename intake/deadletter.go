@@ -141,11 +141,10 @@ func letterSize(r *kgo.Record) int {
 	return letterOverhead + len(r.Key) + len(r.Value) + headersSize(r.Headers)
 }
 
-// HeaderReplayedFrom marks a record re-produced from the DLQ (by fleetctl
-// or the console):
-// "<dlq topic>/<partition>@<offset>". If the record is dead-lettered again,
-// its letter keeps the header, so a letter that keeps coming back is easy
-// to spot.
+// HeaderReplayedFrom marks a record re-produced from the DLQ, by fleetctl
+// or the console: "<dlq topic>/<partition>@<offset>". If the record is
+// dead-lettered again, its letter keeps the header, so a letter that keeps
+// coming back is easy to spot.
 const HeaderReplayedFrom = "dlq-replayed-from"
 
 // Letter is what a dead letter says about its record.

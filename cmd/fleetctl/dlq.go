@@ -55,9 +55,13 @@ type deadLetter struct {
 // console): only whole, and only into one of cfg's job topics (its
 // dlq-source-topic is a header anyone who can write to the DLQ can set).
 func letterOf(r *kgo.Record, cfg *config) deadLetter {
+	return letterFrom(r, cfg.replayJobTopics().Judge(r))
+}
+
+// letterFrom is letterOf with the verdict already made.
+func letterFrom(r *kgo.Record, v kafkaview.Verdict) deadLetter {
 	d := deadLetter{Partition: r.Partition, Offset: r.Offset, Time: jsonTime(r.Timestamp),
 		Key: printable(r.Key), ValueBytes: len(r.Value)}
-	v := cfg.replayJobTopics().Judge(r)
 	l := v.Letter
 	d.Reason, d.Error, d.SourceTopic, d.SourcePartition, d.SourceOffset = l.Reason, l.Error, l.SourceTopic, l.SourcePartition, l.SourceOffset
 	d.Worker, d.ReplayedFrom = l.Worker, l.ReplayedFrom
@@ -416,8 +420,8 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	tally := reasonTally{}
 	match := reasonFilter(*reason)
 	choice, err := rp.Choose(readCtx, spans, func(_ *kgo.Record, l intake.Letter) bool { return match(l.Reason) },
-		func(r *kgo.Record, _ kafkaview.Verdict) error {
-			d := letterOf(r, cfg)
+		func(r *kgo.Record, v kafkaview.Verdict) error {
+			d := letterFrom(r, v)
 			tally.add(d)
 			if d.Replayable && *dry {
 				rep.WouldReplay = append(rep.WouldReplay, d)
