@@ -9,8 +9,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// The dead-letter format, written by intake and read by fleetctl: one
-// codec (EncodeLetter, DecodeLetter, ReplayRecord) so the two cannot drift.
+// The dead-letter format, written by intake and read by fleetctl and the
+// console (through internal/kafkaview, which holds the one replay): one
+// codec (EncodeLetter, DecodeLetter, ReplayRecord) so they cannot drift.
 
 // Dead-letter headers.
 const (
@@ -140,10 +141,10 @@ func letterSize(r *kgo.Record) int {
 	return letterOverhead + len(r.Key) + len(r.Value) + headersSize(r.Headers)
 }
 
-// HeaderReplayedFrom marks a record fleetctl re-produced from the DLQ:
-// "<dlq topic>/<partition>@<offset>". If the record is dead-lettered again,
-// its letter keeps the header, so a letter that keeps coming back is easy
-// to spot.
+// HeaderReplayedFrom marks a record re-produced from the DLQ, by fleetctl
+// or the console: "<dlq topic>/<partition>@<offset>". If the record is
+// dead-lettered again, its letter keeps the header, so a letter that keeps
+// coming back is easy to spot.
 const HeaderReplayedFrom = "dlq-replayed-from"
 
 // Letter is what a dead letter says about its record.

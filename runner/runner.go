@@ -350,6 +350,7 @@ func (r *Runner) reseed(j *jobRun) {
 // vendors.
 func (r *Runner) Drain(ctx context.Context) {
 	r.drainOnce.Do(func() {
+		r.tally.draining(time.Now()) // published with the next renewal (WorkerStats.Draining)
 		r.slots.shutDown()
 		close(r.drainCh)
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -412,6 +413,46 @@ func (s *Store) JobLeaseHistory(ctx context.Context, id string) ([]LeaseEvent, e
 		}
 		after = next
 	}
+}
+
+// LeaseLogScanMax bounds the lease-log entries LeaseLog reads for one
+// answer: the newest ones, whatever the events asked for.
+const LeaseLogScanMax = 2000
+
+// LeaseLog returns the newest n lease events (at most 500), newest first,
+// keeping only the named events when any are given ("takeover",
+// "claimed", "released", "forced"). It reads the newest LeaseLogScanMax
+// entries of the log at most (XREVRANGE, in pages): an older matching
+// event is not found.
+func (s *Store) LeaseLog(ctx context.Context, n int, events ...string) ([]LeaseEvent, error) {
+	n = min(n, 500)
+	if n <= 0 {
+		return nil, nil
+	}
+	page := int64(n)
+	if len(events) > 0 {
+		page = 500
+	}
+	var out []LeaseEvent
+	end, read := "+", 0
+	for read < LeaseLogScanMax && len(out) < n {
+		msgs, err := s.rdb.XRevRangeN(ctx, s.kLog, end, "-", min(page, int64(LeaseLogScanMax-read))).Result()
+		if err != nil {
+			return nil, fmt.Errorf("state: lease log: %w", err)
+		}
+		for _, m := range msgs {
+			ev := leaseEventOf(m)
+			if (len(events) == 0 || slices.Contains(events, ev.Event)) && len(out) < n {
+				out = append(out, ev)
+			}
+		}
+		read += len(msgs)
+		if int64(len(msgs)) < page {
+			break
+		}
+		end = "(" + msgs[len(msgs)-1].ID
+	}
+	return out, nil
 }
 
 // keyNode is the client to SCAN: on Redis Cluster, the master that holds

@@ -202,3 +202,52 @@ func TestJobLeaseHistoryFollowsOneJobAcrossPages(t *testing.T) {
 		require.GreaterOrEqual(t, evs[i].Token, evs[i-1].Token)
 	}
 }
+
+// TestLeaseLogNewestFirstFilteredAndCapped: LeaseLog reads the newest
+// lease events backwards across pages, keeps the events asked for, and
+// reads no further back than LeaseLogScanMax entries.
+func TestLeaseLogNewestFirstFilteredAndCapped(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	first := admitOne(t, b.store, "w1", "target")
+	_, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), []state.Lease{first.Lease})
+	require.NoError(t, err)
+	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	_, _, err = b.store.ForceRelease(ctx(t), "target", "")
+	require.NoError(t, err)
+	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 1)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	line := func(evs []state.LeaseEvent) []string {
+		var out []string
+		for _, ev := range evs {
+			out = append(out, fmt.Sprintf("%s/%s/%s", ev.Event, ev.Worker, ev.JobID))
+		}
+		return out
+	}
+	moves := []string{"takeover", "claimed", "released", "forced"}
+	evs, err := b.store.LeaseLog(ctx(t), 10, moves...)
+	require.NoError(t, err)
+	require.Equal(t, []string{"claimed/w3/target", "forced/w2/target", "claimed/w2/target", "released/w1/target"}, line(evs), "newest first")
+	require.Greater(t, evs[0].Token, evs[2].Token)
+	require.False(t, evs[0].At.IsZero())
+	evs, err = b.store.LeaseLog(ctx(t), 2)
+	require.NoError(t, err)
+	require.Equal(t, []string{"claimed/w3/target", "forced/w2/target"}, line(evs), "every event without a filter")
+
+	// Found across pages of the log, within the scan bound…
+	admitMany(t, b.store, "w1", "noise", state.LeaseLogScanMax-100)
+	evs, err = b.store.LeaseLog(ctx(t), 10, moves...)
+	require.NoError(t, err)
+	require.Len(t, evs, 4)
+	evs, err = b.store.LeaseLog(ctx(t), 10_000)
+	require.NoError(t, err)
+	require.Len(t, evs, 500, "at most 500 events")
+	// …not beyond it.
+	admitMany(t, b.store, "w1", "more", 200)
+	evs, err = b.store.LeaseLog(ctx(t), 10, moves...)
+	require.NoError(t, err)
+	require.Empty(t, evs)
+}

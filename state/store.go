@@ -747,13 +747,17 @@ func (s *Store) LeaseHistory(ctx context.Context, after string, count int64) ([]
 	out := make([]LeaseEvent, 0, len(msgs))
 	last := after
 	for _, m := range msgs {
-		tok, _ := strconv.ParseInt(str(m.Values["token"]), 10, 64)
-		ms, _ := strconv.ParseInt(str(m.Values["at"]), 10, 64)
-		out = append(out, LeaseEvent{Event: str(m.Values["ev"]), JobID: str(m.Values["job"]),
-			Worker: str(m.Values["worker"]), Token: tok, At: time.UnixMilli(ms)})
+		out = append(out, leaseEventOf(m))
 		last = m.ID
 	}
 	return out, last, nil
+}
+
+func leaseEventOf(m redis.XMessage) LeaseEvent {
+	tok, _ := strconv.ParseInt(str(m.Values["token"]), 10, 64)
+	ms, _ := strconv.ParseInt(str(m.Values["at"]), 10, 64)
+	return LeaseEvent{Event: str(m.Values["ev"]), JobID: str(m.Values["job"]),
+		Worker: str(m.Values["worker"]), Token: tok, At: time.UnixMilli(ms)}
 }
 
 // OutboxDepth returns how many decided jobs wait for SampleDB's acknowledgement.

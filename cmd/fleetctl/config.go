@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -34,6 +34,7 @@ type config struct {
 	dlq        string // "" when dead-lettering is disabled
 	result     string // "" when summaries are disabled
 	kafkaOpts  []kgo.Opt
+	jobTopicsV *kafkaview.JobTopics // replayJobTopics, made once
 
 	// Redis.
 	redis    envconf.RedisConfig // one server (REDIS_URL) or a cluster (REDIS_CLUSTER_ADDRS)
@@ -164,22 +165,20 @@ func (cfg *config) kafkaClient(extra ...kgo.Opt) (*kgo.Client, error) {
 	return cl, nil
 }
 
-// isJobTopic reports whether topic is one of the configured job topics:
-// named in KAFKA_TOPICS, or a legal topic name matched by
-// KAFKA_TOPIC_REGEX (as the consumer matches it) that is neither the DLQ
-// nor the result topic. Replay produces only into such a topic.
-func (cfg *config) isJobTopic(topic string) bool {
-	if cfg.topicRegex == "" {
-		return slices.Contains(cfg.topics, topic)
+// replayJobTopics is what a dead-letter replay may produce to: the topics
+// named in KAFKA_TOPICS, or the legal topic names KAFKA_TOPIC_REGEX matches
+// (as the consumer matches them) but the DLQ and result topics
+// (kafkaview.JobTopics).
+func (cfg *config) replayJobTopics() kafkaview.JobTopics {
+	if cfg.jobTopicsV == nil {
+		jt := kafkaview.JobTopics{Topics: cfg.topics, DLQ: cfg.dlq, Result: cfg.result}
+		if cfg.topicRegex != "" {
+			jt.Regex = regexp.MustCompile(cfg.topicRegex) // validated in loadConfig
+		}
+		cfg.jobTopicsV = &jt
 	}
-	if !topicName.MatchString(topic) || topic == cfg.dlq || topic == cfg.result {
-		return false
-	}
-	return regexp.MustCompile(cfg.topicRegex).MatchString(topic) // validated in loadConfig
+	return *cfg.jobTopicsV
 }
-
-// topicName is a legal Kafka topic name.
-var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // jobTopics returns the configured job topics, resolving KAFKA_TOPIC_REGEX
 // against the cluster's topics (the DLQ topic excluded).

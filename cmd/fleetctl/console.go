@@ -32,7 +32,7 @@ func (c *cli) console(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fleetctl console", flag.ContinueOnError)
 	fs.SetOutput(&flagOutput{stdout: c.stdout, stderr: c.stderr, help: envconf.HelpAsked(args)})
 	addr := fs.String("addr", "127.0.0.1:8089", "listen address (host:port)")
-	write := fs.Bool("write", false, "allow the mutating actions (release, abort); default read-only")
+	write := fs.Bool("write", false, "allow the mutating actions (release, abort, dead-letter replay); default read-only")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (at least 16 characters)")
 	proxyHeader := fs.String("proxy-header", "", "trusted reverse-proxy header naming the user (e.g. X-Auth-Request-User); only behind that proxy")
 	fs.Usage = func() {
@@ -70,7 +70,7 @@ func (c *cli) console(ctx context.Context, args []string) error {
 	ccfg := console.Config{Store: st, Write: *write, TokenFile: *tokenFile, ProxyHeader: *proxyHeader, Logger: log}
 	if kafka {
 		k, err := console.NewKafka(console.KafkaConfig{Brokers: cfg.brokers, Opts: cfg.kafkaOpts, Group: cfg.group,
-			Topics: cfg.topics, TopicRegex: cfg.topicRegex, DLQTopic: cfg.dlq})
+			Topics: cfg.topics, TopicRegex: cfg.topicRegex, DLQTopic: cfg.dlq, ResultTopic: cfg.result})
 		if err != nil {
 			return err
 		}
@@ -87,7 +87,7 @@ func (c *cli) console(ctx context.Context, args []string) error {
 	}
 	mode := "read-only"
 	if *write {
-		mode = "WRITE ACCESS (release, abort)"
+		mode = "WRITE ACCESS (release, abort, dead-letter replay)"
 	}
 	auth := "none: loopback clients only"
 	switch {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,14 +50,19 @@ type deadLetter struct {
 	Value         *string `json:"value,omitempty"`         // only with --show-values, cut to --value-bytes
 }
 
-// letterOf reads the consumer's dead-letter headers. A letter is
-// replayable only into one of cfg's job topics: its dlq-source-topic is a
-// header anyone who can write to the DLQ can set.
+// letterOf reads the consumer's dead-letter headers; whether the letter
+// may be replayed is kafkaview's verdict (the one rule, shared with the
+// console): only whole, and only into one of cfg's job topics (its
+// dlq-source-topic is a header anyone who can write to the DLQ can set).
 func letterOf(r *kgo.Record, cfg *config) deadLetter {
-	dlqTopic := cfg.dlq
+	return letterFrom(r, cfg.replayJobTopics().Judge(r))
+}
+
+// letterFrom is letterOf with the verdict already made.
+func letterFrom(r *kgo.Record, v kafkaview.Verdict) deadLetter {
 	d := deadLetter{Partition: r.Partition, Offset: r.Offset, Time: jsonTime(r.Timestamp),
 		Key: printable(r.Key), ValueBytes: len(r.Value)}
-	l := intake.DecodeLetter(r)
+	l := v.Letter
 	d.Reason, d.Error, d.SourceTopic, d.SourcePartition, d.SourceOffset = l.Reason, l.Error, l.SourceTopic, l.SourcePartition, l.SourceOffset
 	d.Worker, d.ReplayedFrom = l.Worker, l.ReplayedFrom
 	if !l.At.IsZero() {
@@ -73,33 +77,13 @@ func letterOf(r *kgo.Record, cfg *config) deadLetter {
 	if l.OriginalKnown {
 		d.OriginalBytes, d.OriginalKeyBytes, d.OriginalHeaders, d.OriginalHeaderBytes = l.Original.Value, l.Original.Key, l.Original.Headers, l.Original.HeaderBytes
 	}
-	switch {
-	case d.Truncated && len(d.TruncatedParts) > 0 && !slices.Equal(d.TruncatedParts, []string{"value"}):
-		d.NotReplayable = "truncated when dead-lettered (" + strings.Join(d.TruncatedParts, ", ") + " cut)"
-	case d.Truncated:
-		d.NotReplayable = "truncated when dead-lettered"
-	case d.SourceTopic == "":
-		d.NotReplayable = "no " + intake.HeaderSourceTopic + " header"
-	case d.SourceTopic == dlqTopic:
-		d.NotReplayable = "its source is the DLQ topic itself"
-	case !cfg.isJobTopic(d.SourceTopic):
-		d.RefusedTopic = true
-		d.NotReplayable = fmt.Sprintf("its source topic %s is not a job topic", quoteTopic(d.SourceTopic))
-	default:
-		d.Replayable = true
-	}
+	d.Replayable, d.RefusedTopic, d.NotReplayable = v.Replayable, v.RefusedTopic, v.Why
 	return d
 }
 
-// quoteTopic renders a topic name from a header for the terminal: quoted,
-// control characters escaped, cut to a topic name's longest.
-func quoteTopic(t string) string {
-	const maxTopic = 249 // Kafka's longest topic name
-	if len(t) > maxTopic {
-		return strconv.Quote(strings.ToValidUTF8(t[:maxTopic], "")) + "…"
-	}
-	return strconv.Quote(t)
-}
+// quoteTopic renders a topic name from a header for the terminal
+// (kafkaview.QuoteTopic).
+func quoteTopic(t string) string { return kafkaview.QuoteTopic(t) }
 
 // span is the part of one DLQ partition to read.
 type span = kafkaview.Span
@@ -398,8 +382,17 @@ type topicCount struct {
 	Count int    `json:"count"`
 }
 
-const idempotenceNote = "A replayed record whose job already ran is dropped by the ledger (admission is idempotent by job ID), " +
-	"so replaying twice is harmless. A record that is still invalid goes back to the DLQ."
+const idempotenceNote = kafkaview.IdempotenceNote
+
+// topicCounts lists counts per topic, by topic name.
+func topicCounts(m map[string]int) []topicCount {
+	var out []topicCount
+	for t, n := range m {
+		out = append(out, topicCount{Topic: t, Count: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out
+}
 
 func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 	var o common
@@ -420,48 +413,28 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		return err
 	}
 
-	// Pass 1: count, and remember exactly which letters to replay.
+	// Pass 1 (kafkaview.Replayer.Choose): count, and remember exactly which
+	// letters to replay.
 	rep := replayReport{Topic: cfg.dlq, DryRun: *dry, Note: idempotenceNote}
+	rp := kafkaview.Replayer{DLQ: cfg.dlq, Jobs: cfg.replayJobTopics(), NewClient: cfg.kafkaClient}
 	tally := reasonTally{}
-	byTopic := map[string]int{}
-	refused := map[string]int{}
-	type pos struct {
-		p int32
-		o int64
-	}
-	chosen := map[pos]bool{}
-	err = scanDLQ(readCtx, cfg, spans, *reason, &rep.Read, &rep.Matched, tally, func(r *kgo.Record, d deadLetter) error {
-		if !d.Replayable {
-			rep.Skipped++
-			switch {
-			case d.Truncated:
-				rep.Truncated++
-			case d.RefusedTopic:
-				rep.RefusedTopic++
-				refused[d.SourceTopic]++
+	match := reasonFilter(*reason)
+	choice, err := rp.Choose(readCtx, spans, func(_ *kgo.Record, l intake.Letter) bool { return match(l.Reason) },
+		func(r *kgo.Record, v kafkaview.Verdict) error {
+			d := letterFrom(r, v)
+			tally.add(d)
+			if d.Replayable && *dry {
+				rep.WouldReplay = append(rep.WouldReplay, d)
 			}
 			return nil
-		}
-		rep.Replayable++
-		byTopic[d.SourceTopic]++
-		chosen[pos{r.Partition, r.Offset}] = true
-		if *dry {
-			rep.WouldReplay = append(rep.WouldReplay, d)
-		}
-		return nil
-	})
+		})
 	if err != nil {
 		return err
 	}
+	rep.Read, rep.Matched, rep.Replayable, rep.Skipped = choice.Read, choice.Matched, choice.Replayable, choice.Skipped
+	rep.Truncated, rep.RefusedTopic = choice.Truncated, choice.RefusedTopic
 	rep.ByReason = tally.sorted()
-	for t, n := range byTopic {
-		rep.ByTopic = append(rep.ByTopic, topicCount{Topic: t, Count: n})
-	}
-	sort.Slice(rep.ByTopic, func(i, j int) bool { return rep.ByTopic[i].Topic < rep.ByTopic[j].Topic })
-	for t, n := range refused {
-		rep.ByRefusedTopic = append(rep.ByRefusedTopic, topicCount{Topic: t, Count: n})
-	}
-	sort.Slice(rep.ByRefusedTopic, func(i, j int) bool { return rep.ByRefusedTopic[i].Topic < rep.ByRefusedTopic[j].Topic })
+	rep.ByTopic, rep.ByRefusedTopic = topicCounts(choice.ByTopic), topicCounts(choice.ByRefusedTopic)
 	sortLetters(rep.WouldReplay)
 
 	out := c.stdout
@@ -508,48 +481,11 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) error {
 		}
 	}
 
-	// Pass 2: re-read the same spans and produce the chosen letters.
+	// Pass 2 (kafkaview.Replayer.Produce): re-read the same spans and
+	// produce the chosen letters.
 	prodCtx, cancel2 := context.WithTimeout(ctx, o.timeout)
 	defer cancel2()
-	prod, err := cfg.kafkaClient(kgo.ProducerLinger(0))
-	if err != nil {
-		return err
-	}
-	defer prod.Close()
-	var batch []*kgo.Record
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		res := prod.ProduceSync(prodCtx, batch...)
-		for _, pr := range res {
-			if pr.Err == nil {
-				rep.Replayed++
-			}
-		}
-		batch = batch[:0]
-		if err := res.FirstErr(); err != nil {
-			return fmt.Errorf("produce: %w", err)
-		}
-		return nil
-	}
-	err = readDLQ(prodCtx, cfg, cfg.dlq, spans, func(r *kgo.Record) error {
-		if !chosen[pos{r.Partition, r.Offset}] {
-			return nil
-		}
-		d := letterOf(r, cfg)
-		if !d.Replayable { // read again: the same letter, but never produce a refused one
-			return nil
-		}
-		batch = append(batch, intake.ReplayRecord(r, intake.DecodeLetter(r), cfg.dlq))
-		if len(batch) >= 500 {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
-	}
+	rep.Replayed, err = rp.Produce(prodCtx, choice)
 	if err != nil {
 		return c.replayDone(o, rep, fmt.Errorf("replayed %d of %d before failing (replaying again is safe): %w",
 			rep.Replayed, rep.Replayable, err))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/console"
+	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -31,7 +32,7 @@ func (d *dev) startConsole(ctx context.Context, redisURL string, brokers, topics
 		return "", nil, err
 	}
 	kr, err := console.NewKafka(console.KafkaConfig{Brokers: brokers, Group: intake.DefaultGroup,
-		Topics: topics, DLQTopic: intake.DefaultDLQTopic})
+		Topics: topics, DLQTopic: intake.DefaultDLQTopic, ResultTopic: results.DefaultTopic})
 	if err != nil {
 		_ = rdb.Close()
 		return "", nil, err

@@ -56,14 +56,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	id := job.CanonicalID(r.PathValue("id"))
 	ctx := r.Context()
 	user := who(r)
-	audit := func(result string) {
-		if err := s.record(ctx, user, action, id, result); err != nil {
-			s.log.Error("console audit stream write failed", zap.String("who", user), zap.String("action", action),
-				zap.String("job_id", id), zap.String("result", result), zap.Error(err))
-		}
-		s.log.Info("console action", zap.String("who", user), zap.String("action", action),
-			zap.String("job_id", id), zap.String("result", result))
-	}
+	audit := s.auditor(r, action, id)
 	if !s.cfg.Write {
 		audit("refused: read-only console")
 		s.fail(w, r, http.StatusForbidden, "this console is read-only: start it with write access (fleetctl console --write) to "+action+" jobs")
@@ -118,6 +111,20 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	s.forget("job:" + id)
 	s.forget("snapshot")
 	http.Redirect(w, r, "/jobs/"+id+"?done="+done, http.StatusSeeOther)
+}
+
+// auditor returns what records the results of one action on target (a job
+// ID, or what a replay chose) in the audit stream and the log, naming who.
+func (s *Server) auditor(r *http.Request, action, target string) func(result string) {
+	user := who(r)
+	return func(result string) {
+		if err := s.record(r.Context(), user, action, target, result); err != nil {
+			s.log.Error("console audit stream write failed", zap.String("who", user), zap.String("action", action),
+				zap.String("target", target), zap.String("result", result), zap.Error(err))
+		}
+		s.log.Info("console action", zap.String("who", user), zap.String("action", action),
+			zap.String("target", target), zap.String("result", result))
+	}
 }
 
 // forget drops a cached read, so the page after an action shows its effect.

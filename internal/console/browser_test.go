@@ -267,6 +267,56 @@ func TestBrowserTimelineAfterTakeoverAndAbort(t *testing.T) {
 	require.Contains(t, audit, "ok: abort requested")
 }
 
+// TestBrowserDLQReplay: an operator replays a reason's dead letters from
+// the DLQ page: the confirmation page shows the dry-run count, the button
+// replays, the DLQ page says what was done and the audit names it.
+func TestBrowserDLQReplay(t *testing.T) {
+	w := newWorld(t, opts{write: true})
+	c := tab(t)
+	do(t, c,
+		chromedp.Navigate(w.http.URL+"/dlq"),
+		chromedp.WaitVisible(css("#live[data-updates]")), // the first live fragment has replaced the part
+		chromedp.Click(css(`a[href="/dlq/replay?reason=bad-json"]`)),
+		waitText("#replay-count", "1"),
+		waitText("#replay-dry-run", "1 refused (the source topic is not a job topic)"),
+		chromedp.Click(css(`form.confirm button`)),
+		waitText(".notice", "Replayed 1 dead letter(s) to their job topics; skipped 1"),
+	)
+	require.True(t, strings.HasSuffix(get(t, c, chromedp.Location()), "/dlq?done=replay&replayed=1&skipped=1&refused=1"))
+	require.Equal(t, 1, w.kafka.replayed)
+	// The refused letter offers no replay, and says why.
+	require.Zero(t, get(t, c, chromedp.Evaluate[int](`document.querySelectorAll('a[href="/dlq/replay?letter=0%403"]').length`)))
+	do(t, c, chromedp.Navigate(w.http.URL+"/"), chromedp.WaitVisible(css("#h-audit")))
+	audit := get(t, c, chromedp.Text(css("main")))
+	require.Contains(t, audit, "dlq-replay")
+	require.Contains(t, audit, "ok: replayed 1 of 2 chosen")
+}
+
+// TestBrowserDrainTakeoversAndVendorRates: the leases page shows which
+// worker drains and the takeover history; the vendors page and the
+// overview show 429s and 5xx apart, with their rates.
+func TestBrowserDrainTakeoversAndVendorRates(t *testing.T) {
+	w := newWorld(t, opts{})
+	c := tab(t)
+	do(t, c,
+		chromedp.Navigate(w.http.URL+"/leases"),
+		waitText(`[data-worker-state="w2"]`, "draining since 2026-12-03 09:00:00.000Z"),
+		waitText(`[data-worker-state="w1"]`, "running"),
+	)
+	moves := get(t, c, chromedp.Evaluate[[][]string](`Array.from(document.querySelectorAll("#takeovers tbody tr")).map(tr =>
+			Array.from(tr.querySelectorAll("td")).slice(1).map(td => td.textContent))`))
+	require.Len(t, moves, 2)
+	require.Equal(t, []string{jobTakeover, "claimed", "w2"}, moves[0][:3])
+	require.Equal(t, []string{jobTakeover, "forced", "w1"}, moves[1][:3])
+	require.Greater(t, atoi(t, moves[0][3]), atoi(t, moves[1][3]))
+
+	do(t, c, chromedp.Navigate(w.http.URL+"/vendors"), chromedp.WaitVisible(css("#vendor-calls")))
+	row := get(t, c, chromedp.Evaluate[[]string](`Array.from(Array.from(document.querySelectorAll("#vendor-calls tbody tr")).find(tr =>
+			tr.cells[0].textContent === "sophos").cells).map(td => td.textContent)`))
+	require.Equal(t, []string{"sophos", "90", "6", "5.9%", "3", "3.0%", "1", "10", "1", "9%", "4", "2"}, row)
+	do(t, c, chromedp.Navigate(w.http.URL+"/"), waitText("#vendor-health", "6 × 429 (5.9%), 3 × 5xx (3.0%)"))
+}
+
 // TestBrowserRefusesReadOnlyAndCrossSitePOST: a read-only console refuses
 // a POST the browser sends; a form on another site posting to a console
 // with write access is refused too.
@@ -401,7 +451,7 @@ func TestScreenshots(t *testing.T) {
 	for name, p := range map[string]string{
 		"overview": "/", "jobs": "/jobs", "job": "/jobs/" + jobRunning, "job-takeover": "/jobs/" + jobTakeover,
 		"job-finished": "/jobs/" + jobDone, "leases": "/leases", "vendors": "/vendors", "dlq": "/dlq",
-		"confirm": "/jobs/" + jobOther + "/abort",
+		"confirm": "/jobs/" + jobOther + "/abort", "replay": "/dlq/replay?reason=bad-json",
 	} {
 		do(t, c, chromedp.Navigate(w.http.URL+p), chromedp.WaitVisible(css("main")))
 		png := get(t, c, chromedp.FullScreenshot(100))

@@ -4,7 +4,7 @@
 // budgets, dead letters — with live updates over Server-Sent Events.
 //
 // Safe by default: read-only unless Config.Write; every mutating request
-// (release, abort) is a POST checked on the server, protected by
+// (release, abort, dead-letter replay) is a POST checked on the server, protected by
 // http.CrossOriginProtection, confirmed on a page of its own, and written to
 // the audit stream {ns}:audit. Every response carries a strict CSP (no inline
 // script or style; the one script and style sheet are embedded). Requests
@@ -66,7 +66,8 @@ type Config struct {
 	// Kafka, if set, is what the console shows of Kafka: lag and dead
 	// letters. Nil: the pages say "Kafka: not configured".
 	Kafka Kafka
-	// Write allows the mutating actions (release, abort). Default: read-only.
+	// Write allows the mutating actions (release, abort, dead-letter
+	// replay). Default: read-only.
 	Write bool
 	// TokenFile holds the bearer token (surrounding white space trimmed).
 	TokenFile string
@@ -187,6 +188,8 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET "+path, s.page(v))
 	}
 	mux.HandleFunc("GET /live", s.live)
+	mux.HandleFunc("GET /dlq/replay", s.replayConfirm)
+	mux.HandleFunc("POST /dlq/replay", s.replay)
 	mux.HandleFunc("GET /jobs/{id}/{action}", s.confirm)
 	mux.HandleFunc("POST /jobs/{id}/{action}", s.act)
 
@@ -227,6 +230,14 @@ func (s *Server) remember(ctx context.Context, key string, fn func(context.Conte
 		return c.val, c.err
 	}
 	v, err, _ := s.sf.Do(key, func() (any, error) {
+		// A caller that missed the cache just before another computation
+		// stored it must not compute again.
+		s.mu.Lock()
+		c, ok := s.cache[key]
+		s.mu.Unlock()
+		if ok && s.now().Sub(c.at) < s.cfg.Interval {
+			return c.val, c.err
+		}
 		// The computation outlives a caller that gives up: the others wait on it.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +16,8 @@ import (
 )
 
 var pages = []string{"/", "/jobs", "/jobs/finished", "/jobs/" + jobRunning, "/jobs/" + jobTakeover, "/jobs/" + jobAbort,
-	"/jobs/" + jobDone, "/leases", "/vendors", "/dlq", "/login", "/jobs/" + jobRunning + "/release", "/jobs/" + jobRunning + "/abort"}
+	"/jobs/" + jobDone, "/leases", "/vendors", "/dlq", "/login", "/jobs/" + jobRunning + "/release", "/jobs/" + jobRunning + "/abort",
+	"/dlq/replay?reason=bad-json", "/dlq/replay?letter=0%403"}
 
 // TestEveryPageRendersWithStrictCSP: every page answers 200 with the
 // strict CSP, no inline script or style, and nothing secret in it.
@@ -54,7 +56,9 @@ func TestOverviewShowsStatesWorkersKafkaAndVendors(t *testing.T) {
 	require.Contains(t, body, "Lag of the workers' group: <strong>17</strong>")
 	require.Contains(t, body, "<strong>3</strong> in Sample.Analysis.Job.DLQ")
 	require.Contains(t, body, "sophos:abc123")
-	require.Contains(t, body, "sophos: 90 ok, 10 retried (9%), 1 permanent failures; 4 waiting")
+	require.Contains(t, body, "sophos: 90 ok, 10 retried (9%): 6 × 429 (5.9%), 3 × 5xx (3.0%), 1 network; 1 permanent failures; 4 waiting")
+	require.Contains(t, body, `<td>w2 <span class="warn">draining</span></td>`)
+	require.Contains(t, body, "<td>w1</td>", "w1 is not draining")
 
 	w2 := newWorld(t, opts{noKafka: true})
 	_, body = w2.get("/")
@@ -157,11 +161,30 @@ func TestLeasesAndVendorsPages(t *testing.T) {
 	_, body := w.get("/leases")
 	require.Contains(t, body, "<td>w2</td>")
 	require.Contains(t, body, "expires in 9m")
+	// Drain state per worker, as each published it.
+	require.Contains(t, body, `<td data-worker-state="w1">running</td>`)
+	require.Contains(t, body, `<td data-worker-state="w2"><span class="warn">draining</span> since <time datetime="2026-12-03T09:00:00Z">2026-12-03 09:00:00.000Z</time>`)
+	// Takeover history from the lease log, newest first: the fixture's
+	// operator release of jobTakeover (from w1) and w2's claim of it.
+	require.NotContains(t, body, "see each job's timeline")
+	i := strings.Index(body, `<table id="takeovers">`)
+	require.Positive(t, i)
+	moves := body[i:]
+	row := regexp.MustCompile(`<td><a href="/jobs/` + jobTakeover + `">` + jobTakeover + `</a></td><td>([a-z]+)</td><td>(w[12])</td><td class="num">(\d+)</td>`)
+	got := row.FindAllStringSubmatch(moves, -1)
+	require.Len(t, got, 2, moves)
+	require.Equal(t, []string{"claimed", "w2"}, got[0][1:3], "newest first")
+	require.Equal(t, []string{"forced", "w1"}, got[1][1:3])
+	require.Greater(t, atoi(t, got[0][3]), atoi(t, got[1][3]), "the claim bumped the fencing token")
+	require.NotContains(t, moves, "<td>admitted</td>", "admissions are not hand-overs")
 	_, body = w.get("/vendors")
 	require.Contains(t, body, "<code>sophos:abc123</code>")
 	require.Contains(t, body, "left")
 	require.Contains(t, body, `id="worker-vendor-stats"`)
-	require.Contains(t, body, `<tr><td>sophos</td><td class="num">90</td><td class="num">10</td><td class="num">1</td><td class="num">9%</td><td class="num">4</td><td class="num">2</td></tr>`)
+	// 429 and 5xx apart, with their rates per call (101 calls).
+	require.Contains(t, body, `<tr><td>sophos</td><td class="num">90</td><td class="num">6</td><td class="num">5.9%</td><td class="num">3</td><td class="num">3.0%</td>`+
+		`<td class="num">1</td><td class="num">10</td><td class="num">1</td><td class="num">9%</td><td class="num">4</td><td class="num">2</td></tr>`)
+	require.Contains(t, body, `<tr><td>cbc</td><td class="num">5</td><td class="num">0</td><td class="num">0.0%</td><td class="num">0</td><td class="num">0.0%</td>`)
 	require.Contains(t, body, `<td>w1</td>`)
 	_, body = w.get("/dlq")
 	require.Contains(t, body, "bad-json <span class=\"count\">(2; 1 replayable)</span>")

@@ -62,6 +62,9 @@ type snapshot struct {
 	Workers  []workerRow
 	Vendors  []vendorStat // the live workers' calls per vendor, summed
 	Leases   state.LeaseSummary
+	// Moves are the newest lease hand-overs of the lease log, newest first:
+	// takeover, claimed, released, forced (state.Store.LeaseLog).
+	Moves    []state.LeaseEvent
 	Outbox   int64
 	Finished int64
 	Cool     []state.CoolDownInfo
@@ -83,18 +86,40 @@ type workerRow struct {
 	VendorStats []vendorStat
 	StatsSince  time.Time
 	StatsErr    string
+	// Draining: the worker said it is draining (SIGTERM), since
+	// DrainingSince (runner.WorkerStats).
+	Draining      bool
+	DrainingSince time.Time
 }
 
 // vendorStat is calls to one vendor: one worker's, or the fleet's.
+// Retryable is Throttled + ServerError + Network (a worker of the older
+// format published Retryable alone).
 type vendorStat struct {
-	Vendor                   string
-	OK, Retryable, Permanent int64
-	Waiting, Running         int
+	Vendor                          string
+	OK, Retryable, Permanent        int64
+	Throttled, ServerError, Network int64
+	Waiting, Running                int
 }
+
+func (v vendorStat) total() int64 { return v.OK + v.Retryable + v.Permanent }
 
 // RetryPct is the share of calls answered 429, 5xx or timed out.
 func (v vendorStat) RetryPct() int64 {
-	return v.Retryable * 100 / max(v.OK+v.Retryable+v.Permanent, 1)
+	return v.Retryable * 100 / max(v.total(), 1)
+}
+
+// ThrottledRate is the share of calls answered 429 ("5.9%").
+func (v vendorStat) ThrottledRate() string { return rate(v.Throttled, v.total()) }
+
+// ServerErrorRate is the share of calls answered 5xx.
+func (v vendorStat) ServerErrorRate() string { return rate(v.ServerError, v.total()) }
+
+func rate(n, of int64) string {
+	if of == 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(float64(n)*100/float64(of), 'f', 1, 64) + "%"
 }
 
 // limiterRow is one fleet-wide rate limiter's state in Redis.
@@ -149,10 +174,11 @@ func (s *Server) read(ctx context.Context) (*snapshot, error) {
 			if ws, err := runner.DecodeWorkerStats(w.Stats); err != nil {
 				wr.StatsErr = "unreadable stats"
 			} else {
-				wr.StatsSince = ws.Since
+				wr.StatsSince, wr.Draining, wr.DrainingSince = ws.Since, ws.Draining, ws.DrainingSince
 				for v, vs := range ws.Vendors {
 					wr.VendorStats = append(wr.VendorStats, vendorStat{Vendor: v, OK: vs.OK, Retryable: vs.Retryable,
-						Permanent: vs.Permanent, Waiting: vs.Waiting, Running: vs.Running})
+						Permanent: vs.Permanent, Throttled: vs.Throttled, ServerError: vs.ServerError, Network: vs.Network,
+						Waiting: vs.Waiting, Running: vs.Running})
 				}
 				sort.Slice(wr.VendorStats, func(i, j int) bool { return wr.VendorStats[i].Vendor < wr.VendorStats[j].Vendor })
 				sn.Vendors = addStats(sn.Vendors, wr.VendorStats)
@@ -166,6 +192,11 @@ func (s *Server) read(ctx context.Context) (*snapshot, error) {
 			}
 			sn.Workers = append(sn.Workers, wr)
 		}
+	}
+	if evs, err := s.st.LeaseLog(ctx, 50, leaseMoves...); err != nil {
+		fail(err)
+	} else {
+		sn.Moves = evs
 	}
 	if n, err := s.st.OutboxDepth(ctx); err != nil {
 		fail(fmt.Errorf("outbox: %w", err))
@@ -237,6 +268,10 @@ func (s *Server) scanJobs(ctx context.Context, now time.Time, sn *snapshot) erro
 	return err
 }
 
+// leaseMoves are the lease-log events the leases page lists: a job
+// changing hands, not its admission or completion.
+var leaseMoves = []string{"takeover", "claimed", "released", "forced"}
+
 // jobScan is one listing of the ledger's jobs.
 type jobScan struct {
 	at, redisAt time.Time
@@ -254,6 +289,7 @@ func addStats(total, add []vendorStat) []vendorStat {
 		}
 		t := &total[i]
 		t.OK, t.Retryable, t.Permanent = t.OK+a.OK, t.Retryable+a.Retryable, t.Permanent+a.Permanent
+		t.Throttled, t.ServerError, t.Network = t.Throttled+a.Throttled, t.ServerError+a.ServerError, t.Network+a.Network
 		t.Waiting, t.Running = t.Waiting+a.Waiting, t.Running+a.Running
 	}
 	return total
@@ -601,11 +637,15 @@ func (s *Server) limiters(ctx context.Context, now time.Time) ([]limiterRow, err
 	return out, nil
 }
 
-// auditRow is one entry of the audit stream.
+// auditRow is one entry of the audit stream. Job is the job acted on, or
+// for a dead-letter replay what it chose ("reason …", "letter P@O").
 type auditRow struct {
 	At                       time.Time
 	Who, Action, Job, Result string
 }
+
+// OnJob reports whether the entry names a job (a link to its page).
+func (a auditRow) OnJob() bool { return a.Action != actionReplay }
 
 func (s *Server) auditKey() string { return "{" + s.st.Namespace() + "}:audit" }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/results"
+	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -61,6 +63,7 @@ type opts struct {
 	interval    time.Duration
 	maxStreams  int
 	noKafka     bool
+	kafka       Kafka // instead of the fake (a KafkaReader over kfake)
 }
 
 func ctx(t testing.TB) context.Context { return testutil.Context(t, time.Minute) }
@@ -84,7 +87,10 @@ func (w *world) start(o opts) {
 	if cfg.Interval == 0 {
 		cfg.Interval = 100 * time.Millisecond
 	}
-	if !o.noKafka {
+	switch {
+	case o.kafka != nil:
+		cfg.Kafka = o.kafka
+	case !o.noKafka:
 		w.kafka = &fakeKafka{}
 		cfg.Kafka = w.kafka
 	}
@@ -208,14 +214,21 @@ func (w *world) populate() {
 	require.NoError(t, lim.Wait(c))
 	lim.Throttled(c, time.Minute)
 
-	// Both workers heartbeat; w1 published its vendor calls as the
-	// keeper does with its renewals.
+	// Both workers heartbeat and publish stats, as the keeper does with
+	// its renewals.
 	for _, wk := range []string{"w1", "w2"} {
 		_, err := w.st.Renew(c, w.session(wk), 2)
 		require.NoError(t, err)
 	}
+	// w1 published its calls (429s, 5xx and network failures apart); w2
+	// is draining.
 	require.NoError(t, w.rdb.HSet(c, "{"+w.st.Namespace()+"}:worker:w1", "stats",
-		`{"since":"2026-12-03T08:00:00Z","vendors":{"sophos":{"ok":90,"retryable":10,"permanent":1,"waiting":4,"running":2},"cbc":{"ok":5}}}`).Err())
+		`{"since":"2026-12-03T08:00:00Z","vendors":{"sophos":{"ok":90,"retryable":10,"throttled":6,"serverError":3,"network":1,`+
+			`"permanent":1,"waiting":4,"running":2},"cbc":{"ok":5}}}`).Err())
+	draining, err := json.Marshal(runner.WorkerStats{Since: time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC),
+		Draining: true, DrainingSince: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
+	require.NoError(t, err)
+	require.NoError(t, w.rdb.HSet(c, "{"+w.st.Namespace()+"}:worker:w2", "stats", draining).Err())
 }
 
 // get fetches path with the given headers and returns status and body.
@@ -263,17 +276,65 @@ func (w *world) audit() []map[string]any {
 }
 
 // fakeKafka serves fixed lag and dead letters.
-type fakeKafka struct{}
+type fakeKafka struct {
+	mu       sync.Mutex
+	asked    []fakeReplay
+	replayed int
+}
 
-func (fakeKafka) Lag(context.Context) (*kafkaview.Lag, error) {
+func (*fakeKafka) Lag(context.Context) (*kafkaview.Lag, error) {
 	return &kafkaview.Lag{Total: 17, Topics: []kafkaview.TopicLag{{Topic: "Sample.Analysis.Job.OSL", Lag: 17}}}, nil
 }
 
-func (fakeKafka) DeadLetters(context.Context) (*DeadLetters, error) {
+func (*fakeKafka) DeadLetters(context.Context) (*DeadLetters, error) {
 	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
 	return &DeadLetters{Topic: "Sample.Analysis.Job.DLQ", Records: 3, Oldest: at, Read: 3, Replayable: 1, Groups: []LetterGroup{
-		{Reason: "bad-json", Count: 2, Replayable: 1, Letters: []Letter{{Partition: 0, Offset: 1, Time: at, Error: "invalid character", Source: "Sample.Analysis.Job.OSL/0@9",
-			ValueBytes: 9, Preview: `{"jobID":` + secret}}},
-		{Reason: "bad-hash", Count: 1, Letters: []Letter{{Partition: 0, Offset: 2, Time: at, Error: "sample hash is not 64 hex", ValueBytes: 40, Preview: `{"jobID":"x"}`}}},
+		{Reason: "bad-json", Raw: "bad-json", Count: 2, Replayable: 1, Letters: []Letter{{Partition: 0, Offset: 1, Time: at, Error: "invalid character", Source: "Sample.Analysis.Job.OSL/0@9",
+			ValueBytes: 9, Preview: `{"jobID":` + secret, Replayable: true},
+			{Partition: 0, Offset: 3, Time: at, Error: "invalid character", Source: "Sample.Analysis.Result/0@1", ValueBytes: 19,
+				Preview: `{"state":"success"}`, Why: `its source topic "Sample.Analysis.Result" is not a job topic`}}},
+		{Reason: "bad-hash", Raw: "bad-hash", Count: 1, Letters: []Letter{{Partition: 0, Offset: 2, Time: at, Error: "sample hash is not 64 hex", ValueBytes: 40,
+			Preview: `{"jobID":"x"}`, Why: "no dlq-source-topic header"}}},
 	}}, nil
+}
+
+// Replay answers as a DLQ holding the letters DeadLetters shows would:
+// 0@1 (bad-json, from a job topic) replayable; 0@2 (bad-hash, no source)
+// and 0@3 (bad-json, forged into the result topic) refused. It records
+// what it was asked.
+func (f *fakeKafka) Replay(_ context.Context, sel ReplaySelection, dry bool) (*ReplayResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, fakeReplay{sel, dry})
+	res := &ReplayResult{Topic: "Sample.Analysis.Job.DLQ", DryRun: dry, UpTo: map[int32]int64{0: 4}, ByRefusedTopic: map[string]int{}}
+	refused := func(why string) {
+		res.Skipped++
+		res.Why = why
+	}
+	switch {
+	case sel.Letter != nil && *sel.Letter == (kafkaview.Pos{Partition: 0, Offset: 1}):
+		res.Matched, res.Replayable = 1, 1
+	case sel.Letter != nil && *sel.Letter == (kafkaview.Pos{Partition: 0, Offset: 2}):
+		res.Matched = 1
+		refused("no dlq-source-topic header")
+	case sel.Letter != nil && *sel.Letter == (kafkaview.Pos{Partition: 0, Offset: 3}):
+		res.Matched, res.RefusedTopic, res.ByRefusedTopic[`"Sample.Analysis.Result"`] = 1, 1, 1
+		refused(`its source topic "Sample.Analysis.Result" is not a job topic`)
+	case sel.Letter != nil:
+		return nil, ErrNoLetter
+	case sel.Reason == "bad-json":
+		res.Matched, res.Replayable, res.Skipped, res.RefusedTopic, res.ByRefusedTopic[`"Sample.Analysis.Result"`] = 2, 1, 1, 1, 1
+	case sel.Reason == "bad-hash":
+		res.Matched, res.Skipped = 1, 1
+	}
+	if !dry {
+		res.Replayed = res.Replayable
+		f.replayed += res.Replayed
+	}
+	return res, nil
+}
+
+type fakeReplay struct {
+	sel ReplaySelection
+	dry bool
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,43 @@ type Kafka interface {
 	// record and up to a bound of its newest records. Nil, nil when
 	// dead-lettering is disabled.
 	DeadLetters(ctx context.Context) (*DeadLetters, error)
+	// Replay replays the dead letters sel chooses to their source topics
+	// (kafkaview.Replayer: whole letters from a job topic only), or with
+	// dry only counts them. ErrNoLetter: sel names a letter the DLQ does
+	// not hold (any more).
+	Replay(ctx context.Context, sel ReplaySelection, dry bool) (*ReplayResult, error)
 }
+
+// ReplaySelection chooses dead letters to replay: every letter with a
+// reason, or one letter.
+type ReplaySelection struct {
+	Reason string
+	Letter *kafkaview.Pos // one letter; Reason is then ignored
+	// UpTo are the DLQ's end offsets the dry run read up to: letters that
+	// arrived since are left out, so what was confirmed is what is
+	// replayed. Nil: up to the end offsets now.
+	UpTo map[int32]int64
+}
+
+// ReplayResult is what a replay did, or would do.
+type ReplayResult struct {
+	Topic        string
+	DryRun       bool
+	Matched      int // letters chosen
+	Replayable   int // of which replayable (the dry-run count)
+	Truncated    int // skipped: cut when dead-lettered
+	RefusedTopic int // skipped: the source topic is not a job topic
+	Skipped      int // every letter skipped (also without a source)
+	// ByRefusedTopic names the refused source topics (quoted, printable).
+	ByRefusedTopic map[string]int
+	// Why says why a single letter is not replayable ("" when it is).
+	Why      string
+	Replayed int
+	UpTo     map[int32]int64 // the end offsets read up to
+}
+
+// ErrNoLetter is Replay's answer for a letter the DLQ does not hold.
+var ErrNoLetter = errors.New("the DLQ holds no such letter (retention may have removed it)")
 
 // DeadLetters is what the dead-letter topic holds.
 type DeadLetters struct {
@@ -43,7 +80,8 @@ type DeadLetters struct {
 
 // LetterGroup is the letters read that share a reason.
 type LetterGroup struct {
-	Reason     string
+	Reason     string // shown: "(no reason header)" when the letters have none
+	Raw        string // the letters' reason header
 	Count      int
 	Replayable int
 	Letters    []Letter // the newest few
@@ -58,6 +96,8 @@ type Letter struct {
 	Source     string // topic/partition@offset it came from
 	ValueBytes int
 	Preview    string
+	Replayable bool
+	Why        string // why it is not replayable
 }
 
 // KafkaConfig says where the fleet's topics are.
@@ -72,6 +112,9 @@ type KafkaConfig struct {
 	TopicRegex string
 	// DLQTopic is the dead-letter topic ("" = disabled).
 	DLQTopic string
+	// ResultTopic is the summaries' topic: never replayed to, whatever
+	// TopicRegex matches.
+	ResultTopic string
 	// MaxLetters bounds the newest dead letters read per refresh (default 500).
 	MaxLetters int
 }
@@ -81,6 +124,7 @@ type KafkaConfig struct {
 type KafkaReader struct {
 	cfg KafkaConfig
 	re  *regexp.Regexp
+	jt  kafkaview.JobTopics // where a replay may produce
 	cl  *kgo.Client
 	adm *kadm.Client
 }
@@ -102,6 +146,7 @@ func NewKafka(cfg KafkaConfig) (*KafkaReader, error) {
 		}
 		k.re = re
 	}
+	k.jt = kafkaview.JobTopics{Topics: cfg.Topics, Regex: k.re, DLQ: cfg.DLQTopic, Result: cfg.ResultTopic}
 	cl, err := k.client()
 	if err != nil {
 		return nil, err
@@ -200,18 +245,15 @@ func (k *KafkaReader) DeadLetters(ctx context.Context) (*DeadLetters, error) {
 	groups := map[string]*LetterGroup{}
 	err = kafkaview.Read(ctx, k.client, topic, lasts, func(r *kgo.Record) error {
 		d.Read++
-		l := intake.DecodeLetter(r)
-		reason := l.Reason
-		if reason == "" {
-			reason = "(no reason header)"
-		}
-		g := groups[reason]
+		v := k.jt.Judge(r)
+		l := v.Letter
+		g := groups[l.Reason]
 		if g == nil {
-			g = &LetterGroup{Reason: reason}
-			groups[reason] = g
+			g = &LetterGroup{Reason: cmp.Or(l.Reason, "(no reason header)"), Raw: l.Reason}
+			groups[l.Reason] = g
 		}
 		g.Count++
-		if len(l.Truncated) == 0 && k.isJobTopic(l.SourceTopic) {
+		if v.Replayable {
 			g.Replayable++
 			d.Replayable++
 		}
@@ -220,7 +262,8 @@ func (k *KafkaReader) DeadLetters(ctx context.Context) (*DeadLetters, error) {
 			src = fmt.Sprintf("%s/%d@%d", src, *l.SourcePartition, *l.SourceOffset)
 		}
 		g.Letters = append(g.Letters, Letter{Partition: r.Partition, Offset: r.Offset, Time: letterTime(r),
-			Error: l.Error, Source: src, ValueBytes: len(r.Value), Preview: preview(r.Value, 240)})
+			Error: l.Error, Source: src, ValueBytes: len(r.Value), Preview: preview(r.Value, 240),
+			Replayable: v.Replayable, Why: v.Why})
 		return nil
 	})
 	for _, g := range groups {
@@ -237,21 +280,66 @@ func (k *KafkaReader) DeadLetters(ctx context.Context) (*DeadLetters, error) {
 	return d, err
 }
 
-// isJobTopic reports whether a letter's source topic is one of the job
-// topics (the only ones a replay produces to; the header is anyone's to set).
-func (k *KafkaReader) isJobTopic(t string) bool {
-	if t == "" || t == k.cfg.DLQTopic {
-		return false
+// Replay implements Kafka with kafkaview.Replayer, the one replay of the
+// fleet (fleetctl dlq replay is the other caller).
+func (k *KafkaReader) Replay(ctx context.Context, sel ReplaySelection, dry bool) (*ReplayResult, error) {
+	topic := k.cfg.DLQTopic
+	if topic == "" {
+		return nil, errors.New("dead-lettering is disabled (KAFKA_DLQ_TOPIC is empty)")
 	}
-	if k.re != nil {
-		return k.re.MatchString(t)
+	spans, err := kafkaview.Spans(ctx, k.cl, topic, "DLQ topic")
+	if err != nil {
+		return nil, err
 	}
-	for _, x := range k.cfg.Topics {
-		if x == t {
-			return true
+	if sel.UpTo != nil {
+		for p, sp := range spans {
+			end, ok := sel.UpTo[p]
+			if !ok {
+				delete(spans, p)
+				continue
+			}
+			sp.End = min(sp.End, end)
+			if sp.End <= sp.Start {
+				delete(spans, p)
+				continue
+			}
+			spans[p] = sp
 		}
 	}
-	return false
+	res := &ReplayResult{Topic: topic, DryRun: dry, UpTo: map[int32]int64{}, ByRefusedTopic: map[string]int{}}
+	for p, sp := range spans {
+		res.UpTo[p] = sp.End
+	}
+	match := func(_ *kgo.Record, l intake.Letter) bool { return l.Reason == sel.Reason }
+	if sel.Letter != nil {
+		sp, ok := spans[sel.Letter.Partition]
+		if !ok || sel.Letter.Offset < sp.Start || sel.Letter.Offset >= sp.End {
+			return nil, ErrNoLetter
+		}
+		spans, match = kafkaview.Only(*sel.Letter), nil
+	}
+	rp := kafkaview.Replayer{DLQ: topic, Jobs: k.jt, NewClient: k.client}
+	c, err := rp.Choose(ctx, spans, match, func(_ *kgo.Record, v kafkaview.Verdict) error {
+		if sel.Letter != nil {
+			res.Why = v.Why
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Matched, res.Replayable, res.Truncated, res.RefusedTopic, res.Skipped = c.Matched, c.Replayable, c.Truncated, c.RefusedTopic, c.Skipped
+	for t, n := range c.ByRefusedTopic {
+		res.ByRefusedTopic[kafkaview.QuoteTopic(t)] = n
+	}
+	if dry {
+		return res, nil
+	}
+	res.Replayed, err = rp.Produce(ctx, c)
+	if err != nil {
+		return res, fmt.Errorf("replayed %d of %d before failing (replaying again is safe): %w", res.Replayed, res.Replayable, err)
+	}
+	return res, nil
 }
 
 func letterTime(r *kgo.Record) time.Time {

@@ -76,6 +76,9 @@ func (s *Server) page(v view) http.HandlerFunc {
 			p.Title = "Job " + id
 		}
 		p.Notice = notices[r.URL.Query().Get("done")]
+		if r.URL.Query().Get("done") == "replay" {
+			p.Notice = replayNotice(r.URL.Query())
+		}
 		s.write(w, code, v.tmpl, p)
 	}
 }
