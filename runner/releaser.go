@@ -55,9 +55,9 @@ func (rl *releaser) queue(sess state.Session, l state.Lease) {
 	}
 }
 
-// runOnce hands every queued lease over, one round trip per session (there
-// is one, or two around a lost session), and returns how many the ledger
-// released.
+// runOnce hands every queued lease over, a round trip per session (there
+// is one, or two around a lost session) and per state.MaxReleaseBatch
+// leases, and returns how many the ledger released.
 func (rl *releaser) runOnce() int {
 	rl.mu.Lock()
 	q := rl.q
@@ -66,16 +66,18 @@ func (rl *releaser) runOnce() int {
 	r := rl.r
 	total := 0
 	for sess, ls := range q {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// 5 s for each batch: a drain of 100,000 jobs is 200 of them.
+		batches := (len(ls) + state.MaxReleaseBatch - 1) / state.MaxReleaseBatch
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(batches)*5*time.Second)
 		n, err := r.store.Release(ctx, sess, ls)
 		cancel()
+		total += n
 		if err != nil {
 			r.log.Warn("could not hand leases over; they will be claimable when the session's deadline passes instead",
-				zap.Int("leases", len(ls)), zap.Error(err))
+				zap.Int("leases", len(ls)), zap.Int("released", n), zap.Error(err))
 			continue
 		}
 		r.log.Info("handed leases over", zap.Int("released", n))
-		total += n
 	}
 	return total
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -521,23 +522,32 @@ func (s *Store) NotifyAborts(ctx context.Context, ids []string, by string) (int,
 	return n, nil
 }
 
+// MaxReleaseBatch bounds the leases one release script hands over: a
+// drain of 100,000 jobs in one script held Redis for seconds (every other
+// worker's renewal answered BUSY), so Release goes in script calls of at
+// most this many.
+const MaxReleaseBatch = 500
+
 // Release hands leases over at once (graceful drain): any worker's next
-// claim takes them and resumes from their checkpoints.
+// claim takes them and resumes from their checkpoints. It makes one script
+// call per MaxReleaseBatch leases and returns how many the ledger released,
+// those of the batches before an error included.
 func (s *Store) Release(ctx context.Context, sess Session, leases []Lease) (int, error) {
-	if len(leases) == 0 {
-		return 0, nil
+	total := 0
+	for b := range slices.Chunk(leases, MaxReleaseBatch) {
+		args := make([]any, 0, 3+2*len(b))
+		args = append(args, s.pfx, sess.ID, sess.Worker)
+		for _, l := range b {
+			args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
+		}
+		n, err := s.run(ctx, releaseScript, []string{s.kClaim, s.kLog}, args...)
+		if err != nil {
+			return total, fmt.Errorf("state: release: %w", err)
+		}
+		c, _ := n.(int64)
+		total += int(c)
 	}
-	args := make([]any, 0, 3+2*len(leases))
-	args = append(args, s.pfx, sess.ID, sess.Worker)
-	for _, l := range leases {
-		args = append(args, l.ID, strconv.FormatInt(l.Token, 10))
-	}
-	n, err := s.run(ctx, releaseScript, []string{s.kClaim, s.kLog}, args...)
-	if err != nil {
-		return 0, fmt.Errorf("state: release: %w", err)
-	}
-	c, _ := n.(int64)
-	return int(c), nil
+	return total, nil
 }
 
 // ForceRelease takes a job away from whoever holds it (operator action for
