@@ -107,11 +107,12 @@ func (g *gate) yield(ctx context.Context, w *gateWaiter) error {
 
 // leave hands grants the holder w obtained for others to the next waiters
 // in order (they go at once), then the gate to the next one, or frees it.
-func (g *gate) leave(w *gateWaiter, grants int) {
+// It returns the grants nobody was waiting for.
+func (g *gate) leave(w *gateWaiter, grants int) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.holder != w {
-		return
+		return 0
 	}
 	g.holder = nil
 	for ; grants > 0 && g.q.Len() > 0; grants-- {
@@ -120,11 +121,12 @@ func (g *gate) leave(w *gateWaiter, grants int) {
 		close(next.ready)
 	}
 	if g.q.Len() == 0 {
-		return
+		return grants
 	}
 	next := heap.Pop(&g.q).(*gateWaiter)
 	g.hold(next)
 	close(next.ready)
+	return grants
 }
 
 // queued returns how many wait behind the holder.

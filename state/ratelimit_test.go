@@ -2,6 +2,7 @@ package state_test
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,4 +105,49 @@ func TestSharedCredentialIsSharedFairly(t *testing.T) {
 	wg.Wait()
 	require.GreaterOrEqual(t, grants["globex"], total*3/10,
 		"the quiet tenant got %d of %d grants", grants["globex"], total)
+}
+
+// TestAmpleBudgetIsAskedAheadNotPerRequest: with a budget to spare, a
+// process's requests spend grants asked ahead (up to the burst) instead of
+// one Redis call each, and never go faster than the fleet's rate allows.
+func TestAmpleBudgetIsAskedAheadNotPerRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	var evals atomic.Int32
+	b.rdb.AddHook(scriptCounter{&evals})
+	const rate, burst, n = 1e6, 100, 1000
+	l := b.store.RateLimiter("cbc:org", rate, burst, nil)
+	start := time.Now()
+	for range n {
+		require.NoError(t, l.Wait(ctx(t)))
+	}
+	elapsed := time.Since(start)
+	t.Logf("%d requests, %d Redis calls", n, evals.Load())
+	require.Less(t, int(evals.Load()), n/5, "%d requests asked Redis %d times", n, evals.Load())
+	minimum := time.Duration(float64(n-burst) / rate * float64(time.Second))
+	require.GreaterOrEqual(t, elapsed, minimum-20*time.Millisecond, "never faster than the rate")
+
+	// A budget slower than a grant per window is not asked ahead.
+	evals.Store(0)
+	slow := b.store.RateLimiter("sophos:client", 5, 5, nil)
+	for range 5 {
+		require.NoError(t, slow.Wait(ctx(t)))
+	}
+	require.EqualValues(t, 5, evals.Load(), "one Redis call per request")
+}
+
+// TestThrottledDropsGrantsAskedAhead: grants asked ahead before a 429 are
+// not spent during its cool-down.
+func TestThrottledDropsGrantsAskedAhead(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	l := b.store.RateLimiter("cbc:org", 5000, 100, nil)
+	for range 200 { // demand enough to ask ahead
+		require.NoError(t, l.Wait(ctx(t)))
+	}
+	const d = 300 * time.Millisecond
+	l.Throttled(ctx(t), d)
+	start := time.Now()
+	require.NoError(t, l.Wait(ctx(t)))
+	require.GreaterOrEqual(t, time.Since(start), d-50*time.Millisecond, "the cool-down holds even with grants left")
 }
