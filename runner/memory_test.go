@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
@@ -137,7 +139,7 @@ func inflightJobMemory(tb testing.TB, n int) float64 {
 	r, err := New(Config{
 		WorkerID: "worker-1", Store: store, SampleDB: client,
 		Drivers: map[string]edr.Driver{d.kind: d}, Playbook: cbcOnly(),
-		Logger: zap.NewNop(), MaxInflight: n,
+		Logger: discardLogger(), MaxInflight: n,
 	})
 	require.NoError(tb, err)
 	require.NoError(tb, r.keeper.Open(ctx))
@@ -181,6 +183,12 @@ func inflightJobMemory(tb testing.TB, n int) float64 {
 		require.NoError(tb, f.Close())
 	}
 	return float64(int64(after)-int64(before)) / float64(n)
+}
+
+// discardLogger is a production logger (JSON, info) writing nowhere: a
+// logger's fields cost memory whether or not anything is written.
+func discardLogger() *zap.Logger {
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
 }
 
 // liveHeap is the heap in use after a full collection.
