@@ -45,7 +45,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log.Warn("could not record the job outcome; retrying", zap.Error(err))
+			j.log().Warn("could not record the job outcome; retrying", zap.Error(err))
 			return 0
 		},
 	}, func(ctx context.Context) error {
@@ -64,7 +64,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		decided = out
 	}
 	j.mu.Lock()
-	j.fields[state.FieldOutcome] = string(stood)
+	j.keep(state.FieldOutcome, string(stood))
 	j.mu.Unlock()
 	failpoint.Hit(failpoint.DecidedBeforePut)
 	return j.deliver(decided)
@@ -77,10 +77,8 @@ func (j *jobRun) finish(st, reason string) exitReason {
 // deliver from the ledger if this worker dies half-way.
 func (j *jobRun) deliver(out state.Outcome) exitReason {
 	cfg := &j.r.cfg
-	log := j.log.With(zap.String("state", out.State))
-	j.mu.Lock()
-	plan, _, _ := state.PlanOf(j.fields)
-	j.mu.Unlock()
+	log := j.log().With(zap.String("state", out.State))
+	plan := j.planned()
 	tasks := j.checkpoints(plan)
 
 	// gone: SampleDB says the job does not exist. jobSeen: it answered for
@@ -238,7 +236,7 @@ func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 	case last == nil:
 		return "not cancelled: " + err.Error() // the lease was lost first
 	}
-	j.log.Warn("vendor cancel failed", zap.String("task", kind), zap.Error(last))
+	j.log().Warn("vendor cancel failed", zap.String("task", kind), zap.Error(last))
 	return "cancel failed: " + last.Error()
 }
 
@@ -284,7 +282,7 @@ func (j *jobRun) afterFailedPut(err error) exitReason {
 			return j.exitFor(gerr)
 		}
 		if sampledb.IsTerminal(sj.State) {
-			j.log.Info("job already finished in SampleDB; dropping", zap.String("sampledb_state", sj.State))
+			j.log().Info("job already finished in SampleDB; dropping", zap.String("sampledb_state", sj.State))
 			if err := j.complete(sj.State, nil); err != nil {
 				return j.exitFor(err)
 			}
@@ -302,7 +300,7 @@ func (j *jobRun) finishGone() exitReason {
 	if _, err := j.r.store.Decide(j.ctx, j.sess, j.lease, raw, ev); err != nil {
 		return j.exitFor(err)
 	}
-	j.log.Warn("job not found in SampleDB; finishing it locally as failed")
+	j.log().Warn("job not found in SampleDB; finishing it locally as failed")
 	if err := j.complete(sampledb.StateFailed, nil); err != nil {
 		return j.exitFor(err)
 	}
@@ -367,10 +365,10 @@ func (j *jobRun) sdb(ctx context.Context, call func(context.Context) error) erro
 		again: permanentIf(sampledb.ErrPrecondition, sampledb.ErrNotFound),
 		waiting: func(err error, wait time.Duration) time.Duration {
 			if errors.Is(err, sampledb.ErrUnauthorized) || errors.Is(err, sampledb.ErrForbidden) {
-				j.log.Error("SampleDB refused our credentials; check SAMPLEDB_API_KEY and its role (SAMPLEDB-ANALYZER for the PUT/POST updates, SAMPLEDB-VIEWER or higher for GET/list); the job is held", zap.Error(err))
+				j.log().Error("SampleDB refused our credentials; check SAMPLEDB_API_KEY and its role (SAMPLEDB-ANALYZER for the PUT/POST updates, SAMPLEDB-VIEWER or higher for GET/list); the job is held", zap.Error(err))
 				return j.r.cfg.RetryMax
 			}
-			j.log.Warn("SampleDB call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			j.log().Warn("SampleDB call failed; retrying", zap.Error(err), zap.Duration("in", wait))
 			return 0
 		},
 	}, call)
@@ -422,7 +420,7 @@ func (j *jobRun) publish(s *results.Summary) {
 	c.Tasks = append([]results.TaskSummary(nil), s.Tasks...)
 	body, truncated := results.Encode(&c)
 	if truncated {
-		j.log.Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
+		j.log().Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
 	}
 	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.PublishTimeout)
 	defer cancel()
@@ -434,9 +432,9 @@ func (j *jobRun) publish(s *results.Summary) {
 		// Published, or stopped: the job is not tombstoned, its next owner
 		// publishes.
 	case errors.Is(err, results.ErrNotPublishable):
-		j.log.Error("the job summary cannot be published; SampleDB has the state, the summary is lost", zap.Error(err))
+		j.log().Error("the job summary cannot be published; SampleDB has the state, the summary is lost", zap.Error(err))
 	default:
-		j.log.Error("could not publish the job summary in time; SampleDB has the state, the summary is lost", zap.Error(err))
+		j.log().Error("could not publish the job summary in time; SampleDB has the state, the summary is lost", zap.Error(err))
 	}
 }
 
@@ -448,7 +446,7 @@ func (j *jobRun) complete(final string, summary []byte) error {
 	err := j.do(retry{ctx: j.ctx, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log.Warn("could not tombstone the job; retrying", zap.Error(err))
+			j.log().Warn("could not tombstone the job; retrying", zap.Error(err))
 			return 0
 		},
 	}, func(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"go.uber.org/zap"
 
@@ -40,16 +42,31 @@ var (
 // done in steps on the runner's scheduler (sched.go) — the job's own step
 // (begin, then its deadline, then its conclusion) and one step per task
 // (start, polls, collect) — and between steps the job is data.
+//
+// It holds what it needs to act — IDs, the lease, due times, the tasks'
+// checkpoints — and the job message as the ledger has it (msg: the one
+// copy, for re-seeding a ledger that lost its data; decoded when needed).
+// What the record held besides is read in begin and dropped with rec.
 type jobRun struct {
 	r     *Runner
 	sess  state.Session // the session the lease was acquired under
 	lease state.Lease
-	log   *zap.Logger
 	start time.Time
-	// rec is the record the job was acquired with, until begin has read
-	// it; the fields below keep what is needed afterwards.
+	// rec is the record the job was acquired with, until begin has made
+	// its tasks; until then the ledger fields this run writes go into
+	// rec.Fields (for re-seeding), afterwards into the tasks' checkpoints
+	// (task:<kind>), outcome and kept.
 	rec     *state.Record
+	msg     []byte // the job message, as in the ledger
+	source  string
 	created time.Time
+	// outcome is the decided outcome as the ledger holds it (nil: none);
+	// kept are the other ledger fields (name, value pairs: the abort mark,
+	// a delivery refusal, checkpoints of tasks not in the plan) that a
+	// re-seeded record must carry. Both are written rarely, and nil while
+	// the job waits.
+	outcome []byte
+	kept    []string
 
 	// ctx ends when the job must stop at once and write nothing more: lease
 	// lost, worker stopped, or drain timeout. Its cause says which.
@@ -66,15 +83,15 @@ type jobRun struct {
 	abortWhy   string
 	abortSince time.Time
 
-	step     step // begin → deadline → conclusion
-	target   edr.Target
-	cust     string // submission.customer: whose accounts alone the job may use
+	step step // begin → deadline → conclusion
+	// cust is submission.customer, whose accounts alone the job may use
+	// (interned: a worker's jobs share a few customers).
+	cust     string
 	deadline time.Time
 	onEnd    func() // set by Launch: the runner's bookkeeping
 
 	mu     sync.Mutex
-	fields map[string]string // last written ledger fields, for re-seeding
-	events []state.Event     // timeline events waiting for the next checkpoint
+	events []state.Event // timeline events waiting for the next checkpoint
 	phase  jobPhase
 	// halted says why the job stops before its tasks end: aborted,
 	// timeout, haltDrain, haltLost; "" while running or when every task
@@ -114,19 +131,15 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	j := &jobRun{}
 	ctx, cancel := context.WithCancelCause(httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard))
 	work, haltWork := context.WithCancel(ctx)
-	fields := make(map[string]string, len(rec.Fields)+3)
-	fields[state.FieldMsg], fields[state.FieldSource] = string(rec.Msg), rec.Source
-	if !rec.Created.IsZero() {
-		fields[state.FieldCreated] = strconv.FormatInt(rec.Created.UnixMilli(), 10)
-	}
-	for k, v := range rec.Fields {
-		fields[k] = v
+	if rec.Fields == nil {
+		rec.Fields = map[string]string{}
 	}
 	*j = jobRun{
-		r: r, sess: sess, lease: l, rec: rec, created: rec.Created, start: time.Now(),
-		log: r.log.With(zap.String("job_id", l.ID), zap.Int64("token", l.Token)),
+		r: r, sess: sess, lease: l, rec: rec, start: time.Now(),
+		// A copy: the record's may share a Kafka fetch buffer.
+		msg: bytes.Clone(rec.Msg), source: rec.Source, created: rec.Created,
 		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
-		halt: make(chan struct{}), fields: fields, done: make(chan struct{}),
+		halt: make(chan struct{}), done: make(chan struct{}),
 	}
 	j.step.run = j.jobStep
 	if rec.Fields[state.FieldAbort] == "1" {
@@ -141,15 +154,33 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 // intake used (job.Decode): a record re-adopted from SampleDB is validated
 // the same way. It is decoded when needed, not kept.
 func (j *jobRun) message() (*job.Message, error) {
-	j.mu.Lock()
-	raw := j.fields[state.FieldMsg]
-	j.mu.Unlock()
-	m, err := job.Decode([]byte(raw), 0)
+	m, err := job.Decode(j.msg, 0)
 	if m == nil {
 		m = &job.Message{JobID: j.lease.ID}
 	}
 	return m, err
 }
+
+// target is what the vendors are asked to look for, from the job message
+// (decoded again: it is needed for starts only, not while the job waits).
+func (j *jobRun) target() (edr.Target, error) {
+	msg, err := j.message()
+	if err != nil {
+		return edr.Target{}, err
+	}
+	t, _, err := msg.Target()
+	return t, err
+}
+
+// log is the job's logger, made when something is logged: a logger with
+// fields costs its encoded fields' buffer, too much to keep per waiting job.
+func (j *jobRun) log() *zap.Logger {
+	return j.r.log.With(zap.String("job_id", j.lease.ID), zap.Int64("token", j.lease.Token))
+}
+
+// debugOn says whether debug lines are logged at all (so that none of
+// their fields are made for nothing).
+func (j *jobRun) debugOn() bool { return j.r.log.Core().Enabled(zap.DebugLevel) }
 
 // customer is the submitting customer, whose accounts alone the job may use.
 func (j *jobRun) customer() string { return j.cust }
@@ -198,7 +229,7 @@ func (j *jobRun) requestAbort(why string) {
 	j.abortOnce.Do(func() {
 		j.abortWhy = why
 		j.abortSince = time.Now()
-		j.log.Info("abort requested", zap.String("reason", why))
+		j.log().Info("abort requested", zap.String("reason", why))
 		j.note("abort noticed", why)
 		first = true
 	})
@@ -324,9 +355,9 @@ func (j *jobRun) end(exit exitReason) {
 	switch exit {
 	case exitDone:
 	case exitDrained:
-		j.log.Info("job left at a safe point for another worker")
+		j.log().Info("job left at a safe point for another worker")
 	default:
-		j.log.Info("job stopped without further writes", zap.Error(context.Cause(j.ctx)))
+		j.log().Info("job stopped without further writes", zap.Error(context.Cause(j.ctx)))
 	}
 	j.cancel(nil)
 	close(j.done)
@@ -352,7 +383,6 @@ func (j *jobRun) run() {
 func (j *jobRun) begin() (exitReason, bool) {
 	cfg := &j.r.cfg
 	rec := j.rec
-	j.rec = nil // what it holds is in fields now
 	_, planned, _ := rec.Plan()
 	resumed := planned || rec.Outcome() != nil
 	cfg.Observer.JobStarted(resumed)
@@ -374,9 +404,9 @@ func (j *jobRun) begin() (exitReason, bool) {
 		return j.finish(sampledb.StateFailed, "invalid job message: "+err.Error()), true
 	}
 	for _, n := range notes {
-		j.log.Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
+		j.log().Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
 	}
-	j.notes, j.target, j.cust = notes, target, msg.Submission.Customer
+	j.notes, j.cust = notes, unique.Make(msg.Submission.Customer).Value()
 	drivers, derr := cfg.Accounts.Drivers(j.customer())
 	j.deadline = j.created.Add(cfg.JobTimeout)
 	if j.created.IsZero() {
@@ -398,7 +428,7 @@ func (j *jobRun) begin() (exitReason, bool) {
 		return j.finish(sampledb.StateTimeout, "job timeout passed before work began"), true
 	}
 	if derr != nil {
-		j.log.Warn("the job's customer has no vendor accounts; failing it", zap.String("customer", j.customer()), zap.Error(derr))
+		j.log().Warn("the job's customer has no vendor accounts; failing it", zap.String("customer", j.customer()), zap.Error(derr))
 		return j.finish(sampledb.StateFailed, derr.Error()), true
 	}
 
@@ -416,8 +446,65 @@ func (j *jobRun) begin() (exitReason, bool) {
 	}
 	j.mu.Lock()
 	j.tasks = tasks
+	j.dropRecord()
 	j.mu.Unlock()
 	return 0, false
+}
+
+// dropRecord lets go of the record once the tasks hold their checkpoints:
+// the fields a re-seeded record needs besides (the abort mark, a delivery
+// refusal, checkpoints of tasks not in the plan, fields this version does
+// not know) go to kept, the decided outcome to outcome. j.mu is held.
+func (j *jobRun) dropRecord() {
+	planned := make(map[string]bool, len(j.tasks))
+	for _, t := range j.tasks {
+		planned[state.FieldTaskPrefix+t.pt.Kind] = true
+	}
+	for k, v := range j.rec.Fields {
+		switch {
+		case k == state.FieldPlan, planned[k]:
+		case k == state.FieldOutcome:
+			j.outcome = []byte(v)
+		default:
+			j.kept = append(j.kept, k, v)
+		}
+	}
+	j.rec = nil
+}
+
+// keep remembers a ledger field this run wrote, for re-seeding. j.mu is
+// held.
+func (j *jobRun) keep(name, value string) {
+	if j.rec != nil {
+		j.rec.Fields[name] = value
+		return
+	}
+	switch {
+	case name == state.FieldPlan:
+		// The plan is the tasks'.
+	case strings.HasPrefix(name, state.FieldTaskPrefix) && j.task(strings.TrimPrefix(name, state.FieldTaskPrefix)) != nil:
+		// The task's checkpoint is what was written (saveTask).
+	case name == state.FieldOutcome:
+		j.outcome = []byte(value)
+	default:
+		for i := 0; i+1 < len(j.kept); i += 2 {
+			if j.kept[i] == name {
+				j.kept[i+1] = value
+				return
+			}
+		}
+		j.kept = append(j.kept, name, value)
+	}
+}
+
+// task returns the task of kind, nil when the plan has none. j.mu is held.
+func (j *jobRun) task(kind string) *taskRun {
+	for _, t := range j.tasks {
+		if t.pt.Kind == kind {
+			return t
+		}
+	}
+	return nil
 }
 
 // note adds an event to the job's timeline: it is written with the next
@@ -536,7 +623,7 @@ func (j *jobRun) plan(msg *job.Message, rec *state.Record, t edr.Target, drivers
 		return plan, nil
 	}
 	if err != nil {
-		j.log.Warn("unreadable plan in the ledger; planning again", zap.Error(err))
+		j.log().Warn("unreadable plan in the ledger; planning again", zap.Error(err))
 	}
 	plan = j.r.cfg.Playbook.Plan(msg, t, func(kind string) bool { return drivers[kind] != nil })
 	if err := j.save(state.PlanField(plan)); err != nil {
@@ -546,20 +633,45 @@ func (j *jobRun) plan(msg *job.Message, rec *state.Record, t edr.Target, drivers
 }
 
 // checkpoints returns the plan's checkpoints as this run last wrote or read
-// them (a fresh one for a task without one, or with one that is
-// unreadable: that task restarts, and the log says so).
+// them: the tasks' own once they run; before, from the record (a fresh one
+// for a task without one, or with one that is unreadable: that task
+// restarts, and the log says so).
 func (j *jobRun) checkpoints(plan []state.PlannedTask) map[string]*state.TaskCheckpoint {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	out := make(map[string]*state.TaskCheckpoint, len(plan))
 	for _, pt := range plan {
-		cp, err := state.TaskOf(j.fields, pt.Kind)
+		if t := j.task(pt.Kind); t != nil {
+			out[pt.Kind] = t.cp
+			continue
+		}
+		var fields map[string]string
+		if j.rec != nil {
+			fields = j.rec.Fields
+		}
+		cp, err := state.TaskOf(fields, pt.Kind)
 		if err != nil {
-			j.log.Warn("unreadable task checkpoint; the task restarts", zap.String("task", pt.Kind), zap.Error(err))
+			j.log().Warn("unreadable task checkpoint; the task restarts", zap.String("task", pt.Kind), zap.Error(err))
 		}
 		out[pt.Kind] = cp
 	}
 	return out
+}
+
+// planned returns the job's plan as this run knows it: its tasks' once
+// they run, before that the record's (nil when it has none).
+func (j *jobRun) planned() []state.PlannedTask {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rec != nil {
+		plan, _, _ := j.rec.Plan()
+		return plan
+	}
+	plan := make([]state.PlannedTask, len(j.tasks))
+	for i, t := range j.tasks {
+		plan[i] = t.pt
+	}
+	return plan
 }
 
 // save writes ledger fields (name, value pairs), fenced, retrying while
@@ -569,7 +681,7 @@ func (j *jobRun) save(kv ...string) error {
 	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log.Warn("checkpoint failed; retrying", zap.Error(err))
+			j.log().Warn("checkpoint failed; retrying", zap.Error(err))
 			return 0
 		},
 	}, func(ctx context.Context) error {
@@ -596,7 +708,7 @@ func (j *jobRun) save(kv ...string) error {
 	}
 	j.mu.Lock()
 	for i := 0; i+1 < len(kv); i += 2 {
-		j.fields[kv[i]] = kv[i+1]
+		j.keep(kv[i], kv[i+1])
 	}
 	j.mu.Unlock()
 	return nil
@@ -616,13 +728,41 @@ func (j *jobRun) saveTask(cp *state.TaskCheckpoint) error {
 	return j.save(cp.Field())
 }
 
-// fieldsSnapshot returns every field this run knows, for re-seeding.
+// fieldsSnapshot returns every field this run knows, for re-seeding: the
+// message, where it came from and when, and what the record held and this
+// run wrote — the plan, each task's checkpoint as this run holds it, the
+// outcome and the kept fields. It is called once the job ended.
 func (j *jobRun) fieldsSnapshot() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	kv := make([]string, 0, 2*len(j.fields))
-	for k, v := range j.fields {
-		kv = append(kv, k, v)
+	kv := []string{state.FieldMsg, string(j.msg), state.FieldSource, j.source}
+	if !j.created.IsZero() {
+		kv = append(kv, state.FieldCreated, strconv.FormatInt(j.created.UnixMilli(), 10))
 	}
-	return kv
+	if j.rec != nil {
+		for k, v := range j.rec.Fields {
+			kv = append(kv, k, v)
+		}
+		return kv
+	}
+	plan := make([]state.PlannedTask, len(j.tasks))
+	for i, t := range j.tasks {
+		plan[i] = t.pt
+		if name, value := t.cp.Field(); value != fresh(t.pt.Kind) {
+			kv = append(kv, name, value)
+		}
+	}
+	name, value := state.PlanField(plan)
+	kv = append(kv, name, value)
+	if j.outcome != nil {
+		kv = append(kv, state.FieldOutcome, string(j.outcome))
+	}
+	return append(kv, j.kept...)
+}
+
+// fresh is the checkpoint of a task that has done nothing yet, encoded: a
+// re-seeded record leaves it out, as the ledger did.
+func fresh(kind string) string {
+	_, v := (&state.TaskCheckpoint{Kind: kind}).Field()
+	return v
 }

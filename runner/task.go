@@ -130,7 +130,11 @@ func (t *taskRun) startOp() (time.Time, bool) {
 	if t.pt.Timeout > 0 {
 		t.deadline = earliest(j.deadline, time.Now().Add(time.Duration(t.pt.Timeout)))
 	}
-	ref, err := j.startOnce(t.pt.Kind, cp, j.target, t.deadline, t.log())
+	target, err := j.target()
+	if err != nil {
+		return t.end(sampledb.TaskFailed, "invalid job message: "+err.Error())
+	}
+	ref, err := j.startOnce(t.pt.Kind, cp, target, t.deadline, t.log())
 	if err != nil {
 		return t.failed(err)
 	}
@@ -140,7 +144,9 @@ func (t *taskRun) startOp() (time.Time, bool) {
 	if j.saveTask(cp) != nil {
 		return time.Time{}, false
 	}
-	t.log().Debug("vendor operation started")
+	if j.debugOn() {
+		t.log().Debug("vendor operation started")
+	}
 	return time.Now().Add(t.delay), false
 }
 
@@ -237,7 +243,9 @@ func (t *taskRun) retryLater(err error) (time.Time, bool) {
 		}
 		return t.timeout()
 	}
-	t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
+	if j.debugOn() {
+		t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
+	}
 	// Operators see the failure on the task (a write only when one fails),
 	// and on the timeline when it is not the same failure again.
 	if msg := err.Error(); msg != t.cp.LastError {
@@ -295,7 +303,9 @@ func (t *taskRun) end(st, msg string) (time.Time, bool) {
 }
 
 func (t *taskRun) log() *zap.Logger {
-	return t.j.log.With(zap.String("task", t.pt.Kind), zap.String("vendor", edr.Vendor(t.pt.Kind)))
+	j := t.j
+	return j.r.log.With(zap.String("job_id", j.lease.ID), zap.Int64("token", j.lease.Token),
+		zap.String("task", t.pt.Kind), zap.String("vendor", edr.Vendor(t.pt.Kind)))
 }
 
 // startOnce starts the task's vendor operation once, across crashes and lost
@@ -396,7 +406,9 @@ func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline
 			return edr.IsRetryable(err), edr.RetryAfter(err)
 		},
 		waiting: func(err error, wait time.Duration) time.Duration {
-			j.log.Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			if j.debugOn() {
+				j.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			}
 			return 0
 		},
 	}, func(ctx context.Context) error {
