@@ -428,7 +428,7 @@ func (j *jobRun) publish(s *results.Summary) {
 		return pub.Publish(ctx, j.lease.ID, body)
 	})
 	switch {
-	case err == nil, context.Cause(j.ctx) != nil:
+	case err == nil, j.cause() != nil:
 		// Published, or stopped: the job is not tombstoned, its next owner
 		// publishes.
 	case errors.Is(err, results.ErrNotPublishable):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,17 +70,11 @@ type jobRun struct {
 	kept    []string
 
 	// ctx ends when the job must stop at once and write nothing more: lease
-	// lost, worker stopped, or drain timeout. Its cause says which.
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	// work is ctx, also ended on abort and timeout, for vendor polls.
-	work     context.Context
-	haltWork context.CancelFunc
-	// halt is closed to make tasks leave at their next safe point.
-	halt     chan struct{}
-	haltOnce sync.Once
+	// lost, worker stopped, or drain timeout; cause says which. It is jc.
+	ctx context.Context
+	jc  jobCtx
 
-	abortOnce  sync.Once
+	// abortWhy is set once, by the first abort request (under mu).
 	abortWhy   string
 	abortSince time.Time
 
@@ -96,17 +91,30 @@ type jobRun struct {
 	// halted says why the job stops before its tasks end: aborted,
 	// timeout, haltDrain, haltLost; "" while running or when every task
 	// ended.
-	halted  string
-	tasks   []*taskRun
-	running int // task steps running now
-	open    int // tasks not yet ended
+	halted string
+	// halt is closed to make tasks leave at their next safe point (made
+	// when a start's retry first waits on it; haltClosed says it is due
+	// closed).
+	halt       chan struct{}
+	haltClosed bool
+	// working are the cancel functions of the calls that an abort or the
+	// job timeout cut short (workCtx), while they run; workHalted is set
+	// once they are cut.
+	working    []*context.CancelFunc
+	workHalted bool
+	tasks      []*taskRun
+	running    int // task steps running now
+	open       int // tasks not yet ended
 
 	// notes say what of the job message could not be used (TargetOf); they
 	// go into the outcome's reason.
 	notes []string
 
 	exit exitReason
-	done chan struct{}
+	// done is closed when the job ended (made when first waited for;
+	// ended says it is due closed). Under mu.
+	done  chan struct{}
+	ended bool
 }
 
 type jobPhase uint8
@@ -129,8 +137,6 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	// Every API request made for the job names it (httpc.HeaderJob), so a
 	// request can be traced to its job at the vendor and in SampleDB.
 	j := &jobRun{}
-	ctx, cancel := context.WithCancelCause(httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard))
-	work, haltWork := context.WithCancel(ctx)
 	if rec.Fields == nil {
 		rec.Fields = map[string]string{}
 	}
@@ -138,9 +144,9 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 		r: r, sess: sess, lease: l, rec: rec, start: time.Now(),
 		// A copy: the record's may share a Kafka fetch buffer.
 		msg: bytes.Clone(rec.Msg), source: rec.Source, created: rec.Created,
-		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
-		halt: make(chan struct{}), done: make(chan struct{}),
 	}
+	j.jc.Context = httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard)
+	j.ctx = &j.jc
 	j.step.run = j.jobStep
 	if rec.Fields[state.FieldAbort] == "1" {
 		// An abort noted in the ledger while nobody (or another worker)
@@ -220,20 +226,117 @@ func (j *jobRun) loseFor(err error) error {
 // handed over.
 func (j *jobRun) interrupt() { j.cancel(errInterrupted) }
 
+// cancel ends the job's context with cause (the first cause stands), and
+// with it every call made for the job.
+func (j *jobRun) cancel(cause error) { j.jc.cancel(cause) }
+
+// cause says why the job's context ended: nil while it has not.
+func (j *jobRun) cause() error { return j.jc.causeOf() }
+
 func (j *jobRun) stopTasks() {
-	j.haltOnce.Do(func() { close(j.halt) })
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.haltClosed {
+		j.haltClosed = true
+		if j.halt != nil {
+			close(j.halt)
+		}
+	}
+}
+
+// haltChan returns the channel closed when tasks are to leave.
+func (j *jobRun) haltChan() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case j.halt != nil:
+	case j.haltClosed:
+		return closedChan
+	default:
+		j.halt = make(chan struct{})
+	}
+	return j.halt
+}
+
+// tasksHalted says whether tasks are to leave (stopTasks).
+func (j *jobRun) tasksHalted() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.haltClosed
+}
+
+// workCtx returns the context of a call that an abort or the job timeout
+// cuts short (SampleDB task calls, polls, collects): the job's, also ended
+// by haltWork. release must be called when the call returned.
+func (j *jobRun) workCtx() (ctx context.Context, release func()) {
+	ctx, cancel := context.WithCancel(j.ctx)
+	j.mu.Lock()
+	if j.workHalted {
+		j.mu.Unlock()
+		cancel()
+		return ctx, cancel
+	}
+	c := &cancel
+	j.working = append(j.working, c)
+	j.mu.Unlock()
+	return ctx, func() {
+		j.mu.Lock()
+		if i := slices.Index(j.working, c); i >= 0 {
+			j.working = slices.Delete(j.working, i, i+1)
+			if len(j.working) == 0 {
+				j.working = nil
+			}
+		}
+		j.mu.Unlock()
+		cancel()
+	}
+}
+
+// haltWork cuts short the calls running with a work context, and every
+// later one.
+func (j *jobRun) haltWork() {
+	j.mu.Lock()
+	j.workHalted = true
+	calls := j.working
+	j.working = nil
+	j.mu.Unlock()
+	for _, c := range calls {
+		(*c)()
+	}
+}
+
+// workStopped says whether a work context would be ended now.
+func (j *jobRun) workStopped() bool {
+	j.mu.Lock()
+	halted := j.workHalted
+	j.mu.Unlock()
+	return halted || j.cause() != nil
+}
+
+// doneChan returns the channel closed when the job ended.
+func (j *jobRun) doneChan() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case j.done != nil:
+	case j.ended:
+		return closedChan
+	default:
+		j.done = make(chan struct{})
+	}
+	return j.done
 }
 
 func (j *jobRun) requestAbort(why string) {
-	first := false
-	j.abortOnce.Do(func() {
-		j.abortWhy = why
-		j.abortSince = time.Now()
+	j.mu.Lock()
+	first := j.abortWhy == "" && j.abortSince.IsZero()
+	if first {
+		j.abortWhy, j.abortSince = why, time.Now()
+	}
+	j.mu.Unlock()
+	if first {
 		j.log().Info("abort requested", zap.String("reason", why))
 		j.note("abort noticed", why)
-		first = true
-	})
-	if first {
 		j.stop(sampledb.StateAborted)
 	}
 }
@@ -241,7 +344,7 @@ func (j *jobRun) requestAbort(why string) {
 // guard is checked before every external call: the lease must be certainly
 // valid by the local clock, and the job not stopped.
 func (j *jobRun) guard() error {
-	if err := context.Cause(j.ctx); err != nil {
+	if err := j.cause(); err != nil {
 		return err
 	}
 	if !j.r.keeper.Valid(j.lease.ID, j.lease.Token) {
@@ -252,7 +355,7 @@ func (j *jobRun) guard() error {
 }
 
 func (j *jobRun) exitFor(err error) exitReason {
-	cause := context.Cause(j.ctx)
+	cause := j.cause()
 	if cause == nil {
 		cause = err
 	}
@@ -331,7 +434,7 @@ func (j *jobRun) conclude() {
 	j.mu.Unlock()
 	var exit exitReason
 	switch {
-	case context.Cause(j.ctx) != nil:
+	case j.cause() != nil:
 		exit = j.exitFor(nil)
 	case why == haltDrain:
 		exit = exitDrained
@@ -357,10 +460,15 @@ func (j *jobRun) end(exit exitReason) {
 	case exitDrained:
 		j.log().Info("job left at a safe point for another worker")
 	default:
-		j.log().Info("job stopped without further writes", zap.Error(context.Cause(j.ctx)))
+		j.log().Info("job stopped without further writes", zap.Error(j.cause()))
 	}
 	j.cancel(nil)
-	close(j.done)
+	j.mu.Lock()
+	j.ended = true
+	if j.done != nil {
+		close(j.done)
+	}
+	j.mu.Unlock()
 	if j.onEnd != nil {
 		j.onEnd()
 	}
@@ -374,7 +482,7 @@ func (j *jobRun) schedule() {
 // run runs the job to its end and waits for it (tests).
 func (j *jobRun) run() {
 	j.schedule()
-	<-j.done
+	<-j.doneChan()
 }
 
 // begin reads what the job was acquired with and readies it: a decided

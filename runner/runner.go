@@ -211,7 +211,7 @@ func (r *Runner) Launch(sess state.Session, l state.Lease, rec *state.Record) {
 		// must be gone before the new one starts.
 		go func() {
 			prev.lose(errLeaseLost)
-			<-prev.done
+			<-prev.doneChan()
 			r.begin(j)
 		}()
 		return

@@ -82,7 +82,9 @@ func (t *taskRun) advance() (time.Time, bool) {
 	cfg := &j.r.cfg
 	if cp.Done() {
 		if cp.TaskID != "" && !cp.Reported {
-			_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
+			ctx, release := j.workCtx()
+			_ = j.reportTask(ctx, cp) // if interrupted, deliver reports it
+			release()
 		}
 		return time.Time{}, true
 	}
@@ -91,11 +93,13 @@ func (t *taskRun) advance() (time.Time, bool) {
 	}
 	if cp.TaskID == "" && !t.created {
 		var task *sampledb.Task
-		err := j.sdb(j.work, func(ctx context.Context) error {
+		ctx, release := j.workCtx()
+		err := j.sdb(ctx, func(ctx context.Context) error {
 			var err error
 			task, err = cfg.SampleDB.CreateTask(ctx, j.lease.ID, kind)
 			return err
 		})
+		release()
 		if err != nil {
 			if !errors.Is(err, sampledb.ErrPrecondition) && !errors.Is(err, sampledb.ErrNotFound) {
 				return time.Time{}, false // halted or lost
@@ -227,7 +231,7 @@ func (t *taskRun) collectOp() (time.Time, bool) {
 // Retry-After) as a due time, not a sleep; a permanent one ends the task.
 func (t *taskRun) retryLater(err error) (time.Time, bool) {
 	j := t.j
-	if context.Cause(j.ctx) != nil || j.work.Err() != nil {
+	if j.workStopped() {
 		return time.Time{}, false // halted or lost
 	}
 	if !edr.IsRetryable(err) {
@@ -274,7 +278,7 @@ func (t *taskRun) failed(err error) (time.Time, bool) {
 			return t.timeout()
 		}
 		return time.Time{}, false
-	case errors.Is(err, errHalted), context.Cause(j.ctx) != nil:
+	case errors.Is(err, errHalted), j.cause() != nil:
 		return time.Time{}, false
 	}
 	return t.end(sampledb.TaskFailed, err.Error())
@@ -297,7 +301,9 @@ func (t *taskRun) end(st, msg string) (time.Time, bool) {
 		t.log().Warn("task failed", zap.String("error", msg))
 	}
 	if cp.TaskID != "" {
-		_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
+		ctx, release := j.workCtx()
+		_ = j.reportTask(ctx, cp) // if interrupted, deliver reports it
+		release()
 	}
 	return time.Time{}, true
 }
@@ -337,7 +343,7 @@ func (j *jobRun) startOnce(kind string, cp *state.TaskCheckpoint, t edr.Target, 
 		case errors.Is(err, edr.ErrFindUnsupported):
 			how = "again_unverified"
 			log.Warn("an earlier start may have reached the vendor, whose API cannot be searched; starting again", zap.String("intent", cp.Intent.Key))
-		case errors.Is(err, errHalted), errors.Is(err, errTaskTimeout), context.Cause(j.ctx) != nil:
+		case errors.Is(err, errHalted), errors.Is(err, errTaskTimeout), j.cause() != nil:
 			return nil, err
 		default:
 			// The vendor refuses to be searched (a key without the list
@@ -401,7 +407,7 @@ func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline
 	var v T
 	vendor := edr.Vendor(kind)
 	ctx = httpc.WithPriority(ctx, httpc.PriorityStart)
-	err := j.do(retry{ctx: ctx, guard: true, halt: j.halt, deadline: deadline,
+	err := j.do(retry{ctx: ctx, guard: true, halt: true, deadline: deadline,
 		again: func(err error) (bool, time.Duration) {
 			return edr.IsRetryable(err), edr.RetryAfter(err)
 		},
@@ -436,8 +442,10 @@ func vendorOnce[T any](t *taskRun, op string, p httpc.Priority, call func(contex
 	if err != nil {
 		return zero, err
 	}
+	ctx, release := j.workCtx()
+	defer release()
 	began := time.Now()
-	v, err := call(httpc.WithPriority(j.work, p), d)
+	v, err := call(httpc.WithPriority(ctx, p), d)
 	j.r.vendorCall(edr.Vendor(t.pt.Kind), op, err, began)
 	return v, err
 }
