@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -46,7 +45,8 @@ var (
 //
 // It holds what it needs to act — IDs, the lease, due times, the tasks'
 // checkpoints — and the job message as the ledger has it (msg: the one
-// copy, for re-seeding a ledger that lost its data; decoded when needed).
+// copy, packed, for re-seeding a ledger that lost its data; decoded when
+// needed).
 // What the record held besides is read in begin and dropped with rec.
 type jobRun struct {
 	r     *Runner
@@ -58,7 +58,7 @@ type jobRun struct {
 	// rec.Fields (for re-seeding), afterwards into the tasks' checkpoints
 	// (task:<kind>), outcome and kept.
 	rec     *state.Record
-	msg     []byte // the job message, as in the ledger
+	msg     packed // the job message, as in the ledger
 	source  string
 	created time.Time
 	// outcome is the decided outcome as the ledger holds it (nil: none);
@@ -142,8 +142,7 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	}
 	*j = jobRun{
 		r: r, sess: sess, lease: l, rec: rec, start: time.Now(),
-		// A copy: the record's may share a Kafka fetch buffer.
-		msg: bytes.Clone(rec.Msg), source: rec.Source, created: rec.Created,
+		msg: pack(rec.Msg), source: rec.Source, created: rec.Created,
 	}
 	j.jc.Context = httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard)
 	j.ctx = &j.jc
@@ -160,7 +159,11 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 // intake used (job.Decode): a record re-adopted from SampleDB is validated
 // the same way. It is decoded when needed, not kept.
 func (j *jobRun) message() (*job.Message, error) {
-	m, err := job.Decode(j.msg, 0)
+	raw, err := j.msg.unpack()
+	if err != nil {
+		return &job.Message{JobID: j.lease.ID}, err
+	}
+	m, err := job.Decode(raw, 0)
 	if m == nil {
 		m = &job.Message{JobID: j.lease.ID}
 	}
@@ -840,10 +843,14 @@ func (j *jobRun) saveTask(cp *state.TaskCheckpoint) error {
 // message, where it came from and when, and what the record held and this
 // run wrote — the plan, each task's checkpoint as this run holds it, the
 // outcome and the kept fields. It is called once the job ended.
-func (j *jobRun) fieldsSnapshot() []string {
+func (j *jobRun) fieldsSnapshot() ([]string, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	kv := []string{state.FieldMsg, string(j.msg), state.FieldSource, j.source}
+	msg, err := j.msg.unpack()
+	if err != nil {
+		return nil, err // never: the bytes were packed here
+	}
+	kv := []string{state.FieldMsg, string(msg), state.FieldSource, j.source}
 	if !j.created.IsZero() {
 		kv = append(kv, state.FieldCreated, strconv.FormatInt(j.created.UnixMilli(), 10))
 	}
@@ -851,7 +858,7 @@ func (j *jobRun) fieldsSnapshot() []string {
 		for k, v := range j.rec.Fields {
 			kv = append(kv, k, v)
 		}
-		return kv
+		return kv, nil
 	}
 	plan := make([]state.PlannedTask, len(j.tasks))
 	for i, t := range j.tasks {
@@ -865,7 +872,7 @@ func (j *jobRun) fieldsSnapshot() []string {
 	if j.outcome != nil {
 		kv = append(kv, state.FieldOutcome, string(j.outcome))
 	}
-	return append(kv, j.kept...)
+	return append(kv, j.kept...), nil
 }
 
 // fresh is the checkpoint of a task that has done nothing yet, encoded: a

@@ -329,7 +329,11 @@ func (r *Runner) onEpoch(old, cur string) {
 // ledger from what this worker knew, unowned, so it is claimed at once and
 // resumed from its checkpoints instead of restarted.
 func (r *Runner) reseed(j *jobRun) {
-	kv := j.fieldsSnapshot()
+	kv, err := j.fieldsSnapshot()
+	if err != nil {
+		r.log.Error("could not re-seed job after ledger loss: its message cannot be read back; the reconciler will adopt it", zap.String("job_id", j.lease.ID), zap.Error(err))
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Claimable only after a short grace: requests this worker sent for the
