@@ -21,10 +21,10 @@ import (
 // finish decides the terminal outcome (fenced; the first decision stands)
 // and delivers it. The job's notes are added to the reason.
 func (j *jobRun) finish(st, reason string) exitReason {
-	if len(j.notes) > 0 {
-		parts := j.notes
+	if notes := j.notes(); len(notes) > 0 {
+		parts := notes
 		if reason != "" {
-			parts = append([]string{reason}, j.notes...)
+			parts = append([]string{reason}, notes...)
 		}
 		reason = strings.Join(parts, "; ")
 	}
@@ -50,7 +50,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		},
 	}, func(ctx context.Context) error {
 		var err error
-		stood, err = j.r.store.Decide(ctx, j.sess, j.lease, out.Encode(), ev)
+		stood, err = j.r.store.Decide(ctx, *j.sess, j.lease, out.Encode(), ev)
 		return err
 	})
 	if errors.Is(err, state.ErrStale) {
@@ -191,8 +191,8 @@ func (j *jobRun) deliver(out state.Outcome) exitReason {
 	if err := j.complete(final, ledgerSummary(summary)); err != nil {
 		return j.exitFor(err)
 	}
-	if !j.abortSince.IsZero() && final == sampledb.StateAborted {
-		cfg.Observer.AbortNoticed(time.Since(j.abortSince))
+	if _, since := j.abort(); !since.IsZero() && final == sampledb.StateAborted {
+		cfg.Observer.AbortNoticed(time.Since(since))
 	}
 	cfg.Observer.JobFinished(final, time.Since(j.created))
 	log.Info("job finished", zap.String("reason", out.Reason))
@@ -297,7 +297,7 @@ func (j *jobRun) finishGone() exitReason {
 	out := state.Outcome{State: sampledb.StateFailed, Reason: "job not found in SampleDB", By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
 	ev := state.Event{At: time.Now(), Ev: "decided", Worker: j.r.cfg.WorkerID, Token: j.lease.Token, Detail: "failed: job not found in SampleDB"}
-	if _, err := j.r.store.Decide(j.ctx, j.sess, j.lease, raw, ev); err != nil {
+	if _, err := j.r.store.Decide(j.ctx, *j.sess, j.lease, raw, ev); err != nil {
 		return j.exitFor(err)
 	}
 	j.log().Warn("job not found in SampleDB; finishing it locally as failed")
@@ -450,7 +450,7 @@ func (j *jobRun) complete(final string, summary []byte) error {
 			return 0
 		},
 	}, func(ctx context.Context) error {
-		return j.r.store.Complete(ctx, j.sess, j.lease, final, ev, summary)
+		return j.r.store.Complete(ctx, *j.sess, j.lease, final, ev, summary)
 	})
 	if errors.Is(err, state.ErrStale) {
 		return j.loseFor(err)

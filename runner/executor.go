@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +21,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
-type exitReason int
+type exitReason uint8
 
 const (
 	exitDone    exitReason = iota // terminal state acknowledged, tombstoned
@@ -50,9 +51,8 @@ var (
 // What the record held besides is read in begin and dropped with rec.
 type jobRun struct {
 	r     *Runner
-	sess  state.Session // the session the lease was acquired under
+	sess  *state.Session // the session the lease was acquired under (shared: Runner.shared)
 	lease state.Lease
-	start time.Time
 	// rec is the record the job was acquired with, until begin has made
 	// its tasks; until then the ledger fields this run writes go into
 	// rec.Fields (for re-seeding), afterwards into the tasks' checkpoints
@@ -61,60 +61,49 @@ type jobRun struct {
 	msg     packed // the job message, as in the ledger
 	source  string
 	created time.Time
-	// outcome is the decided outcome as the ledger holds it (nil: none);
-	// kept are the other ledger fields (name, value pairs: the abort mark,
-	// a delivery refusal, checkpoints of tasks not in the plan) that a
-	// re-seeded record must carry. Both are written rarely, and nil while
-	// the job waits.
-	outcome []byte
-	kept    []string
 
 	// ctx ends when the job must stop at once and write nothing more: lease
 	// lost, worker stopped, or drain timeout; cause says which. It is jc.
 	ctx context.Context
 	jc  jobCtx
 
-	// abortWhy is set once, by the first abort request (under mu).
-	abortWhy   string
-	abortSince time.Time
-
 	step step // begin → deadline → conclusion
 	// cust is submission.customer, whose accounts alone the job may use
 	// (interned: a worker's jobs share a few customers).
 	cust     string
 	deadline time.Time
-	onEnd    func() // set by Launch: the runner's bookkeeping
+	// launched: Launch runs the job, and end hands it back to the runner
+	// (Runner.finished).
+	launched bool
+	exit     exitReason
 
 	mu     sync.Mutex
 	events []state.Event // timeline events waiting for the next checkpoint
-	phase  jobPhase
+	// rare holds what few jobs need (an abort, notes, a decided outcome,
+	// other fields): nil until one does.
+	rare  *jobRare
+	phase jobPhase
+	// haltClosed: halt is closed, or is due closed when made.
+	haltClosed bool
+	// workHalted: the calls of work contexts are cut short (haltWork).
+	workHalted bool
+	// ended: done is closed, or is due closed when made.
+	ended bool
 	// halted says why the job stops before its tasks end: aborted,
 	// timeout, haltDrain, haltLost; "" while running or when every task
 	// ended.
 	halted string
 	// halt is closed to make tasks leave at their next safe point (made
-	// when a start's retry first waits on it; haltClosed says it is due
-	// closed).
-	halt       chan struct{}
-	haltClosed bool
+	// when a start's retry first waits on it).
+	halt chan struct{}
 	// working are the cancel functions of the calls that an abort or the
-	// job timeout cut short (workCtx), while they run; workHalted is set
-	// once they are cut.
-	working    []*context.CancelFunc
-	workHalted bool
-	tasks      []*taskRun
-	running    int // task steps running now
-	open       int // tasks not yet ended
-
-	// notes say what of the job message could not be used (TargetOf); they
-	// go into the outcome's reason.
-	notes []string
-
-	exit exitReason
-	// done is closed when the job ended (made when first waited for;
-	// ended says it is due closed). Under mu.
-	done  chan struct{}
-	ended bool
+	// job timeout cut short (workCtx), while they run.
+	working []*context.CancelFunc
+	tasks   []*taskRun
+	running int32 // task steps running now
+	open    int32 // tasks not yet ended
+	// done is closed when the job ended (made when first waited for).
+	done chan struct{}
 }
 
 type jobPhase uint8
@@ -126,6 +115,50 @@ const (
 	phaseEnding                  // the conclusion step decides and delivers
 	phaseDone
 )
+
+// jobRare is what few jobs hold: a waiting job carries none of it.
+type jobRare struct {
+	// abortWhy and abortSince are set once, by the first abort request.
+	abortWhy   string
+	abortSince time.Time
+	// notes say what of the job message could not be used (TargetOf); they
+	// go into the outcome's reason.
+	notes []string
+	// outcome is the decided outcome as the ledger holds it (nil: none);
+	// kept are the other ledger fields (name, value pairs: the abort mark,
+	// a delivery refusal, checkpoints of tasks not in the plan) that a
+	// re-seeded record must carry.
+	outcome []byte
+	kept    []string
+}
+
+// rareLocked returns the job's jobRare, made if need be. j.mu is held.
+func (j *jobRun) rareLocked() *jobRare {
+	if j.rare == nil {
+		j.rare = &jobRare{}
+	}
+	return j.rare
+}
+
+// abort returns why and since when an abort was requested ("": none).
+func (j *jobRun) abort() (string, time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rare == nil {
+		return "", time.Time{}
+	}
+	return j.rare.abortWhy, j.rare.abortSince
+}
+
+// notes returns what of the job message could not be used.
+func (j *jobRun) notes() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rare == nil {
+		return nil
+	}
+	return j.rare.notes
+}
 
 // Halt reasons that are not job states.
 const (
@@ -141,9 +174,12 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 		rec.Fields = map[string]string{}
 	}
 	*j = jobRun{
-		r: r, sess: sess, lease: l, rec: rec, start: time.Now(),
+		r: r, sess: r.shared(sess), lease: l, rec: rec,
 		msg: pack(rec.Msg), source: rec.Source, created: rec.Created,
 	}
+	// JOB_TIMEOUT from first admission; from now for a record without
+	// its admission time.
+	j.deadline = cmp.Or(rec.Created, time.Now()).Add(r.cfg.JobTimeout)
 	j.jc.Context = httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard)
 	j.ctx = &j.jc
 	j.step.run = j.jobStep
@@ -332,9 +368,10 @@ func (j *jobRun) doneChan() <-chan struct{} {
 
 func (j *jobRun) requestAbort(why string) {
 	j.mu.Lock()
-	first := j.abortWhy == "" && j.abortSince.IsZero()
+	a := j.rareLocked()
+	first := a.abortSince.IsZero()
 	if first {
-		j.abortWhy, j.abortSince = why, time.Now()
+		a.abortWhy, a.abortSince = why, time.Now()
 	}
 	j.mu.Unlock()
 	if first {
@@ -442,7 +479,8 @@ func (j *jobRun) conclude() {
 	case why == haltDrain:
 		exit = exitDrained
 	case why == sampledb.StateAborted:
-		exit = j.finish(sampledb.StateAborted, j.abortWhy)
+		why, _ := j.abort()
+		exit = j.finish(sampledb.StateAborted, why)
 	case why == sampledb.StateTimeout:
 		exit = j.finish(sampledb.StateTimeout, fmt.Sprintf("job timeout (%s) reached with vendor work still running", j.r.cfg.JobTimeout))
 	default:
@@ -472,8 +510,8 @@ func (j *jobRun) end(exit exitReason) {
 		close(j.done)
 	}
 	j.mu.Unlock()
-	if j.onEnd != nil {
-		j.onEnd()
+	if j.launched {
+		j.r.finished(j)
 	}
 }
 
@@ -517,12 +555,13 @@ func (j *jobRun) begin() (exitReason, bool) {
 	for _, n := range notes {
 		j.log().Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
 	}
-	j.notes, j.cust = notes, unique.Make(msg.Submission.Customer).Value()
-	drivers, derr := cfg.Accounts.Drivers(j.customer())
-	j.deadline = j.created.Add(cfg.JobTimeout)
-	if j.created.IsZero() {
-		j.deadline = j.start.Add(cfg.JobTimeout)
+	j.cust = unique.Make(msg.Submission.Customer).Value()
+	if len(notes) > 0 {
+		j.mu.Lock()
+		j.rareLocked().notes = notes
+		j.mu.Unlock()
 	}
+	drivers, derr := cfg.Accounts.Drivers(j.customer())
 
 	sj, err := j.putJob(j.ctx, sampledb.StateExecuting)
 	if err != nil {
@@ -533,7 +572,8 @@ func (j *jobRun) begin() (exitReason, bool) {
 		j.requestAbort("abort requested before the job started")
 	}
 	if j.halting() == sampledb.StateAborted {
-		return j.finish(sampledb.StateAborted, j.abortWhy), true
+		why, _ := j.abort()
+		return j.finish(sampledb.StateAborted, why), true
 	}
 	if time.Now().After(j.deadline) {
 		return j.finish(sampledb.StateTimeout, "job timeout passed before work began"), true
@@ -575,9 +615,10 @@ func (j *jobRun) dropRecord() {
 		switch {
 		case k == state.FieldPlan, planned[k]:
 		case k == state.FieldOutcome:
-			j.outcome = []byte(v)
+			j.rareLocked().outcome = []byte(v)
 		default:
-			j.kept = append(j.kept, k, v)
+			r := j.rareLocked()
+			r.kept = append(r.kept, k, v)
 		}
 	}
 	j.rec = nil
@@ -596,15 +637,16 @@ func (j *jobRun) keep(name, value string) {
 	case strings.HasPrefix(name, state.FieldTaskPrefix) && j.task(strings.TrimPrefix(name, state.FieldTaskPrefix)) != nil:
 		// The task's checkpoint is what was written (saveTask).
 	case name == state.FieldOutcome:
-		j.outcome = []byte(value)
+		j.rareLocked().outcome = []byte(value)
 	default:
-		for i := 0; i+1 < len(j.kept); i += 2 {
-			if j.kept[i] == name {
-				j.kept[i+1] = value
+		r := j.rareLocked()
+		for i := 0; i+1 < len(r.kept); i += 2 {
+			if r.kept[i] == name {
+				r.kept[i+1] = value
 				return
 			}
 		}
-		j.kept = append(j.kept, name, value)
+		r.kept = append(r.kept, name, value)
 	}
 }
 
@@ -660,7 +702,7 @@ func (j *jobRun) startTasks() {
 		j.conclude()
 		return
 	}
-	j.phase, j.open = phaseRunning, len(todo)
+	j.phase, j.open = phaseRunning, int32(len(todo))
 	for _, t := range todo {
 		t.schedule(time.Time{})
 	}
@@ -803,7 +845,7 @@ func (j *jobRun) save(kv ...string) error {
 		evs := j.events
 		j.events = nil
 		j.mu.Unlock()
-		err := j.r.store.CheckpointNotes(ctx, j.sess, j.lease, evs, kv...)
+		err := j.r.store.CheckpointNotes(ctx, *j.sess, j.lease, evs, kv...)
 		if err != nil && len(evs) > 0 {
 			j.mu.Lock()
 			j.events = append(evs, j.events...)
@@ -869,10 +911,13 @@ func (j *jobRun) fieldsSnapshot() ([]string, error) {
 	}
 	name, value := state.PlanField(plan)
 	kv = append(kv, name, value)
-	if j.outcome != nil {
-		kv = append(kv, state.FieldOutcome, string(j.outcome))
+	if r := j.rare; r != nil {
+		if r.outcome != nil {
+			kv = append(kv, state.FieldOutcome, string(r.outcome))
+		}
+		kv = append(kv, r.kept...)
 	}
-	return append(kv, j.kept...), nil
+	return kv, nil
 }
 
 // fresh is the checkpoint of a task that has done nothing yet, encoded: a

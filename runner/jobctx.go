@@ -21,9 +21,8 @@ type jobCtx struct {
 
 	mu    sync.Mutex
 	done  chan struct{} // made when first asked for; closed by cancel
-	err   error         // context.Canceled once cancelled
-	cause error
-	funcs []*afterFunc // run when cancelled; nil when none
+	cause error         // why it ended; nil while it has not
+	funcs []*afterFunc  // run when cancelled; nil when none
 }
 
 type afterFunc struct{ f func() }
@@ -50,7 +49,10 @@ func (c *jobCtx) Done() <-chan struct{} {
 func (c *jobCtx) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
+	if c.cause != nil {
+		return context.Canceled
+	}
+	return nil
 }
 
 // AfterFunc runs f in its own goroutine once c is cancelled (at once if it
@@ -59,7 +61,7 @@ func (c *jobCtx) Err() error {
 func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
+	if c.cause != nil {
 		go f()
 		return func() bool { return false }
 	}
@@ -87,11 +89,11 @@ func (c *jobCtx) cancel(cause error) bool {
 		cause = context.Canceled
 	}
 	c.mu.Lock()
-	if c.err != nil {
+	if c.cause != nil {
 		c.mu.Unlock()
 		return false
 	}
-	c.err, c.cause = context.Canceled, cause
+	c.cause = cause
 	if c.done == nil {
 		c.done = closedChan
 	} else {
