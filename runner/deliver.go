@@ -213,8 +213,11 @@ func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 	if err != nil {
 		return "operation abandoned: " + err.Error()
 	}
-	ctx, cancel := context.WithTimeout(httpc.WithPriority(j.ctx, httpc.PriorityCancel), j.r.cfg.CancelTimeout)
+	// The timeout under the priority: contexts derived from a value over
+	// the job's context would each wait on a goroutine (jobCtx).
+	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.CancelTimeout)
 	defer cancel()
+	ctx = httpc.WithPriority(ctx, httpc.PriorityCancel)
 	var last error
 	err = j.do(retry{ctx: ctx, guard: true,
 		again: func(err error) (bool, time.Duration) {

@@ -180,7 +180,7 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	// JOB_TIMEOUT from first admission; from now for a record without
 	// its admission time.
 	j.deadline = cmp.Or(rec.Created, time.Now()).Add(r.cfg.JobTimeout)
-	j.jc.Context = httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard)
+	j.jc.j = j
 	j.ctx = &j.jc
 	j.step.run = j.jobStep
 	if rec.Fields[state.FieldAbort] == "1" {

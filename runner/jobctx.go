@@ -4,6 +4,9 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 )
 
 // jobCtx is a job's context, held inline in its jobRun: a context.Context
@@ -16,8 +19,15 @@ import (
 // cancel functions (context.AfterFunc's contract, which the context package
 // uses to propagate instead of a map or a goroutine) only while they live,
 // and costs a waiting job only its Done channel.
+//
+// The context package finds AfterFunc only on a context's direct parent:
+// a context derived from a value layered over a jobCtx (httpc.WithPriority)
+// would wait for it on a goroutine of its own. Calls therefore put their
+// values over a context derived from the jobCtx, not over the jobCtx.
 type jobCtx struct {
-	context.Context // the values (httpc's job ID and guard); it never ends
+	// j is the job: its ID and lease guard are the context's values
+	// (httpc.WithJob, httpc.WithGuard), answered by Value.
+	j *jobRun
 
 	mu    sync.Mutex
 	done  chan struct{} // made when first asked for; closed by cancel
@@ -34,6 +44,20 @@ var closedChan = func() chan struct{} {
 	close(c)
 	return c
 }()
+
+// Deadline: a job's context has none (its calls set their own).
+func (c *jobCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Value answers httpc's job ID and lease guard; there is no other value.
+func (c *jobCtx) Value(key any) any {
+	switch {
+	case httpc.IsJobKey(key):
+		return c.j.lease.ID
+	case httpc.IsGuardKey(key):
+		return c.j.guard
+	}
+	return nil
+}
 
 // Done returns the channel closed when the job must stop.
 func (c *jobCtx) Done() <-chan struct{} {

@@ -406,6 +406,11 @@ func mayHaveReached(err error) bool {
 func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
 	var v T
 	vendor := edr.Vendor(kind)
+	// A context of the call's own under the priority: contexts derived
+	// from a value over the job's context would each wait on a goroutine
+	// (jobCtx).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	ctx = httpc.WithPriority(ctx, httpc.PriorityStart)
 	err := j.do(retry{ctx: ctx, guard: true, halt: true, deadline: deadline,
 		again: func(err error) (bool, time.Duration) {
