@@ -21,10 +21,10 @@ import (
 // finish decides the terminal outcome (fenced; the first decision stands)
 // and delivers it. The job's notes are added to the reason.
 func (j *jobRun) finish(st, reason string) exitReason {
-	if len(j.notes) > 0 {
-		parts := j.notes
+	if notes := j.notes(); len(notes) > 0 {
+		parts := notes
 		if reason != "" {
-			parts = append([]string{reason}, j.notes...)
+			parts = append([]string{reason}, notes...)
 		}
 		reason = strings.Join(parts, "; ")
 	}
@@ -45,12 +45,12 @@ func (j *jobRun) finish(st, reason string) exitReason {
 	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log.Warn("could not record the job outcome; retrying", zap.Error(err))
+			j.log().Warn("could not record the job outcome; retrying", zap.Error(err))
 			return 0
 		},
 	}, func(ctx context.Context) error {
 		var err error
-		stood, err = j.r.store.Decide(ctx, j.sess, j.lease, out.Encode(), ev)
+		stood, err = j.r.store.Decide(ctx, *j.sess, j.lease, out.Encode(), ev)
 		return err
 	})
 	if errors.Is(err, state.ErrStale) {
@@ -64,7 +64,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		decided = out
 	}
 	j.mu.Lock()
-	j.fields[state.FieldOutcome] = string(stood)
+	j.keep(state.FieldOutcome, string(stood))
 	j.mu.Unlock()
 	failpoint.Hit(failpoint.DecidedBeforePut)
 	return j.deliver(decided)
@@ -77,10 +77,8 @@ func (j *jobRun) finish(st, reason string) exitReason {
 // deliver from the ledger if this worker dies half-way.
 func (j *jobRun) deliver(out state.Outcome) exitReason {
 	cfg := &j.r.cfg
-	log := j.log.With(zap.String("state", out.State))
-	j.mu.Lock()
-	plan, _, _ := state.PlanOf(j.fields)
-	j.mu.Unlock()
+	log := j.log().With(zap.String("state", out.State))
+	plan := j.planned()
 	tasks := j.checkpoints(plan)
 
 	// gone: SampleDB says the job does not exist. jobSeen: it answered for
@@ -193,8 +191,8 @@ func (j *jobRun) deliver(out state.Outcome) exitReason {
 	if err := j.complete(final, ledgerSummary(summary)); err != nil {
 		return j.exitFor(err)
 	}
-	if !j.abortSince.IsZero() && final == sampledb.StateAborted {
-		cfg.Observer.AbortNoticed(time.Since(j.abortSince))
+	if _, since := j.abort(); !since.IsZero() && final == sampledb.StateAborted {
+		cfg.Observer.AbortNoticed(time.Since(since))
 	}
 	cfg.Observer.JobFinished(final, time.Since(j.created))
 	log.Info("job finished", zap.String("reason", out.Reason))
@@ -215,8 +213,11 @@ func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 	if err != nil {
 		return "operation abandoned: " + err.Error()
 	}
-	ctx, cancel := context.WithTimeout(httpc.WithPriority(j.ctx, httpc.PriorityCancel), j.r.cfg.CancelTimeout)
+	// The timeout under the priority: contexts derived from a value over
+	// the job's context would each wait on a goroutine (jobCtx).
+	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.CancelTimeout)
 	defer cancel()
+	ctx = httpc.WithPriority(ctx, httpc.PriorityCancel)
 	var last error
 	err = j.do(retry{ctx: ctx, guard: true,
 		again: func(err error) (bool, time.Duration) {
@@ -238,7 +239,7 @@ func (j *jobRun) cancelVendor(kind string, ref json.RawMessage) string {
 	case last == nil:
 		return "not cancelled: " + err.Error() // the lease was lost first
 	}
-	j.log.Warn("vendor cancel failed", zap.String("task", kind), zap.Error(last))
+	j.log().Warn("vendor cancel failed", zap.String("task", kind), zap.Error(last))
 	return "cancel failed: " + last.Error()
 }
 
@@ -284,7 +285,7 @@ func (j *jobRun) afterFailedPut(err error) exitReason {
 			return j.exitFor(gerr)
 		}
 		if sampledb.IsTerminal(sj.State) {
-			j.log.Info("job already finished in SampleDB; dropping", zap.String("sampledb_state", sj.State))
+			j.log().Info("job already finished in SampleDB; dropping", zap.String("sampledb_state", sj.State))
 			if err := j.complete(sj.State, nil); err != nil {
 				return j.exitFor(err)
 			}
@@ -299,10 +300,10 @@ func (j *jobRun) finishGone() exitReason {
 	out := state.Outcome{State: sampledb.StateFailed, Reason: "job not found in SampleDB", By: j.r.cfg.WorkerID, At: time.Now().UnixMilli()}
 	raw, _ := json.Marshal(out)
 	ev := state.Event{At: time.Now(), Ev: "decided", Worker: j.r.cfg.WorkerID, Token: j.lease.Token, Detail: "failed: job not found in SampleDB"}
-	if _, err := j.r.store.Decide(j.ctx, j.sess, j.lease, raw, ev); err != nil {
+	if _, err := j.r.store.Decide(j.ctx, *j.sess, j.lease, raw, ev); err != nil {
 		return j.exitFor(err)
 	}
-	j.log.Warn("job not found in SampleDB; finishing it locally as failed")
+	j.log().Warn("job not found in SampleDB; finishing it locally as failed")
 	if err := j.complete(sampledb.StateFailed, nil); err != nil {
 		return j.exitFor(err)
 	}
@@ -367,10 +368,10 @@ func (j *jobRun) sdb(ctx context.Context, call func(context.Context) error) erro
 		again: permanentIf(sampledb.ErrPrecondition, sampledb.ErrNotFound),
 		waiting: func(err error, wait time.Duration) time.Duration {
 			if errors.Is(err, sampledb.ErrUnauthorized) || errors.Is(err, sampledb.ErrForbidden) {
-				j.log.Error("SampleDB refused our credentials; check SAMPLEDB_API_KEY and its role (SAMPLEDB-ANALYZER for the PUT/POST updates, SAMPLEDB-VIEWER or higher for GET/list); the job is held", zap.Error(err))
+				j.log().Error("SampleDB refused our credentials; check SAMPLEDB_API_KEY and its role (SAMPLEDB-ANALYZER for the PUT/POST updates, SAMPLEDB-VIEWER or higher for GET/list); the job is held", zap.Error(err))
 				return j.r.cfg.RetryMax
 			}
-			j.log.Warn("SampleDB call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			j.log().Warn("SampleDB call failed; retrying", zap.Error(err), zap.Duration("in", wait))
 			return 0
 		},
 	}, call)
@@ -422,7 +423,7 @@ func (j *jobRun) publish(s *results.Summary) {
 	c.Tasks = append([]results.TaskSummary(nil), s.Tasks...)
 	body, truncated := results.Encode(&c)
 	if truncated {
-		j.log.Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
+		j.log().Warn("the job summary was too large; its lists were cut", zap.Int("bytes", len(body)))
 	}
 	ctx, cancel := context.WithTimeout(j.ctx, j.r.cfg.PublishTimeout)
 	defer cancel()
@@ -430,13 +431,13 @@ func (j *jobRun) publish(s *results.Summary) {
 		return pub.Publish(ctx, j.lease.ID, body)
 	})
 	switch {
-	case err == nil, context.Cause(j.ctx) != nil:
+	case err == nil, j.cause() != nil:
 		// Published, or stopped: the job is not tombstoned, its next owner
 		// publishes.
 	case errors.Is(err, results.ErrNotPublishable):
-		j.log.Error("the job summary cannot be published; SampleDB has the state, the summary is lost", zap.Error(err))
+		j.log().Error("the job summary cannot be published; SampleDB has the state, the summary is lost", zap.Error(err))
 	default:
-		j.log.Error("could not publish the job summary in time; SampleDB has the state, the summary is lost", zap.Error(err))
+		j.log().Error("could not publish the job summary in time; SampleDB has the state, the summary is lost", zap.Error(err))
 	}
 }
 
@@ -448,11 +449,11 @@ func (j *jobRun) complete(final string, summary []byte) error {
 	err := j.do(retry{ctx: j.ctx, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log.Warn("could not tombstone the job; retrying", zap.Error(err))
+			j.log().Warn("could not tombstone the job; retrying", zap.Error(err))
 			return 0
 		},
 	}, func(ctx context.Context) error {
-		return j.r.store.Complete(ctx, j.sess, j.lease, final, ev, summary)
+		return j.r.store.Complete(ctx, *j.sess, j.lease, final, ev, summary)
 	})
 	if errors.Is(err, state.ErrStale) {
 		return j.loseFor(err)

@@ -1,13 +1,16 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"go.uber.org/zap"
 
@@ -18,7 +21,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
-type exitReason int
+type exitReason uint8
 
 const (
 	exitDone    exitReason = iota // terminal state acknowledged, tombstoned
@@ -40,55 +43,66 @@ var (
 // done in steps on the runner's scheduler (sched.go) — the job's own step
 // (begin, then its deadline, then its conclusion) and one step per task
 // (start, polls, collect) — and between steps the job is data.
+//
+// It holds what it needs to act — IDs, the lease, due times, the tasks'
+// checkpoints — and the job message as the ledger has it (msg: the one
+// copy, packed, for re-seeding a ledger that lost its data; decoded when
+// needed).
+// What the record held besides is read in begin and dropped with rec.
 type jobRun struct {
 	r     *Runner
-	sess  state.Session // the session the lease was acquired under
+	sess  *state.Session // the session the lease was acquired under (shared: Runner.shared)
 	lease state.Lease
-	log   *zap.Logger
-	start time.Time
-	// rec is the record the job was acquired with, until begin has read
-	// it; the fields below keep what is needed afterwards.
+	// rec is the record the job was acquired with, until begin has made
+	// its tasks; until then the ledger fields this run writes go into
+	// rec.Fields (for re-seeding), afterwards into the tasks' checkpoints
+	// (task:<kind>), outcome and kept.
 	rec     *state.Record
+	msg     packed // the job message, as in the ledger
+	source  string
 	created time.Time
 
 	// ctx ends when the job must stop at once and write nothing more: lease
-	// lost, worker stopped, or drain timeout. Its cause says which.
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	// work is ctx, also ended on abort and timeout, for vendor polls.
-	work     context.Context
-	haltWork context.CancelFunc
-	// halt is closed to make tasks leave at their next safe point.
-	halt     chan struct{}
-	haltOnce sync.Once
+	// lost, worker stopped, or drain timeout; cause says which. It is jc.
+	ctx context.Context
+	jc  jobCtx
 
-	abortOnce  sync.Once
-	abortWhy   string
-	abortSince time.Time
-
-	step     step // begin → deadline → conclusion
-	target   edr.Target
-	cust     string // submission.customer: whose accounts alone the job may use
+	step step // begin → deadline → conclusion
+	// cust is submission.customer, whose accounts alone the job may use
+	// (interned: a worker's jobs share a few customers).
+	cust     string
 	deadline time.Time
-	onEnd    func() // set by Launch: the runner's bookkeeping
+	// launched: Launch runs the job, and end hands it back to the runner
+	// (Runner.finished).
+	launched bool
+	exit     exitReason
 
 	mu     sync.Mutex
-	fields map[string]string // last written ledger fields, for re-seeding
-	events []state.Event     // timeline events waiting for the next checkpoint
-	phase  jobPhase
+	events []state.Event // timeline events waiting for the next checkpoint
+	// rare holds what few jobs need (an abort, notes, a decided outcome,
+	// other fields): nil until one does.
+	rare  *jobRare
+	phase jobPhase
+	// haltClosed: halt is closed, or is due closed when made.
+	haltClosed bool
+	// workHalted: the calls of work contexts are cut short (haltWork).
+	workHalted bool
+	// ended: done is closed, or is due closed when made.
+	ended bool
 	// halted says why the job stops before its tasks end: aborted,
 	// timeout, haltDrain, haltLost; "" while running or when every task
 	// ended.
-	halted  string
+	halted string
+	// halt is closed to make tasks leave at their next safe point (made
+	// when a start's retry first waits on it).
+	halt chan struct{}
+	// working are the cancel functions of the calls that an abort or the
+	// job timeout cut short (workCtx), while they run.
+	working []*context.CancelFunc
 	tasks   []*taskRun
-	running int // task steps running now
-	open    int // tasks not yet ended
-
-	// notes say what of the job message could not be used (TargetOf); they
-	// go into the outcome's reason.
-	notes []string
-
-	exit exitReason
+	running int32 // task steps running now
+	open    int32 // tasks not yet ended
+	// done is closed when the job ended (made when first waited for).
 	done chan struct{}
 }
 
@@ -102,6 +116,50 @@ const (
 	phaseDone
 )
 
+// jobRare is what few jobs hold: a waiting job carries none of it.
+type jobRare struct {
+	// abortWhy and abortSince are set once, by the first abort request.
+	abortWhy   string
+	abortSince time.Time
+	// notes say what of the job message could not be used (TargetOf); they
+	// go into the outcome's reason.
+	notes []string
+	// outcome is the decided outcome as the ledger holds it (nil: none);
+	// kept are the other ledger fields (name, value pairs: the abort mark,
+	// a delivery refusal, checkpoints of tasks not in the plan) that a
+	// re-seeded record must carry.
+	outcome []byte
+	kept    []string
+}
+
+// rareLocked returns the job's jobRare, made if need be. j.mu is held.
+func (j *jobRun) rareLocked() *jobRare {
+	if j.rare == nil {
+		j.rare = &jobRare{}
+	}
+	return j.rare
+}
+
+// abort returns why and since when an abort was requested ("": none).
+func (j *jobRun) abort() (string, time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rare == nil {
+		return "", time.Time{}
+	}
+	return j.rare.abortWhy, j.rare.abortSince
+}
+
+// notes returns what of the job message could not be used.
+func (j *jobRun) notes() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rare == nil {
+		return nil
+	}
+	return j.rare.notes
+}
+
 // Halt reasons that are not job states.
 const (
 	haltDrain = "drain"
@@ -112,22 +170,18 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 	// Every API request made for the job names it (httpc.HeaderJob), so a
 	// request can be traced to its job at the vendor and in SampleDB.
 	j := &jobRun{}
-	ctx, cancel := context.WithCancelCause(httpc.WithGuard(httpc.WithJob(context.Background(), l.ID), j.guard))
-	work, haltWork := context.WithCancel(ctx)
-	fields := make(map[string]string, len(rec.Fields)+3)
-	fields[state.FieldMsg], fields[state.FieldSource] = string(rec.Msg), rec.Source
-	if !rec.Created.IsZero() {
-		fields[state.FieldCreated] = strconv.FormatInt(rec.Created.UnixMilli(), 10)
-	}
-	for k, v := range rec.Fields {
-		fields[k] = v
+	if rec.Fields == nil {
+		rec.Fields = map[string]string{}
 	}
 	*j = jobRun{
-		r: r, sess: sess, lease: l, rec: rec, created: rec.Created, start: time.Now(),
-		log: r.log.With(zap.String("job_id", l.ID), zap.Int64("token", l.Token)),
-		ctx: ctx, cancel: cancel, work: work, haltWork: haltWork,
-		halt: make(chan struct{}), fields: fields, done: make(chan struct{}),
+		r: r, sess: r.shared(sess), lease: l, rec: rec,
+		msg: pack(rec.Msg), source: rec.Source, created: rec.Created,
 	}
+	// JOB_TIMEOUT from first admission; from now for a record without
+	// its admission time.
+	j.deadline = cmp.Or(rec.Created, time.Now()).Add(r.cfg.JobTimeout)
+	j.jc.j = j
+	j.ctx = &j.jc
 	j.step.run = j.jobStep
 	if rec.Fields[state.FieldAbort] == "1" {
 		// An abort noted in the ledger while nobody (or another worker)
@@ -141,15 +195,37 @@ func newJobRun(r *Runner, sess state.Session, l state.Lease, rec *state.Record) 
 // intake used (job.Decode): a record re-adopted from SampleDB is validated
 // the same way. It is decoded when needed, not kept.
 func (j *jobRun) message() (*job.Message, error) {
-	j.mu.Lock()
-	raw := j.fields[state.FieldMsg]
-	j.mu.Unlock()
-	m, err := job.Decode([]byte(raw), 0)
+	raw, err := j.msg.unpack()
+	if err != nil {
+		return &job.Message{JobID: j.lease.ID}, err
+	}
+	m, err := job.Decode(raw, 0)
 	if m == nil {
 		m = &job.Message{JobID: j.lease.ID}
 	}
 	return m, err
 }
+
+// target is what the vendors are asked to look for, from the job message
+// (decoded again: it is needed for starts only, not while the job waits).
+func (j *jobRun) target() (edr.Target, error) {
+	msg, err := j.message()
+	if err != nil {
+		return edr.Target{}, err
+	}
+	t, _, err := msg.Target()
+	return t, err
+}
+
+// log is the job's logger, made when something is logged: a logger with
+// fields costs its encoded fields' buffer, too much to keep per waiting job.
+func (j *jobRun) log() *zap.Logger {
+	return j.r.log.With(zap.String("job_id", j.lease.ID), zap.Int64("token", j.lease.Token))
+}
+
+// debugOn says whether debug lines are logged at all (so that none of
+// their fields are made for nothing).
+func (j *jobRun) debugOn() bool { return j.r.log.Core().Enabled(zap.DebugLevel) }
 
 // customer is the submitting customer, whose accounts alone the job may use.
 func (j *jobRun) customer() string { return j.cust }
@@ -189,20 +265,118 @@ func (j *jobRun) loseFor(err error) error {
 // handed over.
 func (j *jobRun) interrupt() { j.cancel(errInterrupted) }
 
+// cancel ends the job's context with cause (the first cause stands), and
+// with it every call made for the job.
+func (j *jobRun) cancel(cause error) { j.jc.cancel(cause) }
+
+// cause says why the job's context ended: nil while it has not.
+func (j *jobRun) cause() error { return j.jc.causeOf() }
+
 func (j *jobRun) stopTasks() {
-	j.haltOnce.Do(func() { close(j.halt) })
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.haltClosed {
+		j.haltClosed = true
+		if j.halt != nil {
+			close(j.halt)
+		}
+	}
+}
+
+// haltChan returns the channel closed when tasks are to leave.
+func (j *jobRun) haltChan() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case j.halt != nil:
+	case j.haltClosed:
+		return closedChan
+	default:
+		j.halt = make(chan struct{})
+	}
+	return j.halt
+}
+
+// tasksHalted says whether tasks are to leave (stopTasks).
+func (j *jobRun) tasksHalted() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.haltClosed
+}
+
+// workCtx returns the context of a call that an abort or the job timeout
+// cuts short (SampleDB task calls, polls, collects): the job's, also ended
+// by haltWork. release must be called when the call returned.
+func (j *jobRun) workCtx() (ctx context.Context, release func()) {
+	ctx, cancel := context.WithCancel(j.ctx)
+	j.mu.Lock()
+	if j.workHalted {
+		j.mu.Unlock()
+		cancel()
+		return ctx, cancel
+	}
+	c := &cancel
+	j.working = append(j.working, c)
+	j.mu.Unlock()
+	return ctx, func() {
+		j.mu.Lock()
+		if i := slices.Index(j.working, c); i >= 0 {
+			j.working = slices.Delete(j.working, i, i+1)
+			if len(j.working) == 0 {
+				j.working = nil
+			}
+		}
+		j.mu.Unlock()
+		cancel()
+	}
+}
+
+// haltWork cuts short the calls running with a work context, and every
+// later one.
+func (j *jobRun) haltWork() {
+	j.mu.Lock()
+	j.workHalted = true
+	calls := j.working
+	j.working = nil
+	j.mu.Unlock()
+	for _, c := range calls {
+		(*c)()
+	}
+}
+
+// workStopped says whether a work context would be ended now.
+func (j *jobRun) workStopped() bool {
+	j.mu.Lock()
+	halted := j.workHalted
+	j.mu.Unlock()
+	return halted || j.cause() != nil
+}
+
+// doneChan returns the channel closed when the job ended.
+func (j *jobRun) doneChan() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case j.done != nil:
+	case j.ended:
+		return closedChan
+	default:
+		j.done = make(chan struct{})
+	}
+	return j.done
 }
 
 func (j *jobRun) requestAbort(why string) {
-	first := false
-	j.abortOnce.Do(func() {
-		j.abortWhy = why
-		j.abortSince = time.Now()
-		j.log.Info("abort requested", zap.String("reason", why))
-		j.note("abort noticed", why)
-		first = true
-	})
+	j.mu.Lock()
+	a := j.rareLocked()
+	first := a.abortSince.IsZero()
 	if first {
+		a.abortWhy, a.abortSince = why, time.Now()
+	}
+	j.mu.Unlock()
+	if first {
+		j.log().Info("abort requested", zap.String("reason", why))
+		j.note("abort noticed", why)
 		j.stop(sampledb.StateAborted)
 	}
 }
@@ -210,7 +384,7 @@ func (j *jobRun) requestAbort(why string) {
 // guard is checked before every external call: the lease must be certainly
 // valid by the local clock, and the job not stopped.
 func (j *jobRun) guard() error {
-	if err := context.Cause(j.ctx); err != nil {
+	if err := j.cause(); err != nil {
 		return err
 	}
 	if !j.r.keeper.Valid(j.lease.ID, j.lease.Token) {
@@ -221,7 +395,7 @@ func (j *jobRun) guard() error {
 }
 
 func (j *jobRun) exitFor(err error) exitReason {
-	cause := context.Cause(j.ctx)
+	cause := j.cause()
 	if cause == nil {
 		cause = err
 	}
@@ -300,12 +474,13 @@ func (j *jobRun) conclude() {
 	j.mu.Unlock()
 	var exit exitReason
 	switch {
-	case context.Cause(j.ctx) != nil:
+	case j.cause() != nil:
 		exit = j.exitFor(nil)
 	case why == haltDrain:
 		exit = exitDrained
 	case why == sampledb.StateAborted:
-		exit = j.finish(sampledb.StateAborted, j.abortWhy)
+		why, _ := j.abort()
+		exit = j.finish(sampledb.StateAborted, why)
 	case why == sampledb.StateTimeout:
 		exit = j.finish(sampledb.StateTimeout, fmt.Sprintf("job timeout (%s) reached with vendor work still running", j.r.cfg.JobTimeout))
 	default:
@@ -324,14 +499,19 @@ func (j *jobRun) end(exit exitReason) {
 	switch exit {
 	case exitDone:
 	case exitDrained:
-		j.log.Info("job left at a safe point for another worker")
+		j.log().Info("job left at a safe point for another worker")
 	default:
-		j.log.Info("job stopped without further writes", zap.Error(context.Cause(j.ctx)))
+		j.log().Info("job stopped without further writes", zap.Error(j.cause()))
 	}
 	j.cancel(nil)
-	close(j.done)
-	if j.onEnd != nil {
-		j.onEnd()
+	j.mu.Lock()
+	j.ended = true
+	if j.done != nil {
+		close(j.done)
+	}
+	j.mu.Unlock()
+	if j.launched {
+		j.r.finished(j)
 	}
 }
 
@@ -343,7 +523,7 @@ func (j *jobRun) schedule() {
 // run runs the job to its end and waits for it (tests).
 func (j *jobRun) run() {
 	j.schedule()
-	<-j.done
+	<-j.doneChan()
 }
 
 // begin reads what the job was acquired with and readies it: a decided
@@ -352,7 +532,6 @@ func (j *jobRun) run() {
 func (j *jobRun) begin() (exitReason, bool) {
 	cfg := &j.r.cfg
 	rec := j.rec
-	j.rec = nil // what it holds is in fields now
 	_, planned, _ := rec.Plan()
 	resumed := planned || rec.Outcome() != nil
 	cfg.Observer.JobStarted(resumed)
@@ -374,14 +553,15 @@ func (j *jobRun) begin() (exitReason, bool) {
 		return j.finish(sampledb.StateFailed, "invalid job message: "+err.Error()), true
 	}
 	for _, n := range notes {
-		j.log.Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
+		j.log().Warn("job message metaData not usable; the job runs without it", zap.String("note", n))
 	}
-	j.notes, j.target, j.cust = notes, target, msg.Submission.Customer
+	j.cust = unique.Make(msg.Submission.Customer).Value()
+	if len(notes) > 0 {
+		j.mu.Lock()
+		j.rareLocked().notes = notes
+		j.mu.Unlock()
+	}
 	drivers, derr := cfg.Accounts.Drivers(j.customer())
-	j.deadline = j.created.Add(cfg.JobTimeout)
-	if j.created.IsZero() {
-		j.deadline = j.start.Add(cfg.JobTimeout)
-	}
 
 	sj, err := j.putJob(j.ctx, sampledb.StateExecuting)
 	if err != nil {
@@ -392,13 +572,14 @@ func (j *jobRun) begin() (exitReason, bool) {
 		j.requestAbort("abort requested before the job started")
 	}
 	if j.halting() == sampledb.StateAborted {
-		return j.finish(sampledb.StateAborted, j.abortWhy), true
+		why, _ := j.abort()
+		return j.finish(sampledb.StateAborted, why), true
 	}
 	if time.Now().After(j.deadline) {
 		return j.finish(sampledb.StateTimeout, "job timeout passed before work began"), true
 	}
 	if derr != nil {
-		j.log.Warn("the job's customer has no vendor accounts; failing it", zap.String("customer", j.customer()), zap.Error(derr))
+		j.log().Warn("the job's customer has no vendor accounts; failing it", zap.String("customer", j.customer()), zap.Error(derr))
 		return j.finish(sampledb.StateFailed, derr.Error()), true
 	}
 
@@ -416,8 +597,67 @@ func (j *jobRun) begin() (exitReason, bool) {
 	}
 	j.mu.Lock()
 	j.tasks = tasks
+	j.dropRecord()
 	j.mu.Unlock()
 	return 0, false
+}
+
+// dropRecord lets go of the record once the tasks hold their checkpoints:
+// the fields a re-seeded record needs besides (the abort mark, a delivery
+// refusal, checkpoints of tasks not in the plan, fields this version does
+// not know) go to kept, the decided outcome to outcome. j.mu is held.
+func (j *jobRun) dropRecord() {
+	planned := make(map[string]bool, len(j.tasks))
+	for _, t := range j.tasks {
+		planned[state.FieldTaskPrefix+t.pt.Kind] = true
+	}
+	for k, v := range j.rec.Fields {
+		switch {
+		case k == state.FieldPlan, planned[k]:
+		case k == state.FieldOutcome:
+			j.rareLocked().outcome = []byte(v)
+		default:
+			r := j.rareLocked()
+			r.kept = append(r.kept, k, v)
+		}
+	}
+	j.rec = nil
+}
+
+// keep remembers a ledger field this run wrote, for re-seeding. j.mu is
+// held.
+func (j *jobRun) keep(name, value string) {
+	if j.rec != nil {
+		j.rec.Fields[name] = value
+		return
+	}
+	switch {
+	case name == state.FieldPlan:
+		// The plan is the tasks'.
+	case strings.HasPrefix(name, state.FieldTaskPrefix) && j.task(strings.TrimPrefix(name, state.FieldTaskPrefix)) != nil:
+		// The task's checkpoint is what was written (saveTask).
+	case name == state.FieldOutcome:
+		j.rareLocked().outcome = []byte(value)
+	default:
+		r := j.rareLocked()
+		for i := 0; i+1 < len(r.kept); i += 2 {
+			if r.kept[i] == name {
+				r.kept[i+1] = value
+				return
+			}
+		}
+		r.kept = append(r.kept, name, value)
+	}
+}
+
+// task returns the task of kind, nil when the plan has none. j.mu is held.
+func (j *jobRun) task(kind string) *taskRun {
+	for _, t := range j.tasks {
+		if t.pt.Kind == kind {
+			return t
+		}
+	}
+	return nil
 }
 
 // note adds an event to the job's timeline: it is written with the next
@@ -462,7 +702,7 @@ func (j *jobRun) startTasks() {
 		j.conclude()
 		return
 	}
-	j.phase, j.open = phaseRunning, len(todo)
+	j.phase, j.open = phaseRunning, int32(len(todo))
 	for _, t := range todo {
 		t.schedule(time.Time{})
 	}
@@ -536,7 +776,7 @@ func (j *jobRun) plan(msg *job.Message, rec *state.Record, t edr.Target, drivers
 		return plan, nil
 	}
 	if err != nil {
-		j.log.Warn("unreadable plan in the ledger; planning again", zap.Error(err))
+		j.log().Warn("unreadable plan in the ledger; planning again", zap.Error(err))
 	}
 	plan = j.r.cfg.Playbook.Plan(msg, t, func(kind string) bool { return drivers[kind] != nil })
 	if err := j.save(state.PlanField(plan)); err != nil {
@@ -546,20 +786,45 @@ func (j *jobRun) plan(msg *job.Message, rec *state.Record, t edr.Target, drivers
 }
 
 // checkpoints returns the plan's checkpoints as this run last wrote or read
-// them (a fresh one for a task without one, or with one that is
-// unreadable: that task restarts, and the log says so).
+// them: the tasks' own once they run; before, from the record (a fresh one
+// for a task without one, or with one that is unreadable: that task
+// restarts, and the log says so).
 func (j *jobRun) checkpoints(plan []state.PlannedTask) map[string]*state.TaskCheckpoint {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	out := make(map[string]*state.TaskCheckpoint, len(plan))
 	for _, pt := range plan {
-		cp, err := state.TaskOf(j.fields, pt.Kind)
+		if t := j.task(pt.Kind); t != nil {
+			out[pt.Kind] = t.cp
+			continue
+		}
+		var fields map[string]string
+		if j.rec != nil {
+			fields = j.rec.Fields
+		}
+		cp, err := state.TaskOf(fields, pt.Kind)
 		if err != nil {
-			j.log.Warn("unreadable task checkpoint; the task restarts", zap.String("task", pt.Kind), zap.Error(err))
+			j.log().Warn("unreadable task checkpoint; the task restarts", zap.String("task", pt.Kind), zap.Error(err))
 		}
 		out[pt.Kind] = cp
 	}
 	return out
+}
+
+// planned returns the job's plan as this run knows it: its tasks' once
+// they run, before that the record's (nil when it has none).
+func (j *jobRun) planned() []state.PlannedTask {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rec != nil {
+		plan, _, _ := j.rec.Plan()
+		return plan
+	}
+	plan := make([]state.PlannedTask, len(j.tasks))
+	for i, t := range j.tasks {
+		plan[i] = t.pt
+	}
+	return plan
 }
 
 // save writes ledger fields (name, value pairs), fenced, retrying while
@@ -569,7 +834,7 @@ func (j *jobRun) save(kv ...string) error {
 	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
 		again: permanentIf(state.ErrStale),
 		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log.Warn("checkpoint failed; retrying", zap.Error(err))
+			j.log().Warn("checkpoint failed; retrying", zap.Error(err))
 			return 0
 		},
 	}, func(ctx context.Context) error {
@@ -580,7 +845,7 @@ func (j *jobRun) save(kv ...string) error {
 		evs := j.events
 		j.events = nil
 		j.mu.Unlock()
-		err := j.r.store.CheckpointNotes(ctx, j.sess, j.lease, evs, kv...)
+		err := j.r.store.CheckpointNotes(ctx, *j.sess, j.lease, evs, kv...)
 		if err != nil && len(evs) > 0 {
 			j.mu.Lock()
 			j.events = append(evs, j.events...)
@@ -596,7 +861,7 @@ func (j *jobRun) save(kv ...string) error {
 	}
 	j.mu.Lock()
 	for i := 0; i+1 < len(kv); i += 2 {
-		j.fields[kv[i]] = kv[i+1]
+		j.keep(kv[i], kv[i+1])
 	}
 	j.mu.Unlock()
 	return nil
@@ -616,13 +881,48 @@ func (j *jobRun) saveTask(cp *state.TaskCheckpoint) error {
 	return j.save(cp.Field())
 }
 
-// fieldsSnapshot returns every field this run knows, for re-seeding.
-func (j *jobRun) fieldsSnapshot() []string {
+// fieldsSnapshot returns every field this run knows, for re-seeding: the
+// message, where it came from and when, and what the record held and this
+// run wrote — the plan, each task's checkpoint as this run holds it, the
+// outcome and the kept fields. It is called once the job ended.
+func (j *jobRun) fieldsSnapshot() ([]string, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	kv := make([]string, 0, 2*len(j.fields))
-	for k, v := range j.fields {
-		kv = append(kv, k, v)
+	msg, err := j.msg.unpack()
+	if err != nil {
+		return nil, err // never: the bytes were packed here
 	}
-	return kv
+	kv := []string{state.FieldMsg, string(msg), state.FieldSource, j.source}
+	if !j.created.IsZero() {
+		kv = append(kv, state.FieldCreated, strconv.FormatInt(j.created.UnixMilli(), 10))
+	}
+	if j.rec != nil {
+		for k, v := range j.rec.Fields {
+			kv = append(kv, k, v)
+		}
+		return kv, nil
+	}
+	plan := make([]state.PlannedTask, len(j.tasks))
+	for i, t := range j.tasks {
+		plan[i] = t.pt
+		if name, value := t.cp.Field(); value != fresh(t.pt.Kind) {
+			kv = append(kv, name, value)
+		}
+	}
+	name, value := state.PlanField(plan)
+	kv = append(kv, name, value)
+	if r := j.rare; r != nil {
+		if r.outcome != nil {
+			kv = append(kv, state.FieldOutcome, string(r.outcome))
+		}
+		kv = append(kv, r.kept...)
+	}
+	return kv, nil
+}
+
+// fresh is the checkpoint of a task that has done nothing yet, encoded: a
+// re-seeded record leaves it out, as the ledger did.
+func fresh(kind string) string {
+	_, v := (&state.TaskCheckpoint{Kind: kind}).Field()
+	return v
 }

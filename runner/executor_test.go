@@ -643,3 +643,52 @@ func TestWorkerPublishesVendorStatsWithRenewal(t *testing.T) {
 	require.Zero(t, cbc.Waiting, "nothing queued once the job is done")
 	require.False(t, st.Since.IsZero())
 }
+
+// TestReseedAfterLedgerLoss: Redis lost a waiting job's record. The job
+// stops without another call and puts the record back from what it holds
+// — the message, where and when it was admitted, the plan, each task's
+// checkpoint (the vendor reference, the SampleDB task) and the fields it
+// carried without using them — unowned, so that whoever claims it resumes
+// the vendor operation instead of starting another.
+func TestReseedAfterLedgerLoss(t *testing.T) {
+	t.Parallel()
+	d := &waitingDriver{kind: edr.KindCBCEventExport, want: 1, allPolled: make(chan struct{})}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	msg := jobMsg(nil)
+	w.sim.CreateJob(msg)
+	b, err := json.Marshal(msg)
+	require.NoError(t, err)
+	require.Equal(t, 1, w.runner.TryAcquire(1))
+	l, rec := w.admit(msg.JobID, b)
+	// A field an earlier owner left that this plan does not use.
+	other := []string{state.FieldTaskPrefix + "retired-kind", `{"kind":"retired-kind","state":"success"}`}
+	require.NoError(t, w.store.Checkpoint(ctx(t), w.runner.Session(), l, other...))
+	rec.Fields[other[0]] = other[1]
+	w.runner.Launch(w.runner.Session(), l, rec)
+	<-d.allPolled // started, checkpointed, polled: the job waits
+
+	require.NoError(t, w.store.Redis().Del(ctx(t), "{"+w.store.Namespace()+"}:job:"+msg.JobID).Err())
+	w.runner.onLeaseLost(msg.JobID, l.Token, state.LostMissing)
+	j := waitRun(t, w, msg.JobID)
+	require.Equal(t, exitMissing, j.exit)
+
+	got, err := w.store.Get(ctx(t), msg.JobID)
+	require.NoError(t, err)
+	require.NotNil(t, got, "the record is back")
+	require.Empty(t, got.Session, "owned by nobody")
+	require.JSONEq(t, string(b), string(got.Msg))
+	require.Equal(t, "test", got.Source)
+	require.Equal(t, rec.Created.UnixMilli(), got.Created.UnixMilli())
+	plan, ok, err := got.Plan()
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, []state.PlannedTask{{Kind: edr.KindCBCEventExport}}, plan)
+	cp, err := got.Task(edr.KindCBCEventExport)
+	require.NoError(t, err)
+	require.NotEmpty(t, cp.Ref, "the vendor operation's reference")
+	require.NotNil(t, cp.Intent)
+	require.NotEmpty(t, cp.TaskID, "the SampleDB task")
+	require.False(t, cp.Done())
+	require.Equal(t, other[1], got.Fields[other[0]])
+	require.Nil(t, got.Outcome())
+}

@@ -22,8 +22,9 @@ type retry struct {
 	// guard checks the lease (certainly valid by the local clock) before
 	// each attempt.
 	guard bool
-	// halt, when closed, ends the loop with errHalted between attempts.
-	halt <-chan struct{}
+	// halt: the job's halt (stopTasks) ends the loop with errHalted
+	// between attempts.
+	halt bool
 	// deadline, when set, ends the loop with errTaskTimeout when the next
 	// wait would pass it.
 	deadline time.Time
@@ -49,12 +50,8 @@ func (j *jobRun) do(p retry, call func(ctx context.Context) error) error {
 				return err
 			}
 		}
-		if p.halt != nil {
-			select {
-			case <-p.halt:
-				return errHalted
-			default:
-			}
+		if p.halt && j.tasksHalted() {
+			return errHalted
 		}
 		ctx, cancel := p.ctx, context.CancelFunc(func() {})
 		if p.attempt > 0 {
@@ -65,7 +62,7 @@ func (j *jobRun) do(p retry, call func(ctx context.Context) error) error {
 		if err == nil {
 			return nil
 		}
-		if cause := context.Cause(j.ctx); cause != nil {
+		if cause := j.cause(); cause != nil {
 			return cause
 		}
 		if p.ctx.Err() != nil {
@@ -85,7 +82,11 @@ func (j *jobRun) do(p retry, call func(ctx context.Context) error) error {
 		if p.waiting != nil {
 			wait = max(wait, p.waiting(err, wait))
 		}
-		if err := j.sleep(p.ctx, p.halt, wait); err != nil {
+		var halt <-chan struct{}
+		if p.halt {
+			halt = j.haltChan()
+		}
+		if err := j.sleep(p.ctx, halt, wait); err != nil {
 			return err
 		}
 	}
@@ -115,7 +116,7 @@ func (j *jobRun) sleep(ctx context.Context, halt <-chan struct{}, d time.Duratio
 	case <-halt:
 		return errHalted
 	case <-ctx.Done():
-		if cause := context.Cause(j.ctx); cause != nil {
+		if cause := j.cause(); cause != nil {
 			return cause
 		}
 		return errHalted

@@ -56,6 +56,9 @@ type Runner struct {
 
 	tally callTally
 
+	sessMu sync.Mutex
+	sess   *state.Session // the session jobs were last launched under
+
 	lanesMu    sync.Mutex
 	sdbLane    *lane                // job steps (SampleDB and ledger calls)
 	startLanes map[string]*lane     // per task kind: StartConcurrency starts
@@ -202,21 +205,28 @@ func (r *Runner) Launch(sess state.Session, l state.Lease, rec *state.Record) {
 	j := newJobRun(r, sess, l, rec)
 	prev := r.slots.put(j)
 	r.jobsWG.Add(1)
-	j.onEnd = func() {
-		r.finished(j)
-		r.jobsWG.Done()
-	}
+	j.launched = true
 	if prev != nil {
 		// This worker had lost the job and claimed it again: the old run
 		// must be gone before the new one starts.
 		go func() {
 			prev.lose(errLeaseLost)
-			<-prev.done
+			<-prev.doneChan()
 			r.begin(j)
 		}()
 		return
 	}
 	r.begin(j)
+}
+
+// shared returns sess as one pointer for all the jobs launched under it.
+func (r *Runner) shared(sess state.Session) *state.Session {
+	r.sessMu.Lock()
+	defer r.sessMu.Unlock()
+	if r.sess == nil || *r.sess != sess {
+		r.sess = &sess
+	}
+	return r.sess
 }
 
 // begin puts a launched job on the scheduler.
@@ -262,12 +272,14 @@ func (r *Runner) vendorLane(j *jobRun, kind string) *lane {
 	return ln
 }
 
+// finished is a launched job's end: the runner's bookkeeping.
 func (r *Runner) finished(j *jobRun) {
+	defer r.jobsWG.Done()
 	r.keeper.Remove(j.lease.ID, j.lease.Token)
 	r.slots.done(j)
 	switch j.exit {
 	case exitDrained:
-		r.releaser.queue(j.sess, j.lease)
+		r.releaser.queue(*j.sess, j.lease)
 	case exitMissing:
 		r.reseed(j)
 	}
@@ -329,7 +341,11 @@ func (r *Runner) onEpoch(old, cur string) {
 // ledger from what this worker knew, unowned, so it is claimed at once and
 // resumed from its checkpoints instead of restarted.
 func (r *Runner) reseed(j *jobRun) {
-	kv := j.fieldsSnapshot()
+	kv, err := j.fieldsSnapshot()
+	if err != nil {
+		r.log.Error("could not re-seed job after ledger loss: its message cannot be read back; the reconciler will adopt it", zap.String("job_id", j.lease.ID), zap.Error(err))
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Claimable only after a short grace: requests this worker sent for the

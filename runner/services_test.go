@@ -49,7 +49,7 @@ func waitRun(t *testing.T, w *jobWorld, id string) *jobRun {
 	t.Helper()
 	j := w.runner.slots.get(id)
 	require.NotNil(t, j, "job %s runs", id)
-	<-j.done
+	<-j.doneChan()
 	w.runner.jobsWG.Wait()
 	return j
 }
@@ -285,9 +285,8 @@ func TestRetryHelper(t *testing.T) {
 	err = j.do(retry{ctx: j.ctx, deadline: time.Now()}, func(context.Context) error { return boom })
 	require.ErrorIs(t, err, errTaskTimeout, "a wait past the deadline is a timeout")
 
-	halt := make(chan struct{})
-	close(halt)
-	err = j.do(retry{ctx: j.ctx, halt: halt}, func(context.Context) error { t.Fatal("called after halt"); return nil })
+	j.stopTasks()
+	err = j.do(retry{ctx: j.ctx, halt: true}, func(context.Context) error { t.Fatal("called after halt"); return nil })
 	require.ErrorIs(t, err, errHalted)
 
 	var waited []time.Duration

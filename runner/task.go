@@ -82,7 +82,9 @@ func (t *taskRun) advance() (time.Time, bool) {
 	cfg := &j.r.cfg
 	if cp.Done() {
 		if cp.TaskID != "" && !cp.Reported {
-			_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
+			ctx, release := j.workCtx()
+			_ = j.reportTask(ctx, cp) // if interrupted, deliver reports it
+			release()
 		}
 		return time.Time{}, true
 	}
@@ -91,11 +93,13 @@ func (t *taskRun) advance() (time.Time, bool) {
 	}
 	if cp.TaskID == "" && !t.created {
 		var task *sampledb.Task
-		err := j.sdb(j.work, func(ctx context.Context) error {
+		ctx, release := j.workCtx()
+		err := j.sdb(ctx, func(ctx context.Context) error {
 			var err error
 			task, err = cfg.SampleDB.CreateTask(ctx, j.lease.ID, kind)
 			return err
 		})
+		release()
 		if err != nil {
 			if !errors.Is(err, sampledb.ErrPrecondition) && !errors.Is(err, sampledb.ErrNotFound) {
 				return time.Time{}, false // halted or lost
@@ -130,7 +134,11 @@ func (t *taskRun) startOp() (time.Time, bool) {
 	if t.pt.Timeout > 0 {
 		t.deadline = earliest(j.deadline, time.Now().Add(time.Duration(t.pt.Timeout)))
 	}
-	ref, err := j.startOnce(t.pt.Kind, cp, j.target, t.deadline, t.log())
+	target, err := j.target()
+	if err != nil {
+		return t.end(sampledb.TaskFailed, "invalid job message: "+err.Error())
+	}
+	ref, err := j.startOnce(t.pt.Kind, cp, target, t.deadline, t.log())
 	if err != nil {
 		return t.failed(err)
 	}
@@ -140,7 +148,9 @@ func (t *taskRun) startOp() (time.Time, bool) {
 	if j.saveTask(cp) != nil {
 		return time.Time{}, false
 	}
-	t.log().Debug("vendor operation started")
+	if j.debugOn() {
+		t.log().Debug("vendor operation started")
+	}
 	return time.Now().Add(t.delay), false
 }
 
@@ -221,7 +231,7 @@ func (t *taskRun) collectOp() (time.Time, bool) {
 // Retry-After) as a due time, not a sleep; a permanent one ends the task.
 func (t *taskRun) retryLater(err error) (time.Time, bool) {
 	j := t.j
-	if context.Cause(j.ctx) != nil || j.work.Err() != nil {
+	if j.workStopped() {
 		return time.Time{}, false // halted or lost
 	}
 	if !edr.IsRetryable(err) {
@@ -237,7 +247,9 @@ func (t *taskRun) retryLater(err error) (time.Time, bool) {
 		}
 		return t.timeout()
 	}
-	t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
+	if j.debugOn() {
+		t.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Time("at", due))
+	}
 	// Operators see the failure on the task (a write only when one fails),
 	// and on the timeline when it is not the same failure again.
 	if msg := err.Error(); msg != t.cp.LastError {
@@ -266,7 +278,7 @@ func (t *taskRun) failed(err error) (time.Time, bool) {
 			return t.timeout()
 		}
 		return time.Time{}, false
-	case errors.Is(err, errHalted), context.Cause(j.ctx) != nil:
+	case errors.Is(err, errHalted), j.cause() != nil:
 		return time.Time{}, false
 	}
 	return t.end(sampledb.TaskFailed, err.Error())
@@ -289,13 +301,17 @@ func (t *taskRun) end(st, msg string) (time.Time, bool) {
 		t.log().Warn("task failed", zap.String("error", msg))
 	}
 	if cp.TaskID != "" {
-		_ = j.reportTask(j.work, cp) // if interrupted, deliver reports it
+		ctx, release := j.workCtx()
+		_ = j.reportTask(ctx, cp) // if interrupted, deliver reports it
+		release()
 	}
 	return time.Time{}, true
 }
 
 func (t *taskRun) log() *zap.Logger {
-	return t.j.log.With(zap.String("task", t.pt.Kind), zap.String("vendor", edr.Vendor(t.pt.Kind)))
+	j := t.j
+	return j.r.log.With(zap.String("job_id", j.lease.ID), zap.Int64("token", j.lease.Token),
+		zap.String("task", t.pt.Kind), zap.String("vendor", edr.Vendor(t.pt.Kind)))
 }
 
 // startOnce starts the task's vendor operation once, across crashes and lost
@@ -327,7 +343,7 @@ func (j *jobRun) startOnce(kind string, cp *state.TaskCheckpoint, t edr.Target, 
 		case errors.Is(err, edr.ErrFindUnsupported):
 			how = "again_unverified"
 			log.Warn("an earlier start may have reached the vendor, whose API cannot be searched; starting again", zap.String("intent", cp.Intent.Key))
-		case errors.Is(err, errHalted), errors.Is(err, errTaskTimeout), context.Cause(j.ctx) != nil:
+		case errors.Is(err, errHalted), errors.Is(err, errTaskTimeout), j.cause() != nil:
 			return nil, err
 		default:
 			// The vendor refuses to be searched (a key without the list
@@ -390,13 +406,20 @@ func mayHaveReached(err error) bool {
 func vendorCall[T any](j *jobRun, kind, op string, ctx context.Context, deadline time.Time, call func(context.Context, edr.Driver) (T, error)) (T, error) {
 	var v T
 	vendor := edr.Vendor(kind)
+	// A context of the call's own under the priority: contexts derived
+	// from a value over the job's context would each wait on a goroutine
+	// (jobCtx).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	ctx = httpc.WithPriority(ctx, httpc.PriorityStart)
-	err := j.do(retry{ctx: ctx, guard: true, halt: j.halt, deadline: deadline,
+	err := j.do(retry{ctx: ctx, guard: true, halt: true, deadline: deadline,
 		again: func(err error) (bool, time.Duration) {
 			return edr.IsRetryable(err), edr.RetryAfter(err)
 		},
 		waiting: func(err error, wait time.Duration) time.Duration {
-			j.log.Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			if j.debugOn() {
+				j.log().Debug("vendor call failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			}
 			return 0
 		},
 	}, func(ctx context.Context) error {
@@ -424,8 +447,10 @@ func vendorOnce[T any](t *taskRun, op string, p httpc.Priority, call func(contex
 	if err != nil {
 		return zero, err
 	}
+	ctx, release := j.workCtx()
+	defer release()
 	began := time.Now()
-	v, err := call(httpc.WithPriority(j.work, p), d)
+	v, err := call(httpc.WithPriority(ctx, p), d)
 	j.r.vendorCall(edr.Vendor(t.pt.Kind), op, err, began)
 	return v, err
 }

@@ -36,6 +36,8 @@ type config struct {
 	insecure bool
 	// failpoints arms internal/failpoint (fault-injection tests only).
 	failpoints string
+	// debugAddr serves Go's profiles (loopback only); "" is off.
+	debugAddr string
 
 	sampledb sampledb.Config
 	download httpc.DownloadConfig
@@ -100,6 +102,11 @@ func loadConfig(e *envconf.Env) (*config, error) {
 			PublishTimeout:    e.Duration("PUBLISH_TIMEOUT"),
 		},
 		HTTPAddr: e.Str("HTTP_ADDR"),
+	}
+	if c.debugAddr = e.Str("DEBUG_ADDR"); c.debugAddr != "" {
+		if err := checkDebugAddr(c.debugAddr); err != nil {
+			e.Fail("DEBUG_ADDR", "%q: %v", c.debugAddr, err)
+		}
 	}
 	ic, rc := &c.node.Intake, &c.node.Runner
 	if hb := ic.HeartbeatInterval; hb >= ic.SessionTimeout && !e.Failed("KAFKA_SESSION_TIMEOUT") {

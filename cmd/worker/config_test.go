@@ -171,3 +171,25 @@ func startRun(t *testing.T, cfg *config) (n *node.Node, store *state.Store) {
 	require.NoError(t, err)
 	return n, store
 }
+
+// DEBUG_ADDR serves profiles on a loopback address only.
+func TestConfigDebugAddrIsLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	c, err := load(baseEnv())
+	require.NoError(t, err)
+	require.Empty(t, c.debugAddr, "off by default")
+	for _, ok := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:0"} {
+		env := baseEnv()
+		env["DEBUG_ADDR"] = ok
+		c, err := load(env)
+		require.NoError(t, err, ok)
+		require.Equal(t, ok, c.debugAddr)
+	}
+	for _, bad := range []string{":6060", "0.0.0.0:6060", "10.1.2.3:6060", "example.com:6060", "127.0.0.1"} {
+		env := baseEnv()
+		env["DEBUG_ADDR"] = bad
+		_, err := load(env)
+		require.ErrorContains(t, err, "DEBUG_ADDR: ", bad)
+		require.Len(t, envconf.AsProblems(err), 1, "%v", err)
+	}
+}

@@ -209,6 +209,8 @@ var runVars = envconf.Table{
 		Doc: "JSON playbook replacing the default (format in [`runner/playbook.go`](runner/playbook.go))"},
 	{Vars: []envconf.Var{{Name: "HTTP_ADDR", Default: ":8080"}},
 		Doc: "`/metrics`, `/healthz`, `/readyz`"},
+	{Vars: []envconf.Var{{Name: "DEBUG_ADDR"}}, Default: "off",
+		Doc: "serve Go's profiles (`net/http/pprof`, `/debug/pprof/`) on this loopback address, e.g. `127.0.0.1:6060`; any other address is an error"},
 	{Vars: []envconf.Var{{Name: "DOWNLOAD_HOSTS", Kind: envconf.List, Default: ".amazonaws.com"}},
 		Doc: "host suffixes allowed for pre-signed download redirects"},
 	{Vars: []envconf.Var{{Name: "INSECURE_HTTP", Kind: envconf.Bool, Default: "false"}},

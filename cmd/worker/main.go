@@ -176,6 +176,9 @@ func cmdRun(stderr io.Writer) int {
 		}
 		log.Warn("failpoints armed: this process will kill itself at chosen points (fault-injection tests only)", zap.String("failpoints", cfg.failpoints))
 	}
+	if cfg.debugAddr != "" {
+		serveDebug(cfg.debugAddr, log)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -102,6 +102,16 @@ func CheckGuard(ctx context.Context) error {
 	return nil
 }
 
+// IsJobKey and IsGuardKey tell a context that carries a job's ID and guard
+// itself (the runner's job context, which holds them for every waiting job
+// without two context.WithValue layers) which of its Value lookups are
+// WithJob's and WithGuard's: it answers them with the ID (a string) and the
+// guard (a func() error).
+func IsJobKey(key any) bool { _, ok := key.(jobKey); return ok }
+
+// IsGuardKey: see IsJobKey.
+func IsGuardKey(key any) bool { _, ok := key.(guardKey); return ok }
+
 // JobOf returns the job ID WithJob put in ctx, or "".
 func JobOf(ctx context.Context) string {
 	id, _ := ctx.Value(jobKey{}).(string)
