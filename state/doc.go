@@ -52,7 +52,10 @@
 // {ns}:claimable (a bounded number of jobs per call), and the session is
 // forgotten once its set is empty. A dead session is never revived: its
 // worker learns at its next renewal ("gone"), drops every job and opens a
-// new session. Admission of a job whose record names a dead session takes
+// new session. Nor does a worker revive a session whose local validity ran
+// out before a renewal's answer came back (a worker starved of CPU): its
+// jobs stopped when they saw the lapse, so it abandons the session as if
+// the renewal had failed, and the session expires with its jobs claimable. Admission of a job whose record names a dead session takes
 // it over at once.
 //
 // # The lease protocol

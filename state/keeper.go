@@ -174,10 +174,10 @@ func (k *Keeper) Run(ctx context.Context) {
 	}
 }
 
-// RenewOnce renews the session in one round trip. When Redis cannot be
-// reached and the session's local validity ran out, or Redis says the
-// session is gone, every job is lost (OnSessionLost) and a new session is
-// opened.
+// RenewOnce renews the session in one round trip. When the session's
+// local validity ran out (Redis could not be reached, or answered too late),
+// or Redis says the session is gone, every job is lost (OnSessionLost) and
+// a new session is opened.
 func (k *Keeper) RenewOnce(ctx context.Context) error {
 	k.mu.Lock()
 	sess, n := k.sess, len(k.held)
@@ -209,12 +209,25 @@ func (k *Keeper) RenewOnce(ctx context.Context) error {
 	k.mu.Lock()
 	old := k.epoch
 	k.epoch = res.Epoch
-	if res.Alive && k.sess.ID == sess.ID {
+	// The local validity ran out before the answer came back: the jobs
+	// that looked at it meanwhile (Valid) stopped and dropped themselves,
+	// yet their records name this session, alive in Redis. Reviving it
+	// would leave them held by nobody who runs them until the worker
+	// restarts, so it is lost like a session whose renewal failed: its jobs
+	// are anybody's once it expires (LeaseTTL after this renewal).
+	lapsed := res.Alive && k.sess.ID == sess.ID && !time.Now().Before(k.valid)
+	if res.Alive && !lapsed && k.sess.ID == sess.ID {
 		if v := sent.Add(k.s.LeaseTTL() - k.margin); v.After(k.valid) {
 			k.valid = v
 		}
 	}
 	k.mu.Unlock()
+	if lapsed {
+		k.log.Warn("session renewed after its local validity ran out: abandoned", zap.String("session", sess.ID),
+			zap.Duration("late_by", time.Since(sent)))
+		k.lose(sess, LostExpired)
+		return k.reopen(ctx)
+	}
 	epochChanged := old != "" && old != res.Epoch
 	if !res.Alive {
 		why := LostExpired

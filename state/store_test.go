@@ -326,6 +326,43 @@ func TestKeeperLocalValidityRunsOutWithoutRedis(t *testing.T) {
 	require.Zero(t, k.Len())
 }
 
+// TestKeeperAbandonsASessionRenewedAfterItsLocalValidity: a renewal that
+// reaches Redis only after the local validity ran out (a worker starved of
+// CPU) keeps the session alive in Redis, but the jobs that checked Valid
+// meanwhile have stopped. The keeper must not revive it: every job is
+// reported lost and a new session opened, so the old one expires and its
+// jobs are claimed (found by the soak test: 849 jobs held by a live session
+// nobody ran).
+func TestKeeperAbandonsASessionRenewedAfterItsLocalValidity(t *testing.T) {
+	t.Parallel()
+	b := setup(t, time.Second)
+	var mu sync.Mutex
+	var lost []state.LossReason
+	// A margin of 900 ms: the local view lapses 100 ms after the session
+	// opened, Redis keeps it for a second.
+	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1", Margin: 900 * time.Millisecond,
+		OnLost: func(_ string, _ int64, why state.LossReason) {
+			mu.Lock()
+			lost = append(lost, why)
+			mu.Unlock()
+		}})
+	require.NoError(t, k.Open(ctx(t)))
+	first := k.Session()
+	res, _, err := b.store.Admit(ctx(t), first, []state.AdmitRequest{{ID: "job-1", Msg: []byte("{}")}})
+	require.NoError(t, err)
+	l := res[0].Lease
+	require.True(t, k.Add(first, l))
+	require.Eventually(t, func() bool { return !k.Valid(l.ID, l.Token) }, 5*time.Second, 5*time.Millisecond)
+
+	require.NoError(t, k.RenewOnce(ctx(t)))
+	mu.Lock()
+	require.Equal(t, []state.LossReason{state.LostExpired}, lost, "the late renewal does not revive the jobs")
+	mu.Unlock()
+	require.NotEqual(t, first.ID, k.Session().ID, "a new session is open")
+	require.Zero(t, k.Len())
+	require.False(t, k.Valid(l.ID, l.Token))
+}
+
 // TestKeeperReopensAfterLosingItsSession: Redis says the session is gone
 // (its data lost); every job is reported lost and a new session opened.
 func TestKeeperReopensAfterLosingItsSession(t *testing.T) {
