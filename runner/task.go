@@ -31,7 +31,10 @@ type taskRun struct {
 	deadline time.Time     // the task's own timeout, or the job's deadline
 	delay    time.Duration // the next poll's delay (adaptive)
 	bo       *backoffState // retryable failures in a row, nil after a success
-	collect  bool          // the operation is done: collect next
+	// progressAt is when a poll last wrote the vendor's progress line to the
+	// ledger (Unix ms; 0: never): see progressEvery.
+	progressAt int64
+	collect    bool // the operation is done: collect next
 	// created: this run asked SampleDB for the task (it may have answered
 	// without a task ID, or refused: the task runs without one).
 	created bool
@@ -192,11 +195,20 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 	if st.Ref != nil {
 		cp.Ref, changed = st.Ref, true
 	}
+	now := time.Now()
 	if st.Progress != "" && st.Progress != cp.Progress {
-		cp.Progress, changed = st.Progress, true
+		// The progress line (rows found so far) changes with nearly every
+		// poll of a long export: alone it is written at most once per
+		// progressEvery, not per poll. It is for people; nothing resumes
+		// from it.
+		cp.Progress = st.Progress
+		changed = changed || now.UnixMilli()-t.progressAt >= progressEvery.Milliseconds()
 	}
-	if changed && j.saveTask(cp) != nil {
-		return time.Time{}, false
+	if changed {
+		if j.saveTask(cp) != nil {
+			return time.Time{}, false
+		}
+		t.progressAt = now.UnixMilli()
 	}
 	if st.Done {
 		t.collect = true
@@ -207,10 +219,15 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 	} else {
 		t.delay = min(t.delay*3/2, j.r.cfg.PollMax)
 	}
-	next := earliest(time.Now().Add(t.delay), t.deadline)
+	next := earliest(now.Add(t.delay), t.deadline)
 	cp.NextPoll = next.UnixMilli()
 	return next, false
 }
+
+// progressEvery is how often at most a poll whose only news is the
+// vendor's progress line writes the task's checkpoint: at 100,000 exports
+// in flight a write per poll was most of the ledger's traffic.
+const progressEvery = time.Minute
 
 // collectOp fetches and summarises the results.
 func (t *taskRun) collectOp() (time.Time, bool) {
