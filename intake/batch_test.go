@@ -1,33 +1,14 @@
 package intake
 
 import (
-	"context"
 	"fmt"
-	"strings"
-	"sync/atomic"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/job"
 )
-
-// evalCounter counts the scripts run on a client.
-type evalCounter struct{ n atomic.Int32 }
-
-func (h *evalCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *evalCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if strings.HasPrefix(cmd.Name(), "eval") {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *evalCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 
 // TestLargePollIsAdmittedInBoundedBatches: a poll of 1,200 records is
 // admitted by three ledger calls of at most MaxAdmitBatch jobs, not one
@@ -45,9 +26,9 @@ func TestLargePollIsAdmittedInBoundedBatches(t *testing.T) {
 		items = append(items, &item{rec: r, msg: msg, value: value, slot: true})
 	}
 	require.Equal(t, 1200, in.runner.TryAcquire(1200))
-	h := &evalCounter{}
+	h := &testutil.RedisCounter{}
 	in.c.cfg.Store.Redis().AddHook(h)
 	require.NoError(t, in.c.admit(testCtx(t), items))
-	require.EqualValues(t, 3, h.n.Load(), "ceil(1200/%d) admission scripts", MaxAdmitBatch)
+	require.EqualValues(t, 3, h.Scripts.Load(), "ceil(1200/%d) admission scripts", MaxAdmitBatch)
 	require.Len(t, in.runner.records(), 1200)
 }

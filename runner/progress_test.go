@@ -3,14 +3,13 @@ package runner
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 // progressDriver's operations report a progress line on each of polls
@@ -41,35 +40,19 @@ func (d *progressDriver) Poll(context.Context, edr.Ref) (edr.Status, error) {
 // most of the ledger's traffic.
 func TestProgressAloneIsNotWrittenEveryPoll(t *testing.T) {
 	t.Parallel()
-	writes := func(moving bool, id string) int32 {
+	writes := func(moving bool, id string) int64 {
 		d := &progressDriver{fakeDriver: fakeDriver{kind: edr.KindCBCEventExport}, polls: 20, moving: moving}
 		w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
-		var evals atomic.Int32
-		w.store.Redis().AddHook(scriptCounter{&evals})
+		evals := &testutil.RedisCounter{}
+		w.store.Redis().AddHook(evals)
 		m := jobMsg(nil)
 		m.JobID = id
 		j := w.run(m)
 		require.Equal(t, exitDone, j.exit)
 		require.EqualValues(t, 20, d.n.Load(), "every poll made")
-		return evals.Load()
+		return evals.Scripts.Load()
 	}
 	still := writes(false, "42345678-1234-1234-1234-123456789abc")
 	moving := writes(true, "52345678-1234-1234-1234-123456789abc")
 	require.Equal(t, still, moving, "19 new progress lines cost no more ledger scripts than none")
-}
-
-// scriptCounter counts the scripts run on a Redis client.
-type scriptCounter struct{ n *atomic.Int32 }
-
-func (h scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if strings.HasPrefix(cmd.Name(), "eval") {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }

@@ -3,15 +3,14 @@ package state
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 func queued(g *gate) int {
@@ -139,22 +138,6 @@ func TestRateLimiterGrantsCancelsBeforeQueuedPolls(t *testing.T) {
 	require.Equal(t, "cancel", order[0], "the cancel waits behind no poll: %v", order)
 }
 
-// evalCounter counts script calls.
-type evalCounter struct{ n atomic.Int64 }
-
-func (h *evalCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *evalCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := cmd.Name(); n == "evalsha" || n == "eval" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *evalCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 // TestRateLimiterGrantsTheWaitersInOneCall: the holder asks Redis for
 // itself and the waiters behind it (up to the burst) in one call, and they
 // all go.
@@ -178,11 +161,11 @@ func TestRateLimiterGrantsTheWaitersInOneCall(t *testing.T) {
 		}()
 		require.Eventually(t, func() bool { return queued(l.gate) == i }, 5*time.Second, time.Millisecond)
 	}
-	calls := &evalCounter{}
+	calls := &testutil.RedisCounter{}
 	rdb.AddHook(calls)
 	l.gate.leave(hold, 0)
 	wg.Wait()
-	require.EqualValues(t, 1, calls.n.Load(), "twenty grants, one script call")
+	require.EqualValues(t, 1, calls.Scripts.Load(), "twenty grants, one script call")
 	require.False(t, held(l.gate))
 
 	// The grants counted against the fleet's budget: of the burst of 50,

@@ -1,17 +1,14 @@
 package state_test
 
 import (
-	"context"
 	"fmt"
 	"sort"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -264,29 +261,13 @@ func TestReleaseGoesInBoundedBatches(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
 	leases := admitMany(t, b.store, "w1", "job", 1200)
-	var evals atomic.Int32
-	b.rdb.AddHook(scriptCounter{&evals})
+	evals := &testutil.RedisCounter{}
+	b.rdb.AddHook(evals)
 	n, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), leases)
 	require.NoError(t, err)
 	require.Equal(t, 1200, n)
-	require.EqualValues(t, 3, evals.Load(), "ceil(1200/%d) scripts", state.MaxReleaseBatch)
+	require.EqualValues(t, 3, evals.Scripts.Load(), "ceil(1200/%d) scripts", state.MaxReleaseBatch)
 	claimable, err := b.rdb.ZCard(ctx(t), "{"+b.ns+"}:claimable").Result()
 	require.NoError(t, err)
 	require.EqualValues(t, 1200, claimable)
-}
-
-// scriptCounter counts the scripts run on a client.
-type scriptCounter struct{ n *atomic.Int32 }
-
-func (h scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if strings.HasPrefix(cmd.Name(), "eval") {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }

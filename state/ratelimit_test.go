@@ -2,12 +2,12 @@ package state_test
 
 import (
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/state"
 )
 
@@ -113,8 +113,8 @@ func TestSharedCredentialIsSharedFairly(t *testing.T) {
 func TestAmpleBudgetIsAskedAheadNotPerRequest(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
-	var evals atomic.Int32
-	b.rdb.AddHook(scriptCounter{&evals})
+	evals := &testutil.RedisCounter{}
+	b.rdb.AddHook(evals)
 	const rate, burst, n = 1e6, 100, 1000
 	l := b.store.RateLimiter("cbc:org", rate, burst, nil)
 	start := time.Now()
@@ -122,18 +122,18 @@ func TestAmpleBudgetIsAskedAheadNotPerRequest(t *testing.T) {
 		require.NoError(t, l.Wait(ctx(t)))
 	}
 	elapsed := time.Since(start)
-	t.Logf("%d requests, %d Redis calls", n, evals.Load())
-	require.Less(t, int(evals.Load()), n/5, "%d requests asked Redis %d times", n, evals.Load())
+	t.Logf("%d requests, %d Redis calls", n, evals.Scripts.Load())
+	require.Less(t, int(evals.Scripts.Load()), n/5, "%d requests asked Redis %d times", n, evals.Scripts.Load())
 	minimum := time.Duration(float64(n-burst) / rate * float64(time.Second))
 	require.GreaterOrEqual(t, elapsed, minimum-20*time.Millisecond, "never faster than the rate")
 
 	// A budget slower than a grant per window is not asked ahead.
-	evals.Store(0)
+	evals.Scripts.Store(0)
 	slow := b.store.RateLimiter("sophos:client", 5, 5, nil)
 	for range 5 {
 		require.NoError(t, slow.Wait(ctx(t)))
 	}
-	require.EqualValues(t, 5, evals.Load(), "one Redis call per request")
+	require.EqualValues(t, 5, evals.Scripts.Load(), "one Redis call per request")
 }
 
 // TestThrottledDropsGrantsAskedAhead: grants asked ahead before a 429 are

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,17 +253,6 @@ func TestExpiredSessionsJobsAreReapedAndClaimed(t *testing.T) {
 	}
 }
 
-// countingHook counts round trips (a pipeline is one).
-type countingHook struct{ n atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
-}
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
-
 func TestRenewalOfThousandLeasesIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
@@ -282,10 +270,10 @@ func TestRenewalOfThousandLeasesIsOneRoundTrip(t *testing.T) {
 	}
 	require.Equal(t, 1000, k.Len())
 
-	hook := &countingHook{}
+	hook := &testutil.RedisCounter{}
 	b.rdb.AddHook(hook)
 	require.NoError(t, k.RenewOnce(ctx(t)))
-	require.EqualValues(t, 1, hook.n.Load(), "one renewal tick for 1,000 in-flight jobs is one Redis round trip")
+	require.EqualValues(t, 1, hook.Trips.Load(), "one renewal tick for 1,000 in-flight jobs is one Redis round trip")
 	require.Equal(t, 1000, k.Len(), "nothing lost")
 }
 
