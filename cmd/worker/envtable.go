@@ -195,7 +195,7 @@ var runVars = envconf.Table{
 			{Name: "CLAIM_INTERVAL", Kind: envconf.Duration, Default: dur(runner.DefaultClaimInterval), Min: "10ms", Max: "10m"},
 			{Name: "RECONCILE_INTERVAL", Kind: envconf.Duration, Default: dur(runner.DefaultReconcileInterval), Min: "1s", Max: "24h"},
 		},
-		Doc: "how often expired leases are looked for; how often SampleDB's executing jobs are checked against the ledger",
+		Doc: "how often expired leases are looked for; how often SampleDB's executing jobs are checked against the ledger (those started within two intervals each pass, the rest at least once an hour; every job after Redis lost its data)",
 	},
 	{
 		Vars: []envconf.Var{
