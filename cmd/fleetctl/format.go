@@ -93,33 +93,6 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// relative says when t is from now: "in 12s", "3m4s ago".
-func relative(t, now time.Time) string {
-	d := t.Sub(now)
-	if d >= 0 {
-		return "in " + short(d)
-	}
-	return short(-d) + " ago"
-}
-
-// short rounds a duration for people.
-func short(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(100 * time.Millisecond).String()
-	case d < 24*time.Hour:
-		return d.Round(time.Second).String()
-	}
-	days := d / (24 * time.Hour)
-	rest := (d - days*24*time.Hour).Round(time.Minute)
-	if rest == 0 {
-		return fmt.Sprintf("%dd", days)
-	}
-	return fmt.Sprintf("%dd%s", days, strings.TrimSuffix(rest.String(), "0s"))
-}
-
 // stamp formats a time for tables (UTC, to the second).
 func stamp(t time.Time) string {
 	if t.IsZero() {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
@@ -123,7 +124,7 @@ func (c *cli) jobs(ctx context.Context, args []string) error {
 		if l.Planned {
 			tasks = fmt.Sprintf("%d/%d", l.TasksDone, l.TasksTotal)
 		}
-		t.row(l.ID, l.State, l.Owner, strconv.FormatInt(l.Token, 10), leaseText(time.Time(l.LeaseDeadline), now),
+		t.row(l.ID, l.State, l.Owner, strconv.FormatInt(l.Token, 10), textfmt.Lease(time.Time(l.LeaseDeadline), now),
 			tasks, l.Outcome, l.Source)
 	}
 	t.flush()
@@ -232,19 +233,6 @@ func matches(l jobLine, want, owner, vendor string) bool {
 	return true
 }
 
-// leaseText describes a lease deadline for people.
-func leaseText(deadline, now time.Time) string {
-	switch {
-	case deadline.IsZero():
-		return "none"
-	case deadline.UnixMilli() == 0:
-		return "released"
-	case deadline.After(now):
-		return "expires " + relative(deadline, now)
-	}
-	return "expired " + relative(deadline, now)
-}
-
 // jobReport is `fleetctl job <id> -o json`.
 type jobReport struct {
 	ID string `json:"id"`
@@ -315,7 +303,7 @@ func (c *cli) job(ctx context.Context, args []string) error {
 		}
 		if !ok {
 			return fmt.Errorf("job %s: not in the ledger (no record and no tombstone; tombstones expire %s after a job ends)",
-				id, short(state.DefaultTombstoneTTL))
+				id, textfmt.Duration(state.DefaultTombstoneTTL))
 		}
 		rep.Finished = term
 	} else {
@@ -365,8 +353,8 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 	if rep.Job == nil {
 		kv(w, "state", "finished: "+rep.Finished)
 		kv(w, "", fmt.Sprintf("the record is gone; its tombstone keeps redeliveries out for %s after the end,",
-			short(state.DefaultTombstoneTTL)))
-		kv(w, "", fmt.Sprintf("its timeline and result summary are kept for %s", short(state.DefaultHistoryTTL)))
+			textfmt.Duration(state.DefaultTombstoneTTL)))
+		kv(w, "", fmt.Sprintf("its timeline and result summary are kept for %s", textfmt.Duration(state.DefaultHistoryTTL)))
 	} else {
 		v := rep.Job
 		kv(w, "state", rep.State)
@@ -378,7 +366,7 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 		kv(w, "token", strconv.FormatInt(v.Token, 10))
 		lease := "none"
 		if rep.Lease != nil {
-			lease = leaseText(time.Time(rep.Lease.Deadline), now)
+			lease = textfmt.Lease(time.Time(rep.Lease.Deadline), now)
 			if !rep.Lease.Released {
 				lease += " (" + stamp(time.Time(rep.Lease.Deadline)) + ")"
 			}
@@ -387,7 +375,7 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 			}
 		}
 		kv(w, "lease", lease)
-		kv(w, "created", stamp(v.Created)+" ("+relative(v.Created, now)+")")
+		kv(w, "created", stamp(v.Created)+" ("+textfmt.Relative(v.Created, now)+")")
 		kv(w, "source", v.Source)
 		sample := v.SHA256
 		if v.Platform != "" {
@@ -406,7 +394,7 @@ func printJob(w io.Writer, rep jobReport, now time.Time) {
 		}
 		if r := v.Refused; r != nil {
 			kv(w, "REFUSED", fmt.Sprintf("SampleDB has refused this terminal state %s (it holds the job as %s); last at %s (%s): %s",
-				plural(int64(r.Attempts), "time", "times"), r.SampleDBState, stamp(r.Last), relative(r.Last, now), r.Answer))
+				plural(int64(r.Attempts), "time", "times"), r.SampleDBState, stamp(r.Last), textfmt.Relative(r.Last, now), r.Answer))
 			kv(w, "", "the owner keeps asking with backoff; fix SampleDB's side, or release the job once it is terminal there")
 		}
 

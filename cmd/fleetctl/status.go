@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/internal/kafkaview"
+	"github.com/analysisfleet/analysisfleet/internal/textfmt"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -346,7 +347,7 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 	default:
 		t := newTable(w, "WORKER", "LAST SEEN", "IN FLIGHT")
 		for _, wr := range rep.Workers {
-			t.row(wr.ID, short(time.Duration(wr.AgoMs)*time.Millisecond)+" ago", strconv.Itoa(wr.InFlight))
+			t.row(wr.ID, textfmt.Duration(time.Duration(wr.AgoMs)*time.Millisecond)+" ago", strconv.Itoa(wr.InFlight))
 		}
 		t.flush()
 	}
@@ -355,11 +356,11 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 	if l := rep.Leases; l != nil {
 		kv(w, "leases", fmt.Sprintf("%d held by %s; %d claimable; %d in sessions expiring within %s (LEASE_TTL/3)",
 			l.Held, plural(int64(len(l.Sessions)), "session", "sessions"), l.Claimable, l.Expiring,
-			short(time.Duration(l.WindowMs)*time.Millisecond)))
+			textfmt.Duration(time.Duration(l.WindowMs)*time.Millisecond)))
 		if len(l.Sessions) > 0 {
 			t := newTable(w, "  SESSION", "WORKER", "JOBS", "DEADLINE")
 			for _, s := range l.Sessions {
-				when := relative(time.Time(s.Deadline), time.Time(l.Now))
+				when := textfmt.Relative(time.Time(s.Deadline), time.Time(l.Now))
 				if s.Expired {
 					when += " (expired: its jobs are claimable)"
 				}
@@ -370,7 +371,7 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 		if len(l.Due) > 0 {
 			t := newTable(w, "  CLAIMABLE JOB", "LAST OWNER", "TOKEN", "SINCE", "STATE")
 			for _, d := range l.Due {
-				when := relative(time.Time(d.Deadline), time.Time(l.Now))
+				when := textfmt.Relative(time.Time(d.Deadline), time.Time(l.Now))
 				if time.Time(d.Deadline).UnixMilli() == 0 {
 					when = "released"
 				}
@@ -421,7 +422,7 @@ func printStatus(w io.Writer, cfg *config, rep *statusReport) {
 		kv(w, "cool-downs", fmt.Sprintf("%d in force (fleet-wide, after a vendor's 429)", len(rep.CoolDowns)))
 		t := newTable(w, "  LIMITER", "VENDOR", "LEFT")
 		for _, cd := range rep.CoolDowns {
-			t.row("  "+cd.Name, cd.Vendor, short(time.Duration(cd.LeftMs)*time.Millisecond))
+			t.row("  "+cd.Name, cd.Vendor, textfmt.Duration(time.Duration(cd.LeftMs)*time.Millisecond))
 		}
 		t.flush()
 	}

@@ -265,20 +265,10 @@ func (s *Server) parsePages() (map[string]*template.Template, error) {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05.000Z")
 		},
-		"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
-		"rel": relative,
-		"dur": short,
-		"lease": func(deadline, now time.Time) string {
-			switch {
-			case deadline.IsZero():
-				return "none"
-			case deadline.UnixMilli() == 0:
-				return "released"
-			case deadline.After(now):
-				return "expires " + relative(deadline, now)
-			}
-			return "expired " + relative(deadline, now)
-		},
+		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+		"rel":   textfmt.Relative,
+		"dur":   textfmt.Duration,
+		"lease": textfmt.Lease,
 		"join":  strings.Join,
 		"q":     url.QueryEscape,
 		"pct":   func(a, b int) int { return a * 100 / max(b, 1) },
@@ -307,33 +297,6 @@ func (s *Server) parsePages() (map[string]*template.Template, error) {
 		out[name] = t
 	}
 	return out, nil
-}
-
-// relative renders t against now: "in 12s", "3m ago".
-func relative(t, now time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	d := t.Sub(now)
-	if d >= 0 {
-		return "in " + short(d)
-	}
-	return short(-d) + " ago"
-}
-
-// short renders a duration for people: 850ms, 12s, 4m10s, 3h5m, 2d4h.
-func short(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
-	case d < time.Minute:
-		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", d/time.Minute, (d%time.Minute)/time.Second)
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", d/time.Hour, (d%time.Hour)/time.Minute)
-	}
-	return fmt.Sprintf("%dd%02dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
 }
 
 // urlQuery matches the query string of a URL in free text: pre-signed
