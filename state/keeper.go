@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/startstop"
 	"go.uber.org/zap"
 )
 
@@ -162,16 +163,7 @@ func (k *Keeper) Len() int {
 
 // Run renews every Interval until ctx ends.
 func (k *Keeper) Run(ctx context.Context) {
-	t := time.NewTicker(k.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = k.RenewOnce(ctx)
-		}
-	}
+	startstop.Every(ctx, k.cfg.Interval, func(ctx context.Context) { _ = k.RenewOnce(ctx) })
 }
 
 // RenewOnce renews the session in one round trip. When the session's
