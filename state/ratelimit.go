@@ -115,8 +115,8 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			l.OnWait(time.Since(start))
 		}
 	}()
-	ahead := l.fromCredit()
-	if ahead < 0 {
+	spent, ahead := l.fromCredit()
+	if spent {
 		return ctx.Err() // a grant asked ahead earlier
 	}
 	w, err := l.gate.enter(ctx, httpc.PriorityOf(ctx))
@@ -162,23 +162,23 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 }
 
 // fromCredit counts a request and spends a grant asked ahead if one is
-// left (-1); otherwise it returns how many grants to ask ahead for.
-func (l *RateLimiter) fromCredit() int {
+// left; otherwise it says how many grants to ask ahead for.
+func (l *RateLimiter) fromCredit() (spent bool, ahead int) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.demand.add(now)
 	if l.credit > 0 && now.Before(l.creditUntil) && !now.Before(l.coolUntil) {
 		l.credit--
-		return -1
+		return true, 0
 	}
 	l.credit = 0
 	if l.interval > creditWindow {
 		// A budget slower than one grant a window (Sophos's 1.5/s): a
 		// grant asked ahead and not used would be a large share of it.
-		return 0
+		return false, 0
 	}
-	return l.demand.ahead()
+	return false, l.demand.ahead()
 }
 
 // addCredit keeps n grants for the next requests, for creditWindow.
