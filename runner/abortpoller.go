@@ -17,7 +17,20 @@ import (
 // holder's session is mailed and its job told at once (Runner.onAbort); a
 // job nobody holds carries the mark to whoever takes it. (Any PUT answer
 // showing the flag aborts a job too.)
-type abortPoller struct{ periodic }
+type abortPoller struct {
+	periodic
+	// noted: jobs this worker's listings noted within notedFor, by when.
+	// An abort stays requested in SampleDB until the job's terminal PUT,
+	// seconds later; at 100k jobs a listing of 20 pages a second met such
+	// jobs on nearly every page and noted them again (a script each page).
+	noted map[string]time.Time
+}
+
+// notedFor is how long a noted abort is not noted again by the same
+// worker. Noting is idempotent; it is repeated after this so that a mark
+// Redis lost meanwhile is set again (a PUT answer showing the flag also
+// aborts the job).
+const notedFor = time.Minute
 
 func (p *abortPoller) start(ctx context.Context) error {
 	return p.startEvery(ctx, func(ctx context.Context) { p.runOnce(ctx) })
@@ -57,11 +70,19 @@ func (p *abortPoller) runOnce(ctx context.Context) int {
 	lctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	n, pages := 0, 0
+	if p.noted == nil {
+		p.noted = map[string]time.Time{}
+	}
+	for id, at := range p.noted {
+		if began.Sub(at) >= notedFor {
+			delete(p.noted, id)
+		}
+	}
 	err = r.cfg.SampleDB.ListJobs(lctx, sampledb.ListOptions{PageSize: 1000, Brief: true}, func(page []sampledb.Job) error {
 		pages++
 		var ids []string
 		for _, sj := range page {
-			if sj.AbortRequested {
+			if _, done := p.noted[sj.ID]; sj.AbortRequested && !done {
 				ids = append(ids, sj.ID)
 			}
 		}
@@ -76,6 +97,9 @@ func (p *abortPoller) runOnce(ctx context.Context) int {
 			return nil
 		}
 		n += m
+		for _, id := range ids {
+			p.noted[id] = began
+		}
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {

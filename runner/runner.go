@@ -89,7 +89,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	r.tally.since = time.Now()
 	r.claimer = &claimer{periodic{r: r, every: cfg.ClaimInterval}}
-	r.aborts = &abortPoller{periodic{r: r, every: cfg.AbortPollInterval}}
+	r.aborts = &abortPoller{periodic: periodic{r: r, every: cfg.AbortPollInterval}}
 	r.reconciler = newReconciler(r, cfg.ReconcileInterval)
 	r.releaser = newReleaser(r)
 	cfg.Store.OnQuarantine(func(keys []string) {

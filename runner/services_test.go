@@ -96,7 +96,10 @@ func TestAbortPollerAbortsRequestedJobs(t *testing.T) {
 	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	w.launch(jobMsg(nil))
 	<-d.polling // the job is executing at the vendor
+	scripts := &testutil.RedisCounter{}
+	w.store.Redis().AddHook(scripts)
 	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "nothing requested yet")
+	listing := scripts.Scripts.Load() // the fleet lock's
 	require.Equal(t, 1, w.count("GET", "/sampledb/v2/job"), "one listing")
 	require.Equal(t, -1, w.runner.aborts.runOnce(ctx(t)), "within the interval the fleet lists once")
 	require.Equal(t, 1, w.count("GET", "/sampledb/v2/job"))
@@ -105,7 +108,9 @@ func TestAbortPollerAbortsRequestedJobs(t *testing.T) {
 	w.unlock("aborts")
 	require.Equal(t, 1, w.runner.aborts.runOnce(ctx(t)), "noted in the ledger and mailed to the holder")
 	w.unlock("aborts")
+	before := scripts.Scripts.Load()
 	require.Zero(t, w.runner.aborts.runOnce(ctx(t)), "noted once")
+	require.Equal(t, listing, scripts.Scripts.Load()-before, "a listing meeting an abort it noted a moment ago does not note it again")
 	// The mailbox tells the job.
 	require.NoError(t, w.runner.keeper.ReadMailOnce(ctx(t)))
 	j := waitRun(t, w, jtJob)
