@@ -78,5 +78,9 @@
 // number of jobs; takeover one round trip per claim tick; abort detection
 // one paged SampleDB listing per interval for the whole fleet (one worker
 // takes the lock "aborts"), whose findings reach the holders through their
-// sessions' mailboxes. A waiting job costs its memory and a heap entry.
+// sessions' mailboxes. A waiting job costs its memory and a heap entry;
+// its polls write the ledger only when something an owner resumes from
+// changed, and a new progress line alone at most once a minute per task
+// and progressWrites times a second per worker, so what waiting costs the
+// ledger does not grow with the number of jobs.
 package runner

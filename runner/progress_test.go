@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -55,4 +56,28 @@ func TestProgressAloneIsNotWrittenEveryPoll(t *testing.T) {
 	still := writes(false, "42345678-1234-1234-1234-123456789abc")
 	moving := writes(true, "52345678-1234-1234-1234-123456789abc")
 	require.Equal(t, still, moving, "19 new progress lines cost no more ledger scripts than none")
+}
+
+// TestProgressWritesAreBoundedPerWorker: however many tasks have a new
+// progress line, a worker writes at most progressWrites of them a second
+// (as many at once), so what waiting costs the ledger does not grow with N.
+func TestProgressWritesAreBoundedPerWorker(t *testing.T) {
+	t.Parallel()
+	var b progressBudget
+	t0 := time.Unix(1000, 0)
+	took := 0
+	for range 1000 { // a thousand tasks' lines at once
+		if b.take(t0) {
+			took++
+		}
+	}
+	require.Equal(t, progressWrites, took, "a full bucket, then nothing")
+	took = 0
+	for i := range 10000 { // ten thousand more over ten seconds
+		if b.take(t0.Add(time.Duration(i+1) * time.Millisecond)) {
+			took++
+		}
+	}
+	require.InDelta(t, 10*progressWrites, took, 1, "the rate over ten seconds")
+	require.False(t, b.take(t0.Add(5*time.Second)), "an earlier time adds nothing")
 }

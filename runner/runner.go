@@ -54,7 +54,8 @@ type Runner struct {
 	started   atomic.Bool
 	stopOnce  sync.Once
 
-	tally callTally
+	tally    callTally
+	progress progressBudget
 
 	sessMu sync.Mutex
 	sess   *state.Session // the session jobs were last launched under

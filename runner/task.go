@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -201,8 +202,12 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 		// poll of a long export: alone it is written at most once per
 		// progressEvery, not per poll. It is for people; nothing resumes
 		// from it.
+		// And within the worker's budget for such writes, which holds the
+		// ledger's cost to a constant however many tasks wait.
 		cp.Progress = st.Progress
-		changed = changed || now.UnixMilli()-t.progressAt >= progressEvery.Milliseconds()
+		if !changed && now.UnixMilli()-t.progressAt >= progressEvery.Milliseconds() {
+			changed = j.r.progress.take(now)
+		}
 	}
 	if changed {
 		if j.saveTask(cp) != nil {
@@ -228,6 +233,38 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 // vendor's progress line writes the task's checkpoint: at 100,000 exports
 // in flight a write per poll was most of the ledger's traffic.
 const progressEvery = time.Minute
+
+// progressWrites is how many checkpoint writes a second a worker spends at
+// most on progress lines alone (progressBudget): with N tasks polling, a
+// task's line in the ledger is at most about max(progressEvery,
+// N/progressWrites) old (at 100,000 tasks, under three hours), and what
+// waiting costs the ledger does not grow with N.
+const progressWrites = 10
+
+// progressBudget is a token bucket of progressWrites a second (as many at
+// once) shared by a worker's tasks. The zero value is a full bucket.
+type progressBudget struct {
+	mu     sync.Mutex
+	spent  float64 // tokens missing from a full bucket
+	filled time.Time
+}
+
+// take spends a token at now if one is left.
+func (b *progressBudget) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.After(b.filled) {
+		if !b.filled.IsZero() {
+			b.spent = max(0, b.spent-now.Sub(b.filled).Seconds()*progressWrites)
+		}
+		b.filled = now
+	}
+	if b.spent > progressWrites-1 {
+		return false
+	}
+	b.spent++
+	return true
+}
 
 // collectOp fetches and summarises the results.
 func (t *taskRun) collectOp() (time.Time, bool) {
