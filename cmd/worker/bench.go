@@ -31,6 +31,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	mix := fs.String("mix", "cbc", `vendor mix: groups of vendors joined by "+", weighted by "=w": "cbc", "cbc+sophos", "cbc=3,sophos=1,cytomic=1"`)
 	fs.DurationVar(&cfg.Window, "window", bench.DefaultWindow, "measurement window in steady state")
 	fs.DurationVar(&cfg.Idle, "idle", bench.DefaultIdle, "measurement of the idle worker before the jobs")
+	fs.DurationVar(&cfg.Waiting, "waiting", bench.DefaultWindow, "measurement before the window, with no aborts: what holding the jobs costs (negative: none)")
 	fs.DurationVar(&cfg.Settle, "settle", 0, "wait after steady state before the window (lets polling reach its longest interval)")
 	fs.IntVar(&cfg.Aborts, "aborts", 0, "jobs aborted during the window (0: N/20 within [1, 100]; -1: none)")
 	fs.DurationVar(&cfg.VendorTime, "vendor-time", bench.DefaultVendorTime, "how long every vendor operation runs (must outlast the run)")

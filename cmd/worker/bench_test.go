@@ -20,7 +20,7 @@ const benchWorkerEnv = "ANALYSISFLEET_TEST_BENCH_WORKER"
 func TestBenchRunsEndToEnd(t *testing.T) {
 	t.Parallel()
 	var out, errb bytes.Buffer
-	code := realMain([]string{"bench", "--jobs", "50", "--window", "2s", "--idle", "1s", "--aborts", "5",
+	code := realMain([]string{"bench", "--jobs", "50", "--window", "3s", "--waiting", "3s", "--idle", "1s", "--aborts", "5",
 		"--abort-poll-interval", "500ms", "--lease-ttl", "5s", "--admit-timeout", "2m", "--quiet", "-o", "json",
 		"--worker", os.Args[0], "--env", benchWorkerEnv + "=1", "--dir", t.TempDir()}, &out, &errb)
 	require.Equal(t, 0, code, "stderr:\n%s\nstdout:\n%s", errb.String(), out.String())
@@ -49,6 +49,16 @@ func TestBenchRunsEndToEnd(t *testing.T) {
 	require.Positive(t, w.SampleDB.BytesOut)
 	require.Contains(t, w.SampleDB.Routes, "GET /sampledb/v2/job", "the abort poller's list")
 	require.Contains(t, w.Vendors, "cbc")
+
+	// Both the waiting phase and the window profile the worker's CPU.
+	require.NotNil(t, r.Waiting)
+	require.Positive(t, r.Waiting.RedisCommands, "lease renewals at least")
+	for _, p := range []*bench.Phase{r.Waiting, w} {
+		require.Empty(t, p.CPUSplitError)
+		require.NotNil(t, p.CPUSplit)
+		require.Positive(t, p.CPUSplit.Seconds)
+		require.InDelta(t, p.CPUSplit.Profiled, p.CPUSplit.Vendor+p.CPUSplit.Rest, 1e-9)
+	}
 
 	require.NotNil(t, r.Aborts)
 	require.Equal(t, bench.Aborts{Requested: 5, Aborted: 5}, bench.Aborts{Requested: r.Aborts.Requested, Aborted: r.Aborts.Aborted},

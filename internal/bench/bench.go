@@ -79,6 +79,10 @@ type Config struct {
 	// Settle is a wait between steady state and the window, for the
 	// runner's polling to reach its long intervals; default none.
 	Settle time.Duration
+	// Waiting is a measurement before the window in which nothing is
+	// aborted and nothing ends: what holding the jobs costs; default
+	// DefaultWindow, negative none.
+	Waiting time.Duration
 	// Aborts is how many jobs are aborted during the window's first half;
 	// 0 means Jobs/20 within [1, 100]; negative, none.
 	Aborts int
@@ -130,6 +134,7 @@ func (c *Config) setDefaults() error {
 		c.Mix = DefaultMix
 	}
 	c.Window = cmp.Or(c.Window, DefaultWindow)
+	c.Waiting = cmp.Or(c.Waiting, DefaultWindow)
 	c.Idle = cmp.Or(c.Idle, DefaultIdle)
 	c.VendorTime = cmp.Or(c.VendorTime, DefaultVendorTime)
 	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
@@ -176,8 +181,11 @@ type Result struct {
 	AdmissionSeconds float64 `json:"admissionSeconds"`
 	AdmissionRate    float64 `json:"admissionRate"`
 
-	Idle   Phase  `json:"idle"`
-	Window *Phase `json:"window,omitempty"`
+	Idle Phase `json:"idle"`
+	// Waiting is the phase before the window with no aborts
+	// (Config.Waiting); Window the one with them.
+	Waiting *Phase `json:"waiting,omitempty"`
+	Window  *Phase `json:"window,omitempty"`
 	// RSSPerJob is (window RSS − idle RSS) / the jobs held: the worker's
 	// own count (Window.WorkerInFlight) if it exports one, else InFlight;
 	// RedisBytesPerJob the same of Redis's used_memory.
@@ -246,8 +254,12 @@ type Phase struct {
 	RedisCPU       float64            `json:"redisCpuCores"`
 	BenchCPU       float64            `json:"benchCpuCores"` // the bench process: simulators, Kafka
 	// LoadAvg is the machine's one-minute load average at the end.
-	LoadAvg  float64 `json:"loadavg1"`
-	SampleDB Traffic `json:"sampledb"`
+	LoadAvg float64 `json:"loadavg1"`
+	// CPUSplit is the phase's CPU split from a profile (waiting and window
+	// only; CPUSplitError says why there is none).
+	CPUSplit      *CPUSplit `json:"cpuSplit,omitempty"`
+	CPUSplitError string    `json:"cpuSplitError,omitempty"`
+	SampleDB      Traffic   `json:"sampledb"`
 	// Vendors is each vendor simulator's traffic, by vendor.
 	Vendors map[string]Traffic `json:"vendors,omitempty"`
 }
@@ -385,7 +397,7 @@ func (b *run) setup(ctx context.Context) error {
 
 // workerEnv is the worker's configuration: the simulators' environment
 // with only the mix's vendors, the bench's Kafka and Redis, the knobs.
-func (b *run) workerEnv(brokers []string, httpAddr, playbook string) map[string]string {
+func (b *run) workerEnv(brokers []string, httpAddr, debugAddr, playbook string) map[string]string {
 	env := b.stack.Env()
 	used := b.cfg.Mix.vendors()
 	for v, p := range envPrefix {
@@ -402,6 +414,7 @@ func (b *run) workerEnv(brokers []string, httpAddr, playbook string) map[string]
 	env["REDIS_URL"] = b.redis.url()
 	env["WORKER_ID"] = "bench-worker"
 	env["HTTP_ADDR"] = httpAddr
+	env["DEBUG_ADDR"] = debugAddr // the window's CPU profile (CPUSplit)
 	env["MAX_INFLIGHT"] = strconv.Itoa(b.cfg.MaxInflight)
 	env["PLAYBOOK_FILE"] = playbook
 	env["LOG_LEVEL"] = "info"
@@ -449,8 +462,13 @@ func (b *run) measure(ctx context.Context) {
 		res.Note = err.Error()
 		return
 	}
+	debugAddr, err := freeAddr()
+	if err != nil {
+		res.Note = err.Error()
+		return
+	}
 	res.Log = filepath.Join(b.dir, fmt.Sprintf("worker-%d.log", b.cfg.Jobs))
-	env := b.workerEnv(kc.ListenAddrs(), addr, playbook)
+	env := b.workerEnv(kc.ListenAddrs(), addr, debugAddr, playbook)
 	b.w, err = startWorker(b.cfg.WorkerCommand, env, res.Log, addr)
 	if err != nil {
 		res.Note = err.Error()
@@ -486,10 +504,18 @@ func (b *run) measure(ctx context.Context) {
 			return
 		}
 	}
+	if b.cfg.Waiting > 0 {
+		b.progressf("measuring waiting only for %s (%d in flight)", b.cfg.Waiting, res.InFlight)
+		wait, ok := b.profiledPhase(ctx, b.cfg.Waiting, debugAddr, nil)
+		if !ok {
+			return
+		}
+		res.Waiting = &wait
+	}
 	b.progressf("measuring for %s (%d in flight, %d aborts)", b.cfg.Window, res.InFlight, min(b.cfg.Aborts, res.InFlight))
 	victims := b.victims()
 	var aborted map[string]time.Time
-	win, ok := b.phase(ctx, b.cfg.Window, func(ctx context.Context, start time.Time) {
+	win, ok := b.profiledPhase(ctx, b.cfg.Window, debugAddr, func(ctx context.Context, start time.Time) {
 		aborted = b.abortDuring(ctx, start, victims)
 	})
 	if !ok {

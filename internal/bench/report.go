@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -60,6 +61,14 @@ func WriteTable(w io.Writer, rs []*Result) {
 			return f(r, r.Window)
 		}
 	}
+	waiting := func(f func(p *Phase) string) func(r *Result) string {
+		return func(r *Result) string {
+			if r.Waiting == nil {
+				return "–"
+			}
+			return f(r.Waiting)
+		}
+	}
 	rows := []row{
 		{"jobs in flight", func(r *Result) string {
 			s := fmt.Sprintf("%d of %d", r.InFlight, r.Jobs)
@@ -95,6 +104,7 @@ func WriteTable(w io.Writer, rs []*Result) {
 		{"worker CPU (idle → window)", win(func(r *Result, p *Phase) string {
 			return fmt.Sprintf("%.2f → %.2f cores", r.Idle.CPU, p.CPU)
 		})},
+		{"  excluding the vendor calls (profile)", win(func(_ *Result, p *Phase) string { return cpuSplit(p) })},
 		{"Redis commands/s (idle → window)", win(func(r *Result, p *Phase) string {
 			return fmt.Sprintf("%s → %s", count(r.Idle.RedisCommands), count(p.RedisCommands))
 		})},
@@ -142,6 +152,9 @@ func WriteTable(w io.Writer, rs []*Result) {
 			}
 			return s + ")"
 		}},
+	)
+	rows = append(rows, waitingRows(waiting)...)
+	rows = append(rows,
 		row{"redis-server CPU", win(func(_ *Result, p *Phase) string { return fmt.Sprintf("%.2f cores", p.RedisCPU) })},
 		row{"bench process CPU (simulators)", win(func(_ *Result, p *Phase) string { return fmt.Sprintf("%.2f cores", p.BenchCPU) })},
 		row{"machine load (1 min)", win(func(_ *Result, p *Phase) string { return fmt.Sprintf("%.2f", p.LoadAvg) })},
@@ -175,5 +188,37 @@ func WriteTable(w io.Writer, rs []*Result) {
 		if len(r.Warnings) > 0 {
 			fmt.Fprintf(w, "\nN=%d: worker warnings: %s\n", r.Jobs, strings.Join(topN(r.Warnings, 5, func(n int) string { return fmt.Sprintf("×%d", n) }), "; "))
 		}
+	}
+}
+
+// cpuSplit is a phase's CPU without the vendor calls, and its parts.
+func cpuSplit(p *Phase) string {
+	c := p.CPUSplit
+	if c == nil {
+		return "– (" + cmp.Or(p.CPUSplitError, "no profile") + ")"
+	}
+	return fmt.Sprintf("%.2f cores (profiled %.2f; vendor calls %.2f: drivers %.2f + HTTP connections %.2f × %.0f%%; rate limiter %.2f, GC %.2f)",
+		c.Rest, c.Profiled, c.Vendor, c.Drivers, c.HTTPConns, 100*c.VendorShare, c.Limiter, c.GC)
+}
+
+// waitingRows are the rows of the waiting phase (Result.Waiting).
+func waitingRows(waiting func(f func(p *Phase) string) func(r *Result) string) []row {
+	return []row{
+		{"waiting only (no aborts): worker CPU", waiting(func(p *Phase) string { return fmt.Sprintf("%.2f cores", p.CPU) })},
+		{"  excluding the vendor calls (profile)", waiting(cpuSplit)},
+		{"  Redis commands/s (script calls/s)", waiting(func(p *Phase) string {
+			return fmt.Sprintf("%s (%s)", count(p.RedisCommands), count(p.RedisScripts))
+		})},
+		{"  most frequent", waiting(func(p *Phase) string { return strings.Join(topN(p.RedisByCommand, 4, count), ", ") })},
+		{"  SampleDB requests/s, bytes/s", waiting(func(p *Phase) string {
+			return fmt.Sprintf("%s, %s", count(p.SampleDB.Requests), rateBytes(p.SampleDB.BytesOut+p.SampleDB.BytesIn))
+		})},
+		{"  vendor requests/s", waiting(func(p *Phase) string {
+			var v float64
+			for _, t := range p.Vendors {
+				v += t.Requests
+			}
+			return count(v)
+		})},
 	}
 }
