@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/analysisfleet/analysisfleet/edr"
+	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sampledb"
@@ -202,24 +203,7 @@ func liveHeap() uint64 {
 
 // benchJob is a job message like `worker bench`'s (internal/bench).
 func benchJob(rng *rand.Rand) job.Message {
-	var b [32]byte
-	for i := range b {
-		b[i] = byte(rng.UintN(256))
-	}
-	sha := fmt.Sprintf("%x", b)
-	now := time.Now().UnixMilli()
-	return job.Message{
-		JobID: uuid.NewString(),
-		Submission: job.Submission{
-			ID: uuid.NewString(), Customer: "customer-a", Sample: job.Sample{ID: sha},
-			CreatedByUser:    &job.User{ID: 42, ShortName: "bench", Name: "Bench Analyst"},
-			CreatedTimestamp: now, Name: "sample.exe", Timestamp: now, MimeType: "application/octet-stream",
-			MetaData: map[string]any{"source": "bench"}, TLP: "amber", ACL: json.RawMessage(`[]`),
-			UserAgent: &job.UserAgent{Name: "bench", Version: "1"},
-		},
-		Classification: job.Classification{
-			Sample: sha, ClassificationID: uuid.NewString(), CreatedTimestamp: now, Version: "1",
-			Type: "PE", SuperType: "executable", Arch: "x86_64", Platform: "win",
-		},
-	}
+	bench := loadgen.Submitter{User: job.User{ID: 42, ShortName: "bench", Name: "Bench Analyst"}, Agent: "bench"}
+	return bench.Message(loadgen.Sample{SHA256: loadgen.RandomSHA256(rng), Name: "sample.exe", Type: "PE", Platform: "win"},
+		"customer-a", map[string]any{"source": "bench"})
 }

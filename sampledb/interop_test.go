@@ -66,6 +66,21 @@ func writeJSON(w http.ResponseWriter, status int, body string) {
 	_, _ = w.Write([]byte(body))
 }
 
+// answerOnly answers method path with status and body (no body for 204)
+// and any other request 418.
+func answerOnly(method, path string, status int, body string) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method != method || r.URL.Path != path:
+			w.WriteHeader(http.StatusTeapot)
+		case status == http.StatusNoContent:
+			w.WriteHeader(status)
+		default:
+			writeJSON(w, status, body)
+		}
+	}
+}
+
 func jobJSON(id, state string) string {
 	return fmt.Sprintf(`{"id":%q,"state":%q,"abortRequested":false}`, id, state)
 }
@@ -277,17 +292,7 @@ func TestCreateTaskAnswerShapes(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f := newForeign(t, func(rw http.ResponseWriter, r *http.Request) {
-				if r.Method != http.MethodPost || r.URL.Path != jobRoot+"/"+jobID+"/task" {
-					rw.WriteHeader(http.StatusTeapot)
-					return
-				}
-				if c.status == http.StatusNoContent {
-					rw.WriteHeader(c.status)
-					return
-				}
-				writeJSON(rw, c.status, c.body)
-			})
+			f := newForeign(t, answerOnly(http.MethodPost, jobRoot+"/"+jobID+"/task", c.status, c.body))
 			tk, err := f.c.CreateTask(ctx(t), jobID, w)
 			require.NoError(t, err)
 			require.Equal(t, c.want, tk.ID)
@@ -323,17 +328,7 @@ func TestUpdateTaskAcceptsAny2xx(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f := newForeign(t, func(w http.ResponseWriter, r *http.Request) {
-				if r.Method != http.MethodPut || r.URL.Path != jobRoot+"/J/task/5" {
-					w.WriteHeader(http.StatusTeapot)
-					return
-				}
-				if c.status == http.StatusNoContent {
-					w.WriteHeader(c.status)
-					return
-				}
-				writeJSON(w, c.status, c.body)
-			})
+			f := newForeign(t, answerOnly(http.MethodPut, jobRoot+"/J/task/5", c.status, c.body))
 			tk, err := f.c.UpdateTask(ctx(t), "J", "5", sampledb.TaskSuccess)
 			require.NoError(t, err)
 			require.Equal(t, c.want, *tk)

@@ -210,17 +210,7 @@ func TestJobLeaseHistoryFollowsOneJobAcrossPages(t *testing.T) {
 func TestLeaseLogNewestFirstFilteredAndCapped(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
-	first := admitOne(t, b.store, "w1", "target")
-	_, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), []state.Lease{first.Lease})
-	require.NoError(t, err)
-	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 1)
-	require.NoError(t, err)
-	require.Len(t, got, 1)
-	_, _, err = b.store.ForceRelease(ctx(t), "target", "")
-	require.NoError(t, err)
-	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 1)
-	require.NoError(t, err)
-	require.Len(t, got, 1)
+	handOver(t, b.store, "target")
 	line := func(evs []state.LeaseEvent) []string {
 		var out []string
 		for _, ev := range evs {

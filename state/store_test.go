@@ -63,6 +63,25 @@ func admitOne(t *testing.T, s *state.Store, worker, id string) state.AdmitResult
 	return res[0]
 }
 
+// handOver takes job id through every hand-over but takeover: w1 admits it
+// and releases it, w2 claims it and is forced off, w3 claims it. It returns
+// w3's lease.
+func handOver(t *testing.T, s *state.Store, id string) state.Lease {
+	t.Helper()
+	first := admitOne(t, s, "w1", id).Lease
+	_, err := s.Release(ctx(t), sess(t, s, "w1"), []state.Lease{first})
+	require.NoError(t, err)
+	got, _, err := s.Claim(ctx(t), sess(t, s, "w2"), 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	_, _, err = s.ForceRelease(ctx(t), id, "")
+	require.NoError(t, err)
+	got, _, err = s.Claim(ctx(t), sess(t, s, "w3"), 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	return got[0].Lease
+}
+
 func TestAdmitIsIdempotentByJobID(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
@@ -506,17 +525,8 @@ func TestConcurrentClaimsNeverShareAJob(t *testing.T) {
 func TestLeaseHistoryRecordsEveryHandOver(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
-	first := admitOne(t, b.store, "w1", "job-1").Lease
-	_, err := b.store.Release(ctx(t), sess(t, b.store, "w1"), []state.Lease{first})
-	require.NoError(t, err)
-	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
-	require.NoError(t, err)
-	require.Len(t, got, 1)
-	_, _, err = b.store.ForceRelease(ctx(t), "job-1", "")
-	require.NoError(t, err)
-	got, _, err = b.store.Claim(ctx(t), sess(t, b.store, "w3"), 10)
-	require.NoError(t, err)
-	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), got[0].Lease, "success", state.Event{}, nil))
+	l := handOver(t, b.store, "job-1")
+	require.NoError(t, b.store.Complete(ctx(t), sess(t, b.store, "w3"), l, "success", state.Event{}, nil))
 
 	evs, next, err := b.store.LeaseHistory(ctx(t), "", 100)
 	require.NoError(t, err)

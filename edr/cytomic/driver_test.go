@@ -120,6 +120,14 @@ func setup(t *testing.T, o opts) *env {
 	return e
 }
 
+// start starts an operation for target through e.drv.
+func (e *env) start(t *testing.T) edr.Ref {
+	t.Helper()
+	ref, err := e.drv.Start(edrtest.Ctx(t), target, edrtest.NewIntent("t"))
+	require.NoError(t, err)
+	return ref
+}
+
 func (e *env) newDriver(t *testing.T) *cytomic.Driver {
 	t.Helper()
 	d, err := cytomic.New(e.cfg)
@@ -186,8 +194,7 @@ func pollUntilDone(t *testing.T, d edr.Driver, ref edr.Ref) edr.Status {
 func collectCountingState(t *testing.T, e *env) (edr.Result, int, error) {
 	t.Helper()
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	pollUntilDone(t, e.drv, ref)
 	_, before := e.sim.BatchSizes()
 	res, err := e.drv.Collect(ctx, ref)
@@ -377,8 +384,7 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 			{MUID: "M-A", Hostname: "WIN-A", AnswerAfter: 5 * time.Minute},
 		}}}})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	require.Equal(t, 1, e.sim.TokensIssued())
 
 	// Still valid at the simulator for 30 s, but within the refresh margin.
@@ -400,8 +406,7 @@ func TestReauthenticatesOnceOn401(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	e.sim.RevokeTokens() // e.g. the identity provider restarted
 	pollUntilDone(t, e.drv, ref)
 	res, err := e.drv.Collect(ctx, ref)
@@ -551,8 +556,7 @@ func TestTTLEndsWithMachinesThatNeverAnswered(t *testing.T) {
 		{MUID: "M-Y", Hostname: "WIN-Y", AnswerAfter: 3 * time.Hour}, // after the TTL: never
 	}}}})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 
 	clk.Advance(2 * time.Minute)
 	st, err := e.drv.Poll(ctx, ref)
@@ -579,8 +583,7 @@ func TestCancelIsUnsupportedAndSendsNothing(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Round = time.Hour }})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	before := len(e.sim.Kit().Requests())
 
 	// A Poll waiting for the (hour-long) round is released by Cancel.
@@ -614,8 +617,7 @@ func TestCloseReleasesWaiters(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{driver: func(c *cytomic.Config) { c.Round = time.Hour }})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	d := e.newDriver(t)
 	done := make(chan error, 1)
 	go func() {
@@ -623,7 +625,7 @@ func TestCloseReleasesWaiters(t *testing.T) {
 		done <- err
 	}()
 	d.Close()
-	err = <-done
+	err := <-done
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err), "another worker may continue: %v", err)
 	_, err = d.Collect(ctx, ref)
@@ -670,8 +672,7 @@ func TestNumericIDs(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcytomic.Config{NumericIDs: true}})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	var r struct {
 		Ops []map[string]json.RawMessage `json:"ops"`
 	}
@@ -769,8 +770,7 @@ func TestSecretsNeverInErrors(t *testing.T) {
 		})
 	}})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	pollUntilDone(t, e.drv, ref)
 	echo.Store(true)
 	_, stateErr := e.drv.Collect(ctx, ref)
@@ -795,10 +795,9 @@ func TestSecretsNeverInDownloadErrors(t *testing.T) {
 	e := setup(t, opts{})
 	e.sim.Kit().Add(simhttp.Fault{Path: simcytomic.FilesPath, Status: http.StatusInternalServerError})
 	ctx := edrtest.Ctx(t)
-	ref, err := e.drv.Start(ctx, target, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := e.start(t)
 	pollUntilDone(t, e.drv, ref)
-	_, err = e.drv.Collect(ctx, ref)
+	_, err := e.drv.Collect(ctx, ref)
 	require.Error(t, err)
 	require.True(t, edr.IsRetryable(err), "a 5xx on the file is retryable: %v", err)
 	require.NotContains(t, err.Error(), "sig=")

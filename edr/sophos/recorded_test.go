@@ -257,8 +257,7 @@ func TestRequestsMatchSophosExamples(t *testing.T) {
 	b := setup(t, fast(), nil)
 	c := captureOn(b)
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := startHit(t, d)
 	require.NoError(t, d.Cancel(edrtest.Ctx(t), ref))
 
 	keysOf := func(raw []byte) []string {

@@ -54,6 +54,14 @@ func (b *bundle) driver(t *testing.T) *sophos.Driver {
 	return d
 }
 
+// startHit starts a query for hitSHA through d.
+func startHit(t *testing.T, d *sophos.Driver) edr.Ref {
+	t.Helper()
+	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
+	require.NoError(t, err)
+	return ref
+}
+
 // setup starts a simulator for sc (credentials filled in) behind a test
 // server (wrapped by wrap when non-nil) and a driver config for it.
 func setup(t *testing.T, sc simsophos.Config, wrap func(http.Handler) http.Handler) *bundle {
@@ -317,9 +325,8 @@ func TestFirstPageRefusedFails(t *testing.T) {
 			b := setup(t, simsophos.Config{}, refusePages(status, true))
 			b.sim.SetHits(hitSHA, 2500, "h1")
 			d := b.driver(t)
-			ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-			require.NoError(t, err)
-			_, err = d.Collect(edrtest.Ctx(t), ref)
+			ref := startHit(t, d)
+			_, err := d.Collect(edrtest.Ctx(t), ref)
 			e := asEdrError(t, err)
 			require.Equal(t, status, e.Status)
 			require.False(t, e.Retryable)
@@ -361,8 +368,7 @@ func TestPollSuggestsPollEvery(t *testing.T) {
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	b.cfg.PollEvery = 0
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := startHit(t, d)
 	before := len(b.kit().Requests())
 	st, err := d.Poll(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
@@ -382,11 +388,10 @@ func TestRateLimitWithoutRetryAfter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := startHit(t, d)
 	// The kit's 429 carries no Retry-After when RetryAfter is zero.
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: http.StatusTooManyRequests, Count: 1})
-	_, err = pollPaced(d, edrtest.Ctx(t), ref)
+	_, err := pollPaced(d, edrtest.Ctx(t), ref)
 	require.True(t, edr.IsRetryable(err))
 	require.Equal(t, 10*time.Millisecond, edr.RetryAfter(err), "PollEvery stands in for a missing Retry-After")
 }
@@ -446,10 +451,9 @@ func TestUnauthorizedAfterReauthIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := startHit(t, d)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath, Status: http.StatusUnauthorized})
-	_, err = pollPaced(d, edrtest.Ctx(t), ref)
+	_, err := pollPaced(d, edrtest.Ctx(t), ref)
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Contains(t, e.Msg, "Sophos rejected the credentials")
@@ -688,10 +692,9 @@ func TestCancelServerErrorIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := startHit(t, d)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/", Status: 502, Count: 1})
-	err = d.Cancel(edrtest.Ctx(t), ref)
+	err := d.Cancel(edrtest.Ctx(t), ref)
 	require.True(t, edr.IsRetryable(err), "%v", err)
 }
 
@@ -744,9 +747,8 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 			t.Parallel()
 			b := setup(t, fast(), runStatus(tc.status))
 			d := b.driver(t)
-			ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-			require.NoError(t, err)
-			_, err = pollPaced(d, edrtest.Ctx(t), ref)
+			ref := startHit(t, d)
+			_, err := pollPaced(d, edrtest.Ctx(t), ref)
 			e := asEdrError(t, err)
 			require.False(t, e.Retryable)
 			require.Equal(t, tc.status, e.Code)
@@ -757,8 +759,7 @@ func TestFinalStatusWithoutResult(t *testing.T) {
 		t.Parallel()
 		b := setup(t, fast(), runStatus("queued"))
 		d := b.driver(t)
-		ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-		require.NoError(t, err)
+		ref := startHit(t, d)
 		st, err := pollPaced(d, edrtest.Ctx(t), ref)
 		require.NoError(t, err)
 		require.False(t, st.Done)
@@ -789,9 +790,8 @@ func TestCollectBeforeFinishedIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{PendingFor: time.Hour}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
-	_, err = d.Collect(edrtest.Ctx(t), ref)
+	ref := startHit(t, d)
+	_, err := d.Collect(edrtest.Ctx(t), ref)
 	require.True(t, edr.IsRetryable(err), "%v", err)
 	require.Equal(t, 10*time.Millisecond, edr.RetryAfter(err))
 }
@@ -800,10 +800,9 @@ func TestMalformedResultsArePermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simsophos.Config{}, nil)
 	d := b.driver(t)
-	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := startHit(t, d)
 	b.kit().Add(simhttp.Fault{Path: sophos.RunsPath + "/" + b.sim.Runs()[0].ID + "/results", Malformed: true})
-	_, err = d.Collect(edrtest.Ctx(t), ref)
+	_, err := d.Collect(edrtest.Ctx(t), ref)
 	edrtest.RequirePermanent(t, err, "malformed response")
 }
 

@@ -2,17 +2,15 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/analysisfleet/analysisfleet/intake"
+	"github.com/analysisfleet/analysisfleet/internal/loadgen"
 	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/sim/simstack"
 )
@@ -21,28 +19,12 @@ import (
 // its group's tasks in the bench playbook. The sample is fresh, so the
 // vendors find nothing: the cost measured is waiting, not results.
 func newJob(rng *rand.Rand, typ string) job.Message {
-	var b [32]byte
-	for i := range b {
-		b[i] = byte(rng.UintN(256))
-	}
-	h := sha256.Sum256(b[:])
-	sha := hex.EncodeToString(h[:])
-	now := time.Now().UnixMilli()
-	return job.Message{
-		JobID: uuid.NewString(),
-		Submission: job.Submission{
-			ID: uuid.NewString(), Customer: simstack.CustomerA, Sample: job.Sample{ID: sha},
-			CreatedByUser:    &job.User{ID: 42, ShortName: "bench", Name: "Bench Analyst"},
-			CreatedTimestamp: now, Name: "sample.exe", Timestamp: now, MimeType: "application/octet-stream",
-			MetaData: map[string]any{"source": "bench"}, TLP: "amber", ACL: json.RawMessage(`[]`),
-			UserAgent: &job.UserAgent{Name: "bench", Version: "1"},
-		},
-		Classification: job.Classification{
-			Sample: sha, ClassificationID: uuid.NewString(), CreatedTimestamp: now, Version: "1",
-			Type: typ, SuperType: "executable", Arch: "x86_64", Platform: "win",
-		},
-	}
+	return benchAnalyst.Message(loadgen.Sample{SHA256: loadgen.RandomSHA256(rng), Name: "sample.exe", Type: typ, Platform: "win"},
+		simstack.CustomerA, map[string]any{"source": "bench"})
 }
+
+// benchAnalyst submits the bench's jobs.
+var benchAnalyst = loadgen.Submitter{User: job.User{ID: 42, ShortName: "bench", Name: "Bench Analyst"}, Agent: "bench"}
 
 // submit registers n jobs with SampleDB and produces them, in batches, as
 // SampleDB does. It returns the job IDs in submission order and when the

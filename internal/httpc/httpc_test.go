@@ -43,6 +43,15 @@ func startServer(t *testing.T, h http.HandlerFunc) *httptest.Server {
 	return startReleasable(t, func(<-chan struct{}) http.HandlerFunc { return h })
 }
 
+// startRepeater starts a server that answers ?n=N with s N times.
+func startRepeater(t *testing.T, s string) *httptest.Server {
+	t.Helper()
+	return startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		_, _ = io.WriteString(w, strings.Repeat(s, n))
+	})
+}
+
 // startReleasable is startServer for handlers that block: release is closed
 // at cleanup, before the server, so they return.
 func startReleasable(t *testing.T, mk func(release <-chan struct{}) http.HandlerFunc) *httptest.Server {
@@ -243,10 +252,7 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestDoMaxBody(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		_, _ = io.WriteString(w, strings.Repeat("a", n))
-	})
+	srv := startRepeater(t, "a")
 	c := newTestClient(t, Config{MaxBody: 100})
 	resp, err := c.Do(get(t, t.Context(), srv.URL+"/x?n=100"))
 	require.NoError(t, err)
@@ -274,10 +280,7 @@ func TestDoMaxBodyAppliesToErrorResponses(t *testing.T) {
 
 func TestStreamCap(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		_, _ = io.WriteString(w, strings.Repeat("s", n))
-	})
+	srv := startRepeater(t, "s")
 	c := newTestClient(t, Config{MaxBody: 80})
 	for _, tc := range []struct {
 		name  string

@@ -210,7 +210,7 @@ func (cfg *Config) job(rng *rand.Rand) job.Message {
 			break
 		}
 	}
-	sha := randomSHA(rng)
+	sha := RandomSHA256(rng)
 	name := fmt.Sprintf("sample-%04d.%s", rng.IntN(10000), map[string]string{"win": "exe", "linux": "elf", "osx": "macho"}[p.name])
 	meta := map[string]any{"source": "loadgen"}
 	if p.name == "win" && len(cfg.Sensors) > 0 && rng.Float64() < 0.4 {
@@ -228,28 +228,54 @@ func (cfg *Config) job(rng *rand.Rand) job.Message {
 	if sha != cfg.KnownSample && cfg.Plant != nil && rng.Float64() < 0.3 {
 		cfg.Plant(sha)
 	}
-	now := time.Now().UnixMilli()
 	customer := "dev-customer"
 	if len(cfg.Customers) > 0 {
 		customer = cfg.Customers[rng.IntN(len(cfg.Customers))]
 	}
+	return devAnalyst.Message(Sample{SHA256: sha, Name: name, Type: p.typ, Platform: p.name}, customer, meta)
+}
+
+// devAnalyst submits loadgen's jobs.
+var devAnalyst = Submitter{User: job.User{ID: 42, ShortName: "analyst", Name: "Dev Analyst"}, Agent: "loadgen"}
+
+// Submitter is who a synthetic job says submitted it: an analyst, through
+// the user agent named Agent (version 1).
+type Submitter struct {
+	User  job.User
+	Agent string
+}
+
+// Sample is the sample of a synthetic job and how it is classified.
+type Sample struct {
+	SHA256, Name   string
+	Type, Platform string // classification: "PE" on "win", …
+}
+
+// Message returns the job message SampleDB produces when s submits smp for
+// customer, with meta as the submission's metaData: fresh job, submission
+// and classification IDs, timestamps of now, an executable for x86_64.
+func (s Submitter) Message(smp Sample, customer string, meta map[string]any) job.Message {
+	now := time.Now().UnixMilli()
+	user := s.User
 	return job.Message{
 		JobID: uuid.NewString(),
 		Submission: job.Submission{
-			ID: uuid.NewString(), Customer: customer, Sample: job.Sample{ID: sha},
-			CreatedByUser:    &job.User{ID: 42, ShortName: "analyst", Name: "Dev Analyst"},
-			CreatedTimestamp: now, Name: name, Timestamp: now, MimeType: "application/octet-stream",
+			ID: uuid.NewString(), Customer: customer, Sample: job.Sample{ID: smp.SHA256},
+			CreatedByUser:    &user,
+			CreatedTimestamp: now, Name: smp.Name, Timestamp: now, MimeType: "application/octet-stream",
 			MetaData: meta, TLP: "amber", ACL: json.RawMessage(`[]`),
-			UserAgent: &job.UserAgent{Name: "loadgen", Version: "1"},
+			UserAgent: &job.UserAgent{Name: s.Agent, Version: "1"},
 		},
 		Classification: job.Classification{
-			Sample: sha, ClassificationID: uuid.NewString(), CreatedTimestamp: now, Version: "1",
-			Type: p.typ, SuperType: "executable", Arch: "x86_64", Platform: p.name,
+			Sample: smp.SHA256, ClassificationID: uuid.NewString(), CreatedTimestamp: now, Version: "1",
+			Type: smp.Type, SuperType: "executable", Arch: "x86_64", Platform: smp.Platform,
 		},
 	}
 }
 
-func randomSHA(rng *rand.Rand) string {
+// RandomSHA256 returns a fresh sample hash drawn from rng: one no vendor
+// knows unless it is planted.
+func RandomSHA256(rng *rand.Rand) string {
 	var b [32]byte
 	for i := range b {
 		b[i] = byte(rng.UintN(256))
@@ -260,7 +286,7 @@ func randomSHA(rng *rand.Rand) string {
 
 func badRecord(kind string, rng *rand.Rand, maxBytes int) []byte {
 	id := uuid.NewString()
-	sha := randomSHA(rng)
+	sha := RandomSHA256(rng)
 	switch kind {
 	case "not_json":
 		return []byte(`{"jobID": "` + id + `", "submission": {`)
