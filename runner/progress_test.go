@@ -81,3 +81,26 @@ func TestProgressWritesAreBoundedPerWorker(t *testing.T) {
 	require.InDelta(t, 10*progressWrites, took, 1, "the rate over ten seconds")
 	require.False(t, b.take(t0.Add(5*time.Second)), "an earlier time adds nothing")
 }
+
+// TestPollWaitIsSpreadWithinItsBounds: polls of operations started
+// together spread out, never sooner than a vendor asked and never later
+// than our own interval.
+func TestPollWaitIsSpreadWithinItsBounds(t *testing.T) {
+	t.Parallel()
+	const d = 10 * time.Second
+	for _, vendorNamed := range []bool{false, true} {
+		lo, hi := d*4/5, d
+		if vendorNamed {
+			lo, hi = d, d*11/10
+		}
+		seen := map[time.Duration]bool{}
+		for range 1000 {
+			w := pollWait(d, vendorNamed)
+			require.GreaterOrEqual(t, w, lo)
+			require.LessOrEqual(t, w, hi)
+			seen[w] = true
+		}
+		require.Greater(t, len(seen), 900, "a thousand operations polled at a thousand different times, nearly")
+	}
+	require.Equal(t, time.Duration(0), pollWait(0, false), "no delay stays none")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -224,9 +225,21 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 	} else {
 		t.delay = min(t.delay*3/2, j.r.cfg.PollMax)
 	}
-	next := earliest(now.Add(t.delay), t.deadline)
+	next := earliest(now.Add(pollWait(t.delay, st.NextPoll > 0)), t.deadline)
 	cp.NextPoll = next.UnixMilli()
 	return next, false
+}
+
+// pollWait is the wait before the next poll, spread so that operations
+// started together (a burst of submissions) do not poll together for ever
+// after: the vendor's own interval (vendorNamed) is never shortened, and
+// waited up to a tenth longer; ours is waited up to a fifth shorter, so
+// never longer than POLL_INTERVAL_MAX.
+func pollWait(delay time.Duration, vendorNamed bool) time.Duration {
+	if vendorNamed {
+		return delay + rand.N(delay/10+1)
+	}
+	return delay - rand.N(delay/5+1)
 }
 
 // progressEvery is how often at most a poll whose only news is the

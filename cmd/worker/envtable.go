@@ -181,7 +181,7 @@ var runVars = envconf.Table{
 			{Name: "POLL_INTERVAL_MIN", Kind: envconf.Duration, Default: dur(runner.DefaultPollMin), Min: "1ms", Max: "1h"},
 			{Name: "POLL_INTERVAL_MAX", Kind: envconf.Duration, Default: dur(runner.DefaultPollMax), Min: "1ms", Max: "24h"},
 		},
-		Doc: "adaptive polling of vendor operations (a driver's own suggestion wins); the minimum may not exceed the maximum",
+		Doc: "adaptive polling of vendor operations (a driver's own suggestion wins, waited up to a tenth longer); each wait is up to a fifth shorter, so operations started together spread out; the minimum may not exceed the maximum",
 	},
 	{
 		Vars: []envconf.Var{
