@@ -58,6 +58,7 @@ func TestBenchRunsEndToEnd(t *testing.T) {
 		require.NotNil(t, p.CPUSplit)
 		require.Positive(t, p.CPUSplit.Seconds)
 		require.InDelta(t, p.CPUSplit.Profiled, p.CPUSplit.Vendor+p.CPUSplit.Rest, 1e-9)
+		require.FileExists(t, p.CPUProfile)
 	}
 
 	require.NotNil(t, r.Aborts)

@@ -259,6 +259,7 @@ type Phase struct {
 	// only; CPUSplitError says why there is none).
 	CPUSplit      *CPUSplit `json:"cpuSplit,omitempty"`
 	CPUSplitError string    `json:"cpuSplitError,omitempty"`
+	CPUProfile    string    `json:"cpuProfile,omitempty"` // the profile's file
 	SampleDB      Traffic   `json:"sampledb"`
 	// Vendors is each vendor simulator's traffic, by vendor.
 	Vendors map[string]Traffic `json:"vendors,omitempty"`
@@ -506,7 +507,7 @@ func (b *run) measure(ctx context.Context) {
 	}
 	if b.cfg.Waiting > 0 {
 		b.progressf("measuring waiting only for %s (%d in flight)", b.cfg.Waiting, res.InFlight)
-		wait, ok := b.profiledPhase(ctx, b.cfg.Waiting, debugAddr, nil)
+		wait, ok := b.profiledPhase(ctx, "waiting", b.cfg.Waiting, debugAddr, nil)
 		if !ok {
 			return
 		}
@@ -515,7 +516,7 @@ func (b *run) measure(ctx context.Context) {
 	b.progressf("measuring for %s (%d in flight, %d aborts)", b.cfg.Window, res.InFlight, min(b.cfg.Aborts, res.InFlight))
 	victims := b.victims()
 	var aborted map[string]time.Time
-	win, ok := b.profiledPhase(ctx, b.cfg.Window, debugAddr, func(ctx context.Context, start time.Time) {
+	win, ok := b.profiledPhase(ctx, "window", b.cfg.Window, debugAddr, func(ctx context.Context, start time.Time) {
 		aborted = b.abortDuring(ctx, start, victims)
 	})
 	if !ok {

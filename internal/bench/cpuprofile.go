@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -144,8 +146,9 @@ func (p *Phase) vendorShare() float64 {
 }
 
 // profiledPhase is phase (with during) and a CPU profile of the worker
-// over it, from its DEBUG_ADDR, split into Phase.CPUSplit.
-func (b *run) profiledPhase(ctx context.Context, d time.Duration, debugAddr string,
+// over it, from its DEBUG_ADDR, split into Phase.CPUSplit and kept in the
+// run's directory (Phase.CPUProfile).
+func (b *run) profiledPhase(ctx context.Context, label string, d time.Duration, debugAddr string,
 	during func(ctx context.Context, start time.Time)) (Phase, bool) {
 	var prof *profile.Profile
 	var profErr error
@@ -167,6 +170,13 @@ func (b *run) profiledPhase(ctx context.Context, d time.Duration, debugAddr stri
 		var split CPUSplit
 		if split, profErr = splitCPU(prof, p.vendorShare()); profErr == nil {
 			p.CPUSplit = &split
+		}
+		// Kept for `go tool pprof` beside the worker's log.
+		name := filepath.Join(b.dir, fmt.Sprintf("cpu-%d-%s.pprof", b.cfg.Jobs, label))
+		if f, err := os.Create(name); err == nil {
+			if prof.Write(f) == nil && f.Close() == nil {
+				p.CPUProfile = name
+			}
 		}
 	}
 	if profErr != nil {
