@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,21 +28,28 @@ import (
 // last two intervals (plus a margin for the clocks of SampleDB and the
 // worker), because what a Redis failover loses is its newest writes; and
 // of the older ones the shard of this pass, so that each is asked about at
-// least once per sweepPeriod. At 100,000 executing jobs and a 1-minute
-// interval that is ~28 key checks a second instead of ~1,700. The listing
-// from SampleDB is whole every pass (it is per fleet, ceil(N/1000)
-// requests).
+// least once per sweepPeriod, or, when that would be more than
+// maxOlderChecks a pass, once per as many sweep periods as keep it under:
+// the pass's Redis cost stays bounded however many jobs run (at 100,000
+// executing jobs and a 1-minute interval, ~830 key checks a pass, and each
+// older job checked every two hours). The listing from SampleDB is whole
+// every pass (it is per fleet, ceil(N/1000) requests).
 type reconciler struct {
 	startstop.Service
 	r     *Runner
 	every time.Duration
 	kick  chan bool        // true: a full pass after a ledger loss
 	now   func() time.Time // the clock that picks a pass's shard
+	older atomic.Int64     // older executing jobs the last pass listed
 }
 
 // sweepPeriod: a periodic pass checks each older executing job against the
 // ledger at least once in this period (sweepShards passes).
 const sweepPeriod = time.Hour
+
+// maxOlderChecks is about the most older jobs a periodic pass asks the
+// ledger about (shards).
+const maxOlderChecks = 1000
 
 // recentMargin is how much older than two intervals a job's start may be
 // and still count as new: the clocks of SampleDB and the worker differ.
@@ -57,19 +65,35 @@ func (rc *reconciler) sweepShards() uint32 {
 	return uint32(max(1, sweepPeriod/max(rc.every, time.Second)))
 }
 
+// shards is how many passes a sweep of the older jobs takes: sweepShards,
+// times as many sweep periods as keep a pass near maxOlderChecks at the
+// last pass's count (a multiple, so that the shards stay stable while the
+// count moves within a step).
+func (rc *reconciler) shards() uint32 {
+	base := rc.sweepShards()
+	periods := (rc.older.Load() + int64(base)*maxOlderChecks - 1) / (int64(base) * maxOlderChecks)
+	return base * uint32(max(periods, 1))
+}
+
 // checks says whether a periodic pass at now asks the ledger about sj:
 // when it went executing recently (or SampleDB does not say when), or
 // when it is in this pass's shard. The shard comes from the time, not a
 // counter, so whichever worker holds the pass picks the same one.
 func (rc *reconciler) checks(sj sampledb.Job, now time.Time) bool {
-	if sj.StartTimestamp <= 0 || now.Sub(time.UnixMilli(sj.StartTimestamp)) < 2*rc.every+recentMargin {
+	if rc.recent(sj, now) {
 		return true
 	}
-	n := rc.sweepShards()
+	n := rc.shards()
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(sj.ID))
 	pass := uint32(now.UnixNano() / int64(max(rc.every, time.Second)))
 	return h.Sum32()%n == pass%n
+}
+
+// recent says whether sj went executing within two intervals (or SampleDB
+// does not say when).
+func (rc *reconciler) recent(sj sampledb.Job, now time.Time) bool {
+	return sj.StartTimestamp <= 0 || now.Sub(time.UnixMilli(sj.StartTimestamp)) < 2*rc.every+recentMargin
 }
 
 func (rc *reconciler) start(ctx context.Context) error {
@@ -168,10 +192,13 @@ func (rc *reconciler) runOnce(ctx context.Context, full bool) (int, error) {
 	if full {
 		states = append(states, sampledb.StateEnqueued)
 	}
-	adopted, now := 0, rc.now()
+	adopted, now, older := 0, rc.now(), int64(0)
 	err = r.cfg.SampleDB.ListJobs(ctx, sampledb.ListOptions{States: states, PageSize: 1000, Brief: !full}, func(page []sampledb.Job) error {
 		var ask []sampledb.Job
 		for _, sj := range page {
+			if sj.State == sampledb.StateExecuting && !rc.recent(sj, now) {
+				older++
+			}
 			if full || (sj.State == sampledb.StateExecuting && rc.checks(sj, now)) {
 				ask = append(ask, sj)
 			}
@@ -225,5 +252,8 @@ func (rc *reconciler) runOnce(ctx context.Context, full bool) (int, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		rc.older.Store(older) // the next periodic pass's shards
+	}
 	return adopted, err
 }

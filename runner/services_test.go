@@ -310,3 +310,39 @@ func TestRetryHelper(t *testing.T) {
 	err = j.do(retry{ctx: j.ctx, guard: true}, func(context.Context) error { t.Fatal("called without a lease"); return nil })
 	require.ErrorIs(t, err, errLeaseLost, "the job's stop wins")
 }
+
+// TestReconcilerPassIsBoundedHoweverManyJobsRun: with more older jobs than
+// an hour's sweep can check at maxOlderChecks a pass, the sweep takes more
+// hours instead of more checks a pass, and still checks every job once.
+func TestReconcilerPassIsBoundedHoweverManyJobsRun(t *testing.T) {
+	t.Parallel()
+	rc := &reconciler{every: 10 * time.Minute} // six passes an hour
+	const older = 15_000
+	rc.older.Store(older)
+	require.EqualValues(t, 18, rc.shards(), "three hours' sweep at 15,000 older jobs")
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	jobs := make([]sampledb.Job, older)
+	for i := range jobs {
+		jobs[i] = sampledb.Job{ID: fmt.Sprintf("job-%d", i), StartTimestamp: now.Add(-24 * time.Hour).UnixMilli()}
+	}
+	seen := make([]int, older)
+	most := 0
+	for p := range int(rc.shards()) {
+		at := now.Add(time.Duration(p) * rc.every)
+		n := 0
+		for i, sj := range jobs {
+			if rc.checks(sj, at) {
+				seen[i]++
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	for i, n := range seen {
+		require.Equal(t, 1, n, "job-%d is checked once a sweep", i)
+	}
+	require.Less(t, most, maxOlderChecks*6/5, "a pass checks about maxOlderChecks, not 15,000/6")
+
+	rc.older.Store(5_000)
+	require.EqualValues(t, 6, rc.shards(), "fewer jobs: an hour's sweep, as before")
+}
