@@ -233,6 +233,9 @@ func (c *Client) ListJobs(ctx context.Context, opts ListOptions, fn func(page []
 			if state != "" {
 				q.Set("state", state)
 			}
+			if opts.Brief {
+				return c.doRetry(ctx, http.MethodGet, jobPath, q, nil, briefJobsBody, nil, nil)
+			}
 			return c.do(ctx, http.MethodGet, jobPath, q, nil)
 		}, http.MethodGet, jobPath)
 	}
@@ -323,8 +326,10 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[strin
 		if err != nil {
 			return err
 		}
-		pg, err := decodeJobs(env.Data, brief)
-		if err != nil {
+		pg, sig := jobPage{}, bytes.TrimSpace(env.Data)
+		if env.brief != nil {
+			pg, sig = *env.brief, env.body
+		} else if pg, err = decodeJobs(env.Data, brief); err != nil {
 			return c.malformed(method, path, err)
 		}
 		if pg.items == 0 {
@@ -347,10 +352,10 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[strin
 				page = append(page, j)
 			}
 		}
-		if offset > 0 && (bytes.Equal(bytes.TrimSpace(env.Data), prev) || (len(pg.jobs) > 0 && fresh == 0)) {
+		if offset > 0 && (bytes.Equal(sig, prev) || (len(pg.jobs) > 0 && fresh == 0)) {
 			return fmt.Errorf("sampledb %s %s: the page at offset %d repeats jobs already listed (does the server ignore offset?); listing stopped", method, path, offset)
 		}
-		prev = bytes.TrimSpace(env.Data)
+		prev = sig
 		if len(page) > 0 {
 			if err := fn(page); err != nil {
 				return err
@@ -574,6 +579,9 @@ const (
 	// without a "data" member, is taken as the data itself (a server that
 	// does not wrap); anything else (an empty body) is an empty envelope.
 	anyBody
+	// briefJobsBody: as envelopeBody, a page of jobs read brief, decoded
+	// with the envelope in one pass when it can be (decodeBriefEnvelope).
+	briefJobsBody
 )
 
 // do sends one call, retrying what is retryable.
@@ -676,6 +684,11 @@ func (c *Client) once(ctx context.Context, method, u, path string, payload []byt
 		return Envelope{}, err
 	}
 	if resp.Status >= 200 && resp.Status < 300 {
+		if mode == briefJobsBody {
+			if env, ok := decodeBriefEnvelope(resp.Body); ok {
+				return env, nil
+			}
+		}
 		env, err := decodeEnvelope(resp.Body)
 		if mode == anyBody {
 			t := bytes.TrimSpace(resp.Body)

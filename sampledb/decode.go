@@ -43,6 +43,13 @@ func decodeEnvelope(b []byte) (Envelope, error) {
 	if err := json.Unmarshal(t, &w); err != nil {
 		return Envelope{}, fmt.Errorf("envelope: %w", err)
 	}
+	env := w.envelope()
+	env.Data = w.Data
+	return env, nil
+}
+
+// envelope is w without its data.
+func (w *wireEnvelope) envelope() Envelope {
 	env := Envelope{
 		ResponseCode: int(w.ResponseCode),
 		Limit:        int(w.Limit),
@@ -50,13 +57,40 @@ func decodeEnvelope(b []byte) (Envelope, error) {
 		Count:        int(w.Count),
 		Size:         int(w.Size),
 		Messages:     decodeMessages(w.Messages),
-		Data:         w.Data,
 	}
 	if isObject(w.MetaData) {
 		// Best effort: metaData is informative only.
 		_ = json.Unmarshal(w.MetaData, &env.MetaData)
 	}
-	return env, nil
+	return env
+}
+
+// briefEnvelope is an envelope whose data is a page of jobs of which only
+// the brief part is read (its Data shadows wireEnvelope's).
+type briefEnvelope struct {
+	wireEnvelope
+	Data []*wireBrief `json:"data"`
+}
+
+// decodeBriefEnvelope decodes an envelope and its page of brief jobs in
+// one pass over the body, where decodeEnvelope then decodeJobs take four
+// (at 100,000 active jobs the abort listing reads about 100 MB an
+// interval). Not ok when the body is not an envelope whose data is an
+// array of objects of the expected field types: decodeEnvelope and
+// decodeJobs then read it, item by item.
+func decodeBriefEnvelope(b []byte) (Envelope, bool) {
+	t := bytes.TrimSpace(b)
+	if len(t) == 0 || t[0] != '{' {
+		return Envelope{}, false
+	}
+	var w briefEnvelope
+	if json.Unmarshal(t, &w) != nil || w.Data == nil {
+		return Envelope{}, false // missing or null data too: decodeJobs says which
+	}
+	env := w.wireEnvelope.envelope()
+	pg := briefPage(w.Data)
+	env.brief, env.body = &pg, t
+	return env, true
 }
 
 // decodeMessages reads the envelope's messages best effort: they only
@@ -237,6 +271,11 @@ func decodeBriefs(raw json.RawMessage) (jobPage, bool) {
 	if json.Unmarshal(t, &ws) != nil {
 		return jobPage{}, false
 	}
+	return briefPage(ws), true
+}
+
+// briefPage is the page of the brief items ws (a nil one is not an object).
+func briefPage(ws []*wireBrief) jobPage {
 	pg := jobPage{jobs: make([]Job, 0, len(ws)), items: len(ws)}
 	for i, w := range ws {
 		if w == nil {
@@ -250,7 +289,7 @@ func decodeBriefs(raw json.RawMessage) (jobPage, bool) {
 		}
 		pg.jobs = append(pg.jobs, j)
 	}
-	return pg, true
+	return pg
 }
 
 // add counts item i as left out.

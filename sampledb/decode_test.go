@@ -2,6 +2,7 @@ package sampledb
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -323,6 +324,17 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			}
 			if brief.items != full.items || brief.bad > full.bad {
 				t.Fatalf("a brief reading read fewer jobs (%d of %d items, %d bad) than the whole one (%d bad): %q", len(brief.jobs), brief.items, brief.bad, full.bad, b)
+			}
+		}
+		// The one-pass reading of a brief page, where it applies, reads
+		// what the envelope and then the page read.
+		if one, ok := decodeBriefEnvelope(b); ok {
+			if briefErr != nil {
+				t.Fatalf("one pass read a page the envelope's data is not (%v): %q", briefErr, b)
+			}
+			if one.Count != env.Count || one.Limit != env.Limit || one.Offset != env.Offset || one.ResponseCode != env.ResponseCode ||
+				one.brief.items != brief.items || one.brief.bad != brief.bad || !reflect.DeepEqual(one.brief.jobs, brief.jobs) {
+				t.Fatalf("one pass read %+v, two passes %+v: %q", one.brief, brief, b)
 			}
 		}
 		if tk, err := decodeTask(env.Data); err == nil && tk.ID == "" {

@@ -158,6 +158,12 @@ type Envelope struct {
 	MetaData     map[string]any  `json:"metaData"`
 	Messages     []Message       `json:"messages"`
 	Data         json.RawMessage `json:"data"`
+
+	// brief is the page of brief jobs a brief listing decoded along with
+	// the envelope, in one pass (Data is then nil); body is the answer it
+	// came in, for the listing's repeated-page check.
+	brief *jobPage
+	body  []byte
 }
 
 // Message is an Argus envelope message.
