@@ -287,6 +287,14 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		`{"data":{"id":7,"jobId":"K","worker":"w","state":"executing"}}`,
 		`{"data":{"id":"K","state":"executing","tasks":[{"id":3,"JOBID":"J"}]}}`,
 		`{"data":[{"id":1,"job_id":null},{"id":2,"jobID":17}]}`,
+		// One-pass brief pages against two passes: names in other cases,
+		// repeated names, a repeated data, bytes that are not UTF-8.
+		`{"data":[{"ID":"a","STATE":"executing","abortrequested":true,"StartTimestamp":"5"}]}`,
+		`{"data":[{"id":"a","id":"b","state":"executing","state":"enqueued"}],"count":2,"count":1}`,
+		`{"Data":[{"id":"a","state":"executing"}],"data":null}`,
+		`{"data":[{"id":"a","state":"executing"}],"DATA":[null,{"id":"b","state":"x"}]}`,
+		"{\"data\":[{\"id\":\"\xff\",\"state\":\"executing\"}]}",
+		`{"data":[{"id":"a","state":"executing","start_timestamp":1,"start-timestamp":2}]}`,
 	} {
 		f.Add([]byte(s))
 	}
