@@ -70,11 +70,12 @@ type Keeper struct {
 	margin time.Duration
 	log    *zap.Logger
 
-	mu    sync.Mutex
-	sess  Session
-	valid time.Time        // monotonic: session certainly alive until then
-	held  map[string]int64 // job → token
-	epoch string
+	mu      sync.Mutex
+	sess    Session
+	valid   time.Time        // monotonic: session certainly alive until then
+	renewed time.Time        // when the last renewal Redis answered alive was sent
+	held    map[string]int64 // job → token
+	epoch   string
 }
 
 // NewKeeper returns a Keeper over s (renewals) and mail (the mailbox; nil
@@ -99,7 +100,7 @@ func (k *Keeper) Open(ctx context.Context) error {
 		return err
 	}
 	k.mu.Lock()
-	k.sess, k.valid = sess, sent.Add(k.s.LeaseTTL()-k.margin)
+	k.sess, k.valid, k.renewed = sess, sent.Add(k.s.LeaseTTL()-k.margin), sent
 	k.mu.Unlock()
 	k.log.Info("session opened", zap.String("session", sess.ID))
 	return nil
@@ -186,6 +187,11 @@ func (k *Keeper) RenewOnce(ctx context.Context) error {
 	if k.cfg.OnRenew != nil {
 		k.cfg.OnRenew(n, err)
 	}
+	if took := time.Since(sent); took > k.cfg.Interval && ctx.Err() == nil {
+		// On its own connection a renewal takes a round trip: longer
+		// means Redis was busy or this process was not running.
+		k.log.Warn("session renewal was slow", zap.Duration("took", took), zap.Duration("interval", k.cfg.Interval))
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			k.log.Warn("session renewal failed", zap.Error(err), zap.Int("held", n))
@@ -212,6 +218,7 @@ func (k *Keeper) RenewOnce(ctx context.Context) error {
 		if v := sent.Add(k.s.LeaseTTL() - k.margin); v.After(k.valid) {
 			k.valid = v
 		}
+		k.renewed = sent
 	}
 	k.mu.Unlock()
 	if lapsed {
@@ -244,12 +251,15 @@ func (k *Keeper) lose(sess Session, why LossReason) {
 		k.mu.Unlock()
 		return
 	}
-	held := k.held
+	held, renewed := k.held, k.renewed
 	k.held = map[string]int64{}
 	k.sess, k.valid = Session{}, time.Time{}
 	k.mu.Unlock()
+	// How long ago the last renewal that kept it alive was sent: with
+	// renewals every Interval, much more than Interval says they stopped
+	// (this process or Redis stalled), not that one failed.
 	k.log.Warn("session lost: every job it held is dropped", zap.String("session", sess.ID),
-		zap.String("reason", string(why)), zap.Int("jobs", len(held)))
+		zap.String("reason", string(why)), zap.Int("jobs", len(held)), zap.Duration("renewed_ago", time.Since(renewed)))
 	if k.cfg.OnSessionLost != nil {
 		k.cfg.OnSessionLost(why, len(held))
 	}

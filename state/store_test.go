@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
 	"github.com/analysisfleet/analysisfleet/internal/testutil"
@@ -377,10 +379,12 @@ func TestKeeperReopensAfterLosingItsSession(t *testing.T) {
 	b := setup(t, 30*time.Second)
 	var lost []string
 	var why state.LossReason
-	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1",
+	core, logs := observer.New(zap.InfoLevel)
+	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1", Logger: zap.New(core),
 		OnLost:        func(id string, _ int64, _ state.LossReason) { lost = append(lost, id) },
 		OnSessionLost: func(r state.LossReason, _ int) { why = r }})
 	require.NoError(t, k.Open(ctx(t)))
+	opened := time.Now()
 	first := k.Session()
 	res, _, err := b.store.Admit(ctx(t), first, []state.AdmitRequest{{ID: "a", Msg: []byte("{}")}, {ID: "b", Msg: []byte("{}")}})
 	require.NoError(t, err)
@@ -394,6 +398,14 @@ func TestKeeperReopensAfterLosingItsSession(t *testing.T) {
 	require.Equal(t, state.LostMissing, why, "no epoch seen before and the session unknown: lost data")
 	require.NotEqual(t, first.ID, k.Session().ID, "a new session is open")
 	require.Zero(t, k.Len())
+	// The log says how long ago the session was last kept alive (here:
+	// when it opened), to tell stalled renewals from a failed one.
+	lostLogs := logs.FilterMessage("session lost: every job it held is dropped").All()
+	require.Len(t, lostLogs, 1)
+	ago, ok := lostLogs[0].ContextMap()["renewed_ago"].(time.Duration)
+	require.True(t, ok, "%v", lostLogs[0].ContextMap())
+	require.Positive(t, ago)
+	require.LessOrEqual(t, ago, time.Since(opened)+time.Second)
 }
 
 func TestKeeperDetectsEpochChange(t *testing.T) {
@@ -565,4 +577,19 @@ func TestFencedWritesTellLostDataFromLostLease(t *testing.T) {
 	err = b.store.Complete(ctx(t), sess(t, b.store, "w1"), l2, "success", state.Event{}, nil)
 	require.ErrorIs(t, err, state.ErrStale)
 	require.NotErrorIs(t, err, state.ErrGone)
+}
+
+// TestKeeperSaysWhenARenewalWasSlow: a renewal that took longer than the
+// renewal interval is logged with how long it took.
+func TestKeeperSaysWhenARenewalWasSlow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	core, logs := observer.New(zap.InfoLevel)
+	// An interval of a nanosecond: every round trip is longer.
+	k := state.NewKeeper(b.store, nil, state.KeeperConfig{Worker: "w1", Interval: time.Nanosecond, Logger: zap.New(core)})
+	require.NoError(t, k.Open(ctx(t)))
+	require.NoError(t, k.RenewOnce(ctx(t)))
+	slow := logs.FilterMessage("session renewal was slow").All()
+	require.Len(t, slow, 1)
+	require.Positive(t, slow[0].ContextMap()["took"])
 }
