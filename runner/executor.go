@@ -83,27 +83,22 @@ type jobRun struct {
 	// other fields): nil until one does.
 	rare  *jobRare
 	phase jobPhase
-	// haltClosed: halt is closed, or is due closed when made.
-	haltClosed bool
 	// workHalted: the calls of work contexts are cut short (haltWork).
 	workHalted bool
-	// ended: done is closed, or is due closed when made.
-	ended bool
 	// halted says why the job stops before its tasks end: aborted,
 	// timeout, haltDrain, haltLost; "" while running or when every task
 	// ended.
 	halted string
-	// halt is closed to make tasks leave at their next safe point (made
-	// when a start's retry first waits on it).
-	halt chan struct{}
+	// halt fires to make tasks leave at their next safe point.
+	halt signal
 	// working are the cancel functions of the calls that an abort or the
 	// job timeout cut short (workCtx), while they run.
 	working []*context.CancelFunc
 	tasks   []*taskRun
 	running int32 // task steps running now
 	open    int32 // tasks not yet ended
-	// done is closed when the job ended (made when first waited for).
-	done chan struct{}
+	// done fires when the job ended.
+	done signal
 }
 
 type jobPhase uint8
@@ -275,33 +270,21 @@ func (j *jobRun) cause() error { return j.jc.causeOf() }
 func (j *jobRun) stopTasks() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if !j.haltClosed {
-		j.haltClosed = true
-		if j.halt != nil {
-			close(j.halt)
-		}
-	}
+	j.halt.fire()
 }
 
 // haltChan returns the channel closed when tasks are to leave.
 func (j *jobRun) haltChan() <-chan struct{} {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	switch {
-	case j.halt != nil:
-	case j.haltClosed:
-		return closedChan
-	default:
-		j.halt = make(chan struct{})
-	}
-	return j.halt
+	return j.halt.wait()
 }
 
 // tasksHalted says whether tasks are to leave (stopTasks).
 func (j *jobRun) tasksHalted() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.haltClosed
+	return j.halt.fired()
 }
 
 // workCtx returns the context of a call that an abort or the job timeout
@@ -356,14 +339,7 @@ func (j *jobRun) workStopped() bool {
 func (j *jobRun) doneChan() <-chan struct{} {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	switch {
-	case j.done != nil:
-	case j.ended:
-		return closedChan
-	default:
-		j.done = make(chan struct{})
-	}
-	return j.done
+	return j.done.wait()
 }
 
 func (j *jobRun) requestAbort(why string) {
@@ -505,10 +481,7 @@ func (j *jobRun) end(exit exitReason) {
 	}
 	j.cancel(nil)
 	j.mu.Lock()
-	j.ended = true
-	if j.done != nil {
-		close(j.done)
-	}
+	j.done.fire()
 	j.mu.Unlock()
 	if j.launched {
 		j.r.finished(j)

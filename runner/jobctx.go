@@ -30,20 +30,58 @@ type jobCtx struct {
 	j *jobRun
 
 	mu    sync.Mutex
-	done  chan struct{} // made when first asked for; closed by cancel
-	cause error         // why it ended; nil while it has not
-	funcs []*afterFunc  // run when cancelled; nil when none
+	done  signal       // fired by cancel
+	cause error        // why it ended; nil while it has not
+	funcs []*afterFunc // run when cancelled; nil when none
 }
 
 type afterFunc struct{ f func() }
 
-// closedChan is the Done channel of a jobCtx cancelled before anybody
-// asked for one.
+// closedChan is the channel of a signal fired before anybody waited on it.
 var closedChan = func() chan struct{} {
 	c := make(chan struct{})
 	close(c)
 	return c
 }()
+
+// signal is a channel made only when somebody waits on it, and closed
+// once: most jobs are never waited on, and a waiting job's memory is what
+// 100,000 of them cost, so it is one pointer (closedChan: fired before
+// anybody waited). Its owner's mutex guards it; the zero value has not
+// fired.
+type signal struct{ c chan struct{} }
+
+// wait returns a channel closed when s fires.
+func (s *signal) wait() <-chan struct{} {
+	if s.c == nil {
+		s.c = make(chan struct{})
+	}
+	return s.c
+}
+
+// fire closes s's channel, or has wait return a closed one; once.
+func (s *signal) fire() {
+	switch {
+	case s.c == nil:
+		s.c = closedChan
+	case !s.fired():
+		close(s.c)
+	}
+}
+
+// fired says whether s fired (nothing is ever sent on its channel: a
+// receive succeeds only once it is closed).
+func (s *signal) fired() bool {
+	if s.c == nil {
+		return false
+	}
+	select {
+	case <-s.c:
+		return true
+	default:
+		return false
+	}
+}
 
 // Deadline: a job's context has none (its calls set their own).
 func (c *jobCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -63,10 +101,7 @@ func (c *jobCtx) Value(key any) any {
 func (c *jobCtx) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-	}
-	return c.done
+	return c.done.wait()
 }
 
 // Err is context.Canceled once the job must stop, else nil.
@@ -118,11 +153,7 @@ func (c *jobCtx) cancel(cause error) bool {
 		return false
 	}
 	c.cause = cause
-	if c.done == nil {
-		c.done = closedChan
-	} else {
-		close(c.done)
-	}
+	c.done.fire()
 	funcs := c.funcs
 	c.funcs = nil
 	c.mu.Unlock()

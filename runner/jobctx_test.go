@@ -64,3 +64,34 @@ func TestJobContextCancelledFirst(t *testing.T) {
 	<-stopped
 	require.False(t, stop())
 }
+
+// TestSignalFiresOnceWhoeverWaits: a signal fired before anybody waited
+// hands out a closed channel; one waited on is closed when fired; firing
+// again changes nothing.
+func TestSignalFiresOnceWhoeverWaits(t *testing.T) {
+	t.Parallel()
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	var early signal
+	require.False(t, early.fired())
+	early.fire()
+	require.True(t, early.fired())
+	require.True(t, closed(early.wait()), "fired before anybody waited")
+	early.fire() // again: no panic
+
+	var late signal
+	c := late.wait()
+	require.False(t, closed(c))
+	require.False(t, late.fired())
+	late.fire()
+	require.True(t, closed(c), "the channel waited on is closed")
+	require.True(t, late.fired())
+	late.fire()
+	require.Equal(t, c, late.wait(), "the same channel")
+}
