@@ -7,21 +7,16 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/analysisfleet/analysisfleet/internal/console"
 	"go.uber.org/zap"
 )
 
-// checkDebugAddr accepts only a loopback address for DEBUG_ADDR: the
-// profiles show what the worker holds (job IDs, credentials in memory), so
-// they are never served beyond the machine.
+// checkDebugAddr accepts only a loopback address for DEBUG_ADDR (the
+// console's rule for its own listener): the profiles show what the worker
+// holds (job IDs, credentials in memory), so they are never served beyond
+// the machine.
 func checkDebugAddr(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+	if !console.IsLoopbackAddr(addr) {
 		return errors.New("must be a loopback address (127.0.0.1:port, [::1]:port or localhost:port)")
 	}
 	return nil
