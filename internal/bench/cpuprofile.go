@@ -41,29 +41,34 @@ type CPUSplit struct {
 // maxProfileBytes caps the profile read from the worker.
 const maxProfileBytes = 64 << 20
 
-// fetchCPUProfile takes a CPU profile of d from the worker's DEBUG_ADDR.
-func fetchCPUProfile(ctx context.Context, addr string, d time.Duration) (*profile.Profile, error) {
+// fetchCPUProfile takes a CPU profile of d from the worker's DEBUG_ADDR:
+// parsed, and as it came (to be kept).
+func fetchCPUProfile(ctx context.Context, addr string, d time.Duration) (*profile.Profile, []byte, error) {
 	secs := max(1, int(d/time.Second))
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("CPU profile: %w", err)
+		return nil, nil, fmt.Errorf("CPU profile: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("CPU profile: %s", resp.Status)
+		return nil, nil, fmt.Errorf("CPU profile: %s", resp.Status)
 	}
-	p, err := profile.Parse(io.LimitReader(resp.Body, maxProfileBytes))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxProfileBytes))
 	if err != nil {
-		return nil, fmt.Errorf("CPU profile: %w", err)
+		return nil, nil, fmt.Errorf("CPU profile: %w", err)
 	}
-	return p, nil
+	p, err := profile.ParseData(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CPU profile: %w", err)
+	}
+	return p, raw, nil
 }
 
 // splitCPU splits a CPU profile as CPUSplit says; vendorShare is the
@@ -151,12 +156,13 @@ func (p *Phase) vendorShare() float64 {
 func (b *run) profiledPhase(ctx context.Context, label string, d time.Duration, debugAddr string,
 	during func(ctx context.Context, start time.Time)) (Phase, bool) {
 	var prof *profile.Profile
+	var raw []byte
 	var profErr error
 	p, ok := b.phase(ctx, d, func(ctx context.Context, start time.Time) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			prof, profErr = fetchCPUProfile(ctx, debugAddr, d-2*time.Second)
+			prof, raw, profErr = fetchCPUProfile(ctx, debugAddr, d-2*time.Second)
 		}()
 		if during != nil {
 			during(ctx, start)
@@ -173,10 +179,8 @@ func (b *run) profiledPhase(ctx context.Context, label string, d time.Duration, 
 		}
 		// Kept for `go tool pprof` beside the worker's log.
 		name := filepath.Join(b.dir, fmt.Sprintf("cpu-%d-%s.pprof", b.cfg.Jobs, label))
-		if f, err := os.Create(name); err == nil {
-			if prof.Write(f) == nil && f.Close() == nil {
-				p.CPUProfile = name
-			}
+		if os.WriteFile(name, raw, 0o600) == nil {
+			p.CPUProfile = name
 		}
 	}
 	if profErr != nil {
