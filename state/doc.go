@@ -125,11 +125,5 @@
 //
 // Rate limits. RateLimiter is a GCRA limiter per vendor credential shared by
 // the fleet, plus a cool-down key that a 429 anywhere sets for its
-// Retry-After: one worker's 429 slows the whole fleet down. One call of a
-// worker reserves several of the fleet's next slots (the burst's, and those
-// up to 100 ms ahead, as many as its waiters and recent demand), which it
-// hands out locally at their slot times by priority; so the fleet never
-// goes faster than the rate, and a worker's limiter costs Redis about ten
-// calls a second whatever its request rate and whether the budget is ample
-// or short.
+// Retry-After: one worker's 429 slows the whole fleet down.
 package state

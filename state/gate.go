@@ -129,13 +129,6 @@ func (g *gate) leave(w *gateWaiter, grants int) int {
 	return grants
 }
 
-// idle reports whether nobody holds the gate or waits at it.
-func (g *gate) idle() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.holder == nil && g.q.Len() == 0
-}
-
 // queued returns how many wait behind the holder.
 func (g *gate) queued() int {
 	g.mu.Lock()

@@ -151,36 +151,3 @@ func TestThrottledDropsGrantsAskedAhead(t *testing.T) {
 	require.NoError(t, l.Wait(ctx(t)))
 	require.GreaterOrEqual(t, time.Since(start), d-50*time.Millisecond, "the cool-down holds even with grants left")
 }
-
-// TestShortBudgetIsReservedAheadNotAskedPerRequest: with more demand than
-// the budget, one Redis call reserves the fleet's next slots for a while
-// ahead, so the Redis calls follow time, not the requests; and the
-// requests still never go faster than the rate.
-func TestShortBudgetIsReservedAheadNotAskedPerRequest(t *testing.T) {
-	t.Parallel()
-	b := setup(t, 30*time.Second)
-	evals := &testutil.RedisCounter{}
-	b.rdb.AddHook(evals)
-	const rate, burst, n, workers = 2000.0, 5, 1000, 16
-	l := b.store.RateLimiter("cbc:org", rate, burst, nil)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range n / workers {
-				require.NoError(t, l.Wait(ctx(t)))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	granted := n / workers * workers
-	minimum := time.Duration(float64(granted-burst) / rate * float64(time.Second))
-	require.GreaterOrEqual(t, elapsed, minimum-20*time.Millisecond, "never faster than the rate")
-	calls := int(evals.Scripts.Load())
-	t.Logf("%d requests in %s, %d Redis calls", granted, elapsed, calls)
-	// Asked per grant, as before, this was more than one call a request.
-	require.Less(t, calls, granted/20, "%d requests asked Redis %d times", granted, calls)
-}

@@ -417,31 +417,25 @@ local at = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {redis.call('GET', KEYS[1]), now - at}
 `)
 
-// rateScript is a GCRA limiter with a fleet-wide cool-down that reserves
-// up to ARGV[3] requests in one call: those the burst allows now, then the
-// next slots up to ARGV[4] µs ahead, or at least the next one if it is no
-// more than ARGV[5] µs ahead. Slot k is usable at tat - tolerance + k *
-// interval (or now, if that is past), so the fleet never goes faster than
-// the rate, however the grants are reserved.
-// KEYS: tat, cooldown. ARGV: interval µs, tolerance µs, wanted, horizon µs,
-// max ahead µs.
-// Returns {first µs from now, reserved, interval µs}; with 0 reserved,
-// first is how long to wait before asking again.
+// rateScript is a GCRA limiter with a fleet-wide cool-down that grants up
+// to ARGV[3] requests at once (as many as the burst allows now), so a
+// worker with many requests waiting asks Redis once for several.
+// KEYS: tat, cooldown. ARGV: interval µs, tolerance µs, wanted.
+// Returns {0, granted} when requests may go now, else {µs to wait, 0}.
 var rateScript = redis.NewScript(`
 local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return {cool * 1000, 0, 0} end
+if cool > 0 then return {cool * 1000, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, tol, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local horizon, ahead = tonumber(ARGV[4]), tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local first = tat - tol - now
-if first > ahead then return {first, 0, 0} end
-local g = math.max(1, math.min(want, math.floor((horizon - first) / interval) + 1))
+local allow = tat - tol
+if allow > now then return {allow - now, 0} end
+local g = math.max(1, math.min(want, math.floor((now + tol - tat) / interval) + 1))
 local ntat = tat + g * interval
 redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
-return {first, g, interval}
+return {0, g}
 `)
 
 // fairRateScript is rateScript for one tenant of a credential several
@@ -449,20 +443,16 @@ return {first, g, interval}
 // per tenant whose interval is the credential's times the number of tenants
 // that asked within the last window, so when the credential is saturated
 // each active tenant gets an equal share, and a tenant alone gets all of it.
-// The slots it reserves are spaced by the tenant's interval, which is never
-// shorter than the credential's, so both buckets hold.
 // KEYS: tat, cooldown, tenant tat, active tenants (zset).
-// ARGV: interval µs, tolerance µs, tenant, window ms, wanted, horizon µs,
-// max ahead µs.
-// Returns {first µs from now, reserved, spacing µs}, as rateScript.
+// ARGV: interval µs, tolerance µs, tenant, window ms, wanted.
+// Returns {0, granted} when requests may go now, else {µs to wait, 0}.
 var fairRateScript = redis.NewScript(`
 local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return {cool * 1000, 0, 0} end
+if cool > 0 then return {cool * 1000, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local nowms = math.floor(now / 1000)
 local interval, tol, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local want, horizon, ahead = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 redis.call('ZADD', KEYS[4], nowms, ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', nowms - window)
 redis.call('PEXPIRE', KEYS[4], window * 2)
@@ -470,15 +460,19 @@ local n = redis.call('ZCARD', KEYS[4])
 local tinterval = interval * n
 local ttat = tonumber(redis.call('GET', KEYS[3]) or '0')
 if ttat < now then ttat = now end
+local tallow = ttat - tol
+if tallow > now then return {tallow - now, 0} end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local first = math.max(tat - tol, ttat - tol) - now
-if first > ahead then return {first, 0, 0} end
-local g = math.max(1, math.min(want, math.floor((horizon - first) / tinterval) + 1))
+local allow = tat - tol
+if allow > now then return {allow - now, 0} end
+local want = tonumber(ARGV[5])
+local g = math.min(want, math.floor((now + tol - tat) / interval) + 1, math.floor((now + tol - ttat) / tinterval) + 1)
+g = math.max(1, g)
 local ntat, nttat = tat + g * interval, ttat + g * tinterval
 redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
 redis.call('SET', KEYS[3], string.format('%d', nttat), 'PX', math.floor((nttat - now) / 1000) + 1000)
-return {first, g, tinterval}
+return {0, g}
 `)
 
 // throttleScript extends the cool-down to at least ARGV[1] ms. KEYS: cooldown.
