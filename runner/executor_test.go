@@ -121,8 +121,24 @@ type jobWorld struct {
 	logs    *observer.ObservedLogs
 	results *summaries
 
-	mu   sync.Mutex
-	seen []string // "METHOD path" of every SampleDB request
+	mu    sync.Mutex
+	seen  []string                // "METHOD path" of every SampleDB request
+	ended map[string]chan *jobRun // by job ID: its runs that ended
+}
+
+// endedChan is the channel the runs of job id are sent on when they end.
+func (w *jobWorld) endedChan(id string) chan *jobRun {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended == nil {
+		w.ended = map[string]chan *jobRun{}
+	}
+	ch := w.ended[id]
+	if ch == nil {
+		ch = make(chan *jobRun, 16)
+		w.ended[id] = ch
+	}
+	return ch
 }
 
 func newJobWorld(t *testing.T, playbook *Playbook, drivers []edr.Driver, intercept func(w http.ResponseWriter, r *http.Request) bool) *jobWorld {
@@ -168,6 +184,12 @@ func newJobWorld(t *testing.T, playbook *Playbook, drivers []edr.Driver, interce
 		RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond,
 	})
 	require.NoError(t, err)
+	w.runner.testFinished = func(j *jobRun) {
+		select {
+		case w.endedChan(j.lease.ID) <- j:
+		default: // nobody reads this job's ends
+		}
+	}
 	require.NoError(t, w.runner.keeper.Open(context.Background()))
 	w.runner.sched.start()
 	t.Cleanup(w.runner.Stop)

@@ -57,6 +57,10 @@ type Runner struct {
 	tally    callTally
 	progress progressBudget
 
+	// testFinished, when set (by tests only), is told of every run's end
+	// once the runner's bookkeeping for it is done.
+	testFinished func(*jobRun)
+
 	sessMu sync.Mutex
 	sess   *state.Session // the session jobs were last launched under
 
@@ -283,6 +287,9 @@ func (r *Runner) finished(j *jobRun) {
 		r.releaser.queue(*j.sess, j.lease)
 	case exitMissing:
 		r.reseed(j)
+	}
+	if r.testFinished != nil {
+		r.testFinished(j)
 	}
 }
 

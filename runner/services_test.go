@@ -44,14 +44,11 @@ func TestSlots(t *testing.T) {
 	require.Zero(t, s.tryAcquire(1), "nothing is granted while draining")
 }
 
-// waitRun waits for the run of job id on w's runner to end.
+// waitRun waits for a run of job id on w's runner to end (it may have
+// ended already) and returns it, the runner's bookkeeping for it done.
 func waitRun(t *testing.T, w *jobWorld, id string) *jobRun {
 	t.Helper()
-	j := w.runner.slots.get(id)
-	require.NotNil(t, j, "job %s runs", id)
-	<-j.doneChan()
-	w.runner.jobsWG.Wait()
-	return j
+	return <-w.endedChan(id)
 }
 
 func TestClaimerTakesOverReleasedJobs(t *testing.T) {
