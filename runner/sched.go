@@ -62,9 +62,6 @@ type step struct {
 	idx  int // in timers, ready or its lane's blocked heap
 	st   stepState
 
-	// batched marks a poll step of a batch lane: when due it joins the
-	// lane's pending polls instead of running alone.
-	batched bool
 	// task is the task a poll step advances (batch lanes need it).
 	task *taskRun
 
@@ -198,7 +195,11 @@ func (s *sched) place(st *step, due time.Time) {
 
 // enqueue makes a due step ready (or pending in its batch lane). s.mu is held.
 func (s *sched) enqueue(st *step) {
-	if ln := st.lane; st.batched && ln != nil && ln.batch {
+	if ln := st.lane; ln != nil && ln.batch && st.prio == httpc.PriorityPoll && st != &ln.step {
+		// A poll in a batch lane joins the lane's pending polls instead of
+		// running alone (the rule is the lane's and the priority's, both
+		// set under s.mu, so a step moving between kinds of work cannot
+		// be placed by one and read by the other).
 		ln.pending = append(ln.pending, st)
 		st.st = stPending
 		switch ln.step.st {

@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -136,7 +138,7 @@ func TestSchedBatchLaneGathersDuePolls(t *testing.T) {
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(batches) }
 	poll := func(name string) {
-		st := &step{batched: true}
+		st := &step{}
 		mu.Lock()
 		names[st] = name
 		mu.Unlock()
@@ -155,4 +157,111 @@ func TestSchedBatchLaneGathersDuePolls(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, [][]string{{"a", "b", "c"}, {"d"}}, batches)
+}
+
+// TestSchedKeepsEveryStepMovingUnderChurn drives the scheduler as the
+// runner does — tasks that reschedule themselves from their own run, as
+// batched polls, lone collects in the same lane or starts in another, while
+// other goroutines cancel and reschedule them (a job stopping, a claim) —
+// and checks that no step is ever stranded: once the churn stops, every
+// task that is still scheduled runs again.
+func TestSchedKeepsEveryStepMovingUnderChurn(t *testing.T) {
+	t.Parallel()
+	s := newSched(3)
+	vendor := &lane{name: "cytomic", max: 2, batch: true, period: time.Millisecond}
+	starts := &lane{name: "starts", max: 1}
+	type task struct {
+		mu   sync.Mutex
+		st   step
+		runs int
+		mode int // 0 batched poll, 1 collect, 2 start
+		live bool
+	}
+	const n = 16
+	tasks := make([]*task, n)
+	var rngMu sync.Mutex
+	rng := rand.New(rand.NewPCG(1, 2))
+	intn := func(k int) int { rngMu.Lock(); defer rngMu.Unlock(); return rng.IntN(k) }
+	place := func(tk *task, due time.Time) { // tk.mu held
+		tk.live = true
+		tk.mode = intn(3)
+		switch tk.mode {
+		case 0:
+			s.schedule(&tk.st, due, httpc.PriorityPoll, vendor)
+		case 1:
+			s.schedule(&tk.st, due, httpc.PriorityCollect, vendor)
+		default:
+			s.schedule(&tk.st, due, httpc.PriorityStart, starts)
+		}
+	}
+	advance := func(tk *task) {
+		tk.mu.Lock()
+		defer tk.mu.Unlock()
+		tk.runs++
+		if tk.live {
+			place(tk, time.Now().Add(time.Duration(intn(2000))*time.Microsecond))
+		}
+	}
+	for i := range tasks {
+		tk := &task{}
+		tk.st.run = func() { advance(tk) }
+		tasks[i] = tk
+	}
+	vendor.step.run = func() {
+		got := s.takePending(vendor, 5)
+		for _, st := range got {
+			for _, tk := range tasks {
+				if &tk.st == st {
+					advance(tk)
+				}
+			}
+		}
+		s.doneAll(got)
+	}
+	for _, tk := range tasks {
+		tk.mu.Lock()
+		place(tk, time.Time{})
+		tk.mu.Unlock()
+	}
+	s.start()
+	t.Cleanup(s.stop)
+
+	var churn sync.WaitGroup
+	for range 2 {
+		churn.Add(1)
+		go func() {
+			defer churn.Done()
+			for range 20000 {
+				tk := tasks[intn(n)]
+				tk.mu.Lock()
+				if intn(2) == 0 {
+					tk.live = false
+					s.cancel(&tk.st)
+				} else {
+					place(tk, time.Now().Add(time.Duration(intn(1000))*time.Microsecond))
+				}
+				tk.mu.Unlock()
+				runtime.Gosched()
+			}
+		}()
+	}
+	churn.Wait()
+
+	before := make([]int, n)
+	for i, tk := range tasks {
+		tk.mu.Lock()
+		before[i] = tk.runs
+		tk.mu.Unlock()
+	}
+	require.Eventually(t, func() bool {
+		for i, tk := range tasks {
+			tk.mu.Lock()
+			stuck := tk.live && tk.runs == before[i]
+			tk.mu.Unlock()
+			if stuck {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, time.Millisecond, "a scheduled step never ran again")
 }

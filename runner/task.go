@@ -57,15 +57,13 @@ func (t *taskRun) schedule(due time.Time) {
 	r := t.j.r
 	switch {
 	case t.cp.Ref == nil && !t.cp.Done():
-		t.step.batched = false
 		r.sched.schedule(&t.step, due, httpc.PriorityStart, r.startLane(t.pt.Kind))
 	case t.collect:
-		t.step.batched = false
 		r.sched.schedule(&t.step, due, httpc.PriorityCollect, r.vendorLane(t.j, t.pt.Kind))
 	default:
-		ln := r.vendorLane(t.j, t.pt.Kind)
-		t.step.batched = ln != nil && ln.batch
-		r.sched.schedule(&t.step, due, httpc.PriorityPoll, ln)
+		// In a batch lane (edr.BatchPoller) the poll joins the lane's next
+		// batch.
+		r.sched.schedule(&t.step, due, httpc.PriorityPoll, r.vendorLane(t.j, t.pt.Kind))
 	}
 }
 
