@@ -209,3 +209,35 @@ func TestCloseFailsWaitersRetryably(t *testing.T) {
 	_, err = b.wait(context.Background(), "poll", ids("a"), wantInfo)
 	require.True(t, edr.IsRetryable(err))
 }
+
+func TestSettledAnswersAreTakenOnceAndWhileFresh(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ref := reference{Ops: []refOp{{OperationID: opID{text: "a"}}, {OperationID: opID{text: "b"}}}}
+	res := roundResult{
+		info:  map[string]infoOp{"a": {}, "b": {}},
+		state: map[string]stateOp{"a": {URL: "u-a"}, "b": {URL: "u-b"}},
+	}
+	var c settledCache
+	c.keep(ref, res, t0)
+	got, ok := c.take(ref.ids(), t0.Add(10*time.Second))
+	require.True(t, ok)
+	require.Equal(t, "u-b", got.state["b"].URL)
+	_, ok = c.take(ref.ids(), t0.Add(10*time.Second))
+	require.False(t, ok, "taken once")
+
+	c.keep(ref, res, t0)
+	_, ok = c.take(ref.ids(), t0.Add(settledFresh))
+	require.False(t, ok, "too old: a new round is asked")
+
+	c.forget(ref.ids())
+	partial := roundResult{info: res.info, state: map[string]stateOp{"a": {URL: "u-a"}}}
+	c.keep(ref, partial, t0)
+	_, ok = c.take(ref.ids(), t0)
+	require.False(t, ok, "an answer about only some of the operations is not kept")
+
+	c.keep(ref, res, t0)
+	c.forget(ref.ids())
+	_, ok = c.take(ref.ids(), t0)
+	require.False(t, ok, "forgotten at Cancel")
+}

@@ -105,6 +105,15 @@
 //	                    POST /info  [A…, B…, C…]
 //	                    POST /state [A…, B…, C…]
 //
+// The runner polls through PollBatch instead (edr.BatchPoller): it gathers
+// an account's due polls itself and PollBatch sends their round at once.
+// The answers of the round in which a poll finds operations settled are
+// kept for a minute (at most 20,000 operations): the Collect that follows
+// takes them and downloads at once, instead of holding one of the
+// account's call slots for up to a round — after a takeover of hundreds of
+// finished operations, collects had queued for tens of seconds, and the
+// account's polls behind them.
+//
 // Poll suggests a NextPoll of a few milliseconds, so every open operation
 // joins every round. The round loop goroutine starts with the first waiting
 // call and exits at the first tick with nobody waiting (or when the last

@@ -175,6 +175,7 @@ type Driver struct {
 	dl           *httpc.Downloader
 	tokens       *vendorhttp.TokenSource
 	rounds       *batcher
+	settled      settledCache // answers of the rounds that found operations settled
 	// answers maps the API's answers to *edr.Error; redact masks the
 	// secrets and tokens in every text built from one.
 	answers *vendorhttp.API
@@ -481,6 +482,9 @@ func (d *Driver) status(ref reference, res roundResult) (edr.Status, error) {
 		return edr.Status{}, err
 	}
 	ttlOver := !now.Before(ref.deadline())
+	if tally.settled || ttlOver {
+		d.settled.keep(ref, res, now) // for its Collect, next
+	}
 	return edr.Status{
 		Done:     tally.settled || ttlOver,
 		Progress: tally.progress(ttlOver),
@@ -528,20 +532,23 @@ func (d *Driver) PollBatch(ctx context.Context, raws []edr.Ref) []edr.PollAnswer
 	return out
 }
 
-// Collect joins the next batched round for /osQuery/info and
-// /osQuery/state, downloads every operation's result file with the
-// Downloader and summarises them. A download answered 403/410 (the URL
-// expired) or 404 is retried with a fresh URL from the following /state
-// round, at most a few times. Collect blocks for at least one round, so a
-// caller's deadline must exceed Config.Round.
+// Collect takes the /osQuery/info and /osQuery/state answers of the poll
+// that found the operations settled (kept for settledFresh), or else joins
+// the next batched round for them, downloads every operation's result file
+// with the Downloader and summarises them. A download answered 403/410 (the
+// URL expired) or 404 is retried with a fresh URL from the following /state
+// round, at most a few times. A Collect that waits for a round blocks for
+// up to Config.Round, so a caller's deadline must exceed it.
 func (d *Driver) Collect(ctx context.Context, raw edr.Ref) (edr.Result, error) {
 	ref, err := decodeRef("collect", raw)
 	if err != nil {
 		return edr.Result{}, err
 	}
-	res, err := d.rounds.wait(ctx, "collect", ref.ids(), wantInfo|wantState)
-	if err != nil {
-		return edr.Result{}, err
+	res, fresh := d.settled.take(ref.ids(), d.now())
+	if !fresh {
+		if res, err = d.rounds.wait(ctx, "collect", ref.ids(), wantInfo|wantState); err != nil {
+			return edr.Result{}, err
+		}
 	}
 	now := d.now()
 	tally := tallyRound(ref, res.info, res.state, now)
@@ -607,6 +614,7 @@ func (d *Driver) Collect(ctx context.Context, raw edr.Ref) (edr.Result, error) {
 func (d *Driver) Cancel(_ context.Context, raw edr.Ref) error {
 	if ref, err := decodeRef("cancel", raw); err == nil {
 		d.rounds.drop(ref.ids())
+		d.settled.forget(ref.ids())
 	}
 	return edr.ErrCancelUnsupported
 }

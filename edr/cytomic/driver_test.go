@@ -343,7 +343,7 @@ func TestExpiredDownloadURLIsRefreshed(t *testing.T) {
 		}
 	}
 	require.Equal(t, []int{http.StatusForbidden, http.StatusOK}, files)
-	require.Equal(t, 2, stateCalls, "a second /state answer brought the fresh URL")
+	require.Equal(t, 1, stateCalls, "the poll's answer gave the first URL; a second /state answer brought the fresh one")
 }
 
 func TestDownloadGoneOrNotFoundAsksStateAgain(t *testing.T) {
@@ -354,8 +354,33 @@ func TestDownloadGoneOrNotFoundAsksStateAgain(t *testing.T) {
 		res, stateCalls, err := collectCountingState(t, e)
 		require.NoError(t, err, "HTTP %d", status)
 		require.Positive(t, res.Rows)
-		require.Equal(t, 2, stateCalls, "HTTP %d: a second /state answer", status)
+		require.Equal(t, 1, stateCalls, "HTTP %d: a second /state answer (the first was the poll's)", status)
 	}
+}
+
+// TestCollectRightAfterThePollUsesItsAnswers: the poll that found the
+// operations settled fetched what Collect needs; Collect downloads at once
+// instead of waiting for (and sending) another round. A driver that did
+// not poll them asks.
+func TestCollectRightAfterThePollUsesItsAnswers(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{})
+	ctx := edrtest.Ctx(t)
+	ref := e.start(t)
+	pollUntilDone(t, e.drv, ref)
+	before := e.drv.Stats()
+	res, err := e.drv.Collect(ctx, ref)
+	require.NoError(t, err)
+	require.Equal(t, int64(2*simcytomic.RowsPerHost), res.Rows)
+	after := e.drv.Stats()
+	require.Equal(t, before.InfoRequests, after.InfoRequests, "no /info request")
+	require.Equal(t, before.StateRequests, after.StateRequests, "no /state request")
+
+	other := e.newDriver(t)
+	again, err := other.Collect(ctx, ref)
+	require.NoError(t, err)
+	require.Equal(t, res.Rows, again.Rows)
+	require.Equal(t, int64(1), other.Stats().StateRequests, "a driver that did not poll asks")
 }
 
 func TestDownloadURLAlwaysExpiredIsRetryable(t *testing.T) {
@@ -373,7 +398,7 @@ func TestDownloadURLAlwaysExpiredIsRetryable(t *testing.T) {
 	require.True(t, edr.IsRetryable(err), "%v", err)
 	require.Contains(t, err.Error(), "download URL")
 	require.NotContains(t, err.Error(), "sig=")
-	require.Equal(t, 3, stateCalls, "a bounded number of /state answers")
+	require.Equal(t, 2, stateCalls, "a bounded number of /state answers (the first was the poll's)")
 }
 
 func TestTokenRefreshedBeforeExpiry(t *testing.T) {
@@ -773,7 +798,9 @@ func TestSecretsNeverInErrors(t *testing.T) {
 	ref := e.start(t)
 	pollUntilDone(t, e.drv, ref)
 	echo.Store(true)
-	_, stateErr := e.drv.Collect(ctx, ref)
+	// A driver that did not poll it (another worker's, after a takeover)
+	// asks /state at Collect.
+	_, stateErr := e.newDriver(t).Collect(ctx, ref)
 	require.Error(t, stateErr)
 	require.Contains(t, stateErr.Error(), "[REDACTED]", "the echoed token was cut out")
 
