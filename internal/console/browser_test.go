@@ -96,7 +96,12 @@ func tab(t *testing.T) context.Context {
 // text. It keeps asking across a navigation (the page the question was
 // put to may be gone), until the tab's deadline.
 func waitText(sel, text string) chromedp.Action[chromedp.Void] {
-	cond := fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.includes(%q)`, sel, text)
+	return waitCond(fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.includes(%q)`, sel, text))
+}
+
+// waitCond waits until the JavaScript expression cond is true on the page
+// (the page may navigate meanwhile).
+func waitCond(cond string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		for {
 			_, err := chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(20*time.Millisecond),
@@ -244,6 +249,12 @@ func TestBrowserTimelineAfterTakeoverAndAbort(t *testing.T) {
 	claimed, _, err := w.st.Claim(ctx(t), w.session("w2"), 10)
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
+	// The console reads a job at most once per interval, however many
+	// browsers look: the page may be that old, and its live part shows the
+	// claim by the next interval.
+	do(t, c, chromedp.Navigate(w.http.URL+"/jobs/"+jobRunning), chromedp.WaitVisible(css("#timeline")),
+		waitCond(`(() => { const rows = document.querySelectorAll("#timeline tbody tr");
+			return rows.length > 0 && rows[rows.length-1].querySelectorAll("td")[1].textContent === "claimed"; })()`))
 	tl = timeline(jobRunning)
 	last := tl[len(tl)-1]
 	require.Equal(t, []string{"claimed", "w2"}, last[:2])
