@@ -212,7 +212,10 @@ func TestBrowserFiltersRoundTripThroughURL(t *testing.T) {
 	require.Equal(t, []string{jobOther}, rows)
 
 	// The state link on the overview is a filter link too.
-	do(t, c2, chromedp.Navigate(w.http.URL+"/"), chromedp.Click(css(`a[href="/jobs?state=aborting"]`)),
+	// The link is in the live part: click it once the first fragment has
+	// replaced the part (the node clicked must not be swapped away).
+	do(t, c2, chromedp.Navigate(w.http.URL+"/"), chromedp.WaitVisible(css("#live[data-updates]")),
+		chromedp.Click(css(`a[href="/jobs?state=aborting"]`)),
 		waitText("#jobs-count", "1 of 4"))
 	require.Equal(t, "aborting", get(t, c2, chromedp.Value(css("#f-state"))))
 }
