@@ -240,4 +240,12 @@ func TestSettledAnswersAreTakenOnceAndWhileFresh(t *testing.T) {
 	c.forget(ref.ids())
 	_, ok = c.take(ref.ids(), t0)
 	require.False(t, ok, "forgotten at Cancel")
+	require.Zero(t, c.weight)
+
+	// An answer listing more machines than the bound is not kept.
+	huge := roundResult{info: map[string]infoOp{"a": {Info: make([]machineInfo, settledMax)}, "b": {}}, state: res.state}
+	c.keep(ref, huge, t0)
+	_, ok = c.take(ref.ids(), t0)
+	require.False(t, ok, "over the bound")
+	require.Zero(t, c.weight)
 }

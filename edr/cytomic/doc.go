@@ -108,7 +108,7 @@
 // The runner polls through PollBatch instead (edr.BatchPoller): it gathers
 // an account's due polls itself and PollBatch sends their round at once.
 // The answers of the round in which a poll finds operations settled are
-// kept for a minute (at most 20,000 operations): the Collect that follows
+// kept for a minute (within a bound of operations and the machines they list): the Collect that follows
 // takes them and downloads at once, instead of holding one of the
 // account's call slots for up to a round — after a takeover of hundreds of
 // finished operations, collects had queued for tens of seconds, and the

@@ -11,9 +11,10 @@ import (
 // it has expired anyway).
 const settledFresh = time.Minute
 
-// settledMax bounds the answers kept: beyond it, Collect waits for a round
-// as it would without them.
-const settledMax = 20000
+// settledMax bounds the answers kept, counted as operations plus the
+// machines their /info answers list (an operation may name thousands):
+// beyond it, Collect waits for a round as it would without them.
+const settledMax = 100000
 
 // settledCache keeps, for settledFresh, the /osQuery/info and /state
 // answers about operations a poll found settled. Collect needs exactly
@@ -23,8 +24,9 @@ const settledMax = 20000
 // operations, collects queued for tens of seconds, and the account's polls
 // behind them. Safe for concurrent use.
 type settledCache struct {
-	mu sync.Mutex
-	m  map[string]settledOp // by operation ID
+	mu     sync.Mutex
+	m      map[string]settledOp // by operation ID
+	weight int                  // of the answers in m (settledOp.weight)
 }
 
 type settledOp struct {
@@ -33,37 +35,52 @@ type settledOp struct {
 	at    time.Time
 }
 
+func (op settledOp) weight() int { return 1 + len(op.info.Info) }
+
 // keep records the answers res holds about ref's operations at now (all of
 // them, or nothing).
 func (c *settledCache) keep(ref reference, res roundResult, now time.Time) {
 	ids := ref.ids()
 	ops := make([]settledOp, 0, len(ids))
+	w := 0
 	for _, id := range ids {
 		info, ok1 := res.info[id.text]
 		st, ok2 := res.state[id.text]
 		if !ok1 || !ok2 {
 			return
 		}
-		ops = append(ops, settledOp{info: info, state: st, at: now})
+		op := settledOp{info: info, state: st, at: now}
+		ops = append(ops, op)
+		w += op.weight()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = map[string]settledOp{}
 	}
-	if len(c.m)+len(ids) > settledMax {
+	if c.weight+w > settledMax {
 		for k, op := range c.m {
 			if now.Sub(op.at) >= settledFresh {
-				delete(c.m, k)
+				c.drop(k, op)
 			}
 		}
-		if len(c.m)+len(ids) > settledMax {
+		if c.weight+w > settledMax {
 			return
 		}
 	}
 	for i, id := range ids {
+		if old, ok := c.m[id.text]; ok {
+			c.drop(id.text, old)
+		}
 		c.m[id.text] = ops[i]
+		c.weight += ops[i].weight()
 	}
+}
+
+// drop forgets the answer kept about operation k. c.mu is held.
+func (c *settledCache) drop(k string, op settledOp) {
+	delete(c.m, k)
+	c.weight -= op.weight()
 }
 
 // take returns, and forgets, the answers kept about every one of ids if
@@ -80,7 +97,9 @@ func (c *settledCache) take(ids []opID, now time.Time) (roundResult, bool) {
 		res.info[id.text], res.state[id.text] = op.info, op.state
 	}
 	for _, id := range ids {
-		delete(c.m, id.text)
+		if op, ok := c.m[id.text]; ok { // (ids may repeat one)
+			c.drop(id.text, op)
+		}
 	}
 	return res, true
 }
@@ -90,6 +109,8 @@ func (c *settledCache) forget(ids []opID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range ids {
-		delete(c.m, id.text)
+		if op, ok := c.m[id.text]; ok {
+			c.drop(id.text, op)
+		}
 	}
 }
