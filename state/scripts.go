@@ -293,8 +293,13 @@ return owner
 // KEYS[1] is the job, KEYS[2] the sessions; ARGV[1] the session, ARGV[2] the token.
 const luaFenced = `
 local function fenced()
-  if quarantined(KEYS[1], 'hash') then return redis.error_reply('GONE quarantined') end
-  local f = redis.call('HMGET', KEYS[1], 'session', 'token')
+  -- HMGET fails (WRONGTYPE) only on a record of another type: the type is
+  -- checked when it does, not with a TYPE before every write.
+  local f = redis.pcall('HMGET', KEYS[1], 'session', 'token')
+  if f.err then
+    quarantined(KEYS[1], 'hash')
+    return redis.error_reply('GONE quarantined')
+  end
   if not f[2] then return redis.error_reply('GONE record') end
   if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return redis.error_reply('STALE lease') end
   if not alive(KEYS[2], ARGV[1], nowms()) then return redis.error_reply('STALE session expired') end
