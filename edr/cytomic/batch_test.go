@@ -248,4 +248,16 @@ func TestSettledAnswersAreTakenOnceAndWhileFresh(t *testing.T) {
 	_, ok = c.take(ref.ids(), t0)
 	require.False(t, ok, "over the bound")
 	require.Zero(t, c.weight)
+
+	// Full of fresh answers: nothing more is kept; once they are stale, a
+	// keep sweeps them out and is kept.
+	big := reference{Ops: []refOp{{OperationID: opID{text: "big"}}}}
+	c.keep(big, roundResult{info: map[string]infoOp{"big": {Info: make([]machineInfo, settledMax-2)}}, state: map[string]stateOp{"big": {}}}, t0)
+	c.keep(ref, res, t0.Add(time.Second))
+	_, ok = c.take(ref.ids(), t0.Add(time.Second))
+	require.False(t, ok, "full")
+	c.keep(ref, res, t0.Add(settledFresh+time.Second))
+	_, ok = c.take(ref.ids(), t0.Add(settledFresh+time.Second))
+	require.True(t, ok, "the stale answer was swept out")
+	require.Zero(t, c.weight)
 }

@@ -27,6 +27,7 @@ type settledCache struct {
 	mu     sync.Mutex
 	m      map[string]settledOp // by operation ID
 	weight int                  // of the answers in m (settledOp.weight)
+	swept  time.Time            // the last sweep of stale answers
 }
 
 type settledOp struct {
@@ -59,9 +60,14 @@ func (c *settledCache) keep(ref reference, res roundResult, now time.Time) {
 		c.m = map[string]settledOp{}
 	}
 	if c.weight+w > settledMax {
-		for k, op := range c.m {
-			if now.Sub(op.at) >= settledFresh {
-				c.drop(k, op)
+		// Full: sweep the stale answers out, at most once a second (a
+		// sweep reads the whole map).
+		if now.Sub(c.swept) >= time.Second || now.Before(c.swept) {
+			c.swept = now
+			for k, op := range c.m {
+				if now.Sub(op.at) >= settledFresh {
+					c.drop(k, op)
+				}
 			}
 		}
 		if c.weight+w > settledMax {
