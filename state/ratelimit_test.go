@@ -56,6 +56,28 @@ func TestThrottledPausesEveryLimiterSharingTheCredential(t *testing.T) {
 		"a 429 seen by one worker pauses the credential for the whole fleet")
 }
 
+// TestCoolDownOfAnEarlierVersionIsHonoured: a worker of an earlier version
+// marks a cool-down with the value '1' (its TTL says how long); a limiter
+// of this version, which reads the end time from the value, waits it out
+// too, and a cool-down it sets is one the earlier version's PTTL reads.
+func TestCoolDownOfAnEarlierVersionIsHonoured(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	const d = 300 * time.Millisecond
+	pfx := "{" + b.ns + "}:"
+	for _, l := range []*state.RateLimiter{b.store.RateLimiter("cbc:old", 0, 1, nil), b.store.RateLimiter("cbc:old", 100, 1, nil).ForTenant("acme")} {
+		require.NoError(t, b.rdb.Set(ctx(t), pfx+"cool:cbc:old", "1", d).Err())
+		start := time.Now()
+		require.NoError(t, l.Wait(ctx(t)))
+		require.GreaterOrEqual(t, time.Since(start), d-50*time.Millisecond, "the earlier version's cool-down is waited out")
+	}
+
+	b.store.RateLimiter("cbc:new", 0, 1, nil).Throttled(ctx(t), time.Minute)
+	left, err := b.rdb.PTTL(ctx(t), pfx+"cool:cbc:new").Result()
+	require.NoError(t, err)
+	require.Greater(t, left, 50*time.Second, "the key's TTL is the cool-down, as the earlier version reads it")
+}
+
 // TestSharedCredentialIsSharedFairly: two tenants on one credential (a
 // Sophos partner credential). One floods it from eight goroutines, the other
 // asks one request at a time. Without the fair share the quiet tenant would

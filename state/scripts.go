@@ -427,13 +427,14 @@ return {redis.call('GET', KEYS[1]), now - at}
 // worker with many requests waiting asks Redis once for several.
 // KEYS: tat, cooldown. ARGV: interval µs, tolerance µs, wanted.
 // Returns {0, granted} when requests may go now, else {µs to wait, 0}.
-var rateScript = redis.NewScript(`
-local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return {cool * 1000, 0} end
+var rateScript = redis.NewScript(luaRate + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = redis.call('MGET', KEYS[1], KEYS[2])
+local cool = cooling(KEYS[2], v[2], now)
+if cool > 0 then return {cool, 0} end
 local interval, tol, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = tonumber(v[1] or '0') or 0
 if tat < now then tat = now end
 local allow = tat - tol
 if allow > now then return {allow - now, 0} end
@@ -451,11 +452,12 @@ return {0, g}
 // KEYS: tat, cooldown, tenant tat, active tenants (zset).
 // ARGV: interval µs, tolerance µs, tenant, window ms, wanted.
 // Returns {0, granted} when requests may go now, else {µs to wait, 0}.
-var fairRateScript = redis.NewScript(`
-local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return {cool * 1000, 0} end
+var fairRateScript = redis.NewScript(luaRate + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+local cool = cooling(KEYS[2], v[2], now)
+if cool > 0 then return {cool, 0} end
 local nowms = math.floor(now / 1000)
 local interval, tol, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 redis.call('ZADD', KEYS[4], nowms, ARGV[3])
@@ -463,11 +465,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', nowms - window)
 redis.call('PEXPIRE', KEYS[4], window * 2)
 local n = redis.call('ZCARD', KEYS[4])
 local tinterval = interval * n
-local ttat = tonumber(redis.call('GET', KEYS[3]) or '0')
+local ttat = tonumber(v[3] or '0') or 0
 if ttat < now then ttat = now end
 local tallow = ttat - tol
 if tallow > now then return {tallow - now, 0} end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = tonumber(v[1] or '0') or 0
 if tat < now then tat = now end
 local allow = tat - tol
 if allow > now then return {allow - now, 0} end
@@ -481,11 +483,31 @@ return {0, g}
 `)
 
 // throttleScript extends the cool-down to at least ARGV[1] ms. KEYS: cooldown.
+// The key holds when the cool-down ends (Redis time, µs), so the limiter
+// reads it with the bucket in one MGET; it expires then.
 var throttleScript = redis.NewScript(`
 local cur = redis.call('PTTL', KEYS[1])
-if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+if cur < tonumber(ARGV[1]) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[1], string.format('%d', now + tonumber(ARGV[1]) * 1000), 'PX', ARGV[1])
+end
 return 1
 `)
+
+// luaRate: cooling returns the µs of cool-down left at now (0: none), from
+// the cool-down key's value v: when it ends, in µs (a worker of an earlier
+// version wrote '1', whose key's TTL says it).
+const luaRate = `
+local function cooling(key, v, now)
+  if not v then return 0 end
+  local untl = tonumber(v) or 0
+  if untl > 1000000000000000 then return math.max(untl - now, 0) end
+  local ms = redis.call('PTTL', key)
+  if ms > 0 then return ms * 1000 end
+  return 0
+end
+`
 
 // unlockScript deletes a lock only if we hold it. KEYS: lock. ARGV: holder.
 var unlockScript = redis.NewScript(`

@@ -381,6 +381,9 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	ask := z.measure(func() { require.NoError(t, rl.Wait(c)) })
 	fair := z.measure(func() { require.NoError(t, rl.ForTenant("acme").Wait(c)) })
 	t.Logf("vendor budget per vendor call: %s; per tenant: %s", ask, fair)
+	require.Equal(t, 1, ask.evalsha)
+	require.Equal(t, 3, ask.total(), "TIME, one MGET of the bucket and the cool-down, SET")
+	require.Equal(t, 8, fair.total())
 	// The limiter's keys live about one interval past their last use (the
 	// tenants set two FairWindows): weigh a slow credential's at once.
 	slow := z.s.RateLimiter("sophos:slow", 0.01, 1, nil)
