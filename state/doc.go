@@ -29,7 +29,7 @@
 //	{ns}:epoch:at     string the epoch's creation time (ms, Redis clock)
 //	{ns}:workers      zset   worker → last renewal; {ns}:worker:<id> its in-flight count
 //	{ns}:rl:<name>    GCRA   theoretical arrival time of a vendor credential
-//	{ns}:cool:<name>  string present while a 429 cool-down is in force
+//	{ns}:cool:<name>  string while a 429 cool-down is in force: when it ends (µs, Redis clock)
 //	{ns}:lock:<name>  string fleet-wide singleton locks (the reconciler, the abort lister)
 //	{ns}:quarantine   zset   keys moved aside for holding the wrong type
 //	{ns}:leaselog     stream lease history: admitted, takeover, claimed, released,
