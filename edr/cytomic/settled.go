@@ -38,6 +38,11 @@ type settledOp struct {
 
 func (op settledOp) weight() int { return 1 + len(op.info.Info) }
 
+// fresh says whether the answer may stand in for a round at now.
+func (op settledOp) fresh(now time.Time) bool {
+	return now.Sub(op.at) < settledFresh && !now.Before(op.at)
+}
+
 // keep records the answers res holds about ref's operations at now (all of
 // them, or nothing).
 func (c *settledCache) keep(ref reference, res roundResult, now time.Time) {
@@ -65,7 +70,7 @@ func (c *settledCache) keep(ref reference, res roundResult, now time.Time) {
 		if now.Sub(c.swept) >= time.Second || now.Before(c.swept) {
 			c.swept = now
 			for k, op := range c.m {
-				if now.Sub(op.at) >= settledFresh {
+				if !op.fresh(now) {
 					c.drop(k, op)
 				}
 			}
@@ -74,10 +79,8 @@ func (c *settledCache) keep(ref reference, res roundResult, now time.Time) {
 			return
 		}
 	}
+	c.dropIDs(ids)
 	for i, id := range ids {
-		if old, ok := c.m[id.text]; ok {
-			c.drop(id.text, old)
-		}
 		c.m[id.text] = ops[i]
 		c.weight += ops[i].weight()
 	}
@@ -89,24 +92,32 @@ func (c *settledCache) drop(k string, op settledOp) {
 	c.weight -= op.weight()
 }
 
+// dropIDs forgets the answers kept about ids (which may repeat one). c.mu
+// is held.
+func (c *settledCache) dropIDs(ids []opID) {
+	for _, id := range ids {
+		if op, ok := c.m[id.text]; ok {
+			c.drop(id.text, op)
+		}
+	}
+}
+
 // take returns, and forgets, the answers kept about every one of ids if
 // all are there and fresh at now.
 func (c *settledCache) take(ids []opID, now time.Time) (roundResult, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	res := roundResult{info: make(map[string]infoOp, len(ids)), state: make(map[string]stateOp, len(ids))}
 	for _, id := range ids {
-		op, ok := c.m[id.text]
-		if !ok || now.Sub(op.at) >= settledFresh || now.Before(op.at) {
+		if op, ok := c.m[id.text]; !ok || !op.fresh(now) {
 			return roundResult{}, false
 		}
+	}
+	res := roundResult{info: make(map[string]infoOp, len(ids)), state: make(map[string]stateOp, len(ids))}
+	for _, id := range ids {
+		op := c.m[id.text]
 		res.info[id.text], res.state[id.text] = op.info, op.state
 	}
-	for _, id := range ids {
-		if op, ok := c.m[id.text]; ok { // (ids may repeat one)
-			c.drop(id.text, op)
-		}
-	}
+	c.dropIDs(ids)
 	return res, true
 }
 
@@ -114,9 +125,5 @@ func (c *settledCache) take(ids []opID, now time.Time) (roundResult, bool) {
 func (c *settledCache) forget(ids []opID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, id := range ids {
-		if op, ok := c.m[id.text]; ok {
-			c.drop(id.text, op)
-		}
-	}
+	c.dropIDs(ids)
 }
