@@ -80,7 +80,8 @@
 // takes the lock "aborts"), whose findings reach the holders through their
 // sessions' mailboxes. A waiting job costs its memory and a heap entry;
 // its polls write the ledger only when something an owner resumes from
-// changed, and a new progress line alone at most once a minute per task
-// and progressWrites times a second per worker, so what waiting costs the
-// ledger does not grow with the number of jobs.
+// changed. A new progress line alone goes to the session's lines hash
+// (lines.go), at most once a minute per task and progressLines times a
+// second per worker, the lines of a second in one write: what waiting
+// costs the ledger does not grow with the number of jobs.
 package runner

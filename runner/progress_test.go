@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/testutil"
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // progressDriver's operations report a progress line on each of polls
@@ -59,7 +61,7 @@ func TestProgressAloneIsNotWrittenEveryPoll(t *testing.T) {
 }
 
 // TestProgressWritesAreBoundedPerWorker: however many tasks have a new
-// progress line, a worker writes at most progressWrites of them a second
+// progress line, a worker writes at most progressLines of them a second
 // (as many at once), so what waiting costs the ledger does not grow with N.
 func TestProgressWritesAreBoundedPerWorker(t *testing.T) {
 	t.Parallel()
@@ -71,14 +73,14 @@ func TestProgressWritesAreBoundedPerWorker(t *testing.T) {
 			took++
 		}
 	}
-	require.Equal(t, progressWrites, took, "a full bucket, then nothing")
+	require.Equal(t, progressLines, took, "a full bucket, then nothing")
 	took = 0
 	for i := range 10000 { // ten thousand more over ten seconds
 		if b.take(t0.Add(time.Duration(i+1) * time.Millisecond)) {
 			took++
 		}
 	}
-	require.InDelta(t, 10*progressWrites, took, 1, "the rate over ten seconds")
+	require.InDelta(t, 10*progressLines, took, 1, "the rate over ten seconds")
 	require.False(t, b.take(t0.Add(5*time.Second)), "an earlier time adds nothing")
 }
 
@@ -103,4 +105,41 @@ func TestPollWaitIsSpreadWithinItsBounds(t *testing.T) {
 		require.Greater(t, len(seen), 900, "a thousand operations polled at a thousand different times, nearly")
 	}
 	require.Equal(t, time.Duration(0), pollWait(0, false), "no delay stays none")
+}
+
+// TestProgressLinesGoToTheSessionsHashAndGoWithTheJob: a poll whose only
+// news is its progress line puts it in the session's lines hash, written
+// by one runOnce for the whole worker; the job's end deletes it.
+func TestProgressLinesGoToTheSessionsHashAndGoWithTheJob(t *testing.T) {
+	t.Parallel()
+	d := &progressDriver{fakeDriver: fakeDriver{kind: edr.KindCBCEventExport}, polls: 4, moving: true}
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
+	m := jobMsg(nil)
+	m.JobID = "62345678-1234-1234-1234-123456789abc"
+	j := w.run(m)
+	require.Equal(t, exitDone, j.exit)
+	ctx := testutil.Context(t, 10*time.Second)
+	require.Equal(t, 1, w.runner.lines.runOnce(ctx), "the first line; the next ones came within progressEvery")
+
+	key := "{" + w.store.Namespace() + "}:lines:" + w.runner.Session().ID
+	field := state.LineField(m.JobID, edr.KindCBCEventExport)
+	raw, err := w.store.Redis().HGet(ctx, key, field).Result()
+	require.NoError(t, err)
+	require.JSONEq(t, `{"progress":"1/100 rows","polls":1,"nextPoll":`+nextPollOf(t, raw)+`}`, raw)
+
+	w.runner.lines.jobEnded(j)
+	require.Equal(t, 0, w.runner.lines.runOnce(ctx))
+	n, err := w.store.Redis().HExists(ctx, key, field).Result()
+	require.NoError(t, err)
+	require.False(t, n, "the job's end deletes its line")
+}
+
+// nextPollOf returns the nextPoll of a stored line, which the test
+// cannot know (the poll's spread), after checking it is a time.
+func nextPollOf(t *testing.T, raw string) string {
+	t.Helper()
+	var l state.ProgressLine
+	require.NoError(t, json.Unmarshal([]byte(raw), &l))
+	require.Positive(t, l.NextPoll)
+	return fmt.Sprint(l.NextPoll)
 }

@@ -28,6 +28,7 @@ import (
 //   - abortPoller: notices aborts requested in SampleDB (abortpoller.go)
 //   - reconciler: re-adopts jobs the ledger lost (reconciler.go)
 //   - releaser: hands drained jobs' leases over (releaser.go)
+//   - lines: writes the tasks' progress lines, a batch a second (lines.go)
 //
 // and runs each job (executor.go, task.go) to its delivered end
 // (deliver.go), one step at a time. Intake (package consumer) admits jobs and hands them over
@@ -44,6 +45,7 @@ type Runner struct {
 	aborts      *abortPoller
 	reconciler  *reconciler
 	releaser    *releaser
+	lines       *lines
 	keeperStart startstopKeeper
 	mailStart   startstopKeeper
 	closeConns  []func() error
@@ -97,6 +99,7 @@ func New(cfg Config) (*Runner, error) {
 	r.aborts = &abortPoller{periodic: periodic{r: r, every: cfg.AbortPollInterval}}
 	r.reconciler = newReconciler(r, cfg.ReconcileInterval)
 	r.releaser = newReleaser(r)
+	r.lines = newLines(r)
 	cfg.Store.OnQuarantine(func(keys []string) {
 		r.log.Error("ledger keys of the wrong type were quarantined (renamed under quarantine:, listed by fleetctl status); the fleet goes on without them",
 			zap.Strings("keys", keys))
@@ -162,7 +165,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	for _, start := range []func(context.Context) error{
 		func(ctx context.Context) error { return r.keeperStart.svc.Start(ctx, r.keeperStart.loop) },
 		func(ctx context.Context) error { return r.mailStart.svc.Start(ctx, r.mailStart.loop) },
-		r.claimer.start, r.aborts.start, r.reconciler.start, r.releaser.start,
+		r.claimer.start, r.aborts.start, r.reconciler.start, r.releaser.start, r.lines.start,
 	} {
 		if err := start(ctx); err != nil {
 			r.stopServices()
@@ -282,6 +285,7 @@ func (r *Runner) finished(j *jobRun) {
 	defer r.jobsWG.Done()
 	r.keeper.Remove(j.lease.ID, j.lease.Token)
 	r.slots.done(j)
+	r.lines.jobEnded(j)
 	switch j.exit {
 	case exitDrained:
 		r.releaser.queue(*j.sess, j.lease)
@@ -425,6 +429,7 @@ func (r *Runner) stopServices() {
 	r.aborts.Stop()
 	r.reconciler.Stop()
 	r.releaser.Stop() // flushes what the last jobs queued
+	r.lines.Stop()    // deletes the last jobs' lines
 	r.keeperStart.svc.Stop()
 	r.mailStart.svc.Stop()
 	r.sched.stop()

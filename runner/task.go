@@ -33,9 +33,11 @@ type taskRun struct {
 	deadline time.Time     // the task's own timeout, or the job's deadline
 	delay    time.Duration // the next poll's delay (adaptive)
 	bo       *backoffState // retryable failures in a row, nil after a success
-	// progressAt is when a poll last wrote the vendor's progress line to the
-	// ledger (Unix ms; 0: never): see progressEvery.
+	// progressAt is when a poll last wrote the vendor's progress line, to
+	// the ledger or to the lines hash (Unix ms; 0: never): see
+	// progressEvery. lined: a line went to the lines hash (lines.go).
 	progressAt int64
+	lined      bool
 	collect    bool // the operation is done: collect next
 	// created: this run asked SampleDB for the task (it may have answered
 	// without a task ID, or refused: the task runs without one).
@@ -196,17 +198,15 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 		cp.Ref, changed = st.Ref, true
 	}
 	now := time.Now()
+	line := false
 	if st.Progress != "" && st.Progress != cp.Progress {
 		// The progress line (rows found so far) changes with nearly every
-		// poll of a long export: alone it is written at most once per
-		// progressEvery, not per poll. It is for people; nothing resumes
-		// from it.
-		// And within the worker's budget for such writes, which holds the
-		// ledger's cost to a constant however many tasks wait.
+		// poll of a long export. It is for people; nothing resumes from it:
+		// alone it goes to the session's lines hash (lines.go), at most
+		// once per progressEvery for a task and progressLines a second for
+		// the worker, and is not worth a checkpoint.
 		cp.Progress = st.Progress
-		if !changed && now.UnixMilli()-t.progressAt >= progressEvery.Milliseconds() {
-			changed = j.r.progress.take(now)
-		}
+		line = !changed && now.UnixMilli()-t.progressAt >= progressEvery.Milliseconds() && j.r.progress.take(now)
 	}
 	if changed {
 		if j.saveTask(cp) != nil {
@@ -225,6 +225,10 @@ func (t *taskRun) polled(st edr.Status, err error) (time.Time, bool) {
 	}
 	next := earliest(now.Add(pollWait(t.delay, st.NextPoll > 0)), t.deadline)
 	cp.NextPoll = next.UnixMilli()
+	if line {
+		j.r.lines.put(*j.sess, j.lease.ID, t.pt.Kind, state.ProgressLine{Progress: j.r.cfg.Redact.String(cp.Progress), Polls: cp.Polls, NextPoll: cp.NextPoll})
+		t.progressAt, t.lined = now.UnixMilli(), true
+	}
 	return next, false
 }
 
@@ -241,18 +245,18 @@ func pollWait(delay time.Duration, vendorNamed bool) time.Duration {
 }
 
 // progressEvery is how often at most a poll whose only news is the
-// vendor's progress line writes the task's checkpoint: at 100,000 exports
-// in flight a write per poll was most of the ledger's traffic.
+// vendor's progress line writes the line (lines.go): at 100,000 exports in
+// flight a checkpoint per poll was most of the ledger's traffic.
 const progressEvery = time.Minute
 
-// progressWrites is how many checkpoint writes a second a worker spends at
-// most on progress lines alone (progressBudget): with N tasks polling, a
-// task's line in the ledger is at most about max(progressEvery,
-// N/progressWrites) old (at 100,000 tasks, under three hours), and what
-// waiting costs the ledger does not grow with N.
-const progressWrites = 10
+// progressLines is how many progress lines a second a worker writes at
+// most (progressBudget): with N tasks polling, a task's line is at most
+// about max(progressEvery, N/progressLines) old (at 100,000 tasks, under
+// 17 minutes). The lines of a second go to the ledger in one HSET, so this
+// bounds the bytes, not the commands.
+const progressLines = 100
 
-// progressBudget is a token bucket of progressWrites a second (as many at
+// progressBudget is a token bucket of progressLines a second (as many at
 // once) shared by a worker's tasks. The zero value is a full bucket.
 type progressBudget struct {
 	mu     sync.Mutex
@@ -266,11 +270,11 @@ func (b *progressBudget) take(now time.Time) bool {
 	defer b.mu.Unlock()
 	if now.After(b.filled) {
 		if !b.filled.IsZero() {
-			b.spent = max(0, b.spent-now.Sub(b.filled).Seconds()*progressWrites)
+			b.spent = max(0, b.spent-now.Sub(b.filled).Seconds()*progressLines)
 		}
 		b.filled = now
 	}
-	if b.spent > progressWrites-1 {
+	if b.spent > progressLines-1 {
 		return false
 	}
 	b.spent++

@@ -15,6 +15,9 @@
 //	{ns}:sessions     zset   session id → deadline (ms, Redis time)
 //	{ns}:sess:<sid>   hash   the session's worker and creation time
 //	{ns}:owned:<sid>  set    the jobs the session holds (read only when it dies)
+//	{ns}:lines:<sid>  hash   the session's tasks' progress lines, "<id>/<kind>" →
+//	                         ProgressLine; read only from the holding session's
+//	                         hash; expires LinesTTL after its last write (lines.go)
 //	{ns}:mail:<sid>   list   messages to the session: "lost <id> <token> <reason>",
 //	                         "abort <id>"; expires when its worker stops reading
 //	{ns}:claimable    zset   job id → since when anybody may claim it (released: 0)

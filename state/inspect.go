@@ -124,13 +124,15 @@ func (s *Store) ListJobs(ctx context.Context, batch int, fn func(JobEntry) error
 }
 
 // leasesOf finds each record's lease in one round trip: the deadline of
-// the session it names, else its claimable entry.
+// the session it names, else its claimable entry; and its progress lines.
 func (s *Store) leasesOf(ctx context.Context, recs []*Record) ([]JobEntry, error) {
 	pipe := s.rdb.Pipeline()
 	claim := make([]*redis.FloatCmd, len(recs))
 	sess := map[string]*redis.FloatCmd{}
+	lines := make([]func(), len(recs))
 	for i, r := range recs {
 		claim[i] = pipe.ZScore(ctx, s.kClaim, r.ID)
+		lines[i] = s.linesOf(ctx, pipe, r)
 		if r.Session != "" && sess[r.Session] == nil {
 			sess[r.Session] = pipe.ZScore(ctx, s.kSess, r.Session)
 		}
@@ -151,6 +153,7 @@ func (s *Store) leasesOf(ctx context.Context, recs []*Record) ([]JobEntry, error
 	}
 	out := make([]JobEntry, len(recs))
 	for i, r := range recs {
+		lines[i]()
 		e := JobEntry{Record: r}
 		dl, ok, err := score(sess[r.Session])
 		if err == nil && !ok {

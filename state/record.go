@@ -169,8 +169,18 @@ func PlanOf(fields map[string]string) (plan []PlannedTask, ok bool, err error) {
 
 // Task returns the checkpoint of the task of kind: a fresh one when none is
 // stored, or when the stored one is unreadable (then with the error, so the
-// caller can say the task restarts).
-func (r *Record) Task(kind string) (*TaskCheckpoint, error) { return TaskOf(r.Fields, kind) }
+// caller can say the task restarts). A progress line newer than the
+// checkpoint (Lines) gives its progress, poll count and next poll.
+func (r *Record) Task(kind string) (*TaskCheckpoint, error) {
+	cp, err := TaskOf(r.Fields, kind)
+	if raw, ok := r.Lines[kind]; ok && err == nil {
+		var l ProgressLine
+		if json.Unmarshal([]byte(raw), &l) == nil && l.Polls > cp.Polls {
+			cp.Progress, cp.Polls, cp.NextPoll = l.Progress, l.Polls, l.NextPoll
+		}
+	}
+	return cp, err
+}
 
 // TaskOf is Task over a record's fields.
 func TaskOf(fields map[string]string, kind string) (*TaskCheckpoint, error) {

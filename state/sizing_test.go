@@ -29,8 +29,8 @@ const sizingMsg = `{"jobID":"12345678-1234-1234-1234-123456789abc","submission":
 // every task runs.
 var sizingKinds = []string{edr.KindCBCEventExport, edr.KindSophosXDR, edr.KindCytomicOSQuery, edr.KindCBLRTriage}
 
-// sizingProgress is how many polls per task report new progress (each one
-// checkpoint).
+// sizingProgress is how many polls per task report new progress (each a
+// progress line, state/lines.go: not a checkpoint).
 const sizingProgress = 2
 
 type sizing struct {
@@ -156,8 +156,9 @@ func (z *sizing) admit(se state.Session, from, n int) []state.Lease {
 }
 
 // sizingTask returns the checkpoints a task writes in its life, in order:
-// the SampleDB task ID, the start intent, the vendor reference, progress,
-// the end (with its result), SampleDB's acknowledgement.
+// the SampleDB task ID, the start intent, the vendor reference, the end
+// (with its result), SampleDB's acknowledgement. Its progress lines go to
+// the session's lines hash (sizingLines).
 func sizingTask(id string, kind string, result *edr.Result) []*state.TaskCheckpoint {
 	cp := state.TaskCheckpoint{Kind: kind}
 	var out []*state.TaskCheckpoint
@@ -174,9 +175,6 @@ func sizingTask(id string, kind string, result *edr.Result) []*state.TaskCheckpo
 	step(func(c *state.TaskCheckpoint) {
 		c.Ref, c.Started = []byte(`{"id":"4522b6f0-1c2d-4e5f-8a9b-0c1d2e3f4a5b","org":"7DESJ9GN"}`), 1795437046500
 	})
-	for p := range sizingProgress {
-		step(func(c *state.TaskCheckpoint) { c.Progress = fmt.Sprintf("running: %d of 3 hosts answered", p+1) })
-	}
 	step(func(c *state.TaskCheckpoint) { c.State, c.Ended, c.Result = "success", 1795440646000, result })
 	step(func(c *state.TaskCheckpoint) { c.Reported = true })
 	return out
@@ -250,7 +248,7 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 			}
 		}
 	})
-	require.Equal(t, len(sizingKinds)*(5+sizingProgress), checkpoints)
+	require.Equal(t, len(sizingKinds)*5, checkpoints)
 	require.Equal(t, checkpoints, tasks.evalsha, "every checkpoint is one round trip")
 	require.Equal(t, checkpoints*plan.total(), tasks.total(), "every checkpoint runs the same commands")
 	decide := z.measure(func() {
@@ -263,9 +261,25 @@ func TestSizingOneJobOnOneSlot(t *testing.T) {
 	t.Logf("checkpoint: %s", plan)
 	t.Logf("decide: %s", decide)
 	t.Logf("complete: %s", complete)
-	t.Logf("life of one job (%d tasks, %d progress checkpoints each): %d round trips, %d commands, %d µs",
-		len(sizingKinds), sizingProgress, 1+checkpoints+2, plan.total()+tasks.total()+decide.total()+complete.total(),
-		plan.usec+tasks.usec+decide.usec+complete.usec)
+	// Progress lines: a worker writes the lines of a second in one HSET
+	// (and renews the hash's expiry), the same two commands for one line
+	// as for the 100 a second it writes at most (runner.progressLines).
+	writeLines := func(n int) cmdCount {
+		kv := make([]string, 0, 2*n)
+		for i := range n {
+			l := state.ProgressLine{Progress: fmt.Sprintf("running: %d of 3 hosts answered", i%3+1), Polls: 7, NextPoll: 1795437100000}
+			kv = append(kv, state.LineField(fmt.Sprintf("%08d-1234-1234-1234-123456789abc", i), sizingKinds[i%len(sizingKinds)]), l.Encode())
+		}
+		return z.measure(func() { require.NoError(t, z.s.WriteLines(c, w1, kv, nil)) })
+	}
+	writeLines(1) // a pipeline may take a new connection: its HELLO is not the lines'
+	line, hundred := writeLines(1), writeLines(100)
+	require.Equal(t, 2, line.total(), "HSET, PEXPIRE")
+	require.Equal(t, line.total(), hundred.total(), "a hundred lines cost the commands of one")
+	t.Logf("progress lines, one write of 1 line: %s; of 100 lines: %s", line, hundred)
+	t.Logf("life of one job (%d tasks): %d round trips, %d commands, %d µs; and %d progress lines per task, each a share of a lines write",
+		len(sizingKinds), 1+checkpoints+2, plan.total()+tasks.total()+decide.total()+complete.total(),
+		plan.usec+tasks.usec+decide.usec+complete.usec, sizingProgress)
 	perJob := adm.total()/100 + plan.total() + tasks.total() + decide.total() + complete.total()
 	require.LessOrEqual(t, perJob, 220, "commands per job lifetime, without vendor budget")
 	t.Logf("commands per job lifetime (admission's per-batch commands shared by 100): %d", perJob)

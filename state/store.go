@@ -184,6 +184,10 @@ type Record struct {
 	Created time.Time // first admission, Redis time
 	// Fields holds everything else (plan, task checkpoints, outcome).
 	Fields map[string]string
+	// Lines holds the tasks' progress lines (task kind → ProgressLine's
+	// stored form) from the holding session's lines hash, as Get and
+	// ListJobs read them; Task takes the newer of a line and its checkpoint.
+	Lines map[string]string
 }
 
 // Outcome returns the decided terminal outcome, or nil.
@@ -713,11 +717,14 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	if len(m) == 0 {
 		return nil, nil
 	}
-	flat := make([]any, 0, 2*len(m))
-	for k, v := range m {
-		flat = append(flat, k, v)
+	r := recordFromMap(id, m)
+	pipe := s.rdb.Pipeline()
+	if done := s.linesOf(ctx, pipe, r); r.Session != "" {
+		// A failed read leaves the lines out: they are for people.
+		_, _ = pipe.Exec(ctx)
+		done()
 	}
-	return recordFromFlat(id, flat), nil
+	return r, nil
 }
 
 // Tombstone returns the terminal state a finished job's tombstone holds.
