@@ -180,7 +180,7 @@ type Server struct {
 	jobs   map[int64]*job
 	hits   map[string][]string
 	starts map[string]int
-	runFor map[string]time.Duration // SetRunFor
+	runFor simhttp.Durations // SetRunFor
 	total  int
 	urls   map[string]*presigned // by signature
 	issued []string
@@ -245,7 +245,7 @@ func New(cfg Config) *Server {
 		jobs:   map[int64]*job{},
 		hits:   map[string][]string{},
 		starts: map[string]int{},
-		runFor: map[string]time.Duration{},
+		runFor: simhttp.Durations{},
 		urls:   map[string]*presigned{},
 	}
 	_, _ = rand.Read(s.key)
@@ -291,11 +291,7 @@ func (s *Server) SetHits(sha256 string, devices ...string) {
 func (s *Server) SetRunFor(sha256 string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d <= 0 {
-		delete(s.runFor, strings.ToLower(sha256))
-		return
-	}
-	s.runFor[strings.ToLower(sha256)] = d
+	s.runFor.Set(sha256, d)
 }
 
 // Starts returns how many exports were started for sha256.
@@ -480,10 +476,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	now := s.cfg.Now()
 	j := &job{id: s.nextID, query: req.Query.Query, sha: sha, rows: *req.Query.Rows, start: start, startRaw: startRaw,
-		params: req.rawQuery, version: req.Version, created: now, runFor: s.cfg.RunFor}
-	if d, ok := s.runFor[sha]; ok && sha != "" {
-		j.runFor = d
-	}
+		params: req.rawQuery, version: req.Version, created: now, runFor: s.runFor.Get(sha, s.cfg.RunFor)}
 	s.nextID++
 	j.events = s.events(j)
 	s.jobs[j.id] = j

@@ -80,11 +80,7 @@ func (e *env) do(t *testing.T, method, path string, hdr map[string]string, body 
 	}
 	c := e.srv.Client()
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := c.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, b := simtest.Do(t, c, req)
 	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 

@@ -159,18 +159,18 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("GET /api/v1/sensor/{id}", s.getSensor)
 	mux.HandleFunc("POST "+base, s.createSession)
 	mux.HandleFunc("GET "+base, s.listSessions)
-	mux.HandleFunc("GET "+base+"/{id}", s.getSession)
-	mux.HandleFunc("PUT "+base+"/{id}", s.putSession)
-	mux.HandleFunc("GET "+base+"/{id}/keepalive", s.keepalive)
-	mux.HandleFunc("GET "+base+"/{id}/archive", s.archive)
-	mux.HandleFunc("GET "+base+"/{id}/command", s.listCommands)
-	mux.HandleFunc("POST "+base+"/{id}/command", s.createCommand)
-	mux.HandleFunc("GET "+base+"/{id}/command/{cmd}", s.getCommand)
-	mux.HandleFunc("PUT "+base+"/{id}/command/{cmd}", s.putCommand)
-	mux.HandleFunc("GET "+base+"/{id}/file", s.listFiles)
-	mux.HandleFunc("GET "+base+"/{id}/file/{file}", s.getFile)
-	mux.HandleFunc("PUT "+base+"/{id}/file/{file}", s.putFile)
-	mux.HandleFunc("DELETE "+base+"/{id}/file/{file}", s.deleteFile)
+	mux.HandleFunc("GET "+base+"/{id}", s.withSession(s.getSession))
+	mux.HandleFunc("PUT "+base+"/{id}", withSessionBody(s, s.putSession))
+	mux.HandleFunc("GET "+base+"/{id}/keepalive", s.withSession(s.keepalive))
+	mux.HandleFunc("GET "+base+"/{id}/archive", s.withSession(s.archive))
+	mux.HandleFunc("GET "+base+"/{id}/command", s.withSession(s.listCommands))
+	mux.HandleFunc("POST "+base+"/{id}/command", withSessionBody(s, s.createCommand))
+	mux.HandleFunc("GET "+base+"/{id}/command/{cmd}", s.withSession(s.getCommand))
+	mux.HandleFunc("PUT "+base+"/{id}/command/{cmd}", withSessionBody(s, s.putCommand))
+	mux.HandleFunc("GET "+base+"/{id}/file", s.withSession(s.listFiles))
+	mux.HandleFunc("GET "+base+"/{id}/file/{file}", s.withSession(s.getFile))
+	mux.HandleFunc("PUT "+base+"/{id}/file/{file}", withSessionBody(s, s.putFile))
+	mux.HandleFunc("DELETE "+base+"/{id}/file/{file}", s.withSession(s.deleteFile))
 	mux.HandleFunc("GET "+base+"/{id}/file/{file}/content", s.fileContent)
 	s.handler = s.kit.Wrap(s.auth(mux))
 	return s
@@ -402,27 +402,11 @@ func (s *Server) getSensor(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) getSession(w http.ResponseWriter, _ *http.Request, ss *session) {
 	simhttp.WriteJSON(w, http.StatusOK, s.sessionJSON(ss, s.cfg.Now()))
 }
 
-func (s *Server) putSession(w http.ResponseWriter, r *http.Request) {
-	var body map[string]any
-	if !readJSON(w, r, &body) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) putSession(w http.ResponseWriter, _ *http.Request, ss *session, body map[string]any) {
 	if st, _ := body["status"].(string); st != StatusClose {
 		writeErr(w, http.StatusBadRequest, `only {"status": "close"} can be PUT on a session`)
 		return
@@ -434,13 +418,7 @@ func (s *Server) putSession(w http.ResponseWriter, r *http.Request) {
 	simhttp.WriteJSON(w, http.StatusOK, s.sessionJSON(ss, now))
 }
 
-func (s *Server) keepalive(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) keepalive(w http.ResponseWriter, _ *http.Request, ss *session) {
 	now := s.cfg.Now()
 	switch st, _ := ss.state(now); st {
 	case StatusActive:
@@ -458,12 +436,7 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request) {
 	simhttp.WriteJSON(w, http.StatusOK, s.sessionJSON(ss, now))
 }
 
-func (s *Server) archive(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.session(w, r); !ok {
-		return
-	}
+func (s *Server) archive(w http.ResponseWriter, _ *http.Request, _ *session) {
 	writeErr(w, http.StatusNotImplemented, "session archives are not simulated")
 }
 
@@ -542,17 +515,7 @@ type createCommandReq struct {
 	GetCount  json.Number     `json:"get_count"`
 }
 
-func (s *Server) createCommand(w http.ResponseWriter, r *http.Request) {
-	var req createCommandReq
-	if !readJSON(w, r, &req) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) createCommand(w http.ResponseWriter, _ *http.Request, ss *session, req createCommandReq) {
 	if req.SessionID != "" && req.SessionID.String() != strconv.FormatInt(ss.id, 10) {
 		writeErr(w, http.StatusBadRequest, "session_id in the body does not match the URL")
 		return
@@ -625,13 +588,7 @@ func partial(b []byte, offset, count json.Number) []byte {
 	return append([]byte(nil), b...)
 }
 
-func (s *Server) listCommands(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, ss *session) {
 	now := s.cfg.Now()
 	want := r.URL.Query().Get("status")
 	limit, _ := strconv.Atoi(r.URL.Query().Get("count"))
@@ -661,43 +618,27 @@ func statusMatches(filter, status string) bool {
 	return strings.EqualFold(filter, status)
 }
 
-// sessionCommand finds the request's session and command; when it answered
-// 404 instead, ok is false. The caller holds s.mu.
-func (s *Server) sessionCommand(w http.ResponseWriter, r *http.Request) (*session, *command, bool) {
-	ss, ok := s.session(w, r)
-	if !ok {
-		return nil, nil, false
-	}
-	id, err := strconv.ParseInt(r.PathValue("cmd"), 10, 64)
-	if err == nil {
+// command finds the request's command {cmd} in ss; when it answered 404
+// instead, ok is false. The caller holds s.mu.
+func (s *Server) command(w http.ResponseWriter, r *http.Request, ss *session) (*command, bool) {
+	return lookup(w, r, ss, "cmd", "Command", func(id int64) (*command, bool) {
 		for _, c := range ss.commands {
 			if c.id == id {
-				return ss, c, true
+				return c, true
 			}
 		}
-	}
-	writeErr(w, http.StatusNotFound, fmt.Sprintf("Command %s not found in session %d", r.PathValue("cmd"), ss.id))
-	return nil, nil, false
+		return nil, false
+	})
 }
 
-func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, c, ok := s.sessionCommand(w, r)
-	if !ok {
-		return
+func (s *Server) getCommand(w http.ResponseWriter, r *http.Request, ss *session) {
+	if c, ok := s.command(w, r, ss); ok {
+		simhttp.WriteJSON(w, http.StatusOK, s.commandJSON(ss, c, s.cfg.Now()))
 	}
-	simhttp.WriteJSON(w, http.StatusOK, s.commandJSON(ss, c, s.cfg.Now()))
 }
 
-func (s *Server) putCommand(w http.ResponseWriter, r *http.Request) {
-	var body map[string]any
-	if !readJSON(w, r, &body) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, c, ok := s.sessionCommand(w, r)
+func (s *Server) putCommand(w http.ResponseWriter, r *http.Request, ss *session, body map[string]any) {
+	c, ok := s.command(w, r, ss)
 	if !ok {
 		return
 	}
@@ -791,24 +732,18 @@ type fileJSON struct {
 	Delete       bool   `json:"delete"`
 }
 
-// sessionFile finds the request's session and file: not deleted, and its
-// "get file" completed. When it answered 404 instead, ok is false. The
-// caller holds s.mu.
-func (s *Server) sessionFile(w http.ResponseWriter, r *http.Request) (*session, *storedFile, bool) {
-	ss, ok := s.session(w, r)
-	if !ok {
-		return nil, nil, false
-	}
-	id, err := strconv.ParseInt(r.PathValue("file"), 10, 64)
-	if err == nil {
-		if f, ok := ss.files[id]; ok && !f.deleted {
-			if st, _, _ := ss.cmdState(f.cmd, s.cfg.Now()); st == StatusComplete {
-				return ss, f, true
-			}
+// file finds the request's file {file} in ss: not deleted, and its "get
+// file" completed. When it answered 404 instead, ok is false. The caller
+// holds s.mu.
+func (s *Server) file(w http.ResponseWriter, r *http.Request, ss *session) (*storedFile, bool) {
+	return lookup(w, r, ss, "file", "File", func(id int64) (*storedFile, bool) {
+		f, ok := ss.files[id]
+		if !ok || f.deleted {
+			return nil, false
 		}
-	}
-	writeErr(w, http.StatusNotFound, fmt.Sprintf("File %s not found in session %d", r.PathValue("file"), ss.id))
-	return nil, nil, false
+		st, _, _ := ss.cmdState(f.cmd, s.cfg.Now())
+		return f, st == StatusComplete
+	})
 }
 
 func fileObject(ss *session, f *storedFile) fileJSON {
@@ -820,13 +755,7 @@ func fileObject(ss *session, f *storedFile) fileJSON {
 	return fileJSON{ID: f.id, FileName: f.name, Size: n, SizeUploaded: up, Status: 0, Delete: f.deleted}
 }
 
-func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) listFiles(w http.ResponseWriter, _ *http.Request, ss *session) {
 	now := s.cfg.Now()
 	out := []fileJSON{}
 	for id := int64(1); id <= ss.nextFile; id++ {
@@ -841,45 +770,37 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
 	simhttp.WriteJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ss, f, ok := s.sessionFile(w, r); ok {
+func (s *Server) getFile(w http.ResponseWriter, r *http.Request, ss *session) {
+	if f, ok := s.file(w, r, ss); ok {
 		simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 	}
 }
 
-func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
-	var body map[string]any
-	if !readJSON(w, r, &body) {
-		return
+func (s *Server) putFile(w http.ResponseWriter, r *http.Request, ss *session, body map[string]any) {
+	if f, ok := s.file(w, r, ss); ok {
+		if del, _ := body["delete"].(bool); del || body["delete"] == "true" {
+			f.deleted = true
+		}
+		simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, f, ok := s.sessionFile(w, r)
-	if !ok {
-		return
-	}
-	if del, _ := body["delete"].(bool); del || body["delete"] == "true" {
+}
+
+func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request, ss *session) {
+	if f, ok := s.file(w, r, ss); ok {
 		f.deleted = true
+		simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 	}
-	simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
 }
 
-func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, f, ok := s.sessionFile(w, r)
-	if !ok {
-		return
-	}
-	f.deleted = true
-	simhttp.WriteJSON(w, http.StatusOK, fileObject(ss, f))
-}
-
+// fileContent serves a file's content; it does not hold s.mu while it
+// writes.
 func (s *Server) fileContent(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	_, f, ok := s.sessionFile(w, r)
+	ss, ok := s.session(w, r)
+	var f *storedFile
+	if ok {
+		f, ok = s.file(w, r, ss)
+	}
 	s.mu.Unlock()
 	if !ok {
 		return
@@ -891,6 +812,46 @@ func (s *Server) fileContent(w http.ResponseWriter, r *http.Request) {
 }
 
 // --- helpers ----------------------------------------------------------------
+
+// withSession adapts h to an http.HandlerFunc that, holding s.mu, resolves
+// the request's session {id} (answering 404 itself when there is none) and
+// passes it to h.
+func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if ss, ok := s.session(w, r); ok {
+			h(w, r, ss)
+		}
+	}
+}
+
+// withSessionBody is withSession for a handler that also takes the
+// request's JSON body. The body is decoded first, without s.mu: one that
+// does not decode is answered 400 whether or not the session exists.
+func withSessionBody[T any](s *Server, h func(http.ResponseWriter, *http.Request, *session, T)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body T
+		if !readJSON(w, r, &body) {
+			return
+		}
+		s.withSession(func(w http.ResponseWriter, r *http.Request, ss *session) { h(w, r, ss, body) })(w, r)
+	}
+}
+
+// lookup finds the item of ss whose id is the request's path value key,
+// with find. When the value is not a number or find has nothing, it answers
+// 404 ("<what> <value> not found in session <id>") and ok is false.
+func lookup[T any](w http.ResponseWriter, r *http.Request, ss *session, key, what string, find func(id int64) (T, bool)) (T, bool) {
+	if id, err := strconv.ParseInt(r.PathValue(key), 10, 64); err == nil {
+		if v, ok := find(id); ok {
+			return v, true
+		}
+	}
+	writeErr(w, http.StatusNotFound, fmt.Sprintf("%s %s not found in session %d", what, r.PathValue(key), ss.id))
+	var zero T
+	return zero, false
+}
 
 // readJSON decodes the request body into v; when it cannot, it answers 400
 // and returns false.

@@ -86,11 +86,7 @@ func (f *fixture) raw(method, path string, body any, tok string) (int, []byte) {
 	if tok != "" {
 		req.Header.Set("X-Auth-Token", tok)
 	}
-	resp, err := f.srv.Client().Do(req)
-	require.NoError(f.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(f.t, err)
+	resp, b := simtest.Do(f.t, f.srv.Client(), req)
 	return resp.StatusCode, b
 }
 
@@ -116,11 +112,37 @@ func (f *fixture) openSession(sensor int64) string {
 	return fmt.Sprint(obj(f.t, v)["id"])
 }
 
-func (f *fixture) status(path string) string {
+// activeSession opens a session on sensor and advances the clock by the
+// fixture's CheckInAfter, so that the sensor has checked in. It returns the
+// session's path.
+func (f *fixture) activeSession(sensor int64) string {
+	f.t.Helper()
+	path := "/api/v1/cblr/session/" + f.openSession(sensor)
+	f.clk.Advance(10 * time.Second)
+	return path
+}
+
+// command posts a command on the session at path, requires a 200, and
+// returns the command's path and the command object answered.
+func (f *fixture) command(path string, body map[string]any) (string, map[string]any) {
+	f.t.Helper()
+	st, v := f.do("POST", path+"/command", body)
+	require.Equal(f.t, http.StatusOK, st, "%v", v)
+	c := obj(f.t, v)
+	return fmt.Sprintf("%s/command/%v", path, c["id"]), c
+}
+
+// get fetches the JSON object at path, requiring a 200.
+func (f *fixture) get(path string) map[string]any {
 	f.t.Helper()
 	st, v := f.do("GET", path, nil)
 	require.Equal(f.t, http.StatusOK, st, "%v", v)
-	return obj(f.t, v)["status"].(string)
+	return obj(f.t, v)
+}
+
+func (f *fixture) status(path string) string {
+	f.t.Helper()
+	return f.get(path)["status"].(string)
 }
 
 func TestSessionLifecycle(t *testing.T) {
@@ -143,8 +165,7 @@ func TestSessionLifecycle(t *testing.T) {
 	path := fmt.Sprintf("/api/v1/cblr/session/%v", s["id"])
 
 	f.clk.Advance(10 * time.Second)
-	_, v = f.do("GET", path, nil)
-	s = obj(t, v)
+	s = f.get(path)
 	require.Equal(t, "active", s["status"])
 	require.Contains(t, s["supported_commands"], "process list")
 	require.Equal(t, `C:\Windows\CarbonBlack`, s["current_working_directory"])
@@ -177,15 +198,14 @@ func TestSessionClose(t *testing.T) {
 	f := setup(t, host(10))
 	id := f.openSession(10)
 	path := "/api/v1/cblr/session/" + id
-	_, v := f.do("GET", path, nil)
-	s := obj(t, v)
+	s := f.get(path)
 
 	s["status"] = "active"
 	st, _ := f.do("PUT", path, s)
 	require.Equal(t, http.StatusBadRequest, st, "only close can be PUT")
 
 	s["status"] = "close"
-	st, v = f.do("PUT", path, s)
+	st, v := f.do("PUT", path, s)
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, "close", obj(t, v)["status"])
 	require.Zero(t, f.sim.OpenSessions())
@@ -284,22 +304,17 @@ func TestAuth(t *testing.T) {
 func TestProcessListCommand(t *testing.T) {
 	t.Parallel()
 	f := setup(t, host(10))
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second)
-	st, v := f.do("POST", path+"/command", map[string]any{"session_id": 1, "name": "process list"})
-	require.Equal(t, http.StatusOK, st)
-	c := obj(t, v)
+	path := f.activeSession(10)
+	cmd, c := f.command(path, map[string]any{"session_id": 1, "name": "process list"})
 	require.Equal(t, "pending", c["status"])
 	require.Nil(t, c["object"])
 	require.Equal(t, "admin", c["username"])
 	require.NotContains(t, c, "processes")
-	cmd := fmt.Sprintf("%s/command/%v", path, c["id"])
 
 	f.clk.Advance(2 * time.Second)
 	require.Equal(t, "in progress", f.status(cmd))
 	f.clk.Advance(2 * time.Second)
-	_, v = f.do("GET", cmd, nil)
-	c = obj(t, v)
+	c = f.get(cmd)
 	require.Equal(t, "complete", c["status"])
 	require.EqualValues(t, 1_700_000_014, c["completion"])
 	procs := c["processes"].([]any)
@@ -312,12 +327,12 @@ func TestProcessListCommand(t *testing.T) {
 	require.Equal(t, "ab", p["sha256"])
 	require.NotContains(t, obj(t, procs[0]), "sha256", "hash fields only when known")
 
-	_, v = f.do("GET", path+"/command", nil)
+	_, v := f.do("GET", path+"/command", nil)
 	require.Len(t, v, 1)
 	_, v = f.do("GET", path+"/command?status=in%20progress", nil)
 	require.Empty(t, v)
 
-	st, _ = f.do("PUT", cmd, map[string]any{"status": "cancel"})
+	st, _ := f.do("PUT", cmd, map[string]any{"status": "cancel"})
 	require.Equal(t, http.StatusBadRequest, st, "a complete command cannot be cancelled")
 	st, _ = f.do("GET", path+"/command/99", nil)
 	require.Equal(t, http.StatusNotFound, st)
@@ -326,12 +341,9 @@ func TestProcessListCommand(t *testing.T) {
 func TestCommandIdleTimeout(t *testing.T) {
 	t.Parallel()
 	f := setup(t, host(10))
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second)
+	path := f.activeSession(10)
 	// A command running longer than sensor_wait_timeout, with no keepalive.
-	st, v := f.do("POST", path+"/command", map[string]any{"name": "process list"})
-	require.Equal(t, http.StatusOK, st)
-	cmd := fmt.Sprintf("%s/command/%v", path, obj(t, v)["id"])
+	cmd, _ := f.command(path, map[string]any{"name": "process list"})
 	// The command completes at +4s, which counts as activity: idle from
 	// there.
 	f.clk.Advance(4*time.Second + 30*time.Second)
@@ -350,8 +362,7 @@ func TestSessionTimeoutEnforced(t *testing.T) {
 		c.SessionTimeout = 10 * time.Second
 		c.EnforceSessionTimeout = true
 	}, host(10))
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second) // checked in
+	path := f.activeSession(10)
 	_, v := f.do("GET", path, nil)
 	require.EqualValues(t, 10, obj(t, v)["session_timeout"])
 	require.EqualValues(t, 30, obj(t, v)["sensor_wait_timeout"])
@@ -378,10 +389,8 @@ func TestOtherServersChoices(t *testing.T) {
 	h.ListsNoCommands = true
 	h.StalledUpload = true
 	f := setup(t, h)
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second)
-	_, v := f.do("GET", path, nil)
-	s := obj(t, v)
+	path := f.activeSession(10)
+	s := f.get(path)
 	require.Equal(t, "active", s["status"])
 	require.Equal(t, []any{}, s["supported_commands"])
 	st, v := f.do("POST", path+"/command", map[string]any{"name": "get file", "object": `C:\Temp\evil.exe`})
@@ -399,15 +408,12 @@ func TestOtherServersChoices(t *testing.T) {
 func TestCommandOutlivesSession(t *testing.T) {
 	t.Parallel()
 	fx := setup(t, host(10))
-	path := "/api/v1/cblr/session/" + fx.openSession(10)
-	fx.clk.Advance(10 * time.Second)
-	_, v := fx.do("POST", path+"/command", map[string]any{"name": "get file", "object": `C:\Temp\evil.exe`})
-	cmd := fmt.Sprintf("%s/command/%v", path, obj(t, v)["id"])
+	path := fx.activeSession(10)
+	cmd, _ := fx.command(path, map[string]any{"name": "get file", "object": `C:\Temp\evil.exe`})
 	st, _ := fx.do("PUT", path, map[string]any{"status": "close"})
 	require.Equal(t, http.StatusOK, st)
 	fx.clk.Advance(time.Minute)
-	_, v = fx.do("GET", cmd, nil)
-	c := obj(t, v)
+	c := fx.get(cmd)
 	require.Equal(t, "error", c["status"], "a command cut short by the session's end")
 	require.Equal(t, "CbError", c["result_type"])
 	require.Contains(t, c["result_desc"], "closed before the command completed")
@@ -416,19 +422,15 @@ func TestCommandOutlivesSession(t *testing.T) {
 func TestGetFileCommand(t *testing.T) {
 	t.Parallel()
 	f := setup(t, host(10))
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second)
-	st, v := f.do("POST", path+"/command", map[string]any{"name": "get file", "object": `c:\TEMP\evil.exe`})
-	require.Equal(t, http.StatusOK, st)
-	c := obj(t, v)
+	path := f.activeSession(10)
+	cmd, c := f.command(path, map[string]any{"name": "get file", "object": `c:\TEMP\evil.exe`})
 	require.EqualValues(t, 1, c["file_id"], "file_id from creation on, as cbapi expects")
-	cmd := fmt.Sprintf("%s/command/%v", path, c["id"])
-	st, _ = f.do("GET", path+"/file/1", nil)
+	st, _ := f.do("GET", path+"/file/1", nil)
 	require.Equal(t, http.StatusNotFound, st, "no file object before the upload completed")
 
 	f.clk.Advance(4 * time.Second)
 	require.Equal(t, "complete", f.status(cmd))
-	st, v = f.do("GET", path+"/file/1", nil)
+	st, v := f.do("GET", path+"/file/1", nil)
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, map[string]any{"id": 1.0, "file_name": `c:\TEMP\evil.exe`, "size": 7.0, "size_uploaded": 7.0, "status": 0.0, "delete": false}, v)
 	st, raw := f.raw("GET", path+"/file/1/content", nil, token)
@@ -438,9 +440,9 @@ func TestGetFileCommand(t *testing.T) {
 	require.Len(t, v, 1)
 
 	// Partial get: offset and get_count.
-	_, v = f.do("POST", path+"/command", map[string]any{"name": "get file", "object": `C:\Temp\evil.exe`, "offset": 3, "get_count": 2})
+	_, c = f.command(path, map[string]any{"name": "get file", "object": `C:\Temp\evil.exe`, "offset": 3, "get_count": 2})
 	f.clk.Advance(4 * time.Second)
-	_, raw = f.raw("GET", fmt.Sprintf("%s/file/%v/content", path, obj(t, v)["file_id"]), nil, token)
+	_, raw = f.raw("GET", fmt.Sprintf("%s/file/%v/content", path, c["file_id"]), nil, token)
 	require.Equal(t, "ev", string(raw))
 
 	// Deleting the file from the server's store.
@@ -450,11 +452,9 @@ func TestGetFileCommand(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, st)
 
 	// A path the host does not have.
-	_, v = f.do("POST", path+"/command", map[string]any{"name": "get file", "object": `C:\nope.exe`})
-	cmd = fmt.Sprintf("%s/command/%v", path, obj(t, v)["id"])
+	cmd, _ = f.command(path, map[string]any{"name": "get file", "object": `C:\nope.exe`})
 	f.clk.Advance(4 * time.Second)
-	_, v = f.do("GET", cmd, nil)
-	c = obj(t, v)
+	c = f.get(cmd)
 	require.Equal(t, "error", c["status"])
 	require.EqualValues(t, 0x80070002, c["result_code"])
 	require.Equal(t, "WinHresult", c["result_type"])
@@ -466,11 +466,8 @@ func TestGetFileCommand(t *testing.T) {
 func TestCancelCommand(t *testing.T) {
 	t.Parallel()
 	f := setup(t, host(10))
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second)
-	_, v := f.do("POST", path+"/command", map[string]any{"name": "process list"})
-	c := obj(t, v)
-	cmd := fmt.Sprintf("%s/command/%v", path, c["id"])
+	path := f.activeSession(10)
+	cmd, c := f.command(path, map[string]any{"name": "process list"})
 	c["status"] = "cancel"
 	st, v := f.do("PUT", cmd, c)
 	require.Equal(t, http.StatusOK, st)
@@ -488,17 +485,13 @@ func TestUnsupportedAndFailingCommands(t *testing.T) {
 	h.Unsupported = []string{"get file"}
 	h.CommandErrors = map[string]cblr.ErrorInfo{"process list": {Code: 5, Type: "CbError", Desc: "boom"}}
 	f := setup(t, h)
-	path := "/api/v1/cblr/session/" + f.openSession(10)
-	f.clk.Advance(10 * time.Second)
-	_, v := f.do("GET", path, nil)
-	require.NotContains(t, obj(t, v)["supported_commands"], "get file")
+	path := f.activeSession(10)
+	require.NotContains(t, f.get(path)["supported_commands"], "get file")
 	st, _ := f.do("POST", path+"/command", map[string]any{"name": "get file", "object": `C:\x`})
 	require.Equal(t, http.StatusBadRequest, st)
-	_, v = f.do("POST", path+"/command", map[string]any{"name": "process list"})
-	cmd := fmt.Sprintf("%s/command/%v", path, obj(t, v)["id"])
+	cmd, _ := f.command(path, map[string]any{"name": "process list"})
 	f.clk.Advance(4 * time.Second)
-	_, v = f.do("GET", cmd, nil)
-	c := obj(t, v)
+	c := f.get(cmd)
 	require.Equal(t, "error", c["status"])
 	require.EqualValues(t, 5, c["result_code"])
 	require.Equal(t, "CbError", c["result_type"])
@@ -510,12 +503,10 @@ func TestDefaultSensors(t *testing.T) {
 	f := setup(t, cblr.DefaultSensors()...)
 	require.True(t, f.sim.PlantSample(3, `C:\x\late.exe`, []byte("late")))
 	require.False(t, f.sim.PlantSample(42, `C:\x`, nil))
-	path := "/api/v1/cblr/session/" + f.openSession(1)
-	f.clk.Advance(10 * time.Second)
-	_, v := f.do("POST", path+"/command", map[string]any{"name": "process list"})
-	cmd := fmt.Sprintf("%s/command/%v", path, obj(t, v)["id"])
+	path := f.activeSession(1)
+	cmd, _ := f.command(path, map[string]any{"name": "process list"})
 	f.clk.Advance(4 * time.Second)
-	_, v = f.do("GET", cmd, nil)
+	_, v := f.do("GET", cmd, nil)
 	var found bool
 	for _, p := range obj(t, v)["processes"].([]any) {
 		if strings.EqualFold(obj(t, p)["path"].(string), cblr.DefaultSamplePath) {
@@ -579,19 +570,16 @@ func TestRecordedShapes(t *testing.T) {
 	require.Equal(t, http.StatusOK, st)
 	f.clk.Advance(10 * time.Second)
 
-	_, v = f.do("GET", path, nil)
-	s := obj(t, v)
+	s := f.get(path)
 	require.Equal(t, "0", s["storage_size"], "checked in: a string, as recorded")
 	require.Contains(t, s["supported_commands"], "memdump")
 
-	_, v = f.do("POST", path+"/command", map[string]any{"session_id": 1, "name": "get file", "object": `C:\Temp\evil.exe`})
-	c := obj(t, v)
+	cmd, c := f.command(path, map[string]any{"session_id": 1, "name": "get file", "object": `C:\Temp\evil.exe`})
 	require.NotContains(t, c, "command_timeout")
 	require.NotContains(t, c, "completion")
 	require.NotContains(t, c, "result_code", "a pending command has no result yet")
 	f.clk.Advance(4 * time.Second)
-	_, v = f.do("GET", fmt.Sprintf("%s/command/%v", path, c["id"]), nil)
-	c = obj(t, v)
+	c = f.get(cmd)
 	require.Equal(t, "complete", c["status"])
 	require.EqualValues(t, 0, c["result_code"])
 	require.Equal(t, "WinHresult", c["result_type"])

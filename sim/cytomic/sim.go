@@ -816,21 +816,31 @@ func (o *operation) machineState(m Machine, now time.Time) machineState {
 	return machineState{status: StatusSuccess}
 }
 
-func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+// batch answers a /info or /state request: it reads the operation IDs
+// (answering 400 when it can't), counts the batch in sizes, and answers a
+// JSON list of what entry makes, with s.mu held, of each operation it
+// knows. Unknown operations are left out of the answer.
+func (s *Server) batch(w http.ResponseWriter, r *http.Request, sizes *[]int, entry func(o *operation, now time.Time) map[string]any) {
 	ids, bad := readIDs(w, r)
 	if bad != "" {
 		simhttp.WriteJSON(w, http.StatusBadRequest, apiError(bad))
 		return
 	}
 	s.mu.Lock()
-	s.infoSizes = append(s.infoSizes, len(ids))
+	*sizes = append(*sizes, len(ids))
 	now := s.cfg.Now()
 	out := make([]map[string]any, 0, len(ids))
 	for _, id := range ids {
-		o, ok := s.ops[id]
-		if !ok {
-			continue // unknown operations are left out of the answer
+		if o, ok := s.ops[id]; ok {
+			out = append(out, entry(o, now))
 		}
+	}
+	s.mu.Unlock()
+	simhttp.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+	s.batch(w, r, &s.infoSizes, func(o *operation, now time.Time) map[string]any {
 		infos := make([]map[string]any, 0, len(o.machines))
 		for _, m := range o.machines {
 			st := o.machineState(m, now)
@@ -841,31 +851,16 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 			}
 			infos = append(infos, e)
 		}
-		out = append(out, map[string]any{"panda": s.wireID(o.PandaID), "operationId": s.wireID(o.ID), "info": infos})
-	}
-	s.mu.Unlock()
-	simhttp.WriteJSON(w, http.StatusOK, out)
+		return map[string]any{"panda": s.wireID(o.PandaID), "operationId": s.wireID(o.ID), "info": infos}
+	})
 }
 
 func (s *Server) state(w http.ResponseWriter, r *http.Request) {
-	ids, bad := readIDs(w, r)
-	if bad != "" {
-		simhttp.WriteJSON(w, http.StatusBadRequest, apiError(bad))
-		return
-	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	s.mu.Lock()
-	s.stateSizes = append(s.stateSizes, len(ids))
-	now := s.cfg.Now()
-	out := make([]map[string]any, 0, len(ids))
-	for _, id := range ids {
-		o, ok := s.ops[id]
-		if !ok {
-			continue
-		}
+	s.batch(w, r, &s.stateSizes, func(o *operation, now time.Time) map[string]any {
 		var success, partial, failed int
 		for _, m := range o.machines {
 			switch o.machineState(m, now).status {
@@ -892,10 +887,8 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 			s.grants[sig] = grant{opID: o.ID, expires: now.Add(s.cfg.URLTTL)}
 			e["url"] = fmt.Sprintf("%s://%s%sosquery_%s?sig=%s&expires=%d", scheme, r.Host, FilesPath, o.ID, sig, now.Add(s.cfg.URLTTL).Unix())
 		}
-		out = append(out, e)
-	}
-	s.mu.Unlock()
-	simhttp.WriteJSON(w, http.StatusOK, out)
+		return e
+	})
 }
 
 // --- files ---

@@ -85,11 +85,7 @@ func (b *bundle) form(t *testing.T, v url.Values) (int, []byte) {
 	if b.cfg.ClientID != "" {
 		req.SetBasicAuth(b.cfg.ClientID, b.cfg.ClientSecret)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, body := simtest.Do(t, http.DefaultClient, req)
 	return resp.StatusCode, body
 }
 
@@ -110,11 +106,7 @@ func (b *bundle) post(t *testing.T, path string, body any) (int, []byte) {
 	if b.token != "" {
 		req.Header.Set("Authorization", "Bearer "+b.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, out := simtest.Do(t, http.DefaultClient, req)
 	return resp.StatusCode, out
 }
 

@@ -152,6 +152,22 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return false
 }
 
+// readState decodes the {"state": …} body of a job or task PUT; it answers
+// 400 and returns false when it can't or the state is missing.
+func readState(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var body struct {
+		State string `json:"state"`
+	}
+	if !readBody(w, r, &body) {
+		return "", false
+	}
+	if body.State == "" {
+		writeError(w, http.StatusBadRequest, "state", "state is required")
+		return "", false
+	}
+	return body.State, true
+}
+
 func (s *Server) getJob(w http.ResponseWriter, id string) {
 	s.mu.Lock()
 	j, ok := s.jobLocked(id)
@@ -169,14 +185,8 @@ func (s *Server) getJob(w http.ResponseWriter, id string) {
 
 // putJob moves a job along the state machine.
 func (s *Server) putJob(w http.ResponseWriter, r *http.Request, id string) {
-	var body struct {
-		State string `json:"state"`
-	}
-	if !readBody(w, r, &body) {
-		return
-	}
-	if body.State == "" {
-		writeError(w, http.StatusBadRequest, "state", "state is required")
+	to, ok := readState(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -185,7 +195,7 @@ func (s *Server) putJob(w http.ResponseWriter, r *http.Request, id string) {
 	if j == nil {
 		return
 	}
-	from, to := j.State, body.State
+	from := j.State
 	if from == to {
 		writeData(w, http.StatusOK, j.Job)
 		return
@@ -333,14 +343,8 @@ func (s *Server) getTask(w http.ResponseWriter, id, tid string) {
 // not matter: a worker may close its tasks after the job has ended (the
 // outbox may PUT the job first after a crash).
 func (s *Server) putTask(w http.ResponseWriter, r *http.Request, id, tid string) {
-	var body struct {
-		State string `json:"state"`
-	}
-	if !readBody(w, r, &body) {
-		return
-	}
-	if body.State == "" {
-		writeError(w, http.StatusBadRequest, "state", "state is required")
+	to, ok := readState(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -349,7 +353,7 @@ func (s *Server) putTask(w http.ResponseWriter, r *http.Request, id, tid string)
 	if t == nil {
 		return
 	}
-	from, to := t.State, body.State
+	from := t.State
 	if from == to {
 		writeData(w, http.StatusOK, *t)
 		return

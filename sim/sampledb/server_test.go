@@ -117,15 +117,11 @@ func (b *bundle) call(t *testing.T, method, path, key, body string) reply {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := b.hc.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out := reply{status: resp.StatusCode}
-	out.raw, err = io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, raw := simtest.Do(t, b.hc, req)
+	out := reply{status: resp.StatusCode, raw: raw}
 	if strings.HasPrefix(path, "/sampledb/") {
 		require.NoError(t, json.Unmarshal(out.raw, &out.env), "every API answer is an envelope: %s", out.raw)
-		require.Equal(t, resp.StatusCode, out.env.ResponseCode)
+		require.Equal(t, out.status, out.env.ResponseCode)
 	}
 	return out
 }

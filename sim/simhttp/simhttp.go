@@ -380,6 +380,30 @@ func (k *Kit) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Durations holds a duration per sample: what a simulator's SetRunFor
+// overrides its configured run time with. Keys are sha256 hashes, set in
+// any case and kept in lower case. It is not safe for concurrent use: the
+// simulator's mutex guards it.
+type Durations map[string]time.Duration
+
+// Set makes d the duration of sha256; d <= 0 removes it.
+func (m Durations) Set(sha256 string, d time.Duration) {
+	if d <= 0 {
+		delete(m, strings.ToLower(sha256))
+		return
+	}
+	m[strings.ToLower(sha256)] = d
+}
+
+// Get returns the duration of sha256, a lower-case hash, or def when it has
+// none (or sha256 is empty).
+func (m Durations) Get(sha256 string, def time.Duration) time.Duration {
+	if d, ok := m[sha256]; ok && sha256 != "" {
+		return d
+	}
+	return def
+}
+
 // WriteJSON writes v as a JSON response with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

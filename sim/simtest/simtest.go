@@ -1,10 +1,12 @@
 // Package simtest is what the tests of the simulators (sim/…) and of the
 // drivers that run against them (edr/…) share: a test server for a
-// simulator that is closed, hung requests first, when the test ends. Their
-// manual clock is internal/testutil's Clock.
+// simulator that is closed, hung requests first, when the test ends, and a
+// request whose whole answer is read. Their manual clock is
+// internal/testutil's Clock.
 package simtest
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,4 +34,21 @@ func ServeHandler(t testing.TB, s Simulator, h http.Handler) *httptest.Server {
 	t.Cleanup(srv.Close)
 	t.Cleanup(s.Close) // runs first
 	return srv
+}
+
+// Do sends req with c and reads the whole answer: it returns the response,
+// its body read and closed, and that body. It fails the test when the
+// request or the read fails.
+func Do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the answer: %v", req.Method, req.URL.Path, err)
+	}
+	return resp, body
 }

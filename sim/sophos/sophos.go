@@ -196,7 +196,7 @@ type Server struct {
 	order    []string
 	hits     map[string]hit
 	outcomes map[string]string
-	runFor   map[string]time.Duration // SetRunFor
+	runFor   simhttp.Durations // SetRunFor
 	cancels  int
 	bucket   float64
 	bucketAt time.Time
@@ -220,7 +220,7 @@ func New(cfg Config) *Server {
 		runs:     map[string]*run{},
 		hits:     map[string]hit{},
 		outcomes: map[string]string{},
-		runFor:   map[string]time.Duration{},
+		runFor:   simhttp.Durations{},
 		bucket:   max(1, cfg.RateLimit),
 	}
 	mux := http.NewServeMux()
@@ -284,11 +284,7 @@ func (s *Server) SetResult(sha256, result string) {
 func (s *Server) SetRunFor(sha256 string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d <= 0 {
-		delete(s.runFor, strings.ToLower(sha256))
-		return
-	}
-	s.runFor[strings.ToLower(sha256)] = d
+	s.runFor.Set(sha256, d)
 }
 
 // Runs returns every run created so far, oldest first, with its state now.
@@ -607,10 +603,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	rn := &run{id: uuid.NewString(), query: req.SQL, sha: req.SHA256, name: req.Name, from: from, to: to,
-		created: now, lastCall: now, outcome: ResultSucceeded, runFor: s.cfg.RunFor}
-	if d, ok := s.runFor[req.SHA256]; ok && req.SHA256 != "" {
-		rn.runFor = d
-	}
+		created: now, lastCall: now, outcome: ResultSucceeded, runFor: s.runFor.Get(req.SHA256, s.cfg.RunFor)}
 	if h, ok := s.hits[req.SHA256]; ok && req.SHA256 != "" {
 		rn.rows, rn.hosts = h.rows, h.hosts
 	}
