@@ -319,18 +319,21 @@ const maxPages = 100_000
 // again; seen gets every job passed. brief: see ListOptions.Brief.
 func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[string]bool, fn func([]Job) error, fetch func(offset int) (Envelope, error), method, path string) error {
 	offset := 0
-	var prev json.RawMessage
+	var prev uint64
 	mine := map[string]bool{} // jobs of this listing, for the repeat check
 	for n := 1; ; n++ {
 		env, err := fetch(offset)
 		if err != nil {
 			return err
 		}
-		pg, sig := jobPage{}, bytes.TrimSpace(env.Data)
+		var pg jobPage
+		var sig uint64
 		if env.brief != nil {
-			pg, sig = *env.brief, env.body
+			pg, sig = *env.brief, env.sum
 		} else if pg, err = decodeJobs(env.Data, brief); err != nil {
 			return c.malformed(method, path, err)
+		} else {
+			sig = pageSum(bytes.TrimSpace(env.Data))
 		}
 		if pg.items == 0 {
 			return nil
@@ -352,7 +355,7 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[strin
 				page = append(page, j)
 			}
 		}
-		if offset > 0 && (bytes.Equal(sig, prev) || (len(pg.jobs) > 0 && fresh == 0)) {
+		if offset > 0 && (sig == prev || (len(pg.jobs) > 0 && fresh == 0)) {
 			return fmt.Errorf("sampledb %s %s: the page at offset %d repeats jobs already listed (does the server ignore offset?); listing stopped", method, path, offset)
 		}
 		prev = sig
@@ -679,10 +682,26 @@ func (c *Client) once(ctx context.Context, method, u, path string, payload []byt
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if mode == briefJobsBody {
+		// A listing's page: nothing decoded keeps the body, whose buffer
+		// the next page reuses.
+		var env Envelope
+		err := c.hc.DoBorrowed(req, func(resp *httpc.Response) (err error) {
+			env, err = c.answer(resp, method, path, mode)
+			return err
+		})
+		return env, err
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return Envelope{}, err
 	}
+	return c.answer(resp, method, path, mode)
+}
+
+// answer decodes a 2xx body as mode says. Other statuses become *Error.
+// In briefJobsBody mode nothing it returns refers to resp.Body.
+func (c *Client) answer(resp *httpc.Response, method, path string, mode bodyMode) (Envelope, error) {
 	if resp.Status >= 200 && resp.Status < 300 {
 		if mode == briefJobsBody {
 			if env, ok := decodeBriefEnvelope(resp.Body); ok {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"strconv"
 	"strings"
@@ -96,9 +97,14 @@ func decodeBriefEnvelope(b []byte) (Envelope, bool) {
 	}
 	env := w.wireEnvelope.envelope()
 	pg := briefPage(w.Data)
-	env.brief, env.body = &pg, t
+	env.brief, env.sum = &pg, pageSum(t)
 	return env, true
 }
+
+// pageSum is a hash of a page's answer, to tell a page repeated.
+func pageSum(b []byte) uint64 { return maphash.Bytes(pageSeed, b) }
+
+var pageSeed = maphash.MakeSeed()
 
 // decodeMessages reads the envelope's messages best effort: they only
 // explain an error, so a shape we do not expect never hides the status.

@@ -248,15 +248,44 @@ func TestListJobsStopsWhenTheServerIgnoresOffset(t *testing.T) {
 			writeJSON(w, 200, `{"data":[{"id":"a"},{"id":"b"}]}`)
 		}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			f := newForeign(t, c.serve)
-			ids, err := collect(t, f.c, sampledb.ListOptions{PageSize: 2})
-			require.ErrorContains(t, err, "does the server ignore offset?")
-			require.Len(t, f.requests(), 2)
-			if c.name != "same bad items" {
-				require.Equal(t, []string{"a", "b"}, ids)
-			}
-		})
+		for _, brief := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/brief=%v", c.name, brief), func(t *testing.T) {
+				f := newForeign(t, c.serve)
+				ids, err := collect(t, f.c, sampledb.ListOptions{PageSize: 2, Brief: brief})
+				require.ErrorContains(t, err, "does the server ignore offset?")
+				require.Len(t, f.requests(), 2)
+				if c.name != "same bad items" {
+					require.Equal(t, []string{"a", "b"}, ids)
+				}
+			})
+		}
+	}
+}
+
+// TestBriefPagesDoNotShareTheirBuffer: a brief listing reads every page
+// into a buffer the next page reuses (httpc.DoBorrowed); the jobs of an
+// earlier page, kept by the caller, are still what that page said once the
+// later ones were read.
+func TestBriefPagesDoNotShareTheirBuffer(t *testing.T) {
+	t.Parallel()
+	const pages, size = 6, 50
+	f := newForeign(t, func(w http.ResponseWriter, r *http.Request) {
+		off, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+		items := make([]string, 0, size)
+		for i := off; i < off+size && i < pages*size; i++ {
+			items = append(items, jobJSON(fmt.Sprintf("job-%04d", i), "executing"))
+		}
+		writeJSON(w, 200, fmt.Sprintf(`{"count":%d,"data":[%s]}`, pages*size, strings.Join(items, ",")))
+	})
+	var kept []sampledb.Job
+	require.NoError(t, f.c.ListJobs(ctx(t), sampledb.ListOptions{PageSize: size, Brief: true}, func(p []sampledb.Job) error {
+		kept = append(kept, p...)
+		return nil
+	}))
+	require.Len(t, kept, pages*size)
+	for i, j := range kept {
+		require.Equal(t, fmt.Sprintf("job-%04d", i), j.ID)
+		require.Equal(t, sampledb.StateExecuting, j.State)
 	}
 }
 

@@ -160,10 +160,11 @@ type Envelope struct {
 	Data         json.RawMessage `json:"data"`
 
 	// brief is the page of brief jobs a brief listing decoded along with
-	// the envelope, in one pass (Data is then nil); body is the answer it
-	// came in, for the listing's repeated-page check.
+	// the envelope, in one pass (Data is then nil); sum is a hash of the
+	// answer it came in, for the listing's repeated-page check (the answer
+	// itself is not kept: its buffer is reused, httpc.DoBorrowed).
 	brief *jobPage
-	body  []byte
+	sum   uint64
 }
 
 // Message is an Argus envelope message.

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -199,6 +200,41 @@ func (c *Client) Do(req *http.Request) (*Response, error) {
 	return c.finish(req, resp, body), nil
 }
 
+// DoBorrowed is Do for a caller that is done with the body when fn returns:
+// the body is read into a buffer that later calls reuse, so a large answer
+// read often (a listing's pages) does not cost its size in garbage each
+// time. fn must not keep Body, nor any slice of it, past its return. The
+// error is Do's, or fn's.
+func (c *Client) DoBorrowed(req *http.Request, fn func(*Response) error) error {
+	resp, cancel, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer resp.Body.Close()
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			buf.Reset()
+			bodyPool.Put(buf)
+		}
+	}()
+	body, err := readCappedInto(buf, resp.Body, c.maxBody)
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return fmt.Errorf("%s %s %s: %w (%d bytes)", c.service, req.Method, redactPath(req.URL), err, c.maxBody)
+		}
+		return c.transportErr(req, err)
+	}
+	return fn(c.finish(req, resp, body))
+}
+
+// bodyPool holds the buffers DoBorrowed reads bodies into; one grown past
+// maxPooledBody is left to the garbage collector.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBody = 4 << 20
+
 // Stream sends req and returns the response with its body still open, capped
 // at maxBytes (0 = MaxBody) and bounded by the request timeout. The caller
 // must close Body. Non-2xx responses are read fully and returned as
@@ -296,7 +332,12 @@ func (c *Client) transportErr(req *http.Request, err error) error {
 }
 
 func readCapped(r io.Reader, max int64) ([]byte, error) {
-	var buf bytes.Buffer
+	return readCappedInto(new(bytes.Buffer), r, max)
+}
+
+// readCappedInto reads r into buf, at most max bytes, and returns what it
+// read (buf's bytes).
+func readCappedInto(buf *bytes.Buffer, r io.Reader, max int64) ([]byte, error) {
 	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
 	if err != nil {
 		return nil, err
