@@ -235,6 +235,14 @@ func (w *jobWorld) tombstone(id string) string {
 	return st
 }
 
+// requireEnded checks that run j ended (exitDone) and left job id
+// tombstoned in state.
+func (w *jobWorld) requireEnded(j *jobRun, id, state string) {
+	w.t.Helper()
+	require.Equal(w.t, exitDone, j.exit)
+	require.Equal(w.t, state, w.tombstone(id))
+}
+
 func (w *jobWorld) count(method, pathPart string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -287,6 +295,18 @@ func notFound(w http.ResponseWriter, what string) {
 	_, _ = w.Write([]byte(`{"responseCode":404,"messages":[{"type":"ERROR","message":"` + what + ` not found"}],"data":null}`))
 }
 
+// intercept is a newJobWorld interceptor: the requests match selects are
+// answered by answer, the others go on to the simulated SampleDB.
+func intercept(match func(r *http.Request) bool, answer func(rw http.ResponseWriter)) func(http.ResponseWriter, *http.Request) bool {
+	return func(rw http.ResponseWriter, r *http.Request) bool {
+		if !match(r) {
+			return false
+		}
+		answer(rw)
+		return true
+	}
+}
+
 // isTaskPut matches PUT /sampledb/v2/job/{id}/task/{taskId}.
 func isTaskPut(r *http.Request) bool {
 	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/task/")
@@ -297,16 +317,10 @@ func isTaskPut(r *http.Request) bool {
 func TestTaskNotFoundIsNotJobGone(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
-	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
-		if isTaskPut(r) {
-			notFound(rw, "task")
-			return true
-		}
-		return false
-	})
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, intercept(isTaskPut,
+		func(rw http.ResponseWriter) { notFound(rw, "task") }))
 	j := w.run(jobMsg(nil))
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 
 	sj, ok := w.sim.Job(jtJob)
 	require.True(t, ok)
@@ -325,16 +339,11 @@ func TestTaskAndJobNotFoundIsJobGone(t *testing.T) {
 	t.Parallel()
 	var vanished atomic.Bool
 	d := &fakeDriver{kind: edr.KindCBCEventExport, collected: func() { vanished.Store(true) }}
-	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
-		if vanished.Load() && strings.Contains(r.URL.Path, jtJob) {
-			notFound(rw, "job")
-			return true
-		}
-		return false
-	})
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, intercept(
+		func(r *http.Request) bool { return vanished.Load() && strings.Contains(r.URL.Path, jtJob) },
+		func(rw http.ResponseWriter) { notFound(rw, "job") }))
 	j := w.run(jobMsg(nil))
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateFailed, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateFailed)
 
 	require.Equal(t, 1, w.count(http.MethodGet, "/job/"+jtJob), "the job was asked for once")
 	require.Equal(t, 1, w.countExact(http.MethodPut, "/sampledb/v2/job/"+jtJob), "only PUT executing; no terminal PUT")
@@ -350,17 +359,16 @@ func TestTaskAndJobNotFoundIsJobGone(t *testing.T) {
 func TestCreateTaskWithoutTaskID(t *testing.T) {
 	t.Parallel()
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
-	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, func(rw http.ResponseWriter, r *http.Request) bool {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/task") {
+	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, intercept(
+		func(r *http.Request) bool {
+			return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/task")
+		},
+		func(rw http.ResponseWriter) {
 			rw.Header().Set("Content-Type", "application/json")
 			_, _ = rw.Write([]byte(`{"responseCode":200,"data":{"id":"` + jtJob + `","state":"executing","abortRequested":false}}`))
-			return true
-		}
-		return false
-	})
+		}))
 	j := w.run(jobMsg(nil))
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 	sj, _ := w.sim.Job(jtJob)
 	require.Equal(t, sampledb.StateSuccess, sj.State)
 
@@ -384,8 +392,7 @@ func TestUnusableSensorIDSkipsLiveResponse(t *testing.T) {
 	pb := &Playbook{Tasks: []PlaybookTask{{Kind: edr.KindCBCEventExport}, {Kind: edr.KindCBLRTriage, RequiresSensors: true}}}
 	w := newJobWorld(t, pb, []edr.Driver{cbc, cblr}, nil)
 	j := w.run(jobMsg(map[string]any{"sensorId": "host-7"}))
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 
 	require.EqualValues(t, 1, cbc.starts.Load())
 	require.Zero(t, cblr.starts.Load(), "no Live Response without a usable sensor")
@@ -417,8 +424,7 @@ func TestIntentFoundAtTheVendorIsReattached(t *testing.T) {
 	d.started = map[string]bool{in.Key: true}
 	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil), taskField(t, edr.KindCBCEventExport, in)...)
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 	require.Zero(t, d.starts.Load(), "the operation the earlier start launched is re-attached, not started again")
 	require.EqualValues(t, 1, d.finds.Load())
 	require.Equal(t, 1, w.logs.FilterMessageSnippet("re-attached").Len())
@@ -452,8 +458,7 @@ func TestLostStartAnswerIsLookedUp(t *testing.T) {
 	d.startFails.Store(1)
 	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil))
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 	require.EqualValues(t, 1, d.starts.Load(), "the start whose answer was lost is not sent again")
 	require.EqualValues(t, 1, d.finds.Load())
 }
@@ -519,8 +524,7 @@ func TestRefusedTerminalStateIsRetriedLoudly(t *testing.T) {
 	require.Contains(t, v.Answer, "locked by a migration")
 	refuse.Store(false)
 	j := <-done
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 	sj, _ := w.sim.Job(jtJob)
 	require.Equal(t, sampledb.StateSuccess, sj.State)
 	require.GreaterOrEqual(t, w.logs.FilterMessageSnippet("SampleDB refuses the job's terminal state").Len(), 3)
@@ -594,8 +598,7 @@ func TestJobRunsOnlyOnItsCustomersAccounts(t *testing.T) {
 	w.runner.cfg.Accounts = perCustomer{"acme": {edr.KindCBCEventExport: acme}, "globex": {edr.KindCBCEventExport: globex}}
 
 	j := w.run(jobMsg(nil)) // submitted by acme
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 	require.EqualValues(t, 1, acme.starts.Load())
 	require.Zero(t, globex.starts.Load(), "another customer's account is never used")
 
@@ -603,8 +606,7 @@ func TestJobRunsOnlyOnItsCustomersAccounts(t *testing.T) {
 	msg.JobID = "22345678-1234-1234-1234-123456789abc"
 	msg.Submission.Customer = "initech"
 	j = w.run(msg)
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateFailed, w.tombstone(msg.JobID))
+	w.requireEnded(j, msg.JobID, sampledb.StateFailed)
 	require.EqualValues(t, 1, acme.starts.Load())
 	require.Zero(t, globex.starts.Load())
 	w.results.mu.Lock()
@@ -620,8 +622,7 @@ func TestFinishedJobLeavesTimelineAndResult(t *testing.T) {
 	d := &fakeDriver{kind: edr.KindCBCEventExport}
 	w := newJobWorld(t, cbcOnly(), []edr.Driver{d}, nil)
 	j := w.run(jobMsg(nil))
-	require.Equal(t, exitDone, j.exit)
-	require.Equal(t, sampledb.StateSuccess, w.tombstone(jtJob))
+	w.requireEnded(j, jtJob, sampledb.StateSuccess)
 
 	tl, err := w.store.Timeline(context.Background(), jtJob)
 	require.NoError(t, err)

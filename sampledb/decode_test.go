@@ -10,6 +10,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// requireDecoded checks what a decoder returned: an error when ok is false,
+// else no error and want.
+func requireDecoded[T any](t *testing.T, ok bool, want, got T, err error) {
+	t.Helper()
+	if !ok {
+		require.Error(t, err)
+		return
+	}
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
+
 func TestDecodeEnvelope(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -36,12 +48,7 @@ func TestDecodeEnvelope(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			env, err := decodeEnvelope([]byte(c.body))
-			if !c.ok {
-				require.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, c.want, env)
+			requireDecoded(t, c.ok, c.want, env, err)
 		})
 	}
 }
@@ -70,12 +77,7 @@ func TestDecodeJob(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			j, err := decodeJob(json.RawMessage(c.data))
-			if !c.ok {
-				require.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, c.want, j)
+			requireDecoded(t, c.ok, c.want, j, err)
 		})
 	}
 }

@@ -65,6 +65,17 @@ func admitOne(t *testing.T, s *state.Store, worker, id string) state.AdmitResult
 	return res[0]
 }
 
+// admitN admits jobs job-0 … job-(n-1) under worker's session, one at a
+// time (admitOne), and returns their leases in that order.
+func admitN(t *testing.T, s *state.Store, worker string, n int) []state.Lease {
+	t.Helper()
+	var leases []state.Lease
+	for i := range n {
+		leases = append(leases, admitOne(t, s, worker, fmt.Sprintf("job-%d", i)).Lease)
+	}
+	return leases
+}
+
 // handOver takes job id through every hand-over but takeover: w1 admits it
 // and releases it, w2 claims it and is forced off, w3 claims it. It returns
 // w3's lease.
@@ -152,10 +163,7 @@ func TestExpiredLeaseIsTakenOverWithHigherTokenAndCheckpoints(t *testing.T) {
 func TestClaimTakesOnlyExpiredOldestFirstUpToMax(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
-	var leases []state.Lease
-	for i := range 5 {
-		leases = append(leases, admitOne(t, b.store, "w1", fmt.Sprintf("job-%d", i)).Lease)
-	}
+	leases := admitN(t, b.store, "w1", 5)
 	got, _, err := b.store.Claim(ctx(t), sess(t, b.store, "w2"), 10)
 	require.NoError(t, err)
 	require.Empty(t, got, "live leases are not claimable")
@@ -500,10 +508,7 @@ func TestScriptsSurviveRedisForgettingThem(t *testing.T) {
 func TestConcurrentClaimsNeverShareAJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30*time.Second)
-	var leases []state.Lease
-	for i := range 200 {
-		leases = append(leases, admitOne(t, b.store, "w0", fmt.Sprintf("job-%d", i)).Lease)
-	}
+	leases := admitN(t, b.store, "w0", 200)
 	_, err := b.store.Release(ctx(t), sess(t, b.store, "w0"), leases)
 	require.NoError(t, err)
 	var mu sync.Mutex

@@ -110,17 +110,23 @@ func (c *cli) loadConfig(n needs) (*config, error) {
 }
 
 // ledger reads the configuration a ledger command needs and connects to
-// the ledger; the caller calls done.
-func (c *cli) ledger() (st *state.Store, done func(), err error) {
+// the ledger. The context it returns is ctx bounded by timeout (the
+// command's --timeout); the caller calls done, which cancels that context
+// and then closes the connection.
+func (c *cli) ledger(ctx context.Context, timeout time.Duration) (st *state.Store, cmdCtx context.Context, done func(), err error) {
 	cfg, err := c.loadConfig(needs{redis: true})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	st, rdb, err := cfg.openStore()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return st, func() { _ = rdb.Close() }, nil
+	cmdCtx, cancel := context.WithTimeout(ctx, timeout)
+	return st, cmdCtx, func() {
+		cancel()
+		_ = rdb.Close()
+	}, nil
 }
 
 // openStore connects to the ledger: one server, or a Redis Cluster. The

@@ -13,7 +13,6 @@ import (
 
 	"github.com/analysisfleet/analysisfleet/edr"
 	"github.com/analysisfleet/analysisfleet/internal/textfmt"
-	"github.com/analysisfleet/analysisfleet/job"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -79,13 +78,11 @@ func (c *cli) jobs(ctx context.Context, args []string) error {
 	if *limit < 0 {
 		return usageErr("--limit must not be negative")
 	}
-	st, done, err := c.ledger()
+	st, ctx, done, err := c.ledger(ctx, o.timeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 
 	now, err := st.Now(ctx)
 	if err != nil {
@@ -274,18 +271,15 @@ type historyEvent struct {
 func (c *cli) job(ctx context.Context, args []string) error {
 	var o common
 	fs := c.newFlags("job", "job <id> [-o json]", &o, time.Minute)
-	pos, err := parse(fs, &o, args, 1)
+	id, err := parseJobID(fs, &o, args)
 	if err != nil {
 		return err
 	}
-	id := job.CanonicalID(pos[0]) // the ledger keys a UUID lower-case
-	st, done, err := c.ledger()
+	st, ctx, done, err := c.ledger(ctx, o.timeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 
 	now, err := st.Now(ctx)
 	if err != nil {

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/analysisfleet/analysisfleet/internal/envconf"
+	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").
@@ -240,6 +241,16 @@ func parse(fs *flag.FlagSet, o *common, args []string, wantPos int) ([]string, e
 		return nil, usageErr("%s: want %d argument(s), got %d (see -h)", fs.Name(), wantPos, len(pos))
 	}
 	return pos, nil
+}
+
+// parseJobID is parse for a command on one job: its one argument is the
+// job ID, returned as the ledger keys it (a UUID lower-case).
+func parseJobID(fs *flag.FlagSet, o *common, args []string) (string, error) {
+	pos, err := parse(fs, o, args, 1)
+	if err != nil {
+		return "", err
+	}
+	return job.CanonicalID(pos[0]), nil
 }
 
 func oneLine(s string) string {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/analysisfleet/analysisfleet/job"
 )
 
 // releaseReport is `fleetctl release <id> -o json`.
@@ -17,18 +15,15 @@ type releaseReport struct {
 func (c *cli) release(ctx context.Context, args []string) error {
 	var o common
 	fs := c.newFlags("release", "release <id> [-o json]", &o, 30*time.Second)
-	pos, err := parse(fs, &o, args, 1)
+	id, err := parseJobID(fs, &o, args)
 	if err != nil {
 		return err
 	}
-	id := job.CanonicalID(pos[0]) // the ledger keys a UUID lower-case
-	st, done, err := c.ledger()
+	st, ctx, done, err := c.ledger(ctx, o.timeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 
 	owner, ok, err := st.ForceRelease(ctx, id, "")
 	if err != nil {

@@ -108,6 +108,15 @@ func kafkaPing(t *testing.T, cl *kgo.Client) (context.Context, error) {
 	return ctx, cl.Ping(ctx)
 }
 
+// kafkaPingFails pings with a client built from env the way the node builds
+// one, checks the ping failed by itself (requireFast) and returns its error.
+func kafkaPingFails(t *testing.T, env map[string]string) error {
+	t.Helper()
+	ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
+	requireFast(t, ctx, err)
+	return err
+}
+
 // requireRoundTrip produces a record and consumes it back.
 func requireRoundTrip(t *testing.T, env map[string]string) {
 	t.Helper()
@@ -159,8 +168,7 @@ func TestKafkaTLSAndSASLEndToEnd(t *testing.T) {
 				require.NoError(t, err)
 
 				env["KAFKA_TLS_SERVER_NAME"] = "kafka.elsewhere.test"
-				ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-				requireFast(t, ctx, err)
+				err = kafkaPingFails(t, env)
 				var he x509.HostnameError
 				require.ErrorAs(t, err, &he, "the override is the name checked")
 			})
@@ -168,23 +176,20 @@ func TestKafkaTLSAndSASLEndToEnd(t *testing.T) {
 				t.Parallel()
 				env := kafkaEnv(p, brokers, mech)
 				env["KAFKA_SASL_PASSWORD"] = badPassword
-				ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-				requireFast(t, ctx, err)
+				err := kafkaPingFails(t, env)
 				require.NotContains(t, err.Error(), badPassword)
 			})
 			t.Run("wrong user", func(t *testing.T) {
 				t.Parallel()
 				env := kafkaEnv(p, brokers, mech)
 				env["KAFKA_SASL_USER"] = "intruder"
-				ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-				requireFast(t, ctx, err)
+				kafkaPingFails(t, env)
 			})
 			t.Run("no SASL", func(t *testing.T) {
 				t.Parallel()
 				env := kafkaEnv(p, brokers, mech)
 				delete(env, "KAFKA_SASL_MECHANISM")
-				ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-				requireFast(t, ctx, err)
+				err := kafkaPingFails(t, env)
 				var eof *kgo.ErrFirstReadEOF
 				require.ErrorAs(t, err, &eof)
 				require.ErrorContains(t, err, "SASL")
@@ -197,16 +202,14 @@ func TestKafkaTLSAndSASLEndToEnd(t *testing.T) {
 		t.Parallel()
 		env := kafkaEnv(p, brokers, "SCRAM-SHA-512")
 		delete(env, "KAFKA_TLS_CA_FILE")
-		ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-		requireFast(t, ctx, err)
+		err := kafkaPingFails(t, env)
 		requireCertError(t, err)
 	})
 	t.Run("TLS with another CA", func(t *testing.T) {
 		t.Parallel()
 		env := kafkaEnv(p, brokers, "SCRAM-SHA-512")
 		env["KAFKA_TLS_CA_FILE"] = p.OtherCAFile
-		ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-		requireFast(t, ctx, err)
+		err := kafkaPingFails(t, env)
 		requireCertError(t, err)
 	})
 	t.Run("plaintext client", func(t *testing.T) {
@@ -214,8 +217,7 @@ func TestKafkaTLSAndSASLEndToEnd(t *testing.T) {
 		env := kafkaEnv(p, brokers, "SCRAM-SHA-512")
 		delete(env, "KAFKA_TLS")
 		delete(env, "KAFKA_TLS_CA_FILE")
-		ctx, err := kafkaPing(t, kafkaFromEnv(t, env))
-		requireFast(t, ctx, err)
+		err := kafkaPingFails(t, env)
 		var eof *kgo.ErrFirstReadEOF
 		require.ErrorAs(t, err, &eof)
 		require.ErrorContains(t, err, "TLS")
@@ -236,8 +238,7 @@ func TestKafkaMutualTLSEndToEnd(t *testing.T) {
 	})
 	t.Run("without", func(t *testing.T) {
 		t.Parallel()
-		ctx, err := kafkaPing(t, kafkaFromEnv(t, kafkaEnv(p, brokers, "SCRAM-SHA-256")))
-		requireFast(t, ctx, err)
+		err := kafkaPingFails(t, kafkaEnv(p, brokers, "SCRAM-SHA-256"))
 		require.ErrorContains(t, err, "certificate required")
 	})
 }
@@ -394,6 +395,16 @@ func redisPing(t *testing.T, rdb redis.UniversalClient) (context.Context, error)
 	return ctx, rdb.Ping(ctx).Err()
 }
 
+// redisPingFails pings with a client built from env (redisFromEnv), checks
+// the ping failed by itself (requireFast) and returns its error.
+func redisPingFails(t *testing.T, env map[string]string) error {
+	t.Helper()
+	rdb, _ := redisFromEnv(t, env)
+	ctx, err := redisPing(t, rdb)
+	requireFast(t, ctx, err)
+	return err
+}
+
 // requireLedgerRoundTrip does what a worker does with the ledger at start
 // and for one job (load the scripts, epoch, admit, renew, checkpoint, read
 // back) through a state.Store over rdb, in a fresh namespace.
@@ -478,17 +489,13 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 		redisReachable(t, env)
 
 		env["REDIS_TLS_SERVER_NAME"] = "redis.elsewhere.test"
-		rdb, _ := redisFromEnv(t, env)
-		ctx, err := redisPing(t, rdb)
-		requireFast(t, ctx, err)
+		err := redisPingFails(t, env)
 		var he x509.HostnameError
 		require.ErrorAs(t, err, &he, "the override is the name checked")
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		t.Parallel()
-		rdb, _ := redisFromEnv(t, r.env(p, badPassword))
-		ctx, err := redisPing(t, rdb)
-		requireFast(t, ctx, err)
+		err := redisPingFails(t, r.env(p, badPassword))
 		require.ErrorContains(t, err, "WRONGPASS")
 		require.NotContains(t, err.Error(), badPassword)
 		require.NotContains(t, err.Error(), secPassword)
@@ -497,18 +504,14 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 		t.Parallel()
 		env := r.env(p, secPassword)
 		env["REDIS_URL"] = "rediss://" + r.addr + "/0"
-		rdb, _ := redisFromEnv(t, env)
-		ctx, err := redisPing(t, rdb)
-		requireFast(t, ctx, err)
+		err := redisPingFails(t, env)
 		require.ErrorContains(t, err, "NOAUTH")
 	})
 	t.Run("without the CA", func(t *testing.T) {
 		t.Parallel()
 		env := r.env(p, secPassword)
 		delete(env, "REDIS_TLS_CA_FILE")
-		rdb, _ := redisFromEnv(t, env)
-		ctx, err := redisPing(t, rdb)
-		requireFast(t, ctx, err)
+		err := redisPingFails(t, env)
 		requireCertError(t, err)
 		require.NotContains(t, err.Error(), secPassword)
 	})
@@ -516,9 +519,7 @@ func TestRedisTLSAndACLEndToEnd(t *testing.T) {
 		t.Parallel()
 		env := r.env(p, secPassword)
 		env["REDIS_TLS_CA_FILE"] = p.OtherCAFile
-		rdb, _ := redisFromEnv(t, env)
-		ctx, err := redisPing(t, rdb)
-		requireFast(t, ctx, err)
+		err := redisPingFails(t, env)
 		requireCertError(t, err)
 	})
 	t.Run("plaintext client", func(t *testing.T) {
@@ -553,9 +554,7 @@ func TestRedisMutualTLSEndToEnd(t *testing.T) {
 	})
 	t.Run("without", func(t *testing.T) {
 		t.Parallel()
-		rdb, _ := redisFromEnv(t, r.env(p, secPassword))
-		ctx, err := redisPing(t, rdb)
-		requireFast(t, ctx, err)
+		err := redisPingFails(t, r.env(p, secPassword))
 		require.ErrorContains(t, err, "certificate required")
 		require.NotContains(t, err.Error(), secPassword)
 	})

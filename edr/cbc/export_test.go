@@ -3,7 +3,6 @@ package cbc
 import (
 	"archive/zip"
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -36,14 +35,6 @@ const sampleNDJSON = `{"event_id":"e1","device_id":101,"device_name":"WIN-A"}
 {"event_id":"e3","device_id":102,"device_name":null}
 {"event_id":"e4","device_id":103,"device_name":"WIN,B","process_hash":["h"]}
 `
-
-func gz(b []byte) []byte {
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	_, _ = w.Write(b)
-	_ = w.Close()
-	return buf.Bytes()
-}
 
 func zipOf(entries map[string][]byte, method uint16) []byte {
 	var buf bytes.Buffer
@@ -80,13 +71,13 @@ func TestSummarizeShapes(t *testing.T) {
 		"json results":  []byte(`{"num_found":4,"results":` + string(jsonArray()) + `,"contacted":1}`),
 		"ndjson":        []byte(sampleNDJSON),
 		"ndjson no eol": []byte(strings.TrimSpace(sampleNDJSON)),
-		"csv.gz":        gz([]byte(sampleCSV)),
-		"json.gz":       gz(jsonArray()),
+		"csv.gz":        edrtest.Gzip([]byte(sampleCSV)),
+		"json.gz":       edrtest.Gzip(jsonArray()),
 		"zip deflate":   zipOf(map[string][]byte{"a.csv": []byte(half[0] + half[1] + half[2]), "b.csv": []byte(header + half[3])}, zip.Deflate),
 		"zip store":     zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Store),
 		"zip mixed":     zipOf(map[string][]byte{"c.json": jsonArray()[:0], "d.ndjson": []byte(sampleNDJSON)}, zip.Deflate),
-		"zip of gz":     zipOf(map[string][]byte{"e.csv.gz": gz([]byte(sampleCSV))}, zip.Store),
-		"gz of zip":     gz(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Deflate)),
+		"zip of gz":     zipOf(map[string][]byte{"e.csv.gz": edrtest.Gzip([]byte(sampleCSV))}, zip.Store),
+		"gz of zip":     edrtest.Gzip(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV)}, zip.Deflate)),
 		// Containers under another key than "results": the object names no
 		// event field, the array holds event objects.
 		"json events": []byte(`{"events":` + string(jsonArray()) + `}`),
@@ -116,7 +107,7 @@ func TestSummarizeNothingFound(t *testing.T) {
 	t.Parallel()
 	for _, in := range []string{"", "\n", "event_id,device_name\n", "[]", `{"results":[]}`, `{"results":null,"num_found":0}`,
 		`{"events":[]}`, `{"num_found":0,"data":[null]}`,
-		string(gz(nil)), string(zipOf(nil, zip.Deflate))} {
+		string(edrtest.Gzip(nil)), string(zipOf(nil, zip.Deflate))} {
 		res, err := summarize(strings.NewReader(in), testLimits())
 		require.NoError(t, err, "%q", in)
 		require.Equal(t, edr.Result{}, res, "%q", in)
@@ -149,8 +140,8 @@ func TestSummarizeMalformed(t *testing.T) {
 		`{"url":"x"}` + "\n" + `{"device_name":"a"}`,
 		"\x1f\x8bnot gzip at all",
 		"PK\x03\x04 not a zip",
-		string(gz(gz(gz([]byte(sampleCSV))))),
-		string(gz([]byte(sampleCSV))[:20]),
+		string(edrtest.Gzip(edrtest.Gzip(edrtest.Gzip([]byte(sampleCSV))))),
+		string(edrtest.Gzip([]byte(sampleCSV))[:20]),
 	} {
 		_, err := summarize(strings.NewReader(in), testLimits())
 		require.ErrorIs(t, err, errMalformedExport, "%q", in)
@@ -166,7 +157,7 @@ func TestSummarizeSizeLimits(t *testing.T) {
 	_, err = summarize(strings.NewReader(sampleCSV+"e5,1,x,h,p,t,ts\n"), lim)
 	require.ErrorIs(t, err, errExportTooLarge)
 
-	bomb := gz(append([]byte("event_id,device_name\n"), bytes.Repeat([]byte("e,h\n"), 1<<18)...))
+	bomb := edrtest.Gzip(append([]byte("event_id,device_name\n"), bytes.Repeat([]byte("e,h\n"), 1<<18)...))
 	lim = testLimits()
 	lim.maxInflated = 64 << 10
 	_, err = summarize(bytes.NewReader(bomb), lim)
@@ -225,7 +216,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 func TestSummarizeNetworkFailureIsNotMalformed(t *testing.T) {
 	t.Parallel()
 	netErr := &httpc.TransportError{Service: "download", Method: "GET", Path: "https://s3/x", Err: errors.New("connection reset")}
-	for _, in := range [][]byte{[]byte(sampleCSV[:50]), jsonArray()[:30], gz([]byte(sampleCSV))[:30], []byte(sampleNDJSON[:70])} {
+	for _, in := range [][]byte{[]byte(sampleCSV[:50]), jsonArray()[:30], edrtest.Gzip([]byte(sampleCSV))[:30], []byte(sampleNDJSON[:70])} {
 		_, err := summarize(&failingReader{data: in, err: netErr}, testLimits())
 		require.ErrorIs(t, err, netErr)
 		require.NotErrorIs(t, err, errMalformedExport)
@@ -303,9 +294,9 @@ func FuzzSummarize(f *testing.F) {
 	f.Add([]byte(sampleNDJSON))
 	f.Add(jsonArray())
 	f.Add([]byte(`{"results":[{"device_name":"a"},{"device_id":1}],"num_found":2}`))
-	f.Add(gz([]byte(sampleCSV)))
+	f.Add(edrtest.Gzip([]byte(sampleCSV)))
 	f.Add(zipOf(map[string][]byte{"a.csv": []byte(sampleCSV), "c.json": jsonArray()}, zip.Deflate))
-	f.Add(zipOf(map[string][]byte{"e.csv.gz": gz([]byte(sampleCSV))}, zip.Store))
+	f.Add(zipOf(map[string][]byte{"e.csv.gz": edrtest.Gzip([]byte(sampleCSV))}, zip.Store))
 	f.Add([]byte(""))
 	dir := f.TempDir() // zips over 1 KiB are spooled here
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -383,15 +374,11 @@ func TestSummarizeLineCap(t *testing.T) {
 // up to the cap are fine.
 func TestSummarizeLineCapThroughGzip(t *testing.T) {
 	t.Parallel()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, _ = zw.Write([]byte("event_id,device_name\n"))
-	_, _ = zw.Write(bytes.Repeat([]byte("a"), 1<<20))
-	_ = zw.Close()
-	require.Less(t, buf.Len(), 64<<10)
+	b := edrtest.Gzip([]byte("event_id,device_name\n"), bytes.Repeat([]byte("a"), 1<<20))
+	require.Less(t, len(b), 64<<10)
 	lim := testLimits()
 	lim.maxLine = 256 << 10
-	_, err := summarize(bytes.NewReader(buf.Bytes()), lim)
+	_, err := summarize(bytes.NewReader(b), lim)
 	require.ErrorIs(t, err, errLineTooLong)
 
 	long := strings.Repeat("x", 200<<10) // a long command line, under the cap

@@ -2,7 +2,6 @@ package cbc_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
@@ -299,17 +298,13 @@ func TestFindOnOtherLists(t *testing.T) {
 // permanently, saying why; it does not succeed with one row.
 func TestCollectRefusesEndlessLine(t *testing.T) {
 	t.Parallel()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, _ = zw.Write([]byte("event_id,device_name,process_hash\n"))
-	_, _ = zw.Write(bytes.Repeat([]byte("A"), 4<<20))
-	_ = zw.Close()
+	export := edrtest.Gzip([]byte("event_id,device_name,process_hash\n"), bytes.Repeat([]byte("A"), 4<<20))
 	mux := http.NewServeMux()
 	var srv *httptest.Server
 	mux.HandleFunc("GET "+orgPath+"/jobs/1/download", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, srv.URL+"/bucket/1.csv.gz?X-Amz-Signature=abc", http.StatusFound)
 	})
-	mux.HandleFunc("GET /bucket/1.csv.gz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(buf.Bytes()) })
+	mux.HandleFunc("GET /bucket/1.csv.gz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(export) })
 	srv = httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	d, err := cbc.New(cbc.Config{URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret, MaxLine: 1 << 20,

@@ -166,6 +166,26 @@ func pollUntil(t *testing.T, d edr.Driver, ref edr.Ref, cond func(refView) bool)
 	return got
 }
 
+// requireListThenGet checks that the first session ran two commands,
+// "process list" then "get file"; msgAndArgs explain a wrong count.
+func requireListThenGet(t *testing.T, e *env, msgAndArgs ...any) {
+	t.Helper()
+	cmds := e.sim.Sessions()[0].Commands
+	require.Len(t, cmds, 2, msgAndArgs...)
+	require.Equal(t, "process list", cmds[0].Name)
+	require.Equal(t, "get file", cmds[1].Name)
+}
+
+// startUntilStep starts the task on sensor 1 with e's driver and polls
+// until the sensor's step is step. It returns the Ref Start returned and
+// the Ref at that step.
+func startUntilStep(t *testing.T, e *env, step string) (started, at edr.Ref) {
+	t.Helper()
+	started, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
+	require.NoError(t, err)
+	return started, pollUntil(t, e.drv, started, func(v refView) bool { return v.Sensors[0].Step == step })
+}
+
 // refView is the part of the Ref the tests look at. The Ref is opaque to
 // the runner; tests peek to find the checkpoint they need.
 type refView struct {
@@ -341,15 +361,9 @@ func TestGetFile(t *testing.T) {
 	t.Run("FileStatusIsANote", func(t *testing.T) {
 		t.Parallel()
 		// The file object reports the request failed (status non-zero).
-		failed := func(next http.RoundTripper) http.RoundTripper {
-			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/file/1") {
-					return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
-						Body: io.NopCloser(strings.NewReader(`{"id":1,"file_name":"x","size":0,"size_uploaded":0,"status":5}`)), Request: r}, nil
-				}
-				return next.RoundTrip(r)
-			})
-		}
+		failed := answering(func(r *http.Request) bool {
+			return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/file/1")
+		}, http.StatusOK, "application/json", `{"id":1,"file_name":"x","size":0,"size_uploaded":0,"status":5}`)
 		e := setup(t, opts{transport: failed, fileMeta: true}, infected(1, "WIN-A"))
 		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		require.NoError(t, err)
@@ -366,9 +380,7 @@ func TestGetFile(t *testing.T) {
 		// driver acquires another session and asks again. The process
 		// list, done already, does not run again.
 		e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Second}}, infected(1, "WIN-A"))
-		ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-		require.NoError(t, err)
-		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
+		_, ref := startUntilStep(t, e, "get_file")
 		closeSession(t, e, 1)
 
 		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), ref)
@@ -389,11 +401,9 @@ func TestGetFile(t *testing.T) {
 		// fails the sensor: the host went away.
 		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Second, CommandTime: 1500 * time.Millisecond}}
 		e := setup(t, o, infected(1, "WIN-A"))
-		ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-		require.NoError(t, err)
-		ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "get_file" })
+		_, ref := startUntilStep(t, e, "get_file")
 		e.kit.Add(simhttp.Fault{Name: "swallow", Path: "/api/v1/cblr/session/1/keepalive", Status: http.StatusOK})
-		_, err = edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), ref)
+		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), ref)
 		edrtest.RequirePermanent(t, err, `sensor 1 (WIN-A): the "get file" command failed on the sensor`, "the Live Response session timed out")
 		require.Len(t, e.sim.Sessions(), 1, "no other session")
 	})
@@ -463,30 +473,30 @@ func TestKeepalive(t *testing.T) {
 	slow := opts{sim: simcblr.Config{SensorWaitTimeout: 600 * time.Millisecond, CommandTime: 1800 * time.Millisecond}}
 	tg := target(1)
 	tg.Path = ""
-
-	t.Run("KeepsSessionAlive", func(t *testing.T) {
-		t.Parallel()
-		e := setup(t, slow, infected(1, "WIN-A"))
-		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
-		require.NoError(t, err)
-		require.EqualValues(t, 1, res.Rows)
-		s := e.sim.Sessions()[0]
-		require.GreaterOrEqual(t, s.Keepalives, 2, "keepalives every half sensor_wait_timeout")
-		require.Equal(t, "close", s.Status, "closed by the driver, not timed out")
-	})
-	t.Run("SessionTimeoutShorter", func(t *testing.T) {
-		t.Parallel()
-		// sensor_wait_timeout is long, but the sensor quits after
-		// session_timeout: keepalives follow the shorter of the two.
-		o := opts{sim: simcblr.Config{SensorWaitTimeout: time.Hour, SessionTimeout: 600 * time.Millisecond,
-			EnforceSessionTimeout: true, CommandTime: 1800 * time.Millisecond}}
+	// keptAlive runs the task under o and checks the driver's keepalives,
+	// every half of the timeout named by every, kept the session open
+	// until the driver closed it.
+	keptAlive := func(t *testing.T, o opts, every string) {
+		t.Helper()
 		e := setup(t, o, infected(1, "WIN-A"))
 		res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, tg, nil)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Rows)
 		s := e.sim.Sessions()[0]
-		require.GreaterOrEqual(t, s.Keepalives, 2, "keepalives every half session_timeout")
+		require.GreaterOrEqual(t, s.Keepalives, 2, "keepalives every half "+every)
 		require.Equal(t, "close", s.Status, "closed by the driver, not timed out")
+	}
+
+	t.Run("KeepsSessionAlive", func(t *testing.T) {
+		t.Parallel()
+		keptAlive(t, slow, "sensor_wait_timeout")
+	})
+	t.Run("SessionTimeoutShorter", func(t *testing.T) {
+		t.Parallel()
+		// sensor_wait_timeout is long, but the sensor quits after
+		// session_timeout: keepalives follow the shorter of the two.
+		keptAlive(t, opts{sim: simcblr.Config{SensorWaitTimeout: time.Hour, SessionTimeout: 600 * time.Millisecond,
+			EnforceSessionTimeout: true, CommandTime: 1800 * time.Millisecond}}, "session_timeout")
 	})
 	t.Run("WithoutKeepalivesTheSessionTimesOut", func(t *testing.T) {
 		t.Parallel()
@@ -587,25 +597,16 @@ func TestEmptySupportedCommands(t *testing.T) {
 // oddity logged.
 func TestUnreadableCommandList(t *testing.T) {
 	t.Parallel()
-	odd := func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/command") {
-				return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
-					Body: io.NopCloser(strings.NewReader(`{"commands":"not a list"}`)), Request: r}, nil
-			}
-			return next.RoundTrip(r)
-		})
-	}
+	odd := answering(func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/command")
+	}, http.StatusOK, "application/json", `{"commands":"not a list"}`)
 	core, logs := observer.New(zap.DebugLevel)
 	e := setup(t, opts{transport: odd, logger: zap.New(core)}, infected(1, "WIN-A"))
 	res, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
 	require.Len(t, res.Files, 1)
-	cmds := e.sim.Sessions()[0].Commands
-	require.Len(t, cmds, 2)
-	require.Equal(t, "process list", cmds[0].Name)
-	require.Equal(t, "get file", cmds[1].Name)
+	requireListThenGet(t, e)
 	entries := logs.FilterMessageSnippet("unreadable command list").AllUntimed()
 	require.Len(t, entries, 2, "once per command")
 	require.Equal(t, zap.WarnLevel, entries[0].Level)
@@ -685,9 +686,7 @@ func TestSessionRefused(t *testing.T) {
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: time.Minute}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-	require.NoError(t, err)
-	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
+	_, ref := startUntilStep(t, e, "process_list")
 
 	require.NoError(t, e.drv.Cancel(edrtest.Ctx(t), ref))
 	s := e.sim.Sessions()[0]
@@ -713,9 +712,7 @@ func TestCancelBeforeCheckIn(t *testing.T) {
 func TestResumeMidCommand(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-	require.NoError(t, err)
-	ref = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
+	_, ref := startUntilStep(t, e, "process_list")
 	require.NotNil(t, view(t, ref).Sensors[0].CommandID, "the checkpoint carries the command id")
 
 	// The first worker dies; the checkpoint goes through the ledger.
@@ -729,29 +726,21 @@ func TestResumeMidCommand(t *testing.T) {
 
 	require.Equal(t, 1, edrtest.CountExact(e.kit, "POST", startPath), "no second session")
 	require.Len(t, e.sim.Sessions(), 1)
-	cmds := e.sim.Sessions()[0].Commands
-	require.Len(t, cmds, 2, "process list once, get file once")
-	require.Equal(t, "process list", cmds[0].Name)
-	require.Equal(t, "get file", cmds[1].Name)
+	requireListThenGet(t, e, "process list once, get file once")
 	requireAllClosed(t, e.sim)
 }
 
 func TestResumeAdoptsUncheckpointedCommand(t *testing.T) {
 	t.Parallel()
 	e := setup(t, opts{sim: simcblr.Config{CommandTime: 200 * time.Millisecond}}, infected(1, "WIN-A"))
-	ref, err := e.drv.Start(edrtest.Ctx(t), target(1), edrtest.NewIntent("t"))
-	require.NoError(t, err)
 	// The first worker gets process list accepted and dies before the
 	// checkpoint: the ledger still holds the Ref from Start.
-	_ = pollUntil(t, e.drv, ref, func(v refView) bool { return v.Sensors[0].Step == "process_list" })
+	ref, _ := startUntilStep(t, e, "process_list")
 
 	res, err := edrtest.Drive(edrtest.Ctx(t), e.newDriver(), target(1), ref)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
-	cmds := e.sim.Sessions()[0].Commands
-	require.Len(t, cmds, 2, "the accepted process list is adopted, not issued again")
-	require.Equal(t, "process list", cmds[0].Name)
-	require.Equal(t, "get file", cmds[1].Name)
+	requireListThenGet(t, e, "the accepted process list is adopted, not issued again")
 	requireAllClosed(t, e.sim)
 }
 
@@ -841,15 +830,9 @@ func TestStartFailureHalfWay(t *testing.T) {
 		t.Parallel()
 		// The token is revoked between the two session POSTs.
 		var posts atomic.Int32
-		revoked := func(next http.RoundTripper) http.RoundTripper {
-			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-				if r.Method == http.MethodPost && r.URL.Path == startPath && posts.Add(1) == 2 {
-					return &http.Response{StatusCode: http.StatusUnauthorized, Header: http.Header{},
-						Body: io.NopCloser(strings.NewReader("Unauthorized")), Request: r}, nil
-				}
-				return next.RoundTrip(r)
-			})
-		}
+		revoked := answering(func(r *http.Request) bool {
+			return r.Method == http.MethodPost && r.URL.Path == startPath && posts.Add(1) == 2
+		}, http.StatusUnauthorized, "", "Unauthorized")
 		e := setup(t, opts{transport: revoked}, infected(1, "WIN-A"), infected(2, "WIN-B"))
 		_, err := e.drv.Start(edrtest.Ctx(t), target(1, 2), edrtest.NewIntent("t"))
 		edrtest.RequirePermanent(t, err)
@@ -874,6 +857,24 @@ func closeSession(t *testing.T, e *env, id int) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// answering is an opts.transport: the requests match selects get a canned
+// answer (status, a Content-Type of contentType unless it is "", body)
+// without reaching the server; the others go on to next.
+func answering(match func(*http.Request) bool, status int, contentType, body string) func(http.RoundTripper) http.RoundTripper {
+	return func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if !match(r) {
+				return next.RoundTrip(r)
+			}
+			h := http.Header{}
+			if contentType != "" {
+				h.Set("Content-Type", contentType)
+			}
+			return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+		})
+	}
+}
 
 func TestRejectedToken(t *testing.T) {
 	t.Parallel()

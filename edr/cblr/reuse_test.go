@@ -3,7 +3,6 @@ package cblr_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -120,15 +119,9 @@ func TestCommandRefusedSessionGone(t *testing.T) {
 		// A server that answers every command POST "Session … not found"
 		// while listing the session as active: five more sessions, then
 		// the sensor fails.
-		refuse := func(next http.RoundTripper) http.RoundTripper {
-			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/command") {
-					return &http.Response{StatusCode: http.StatusNotFound, Header: http.Header{"Content-Type": {"text/plain"}},
-						Body: io.NopCloser(strings.NewReader("Session not found")), Request: r}, nil
-				}
-				return next.RoundTrip(r)
-			})
-		}
+		refuse := answering(func(r *http.Request) bool {
+			return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/command")
+		}, http.StatusNotFound, "text/plain", "Session not found")
 		e := setup(t, opts{transport: refuse}, infected(1, "WIN-A"))
 		_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target(1), nil)
 		edrtest.RequirePermanent(t, err, `CB EDR refused the "process list" command (HTTP 404: Session not found) (gave up after 6 sessions)`)

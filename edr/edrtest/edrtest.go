@@ -13,6 +13,8 @@
 package edrtest
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -338,6 +340,18 @@ func CountExact(k *simhttp.Kit, method, path string) int {
 		}
 	}
 	return n
+}
+
+// Gzip returns parts, written one after the other, gzip-compressed: a
+// vendor's compressed export or download.
+func Gzip(parts ...[]byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	for _, p := range parts {
+		_, _ = zw.Write(p)
+	}
+	_ = zw.Close()
+	return buf.Bytes()
 }
 
 // Ctx returns a context that ends with the test, or after 30 s.

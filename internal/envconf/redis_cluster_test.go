@@ -86,11 +86,7 @@ func TestRedisClusterProblemsNameTheVariableAndHideThePassword(t *testing.T) {
 	urlFile := filepath.Join(dir, "url")
 	require.NoError(t, os.WriteFile(urlFile, []byte("redis://h:6379/0"), 0o600))
 	seeds := "127.0.0.1:7000,127.0.0.1:7001"
-	cases := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	cases := []problemCase{
 		{"neither URL nor cluster", map[string]string{}, "REDIS_URL"},
 		{"URL and cluster", map[string]string{"REDIS_URL": "redis://fleet:" + password + "@h:6379/0", "REDIS_CLUSTER_ADDRS": seeds},
 			"REDIS_CLUSTER_ADDRS"},

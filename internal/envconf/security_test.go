@@ -47,6 +47,26 @@ func requireProblem(t *testing.T, err error, name string) {
 	require.NotContains(t, msg, "\n")
 }
 
+// problemCase is an environment (env) whose problem names the variable want.
+type problemCase struct {
+	name string
+	env  map[string]string
+	want string
+}
+
+// withVars applies kv, (name, value) pairs, to m in order and returns m: a
+// value "-" removes the name, any other value sets it.
+func withVars(m map[string]string, kv ...string) map[string]string {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "-" {
+			delete(m, kv[i])
+		} else {
+			m[kv[i]] = kv[i+1]
+		}
+	}
+	return m
+}
+
 // kafkaClient builds (without connecting) a client from opts so the
 // options' values can be read back.
 func kafkaClient(t *testing.T, opts []kgo.Opt) *kgo.Client {
@@ -129,28 +149,13 @@ func TestKafkaSecurityProblemsNameTheVariable(t *testing.T) {
 	pwFile := filepath.Join(dir, "pw")
 	require.NoError(t, os.WriteFile(pwFile, []byte(password), 0o600))
 	tlsOn := func(kv ...string) map[string]string {
-		m := map[string]string{"KAFKA_TLS": "true"}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return m
+		return withVars(map[string]string{"KAFKA_TLS": "true"}, kv...)
 	}
 	sasl := func(kv ...string) map[string]string {
 		m := map[string]string{"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USER": "fleet", "KAFKA_SASL_PASSWORD": password}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if kv[i+1] == "-" {
-				delete(m, kv[i])
-			} else {
-				m[kv[i]] = kv[i+1]
-			}
-		}
-		return m
+		return withVars(m, kv...)
 	}
-	cases := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	cases := []problemCase{
 		{"bad bool", map[string]string{"KAFKA_TLS": "sure"}, "KAFKA_TLS"},
 		{"missing CA", tlsOn("KAFKA_TLS_CA_FILE", filepath.Join(dir, "nope.pem")), "KAFKA_TLS_CA_FILE"},
 		{"CA not PEM", tlsOn("KAFKA_TLS_CA_FILE", notPEM), "KAFKA_TLS_CA_FILE"},
@@ -242,17 +247,9 @@ func TestRedisProblemsNameTheVariableAndHideThePassword(t *testing.T) {
 	require.NoError(t, os.WriteFile(urlFile, []byte("rediss://fleet:"+password+"@h:1/0"), 0o600))
 	tlsURL := "rediss://fleet:" + password + "@127.0.0.1:6380/0"
 	with := func(u string, kv ...string) map[string]string {
-		m := map[string]string{"REDIS_URL": u}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return m
+		return withVars(map[string]string{"REDIS_URL": u}, kv...)
 	}
-	cases := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	cases := []problemCase{
 		{"unset", map[string]string{}, "REDIS_URL"},
 		{"wrong scheme", with("http://fleet:" + password + "@h"), "REDIS_URL"},
 		{"no scheme", with("fleet:" + password + "@h:6379"), "REDIS_URL"},
