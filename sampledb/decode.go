@@ -85,8 +85,19 @@ type briefEnvelope struct {
 // holds it to what decodeEnvelope and decodeJobs read. Not ok when the
 // body is not an envelope whose data is an array of objects of the
 // expected field types: decodeEnvelope and decodeJobs then read it, item
-// by item.
+// by item. An ordinary page is read by decodeBriefEnvelopeFast, anything
+// else by decodeBriefEnvelopeRef.
 func decodeBriefEnvelope(b []byte) (Envelope, bool) {
+	if env, ok := decodeBriefEnvelopeFast(b); ok {
+		return env, true
+	}
+	return decodeBriefEnvelopeRef(b)
+}
+
+// decodeBriefEnvelopeRef is decodeBriefEnvelope by the jsonv2 engine: the
+// reference that decodeBriefEnvelopeFast is held to, and what reads the
+// pages that the fast way does not.
+func decodeBriefEnvelopeRef(b []byte) (Envelope, bool) {
 	t := bytes.TrimSpace(b)
 	if len(t) == 0 || t[0] != '{' {
 		return Envelope{}, false
