@@ -172,7 +172,7 @@ func TestRateLimiterGrantsTheWaitersInOneCall(t *testing.T) {
 	// 30 are left now.
 	got := 0
 	for {
-		wait, n, err := l.ask(ctx, 100)
+		wait, n, err := l.ask(ctx, 100, 1)
 		require.NoError(t, err)
 		if wait > 0 {
 			break

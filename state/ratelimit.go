@@ -20,8 +20,10 @@ import (
 // Within one process the waiters of a limiter queue locally by priority
 // (httpc.PriorityOf: cancel, start, collect, poll), and only the first asks
 // Redis: the budget goes to cancels before polls whatever the order the
-// calls were made in, and a short budget costs Redis one request per grant,
-// not one per waiter. When the budget is ample the first also asks ahead,
+// calls were made in. A poll that finds the budget spent waits until the
+// polls queued behind it may go too (up to the burst) and takes them in
+// one call: a spent budget costs Redis about two calls per burst of polls,
+// not two per grant, nor one per waiter. When the budget is ample the first also asks ahead,
 // up to the burst, for as many grants as the process asked for in the last
 // creditWindow; what the waiters do not take is credit the next requests
 // spend without a Redis call. A process sending R requests a second costs
@@ -129,11 +131,22 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			l.addCredit(left)
 		}
 	}()
+	// A poll that finds the budget spent waits until the polls queued
+	// behind it may go too, and takes them in one call: at saturation a
+	// grant a call, each after a call that said how long to wait, was two
+	// Redis calls per request. Once: after one wait it takes what there
+	// is, so other workers' batches cannot keep it waiting.
+	least := 1
+	if httpc.PriorityOf(ctx) == httpc.PriorityPoll {
+		least = min(1+l.gate.queued(), l.maxBatch())
+	}
 	for {
 		// Ask for this request and, as far as the burst allows, for the
 		// ones waiting behind it and those the last window's demand says
 		// will come: one Redis call for several grants.
-		wait, got, err := l.ask(ctx, min(1+l.gate.queued()+ahead, l.maxBatch()))
+		want := min(1+l.gate.queued()+ahead, l.maxBatch())
+		wait, got, err := l.ask(ctx, want, min(least, want))
+		least = 1
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -214,8 +227,9 @@ func (l *RateLimiter) maxBatch() int {
 }
 
 // ask asks the fleet's budget for want requests: it returns how long to
-// wait, or how many may go now (at least one).
-func (l *RateLimiter) ask(ctx context.Context, want int) (time.Duration, int, error) {
+// wait, or how many may go now (at least one; at least least, without
+// tenants: rateScript).
+func (l *RateLimiter) ask(ctx context.Context, want, least int) (time.Duration, int, error) {
 	iv := l.interval
 	if iv <= 0 {
 		iv = time.Microsecond // cool-down only: GCRA effectively off
@@ -230,7 +244,7 @@ func (l *RateLimiter) ask(ctx context.Context, want int) (time.Duration, int, er
 		v, err = l.s.run(ctx, fairRateScript, []string{l.tat, l.cool, l.tenTat, l.active},
 			iv.Microseconds(), tol.Microseconds(), l.tenant, FairWindow.Milliseconds(), want)
 	} else {
-		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds(), want)
+		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds(), want, least)
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)

@@ -2,11 +2,13 @@ package state_test
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/analysisfleet/analysisfleet/internal/httpc"
 	"github.com/analysisfleet/analysisfleet/internal/testutil"
 	"github.com/analysisfleet/analysisfleet/state"
 )
@@ -172,4 +174,36 @@ func TestThrottledDropsGrantsAskedAhead(t *testing.T) {
 	start := time.Now()
 	require.NoError(t, l.Wait(ctx(t)))
 	require.GreaterOrEqual(t, time.Since(start), d-50*time.Millisecond, "the cool-down holds even with grants left")
+}
+
+// TestSpentBudgetIsTakenABatchOfPollsAtATime: with more polls waiting than
+// the budget allows, a worker takes them a batch (up to the burst) per
+// grant call instead of a grant per call, each after a call that said how
+// long to wait; and the fleet still goes no faster than the rate.
+func TestSpentBudgetIsTakenABatchOfPollsAtATime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30*time.Second)
+	evals := &testutil.RedisCounter{}
+	b.rdb.AddHook(evals)
+	const rate, burst, n, pollers = 200.0, 5, 150, 20
+	l := b.store.RateLimiter("cbc:spent", rate, burst, nil)
+	ctx := httpc.WithPriority(ctx(t), httpc.PriorityPoll)
+	var granted atomic.Int32
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range pollers {
+		wg.Go(func() {
+			for granted.Load() < n {
+				require.NoError(t, l.Wait(ctx))
+				granted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	got, calls := int(granted.Load()), int(evals.Scripts.Load())
+	t.Logf("%d grants in %s, %d Redis calls", got, elapsed.Round(time.Millisecond), calls)
+	minimum := time.Duration(float64(got-burst) / rate * float64(time.Second))
+	require.GreaterOrEqual(t, elapsed, minimum-20*time.Millisecond, "never faster than the rate")
+	require.Less(t, calls, got*3/4, "a spent budget costs fewer calls than grants (a call per grant and one per wait before)")
 }
