@@ -224,7 +224,7 @@ type ListOptions struct {
 // reconciler) see it next time.
 func (c *Client) ListJobs(ctx context.Context, opts ListOptions, fn func(page []Job) error) error {
 	size := pageSize(opts.PageSize)
-	seen := map[string]bool{}
+	seen := &seenJobs{}
 	list := func(state string) error {
 		return c.pages(ctx, size, opts.Brief, seen, fn, func(offset int) (Envelope, error) {
 			q := url.Values{}
@@ -287,7 +287,7 @@ type SearchCriteria struct {
 func (c *Client) SearchJobs(ctx context.Context, crit SearchCriteria, fn func(page []Job) error) error {
 	size := pageSize(crit.PageSize)
 	p := jobPath + "/search"
-	return c.pages(ctx, size, false, map[string]bool{}, fn, func(offset int) (Envelope, error) {
+	return c.pages(ctx, size, false, &seenJobs{}, fn, func(offset int) (Envelope, error) {
 		body := struct {
 			SearchCriteria
 			Limit  int `json:"limit"`
@@ -317,15 +317,21 @@ const maxPages = 100_000
 // or only jobs already seen: a server ignoring offset) ends it with an
 // error, as does passing maxPages. Jobs in seen are not passed to fn
 // again; seen gets every job passed. brief: see ListOptions.Brief.
-func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[string]bool, fn func([]Job) error, fetch func(offset int) (Envelope, error), method, path string) error {
+func (c *Client) pages(ctx context.Context, size int, brief bool, seen *seenJobs, fn func([]Job) error, fetch func(offset int) (Envelope, error), method, path string) error {
 	offset := 0
 	var prev uint64
-	mine := map[string]bool{} // jobs of this listing, for the repeat check
+	// mine holds the jobs of this listing, for the repeat check; nil in
+	// the first listing (or the only one), whose jobs are seen's.
+	var mine map[string]bool
+	if seen.listings++; seen.listings > 1 {
+		mine = make(map[string]bool)
+	}
 	for n := 1; ; n++ {
 		env, err := fetch(offset)
 		if err != nil {
 			return err
 		}
+		seen.size(env.Count)
 		var pg jobPage
 		var sig uint64
 		if env.brief != nil {
@@ -346,13 +352,18 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[strin
 		fresh := 0
 		page := make([]Job, 0, len(pg.jobs))
 		for _, j := range pg.jobs {
-			if !mine[j.ID] {
+			unseen := !seen.m[j.ID]
+			if unseen {
+				seen.m[j.ID] = true
+				page = append(page, j)
+			}
+			if mine == nil {
+				if unseen {
+					fresh++ // the first listing: its jobs are seen's
+				}
+			} else if !mine[j.ID] {
 				mine[j.ID] = true
 				fresh++
-			}
-			if !seen[j.ID] {
-				seen[j.ID] = true
-				page = append(page, j)
 			}
 		}
 		if offset > 0 && (sig == prev || (len(pg.jobs) > 0 && fresh == 0)) {
@@ -375,6 +386,26 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen map[strin
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+	}
+}
+
+// seenJobs is the jobs a ListJobs call passed to its fn, over its
+// listings (one per state asked for).
+type seenJobs struct {
+	m        map[string]bool
+	listings int
+}
+
+// maxSeenHint bounds the room made ahead for a listing's jobs: the count
+// comes from the server.
+const maxSeenHint = 1 << 17
+
+// size makes the set once, with room for count jobs (what the first page
+// says the listing holds), so that a listing of 100,000 jobs does not
+// grow it step by step.
+func (s *seenJobs) size(count int) {
+	if s.m == nil {
+		s.m = make(map[string]bool, min(max(count, 0), maxSeenHint))
 	}
 }
 
