@@ -358,7 +358,7 @@ func (d *briefDecoder) skip(depth int) bool {
 			d.i++
 			return true
 		}
-		for {
+		return d.list('}', func() bool {
 			if d.peek() != '"' {
 				return false
 			}
@@ -371,17 +371,8 @@ func (d *briefDecoder) skip(depth int) bool {
 			}
 			d.i++
 			d.ws()
-			if !d.skip(depth + 1) {
-				return false
-			}
-			more, ok := d.after('}')
-			if !ok {
-				return false
-			}
-			if !more {
-				return true
-			}
-		}
+			return d.skip(depth + 1)
+		})
 	case '[':
 		if depth >= maxBriefDepth {
 			return false
@@ -392,18 +383,7 @@ func (d *briefDecoder) skip(depth int) bool {
 			d.i++
 			return true
 		}
-		for {
-			if !d.skip(depth + 1) {
-				return false
-			}
-			more, ok := d.after(']')
-			if !ok {
-				return false
-			}
-			if !more {
-				return true
-			}
-		}
+		return d.list(']', func() bool { return d.skip(depth + 1) })
 	case 't':
 		return d.literal("true")
 	case 'f':
@@ -515,49 +495,69 @@ func foldsTo(name []byte, folded string) bool {
 func (d *briefDecoder) envelope() (w wireEnvelope, ok bool) {
 	d.i = 1 // past '{'
 	d.ws()
-	var seen uint8
-	for {
-		name, ok := d.name()
-		if !ok {
-			return w, false
-		}
-		var bit uint8
+	data := false
+	ok = d.members(func(name []byte) (bit uint8, ok bool) {
 		switch string(name) {
 		case "responseCode":
-			bit, ok = 1<<0, d.flex(&w.ResponseCode)
+			return 1 << 0, d.flex(&w.ResponseCode)
 		case "limit":
-			bit, ok = 1<<1, d.flex(&w.Limit)
+			return 1 << 1, d.flex(&w.Limit)
 		case "offset":
-			bit, ok = 1<<2, d.flex(&w.Offset)
+			return 1 << 2, d.flex(&w.Offset)
 		case "count":
-			bit, ok = 1<<3, d.flex(&w.Count)
+			return 1 << 3, d.flex(&w.Count)
 		case "size":
-			bit, ok = 1<<4, d.flex(&w.Size)
+			return 1 << 4, d.flex(&w.Size)
 		case "metaData":
-			bit = 1 << 5
 			w.MetaData, ok = d.raw(1)
+			return 1 << 5, ok
 		case "messages":
-			bit = 1 << 6
 			w.Messages, ok = d.raw(1)
+			return 1 << 6, ok
 		case "data":
-			bit, ok = 1<<7, d.data()
-		default:
-			ok = !foldsToAny(name, envelopeFolded) && d.skip(1)
+			data = true
+			return 1 << 7, d.data()
 		}
+		return 0, !foldsToAny(name, envelopeFolded) && d.skip(1)
+	})
+	// No data (the reference's data is then nil), or more after the body.
+	return w, ok && data && d.i == len(d.b)
+}
+
+// members reads an object's members, d.i at the first name: member reads
+// the value of each and says which bit the name is (0: a name not read).
+// Not ok when member is not, or a name comes twice.
+func (d *briefDecoder) members(member func(name []byte) (bit uint8, ok bool)) bool {
+	var seen uint8
+	return d.list('}', func() bool {
+		name, ok := d.name()
+		if !ok {
+			return false
+		}
+		bit, ok := member(name)
 		if !ok || seen&bit != 0 {
-			return w, false
+			return false
 		}
 		seen |= bit
-		more, ok := d.after('}')
+		return true
+	})
+}
+
+// list reads the members of an object or the elements of an array, d.i at
+// the first, to its end close: each reads one.
+func (d *briefDecoder) list(close byte, each func() bool) bool {
+	for {
+		if !each() {
+			return false
+		}
+		more, ok := d.after(close)
 		if !ok {
-			return w, false
+			return false
 		}
 		if !more {
-			break
+			return true
 		}
 	}
-	// No data (the reference's data is then nil), or more after the body.
-	return w, seen&(1<<7) != 0 && d.i == len(d.b)
 }
 
 // data reads the envelope's data: an array of job objects and nulls.
@@ -571,29 +571,17 @@ func (d *briefDecoder) data() bool {
 		d.i++
 		return true
 	}
-	for {
+	return d.list(']', func() bool {
 		switch d.peek() {
 		case '{':
 			d.items = append(d.items, briefItem{})
-			if !d.job(&d.items[len(d.items)-1].w) {
-				return false
-			}
+			return d.job(&d.items[len(d.items)-1].w)
 		case 'n':
-			if !d.literal("null") {
-				return false
-			}
 			d.items = append(d.items, briefItem{null: true})
-		default:
-			return false
+			return d.literal("null")
 		}
-		more, ok := d.after(']')
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-	}
+		return false
+	})
 }
 
 // job reads a job object's brief part into w (zero).
@@ -604,41 +592,23 @@ func (d *briefDecoder) job(w *wireBrief) bool {
 		d.i++
 		return true
 	}
-	var seen uint8
-	for {
-		name, ok := d.name()
-		if !ok {
-			return false
-		}
-		var bit uint8
+	return d.members(func(name []byte) (uint8, bool) {
 		switch string(name) {
 		case "id":
-			bit, ok = 1<<0, d.id(&w.ID)
+			return 1 << 0, d.id(&w.ID)
 		case "state":
-			bit, ok = 1<<1, d.state(&w.State)
+			return 1 << 1, d.state(&w.State)
 		case "abortRequested":
-			bit, ok = 1<<2, d.bool(&w.AbortRequested)
+			return 1 << 2, d.bool(&w.AbortRequested)
 		case "enqueuedTimestamp":
-			bit, ok = 1<<3, d.flex(&w.EnqueuedTimestamp)
+			return 1 << 3, d.flex(&w.EnqueuedTimestamp)
 		case "startTimestamp":
-			bit, ok = 1<<4, d.flex(&w.StartTimestamp)
+			return 1 << 4, d.flex(&w.StartTimestamp)
 		case "endTimestamp":
-			bit, ok = 1<<5, d.flex(&w.EndTimestamp)
-		default:
-			ok = !foldsToAny(name, briefFolded) && d.skip(3)
+			return 1 << 5, d.flex(&w.EndTimestamp)
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		more, ok := d.after('}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-	}
+		return 0, !foldsToAny(name, briefFolded) && d.skip(3)
+	})
 }
 
 // id reads a job ID: a string's text here, anything else by its method.

@@ -275,29 +275,33 @@ func TestIDJSON(t *testing.T) {
 // FuzzDecodeEnvelope feeds untrusted bytes through every decoder the
 // client applies to a SampleDB answer. Nothing may panic, and whatever is
 // accepted satisfies the decoders' promises.
+// envelopeSeeds are the seeds of the fuzz tests of envelope decoding
+// (FuzzDecodeEnvelope, FuzzBriefFastMatchesReference).
+var envelopeSeeds = []string{
+	`{"responseCode":200,"limit":0,"offset":0,"count":1,"size":1,"metaData":{},"messages":[],"data":{"id":"J","state":"executing","abortRequested":true,"submission":{"id":"s","customer":"c","sample":{"id":"8f84837cf04c1694512256ef78fa67c051b92326e31af2598efad37ccd2e01d9"},"metaData":{"sensorIds":["1"]},"acl":[]},"classification":{"platform":"win","type":"PE","meta":{}},"enqueuedTimestamp":1700000000000,"startTimestamp":1700000000001,"endTimestamp":0}}`,
+	`{"responseCode":200,"limit":25,"offset":0,"count":2,"size":2,"metaData":{},"messages":[],"data":[{"id":"a","state":"enqueued"},{"id":5,"state":"executing","startTimestamp":"1.5e3"}]}`,
+	`{"responseCode":200,"count":1,"size":1,"data":{"id":1,"worker":"cbc.event_export","state":"executing","startTimestamp":1,"endTimestamp":0}}`,
+	`{"responseCode":200,"data":[{"id":"1","worker":"w","state":"success"}]}`,
+	`{"responseCode":412,"messages":[{"type":"ERROR","message":"illegal","field":"state"},"x",{"message":[1,2]}],"data":null}`,
+	`{"count":"7","metaData":[1],"messages":{"a":1},"data":null}`,
+	`{"data":{"id":"J","state":"x","enqueuedTimestamp":"2023-11-14T22:13:20.5Z","submission":{"createdByUser":{"id":"x"}}}}`,
+	`{"data": [ {"id": "trunc`,
+	`[]`, `null`, ``, `{}`, `{"count":1e300}`, `{"count":-1e19}`,
+	`{"data":{"id":7,"jobId":"K","worker":"w","state":"executing"}}`,
+	`{"data":{"id":"K","state":"executing","tasks":[{"id":3,"JOBID":"J"}]}}`,
+	`{"data":[{"id":1,"job_id":null},{"id":2,"jobID":17}]}`,
+	// One-pass brief pages against two passes: names in other cases,
+	// repeated names, a repeated data, bytes that are not UTF-8.
+	`{"data":[{"ID":"a","STATE":"executing","abortrequested":true,"StartTimestamp":"5"}]}`,
+	`{"data":[{"id":"a","id":"b","state":"executing","state":"enqueued"}],"count":2,"count":1}`,
+	`{"Data":[{"id":"a","state":"executing"}],"data":null}`,
+	`{"data":[{"id":"a","state":"executing"}],"DATA":[null,{"id":"b","state":"x"}]}`,
+	"{\"data\":[{\"id\":\"\xff\",\"state\":\"executing\"}]}",
+	`{"data":[{"id":"a","state":"executing","start_timestamp":1,"start-timestamp":2}]}`,
+}
+
 func FuzzDecodeEnvelope(f *testing.F) {
-	for _, s := range []string{
-		`{"responseCode":200,"limit":0,"offset":0,"count":1,"size":1,"metaData":{},"messages":[],"data":{"id":"J","state":"executing","abortRequested":true,"submission":{"id":"s","customer":"c","sample":{"id":"8f84837cf04c1694512256ef78fa67c051b92326e31af2598efad37ccd2e01d9"},"metaData":{"sensorIds":["1"]},"acl":[]},"classification":{"platform":"win","type":"PE","meta":{}},"enqueuedTimestamp":1700000000000,"startTimestamp":1700000000001,"endTimestamp":0}}`,
-		`{"responseCode":200,"limit":25,"offset":0,"count":2,"size":2,"metaData":{},"messages":[],"data":[{"id":"a","state":"enqueued"},{"id":5,"state":"executing","startTimestamp":"1.5e3"}]}`,
-		`{"responseCode":200,"count":1,"size":1,"data":{"id":1,"worker":"cbc.event_export","state":"executing","startTimestamp":1,"endTimestamp":0}}`,
-		`{"responseCode":200,"data":[{"id":"1","worker":"w","state":"success"}]}`,
-		`{"responseCode":412,"messages":[{"type":"ERROR","message":"illegal","field":"state"},"x",{"message":[1,2]}],"data":null}`,
-		`{"count":"7","metaData":[1],"messages":{"a":1},"data":null}`,
-		`{"data":{"id":"J","state":"x","enqueuedTimestamp":"2023-11-14T22:13:20.5Z","submission":{"createdByUser":{"id":"x"}}}}`,
-		`{"data": [ {"id": "trunc`,
-		`[]`, `null`, ``, `{}`, `{"count":1e300}`, `{"count":-1e19}`,
-		`{"data":{"id":7,"jobId":"K","worker":"w","state":"executing"}}`,
-		`{"data":{"id":"K","state":"executing","tasks":[{"id":3,"JOBID":"J"}]}}`,
-		`{"data":[{"id":1,"job_id":null},{"id":2,"jobID":17}]}`,
-		// One-pass brief pages against two passes: names in other cases,
-		// repeated names, a repeated data, bytes that are not UTF-8.
-		`{"data":[{"ID":"a","STATE":"executing","abortrequested":true,"StartTimestamp":"5"}]}`,
-		`{"data":[{"id":"a","id":"b","state":"executing","state":"enqueued"}],"count":2,"count":1}`,
-		`{"Data":[{"id":"a","state":"executing"}],"data":null}`,
-		`{"data":[{"id":"a","state":"executing"}],"DATA":[null,{"id":"b","state":"x"}]}`,
-		"{\"data\":[{\"id\":\"\xff\",\"state\":\"executing\"}]}",
-		`{"data":[{"id":"a","state":"executing","start_timestamp":1,"start-timestamp":2}]}`,
-	} {
+	for _, s := range envelopeSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
