@@ -153,7 +153,9 @@ func (s *Store) leasesOf(ctx context.Context, recs []*Record) ([]JobEntry, error
 	}
 	out := make([]JobEntry, len(recs))
 	for i, r := range recs {
-		lines[i]()
+		if lines[i] != nil {
+			lines[i]()
+		}
 		e := JobEntry{Record: r}
 		dl, ok, err := score(sess[r.Session])
 		if err == nil && !ok {

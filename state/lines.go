@@ -84,11 +84,12 @@ func (s *Store) DropLines(ctx context.Context, sess Session) error {
 
 // linesOf queues on pipe the read of r's progress lines from the hash of
 // the session holding it; the returned func stores them in r.Lines once
-// pipe ran. A record no session holds has none.
+// pipe ran. It queues nothing and returns nil for a record no session
+// holds, or without task checkpoints: it has none.
 func (s *Store) linesOf(ctx context.Context, pipe redis.Pipeliner, r *Record) func() {
 	kinds := r.TaskKinds()
 	if r.Session == "" || len(kinds) == 0 {
-		return func() {}
+		return nil
 	}
 	fields := make([]string, len(kinds))
 	for i, k := range kinds {

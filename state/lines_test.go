@@ -20,6 +20,9 @@ func TestProgressLinesAreReadFromTheHoldingSession(t *testing.T) {
 	s := b.store
 	const id, kind = "job-lines-1", "cbc-events"
 	owner := admitOne(t, s, "w1", id).Lease
+	rec, err := s.Get(ctx(t), id)
+	require.NoError(t, err)
+	require.Nil(t, rec.Lines, "a record without task checkpoints has no lines to read")
 	cp := state.TaskCheckpoint{Kind: kind, Progress: "10 rows", Polls: 3, NextPoll: 1000}
 	name, value := cp.Field()
 	require.NoError(t, s.Checkpoint(ctx(t), sess(t, s, "w1"), owner, name, value))

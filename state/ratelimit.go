@@ -23,13 +23,13 @@ import (
 // calls were made in. A poll that finds the budget spent waits until the
 // polls queued behind it may go too (up to the burst) and takes them in
 // one call: a spent budget costs Redis about two calls per burst of polls,
-// not two per grant, nor one per waiter. When the budget is ample the first also asks ahead,
-// up to the burst, for as many grants as the process asked for in the last
-// creditWindow; what the waiters do not take is credit the next requests
-// spend without a Redis call. A process sending R requests a second costs
-// Redis about max(R/burst, 10) calls a second instead of R. (Not for a
-// budget under one grant per creditWindow: there an unused grant would be
-// a large share of it.)
+// not two per grant, nor one per waiter. When the budget is ample the
+// first also asks ahead, up to the burst, for as many grants as the
+// process asked for in the last creditWindow; what the waiters do not take
+// is credit the next requests spend without a Redis call. A process
+// sending R requests a second costs Redis about max(R/burst, 10) calls a
+// second instead of R. (Not for a budget under one grant per
+// creditWindow: there an unused grant would be a large share of it.)
 //
 // If Redis cannot be reached the limiter fails open with local pacing at the
 // same rate, so a Redis blip slows vendor work down instead of stopping it.

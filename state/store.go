@@ -719,7 +719,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	}
 	r := recordFromMap(id, m)
 	pipe := s.rdb.Pipeline()
-	if done := s.linesOf(ctx, pipe, r); r.Session != "" {
+	if done := s.linesOf(ctx, pipe, r); done != nil {
 		// A failed read leaves the lines out: they are for people.
 		_, _ = pipe.Exec(ctx)
 		done()
