@@ -184,13 +184,18 @@ func (r *Response) Err() error {
 // complete response arrived: a *TransportError (retryable), ErrTooLarge, or
 // the caller's context error.
 func (c *Client) Do(req *http.Request) (*Response, error) {
+	return c.doInto(req, new(bytes.Buffer))
+}
+
+// doInto is Do reading the body into buf.
+func (c *Client) doInto(req *http.Request, buf *bytes.Buffer) (*Response, error) {
 	resp, cancel, err := c.send(req)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
 	defer resp.Body.Close()
-	body, err := readCapped(resp.Body, c.maxBody)
+	body, err := readCappedInto(buf, resp.Body, c.maxBody)
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return nil, fmt.Errorf("%s %s %s: %w (%d bytes)", c.service, req.Method, redactPath(req.URL), err, c.maxBody)
@@ -206,12 +211,6 @@ func (c *Client) Do(req *http.Request) (*Response, error) {
 // time. fn must not keep Body, nor any slice of it, past its return. The
 // error is Do's, or fn's.
 func (c *Client) DoBorrowed(req *http.Request, fn func(*Response) error) error {
-	resp, cancel, err := c.send(req)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer resp.Body.Close()
 	buf := bodyPool.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= maxPooledBody {
@@ -219,14 +218,11 @@ func (c *Client) DoBorrowed(req *http.Request, fn func(*Response) error) error {
 			bodyPool.Put(buf)
 		}
 	}()
-	body, err := readCappedInto(buf, resp.Body, c.maxBody)
+	resp, err := c.doInto(req, buf)
 	if err != nil {
-		if errors.Is(err, ErrTooLarge) {
-			return fmt.Errorf("%s %s %s: %w (%d bytes)", c.service, req.Method, redactPath(req.URL), err, c.maxBody)
-		}
-		return c.transportErr(req, err)
+		return err
 	}
-	return fn(c.finish(req, resp, body))
+	return fn(resp)
 }
 
 // bodyPool holds the buffers DoBorrowed reads bodies into; one grown past
