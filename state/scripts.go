@@ -81,6 +81,17 @@ local function mail(prefix, sid, msg, ttl)
   redis.call('RPUSH', k, msg)
   redis.call('PEXPIRE', k, ttl * 10)
 end
+-- take moves the job at jk to session sid (worker) under a new fencing
+-- token, out of its former session's owned set (was) and the claimable set;
+-- it returns the token.
+local function take(prefix, claimable, fk, jk, id, was, worker, sid)
+  if was and was ~= '' then redis.call('SREM', prefix .. 'owned:' .. was, id) end
+  local tok = fence(fk)
+  redis.call('HSET', jk, 'owner', worker, 'session', sid, 'token', tok)
+  redis.call('ZREM', claimable, id)
+  redis.call('SADD', prefix .. 'owned:' .. sid, id)
+  return tok
+end
 `
 
 // openSessionScript registers a worker session, alive for ttl.
@@ -129,11 +140,7 @@ for i = 4, #ARGV, 3 do
     elseif alive(sessions, f[1], now) or excluded(jk, worker, now) then
       out[#out+1] = {id, 'running', '0', f[2] or ''}
     else
-      if f[1] and f[1] ~= '' then redis.call('SREM', prefix .. 'owned:' .. f[1], id) end
-      local tok = fence(fk)
-      redis.call('HSET', jk, 'owner', worker, 'session', sid, 'token', tok)
-      redis.call('ZREM', claimable, id)
-      redis.call('SADD', owned, id)
+      local tok = take(prefix, claimable, fk, jk, id, f[1], worker, sid)
       leaselog(lk, 'takeover', id, worker, tok, now)
       timeline(prefix, id, event(now, 'taken over', worker, tok, 'redelivered from ' .. src))
       out[#out+1] = {id, 'takeover', tok, '', redis.call('HGETALL', jk)}
@@ -176,7 +183,6 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', sessions, '-inf', now, 'LIMIT'
     redis.call('DEL', prefix .. 'sess:' .. dead, prefix .. 'mail:' .. dead)
   end
 end
-local owned = prefix .. 'owned:' .. sid
 local out, q = {}, {}
 local n = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', claimable, '-inf', now, 'LIMIT', 0, max + 32)) do
@@ -194,11 +200,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', claimable, '-inf', now, 'LIMIT',
     elseif excluded(jk, worker, now) then
       -- released away from this worker by an operator: leave it to others
     else
-      if f[1] and f[1] ~= '' then redis.call('SREM', prefix .. 'owned:' .. f[1], id) end
-      local tok = fence(fk)
-      redis.call('HSET', jk, 'owner', worker, 'session', sid, 'token', tok)
-      redis.call('ZREM', claimable, id)
-      redis.call('SADD', owned, id)
+      local tok = take(prefix, claimable, fk, jk, id, f[1], worker, sid)
       leaselog(lk, 'claimed', id, worker, tok, now)
       local from = 'claimable (released or re-adopted)'
       if f[2] and f[2] ~= '' then from = 'from ' .. f[2] .. ', whose session ended' end
