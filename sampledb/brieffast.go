@@ -45,7 +45,9 @@ func decodeBriefEnvelopeFast(b []byte) (Envelope, bool) {
 		ws = append(ws, p)
 	}
 	sc.ptrs = ws[:0]
-	pg := briefPage(ws)
+	jobs := briefJobsPool.Get().(*[]Job)
+	pg := briefPage(ws, *jobs)
+	pg.pooled = true
 	clear(ws)
 	clear(d.items)
 	env := w.envelope()

@@ -209,6 +209,8 @@ type ListOptions struct {
 // ListJobs lists jobs (GET /sampledb/v2/job?limit=&offset=[&state=…]) in
 // SampleDB's default order (enqueuedTimestamp) and calls fn with each
 // non-empty page. An error from fn stops the listing and is returned as is.
+// The page is fn's only while it runs (a brief listing reads the next page
+// into the same memory): fn keeps copies of the jobs it needs, not the slice.
 //
 // More than one state is listed with one listing per state (state=a, then
 // state=b), not one query with the parameter repeated: a server that reads
@@ -350,7 +352,7 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen *seenJobs
 				zap.Int("skipped", pg.bad), zap.Int("items", pg.items), zap.String("first", c.scrub(pg.first.Error())))
 		}
 		fresh := 0
-		page := make([]Job, 0, len(pg.jobs))
+		page := pg.jobs[:0] // the jobs not passed before, in place
 		for _, j := range pg.jobs {
 			unseen := !seen.m[j.ID]
 			if unseen {
@@ -367,13 +369,16 @@ func (c *Client) pages(ctx context.Context, size int, brief bool, seen *seenJobs
 			}
 		}
 		if offset > 0 && (sig == prev || (len(pg.jobs) > 0 && fresh == 0)) {
+			pg.release()
 			return fmt.Errorf("sampledb %s %s: the page at offset %d repeats jobs already listed (does the server ignore offset?); listing stopped", method, path, offset)
 		}
 		prev = sig
 		if len(page) > 0 {
-			if err := fn(page); err != nil {
-				return err
-			}
+			err = fn(page)
+		}
+		pg.release()
+		if err != nil {
+			return err
 		}
 		offset += pg.items
 		full := pg.items >= size || (env.Limit > 0 && env.Limit < size && pg.items >= env.Limit)

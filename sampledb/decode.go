@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -107,7 +108,7 @@ func decodeBriefEnvelopeRef(b []byte) (Envelope, bool) {
 		return Envelope{}, false // missing or null data too: decodeJobs says which
 	}
 	env := w.wireEnvelope.envelope()
-	pg := briefPage(w.Data)
+	pg := briefPage(w.Data, nil)
 	env.brief, env.sum = &pg, pageSum(t)
 	return env, true
 }
@@ -246,11 +247,28 @@ func object[T any](what string, raw json.RawMessage) (*T, error) {
 
 // jobPage is one decoded page of a job listing.
 type jobPage struct {
-	jobs  []Job
-	items int   // items in the page, good and bad: what the offset moves by
-	bad   int   // items left out because they are not jobs we can read
-	first error // why the first bad item was left out
+	jobs   []Job
+	items  int   // items in the page, good and bad: what the offset moves by
+	bad    int   // items left out because they are not jobs we can read
+	first  error // why the first bad item was left out
+	pooled bool  // jobs is from briefJobsPool (release puts it back)
 }
+
+// release puts a pooled page's jobs back, cleared, for the next page; the
+// page must not be used after.
+func (pg *jobPage) release() {
+	if !pg.pooled || cap(pg.jobs) > maxBriefScratch {
+		return
+	}
+	clear(pg.jobs)
+	jobs := pg.jobs[:0]
+	pg.jobs, pg.pooled = nil, false
+	briefJobsPool.Put(&jobs)
+}
+
+// briefJobsPool holds the jobs of brief pages between pages (a listing of
+// 100,000 active jobs is 100 pages every abort poll interval).
+var briefJobsPool = sync.Pool{New: func() any { return new([]Job) }}
 
 // decodeJobs decodes a page of jobs; null is an empty page. An item that
 // is not a readable job is left out and counted, so one odd job does not
@@ -295,12 +313,16 @@ func decodeBriefs(raw json.RawMessage) (jobPage, bool) {
 	if json.Unmarshal(t, &ws) != nil {
 		return jobPage{}, false
 	}
-	return briefPage(ws), true
+	return briefPage(ws, nil), true
 }
 
-// briefPage is the page of the brief items ws (a nil one is not an object).
-func briefPage(ws []*wireBrief) jobPage {
-	pg := jobPage{jobs: make([]Job, 0, len(ws)), items: len(ws)}
+// briefPage is the page of the brief items ws (a nil one is not an object),
+// its jobs in dst's memory when it has room.
+func briefPage(ws []*wireBrief, dst []Job) jobPage {
+	if cap(dst) < len(ws) {
+		dst = make([]Job, 0, len(ws))
+	}
+	pg := jobPage{jobs: dst[:0], items: len(ws)}
 	for i, w := range ws {
 		if w == nil {
 			pg.add(i, errors.New("job: data is not a JSON object"))
