@@ -1,7 +1,6 @@
 package cbc_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,49 +51,12 @@ func newClock() *testutil.Clock {
 	return testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
-// recorder is a RoundTripper that keeps every API request the driver sends
-// (the pre-signed download does not go through it) and can run a hook after
-// each response.
-type recorder struct {
-	mu    sync.Mutex
-	reqs  []recorded
-	after func(*http.Request, *http.Response)
-}
-
-type recorded struct {
-	Method, Path string
-	Header       http.Header
-	Body         []byte
-}
-
-func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil {
-		body, _ = io.ReadAll(req.Body)
-		req.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	r.mu.Lock()
-	r.reqs = append(r.reqs, recorded{Method: req.Method, Path: req.URL.Path, Header: req.Header.Clone(), Body: body})
-	r.mu.Unlock()
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err == nil && r.after != nil {
-		r.after(req, resp)
-	}
-	return resp, err
-}
-
-func (r *recorder) requests() []recorded {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]recorded(nil), r.reqs...)
-}
-
 type bundle struct {
 	sim *simcbc.Server
 	srv *httptest.Server
 	cfg cbc.Config
 	drv *cbc.Driver
-	rec *recorder
+	rec *edrtest.Recorder // API requests; the pre-signed download does not go through it
 }
 
 // setup starts a simulator with hits for hitSHA and none for emptySHA, and
@@ -107,7 +68,7 @@ func setup(t *testing.T, sc simcbc.Config, mod func(*cbc.Config)) *bundle {
 	sim.SetHits(hitSHA, hitDevices...)
 	sim.SetHits(emptySHA)
 	srv := simtest.Serve(t, sim)
-	rec := &recorder{}
+	rec := &edrtest.Recorder{}
 	cfg := cbc.Config{
 		URL: srv.URL, OrgKey: orgKey, APIID: apiID, APISecret: apiSecret,
 		UserAgent:  "analysisfleet/test (cbc)",
@@ -121,6 +82,14 @@ func setup(t *testing.T, sc simcbc.Config, mod func(*cbc.Config)) *bundle {
 	drv, err := cbc.New(cfg)
 	require.NoError(t, err)
 	return &bundle{sim: sim, srv: srv, cfg: cfg, drv: drv, rec: rec}
+}
+
+// start starts an export for hitSHA under a fresh intent.
+func (b *bundle) start(t *testing.T) edr.Ref {
+	t.Helper()
+	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
+	require.NoError(t, err)
+	return ref
 }
 
 func (b *bundle) newDriver(t *testing.T) *cbc.Driver {
@@ -197,7 +166,7 @@ func TestStartRequestAsDocumented(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":"4522"}`, string(ref))
 
-	reqs := b.rec.requests()
+	reqs := b.rec.Requests()
 	require.Len(t, reqs, 1)
 	r := reqs[0]
 	require.Equal(t, http.MethodPost, r.Method)
@@ -268,7 +237,7 @@ func TestLifecycle(t *testing.T) {
 	require.Equal(t, http.StatusOK, presigned[0].Status)
 	require.Equal(t, "analysisfleet/test (cbc)", presigned[0].UserAgent)
 	// Only API requests went through the credentialed transport.
-	for _, r := range b.rec.requests() {
+	for _, r := range b.rec.Requests() {
 		require.True(t, strings.HasPrefix(r.Path, "/jobs/v1/orgs/"), "credentialed request to %s", r.Path)
 	}
 }
@@ -278,9 +247,8 @@ func TestLifecycle(t *testing.T) {
 func TestPresignedRefusesCredentials(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simcbc.Config{}, nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
-	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
+	ref := b.start(t)
+	_, err := b.drv.Collect(edrtest.Ctx(t), ref)
 	require.NoError(t, err)
 	urls := b.sim.IssuedURLs()
 	require.Len(t, urls, 1)
@@ -316,8 +284,7 @@ func TestFormatsSummariseAlike(t *testing.T) {
 func TestReattachCollectsSameResult(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	raw, err := json.Marshal(map[string]any{"task": "cbc", "ref": ref})
 	require.NoError(t, err)
 	var back struct {
@@ -334,8 +301,7 @@ func TestReattachCollectsSameResult(t *testing.T) {
 func TestRateLimitOnProgress(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	b.sim.Kit().Add(simhttp.Fault{Name: "storm", Path: jobsPath() + refID(t, ref) + "/progress", Status: 429, RetryAfter: time.Second, Count: 2})
 
 	// A runner that honours Retry-After gets through without sending
@@ -376,8 +342,7 @@ func wait(t *testing.T, d time.Duration) {
 func TestServerErrorsAreRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	id := refID(t, ref)
 	for _, st := range []int{500, 502, 503, 504} {
 		b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + id + "/progress", Status: st, Count: 1})
@@ -404,11 +369,10 @@ func TestHungProgressTimesOut(t *testing.T) {
 	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	b := setup(t, fast(), func(c *cbc.Config) { c.Timeout = timeout })
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + refID(t, ref) + "/progress", Hang: true, Count: 1})
 	began := time.Now()
-	_, err = b.drv.Poll(edrtest.Ctx(t), ref)
+	_, err := b.drv.Poll(edrtest.Ctx(t), ref)
 	took := time.Since(began)
 	e := asEdrErr(t, err)
 	require.True(t, e.Retryable, "a timeout is retryable: %v", err)
@@ -424,12 +388,11 @@ func TestHungProgressTimesOut(t *testing.T) {
 func TestCallerCancellationIsNotAVendorFailure(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	b.sim.Kit().Add(simhttp.Fault{Path: jobsPath(), Hang: true})
 	c, cancel := context.WithTimeout(edrtest.Ctx(t), 100*time.Millisecond)
 	defer cancel()
-	_, err = b.drv.Poll(c, ref)
+	_, err := b.drv.Poll(c, ref)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	var e *edr.Error
 	require.False(t, errors.As(err, &e), "the caller's deadline is not a vendor error: %v", err)
@@ -438,12 +401,11 @@ func TestCallerCancellationIsNotAVendorFailure(t *testing.T) {
 func TestMalformedResponses(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	id := refID(t, ref)
 
 	remove := b.sim.Kit().Add(simhttp.Fault{Path: jobsPath() + id + "/progress", Malformed: true})
-	_, err = b.drv.Poll(edrtest.Ctx(t), ref)
+	_, err := b.drv.Poll(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Contains(t, err.Error(), "malformed response")
@@ -493,17 +455,16 @@ func TestExpiredPresignedURL(t *testing.T) {
 	var expireOnce atomic.Bool
 	var sim *simcbc.Server
 	b := setup(t, simcbc.Config{}, func(c *cbc.Config) {
-		c.Transport = &recorder{after: func(req *http.Request, resp *http.Response) {
+		c.Transport = &edrtest.Recorder{After: func(req *http.Request, resp *http.Response) {
 			if strings.HasSuffix(req.URL.Path, "/download") && resp.StatusCode == http.StatusFound && expireOnce.CompareAndSwap(false, true) {
 				sim.ExpireURLs()
 			}
 		}}
 	})
 	sim = b.sim
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 
-	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
+	_, err := b.drv.Collect(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.True(t, e.Retryable, "an expired pre-signed URL is retryable: %v", err)
 	require.Equal(t, http.StatusForbidden, e.Status)
@@ -531,11 +492,10 @@ func TestPresignedURLRefusedWith400Or410(t *testing.T) {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, simcbc.Config{}, nil)
-			ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-			require.NoError(t, err)
+			ref := b.start(t)
 			b.sim.Kit().Add(simhttp.Fault{Path: "/presigned/", Status: status, Count: 1})
 
-			_, err = b.drv.Collect(edrtest.Ctx(t), ref)
+			_, err := b.drv.Collect(edrtest.Ctx(t), ref)
 			e := asEdrErr(t, err)
 			require.True(t, e.Retryable, "a refused pre-signed URL is retryable: %v", err)
 			require.Equal(t, status, e.Status)
@@ -556,9 +516,8 @@ func TestDownloadPolicyRefusal(t *testing.T) {
 	b := setup(t, simcbc.Config{}, func(c *cbc.Config) {
 		c.Downloader = httpc.NewDownloader(httpc.DownloadConfig{Hosts: []string{".amazonaws.com"}})
 	})
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
-	_, err = b.drv.Collect(edrtest.Ctx(t), ref)
+	ref := b.start(t)
+	_, err := b.drv.Collect(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.ErrorIs(t, err, httpc.ErrDownloadRefused)
@@ -576,16 +535,15 @@ func TestBadHashRefusedBeforeAnyRequest(t *testing.T) {
 		require.False(t, edr.IsRetryable(err))
 	}
 	require.Empty(t, b.sim.Kit().Requests())
-	require.Empty(t, b.rec.requests())
+	require.Empty(t, b.rec.Requests())
 }
 
 func TestJobFailedAtVendor(t *testing.T) {
 	t.Parallel()
 	b := setup(t, simcbc.Config{QueuedFor: time.Hour}, nil)
-	ref, err := b.drv.Start(edrtest.Ctx(t), edr.Target{SHA256: hitSHA}, edrtest.NewIntent("t"))
-	require.NoError(t, err)
+	ref := b.start(t)
 	require.True(t, b.sim.Fail(b.sim.Jobs()[0].ID))
-	_, err = b.drv.Poll(edrtest.Ctx(t), ref)
+	_, err := b.drv.Poll(edrtest.Ctx(t), ref)
 	e := asEdrErr(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "FAILED", e.Code)

@@ -169,7 +169,7 @@ func TestStartRequestDerivedFromIntent(t *testing.T) {
 	require.NoError(t, err)
 
 	var bodies [][]byte
-	for _, r := range b.rec.requests() {
+	for _, r := range b.rec.Requests() {
 		if r.Path == startPath() {
 			bodies = append(bodies, r.Body)
 		}
@@ -277,7 +277,7 @@ func TestFindPagesThroughTheList(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, string(ref), string(got))
 	var lists []string
-	for _, r := range b.rec.requests() {
+	for _, r := range b.rec.Requests() {
 		if strings.HasSuffix(r.Path, "/jobs") {
 			lists = append(lists, r.Path)
 		}

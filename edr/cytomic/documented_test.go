@@ -310,9 +310,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 		}})
 		d := r.driver(t, nil)
 		_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err), "%v", err)
-		require.Contains(t, err.Error(), "longer than")
+		edrtest.RequirePermanent(t, err, "longer than")
 	})
 	t.Run("download URL in /state", func(t *testing.T) {
 		t.Parallel()
@@ -325,9 +323,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 		ref, err := d.Start(ctx, target, edrtest.NewIntent(target.JobID))
 		require.NoError(t, err)
 		_, err = d.Poll(ctx, ref)
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err), "%v", err)
-		require.Contains(t, err.Error(), "4096")
+		edrtest.RequirePermanent(t, err, "4096")
 	})
 	t.Run("access token", func(t *testing.T) {
 		t.Parallel()
@@ -336,8 +332,7 @@ func TestOversizedJSONTokenIsPermanent(t *testing.T) {
 		}})
 		d := r.driver(t, nil)
 		_, err := d.Start(edrtest.Ctx(t), target, edrtest.NewIntent(target.JobID))
-		require.Error(t, err)
-		require.False(t, edr.IsRetryable(err), "%v", err)
+		edrtest.RequirePermanent(t, err)
 		require.Len(t, r.requests("/osQuery/client"), 0, "the oversized token is never sent")
 	})
 }
@@ -396,9 +391,7 @@ func TestHostileResultFile(t *testing.T) {
 			require.NoError(t, err)
 			pollUntilDone(t, e.drv, ref)
 			_, err = e.drv.Collect(ctx, ref)
-			require.Error(t, err)
-			require.False(t, edr.IsRetryable(err), "%v", err)
-			require.Contains(t, err.Error(), "malformed")
+			edrtest.RequirePermanent(t, err, "malformed")
 		})
 	}
 }

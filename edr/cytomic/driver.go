@@ -291,23 +291,22 @@ func New(cfg Config) (*Driver, error) {
 	d.tokens = vendorhttp.NewTokenSource(vendorhttp.TokenConfig{Fetch: grant.fetch, RetryFresh: true, Now: now,
 		Redact: red, Logger: log})
 	d.rounds = newBatcher(cmp.Or(cfg.Round, DefaultRound), cmp.Or(cfg.MaxBatch, DefaultMaxBatch), log,
-		func(ctx context.Context, ids []opID) (map[string]infoOp, error) {
-			var out map[string]infoOp
-			err := d.call(ctx, "info", InfoPath, opList(ids), func(b []byte) (err error) {
-				out, err = decodeInfo(b)
-				return err
-			})
-			return out, err
-		},
-		func(ctx context.Context, ids []opID) (map[string]stateOp, error) {
-			var out map[string]stateOp
-			err := d.call(ctx, "state", StatePath, opList(ids), func(b []byte) (err error) {
-				out, err = decodeState(b)
-				return err
-			})
-			return out, err
-		})
+		fetchRound(d, "info", InfoPath, decodeInfo), fetchRound(d, "state", StatePath, decodeState))
 	return d, nil
+}
+
+// fetchRound is a batcher's fetch of one endpoint: a POST of the operation
+// IDs to path, its answer read by decode.
+func fetchRound[T any](d *Driver, op, path string,
+	decode func([]byte) (map[string]T, error)) func(context.Context, []opID) (map[string]T, error) {
+	return func(ctx context.Context, ids []opID) (map[string]T, error) {
+		var out map[string]T
+		err := d.call(ctx, op, path, opList(ids), func(b []byte) (err error) {
+			out, err = decode(b)
+			return err
+		})
+		return out, err
+	}
 }
 
 func checkURL(field, raw string) (string, error) {
@@ -473,12 +472,8 @@ func (d *Driver) Poll(ctx context.Context, raw edr.Ref) (edr.Status, error) {
 
 // status reads one operation's progress out of a round's answers.
 func (d *Driver) status(ref reference, res roundResult) (edr.Status, error) {
-	now := d.now()
-	tally := tallyRound(ref, res.info, res.state, now)
-	if err := tally.lost(ref, now, "poll"); err != nil {
-		return edr.Status{}, err
-	}
-	if err := d.answers.Mask(tally.allFailed("poll")); err != nil {
+	tally, now, err := d.checkedTally(ref, res, "poll")
+	if err != nil {
 		return edr.Status{}, err
 	}
 	ttlOver := !now.Before(ref.deadline())
@@ -490,6 +485,22 @@ func (d *Driver) status(ref reference, res roundResult) (edr.Status, error) {
 		Progress: tally.progress(ttlOver),
 		NextPoll: PollInterval,
 	}, nil
+}
+
+// checkedTally reads ref's operations out of a round's answers at the current
+// time, which it returns too. Operations Cytomic still does not know well
+// after Start (tally.lost) or every machine failed (tally.allFailed, masked)
+// are op's permanent error.
+func (d *Driver) checkedTally(ref reference, res roundResult, op string) (tally, time.Time, error) {
+	now := d.now()
+	t := tallyRound(ref, res.info, res.state, now)
+	if err := t.lost(ref, now, op); err != nil {
+		return tally{}, now, err
+	}
+	if err := d.answers.Mask(t.allFailed(op)); err != nil {
+		return tally{}, now, err
+	}
+	return t, now, nil
 }
 
 // PollBatch polls every operation of refs with one /osQuery/info and one
@@ -550,12 +561,8 @@ func (d *Driver) Collect(ctx context.Context, raw edr.Ref) (edr.Result, error) {
 			return edr.Result{}, err
 		}
 	}
-	now := d.now()
-	tally := tallyRound(ref, res.info, res.state, now)
-	if err := tally.lost(ref, now, "collect"); err != nil {
-		return edr.Result{}, err
-	}
-	if err := d.answers.Mask(tally.allFailed("collect")); err != nil {
+	tally, now, err := d.checkedTally(ref, res, "collect")
+	if err != nil {
 		return edr.Result{}, err
 	}
 

@@ -526,8 +526,7 @@ func TestAllMachinesFailedIsPermanent(t *testing.T) {
 			}
 			e := setup(t, opts{clients: []simcytomic.Client{{PandaID: "1001", Machines: machines}}})
 			_, err := edrtest.Drive(edrtest.Ctx(t), e.drv, target, nil)
-			require.Error(t, err)
-			require.False(t, edr.IsRetryable(err), "%v", err)
+			edrtest.RequirePermanent(t, err)
 			var ee *edr.Error
 			require.ErrorAs(t, err, &ee)
 			require.Equal(t, tc.code, ee.Code)

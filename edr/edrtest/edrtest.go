@@ -6,8 +6,9 @@
 //
 // It also holds what the drivers' own tests share: Drive (an operation run
 // to its end as the runner would), Replay (a vendor's recorded answers
-// played back), FuzzDecoder (the fuzz test of a decoder of vendor bytes),
-// and small assertions (RequirePermanent, AssertNoSecrets, CountStatus).
+// played back), Recorder (the requests a driver sent, as they went on the
+// wire), FuzzDecoder (the fuzz test of a decoder of vendor bytes), and small
+// assertions (RequirePermanent, AssertNoSecrets, CountStatus).
 // The manual clock is internal/testutil's; the simulator test server is
 // sim/simtest's.
 package edrtest

@@ -23,7 +23,7 @@ func Testdata(t testing.TB, elem ...string) []byte {
 	return b
 }
 
-// Request is a request a Replay received.
+// Request is a request a Replay received or a Recorder passed on.
 type Request struct {
 	Method, Path, RawQuery string
 	// URI is the request URI as sent: path and query.
@@ -107,8 +107,7 @@ func (r *Replay) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	r.mu.Lock()
-	r.log = append(r.log, Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-		URI: req.URL.RequestURI(), Header: req.Header.Clone(), Body: body})
+	r.log = append(r.log, newRequest(req, body))
 	var h http.HandlerFunc
 	var route string
 	for k, hh := range r.routes {

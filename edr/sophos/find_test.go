@@ -78,11 +78,7 @@ func TestFindWhenTheListHasNoNames(t *testing.T) {
 func TestFindStopsAtOlderRuns(t *testing.T) {
 	t.Parallel()
 	clk, b, d, ctx := onClock(t, nil)
-	for i := range 120 { // an hour of other runs, none ours
-		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("old-%d", i), clk.Now()))
-		require.NoError(t, err)
-		clk.Advance(30 * time.Second)
-	}
+	startEvery(t, ctx, d, clk, "old", 120, 30*time.Second) // an hour of other runs, none ours
 	in := edrtest.IntentAt("job-1", clk.Now())
 	_, err := d.Find(ctx, target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
@@ -115,11 +111,7 @@ func orderIgnored(next http.Handler) http.Handler {
 func TestFindReadsAnUnsortedListToTheEnd(t *testing.T) {
 	t.Parallel()
 	clk, b, d, ctx := onClock(t, orderIgnored)
-	for i := range 60 {
-		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("old-%d", i), clk.Now()))
-		require.NoError(t, err)
-		clk.Advance(time.Minute)
-	}
+	startEvery(t, ctx, d, clk, "old", 60, time.Minute)
 	in := edrtest.IntentAt("job-1", clk.Now())
 	ref, err := d.Start(ctx, target(hitSHA), in)
 	require.NoError(t, err)
@@ -162,9 +154,8 @@ func TestFindListRefused(t *testing.T) {
 			t.Parallel()
 			r := newReplay(t)
 			r.on("GET "+sophos.RunsPath, status, readFixture(t, "postman2026-run.400.json"))
-			d, err := sophos.New(r.config())
-			require.NoError(t, err)
-			_, err = d.Find(edrtest.Ctx(t), target(hitSHA), edr.Intent{Key: "k", At: time.Now().UnixMilli()})
+			d := r.driver(t)
+			_, err := d.Find(edrtest.Ctx(t), target(hitSHA), edr.Intent{Key: "k", At: time.Now().UnixMilli()})
 			e := asEdrError(t, err)
 			require.Equal(t, status, e.Status)
 			require.Equal(t, retryable, e.Retryable)
@@ -196,7 +187,7 @@ func TestNameInQuery(t *testing.T) {
 	ref, err := d.Start(edrtest.Ctx(t), target(hitSHA), in)
 	require.NoError(t, err)
 	var body map[string]any
-	require.NoError(t, json.Unmarshal(c.matching(http.MethodPost, sophos.RunsPath)[0].body, &body))
+	require.NoError(t, json.Unmarshal(c.Matching(http.MethodPost, sophos.RunsPath)[0].Body, &body))
 	require.NotContains(t, body, "name")
 	require.Equal(t, sophos.RunName(target(hitSHA), in), body["adHocQuery"].(map[string]any)["name"])
 	require.Equal(t, sophos.RunName(target(hitSHA), in), b.sim.Runs()[0].Name)
@@ -301,11 +292,7 @@ func TestStartRefusesAnIntentWithoutTime(t *testing.T) {
 func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
 	t.Parallel()
 	clk, b, d, ctx := onClock(t, nil)
-	for i := range 3 * sophos.FindPageSize { // five minutes of other runs
-		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("busy-%d", i), clk.Now()))
-		require.NoError(t, err)
-		clk.Advance(2 * time.Second)
-	}
+	startEvery(t, ctx, d, clk, "busy", 3*sophos.FindPageSize, 2*time.Second) // five minutes of other runs
 	in := edrtest.IntentAt("job-1", clk.Now())
 	_, err := d.Find(ctx, target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted)
@@ -319,6 +306,17 @@ func TestFindLooksBackOnlyAsFarAsClockSkewCanHide(t *testing.T) {
 	found, err := d.Find(ctx, target(hitSHA), in)
 	require.NoError(t, err)
 	require.Equal(t, refRunID(t, ref), refRunID(t, found))
+}
+
+// startEvery starts n runs of hitSHA on d, under the intents prefix-0 …
+// prefix-(n-1), one every step of clk.
+func startEvery(t *testing.T, ctx context.Context, d *sophos.Driver, clk *testutil.Clock, prefix string, n int, step time.Duration) {
+	t.Helper()
+	for i := range n {
+		_, err := d.Start(ctx, target(hitSHA), edrtest.IntentAt(fmt.Sprintf("%s-%d", prefix, i), clk.Now()))
+		require.NoError(t, err)
+		clk.Advance(step)
+	}
 }
 
 // onClock starts a fast simulator on a manual clock (behind wrap, when not

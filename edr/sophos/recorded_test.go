@@ -36,8 +36,7 @@ func TestRecordedSEKOIARun(t *testing.T) {
 		}
 	})
 	r.on("POST /cancel", http.StatusOK, readFixture(t, "postman2026-cancel.200.json"))
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
+	d := r.driver(t)
 	ctx := edrtest.Ctx(t)
 
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
@@ -61,8 +60,7 @@ func TestRecordedSEKOIASinglePage(t *testing.T) {
 	r := newReplay(t)
 	finishedRun(t, r)
 	r.on("GET /results", http.StatusOK, readFixture(t, "sekoia-results.200.json"))
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
+	d := r.driver(t)
 	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 7, res.Rows)
@@ -88,8 +86,7 @@ func postman2026(t *testing.T, name string) *replay {
 func TestRecordedPostman2026(t *testing.T) {
 	t.Parallel()
 	r := postman2026(t, "")
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
+	d := r.driver(t)
 	ctx := edrtest.Ctx(t)
 
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
@@ -120,16 +117,14 @@ func TestRecordedPostman2026Find(t *testing.T) {
 	in := edr.Intent{Key: "job-1/sophos.xdr_query/1.1", At: created.Add(10 * time.Second).UnixMilli()}
 
 	r := postman2026(t, "")
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
-	_, err = d.Find(edrtest.Ctx(t), target(hitSHA), in)
+	d := r.driver(t)
+	_, err := d.Find(edrtest.Ctx(t), target(hitSHA), in)
 	require.ErrorIs(t, err, edr.ErrNotStarted, `"Example Name" is not ours, and one run of a 50-run page is the whole listing`)
 	require.Equal(t, 1, r.Hits("GET "+sophos.RunsPath))
 	require.Equal(t, 1, r.Hits("GET "+sophos.RunsPath+"/a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"))
 
 	r = postman2026(t, sophos.RunName(target(hitSHA), in))
-	d, err = sophos.New(r.config())
-	require.NoError(t, err)
+	d = r.driver(t)
 	ref, err := d.Find(edrtest.Ctx(t), target(hitSHA), in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"runId":"a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d","expiresAt":"2024-01-15T10:30:00.000Z"}`, string(ref))
@@ -161,8 +156,7 @@ func TestRecordedPostman2025List(t *testing.T) {
 				}
 				_, _ = w.Write([]byte(`{"items":[],"pages":{}}`))
 			})
-			d, err := sophos.New(r.config())
-			require.NoError(t, err)
+			d := r.driver(t)
 			ref, err := d.Find(edrtest.Ctx(t), target(hitSHA), in)
 			if name == "ours" {
 				require.NoError(t, err)
@@ -193,8 +187,7 @@ func TestRecordedRunExamples(t *testing.T) {
 			t.Parallel()
 			r := newReplay(t)
 			r.on("GET /r-1", http.StatusOK, readFixture(t, tc.file))
-			d, err := sophos.New(r.config())
-			require.NoError(t, err)
+			d := r.driver(t)
 			st, err := d.Poll(edrtest.Ctx(t), edr.Ref(`{"runId":"r-1"}`))
 			if tc.failure != "" {
 				require.ErrorContains(t, err, tc.failure)
@@ -213,9 +206,8 @@ func TestRecordedUnauthorized(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
 	r.on("GET /r-1", http.StatusUnauthorized, readFixture(t, "community-api.401.json"))
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
-	_, err = d.Poll(edrtest.Ctx(t), edr.Ref(`{"runId":"r-1"}`))
+	d := r.driver(t)
+	_, err := d.Poll(edrtest.Ctx(t), edr.Ref(`{"runId":"r-1"}`))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "Unauthorized", e.Code)
@@ -224,8 +216,7 @@ func TestRecordedUnauthorized(t *testing.T) {
 
 	r = newReplay(t)
 	r.on("POST "+sophos.TokenPath, http.StatusUnauthorized, readFixture(t, "community-token.401.json"))
-	d, err = sophos.New(r.config())
-	require.NoError(t, err)
+	d = r.driver(t)
 	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e = asEdrError(t, err)
 	require.Equal(t, "token", e.Op)
@@ -242,9 +233,8 @@ func TestRecordedPostmanError(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, readFixture(t, "postman2026-run.400.json"))
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
-	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
+	d := r.driver(t)
+	_, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "string", e.Code)
@@ -275,7 +265,7 @@ func TestRequestsMatchSophosExamples(t *testing.T) {
 		return out
 	}
 	example := keysOf([]byte(readFixture(t, "postman2026-run.request.json")))
-	sent := keysOf(c.matching(http.MethodPost, sophos.RunsPath)[0].body)
+	sent := keysOf(c.Matching(http.MethodPost, sophos.RunsPath)[0].Body)
 	require.ElementsMatch(t, append(example, "name"), sent, "everything Sophos's example sends, and the run's name")
-	require.JSONEq(t, readFixture(t, "postman2026-cancel.request.json"), string(c.matching(http.MethodPost, "/cancel")[0].body))
+	require.JSONEq(t, readFixture(t, "postman2026-cancel.request.json"), string(c.Matching(http.MethodPost, "/cancel")[0].Body))
 }

@@ -597,26 +597,11 @@ func TestWrongTenantIsPermanent(t *testing.T) {
 	require.Contains(t, err.Error(), "SOPHOS_TENANT_ID")
 }
 
-// recorder keeps the headers of every request.
-type recorder struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	reqs []*http.Request
-}
-
-func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.mu.Lock()
-	r.reqs = append(r.reqs, req.Clone(context.Background()))
-	r.mu.Unlock()
-	return r.next.RoundTrip(req)
-}
-
 func TestHeadersOnEveryCall(t *testing.T) {
 	t.Parallel()
 	b := setup(t, fast(), nil)
 	b.sim.SetHits(hitSHA, 1500, "h1")
-	rec := &recorder{next: b.cfg.Transport}
-	b.cfg.Transport = rec
+	rec := captureOn(b)
 	d := b.driver(t)
 	ctx := edrtest.Ctx(t)
 	ref, err := d.Start(ctx, target(hitSHA), edrtest.NewIntent("t"))
@@ -625,20 +610,18 @@ func TestHeadersOnEveryCall(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, d.Cancel(ctx, ref))
 
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
 	var api, tok int
-	for _, r := range rec.reqs {
-		require.Equal(t, b.cfg.UserAgent, r.UserAgent())
-		if r.URL.Path == sophos.TokenPath {
+	for _, r := range rec.Requests() {
+		require.Equal(t, b.cfg.UserAgent, r.Header.Get("User-Agent"))
+		if r.Path == sophos.TokenPath {
 			tok++
 			require.Equal(t, "application/x-www-form-urlencoded", r.Header.Get("Content-Type"))
 			require.Empty(t, r.Header.Get("X-Tenant-ID"))
 			continue
 		}
 		api++
-		require.True(t, strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ey"), "bearer JWT on %s %s", r.Method, r.URL.Path)
-		require.Equal(t, tenant, r.Header.Get("X-Tenant-ID"), "tenant on %s %s", r.Method, r.URL.Path)
+		require.True(t, strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ey"), "bearer JWT on %s %s", r.Method, r.Path)
+		require.Equal(t, tenant, r.Header.Get("X-Tenant-ID"), "tenant on %s %s", r.Method, r.Path)
 		require.Equal(t, "application/json", r.Header.Get("Content-Type"))
 	}
 	require.Equal(t, 1, tok)
@@ -854,24 +837,20 @@ func TestSecretsAndTokenNeverInErrors(t *testing.T) {
 	for _, cut := range []bool{false, true} {
 		t.Run(fmt.Sprintf("cut=%v", cut), func(t *testing.T) {
 			t.Parallel()
-			rec := &recorder{}
 			b := setup(t, fast(), echoSecrets(cut))
-			rec.next = b.cfg.Transport
-			b.cfg.Transport = rec
+			rec := captureOn(b)
 			_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 			e := asEdrError(t, err)
 			require.Equal(t, http.StatusBadRequest, e.Status)
 			require.False(t, e.Retryable)
 			require.Contains(t, err.Error(), "REDACTED")
 
-			rec.mu.Lock()
 			var tok string
-			for _, r := range rec.reqs {
+			for _, r := range rec.Requests() {
 				if a := r.Header.Get("Authorization"); a != "" {
 					tok = strings.TrimPrefix(a, "Bearer ")
 				}
 			}
-			rec.mu.Unlock()
 			require.NotEmpty(t, tok)
 			edrtest.AssertNoSecrets(t, []string{secret, tok, secret[:len(secret)/2]}, err)
 		})

@@ -37,11 +37,11 @@ func TestWhoamiFillsTenantAndRegion(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Len(t, c.matching(http.MethodGet, sophos.WhoamiPath), 1, "asked once")
-	for _, r := range c.matching(http.MethodPost, sophos.RunsPath) {
-		require.Equal(t, tenant, r.header.Get("X-Tenant-ID"))
+	require.Len(t, c.Matching(http.MethodGet, sophos.WhoamiPath), 1, "asked once")
+	for _, r := range c.Matching(http.MethodPost, sophos.RunsPath) {
+		require.Equal(t, tenant, r.Header.Get("X-Tenant-ID"))
 	}
-	require.Empty(t, c.matching(http.MethodGet, sophos.WhoamiPath)[0].header.Get("X-Tenant-ID"))
+	require.Empty(t, c.Matching(http.MethodGet, sophos.WhoamiPath)[0].Header.Get("X-Tenant-ID"))
 }
 
 func TestWhoamiRecordedAnswer(t *testing.T) {

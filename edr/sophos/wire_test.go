@@ -1,7 +1,6 @@
 package sophos_test
 
 import (
-	"bytes"
 	"embed"
 	"encoding/base64"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,50 +21,9 @@ import (
 	simsophos "github.com/analysisfleet/analysisfleet/sim/sophos"
 )
 
-// captured is one request as it went on the wire.
-type captured struct {
-	method, path string
-	query        url.Values
-	header       http.Header
-	body         []byte
-}
-
-// capture records every request, body included, and passes it on.
-type capture struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	reqs []captured
-}
-
-func (c *capture) RoundTrip(r *http.Request) (*http.Response, error) {
-	var body []byte
-	if r.Body != nil {
-		body, _ = io.ReadAll(r.Body)
-		_ = r.Body.Close()
-		r.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	c.mu.Lock()
-	c.reqs = append(c.reqs, captured{method: r.Method, path: r.URL.Path, query: r.URL.Query(), header: r.Header.Clone(), body: body})
-	c.mu.Unlock()
-	return c.next.RoundTrip(r)
-}
-
-// matching returns the captured requests for method and a path that ends in
-// suffix.
-func (c *capture) matching(method, suffix string) []captured {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []captured
-	for _, r := range c.reqs {
-		if r.method == method && strings.HasSuffix(r.path, suffix) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func captureOn(b *bundle) *capture {
-	c := &capture{next: b.cfg.Transport}
+// captureOn puts a Recorder in front of b's transport.
+func captureOn(b *bundle) *edrtest.Recorder {
+	c := &edrtest.Recorder{Next: b.cfg.Transport}
 	b.cfg.Transport = c
 	return c
 }
@@ -90,16 +47,16 @@ func TestStartSendsTimeWindowAndNameFromIntent(t *testing.T) {
 	_, err := b.driver(t).Start(edrtest.Ctx(t), target(hitSHA), other)
 	require.NoError(t, err)
 
-	starts := c.matching(http.MethodPost, sophos.RunsPath)
+	starts := c.Matching(http.MethodPost, sophos.RunsPath)
 	require.Len(t, starts, 3)
-	require.Equal(t, string(starts[0].body), string(starts[1].body), "the same intent sends the same request")
+	require.Equal(t, string(starts[0].Body), string(starts[1].Body), "the same intent sends the same request")
 
 	var body struct {
 		AdHocQuery map[string]any `json:"adHocQuery"`
 		Name       string         `json:"name"`
 		From, To   string
 	}
-	require.NoError(t, json.Unmarshal(starts[0].body, &body))
+	require.NoError(t, json.Unmarshal(starts[0].Body, &body))
 	want, _ := sophos.Query(hitSHA)
 	require.Equal(t, map[string]any{"template": want}, body.AdHocQuery, "the name is a field of the run, not of the query")
 	require.Equal(t, "2025-01-30T12:00:00.123Z", body.From, "30 days before the intent")
@@ -107,7 +64,7 @@ func TestStartSendsTimeWindowAndNameFromIntent(t *testing.T) {
 	require.True(t, strings.HasPrefix(body.Name, "analysisfleet job-1 "), body.Name)
 
 	var otherBody struct{ Name string }
-	require.NoError(t, json.Unmarshal(starts[2].body, &otherBody))
+	require.NoError(t, json.Unmarshal(starts[2].Body, &otherBody))
 	require.NotEqual(t, body.Name, otherBody.Name, "another intent, another name")
 }
 
@@ -122,11 +79,11 @@ func TestResultsAskForPageSize(t *testing.T) {
 	res, err := edrtest.Drive(edrtest.Ctx(t), b.driver(t), target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 2500, res.Rows)
-	pages := c.matching(http.MethodGet, "/results")
+	pages := c.Matching(http.MethodGet, "/results")
 	require.Len(t, pages, 3)
 	for i, p := range pages {
-		require.Equal(t, "1000", p.query.Get("pageSize"), "page %d", i)
-		require.Equal(t, i > 0, p.query.Has("pageFromKey"), "page %d", i)
+		require.Equal(t, "1000", p.Query().Get("pageSize"), "page %d", i)
+		require.Equal(t, i > 0, p.Query().Has("pageFromKey"), "page %d", i)
 	}
 }
 
@@ -150,6 +107,14 @@ func (r *replay) on(key string, status int, body string) {
 func (r *replay) config() sophos.Config {
 	return sophos.Config{URL: r.Server.URL, AuthURL: r.Server.URL, ClientID: clientID, ClientSecret: secret, TenantID: tenant,
 		PollEvery: 10 * time.Millisecond, Timeout: 5 * time.Second, Transport: r.Server.Client().Transport}
+}
+
+// driver is a driver on the replay.
+func (r *replay) driver(t *testing.T) *sophos.Driver {
+	t.Helper()
+	d, err := sophos.New(r.config())
+	require.NoError(t, err)
+	return d
 }
 
 func readFixture(t *testing.T, name string) string {
@@ -181,8 +146,7 @@ func TestCancelSendsEmptyObject(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, readFixture(t, "postman2026-cancel.200.json"))
 	})
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
+	d := r.driver(t)
 	require.NoError(t, d.Cancel(edrtest.Ctx(t), edr.Ref(`{"runId":"`+sekoiaRunID+`"}`)))
 	require.Equal(t, 1, r.Hits("POST /cancel"))
 }
@@ -197,9 +161,8 @@ func TestErrorsCarryCorrelationID(t *testing.T) {
 		`"docUrl":"https://developer.sophos.com/"}`
 	r := newReplay(t)
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, postmanShape)
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
-	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
+	d := r.driver(t)
+	_, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.False(t, e.Retryable)
 	require.Equal(t, "queryInvalid", e.Code)
@@ -215,9 +178,8 @@ func TestFromInTheFutureIsRetryable(t *testing.T) {
 	t.Parallel()
 	r := newReplay(t)
 	r.on("POST "+sophos.RunsPath, http.StatusBadRequest, readFixture(t, "sekoia-run.400.json"))
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
-	_, err = d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
+	d := r.driver(t)
+	_, err := d.Start(edrtest.Ctx(t), target(hitSHA), edrtest.NewIntent("t"))
 	e := asEdrError(t, err)
 	require.Equal(t, http.StatusBadRequest, e.Status)
 	require.Equal(t, "ValidationException", e.Code, "the integer code 400 says less than the error name")
@@ -247,8 +209,7 @@ func TestEndlessPagesAreCapped(t *testing.T) {
 		}
 		_, _ = fmt.Fprintf(w, `{"items":[{"meta_hostname":"h%d"}],"pages":{"nextKey":"k%d","size":1,"maxSize":2000}}`, n%7, n)
 	})
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
+	d := r.driver(t)
 	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(sophos.DefaultMaxPages), served.Load(), "paging stops at the page cap")
@@ -419,7 +380,7 @@ func TestPageLimitsAreConfigurable(t *testing.T) {
 	served := endlessPages(t, r, 10)
 	cfg := r.config()
 	cfg.MaxPages, cfg.PageSize = 3, sophos.MaxPageSize
-	tr := &capture{next: cfg.Transport}
+	tr := &edrtest.Recorder{Next: cfg.Transport}
 	cfg.Transport = tr
 	d, err := sophos.New(cfg)
 	require.NoError(t, err)
@@ -427,8 +388,8 @@ func TestPageLimitsAreConfigurable(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 3, served.Load())
 	require.Contains(t, res.Notes[0], "stopped after 3 result pages (the limit)")
-	for _, p := range tr.matching(http.MethodGet, "/results") {
-		require.Equal(t, "2000", p.query.Get("pageSize"))
+	for _, p := range tr.Matching(http.MethodGet, "/results") {
+		require.Equal(t, "2000", p.Query().Get("pageSize"))
 	}
 }
 
@@ -437,8 +398,7 @@ func TestHugePageKeyStopsPaging(t *testing.T) {
 	r := newReplay(t)
 	finishedRun(t, r)
 	r.on("GET /results", http.StatusOK, `{"items":[{"meta_hostname":"h"}],"pages":{"nextKey":"`+strings.Repeat("k", 9000)+`"}}`)
-	d, err := sophos.New(r.config())
-	require.NoError(t, err)
+	d := r.driver(t)
 	res, err := edrtest.Drive(edrtest.Ctx(t), d, target(hitSHA), nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Rows)
