@@ -492,24 +492,9 @@ func TestCloseReleasesHungRequests(t *testing.T) {
 	t.Parallel()
 	e := setup(t, simcbc.Config{})
 	e.sim.Kit().Add(simhttp.Fault{Hang: true})
-	done := make(chan int)
-	go func() {
-		req, _ := http.NewRequestWithContext(context.Background(), "GET", e.srv.URL+jobPath("1", "progress"), nil)
-		resp, err := e.srv.Client().Do(req)
-		if err != nil {
-			done <- 0
-			return
-		}
-		resp.Body.Close()
-		done <- resp.StatusCode
-	}()
-	require.Eventually(t, func() bool { return len(e.sim.Kit().Requests()) == 1 }, 5*time.Second, time.Millisecond)
-	e.sim.Close()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("hung request not released by Close")
-	}
+	req, err := http.NewRequestWithContext(context.Background(), "GET", e.srv.URL+jobPath("1", "progress"), nil)
+	require.NoError(t, err)
+	simtest.CloseReleases(t, e.sim, e.srv.Client(), req, func() bool { return len(e.sim.Kit().Requests()) == 1 })
 }
 
 // SetRunFor makes one sample's exports run longer (worker dev --hold);

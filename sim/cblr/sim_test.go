@@ -527,19 +527,10 @@ func TestFaultsAndClose(t *testing.T) {
 
 	// A hung request is released by Close.
 	f.sim.Kit().Add(simhttp.Fault{Path: "/api/v1/cblr/session", Hang: true, Count: 1})
-	done := make(chan error)
-	go func() {
-		req, _ := http.NewRequest("GET", f.srv.URL+"/api/v1/cblr/session", nil)
-		req.Header.Set("X-Auth-Token", token)
-		resp, err := f.srv.Client().Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
-	require.Eventually(t, func() bool { return f.sim.Kit().Count("GET", "/api/v1/cblr/session") == 1 }, 5*time.Second, time.Millisecond)
-	f.sim.Close()
-	<-done
+	req, err := http.NewRequest("GET", f.srv.URL+"/api/v1/cblr/session", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Auth-Token", token)
+	simtest.CloseReleases(t, f.sim, f.srv.Client(), req, func() bool { return f.sim.Kit().Count("GET", "/api/v1/cblr/session") == 1 })
 }
 
 func TestArchiveNotSimulated(t *testing.T) {

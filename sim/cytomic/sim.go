@@ -213,6 +213,7 @@ type Server struct {
 	cfg     Config
 	kit     *simhttp.Kit
 	handler http.Handler
+	tokens  simhttp.Tokens
 
 	mu         sync.Mutex
 	clients    map[string]*Client // by pandaID
@@ -220,8 +221,6 @@ type Server struct {
 	hits       map[string]map[string]bool
 	ops        map[string]*operation
 	opOrder    []string
-	tokens     map[string]time.Time
-	issued     int
 	grants     map[string]grant // download signature → grant
 	infoSizes  []int
 	stateSizes []int
@@ -243,7 +242,6 @@ func New(cfg Config) *Server {
 		machineOf: map[string]string{},
 		hits:      map[string]map[string]bool{},
 		ops:       map[string]*operation{},
-		tokens:    map[string]time.Time{},
 		grants:    map[string]grant{},
 		nextNum:   7000000001,
 	}
@@ -366,18 +364,10 @@ func (s *Server) ExpireURLs() {
 }
 
 // RevokeTokens makes every access token issued so far answer 401.
-func (s *Server) RevokeTokens() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.tokens)
-}
+func (s *Server) RevokeTokens() { s.tokens.Revoke() }
 
 // TokensIssued returns how many access tokens the token endpoint issued.
-func (s *Server) TokensIssued() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.issued
-}
+func (s *Server) TokensIssued() int { return s.tokens.Issued() }
 
 // DownloadSignatures returns every download-URL signature issued so far
 // (tests check they never reach a log).
@@ -387,13 +377,9 @@ func (s *Server) DownloadSignatures() []string {
 	return slices.Collect(maps.Keys(s.grants))
 }
 
-// Tokens returns the access tokens that are currently valid (tests check
+// Tokens returns the access tokens issued and not revoked (tests check
 // they never leak into errors).
-func (s *Server) Tokens() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Collect(maps.Keys(s.tokens))
-}
+func (s *Server) Tokens() []string { return s.tokens.List() }
 
 // --- token endpoint ---
 
@@ -421,10 +407,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := randomHex(24)
-	s.mu.Lock()
-	s.tokens[tok] = s.cfg.Now().Add(s.cfg.TokenTTL)
-	s.issued++
-	s.mu.Unlock()
+	s.tokens.Issue(tok, s.cfg.Now().Add(s.cfg.TokenTTL))
 	secs := int64((s.cfg.TokenTTL + time.Second - 1) / time.Second)
 	w.Header().Set("Cache-Control", "no-store")
 	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
@@ -459,11 +442,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			simhttp.WriteJSON(w, http.StatusUnauthorized, apiError("missing bearer token"))
 			return
 		}
-		s.mu.Lock()
-		exp, known := s.tokens[tok]
-		valid := known && s.cfg.Now().Before(exp)
-		s.mu.Unlock()
-		if !valid {
+		if !s.tokens.Valid(tok, s.cfg.Now()) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orion", error="invalid_token"`)
 			simhttp.WriteJSON(w, http.StatusUnauthorized, apiError("invalid or expired access token"))
 			return

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -112,11 +111,9 @@ func (b *bundle) post(t *testing.T, path string, body any) (int, []byte) {
 
 func (b *bundle) get(t *testing.T, u string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, err := http.NewRequest(http.MethodGet, u, nil)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, out := simtest.Do(t, http.DefaultClient, req)
 	return resp.StatusCode, string(out)
 }
 
@@ -466,11 +463,9 @@ func TestAdminEndpoints(t *testing.T) {
 	status, _ = b.post(t, cytomic.InfoPath, "[]")
 	require.Equal(t, http.StatusUnauthorized, status)
 
-	resp, err := http.Get(b.srv.URL + "/_sim/cytomic/batches")
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	_, body = b.get(t, b.srv.URL+"/_sim/cytomic/batches")
 	var batches map[string][]int
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&batches))
+	require.NoError(t, json.Unmarshal([]byte(body), &batches))
 	require.Equal(t, []int{1}, batches["state"])
 }
 

@@ -730,31 +730,14 @@ func TestApplyThenHang(t *testing.T) {
 	b.srv.CreateJob(message("J"))
 	b.srv.Kit().Add(simhttp.Fault{Method: http.MethodPut, AfterApply: true, Count: 1})
 
-	done := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodPut, b.url+jobRoot+"/J", bytes.NewReader([]byte(`{"state":"executing"}`)))
-		req.Header.Set("Argus-API-Key", analyzerKey)
-		resp, err := b.hc.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
-	require.Eventually(t, func() bool {
+	req, err := http.NewRequest(http.MethodPut, b.url+jobRoot+"/J", bytes.NewReader([]byte(`{"state":"executing"}`)))
+	require.NoError(t, err)
+	req.Header.Set("Argus-API-Key", analyzerKey)
+	applied := func() bool {
 		j, _ := b.srv.Job("J")
 		return j.State == sdb.StateExecuting
-	}, 5*time.Second, 5*time.Millisecond, "the PUT applied")
-	select {
-	case err := <-done:
-		t.Fatalf("the answer came: %v", err)
-	default:
 	}
-	b.srv.Close()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not release the hung request")
-	}
+	simtest.CloseReleases(t, b.srv, b.hc, req, applied)
 	require.Len(t, b.srv.History("J"), 1)
 }
 

@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -343,11 +345,7 @@ func (k *Kit) serveRequests(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	from, _ := strconv.Atoi(r.URL.Query().Get("from"))
-	k.mu.Lock()
-	from = min(max(from, 0), len(k.log))
-	out := append([]Request(nil), k.log[from:]...)
-	k.mu.Unlock()
-	WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, k.RequestsFrom(from))
 }
 
 func (k *Kit) serveControl(w http.ResponseWriter, r *http.Request) {
@@ -362,7 +360,7 @@ func (k *Kit) serveControl(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, out)
 	case http.MethodPost:
 		var f Fault
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&f); err != nil {
+		if err := ReadJSON(w, r, 1<<16, &f); err != nil {
 			WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
@@ -402,6 +400,58 @@ func (m Durations) Get(sha256 string, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// Tokens is the store of the access tokens a simulator's token endpoint
+// issued, each with its expiry. Tokens are never dropped when they expire,
+// only by Revoke. The zero value is an empty store; it is safe for
+// concurrent use.
+type Tokens struct {
+	mu     sync.Mutex
+	expiry map[string]time.Time // access token → expiry
+	issued int
+}
+
+// Issue stores tok, valid until exp, and counts it as issued.
+func (t *Tokens) Issue(tok string, exp time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.expiry == nil {
+		t.expiry = map[string]time.Time{}
+	}
+	t.expiry[tok] = exp
+	t.issued++
+}
+
+// Valid says whether tok was issued, has not been revoked and has not
+// expired at now.
+func (t *Tokens) Valid(tok string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	exp, known := t.expiry[tok]
+	return known && now.Before(exp)
+}
+
+// Revoke invalidates every token issued so far.
+func (t *Tokens) Revoke() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	clear(t.expiry)
+}
+
+// List returns the tokens issued and not revoked, expired ones included, in
+// no particular order.
+func (t *Tokens) List() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Collect(maps.Keys(t.expiry))
+}
+
+// Issued returns how many tokens Issue stored, revoked ones included.
+func (t *Tokens) Issued() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.issued
 }
 
 // WriteJSON writes v as a JSON response with status.

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The request log counts the bytes each request carried both ways, and can
@@ -40,5 +41,34 @@ func TestLogCountsBytesAndReadsIncrementally(t *testing.T) {
 	}
 	if n := len(k.RequestsFrom(5)); n != 0 {
 		t.Fatalf("RequestsFrom past the end = %d entries", n)
+	}
+}
+
+// A token is valid until its expiry and until Revoke; Issued counts every
+// token issued, revoked ones too. The zero Tokens is ready to use.
+func TestTokens(t *testing.T) {
+	t.Parallel()
+	var ts Tokens
+	now := time.Unix(1_700_000_000, 0)
+	if ts.Valid("a", now) || ts.Issued() != 0 || len(ts.List()) != 0 {
+		t.Fatal("the zero Tokens holds a token")
+	}
+	ts.Issue("a", now.Add(time.Minute))
+	ts.Issue("b", now.Add(2*time.Minute))
+	if !ts.Valid("a", now) || !ts.Valid("b", now.Add(time.Minute)) {
+		t.Fatal("an issued token is not valid before its expiry")
+	}
+	if ts.Valid("a", now.Add(time.Minute)) || ts.Valid("c", now) || ts.Valid("", now) {
+		t.Fatal("an expired or unknown token is valid")
+	}
+	if got := ts.List(); len(got) != 2 {
+		t.Fatalf("List = %v, want both tokens (expired ones stay)", got)
+	}
+	ts.Revoke()
+	if ts.Valid("b", now) || len(ts.List()) != 0 {
+		t.Fatal("a revoked token is still held")
+	}
+	if n := ts.Issued(); n != 2 {
+		t.Fatalf("Issued = %d, want 2", n)
 	}
 }

@@ -1,8 +1,8 @@
 // Package simtest is what the tests of the simulators (sim/…) and of the
 // drivers that run against them (edr/…) share: a test server for a
-// simulator that is closed, hung requests first, when the test ends, and a
-// request whose whole answer is read. Their manual clock is
-// internal/testutil's Clock.
+// simulator that is closed, hung requests first, when the test ends, a
+// request whose whole answer is read, and the check that Close releases a
+// hung request. Their manual clock is internal/testutil's Clock.
 package simtest
 
 import (
@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // Simulator is a simulated API: a handler whose Close releases the requests
@@ -51,4 +52,37 @@ func Do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, []byte
 		t.Fatalf("%s %s: reading the answer: %v", req.Method, req.URL.Path, err)
 	}
 	return resp, body
+}
+
+// CloseReleases checks that s.Close releases a request s holds on purpose
+// (a Hang or AfterApply fault the test added). It sends req with c in the
+// background and waits, at most five seconds, until held reports that s
+// holds it; it fails the test if the answer came all the same, or if the
+// request has not returned five seconds after s.Close.
+func CloseReleases(t testing.TB, s Simulator, c *http.Client, req *http.Request, held func() bool) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); !held(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: not held after 5s", req.Method, req.URL.Path)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("%s %s: answered before Close (%v)", req.Method, req.URL.Path, err)
+	default:
+	}
+	s.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s %s: Close did not release the hung request", req.Method, req.URL.Path)
+	}
 }

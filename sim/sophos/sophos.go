@@ -185,13 +185,12 @@ type run struct {
 
 // Server is the simulator. It is an http.Handler.
 type Server struct {
-	cfg Config
-	kit *simhttp.Kit
-	h   http.Handler
+	cfg    Config
+	kit    *simhttp.Kit
+	h      http.Handler
+	tokens simhttp.Tokens
 
 	mu       sync.Mutex
-	tokens   map[string]time.Time // access token → expiry
-	issued   int
 	runs     map[string]*run
 	order    []string
 	hits     map[string]hit
@@ -216,7 +215,6 @@ func New(cfg Config) *Server {
 	s := &Server{
 		cfg:      cfg,
 		kit:      simhttp.New(),
-		tokens:   map[string]time.Time{},
 		runs:     map[string]*run{},
 		hits:     map[string]hit{},
 		outcomes: map[string]string{},
@@ -313,30 +311,14 @@ func (s *Server) Cancels() int {
 
 // Tokens returns the access tokens issued and not revoked (tests check they
 // never reach a log).
-func (s *Server) Tokens() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.tokens))
-	for t := range s.tokens {
-		out = append(out, t)
-	}
-	return out
-}
+func (s *Server) Tokens() []string { return s.tokens.List() }
 
 // TokensIssued returns how many access tokens the identity endpoint issued.
-func (s *Server) TokensIssued() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.issued
-}
+func (s *Server) TokensIssued() int { return s.tokens.Issued() }
 
 // RevokeTokens invalidates every access token issued so far: the next API
 // call with one of them is answered 401.
-func (s *Server) RevokeTokens() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.tokens)
-}
+func (s *Server) RevokeTokens() { s.tokens.Revoke() }
 
 // state computes a run's status, result and finish time at now.
 func (s *Server) state(r *run, now time.Time) (status, result string, finished time.Time) {
@@ -382,10 +364,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := newJWT(id)
-	s.mu.Lock()
-	s.tokens[tok] = s.cfg.Now().Add(s.cfg.TokenTTL)
-	s.issued++
-	s.mu.Unlock()
+	s.tokens.Issue(tok, s.cfg.Now().Add(s.cfg.TokenTTL))
 	simhttp.WriteJSON(w, http.StatusOK, map[string]any{
 		"access_token":  tok,
 		"errorCode":     "success",
@@ -444,11 +423,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 // bearer says whether r carries a live access token.
 func (s *Server) bearer(r *http.Request) bool {
 	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	s.mu.Lock()
-	exp, known := s.tokens[tok]
-	valid := known && s.cfg.Now().Before(exp)
-	s.mu.Unlock()
-	return strings.EqualFold(scheme, "Bearer") && valid
+	return s.tokens.Valid(tok, s.cfg.Now()) && strings.EqualFold(scheme, "Bearer")
 }
 
 // --- data-region API ---

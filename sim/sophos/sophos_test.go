@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -54,9 +53,11 @@ func setup(t *testing.T, cfg sophos.Config) *env {
 }
 
 func (e *env) tokenReq(form url.Values) (int, map[string]any) {
-	resp, err := e.srv.Client().Post(e.srv.URL+sophos.TokenPath, "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, e.srv.URL+sophos.TokenPath, strings.NewReader(form.Encode()))
 	require.NoError(e.t, err)
-	return decode(e.t, resp)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, m := send(e.t, e.srv.Client(), req)
+	return resp.StatusCode, m
 }
 
 // do sends an API request with the bearer token and tenant header unless
@@ -75,10 +76,8 @@ func (e *env) do(method, path, body string, hdr map[string]string) (int, map[str
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := e.srv.Client().Do(req)
-	require.NoError(e.t, err)
-	st, m := decode(e.t, resp)
-	return st, m, resp.Header
+	resp, m := send(e.t, e.srv.Client(), req)
+	return resp.StatusCode, m, resp.Header
 }
 
 func (e *env) start(body string) map[string]any {
@@ -93,16 +92,15 @@ func adHoc(sql string) string {
 	return string(b)
 }
 
-func decode(t *testing.T, resp *http.Response) (int, map[string]any) {
+// send sends req with c and decodes its JSON answer, if it has one.
+func send(t *testing.T, c *http.Client, req *http.Request) (*http.Response, map[string]any) {
 	t.Helper()
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, raw := simtest.Do(t, c, req)
 	var m map[string]any
 	if len(raw) > 0 {
 		require.NoError(t, json.Unmarshal(raw, &m), string(raw))
 	}
-	return resp.StatusCode, m
+	return resp, m
 }
 
 func keys(m map[string]any) []string { return slices.Collect(maps.Keys(m)) }
@@ -153,10 +151,8 @@ func TestTokenEndpointBasicClientAuth(t *testing.T) {
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth(tc.id, tc.secret)
-		resp, err := srv.Client().Do(req)
-		require.NoError(t, err)
-		st, m := decode(t, resp)
-		require.Equal(t, tc.want, st, "%s: %v", tc.name, m)
+		resp, m := send(t, srv.Client(), req)
+		require.Equal(t, tc.want, resp.StatusCode, "%s: %v", tc.name, m)
 	}
 	require.Equal(t, 1, sim.TokensIssued())
 }
@@ -514,21 +510,10 @@ func TestFaultsAndHungRequestsReleased(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sophos.Config{})
 	e.sim.Kit().Add(simhttp.Fault{Path: sophos.RunsPath, Hang: true, Count: 1})
-	done := make(chan error, 1)
-	go func() {
-		resp, err := e.srv.Client().Post(e.srv.URL+sophos.RunsPath, "application/json", strings.NewReader(adHoc(query)))
-		if err == nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
-	require.Eventually(t, func() bool { return e.sim.Kit().Count(http.MethodPost, sophos.RunsPath) == 1 }, 5*time.Second, 5*time.Millisecond)
-	e.sim.Close() // releases the hung request
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not release the hung request")
-	}
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, e.srv.URL+sophos.RunsPath, strings.NewReader(adHoc(query)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	simtest.CloseReleases(t, e.sim, e.srv.Client(), req, func() bool { return e.sim.Kit().Count(http.MethodPost, sophos.RunsPath) == 1 })
 
 	// The control endpoint works over HTTP.
 	resp, err := e.srv.Client().Post(e.srv.URL+"/_sim/faults", "application/json", strings.NewReader(`{"path":"/xdr-query","status":503}`))
