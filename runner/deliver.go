@@ -42,13 +42,7 @@ func (j *jobRun) finish(st, reason string) exitReason {
 		ev.Detail += ": " + out.Reason
 	}
 	var stood []byte
-	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
-		again: permanentIf(state.ErrStale),
-		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log().Warn("could not record the job outcome; retrying", zap.Error(err))
-			return 0
-		},
-	}, func(ctx context.Context) error {
+	err := j.do(j.ledgerWrite("could not record the job outcome", true), func(ctx context.Context) error {
 		var err error
 		stood, err = j.r.store.Decide(ctx, *j.sess, j.lease, out.Encode(), ev)
 		return err
@@ -446,13 +440,7 @@ func (j *jobRun) publish(s *results.Summary) {
 func (j *jobRun) complete(final string, summary []byte) error {
 	ev := state.Event{At: time.Now(), Ev: "finished", Worker: j.r.cfg.WorkerID, Token: j.lease.Token,
 		Detail: "SampleDB holds " + final}
-	err := j.do(retry{ctx: j.ctx, attempt: 5 * time.Second,
-		again: permanentIf(state.ErrStale),
-		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log().Warn("could not tombstone the job; retrying", zap.Error(err))
-			return 0
-		},
-	}, func(ctx context.Context) error {
+	err := j.do(j.ledgerWrite("could not tombstone the job", false), func(ctx context.Context) error {
 		return j.r.store.Complete(ctx, *j.sess, j.lease, final, ev, summary)
 	})
 	if errors.Is(err, state.ErrStale) {

@@ -804,13 +804,7 @@ func (j *jobRun) planned() []state.PlannedTask {
 // Redis is unreachable and the lease is still valid. A stale token stops
 // the job (or, when the record vanished, has it re-seeded).
 func (j *jobRun) save(kv ...string) error {
-	err := j.do(retry{ctx: j.ctx, guard: true, attempt: 5 * time.Second,
-		again: permanentIf(state.ErrStale),
-		waiting: func(err error, _ time.Duration) time.Duration {
-			j.log().Warn("checkpoint failed; retrying", zap.Error(err))
-			return 0
-		},
-	}, func(ctx context.Context) error {
+	err := j.do(j.ledgerWrite("checkpoint failed", true), func(ctx context.Context) error {
 		// The pending events go with this write; tasks save concurrently,
 		// so they are taken out first and put back in front when the
 		// write fails.

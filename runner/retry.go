@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/analysisfleet/analysisfleet/state"
 )
 
 // retry is the runner's one retry loop: every ledger write, SampleDB call,
@@ -37,6 +40,20 @@ type retry struct {
 	// wait; it may log or record it. A longer wait it returns replaces the
 	// backoff's.
 	waiting func(err error, wait time.Duration) time.Duration
+}
+
+// ledgerWrite is the policy of the job's own fenced ledger writes: on the
+// job's context, 5 s an attempt, retried while Redis is unreachable, a stale
+// token returned at once (the job lost the record), each retry logged as
+// what (e.g. "checkpoint failed"); guard as in retry.
+func (j *jobRun) ledgerWrite(what string, guard bool) retry {
+	return retry{ctx: j.ctx, guard: guard, attempt: 5 * time.Second,
+		again: permanentIf(state.ErrStale),
+		waiting: func(err error, _ time.Duration) time.Duration {
+			j.log().Warn(what+"; retrying", zap.Error(err))
+			return 0
+		},
+	}
 }
 
 // do calls call until it succeeds or the policy gives up. The job's own
