@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"container/heap"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -264,4 +265,24 @@ func TestSchedKeepsEveryStepMovingUnderChurn(t *testing.T) {
 		}
 		return true
 	}, 20*time.Second, time.Millisecond, "a scheduled step never ran again")
+}
+
+// BenchmarkTimerHeap100k is the timer heap's work per poll with 100,000
+// jobs waiting: the earliest step out, and back in a minute later (the
+// steps spread over the minute, each its own allocation as a job's is).
+func BenchmarkTimerHeap100k(b *testing.B) {
+	const n = 100_000
+	h := &stepHeap{byDue: true}
+	base := time.Now()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range n {
+		st := &step{due: base.Add(time.Duration(rng.Int64N(int64(time.Minute)))), seq: uint64(i)}
+		heap.Push(h, st)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		st := heap.Pop(h).(*step)
+		st.due, st.seq = st.due.Add(time.Minute), uint64(n+i)
+		heap.Push(h, st)
+	}
 }
