@@ -201,9 +201,7 @@ func TestBrokerRestartedAndPaused(t *testing.T) {
 	r := check(c.history(), st)
 	r.print(t, "broker restarted (kill -9) and paused 5s")
 	require.True(t, r.ok())
-	for v, n := range r.restarts {
-		require.Zero(t, n, "no worker died, so no %s operation may be started twice", v)
-	}
+	r.requireNoRestarts(t, "no worker died, so no %s operation may be started twice")
 }
 
 // Fault 5: consumer-group churn: workers added and removed (SIGTERM) every
@@ -235,9 +233,7 @@ func TestConsumerGroupChurn(t *testing.T) {
 		fmt.Sprintf("  %-34s %s", "drain durations", fmtDurations(drains)),
 		fmt.Sprintf("  %-34s %s", "longest admission pause", admissionPause(h, st).Round(time.Millisecond)))
 	require.True(t, r.ok())
-	for v, n := range r.restarts {
-		require.Zero(t, n, "graceful scaling restarts no %s operation", v)
-	}
+	r.requireNoRestarts(t, "graceful scaling restarts no %s operation")
 }
 
 // Fault 6: graceful drain of a worker holding long-running jobs: its leases
@@ -281,9 +277,7 @@ func TestGracefulDrainHandsLeasesOver(t *testing.T) {
 	require.Len(t, handover, len(held), "every lease was handed over, none left to expire")
 	require.Less(t, pct(handover, 1), c.opts.leaseTTL, "handed over before a lease could even expire")
 	require.Len(t, claimedBy, len(held))
-	for v, n := range r.restarts {
-		require.Zero(t, n, "a drain restarts no %s operation", v)
-	}
+	r.requireNoRestarts(t, "a drain restarts no %s operation")
 }
 
 // Fault 7: SampleDB answers 503 for 30 s, applies PUTs and then times out,
@@ -429,3 +423,12 @@ func admissionPause(h history, st *loadgen.Stats) time.Duration {
 // faultSchedule waits for the next point of a scenario's timeline (when to
 // inject or lift a fault), not for a condition.
 func faultSchedule(d time.Duration) { <-time.After(d) }
+
+// requireNoRestarts requires that no vendor operation was started again for
+// the same job; why says why none may be, with a %s for the vendor.
+func (r *report) requireNoRestarts(t *testing.T, why string) {
+	t.Helper()
+	for v, n := range r.restarts {
+		require.Zero(t, n, why, v)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 // Every command's -h/--help prints its usage on stdout and exits 0 without
@@ -35,13 +37,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			t.Parallel()
-			for _, help := range []string{"--help", "-h", "-help"} {
-				args := append([]string{}, c.args...)
-				for i, a := range args {
-					if a == "--help" || a == "-h" {
-						args[i] = help
-					}
-				}
+			for _, args := range testutil.HelpForms(c.args) {
 				r := runEnv(env, "", args...)
 				require.Equal(t, 0, r.code, "%v: %s", args, r)
 				require.True(t, strings.HasPrefix(r.stdout, c.want), "%v: %q", args, r.stdout)

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 // `worker run --help` prints every variable with its default and meaning
@@ -63,13 +65,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{[]string{"bench", "--help"}, "usage: worker bench [flags]"},
 		{[]string{"version", "--help"}, "usage: worker version"},
 	} {
-		for _, help := range []string{"--help", "-h", "-help"} {
-			args := append([]string{}, c.args...)
-			for i, a := range args {
-				if a == "--help" || a == "-h" {
-					args[i] = help
-				}
-			}
+		for _, args := range testutil.HelpForms(c.args) {
 			var out, errb bytes.Buffer
 			require.Equal(t, 0, realMain(args, &out, &errb), "%v: %s", args, errb.String())
 			require.True(t, strings.HasPrefix(out.String(), c.want), "%v: %q", args, out.String())

@@ -308,76 +308,73 @@ func splitList(s string) []string {
 	return out
 }
 
-// Int reads an integer within the declared bounds.
-func (e *Env) Int(name string) int {
-	spec := e.spec(name, Int)
-	def, lo, hi := spec.ints()
+// parsed reads name with parse: def when the variable is unset or empty,
+// else parse's value; when parse fails, its error is name's problem and
+// the value is def.
+func parsed[T any](e *Env, name string, def T, parse func(v string) (T, error)) T {
 	v, _ := e.raw(name)
 	if v == "" {
 		return def
 	}
-	n, err := strconv.Atoi(v)
+	x, err := parse(v)
 	if err != nil {
-		e.Fail(name, "%q is not an integer", v)
+		e.Fail(name, "%v", err)
 		return def
 	}
-	if n < lo || n > hi {
-		e.Fail(name, "%d is out of range [%d, %d]", n, lo, hi)
-		return def
-	}
-	return n
+	return x
+}
+
+// Int reads an integer within the declared bounds.
+func (e *Env) Int(name string) int {
+	def, lo, hi := e.spec(name, Int).ints()
+	return parsed(e, name, def, func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not an integer", v)
+		}
+		if n < lo || n > hi {
+			return 0, fmt.Errorf("%d is out of range [%d, %d]", n, lo, hi)
+		}
+		return n, nil
+	})
 }
 
 // Float reads a number within the declared bounds.
 func (e *Env) Float(name string) float64 {
-	spec := e.spec(name, Float)
-	def, lo, hi := spec.floats()
-	v, _ := e.raw(name)
-	if v == "" {
-		return def
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < lo || f > hi {
-		e.Fail(name, "%q is not a number in [%g, %g]", v, lo, hi)
-		return def
-	}
-	return f
+	def, lo, hi := e.spec(name, Float).floats()
+	return parsed(e, name, def, func(v string) (float64, error) {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < lo || f > hi {
+			return 0, fmt.Errorf("%q is not a number in [%g, %g]", v, lo, hi)
+		}
+		return f, nil
+	})
 }
 
 // Duration reads a Go duration within the declared bounds.
 func (e *Env) Duration(name string) time.Duration {
-	spec := e.spec(name, Duration)
-	def, lo, hi := spec.durations()
-	v, _ := e.raw(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		e.Fail(name, "%q is not a duration (examples: 30s, 5m, 4h)", v)
-		return def
-	}
-	if d < lo || d > hi {
-		e.Fail(name, "%s is out of range [%s, %s]", d, lo, hi)
-		return def
-	}
-	return d
+	def, lo, hi := e.spec(name, Duration).durations()
+	return parsed(e, name, def, func(v string) (time.Duration, error) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration (examples: 30s, 5m, 4h)", v)
+		}
+		if d < lo || d > hi {
+			return 0, fmt.Errorf("%s is out of range [%s, %s]", d, lo, hi)
+		}
+		return d, nil
+	})
 }
 
 // Bool reads a boolean.
 func (e *Env) Bool(name string) bool {
-	spec := e.spec(name, Bool)
-	def := spec.bool()
-	v, _ := e.raw(name)
-	if v == "" {
-		return def
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		e.Fail(name, "%q is not a boolean (true/false)", v)
-		return def
-	}
-	return b
+	return parsed(e, name, e.spec(name, Bool).bool(), func(v string) (bool, error) {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, fmt.Errorf("%q is not a boolean (true/false)", v)
+		}
+		return b, nil
+	})
 }
 
 // NotAbove records a problem with lo when the value of lo exceeds that of

@@ -181,16 +181,30 @@ func TestKafkaSecurityProblemsNameTheVariable(t *testing.T) {
 	}
 }
 
-func TestRedisPlainURL(t *testing.T) {
+// A redis:// or unix:// REDIS_URL: its user, password and database, and
+// no TLS.
+func TestRedisURLWithoutTLS(t *testing.T) {
 	t.Parallel()
-	e := fromMap(map[string]string{"REDIS_URL": "redis://fleet:" + password + "@10.0.0.5:6380/2?dial_timeout=3s"})
-	o := e.Redis()
-	require.NoError(t, e.Err())
-	require.Equal(t, "10.0.0.5:6380", o.Addr)
-	require.Equal(t, "fleet", o.Username)
-	require.Equal(t, password, o.Password)
-	require.Equal(t, 2, o.DB)
-	require.Nil(t, o.TLSConfig)
+	for _, c := range []struct {
+		name, url, network, addr string
+		db                       int
+	}{
+		{"redis", "redis://fleet:" + password + "@10.0.0.5:6380/2?dial_timeout=3s", "tcp", "10.0.0.5:6380", 2},
+		{"unix", "unix://fleet:" + password + "@/run/redis.sock?db=3", "unix", "/run/redis.sock", 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := fromMap(map[string]string{"REDIS_URL": c.url})
+			o := e.Redis()
+			require.NoError(t, e.Err())
+			require.Equal(t, c.network, o.Network)
+			require.Equal(t, c.addr, o.Addr)
+			require.Equal(t, "fleet", o.Username)
+			require.Equal(t, password, o.Password)
+			require.Equal(t, c.db, o.DB)
+			require.Nil(t, o.TLSConfig)
+		})
+	}
 }
 
 func TestRedisTLSVariables(t *testing.T) {
@@ -287,17 +301,6 @@ func TestRedisProblemsNameTheVariableAndHideThePassword(t *testing.T) {
 			require.NotContains(t, e.Err().Error(), "x@h", "no piece of the user info")
 		})
 	}
-}
-
-func TestRedisUnixURL(t *testing.T) {
-	t.Parallel()
-	e := fromMap(map[string]string{"REDIS_URL": "unix://fleet:" + password + "@/run/redis.sock?db=3"})
-	o := e.Redis()
-	require.NoError(t, e.Err())
-	require.Equal(t, "unix", o.Network)
-	require.Equal(t, "/run/redis.sock", o.Addr)
-	require.Equal(t, 3, o.DB)
-	require.Nil(t, o.TLSConfig)
 }
 
 // Whatever an operator writes in REDIS_URL, the problem reported never

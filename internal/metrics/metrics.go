@@ -51,57 +51,69 @@ type Metrics struct {
 
 // New registers the fleet's metrics with reg.
 func New(reg prometheus.Registerer) *Metrics {
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &Metrics{reg: reg}
-	m.admitted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_admitted_total",
-		Help: "Intake admissions by outcome (running and finished are duplicate records dropped)."}, []string{"outcome"})
-	m.started = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_started_total",
-		Help: "Job runs started on this worker; resumed = taken over with checkpoints."}, []string{"resumed"})
-	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_finished_total",
-		Help: "Terminal states acknowledged by SampleDB."}, []string{"state"})
-	m.jobDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "job_duration_seconds",
-		Help:    "From first admission to the acknowledged terminal state.",
-		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800}}, []string{"state"})
-	m.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tasks_finished_total",
-		Help: "Tasks ended, by task kind and state."}, []string{"task", "state"})
+	// Each metric is registered as it is made, in the fleet's namespace.
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
+		reg.MustRegister(c)
+		return c
+	}
+	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, labels)
+		reg.MustRegister(c)
+		return c
+	}
+	histogramVec := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: name, Help: help, Buckets: buckets}, labels)
+		reg.MustRegister(h)
+		return h
+	}
+	m.admitted = counterVec("jobs_admitted_total",
+		"Intake admissions by outcome (running and finished are duplicate records dropped).", "outcome")
+	m.started = counterVec("jobs_started_total",
+		"Job runs started on this worker; resumed = taken over with checkpoints.", "resumed")
+	m.finished = counterVec("jobs_finished_total",
+		"Terminal states acknowledged by SampleDB.", "state")
+	m.jobDuration = histogramVec("job_duration_seconds",
+		"From first admission to the acknowledged terminal state.",
+		[]float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800}, "state")
+	m.tasks = counterVec("tasks_finished_total",
+		"Tasks ended, by task kind and state.", "task", "state")
 	m.paused = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "intake_paused",
 		Help: "1 while fetching is paused because MAX_INFLIGHT jobs are running."})
-	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_letters_total",
-		Help: "Bad records dead-lettered, by reason."}, []string{"reason"})
-	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_renewals_total",
-		Help: "Session renewal round trips (one per tick, whatever the number of jobs held)."}, []string{"result"})
-	m.leasesLost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "leases_lost_total",
-		Help: "Leases this worker lost, by reason."}, []string{"reason"})
-	m.sessionsLost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_lost_total",
-		Help: "Times this worker lost its session (and every job it held), by reason: expired (no renewal reached Redis in time), missing (Redis lost its data)."}, []string{"reason"})
-	m.claimed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "leases_claimed_total",
-		Help: "Expired or released leases taken over by this worker."})
-	m.vendorCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "vendor_calls_total",
-		Help: "Driver calls made by the runner, by vendor, operation and result."}, []string{"vendor", "operation", "result"})
-	m.vendorLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "vendor_call_duration_seconds",
-		Help: "Driver call latency.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}, []string{"vendor", "operation"})
-	m.vendorStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "vendor_operations_started_total",
-		Help: "Vendor operations begun for tasks, by how: first, reattached (an earlier start found at the vendor), again (the vendor surely had none), again_unverified (the vendor could not be searched: it may run twice)."}, []string{"vendor", "how"})
-	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sampledb_refusals_total",
-		Help: "Terminal states SampleDB refused (412) for jobs it does not hold as terminal; the runner keeps retrying."}, []string{"state"})
-	m.quarantined = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ledger_keys_quarantined_total",
-		Help: "Ledger keys of the wrong type moved aside (quarantine) so one corrupt key cannot stop the fleet."})
-	m.tenantReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tenants_reloads_total",
-		Help: "Changes of TENANTS_FILE seen, by result (ok: applied; error: refused, the previous accounts kept)."}, []string{"result"})
-	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
-		Help: "Outgoing HTTP requests by service, method and status code (\"error\" when no response)."}, []string{"service", "method", "code"})
-	m.httpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
-		Help: "Time to response headers.", Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10)}, []string{"service", "method"})
-	m.rateWait = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_wait_seconds_total",
-		Help: "Time spent waiting for the fleet-wide rate limiter (incl. 429 cool-downs)."}, []string{"vendor"})
+	reg.MustRegister(m.paused)
+	m.deadLetters = counterVec("dead_letters_total",
+		"Bad records dead-lettered, by reason.", "reason")
+	m.renewals = counterVec("lease_renewals_total",
+		"Session renewal round trips (one per tick, whatever the number of jobs held).", "result")
+	m.leasesLost = counterVec("leases_lost_total",
+		"Leases this worker lost, by reason.", "reason")
+	m.sessionsLost = counterVec("sessions_lost_total",
+		"Times this worker lost its session (and every job it held), by reason: expired (no renewal reached Redis in time), missing (Redis lost its data).", "reason")
+	m.claimed = counter("leases_claimed_total",
+		"Expired or released leases taken over by this worker.")
+	m.vendorCalls = counterVec("vendor_calls_total",
+		"Driver calls made by the runner, by vendor, operation and result.", "vendor", "operation", "result")
+	m.vendorLatency = histogramVec("vendor_call_duration_seconds",
+		"Driver call latency.", prometheus.ExponentialBuckets(0.01, 2.5, 10), "vendor", "operation")
+	m.vendorStarts = counterVec("vendor_operations_started_total",
+		"Vendor operations begun for tasks, by how: first, reattached (an earlier start found at the vendor), again (the vendor surely had none), again_unverified (the vendor could not be searched: it may run twice).", "vendor", "how")
+	m.refusals = counterVec("sampledb_refusals_total",
+		"Terminal states SampleDB refused (412) for jobs it does not hold as terminal; the runner keeps retrying.", "state")
+	m.quarantined = counter("ledger_keys_quarantined_total",
+		"Ledger keys of the wrong type moved aside (quarantine) so one corrupt key cannot stop the fleet.")
+	m.tenantReloads = counterVec("tenants_reloads_total",
+		"Changes of TENANTS_FILE seen, by result (ok: applied; error: refused, the previous accounts kept).", "result")
+	m.httpRequests = counterVec("http_requests_total",
+		"Outgoing HTTP requests by service, method and status code (\"error\" when no response).", "service", "method", "code")
+	m.httpLatency = histogramVec("http_request_duration_seconds",
+		"Time to response headers.", prometheus.ExponentialBuckets(0.005, 2.5, 10), "service", "method")
+	m.rateWait = counterVec("ratelimit_wait_seconds_total",
+		"Time spent waiting for the fleet-wide rate limiter (incl. 429 cool-downs).", "vendor")
 	m.abortLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "abort_latency_seconds",
 		Help:    "From an abort being noticed to aborted acknowledged by SampleDB.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}})
-	for _, c := range []prometheus.Collector{m.admitted, m.started, m.finished, m.jobDuration, m.tasks, m.paused,
-		m.deadLetters, m.renewals, m.leasesLost, m.sessionsLost, m.claimed, m.vendorCalls, m.vendorLatency, m.vendorStarts, m.refusals, m.quarantined, m.tenantReloads, m.httpRequests,
-		m.httpLatency, m.rateWait, m.abortLatency} {
-		f(c)
-	}
+	reg.MustRegister(m.abortLatency)
 	m.kafka = kprom.NewMetrics(ns+"_kafka", kprom.Registerer(reg))
 	// Known label values start at zero, so rates and alerts see them before
 	// the first event.

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,11 +24,9 @@ const ClusterMasters = 3
 // clusterSlots is Redis Cluster's fixed number of hash slots.
 const clusterSlots = 16384
 
-var (
-	clusterOnce sync.Once
-	clusterSrv  *RedisClusterServer
-	clusterErr  error
-)
+var sharedCluster = shared[*RedisClusterServer]{start: func() (*RedisClusterServer, error) {
+	return StartRedisCluster(ClusterMasters)
+}}
 
 // RedisClusterServer is a Redis Cluster of masters (no replicas) started
 // for tests: one redis-server per master, each on two loopback ports of its
@@ -230,16 +227,7 @@ func (c *RedisClusterServer) Client() *redis.ClusterClient {
 // masters, starting it on first use (it is stopped by Main).
 func RedisCluster(t testing.TB) *RedisClusterServer {
 	t.Helper()
-	clusterOnce.Do(func() {
-		clusterSrv, clusterErr = StartRedisCluster(ClusterMasters)
-		if clusterErr == nil {
-			OnExit(clusterSrv.Stop)
-		}
-	})
-	if clusterErr != nil {
-		t.Fatal(clusterErr)
-	}
-	return clusterSrv
+	return sharedCluster.get(t)
 }
 
 // RedisClusterClient returns a client to the shared test cluster and a

@@ -23,12 +23,35 @@ import (
 )
 
 var (
-	once      sync.Once
-	srv       *RedisServer
-	srvErr    error
-	cleanupMu sync.Mutex // the shared server and cluster start concurrently
-	cleanup   []func()
+	sharedRedis = shared[*RedisServer]{start: StartRedis}
+	cleanupMu   sync.Mutex // the shared server and cluster start concurrently
+	cleanup     []func()
 )
+
+// shared is a server the test binary starts on first use (get) and stops
+// after its tests (OnExit).
+type shared[S interface{ Stop() }] struct {
+	start func() (S, error)
+	once  sync.Once
+	srv   S
+	err   error
+}
+
+// get returns the server, starting it on first use; t fails when it could
+// not start.
+func (s *shared[S]) get(t testing.TB) S {
+	t.Helper()
+	s.once.Do(func() {
+		s.srv, s.err = s.start()
+		if s.err == nil {
+			OnExit(s.srv.Stop)
+		}
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.srv
+}
 
 // OnExit registers fn to run after the package's tests (before the leak
 // check). Call it from TestMain before Main.
@@ -129,16 +152,7 @@ func (r *RedisServer) Stop() {
 // use (it is stopped by Main).
 func Redis(t testing.TB) *RedisServer {
 	t.Helper()
-	once.Do(func() {
-		srv, srvErr = StartRedis()
-		if srvErr == nil {
-			OnExit(srv.Stop)
-		}
-	})
-	if srvErr != nil {
-		t.Fatal(srvErr)
-	}
-	return srv
+	return sharedRedis.get(t)
 }
 
 // RedisClient returns a client to the shared test server and a namespace no

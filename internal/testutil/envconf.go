@@ -53,3 +53,20 @@ func RequireReadsExactly(t testing.TB, table envconf.Table, env map[string]strin
 	slices.Sort(want)
 	require.Equal(t, want, slices.Sorted(maps.Keys(seen)))
 }
+
+// HelpForms returns args once for each way of asking for help that
+// envconf.HelpAsked accepts (--help, -h, -help): the --help or -h in args
+// replaced by that form.
+func HelpForms(args []string) [][]string {
+	var forms [][]string
+	for _, help := range []string{"--help", "-h", "-help"} {
+		a := slices.Clone(args)
+		for i, s := range a {
+			if s == "--help" || s == "-h" {
+				a[i] = help
+			}
+		}
+		forms = append(forms, a)
+	}
+	return forms
+}
