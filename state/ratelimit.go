@@ -29,11 +29,13 @@ import (
 // for its own time (a request that spends one waits for it, so the fleet
 // never goes faster than the rate). What the waiters do not take is credit
 // the next requests spend without a Redis call: a process sending R
-// requests a second costs Redis about 10 calls a second, not R (nor
-// R/burst), whatever its number of jobs. A cancel may wait behind the
-// polls already granted ahead: at most a creditWindow. (Not for a budget
-// under one grant per creditWindow: there an unused grant would be a large
-// share of it.)
+// requests a second costs Redis about 5 calls a second, not R (nor
+// R/burst), whatever its number of jobs. The price: a cancel may wait
+// behind the polls already granted ahead (at most a creditWindow), and a
+// grant may be spent up to a creditWindow after its time, so a burst of
+// this process's demand after a lull may send its credit at once (at most
+// a creditWindow of its own demand). (Not for a budget under one grant per
+// creditWindow: there an unused grant would be a large share of it.)
 //
 // If Redis cannot be reached the limiter fails open with local pacing at the
 // same rate, so a Redis blip slows vendor work down instead of stopping it.
@@ -71,7 +73,7 @@ type RateLimiter struct {
 // Redis gives it, so one used up to this much late is at most a burst this
 // much late; one not used is budget lost, which asking for no more than the
 // last window's demand keeps small.
-const creditWindow = 100 * time.Millisecond
+const creditWindow = 200 * time.Millisecond
 
 // demandWindow counts requests per creditWindow.
 type demandWindow struct {
@@ -123,7 +125,7 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			l.OnWait(time.Since(start))
 		}
 	}()
-	at, spent, ahead := l.fromCredit()
+	at, spent, ahead := l.fromCredit(true)
 	if spent {
 		return sleep(ctx, time.Until(at)) // a grant asked ahead earlier, for its time
 	}
@@ -131,15 +133,29 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 	if err != nil || w.granted {
 		return err // granted: a holder asked for it along with its own
 	}
+	// The holder before it may have left credit while it queued: spent
+	// first, or each waiter of a burst would ask again and the fleet's
+	// budget would be taken ahead far beyond this process's demand.
+	if at, spent, _ := l.fromCredit(false); spent {
+		l.gate.leave(w, 0)
+		return sleep(ctx, time.Until(at))
+	}
 	// The grants a call got beyond the holder's: the first extra are due
 	// now (the waiters behind it take them at once), later more are for
 	// times to come (credit), from grant 1 at next on, an interval apart.
 	var extra, later int
 	var next time.Time
+	released := false
+	leave := func() {
+		released = true
+		unused := l.gate.leave(w, extra)
+		if n := unused + later; n > 0 {
+			l.addCredit(n, next.Add(time.Duration(extra-unused)*l.interval))
+		}
+	}
 	defer func() {
-		left := l.gate.leave(w, extra)
-		if n := left + later; n > 0 {
-			l.addCredit(n, next.Add(time.Duration(extra-left)*l.interval))
+		if !released {
+			leave()
 		}
 	}()
 	// A poll that finds the budget spent waits until the polls queued
@@ -172,8 +188,12 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 				extra = min(extra, max(0, int(-first/l.interval)))
 			}
 			later = got - 1 - extra
-			next = time.Now().Add(first + l.interval)
-			return nil
+			now := time.Now()
+			next = now.Add(first + l.interval)
+			// The holder's own grant may be for a moment to come (within
+			// creditWindow): it leaves the gate first, then waits for it.
+			leave()
+			return sleep(ctx, time.Until(now.Add(first)))
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -191,14 +211,16 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 	}
 }
 
-// fromCredit counts a request and spends a grant asked ahead if one is
-// left (the request may go at at); otherwise it says how many grants to ask
-// ahead for.
-func (l *RateLimiter) fromCredit() (at time.Time, spent bool, ahead int) {
+// fromCredit spends a grant asked ahead if one is left (the request may go
+// at at); otherwise it says how many grants to ask ahead for. count: the
+// request is new (counted in the demand).
+func (l *RateLimiter) fromCredit(count bool) (at time.Time, spent bool, ahead int) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.demand.add(now)
+	if count {
+		l.demand.add(now)
+	}
 	if l.credit > 0 && !now.Before(l.coolUntil) {
 		// Grants more than creditWindow past their time are dropped:
 		// spent this late they would be a burst.
@@ -280,7 +302,8 @@ func (l *RateLimiter) aheadOf() time.Duration {
 
 // ask asks the fleet's budget for want requests: it returns how long to
 // wait, or how many may go (at least one; at least least, without tenants:
-// rateScript), grant k at first + k × interval from now (first <= 0).
+// rateScript), grant k at first + k × interval from now (first > 0 only
+// within aheadOf).
 func (l *RateLimiter) ask(ctx context.Context, want, least int) (wait time.Duration, got int, first time.Duration, err error) {
 	iv := l.interval
 	if iv <= 0 {
@@ -314,7 +337,7 @@ func (l *RateLimiter) ask(ctx context.Context, want, least int) (wait time.Durat
 	first = -time.Duration(got) * l.interval // fairRateScript: every grant now
 	if len(r) == 3 {
 		f, _ := r[2].(int64)
-		first = min(time.Duration(f)*time.Microsecond, 0)
+		first = time.Duration(f) * time.Microsecond
 	}
 	return 0, got, first, nil
 }

@@ -153,7 +153,7 @@ func TestAmpleBudgetIsAskedAheadNotPerRequest(t *testing.T) {
 
 	// A budget slower than a grant per window is not asked ahead.
 	evals.Scripts.Store(0)
-	slow := b.store.RateLimiter("sophos:client", 5, 5, nil)
+	slow := b.store.RateLimiter("sophos:client", 4, 5, nil)
 	for range 5 {
 		require.NoError(t, slow.Wait(ctx(t)))
 	}
@@ -211,7 +211,7 @@ func TestSpentBudgetIsTakenABatchOfPollsAtATime(t *testing.T) {
 // TestAmpleBudgetCostsRedisCallsByTimeNotByRequests: with a budget far above
 // the demand and the default-sized burst, a worker asks ahead for the slots
 // of the next window (each a grant for its own time), so its Redis calls
-// follow time (about ten a second) instead of its requests (R/burst); and
+// follow time (about five a second) instead of its requests (R/burst); and
 // two workers doing so still go no faster than the fleet's rate.
 func TestAmpleBudgetCostsRedisCallsByTimeNotByRequests(t *testing.T) {
 	t.Parallel()

@@ -434,9 +434,9 @@ return {redis.call('GET', KEYS[1]), now - at}
 // wait) per grant.
 // KEYS: tat, cooldown. ARGV: interval µs, tolerance µs, wanted, at least
 // (absent: 1), ahead µs (absent: 0).
-// Returns {0, granted, first} when requests may go now: grant k (from 0)
-// may go first + k × interval µs from now (first <= 0: the first goes now);
-// else {µs to wait, 0}.
+// Returns {0, granted, first} when requests may go within ahead µs: grant k
+// (from 0) may go first + k × interval µs from now (first <= 0: the first
+// goes now); else {µs to wait, 0}.
 var rateScript = redis.NewScript(luaRate + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -449,7 +449,7 @@ local ahead = math.max(0, tonumber(ARGV[5] or '0') or 0)
 local tat = tonumber(v[1] or '0') or 0
 if tat < now then tat = now end
 local allow = tat - tol + (least - 1) * interval
-if allow > now then return {allow - now, 0} end
+if allow > now + ahead then return {allow - ahead - now, 0} end
 local g = math.max(1, math.min(want, math.floor((now + ahead + tol - tat) / interval) + 1))
 local ntat = tat + g * interval
 redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
