@@ -66,8 +66,7 @@
 // vendor failure waits as a due step (backoff, or the vendor's Retry-After),
 // never as a sleeping goroutine. The calls carry their priority to the
 // fleet-wide rate limiter (state.RateLimiter), whose waiters queue by it: a
-// cancel never waits behind queued polls (at most behind those the limiter
-// already granted, for the next 200 ms, when the budget is ample).
+// cancel never waits behind polls.
 //
 // A vendor whose API answers many polls with one request (Cytomic,
 // edr.BatchPoller) has a batch lane: its due polls gather into one step and

@@ -128,8 +128,5 @@
 //
 // Rate limits. RateLimiter is a GCRA limiter per vendor credential shared by
 // the fleet, plus a cool-down key that a 429 anywhere sets for its
-// Retry-After: one worker's 429 slows the whole fleet down. A worker asks it
-// once for many grants — the waiters behind the first, and the next 200 ms
-// of its own demand, each grant for its own time — so its calls follow time
-// (about five a second), not its request rate.
+// Retry-After: one worker's 429 slows the whole fleet down.
 package state

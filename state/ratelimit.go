@@ -23,18 +23,12 @@ import (
 // calls were made in. A poll that finds the budget spent waits until the
 // polls queued behind it may go too (up to the burst) and takes them in
 // one call: a spent budget costs Redis about two calls per burst of polls,
-// not two per grant, nor one per waiter. The first also asks ahead for as
-// many grants as the process asked for in the last creditWindow: beyond
-// what the budget allows now, the next creditWindow's slots, each a grant
-// for its own time (a request that spends one waits for it, so the fleet
-// never goes faster than the rate). What the waiters do not take is credit
-// the next requests spend without a Redis call: a process sending R
-// requests a second costs Redis about 5 calls a second, not R (nor
-// R/burst), whatever its number of jobs. The price: a cancel may wait
-// behind the polls already granted ahead (at most a creditWindow), and a
-// grant may be spent up to a creditWindow after its time, so a burst of
-// this process's demand after a lull may send its credit at once (at most
-// a creditWindow of its own demand). (Not for a budget under one grant per
+// not two per grant, nor one per waiter. When the budget is ample the
+// first also asks ahead, up to the burst, for as many grants as the
+// process asked for in the last creditWindow; what the waiters do not take
+// is credit the next requests spend without a Redis call. A process
+// sending R requests a second costs Redis about max(R/burst, 10) calls a
+// second instead of R. (Not for a budget under one grant per
 // creditWindow: there an unused grant would be a large share of it.)
 //
 // If Redis cannot be reached the limiter fails open with local pacing at the
@@ -59,21 +53,19 @@ type RateLimiter struct {
 	localNext time.Time
 	coolUntil time.Time
 	// credit is grants a Redis call got ahead for this process's next
-	// requests: the first for creditAt, each next one interval later, each
-	// usable until creditWindow after its time. demand counts this
-	// process's requests in the current and the previous creditWindow.
-	credit   int
-	creditAt time.Time
-	demand   demandWindow
+	// requests, usable until creditUntil; demand counts this process's
+	// requests in the current and the previous creditWindow.
+	credit      int
+	creditUntil time.Time
+	demand      demandWindow
 }
 
-// creditWindow is how far ahead grants are asked for, how long after its
-// time a grant stays usable, and the window over which demand is counted to
-// decide how many to ask ahead. A grant is spent in the fleet's budget when
-// Redis gives it, so one used up to this much late is at most a burst this
-// much late; one not used is budget lost, which asking for no more than the
-// last window's demand keeps small.
-const creditWindow = 200 * time.Millisecond
+// creditWindow is how long grants asked ahead stay usable, and the window
+// over which demand is counted to decide how many to ask ahead. A grant is
+// spent in the fleet's budget when Redis gives it, so one used up to this
+// much later is at most a burst this much late; one not used is budget
+// lost, which asking for no more than the last window's demand keeps small.
+const creditWindow = 100 * time.Millisecond
 
 // demandWindow counts requests per creditWindow.
 type demandWindow struct {
@@ -125,37 +117,24 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			l.OnWait(time.Since(start))
 		}
 	}()
-	at, spent, ahead := l.fromCredit(true)
+	spent, ahead := l.fromCredit(true)
 	if spent {
-		return sleep(ctx, time.Until(at)) // a grant asked ahead earlier, for its time
+		return ctx.Err() // a grant asked ahead earlier
 	}
 	w, err := l.gate.enter(ctx, httpc.PriorityOf(ctx))
 	if err != nil || w.granted {
 		return err // granted: a holder asked for it along with its own
 	}
 	// The holder before it may have left credit while it queued: spent
-	// first, or each waiter of a burst would ask again and the fleet's
-	// budget would be taken ahead far beyond this process's demand.
-	if at, spent, _ := l.fromCredit(false); spent {
+	// first, rather than asked for again (and overwritten).
+	if spent, _ := l.fromCredit(false); spent {
 		l.gate.leave(w, 0)
-		return sleep(ctx, time.Until(at))
+		return ctx.Err()
 	}
-	// The grants a call got beyond the holder's: the first extra are due
-	// now (the waiters behind it take them at once), later more are for
-	// times to come (credit), from grant 1 at next on, an interval apart.
-	var extra, later int
-	var next time.Time
-	released := false
-	leave := func() {
-		released = true
-		unused := l.gate.leave(w, extra)
-		if n := unused + later; n > 0 {
-			l.addCredit(n, next.Add(time.Duration(extra-unused)*l.interval))
-		}
-	}
+	extra := 0
 	defer func() {
-		if !released {
-			leave()
+		if left := l.gate.leave(w, extra); left > 0 {
+			l.addCredit(left)
 		}
 	}()
 	// A poll that finds the budget spent waits until the polls queued
@@ -165,14 +144,14 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 	// is, so other workers' batches cannot keep it waiting.
 	least := 1
 	if httpc.PriorityOf(ctx) == httpc.PriorityPoll {
-		least = min(1+l.gate.queued(), l.burst())
+		least = min(1+l.gate.queued(), l.maxBatch())
 	}
 	for {
-		// Ask for this request, the ones waiting behind it and those the
-		// last window's demand says will come: one Redis call for several
-		// grants.
+		// Ask for this request and, as far as the burst allows, for the
+		// ones waiting behind it and those the last window's demand says
+		// will come: one Redis call for several grants.
 		want := min(1+l.gate.queued()+ahead, l.maxBatch())
-		wait, got, first, err := l.ask(ctx, want, min(least, want))
+		wait, got, err := l.ask(ctx, want, min(least, want))
 		least = 1
 		if err != nil {
 			if ctx.Err() != nil {
@@ -182,18 +161,8 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 			return l.local(ctx)
 		}
 		if wait <= 0 {
-			// Grant k may go at first + k × interval from now.
 			extra = got - 1
-			if l.interval > 0 {
-				extra = min(extra, max(0, int(-first/l.interval)))
-			}
-			later = got - 1 - extra
-			now := time.Now()
-			next = now.Add(first + l.interval)
-			// The holder's own grant may be for a moment to come (within
-			// creditWindow): it leaves the gate first, then waits for it.
-			leave()
-			return sleep(ctx, time.Until(now.Add(first)))
+			return nil
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -211,48 +180,33 @@ func (l *RateLimiter) Wait(ctx context.Context) error {
 	}
 }
 
-// fromCredit spends a grant asked ahead if one is left (the request may go
-// at at); otherwise it says how many grants to ask ahead for. count: the
-// request is new (counted in the demand).
-func (l *RateLimiter) fromCredit(count bool) (at time.Time, spent bool, ahead int) {
+// fromCredit spends a grant asked ahead if one is left; otherwise it says
+// how many grants to ask ahead for. count: the request is new (counted in
+// the demand).
+func (l *RateLimiter) fromCredit(count bool) (spent bool, ahead int) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if count {
 		l.demand.add(now)
 	}
-	if l.credit > 0 && !now.Before(l.coolUntil) {
-		// Grants more than creditWindow past their time are dropped:
-		// spent this late they would be a burst.
-		if late := now.Sub(l.creditAt) - creditWindow; late > 0 {
-			n := l.credit
-			if l.interval > 0 {
-				n = min(n, int(late/l.interval)+1)
-			}
-			l.credit -= n
-			l.creditAt = l.creditAt.Add(time.Duration(n) * l.interval)
-		}
-		if l.credit > 0 {
-			at = l.creditAt
-			l.credit--
-			l.creditAt = at.Add(l.interval)
-			return at, true, 0
-		}
+	if l.credit > 0 && now.Before(l.creditUntil) && !now.Before(l.coolUntil) {
+		l.credit--
+		return true, 0
 	}
 	l.credit = 0
 	if l.interval > creditWindow {
 		// A budget slower than one grant a window (Sophos's 1.5/s): a
 		// grant asked ahead and not used would be a large share of it.
-		return time.Time{}, false, 0
+		return false, 0
 	}
-	return time.Time{}, false, l.demand.ahead()
+	return false, l.demand.ahead()
 }
 
-// addCredit keeps n grants for the next requests, the first for at, each
-// next one an interval later.
-func (l *RateLimiter) addCredit(n int, at time.Time) {
+// addCredit keeps n grants for the next requests, for creditWindow.
+func (l *RateLimiter) addCredit(n int) {
 	l.mu.Lock()
-	l.credit, l.creditAt = n, at
+	l.credit, l.creditUntil = n, time.Now().Add(creditWindow)
 	l.mu.Unlock()
 }
 
@@ -273,38 +227,18 @@ func (l *RateLimiter) ForTenant(tenant string) *RateLimiter {
 	return c
 }
 
-// burst is the most grants that may go at once.
-func (l *RateLimiter) burst() int {
+// maxBatch is the most grants one Redis call asks for: the burst.
+func (l *RateLimiter) maxBatch() int {
 	if l.interval <= 0 {
 		return 64
 	}
 	return int(l.tol/l.interval) + 1
 }
 
-// maxBatch is the most grants one Redis call asks for: the burst, and the
-// slots of the next creditWindow (aheadOf).
-func (l *RateLimiter) maxBatch() int {
-	if a := l.aheadOf(); a > 0 {
-		return l.burst() + int(a/l.interval)
-	}
-	return l.burst()
-}
-
-// aheadOf is how far ahead of now a Redis call may grant: creditWindow for
-// a budget of at least a grant a window, not shared by tenants (their fair
-// share is of the budget now); else nothing.
-func (l *RateLimiter) aheadOf() time.Duration {
-	if l.tenant != "" || l.interval <= 0 || l.interval > creditWindow {
-		return 0
-	}
-	return creditWindow
-}
-
 // ask asks the fleet's budget for want requests: it returns how long to
-// wait, or how many may go (at least one; at least least, without tenants:
-// rateScript), grant k at first + k × interval from now (first > 0 only
-// within aheadOf).
-func (l *RateLimiter) ask(ctx context.Context, want, least int) (wait time.Duration, got int, first time.Duration, err error) {
+// wait, or how many may go now (at least one; at least least, without
+// tenants: rateScript).
+func (l *RateLimiter) ask(ctx context.Context, want, least int) (time.Duration, int, error) {
 	iv := l.interval
 	if iv <= 0 {
 		iv = time.Microsecond // cool-down only: GCRA effectively off
@@ -314,32 +248,26 @@ func (l *RateLimiter) ask(ctx context.Context, want, least int) (wait time.Durat
 		tol = time.Hour
 	}
 	var v any
+	var err error
 	if l.tenant != "" && l.interval > 0 {
 		v, err = l.s.run(ctx, fairRateScript, []string{l.tat, l.cool, l.tenTat, l.active},
 			iv.Microseconds(), tol.Microseconds(), l.tenant, FairWindow.Milliseconds(), want)
 	} else {
-		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds(), want, least,
-			l.aheadOf().Microseconds())
+		v, err = l.s.run(ctx, rateScript, []string{l.tat, l.cool}, iv.Microseconds(), tol.Microseconds(), want, least)
 	}
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)
+		return 0, 0, fmt.Errorf("state: rate limit %s: %w", l.name, err)
 	}
 	r, _ := v.([]any)
-	if len(r) != 2 && len(r) != 3 {
-		return 0, 0, 0, fmt.Errorf("state: rate limit %s: unexpected reply %v", l.name, v)
+	if len(r) != 2 {
+		return 0, 0, fmt.Errorf("state: rate limit %s: unexpected reply %v", l.name, v)
 	}
 	us, _ := r[0].(int64)
-	n, _ := r[1].(int64)
-	if us > 0 {
-		return time.Duration(us) * time.Microsecond, 0, 0, nil
+	got, _ := r[1].(int64)
+	if us <= 0 {
+		return 0, max(int(got), 1), nil
 	}
-	got = max(int(n), 1)
-	first = -time.Duration(got) * l.interval // fairRateScript: every grant now
-	if len(r) == 3 {
-		f, _ := r[2].(int64)
-		first = time.Duration(f) * time.Microsecond
-	}
-	return 0, got, first, nil
+	return time.Duration(us) * time.Microsecond, 0, nil
 }
 
 // local paces this process alone, used only while Redis is unreachable.

@@ -425,18 +425,14 @@ return {redis.call('GET', KEYS[1]), now - at}
 `)
 
 // rateScript is a GCRA limiter with a fleet-wide cool-down that grants up
-// to ARGV[3] requests at once (as many as the burst allows now, and the
-// slots of the next ARGV[5] µs: grants of the budget's near future, each
-// for its own time), so a worker with many requests waiting or coming asks
-// Redis once for several; and, when fewer than ARGV[4] (at most the burst)
-// may go now, none: it says when that many may, so that a worker whose polls
-// wait on a spent budget takes them a batch at a time, not a call (and a
-// wait) per grant.
+// to ARGV[3] requests at once (as many as the burst allows now), so a
+// worker with many requests waiting asks Redis once for several; and, when
+// fewer than ARGV[4] (at most the burst) may go now, none: it says when
+// that many may, so that a worker whose polls wait on a spent budget takes
+// them a batch at a time, not a call (and a wait) per grant.
 // KEYS: tat, cooldown. ARGV: interval µs, tolerance µs, wanted, at least
-// (absent: 1), ahead µs (absent: 0).
-// Returns {0, granted, first} when requests may go within ahead µs: grant k
-// (from 0) may go first + k × interval µs from now (first <= 0: the first
-// goes now); else {µs to wait, 0}.
+// (absent: 1).
+// Returns {0, granted} when requests may go now, else {µs to wait, 0}.
 var rateScript = redis.NewScript(luaRate + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -445,15 +441,14 @@ local cool = cooling(KEYS[2], v[2], now)
 if cool > 0 then return {cool, 0} end
 local interval, tol, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local least = math.max(1, tonumber(ARGV[4] or '1') or 1)
-local ahead = math.max(0, tonumber(ARGV[5] or '0') or 0)
 local tat = tonumber(v[1] or '0') or 0
 if tat < now then tat = now end
 local allow = tat - tol + (least - 1) * interval
-if allow > now + ahead then return {allow - ahead - now, 0} end
-local g = math.max(1, math.min(want, math.floor((now + ahead + tol - tat) / interval) + 1))
+if allow > now then return {allow - now, 0} end
+local g = math.max(1, math.min(want, math.floor((now + tol - tat) / interval) + 1))
 local ntat = tat + g * interval
 redis.call('SET', KEYS[1], string.format('%d', ntat), 'PX', math.floor((ntat - now) / 1000) + 1000)
-return {0, g, tat - tol - now}
+return {0, g}
 `)
 
 // fairRateScript is rateScript for one tenant of a credential several
