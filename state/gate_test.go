@@ -181,3 +181,33 @@ func TestRateLimiterGrantsTheWaitersInOneCall(t *testing.T) {
 	}
 	require.InDelta(t, 30, got, 1, "the burst left after the twenty (one more may have accrued)")
 }
+
+// TestRateLimiterHolderSpendsCreditLeftWhileItQueued: a request that found
+// no credit and queued behind the holder, who then left credit, spends that
+// credit when its turn comes instead of asking Redis again (which would
+// overwrite the credit and lose those grants).
+func TestRateLimiterHolderSpendsCreditLeftWhileItQueued(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testenv.RedisClient(t)
+	s, err := New(rdb, Config{Namespace: ns})
+	require.NoError(t, err)
+	require.NoError(t, s.Load(context.Background()))
+	l := s.RateLimiter("cbc:org", 1000, 10, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hold, err := l.gate.enter(ctx, httpc.PriorityPoll) // as if a request were asking now
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- l.Wait(ctx) }()
+	require.Eventually(t, func() bool { return queued(l.gate) == 1 }, 5*time.Second, time.Millisecond)
+
+	calls := &testutil.RedisCounter{}
+	rdb.AddHook(calls)
+	l.addCredit(3) // the holder's call got grants nobody was waiting for yet
+	l.gate.leave(hold, 0)
+	require.NoError(t, <-done)
+	require.Zero(t, calls.Scripts.Load(), "the queued request spent the credit, no Redis call")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Equal(t, 2, l.credit, "one grant of the credit spent, the rest kept")
+}
