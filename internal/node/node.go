@@ -25,6 +25,7 @@ import (
 	"github.com/analysisfleet/analysisfleet/intake"
 	"github.com/analysisfleet/analysisfleet/internal/metrics"
 	"github.com/analysisfleet/analysisfleet/internal/reach"
+	"github.com/analysisfleet/analysisfleet/internal/startstop"
 	"github.com/analysisfleet/analysisfleet/results"
 	"github.com/analysisfleet/analysisfleet/runner"
 	"github.com/analysisfleet/analysisfleet/state"
@@ -275,18 +276,12 @@ func (n *Node) watch(ctx context.Context) {
 			tr.Observe(err)
 		}
 	}
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	probeBoth := func(context.Context) {
 		probe(rd, n.Store.Ping)
 		probe(kf, n.Consumer.Ping)
-		t.Reset(every)
 	}
+	probeBoth(ctx)
+	startstop.Every(ctx, every, probeBoth)
 }
 
 // Drain is the SIGTERM path: stop intake (commit and leave the group), let
