@@ -3,10 +3,8 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analysisfleet/analysisfleet/internal/testenv"
+	"github.com/analysisfleet/analysisfleet/internal/testutil"
 )
 
 // `worker run` with nothing listening at REDIS_URL says so once, at ERROR,
@@ -24,13 +23,13 @@ import (
 // answer is said the same way, naming the brokers.
 func TestRunSaysWhenRedisAndKafkaAreUnreachable(t *testing.T) {
 	t.Parallel()
-	redis, kafka := closedAddr(t), closedAddr(t)
-	redisAddr, kafkaAddr := redis.addr, kafka.addr
+	redis, kafka := testutil.HoldPort(t), testutil.HoldPort(t)
+	redisAddr, kafkaAddr := redis.Addr, kafka.Addr
 	env := baseEnv()
 	env["KAFKA_BROKERS"] = kafkaAddr
 	env["REDIS_URL"] = "redis://" + redisAddr + "/0"
 	env["REDIS_NAMESPACE"] = testenv.Namespace(t)
-	env["SAMPLEDB_URL"] = "http://" + closedAddr(t).addr
+	env["SAMPLEDB_URL"] = "http://" + testutil.HoldPort(t).Addr
 	env["INSECURE_HTTP"] = "true"
 	env["HTTP_ADDR"] = "127.0.0.1:0"
 	env["WORKER_ID"] = "reach-test"
@@ -63,54 +62,11 @@ func TestRunSaysWhenRedisAndKafkaAreUnreachable(t *testing.T) {
 	}
 }
 
-// heldPort is a loopback port that refuses connections and stays this
-// test's: a socket bound to it, not listening, and without SO_REUSEADDR, so
-// no other process (another test's broker, a child's listener) can take the
-// port while the test holds it, as one could a port closed and given back.
-type heldPort struct {
-	fd   int
-	addr string
-}
-
-// closedAddr holds a loopback port nothing listens on until the test ends
-// (or proxy listens on it).
-func closedAddr(t *testing.T) *heldPort {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	require.NoError(t, err)
-	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
-	sa, err := syscall.Getsockname(fd)
-	require.NoError(t, err)
-	h := &heldPort{fd: fd, addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(sa.(*syscall.SockaddrInet4).Port))}
-	t.Cleanup(func() { h.close() })
-	return h
-}
-
-func (h *heldPort) close() {
-	if h.fd >= 0 {
-		syscall.Close(h.fd)
-		h.fd = -1
-	}
-}
-
-// listen turns the held port into a listener on the same socket: the port is
-// never free in between.
-func (h *heldPort) listen(t *testing.T) net.Listener {
-	t.Helper()
-	require.NoError(t, syscall.Listen(h.fd, 128))
-	f := os.NewFile(uintptr(h.fd), h.addr)
-	h.fd = -1
-	defer f.Close()
-	ln, err := net.FileListener(f) // a duplicate of the socket
-	require.NoError(t, err)
-	return ln
-}
-
 // proxy listens on the held port and forwards its TCP connections to the
 // unix socket sock until the test ends.
-func proxy(t *testing.T, h *heldPort, sock string) {
+func proxy(t *testing.T, h *testutil.HeldPort, sock string) {
 	t.Helper()
-	ln := h.listen(t)
+	ln := h.Listen(t)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn

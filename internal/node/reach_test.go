@@ -1,8 +1,8 @@
+//go:build linux
+
 package node_test
 
 import (
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,19 +13,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// closedPort returns a loopback address nothing listens on: a port this
-// test just had and closed.
-func closedPort(t *testing.T) (string, int) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	_, p, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(p)
-	return addr, port
-}
 
 // messages returns the logged messages at level that start with prefix.
 func messages(logs *observer.ObservedLogs, level zapcore.Level, prefix string) []string {
@@ -45,7 +32,8 @@ func TestUnreachableKafkaAndRedisAreSaidLoudlyOnceAndWhenBack(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.InfoLevel)
 	f := newFleet(t, fleetOpts{logs: core, watchEvery: 50 * time.Millisecond, remindEvery: 400 * time.Millisecond})
-	addr, port := closedPort(t)
+	held := testutil.HoldPort(t)
+	addr := held.Addr
 	f.brokers = []string{addr}
 	w := f.startWorker("w1")
 
@@ -64,7 +52,8 @@ func TestUnreachableKafkaAndRedisAreSaidLoudlyOnceAndWhenBack(t *testing.T) {
 	require.Len(t, messages(logs, zapcore.ErrorLevel, "kafka unreachable: "), 1, "the first line is not repeated")
 	require.Empty(t, messages(logs, zapcore.ErrorLevel, "redis "), "Redis answers")
 
-	kc, err := kfake.NewCluster(kfake.Ports(port), kfake.SeedTopics(partitions, testutil.TopicOSL, testutil.TopicSVG, testutil.TopicDLQ, testutil.TopicResult))
+	held.Release()
+	kc, err := kfake.NewCluster(kfake.Ports(held.Port), kfake.SeedTopics(partitions, testutil.TopicOSL, testutil.TopicSVG, testutil.TopicDLQ, testutil.TopicResult))
 	require.NoError(t, err)
 	t.Cleanup(kc.Close)
 	require.Eventually(t, func() bool {
