@@ -260,9 +260,13 @@ func TestGracefulDrainHandsLeasesOver(t *testing.T) {
 	for _, id := range held {
 		heldSet[id] = true
 	}
+	finishedInDrain := 0 // its terminal state was on its way: w1 delivers it rather than hand it over
 	for _, e := range h.leases {
 		if heldSet[e.JobID] && e.Event == "released" && e.Worker == "w1" && e.At.After(term) {
 			handover = append(handover, e.At.Sub(term))
+		}
+		if heldSet[e.JobID] && e.Event == "completed" && e.Worker == "w1" && e.At.After(term) {
+			finishedInDrain++
 		}
 		if heldSet[e.JobID] && isAcquisition(e.Event) && e.Worker != "w1" && e.At.After(term) {
 			claimedBy[e.JobID] = true
@@ -271,12 +275,15 @@ func TestGracefulDrainHandsLeasesOver(t *testing.T) {
 	r.print(t, "graceful drain (SIGTERM) of a worker holding long-running jobs",
 		fmt.Sprintf("  %-34s %d jobs; hand-over after SIGTERM p50 %s, max %s", "w1's leases released",
 			len(handover), pct(handover, .5).Round(time.Millisecond), pct(handover, 1).Round(time.Millisecond)),
-		fmt.Sprintf("  %-34s %d of %d", "re-attached by other workers", len(claimedBy), len(held)),
+		fmt.Sprintf("  %-34s %d", "finished by w1 while it drained", finishedInDrain),
+		fmt.Sprintf("  %-34s %d of %d", "re-attached by other workers", len(claimedBy), len(handover)),
 		fmt.Sprintf("  %-34s %s", "w1 exited after", took.Round(time.Millisecond)))
 	require.True(t, r.ok())
-	require.Len(t, handover, len(held), "every lease was handed over, none left to expire")
+	require.Equal(t, len(held), len(handover)+finishedInDrain,
+		"every lease was handed over (or its job finished by w1 as the drain began), none left to expire")
+	require.Greater(t, len(handover), len(held)/2, "a drain hands jobs over; it does not wait for them")
 	require.Less(t, pct(handover, 1), c.opts.leaseTTL, "handed over before a lease could even expire")
-	require.Len(t, claimedBy, len(held))
+	require.Len(t, claimedBy, len(handover), "every job handed over is re-attached by another worker")
 	r.requireNoRestarts(t, "a drain restarts no %s operation")
 }
 
