@@ -185,8 +185,11 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// produce sends n records with values prefix-000… and fails on any error.
-func produce(ctx context.Context, t *testing.T, cl *kgo.Client, prefix string, n int) []string {
+// produce sends n records with values prefix-000… to b and fails on any
+// error, when b exits (with its stderr: a crash is the broker's, not the
+// client's), or when ctx ends first (a client whose brokers are gone may
+// keep its records buffered past any timeout).
+func produce(ctx context.Context, t *testing.T, b *broker, cl *kgo.Client, prefix string, n int) []string {
 	t.Helper()
 	var rs []*kgo.Record
 	var values []string
@@ -196,7 +199,16 @@ func produce(ctx context.Context, t *testing.T, cl *kgo.Client, prefix string, n
 		// Partition matters only to a client with kgo.ManualPartitioner.
 		rs = append(rs, &kgo.Record{Topic: jobTopic, Partition: int32(i % 6), Key: []byte(v), Value: []byte(v)})
 	}
-	require.NoError(t, cl.ProduceSync(ctx, rs...).FirstErr())
+	done := make(chan error, 1) // cl.Close (a cleanup) ends it if we stop waiting
+	go func() { done <- cl.ProduceSync(ctx, rs...).FirstErr() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-b.exited:
+		t.Fatalf("the broker exited (%v) while %d records were produced; stderr:\n%s", b.waitErr, n, b.stderr.String())
+	case <-ctx.Done():
+		t.Fatalf("producing %d records: %v; the client still holds them; broker stderr:\n%s", n, ctx.Err(), b.stderr.String())
+	}
 	return values
 }
 
@@ -228,7 +240,7 @@ func TestSIGKILLKeepsDataDir(t *testing.T) {
 	require.Len(t, first.addrs, 3)
 
 	producer := newClient(t, first)
-	produced := produce(ctx, t, producer, "job", 100)
+	produced := produce(ctx, t, first, producer, "job", 100)
 	producer.Close()
 
 	// Consume every record in a group, then commit manually only the first
@@ -278,7 +290,7 @@ func TestSIGKILLKeepsDataDir(t *testing.T) {
 	// Second cycle: append, commit the end of every partition (an admin
 	// commit to the now empty group), crash again.
 	producer = newClient(t, second)
-	produced = append(produced, produce(ctx, t, producer, "more", 50)...)
+	produced = append(produced, produce(ctx, t, second, producer, "more", 50)...)
 	producer.Close()
 	ends, err := adm.ListEndOffsets(ctx, jobTopic)
 	require.NoError(t, err)
@@ -337,7 +349,7 @@ func TestSignalClosesCleanly(t *testing.T) {
 			dir := t.TempDir()
 			b := startBroker(t, "--ports", "0,0,0", "--data-dir", dir, "--log-level", "warn")
 			cl := newClient(t, b)
-			produced := produce(ctx, t, cl, "clean", 20)
+			produced := produce(ctx, t, b, cl, "clean", 20)
 			cl.Close()
 
 			b.signal(t, sig)
@@ -425,7 +437,7 @@ func TestPausedBroker(t *testing.T) {
 		kgo.RetryTimeout(20*time.Second),
 		kgo.ProduceRequestTimeout(500*time.Millisecond),
 		kgo.RequestTimeoutOverhead(500*time.Millisecond))
-	warm := produce(ctx, t, cl, "warm", 6) // metadata and produce connections are up
+	warm := produce(ctx, t, b, cl, "warm", 6) // metadata and produce connections are up
 
 	const pause = 2 * time.Second
 	b.signal(t, syscall.SIGSTOP)
@@ -454,7 +466,7 @@ func TestPausedBroker(t *testing.T) {
 		}
 	})
 
-	paused := produce(ctx, t, cl, "paused", 50)
+	paused := produce(ctx, t, b, cl, "paused", 50)
 	done := time.Now()
 	<-resumeCh
 	mu.Lock()
@@ -548,7 +560,7 @@ func TestProducerAcrossCrash(t *testing.T) {
 		// With the default 5s, the client waits that long after the
 		// restart before it looks the brokers up again.
 		kgo.MetadataMinAge(250*time.Millisecond))
-	before := produce(ctx, t, cl, "before", 20)
+	before := produce(ctx, t, first, cl, "before", 20)
 
 	first.signal(t, syscall.SIGKILL)
 	first.wait(t)
@@ -573,6 +585,6 @@ func TestProducerAcrossCrash(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	after := produce(ctx, t, cl, "after", 20)
+	after := produce(ctx, t, second, cl, "after", 20)
 	requireLog(ctx, t, second, append(append(before, during...), after...))
 }
