@@ -18,6 +18,8 @@
 // stdout, "READY host:port,host:port,...", and nothing else. Errors go to
 // stderr and make it exit non-zero. SIGTERM or SIGINT closes the cluster
 // (flushing --data-dir) and exits 0; a second signal during that exits 1.
+// SIGHUP is ignored: the broker has no terminal to lose, and a broker
+// paused with SIGSTOP was seen killed by a SIGHUP its test never sent.
 //
 // With --data-dir, topics, records and committed group offsets survive a
 // restart of the process with the same directory, including after SIGKILL:
@@ -47,6 +49,7 @@ import (
 )
 
 func main() {
+	signal.Ignore(syscall.SIGHUP)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, sigs))

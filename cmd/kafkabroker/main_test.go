@@ -422,6 +422,22 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
+// A hangup does not end the broker: SIGHUP is ignored (one killed a broker
+// paused by TestPausedBroker, which sends none).
+func TestHangupIsIgnored(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := startBroker(t, "--ports", "0")
+	b.signal(t, syscall.SIGHUP)
+	cl := newClient(t, b)
+	requireLog(ctx, t, b, produce(ctx, t, b, cl, "after-hup", 6))
+	select {
+	case <-b.exited:
+		t.Fatalf("the broker exited after SIGHUP: %v", b.waitErr)
+	default:
+	}
+}
+
 // TestPausedBroker is the "broker paused" fault: while the process is
 // stopped, produce requests time out and are retried; after SIGCONT every
 // record is acknowledged exactly once.
